@@ -1,0 +1,365 @@
+package ledger
+
+import (
+	"container/heap"
+	"fmt"
+)
+
+// Book is the state of one shard: the accounts it owns, its transit accounts, the transfers
+// whose debit account it owns (pending ones always, finished ones as a bounded cache), the
+// outbox of credit legs it has sent and not yet seen answered, and what it knows of accounts
+// on other shards. It is not safe for concurrent use: one shard actor owns it.
+//
+// A caller drives it in rounds: Needs (what to read from storage), Load* (the answers),
+// Create*/ApplyLegs/ApplyLegResults/Expire (which fill Effects), persist Effects, then Trim.
+type Book struct {
+	shard, shards uint32
+
+	accounts  map[uint64]*accountState
+	transfers map[uint64]Transfer // cache; every pending transfer is in it
+	remote    map[uint64]AccountInfo
+	outbox    map[LegKey]Leg
+	holding   map[uint64]struct{}      // pending transfers whose hold leg is unanswered
+	legs      map[LegKey]TransferResult // legs applied here since the last Trim
+	expiries  expiryHeap
+
+	clock     uint64 // the last timestamp handed out
+	recording bool   // inside a linked chain: keep undo entries
+	epoch uint64 // which Effects an account was last added to
+	undo  []undoEntry
+}
+
+type accountState struct {
+	Account
+	epoch uint64
+}
+
+// NewBook returns an empty book for shard of shards.
+func NewBook(shard, shards uint32) *Book {
+	if shards == 0 || shards > ShardsMax || shard >= shards {
+		panic(fmt.Sprintf("ledger: shard %d of %d", shard, shards))
+	}
+	return &Book{
+		shard: shard, shards: shards,
+		accounts:  make(map[uint64]*accountState),
+		transfers: make(map[uint64]Transfer),
+		remote:    make(map[uint64]AccountInfo),
+		outbox:    make(map[LegKey]Leg),
+		holding:   make(map[uint64]struct{}),
+		legs:      make(map[LegKey]TransferResult),
+	}
+}
+
+// Shard is the shard this book belongs to.
+func (b *Book) Shard() uint32 { return b.shard }
+
+// Owns reports whether the account lives on this shard.
+func (b *Book) Owns(id uint64) bool { return ShardOf(id, b.shards) == b.shard }
+
+// Clock is the last timestamp the book handed out.
+func (b *Book) Clock() uint64 { return b.clock }
+
+// tick hands out the next timestamp: now, or one past the last one if the clock stood still or
+// went back. Timestamps of one shard are strictly increasing whatever the wall clock does.
+func (b *Book) tick(now uint64) uint64 {
+	if now <= b.clock {
+		now = b.clock + 1
+	}
+	b.clock = now
+	return now
+}
+
+// LoadClock makes every later timestamp greater than ts (recovery).
+func (b *Book) LoadClock(ts uint64) {
+	if ts > b.clock {
+		b.clock = ts
+	}
+}
+
+// LoadAccount puts a stored account (or transit account) of this shard into the book.
+func (b *Book) LoadAccount(a Account) {
+	if !b.Owns(a.ID) {
+		panic(fmt.Sprintf("ledger: shard %d loading account %d of shard %d", b.shard, a.ID,
+			ShardOf(a.ID, b.shards)))
+	}
+	b.accounts[a.ID] = &accountState{Account: a}
+	b.LoadClock(a.Timestamp)
+}
+
+// LoadTransfer puts a stored transfer whose debit account is on this shard into the cache,
+// arming its expiry if it is still pending.
+func (b *Book) LoadTransfer(t Transfer) {
+	if _, ok := b.transfers[t.ID]; ok {
+		return
+	}
+	b.transfers[t.ID] = t
+	if t.State == StatePending && t.ExpiresAt() != 0 {
+		heap.Push(&b.expiries, expiry{at: t.ExpiresAt(), id: t.ID})
+	}
+	b.LoadClock(t.Timestamp)
+}
+
+// LoadRemote records what never changes of an account on another shard.
+func (b *Book) LoadRemote(info AccountInfo) {
+	if len(b.remote) >= RemoteAccountCacheEntriesMax {
+		clear(b.remote)
+	}
+	b.remote[info.ID] = info
+}
+
+// LoadOutbox puts a stored, unanswered leg back into the outbox (recovery).
+func (b *Book) LoadOutbox(l Leg) {
+	b.outbox[l.LegKey] = l
+	if l.Kind == LegCreditHold {
+		b.holding[l.TransferID] = struct{}{}
+	}
+}
+
+// LoadLegResult records that a leg was already applied here, with its result (for a leg
+// delivered again).
+func (b *Book) LoadLegResult(r LegResult) { b.legs[r.LegKey] = r.Result }
+
+// Account returns a copy of an account of this shard.
+func (b *Book) Account(id uint64) (Account, bool) {
+	a, ok := b.accounts[id]
+	if !ok {
+		return Account{}, false
+	}
+	return a.Account, true
+}
+
+// Accounts calls fn for every account of this shard, transit accounts included.
+func (b *Book) Accounts(fn func(a *Account)) {
+	for _, a := range b.accounts {
+		fn(&a.Account)
+	}
+}
+
+// Transfer returns a cached transfer.
+func (b *Book) Transfer(id uint64) (Transfer, bool) {
+	t, ok := b.transfers[id]
+	return t, ok
+}
+
+// Outbox calls fn for every unanswered leg.
+func (b *Book) Outbox(fn func(l Leg)) {
+	for _, l := range b.outbox {
+		fn(l)
+	}
+}
+
+// OutboxLen is the number of unanswered legs.
+func (b *Book) OutboxLen() int { return len(b.outbox) }
+
+// Needs is what the book must be told before it can run a batch of transfers: the stored
+// transfers (ids and pending ids not in its cache) and the accounts of other shards it does not
+// know. Absent from storage means absent.
+type Needs struct {
+	Transfers []uint64
+	Remote    []uint64
+	Legs      []LegKey
+}
+
+// Reset empties n for reuse.
+func (n *Needs) Reset() {
+	n.Transfers, n.Remote, n.Legs = n.Transfers[:0], n.Remote[:0], n.Legs[:0]
+}
+
+// NeedsForTransfers adds to n what CreateTransfers(ts) will look up.
+func (b *Book) NeedsForTransfers(ts []Transfer, n *Needs) {
+	for i := range ts {
+		t := &ts[i]
+		if _, ok := b.transfers[t.ID]; !ok && t.ID != 0 {
+			n.Transfers = append(n.Transfers, t.ID)
+		}
+		if t.PendingID != 0 {
+			if _, ok := b.transfers[t.PendingID]; !ok {
+				n.Transfers = append(n.Transfers, t.PendingID)
+			}
+		}
+		c := t.CreditAccountID
+		if c != 0 && c < TransitIDMin && !b.Owns(c) {
+			if _, ok := b.remote[c]; !ok {
+				n.Remote = append(n.Remote, c)
+			}
+		}
+	}
+}
+
+// NeedsForLegs adds to n the delivery records of legs that were sent again.
+func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
+	for i := range legs {
+		if legs[i].Redelivered {
+			if _, ok := b.legs[legs[i].LegKey]; !ok {
+				n.Legs = append(n.Legs, legs[i].LegKey)
+			}
+		}
+	}
+}
+
+// Trim forgets what the book may look up again in storage, keeping it within its limits. Call
+// it only between rounds, after the round's Effects are durable.
+func (b *Book) Trim() {
+	clear(b.legs)
+	if len(b.transfers) <= TransferCacheEntriesMax {
+		return
+	}
+	for id, t := range b.transfers {
+		if t.State != StatePending && !b.legOutstanding(id) {
+			delete(b.transfers, id)
+		}
+	}
+}
+
+// Effects is what one round of the book asks its caller to persist and send. Reuse one value
+// across rounds (Reset keeps the capacity).
+type Effects struct {
+	epoch      uint64
+	Accounts   []*Account  // accounts whose balances (or existence) changed: write each once
+	Transfers  []Transfer  // transfer records to write (a later entry for the same id wins)
+	Postings   []Posting   // journal entries, one per account per movement
+	LegsOut    []Leg       // legs to write to the outbox and send after the commit
+	LegsDone   []LegResult // legs applied here: record them, and answer their senders
+	OutboxDone []LegKey    // answered legs to delete from the outbox
+	Answered   []LegResult // answered legs, for the requests that wait on them
+}
+
+// Reset empties fx for the next round.
+func (fx *Effects) Reset() {
+	fx.Accounts = fx.Accounts[:0]
+	fx.Transfers = fx.Transfers[:0]
+	fx.Postings = fx.Postings[:0]
+	fx.LegsOut = fx.LegsOut[:0]
+	fx.LegsDone = fx.LegsDone[:0]
+	fx.OutboxDone = fx.OutboxDone[:0]
+	fx.Answered = fx.Answered[:0]
+	fx.epoch = 0
+}
+
+// Empty reports whether the round changed nothing.
+func (fx *Effects) Empty() bool {
+	return len(fx.Accounts) == 0 && len(fx.Transfers) == 0 && len(fx.LegsDone) == 0 &&
+		len(fx.OutboxDone) == 0 && len(fx.LegsOut) == 0
+}
+
+// begin ties fx to a round of b.
+func (b *Book) begin(fx *Effects) {
+	if fx.epoch == 0 {
+		b.epoch++
+		fx.epoch = b.epoch
+	}
+}
+
+func (b *Book) touch(a *accountState, fx *Effects) {
+	if a.epoch != fx.epoch {
+		a.epoch = fx.epoch
+		fx.Accounts = append(fx.Accounts, &a.Account)
+	}
+}
+
+// post applies op to a and journals it. The caller has checked that it fits: a failure here
+// is a broken invariant.
+func (b *Book) post(a *accountState, p Posting, fx *Effects) {
+	b.saveAccount(a)
+	if !p.Op.Apply(&a.Balance, p.Amount, p.Held) {
+		panic(fmt.Sprintf("ledger: INVARIANT: posting %v of %d (held %d) does not fit account %d %+v",
+			p.Op, p.Amount, p.Held, a.ID, a.Balance))
+	}
+	p.Account = a.ID
+	p.History = a.Flags&AccountHistory != 0
+	p.After = a.Balance
+	fx.Postings = append(fx.Postings, p)
+	b.touch(a, fx)
+}
+
+// transit returns this shard's transit account for ledger, opening it on first use.
+func (b *Book) transit(ledger uint32, ts uint64, fx *Effects) *accountState {
+	id := TransitAccountID(b.shard, ledger)
+	if a, ok := b.accounts[id]; ok {
+		return a
+	}
+	a := &accountState{Account: Account{ID: id, Ledger: ledger, Code: 0, Timestamp: ts}}
+	b.accounts[id] = a
+	b.touch(a, fx)
+	return a
+}
+
+// CreateAccounts opens accounts of this shard. results[i] is set for every ts[i].
+func (b *Book) CreateAccounts(now uint64, as []Account, results []AccountResult, fx *Effects) {
+	b.begin(fx)
+	for i := range as {
+		results[i] = b.createAccount(now, &as[i], fx)
+	}
+	b.undo = b.undo[:0]
+}
+
+func (b *Book) createAccount(now uint64, a *Account, fx *Effects) AccountResult {
+	if r := ValidateAccount(a); r != AccountResultOK {
+		return r
+	}
+	if s, ok := b.accounts[a.ID]; ok {
+		if s.Ledger != a.Ledger || s.Code != a.Code || s.Flags != a.Flags || s.UserData != a.UserData {
+			return AccountResultExistsWithDifferentFields
+		}
+		return AccountResultExists
+	}
+	if !b.Owns(a.ID) {
+		panic(fmt.Sprintf("ledger: account %d routed to shard %d", a.ID, b.shard))
+	}
+	s := &accountState{Account: *a}
+	s.Timestamp = b.tick(now)
+	b.accounts[a.ID] = s
+	b.touch(s, fx)
+	return AccountResultOK
+}
+
+// ValidateAccount runs the checks that need no state, in order.
+func ValidateAccount(a *Account) AccountResult {
+	switch {
+	case a.ID == 0:
+		return AccountResultIDMustNotBeZero
+	case a.ID >= TransitIDMin:
+		return AccountResultIDReserved
+	case a.Flags&^accountFlagsKnown != 0,
+		a.Flags&AccountDebitsMustNotExceedCredits != 0 && a.Flags&AccountCreditsMustNotExceedDebits != 0:
+		return AccountResultFlagsAreMutuallyExclusive
+	case a.Balance != Balance{}:
+		return AccountResultBalancesMustBeZero
+	case a.Timestamp != 0:
+		return AccountResultTimestampMustBeZero
+	case a.Ledger == 0:
+		return AccountResultLedgerMustNotBeZero
+	case a.Code == 0:
+		return AccountResultCodeMustNotBeZero
+	}
+	return AccountResultOK
+}
+
+// expiry is a pending transfer's timeout; the heap orders them soonest first.
+type expiry struct {
+	at uint64
+	id uint64
+}
+
+type expiryHeap []expiry
+
+func (h expiryHeap) Len() int { return len(h) }
+func (h expiryHeap) Less(i, j int) bool {
+	return h[i].at < h[j].at || h[i].at == h[j].at && h[i].id < h[j].id
+}
+func (h expiryHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)   { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// NextExpiry is when the soonest pending transfer expires (0: none is armed).
+func (b *Book) NextExpiry() uint64 {
+	if len(b.expiries) == 0 {
+		return 0
+	}
+	return b.expiries[0].at
+}

@@ -1,0 +1,105 @@
+package ledger
+
+import "math/bits"
+
+// PostingOp says which balance fields one posting moves.
+type PostingOp uint8
+
+const (
+	OpDebitPost     PostingOp = 1 + iota // DebitsPosted += Amount
+	OpDebitHold                          // DebitsPending += Amount
+	OpDebitPostHeld                      // DebitsPending -= Held; DebitsPosted += Amount
+	OpDebitRelease                       // DebitsPending -= Amount
+	OpCreditPost                         // CreditsPosted += Amount
+	OpCreditHold                         // CreditsPending += Amount
+	OpCreditPostHeld                     // CreditsPending -= Held; CreditsPosted += Amount
+	OpCreditRelease                      // CreditsPending -= Amount
+	opLast
+)
+
+// Valid reports whether op is one of the known operations.
+func (op PostingOp) Valid() bool { return op >= OpDebitPost && op < opLast }
+
+// Mirror is the operation on the other side of the same movement: the transit account's
+// posting for a split leg.
+func (op PostingOp) Mirror() PostingOp {
+	if op >= OpCreditPost {
+		return op - 4
+	}
+	return op + 4
+}
+
+// Posting is one movement on one account: the journal entry from which its balance is
+// recomputed. Every transfer makes one posting per account it touches; a split leg's
+// counter-posting on the shard's transit account is implied by Split.
+type Posting struct {
+	Account    uint64
+	Timestamp  uint64
+	TransferID uint64
+	Amount     uint64
+	Held       uint64 // for the PostHeld operations: the pending amount released
+	Op         PostingOp
+	Split      bool    // the other side is this shard's transit account
+	History    bool    // the account keeps balances per posting
+	After      Balance // the account's balance right after this posting
+}
+
+// Apply moves b by the operation; it reports false, leaving b unchanged, if that would
+// overflow or underflow a field.
+func (op PostingOp) Apply(b *Balance, amount, held uint64) bool {
+	switch op {
+	case OpDebitPost:
+		return add(&b.DebitsPosted, amount)
+	case OpDebitHold:
+		return add(&b.DebitsPending, amount)
+	case OpDebitPostHeld:
+		return moveHeld(&b.DebitsPending, &b.DebitsPosted, held, amount)
+	case OpDebitRelease:
+		return sub(&b.DebitsPending, amount)
+	case OpCreditPost:
+		return add(&b.CreditsPosted, amount)
+	case OpCreditHold:
+		return add(&b.CreditsPending, amount)
+	case OpCreditPostHeld:
+		return moveHeld(&b.CreditsPending, &b.CreditsPosted, held, amount)
+	case OpCreditRelease:
+		return sub(&b.CreditsPending, amount)
+	}
+	return false
+}
+
+func add(f *uint64, amount uint64) bool {
+	sum, carry := bits.Add64(*f, amount, 0)
+	if carry != 0 {
+		return false
+	}
+	*f = sum
+	return true
+}
+
+func sub(f *uint64, amount uint64) bool {
+	if *f < amount {
+		return false
+	}
+	*f -= amount
+	return true
+}
+
+func moveHeld(pending, posted *uint64, held, amount uint64) bool {
+	if *pending < held || amount > held {
+		return false
+	}
+	if _, carry := bits.Add64(*posted, amount, 0); carry != 0 {
+		return false
+	}
+	*pending -= held
+	*posted += amount
+	return true
+}
+
+// sum3 returns a+b+c and whether it overflowed.
+func sum3(a, b, c uint64) (uint64, bool) {
+	s, c1 := bits.Add64(a, b, 0)
+	s, c2 := bits.Add64(s, c, 0)
+	return s, c1|c2 != 0
+}

@@ -1,0 +1,394 @@
+package ledger
+
+import (
+	"container/heap"
+	"fmt"
+)
+
+// OutboxLegsMax bounds the unanswered legs of one shard; past it, transfers that would add one
+// are refused as overloaded until the credit shards catch up.
+const OutboxLegsMax = 1 << 20
+
+// ValidateTransfer runs the checks that need no state, in the documented order (doc.go).
+func ValidateTransfer(t *Transfer) TransferResult {
+	resolving := t.Flags&(TransferPostPending|TransferVoidPending) != 0
+	kinds := 0
+	for _, f := range [...]TransferFlags{TransferPending, TransferPostPending, TransferVoidPending} {
+		if t.Flags&f != 0 {
+			kinds++
+		}
+	}
+	switch {
+	case t.ID == 0:
+		return ResultIDMustNotBeZero
+	case t.Flags&^transferFlagsKnown != 0 || kinds > 1:
+		return ResultFlagsAreMutuallyExclusive
+	case t.DebitAccountID == 0:
+		return ResultDebitAccountIDMustNotBeZero
+	case t.CreditAccountID == 0:
+		return ResultCreditAccountIDMustNotBeZero
+	case t.DebitAccountID == t.CreditAccountID:
+		return ResultAccountsMustBeDifferent
+	case !resolving && t.PendingID != 0:
+		return ResultPendingIDMustBeZero
+	case resolving && t.PendingID == 0:
+		return ResultPendingIDMustNotBeZero
+	case resolving && t.PendingID == t.ID:
+		return ResultPendingIDMustBeDifferent
+	case t.Flags&TransferPending == 0 && t.Timeout != 0:
+		return ResultTimeoutReservedForPendingTransfer
+	case t.Ledger == 0:
+		return ResultLedgerMustNotBeZero
+	case t.Code == 0:
+		return ResultCodeMustNotBeZero
+	case !resolving && t.Amount == 0:
+		return ResultAmountMustNotBeZero
+	case len(t.BizID) > BizIDBytesMax:
+		return ResultBizIDTooLong
+	case t.Timestamp != 0 || t.State != 0 || t.Result != 0:
+		return ResultTimestampMustBeZero
+	}
+	return ResultOK
+}
+
+// CreateTransfers runs a batch of transfers whose debit accounts live on this shard, in order.
+// results[i] is set for every ts[i]. A linked chain succeeds or fails as one: on the first
+// failure the chain's earlier effects are undone and its other members fail with
+// linked_event_failed.
+func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
+	b.begin(fx)
+	open := len(ts)
+	for open > 0 && ts[open-1].Flags&TransferLinked != 0 {
+		open--
+	}
+	if open < len(ts) { // the batch ends inside a chain: that chain was never closed
+		for open > 0 && ts[open-1].Flags&TransferLinked != 0 {
+			open--
+		}
+		for j := open; j < len(ts); j++ {
+			results[j] = ResultLinkedEventFailed
+		}
+		results[len(ts)-1] = ResultLinkedEventChainOpen
+	}
+	for i := 0; i < open; {
+		end := i
+		for ts[end].Flags&TransferLinked != 0 {
+			end++
+		}
+		if end == i {
+			results[i] = b.createTransfer(now, &ts[i], fx, false)
+		} else {
+			b.createChain(now, ts[i:end+1], results[i:end+1], fx)
+		}
+		i = end + 1
+	}
+}
+
+func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
+	mark := [3]int{len(fx.Transfers), len(fx.Postings), len(fx.LegsOut)}
+	b.undo = b.undo[:0]
+	b.recording = true
+	defer func() { b.recording = false; b.undo = b.undo[:0] }()
+	for k := range ts {
+		r := b.createTransfer(now, &ts[k], fx, true)
+		if r == ResultOK {
+			continue
+		}
+		b.rollback()
+		fx.Transfers, fx.Postings, fx.LegsOut = fx.Transfers[:mark[0]], fx.Postings[:mark[1]], fx.LegsOut[:mark[2]]
+		for j := range results {
+			results[j] = ResultLinkedEventFailed
+		}
+		results[k] = r
+		return
+	}
+	for j := range results {
+		results[j] = ResultOK
+	}
+}
+
+func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool) TransferResult {
+	if r := ValidateTransfer(t); r != ResultOK {
+		return r
+	}
+	dr, ok := b.accounts[t.DebitAccountID]
+	if !ok || t.DebitAccountID >= TransitIDMin {
+		return ResultDebitAccountNotFound
+	}
+	var cr *accountState
+	var credit AccountInfo
+	if t.CreditAccountID >= TransitIDMin {
+		return ResultCreditAccountNotFound
+	} else if b.Owns(t.CreditAccountID) {
+		if cr, ok = b.accounts[t.CreditAccountID]; !ok {
+			return ResultCreditAccountNotFound
+		}
+		credit = cr.Info()
+	} else if credit, ok = b.remote[t.CreditAccountID]; !ok {
+		return ResultCreditAccountNotFound
+	}
+	if dr.Ledger != credit.Ledger {
+		return ResultAccountsMustHaveTheSameLedger
+	}
+	if t.Ledger != dr.Ledger {
+		return ResultTransferMustHaveTheSameLedgerAsAccounts
+	}
+	if s, ok := b.transfers[t.ID]; ok {
+		switch {
+		case !t.sameRequest(&s):
+			return ResultExistsWithDifferentFields
+		case s.State == StateReversed:
+			return s.Result // the answer the first request got
+		}
+		return ResultExists
+	}
+	if t.Flags&(TransferPostPending|TransferVoidPending) != 0 {
+		return b.resolvePending(now, t, dr, cr, credit, fx)
+	}
+	if r := b.checkFits(t, dr, cr, credit, inChain); r != ResultOK {
+		return r
+	}
+	kind, state := LegCreditPost, StatePosted
+	if t.Flags&TransferPending != 0 {
+		kind, state = LegCreditHold, StatePending
+	}
+	ts := b.tick(now)
+	b.move(t.ID, t.Ledger, ts, dr, cr, t.CreditAccountID, kind, t.Amount, 0, fx)
+	n := *t
+	n.Timestamp, n.State = ts, state
+	b.setTransfer(n, fx)
+	if state == StatePending {
+		if cr == nil {
+			b.setHolding(n.ID)
+		}
+		if at := n.ExpiresAt(); at != 0 {
+			heap.Push(&b.expiries, expiry{at: at, id: n.ID})
+		}
+	}
+	return ResultOK
+}
+
+// checkFits runs the balance checks of a new (not resolving) transfer.
+func (b *Book) checkFits(t *Transfer, dr, cr *accountState, credit AccountInfo, inChain bool) TransferResult {
+	if dr.Flags&AccountClosed != 0 {
+		return ResultDebitAccountClosed
+	}
+	if credit.Flags&AccountClosed != 0 {
+		return ResultCreditAccountClosed
+	}
+	debits, overflow := sum3(dr.DebitsPending, dr.DebitsPosted, t.Amount)
+	if overflow {
+		return ResultOverflowsDebits
+	}
+	var credits uint64
+	if cr != nil {
+		if credits, overflow = sum3(cr.CreditsPending, cr.CreditsPosted, t.Amount); overflow {
+			return ResultOverflowsCredits
+		}
+	} else if tr, ok := b.accounts[TransitAccountID(b.shard, t.Ledger)]; ok {
+		if _, overflow = sum3(tr.CreditsPending, tr.CreditsPosted, t.Amount); overflow {
+			return ResultOverflowsCredits
+		}
+	}
+	if dr.Flags&AccountDebitsMustNotExceedCredits != 0 && debits > dr.CreditsPosted {
+		return ResultExceedsCredits
+	}
+	if cr != nil && cr.Flags&AccountCreditsMustNotExceedDebits != 0 && credits > cr.DebitsPosted {
+		return ResultExceedsDebits
+	}
+	if cr == nil && inChain && credit.Flags&AccountCreditsMustNotExceedDebits != 0 {
+		// Its limit can only be checked on its own shard, after the chain is committed here.
+		return ResultLinkedChainSpansShards
+	}
+	if cr == nil && len(b.outbox) >= OutboxLegsMax {
+		return ResultOverloaded
+	}
+	return ResultOK
+}
+
+// resolvePending posts or voids the pending transfer t names.
+func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, credit AccountInfo,
+	fx *Effects) TransferResult {
+	p, ok := b.transfers[t.PendingID]
+	switch {
+	case !ok:
+		return ResultPendingTransferNotFound
+	case p.Flags&TransferPending == 0:
+		return ResultPendingTransferNotPending
+	case p.DebitAccountID != t.DebitAccountID || p.CreditAccountID != t.CreditAccountID:
+		return ResultPendingTransferHasDifferentAccounts
+	case p.Ledger != t.Ledger:
+		return ResultPendingTransferHasDifferentLedger
+	case t.Flags&TransferPostPending != 0 && t.Amount > p.Amount:
+		return ResultExceedsPendingTransferAmount
+	case t.Flags&TransferVoidPending != 0 && t.Amount != 0 && t.Amount != p.Amount:
+		return ResultPendingTransferHasDifferentAmount
+	case p.State == StatePendingPosted:
+		return ResultPendingTransferAlreadyPosted
+	case p.State == StatePendingVoided, p.State == StateReversed:
+		return ResultPendingTransferAlreadyVoided
+	case p.State == StatePendingExpired, p.ExpiresAt() != 0 && now >= p.ExpiresAt():
+		return ResultPendingTransferExpired
+	case p.State != StatePending:
+		panic(fmt.Sprintf("ledger: INVARIANT: pending transfer %d in state %d", p.ID, p.State))
+	}
+	if _, ok := b.holding[p.ID]; ok {
+		return ResultPendingTransferInFlight
+	}
+	if dr.Flags&AccountClosed != 0 {
+		return ResultDebitAccountClosed
+	}
+	if credit.Flags&AccountClosed != 0 {
+		return ResultCreditAccountClosed
+	}
+	ts := b.tick(now)
+	if t.Flags&TransferPostPending != 0 {
+		amount := t.Amount
+		if amount == 0 {
+			amount = p.Amount
+		}
+		b.move(t.ID, t.Ledger, ts, dr, cr, t.CreditAccountID, LegCreditPostHeld, amount, p.Amount, fx)
+		p.State = StatePendingPosted
+	} else {
+		b.move(t.ID, t.Ledger, ts, dr, cr, t.CreditAccountID, LegCreditRelease, p.Amount, 0, fx)
+		p.State = StatePendingVoided
+	}
+	b.setTransfer(p, fx)
+	n := *t
+	n.Timestamp, n.State = ts, StatePosted
+	b.setTransfer(n, fx)
+	return ResultOK
+}
+
+// move posts one movement of a transfer: the debit side on dr, and the credit side on cr
+// (same shard) or on this shard's transit account plus a leg for the credit shard.
+func (b *Book) move(transferID uint64, ledger uint32, ts uint64, dr, cr *accountState,
+	creditID uint64, kind LegKind, amount, held uint64, fx *Effects) {
+	op := kind.op()
+	b.post(dr, Posting{Timestamp: ts, TransferID: transferID, Op: op.Mirror(), Amount: amount,
+		Held: held, Split: cr == nil}, fx)
+	if cr != nil {
+		b.post(cr, Posting{Timestamp: ts, TransferID: transferID, Op: op, Amount: amount, Held: held}, fx)
+		return
+	}
+	b.moveTransit(ledger, ts, op, amount, held, fx)
+	l := Leg{LegKey: LegKey{TransferID: transferID, Kind: kind}, Account: creditID,
+		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard}
+	b.setOutbox(l)
+	fx.LegsOut = append(fx.LegsOut, l)
+}
+
+// moveTransit applies op to this shard's transit account. Transit accounts have no journal of
+// their own: their postings are the mirrors of the split postings of this shard's accounts.
+func (b *Book) moveTransit(ledger uint32, ts uint64, op PostingOp, amount, held uint64, fx *Effects) {
+	tr := b.transit(ledger, ts, fx)
+	b.saveAccount(tr)
+	if !op.Apply(&tr.Balance, amount, held) {
+		panic(fmt.Sprintf("ledger: INVARIANT: transit %d cannot take %v of %d (held %d): %+v",
+			tr.ID, op, amount, held, tr.Balance))
+	}
+	b.touch(tr, fx)
+}
+
+// Expire releases the holds of pending transfers whose timeout passed by now (at most
+// ExpiriesPerSweepMax of them). A hold whose leg is still in flight waits for the next sweep.
+func (b *Book) Expire(now uint64, fx *Effects) {
+	b.begin(fx)
+	var waiting []expiry
+	for n := 0; len(b.expiries) > 0 && b.expiries[0].at <= now && n < ExpiriesPerSweepMax; n++ {
+		e := heap.Pop(&b.expiries).(expiry)
+		p, ok := b.transfers[e.id]
+		if !ok || p.State != StatePending || p.ExpiresAt() != e.at {
+			continue
+		}
+		if _, ok := b.holding[p.ID]; ok {
+			waiting = append(waiting, e)
+			continue
+		}
+		dr := b.accounts[p.DebitAccountID]
+		cr := b.accounts[p.CreditAccountID]
+		if !b.Owns(p.CreditAccountID) {
+			cr = nil
+		}
+		ts := b.tick(now)
+		b.move(p.ID, p.Ledger, ts, dr, cr, p.CreditAccountID, LegCreditRelease, p.Amount, 0, fx)
+		p.State = StatePendingExpired
+		b.setTransfer(p, fx)
+	}
+	for _, e := range waiting {
+		heap.Push(&b.expiries, e)
+	}
+}
+
+func (b *Book) setTransfer(t Transfer, fx *Effects) {
+	if b.recording {
+		old, existed := b.transfers[t.ID]
+		b.undo = append(b.undo, undoEntry{kind: undoTransfer, id: t.ID, transfer: old, existed: existed})
+	}
+	b.transfers[t.ID] = t
+	fx.Transfers = append(fx.Transfers, t)
+}
+
+func (b *Book) setOutbox(l Leg) {
+	if b.recording {
+		b.undo = append(b.undo, undoEntry{kind: undoOutbox, leg: l.LegKey})
+	}
+	b.outbox[l.LegKey] = l
+}
+
+func (b *Book) setHolding(id uint64) {
+	if b.recording {
+		b.undo = append(b.undo, undoEntry{kind: undoHolding, id: id})
+	}
+	b.holding[id] = struct{}{}
+}
+
+func (b *Book) saveAccount(a *accountState) {
+	if b.recording {
+		b.undo = append(b.undo, undoEntry{kind: undoBalance, account: a, balance: a.Balance})
+	}
+}
+
+type undoKind uint8
+
+const (
+	undoBalance undoKind = iota + 1
+	undoTransfer
+	undoOutbox
+	undoHolding
+)
+
+// undoEntry is what a linked chain changed, to restore it if the chain fails.
+type undoEntry struct {
+	kind     undoKind
+	existed  bool
+	id       uint64
+	leg      LegKey
+	account  *accountState
+	balance  Balance
+	transfer Transfer
+}
+
+// rollback restores what the chain changed, newest first. Accounts stay in the round's
+// Effects: they are written with their restored balances. Armed expiries of rolled-back
+// pending transfers are dropped when they come due (their transfer is gone).
+func (b *Book) rollback() {
+	for i := len(b.undo) - 1; i >= 0; i-- {
+		u := &b.undo[i]
+		switch u.kind {
+		case undoBalance:
+			u.account.Balance = u.balance
+		case undoTransfer:
+			if u.existed {
+				b.transfers[u.id] = u.transfer
+			} else {
+				delete(b.transfers, u.id)
+			}
+		case undoOutbox:
+			delete(b.outbox, u.leg)
+		case undoHolding:
+			delete(b.holding, u.id)
+		}
+	}
+	b.undo = b.undo[:0]
+}

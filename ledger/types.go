@@ -1,0 +1,118 @@
+package ledger
+
+// AccountFlags are fixed when an account is opened.
+type AccountFlags uint16
+
+const (
+	// AccountDebitsMustNotExceedCredits: debits (posted plus pending) never exceed posted credits.
+	AccountDebitsMustNotExceedCredits AccountFlags = 1 << iota
+	// AccountCreditsMustNotExceedDebits: credits (posted plus pending) never exceed posted debits.
+	AccountCreditsMustNotExceedDebits
+	// AccountHistory keeps the balance after every posting.
+	AccountHistory
+	// AccountClosed takes no new postings.
+	AccountClosed
+
+	accountFlagsKnown = AccountDebitsMustNotExceedCredits | AccountCreditsMustNotExceedDebits |
+		AccountHistory | AccountClosed
+)
+
+// Balance is the four running totals of an account, in minor units.
+type Balance struct {
+	DebitsPending  uint64
+	DebitsPosted   uint64
+	CreditsPending uint64
+	CreditsPosted  uint64
+}
+
+// Account is a ledger account. ID, Ledger, Code, Flags and UserData never change after it is
+// opened; Balance changes only through postings.
+type Account struct {
+	ID        uint64
+	UserData  uint64
+	Timestamp uint64
+	Ledger    uint32
+	Code      uint32
+	Flags     AccountFlags
+	Balance
+}
+
+// AccountInfo is the part of an account that never changes: what a shard needs to know of an
+// account that lives on another shard.
+type AccountInfo struct {
+	ID     uint64
+	Ledger uint32
+	Flags  AccountFlags
+}
+
+// Info returns the immutable part of the account.
+func (a *Account) Info() AccountInfo { return AccountInfo{ID: a.ID, Ledger: a.Ledger, Flags: a.Flags} }
+
+// TransferFlags choose the kind of a transfer.
+type TransferFlags uint16
+
+const (
+	// TransferLinked: this transfer and the next succeed or fail together.
+	TransferLinked TransferFlags = 1 << iota
+	// TransferPending holds the amount (two-phase).
+	TransferPending
+	// TransferPostPending posts (part of) the pending transfer PendingID.
+	TransferPostPending
+	// TransferVoidPending releases the pending transfer PendingID.
+	TransferVoidPending
+
+	transferFlagsKnown = TransferLinked | TransferPending | TransferPostPending | TransferVoidPending
+)
+
+// TransferState is where a transfer stands. The numbers are those of the wire contract.
+type TransferState uint8
+
+const (
+	StatePosted         TransferState = 1
+	StatePending        TransferState = 2
+	StatePendingPosted  TransferState = 3
+	StatePendingVoided  TransferState = 4
+	StatePendingExpired TransferState = 5
+	// StateReversed: the credit account refused the money after the debit was durable, and a
+	// compensating posting returned it to the debit account. Result holds the refusal.
+	StateReversed TransferState = 6
+)
+
+// Transfer moves Amount from the debit account to the credit account. The client chooses ID
+// (the idempotency key) and every field up to BizID; the ledger sets Timestamp, State and, for
+// reversed transfers, Result.
+type Transfer struct {
+	ID              uint64
+	DebitAccountID  uint64
+	CreditAccountID uint64
+	Amount          uint64
+	PendingID       uint64
+	UserData        uint64
+	Ledger          uint32
+	Code            uint32
+	Timeout         uint32 // seconds; only for pending transfers; 0 never expires
+	Flags           TransferFlags
+	BizID           string
+
+	Timestamp uint64
+	State     TransferState
+	Result    TransferResult // why a reversed transfer was reversed; ResultOK otherwise
+}
+
+// sameRequest reports whether t carries the same client fields as the stored transfer s.
+func (t *Transfer) sameRequest(s *Transfer) bool {
+	return t.ID == s.ID && t.DebitAccountID == s.DebitAccountID &&
+		t.CreditAccountID == s.CreditAccountID && t.Amount == s.Amount &&
+		t.PendingID == s.PendingID && t.UserData == s.UserData && t.Ledger == s.Ledger &&
+		t.Code == s.Code && t.Timeout == s.Timeout && t.Flags == s.Flags && t.BizID == s.BizID
+}
+
+// ExpiresAt is the timestamp at which a pending transfer expires; 0 if it never does.
+func (t *Transfer) ExpiresAt() uint64 {
+	if t.Flags&TransferPending == 0 || t.Timeout == 0 {
+		return 0
+	}
+	return t.Timestamp + uint64(t.Timeout)*nanosPerSecond
+}
+
+const nanosPerSecond = 1_000_000_000
