@@ -19,14 +19,14 @@ type Book struct {
 	transfers map[uint64]Transfer // cache; every pending transfer is in it
 	remote    map[uint64]AccountInfo
 	outbox    map[LegKey]Leg
-	holding   map[uint64]struct{}      // pending transfers whose hold leg is unanswered
+	holding   map[uint64]struct{}       // pending transfers whose hold leg is unanswered
 	legs      map[LegKey]TransferResult // legs applied here since the last Trim
 	expiries  expiryHeap
 
 	clock     uint64 // the last timestamp handed out
 	recording bool   // inside a linked chain: keep undo entries
-	epoch uint64 // which Effects an account was last added to
-	undo  []undoEntry
+	epoch     uint64 // which Effects an account was last added to
+	undo      []undoEntry
 }
 
 type accountState struct {

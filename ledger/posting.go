@@ -6,14 +6,14 @@ import "math/bits"
 type PostingOp uint8
 
 const (
-	OpDebitPost     PostingOp = 1 + iota // DebitsPosted += Amount
-	OpDebitHold                          // DebitsPending += Amount
-	OpDebitPostHeld                      // DebitsPending -= Held; DebitsPosted += Amount
-	OpDebitRelease                       // DebitsPending -= Amount
-	OpCreditPost                         // CreditsPosted += Amount
-	OpCreditHold                         // CreditsPending += Amount
-	OpCreditPostHeld                     // CreditsPending -= Held; CreditsPosted += Amount
-	OpCreditRelease                      // CreditsPending -= Amount
+	OpDebitPost      PostingOp = 1 + iota // DebitsPosted += Amount
+	OpDebitHold                           // DebitsPending += Amount
+	OpDebitPostHeld                       // DebitsPending -= Held; DebitsPosted += Amount
+	OpDebitRelease                        // DebitsPending -= Amount
+	OpCreditPost                          // CreditsPosted += Amount
+	OpCreditHold                          // CreditsPending += Amount
+	OpCreditPostHeld                      // CreditsPending -= Held; CreditsPosted += Amount
+	OpCreditRelease                       // CreditsPending -= Amount
 	opLast
 )
 
