@@ -25,6 +25,7 @@ type Book struct {
 
 	clock     uint64 // the last timestamp handed out
 	recording bool   // inside a linked chain: keep undo entries
+	event     int32  // the position, in the batch being run, of the event being run
 	epoch     uint64 // which Effects an account was last added to
 	undo      []undoEntry
 }
@@ -86,13 +87,17 @@ func (b *Book) LoadAccount(a Account) {
 	b.LoadClock(a.Timestamp)
 }
 
-// LoadTransfer puts a stored transfer whose debit account is on this shard into the cache,
-// arming its expiry if it is still pending.
+// LoadTransfer puts a stored transfer into the cache, arming its expiry if it is pending on
+// this shard. A transfer of another shard with an id this shard is asked about is loaded too,
+// so that re-using its id answers exists_with_different_fields.
 func (b *Book) LoadTransfer(t Transfer) {
 	if _, ok := b.transfers[t.ID]; ok {
 		return
 	}
 	b.transfers[t.ID] = t
+	if !b.Owns(t.DebitAccountID) {
+		return // another shard's transfer with this id: known only to answer exists checks
+	}
 	if t.State == StatePending && t.ExpiresAt() != 0 {
 		heap.Push(&b.expiries, expiry{at: t.ExpiresAt(), id: t.ID})
 	}
@@ -146,6 +151,12 @@ func (b *Book) Outbox(fn func(l Leg)) {
 	for _, l := range b.outbox {
 		fn(l)
 	}
+}
+
+// OutboxLeg returns an unanswered leg.
+func (b *Book) OutboxLeg(k LegKey) (Leg, bool) {
+	l, ok := b.outbox[k]
+	return l, ok
 }
 
 // OutboxLen is the number of unanswered legs.

@@ -39,7 +39,8 @@ type Leg struct {
 	Held         uint64 // for LegCreditPostHeld: the held amount released
 	Ledger       uint32
 	From         uint32
-	Redelivered  bool // sent again from the outbox: may already have been applied
+	Redelivered  bool  // sent again from the outbox: may already have been applied
+	Event        int32 // the position of the transfer that made it in its batch (-1: none); not stored
 }
 
 // LegResult is the credit shard's answer to a leg.

@@ -75,6 +75,7 @@ func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResu
 		for ts[end].Flags&TransferLinked != 0 {
 			end++
 		}
+		b.event = int32(i)
 		if end == i {
 			results[i] = b.createTransfer(now, &ts[i], fx, false)
 		} else {
@@ -89,7 +90,9 @@ func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, 
 	b.undo = b.undo[:0]
 	b.recording = true
 	defer func() { b.recording = false; b.undo = b.undo[:0] }()
+	first := b.event
 	for k := range ts {
+		b.event = first + int32(k)
 		r := b.createTransfer(now, &ts[k], fx, true)
 		if r == ResultOK {
 			continue
@@ -273,7 +276,7 @@ func (b *Book) move(transferID uint64, ledger uint32, ts uint64, dr, cr *account
 	}
 	b.moveTransit(ledger, ts, op, amount, held, fx)
 	l := Leg{LegKey: LegKey{TransferID: transferID, Kind: kind}, Account: creditID,
-		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard}
+		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard, Event: b.event}
 	b.setOutbox(l)
 	fx.LegsOut = append(fx.LegsOut, l)
 }
@@ -294,6 +297,7 @@ func (b *Book) moveTransit(ledger uint32, ts uint64, op PostingOp, amount, held 
 // ExpiriesPerSweepMax of them). A hold whose leg is still in flight waits for the next sweep.
 func (b *Book) Expire(now uint64, fx *Effects) {
 	b.begin(fx)
+	b.event = -1
 	var waiting []expiry
 	for n := 0; len(b.expiries) > 0 && b.expiries[0].at <= now && n < ExpiriesPerSweepMax; n++ {
 		e := heap.Pop(&b.expiries).(expiry)

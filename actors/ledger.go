@@ -1,0 +1,403 @@
+// Package actors runs the ledger core on Proto.Actor: one actor per shard owns that shard's
+// ledger.Book and storage writer, so every posting of an account is serialized without
+// locks. It is the only package that knows about protoactor-go.
+//
+// A request is split by shard (the shard of each transfer's debit account), each part goes to
+// its shard as one message, and the caller waits on a channel (never a future) for one reply
+// per part. Replies come only after the round holding the part is durable and, for split
+// transfers, after the credit legs were answered.
+//
+// Mailboxes are Proto.Actor's unbounded queues with explicit bounds in front: a shard admits
+// at most ShardRequestsMax requests at once (past that, a request is refused whole with
+// ErrOverloaded and nothing is written), and legs between shards are bounded by each shard's
+// outbox limit (ledger.OutboxLegsMax). Proto.Actor's bounded mailbox would block the sender
+// instead, and two shards sending each other legs could then block each other for good.
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// Defaults and limits of the actor layer (units last).
+const (
+	// ShardsDefault is the number of shards when none is configured.
+	ShardsDefault = 4
+	// ShardRequestsMaxDefault is how many requests one shard admits at once.
+	ShardRequestsMaxDefault = 4096
+	// TickIntervalDefault is how often shards sweep expired holds and old outbox legs.
+	TickIntervalDefault = 100 * time.Millisecond
+	// RedeliverAfterTicksDefault is how many ticks an unanswered leg waits before it is sent
+	// again.
+	RedeliverAfterTicksDefault = 50
+)
+
+// ErrOverloaded: a shard has as many requests as it admits; nothing of the request was run.
+var ErrOverloaded = errors.New("actors: shard overloaded, retry later")
+
+// ErrStopped: the ledger is stopping or stopped.
+var ErrStopped = errors.New("actors: ledger stopped")
+
+// Observer takes one observation (a Prometheus histogram satisfies it).
+type Observer interface{ Observe(float64) }
+
+type nopObserver struct{}
+
+func (nopObserver) Observe(float64) {}
+
+// Config configures a Ledger.
+type Config struct {
+	Shards              uint32
+	ShardRequestsMax    int
+	TickInterval        time.Duration
+	RedeliverAfterTicks uint64
+	// Now returns the time in Unix nanoseconds (tests give a fake clock).
+	Now func() uint64
+	// Fatal is called once when a shard meets a broken invariant or a storage error; it must
+	// stop the process (the default logs and exits with status 70). Tests may record instead.
+	Fatal func(error)
+	// CommitSeconds and CommitPostings observe each round's commit latency and size.
+	CommitSeconds, CommitPostings Observer
+}
+
+func (c *Config) setDefaults() {
+	if c.Shards == 0 {
+		c.Shards = ShardsDefault
+	}
+	if c.ShardRequestsMax == 0 {
+		c.ShardRequestsMax = ShardRequestsMaxDefault
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = TickIntervalDefault
+	}
+	if c.RedeliverAfterTicks == 0 {
+		c.RedeliverAfterTicks = RedeliverAfterTicksDefault
+	}
+	if c.Now == nil {
+		c.Now = func() uint64 { return uint64(time.Now().UnixNano()) }
+	}
+	if c.Fatal == nil {
+		c.Fatal = func(err error) {
+			slog.Error("ledger stopped: shard failed; restart recovers from storage", "err", err)
+			os.Exit(70)
+		}
+	}
+	if c.CommitSeconds == nil {
+		c.CommitSeconds = nopObserver{}
+	}
+	if c.CommitPostings == nil {
+		c.CommitPostings = nopObserver{}
+	}
+}
+
+// Stats are the actor layer's counters, read by the metrics adapter.
+type Stats struct {
+	Commits     atomic.Uint64
+	Postings    atomic.Uint64
+	Redelivered atomic.Uint64
+	Unexpected  atomic.Uint64 // messages of an unknown type
+}
+
+// Ledger is the running ledger: the shard actors over one store.
+type Ledger struct {
+	cfg     Config
+	store   *storage.Store
+	system  *actor.ActorSystem
+	pids    []*actor.PID
+	queued  []atomic.Int64 // requests admitted and not yet taken by each shard
+	outbox  []atomic.Int64 // unanswered legs of each shard, after its last round
+	stats   Stats
+	stopped atomic.Bool
+	active  sync.WaitGroup // requests in flight
+	ticker  *time.Ticker
+	tickEnd chan struct{}
+	once    sync.Once
+}
+
+// Start recovers every shard from the store and starts the shard actors.
+func Start(store *storage.Store, cfg Config) (*Ledger, error) {
+	cfg.setDefaults()
+	if cfg.Shards != store.Shards() {
+		return nil, fmt.Errorf("actors: %d shards over a store of %d", cfg.Shards, store.Shards())
+	}
+	books, err := recoverBooks(store, cfg.Shards)
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{cfg: cfg, store: store, queued: make([]atomic.Int64, cfg.Shards),
+		outbox: make([]atomic.Int64, cfg.Shards), tickEnd: make(chan struct{})}
+	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.Default().With("component", "protoactor")
+	}))
+	l.pids = make([]*actor.PID, cfg.Shards)
+	for i := range books {
+		s := newShard(l, uint32(i), books[i])
+		props := actor.PropsFromProducer(func() actor.Actor { return s },
+			actor.WithMailbox(actor.Unbounded()))
+		l.pids[i] = l.system.Root.Spawn(props)
+		l.outbox[i].Store(int64(books[i].OutboxLen()))
+	}
+	for _, pid := range l.pids {
+		l.system.Root.Send(pid, recoverMessage{})
+	}
+	l.ticker = time.NewTicker(cfg.TickInterval)
+	go l.tickLoop()
+	return l, nil
+}
+
+// recoverBooks rebuilds each shard's book from storage: accounts, pending transfers (with
+// their expiries re-armed), the outbox and the transfers its legs belong to, and the clock.
+func recoverBooks(store *storage.Store, shards uint32) ([]*ledger.Book, error) {
+	v := store.View()
+	books := make([]*ledger.Book, shards)
+	for i := range books {
+		books[i] = ledger.NewBook(uint32(i), shards)
+	}
+	err := v.ForEachAccount(func(a ledger.Account) error {
+		books[ledger.ShardOf(a.ID, shards)].LoadAccount(a)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, b := range books {
+		shard := uint32(i)
+		if err := v.ForEachPending(shard, func(t ledger.Transfer) error { b.LoadTransfer(t); return nil }); err != nil {
+			return nil, err
+		}
+		err := v.ForEachOutbox(shard, func(l ledger.Leg) error {
+			b.LoadOutbox(l)
+			t, found, err := v.Transfer(l.TransferID)
+			if err != nil {
+				return err
+			}
+			if found && (l.Kind == ledger.LegCreditPost || l.Kind == ledger.LegCreditHold) {
+				b.LoadTransfer(t)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		clock, err := v.Clock(shard)
+		if err != nil {
+			return nil, err
+		}
+		b.LoadClock(clock)
+	}
+	return books, nil
+}
+
+func (l *Ledger) tickLoop() {
+	for {
+		select {
+		case <-l.ticker.C:
+			now := l.cfg.Now()
+			for _, pid := range l.pids {
+				l.system.Root.Send(pid, tickMessage{now: now})
+			}
+		case <-l.tickEnd:
+			return
+		}
+	}
+}
+
+func (l *Ledger) fatal(err error) {
+	l.once.Do(func() { l.cfg.Fatal(err) })
+}
+
+// Shards is the number of shards.
+func (l *Ledger) Shards() uint32 { return l.cfg.Shards }
+
+// Stats are the ledger's counters.
+func (l *Ledger) Stats() *Stats { return &l.stats }
+
+// QueuedRequests is the number of requests admitted to a shard and not yet taken.
+func (l *Ledger) QueuedRequests(shard int) int64 { return l.queued[shard].Load() }
+
+// OutboxLegs is the number of a shard's unanswered legs after its last round.
+func (l *Ledger) OutboxLegs(shard int) int64 { return l.outbox[shard].Load() }
+
+// Store is the ledger's store, for reads.
+func (l *Ledger) Store() *storage.Store { return l.store }
+
+// admit reserves a place in each marked shard's mailbox, all or none.
+func (l *Ledger) admit(used []bool) bool {
+	for i, u := range used {
+		if !u {
+			continue
+		}
+		if l.queued[i].Add(1) > int64(l.cfg.ShardRequestsMax) {
+			for j := 0; j <= i; j++ {
+				if used[j] {
+					l.queued[j].Add(-1)
+				}
+			}
+			return false
+		}
+	}
+	return true
+}
+
+func (l *Ledger) enter() error {
+	l.active.Add(1)
+	if l.stopped.Load() {
+		l.active.Done()
+		return ErrStopped
+	}
+	return nil
+}
+
+// CreateAccounts opens accounts. results[i] answers as[i].
+func (l *Ledger) CreateAccounts(as []ledger.Account) ([]ledger.AccountResult, error) {
+	if err := l.enter(); err != nil {
+		return nil, err
+	}
+	defer l.active.Done()
+	parts := make([]*accountsPart, l.cfg.Shards)
+	used := make([]bool, l.cfg.Shards)
+	done := make(chan *accountsPart, l.cfg.Shards)
+	for i := range as {
+		s := ledger.ShardOf(as[i].ID, l.cfg.Shards)
+		if as[i].ID >= ledger.TransitIDMin {
+			s = 0 // refused by validation on any shard
+		}
+		p := parts[s]
+		if p == nil {
+			p = &accountsPart{done: done}
+			parts[s], used[s] = p, true
+		}
+		p.accounts = append(p.accounts, as[i])
+		p.index = append(p.index, int32(i))
+	}
+	if !l.admit(used) {
+		return nil, ErrOverloaded
+	}
+	n := 0
+	for s, p := range parts {
+		if p != nil {
+			p.results = make([]ledger.AccountResult, len(p.accounts))
+			l.system.Root.Send(l.pids[s], p)
+			n++
+		}
+	}
+	results := make([]ledger.AccountResult, len(as))
+	for ; n > 0; n-- {
+		p := <-done
+		for k, i := range p.index {
+			results[i] = p.results[k]
+		}
+	}
+	return results, nil
+}
+
+// CreateTransfers runs transfers, each on the shard of its debit account. results[i]
+// answers ts[i]. A linked chain whose debit accounts live on several shards is refused:
+// its first member on another shard answers linked_chain_spans_shards, the rest
+// linked_event_failed.
+func (l *Ledger) CreateTransfers(ts []ledger.Transfer) ([]ledger.TransferResult, error) {
+	if err := l.enter(); err != nil {
+		return nil, err
+	}
+	defer l.active.Done()
+	results := make([]ledger.TransferResult, len(ts))
+	parts := make([]*transfersPart, l.cfg.Shards)
+	used := make([]bool, l.cfg.Shards)
+	done := make(chan *transfersPart, l.cfg.Shards)
+	for i := 0; i < len(ts); {
+		end := i
+		for end < len(ts)-1 && ts[end].Flags&ledger.TransferLinked != 0 {
+			end++
+		}
+		s := l.shardOf(ts[i].DebitAccountID)
+		if spans := l.chainSpans(ts[i:end+1], s, results[i:end+1]); !spans {
+			p := parts[s]
+			if p == nil {
+				p = &transfersPart{done: done}
+				parts[s], used[s] = p, true
+			}
+			for k := i; k <= end; k++ {
+				p.transfers = append(p.transfers, ts[k])
+				p.index = append(p.index, int32(k))
+			}
+		}
+		i = end + 1
+	}
+	if !l.admit(used) {
+		return nil, ErrOverloaded
+	}
+	n := 0
+	for s, p := range parts {
+		if p != nil {
+			p.results = make([]ledger.TransferResult, len(p.transfers))
+			l.system.Root.Send(l.pids[s], p)
+			n++
+		}
+	}
+	for ; n > 0; n-- {
+		p := <-done
+		for k, i := range p.index {
+			results[i] = p.results[k]
+		}
+	}
+	return results, nil
+}
+
+// shardOf routes by debit account; ids the shards cannot own go to shard 0, which refuses
+// them with the right result.
+func (l *Ledger) shardOf(debit uint64) uint32 {
+	if debit >= ledger.TransitIDMin {
+		return 0
+	}
+	return ledger.ShardOf(debit, l.cfg.Shards)
+}
+
+func (l *Ledger) chainSpans(chain []ledger.Transfer, s uint32, results []ledger.TransferResult) bool {
+	spans := false
+	for k := range chain {
+		if l.shardOf(chain[k].DebitAccountID) != s {
+			spans = true
+		}
+	}
+	if !spans {
+		return false
+	}
+	first := true
+	for k := range chain {
+		results[k] = ledger.ResultLinkedEventFailed
+		if first && l.shardOf(chain[k].DebitAccountID) != s {
+			results[k] = ledger.ResultLinkedChainSpansShards
+			first = false
+		}
+	}
+	return true
+}
+
+// Stop refuses new requests, waits for those in flight, lets every shard finish and commit
+// its round, and stops the actors. The store stays open (the caller closes it).
+func (l *Ledger) Stop() {
+	if l.stopped.Swap(true) {
+		return
+	}
+	l.active.Wait()
+	l.ticker.Stop()
+	close(l.tickEnd)
+	for _, pid := range l.pids {
+		done := make(chan struct{})
+		l.system.Root.Send(pid, &stopMessage{done: done})
+		<-done
+	}
+	for _, pid := range l.pids {
+		l.system.Root.Stop(pid)
+	}
+	l.system.Shutdown()
+}

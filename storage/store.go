@@ -1,0 +1,412 @@
+// Package storage keeps the ledger in Pebble. It hides Pebble from the rest of the project:
+// the shards hand it a round's ledger.Effects and get back only after the batch holding them
+// is durable (one batch per round, committed with a synced WAL write; Pebble's commit pipeline
+// shares one fsync among the shards that commit at the same time).
+//
+// # Key layout
+//
+// One key space, one byte of prefix, ids and timestamps big-endian so that keys sort
+// numerically:
+//
+//	a <account id>                     account: user data, timestamp, ledger, code, flags,
+//	                                   debits pending/posted, credits pending/posted
+//	t <transfer id>                    transfer, as the client sent it, plus timestamp, state
+//	                                   and (for a reversed transfer) the refusal
+//	h <account id> <timestamp>         posting: the journal entry of one movement on the
+//	                                   account (transfer id, op, amount, held amount, split
+//	                                   flag) and, for accounts flagged history, the balance
+//	                                   after it
+//	p <shard> <transfer id>            the transfer is pending on that shard (for recovery)
+//	o <shard> <transfer id> <kind>     outbox: a credit leg the shard sent and has not seen
+//	                                   answered
+//	l <transfer id> <kind>             a credit leg the credit shard applied (or refused),
+//	                                   with its result: a re-sent leg is answered from here
+//	c <shard>                          the shard's last timestamp
+//	m shards                           the number of shards the store was made with
+//
+// Balances are written once per account per round, never once per posting. Transit accounts
+// are ordinary account records (ids from 2^63 up) without postings of their own: their
+// journal is the mirror of the split postings of their shard's accounts.
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// Options configure a Store.
+type Options struct {
+	// FS is the file system; nil means the operating system's.
+	FS vfs.FS
+	// Shards is the number of shards; a store keeps the number it was made with.
+	Shards uint32
+	// CacheBytes is the size of Pebble's block cache (0: 64 MiB).
+	CacheBytes int64
+}
+
+// Store is the ledger's Pebble database.
+type Store struct {
+	db     *pebble.DB
+	shards uint32
+}
+
+// ErrShardsMismatch: the store was made with another number of shards.
+var ErrShardsMismatch = errors.New("storage: the store was made with another number of shards")
+
+const cacheBytesDefault = 64 << 20
+
+// Open opens (or creates) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Shards == 0 || opts.Shards > ledger.ShardsMax {
+		return nil, fmt.Errorf("storage: shards must be 1 to %d, not %d", ledger.ShardsMax, opts.Shards)
+	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = cacheBytesDefault
+	}
+	cache := pebble.NewCache(opts.CacheBytes)
+	defer cache.Unref()
+	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{}}
+	po.EnsureDefaults()
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	s := &Store{db: db, shards: opts.Shards}
+	if err := s.checkShards(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) checkShards() error {
+	key := []byte{prefixMeta, 's', 'h', 'a', 'r', 'd', 's'}
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return s.db.Set(key, []byte(strconv.Itoa(int(s.shards))), pebble.Sync)
+	}
+	if err != nil {
+		return fmt.Errorf("storage: read shard count: %w", err)
+	}
+	defer closer.Close()
+	if string(v) != strconv.Itoa(int(s.shards)) {
+		return fmt.Errorf("%w: it has %s, asked for %d", ErrShardsMismatch, v, s.shards)
+	}
+	return nil
+}
+
+// Shards is the number of shards of the store.
+func (s *Store) Shards() uint32 { return s.shards }
+
+// Close flushes nothing more (every round was synced) and closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Snapshot is a consistent, read-only view of the store at one moment.
+type Snapshot struct{ r pebble.Reader }
+
+// Snapshot takes a consistent view of the store; Close it when done.
+func (s *Store) Snapshot() *Snapshot { return &Snapshot{r: s.db.NewSnapshot()} }
+
+// View reads the live store (each read sees the latest durable state).
+func (s *Store) View() *Snapshot { return &Snapshot{r: s.db} }
+
+// Close releases a snapshot (a no-op for View).
+func (v *Snapshot) Close() error {
+	if snap, ok := v.r.(*pebble.Snapshot); ok {
+		return snap.Close()
+	}
+	return nil
+}
+
+// Writer commits one shard's rounds. It reuses its batch and buffers; one goroutine owns it.
+type Writer struct {
+	db       *pebble.DB
+	shard    uint32
+	batch    *pebble.Batch
+	key, val []byte
+}
+
+// Writer returns the writer for a shard.
+func (s *Store) Writer(shard uint32) *Writer {
+	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
+		val: make([]byte, 0, 128)}
+}
+
+// Commit writes a round's effects and the shard's clock as one batch and returns when the
+// batch is durable (synced WAL).
+func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
+	b := w.batch
+	for _, a := range fx.Accounts {
+		w.set(idKey(w.key, prefixAccount, a.ID), encodeAccount(w.val, a))
+	}
+	for i := range fx.Transfers {
+		t := &fx.Transfers[i]
+		w.set(idKey(w.key, prefixTransfer, t.ID), encodeTransfer(w.val, t))
+		if t.State == ledger.StatePending {
+			w.set(pendingKey(w.key, w.shard, t.ID), nil)
+		} else if t.Flags&ledger.TransferPending != 0 {
+			w.del(pendingKey(w.key, w.shard, t.ID))
+		}
+	}
+	for i := range fx.Postings {
+		p := &fx.Postings[i]
+		w.set(postingKey(w.key, p.Account, p.Timestamp), encodePosting(w.val, p))
+	}
+	for i := range fx.LegsOut {
+		w.set(outboxKey(w.key, w.shard, fx.LegsOut[i].LegKey), encodeLeg(w.val, &fx.LegsOut[i]))
+	}
+	for _, k := range fx.OutboxDone {
+		w.del(outboxKey(w.key, w.shard, k))
+	}
+	for _, r := range fx.LegsDone {
+		w.set(legDoneKey(w.key, r.LegKey), append(w.val[:0], byte(r.Result)))
+	}
+	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
+	err := b.Commit(pebble.Sync)
+	b.Reset()
+	if err != nil {
+		return fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+	}
+	return nil
+}
+
+func (w *Writer) set(k, v []byte) {
+	if err := w.batch.Set(k, v, nil); err != nil {
+		panic(err) // only on a closed batch: a bug
+	}
+	w.key, w.val = k, v
+}
+
+func (w *Writer) del(k []byte) {
+	if err := w.batch.Delete(k, nil); err != nil {
+		panic(err)
+	}
+	w.key = k
+}
+
+// Close releases the writer's batch.
+func (w *Writer) Close() error { return w.batch.Close() }
+
+func (v *Snapshot) get(key []byte, decode func(v []byte) error) (bool, error) {
+	val, closer, err := v.r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("storage: get %x: %w", key, err)
+	}
+	defer closer.Close()
+	return true, decode(val)
+}
+
+// Account reads an account.
+func (v *Snapshot) Account(id uint64) (a ledger.Account, found bool, err error) {
+	var key [accountKeyLen]byte
+	k := idKey(key[:0], prefixAccount, id)
+	found, err = v.get(k, func(val []byte) error { a, err = decodeAccount(k, val); return err })
+	return a, found, err
+}
+
+// Transfer reads a transfer.
+func (v *Snapshot) Transfer(id uint64) (t ledger.Transfer, found bool, err error) {
+	var key [accountKeyLen]byte
+	k := idKey(key[:0], prefixTransfer, id)
+	found, err = v.get(k, func(val []byte) error { t, err = decodeTransfer(k, val); return err })
+	return t, found, err
+}
+
+// LegResult reads what the credit shard answered to a leg, if it has seen it.
+func (v *Snapshot) LegResult(k ledger.LegKey) (r ledger.TransferResult, found bool, err error) {
+	var key [legDoneKeyLen]byte
+	found, err = v.get(legDoneKey(key[:0], k), func(val []byte) error {
+		if len(val) != 1 {
+			return fmt.Errorf("storage: leg record %+v: %d bytes", k, len(val))
+		}
+		r = ledger.TransferResult(val[0])
+		return nil
+	})
+	return r, found, err
+}
+
+// Clock reads a shard's last timestamp.
+func (v *Snapshot) Clock(shard uint32) (uint64, error) {
+	var key [3]byte
+	var c uint64
+	_, err := v.get(clockKey(key[:0], shard), func(val []byte) error {
+		if len(val) != 8 {
+			return fmt.Errorf("storage: clock of shard %d: %d bytes", shard, len(val))
+		}
+		c = be.Uint64(val)
+		return nil
+	})
+	return c, err
+}
+
+// scan calls fn for every key in [lower, upper).
+func (v *Snapshot) scan(lower, upper []byte, reverse bool, fn func(k, val []byte) (more bool, err error)) error {
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("storage: iterate: %w", err)
+	}
+	valid := it.First
+	next := it.Next
+	if reverse {
+		valid, next = it.Last, it.Prev
+	}
+	for ok := valid(); ok; ok = next() {
+		val, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("storage: iterate: %w", err)
+		}
+		more, err := fn(it.Key(), val)
+		if err != nil || !more {
+			_ = it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+func prefixBounds(prefix ...byte) ([]byte, []byte) {
+	upper := append([]byte(nil), prefix...)
+	upper[len(upper)-1]++
+	return prefix, upper
+}
+
+// ForEachAccount calls fn for every stored account, transit accounts included.
+func (v *Snapshot) ForEachAccount(fn func(ledger.Account) error) error {
+	lo, hi := prefixBounds(prefixAccount)
+	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		a, err := decodeAccount(k, val)
+		if err != nil {
+			return false, err
+		}
+		return true, fn(a)
+	})
+}
+
+// ForEachPending calls fn for every transfer pending on a shard.
+func (v *Snapshot) ForEachPending(shard uint32, fn func(ledger.Transfer) error) error {
+	lo := pendingKey(nil, shard, 0)[:3]
+	hi := pendingKey(nil, shard+1, 0)[:3]
+	return v.scan(lo, hi, false, func(k, _ []byte) (bool, error) {
+		if len(k) != pendingKeyLen {
+			return false, fmt.Errorf("storage: pending record %x: bad key", k)
+		}
+		t, found, err := v.Transfer(be.Uint64(k[3:]))
+		if err != nil {
+			return false, err
+		}
+		if !found || t.State != ledger.StatePending {
+			return false, fmt.Errorf("storage: pending record %x names no pending transfer", k)
+		}
+		return true, fn(t)
+	})
+}
+
+// ForEachOutbox calls fn for every unanswered leg of a shard.
+func (v *Snapshot) ForEachOutbox(shard uint32, fn func(ledger.Leg) error) error {
+	lo := []byte{prefixOutbox, byte(shard >> 8), byte(shard)}
+	hi := []byte{prefixOutbox, byte((shard + 1) >> 8), byte(shard + 1)}
+	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		l, err := decodeLeg(k, val)
+		if err != nil {
+			return false, err
+		}
+		return true, fn(l)
+	})
+}
+
+// ForEachPosting calls fn for every journal entry, account by account, oldest first.
+func (v *Snapshot) ForEachPosting(fn func(ledger.Posting) error) error {
+	lo, hi := prefixBounds(prefixPosting)
+	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		p, err := decodePosting(k, val)
+		if err != nil {
+			return false, err
+		}
+		return true, fn(p)
+	})
+}
+
+// ForEachLegResult calls fn for every leg a credit shard recorded.
+func (v *Snapshot) ForEachLegResult(fn func(ledger.LegResult) error) error {
+	lo, hi := prefixBounds(prefixLegDone)
+	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		if len(k) != legDoneKeyLen || len(val) != 1 {
+			return false, fmt.Errorf("storage: leg record %x: bad length", k)
+		}
+		return true, fn(ledger.LegResult{LegKey: ledger.LegKey{TransferID: be.Uint64(k[1:]),
+			Kind: ledger.LegKind(k[9])}, Result: ledger.TransferResult(val[0])})
+	})
+}
+
+// PostingFilter selects an account's postings.
+type PostingFilter struct {
+	Account      uint64
+	TimestampMin uint64 // inclusive; 0: from the start
+	TimestampMax uint64 // inclusive; 0: to the end
+	Limit        int
+	Reversed     bool
+	Debits       bool // only postings on the debit side (with Credits unset)
+	Credits      bool // only postings on the credit side (with Debits unset)
+}
+
+// Postings returns an account's postings that match f, and the timestamp to continue from
+// (0 when there is no more).
+func (v *Snapshot) Postings(f PostingFilter) ([]ledger.Posting, uint64, error) {
+	lo := postingKey(nil, f.Account, f.TimestampMin)
+	var hi []byte
+	if f.TimestampMax == 0 || f.TimestampMax == ^uint64(0) {
+		hi = idKey(nil, prefixPosting, f.Account+1)
+		if f.Account == ^uint64(0) {
+			hi = []byte{prefixPosting + 1}
+		}
+	} else {
+		hi = postingKey(nil, f.Account, f.TimestampMax+1)
+	}
+	var out []ledger.Posting
+	var next uint64
+	err := v.scan(lo, hi, f.Reversed, func(k, val []byte) (bool, error) {
+		p, err := decodePosting(k, val)
+		if err != nil {
+			return false, err
+		}
+		debit := p.Op < ledger.OpCreditPost
+		if f.Debits != f.Credits && debit != f.Debits {
+			return true, nil
+		}
+		if len(out) == f.Limit {
+			next = p.Timestamp
+			return false, nil
+		}
+		out = append(out, p)
+		return true, nil
+	})
+	return out, next, err
+}
+
+// slogLogger sends Pebble's log to the process's structured log: its chatter at debug level,
+// its errors as errors.
+type slogLogger struct{}
+
+func (slogLogger) Infof(format string, args ...interface{}) {
+	slog.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (slogLogger) Errorf(format string, args ...interface{}) {
+	slog.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (slogLogger) Fatalf(format string, args ...interface{}) {
+	slog.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
+
+var _ io.Closer = (*Snapshot)(nil)

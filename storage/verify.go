@@ -1,0 +1,50 @@
+package storage
+
+import (
+	"fmt"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// Verify recomputes every balance from the journal in v and checks the invariants of
+// DESIGN.md that a stored state must meet (ledger.Audit), plus what only storage can see:
+// every pending index entry names a pending transfer. It returns the problems found (none:
+// clean) or the error that stopped it.
+func Verify(v *Snapshot, shards uint32) ([]string, error) {
+	audit := ledger.NewAudit(shards)
+	ledgers := map[uint64]uint32{}
+	err := v.ForEachAccount(func(a ledger.Account) error {
+		audit.Account(a)
+		ledgers[a.ID] = a.Ledger
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	err = v.ForEachPosting(func(p ledger.Posting) error {
+		l, ok := ledgers[p.Account]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
+			return nil
+		}
+		audit.Posting(p, l)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for s := uint32(0); s < shards; s++ {
+		if err := v.ForEachOutbox(s, func(l ledger.Leg) error { audit.Outbox(l); return nil }); err != nil {
+			return nil, err
+		}
+		err := v.ForEachPending(s, func(ledger.Transfer) error { return nil })
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if err := v.ForEachLegResult(func(r ledger.LegResult) error { audit.LegApplied(r); return nil }); err != nil {
+		return nil, err
+	}
+	return append(problems, audit.Problems()...), nil
+}
