@@ -115,6 +115,7 @@ type Ledger struct {
 	pids    []*actor.PID
 	queued  []atomic.Int64 // requests admitted and not yet taken by each shard
 	outbox  []atomic.Int64 // unanswered legs of each shard, after its last round
+	oldest  []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
 	stats   Stats
 	stopped atomic.Bool
 	active  sync.WaitGroup // requests in flight
@@ -134,7 +135,8 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 		return nil, err
 	}
 	l := &Ledger{cfg: cfg, store: store, queued: make([]atomic.Int64, cfg.Shards),
-		outbox: make([]atomic.Int64, cfg.Shards), tickEnd: make(chan struct{})}
+		outbox: make([]atomic.Int64, cfg.Shards), oldest: make([]atomic.Int64, cfg.Shards),
+		tickEnd: make(chan struct{})}
 	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.Default().With("component", "protoactor")
 	}))
@@ -226,6 +228,27 @@ func (l *Ledger) QueuedRequests(shard int) int64 { return l.queued[shard].Load()
 
 // OutboxLegs is the number of a shard's unanswered legs after its last round.
 func (l *Ledger) OutboxLegs(shard int) int64 { return l.outbox[shard].Load() }
+
+// OutboxOldest is when a shard's oldest unanswered leg was first sent, as of its last tick
+// (zero when it has none).
+func (l *Ledger) OutboxOldest(shard int) time.Time {
+	ns := l.oldest[shard].Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// TransitBalances sums, per ledger, credits minus debits posted over the transit accounts of
+// every shard: the money of split transfers between their legs, as durable now.
+func (l *Ledger) TransitBalances() (map[uint32]int64, error) {
+	out := map[uint32]int64{}
+	err := l.store.View().ForEachTransitAccount(func(a ledger.Account) error {
+		out[a.Ledger] += int64(a.CreditsPosted - a.DebitsPosted)
+		return nil
+	})
+	return out, err
+}
 
 // Store is the ledger's store, for reads.
 func (l *Ledger) Store() *storage.Store { return l.store }

@@ -30,11 +30,11 @@ func verify(t *testing.T, store *storage.Store) {
 	t.Helper()
 	snap := store.Snapshot()
 	defer snap.Close()
-	problems, err := storage.Verify(snap, store.Shards())
+	rep, err := storage.Verify(snap, store.Shards())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range problems {
+	for _, p := range rep.Problems {
 		t.Error(p)
 	}
 }

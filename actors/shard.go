@@ -38,6 +38,7 @@ type waiter struct {
 	part  *transfersPart
 	index int32
 	sent  uint64 // the tick it was last sent at
+	first int64  // when it was first sent (Unix ns; for the age metric)
 }
 
 func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
@@ -118,7 +119,7 @@ func (s *shard) runTransfers(p *transfersPart) {
 // request waiting on them and unanswered ones are sent again.
 func (s *shard) watchLegs(before int, p *transfersPart) {
 	for _, l := range s.fx.LegsOut[before:] {
-		w := waiter{index: l.Event, sent: s.ticks}
+		w := waiter{index: l.Event, sent: s.ticks, first: time.Now().UnixNano()}
 		if p != nil && l.Event >= 0 {
 			w.part = p
 			p.outstanding++
@@ -233,6 +234,13 @@ func (s *shard) tick(ctx actor.Context, now uint64) {
 	s.book.Expire(now, &s.fx)
 	s.watchLegs(before, nil)
 	s.redeliver(ctx, s.l.cfg.RedeliverAfterTicks)
+	var oldest int64
+	for _, w := range s.waiting {
+		if oldest == 0 || w.first < oldest {
+			oldest = w.first
+		}
+	}
+	s.l.oldest[s.id].Store(oldest)
 	if !s.fx.Empty() {
 		s.queueFlush(ctx)
 	}
@@ -245,6 +253,9 @@ func (s *shard) redeliver(ctx actor.Context, age uint64) {
 		w, ok := s.waiting[l.LegKey]
 		if ok && s.ticks-w.sent < age {
 			return
+		}
+		if !ok {
+			w.first = time.Now().UnixNano()
 		}
 		w.sent = s.ticks
 		s.waiting[l.LegKey] = w

@@ -45,7 +45,8 @@ import (
 type Options struct {
 	// FS is the file system; nil means the operating system's.
 	FS vfs.FS
-	// Shards is the number of shards; a store keeps the number it was made with.
+	// Shards is the number of shards; a store keeps the number it was made with. 0 opens an
+	// existing store with the number it has.
 	Shards uint32
 	// CacheBytes is the size of Pebble's block cache (0: 64 MiB).
 	CacheBytes int64
@@ -64,7 +65,7 @@ const cacheBytesDefault = 64 << 20
 
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	if opts.Shards == 0 || opts.Shards > ledger.ShardsMax {
+	if opts.Shards > ledger.ShardsMax {
 		return nil, fmt.Errorf("storage: shards must be 1 to %d, not %d", ledger.ShardsMax, opts.Shards)
 	}
 	if opts.CacheBytes == 0 {
@@ -90,12 +91,23 @@ func (s *Store) checkShards() error {
 	key := []byte{prefixMeta, 's', 'h', 'a', 'r', 'd', 's'}
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
+		if s.shards == 0 {
+			return errors.New("storage: not a ledger store (no shard count); give the number of shards to make one")
+		}
 		return s.db.Set(key, []byte(strconv.Itoa(int(s.shards))), pebble.Sync)
 	}
 	if err != nil {
 		return fmt.Errorf("storage: read shard count: %w", err)
 	}
 	defer closer.Close()
+	if s.shards == 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n <= 0 || n > ledger.ShardsMax {
+			return fmt.Errorf("storage: bad shard count %q", v)
+		}
+		s.shards = uint32(n)
+		return nil
+	}
 	if string(v) != strconv.Itoa(int(s.shards)) {
 		return fmt.Errorf("%w: it has %s, asked for %d", ErrShardsMismatch, v, s.shards)
 	}
@@ -285,6 +297,18 @@ func prefixBounds(prefix ...byte) ([]byte, []byte) {
 func (v *Snapshot) ForEachAccount(fn func(ledger.Account) error) error {
 	lo, hi := prefixBounds(prefixAccount)
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		a, err := decodeAccount(k, val)
+		if err != nil {
+			return false, err
+		}
+		return true, fn(a)
+	})
+}
+
+// ForEachTransitAccount calls fn for every transit account.
+func (v *Snapshot) ForEachTransitAccount(fn func(ledger.Account) error) error {
+	_, hi := prefixBounds(prefixAccount)
+	return v.scan(idKey(nil, prefixAccount, ledger.TransitIDMin), hi, false, func(k, val []byte) (bool, error) {
 		a, err := decodeAccount(k, val)
 		if err != nil {
 			return false, err

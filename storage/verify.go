@@ -6,20 +6,30 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 )
 
+// Report is what Verify found.
+type Report struct {
+	Problems   []string
+	Accounts   uint64
+	Postings   uint64
+	OutboxLegs uint64
+}
+
 // Verify recomputes every balance from the journal in v and checks the invariants of
 // DESIGN.md that a stored state must meet (ledger.Audit), plus what only storage can see:
 // every pending index entry names a pending transfer. It returns the problems found (none:
 // clean) or the error that stopped it.
-func Verify(v *Snapshot, shards uint32) ([]string, error) {
+func Verify(v *Snapshot, shards uint32) (Report, error) {
+	var rep Report
 	audit := ledger.NewAudit(shards)
 	ledgers := map[uint64]uint32{}
 	err := v.ForEachAccount(func(a ledger.Account) error {
 		audit.Account(a)
 		ledgers[a.ID] = a.Ledger
+		rep.Accounts++
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return rep, err
 	}
 	var problems []string
 	err = v.ForEachPosting(func(p ledger.Posting) error {
@@ -29,14 +39,15 @@ func Verify(v *Snapshot, shards uint32) ([]string, error) {
 			return nil
 		}
 		audit.Posting(p, l)
+		rep.Postings++
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return rep, err
 	}
 	for s := uint32(0); s < shards; s++ {
-		if err := v.ForEachOutbox(s, func(l ledger.Leg) error { audit.Outbox(l); return nil }); err != nil {
-			return nil, err
+		if err := v.ForEachOutbox(s, func(l ledger.Leg) error { audit.Outbox(l); rep.OutboxLegs++; return nil }); err != nil {
+			return rep, err
 		}
 		err := v.ForEachPending(s, func(ledger.Transfer) error { return nil })
 		if err != nil {
@@ -44,7 +55,8 @@ func Verify(v *Snapshot, shards uint32) ([]string, error) {
 		}
 	}
 	if err := v.ForEachLegResult(func(r ledger.LegResult) error { audit.LegApplied(r); return nil }); err != nil {
-		return nil, err
+		return rep, err
 	}
-	return append(problems, audit.Problems()...), nil
+	rep.Problems = append(problems, audit.Problems()...)
+	return rep, nil
 }

@@ -1610,6 +1610,111 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 	return 0
 }
 
+type VerifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
+}
+
+type VerifyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One line per problem found; empty when the store is clean.
+	Problems      []string `protobuf:"bytes,1,rep,name=problems,proto3" json:"problems,omitempty"`
+	Accounts      uint64   `protobuf:"varint,2,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	Postings      uint64   `protobuf:"varint,3,opt,name=postings,proto3" json:"postings,omitempty"`
+	OutboxLegs    uint64   `protobuf:"varint,4,opt,name=outbox_legs,json=outboxLegs,proto3" json:"outbox_legs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *VerifyResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *VerifyResponse) GetAccounts() uint64 {
+	if x != nil {
+		return x.Accounts
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetPostings() uint64 {
+	if x != nil {
+		return x.Postings
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetOutboxLegs() uint64 {
+	if x != nil {
+		return x.OutboxLegs
+	}
+	return 0
+}
+
 var File_ledger_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_ledger_proto_rawDesc = "" +
@@ -1701,7 +1806,14 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0ecredits_posted\x18\x06 \x01(\x04R\rcreditsPosted\"z\n" +
 	"\x1aGetAccountBalancesResponse\x125\n" +
 	"\bbalances\x18\x01 \x03(\v2\x19.ledger.v1.AccountBalanceR\bbalances\x12%\n" +
-	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp*\xed\x01\n" +
+	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"\x0f\n" +
+	"\rVerifyRequest\"\x85\x01\n" +
+	"\x0eVerifyResponse\x12\x1a\n" +
+	"\bproblems\x18\x01 \x03(\tR\bproblems\x12\x1a\n" +
+	"\baccounts\x18\x02 \x01(\x04R\baccounts\x12\x1a\n" +
+	"\bpostings\x18\x03 \x01(\x04R\bpostings\x12\x1f\n" +
+	"\voutbox_legs\x18\x04 \x01(\x04R\n" +
+	"outboxLegs*\xed\x01\n" +
 	"\rTransferState\x12\x1e\n" +
 	"\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TRANSFER_STATE_POSTED\x10\x01\x12\x1a\n" +
@@ -1774,7 +1886,9 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0eLookupAccounts\x12 .ledger.v1.LookupAccountsRequest\x1a!.ledger.v1.LookupAccountsResponse\x12X\n" +
 	"\x0fLookupTransfers\x12!.ledger.v1.LookupTransfersRequest\x1a\".ledger.v1.LookupTransfersResponse\x12d\n" +
 	"\x13GetAccountTransfers\x12%.ledger.v1.GetAccountTransfersRequest\x1a&.ledger.v1.GetAccountTransfersResponse\x12a\n" +
-	"\x12GetAccountBalances\x12$.ledger.v1.GetAccountBalancesRequest\x1a%.ledger.v1.GetAccountBalancesResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\x12GetAccountBalances\x12$.ledger.v1.GetAccountBalancesRequest\x1a%.ledger.v1.GetAccountBalancesResponse2M\n" +
+	"\fAdminService\x12=\n" +
+	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -1789,7 +1903,7 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(TransferState)(0),                  // 0: ledger.v1.TransferState
 	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
@@ -1814,6 +1928,8 @@ var file_ledger_v1_ledger_proto_goTypes = []any{
 	(*GetAccountBalancesRequest)(nil),   // 20: ledger.v1.GetAccountBalancesRequest
 	(*AccountBalance)(nil),              // 21: ledger.v1.AccountBalance
 	(*GetAccountBalancesResponse)(nil),  // 22: ledger.v1.GetAccountBalancesResponse
+	(*VerifyRequest)(nil),               // 23: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),              // 24: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
@@ -1837,14 +1953,16 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	15, // 18: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
 	18, // 19: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
 	20, // 20: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
-	9,  // 21: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
-	12, // 22: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
-	14, // 23: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
-	16, // 24: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
-	19, // 25: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
-	22, // 26: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
+	23, // 21: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	9,  // 22: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
+	12, // 23: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
+	14, // 24: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
+	16, // 25: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
+	19, // 26: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
+	22, // 27: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
+	24, // 28: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	22, // [22:29] is the sub-list for method output_type
+	15, // [15:22] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1861,9 +1979,9 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_ledger_v1_ledger_proto_goTypes,
 		DependencyIndexes: file_ledger_v1_ledger_proto_depIdxs,

@@ -1,0 +1,138 @@
+package api
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// Metrics are the ledger's Prometheus metrics. The actor layer counts in plain atomics and
+// observers; this adapter exports them.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	transfers       *prometheus.CounterVec
+	accounts        *prometheus.CounterVec
+	transferCounter [256]prometheus.Counter
+	accountCounter  [256]prometheus.Counter
+	requestSeconds  *prometheus.HistogramVec
+	// CommitSeconds and CommitPostings go into actors.Config.
+	CommitSeconds  prometheus.Histogram
+	CommitPostings prometheus.Histogram
+}
+
+// NewMetrics makes the registry with the Go and process collectors and the ledger's own.
+func NewMetrics() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.transfers = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_transfers_total",
+		Help: "Transfers answered, by result code (ok means created and durable)."}, []string{"result"})
+	m.accounts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_accounts_total",
+		Help: "Accounts answered, by result code (ok means created and durable)."}, []string{"result"})
+	m.requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ledger_grpc_request_duration_seconds", Help: "gRPC request latency, by method and status code.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"method", "code"})
+	m.CommitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_commit_duration_seconds",
+		Help: "Time to commit one shard round to Pebble with a synced WAL write.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
+	m.CommitPostings = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_commit_postings",
+		Help: "Postings per committed shard round (the group-commit batch size).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 16)})
+	m.Registry.MustRegister(m.transfers, m.accounts, m.requestSeconds, m.CommitSeconds, m.CommitPostings)
+	for r := 1; r < 256; r++ {
+		if name := ledger.TransferResult(r).String(); name != "unknown" {
+			m.transferCounter[r] = m.transfers.WithLabelValues(name)
+		}
+		if name := ledger.AccountResult(r).String(); name != "unknown" {
+			m.accountCounter[r] = m.accounts.WithLabelValues(name)
+		}
+	}
+	return m
+}
+
+func (m *Metrics) countTransfer(r ledger.TransferResult) {
+	if m != nil && m.transferCounter[r] != nil {
+		m.transferCounter[r].Inc()
+	}
+}
+
+func (m *Metrics) countAccount(r ledger.AccountResult) {
+	if m != nil && m.accountCounter[r] != nil {
+		m.accountCounter[r].Inc()
+	}
+}
+
+func (m *Metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo,
+	handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	m.requestSeconds.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+// WatchLedger exports the running ledger's gauges and counters, read at scrape time.
+func (m *Metrics) WatchLedger(l *actors.Ledger) {
+	m.Registry.MustRegister(&ledgerCollector{l: l})
+}
+
+var (
+	descPostings = prometheus.NewDesc("ledger_postings_total",
+		"Postings (journal entries) committed.", nil, nil)
+	descCommits = prometheus.NewDesc("ledger_commits_total",
+		"Shard rounds committed to Pebble.", nil, nil)
+	descRedelivered = prometheus.NewDesc("ledger_legs_redelivered_total",
+		"Credit legs sent again from an outbox (after recovery, or unanswered too long).", nil, nil)
+	descUnexpected = prometheus.NewDesc("ledger_unexpected_messages_total",
+		"Messages a shard actor did not expect; should stay 0.", nil, nil)
+	descQueued = prometheus.NewDesc("ledger_shard_queued_requests",
+		"Requests admitted to a shard's mailbox and not yet taken.", []string{"shard"}, nil)
+	descOutbox = prometheus.NewDesc("ledger_outbox_legs",
+		"Split transfers in flight: credit legs a shard sent and has not seen answered.", []string{"shard"}, nil)
+	descOldest = prometheus.NewDesc("ledger_outbox_oldest_age_seconds",
+		"Age of the oldest unanswered credit leg of a shard (0 when none).", []string{"shard"}, nil)
+	descTransit = prometheus.NewDesc("ledger_transit_balance",
+		"Credits minus debits posted to all transit accounts of a ledger: money between the legs of split transfers.",
+		[]string{"ledger"}, nil)
+)
+
+type ledgerCollector struct{ l *actors.Ledger }
+
+func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
+		descQueued, descOutbox, descOldest, descTransit} {
+		ch <- d
+	}
+}
+
+func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.l.Stats()
+	ch <- prometheus.MustNewConstMetric(descPostings, prometheus.CounterValue, float64(st.Postings.Load()))
+	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits.Load()))
+	ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.CounterValue, float64(st.Redelivered.Load()))
+	ch <- prometheus.MustNewConstMetric(descUnexpected, prometheus.CounterValue, float64(st.Unexpected.Load()))
+	now := time.Now()
+	for s := 0; s < int(c.l.Shards()); s++ {
+		label := strconv.Itoa(s)
+		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(c.l.QueuedRequests(s)), label)
+		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(c.l.OutboxLegs(s)), label)
+		age := 0.0
+		if oldest := c.l.OutboxOldest(s); !oldest.IsZero() {
+			age = now.Sub(oldest).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age, label)
+	}
+	transit, err := c.l.TransitBalances()
+	if err != nil {
+		return
+	}
+	for l, v := range transit {
+		ch <- prometheus.MustNewConstMetric(descTransit, prometheus.GaugeValue, float64(v), strconv.Itoa(int(l)))
+	}
+}

@@ -1,0 +1,196 @@
+// Command ledgerd is the ledger server: gRPC on --listen, Prometheus metrics and /healthz on
+// --metrics-listen, data in Pebble under --data-dir.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/storage"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		slog.Error("ledgerd failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	dataDir, listen, metricsListen, logFormat, logLevel string
+	shards, shardRequestsMax                            int
+	cacheBytes                                          int64
+	pprof                                               bool
+	drainTimeout                                        time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("ledgerd", flag.ContinueOnError)
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the Pebble store (created if missing)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen address (port 0 picks a free port)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "127.0.0.1:9464", "HTTP address for /metrics and /healthz (empty: off)")
+	fs.IntVar(&c.shards, "shards", actors.ShardsDefault, "number of shard actors; fixed when the store is made")
+	fs.IntVar(&c.shardRequestsMax, "shard-requests-max", actors.ShardRequestsMaxDefault,
+		"requests one shard admits at once; past it requests fail with RESOURCE_EXHAUSTED")
+	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.shards < 1 || c.shards > 256 {
+		return c, fmt.Errorf("--shards must be 1 to 256, not %d", c.shards)
+	}
+	if c.shardRequestsMax < 1 {
+		return c, fmt.Errorf("--shard-requests-max must be positive")
+	}
+	return c, nil
+}
+
+func setupLog(c config) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
+	default:
+		return fmt.Errorf("--log-format must be text or json, not %q", c.logFormat)
+	}
+	return nil
+}
+
+func run(args []string) error {
+	c, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := setupLog(c); err != nil {
+		return err
+	}
+	start := time.Now()
+	store, err := storage.Open(c.dataDir, storage.Options{Shards: uint32(c.shards), CacheBytes: c.cacheBytes})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			slog.Error("close store", "err", err)
+		}
+	}()
+	metrics := api.NewMetrics()
+	l, err := actors.Start(store, actors.Config{Shards: uint32(c.shards), ShardRequestsMax: c.shardRequestsMax,
+		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings})
+	if err != nil {
+		return err
+	}
+	defer l.Stop()
+	metrics.WatchLedger(l)
+	srv, health := api.NewServer(api.NewService(l, metrics))
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	httpSrv, err := serveMetrics(c, metrics, health)
+	if err != nil {
+		return err
+	}
+	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	health.SetServingStatus("ledger.v1.LedgerService", healthpb.HealthCheckResponse_SERVING)
+	slog.Info("ledgerd serving", "grpc", lis.Addr().String(), "metrics", c.metricsListen,
+		"data_dir", c.dataDir, "shards", c.shards, "recovered_in", time.Since(start).Round(time.Millisecond))
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		slog.Info("shutting down", "signal", s.String())
+	case err := <-serveErr:
+		return fmt.Errorf("grpc serve: %w", err)
+	}
+	health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(c.drainTimeout):
+		slog.Warn("drain timeout: cancelling requests still in flight")
+		srv.Stop()
+	}
+	l.Stop()
+	if httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(ctx)
+	}
+	slog.Info("ledgerd stopped")
+	return nil
+}
+
+type healthChecker interface {
+	Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error)
+}
+
+func serveMetrics(c config, m *api.Metrics, health healthChecker) (*http.Server, error) {
+	if c.metricsListen == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := health.Check(r.Context(), &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if c.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	lis, err := net.Listen("tcp", c.metricsListen)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("metrics server", "err", err)
+		}
+	}()
+	return srv, nil
+}
