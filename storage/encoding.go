@@ -130,6 +130,9 @@ func decodeTransfer(key, v []byte) (ledger.Transfer, error) {
 	if n := int(v[72]); n > 0 {
 		t.BizID = string(v[transferValLen:])
 	}
+	if be.Uint64(v[48:]) != 0 {
+		return ledger.Transfer{}, fmt.Errorf("storage: transfer record %x: reserved field set", key)
+	}
 	return t, nil
 }
 
@@ -158,6 +161,9 @@ func decodePosting(key, v []byte) (ledger.Posting, error) {
 	p := ledger.Posting{Account: be.Uint64(key[1:]), Timestamp: be.Uint64(key[9:]),
 		TransferID: be.Uint64(v), Amount: be.Uint64(v[8:]), Held: be.Uint64(v[16:]),
 		Op: ledger.PostingOp(v[24]), Split: v[25]&postingSplit != 0, History: v[25]&postingHistory != 0}
+	if !p.Op.Valid() || v[25]&^(postingSplit|postingHistory) != 0 {
+		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad op or flags", key)
+	}
 	if p.History {
 		if len(v) != postingValLen+balanceLen {
 			return ledger.Posting{}, fmt.Errorf("storage: posting record %x: no balance", key)

@@ -1,0 +1,277 @@
+package api
+
+import (
+	"context"
+	"math"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage"
+)
+
+type fixture struct {
+	client ledgerv1.LedgerServiceClient
+	admin  ledgerv1.AdminServiceClient
+	ledger *actors.Ledger
+	ctx    context.Context
+}
+
+func newFixture(t *testing.T, shards uint32) *fixture {
+	t.Helper()
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: shards, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := actors.Start(store, actors.Config{Shards: shards, Fatal: func(err error) { t.Errorf("fatal: %v", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := NewServer(NewService(l, NewMetrics()))
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Stop()
+		l.Stop()
+		_ = store.Close()
+	})
+	return &fixture{client: ledgerv1.NewLedgerServiceClient(conn), admin: ledgerv1.NewAdminServiceClient(conn),
+		ledger: l, ctx: context.Background()}
+}
+
+func (f *fixture) accounts(t *testing.T, as ...*ledgerv1.Account) {
+	t.Helper()
+	resp, err := f.client.CreateAccounts(f.ctx, &ledgerv1.CreateAccountsRequest{Accounts: as})
+	if err != nil || len(resp.GetResults()) > 0 {
+		t.Fatalf("create accounts: %v %v", resp.GetResults(), err)
+	}
+}
+
+// transfers sends ts and returns each one's result code name (ok for those not listed).
+func (f *fixture) transfers(t *testing.T, ts ...*ledgerv1.Transfer) []string {
+	t.Helper()
+	resp, err := f.client.CreateTransfers(f.ctx, &ledgerv1.CreateTransfersRequest{Transfers: ts})
+	if err != nil {
+		t.Fatalf("create transfers: %v", err)
+	}
+	out := make([]string, len(ts))
+	for i := range out {
+		out[i] = "ok"
+	}
+	for _, r := range resp.GetResults() {
+		out[r.GetIndex()] = strings.ToLower(strings.TrimPrefix(r.GetResult().String(), "CREATE_TRANSFER_RESULT_"))
+	}
+	return out
+}
+
+func (f *fixture) balance(t *testing.T, id uint64) *ledgerv1.Account {
+	t.Helper()
+	resp, err := f.client.LookupAccounts(f.ctx, &ledgerv1.LookupAccountsRequest{Ids: []uint64{id}})
+	if err != nil || len(resp.GetAccounts()) != 1 {
+		t.Fatalf("lookup %d: %v %v", id, resp, err)
+	}
+	return resp.GetAccounts()[0]
+}
+
+func tr(id, debit, credit, amount uint64) *ledgerv1.Transfer {
+	return &ledgerv1.Transfer{Id: id, DebitAccountId: debit, CreditAccountId: credit, Amount: amount, Ledger: 1, Code: 1}
+}
+
+// TestResultNamesMatchWire: the domain's result codes and the wire enums agree by number and
+// name, so a cast between them is safe.
+func TestResultNamesMatchWire(t *testing.T) {
+	for n, name := range ledgerv1.CreateTransferResult_name {
+		if n == 0 {
+			continue
+		}
+		if got := "CREATE_TRANSFER_RESULT_" + strings.ToUpper(ledger.TransferResult(n).String()); got != name {
+			t.Errorf("transfer result %d: domain %s, wire %s", n, got, name)
+		}
+	}
+	for n, name := range ledgerv1.CreateAccountResult_name {
+		if n == 0 {
+			continue
+		}
+		if got := "CREATE_ACCOUNT_RESULT_" + strings.ToUpper(ledger.AccountResult(n).String()); got != name {
+			t.Errorf("account result %d: domain %s, wire %s", n, got, name)
+		}
+	}
+	for r := 1; r < 256; r++ {
+		if name := ledger.TransferResult(r).String(); name != "unknown" {
+			if _, ok := ledgerv1.CreateTransferResult_name[int32(r)]; !ok {
+				t.Errorf("domain transfer result %d (%s) is not on the wire", r, name)
+			}
+		}
+	}
+	for s, name := range ledgerv1.TransferState_name {
+		if s != 0 && ledger.TransferState(s) > ledger.StateReversed {
+			t.Errorf("wire state %s unknown to the domain", name)
+		}
+	}
+}
+
+// TestBadInput: every kind of bad input gets its clear code, writes nothing, and the server
+// keeps serving.
+func TestBadInput(t *testing.T) {
+	f := newFixture(t, 2)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1},
+		&ledgerv1.Account{Id: 3, Ledger: 2, Code: 1}, &ledgerv1.Account{Id: 5, Ledger: 1, Code: 1})
+	if got := f.transfers(t, tr(10, 1, 2, math.MaxUint64)); got[0] != "ok" {
+		t.Fatalf("funding: %v", got)
+	}
+
+	// Malformed as a whole: nothing is run.
+	for name, req := range map[string]*ledgerv1.CreateTransfersRequest{
+		"empty":     {},
+		"too many":  {Transfers: make([]*ledgerv1.Transfer, ledger.BatchEventsMax+1)},
+		"too large": {Transfers: []*ledgerv1.Transfer{{Id: 99, BizId: strings.Repeat("x", RequestBytesMax)}}},
+	} {
+		for i := range req.Transfers {
+			if req.Transfers[i] == nil {
+				req.Transfers[i] = tr(uint64(100+i), 1, 2, 1)
+			}
+		}
+		_, err := f.client.CreateTransfers(f.ctx, req)
+		want := codes.InvalidArgument
+		if name == "too large" {
+			want = codes.ResourceExhausted
+		}
+		if status.Code(err) != want {
+			t.Errorf("%s: %v, want %v", name, err, want)
+		}
+	}
+	if _, err := f.client.CreateAccounts(f.ctx, &ledgerv1.CreateAccountsRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("empty accounts: %v", err)
+	}
+
+	// Bad items: each its own code.
+	got := f.transfers(t,
+		tr(20, 1, 2, 0),              // zero amount
+		tr(21, 1, 2, 1),              // account 1's debits are at the maximum
+		tr(22, 1, 77, 1),             // unknown credit account
+		tr(23, 77, 1, 1),             // unknown debit account
+		tr(24, 1, 1, 1),              // same account
+		tr(10, 1, 2, 5),              // duplicate id, other fields
+		tr(10, 1, 2, math.MaxUint64), // duplicate id, same fields
+		tr(0, 1, 2, 1),               // zero id
+		tr(25, 1, 3, 1),              // other ledger
+		tr(26, 5, 2, 1),              // account 2's credits are at the maximum (same shard)
+	)
+	want := []string{"amount_must_not_be_zero", "overflows_debits", "credit_account_not_found",
+		"debit_account_not_found", "accounts_must_be_different", "exists_with_different_fields", "exists",
+		"id_must_not_be_zero", "accounts_must_have_the_same_ledger", "overflows_credits"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("item %d: %s, want %s", i, got[i], want[i])
+		}
+	}
+	resp, err := f.client.LookupTransfers(f.ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{20, 21, 22, 23, 24, 25, 26}})
+	if err != nil || len(resp.GetTransfers()) != 0 {
+		t.Errorf("failed transfers were written: %v %v", resp.GetTransfers(), err)
+	}
+	if a := f.balance(t, 1); a.GetDebitsPosted() != math.MaxUint64 || a.GetCreditsPosted() != 0 {
+		t.Errorf("account 1 changed: %v", a)
+	}
+	if a := f.balance(t, 2); a.GetCreditsPosted() != math.MaxUint64 || a.GetDebitsPosted() != 0 {
+		t.Errorf("account 2 changed: %v", a)
+	}
+
+	// Filters out of range.
+	for _, filter := range []*ledgerv1.AccountFilter{nil, {AccountId: 1, Limit: PageResultsMax + 1},
+		{AccountId: 1, TimestampMin: 5, TimestampMax: 4}} {
+		if _, err := f.client.GetAccountTransfers(f.ctx, &ledgerv1.GetAccountTransfersRequest{Filter: filter}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("filter %v: %v", filter, err)
+		}
+	}
+	if _, err := f.client.LookupAccounts(f.ctx, &ledgerv1.LookupAccountsRequest{Ids: make([]uint64, LookupIDsMax+1)}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("too many ids: %v", err)
+	}
+
+	// Still serving, and still consistent.
+	f.accounts(t, &ledgerv1.Account{Id: 4, Ledger: 1, Code: 1})
+	if got := f.transfers(t, tr(30, 2, 4, 7)); got[0] != "ok" {
+		t.Errorf("after bad input: %v", got)
+	}
+	v, err := f.admin.Verify(f.ctx, &ledgerv1.VerifyRequest{})
+	if err != nil || len(v.GetProblems()) > 0 {
+		t.Errorf("verify: %v %v", v.GetProblems(), err)
+	}
+}
+
+// TestHistory: pages of an account's transfers and balances, both directions.
+func TestHistory(t *testing.T) {
+	f := newFixture(t, 2)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1},
+		&ledgerv1.Account{Id: 2, Ledger: 1, Code: 1, Flags: &ledgerv1.AccountFlags{History: true}})
+	for id := uint64(1); id <= 5; id++ {
+		if got := f.transfers(t, tr(id, 1, 2, id*10)); got[0] != "ok" {
+			t.Fatal(got)
+		}
+	}
+	page, err := f.client.GetAccountTransfers(f.ctx, &ledgerv1.GetAccountTransfersRequest{
+		Filter: &ledgerv1.AccountFilter{AccountId: 1, Limit: 3}})
+	if err != nil || len(page.GetTransfers()) != 3 || page.GetTransfers()[0].GetId() != 1 || page.GetNextTimestamp() == 0 {
+		t.Fatalf("first page: %v %v", page, err)
+	}
+	rest, err := f.client.GetAccountTransfers(f.ctx, &ledgerv1.GetAccountTransfersRequest{
+		Filter: &ledgerv1.AccountFilter{AccountId: 1, Limit: 3, TimestampMin: page.GetNextTimestamp()}})
+	if err != nil || len(rest.GetTransfers()) != 2 || rest.GetTransfers()[1].GetId() != 5 || rest.GetNextTimestamp() != 0 {
+		t.Fatalf("second page: %v %v", rest, err)
+	}
+	back, err := f.client.GetAccountTransfers(f.ctx, &ledgerv1.GetAccountTransfersRequest{
+		Filter: &ledgerv1.AccountFilter{AccountId: 1, Reversed: true, Credits: true}})
+	if err != nil || len(back.GetTransfers()) != 0 {
+		t.Fatalf("credits of a debited account: %v %v", back, err)
+	}
+	back, err = f.client.GetAccountTransfers(f.ctx, &ledgerv1.GetAccountTransfersRequest{
+		Filter: &ledgerv1.AccountFilter{AccountId: 1, Reversed: true}})
+	if err != nil || len(back.GetTransfers()) != 5 || back.GetTransfers()[0].GetId() != 5 {
+		t.Fatalf("newest first: %v %v", back, err)
+	}
+	bal, err := f.client.GetAccountBalances(f.ctx, &ledgerv1.GetAccountBalancesRequest{
+		Filter: &ledgerv1.AccountFilter{AccountId: 2}})
+	if err != nil || len(bal.GetBalances()) != 5 {
+		t.Fatalf("balances: %v %v", bal, err)
+	}
+	var sum uint64
+	for i, b := range bal.GetBalances() {
+		sum += uint64(i+1) * 10
+		if b.GetCreditsPosted() != sum || b.GetTransferId() != uint64(i+1) {
+			t.Errorf("balance %d: %v, want credits %d", i, b, sum)
+		}
+	}
+	none, err := f.client.GetAccountBalances(f.ctx, &ledgerv1.GetAccountBalancesRequest{
+		Filter: &ledgerv1.AccountFilter{AccountId: 1}})
+	if err != nil || len(none.GetBalances()) != 0 {
+		t.Errorf("balances of an account without history: %v %v", none, err)
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	for err, want := range map[error]codes.Code{
+		actors.ErrOverloaded: codes.ResourceExhausted, actors.ErrStopped: codes.Unavailable,
+		invalid("x"): codes.InvalidArgument, context.Canceled: codes.Canceled,
+	} {
+		if got := codeOf(err); got != want {
+			t.Errorf("%v: %v, want %v", err, got, want)
+		}
+	}
+}
