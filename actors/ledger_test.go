@@ -1,7 +1,9 @@
 package actors
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
@@ -109,4 +111,73 @@ func TestSplitTransfersSurviveRestart(t *testing.T) {
 	l.Stop()
 	verify(t, store)
 	_ = store.Close()
+}
+
+// TestFullShardRefusesWholeRequest: when one shard has as many requests as it admits, a
+// request that needs it is refused whole (nothing of it runs), and the others still run.
+func TestFullShardRefusesWholeRequest(t *testing.T) {
+	store := openStore(t, vfs.NewMem(), 2)
+	defer store.Close()
+	l := startLedger(t, store)
+	defer l.Stop()
+	var as []ledger.Account
+	for id := uint64(1); id <= 8; id++ {
+		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 1})
+	}
+	if _, err := l.CreateAccounts(as); err != nil {
+		t.Fatal(err)
+	}
+	full := ledger.ShardOf(1, 2)
+	var other uint64
+	for id := uint64(2); id <= 8; id++ {
+		if ledger.ShardOf(id, 2) != full {
+			other = id
+		}
+	}
+	l.queued[full].Store(int64(l.cfg.ShardRequestsMax)) // as if that many were waiting
+	ts := []ledger.Transfer{
+		{ID: 1, DebitAccountID: other, CreditAccountID: 1, Amount: 5, Ledger: 1, Code: 1},
+		{ID: 2, DebitAccountID: 1, CreditAccountID: other, Amount: 5, Ledger: 1, Code: 1},
+	}
+	if _, err := l.CreateTransfers(ts); err != ErrOverloaded {
+		t.Fatalf("full shard: %v", err)
+	}
+	if got := l.queued[1-full].Load(); got != 0 {
+		t.Errorf("the other shard's admission was not released: %d", got)
+	}
+	for _, id := range []uint64{1, 2} {
+		if _, found, _ := store.View().Transfer(id); found {
+			t.Errorf("transfer %d of a refused request was written", id)
+		}
+	}
+	l.queued[full].Store(0)
+	rs, err := l.CreateTransfers(ts)
+	if err != nil || rs[0] != ledger.ResultOK || rs[1] != ledger.ResultOK {
+		t.Fatalf("after the shard drained: %v %v", rs, err)
+	}
+}
+
+// TestBrokenInvariantIsFatal: a shard that meets a broken invariant calls the fatal handler
+// (which stops the process) instead of carrying on or being restarted empty.
+func TestBrokenInvariantIsFatal(t *testing.T) {
+	store := openStore(t, vfs.NewMem(), 2)
+	defer store.Close()
+	fatal := make(chan error, 1)
+	l, err := Start(store, Config{Shards: 2, Fatal: func(err error) { fatal <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	// A leg for an account another shard owns can only come from a bug.
+	owner := ledger.ShardOf(1, 2)
+	l.system.Root.Send(l.pids[1-owner], &legsMessage{legs: []ledger.Leg{{
+		LegKey: ledger.LegKey{TransferID: 9, Kind: ledger.LegCreditPost}, Account: 1, Amount: 1, Ledger: 1}}})
+	select {
+	case err := <-fatal:
+		if !strings.Contains(err.Error(), "INVARIANT") {
+			t.Errorf("fatal for another reason: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a broken invariant was not fatal")
+	}
 }

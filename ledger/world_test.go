@@ -14,13 +14,12 @@ import (
 // a round per command, an in-memory store that takes each round's Effects, and a queue of
 // legs and answers that the test delivers when it says so.
 type world struct {
-	books   []*ledger.Book
-	now     uint64
-	store   store
-	queue   []message
-	needs   ledger.Needs
-	fx      ledger.Effects
-	crashed bool
+	books []*ledger.Book
+	now   uint64
+	store store
+	queue []message
+	needs ledger.Needs
+	fx    ledger.Effects
 }
 
 type store struct {

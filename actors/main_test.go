@@ -1,0 +1,13 @@
+package actors
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package if a test leaves goroutines behind (a shard, a ticker, a
+// request waiting for a reply that never comes).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
