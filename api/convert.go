@@ -5,7 +5,8 @@ import (
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
-func accountFromProto(a *ledgerv1.Account) ledger.Account {
+// AccountFromProto translates a wire account into the domain's.
+func AccountFromProto(a *ledgerv1.Account) ledger.Account {
 	out := ledger.Account{ID: a.GetId(), Ledger: a.GetLedger(), Code: a.GetCode(),
 		UserData: a.GetUserData(), Timestamp: a.GetTimestamp(),
 		Balance: ledger.Balance{DebitsPending: a.GetDebitsPending(), DebitsPosted: a.GetDebitsPosted(),
@@ -27,7 +28,8 @@ func accountFromProto(a *ledgerv1.Account) ledger.Account {
 	return out
 }
 
-func accountToProto(a *ledger.Account) *ledgerv1.Account {
+// AccountToProto translates a domain account to the wire.
+func AccountToProto(a *ledger.Account) *ledgerv1.Account {
 	return &ledgerv1.Account{Id: a.ID, Ledger: a.Ledger, Code: a.Code, UserData: a.UserData,
 		Timestamp: a.Timestamp, DebitsPending: a.DebitsPending, DebitsPosted: a.DebitsPosted,
 		CreditsPending: a.CreditsPending, CreditsPosted: a.CreditsPosted,
@@ -39,7 +41,8 @@ func accountToProto(a *ledger.Account) *ledgerv1.Account {
 		}}
 }
 
-func transferFromProto(t *ledgerv1.Transfer) ledger.Transfer {
+// TransferFromProto translates a wire transfer into the domain's.
+func TransferFromProto(t *ledgerv1.Transfer) ledger.Transfer {
 	out := ledger.Transfer{ID: t.GetId(), DebitAccountID: t.GetDebitAccountId(),
 		CreditAccountID: t.GetCreditAccountId(), Amount: t.GetAmount(), PendingID: t.GetPendingId(),
 		UserData: t.GetUserData(), Ledger: t.GetLedger(), Code: t.GetCode(), Timeout: t.GetTimeout(),
@@ -61,7 +64,8 @@ func transferFromProto(t *ledgerv1.Transfer) ledger.Transfer {
 	return out
 }
 
-func transferToProto(t *ledger.Transfer) *ledgerv1.Transfer {
+// TransferToProto translates a domain transfer to the wire.
+func TransferToProto(t *ledger.Transfer) *ledgerv1.Transfer {
 	return &ledgerv1.Transfer{Id: t.ID, DebitAccountId: t.DebitAccountID, CreditAccountId: t.CreditAccountID,
 		Amount: t.Amount, PendingId: t.PendingID, Ledger: t.Ledger, Code: t.Code, Timeout: t.Timeout,
 		BizId: t.BizID, UserData: t.UserData, Timestamp: t.Timestamp,

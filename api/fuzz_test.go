@@ -23,7 +23,7 @@ func FuzzCreateTransfersRequest(f *testing.F) {
 			return
 		}
 		for _, p := range req.GetTransfers() {
-			tr := transferFromProto(p)
+			tr := TransferFromProto(p)
 			if ledger.ValidateTransfer(&tr) != ledger.ResultOK {
 				continue
 			}
@@ -36,8 +36,8 @@ func FuzzCreateTransfersRequest(f *testing.F) {
 				!resolving && tr.PendingID != 0:
 				t.Fatalf("validation passed %+v", tr)
 			}
-			back := transferToProto(&tr)
-			if again := transferFromProto(back); again != tr {
+			back := TransferToProto(&tr)
+			if again := TransferFromProto(back); again != tr {
 				t.Fatalf("round trip: %+v became %+v", tr, again)
 			}
 		}
@@ -55,7 +55,7 @@ func FuzzCreateAccountsRequest(f *testing.F) {
 			return
 		}
 		for _, p := range req.GetAccounts() {
-			a := accountFromProto(p)
+			a := AccountFromProto(p)
 			if ledger.ValidateAccount(&a) != ledger.AccountResultOK {
 				continue
 			}
@@ -63,7 +63,7 @@ func FuzzCreateAccountsRequest(f *testing.F) {
 				a.Balance != (ledger.Balance{}) || a.Timestamp != 0 {
 				t.Fatalf("validation passed %+v", a)
 			}
-			if again := accountFromProto(accountToProto(&a)); again != a {
+			if again := AccountFromProto(AccountToProto(&a)); again != a {
 				t.Fatalf("round trip: %+v became %+v", a, again)
 			}
 		}

@@ -112,7 +112,7 @@ func (s *Service) CreateAccounts(_ context.Context, req *ledgerv1.CreateAccounts
 	}
 	as := make([]ledger.Account, len(req.GetAccounts()))
 	for i, a := range req.GetAccounts() {
-		as[i] = accountFromProto(a)
+		as[i] = AccountFromProto(a)
 	}
 	results, err := s.ledger.CreateAccounts(as)
 	if err != nil {
@@ -136,7 +136,7 @@ func (s *Service) CreateTransfers(_ context.Context, req *ledgerv1.CreateTransfe
 	}
 	ts := make([]ledger.Transfer, len(req.GetTransfers()))
 	for i, t := range req.GetTransfers() {
-		ts[i] = transferFromProto(t)
+		ts[i] = TransferFromProto(t)
 	}
 	results, err := s.ledger.CreateTransfers(ts)
 	if err != nil {
@@ -173,7 +173,7 @@ func (s *Service) LookupAccounts(_ context.Context, req *ledgerv1.LookupAccounts
 			return nil, toStatus(err)
 		}
 		if found {
-			resp.Accounts = append(resp.Accounts, accountToProto(&a))
+			resp.Accounts = append(resp.Accounts, AccountToProto(&a))
 		}
 	}
 	return resp, nil
@@ -192,7 +192,7 @@ func (s *Service) LookupTransfers(_ context.Context, req *ledgerv1.LookupTransfe
 			return nil, toStatus(err)
 		}
 		if found {
-			resp.Transfers = append(resp.Transfers, transferToProto(&t))
+			resp.Transfers = append(resp.Transfers, TransferToProto(&t))
 		}
 	}
 	return resp, nil
@@ -245,7 +245,7 @@ func (s *Service) GetAccountTransfers(_ context.Context, req *ledgerv1.GetAccoun
 			return nil, toStatus(fmt.Errorf("posting of account %d at %d names missing transfer %d",
 				p.Account, p.Timestamp, p.TransferID))
 		}
-		resp.Transfers = append(resp.Transfers, transferToProto(&t))
+		resp.Transfers = append(resp.Transfers, TransferToProto(&t))
 	}
 	return resp, nil
 }

@@ -1,0 +1,300 @@
+// Package client is the Go client of the ledger core for upstream services: typed calls,
+// retries that are safe because ids are idempotency keys, and automatic batching of
+// concurrent single-transfer calls into large requests (so a thousand goroutines that each
+// send one transfer make a few big requests, which is what the ledger is fast at).
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+)
+
+// Limits and defaults (units last).
+const (
+	// BatchTransfersMax is the most transfers the client puts in one request.
+	BatchTransfersMax = 8190
+	// AttemptsMaxDefault is how many times a request is sent before its error is returned.
+	AttemptsMaxDefault = 5
+	// BackoffMinDefault is the first wait between attempts; it doubles up to BackoffMax.
+	BackoffMinDefault = 10 * time.Millisecond
+	BackoffMax        = time.Second
+	// BatchesInFlightMaxDefault is how many auto-batched requests may be in flight at once;
+	// calls made meanwhile gather into the next batch.
+	BatchesInFlightMaxDefault = 4
+	// QueuedCallsMax bounds the single-transfer calls waiting for a batch.
+	QueuedCallsMax = 64 * 1024
+)
+
+// Options tune a Client; the zero value takes the defaults.
+type Options struct {
+	AttemptsMax        int
+	BackoffMin         time.Duration
+	BatchesInFlightMax int
+}
+
+// Client talks to one ledgerd. It is safe for concurrent use.
+type Client struct {
+	conn    *grpc.ClientConn // nil when the caller owns the connection
+	ledger  ledgerv1.LedgerServiceClient
+	opts    Options
+	calls   chan *call
+	slots   chan struct{}
+	stop    chan struct{}
+	stopped sync.WaitGroup
+}
+
+// Dial connects to ledgerd at addr (plaintext).
+func Dial(addr string, opts Options) (*Client, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+	}
+	c := New(conn, opts)
+	c.conn = conn
+	return c, nil
+}
+
+// New makes a client over a connection the caller owns.
+func New(conn grpc.ClientConnInterface, opts Options) *Client {
+	if opts.AttemptsMax <= 0 {
+		opts.AttemptsMax = AttemptsMaxDefault
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = BackoffMinDefault
+	}
+	if opts.BatchesInFlightMax <= 0 {
+		opts.BatchesInFlightMax = BatchesInFlightMaxDefault
+	}
+	c := &Client{ledger: ledgerv1.NewLedgerServiceClient(conn), opts: opts,
+		calls: make(chan *call, QueuedCallsMax), slots: make(chan struct{}, opts.BatchesInFlightMax),
+		stop: make(chan struct{})}
+	c.stopped.Add(1)
+	go c.batcher()
+	return c
+}
+
+// Close stops the batcher (calls still queued fail) and closes the connection if Dial made it.
+func (c *Client) Close() error {
+	close(c.stop)
+	c.stopped.Wait()
+	if c.conn != nil {
+		return c.conn.Close()
+	}
+	return nil
+}
+
+// retryable reports whether an error may be retried: the request did not run (overloaded,
+// unavailable) or it is unknown whether it ran; ids make a second run harmless.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// do runs fn with retries and exponential backoff while the error is retryable.
+func (c *Client) do(ctx context.Context, fn func(ctx context.Context, attempt int) error) error {
+	wait := c.opts.BackoffMin
+	var err error
+	for attempt := 0; attempt < c.opts.AttemptsMax; attempt++ {
+		if err = fn(ctx, attempt); err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, BackoffMax)
+	}
+	return err
+}
+
+// CreateTransfers sends one batch and returns the failures (by index). Retries are safe: a
+// transfer created by an earlier attempt whose reply was lost answers EXISTS on the retry, and
+// CreateTransfers reports it as created.
+func (c *Client) CreateTransfers(ctx context.Context, ts []*ledgerv1.Transfer) ([]*ledgerv1.CreateTransfersResult, error) {
+	var out []*ledgerv1.CreateTransfersResult
+	err := c.do(ctx, func(ctx context.Context, attempt int) error {
+		resp, err := c.ledger.CreateTransfers(ctx, &ledgerv1.CreateTransfersRequest{Transfers: ts})
+		if err != nil {
+			return err
+		}
+		out = resp.GetResults()[:0:0]
+		for _, r := range resp.GetResults() {
+			if attempt > 0 && r.GetResult() == ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_EXISTS {
+				continue
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// CreateAccounts sends one batch and returns the failures (by index), with the same retry rule.
+func (c *Client) CreateAccounts(ctx context.Context, as []*ledgerv1.Account) ([]*ledgerv1.CreateAccountsResult, error) {
+	var out []*ledgerv1.CreateAccountsResult
+	err := c.do(ctx, func(ctx context.Context, attempt int) error {
+		resp, err := c.ledger.CreateAccounts(ctx, &ledgerv1.CreateAccountsRequest{Accounts: as})
+		if err != nil {
+			return err
+		}
+		out = resp.GetResults()[:0:0]
+		for _, r := range resp.GetResults() {
+			if attempt > 0 && r.GetResult() == ledgerv1.CreateAccountResult_CREATE_ACCOUNT_RESULT_EXISTS {
+				continue
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// LookupAccounts returns the accounts that exist among ids.
+func (c *Client) LookupAccounts(ctx context.Context, ids []uint64) ([]*ledgerv1.Account, error) {
+	var out []*ledgerv1.Account
+	err := c.do(ctx, func(ctx context.Context, _ int) error {
+		resp, err := c.ledger.LookupAccounts(ctx, &ledgerv1.LookupAccountsRequest{Ids: ids})
+		out = resp.GetAccounts()
+		return err
+	})
+	return out, err
+}
+
+// LookupTransfers returns the transfers that exist among ids.
+func (c *Client) LookupTransfers(ctx context.Context, ids []uint64) ([]*ledgerv1.Transfer, error) {
+	var out []*ledgerv1.Transfer
+	err := c.do(ctx, func(ctx context.Context, _ int) error {
+		resp, err := c.ledger.LookupTransfers(ctx, &ledgerv1.LookupTransfersRequest{Ids: ids})
+		out = resp.GetTransfers()
+		return err
+	})
+	return out, err
+}
+
+// ErrLinkedAlone: a linked transfer only makes sense inside a batch the caller builds.
+var ErrLinkedAlone = errors.New("client: CreateTransfer cannot send a linked transfer alone; use CreateTransfers")
+
+// ErrClosed: the client was closed.
+var ErrClosed = errors.New("client: closed")
+
+type call struct {
+	t    *ledgerv1.Transfer
+	done chan callResult
+}
+
+type callResult struct {
+	result ledgerv1.CreateTransferResult
+	err    error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan callResult, 1)} }}
+
+// CreateTransfer sends one transfer, batched with the other goroutines' concurrent calls. It
+// returns the transfer's result (OK when created and durable) or the request's error.
+func (c *Client) CreateTransfer(ctx context.Context, t *ledgerv1.Transfer) (ledgerv1.CreateTransferResult, error) {
+	if t.GetFlags().GetLinked() {
+		return 0, ErrLinkedAlone
+	}
+	k := callPool.Get().(*call)
+	k.t = t
+	select {
+	case c.calls <- k:
+	case <-ctx.Done():
+		callPool.Put(k)
+		return 0, ctx.Err()
+	case <-c.stop:
+		callPool.Put(k)
+		return 0, ErrClosed
+	}
+	r := <-k.done // the batch always answers, so the call can go back to the pool
+	k.t = nil
+	callPool.Put(k)
+	return r.result, r.err
+}
+
+// batcher gathers queued calls into batches: it takes what is waiting (up to a full batch)
+// as soon as a request slot is free, so batches grow with load and a lone call waits for
+// nothing.
+func (c *Client) batcher() {
+	defer c.stopped.Done()
+	for {
+		var first *call
+		select {
+		case first = <-c.calls:
+		case <-c.stop:
+			c.failQueued()
+			return
+		}
+		select {
+		case c.slots <- struct{}{}:
+		case <-c.stop:
+			first.done <- callResult{err: ErrClosed}
+			c.failQueued()
+			return
+		}
+		batch := []*call{first}
+	gather:
+		for len(batch) < BatchTransfersMax {
+			select {
+			case k := <-c.calls:
+				batch = append(batch, k)
+			default:
+				break gather
+			}
+		}
+		go c.send(batch)
+	}
+}
+
+func (c *Client) failQueued() {
+	for {
+		select {
+		case k := <-c.calls:
+			k.done <- callResult{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+func (c *Client) send(batch []*call) {
+	defer func() { <-c.slots }()
+	ts := make([]*ledgerv1.Transfer, len(batch))
+	for i, k := range batch {
+		ts[i] = k.t
+	}
+	failures, err := c.CreateTransfers(context.Background(), ts)
+	if err != nil {
+		for _, k := range batch {
+			k.done <- callResult{err: err}
+		}
+		return
+	}
+	results := make([]ledgerv1.CreateTransferResult, len(batch))
+	for i := range results {
+		results[i] = ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_OK
+	}
+	for _, f := range failures {
+		if int(f.GetIndex()) < len(results) {
+			results[f.GetIndex()] = f.GetResult()
+		}
+	}
+	for i, k := range batch {
+		k.done <- callResult{result: results[i]}
+	}
+}
