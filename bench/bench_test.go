@@ -1,0 +1,83 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestTinyRuns runs the harness on tiny workloads in each mode and checks what it reports:
+// counts, the balance check and the JSON and HTML outputs (never a speed).
+func TestTinyRuns(t *testing.T) {
+	for name, c := range map[string]Config{
+		"uniform grpc":   {Distribution: Uniform, Batch: 100, Concurrency: 3},
+		"hot in process": {Distribution: Hot, HotAccounts: 2, HotPercent: 90, Batch: 64, Concurrency: 2, InProcess: true},
+		"zipf pending":   {Distribution: Zipf, Batch: 50, Concurrency: 2, Pending: true},
+		"batch 1 shadow": {Distribution: Uniform, Batch: 1, Concurrency: 16, Shadow: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			c.Accounts, c.Transfers, c.Shards, c.Seed = 50, 1001, 2, 7
+			c.DataDir = filepath.Join(dir, "data")
+			res, err := Run(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.TransfersOK != int64(c.Transfers) || res.TransfersFailed != 0 || res.RequestErrors != 0 {
+				t.Errorf("counts: %d ok, %d failed, %d errors (%s)", res.TransfersOK, res.TransfersFailed, res.RequestErrors, res.FirstError)
+			}
+			if !strings.HasPrefix(res.BalanceCheck, "ok: debits = credits = acknowledged amount") {
+				t.Errorf("balance check: %s", res.BalanceCheck)
+			}
+			if res.LatencyP50Ms <= 0 || res.LatencyMaxMs < res.LatencyP99Ms || res.TransfersPerSecond <= 0 {
+				t.Errorf("latencies: %+v", res)
+			}
+			jsonPath, htmlPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
+			if err := res.WriteJSON(jsonPath); err != nil {
+				t.Fatal(err)
+			}
+			if err := res.WriteHTML(htmlPath); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := os.ReadFile(jsonPath)
+			var fields map[string]any
+			if err := json.Unmarshal(b, &fields); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"transfers_per_second", "latency_p50_ms", "latency_p99_ms", "latency_max_ms",
+				"transfers_ok", "transfers_failed"} {
+				if _, ok := fields[k]; !ok {
+					t.Errorf("JSON lacks %s", k)
+				}
+			}
+			if fields["transfers_ok"].(float64) != float64(c.Transfers) {
+				t.Errorf("JSON transfers_ok = %v", fields["transfers_ok"])
+			}
+			page, _ := os.ReadFile(htmlPath)
+			if !strings.Contains(string(page), "<svg") || !strings.Contains(string(page), "balance check") {
+				t.Errorf("HTML report lacks its charts or summary")
+			}
+			if c.Shadow {
+				if _, err := os.Stat(filepath.Join(c.DataDir, "shadow")); err != nil {
+					t.Errorf("shadow run did not use a shadow store: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	c := Config{Accounts: 1, Transfers: 0, Batch: 9000, Concurrency: 0, Distribution: "bogus", Shards: 0}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("a bad configuration passed")
+	}
+	for _, want := range []string{"--accounts", "--transfers", "--batch", "--concurrency", "--distribution", "--shards"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no complaint about %s in %v", want, err)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+// Package bench is the load tester behind cmd/ledger-bench: workloads, targets (an embedded
+// ledger through gRPC or in process, or a running ledgerd), latency recording with HDR
+// histograms, and the text, JSON and HTML reports.
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// Distributions of the accounts a workload touches.
+const (
+	Uniform = "uniform" // debit and credit accounts uniform over all accounts
+	Zipf    = "zipf"    // credit accounts Zipf-distributed: a few accounts take most inflows
+	Hot     = "hot"     // HotPercent of transfers credit one of HotAccounts accounts
+)
+
+// ShadowLedger is the ledger (currency code) of shadow-mode accounts, and ShadowIDBit marks
+// their ids: load-test accounts and transfers never share a ledger or an id with real ones.
+const (
+	ShadowLedger = 7000
+	ShadowIDBit  = uint64(1) << 62
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Addr        string // a running ledgerd; empty runs an embedded ledger
+	InProcess   bool   // embedded only: call the ledger directly, skipping gRPC
+	DataDir     string // embedded only: the store's directory (empty: a temporary one)
+	Shards      int    // embedded only
+	MetricsAddr string // --addr only: ledgerd's metrics address, to report its CPU and memory
+
+	Accounts     int
+	Transfers    int
+	Batch        int
+	Concurrency  int
+	Distribution string
+	HotAccounts  int
+	HotPercent   float64
+	Pending      bool // two-phase: every transfer is a hold, then a post of it
+	Seed         uint64
+	Shadow       bool
+	IDBase       uint64 // first account and transfer id (0: derived from the clock)
+
+	Progress       io.Writer // the live progress line (nil: none)
+	ProgressPeriod time.Duration
+}
+
+// Validate checks a configuration and fills in what may be derived.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Accounts < 2 {
+		errs = append(errs, fmt.Errorf("--accounts must be at least 2, not %d", c.Accounts))
+	}
+	if c.Transfers < 1 {
+		errs = append(errs, fmt.Errorf("--transfers must be positive, not %d", c.Transfers))
+	}
+	if c.Batch < 1 || c.Batch > ledger.BatchEventsMax {
+		errs = append(errs, fmt.Errorf("--batch must be 1 to %d, not %d", ledger.BatchEventsMax, c.Batch))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("--concurrency must be positive, not %d", c.Concurrency))
+	}
+	switch c.Distribution {
+	case Uniform, Zipf:
+	case Hot:
+		if c.HotAccounts < 1 || c.HotAccounts >= c.Accounts {
+			errs = append(errs, fmt.Errorf("--hot-accounts must be 1 to %d", c.Accounts-1))
+		}
+		if c.HotPercent < 0 || c.HotPercent > 100 {
+			errs = append(errs, fmt.Errorf("--hot-percent must be 0 to 100"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--distribution must be uniform, zipf or hot, not %q", c.Distribution))
+	}
+	if c.Addr != "" && (c.InProcess || c.DataDir != "") {
+		errs = append(errs, errors.New("--in-process and --data-dir are for the embedded ledger, not --addr"))
+	}
+	if c.Shards < 1 || c.Shards > ledger.ShardsMax {
+		errs = append(errs, fmt.Errorf("--shards must be 1 to %d", ledger.ShardsMax))
+	}
+	if c.IDBase == 0 {
+		// A fresh id range per run, so runs against one ledgerd never collide.
+		c.IDBase = (uint64(time.Now().Unix())%(1<<20))<<40 + 1
+	}
+	if c.Shadow {
+		c.IDBase |= ShadowIDBit
+	}
+	if c.IDBase+uint64(c.Accounts)+2*uint64(c.Transfers) >= ledger.TransitIDMin {
+		errs = append(errs, errors.New("--id-base leaves no room for the run's ids"))
+	}
+	if c.ProgressPeriod <= 0 {
+		c.ProgressPeriod = time.Second
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) ledgerID() uint32 {
+	if c.Shadow {
+		return ShadowLedger
+	}
+	return 1
+}

@@ -1,0 +1,321 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// Result is what a run measured. The JSON names are the harness's contract with scripts.
+type Result struct {
+	Mode         string  `json:"mode"`
+	Shards       int     `json:"shards,omitempty"`
+	Accounts     int     `json:"accounts"`
+	Transfers    int     `json:"transfers"`
+	Batch        int     `json:"batch"`
+	Concurrency  int     `json:"concurrency"`
+	Distribution string  `json:"distribution"`
+	HotAccounts  int     `json:"hot_accounts,omitempty"`
+	HotPercent   float64 `json:"hot_percent,omitempty"`
+	Pending      bool    `json:"pending"`
+	Shadow       bool    `json:"shadow"`
+	Seed         uint64  `json:"seed"`
+
+	DurationSeconds    float64 `json:"duration_seconds"`
+	TransfersPerSecond float64 `json:"transfers_per_second"`
+	TransfersOK        int64   `json:"transfers_ok"`
+	TransfersFailed    int64   `json:"transfers_failed"`
+	Requests           int64   `json:"requests"`
+	RequestErrors      int64   `json:"request_errors"`
+	FirstError         string  `json:"first_error,omitempty"`
+
+	LatencyP50Ms  float64 `json:"latency_p50_ms"`
+	LatencyP90Ms  float64 `json:"latency_p90_ms"`
+	LatencyP99Ms  float64 `json:"latency_p99_ms"`
+	LatencyP999Ms float64 `json:"latency_p999_ms"`
+	LatencyMaxMs  float64 `json:"latency_max_ms"`
+	// Per transfer: each transfer counts with the latency of the request that carried it.
+	TransferLatencyP50Ms float64 `json:"transfer_latency_p50_ms"`
+	TransferLatencyP99Ms float64 `json:"transfer_latency_p99_ms"`
+
+	CPUSeconds        float64 `json:"cpu_seconds"`
+	PeakRSSBytes      uint64  `json:"peak_rss_bytes"`
+	AllocsPerTransfer float64 `json:"allocs_per_transfer,omitempty"`
+	BytesPerTransfer  float64 `json:"bytes_per_transfer,omitempty"`
+	ServerCPUSeconds  float64 `json:"server_cpu_seconds,omitempty"`
+	ServerRSSBytes    uint64  `json:"server_rss_bytes,omitempty"`
+
+	BalanceCheck string `json:"balance_check"`
+
+	ThroughputSeries []float64       `json:"throughput_series"`
+	LatencyBuckets   []LatencyBucket `json:"latency_buckets"`
+}
+
+// LatencyBucket is one bar of the request latency histogram.
+type LatencyBucket struct {
+	FromMs float64 `json:"from_ms"`
+	ToMs   float64 `json:"to_ms"`
+	Count  int64   `json:"count"`
+}
+
+func ms(micros int64) float64 { return float64(micros) / 1000 }
+
+func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *hdrhistogram.Histogram,
+	series []float64) *Result {
+	res := &Result{Accounts: c.Accounts, Transfers: c.Transfers, Batch: c.Batch, Concurrency: c.Concurrency,
+		Distribution: c.Distribution, Pending: c.Pending, Shadow: c.Shadow, Seed: c.Seed,
+		DurationSeconds: elapsed.Seconds(), TransfersFailed: r.failed.Load(), Requests: r.requests.Load(),
+		RequestErrors: r.errs.Load(), ThroughputSeries: series,
+		LatencyP50Ms: ms(request.ValueAtQuantile(50)), LatencyP90Ms: ms(request.ValueAtQuantile(90)),
+		LatencyP99Ms: ms(request.ValueAtQuantile(99)), LatencyP999Ms: ms(request.ValueAtQuantile(99.9)),
+		LatencyMaxMs: ms(request.Max()), TransferLatencyP50Ms: ms(transfer.ValueAtQuantile(50)),
+		TransferLatencyP99Ms: ms(transfer.ValueAtQuantile(99))}
+	if c.Distribution == Hot {
+		res.HotAccounts, res.HotPercent = c.HotAccounts, c.HotPercent
+	}
+	res.TransfersOK = r.done.Load() - res.TransfersFailed
+	res.TransfersPerSecond = float64(res.TransfersOK) / elapsed.Seconds()
+	res.LatencyBuckets = buckets(request)
+	return res
+}
+
+// buckets folds the histogram into at most 40 bars on a logarithmic scale.
+func buckets(h *hdrhistogram.Histogram) []LatencyBucket {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	lo, hi := math.Log(float64(max(h.Min(), 1))), math.Log(float64(h.Max()+1))
+	const bars = 40
+	step := (hi - lo) / bars
+	if step <= 0 {
+		step = 1
+	}
+	out := make([]LatencyBucket, bars)
+	for i := range out {
+		out[i].FromMs = math.Exp(lo+float64(i)*step) / 1000
+		out[i].ToMs = math.Exp(lo+float64(i+1)*step) / 1000
+	}
+	for _, b := range h.Distribution() {
+		if b.Count == 0 {
+			continue
+		}
+		i := int((math.Log(float64(max(b.From, 1))) - lo) / step)
+		out[min(max(i, 0), bars-1)].Count += b.Count
+	}
+	return out
+}
+
+// checkBalances reads every account of the run back: the money in must equal the money out,
+// and (when nothing failed) equal the sum of the transfers acknowledged, so none was lost or
+// applied twice.
+func (r *runner) checkBalances(ctx context.Context) string {
+	c := r.cfg
+	var debits, credits, debitsPending, creditsPending uint64
+	found := 0
+	for first := 0; first < c.Accounts; first += ledger.BatchEventsMax {
+		ids := make([]uint64, 0, ledger.BatchEventsMax)
+		for i := first; i < min(first+ledger.BatchEventsMax, c.Accounts); i++ {
+			ids = append(ids, c.IDBase+uint64(i))
+		}
+		as, err := r.tgt.lookupAccounts(ctx, ids)
+		if err != nil {
+			return "FAILED: lookup: " + err.Error()
+		}
+		for _, a := range as {
+			debits += a.GetDebitsPosted()
+			credits += a.GetCreditsPosted()
+			debitsPending += a.GetDebitsPending()
+			creditsPending += a.GetCreditsPending()
+		}
+		found += len(as)
+	}
+	switch {
+	case found != c.Accounts:
+		return fmt.Sprintf("FAILED: %d of %d accounts found", found, c.Accounts)
+	case debits != credits || debitsPending != creditsPending:
+		return fmt.Sprintf("FAILED: debits %d (pending %d) != credits %d (pending %d)", debits, debitsPending, credits, creditsPending)
+	case r.failed.Load() == 0 && debits != r.amount.Load():
+		return fmt.Sprintf("FAILED: accounts hold %d, acknowledged transfers moved %d", debits, r.amount.Load())
+	case r.failed.Load() > 0:
+		return fmt.Sprintf("ok: debits = credits = %d (%d transfers failed, so no total to compare)", debits, r.failed.Load())
+	}
+	return fmt.Sprintf("ok: debits = credits = acknowledged amount = %d", debits)
+}
+
+// WriteText prints the summary a person reads.
+func (res *Result) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "mode            %s", res.Mode)
+	if res.Shards > 0 {
+		fmt.Fprintf(w, ", %d shards", res.Shards)
+	}
+	fmt.Fprintf(w, "\nworkload        %d transfers over %d accounts, batch %d, concurrency %d, %s",
+		res.Transfers, res.Accounts, res.Batch, res.Concurrency, res.Distribution)
+	if res.Distribution == Hot {
+		fmt.Fprintf(w, " (%g%% to %d hot accounts)", res.HotPercent, res.HotAccounts)
+	}
+	if res.Pending {
+		fmt.Fprint(w, ", two-phase (hold then post: each counts as a transfer)")
+	}
+	if res.Shadow {
+		fmt.Fprint(w, ", shadow")
+	}
+	fmt.Fprintf(w, "\nthroughput      %.0f transfers/s (%d ok, %d failed, %d requests, %d request errors) in %.2fs\n",
+		res.TransfersPerSecond, res.TransfersOK, res.TransfersFailed, res.Requests, res.RequestErrors, res.DurationSeconds)
+	fmt.Fprintf(w, "request latency p50 %.2fms  p90 %.2fms  p99 %.2fms  p99.9 %.2fms  max %.2fms\n",
+		res.LatencyP50Ms, res.LatencyP90Ms, res.LatencyP99Ms, res.LatencyP999Ms, res.LatencyMaxMs)
+	fmt.Fprintf(w, "per transfer    p50 %.2fms  p99 %.2fms\n", res.TransferLatencyP50Ms, res.TransferLatencyP99Ms)
+	fmt.Fprintf(w, "this process    %.2f CPU s (%.0f%% of %.2fs), peak RSS %.1f MiB", res.CPUSeconds,
+		100*res.CPUSeconds/res.DurationSeconds, res.DurationSeconds, float64(res.PeakRSSBytes)/(1<<20))
+	if res.AllocsPerTransfer > 0 {
+		fmt.Fprintf(w, ", %.1f allocs and %.0f bytes per transfer", res.AllocsPerTransfer, res.BytesPerTransfer)
+	}
+	fmt.Fprintln(w)
+	if res.ServerCPUSeconds > 0 {
+		fmt.Fprintf(w, "ledgerd         %.2f CPU s, RSS %.1f MiB\n", res.ServerCPUSeconds, float64(res.ServerRSSBytes)/(1<<20))
+	}
+	if res.FirstError != "" {
+		fmt.Fprintf(w, "first error     %s\n", res.FirstError)
+	}
+	fmt.Fprintf(w, "balance check   %s\n", res.BalanceCheck)
+}
+
+// WriteJSON writes the result as one JSON object.
+func (res *Result) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteHTML writes a self-contained report page: the summary, throughput over time and the
+// latency histogram, drawn as inline SVG (no scripts, nothing fetched).
+func (res *Result) WriteHTML(path string) error {
+	var text strings.Builder
+	res.WriteText(&text)
+	page := struct {
+		R                *Result
+		Summary          string
+		Throughput, Bars template.HTML
+		Generated        string
+	}{R: res, Summary: text.String(), Generated: time.Now().UTC().Format(time.RFC3339)}
+	page.Throughput = lineChart(res.ThroughputSeries, "seconds", "transfers/s")
+	page.Bars = barChart(res.LatencyBuckets)
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := reportPage.Execute(f, page); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+const chartW, chartH, pad = 720.0, 240.0, 40.0
+
+func lineChart(ys []float64, xLabel, yLabel string) template.HTML {
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" role="img">`, chartW+2*pad, chartH+2*pad)
+	top := 1.0
+	for _, y := range ys {
+		top = math.Max(top, y)
+	}
+	fmt.Fprintf(&b, `<text x="%.0f" y="16" font-size="12">%s (max %.0f)</text>`, pad, yLabel, top)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="12">%s</text>`, chartW, chartH+2*pad-6, xLabel)
+	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`, pad, pad, chartW, chartH)
+	if len(ys) > 0 {
+		b.WriteString(`<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="`)
+		for i, y := range ys {
+			x := pad + chartW*float64(i+1)/float64(len(ys))
+			fmt.Fprintf(&b, "%.1f,%.1f ", x, pad+chartH-chartH*y/top)
+		}
+		b.WriteString(`"/>`)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+func barChart(bs []LatencyBucket) template.HTML {
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" role="img">`, chartW+2*pad, chartH+2*pad)
+	var top int64 = 1
+	for _, x := range bs {
+		top = max(top, x.Count)
+	}
+	fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`, pad, pad, chartW, chartH)
+	for i, x := range bs {
+		w := chartW / float64(len(bs))
+		h := chartH * float64(x.Count) / float64(top)
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#ff7f0e"><title>%.2f-%.2f ms: %d</title></rect>`,
+			pad+float64(i)*w, pad+chartH-h, w-1, h, x.FromMs, x.ToMs, x.Count)
+	}
+	if len(bs) > 0 {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="12">%.2f ms</text>`, pad, chartH+pad+16, bs[0].FromMs)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" font-size="12" text-anchor="end">%.2f ms (log scale)</text>`,
+			pad+chartW, chartH+pad+16, bs[len(bs)-1].ToMs)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+var reportPage = template.Must(template.New("report").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>ledger-bench: {{printf "%.0f" .R.TransfersPerSecond}} transfers/s</title>
+<style>body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}</style></head>
+<body><h1>ledger-bench report</h1><p>Generated {{.Generated}}.</p>
+<pre>{{.Summary}}</pre>
+<h2>Throughput over time</h2>{{.Throughput}}
+<h2>Request latency</h2>{{.Bars}}
+</body></html>
+`))
+
+type processSample struct {
+	ok         bool
+	cpuSeconds float64
+	rssBytes   uint64
+}
+
+// scrapeProcess reads ledgerd's process collector from its metrics address.
+func scrapeProcess(addr string) processSample {
+	if addr == "" {
+		return processSample{}
+	}
+	hc := http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return processSample{}
+	}
+	defer resp.Body.Close()
+	var s processSample
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "process_cpu_seconds_total":
+			s.cpuSeconds, s.ok = v, true
+		case "process_resident_memory_bytes":
+			s.rssBytes = uint64(v)
+		}
+	}
+	return s
+}

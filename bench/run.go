@@ -1,0 +1,330 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+)
+
+// Latencies are recorded in microseconds from 1 µs to 10 minutes with 3 significant digits.
+const (
+	latencyMinMicros = 1
+	latencyMaxMicros = 10 * 60 * 1_000_000
+	latencyDigits    = 3
+)
+
+func newHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(latencyMinMicros, latencyMaxMicros, latencyDigits)
+}
+
+// Run runs one benchmark and returns its result.
+func Run(ctx context.Context, c Config) (*Result, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	var tgt target
+	var emb *embedded
+	if c.Addr == "" {
+		e, err := startEmbedded(&c)
+		if err != nil {
+			return nil, err
+		}
+		emb, tgt = e, e
+		defer e.close()
+	} else {
+		r, err := dialRemote(c.Addr)
+		if err != nil {
+			return nil, err
+		}
+		tgt = r
+		defer r.close()
+	}
+	if err := openAccounts(ctx, &c, tgt); err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: &c, tgt: tgt}
+	res, err := r.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Mode = "embedded, gRPC on loopback"
+	switch {
+	case c.Addr != "":
+		res.Mode = "remote ledgerd at " + c.Addr
+	case c.InProcess:
+		res.Mode = "embedded, in process"
+	}
+	if emb != nil {
+		res.Shards = c.Shards
+	}
+	res.BalanceCheck = r.checkBalances(ctx)
+	return res, nil
+}
+
+func openAccounts(ctx context.Context, c *Config, t target) error {
+	batch := make([]*ledgerv1.Account, 0, ledger.BatchEventsMax)
+	for i := 0; i < c.Accounts; i++ {
+		batch = append(batch, &ledgerv1.Account{Id: c.IDBase + uint64(i), Ledger: c.ledgerID(), Code: 1})
+		if len(batch) == cap(batch) || i == c.Accounts-1 {
+			failed, err := t.createAccounts(ctx, batch)
+			if err != nil {
+				return fmt.Errorf("bench: open accounts: %w", err)
+			}
+			if failed > 0 {
+				return fmt.Errorf("bench: %d accounts refused (ids from %d taken?)", failed, c.IDBase)
+			}
+			batch = batch[:0]
+		}
+	}
+	return nil
+}
+
+type runner struct {
+	cfg      *Config
+	tgt      target
+	issued   atomic.Int64 // transfers handed to workers
+	done     atomic.Int64 // transfers answered
+	failed   atomic.Int64
+	amount   atomic.Uint64 // sum of the amounts of transfers posted
+	requests atomic.Int64
+	errs     atomic.Int64
+	firstErr atomic.Value
+}
+
+// worker is one client loop: it takes batches until the run's transfers are all issued.
+type worker struct {
+	r        *runner
+	rng      *rand.Rand
+	zipf     *rand.Zipf
+	request  *hdrhistogram.Histogram
+	transfer *hdrhistogram.Histogram
+}
+
+func (r *runner) run(ctx context.Context) (*Result, error) {
+	c := r.cfg
+	var rusageStart syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &rusageStart)
+	var memStart runtime.MemStats
+	runtime.ReadMemStats(&memStart)
+	remoteStart := scrapeProcess(c.MetricsAddr)
+
+	workers := make([]*worker, c.Concurrency)
+	for i := range workers {
+		rng := rand.New(rand.NewPCG(c.Seed, uint64(i)))
+		w := &worker{r: r, rng: rng, request: newHistogram(), transfer: newHistogram()}
+		if c.Distribution == Zipf {
+			w.zipf = rand.NewZipf(rng, 1.1, 1, uint64(c.Accounts-1))
+		}
+		workers[i] = w
+	}
+	series := []float64{}
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go r.progress(stopProgress, progressDone, &series)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop(ctx)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	<-progressDone
+
+	var rusageEnd syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &rusageEnd)
+	var memEnd runtime.MemStats
+	runtime.ReadMemStats(&memEnd)
+	if err, ok := r.firstErr.Load().(error); ok && r.done.Load() == 0 {
+		return nil, fmt.Errorf("bench: every request failed: %w", err)
+	}
+	request, transfer := newHistogram(), newHistogram()
+	for _, w := range workers {
+		request.Merge(w.request)
+		transfer.Merge(w.transfer)
+	}
+	res := newResult(c, elapsed, r, request, transfer, series)
+	res.CPUSeconds = cpuSeconds(&rusageEnd) - cpuSeconds(&rusageStart)
+	res.PeakRSSBytes = uint64(rusageEnd.Maxrss) * 1024
+	if c.Addr == "" {
+		res.AllocsPerTransfer = float64(memEnd.Mallocs-memStart.Mallocs) / float64(max(res.TransfersOK, 1))
+		res.BytesPerTransfer = float64(memEnd.TotalAlloc-memStart.TotalAlloc) / float64(max(res.TransfersOK, 1))
+	} else if remoteStart.ok {
+		end := scrapeProcess(c.MetricsAddr)
+		res.ServerCPUSeconds = end.cpuSeconds - remoteStart.cpuSeconds
+		res.ServerRSSBytes = end.rssBytes
+	}
+	if err, ok := r.firstErr.Load().(error); ok {
+		res.FirstError = err.Error()
+	}
+	return res, nil
+}
+
+func cpuSeconds(r *syscall.Rusage) float64 {
+	return float64(r.Utime.Sec+r.Stime.Sec) + float64(r.Utime.Usec+r.Stime.Usec)/1e6
+}
+
+// progress samples the answered count once a period: the throughput-over-time series, and
+// the live progress line.
+func (r *runner) progress(stop, done chan struct{}, series *[]float64) {
+	defer close(done)
+	var bar *progressbar.ProgressBar
+	if r.cfg.Progress != nil {
+		bar = progressbar.NewOptions64(int64(r.cfg.Transfers), progressbar.OptionSetWriter(r.cfg.Progress),
+			progressbar.OptionSetDescription("transfers"), progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(), progressbar.OptionSetItsString("transfers"),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionFullWidth(), progressbar.OptionOnCompletion(func() { fmt.Fprintln(r.cfg.Progress) }))
+	}
+	tick := time.NewTicker(r.cfg.ProgressPeriod)
+	defer tick.Stop()
+	last := int64(0)
+	for {
+		select {
+		case <-tick.C:
+			n := r.done.Load()
+			*series = append(*series, float64(n-last)/r.cfg.ProgressPeriod.Seconds())
+			if bar != nil {
+				_ = bar.Set64(n)
+			}
+			last = n
+		case <-stop:
+			if bar != nil {
+				_ = bar.Set64(r.done.Load())
+				_ = bar.Finish()
+			}
+			return
+		}
+	}
+}
+
+func (w *worker) account() uint64 {
+	return w.r.cfg.IDBase + w.rng.Uint64N(uint64(w.r.cfg.Accounts))
+}
+
+// credit picks the credit account for a transfer debiting debit.
+func (w *worker) credit(debit uint64) uint64 {
+	c := w.r.cfg
+	var id uint64
+	switch c.Distribution {
+	case Zipf:
+		id = c.IDBase + w.zipf.Uint64()
+	case Hot:
+		if w.rng.Float64()*100 < c.HotPercent {
+			id = c.IDBase + uint64(c.Accounts-c.HotAccounts) + w.rng.Uint64N(uint64(c.HotAccounts))
+		} else {
+			id = w.account()
+		}
+	default:
+		id = w.account()
+	}
+	if id == debit { // a transfer needs two accounts
+		id = c.IDBase + (id-c.IDBase+1)%uint64(c.Accounts)
+	}
+	return id
+}
+
+func (w *worker) debit() uint64 {
+	c := w.r.cfg
+	if c.Distribution == Hot { // hot accounts take inflows; debits come from the others
+		return c.IDBase + w.rng.Uint64N(uint64(c.Accounts-c.HotAccounts))
+	}
+	return w.account()
+}
+
+func (w *worker) loop(ctx context.Context) {
+	c := w.r.cfg
+	holds := make([]*ledgerv1.Transfer, 0, c.Batch)
+	for ctx.Err() == nil {
+		n := int64(c.Batch)
+		if c.Pending {
+			n = int64(c.Batch+1) / 2 * 2 // a hold and its post
+		}
+		first := w.r.issued.Add(n) - n
+		if first >= int64(c.Transfers) {
+			return
+		}
+		n = min(n, int64(c.Transfers)-first)
+		if !c.Pending {
+			if ts := w.transfers(first, int(n), nil); w.send(ctx, ts) {
+				w.posted(ts)
+			}
+			continue
+		}
+		holds = w.transfers(first, int(n+1)/2, holds[:0])
+		if !w.send(ctx, holds) {
+			continue
+		}
+		posts := make([]*ledgerv1.Transfer, 0, len(holds))
+		for i, h := range holds {
+			if int64(len(holds)+i) >= n {
+				break
+			}
+			posts = append(posts, &ledgerv1.Transfer{Id: h.GetId() + uint64(c.Transfers), DebitAccountId: h.GetDebitAccountId(),
+				CreditAccountId: h.GetCreditAccountId(), PendingId: h.GetId(), Ledger: h.GetLedger(), Code: 1,
+				Flags: &ledgerv1.TransferFlags{PostPending: true}})
+		}
+		if len(posts) > 0 && w.send(ctx, posts) {
+			w.posted(holds[:len(posts)])
+		}
+	}
+}
+
+// transfers makes n transfers with ids from the run's base plus first.
+func (w *worker) transfers(first int64, n int, out []*ledgerv1.Transfer) []*ledgerv1.Transfer {
+	c := w.r.cfg
+	for i := 0; i < n; i++ {
+		d := w.debit()
+		t := &ledgerv1.Transfer{Id: c.IDBase + uint64(first) + uint64(i), DebitAccountId: d, CreditAccountId: w.credit(d),
+			Amount: w.rng.Uint64N(1000) + 1, Ledger: c.ledgerID(), Code: 1}
+		if c.Pending {
+			t.Flags = &ledgerv1.TransferFlags{Pending: true}
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// send makes one request and records it; it reports whether every transfer was created.
+func (w *worker) send(ctx context.Context, ts []*ledgerv1.Transfer) bool {
+	start := time.Now()
+	failed, err := w.r.tgt.createTransfers(ctx, ts)
+	micros := time.Since(start).Microseconds()
+	w.r.requests.Add(1)
+	if err != nil {
+		w.r.errs.Add(1)
+		w.r.firstErr.CompareAndSwap(nil, err)
+		w.r.failed.Add(int64(len(ts)))
+		w.r.done.Add(int64(len(ts)))
+		return false
+	}
+	_ = w.request.RecordValue(max(micros, latencyMinMicros))
+	_ = w.transfer.RecordValues(max(micros, latencyMinMicros), int64(len(ts)))
+	w.r.failed.Add(int64(failed))
+	w.r.done.Add(int64(len(ts)))
+	return failed == 0
+}
+
+// posted counts the money of transfers that were posted, for the balance check.
+func (w *worker) posted(ts []*ledgerv1.Transfer) {
+	var sum uint64
+	for _, t := range ts {
+		sum += t.GetAmount()
+	}
+	w.r.amount.Add(sum)
+}

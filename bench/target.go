@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/client"
+	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// target is what a run drives: a ledger behind gRPC, or one in this process.
+type target interface {
+	createAccounts(ctx context.Context, as []*ledgerv1.Account) (failed int, err error)
+	// createTransfers returns how many of ts failed.
+	createTransfers(ctx context.Context, ts []*ledgerv1.Transfer) (failed int, err error)
+	lookupAccounts(ctx context.Context, ids []uint64) ([]*ledgerv1.Account, error)
+	close() error
+}
+
+type grpcTarget struct{ c *client.Client }
+
+func (g grpcTarget) createAccounts(ctx context.Context, as []*ledgerv1.Account) (int, error) {
+	f, err := g.c.CreateAccounts(ctx, as)
+	return len(f), err
+}
+
+func (g grpcTarget) createTransfers(ctx context.Context, ts []*ledgerv1.Transfer) (int, error) {
+	f, err := g.c.CreateTransfers(ctx, ts)
+	return len(f), err
+}
+
+func (g grpcTarget) lookupAccounts(ctx context.Context, ids []uint64) ([]*ledgerv1.Account, error) {
+	return g.c.LookupAccounts(ctx, ids)
+}
+
+func (g grpcTarget) close() error { return g.c.Close() }
+
+// inProcess calls the ledger directly: what the ledger costs without gRPC.
+type inProcess struct{ l *actors.Ledger }
+
+func (p inProcess) createAccounts(_ context.Context, as []*ledgerv1.Account) (int, error) {
+	in := make([]ledger.Account, len(as))
+	for i, a := range as {
+		in[i] = api.AccountFromProto(a)
+	}
+	rs, err := p.l.CreateAccounts(in)
+	failed := 0
+	for _, r := range rs {
+		if r != ledger.AccountResultOK {
+			failed++
+		}
+	}
+	return failed, err
+}
+
+func (p inProcess) createTransfers(_ context.Context, ts []*ledgerv1.Transfer) (int, error) {
+	in := make([]ledger.Transfer, len(ts))
+	for i, t := range ts {
+		in[i] = api.TransferFromProto(t)
+	}
+	rs, err := p.l.CreateTransfers(in)
+	failed := 0
+	for _, r := range rs {
+		if r != ledger.ResultOK {
+			failed++
+		}
+	}
+	return failed, err
+}
+
+func (p inProcess) lookupAccounts(_ context.Context, ids []uint64) ([]*ledgerv1.Account, error) {
+	v := p.l.Store().View()
+	var out []*ledgerv1.Account
+	for _, id := range ids {
+		a, found, err := v.Account(id)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out = append(out, api.AccountToProto(&a))
+		}
+	}
+	return out, nil
+}
+
+func (p inProcess) close() error { return nil }
+
+// embedded is a ledger this process runs: a real Pebble store with synced WAL, the same
+// actors, and (unless in process) the real gRPC server on loopback.
+type embedded struct {
+	target
+	store  *storage.Store
+	ledger *actors.Ledger
+	server *grpc.Server
+	tmp    string
+}
+
+func startEmbedded(c *Config) (*embedded, error) {
+	e := &embedded{}
+	dir := c.DataDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "ledger-bench-")
+		if err != nil {
+			return nil, err
+		}
+		e.tmp, dir = tmp, tmp
+	} else if c.Shadow {
+		dir = filepath.Join(dir, "shadow") // 影子库: the load test's own store
+	}
+	store, err := storage.Open(dir, storage.Options{Shards: uint32(c.Shards)})
+	if err != nil {
+		return nil, errors.Join(err, e.cleanup())
+	}
+	e.store = store
+	l, err := actors.Start(store, actors.Config{Shards: uint32(c.Shards)})
+	if err != nil {
+		return nil, errors.Join(err, e.close())
+	}
+	e.ledger = l
+	if c.InProcess {
+		e.target = inProcess{l: l}
+		return e, nil
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, errors.Join(err, e.close())
+	}
+	e.server, _ = api.NewServer(api.NewService(l, nil))
+	go func() { _ = e.server.Serve(lis) }()
+	cl, err := client.Dial(lis.Addr().String(), client.Options{})
+	if err != nil {
+		return nil, errors.Join(err, e.close())
+	}
+	e.target = grpcTarget{c: cl}
+	return e, nil
+}
+
+func (e *embedded) close() error {
+	var errs []error
+	if e.target != nil {
+		errs = append(errs, e.target.close())
+	}
+	if e.server != nil {
+		e.server.Stop()
+	}
+	if e.ledger != nil {
+		e.ledger.Stop()
+	}
+	if e.store != nil {
+		errs = append(errs, e.store.Close())
+	}
+	return errors.Join(append(errs, e.cleanup())...)
+}
+
+func (e *embedded) cleanup() error {
+	if e.tmp != "" {
+		return os.RemoveAll(e.tmp)
+	}
+	return nil
+}
+
+type remote struct{ grpcTarget }
+
+func dialRemote(addr string) (target, error) {
+	cl, err := client.Dial(addr, client.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return remote{grpcTarget{c: cl}}, nil
+}

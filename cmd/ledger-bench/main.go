@@ -1,0 +1,114 @@
+// Command ledger-bench is the ledger's load tester. By default it starts a ledger in this
+// process on a temporary directory (real Pebble with synced WAL, the same actors, the real
+// gRPC server on loopback) and drives it; --addr drives a running ledgerd instead.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/bench"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "ledger-bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var c bench.Config
+	var jsonPath, htmlPath, cpuProfile, memProfile string
+	var embedded, quiet bool
+	fs := flag.NewFlagSet("ledger-bench", flag.ContinueOnError)
+	fs.BoolVar(&embedded, "embedded", true, "run a ledger in this process (the default; --addr turns it off)")
+	fs.StringVar(&c.Addr, "addr", "", "drive a running ledgerd at host:port instead")
+	fs.BoolVar(&c.InProcess, "in-process", false, "embedded: call the ledger directly, skipping gRPC")
+	fs.StringVar(&c.DataDir, "data-dir", "", "embedded: the store's directory (default: a temporary one, removed after)")
+	fs.IntVar(&c.Shards, "shards", actors.ShardsDefault, "embedded: shard actors")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "--addr: ledgerd's metrics address, to report its CPU and memory")
+	fs.IntVar(&c.Accounts, "accounts", 10_000, "accounts the transfers move between")
+	fs.IntVar(&c.Transfers, "transfers", 1_000_000, "transfers to make")
+	fs.IntVar(&c.Batch, "batch", 8190, "transfers per request (1 to 8190)")
+	fs.IntVar(&c.Concurrency, "concurrency", 4, "requests in flight")
+	fs.StringVar(&c.Distribution, "distribution", bench.Uniform, "which accounts: uniform, zipf or hot")
+	fs.IntVar(&c.HotAccounts, "hot-accounts", 1, "hot: how many accounts are hot")
+	fs.Float64Var(&c.HotPercent, "hot-percent", 90, "hot: the percentage of transfers that credit a hot account")
+	fs.BoolVar(&c.Pending, "pending", false, "two-phase: hold each amount, then post the hold")
+	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the workload")
+	fs.BoolVar(&c.Shadow, "shadow", false, "shadow mode: the run's accounts and transfers use the shadow ledger ("+
+		fmt.Sprint(bench.ShadowLedger)+") and ids, and an embedded --data-dir gets a shadow/ store of its own")
+	fs.Uint64Var(&c.IDBase, "id-base", 0, "first account and transfer id (default: fresh per run)")
+	fs.StringVar(&jsonPath, "json", "", "write the result as JSON to this file")
+	fs.StringVar(&htmlPath, "html", "", "write a self-contained HTML report to this file")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile at the end to this file")
+	fs.BoolVar(&quiet, "quiet", false, "no live progress line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if !embedded && c.Addr == "" {
+		return errors.New("--embedded=false needs --addr")
+	}
+	if !quiet {
+		c.Progress = os.Stderr
+	}
+	// Only warnings and errors: the progress line and the summary are the output.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, c)
+	if err != nil {
+		return err
+	}
+	res.WriteText(os.Stdout)
+	if jsonPath != "" {
+		if err := res.WriteJSON(jsonPath); err != nil {
+			return err
+		}
+	}
+	if htmlPath != "" {
+		if err := res.WriteHTML(htmlPath); err != nil {
+			return err
+		}
+	}
+	if memProfile != "" {
+		f, err := os.Create(memProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return err
+		}
+	}
+	if res.BalanceCheck[:2] != "ok" {
+		return errors.New("the balance check failed")
+	}
+	return nil
+}
