@@ -131,13 +131,7 @@ func (s *shard) watchLegs(before int, p *transfersPart) {
 // prefetch loads from storage what the book said it needs. A read error is fatal: the
 // shard cannot tell absent from unreadable.
 func (s *shard) prefetch() {
-	for _, id := range s.needs.Transfers {
-		t, found, err := s.view.Transfer(id)
-		s.must(err)
-		if found {
-			s.book.LoadTransfer(t)
-		}
-	}
+	s.must(s.view.Transfers(s.needs.Transfers, s.book.LoadTransfer))
 	for _, id := range s.needs.Remote {
 		a, found, err := s.view.Account(id)
 		s.must(err)

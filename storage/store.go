@@ -30,13 +30,17 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
 )
@@ -61,7 +65,12 @@ type Store struct {
 // ErrShardsMismatch: the store was made with another number of shards.
 var ErrShardsMismatch = errors.New("storage: the store was made with another number of shards")
 
-const cacheBytesDefault = 64 << 20
+const (
+	cacheBytesDefault = 64 << 20
+	// memTableBytes is the size of one memtable: large enough that flushes are rare and a
+	// key written and deleted soon after (an outbox record) meets its deletion in memory.
+	memTableBytes = 64 << 20
+)
 
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
@@ -73,7 +82,23 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{}}
+	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{},
+		MemTableSize:                memTableBytes,
+		MemTableStopWritesThreshold: 4,
+		// A write-heavy store: let L0 gather more files before compacting them into Lbase,
+		// and make Lbase large, so fewer rewrites per byte (reads are point look-ups with
+		// bloom filters, which extra L0 files cost little).
+		L0CompactionThreshold: 8,
+		L0StopWritesThreshold: 64,
+		LBaseMaxBytes:         512 << 20,
+	}
+	for i := range po.Levels {
+		// Bloom filters make the look-up of a new transfer id (absent, the common case) cheap.
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		// The CPU, not the disk, bounds throughput: records are small binary values that
+		// compress little, so none.
+		po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
+	}
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
@@ -232,6 +257,42 @@ func (v *Snapshot) Transfer(id uint64) (t ledger.Transfer, found bool, err error
 	k := idKey(key[:0], prefixTransfer, id)
 	found, err = v.get(k, func(val []byte) error { t, err = decodeTransfer(k, val); return err })
 	return t, found, err
+}
+
+// Transfers looks up many transfers at once and calls fn for each one found. It sorts ids in
+// place and walks one iterator forward through them, which costs much less than a Get per
+// id when ids come in runs (as clients allocate them).
+func (v *Snapshot) Transfers(ids []uint64, fn func(ledger.Transfer)) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	lo := idKey(nil, prefixTransfer, ids[0])
+	hi := idKey(nil, prefixTransfer, ids[len(ids)-1])
+	hi = append(hi, 0) // just past the last id
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: iterate: %w", err)
+	}
+	var key [accountKeyLen]byte
+	for _, id := range ids {
+		k := idKey(key[:0], prefixTransfer, id)
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			continue
+		}
+		val, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("storage: read transfer %d: %w", id, err)
+		}
+		t, err := decodeTransfer(k, val)
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		fn(t)
+	}
+	return it.Close()
 }
 
 // LegResult reads what the credit shard answered to a leg, if it has seen it.
@@ -434,3 +495,4 @@ func (slogLogger) Fatalf(format string, args ...interface{}) {
 }
 
 var _ io.Closer = (*Snapshot)(nil)
+
