@@ -495,4 +495,3 @@ func (slogLogger) Fatalf(format string, args ...interface{}) {
 }
 
 var _ io.Closer = (*Snapshot)(nil)
-
