@@ -146,6 +146,7 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 		props := actor.PropsFromProducer(func() actor.Actor { return s },
 			actor.WithMailbox(actor.Unbounded()))
 		l.pids[i] = l.system.Root.Spawn(props)
+		go s.committer(l.pids[i], store.Writer(uint32(i)))
 		l.outbox[i].Store(int64(books[i].OutboxLen()))
 	}
 	for _, pid := range l.pids {

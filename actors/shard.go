@@ -11,26 +11,49 @@ import (
 )
 
 // shard is the actor that owns one shard's Book. It is thin: it gathers a mailbox's worth of
-// work into one round, asks storage for what the book needs, runs the book, commits the
-// round's effects as one synced batch, and only then replies and sends legs.
+// work into one round, asks storage for what the book needs, runs the book, and hands the
+// round to its committer, which writes it as one synced batch. Replies, legs and answers go
+// out only when the committer reports the round durable. While one round commits, the next
+// one gathers (a pipeline of depth one): the fsync and the memtable work overlap with
+// running the book, and rounds grow with the load.
 type shard struct {
-	id     uint32
-	l      *Ledger
-	book   *ledger.Book
-	writer *storage.Writer
-	view   *storage.Snapshot
+	id      uint32
+	l       *Ledger
+	book    *ledger.Book
+	view    *storage.Snapshot
+	commits chan *round // to the committer; capacity 1
+	done    chan struct{}
 
 	needs    ledger.Needs
-	fx       ledger.Effects
+	fx       *ledger.Effects // the round being gathered
+	spare    *ledger.Effects // the other buffer, while not committing
 	accounts []*accountsPart
 	parts    []*transfersPart
+	inflight *round // the round being committed; nil when none
 	waiting  map[ledger.LegKey]waiter
 	queued   bool // a flushMessage is in the mailbox
 	stopped  bool // after stopMessage: everything else is dropped (legs wait in outboxes)
 	ticks    uint64
+	gather   uint64 // the number of the round being gathered
+	durable  uint64 // the number of the last round known durable
 	legsTo   [][]ledger.Leg
 	answerTo [][]ledger.LegResult
 }
+
+// round is one sealed round on its way to storage.
+type round struct {
+	seq      uint64
+	fx       *ledger.Effects
+	clock    uint64
+	accounts []*accountsPart
+	parts    []*transfersPart
+	err      error
+	durable  chan struct{} // closed by the committer after the commit returned
+	handled  bool          // its completion was processed (by waiting on durable)
+}
+
+// committedMessage tells the shard that a round's commit returned.
+type committedMessage struct{ r *round }
 
 // waiter is a sent leg whose answer a request (or, for legs from recovery and expiry,
 // nobody) waits for.
@@ -38,13 +61,32 @@ type waiter struct {
 	part  *transfersPart
 	index int32
 	sent  uint64 // the tick it was last sent at
+	round uint64 // the round that made it: it may be re-sent only once that round is durable
 	first int64  // when it was first sent (Unix ns; for the age metric)
 }
 
 func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
-	return &shard{id: id, l: l, book: book, writer: l.store.Writer(id), view: l.store.View(),
+	return &shard{id: id, l: l, book: book, view: l.store.View(), commits: make(chan *round, 1), gather: 1,
+		done: make(chan struct{}), fx: &ledger.Effects{}, spare: &ledger.Effects{},
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
 		answerTo: make([][]ledger.LegResult, l.cfg.Shards)}
+}
+
+// committer writes the shard's rounds in order, one at a time, and reports each back to the
+// shard. It owns the shard's storage writer.
+func (s *shard) committer(self *actor.PID, w *storage.Writer) {
+	defer close(s.done)
+	for r := range s.commits {
+		start := time.Now()
+		r.err = w.Commit(r.fx, r.clock)
+		s.l.cfg.CommitSeconds.Observe(time.Since(start).Seconds())
+		s.l.cfg.CommitPostings.Observe(float64(len(r.fx.Postings)))
+		close(r.durable)
+		s.l.system.Root.Send(self, committedMessage{r: r})
+	}
+	if err := w.Close(); err != nil {
+		s.l.fatal(fmt.Errorf("shard %d: close writer: %w", s.id, err))
+	}
 }
 
 // Receive handles one message. A panic is a broken invariant: the shard's memory can no
@@ -66,28 +108,34 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.queueFlush(ctx)
 	case *accountsPart:
 		s.l.queued[s.id].Add(-1)
-		s.book.CreateAccounts(s.l.cfg.Now(), m.accounts, m.results, &s.fx)
+		s.book.CreateAccounts(s.l.cfg.Now(), m.accounts, m.results, s.fx)
 		s.accounts = append(s.accounts, m)
 		s.queueFlush(ctx)
 	case *legsMessage:
 		s.book.NeedsForLegs(m.legs, &s.needs)
 		s.prefetch()
-		s.book.ApplyLegs(s.l.cfg.Now(), m.legs, &s.fx)
+		s.book.ApplyLegs(s.l.cfg.Now(), m.legs, s.fx)
 		s.queueFlush(ctx)
 	case *answersMessage:
-		s.book.ApplyLegResults(s.l.cfg.Now(), m.answers, &s.fx)
+		s.book.ApplyLegResults(s.l.cfg.Now(), m.answers, s.fx)
 		s.queueFlush(ctx)
 	case flushMessage:
-		s.flush(ctx)
+		s.queued = false
+		if s.inflight == nil {
+			s.seal()
+		}
+	case committedMessage:
+		if !m.r.handled {
+			s.completed(ctx, m.r)
+		}
 	case tickMessage:
 		s.tick(ctx, m.now)
 	case recoverMessage:
 		s.redeliver(ctx, 0)
 	case *stopMessage:
-		s.flush(ctx)
-		if err := s.writer.Close(); err != nil {
-			s.l.fatal(fmt.Errorf("shard %d: close writer: %w", s.id, err))
-		}
+		s.drain(ctx)
+		close(s.commits)
+		<-s.done
 		s.stopped = true
 		close(m.done)
 	case *actor.Started, *actor.Stopping, *actor.Stopped, *actor.Restarting:
@@ -110,7 +158,7 @@ func (s *shard) runTransfers(p *transfersPart) {
 	s.book.NeedsForTransfers(p.transfers, &s.needs)
 	s.prefetch()
 	before := len(s.fx.LegsOut)
-	s.book.CreateTransfers(s.l.cfg.Now(), p.transfers, p.results, &s.fx)
+	s.book.CreateTransfers(s.l.cfg.Now(), p.transfers, p.results, s.fx)
 	s.watchLegs(before, p)
 	s.parts = append(s.parts, p)
 }
@@ -119,7 +167,7 @@ func (s *shard) runTransfers(p *transfersPart) {
 // request waiting on them and unanswered ones are sent again.
 func (s *shard) watchLegs(before int, p *transfersPart) {
 	for _, l := range s.fx.LegsOut[before:] {
-		w := waiter{index: l.Event, sent: s.ticks, first: time.Now().UnixNano()}
+		w := waiter{index: l.Event, sent: s.ticks, round: s.gather, first: time.Now().UnixNano()}
 		if p != nil && l.Event >= 0 {
 			w.part = p
 			p.outstanding++
@@ -155,28 +203,43 @@ func (s *shard) must(err error) {
 	}
 }
 
-// flush ends the round: commit, then reply, send legs and answers.
-func (s *shard) flush(ctx actor.Context) {
-	s.queued = false
-	if !s.fx.Empty() {
-		start := time.Now()
-		s.must(s.writer.Commit(&s.fx, s.book.Clock()))
-		s.l.cfg.CommitSeconds.Observe(time.Since(start).Seconds())
-		s.l.cfg.CommitPostings.Observe(float64(len(s.fx.Postings)))
-		s.l.stats.Postings.Add(uint64(len(s.fx.Postings)))
-		s.l.stats.Commits.Add(1)
+// seal ends the round being gathered and hands it to the committer, if it has anything.
+func (s *shard) seal() {
+	if s.fx.Empty() && len(s.accounts) == 0 && len(s.parts) == 0 {
+		return
 	}
-	s.sendLegs(ctx)
-	s.sendAnswers(ctx)
-	for _, r := range s.fx.Answered {
-		w, ok := s.waiting[r.LegKey]
+	s.fx.Freeze()
+	r := &round{seq: s.gather, fx: s.fx, clock: s.book.Clock(), accounts: s.accounts, parts: s.parts,
+		durable: make(chan struct{})}
+	s.gather++
+	s.fx, s.spare = s.spare, nil
+	s.accounts, s.parts = nil, nil
+	s.inflight = r
+	s.commits <- r
+}
+
+// completed handles a durable round: send its legs and answers, hand answered legs to the
+// requests that wait on them, reply, then seal the next round (or, when there is none, let
+// the book trim itself: everything it knows is durable).
+func (s *shard) completed(ctx actor.Context, r *round) {
+	r.handled = true
+	s.inflight = nil
+	s.must(r.err)
+	s.durable = r.seq
+	fx := r.fx
+	s.l.stats.Postings.Add(uint64(len(fx.Postings)))
+	s.l.stats.Commits.Add(1)
+	s.sendLegs(ctx, fx)
+	s.sendAnswers(ctx, fx)
+	for _, a := range fx.Answered {
+		w, ok := s.waiting[a.LegKey]
 		if !ok {
 			continue
 		}
-		delete(s.waiting, r.LegKey)
+		delete(s.waiting, a.LegKey)
 		if p := w.part; p != nil {
-			if r.Result != ledger.ResultOK {
-				p.results[w.index] = r.Result
+			if a.Result != ledger.ResultOK {
+				p.results[w.index] = a.Result
 			}
 			p.outstanding--
 			if p.committed && p.outstanding == 0 {
@@ -184,33 +247,57 @@ func (s *shard) flush(ctx actor.Context) {
 			}
 		}
 	}
-	for _, p := range s.accounts {
+	for _, p := range r.accounts {
 		p.done <- p
 	}
-	for _, p := range s.parts {
+	for _, p := range r.parts {
 		p.committed = true
 		if p.outstanding == 0 {
 			p.done <- p
 		}
 	}
-	clear(s.accounts)
-	clear(s.parts)
-	s.accounts, s.parts = s.accounts[:0], s.parts[:0]
-	s.fx.Reset()
-	s.book.Trim()
+	fx.Reset()
+	s.spare = fx
 	s.l.outbox[s.id].Store(int64(s.book.OutboxLen()))
+	s.seal()
+	switch {
+	case s.inflight == nil:
+		s.book.Trim()
+	case s.book.TrimNeeded():
+		// Under a load that never pauses: wait for the round just sealed; nothing gathers
+		// meanwhile, so completing it finds the shard quiet and trims.
+		r := s.inflight
+		<-r.durable
+		s.completed(ctx, r)
+	}
 }
 
-func (s *shard) sendLegs(ctx actor.Context) {
-	for _, l := range s.fx.LegsOut {
+// drain commits everything gathered and waits until it is durable (on stop).
+func (s *shard) drain(ctx actor.Context) {
+	for {
+		if s.inflight != nil {
+			r := s.inflight
+			<-r.durable
+			s.completed(ctx, r)
+			continue
+		}
+		s.seal()
+		if s.inflight == nil {
+			return
+		}
+	}
+}
+
+func (s *shard) sendLegs(ctx actor.Context, fx *ledger.Effects) {
+	for _, l := range fx.LegsOut {
 		to := ledger.ShardOf(l.Account, s.l.cfg.Shards)
 		s.legsTo[to] = append(s.legsTo[to], l)
 	}
 	s.sendLegsTo(ctx)
 }
 
-func (s *shard) sendAnswers(ctx actor.Context) {
-	for _, r := range s.fx.LegsDone {
+func (s *shard) sendAnswers(ctx actor.Context, fx *ledger.Effects) {
+	for _, r := range fx.LegsDone {
 		s.answerTo[r.From] = append(s.answerTo[r.From], r)
 	}
 	for to, answers := range s.answerTo {
@@ -225,7 +312,7 @@ func (s *shard) sendAnswers(ctx actor.Context) {
 func (s *shard) tick(ctx actor.Context, now uint64) {
 	s.ticks++
 	before := len(s.fx.LegsOut)
-	s.book.Expire(now, &s.fx)
+	s.book.Expire(now, s.fx)
 	s.watchLegs(before, nil)
 	s.redeliver(ctx, s.l.cfg.RedeliverAfterTicks)
 	var oldest int64
@@ -245,8 +332,8 @@ func (s *shard) tick(ctx actor.Context, now uint64) {
 func (s *shard) redeliver(ctx actor.Context, age uint64) {
 	s.book.Outbox(func(l ledger.Leg) {
 		w, ok := s.waiting[l.LegKey]
-		if ok && s.ticks-w.sent < age {
-			return
+		if ok && (s.ticks-w.sent < age || w.round > s.durable) {
+			return // answered soon, or its debit is not durable yet: never credit before that
 		}
 		if !ok {
 			w.first = time.Now().UnixNano()

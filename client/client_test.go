@@ -21,7 +21,9 @@ import (
 	"github.com/ledgercore/ledger/storage"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
 
 // serve starts a ledger behind gRPC on an in-memory listener; intercept sees every call.
 func serve(t *testing.T, intercept grpc.UnaryServerInterceptor) *Client {

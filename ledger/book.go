@@ -208,8 +208,14 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 	}
 }
 
+// TrimNeeded reports whether the book has outgrown its limits and wants a Trim soon.
+func (b *Book) TrimNeeded() bool {
+	return len(b.transfers) > TransferCacheEntriesMax || len(b.legs) > TransferCacheEntriesMax
+}
+
 // Trim forgets what the book may look up again in storage, keeping it within its limits. Call
-// it only between rounds, after the round's Effects are durable.
+// it only when every round's Effects are durable and no round is being built: what it forgets
+// must be in storage.
 func (b *Book) Trim() {
 	clear(b.legs)
 	if len(b.transfers) <= TransferCacheEntriesMax {
@@ -227,6 +233,7 @@ func (b *Book) Trim() {
 type Effects struct {
 	epoch      uint64
 	Accounts   []*Account  // accounts whose balances (or existence) changed: write each once
+	Frozen     []Account   // their values when the round was sealed (Freeze): what to write
 	Transfers  []Transfer  // transfer records to write (a later entry for the same id wins)
 	Postings   []Posting   // journal entries, one per account per movement
 	LegsOut    []Leg       // legs to write to the outbox and send after the commit
@@ -238,6 +245,7 @@ type Effects struct {
 // Reset empties fx for the next round.
 func (fx *Effects) Reset() {
 	fx.Accounts = fx.Accounts[:0]
+	fx.Frozen = fx.Frozen[:0]
 	fx.Transfers = fx.Transfers[:0]
 	fx.Postings = fx.Postings[:0]
 	fx.LegsOut = fx.LegsOut[:0]
@@ -245,6 +253,15 @@ func (fx *Effects) Reset() {
 	fx.OutboxDone = fx.OutboxDone[:0]
 	fx.Answered = fx.Answered[:0]
 	fx.epoch = 0
+}
+
+// Freeze copies the round's accounts as they are now, ending the round: the book goes on
+// changing those accounts in later rounds while this one is written.
+func (fx *Effects) Freeze() {
+	fx.Frozen = fx.Frozen[:0]
+	for _, a := range fx.Accounts {
+		fx.Frozen = append(fx.Frozen, *a)
+	}
 }
 
 // Empty reports whether the round changed nothing.

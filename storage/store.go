@@ -176,11 +176,15 @@ func (s *Store) Writer(shard uint32) *Writer {
 		val: make([]byte, 0, 128)}
 }
 
-// Commit writes a round's effects and the shard's clock as one batch and returns when the
-// batch is durable (synced WAL).
+// Commit writes a round's effects (frozen: see ledger.Effects.Freeze) and the shard's clock
+// as one batch and returns when the batch is durable (synced WAL).
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
+	if len(fx.Frozen) != len(fx.Accounts) {
+		panic("storage: commit of a round whose accounts were not frozen")
+	}
 	b := w.batch
-	for _, a := range fx.Accounts {
+	for i := range fx.Frozen {
+		a := &fx.Frozen[i]
 		w.set(idKey(w.key, prefixAccount, a.ID), encodeAccount(w.val, a))
 	}
 	for i := range fx.Transfers {
