@@ -196,7 +196,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		if t.State == ledger.StatePending {
 			w.set(pendingKey(w.key, w.shard, t.ID), nil)
 		} else if t.Flags&ledger.TransferPending != 0 {
-			w.del(pendingKey(w.key, w.shard, t.ID))
+			w.singleDel(pendingKey(w.key, w.shard, t.ID))
 		}
 	}
 	for i := range fx.Postings {
@@ -207,7 +207,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		w.set(outboxKey(w.key, w.shard, fx.LegsOut[i].LegKey), encodeLeg(w.val, &fx.LegsOut[i]))
 	}
 	for _, k := range fx.OutboxDone {
-		w.del(outboxKey(w.key, w.shard, k))
+		w.singleDel(outboxKey(w.key, w.shard, k))
 	}
 	for _, r := range fx.LegsDone {
 		w.set(legDoneKey(w.key, r.LegKey), append(w.val[:0], byte(r.Result)))
@@ -228,8 +228,10 @@ func (w *Writer) set(k, v []byte) {
 	w.key, w.val = k, v
 }
 
-func (w *Writer) del(k []byte) {
-	if err := w.batch.Delete(k, nil); err != nil {
+// singleDel deletes a key that was set exactly once (an outbox or pending record): when the
+// deletion meets the value in a compaction, both vanish instead of leaving a tombstone.
+func (w *Writer) singleDel(k []byte) {
+	if err := w.batch.SingleDelete(k, nil); err != nil {
 		panic(err)
 	}
 	w.key = k
