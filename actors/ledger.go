@@ -30,8 +30,11 @@ import (
 
 // Defaults and limits of the actor layer (units last).
 const (
-	// ShardsDefault is the number of shards when none is configured.
-	ShardsDefault = 4
+	// ShardsDefault is the number of shards of a new store when none is configured. On a
+	// 2-core machine one shard (with its committer goroutine) keeps both cores busy, and more
+	// shards pay for split legs: ledger-bench measured 238k transfers/s with 1 shard and
+	// 157k/s with 2 (bench/RESULTS.md). More shards pay off with more cores.
+	ShardsDefault = 1
 	// ShardRequestsMaxDefault is how many requests one shard admits at once.
 	ShardRequestsMaxDefault = 4096
 	// TickIntervalDefault is how often shards sweep expired holds and old outbox legs.

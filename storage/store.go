@@ -62,6 +62,10 @@ type Store struct {
 	shards uint32
 }
 
+// ErrNoShardCount: asked to open a store with the number of shards it has, but it has none
+// (a new or foreign directory).
+var ErrNoShardCount = errors.New("storage: not a ledger store (no shard count); give the number of shards to make one")
+
 // ErrShardsMismatch: the store was made with another number of shards.
 var ErrShardsMismatch = errors.New("storage: the store was made with another number of shards")
 
@@ -120,7 +124,7 @@ func (s *Store) checkShards() error {
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		if s.shards == 0 {
-			return errors.New("storage: not a ledger store (no shard count); give the number of shards to make one")
+			return ErrNoShardCount
 		}
 		return s.db.Set(key, []byte(strconv.Itoa(int(s.shards))), pebble.Sync)
 	}

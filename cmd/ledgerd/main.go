@@ -45,7 +45,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the Pebble store (created if missing)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen address (port 0 picks a free port)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "127.0.0.1:9464", "HTTP address for /metrics and /healthz (empty: off)")
-	fs.IntVar(&c.shards, "shards", actors.ShardsDefault, "number of shard actors; fixed when the store is made")
+	fs.IntVar(&c.shards, "shards", 0, fmt.Sprintf("number of shard actors, fixed when the store is made (0: the store's own, or %d for a new store)", actors.ShardsDefault))
 	fs.IntVar(&c.shardRequestsMax, "shard-requests-max", actors.ShardRequestsMaxDefault,
 		"requests one shard admits at once; past it requests fail with RESOURCE_EXHAUSTED")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
@@ -59,8 +59,8 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if c.shards < 1 || c.shards > 256 {
-		return c, fmt.Errorf("--shards must be 1 to 256, not %d", c.shards)
+	if c.shards < 0 || c.shards > 256 {
+		return c, fmt.Errorf("--shards must be 1 to 256 (or 0), not %d", c.shards)
 	}
 	if c.shardRequestsMax < 1 {
 		return c, fmt.Errorf("--shard-requests-max must be positive")
@@ -98,6 +98,9 @@ func run(args []string) error {
 	}
 	start := time.Now()
 	store, err := storage.Open(c.dataDir, storage.Options{Shards: uint32(c.shards), CacheBytes: c.cacheBytes})
+	if errors.Is(err, storage.ErrNoShardCount) {
+		store, err = storage.Open(c.dataDir, storage.Options{Shards: actors.ShardsDefault, CacheBytes: c.cacheBytes})
+	}
 	if err != nil {
 		return err
 	}
@@ -107,7 +110,7 @@ func run(args []string) error {
 		}
 	}()
 	metrics := api.NewMetrics()
-	l, err := actors.Start(store, actors.Config{Shards: uint32(c.shards), ShardRequestsMax: c.shardRequestsMax,
+	l, err := actors.Start(store, actors.Config{Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings})
 	if err != nil {
 		return err
@@ -126,7 +129,7 @@ func run(args []string) error {
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.LedgerService", healthpb.HealthCheckResponse_SERVING)
 	slog.Info("ledgerd serving", "grpc", lis.Addr().String(), "metrics", c.metricsListen,
-		"data_dir", c.dataDir, "shards", c.shards, "recovered_in", time.Since(start).Round(time.Millisecond))
+		"data_dir", c.dataDir, "shards", store.Shards(), "recovered_in", time.Since(start).Round(time.Millisecond))
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
