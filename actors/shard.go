@@ -28,8 +28,9 @@ type shard struct {
 	fx       *ledger.Effects // the round being gathered
 	spare    *ledger.Effects // the other buffer, while not committing
 	accounts []*accountsPart
-	parts    []*transfersPart
-	inflight *round // the round being committed; nil when none
+	parts    []*transfersPart // run, in the round being gathered
+	arrived  []*transfersPart // received, not yet run: run together at the next flushMessage
+	inflight *round           // the round being committed; nil when none
 	waiting  map[ledger.LegKey]waiter
 	queued   bool // a flushMessage is in the mailbox
 	stopped  bool // after stopMessage: everything else is dropped (legs wait in outboxes)
@@ -104,7 +105,7 @@ func (s *shard) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *transfersPart:
 		s.l.queued[s.id].Add(-1)
-		s.runTransfers(m)
+		s.arrived = append(s.arrived, m)
 		s.queueFlush(ctx)
 	case *accountsPart:
 		s.l.queued[s.id].Add(-1)
@@ -121,6 +122,7 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.queueFlush(ctx)
 	case flushMessage:
 		s.queued = false
+		s.runArrived()
 		if s.inflight == nil {
 			s.seal()
 		}
@@ -154,13 +156,25 @@ func (s *shard) queueFlush(ctx actor.Context) {
 	}
 }
 
-func (s *shard) runTransfers(p *transfersPart) {
-	s.book.NeedsForTransfers(p.transfers, &s.needs)
+// runArrived runs the transfer requests that arrived since the last flushMessage, after one
+// look-up in storage for all of them.
+func (s *shard) runArrived() {
+	if len(s.arrived) == 0 {
+		return
+	}
+	for _, p := range s.arrived {
+		s.book.NeedsForTransfers(p.transfers, &s.needs)
+	}
 	s.prefetch()
-	before := len(s.fx.LegsOut)
-	s.book.CreateTransfers(s.l.cfg.Now(), p.transfers, p.results, s.fx)
-	s.watchLegs(before, p)
-	s.parts = append(s.parts, p)
+	now := s.l.cfg.Now()
+	for _, p := range s.arrived {
+		before := len(s.fx.LegsOut)
+		s.book.CreateTransfers(now, p.transfers, p.results, s.fx)
+		s.watchLegs(before, p)
+		s.parts = append(s.parts, p)
+	}
+	clear(s.arrived)
+	s.arrived = s.arrived[:0]
 }
 
 // watchLegs records the legs the last book call sent, so that their answers reach the
@@ -274,6 +288,7 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 
 // drain commits everything gathered and waits until it is durable (on stop).
 func (s *shard) drain(ctx actor.Context) {
+	s.runArrived()
 	for {
 		if s.inflight != nil {
 			r := s.inflight
