@@ -81,3 +81,4 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+

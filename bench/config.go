@@ -42,9 +42,12 @@ type Config struct {
 	HotAccounts  int
 	HotPercent   float64
 	Pending      bool // two-phase: every transfer is a hold, then a post of it
-	Seed         uint64
-	Shadow       bool
-	IDBase       uint64 // first account and transfer id (0: derived from the clock)
+	// ClientBatching sends each transfer alone through the Go client's automatic batching
+	// (client.CreateTransfer), as upstream services with one transfer at a time would.
+	ClientBatching bool
+	Seed           uint64
+	Shadow         bool
+	IDBase         uint64 // first account and transfer id (0: derived from the clock)
 
 	Progress       io.Writer // the live progress line (nil: none)
 	ProgressPeriod time.Duration
@@ -76,6 +79,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--distribution must be uniform, zipf or hot, not %q", c.Distribution))
+	}
+	if c.ClientBatching && (c.Batch != 1 || c.InProcess || c.Pending) {
+		errs = append(errs, errors.New("--client-batching goes with --batch 1 over gRPC, without --pending"))
 	}
 	if c.Addr != "" && (c.InProcess || c.DataDir != "") {
 		errs = append(errs, errors.New("--in-process and --data-dir are for the embedded ledger, not --addr"))

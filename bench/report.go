@@ -31,6 +31,7 @@ type Result struct {
 	HotAccounts  int     `json:"hot_accounts,omitempty"`
 	HotPercent   float64 `json:"hot_percent,omitempty"`
 	Pending      bool    `json:"pending"`
+	ClientBatch  bool    `json:"client_batching"`
 	Shadow       bool    `json:"shadow"`
 	Seed         uint64  `json:"seed"`
 
@@ -76,7 +77,7 @@ func ms(micros int64) float64 { return float64(micros) / 1000 }
 func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *hdrhistogram.Histogram,
 	series []float64) *Result {
 	res := &Result{Accounts: c.Accounts, Transfers: c.Transfers, Batch: c.Batch, Concurrency: c.Concurrency,
-		Distribution: c.Distribution, Pending: c.Pending, Shadow: c.Shadow, Seed: c.Seed,
+		Distribution: c.Distribution, Pending: c.Pending, ClientBatch: c.ClientBatching, Shadow: c.Shadow, Seed: c.Seed,
 		DurationSeconds: elapsed.Seconds(), TransfersFailed: r.failed.Load(), Requests: r.requests.Load(),
 		RequestErrors: r.errs.Load(), ThroughputSeries: series,
 		LatencyP50Ms: ms(request.ValueAtQuantile(50)), LatencyP90Ms: ms(request.ValueAtQuantile(90)),
@@ -168,6 +169,9 @@ func (res *Result) WriteText(w io.Writer) {
 	}
 	if res.Pending {
 		fmt.Fprint(w, ", two-phase (hold then post: each counts as a transfer)")
+	}
+	if res.ClientBatch {
+		fmt.Fprint(w, ", one transfer per call through the client's auto-batching")
 	}
 	if res.Shadow {
 		fmt.Fprint(w, ", shadow")

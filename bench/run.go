@@ -40,7 +40,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		emb, tgt = e, e
+		emb, tgt = e, e.target
 		defer e.close()
 	} else {
 		r, err := dialRemote(c.Addr)
@@ -303,7 +303,17 @@ func (w *worker) transfers(first int64, n int, out []*ledgerv1.Transfer) []*ledg
 // send makes one request and records it; it reports whether every transfer was created.
 func (w *worker) send(ctx context.Context, ts []*ledgerv1.Transfer) bool {
 	start := time.Now()
-	failed, err := w.r.tgt.createTransfers(ctx, ts)
+	var failed int
+	var err error
+	if b, ok := w.r.tgt.(batcher); ok && w.r.cfg.ClientBatching {
+		var created bool
+		created, err = b.createTransfer(ctx, ts[0])
+		if !created {
+			failed = 1
+		}
+	} else {
+		failed, err = w.r.tgt.createTransfers(ctx, ts)
+	}
 	micros := time.Since(start).Microseconds()
 	w.r.requests.Add(1)
 	if err != nil {

@@ -27,6 +27,16 @@ type target interface {
 	close() error
 }
 
+// batcher is a target that can send single transfers through the client's auto-batching.
+type batcher interface {
+	createTransfer(ctx context.Context, t *ledgerv1.Transfer) (ok bool, err error)
+}
+
+func (g grpcTarget) createTransfer(ctx context.Context, t *ledgerv1.Transfer) (bool, error) {
+	r, err := g.c.CreateTransfer(ctx, t)
+	return r == ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_OK, err
+}
+
 type grpcTarget struct{ c *client.Client }
 
 func (g grpcTarget) createAccounts(ctx context.Context, as []*ledgerv1.Account) (int, error) {
