@@ -81,4 +81,3 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
-
