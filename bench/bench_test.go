@@ -81,3 +81,13 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestMedian(t *testing.T) {
+	runs := []*Result{{TransfersPerSecond: 3, LatencyP99Ms: 9}, {TransfersPerSecond: 1, LatencyP99Ms: 5},
+		{TransfersPerSecond: 2, LatencyP99Ms: 7}}
+	m := Median(runs)
+	if m.TransfersPerSecond != 2 || m.LatencyP99Ms != 7 || m.RunsMin != 1 || m.RunsMax != 3 ||
+		m.P99Min != 5 || m.P99Max != 9 || len(m.Runs) != 3 {
+		t.Errorf("median: %+v", m)
+	}
+}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +62,13 @@ type Result struct {
 	ServerRSSBytes    uint64  `json:"server_rss_bytes,omitempty"`
 
 	BalanceCheck string `json:"balance_check"`
+
+	// With --repeat: the throughput and p99 of every run; this object is the median run's.
+	Runs    []float64 `json:"runs_transfers_per_second,omitempty"`
+	RunsMin float64   `json:"runs_min_transfers_per_second,omitempty"`
+	RunsMax float64   `json:"runs_max_transfers_per_second,omitempty"`
+	P99Min  float64   `json:"runs_min_latency_p99_ms,omitempty"`
+	P99Max  float64   `json:"runs_max_latency_p99_ms,omitempty"`
 
 	ThroughputSeries []float64       `json:"throughput_series"`
 	LatencyBuckets   []LatencyBucket `json:"latency_buckets"`
@@ -322,4 +331,21 @@ func scrapeProcess(addr string) processSample {
 		}
 	}
 	return s
+}
+
+// Median returns the run with the median throughput, annotated with the spread of all runs.
+func Median(runs []*Result) *Result {
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b *Result) int { return cmp.Compare(a.TransfersPerSecond, b.TransfersPerSecond) })
+	med := *sorted[len(sorted)/2]
+	if len(runs) == 1 {
+		return &med
+	}
+	med.RunsMin, med.RunsMax = sorted[0].TransfersPerSecond, sorted[len(sorted)-1].TransfersPerSecond
+	med.P99Min, med.P99Max = math.Inf(1), 0
+	for _, r := range runs {
+		med.Runs = append(med.Runs, r.TransfersPerSecond)
+		med.P99Min, med.P99Max = math.Min(med.P99Min, r.LatencyP99Ms), math.Max(med.P99Max, r.LatencyP99Ms)
+	}
+	return &med
 }

@@ -31,6 +31,7 @@ func run(args []string) error {
 	var c bench.Config
 	var jsonPath, htmlPath, cpuProfile, memProfile string
 	var embedded, quiet bool
+	var repeat int
 	fs := flag.NewFlagSet("ledger-bench", flag.ContinueOnError)
 	fs.BoolVar(&embedded, "embedded", true, "run a ledger in this process (the default; --addr turns it off)")
 	fs.StringVar(&c.Addr, "addr", "", "drive a running ledgerd at host:port instead")
@@ -56,6 +57,7 @@ func run(args []string) error {
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile at the end to this file")
 	fs.BoolVar(&quiet, "quiet", false, "no live progress line")
+	fs.IntVar(&repeat, "repeat", 1, "run the workload this many times (a fresh ledger each time) and report the median run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,11 +85,27 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := bench.Run(ctx, c)
-	if err != nil {
-		return err
+	if repeat < 1 {
+		return errors.New("--repeat must be positive")
 	}
-	res.WriteText(os.Stdout)
+	var runs []*bench.Result
+	for i := 0; i < repeat; i++ {
+		res, err := bench.Run(ctx, c)
+		if err != nil {
+			return err
+		}
+		if repeat > 1 {
+			fmt.Printf("run %d of %d:\n", i+1, repeat)
+		}
+		res.WriteText(os.Stdout)
+		runs = append(runs, res)
+		c.IDBase = 0 // a fresh id range for the next run against the same ledgerd
+	}
+	res := bench.Median(runs)
+	if repeat > 1 {
+		fmt.Printf("median of %d runs: %.0f transfers/s (min %.0f, max %.0f), request p99 %.2fms (min %.2f, max %.2f)\n",
+			repeat, res.TransfersPerSecond, res.RunsMin, res.RunsMax, res.LatencyP99Ms, res.P99Min, res.P99Max)
+	}
 	if jsonPath != "" {
 		if err := res.WriteJSON(jsonPath); err != nil {
 			return err
