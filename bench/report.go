@@ -169,7 +169,7 @@ func (r *runner) checkBalances(ctx context.Context) string {
 func (res *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "mode            %s", res.Mode)
 	if res.Shards > 0 {
-		fmt.Fprintf(w, ", %d shards", res.Shards)
+		fmt.Fprintf(w, ", shards: %d", res.Shards)
 	}
 	fmt.Fprintf(w, "\nworkload        %d transfers over %d accounts, batch %d, concurrency %d, %s",
 		res.Transfers, res.Accounts, res.Batch, res.Concurrency, res.Distribution)
