@@ -25,11 +25,7 @@ const (
 	outboxKeyLen   = 1 + 2 + 8 + 1
 	legDoneKeyLen  = 1 + 8 + 1
 	pendingKeyLen  = 1 + 2 + 8
-	accountValLen  = 8 + 8 + 4 + 4 + 2 + 4*8
-	transferValLen = 7*8 + 3*4 + 2 + 1 + 1 + 1
-	postingValLen  = 8 + 8 + 8 + 1 + 1 // transfer, amount, held, op, flags; + balance if history
 	legValLen      = 8 + 8 + 8 + 8 + 4 + 2
-	balanceLen     = 4 * 8
 )
 
 const (
@@ -72,74 +68,149 @@ func clockKey(dst []byte, shard uint32) []byte {
 	return be.AppendUint16(dst, uint16(shard))
 }
 
-func appendBalance(dst []byte, b *ledger.Balance) []byte {
-	dst = be.AppendUint64(dst, b.DebitsPending)
-	dst = be.AppendUint64(dst, b.DebitsPosted)
-	dst = be.AppendUint64(dst, b.CreditsPending)
-	return be.AppendUint64(dst, b.CreditsPosted)
+// Record values are sequences of unsigned varints (canonical: no padding bytes), with a
+// version byte first, so that the many small numbers of a ledger (amounts, codes, flags)
+// take a byte or two. Fewer bytes per transfer is less work for every flush and compaction,
+// which is where most of the CPU of a write-heavy store goes.
+const recordVersion = 1
+
+// reader decodes a record's varints; the first failure sticks.
+type reader struct {
+	b   []byte
+	bad bool
 }
 
-func readBalance(src []byte) ledger.Balance {
-	return ledger.Balance{DebitsPending: be.Uint64(src), DebitsPosted: be.Uint64(src[8:]),
-		CreditsPending: be.Uint64(src[16:]), CreditsPosted: be.Uint64(src[24:])}
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || n > 1 && r.b[n-1] == 0 { // malformed, or not canonical
+		r.bad = true
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) uint32() uint32 {
+	v := r.uvarint()
+	if v > 0xffffffff {
+		r.bad = true
+	}
+	return uint32(v)
+}
+
+func (r *reader) byte() byte {
+	v := r.uvarint()
+	if v > 0xff {
+		r.bad = true
+	}
+	return byte(v)
+}
+
+func (r *reader) version(what string, key []byte) error {
+	if len(r.b) == 0 || r.b[0] != recordVersion {
+		return fmt.Errorf("storage: %s record %x: unknown version", what, key)
+	}
+	r.b = r.b[1:]
+	return nil
+}
+
+// done reports whether the record decoded exactly, with nothing left over.
+func (r *reader) done(what string, key []byte) error {
+	if r.bad || len(r.b) != 0 {
+		return fmt.Errorf("storage: %s record %x: malformed", what, key)
+	}
+	return nil
+}
+
+var av = binary.AppendUvarint
+
+func appendBalance(dst []byte, b *ledger.Balance) []byte {
+	dst = av(dst, b.DebitsPending)
+	dst = av(dst, b.DebitsPosted)
+	dst = av(dst, b.CreditsPending)
+	return av(dst, b.CreditsPosted)
+}
+
+func (r *reader) balance() ledger.Balance {
+	return ledger.Balance{DebitsPending: r.uvarint(), DebitsPosted: r.uvarint(),
+		CreditsPending: r.uvarint(), CreditsPosted: r.uvarint()}
 }
 
 func encodeAccount(dst []byte, a *ledger.Account) []byte {
-	dst = be.AppendUint64(dst[:0], a.UserData)
-	dst = be.AppendUint64(dst, a.Timestamp)
-	dst = be.AppendUint32(dst, a.Ledger)
-	dst = be.AppendUint32(dst, a.Code)
-	dst = be.AppendUint16(dst, uint16(a.Flags))
+	dst = append(dst[:0], recordVersion)
+	dst = av(dst, a.UserData)
+	dst = av(dst, a.Timestamp)
+	dst = av(dst, uint64(a.Ledger))
+	dst = av(dst, uint64(a.Code))
+	dst = av(dst, uint64(a.Flags))
 	return appendBalance(dst, &a.Balance)
 }
 
 func decodeAccount(key, v []byte) (ledger.Account, error) {
-	if len(key) != accountKeyLen || len(v) != accountValLen {
-		return ledger.Account{}, fmt.Errorf("storage: account record %x: %d bytes, want %d", key, len(v), accountValLen)
+	if len(key) != accountKeyLen {
+		return ledger.Account{}, fmt.Errorf("storage: account key %x: bad length", key)
 	}
-	return ledger.Account{ID: be.Uint64(key[1:]), UserData: be.Uint64(v), Timestamp: be.Uint64(v[8:]),
-		Ledger: be.Uint32(v[16:]), Code: be.Uint32(v[20:]), Flags: ledger.AccountFlags(be.Uint16(v[24:])),
-		Balance: readBalance(v[26:])}, nil
+	r := reader{b: v}
+	if err := r.version("account", key); err != nil {
+		return ledger.Account{}, err
+	}
+	a := ledger.Account{ID: be.Uint64(key[1:]), UserData: r.uvarint(), Timestamp: r.uvarint(),
+		Ledger: r.uint32(), Code: r.uint32()}
+	flags := r.uvarint()
+	a.Flags = ledger.AccountFlags(flags)
+	a.Balance = r.balance()
+	if flags > 0xffff {
+		r.bad = true
+	}
+	return a, r.done("account", key)
 }
 
 func encodeTransfer(dst []byte, t *ledger.Transfer) []byte {
-	dst = be.AppendUint64(dst[:0], t.DebitAccountID)
-	dst = be.AppendUint64(dst, t.CreditAccountID)
-	dst = be.AppendUint64(dst, t.Amount)
-	dst = be.AppendUint64(dst, t.PendingID)
-	dst = be.AppendUint64(dst, t.UserData)
-	dst = be.AppendUint64(dst, t.Timestamp)
-	dst = be.AppendUint64(dst, 0) // reserved
-	dst = be.AppendUint32(dst, t.Ledger)
-	dst = be.AppendUint32(dst, t.Code)
-	dst = be.AppendUint32(dst, t.Timeout)
-	dst = be.AppendUint16(dst, uint16(t.Flags))
-	dst = append(dst, byte(t.State), byte(t.Result), byte(len(t.BizID)))
+	dst = append(dst[:0], recordVersion)
+	dst = av(dst, t.DebitAccountID)
+	dst = av(dst, t.CreditAccountID)
+	dst = av(dst, t.Amount)
+	dst = av(dst, t.PendingID)
+	dst = av(dst, t.UserData)
+	dst = av(dst, t.Timestamp)
+	dst = av(dst, uint64(t.Ledger))
+	dst = av(dst, uint64(t.Code))
+	dst = av(dst, uint64(t.Timeout))
+	dst = av(dst, uint64(t.Flags))
+	dst = av(dst, uint64(t.State))
+	dst = av(dst, uint64(t.Result))
+	dst = av(dst, uint64(len(t.BizID)))
 	return append(dst, t.BizID...)
 }
 
 func decodeTransfer(key, v []byte) (ledger.Transfer, error) {
-	if len(key) != accountKeyLen || len(v) < transferValLen || len(v) != transferValLen+int(v[transferValLen-1]) {
-		return ledger.Transfer{}, fmt.Errorf("storage: transfer record %x: bad length %d", key, len(v))
+	if len(key) != accountKeyLen {
+		return ledger.Transfer{}, fmt.Errorf("storage: transfer key %x: bad length", key)
 	}
-	t := ledger.Transfer{ID: be.Uint64(key[1:]), DebitAccountID: be.Uint64(v), CreditAccountID: be.Uint64(v[8:]),
-		Amount: be.Uint64(v[16:]), PendingID: be.Uint64(v[24:]), UserData: be.Uint64(v[32:]),
-		Timestamp: be.Uint64(v[40:]), Ledger: be.Uint32(v[56:]), Code: be.Uint32(v[60:]),
-		Timeout: be.Uint32(v[64:]), Flags: ledger.TransferFlags(be.Uint16(v[68:])),
-		State: ledger.TransferState(v[70]), Result: ledger.TransferResult(v[71])}
-	if n := int(v[72]); n > 0 {
-		t.BizID = string(v[transferValLen:])
+	r := reader{b: v}
+	if err := r.version("transfer", key); err != nil {
+		return ledger.Transfer{}, err
 	}
-	if be.Uint64(v[48:]) != 0 {
-		return ledger.Transfer{}, fmt.Errorf("storage: transfer record %x: reserved field set", key)
+	t := ledger.Transfer{ID: be.Uint64(key[1:]), DebitAccountID: r.uvarint(), CreditAccountID: r.uvarint(),
+		Amount: r.uvarint(), PendingID: r.uvarint(), UserData: r.uvarint(), Timestamp: r.uvarint(),
+		Ledger: r.uint32(), Code: r.uint32(), Timeout: r.uint32()}
+	flags := r.uvarint()
+	t.Flags = ledger.TransferFlags(flags)
+	t.State = ledger.TransferState(r.byte())
+	t.Result = ledger.TransferResult(r.byte())
+	n := r.uvarint()
+	if flags > 0xffff || n > uint64(len(r.b)) {
+		return ledger.Transfer{}, fmt.Errorf("storage: transfer record %x: malformed", key)
 	}
-	return t, nil
+	if n > 0 {
+		t.BizID = string(r.b[:n])
+	}
+	r.b = r.b[n:]
+	return t, r.done("transfer", key)
 }
 
 func encodePosting(dst []byte, p *ledger.Posting) []byte {
-	dst = be.AppendUint64(dst[:0], p.TransferID)
-	dst = be.AppendUint64(dst, p.Amount)
-	dst = be.AppendUint64(dst, p.Held)
 	var flags byte
 	if p.Split {
 		flags |= postingSplit
@@ -147,7 +218,10 @@ func encodePosting(dst []byte, p *ledger.Posting) []byte {
 	if p.History {
 		flags |= postingHistory
 	}
-	dst = append(dst, byte(p.Op), flags)
+	dst = append(dst[:0], recordVersion, byte(p.Op), flags)
+	dst = av(dst, p.TransferID)
+	dst = av(dst, p.Amount)
+	dst = av(dst, p.Held)
 	if p.History {
 		dst = appendBalance(dst, &p.After)
 	}
@@ -155,24 +229,25 @@ func encodePosting(dst []byte, p *ledger.Posting) []byte {
 }
 
 func decodePosting(key, v []byte) (ledger.Posting, error) {
-	if len(key) != postingKeyLen || len(v) < postingValLen {
+	if len(key) != postingKeyLen || len(v) < 3 {
 		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad length %d", key, len(v))
 	}
-	p := ledger.Posting{Account: be.Uint64(key[1:]), Timestamp: be.Uint64(key[9:]),
-		TransferID: be.Uint64(v), Amount: be.Uint64(v[8:]), Held: be.Uint64(v[16:]),
-		Op: ledger.PostingOp(v[24]), Split: v[25]&postingSplit != 0, History: v[25]&postingHistory != 0}
-	if !p.Op.Valid() || v[25]&^(postingSplit|postingHistory) != 0 {
+	r := reader{b: v}
+	if err := r.version("posting", key); err != nil {
+		return ledger.Posting{}, err
+	}
+	op, flags := ledger.PostingOp(v[1]), v[2]
+	if !op.Valid() || flags&^(postingSplit|postingHistory) != 0 {
 		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad op or flags", key)
 	}
+	r.b = v[3:]
+	p := ledger.Posting{Account: be.Uint64(key[1:]), Timestamp: be.Uint64(key[9:]), Op: op,
+		Split: flags&postingSplit != 0, History: flags&postingHistory != 0,
+		TransferID: r.uvarint(), Amount: r.uvarint(), Held: r.uvarint()}
 	if p.History {
-		if len(v) != postingValLen+balanceLen {
-			return ledger.Posting{}, fmt.Errorf("storage: posting record %x: no balance", key)
-		}
-		p.After = readBalance(v[postingValLen:])
-	} else if len(v) != postingValLen {
-		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad length %d", key, len(v))
+		p.After = r.balance()
 	}
-	return p, nil
+	return p, r.done("posting", key)
 }
 
 func encodeLeg(dst []byte, l *ledger.Leg) []byte {

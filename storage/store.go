@@ -23,6 +23,10 @@
 //	                                   with its result: a re-sent leg is answered from here
 //	c <shard>                          the shard's last timestamp
 //	m shards                           the number of shards the store was made with
+//	m format                           the key layout and record encoding version
+//
+// Values are a version byte and canonical unsigned varints (encoding.go), so the small
+// numbers of a ledger take a byte or two.
 //
 // Balances are written once per account per round, never once per posting. Transit accounts
 // are ordinary account records (ids from 2^63 up) without postings of their own: their
@@ -112,11 +116,38 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
 	s := &Store{db: db, shards: opts.Shards}
+	if err := s.checkFormat(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	if err := s.checkShards(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// formatVersion names the key layout and record encodings; a store of another format is
+// refused rather than misread.
+const formatVersion = "ledger-format-1"
+
+func (s *Store) checkFormat() error {
+	key := []byte{prefixMeta, 'f', 'o', 'r', 'm', 'a', 't'}
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		if s.shards == 0 {
+			return ErrNoShardCount
+		}
+		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
+	}
+	if err != nil {
+		return fmt.Errorf("storage: read format: %w", err)
+	}
+	defer closer.Close()
+	if string(v) != formatVersion {
+		return fmt.Errorf("storage: the store has format %q; this build reads %q", v, formatVersion)
+	}
+	return nil
 }
 
 func (s *Store) checkShards() error {
