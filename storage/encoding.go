@@ -20,12 +20,12 @@ const (
 )
 
 const (
-	accountKeyLen  = 1 + 8
-	postingKeyLen  = 1 + 8 + 8
-	outboxKeyLen   = 1 + 2 + 8 + 1
-	legDoneKeyLen  = 1 + 8 + 1
-	pendingKeyLen  = 1 + 2 + 8
-	legValLen      = 8 + 8 + 8 + 8 + 4 + 2
+	accountKeyLen = 1 + 8
+	postingKeyLen = 1 + 8 + 8
+	outboxKeyLen  = 1 + 2 + 8 + 1
+	legDoneKeyLen = 1 + 8 + 1
+	pendingKeyLen = 1 + 2 + 8
+	legValLen     = 8 + 8 + 8 + 8 + 4 + 2
 )
 
 const (
