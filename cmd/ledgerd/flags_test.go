@@ -1,0 +1,23 @@
+package main
+
+import "testing"
+
+func TestFlags(t *testing.T) {
+	c, err := parseFlags(nil)
+	if err != nil || c.dataDir != "./data" || c.listen != "127.0.0.1:7070" || c.metricsListen != "127.0.0.1:9464" ||
+		c.shards != 0 || c.pprof {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	for _, args := range [][]string{{"--shards", "300"}, {"--shards", "-1"}, {"--shard-requests-max", "0"},
+		{"extra"}, {"--bogus"}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	if err := setupLog(config{logFormat: "xml", logLevel: "info"}); err == nil {
+		t.Error("--log-format xml accepted")
+	}
+	if err := setupLog(config{logFormat: "json", logLevel: "loud"}); err == nil {
+		t.Error("--log-level loud accepted")
+	}
+}
