@@ -290,41 +290,15 @@ func (l *Ledger) CreateAccounts(as []ledger.Account) ([]ledger.AccountResult, er
 		return nil, err
 	}
 	defer l.active.Done()
-	parts := make([]*accountsPart, l.cfg.Shards)
-	used := make([]bool, l.cfg.Shards)
-	done := make(chan *accountsPart, l.cfg.Shards)
+	r := newRequest[ledger.Account, ledger.AccountResult](l, len(as))
 	for i := range as {
 		s := ledger.ShardOf(as[i].ID, l.cfg.Shards)
 		if as[i].ID >= ledger.TransitIDMin {
 			s = 0 // refused by validation on any shard
 		}
-		p := parts[s]
-		if p == nil {
-			p = &accountsPart{done: done}
-			parts[s], used[s] = p, true
-		}
-		p.accounts = append(p.accounts, as[i])
-		p.index = append(p.index, int32(i))
+		r.add(s, as[i], i)
 	}
-	if !l.admit(used) {
-		return nil, ErrOverloaded
-	}
-	n := 0
-	for s, p := range parts {
-		if p != nil {
-			p.results = make([]ledger.AccountResult, len(p.accounts))
-			l.system.Root.Send(l.pids[s], p)
-			n++
-		}
-	}
-	results := make([]ledger.AccountResult, len(as))
-	for ; n > 0; n-- {
-		p := <-done
-		for k, i := range p.index {
-			results[i] = p.results[k]
-		}
-	}
-	return results, nil
+	return r.run(l)
 }
 
 // CreateTransfers runs transfers, each on the shard of its debit account. results[i]
@@ -336,47 +310,68 @@ func (l *Ledger) CreateTransfers(ts []ledger.Transfer) ([]ledger.TransferResult,
 		return nil, err
 	}
 	defer l.active.Done()
-	results := make([]ledger.TransferResult, len(ts))
-	parts := make([]*transfersPart, l.cfg.Shards)
-	used := make([]bool, l.cfg.Shards)
-	done := make(chan *transfersPart, l.cfg.Shards)
+	r := newRequest[ledger.Transfer, ledger.TransferResult](l, len(ts))
 	for i := 0; i < len(ts); {
 		end := i
 		for end < len(ts)-1 && ts[end].Flags&ledger.TransferLinked != 0 {
 			end++
 		}
 		s := l.shardOf(ts[i].DebitAccountID)
-		if spans := l.chainSpans(ts[i:end+1], s, results[i:end+1]); !spans {
-			p := parts[s]
-			if p == nil {
-				p = &transfersPart{done: done}
-				parts[s], used[s] = p, true
-			}
+		if spans := l.chainSpans(ts[i:end+1], s, r.results[i:end+1]); !spans {
 			for k := i; k <= end; k++ {
-				p.transfers = append(p.transfers, ts[k])
-				p.index = append(p.index, int32(k))
+				r.add(s, ts[k], k)
 			}
 		}
 		i = end + 1
 	}
-	if !l.admit(used) {
+	return r.run(l)
+}
+
+// request is one CreateAccounts or CreateTransfers call on its way through the shards.
+type request[E, R any] struct {
+	parts   []*part[E, R]
+	used    []bool
+	done    chan *part[E, R]
+	results []R
+}
+
+func newRequest[E, R any](l *Ledger, events int) *request[E, R] {
+	return &request[E, R]{parts: make([]*part[E, R], l.cfg.Shards), used: make([]bool, l.cfg.Shards),
+		done: make(chan *part[E, R], l.cfg.Shards), results: make([]R, events)}
+}
+
+// add puts the event at position i of the request into shard s's part.
+func (r *request[E, R]) add(s uint32, e E, i int) {
+	p := r.parts[s]
+	if p == nil {
+		p = &part[E, R]{done: r.done}
+		r.parts[s], r.used[s] = p, true
+	}
+	p.events = append(p.events, e)
+	p.index = append(p.index, int32(i))
+}
+
+// run admits the request to every shard it needs (all or none), sends each shard its part,
+// and gathers the results as the parts come back.
+func (r *request[E, R]) run(l *Ledger) ([]R, error) {
+	if !l.admit(r.used) {
 		return nil, ErrOverloaded
 	}
 	n := 0
-	for s, p := range parts {
+	for s, p := range r.parts {
 		if p != nil {
-			p.results = make([]ledger.TransferResult, len(p.transfers))
+			p.results = make([]R, len(p.events))
 			l.system.Root.Send(l.pids[s], p)
 			n++
 		}
 	}
 	for ; n > 0; n-- {
-		p := <-done
+		p := <-r.done
 		for k, i := range p.index {
-			results[i] = p.results[k]
+			r.results[i] = p.results[k]
 		}
 	}
-	return results, nil
+	return r.results, nil
 }
 
 // shardOf routes by debit account; ids the shards cannot own go to shard 0, which refuses

@@ -2,25 +2,23 @@ package actors
 
 import "github.com/ledgercore/ledger/ledger"
 
-// accountsPart is the share of one CreateAccounts request that one shard runs.
-type accountsPart struct {
-	accounts []ledger.Account
-	results  []ledger.AccountResult
-	index    []int32 // position of each account in the request
-	done     chan<- *accountsPart
-}
-
-// transfersPart is the share of one CreateTransfers request that one shard runs. The shard
-// answers on done once the round holding it is durable and every credit leg it sent was
-// answered (a split transfer's reply waits for both legs).
-type transfersPart struct {
-	transfers   []ledger.Transfer
-	results     []ledger.TransferResult
-	index       []int32
-	done        chan<- *transfersPart
+// part is the share of one request that one shard runs: its events, their positions in the
+// request, and their results. The shard answers on done once the round holding the part is
+// durable and, for transfers, every credit leg it sent was answered (a split transfer's reply
+// waits for both legs).
+type part[E, R any] struct {
+	events      []E
+	results     []R
+	index       []int32 // position of each event in the request
+	done        chan<- *part[E, R]
 	outstanding int  // legs not yet answered; owned by the shard
 	committed   bool // the round holding the part is durable; owned by the shard
 }
+
+type (
+	accountsPart  = part[ledger.Account, ledger.AccountResult]
+	transfersPart = part[ledger.Transfer, ledger.TransferResult]
+)
 
 // legsMessage carries credit legs from the shard that debited to the shard that credits.
 type legsMessage struct{ legs []ledger.Leg }

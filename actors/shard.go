@@ -109,7 +109,7 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.queueFlush(ctx)
 	case *accountsPart:
 		s.l.queued[s.id].Add(-1)
-		s.book.CreateAccounts(s.l.cfg.Now(), m.accounts, m.results, s.fx)
+		s.book.CreateAccounts(s.l.cfg.Now(), m.events, m.results, s.fx)
 		s.accounts = append(s.accounts, m)
 		s.queueFlush(ctx)
 	case *legsMessage:
@@ -163,13 +163,13 @@ func (s *shard) runArrived() {
 		return
 	}
 	for _, p := range s.arrived {
-		s.book.NeedsForTransfers(p.transfers, &s.needs)
+		s.book.NeedsForTransfers(p.events, &s.needs)
 	}
 	s.prefetch()
 	now := s.l.cfg.Now()
 	for _, p := range s.arrived {
 		before := len(s.fx.LegsOut)
-		s.book.CreateTransfers(now, p.transfers, p.results, s.fx)
+		s.book.CreateTransfers(now, p.events, p.results, s.fx)
 		s.watchLegs(before, p)
 		s.parts = append(s.parts, p)
 	}
