@@ -11,8 +11,10 @@ type part[E, R any] struct {
 	results     []R
 	index       []int32 // position of each event in the request
 	done        chan<- *part[E, R]
-	outstanding int  // legs not yet answered; owned by the shard
-	committed   bool // the round holding the part is durable; owned by the shard
+	outstanding int      // legs not yet answered; owned by the shard
+	committed   bool     // the round holding the part is durable; owned by the shard
+	claims      int      // transfer ids claimed from other shards and not yet answered
+	claimed     []uint64 // ids this part holds claims on, released once its round is durable
 }
 
 type (
@@ -35,3 +37,22 @@ type tickMessage struct{ now uint64 }
 
 // stopMessage asks a shard to finish its round and close its writer.
 type stopMessage struct{ done chan<- struct{} }
+
+// claimMessage asks an id's shard (ledger.IDShard) to grant new transfer ids to the sender.
+type claimMessage struct {
+	from uint32
+	ids  []uint64
+}
+
+// claimAnswer grants or denies each claimed id (denied: another shard holds it).
+type claimAnswer struct {
+	ids    []uint64
+	denied []bool
+}
+
+// releaseMessage gives claims back once the transfers that held them are durable (from then
+// on storage answers for those ids).
+type releaseMessage struct {
+	from uint32
+	ids  []uint64
+}

@@ -39,11 +39,18 @@ type shard struct {
 	durable  uint64 // the number of the last round known durable
 	legsTo   [][]ledger.Leg
 	answerTo [][]ledger.LegResult
+
+	// Transfer id claims (with more than one shard): see claim.
+	claims   map[uint64]uint32           // as the ids' shard: id -> the shard holding it
+	held     map[uint64][]*transfersPart // parts waiting for the answer to a claim
+	claimsTo [][]uint64                  // claims to send, per shard
+	releases [][]uint64                  // claims of the gathering round, per shard
 }
 
 // round is one sealed round on its way to storage.
 type round struct {
 	seq      uint64
+	releases [][]uint64 // claims to give back once the round is durable, per shard
 	fx       *ledger.Effects
 	clock    uint64
 	accounts []*accountsPart
@@ -70,7 +77,9 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 	return &shard{id: id, l: l, book: book, view: l.store.View(), commits: make(chan *round, 1), gather: 1,
 		done: make(chan struct{}), fx: &ledger.Effects{}, spare: &ledger.Effects{},
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
-		answerTo: make([][]ledger.LegResult, l.cfg.Shards)}
+		answerTo: make([][]ledger.LegResult, l.cfg.Shards), claims: make(map[uint64]uint32),
+		held: make(map[uint64][]*transfersPart), claimsTo: make([][]uint64, l.cfg.Shards),
+		releases: make([][]uint64, l.cfg.Shards)}
 }
 
 // committer writes the shard's rounds in order, one at a time, and reports each back to the
@@ -122,7 +131,7 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.queueFlush(ctx)
 	case flushMessage:
 		s.queued = false
-		s.runArrived()
+		s.runArrived(ctx)
 		if s.inflight == nil {
 			s.seal()
 		}
@@ -134,6 +143,16 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.tick(ctx, m.now)
 	case recoverMessage:
 		s.redeliver(ctx, 0)
+	case *claimMessage:
+		s.grant(ctx, m)
+	case *claimAnswer:
+		s.answered(ctx, m)
+	case *releaseMessage:
+		for _, id := range m.ids {
+			if s.claims[id] == m.from {
+				delete(s.claims, id)
+			}
+		}
 	case *stopMessage:
 		s.drain(ctx)
 		close(s.commits)
@@ -157,8 +176,9 @@ func (s *shard) queueFlush(ctx actor.Context) {
 }
 
 // runArrived runs the transfer requests that arrived since the last flushMessage, after one
-// look-up in storage for all of them.
-func (s *shard) runArrived() {
+// look-up in storage for all of them. With more than one shard, a request whose new transfer
+// ids belong to other shards waits for their claims to be granted (see claim).
+func (s *shard) runArrived(ctx actor.Context) {
 	if len(s.arrived) == 0 {
 		return
 	}
@@ -168,13 +188,112 @@ func (s *shard) runArrived() {
 	s.prefetch()
 	now := s.l.cfg.Now()
 	for _, p := range s.arrived {
-		before := len(s.fx.LegsOut)
-		s.book.CreateTransfers(now, p.events, p.results, s.fx)
-		s.watchLegs(before, p)
-		s.parts = append(s.parts, p)
+		if s.l.cfg.Shards > 1 {
+			s.claim(p)
+		}
+		if p.claims == 0 {
+			s.runPart(now, p)
+		}
 	}
 	clear(s.arrived)
 	s.arrived = s.arrived[:0]
+	for to, ids := range s.claimsTo {
+		if len(ids) > 0 {
+			ctx.Send(s.l.pids[to], &claimMessage{from: s.id, ids: append([]uint64(nil), ids...)})
+			s.claimsTo[to] = ids[:0]
+		}
+	}
+}
+
+func (s *shard) runPart(now uint64, p *transfersPart) {
+	before := len(s.fx.LegsOut)
+	s.book.CreateTransfers(now, p.events, p.results, s.fx)
+	s.watchLegs(before, p)
+	s.parts = append(s.parts, p)
+	for _, id := range p.claimed {
+		owner := ledger.IDShard(id, s.l.cfg.Shards)
+		s.releases[owner] = append(s.releases[owner], id)
+	}
+}
+
+// claim makes sure no other shard books a transfer with one of p's new ids at the same time.
+// Every id has a shard that arbitrates it (ledger.IDShard). An id neither cached nor stored
+// is new: its shard grants it to the first shard that claims it, and denies it to others
+// until the first gives it back, which it does once the round holding the transfer is
+// durable (from then on storage knows the id). Claims live in memory: all shards of a node
+// stop and recover together, and what recovery finds in storage needs no claim.
+func (s *shard) claim(p *transfersPart) {
+	for i := range p.events {
+		id := p.events[i].ID
+		if id == 0 {
+			continue
+		}
+		if _, known := s.book.Transfer(id); known {
+			continue // stored, or booked here: the book answers exists or exists_with_different_fields
+		}
+		owner := ledger.IDShard(id, s.l.cfg.Shards)
+		if owner != s.id {
+			s.claimsTo[owner] = append(s.claimsTo[owner], id)
+			s.held[id] = append(s.held[id], p)
+			p.claims++
+			continue
+		}
+		if holder, ok := s.claims[id]; ok && holder != s.id {
+			s.book.LoadClaimedElsewhere(id)
+			continue
+		}
+		s.claims[id] = s.id
+		p.claimed = append(p.claimed, id)
+	}
+}
+
+// grant answers another shard's claims on ids this shard arbitrates.
+func (s *shard) grant(ctx actor.Context, m *claimMessage) {
+	denied := make([]bool, len(m.ids))
+	for i, id := range m.ids {
+		holder, ok := s.claims[id]
+		switch {
+		case !ok:
+			s.claims[id] = m.from
+		case holder != m.from:
+			denied[i] = true
+		}
+	}
+	ctx.Send(s.l.pids[m.from], &claimAnswer{ids: m.ids, denied: denied})
+}
+
+// answered takes the answers to this shard's claims and runs the requests no longer waiting.
+// A granted id is looked up in storage once more: the shard that held it before may have
+// made it durable and given it back in the meantime.
+func (s *shard) answered(ctx actor.Context, m *claimAnswer) {
+	var ready []*transfersPart
+	for i, id := range m.ids {
+		waiting := s.held[id]
+		delete(s.held, id)
+		if m.denied[i] {
+			s.book.LoadClaimedElsewhere(id)
+		}
+		for _, p := range waiting {
+			if !m.denied[i] {
+				p.claimed = append(p.claimed, id)
+			}
+			if p.claims--; p.claims == 0 {
+				ready = append(ready, p)
+			}
+		}
+	}
+	if len(ready) == 0 {
+		return
+	}
+	for _, p := range ready {
+		s.book.NeedsForTransfers(p.events, &s.needs)
+	}
+	s.prefetch()
+	now := s.l.cfg.Now()
+	for _, p := range ready {
+		s.runPart(now, p)
+	}
+	s.queueFlush(ctx)
 }
 
 // watchLegs records the legs the last book call sent, so that their answers reach the
@@ -224,7 +343,8 @@ func (s *shard) seal() {
 	}
 	s.fx.Freeze()
 	r := &round{seq: s.gather, fx: s.fx, clock: s.book.Clock(), accounts: s.accounts, parts: s.parts,
-		durable: make(chan struct{})}
+		durable: make(chan struct{}), releases: s.releases}
+	s.releases = make([][]uint64, s.l.cfg.Shards)
 	s.gather++
 	s.fx, s.spare = s.spare, nil
 	s.accounts, s.parts = nil, nil
@@ -245,6 +365,7 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 	s.l.stats.Commits.Add(1)
 	s.sendLegs(ctx, fx)
 	s.sendAnswers(ctx, fx)
+	s.release(ctx, r.releases)
 	for _, a := range fx.Answered {
 		w, ok := s.waiting[a.LegKey]
 		if !ok {
@@ -286,9 +407,27 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 	}
 }
 
+// release gives back the claims of a durable round.
+func (s *shard) release(ctx actor.Context, releases [][]uint64) {
+	for owner, ids := range releases {
+		if len(ids) == 0 {
+			continue
+		}
+		if uint32(owner) == s.id {
+			for _, id := range ids {
+				if s.claims[id] == s.id {
+					delete(s.claims, id)
+				}
+			}
+			continue
+		}
+		ctx.Send(s.l.pids[owner], &releaseMessage{from: s.id, ids: ids})
+	}
+}
+
 // drain commits everything gathered and waits until it is durable (on stop).
 func (s *shard) drain(ctx actor.Context) {
-	s.runArrived()
+	s.runArrived(ctx)
 	for {
 		if s.inflight != nil {
 			r := s.inflight

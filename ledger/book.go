@@ -104,6 +104,15 @@ func (b *Book) LoadTransfer(t Transfer) {
 	b.LoadClock(t.Timestamp)
 }
 
+// LoadClaimedElsewhere records that another shard has booked (or is booking) a transfer with
+// this id: a transfer here with the same id answers exists_with_different_fields. (Its debit
+// account is elsewhere, so its fields differ.)
+func (b *Book) LoadClaimedElsewhere(id uint64) {
+	if _, ok := b.transfers[id]; !ok {
+		b.transfers[id] = Transfer{ID: id}
+	}
+}
+
 // LoadRemote records what never changes of an account on another shard.
 func (b *Book) LoadRemote(info AccountInfo) {
 	if len(b.remote) >= RemoteAccountCacheEntriesMax {

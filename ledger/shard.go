@@ -30,3 +30,14 @@ func ShardOf(id uint64, shards uint32) uint32 {
 	z ^= z >> 31
 	return uint32(z % uint64(shards))
 }
+
+// IDShard is the shard that arbitrates a transfer id: when shards book new transfers, the
+// id's shard grants each id to one of them, so that one id never becomes two transfers on
+// two shards.
+func IDShard(id uint64, shards uint32) uint32 {
+	z := id ^ 0x5851f42d4c957f2d
+	z = (z ^ (z >> 33)) * 0xff51afd7ed558ccd
+	z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53
+	z ^= z >> 33
+	return uint32(z % uint64(shards))
+}

@@ -1,0 +1,72 @@
+package actors
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// TestSameIDFromTwoShards: two different transfers with the same id, whose debit accounts live
+// on different shards, sent at the same moment. Exactly one may be booked; the other answers
+// exists_with_different_fields; nothing is booked twice (invariant 3).
+func TestSameIDFromTwoShards(t *testing.T) {
+	store := openStore(t, vfs.NewMem(), 2)
+	defer store.Close()
+	l := startLedger(t, store)
+	defer l.Stop()
+	var a, b uint64 // debit accounts on shards 0 and 1; account 100 takes the credits
+	for id := uint64(1); a == 0 || b == 0; id++ {
+		if ledger.ShardOf(id, 2) == 0 && a == 0 {
+			a = id
+		} else if ledger.ShardOf(id, 2) == 1 && b == 0 {
+			b = id
+		}
+	}
+	if _, err := l.CreateAccounts([]ledger.Account{{ID: a, Ledger: 1, Code: 1}, {ID: b, Ledger: 1, Code: 1},
+		{ID: 100, Ledger: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	const ids = 300
+	results := make([][2]ledger.TransferResult, ids)
+	var wg sync.WaitGroup
+	for side, debit := range []uint64{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := uint64(1); id <= ids; id++ {
+				rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 1000 + id, DebitAccountID: debit,
+					CreditAccountID: 100, Amount: 1, Ledger: 1, Code: 1}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				results[id-1][side] = rs[0]
+			}
+		}()
+	}
+	wg.Wait()
+	booked := 0
+	for id, r := range results {
+		ok := 0
+		for _, x := range r {
+			switch x {
+			case ledger.ResultOK:
+				ok++
+			case ledger.ResultExistsWithDifferentFields:
+			default:
+				t.Fatalf("id %d: %v", 1001+id, r)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("id %d booked %d times: %v", 1001+id, ok, r)
+		}
+		booked += ok
+	}
+	acc, _, _ := store.View().Account(100)
+	if acc.CreditsPosted != uint64(booked) {
+		t.Errorf("account 100 took %d credits for %d booked transfers", acc.CreditsPosted, booked)
+	}
+	verify(t, store)
+}
