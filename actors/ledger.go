@@ -7,6 +7,10 @@
 // per part. Replies come only after the round holding the part is durable and, for split
 // transfers, after the credit legs were answered.
 //
+// With more than one shard, a new transfer id is claimed from the shard that arbitrates it
+// (ledger.IDShard) before it is booked, so that two different transfers with one id sent to
+// two shards at once cannot both be booked (shard.claim).
+//
 // Mailboxes are Proto.Actor's unbounded queues with explicit bounds in front: a shard admits
 // at most ShardRequestsMax requests at once (past that, a request is refused whole with
 // ErrOverloaded and nothing is written), and legs between shards are bounded by each shard's
