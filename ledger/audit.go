@@ -8,6 +8,7 @@ import (
 // Audit recomputes balances from the journal and checks the invariants of DESIGN.md that a
 // stored state must meet: (1) per ledger, credits equal debits over all accounts, transit
 // accounts included; (2) every stored balance equals the sum of its account's postings;
+// every posting's balance-after equals the running sum of the postings before it;
 // (5) no account flagged debits_must_not_exceed_credits is overdrawn, holds included;
 // (6) what the transit accounts hold is exactly what the outboxes still carry.
 //
@@ -60,11 +61,9 @@ func (a *Audit) Posting(p Posting, ledger uint32) {
 		return
 	}
 	a.apply(p.Account, p.Op, p.Amount, p.Held)
-	if p.History {
-		if b := a.computed[p.Account]; *b != p.After {
-			a.problem("account %d: balance after posting at %d is %+v, journal says %+v",
-				p.Account, p.Timestamp, p.After, *b)
-		}
+	if b := a.computed[p.Account]; *b != p.After {
+		a.problem("account %d: balance after posting at %d is %+v, journal says %+v",
+			p.Account, p.Timestamp, p.After, *b)
 	}
 	if p.Split {
 		tr := TransitAccountID(ShardOf(p.Account, a.shards), ledger)

@@ -242,7 +242,8 @@ func (b *Book) Trim() {
 type Effects struct {
 	epoch      uint64
 	Accounts   []*Account  // accounts whose balances (or existence) changed: write each once
-	Frozen     []Account   // their values when the round was sealed (Freeze): what to write
+	Frozen     []Account   // their values when the round was sealed (Freeze)
+	Opened     []Account   // accounts opened in the round, as opened
 	Transfers  []Transfer  // transfer records to write (a later entry for the same id wins)
 	Postings   []Posting   // journal entries, one per account per movement
 	LegsOut    []Leg       // legs to write to the outbox and send after the commit
@@ -255,6 +256,7 @@ type Effects struct {
 func (fx *Effects) Reset() {
 	fx.Accounts = fx.Accounts[:0]
 	fx.Frozen = fx.Frozen[:0]
+	fx.Opened = fx.Opened[:0]
 	fx.Transfers = fx.Transfers[:0]
 	fx.Postings = fx.Postings[:0]
 	fx.LegsOut = fx.LegsOut[:0]
@@ -347,6 +349,7 @@ func (b *Book) createAccount(now uint64, a *Account, fx *Effects) AccountResult 
 	s.Timestamp = b.tick(now)
 	b.accounts[a.ID] = s
 	b.touch(s, fx)
+	fx.Opened = append(fx.Opened, s.Account)
 	return AccountResultOK
 }
 

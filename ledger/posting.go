@@ -40,8 +40,9 @@ type Posting struct {
 	Held       uint64 // for the PostHeld operations: the pending amount released
 	Op         PostingOp
 	Split      bool    // the other side is this shard's transit account
-	History    bool    // the account keeps balances per posting
-	After      Balance // the account's balance right after this posting
+	History    bool    // the account is flagged history (GetAccountBalances shows its postings)
+	After      Balance // the account's balance right after this posting: its latest posting's
+	// After is the account's balance
 }
 
 // Apply moves b by the operation; it reports false, leaving b unchanged, if that would

@@ -222,10 +222,7 @@ func encodePosting(dst []byte, p *ledger.Posting) []byte {
 	dst = av(dst, p.TransferID)
 	dst = av(dst, p.Amount)
 	dst = av(dst, p.Held)
-	if p.History {
-		dst = appendBalance(dst, &p.After)
-	}
-	return dst
+	return appendBalance(dst, &p.After)
 }
 
 func decodePosting(key, v []byte) (ledger.Posting, error) {
@@ -244,9 +241,7 @@ func decodePosting(key, v []byte) (ledger.Posting, error) {
 	p := ledger.Posting{Account: be.Uint64(key[1:]), Timestamp: be.Uint64(key[9:]), Op: op,
 		Split: flags&postingSplit != 0, History: flags&postingHistory != 0,
 		TransferID: r.uvarint(), Amount: r.uvarint(), Held: r.uvarint()}
-	if p.History {
-		p.After = r.balance()
-	}
+	p.After = r.balance()
 	return p, r.done("posting", key)
 }
 

@@ -117,12 +117,18 @@ func TestVerifyFindsTampering(t *testing.T) {
 		t.Fatalf("clean store: %+v %v", rep, err)
 	}
 	fx.Reset()
+	// A posting whose balance-after no movement explains.
 	a, _ := b.Account(2)
-	a.CreditsPosted++ // a balance write that no posting explains
-	fx.Accounts = append(fx.Accounts, &a)
+	after := a.Balance
+	after.CreditsPosted += 7
+	fx.Postings = append(fx.Postings, ledger.Posting{Account: 2, Timestamp: b.Clock() + 1, TransferID: 1,
+		Op: ledger.OpCreditPost, Amount: 1, After: after})
 	fx.Freeze()
 	if err := w.Commit(&fx, b.Clock()); err != nil {
 		t.Fatal(err)
+	}
+	if got, _, _ := s.View().Account(2); got.CreditsPosted != after.CreditsPosted {
+		t.Errorf("balance of account 2 is %d, its latest posting says %d", got.CreditsPosted, after.CreditsPosted)
 	}
 	rep, err = Verify(s.View(), 1)
 	if err != nil || len(rep.Problems) == 0 {

@@ -8,14 +8,15 @@
 // One key space, one byte of prefix, ids and timestamps big-endian so that keys sort
 // numerically:
 //
-//	a <account id>                     account: user data, timestamp, ledger, code, flags,
-//	                                   debits pending/posted, credits pending/posted
+//	a <account id>                     account: user data, timestamp, ledger, code, flags, and
+//	                                   for transit accounts the balances (debits pending/posted,
+//	                                   credits pending/posted); a client account's balance is
+//	                                   the balance after its latest posting
 //	t <transfer id>                    transfer, as the client sent it, plus timestamp, state
 //	                                   and (for a reversed transfer) the refusal
 //	h <account id> <timestamp>         posting: the journal entry of one movement on the
 //	                                   account (transfer id, op, amount, held amount, split
-//	                                   flag) and, for accounts flagged history, the balance
-//	                                   after it
+//	                                   flag) and the account's balance after it
 //	p <shard> <transfer id>            the transfer is pending on that shard (for recovery)
 //	o <shard> <transfer id> <kind>     outbox: a credit leg the shard sent and has not seen
 //	                                   answered
@@ -28,9 +29,11 @@
 // Values are a version byte and canonical unsigned varints (encoding.go), so the small
 // numbers of a ledger take a byte or two.
 //
-// Balances are written once per account per round, never once per posting. Transit accounts
-// are ordinary account records (ids from 2^63 up) without postings of their own: their
-// journal is the mirror of the split postings of their shard's accounts.
+// A client account's record is written once, when it is opened; its balance travels with its
+// postings, so a round writes no balance records for them (with many accounts that was about
+// one record per transfer). Transit accounts are account records (ids from 2^63 up) without
+// postings of their own, whose journal is the mirror of the split postings of their shard's
+// accounts; their balances are written once per round.
 package storage
 
 import (
@@ -129,7 +132,7 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // formatVersion names the key layout and record encodings; a store of another format is
 // refused rather than misread.
-const formatVersion = "ledger-format-1"
+const formatVersion = "ledger-format-2"
 
 func (s *Store) checkFormat() error {
 	key := []byte{prefixMeta, 'f', 'o', 'r', 'm', 'a', 't'}
@@ -221,9 +224,14 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		panic("storage: commit of a round whose accounts were not frozen")
 	}
 	b := w.batch
-	for i := range fx.Frozen {
-		a := &fx.Frozen[i]
+	for i := range fx.Opened {
+		a := &fx.Opened[i]
 		w.set(idKey(w.key, prefixAccount, a.ID), encodeAccount(w.val, a))
+	}
+	for i := range fx.Frozen {
+		if a := &fx.Frozen[i]; a.ID >= ledger.TransitIDMin {
+			w.set(idKey(w.key, prefixAccount, a.ID), encodeAccount(w.val, a))
+		}
 	}
 	for i := range fx.Transfers {
 		t := &fx.Transfers[i]
@@ -287,12 +295,52 @@ func (v *Snapshot) get(key []byte, decode func(v []byte) error) (bool, error) {
 	return true, decode(val)
 }
 
-// Account reads an account.
+// Account reads an account with its current balance.
 func (v *Snapshot) Account(id uint64) (a ledger.Account, found bool, err error) {
 	var key [accountKeyLen]byte
 	k := idKey(key[:0], prefixAccount, id)
 	found, err = v.get(k, func(val []byte) error { a, err = decodeAccount(k, val); return err })
+	if err != nil || !found {
+		return a, found, err
+	}
+	it, err := v.postingsIter()
+	if err != nil {
+		return a, found, err
+	}
+	err = errors.Join(v.balance(it, &a), it.Close())
 	return a, found, err
+}
+
+func (v *Snapshot) postingsIter() (*pebble.Iterator, error) {
+	lo, hi := prefixBounds(prefixPosting)
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("storage: iterate: %w", err)
+	}
+	return it, nil
+}
+
+// balance sets a client account's balance from its latest posting (none: zero), using an
+// iterator over the postings.
+func (v *Snapshot) balance(it *pebble.Iterator, a *ledger.Account) error {
+	if a.ID >= ledger.TransitIDMin {
+		return nil // transit balances are in their records
+	}
+	var key [postingKeyLen]byte
+	if !it.SeekLT(idKey(key[:0], prefixPosting, a.ID+1)) || be.Uint64(it.Key()[1:]) != a.ID {
+		a.Balance = ledger.Balance{}
+		return it.Error()
+	}
+	val, err := it.ValueAndErr()
+	if err != nil {
+		return fmt.Errorf("storage: read posting: %w", err)
+	}
+	p, err := decodePosting(it.Key(), val)
+	if err != nil {
+		return err
+	}
+	a.Balance = p.After
+	return nil
 }
 
 // Transfer reads a transfer.
@@ -398,16 +446,25 @@ func prefixBounds(prefix ...byte) ([]byte, []byte) {
 	return prefix, upper
 }
 
-// ForEachAccount calls fn for every stored account, transit accounts included.
+// ForEachAccount calls fn for every stored account with its balance, transit accounts
+// included.
 func (v *Snapshot) ForEachAccount(fn func(ledger.Account) error) error {
 	lo, hi := prefixBounds(prefixAccount)
-	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+	it, err := v.postingsIter()
+	if err != nil {
+		return err
+	}
+	err = v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		a, err := decodeAccount(k, val)
+		if err == nil {
+			err = v.balance(it, &a)
+		}
 		if err != nil {
 			return false, err
 		}
 		return true, fn(a)
 	})
+	return errors.Join(err, it.Close())
 }
 
 // ForEachTransitAccount calls fn for every transit account.

@@ -43,8 +43,10 @@ func TestVerifyExitCodes(t *testing.T) {
 	}
 	fx.Reset()
 	a, _ := b.Account(1)
-	a.DebitsPosted += 100 // a balance no posting explains
-	fx.Accounts = append(fx.Accounts, &a)
+	after := a.Balance
+	after.DebitsPosted += 100 // a balance no movement explains
+	fx.Postings = append(fx.Postings, ledger.Posting{Account: 1, Timestamp: b.Clock() + 1, TransferID: 9,
+		Op: ledger.OpDebitPost, Amount: 1, After: after})
 	fx.Freeze()
 	w = s.Writer(0)
 	if err := w.Commit(&fx, b.Clock()); err != nil {
