@@ -72,6 +72,9 @@ type Config struct {
 	// Fatal is called once when a shard meets a broken invariant or a storage error; it must
 	// stop the process (the default logs and exits with status 70). Tests may record instead.
 	Fatal func(error)
+	// TransferCacheEntriesMax bounds the finished transfers each shard keeps in memory
+	// (0: ledger.TransferCacheEntriesMax); older ones are read back from storage.
+	TransferCacheEntriesMax int
 	// CommitSeconds and CommitPostings observe each round's commit latency and size.
 	CommitSeconds, CommitPostings Observer
 }
@@ -140,6 +143,11 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	books, err := recoverBooks(store, cfg.Shards)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TransferCacheEntriesMax > 0 {
+		for _, b := range books {
+			b.SetCacheLimit(cfg.TransferCacheEntriesMax)
+		}
 	}
 	l := &Ledger{cfg: cfg, store: store, queued: make([]atomic.Int64, cfg.Shards),
 		outbox: make([]atomic.Int64, cfg.Shards), oldest: make([]atomic.Int64, cfg.Shards),

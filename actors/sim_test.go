@@ -105,8 +105,11 @@ func (s *sim) open() {
 	store, err := storage.Open("db", storage.Options{FS: s.fs, Shards: s.shards, CacheBytes: 1 << 20})
 	s.check(err == nil, "open store: %v", err)
 	s.store = store
+	// A tiny transfer cache: the shards forget and re-read transfers all the time, and trim
+	// while rounds are in flight (the forced path), which a real size would never reach here.
 	l, err := Start(store, Config{Shards: s.shards, TickInterval: 5 * time.Millisecond, RedeliverAfterTicks: 20,
-		Now: s.now.Load, Fatal: func(err error) { s.t.Errorf("seed %d: fatal: %v", s.seed, err) }})
+		TransferCacheEntriesMax: 64,
+		Now:                     s.now.Load, Fatal: func(err error) { s.t.Errorf("seed %d: fatal: %v", s.seed, err) }})
 	s.check(err == nil, "start: %v", err)
 	s.l = l
 }

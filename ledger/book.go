@@ -25,6 +25,7 @@ type Book struct {
 
 	clock     uint64 // the last timestamp handed out
 	recording bool   // inside a linked chain: keep undo entries
+	cacheMax  int    // transfers (and applied legs) kept in memory before Trim forgets them
 	event     int32  // the position, in the batch being run, of the event being run
 	epoch     uint64 // which Effects an account was last added to
 	undo      []undoEntry
@@ -48,7 +49,17 @@ func NewBook(shard, shards uint32) *Book {
 		outbox:    make(map[LegKey]Leg),
 		holding:   make(map[uint64]struct{}),
 		legs:      make(map[LegKey]TransferResult),
+		cacheMax:  TransferCacheEntriesMax,
 	}
+}
+
+// SetCacheLimit sets how many finished transfers the book keeps in memory (default
+// TransferCacheEntriesMax); pending ones are always kept.
+func (b *Book) SetCacheLimit(n int) {
+	if n < 1 {
+		panic(fmt.Sprintf("ledger: cache limit %d", n))
+	}
+	b.cacheMax = n
 }
 
 // Shard is the shard this book belongs to.
@@ -219,7 +230,7 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 
 // TrimNeeded reports whether the book has outgrown its limits and wants a Trim soon.
 func (b *Book) TrimNeeded() bool {
-	return len(b.transfers) > TransferCacheEntriesMax || len(b.legs) > TransferCacheEntriesMax
+	return len(b.transfers) > b.cacheMax || len(b.legs) > b.cacheMax
 }
 
 // Trim forgets what the book may look up again in storage, keeping it within its limits. Call
@@ -227,7 +238,7 @@ func (b *Book) TrimNeeded() bool {
 // must be in storage.
 func (b *Book) Trim() {
 	clear(b.legs)
-	if len(b.transfers) <= TransferCacheEntriesMax {
+	if len(b.transfers) <= b.cacheMax {
 		return
 	}
 	for id, t := range b.transfers {
