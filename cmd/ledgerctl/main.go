@@ -2,6 +2,10 @@
 //
 //	ledgerctl verify --data-dir DIR     verify a stopped store
 //	ledgerctl verify --addr HOST:PORT   verify a running ledgerd (on a consistent snapshot)
+//	ledgerctl accounts --addr HOST:PORT ID...           look accounts up (JSON lines)
+//	ledgerctl transfers --addr HOST:PORT ID...          look transfers up (JSON lines)
+//	ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
+//	                                    an account's transfers in posting order
 //
 // verify recomputes every balance from the journal and checks the invariants of DESIGN.md
 // (double entry per ledger, balances equal their postings, no overdraft, transit equals the
@@ -16,10 +20,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
@@ -32,10 +39,21 @@ func main() {
 const usage = `usage:
   ledgerctl verify --data-dir DIR     verify a stopped store
   ledgerctl verify --addr HOST:PORT   verify a running ledgerd
+  ledgerctl accounts --addr HOST:PORT ID...
+  ledgerctl transfers --addr HOST:PORT ID...
+  ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "verify" {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "verify":
+	case "accounts", "transfers", "history":
+		return lookup(args[0], args[1:], stdout, stderr)
+	default:
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
@@ -100,4 +118,85 @@ func verifyRemote(addr string, timeout time.Duration) (storage.Report, error) {
 	}
 	return storage.Report{Problems: resp.GetProblems(), Accounts: resp.GetAccounts(),
 		Postings: resp.GetPostings(), OutboxLegs: resp.GetOutboxLegs()}, nil
+}
+
+// lookup runs the read commands against a running ledgerd and prints one JSON object a line.
+// Exit 0: printed; 1: some id was not found; 2: could not run.
+func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ledgerctl "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
+	limit := fs.Uint("limit", 100, "history: at most this many transfers")
+	reversed := fs.Bool("reversed", false, "history: newest first")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for ledgerd")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ids := make([]uint64, 0, fs.NArg())
+	for _, a := range fs.Args() {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || id == 0 {
+			fmt.Fprintf(stderr, "%q is not an id\n", a)
+			return 2
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 || cmd == "history" && len(ids) != 1 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return 2
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	c := ledgerv1.NewLedgerServiceClient(conn)
+	var found []proto.Message
+	switch cmd {
+	case "accounts":
+		resp, err := c.LookupAccounts(ctx, &ledgerv1.LookupAccountsRequest{Ids: ids})
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+			return 2
+		}
+		for _, a := range resp.GetAccounts() {
+			found = append(found, a)
+		}
+	case "transfers":
+		resp, err := c.LookupTransfers(ctx, &ledgerv1.LookupTransfersRequest{Ids: ids})
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+			return 2
+		}
+		for _, t := range resp.GetTransfers() {
+			found = append(found, t)
+		}
+	case "history":
+		resp, err := c.GetAccountTransfers(ctx, &ledgerv1.GetAccountTransfersRequest{Filter: &ledgerv1.AccountFilter{
+			AccountId: ids[0], Limit: uint32(*limit), Reversed: *reversed}})
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+			return 2
+		}
+		for _, t := range resp.GetTransfers() {
+			found = append(found, t)
+		}
+		ids = nil // a history may be empty
+	}
+	for _, m := range found {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+			return 2
+		}
+		fmt.Fprintln(stdout, string(b))
+	}
+	if len(found) < len(ids) {
+		fmt.Fprintf(stderr, "%d of %d not found\n", len(ids)-len(found), len(ids))
+		return 1
+	}
+	return 0
 }

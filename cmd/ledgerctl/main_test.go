@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -61,6 +66,58 @@ func TestVerifyExitCodes(t *testing.T) {
 
 	for _, args := range [][]string{{}, {"verify"}, {"verify", "--data-dir", dir, "--addr", "x:1"},
 		{"verify", "--data-dir", filepath.Join(dir, "missing")}} {
+		if code := run(args, &out, &errs); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// TestLookups: accounts, transfers and history against a running server, and the exit codes
+// for missing ids and bad arguments.
+func TestLookups(t *testing.T) {
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	l, err := actors.Start(store, actors.Config{Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	srv, _ := api.NewServer(api.NewService(l, nil))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	if _, err := l.CreateAccounts([]ledger.Account{{ID: 1, Ledger: 1, Code: 1}, {ID: 2, Ledger: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.CreateTransfers([]ledger.Transfer{{ID: 7, DebitAccountID: 1, CreditAccountID: 2, Amount: 5,
+		Ledger: 1, Code: 1, BizID: "order-7"}}); err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	var out, errs bytes.Buffer
+	if code := run([]string{"accounts", "--addr", addr, "1", "2"}, &out, &errs); code != 0 ||
+		!strings.Contains(out.String(), `"debitsPosted":"5"`) || !strings.Contains(out.String(), `"creditsPosted":"5"`) {
+		t.Errorf("accounts: exit %d\n%s%s", code, out.String(), errs.String())
+	}
+	out.Reset()
+	if code := run([]string{"transfers", "--addr", addr, "7"}, &out, &errs); code != 0 || !strings.Contains(out.String(), `"bizId":"order-7"`) {
+		t.Errorf("transfers: exit %d\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"history", "--addr", addr, "2"}, &out, &errs); code != 0 || !strings.Contains(out.String(), `"id":"7"`) {
+		t.Errorf("history: exit %d\n%s", code, out.String())
+	}
+	if code := run([]string{"transfers", "--addr", addr, "7", "8"}, &out, &errs); code != 1 {
+		t.Errorf("a missing transfer: exit %d, want 1", code)
+	}
+	for _, args := range [][]string{{"accounts", "--addr", addr}, {"accounts", "--addr", addr, "x"},
+		{"history", "--addr", addr, "1", "2"}, {"bogus"}} {
 		if code := run(args, &out, &errs); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
