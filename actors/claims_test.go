@@ -2,6 +2,7 @@ package actors
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -67,6 +68,63 @@ func TestSameIDFromTwoShards(t *testing.T) {
 	acc, _, _ := store.View().Account(100)
 	if acc.CreditsPosted != uint64(booked) {
 		t.Errorf("account 100 took %d credits for %d booked transfers", acc.CreditsPosted, booked)
+	}
+	verify(t, store)
+}
+
+// TestDeniedIDIsFreeAgain: when the shard that won an id fails to book it (bad input), the id
+// is free again: a shard that was denied it can book it on retry.
+func TestDeniedIDIsFreeAgain(t *testing.T) {
+	store := openStore(t, vfs.NewMem(), 2)
+	defer store.Close()
+	l := startLedger(t, store)
+	defer l.Stop()
+	var a, b uint64
+	for id := uint64(1); a == 0 || b == 0; id++ {
+		if ledger.ShardOf(id, 2) == 0 && a == 0 {
+			a = id
+		} else if ledger.ShardOf(id, 2) == 1 && b == 0 {
+			b = id
+		}
+	}
+	if _, err := l.CreateAccounts([]ledger.Account{{ID: a, Ledger: 1, Code: 1}, {ID: b, Ledger: 1, Code: 1},
+		{ID: 100, Ledger: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	const ids = 200
+	var denied atomic.Int64
+	for id := uint64(1); id <= ids; id++ { // both shards at once, id by id
+		var wg sync.WaitGroup
+		for side, debit := range []uint64{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				amount := uint64(1)
+				if side == 0 {
+					amount = 0 // a's transfers are all bad input: never booked
+				}
+				rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 5000 + id, DebitAccountID: debit,
+					CreditAccountID: 100, Amount: amount, Ledger: 1, Code: 1}})
+				if err != nil {
+					t.Error(err)
+				} else if rs[0] == ledger.ResultExistsWithDifferentFields {
+					denied.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	t.Logf("%d of %d first attempts met a claim held by the other shard", denied.Load(), ids)
+	for id := uint64(1); id <= ids; id++ {
+		rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 5000 + id, DebitAccountID: b, CreditAccountID: 100,
+			Amount: 1, Ledger: 1, Code: 1}})
+		if err != nil || (rs[0] != ledger.ResultOK && rs[0] != ledger.ResultExists) {
+			t.Fatalf("retry of id %d: %v %v", 5000+id, rs, err)
+		}
+	}
+	acc, _, _ := store.View().Account(100)
+	if acc.CreditsPosted != ids {
+		t.Errorf("account 100 took %d credits, want %d", acc.CreditsPosted, ids)
 	}
 	verify(t, store)
 }

@@ -15,6 +15,7 @@ type part[E, R any] struct {
 	committed   bool     // the round holding the part is durable; owned by the shard
 	claims      int      // transfer ids claimed from other shards and not yet answered
 	claimed     []uint64 // ids this part holds claims on, released once its round is durable
+	denied      []uint64 // ids another shard holds: this part's transfers with them are refused
 }
 
 type (

@@ -206,9 +206,15 @@ func (s *shard) runArrived(ctx actor.Context) {
 }
 
 func (s *shard) runPart(now uint64, p *transfersPart) {
+	for _, id := range p.denied {
+		s.book.LoadClaimedElsewhere(id)
+	}
 	before := len(s.fx.LegsOut)
 	s.book.CreateTransfers(now, p.events, p.results, s.fx)
 	s.watchLegs(before, p)
+	for _, id := range p.denied {
+		s.book.ForgetClaimedElsewhere(id)
+	}
 	s.parts = append(s.parts, p)
 	for _, id := range p.claimed {
 		owner := ledger.IDShard(id, s.l.cfg.Shards)
@@ -239,7 +245,7 @@ func (s *shard) claim(p *transfersPart) {
 			continue
 		}
 		if holder, ok := s.claims[id]; ok && holder != s.id {
-			s.book.LoadClaimedElsewhere(id)
+			p.denied = append(p.denied, id)
 			continue
 		}
 		s.claims[id] = s.id
@@ -270,11 +276,10 @@ func (s *shard) answered(ctx actor.Context, m *claimAnswer) {
 	for i, id := range m.ids {
 		waiting := s.held[id]
 		delete(s.held, id)
-		if m.denied[i] {
-			s.book.LoadClaimedElsewhere(id)
-		}
 		for _, p := range waiting {
-			if !m.denied[i] {
+			if m.denied[i] {
+				p.denied = append(p.denied, id)
+			} else {
 				p.claimed = append(p.claimed, id)
 			}
 			if p.claims--; p.claims == 0 {

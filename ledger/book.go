@@ -124,6 +124,14 @@ func (b *Book) LoadClaimedElsewhere(id uint64) {
 	}
 }
 
+// ForgetClaimedElsewhere undoes LoadClaimedElsewhere once the transfers it was for have run:
+// the other shard may yet fail to book the id, and then the id is free again.
+func (b *Book) ForgetClaimedElsewhere(id uint64) {
+	if t, ok := b.transfers[id]; ok && t == (Transfer{ID: id}) {
+		delete(b.transfers, id)
+	}
+}
+
 // LoadRemote records what never changes of an account on another shard.
 func (b *Book) LoadRemote(info AccountInfo) {
 	if len(b.remote) >= RemoteAccountCacheEntriesMax {
