@@ -304,8 +304,12 @@ func (s *shard) answered(ctx actor.Context, m *claimAnswer) {
 // watchLegs records the legs the last book call sent, so that their answers reach the
 // request waiting on them and unanswered ones are sent again.
 func (s *shard) watchLegs(before int, p *transfersPart) {
+	if before == len(s.fx.LegsOut) {
+		return
+	}
+	now := time.Now().UnixNano()
 	for _, l := range s.fx.LegsOut[before:] {
-		w := waiter{index: l.Event, sent: s.ticks, round: s.gather, first: time.Now().UnixNano()}
+		w := waiter{index: l.Event, sent: s.ticks, round: s.gather, first: now}
 		if p != nil && l.Event >= 0 {
 			w.part = p
 			p.outstanding++

@@ -260,8 +260,9 @@ func (b *Book) Trim() {
 // across rounds (Reset keeps the capacity).
 type Effects struct {
 	epoch      uint64
-	Accounts   []*Account  // accounts whose balances (or existence) changed: write each once
-	Frozen     []Account   // their values when the round was sealed (Freeze)
+	Accounts   []*Account // accounts whose balances (or existence) changed: write each once
+	Frozen     []Account  // transit accounts as they were when the round was sealed (Freeze)
+	frozen     bool
 	Opened     []Account   // accounts opened in the round, as opened
 	Transfers  []Transfer  // transfer records to write (a later entry for the same id wins)
 	Postings   []Posting   // journal entries, one per account per movement
@@ -275,6 +276,7 @@ type Effects struct {
 func (fx *Effects) Reset() {
 	fx.Accounts = fx.Accounts[:0]
 	fx.Frozen = fx.Frozen[:0]
+	fx.frozen = false
 	fx.Opened = fx.Opened[:0]
 	fx.Transfers = fx.Transfers[:0]
 	fx.Postings = fx.Postings[:0]
@@ -285,14 +287,21 @@ func (fx *Effects) Reset() {
 	fx.epoch = 0
 }
 
-// Freeze copies the round's accounts as they are now, ending the round: the book goes on
-// changing those accounts in later rounds while this one is written.
+// Freeze ends the round: it copies the round's transit accounts as they are now, because the
+// book goes on changing them in later rounds while this one is written. (A client account's
+// balance travels in its postings, which are copies already.)
 func (fx *Effects) Freeze() {
 	fx.Frozen = fx.Frozen[:0]
 	for _, a := range fx.Accounts {
-		fx.Frozen = append(fx.Frozen, *a)
+		if a.ID >= TransitIDMin {
+			fx.Frozen = append(fx.Frozen, *a)
+		}
 	}
+	fx.frozen = true
 }
+
+// IsFrozen reports whether Freeze ended the round.
+func (fx *Effects) IsFrozen() bool { return fx.frozen }
 
 // Empty reports whether the round changed nothing.
 func (fx *Effects) Empty() bool {

@@ -55,9 +55,8 @@ func (w *world) shards() uint32 { return uint32(len(w.books)) }
 // its batch is durable.
 func (w *world) commit(shard uint32) {
 	fx := &w.fx
-	fx.Freeze()
-	for _, a := range fx.Frozen {
-		w.store.accounts[a.ID] = a
+	for _, a := range fx.Accounts { // synchronous: the accounts are as the round left them
+		w.store.accounts[a.ID] = *a
 	}
 	for _, t := range fx.Transfers {
 		w.store.transfers[t.ID] = t

@@ -220,7 +220,7 @@ func (s *Store) Writer(shard uint32) *Writer {
 // Commit writes a round's effects (frozen: see ledger.Effects.Freeze) and the shard's clock
 // as one batch and returns when the batch is durable (synced WAL).
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
-	if len(fx.Frozen) != len(fx.Accounts) {
+	if !fx.IsFrozen() {
 		panic("storage: commit of a round whose accounts were not frozen")
 	}
 	b := w.batch
@@ -229,9 +229,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		w.set(idKey(w.key, prefixAccount, a.ID), encodeAccount(w.val, a))
 	}
 	for i := range fx.Frozen {
-		if a := &fx.Frozen[i]; a.ID >= ledger.TransitIDMin {
-			w.set(idKey(w.key, prefixAccount, a.ID), encodeAccount(w.val, a))
-		}
+		w.set(idKey(w.key, prefixAccount, fx.Frozen[i].ID), encodeAccount(w.val, &fx.Frozen[i]))
 	}
 	for i := range fx.Transfers {
 		t := &fx.Transfers[i]
