@@ -7,28 +7,14 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // TestSameIDFromTwoShards: two different transfers with the same id, whose debit accounts live
 // on different shards, sent at the same moment. Exactly one may be booked; the other answers
 // exists_with_different_fields; nothing is booked twice (invariant 3).
 func TestSameIDFromTwoShards(t *testing.T) {
-	store := openStore(t, vfs.NewMem(), 2)
-	defer store.Close()
-	l := startLedger(t, store)
-	defer l.Stop()
-	var a, b uint64 // debit accounts on shards 0 and 1; account 100 takes the credits
-	for id := uint64(1); a == 0 || b == 0; id++ {
-		if ledger.ShardOf(id, 2) == 0 && a == 0 {
-			a = id
-		} else if ledger.ShardOf(id, 2) == 1 && b == 0 {
-			b = id
-		}
-	}
-	if _, err := l.CreateAccounts([]ledger.Account{{ID: a, Ledger: 1, Code: 1}, {ID: b, Ledger: 1, Code: 1},
-		{ID: 100, Ledger: 1, Code: 1}}); err != nil {
-		t.Fatal(err)
-	}
+	l, store, a, b := twoShards(t)
 	const ids = 300
 	results := make([][2]ledger.TransferResult, ids)
 	var wg sync.WaitGroup
@@ -75,23 +61,8 @@ func TestSameIDFromTwoShards(t *testing.T) {
 // TestDeniedIDIsFreeAgain: when the shard that won an id fails to book it (bad input), the id
 // is free again: a shard that was denied it can book it on retry.
 func TestDeniedIDIsFreeAgain(t *testing.T) {
-	store := openStore(t, vfs.NewMem(), 2)
-	defer store.Close()
-	l := startLedger(t, store)
-	defer l.Stop()
-	var a, b uint64
-	for id := uint64(1); a == 0 || b == 0; id++ {
-		if ledger.ShardOf(id, 2) == 0 && a == 0 {
-			a = id
-		} else if ledger.ShardOf(id, 2) == 1 && b == 0 {
-			b = id
-		}
-	}
-	if _, err := l.CreateAccounts([]ledger.Account{{ID: a, Ledger: 1, Code: 1}, {ID: b, Ledger: 1, Code: 1},
-		{ID: 100, Ledger: 1, Code: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	const ids = 200
+	l, store, a, b := twoShards(t)
+	const ids = 1000
 	var denied atomic.Int64
 	for id := uint64(1); id <= ids; id++ { // both shards at once, id by id
 		var wg sync.WaitGroup
@@ -115,6 +86,9 @@ func TestDeniedIDIsFreeAgain(t *testing.T) {
 		wg.Wait()
 	}
 	t.Logf("%d of %d first attempts met a claim held by the other shard", denied.Load(), ids)
+	if denied.Load() == 0 {
+		t.Skip("no request met the other shard's claim: nothing here tests the release")
+	}
 	for id := uint64(1); id <= ids; id++ {
 		rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 5000 + id, DebitAccountID: b, CreditAccountID: 100,
 			Amount: 1, Ledger: 1, Code: 1}})
@@ -127,4 +101,26 @@ func TestDeniedIDIsFreeAgain(t *testing.T) {
 		t.Errorf("account 100 took %d credits, want %d", acc.CreditsPosted, ids)
 	}
 	verify(t, store)
+}
+
+// twoShards starts a 2-shard ledger with debit accounts a (shard 0) and b (shard 1), and
+// account 100 to take the credits.
+func twoShards(t *testing.T) (l *Ledger, store *storage.Store, a, b uint64) {
+	t.Helper()
+	store = openStore(t, vfs.NewMem(), 2)
+	t.Cleanup(func() { _ = store.Close() })
+	l = startLedger(t, store)
+	t.Cleanup(l.Stop)
+	for id := uint64(1); a == 0 || b == 0; id++ {
+		if ledger.ShardOf(id, 2) == 0 && a == 0 {
+			a = id
+		} else if ledger.ShardOf(id, 2) == 1 && b == 0 {
+			b = id
+		}
+	}
+	if _, err := l.CreateAccounts([]ledger.Account{{ID: a, Ledger: 1, Code: 1}, {ID: b, Ledger: 1, Code: 1},
+		{ID: 100, Ledger: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	return l, store, a, b
 }
