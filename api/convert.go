@@ -24,6 +24,12 @@ func AccountFromProto(a *ledgerv1.Account) ledger.Account {
 		if f.GetClosed() {
 			out.Flags |= ledger.AccountClosed
 		}
+		if f.GetInternal() {
+			out.Flags |= ledger.AccountInternal
+		}
+		if f.GetHot() {
+			out.Flags |= ledger.AccountHot
+		}
 	}
 	return out
 }
@@ -38,6 +44,8 @@ func AccountToProto(a *ledger.Account) *ledgerv1.Account {
 			CreditsMustNotExceedDebits: a.Flags&ledger.AccountCreditsMustNotExceedDebits != 0,
 			History:                    a.Flags&ledger.AccountHistory != 0,
 			Closed:                     a.Flags&ledger.AccountClosed != 0,
+			Internal:                   a.Flags&ledger.AccountInternal != 0,
+			Hot:                        a.Flags&ledger.AccountHot != 0,
 		}}
 }
 

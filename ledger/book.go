@@ -391,6 +391,10 @@ func ValidateAccount(a *Account) AccountResult {
 	case a.Flags&^accountFlagsKnown != 0,
 		a.Flags&AccountDebitsMustNotExceedCredits != 0 && a.Flags&AccountCreditsMustNotExceedDebits != 0:
 		return AccountResultFlagsAreMutuallyExclusive
+	case a.Flags&AccountHot != 0 && a.Flags&AccountInternal == 0 && a.Flags&AccountDebitsMustNotExceedCredits != 0:
+		return AccountResultHotCustomerMustAllowOverdraft
+	case a.Flags&AccountHot != 0 && a.Flags&AccountCreditsMustNotExceedDebits != 0:
+		return AccountResultHotMustNotLimitCredits
 	case a.Balance != Balance{}:
 		return AccountResultBalancesMustBeZero
 	case a.Timestamp != 0:

@@ -9,7 +9,11 @@
 // by the shard of its debit account. When the credit account lives on another shard the
 // transfer is split: the debit shard posts "debit A / credit transit" and emits a Leg; the
 // credit shard applies the Leg as "debit transit / credit B", once per LegKey, and answers
-// with a LegResult. A refused leg (the credit account is closed, over its credit limit, or
+// with a LegResult. A posted inflow to a hot account (AccountHot) makes a buffered leg: the
+// transfer's reply does not wait for it, and the sender may deliver it later, together with
+// others, so that one hot account costs its shard one round per flush rather than one per
+// request. Until it lands, the money is in transit and the hot account cannot spend it. A
+// refused leg (the credit account is closed, over its credit limit, or
 // would overflow) is reversed on the debit shard by a compensating posting, and the transfer
 // ends as StateReversed with the refusal as its result.
 //
@@ -49,7 +53,7 @@
 // answers linked_event_failed and nothing of the chain remains.
 //
 // CreateAccounts checks: id_must_not_be_zero, id_reserved, flags_are_mutually_exclusive,
-// balances_must_be_zero, timestamp_must_be_zero, ledger_must_not_be_zero,
+// hot_customer_must_allow_overdraft, hot_must_not_limit_credits, balances_must_be_zero, timestamp_must_be_zero, ledger_must_not_be_zero,
 // code_must_not_be_zero, exists_with_different_fields, exists.
 //
 // # Invariants

@@ -60,7 +60,25 @@ func run(t *testing.T, w *world, td *datadriven.TestData) string {
 		if td.HasArg("n") {
 			td.ScanArgs(t, "n", &n)
 		}
+		if td.HasArg("together") {
+			w.gather()
+		}
 		fmt.Fprintf(&out, "delivered %d, queued %d\n", w.deliver(n), len(w.queue))
+	case "queue":
+		for _, m := range w.queue {
+			for _, l := range m.legs {
+				fmt.Fprintf(&out, "leg to shard %d: transfer=%d %s amount=%d", m.to, l.TransferID,
+					legKindNames[l.Kind], l.Amount)
+				if l.Buffered {
+					out.WriteString(" buffered")
+				}
+				out.WriteString("\n")
+			}
+			for _, r := range m.answers {
+				fmt.Fprintf(&out, "answer to shard %d: transfer=%d %s %s\n", m.to, r.TransferID,
+					legKindNames[r.Kind], r.Result)
+			}
+		}
 	case "advance":
 		var seconds int
 		td.ScanArgs(t, "seconds", &seconds)

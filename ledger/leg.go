@@ -39,8 +39,12 @@ type Leg struct {
 	Held         uint64 // for LegCreditPostHeld: the held amount released
 	Ledger       uint32
 	From         uint32
-	Redelivered  bool  // sent again from the outbox: may already have been applied
-	Event        int32 // the position of the transfer that made it in its batch (-1: none); not stored
+	Redelivered  bool // sent again from the outbox: may already have been applied
+	// Buffered: a posted inflow to a hot account. The transfer's reply does not wait for its
+	// answer, and the sender may hold it back to deliver it with others (not stored: a leg
+	// recovered from the outbox is sent at once).
+	Buffered bool
+	Event    int32 // the position of the transfer that made it in its batch (-1: none); not stored
 }
 
 // LegResult is the credit shard's answer to a leg.

@@ -18,6 +18,12 @@ const (
 	AccountResultExistsWithDifferentFields AccountResult = 9
 	AccountResultExists                    AccountResult = 10
 	AccountResultOverloaded                AccountResult = 11
+	// AccountResultHotCustomerMustAllowOverdraft: a customer account (not internal) may be hot
+	// only if it allows overdraft, because one without overdraft posts in real time.
+	AccountResultHotCustomerMustAllowOverdraft AccountResult = 12
+	// AccountResultHotMustNotLimitCredits: a hot account's buffered credits cannot be checked
+	// against a credit limit when they are accepted.
+	AccountResultHotMustNotLimitCredits AccountResult = 13
 )
 
 var accountResultNames = [...]string{
@@ -32,6 +38,8 @@ var accountResultNames = [...]string{
 	9:  "exists_with_different_fields",
 	10: "exists",
 	11: "overloaded",
+	12: "hot_customer_must_allow_overdraft",
+	13: "hot_must_not_limit_credits",
 }
 
 func (r AccountResult) String() string {

@@ -156,7 +156,7 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 		kind, state = LegCreditHold, StatePending
 	}
 	ts := b.tick(now)
-	b.move(t.ID, t.Ledger, ts, dr, cr, t.CreditAccountID, kind, t.Amount, 0, fx)
+	b.move(t.ID, t.Ledger, ts, dr, cr, credit, kind, t.Amount, 0, fx)
 	n := *t
 	n.Timestamp, n.State = ts, state
 	b.setTransfer(n, fx)
@@ -250,10 +250,10 @@ func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, cre
 		if amount == 0 {
 			amount = p.Amount
 		}
-		b.move(t.ID, t.Ledger, ts, dr, cr, t.CreditAccountID, LegCreditPostHeld, amount, p.Amount, fx)
+		b.move(t.ID, t.Ledger, ts, dr, cr, credit, LegCreditPostHeld, amount, p.Amount, fx)
 		p.State = StatePendingPosted
 	} else {
-		b.move(t.ID, t.Ledger, ts, dr, cr, t.CreditAccountID, LegCreditRelease, p.Amount, 0, fx)
+		b.move(t.ID, t.Ledger, ts, dr, cr, credit, LegCreditRelease, p.Amount, 0, fx)
 		p.State = StatePendingVoided
 	}
 	b.setTransfer(p, fx)
@@ -264,9 +264,10 @@ func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, cre
 }
 
 // move posts one movement of a transfer: the debit side on dr, and the credit side on cr
-// (same shard) or on this shard's transit account plus a leg for the credit shard.
+// (same shard) or on this shard's transit account plus a leg for the credit shard. A posted
+// inflow to a hot account elsewhere makes a buffered leg.
 func (b *Book) move(transferID uint64, ledger uint32, ts uint64, dr, cr *accountState,
-	creditID uint64, kind LegKind, amount, held uint64, fx *Effects) {
+	credit AccountInfo, kind LegKind, amount, held uint64, fx *Effects) {
 	op := kind.op()
 	b.post(dr, Posting{Timestamp: ts, TransferID: transferID, Op: op.Mirror(), Amount: amount,
 		Held: held, Split: cr == nil}, fx)
@@ -275,8 +276,9 @@ func (b *Book) move(transferID uint64, ledger uint32, ts uint64, dr, cr *account
 		return
 	}
 	b.moveTransit(ledger, ts, op, amount, held, fx)
-	l := Leg{LegKey: LegKey{TransferID: transferID, Kind: kind}, Account: creditID,
-		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard, Event: b.event}
+	l := Leg{LegKey: LegKey{TransferID: transferID, Kind: kind}, Account: credit.ID,
+		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard, Event: b.event,
+		Buffered: credit.Flags&AccountHot != 0 && (kind == LegCreditPost || kind == LegCreditPostHeld)}
 	b.setOutbox(l)
 	fx.LegsOut = append(fx.LegsOut, l)
 }
@@ -315,7 +317,8 @@ func (b *Book) Expire(now uint64, fx *Effects) {
 			cr = nil
 		}
 		ts := b.tick(now)
-		b.move(p.ID, p.Ledger, ts, dr, cr, p.CreditAccountID, LegCreditRelease, p.Amount, 0, fx)
+		credit := AccountInfo{ID: p.CreditAccountID} // a release is never buffered
+		b.move(p.ID, p.Ledger, ts, dr, cr, credit, LegCreditRelease, p.Amount, 0, fx)
 		p.State = StatePendingExpired
 		b.setTransfer(p, fx)
 	}

@@ -12,9 +12,17 @@ const (
 	AccountHistory
 	// AccountClosed takes no new postings.
 	AccountClosed
+	// AccountInternal marks an account of the platform itself (fees, settlement, channel
+	// receivables), as opposed to a customer's or merchant's.
+	AccountInternal
+	// AccountHot takes posted inflows from other shards through buffers: the debit shard
+	// replies once its side is durable and delivers the credits in aggregated batches (see
+	// Leg.Buffered). Customer accounts post in real time, so a hot account must be internal or
+	// allow overdraft (no debits_must_not_exceed_credits), and it may not limit its credits.
+	AccountHot
 
 	accountFlagsKnown = AccountDebitsMustNotExceedCredits | AccountCreditsMustNotExceedDebits |
-		AccountHistory | AccountClosed
+		AccountHistory | AccountClosed | AccountInternal | AccountHot
 )
 
 // Balance is the four running totals of an account, in minor units.

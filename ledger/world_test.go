@@ -175,6 +175,26 @@ func (w *world) createTransfers(ts []ledger.Transfer) []ledger.TransferResult {
 	return results
 }
 
+// gather merges the queued legs bound for each shard into one message per shard, in order, as
+// a hot-account buffer flush delivers them; answers keep their places.
+func (w *world) gather() {
+	var merged []message
+	at := map[uint32]int{}
+	for _, m := range w.queue {
+		if len(m.legs) == 0 {
+			merged = append(merged, m)
+			continue
+		}
+		if i, ok := at[m.to]; ok {
+			merged[i].legs = append(merged[i].legs, m.legs...)
+			continue
+		}
+		at[m.to] = len(merged)
+		merged = append(merged, message{to: m.to, legs: append([]ledger.Leg(nil), m.legs...)})
+	}
+	w.queue = merged
+}
+
 // deliver hands over up to n queued messages (all if n <= 0), each as its own round.
 func (w *world) deliver(n int) int {
 	done := 0
@@ -236,6 +256,7 @@ func (w *world) crash() {
 	})
 	for _, k := range keys {
 		l := w.store.outbox[k]
+		l.Buffered = false // not stored
 		w.books[l.From].LoadOutbox(l)
 		l.Redelivered = true
 		w.queue = append(w.queue, message{to: ledger.ShardOf(l.Account, w.shards()), legs: []ledger.Leg{l}})
@@ -289,6 +310,13 @@ var accountFlagNames = map[string]ledger.AccountFlags{
 	"credits_must_not_exceed_debits": ledger.AccountCreditsMustNotExceedDebits,
 	"history":                        ledger.AccountHistory,
 	"closed":                         ledger.AccountClosed,
+	"internal":                       ledger.AccountInternal,
+	"hot":                            ledger.AccountHot,
+}
+
+var legKindNames = map[ledger.LegKind]string{
+	ledger.LegCreditPost: "post", ledger.LegCreditHold: "hold",
+	ledger.LegCreditPostHeld: "post_held", ledger.LegCreditRelease: "release",
 }
 
 var transferFlagNames = map[string]ledger.TransferFlags{

@@ -94,7 +94,8 @@ func (TransferState) EnumDescriptor() ([]byte, []int) {
 	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{0}
 }
 
-// CreateAccountResult is the outcome of one account, checked in this order.
+// CreateAccountResult is the outcome of one account, checked in this order, except that the
+// hot-account checks (12 and 13) run right after flags_are_mutually_exclusive.
 type CreateAccountResult int32
 
 const (
@@ -112,6 +113,10 @@ const (
 	CreateAccountResult_CREATE_ACCOUNT_RESULT_EXISTS                       CreateAccountResult = 10
 	// The shard that owns the account is full; retry later.
 	CreateAccountResult_CREATE_ACCOUNT_RESULT_OVERLOADED CreateAccountResult = 11
+	// A customer account (not internal) may be hot only if it allows overdraft.
+	CreateAccountResult_CREATE_ACCOUNT_RESULT_HOT_CUSTOMER_MUST_ALLOW_OVERDRAFT CreateAccountResult = 12
+	// A hot account may not set credits_must_not_exceed_debits.
+	CreateAccountResult_CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS CreateAccountResult = 13
 )
 
 // Enum value maps for CreateAccountResult.
@@ -129,20 +134,24 @@ var (
 		9:  "CREATE_ACCOUNT_RESULT_EXISTS_WITH_DIFFERENT_FIELDS",
 		10: "CREATE_ACCOUNT_RESULT_EXISTS",
 		11: "CREATE_ACCOUNT_RESULT_OVERLOADED",
+		12: "CREATE_ACCOUNT_RESULT_HOT_CUSTOMER_MUST_ALLOW_OVERDRAFT",
+		13: "CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS",
 	}
 	CreateAccountResult_value = map[string]int32{
-		"CREATE_ACCOUNT_RESULT_UNSPECIFIED":                  0,
-		"CREATE_ACCOUNT_RESULT_OK":                           1,
-		"CREATE_ACCOUNT_RESULT_ID_MUST_NOT_BE_ZERO":          2,
-		"CREATE_ACCOUNT_RESULT_ID_RESERVED":                  3,
-		"CREATE_ACCOUNT_RESULT_FLAGS_ARE_MUTUALLY_EXCLUSIVE": 4,
-		"CREATE_ACCOUNT_RESULT_BALANCES_MUST_BE_ZERO":        5,
-		"CREATE_ACCOUNT_RESULT_TIMESTAMP_MUST_BE_ZERO":       6,
-		"CREATE_ACCOUNT_RESULT_LEDGER_MUST_NOT_BE_ZERO":      7,
-		"CREATE_ACCOUNT_RESULT_CODE_MUST_NOT_BE_ZERO":        8,
-		"CREATE_ACCOUNT_RESULT_EXISTS_WITH_DIFFERENT_FIELDS": 9,
-		"CREATE_ACCOUNT_RESULT_EXISTS":                       10,
-		"CREATE_ACCOUNT_RESULT_OVERLOADED":                   11,
+		"CREATE_ACCOUNT_RESULT_UNSPECIFIED":                       0,
+		"CREATE_ACCOUNT_RESULT_OK":                                1,
+		"CREATE_ACCOUNT_RESULT_ID_MUST_NOT_BE_ZERO":               2,
+		"CREATE_ACCOUNT_RESULT_ID_RESERVED":                       3,
+		"CREATE_ACCOUNT_RESULT_FLAGS_ARE_MUTUALLY_EXCLUSIVE":      4,
+		"CREATE_ACCOUNT_RESULT_BALANCES_MUST_BE_ZERO":             5,
+		"CREATE_ACCOUNT_RESULT_TIMESTAMP_MUST_BE_ZERO":            6,
+		"CREATE_ACCOUNT_RESULT_LEDGER_MUST_NOT_BE_ZERO":           7,
+		"CREATE_ACCOUNT_RESULT_CODE_MUST_NOT_BE_ZERO":             8,
+		"CREATE_ACCOUNT_RESULT_EXISTS_WITH_DIFFERENT_FIELDS":      9,
+		"CREATE_ACCOUNT_RESULT_EXISTS":                            10,
+		"CREATE_ACCOUNT_RESULT_OVERLOADED":                        11,
+		"CREATE_ACCOUNT_RESULT_HOT_CUSTOMER_MUST_ALLOW_OVERDRAFT": 12,
+		"CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS":        13,
 	}
 )
 
@@ -355,7 +364,16 @@ type AccountFlags struct {
 	// Keep the balance after each posting, for GetAccountBalances.
 	History bool `protobuf:"varint,3,opt,name=history,proto3" json:"history,omitempty"`
 	// The account takes no new postings.
-	Closed        bool `protobuf:"varint,4,opt,name=closed,proto3" json:"closed,omitempty"`
+	Closed bool `protobuf:"varint,4,opt,name=closed,proto3" json:"closed,omitempty"`
+	// An account of the platform itself (fees, settlement, channel receivables), not a
+	// customer's or a merchant's.
+	Internal bool `protobuf:"varint,5,opt,name=internal,proto3" json:"internal,omitempty"`
+	// Hot: posted inflows from accounts on other shards are buffered. Such a transfer is
+	// acknowledged once its debit side is durable; the credit lands with the next flush of the
+	// sending shard's buffer, and until then it is in transit and not spendable. Allowed only
+	// for internal accounts and accounts that allow overdraft (without
+	// debits_must_not_exceed_credits), and never with credits_must_not_exceed_debits.
+	Hot           bool `protobuf:"varint,6,opt,name=hot,proto3" json:"hot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +432,20 @@ func (x *AccountFlags) GetHistory() bool {
 func (x *AccountFlags) GetClosed() bool {
 	if x != nil {
 		return x.Closed
+	}
+	return false
+}
+
+func (x *AccountFlags) GetInternal() bool {
+	if x != nil {
+		return x.Internal
+	}
+	return false
+}
+
+func (x *AccountFlags) GetHot() bool {
+	if x != nil {
+		return x.Hot
 	}
 	return false
 }
@@ -1719,12 +1751,14 @@ var File_ledger_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16ledger/v1/ledger.proto\x12\tledger.v1\"\xc8\x01\n" +
+	"\x16ledger/v1/ledger.proto\x12\tledger.v1\"\xf6\x01\n" +
 	"\fAccountFlags\x12B\n" +
 	"\x1edebits_must_not_exceed_credits\x18\x01 \x01(\bR\x1adebitsMustNotExceedCredits\x12B\n" +
 	"\x1ecredits_must_not_exceed_debits\x18\x02 \x01(\bR\x1acreditsMustNotExceedDebits\x12\x18\n" +
 	"\ahistory\x18\x03 \x01(\bR\ahistory\x12\x16\n" +
-	"\x06closed\x18\x04 \x01(\bR\x06closed\"\xcb\x02\n" +
+	"\x06closed\x18\x04 \x01(\bR\x06closed\x12\x1a\n" +
+	"\binternal\x18\x05 \x01(\bR\binternal\x12\x10\n" +
+	"\x03hot\x18\x06 \x01(\bR\x03hot\"\xcb\x02\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06ledger\x18\x02 \x01(\rR\x06ledger\x12\x12\n" +
@@ -1821,7 +1855,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x1dTRANSFER_STATE_PENDING_POSTED\x10\x03\x12!\n" +
 	"\x1dTRANSFER_STATE_PENDING_VOIDED\x10\x04\x12\"\n" +
 	"\x1eTRANSFER_STATE_PENDING_EXPIRED\x10\x05\x12\x1b\n" +
-	"\x17TRANSFER_STATE_REVERSED\x10\x06*\xaf\x04\n" +
+	"\x17TRANSFER_STATE_REVERSED\x10\x06*\xa2\x05\n" +
 	"\x13CreateAccountResult\x12%\n" +
 	"!CREATE_ACCOUNT_RESULT_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CREATE_ACCOUNT_RESULT_OK\x10\x01\x12-\n" +
@@ -1835,7 +1869,9 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"2CREATE_ACCOUNT_RESULT_EXISTS_WITH_DIFFERENT_FIELDS\x10\t\x12 \n" +
 	"\x1cCREATE_ACCOUNT_RESULT_EXISTS\x10\n" +
 	"\x12$\n" +
-	" CREATE_ACCOUNT_RESULT_OVERLOADED\x10\v*\xd7\x11\n" +
+	" CREATE_ACCOUNT_RESULT_OVERLOADED\x10\v\x12;\n" +
+	"7CREATE_ACCOUNT_RESULT_HOT_CUSTOMER_MUST_ALLOW_OVERDRAFT\x10\f\x124\n" +
+	"0CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS\x10\r*\xd7\x11\n" +
 	"\x14CreateTransferResult\x12&\n" +
 	"\"CREATE_TRANSFER_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CREATE_TRANSFER_RESULT_OK\x10\x01\x12.\n" +
