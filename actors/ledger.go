@@ -19,6 +19,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,15 @@ const (
 	// RedeliverAfterTicksDefault is how many ticks an unanswered leg waits before it is sent
 	// again.
 	RedeliverAfterTicksDefault = 50
+	// HotFlushIntervalDefault is how long a hot account's buffer waits for more legs before
+	// it is sent (the delay before a buffered inflow is posted and spendable).
+	HotFlushIntervalDefault = 10 * time.Millisecond
+	// HotBufferLegsMaxDefault is how many legs a hot account's buffer holds before it is sent
+	// at once.
+	HotBufferLegsMaxDefault = ledger.BatchEventsMax
+	// StopDrainTimeoutDefault bounds how long Stop waits for split transfers' credit legs
+	// (buffered ones included) to be answered; what is left is re-sent on recovery.
+	StopDrainTimeoutDefault = 10 * time.Second
 )
 
 // ErrOverloaded: a shard has as many requests as it admits; nothing of the request was run.
@@ -67,6 +77,11 @@ type Config struct {
 	ShardRequestsMax    int
 	TickInterval        time.Duration
 	RedeliverAfterTicks uint64
+	// HotFlushInterval and HotBufferLegsMax: when a hot account's buffer is sent (see hot.go).
+	HotFlushInterval time.Duration
+	HotBufferLegsMax int
+	// StopDrainTimeout bounds how long Stop waits for credit legs to be answered.
+	StopDrainTimeout time.Duration
 	// Now returns the time in Unix nanoseconds (tests give a fake clock).
 	Now func() uint64
 	// Fatal is called once when a shard meets a broken invariant or a storage error; it must
@@ -75,8 +90,9 @@ type Config struct {
 	// TransferCacheEntriesMax bounds the finished transfers each shard keeps in memory
 	// (0: ledger.TransferCacheEntriesMax); older ones are read back from storage.
 	TransferCacheEntriesMax int
-	// CommitSeconds and CommitPostings observe each round's commit latency and size.
-	CommitSeconds, CommitPostings Observer
+	// CommitSeconds and CommitPostings observe each round's commit latency and size;
+	// HotFlushLegs observes the legs of each hot-account buffer sent.
+	CommitSeconds, CommitPostings, HotFlushLegs Observer
 }
 
 func (c *Config) setDefaults() {
@@ -91,6 +107,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.RedeliverAfterTicks == 0 {
 		c.RedeliverAfterTicks = RedeliverAfterTicksDefault
+	}
+	if c.HotFlushInterval == 0 {
+		c.HotFlushInterval = HotFlushIntervalDefault
+	}
+	if c.HotBufferLegsMax == 0 {
+		c.HotBufferLegsMax = HotBufferLegsMaxDefault
+	}
+	if c.StopDrainTimeout == 0 {
+		c.StopDrainTimeout = StopDrainTimeoutDefault
 	}
 	if c.Now == nil {
 		c.Now = func() uint64 { return uint64(time.Now().UnixNano()) }
@@ -107,6 +132,9 @@ func (c *Config) setDefaults() {
 	if c.CommitPostings == nil {
 		c.CommitPostings = nopObserver{}
 	}
+	if c.HotFlushLegs == nil {
+		c.HotFlushLegs = nopObserver{}
+	}
 }
 
 // Stats are the actor layer's counters, read by the metrics adapter.
@@ -115,23 +143,27 @@ type Stats struct {
 	Postings    atomic.Uint64
 	Redelivered atomic.Uint64
 	Unexpected  atomic.Uint64 // messages of an unknown type
+	// HotFlushes counts hot-account buffer flushes by reason (FlushInterval, FlushSize,
+	// FlushDrain).
+	HotFlushes [flushReasons]atomic.Uint64
 }
 
 // Ledger is the running ledger: the shard actors over one store.
 type Ledger struct {
-	cfg     Config
-	store   *storage.Store
-	system  *actor.ActorSystem
-	pids    []*actor.PID
-	queued  []atomic.Int64 // requests admitted and not yet taken by each shard
-	outbox  []atomic.Int64 // unanswered legs of each shard, after its last round
-	oldest  []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
-	stats   Stats
-	stopped atomic.Bool
-	active  sync.WaitGroup // requests in flight
-	ticker  *time.Ticker
-	tickEnd chan struct{}
-	once    sync.Once
+	cfg      Config
+	store    *storage.Store
+	system   *actor.ActorSystem
+	pids     []*actor.PID
+	queued   []atomic.Int64 // requests admitted and not yet taken by each shard
+	outbox   []atomic.Int64 // unanswered legs of each shard, after its last round
+	oldest   []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
+	buffered []atomic.Int64 // legs in each shard's hot-account buffers, not yet sent
+	stats    Stats
+	stopped  atomic.Bool
+	active   sync.WaitGroup // requests in flight
+	ticker   *time.Ticker
+	tickEnd  chan struct{}
+	once     sync.Once
 }
 
 // Start recovers every shard from the store and starts the shard actors.
@@ -151,7 +183,8 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	}
 	l := &Ledger{cfg: cfg, store: store, queued: make([]atomic.Int64, cfg.Shards),
 		outbox: make([]atomic.Int64, cfg.Shards), oldest: make([]atomic.Int64, cfg.Shards),
-		tickEnd: make(chan struct{})}
+		buffered: make([]atomic.Int64, cfg.Shards),
+		tickEnd:  make(chan struct{})}
 	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.Default().With("component", "protoactor")
 	}))
@@ -244,6 +277,9 @@ func (l *Ledger) QueuedRequests(shard int) int64 { return l.queued[shard].Load()
 
 // OutboxLegs is the number of a shard's unanswered legs after its last round.
 func (l *Ledger) OutboxLegs(shard int) int64 { return l.outbox[shard].Load() }
+
+// BufferedLegs is the number of legs in a shard's hot-account buffers, not yet sent.
+func (l *Ledger) BufferedLegs(shard int) int64 { return l.buffered[shard].Load() }
 
 // OutboxOldest is when a shard's oldest unanswered leg was first sent, as of its last tick
 // (zero when it has none).
@@ -416,13 +452,48 @@ func (l *Ledger) chainSpans(chain []ledger.Transfer, s uint32, results []ledger.
 	return true
 }
 
-// Stop refuses new requests, waits for those in flight, lets every shard finish and commit
-// its round, and stops the actors. The store stays open (the caller closes it).
+// Drain sends every hot-account buffer now and waits until each credit leg that was
+// unanswered when it was called (buffered or not) has been answered: applied, or refused and
+// reversed. Under a load that never pauses new legs keep coming, and Drain waits only for the
+// old ones. It returns ctx's error if ctx ends first. End of day drains before its cut.
+func (l *Ledger) Drain(ctx context.Context) error {
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.active.Done()
+	return l.drain(ctx)
+}
+
+func (l *Ledger) drain(ctx context.Context) error {
+	dones := make([]chan struct{}, len(l.pids))
+	for i, pid := range l.pids {
+		dones[i] = make(chan struct{})
+		l.system.Root.Send(pid, drainMessage{done: dones[i]})
+	}
+	for _, done := range dones {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Stop refuses new requests, waits for those in flight, flushes the hot-account buffers and
+// waits (at most StopDrainTimeout) for the credit legs in flight, lets every shard finish and
+// commit its round, and stops the actors. Legs still unanswered stay in the outboxes and are
+// re-sent on recovery. The store stays open (the caller closes it).
 func (l *Ledger) Stop() {
 	if l.stopped.Swap(true) {
 		return
 	}
 	l.active.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.StopDrainTimeout)
+	if err := l.drain(ctx); err != nil {
+		slog.Warn("stop: credit legs still unanswered; recovery re-sends them", "err", err)
+	}
+	cancel()
 	l.ticker.Stop()
 	close(l.tickEnd)
 	for _, pid := range l.pids {

@@ -45,6 +45,13 @@ type shard struct {
 	held     map[uint64][]*transfersPart // parts waiting for the answer to a claim
 	claimsTo [][]uint64                  // claims to send, per shard
 	releases [][]uint64                  // claims of the gathering round, per shard
+
+	// Hot-account buffers (hot.go).
+	buffers      map[uint64][]ledger.Leg // durable buffered legs not yet sent, per credit account
+	bufferedLegs int                     // legs in buffers
+	flushArmed   bool                    // flushTimer will send a hotFlushMessage
+	flushTimer   *time.Timer
+	drains       []*drainWait
 }
 
 // round is one sealed round on its way to storage.
@@ -71,6 +78,9 @@ type waiter struct {
 	sent  uint64 // the tick it was last sent at
 	round uint64 // the round that made it: it may be re-sent only once that round is durable
 	first int64  // when it was first sent (Unix ns; for the age metric)
+	// buffered: a leg for a hot account that its buffer has not sent yet; nobody waits for it
+	// and it is not re-sent until it is.
+	buffered bool
 }
 
 func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
@@ -79,7 +89,7 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
 		answerTo: make([][]ledger.LegResult, l.cfg.Shards), claims: make(map[uint64]uint32),
 		held: make(map[uint64][]*transfersPart), claimsTo: make([][]uint64, l.cfg.Shards),
-		releases: make([][]uint64, l.cfg.Shards)}
+		releases: make([][]uint64, l.cfg.Shards), buffers: make(map[uint64][]ledger.Leg)}
 }
 
 // committer writes the shard's rounds in order, one at a time, and reports each back to the
@@ -147,6 +157,12 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.grant(ctx, m)
 	case *claimAnswer:
 		s.answered(ctx, m)
+	case hotFlushMessage:
+		s.flushBuffers(ctx, FlushInterval)
+		s.l.buffered[s.id].Store(int64(s.bufferedLegs))
+	case drainMessage:
+		s.drainLegs(ctx, m)
+		s.l.buffered[s.id].Store(int64(s.bufferedLegs))
 	case *releaseMessage:
 		for _, id := range m.ids {
 			if s.claims[id] == m.from {
@@ -154,6 +170,9 @@ func (s *shard) Receive(ctx actor.Context) {
 			}
 		}
 	case *stopMessage:
+		if s.flushTimer != nil {
+			s.flushTimer.Stop()
+		}
 		s.drain(ctx)
 		close(s.commits)
 		<-s.done
@@ -309,8 +328,8 @@ func (s *shard) watchLegs(before int, p *transfersPart) {
 	}
 	now := time.Now().UnixNano()
 	for _, l := range s.fx.LegsOut[before:] {
-		w := waiter{index: l.Event, sent: s.ticks, round: s.gather, first: now}
-		if p != nil && l.Event >= 0 {
+		w := waiter{index: l.Event, sent: s.ticks, round: s.gather, first: now, buffered: l.Buffered}
+		if p != nil && l.Event >= 0 && !l.Buffered {
 			w.part = p
 			p.outstanding++
 		}
@@ -376,6 +395,9 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 	s.sendAnswers(ctx, fx)
 	s.release(ctx, r.releases)
 	for _, a := range fx.Answered {
+		if len(s.drains) > 0 {
+			s.answeredDrain(a.LegKey)
+		}
 		w, ok := s.waiting[a.LegKey]
 		if !ok {
 			continue
@@ -453,10 +475,15 @@ func (s *shard) drain(ctx actor.Context) {
 
 func (s *shard) sendLegs(ctx actor.Context, fx *ledger.Effects) {
 	for _, l := range fx.LegsOut {
+		if l.Buffered {
+			s.buffer(ctx, l)
+			continue
+		}
 		to := ledger.ShardOf(l.Account, s.l.cfg.Shards)
 		s.legsTo[to] = append(s.legsTo[to], l)
 	}
 	s.sendLegsTo(ctx)
+	s.l.buffered[s.id].Store(int64(s.bufferedLegs))
 }
 
 func (s *shard) sendAnswers(ctx actor.Context, fx *ledger.Effects) {
@@ -495,8 +522,10 @@ func (s *shard) tick(ctx actor.Context, now uint64) {
 func (s *shard) redeliver(ctx actor.Context, age uint64) {
 	s.book.Outbox(func(l ledger.Leg) {
 		w, ok := s.waiting[l.LegKey]
-		if ok && (s.ticks-w.sent < age || w.round > s.durable) {
-			return // answered soon, or its debit is not durable yet: never credit before that
+		if ok && (s.ticks-w.sent < age || w.round > s.durable || w.buffered) {
+			// answered soon, or its debit is not durable yet (never credit before that), or
+			// its buffer has not sent it yet
+			return
 		}
 		if !ok {
 			w.first = time.Now().UnixNano()

@@ -62,6 +62,7 @@ type sim struct {
 	pendings []*simPending
 	nextID   uint64
 	crashes  int
+	flushes  [flushReasons]uint64 // hot-account buffer flushes, over every run of the ledger
 }
 
 const simAccounts = 24
@@ -72,7 +73,9 @@ func newSim(t *testing.T, seed int64) *sim {
 	s.now.Store(1_000_000_000_000)
 	s.open()
 	// Account 1 is the bank (no limits); 2..9 may not overdraw; 10 may not take more credits
-	// than its debits (a refusal target); 11 keeps history; the rest are plain.
+	// than its debits (a refusal target); 11 keeps history; 12 is hot and internal and may not
+	// overdraw (it spends only what its buffers delivered); 13 is a hot customer account that
+	// allows overdraft; the rest are plain.
 	for id := uint64(1); id <= simAccounts; id++ {
 		a := ledger.Account{ID: id, Ledger: 1, Code: 10}
 		switch {
@@ -82,6 +85,10 @@ func newSim(t *testing.T, seed int64) *sim {
 			a.Flags = ledger.AccountCreditsMustNotExceedDebits
 		case id == 11:
 			a.Flags = ledger.AccountHistory
+		case id == 12:
+			a.Flags = ledger.AccountHot | ledger.AccountInternal | ledger.AccountDebitsMustNotExceedCredits
+		case id == 13:
+			a.Flags = ledger.AccountHot | ledger.AccountHistory
 		}
 		s.accounts = append(s.accounts, a)
 		s.model[id] = &ledger.Balance{}
@@ -107,8 +114,10 @@ func (s *sim) open() {
 	s.store = store
 	// A tiny transfer cache: the shards forget and re-read transfers all the time, and trim
 	// while rounds are in flight (the forced path), which a real size would never reach here.
+	// Small hot-account buffers with a short interval: both flush reasons happen, and buffered
+	// credits land after their replies, in the middle of later requests and across crashes.
 	l, err := Start(store, Config{Shards: s.shards, TickInterval: 5 * time.Millisecond, RedeliverAfterTicks: 20,
-		TransferCacheEntriesMax: 64,
+		TransferCacheEntriesMax: 64, HotFlushInterval: 3 * time.Millisecond, HotBufferLegsMax: 3,
 		Now:                     s.now.Load, Fatal: func(err error) { s.t.Errorf("seed %d: fatal: %v", s.seed, err) }})
 	s.check(err == nil, "start: %v", err)
 	s.l = l
@@ -116,6 +125,9 @@ func (s *sim) open() {
 
 func (s *sim) close() {
 	s.l.Stop()
+	for r := range s.flushes {
+		s.flushes[r] += s.l.Stats().HotFlushes[r].Load()
+	}
 	_ = s.store.Close()
 }
 
@@ -212,7 +224,10 @@ func (s *sim) run(steps int) {
 	s.now.Add(10 * 1_000_000_000)
 	s.settle()
 	s.crash()
-	s.t.Logf("seed %d: %d steps, %d transfers acknowledged, %d crashes", s.seed, steps, len(s.acked), s.crashes)
+	s.t.Logf("seed %d: %d steps, %d transfers acknowledged, %d crashes, hot-buffer flushes %v",
+		s.seed, steps, len(s.acked), s.crashes, s.flushes)
+	s.check(steps < 100 || s.flushes[FlushInterval] > 0 && s.flushes[FlushSize] > 0,
+		"hot-account buffers were not exercised: flushes %v", s.flushes)
 }
 
 // burst sends a few requests at once and cuts the power while they are in flight. A reply

@@ -23,9 +23,10 @@ type Metrics struct {
 	transferCounter [256]prometheus.Counter
 	accountCounter  [256]prometheus.Counter
 	requestSeconds  *prometheus.HistogramVec
-	// CommitSeconds and CommitPostings go into actors.Config.
+	// CommitSeconds, CommitPostings and HotFlushLegs go into actors.Config.
 	CommitSeconds  prometheus.Histogram
 	CommitPostings prometheus.Histogram
+	HotFlushLegs   prometheus.Histogram
 }
 
 // NewMetrics makes the registry with the Go and process collectors and the ledger's own.
@@ -45,7 +46,11 @@ func NewMetrics() *Metrics {
 	m.CommitPostings = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_commit_postings",
 		Help:    "Postings per committed shard round (the group-commit batch size).",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 16)})
-	m.Registry.MustRegister(m.transfers, m.accounts, m.requestSeconds, m.CommitSeconds, m.CommitPostings)
+	m.HotFlushLegs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_hot_flush_legs",
+		Help:    "Legs per hot-account buffer flush: the inflows one aggregated delivery carries.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
+	m.Registry.MustRegister(m.transfers, m.accounts, m.requestSeconds, m.CommitSeconds, m.CommitPostings,
+		m.HotFlushLegs)
 	for r := 1; r < 256; r++ {
 		if name := ledger.TransferResult(r).String(); name != "unknown" {
 			m.transferCounter[r] = m.transfers.WithLabelValues(name)
@@ -97,6 +102,11 @@ var (
 		"Split transfers in flight: credit legs a shard sent and has not seen answered.", []string{"shard"}, nil)
 	descOldest = prometheus.NewDesc("ledger_outbox_oldest_age_seconds",
 		"Age of the oldest unanswered credit leg of a shard (0 when none).", []string{"shard"}, nil)
+	descBuffered = prometheus.NewDesc("ledger_hot_buffered_legs",
+		"Inflows to hot accounts durable at a shard and waiting in its buffers to be sent.", []string{"shard"}, nil)
+	descFlushes = prometheus.NewDesc("ledger_hot_flushes_total",
+		"Hot-account buffer flushes, by reason: interval, size (a buffer reached its limit), drain (end of day, shutdown).",
+		[]string{"reason"}, nil)
 	descTransit = prometheus.NewDesc("ledger_transit_balance",
 		"Credits minus debits posted to all transit accounts of a ledger: money between the legs of split transfers.",
 		[]string{"ledger"}, nil)
@@ -106,7 +116,7 @@ type ledgerCollector struct{ l *actors.Ledger }
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
-		descQueued, descOutbox, descOldest, descTransit} {
+		descQueued, descOutbox, descOldest, descBuffered, descFlushes, descTransit} {
 		ch <- d
 	}
 }
@@ -117,6 +127,9 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits.Load()))
 	ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.CounterValue, float64(st.Redelivered.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnexpected, prometheus.CounterValue, float64(st.Unexpected.Load()))
+	for r, name := range actors.FlushReasonNames {
+		ch <- prometheus.MustNewConstMetric(descFlushes, prometheus.CounterValue, float64(st.HotFlushes[r].Load()), name)
+	}
 	now := time.Now()
 	for s := 0; s < int(c.l.Shards()); s++ {
 		label := strconv.Itoa(s)
@@ -127,6 +140,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 			age = now.Sub(oldest).Seconds()
 		}
 		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age, label)
+		ch <- prometheus.MustNewConstMetric(descBuffered, prometheus.GaugeValue, float64(c.l.BufferedLegs(s)), label)
 	}
 	transit, err := c.l.TransitBalances()
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 func TestTinyRuns(t *testing.T) {
 	for name, c := range map[string]Config{
 		"uniform grpc":   {Distribution: Uniform, Batch: 100, Concurrency: 3},
-		"hot in process": {Distribution: Hot, HotAccounts: 2, HotPercent: 90, Batch: 64, Concurrency: 2, InProcess: true},
+		"hot in process": {Distribution: Hot, HotAccounts: 2, HotPercent: 90, HotFlagged: true, Batch: 64, Concurrency: 2, InProcess: true},
 		"zipf pending":   {Distribution: Zipf, Batch: 50, Concurrency: 2, Pending: true},
 		"batch 1 shadow": {Distribution: Uniform, Batch: 1, Concurrency: 16, Shadow: true},
 	} {

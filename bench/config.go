@@ -41,7 +41,10 @@ type Config struct {
 	Distribution string
 	HotAccounts  int
 	HotPercent   float64
-	Pending      bool // two-phase: every transfer is a hold, then a post of it
+	// HotFlagged opens the hot accounts flagged hot (and internal), so that inflows from other
+	// shards go through the hot-account buffers.
+	HotFlagged bool
+	Pending    bool // two-phase: every transfer is a hold, then a post of it
 	// ClientBatching sends each transfer alone through the Go client's automatic batching
 	// (client.CreateTransfer), as upstream services with one transfer at a time would.
 	ClientBatching bool

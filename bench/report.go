@@ -32,6 +32,7 @@ type Result struct {
 	Distribution string  `json:"distribution"`
 	HotAccounts  int     `json:"hot_accounts,omitempty"`
 	HotPercent   float64 `json:"hot_percent,omitempty"`
+	HotFlagged   bool    `json:"hot_flagged,omitempty"`
 	Pending      bool    `json:"pending"`
 	ClientBatch  bool    `json:"client_batching"`
 	Shadow       bool    `json:"shadow"`
@@ -94,7 +95,7 @@ func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *h
 		LatencyMaxMs: ms(request.Max()), TransferLatencyP50Ms: ms(transfer.ValueAtQuantile(50)),
 		TransferLatencyP99Ms: ms(transfer.ValueAtQuantile(99))}
 	if c.Distribution == Hot {
-		res.HotAccounts, res.HotPercent = c.HotAccounts, c.HotPercent
+		res.HotAccounts, res.HotPercent, res.HotFlagged = c.HotAccounts, c.HotPercent, c.HotFlagged
 	}
 	res.TransfersOK = r.done.Load() - res.TransfersFailed
 	res.TransfersPerSecond = float64(res.TransfersOK) / elapsed.Seconds()
@@ -128,10 +129,27 @@ func buckets(h *hdrhistogram.Histogram) []LatencyBucket {
 	return out
 }
 
+// settleWaitMax bounds how long the balance check waits for credits still on their way (the
+// inflows to hot accounts sit in buffers for a flush interval after their replies).
+const settleWaitMax = 10 * time.Second
+
 // checkBalances reads every account of the run back: the money in must equal the money out,
 // and (when nothing failed) equal the sum of the transfers acknowledged, so none was lost or
-// applied twice.
+// applied twice. While debits and credits differ it reads again, for at most settleWaitMax:
+// buffered credits land after their replies.
 func (r *runner) checkBalances(ctx context.Context) string {
+	deadline := time.Now().Add(settleWaitMax)
+	for {
+		msg, settled := r.readBalances(ctx)
+		if settled || time.Now().After(deadline) || ctx.Err() != nil {
+			return msg
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readBalances reads the balances once; settled is false while debits and credits differ.
+func (r *runner) readBalances(ctx context.Context) (msg string, settled bool) {
 	c := r.cfg
 	var debits, credits, debitsPending, creditsPending uint64
 	found := 0
@@ -142,7 +160,7 @@ func (r *runner) checkBalances(ctx context.Context) string {
 		}
 		as, err := r.tgt.lookupAccounts(ctx, ids)
 		if err != nil {
-			return "FAILED: lookup: " + err.Error()
+			return "FAILED: lookup: " + err.Error(), true
 		}
 		for _, a := range as {
 			debits += a.GetDebitsPosted()
@@ -154,15 +172,15 @@ func (r *runner) checkBalances(ctx context.Context) string {
 	}
 	switch {
 	case found != c.Accounts:
-		return fmt.Sprintf("FAILED: %d of %d accounts found", found, c.Accounts)
+		return fmt.Sprintf("FAILED: %d of %d accounts found", found, c.Accounts), true
 	case debits != credits || debitsPending != creditsPending:
-		return fmt.Sprintf("FAILED: debits %d (pending %d) != credits %d (pending %d)", debits, debitsPending, credits, creditsPending)
+		return fmt.Sprintf("FAILED: debits %d (pending %d) != credits %d (pending %d)", debits, debitsPending, credits, creditsPending), false
 	case r.failed.Load() == 0 && debits != r.amount.Load():
-		return fmt.Sprintf("FAILED: accounts hold %d, acknowledged transfers moved %d", debits, r.amount.Load())
+		return fmt.Sprintf("FAILED: accounts hold %d, acknowledged transfers moved %d", debits, r.amount.Load()), true
 	case r.failed.Load() > 0:
-		return fmt.Sprintf("ok: debits = credits = %d (%d transfers failed, so no total to compare)", debits, r.failed.Load())
+		return fmt.Sprintf("ok: debits = credits = %d (%d transfers failed, so no total to compare)", debits, r.failed.Load()), true
 	}
-	return fmt.Sprintf("ok: debits = credits = acknowledged amount = %d", debits)
+	return fmt.Sprintf("ok: debits = credits = acknowledged amount = %d", debits), true
 }
 
 // WriteText prints the summary a person reads.
@@ -174,7 +192,11 @@ func (res *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "\nworkload        %d transfers over %d accounts, batch %d, concurrency %d, %s",
 		res.Transfers, res.Accounts, res.Batch, res.Concurrency, res.Distribution)
 	if res.Distribution == Hot {
-		fmt.Fprintf(w, " (%g%% to %d hot accounts)", res.HotPercent, res.HotAccounts)
+		fmt.Fprintf(w, " (%g%% to %d hot accounts", res.HotPercent, res.HotAccounts)
+		if res.HotFlagged {
+			fmt.Fprint(w, ", flagged hot: inflows from other shards buffered")
+		}
+		fmt.Fprint(w, ")")
 	}
 	if res.Pending {
 		fmt.Fprint(w, ", two-phase (hold then post: each counts as a transfer)")

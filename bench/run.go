@@ -75,7 +75,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 func openAccounts(ctx context.Context, c *Config, t target) error {
 	batch := make([]*ledgerv1.Account, 0, ledger.BatchEventsMax)
 	for i := 0; i < c.Accounts; i++ {
-		batch = append(batch, &ledgerv1.Account{Id: c.IDBase + uint64(i), Ledger: c.ledgerID(), Code: 1})
+		a := &ledgerv1.Account{Id: c.IDBase + uint64(i), Ledger: c.ledgerID(), Code: 1}
+		if c.Distribution == Hot && c.HotFlagged && i >= c.Accounts-c.HotAccounts {
+			a.Flags = &ledgerv1.AccountFlags{Hot: true, Internal: true}
+		}
+		batch = append(batch, a)
 		if len(batch) == cap(batch) || i == c.Accounts-1 {
 			failed, err := t.createAccounts(ctx, batch)
 			if err != nil {

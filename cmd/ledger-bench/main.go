@@ -46,6 +46,7 @@ func run(args []string) error {
 	fs.StringVar(&c.Distribution, "distribution", bench.Uniform, "which accounts: uniform, zipf or hot")
 	fs.IntVar(&c.HotAccounts, "hot-accounts", 1, "hot: how many accounts are hot")
 	fs.Float64Var(&c.HotPercent, "hot-percent", 90, "hot: the percentage of transfers that credit a hot account")
+	fs.BoolVar(&c.HotFlagged, "hot-flagged", true, "hot: open the hot accounts flagged hot, so inflows from other shards are buffered")
 	fs.BoolVar(&c.Pending, "pending", false, "two-phase: hold each amount, then post the hold")
 	fs.BoolVar(&c.ClientBatching, "client-batching", false, "with --batch 1: send each transfer alone through the Go client's automatic batching")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the workload")

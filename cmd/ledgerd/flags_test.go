@@ -9,6 +9,7 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, args := range [][]string{{"--shards", "300"}, {"--shards", "-1"}, {"--shard-requests-max", "0"},
+		{"--hot-flush-interval", "0s"}, {"--hot-flush-interval", "2m"}, {"--hot-buffer-legs", "0"},
 		{"extra"}, {"--bogus"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q accepted", args)

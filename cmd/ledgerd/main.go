@@ -21,6 +21,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -33,10 +34,10 @@ func main() {
 
 type config struct {
 	dataDir, listen, metricsListen, logFormat, logLevel string
-	shards, shardRequestsMax                            int
+	shards, shardRequestsMax, hotBufferLegs             int
 	cacheBytes                                          int64
 	pprof                                               bool
-	drainTimeout                                        time.Duration
+	drainTimeout, hotFlushInterval                      time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -48,6 +49,10 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.shards, "shards", 0, fmt.Sprintf("number of shard actors, fixed when the store is made (0: the store's own, or %d for a new store)", actors.ShardsDefault))
 	fs.IntVar(&c.shardRequestsMax, "shard-requests-max", actors.ShardRequestsMaxDefault,
 		"requests one shard admits at once; past it requests fail with RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.hotFlushInterval, "hot-flush-interval", actors.HotFlushIntervalDefault,
+		"how long a hot account's buffer of inflows from another shard waits before it is sent")
+	fs.IntVar(&c.hotBufferLegs, "hot-buffer-legs", actors.HotBufferLegsMaxDefault,
+		"inflows a hot account's buffer holds before it is sent at once")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
@@ -64,6 +69,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.shardRequestsMax < 1 {
 		return c, fmt.Errorf("--shard-requests-max must be positive")
+	}
+	if c.hotFlushInterval < time.Millisecond || c.hotFlushInterval > time.Minute {
+		return c, fmt.Errorf("--hot-flush-interval must be 1ms to 1m, not %v", c.hotFlushInterval)
+	}
+	if c.hotBufferLegs < 1 || c.hotBufferLegs > ledger.OutboxLegsMax {
+		return c, fmt.Errorf("--hot-buffer-legs must be 1 to %d, not %d", ledger.OutboxLegsMax, c.hotBufferLegs)
 	}
 	return c, nil
 }
@@ -111,7 +122,8 @@ func run(args []string) error {
 	}()
 	metrics := api.NewMetrics()
 	l, err := actors.Start(store, actors.Config{Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax,
-		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings})
+		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
+		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs})
 	if err != nil {
 		return err
 	}
