@@ -167,16 +167,51 @@ func (s *Service) LookupAccounts(_ context.Context, req *ledgerv1.LookupAccounts
 	}
 	v := s.ledger.Store().View()
 	resp := &ledgerv1.LookupAccountsResponse{}
+	var hot []int // positions in resp of hot accounts
 	for _, id := range req.GetIds() {
 		a, found, err := v.Account(id)
 		if err != nil {
 			return nil, toStatus(err)
 		}
 		if found {
+			if a.Flags&ledger.AccountHot != 0 {
+				hot = append(hot, len(resp.Accounts))
+			}
 			resp.Accounts = append(resp.Accounts, AccountToProto(&a))
 		}
 	}
+	if len(hot) > 0 {
+		if err := s.buffered(resp.Accounts, hot); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	return resp, nil
+}
+
+// buffered reads the hot accounts again, with their inflows still in buffers, from one
+// snapshot: each such inflow counts once, either as buffered or in the balance.
+func (s *Service) buffered(accounts []*ledgerv1.Account, hot []int) error {
+	snap := s.ledger.Store().Snapshot()
+	defer snap.Close()
+	sums := make(map[uint64]uint64, len(hot))
+	for _, i := range hot {
+		sums[accounts[i].GetId()] = 0
+	}
+	if err := snap.InflowsInTransit(sums); err != nil {
+		return err
+	}
+	for _, i := range hot {
+		a, found, err := snap.Account(accounts[i].GetId())
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("api: account %d vanished between two reads", accounts[i].GetId())
+		}
+		accounts[i] = AccountToProto(&a)
+		accounts[i].CreditsBuffered = sums[a.ID]
+	}
+	return nil
 }
 
 // LookupTransfers implements LedgerService.

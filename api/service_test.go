@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
@@ -29,11 +30,17 @@ type fixture struct {
 
 func newFixture(t *testing.T, shards uint32) *fixture {
 	t.Helper()
-	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: shards, CacheBytes: 1 << 20})
+	return newFixtureWith(t, actors.Config{Shards: shards})
+}
+
+func newFixtureWith(t *testing.T, cfg actors.Config) *fixture {
+	t.Helper()
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: cfg.Shards, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := actors.Start(store, actors.Config{Shards: shards, Fatal: func(err error) { t.Errorf("fatal: %v", err) }})
+	cfg.Fatal = func(err error) { t.Errorf("fatal: %v", err) }
+	l, err := actors.Start(store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +100,40 @@ func (f *fixture) balance(t *testing.T, id uint64) *ledgerv1.Account {
 
 func tr(id, debit, credit, amount uint64) *ledgerv1.Transfer {
 	return &ledgerv1.Transfer{Id: id, DebitAccountId: debit, CreditAccountId: credit, Amount: amount, Ledger: 1, Code: 1}
+}
+
+// TestHotAccountShowsBuffered: a hot account's lookup shows inflows from another shard as
+// credits_buffered until their buffer lands, then as credits_posted, never as both.
+func TestHotAccountShowsBuffered(t *testing.T) {
+	f := newFixtureWith(t, actors.Config{Shards: 2, HotFlushInterval: time.Hour})
+	const hot = 100
+	var payer, local uint64
+	for id := uint64(1); payer == 0 || local == 0; id++ {
+		if ledger.ShardOf(id, 2) != ledger.ShardOf(hot, 2) {
+			payer = id
+		} else {
+			local = id
+		}
+	}
+	f.accounts(t, &ledgerv1.Account{Id: hot, Ledger: 1, Code: 1, Flags: &ledgerv1.AccountFlags{Hot: true, Internal: true}},
+		&ledgerv1.Account{Id: payer, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: local, Ledger: 1, Code: 1})
+	if got := f.transfers(t, tr(1, payer, hot, 70), tr(2, local, hot, 5), tr(3, payer, hot, 30)); got[0] != "ok" || got[1] != "ok" || got[2] != "ok" {
+		t.Fatalf("transfers: %v", got)
+	}
+	a := f.balance(t, hot)
+	if a.GetCreditsBuffered() != 100 || a.GetCreditsPosted() != 5 {
+		t.Fatalf("before the flush: buffered %d, posted %d; want 100 and 5", a.GetCreditsBuffered(), a.GetCreditsPosted())
+	}
+	if got := f.balance(t, payer).GetCreditsBuffered(); got != 0 {
+		t.Fatalf("a plain account shows %d buffered", got)
+	}
+	if err := f.ledger.Drain(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	a = f.balance(t, hot)
+	if a.GetCreditsBuffered() != 0 || a.GetCreditsPosted() != 105 {
+		t.Fatalf("after the flush: buffered %d, posted %d; want 0 and 105", a.GetCreditsBuffered(), a.GetCreditsPosted())
+	}
 }
 
 // TestResultNamesMatchWire: the domain's result codes and the wire enums agree by number and

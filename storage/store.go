@@ -509,6 +509,31 @@ func (v *Snapshot) ForEachOutbox(shard uint32, fn func(ledger.Leg) error) error 
 	})
 }
 
+// InflowsInTransit adds to sums[id], for each account id in sums, the posted inflows whose
+// debit side is durable and whose credit leg the account's shard has not booked yet: a hot
+// account's buffered inflows (and any other posted inflow between its two legs). Read it on
+// a Snapshot together with the accounts: one consistent cut of all shards counts each such
+// transfer either here or in the account's balance, never in both. It scans every outbox
+// (bounded by ledger.OutboxLegsMax per shard).
+func (v *Snapshot) InflowsInTransit(sums map[uint64]uint64) error {
+	lo, hi := prefixBounds(prefixOutbox)
+	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		l, err := decodeLeg(k, val)
+		if err != nil {
+			return false, err
+		}
+		if _, ok := sums[l.Account]; !ok || (l.Kind != ledger.LegCreditPost && l.Kind != ledger.LegCreditPostHeld) {
+			return true, nil
+		}
+		// The credit shard records every leg it books (l/ records are never deleted).
+		if _, booked, err := v.LegResult(l.LegKey); err != nil || booked {
+			return err == nil, err
+		}
+		sums[l.Account] += l.Amount
+		return true, nil
+	})
+}
+
 // ForEachPosting calls fn for every journal entry, account by account, oldest first.
 func (v *Snapshot) ForEachPosting(fn func(ledger.Posting) error) error {
 	lo, hi := prefixBounds(prefixPosting)

@@ -471,9 +471,13 @@ type Account struct {
 	// Output only.
 	CreditsPosted uint64 `protobuf:"varint,9,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
 	// Output only: when the account was opened, Unix nanoseconds.
-	Timestamp     uint64 `protobuf:"varint,10,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Timestamp uint64 `protobuf:"varint,10,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// Output only, for hot accounts in LookupAccounts: posted inflows booked by their debit
+	// shards and not yet delivered here (buffered). In transit: not part of credits_posted and
+	// not spendable until their buffer lands.
+	CreditsBuffered uint64 `protobuf:"varint,11,opt,name=credits_buffered,json=creditsBuffered,proto3" json:"credits_buffered,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -572,6 +576,13 @@ func (x *Account) GetCreditsPosted() uint64 {
 func (x *Account) GetTimestamp() uint64 {
 	if x != nil {
 		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *Account) GetCreditsBuffered() uint64 {
+	if x != nil {
+		return x.CreditsBuffered
 	}
 	return 0
 }
@@ -1758,7 +1769,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\ahistory\x18\x03 \x01(\bR\ahistory\x12\x16\n" +
 	"\x06closed\x18\x04 \x01(\bR\x06closed\x12\x1a\n" +
 	"\binternal\x18\x05 \x01(\bR\binternal\x12\x10\n" +
-	"\x03hot\x18\x06 \x01(\bR\x03hot\"\xcb\x02\n" +
+	"\x03hot\x18\x06 \x01(\bR\x03hot\"\xf6\x02\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06ledger\x18\x02 \x01(\rR\x06ledger\x12\x12\n" +
@@ -1770,7 +1781,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0fcredits_pending\x18\b \x01(\x04R\x0ecreditsPending\x12%\n" +
 	"\x0ecredits_posted\x18\t \x01(\x04R\rcreditsPosted\x12\x1c\n" +
 	"\ttimestamp\x18\n" +
-	" \x01(\x04R\ttimestamp\"\x87\x01\n" +
+	" \x01(\x04R\ttimestamp\x12)\n" +
+	"\x10credits_buffered\x18\v \x01(\x04R\x0fcreditsBuffered\"\x87\x01\n" +
 	"\rTransferFlags\x12\x16\n" +
 	"\x06linked\x18\x01 \x01(\bR\x06linked\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12!\n" +
