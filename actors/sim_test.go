@@ -118,7 +118,7 @@ func (s *sim) open() {
 	// credits land after their replies, in the middle of later requests and across crashes.
 	l, err := Start(store, Config{Shards: s.shards, TickInterval: 5 * time.Millisecond, RedeliverAfterTicks: 20,
 		TransferCacheEntriesMax: 64, HotFlushInterval: 3 * time.Millisecond, HotBufferLegsMax: 3,
-		Now:                     s.now.Load, Fatal: func(err error) { s.t.Errorf("seed %d: fatal: %v", s.seed, err) }})
+		Now: s.now.Load, Fatal: func(err error) { s.t.Errorf("seed %d: fatal: %v", s.seed, err) }})
 	s.check(err == nil, "start: %v", err)
 	s.l = l
 }
