@@ -104,9 +104,23 @@ var (
 		"Age of the oldest unanswered credit leg of a shard (0 when none).", []string{"shard"}, nil)
 	descBuffered = prometheus.NewDesc("ledger_hot_buffered_legs",
 		"Inflows to hot accounts durable at a shard and waiting in its buffers to be sent.", []string{"shard"}, nil)
-	descFlushes = prometheus.NewDesc("ledger_hot_flushes_total",
+	descHotFlushes = prometheus.NewDesc("ledger_hot_flushes_total",
 		"Hot-account buffer flushes, by reason: interval, size (a buffer reached its limit), drain (end of day, shutdown).",
 		[]string{"reason"}, nil)
+	descStalls = prometheus.NewDesc("ledger_storage_write_stalls_total",
+		"Times Pebble delayed writes because flushes or compactions fell behind; every commit waits meanwhile.", nil, nil)
+	descStallSeconds = prometheus.NewDesc("ledger_storage_write_stall_seconds_total",
+		"Time Pebble delayed writes, in total.", nil, nil)
+	descFlushes     = prometheus.NewDesc("ledger_storage_flushes_total", "Memtables flushed to L0.", nil, nil)
+	descCompactions = prometheus.NewDesc("ledger_storage_compactions_total", "Pebble compactions finished.", nil, nil)
+	descDebt        = prometheus.NewDesc("ledger_storage_compaction_debt_bytes",
+		"Pebble's estimate of the bytes to compact before the LSM is stable.", nil, nil)
+	descL0Files     = prometheus.NewDesc("ledger_storage_l0_files", "SSTables in L0 (many: compactions are behind).", nil, nil)
+	descL0Sublevels = prometheus.NewDesc("ledger_storage_l0_sublevels", "L0 sublevels: L0's read amplification.", nil, nil)
+	descWALBytes    = prometheus.NewDesc("ledger_storage_wal_bytes_total", "Bytes written to the write-ahead log.", nil, nil)
+	descTableBytes  = prometheus.NewDesc("ledger_storage_sstable_bytes_written_total",
+		"Bytes written to sstables by flushes and compactions (divided by the WAL bytes: write amplification).", nil, nil)
+	descDisk    = prometheus.NewDesc("ledger_storage_disk_bytes", "Disk space the store uses.", nil, nil)
 	descTransit = prometheus.NewDesc("ledger_transit_balance",
 		"Credits minus debits posted to all transit accounts of a ledger: money between the legs of split transfers.",
 		[]string{"ledger"}, nil)
@@ -116,7 +130,8 @@ type ledgerCollector struct{ l *actors.Ledger }
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
-		descQueued, descOutbox, descOldest, descBuffered, descFlushes, descTransit} {
+		descQueued, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descStalls, descStallSeconds,
+		descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels, descWALBytes, descTableBytes, descDisk} {
 		ch <- d
 	}
 }
@@ -128,7 +143,26 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.CounterValue, float64(st.Redelivered.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnexpected, prometheus.CounterValue, float64(st.Unexpected.Load()))
 	for r, name := range actors.FlushReasonNames {
-		ch <- prometheus.MustNewConstMetric(descFlushes, prometheus.CounterValue, float64(st.HotFlushes[r].Load()), name)
+		ch <- prometheus.MustNewConstMetric(descHotFlushes, prometheus.CounterValue, float64(st.HotFlushes[r].Load()), name)
+	}
+	ss := c.l.Store().Stats()
+	for _, m := range []struct {
+		d *prometheus.Desc
+		t prometheus.ValueType
+		v float64
+	}{
+		{descStalls, prometheus.CounterValue, float64(ss.WriteStalls)},
+		{descStallSeconds, prometheus.CounterValue, ss.WriteStallSeconds},
+		{descFlushes, prometheus.CounterValue, float64(ss.Flushes)},
+		{descCompactions, prometheus.CounterValue, float64(ss.Compactions)},
+		{descDebt, prometheus.GaugeValue, float64(ss.CompactionDebtBytes)},
+		{descL0Files, prometheus.GaugeValue, float64(ss.L0Files)},
+		{descL0Sublevels, prometheus.GaugeValue, float64(ss.L0Sublevels)},
+		{descWALBytes, prometheus.CounterValue, float64(ss.WALBytes)},
+		{descTableBytes, prometheus.CounterValue, float64(ss.SSTableBytesWritten)},
+		{descDisk, prometheus.GaugeValue, float64(ss.DiskBytes)},
+	} {
+		ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v)
 	}
 	now := time.Now()
 	for s := 0; s < int(c.l.Shards()); s++ {

@@ -19,6 +19,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // Result is what a run measured. The JSON names are the harness's contract with scripts.
@@ -61,6 +62,12 @@ type Result struct {
 	BytesPerTransfer  float64 `json:"bytes_per_transfer,omitempty"`
 	ServerCPUSeconds  float64 `json:"server_cpu_seconds,omitempty"`
 	ServerRSSBytes    uint64  `json:"server_rss_bytes,omitempty"`
+
+	// Embedded only: Pebble during the run.
+	WriteStalls         uint64  `json:"storage_write_stalls,omitempty"`
+	WriteStallSeconds   float64 `json:"storage_write_stall_seconds,omitempty"`
+	WALBytesPerTransfer float64 `json:"storage_wal_bytes_per_transfer,omitempty"`
+	WriteAmplification  float64 `json:"storage_write_amplification,omitempty"`
 
 	BalanceCheck string `json:"balance_check"`
 
@@ -183,6 +190,19 @@ func (r *runner) readBalances(ctx context.Context) (msg string, settled bool) {
 	return fmt.Sprintf("ok: debits = credits = acknowledged amount = %d", debits), true
 }
 
+// storage records what Pebble did between two readings.
+func (res *Result) storage(before, after storage.Stats) {
+	res.WriteStalls = after.WriteStalls - before.WriteStalls
+	res.WriteStallSeconds = after.WriteStallSeconds - before.WriteStallSeconds
+	wal := float64(after.WALBytes - before.WALBytes)
+	if res.TransfersOK > 0 {
+		res.WALBytesPerTransfer = wal / float64(res.TransfersOK)
+	}
+	if wal > 0 {
+		res.WriteAmplification = float64(after.SSTableBytesWritten-before.SSTableBytesWritten) / wal
+	}
+}
+
 // WriteText prints the summary a person reads.
 func (res *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "mode            %s", res.Mode)
@@ -218,6 +238,10 @@ func (res *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, ", %.1f allocs and %.0f bytes per transfer", res.AllocsPerTransfer, res.BytesPerTransfer)
 	}
 	fmt.Fprintln(w)
+	if res.WALBytesPerTransfer > 0 {
+		fmt.Fprintf(w, "storage         %d write stalls (%.2fs), %.0f WAL bytes per transfer, write amplification %.1f\n",
+			res.WriteStalls, res.WriteStallSeconds, res.WALBytesPerTransfer, res.WriteAmplification)
+	}
 	if res.ServerCPUSeconds > 0 {
 		fmt.Fprintf(w, "ledgerd         %.2f CPU s, RSS %.1f MiB\n", res.ServerCPUSeconds, float64(res.ServerRSSBytes)/(1<<20))
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/storage"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -54,9 +55,16 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	r := &runner{cfg: &c, tgt: tgt}
+	var before storage.Stats
+	if emb != nil {
+		before = emb.store.Stats()
+	}
 	res, err := r.run(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if emb != nil {
+		res.storage(before, emb.store.Stats())
 	}
 	res.Mode = "embedded, gRPC on loopback"
 	switch {

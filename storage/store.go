@@ -67,6 +67,7 @@ type Options struct {
 type Store struct {
 	db     *pebble.DB
 	shards uint32
+	stalls *stalls
 }
 
 // ErrNoShardCount: asked to open a store with the number of shards it has, but it has none
@@ -99,11 +100,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{},
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: 8,
-		// A write-heavy store: let L0 gather more files before compacting them into Lbase,
-		// and make Lbase large, so fewer rewrites per byte (reads are point look-ups with
-		// bloom filters, which extra L0 files cost little).
-		L0CompactionThreshold: 8,
-		L0StopWritesThreshold: 64,
+		// A write-heavy store whose postings are keyed by account, so every flush overlaps
+		// all of Lbase: let L0 gather many sublevels before compacting them into Lbase, so
+		// that each rewrite of Lbase takes in more new data, and make Lbase large. Against 8
+		// and 64, ledger-bench measured write amplification 3.4 -> 3.1, uniform 295k -> 340k
+		// transfers/s and 1M accounts 228k -> 266k/s (medians, alternating runs; recovery of
+		// 1M accounts unchanged at 2.7 s). Reads are point look-ups with bloom filters and
+		// one sorted iterator per round, which extra sublevels cost little.
+		L0CompactionThreshold: 32,
+		L0StopWritesThreshold: 256,
 		LBaseMaxBytes:         512 << 20,
 	}
 	for i := range po.Levels {
@@ -113,12 +118,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		// compress little, so none.
 		po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 	}
+	st := &stalls{}
+	listener := st.listener()
+	po.EventListener = &listener
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: opts.Shards}
+	s := &Store{db: db, shards: opts.Shards, stalls: st}
 	if err := s.checkFormat(); err != nil {
 		_ = db.Close()
 		return nil, err

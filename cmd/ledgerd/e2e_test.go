@@ -314,8 +314,31 @@ func TestMetricsAndHealth(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, name := range []string{"ledger_transfers_total", "ledger_commit_duration_seconds", "ledger_outbox_legs",
-		"ledger_shard_queued_requests", "go_goroutines", "process_resident_memory_bytes"} {
+	// Every metric the README documents is served, except those that appear only once their
+	// event happened (a gRPC request, a split transfer).
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := map[string]bool{"ledger_grpc_request_duration_seconds": true, "ledger_transit_balance": true}
+	var documented []string
+	name := regexp.MustCompile("`(ledger_[a-z0-9_]+)")
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `ledger_") {
+			for _, m := range name.FindAllStringSubmatch(strings.SplitN(line, "|", 3)[1], -1) {
+				documented = append(documented, m[1])
+			}
+		}
+	}
+	if len(documented) < 25 {
+		t.Fatalf("found only %d metrics in the README's table", len(documented))
+	}
+	for _, m := range documented {
+		if !later[m] && !strings.Contains(body, "\n"+m) {
+			t.Errorf("/metrics lacks %s, which the README documents", m)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
 		if !strings.Contains(body, name) {
 			t.Errorf("/metrics lacks %s", name)
 		}

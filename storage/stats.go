@@ -1,0 +1,66 @@
+package storage
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Stats are the storage engine's figures an operator watches: write stalls first, since a
+// stall holds every shard's commit (and so every reply) until Pebble catches up.
+type Stats struct {
+	WriteStalls         uint64  // times Pebble delayed writes (too many memtables or L0 files)
+	WriteStallSeconds   float64 // time writes were delayed, in total
+	Flushes             int64   // memtables flushed to L0
+	Compactions         int64   // compactions finished
+	CompactionDebtBytes uint64  // Pebble's estimate of the bytes to compact before the LSM is stable
+	L0Files             int64   // sstables in L0
+	L0Sublevels         int32   // read amplification of L0
+	WALBytes            uint64  // bytes written to the write-ahead log
+	SSTableBytesWritten uint64  // bytes written to sstables by flushes and compactions
+	DiskBytes           uint64  // disk space the store uses
+}
+
+// stalls counts Pebble's write stalls through its event listener.
+type stalls struct {
+	count atomic.Uint64
+	nanos atomic.Int64
+	began atomic.Int64 // Unix ns of the stall in progress; 0 when none
+}
+
+func (s *stalls) listener() pebble.EventListener {
+	return pebble.EventListener{
+		WriteStallBegin: func(pebble.WriteStallBeginInfo) {
+			s.count.Add(1)
+			s.began.Store(time.Now().UnixNano())
+		},
+		WriteStallEnd: func() {
+			if b := s.began.Swap(0); b != 0 {
+				s.nanos.Add(time.Now().UnixNano() - b)
+			}
+		},
+	}
+}
+
+// Stats reads the engine's figures (cheap enough for every metrics scrape).
+func (s *Store) Stats() Stats {
+	m := s.db.Metrics()
+	stallNanos := s.stalls.nanos.Load()
+	if b := s.stalls.began.Load(); b != 0 {
+		stallNanos += time.Now().UnixNano() - b
+	}
+	total := m.Total()
+	return Stats{
+		WriteStalls:         s.stalls.count.Load(),
+		WriteStallSeconds:   time.Duration(stallNanos).Seconds(),
+		Flushes:             m.Flush.Count,
+		Compactions:         m.Compact.Count,
+		CompactionDebtBytes: m.Compact.EstimatedDebt,
+		L0Files:             m.Levels[0].TablesCount,
+		L0Sublevels:         m.Levels[0].Sublevels,
+		WALBytes:            m.WAL.BytesWritten,
+		SSTableBytesWritten: total.TableBytesFlushed + total.TableBytesCompacted,
+		DiskBytes:           m.DiskSpaceUsage(),
+	}
+}
