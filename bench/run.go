@@ -14,8 +14,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/ledgercore/ledger/ledger"
-	"github.com/ledgercore/ledger/storage"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // Latencies are recorded in microseconds from 1 µs to 10 minutes with 3 significant digits.
