@@ -168,17 +168,14 @@ func (s *Service) LookupAccounts(_ context.Context, req *ledgerv1.LookupAccounts
 	v := s.ledger.Store().View()
 	resp := &ledgerv1.LookupAccountsResponse{}
 	var hot []int // positions in resp of hot accounts
-	for _, id := range req.GetIds() {
-		a, found, err := v.Account(id)
-		if err != nil {
-			return nil, toStatus(err)
+	err := v.Accounts(req.GetIds(), func(a ledger.Account) {
+		if a.Flags&ledger.AccountHot != 0 {
+			hot = append(hot, len(resp.Accounts))
 		}
-		if found {
-			if a.Flags&ledger.AccountHot != 0 {
-				hot = append(hot, len(resp.Accounts))
-			}
-			resp.Accounts = append(resp.Accounts, AccountToProto(&a))
-		}
+		resp.Accounts = append(resp.Accounts, AccountToProto(&a))
+	})
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	if len(hot) > 0 {
 		if err := s.buffered(resp.Accounts, hot); err != nil {

@@ -89,18 +89,9 @@ func (p inProcess) createTransfers(_ context.Context, ts []*ledgerv1.Transfer) (
 }
 
 func (p inProcess) lookupAccounts(_ context.Context, ids []uint64) ([]*ledgerv1.Account, error) {
-	v := p.l.Store().View()
 	var out []*ledgerv1.Account
-	for _, id := range ids {
-		a, found, err := v.Account(id)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			out = append(out, api.AccountToProto(&a))
-		}
-	}
-	return out, nil
+	err := p.l.Store().View().Accounts(ids, func(a ledger.Account) { out = append(out, api.AccountToProto(&a)) })
+	return out, err
 }
 
 func (p inProcess) close() error { return nil }

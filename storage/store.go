@@ -303,18 +303,42 @@ func (v *Snapshot) get(key []byte, decode func(v []byte) error) (bool, error) {
 
 // Account reads an account with its current balance.
 func (v *Snapshot) Account(id uint64) (a ledger.Account, found bool, err error) {
-	var key [accountKeyLen]byte
-	k := idKey(key[:0], prefixAccount, id)
-	found, err = v.get(k, func(val []byte) error { a, err = decodeAccount(k, val); return err })
-	if err != nil || !found {
-		return a, found, err
-	}
-	it, err := v.postingsIter()
-	if err != nil {
-		return a, found, err
-	}
-	err = errors.Join(v.balance(it, &a), it.Close())
+	err = v.Accounts([]uint64{id}, func(got ledger.Account) { a, found = got, true })
 	return a, found, err
+}
+
+// Accounts reads many accounts, in the order of ids, and calls fn for each one found. One
+// iterator over the postings serves them all: making an iterator costs more than the seek
+// that finds an account's latest posting.
+func (v *Snapshot) Accounts(ids []uint64, fn func(ledger.Account)) (err error) {
+	var it *pebble.Iterator
+	defer func() {
+		if it != nil {
+			err = errors.Join(err, it.Close())
+		}
+	}()
+	var key [accountKeyLen]byte
+	for _, id := range ids {
+		var a ledger.Account
+		k := idKey(key[:0], prefixAccount, id)
+		found, err := v.get(k, func(val []byte) (derr error) { a, derr = decodeAccount(k, val); return derr })
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue
+		}
+		if it == nil {
+			if it, err = v.postingsIter(); err != nil {
+				return err
+			}
+		}
+		if err := v.balance(it, &a); err != nil {
+			return err
+		}
+		fn(a)
+	}
+	return nil
 }
 
 func (v *Snapshot) postingsIter() (*pebble.Iterator, error) {
