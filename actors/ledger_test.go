@@ -96,6 +96,12 @@ func TestSplitTransfersSurviveRestart(t *testing.T) {
 	if trs[0] != ledger.ResultExists {
 		t.Errorf("resend: %v", trs[0])
 	}
+	// Once every answer is taken, the credit shards forget their records of the legs.
+	waitFor(t, func() bool {
+		n := 0
+		_ = store.View().ForEachLegResult(func(ledger.LegResult) error { n++; return nil })
+		return n == 0
+	})
 	l.Stop()
 	verify(t, store)
 	if err := store.Close(); err != nil {

@@ -29,6 +29,9 @@ type legsMessage struct{ legs []ledger.Leg }
 // answersMessage carries a credit shard's answers back to the debit shard.
 type answersMessage struct{ answers []ledger.LegResult }
 
+// forgetMessage tells a credit shard which legs' records it may delete (ledger.LegForget).
+type forgetMessage struct{ keys []ledger.LegKey }
+
 // flushMessage is what a shard sends itself when a round has work: it arrives after every
 // message already in the mailbox, so one round takes a whole mailbox's worth.
 type flushMessage struct{}

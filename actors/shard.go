@@ -139,6 +139,9 @@ func (s *shard) Receive(ctx actor.Context) {
 	case *answersMessage:
 		s.book.ApplyLegResults(s.l.cfg.Now(), m.answers, s.fx)
 		s.queueFlush(ctx)
+	case *forgetMessage:
+		s.book.ForgetLegs(m.keys, s.fx)
+		s.queueFlush(ctx)
 	case flushMessage:
 		s.queued = false
 		s.runArrived(ctx)
@@ -393,6 +396,7 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 	s.l.stats.Commits.Add(1)
 	s.sendLegs(ctx, fx)
 	s.sendAnswers(ctx, fx)
+	s.sendForgets(ctx, fx)
 	s.release(ctx, r.releases)
 	for _, a := range fx.Answered {
 		if len(s.drains) > 0 {
@@ -494,6 +498,22 @@ func (s *shard) sendAnswers(ctx actor.Context, fx *ledger.Effects) {
 		if len(answers) > 0 {
 			ctx.Send(s.l.pids[to], &answersMessage{answers: append([]ledger.LegResult(nil), answers...)})
 			s.answerTo[to] = answers[:0]
+		}
+	}
+}
+
+// sendForgets tells credit shards which legs' answers this durable round took.
+func (s *shard) sendForgets(ctx actor.Context, fx *ledger.Effects) {
+	if len(fx.Forget) == 0 {
+		return
+	}
+	keys := make([][]ledger.LegKey, s.l.cfg.Shards)
+	for _, f := range fx.Forget {
+		keys[f.To] = append(keys[f.To], f.LegKey)
+	}
+	for to, ks := range keys {
+		if len(ks) > 0 {
+			ctx.Send(s.l.pids[to], &forgetMessage{keys: ks})
 		}
 	}
 }

@@ -270,6 +270,10 @@ type Effects struct {
 	LegsDone   []LegResult // legs applied here: record them, and answer their senders
 	OutboxDone []LegKey    // answered legs to delete from the outbox
 	Answered   []LegResult // answered legs, for the requests that wait on them
+	// Forget: once OutboxDone is durable, tell each leg's credit shard to delete its record.
+	Forget []LegForget
+	// LegsForgotten: records of applied legs to delete (their senders will not send again).
+	LegsForgotten []LegKey
 }
 
 // Reset empties fx for the next round.
@@ -284,6 +288,8 @@ func (fx *Effects) Reset() {
 	fx.LegsDone = fx.LegsDone[:0]
 	fx.OutboxDone = fx.OutboxDone[:0]
 	fx.Answered = fx.Answered[:0]
+	fx.Forget = fx.Forget[:0]
+	fx.LegsForgotten = fx.LegsForgotten[:0]
 	fx.epoch = 0
 }
 
@@ -306,7 +312,7 @@ func (fx *Effects) IsFrozen() bool { return fx.frozen }
 // Empty reports whether the round changed nothing.
 func (fx *Effects) Empty() bool {
 	return len(fx.Accounts) == 0 && len(fx.Transfers) == 0 && len(fx.LegsDone) == 0 &&
-		len(fx.OutboxDone) == 0 && len(fx.LegsOut) == 0
+		len(fx.OutboxDone) == 0 && len(fx.LegsOut) == 0 && len(fx.LegsForgotten) == 0
 }
 
 // begin ties fx to a round of b.

@@ -78,6 +78,9 @@ func run(t *testing.T, w *world, td *datadriven.TestData) string {
 				fmt.Fprintf(&out, "answer to shard %d: transfer=%d %s %s\n", m.to, r.TransferID,
 					legKindNames[r.Kind], r.Result)
 			}
+			for _, k := range m.forget {
+				fmt.Fprintf(&out, "forget to shard %d: transfer=%d %s\n", m.to, k.TransferID, legKindNames[k.Kind])
+			}
 		}
 	case "advance":
 		var seconds int
@@ -88,6 +91,8 @@ func run(t *testing.T, w *world, td *datadriven.TestData) string {
 	case "crash":
 		w.crash()
 		fmt.Fprintf(&out, "recovered; outbox re-sends %d\n", len(w.queue))
+	case "leg-records":
+		fmt.Fprintf(&out, "%d\n", len(w.store.legsDone))
 	case "balances":
 		printBalances(w, &out)
 	case "transfer":

@@ -47,6 +47,14 @@ type Leg struct {
 	Event    int32 // the position of the transfer that made it in its batch (-1: none); not stored
 }
 
+// LegForget tells the credit shard To that the sender has durably taken the answer to a leg
+// (its outbox record is gone), so the leg will never be sent again and the credit shard may
+// delete its record of it.
+type LegForget struct {
+	LegKey
+	To uint32
+}
+
 // LegResult is the credit shard's answer to a leg.
 type LegResult struct {
 	LegKey
@@ -115,6 +123,7 @@ func (b *Book) ApplyLegResults(now uint64, results []LegResult, fx *Effects) {
 		}
 		delete(b.outbox, r.LegKey)
 		fx.OutboxDone = append(fx.OutboxDone, r.LegKey)
+		fx.Forget = append(fx.Forget, LegForget{LegKey: r.LegKey, To: ShardOf(l.Account, b.shards)})
 		if l.Kind == LegCreditHold {
 			delete(b.holding, l.TransferID)
 		}
@@ -122,6 +131,17 @@ func (b *Book) ApplyLegResults(now uint64, results []LegResult, fx *Effects) {
 			b.reverse(now, &l, r.Result, fx)
 		}
 		fx.Answered = append(fx.Answered, r)
+	}
+}
+
+// ForgetLegs deletes this shard's records of legs whose senders have durably taken the
+// answers (LegForget): no copy of them can come any more. A record a crash kept from being
+// forgotten stays, harmless: it would only answer a copy that cannot come.
+func (b *Book) ForgetLegs(keys []LegKey, fx *Effects) {
+	b.begin(fx)
+	for _, k := range keys {
+		delete(b.legs, k)
+		fx.LegsForgotten = append(fx.LegsForgotten, k)
 	}
 }
 

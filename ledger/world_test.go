@@ -35,6 +35,7 @@ type message struct {
 	to      uint32
 	legs    []ledger.Leg
 	answers []ledger.LegResult
+	forget  []ledger.LegKey
 }
 
 func newWorld(shards uint32) *world {
@@ -71,12 +72,18 @@ func (w *world) commit(shard uint32) {
 	for _, r := range fx.LegsDone {
 		w.store.legsDone[r.LegKey] = r.Result
 	}
+	for _, k := range fx.LegsForgotten {
+		delete(w.store.legsDone, k)
+	}
 	w.store.clocks[shard] = w.books[shard].Clock()
 	for _, l := range fx.LegsOut {
 		w.queue = append(w.queue, message{to: ledger.ShardOf(l.Account, w.shards()), legs: []ledger.Leg{l}})
 	}
 	for _, r := range fx.LegsDone {
 		w.queue = append(w.queue, message{to: r.From, answers: []ledger.LegResult{r}})
+	}
+	for _, f := range fx.Forget {
+		w.queue = append(w.queue, message{to: f.To, forget: []ledger.LegKey{f.LegKey}})
 	}
 	fx.Reset()
 	w.books[shard].Trim()
@@ -202,11 +209,14 @@ func (w *world) deliver(n int) int {
 		m := w.queue[0]
 		w.queue = w.queue[1:]
 		b := w.books[m.to]
-		if len(m.legs) > 0 {
+		switch {
+		case len(m.legs) > 0:
 			b.NeedsForLegs(m.legs, &w.needs)
 			w.prefetch(b)
 			b.ApplyLegs(w.now, m.legs, &w.fx)
-		} else {
+		case len(m.forget) > 0:
+			b.ForgetLegs(m.forget, &w.fx)
+		default:
 			b.ApplyLegResults(w.now, m.answers, &w.fx)
 		}
 		w.commit(m.to)

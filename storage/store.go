@@ -21,7 +21,9 @@
 //	o <shard> <transfer id> <kind>     outbox: a credit leg the shard sent and has not seen
 //	                                   answered
 //	l <transfer id> <kind>             a credit leg the credit shard applied (or refused),
-//	                                   with its result: a re-sent leg is answered from here
+//	                                   with its result: a re-sent leg is answered from here;
+//	                                   deleted when the sender, its outbox record gone, says
+//	                                   the leg will not come again
 //	c <shard>                          the shard's last timestamp
 //	m shards                           the number of shards the store was made with
 //	m format                           the key layout and record encoding version
@@ -261,6 +263,10 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	for _, r := range fx.LegsDone {
 		w.set(legDoneKey(w.key, r.LegKey), append(w.val[:0], byte(r.Result)))
 	}
+	for _, k := range fx.LegsForgotten {
+		// A plain delete: a leg delivered twice had its record set twice.
+		w.del(legDoneKey(w.key, k))
+	}
 	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
 	err := b.Commit(pebble.Sync)
 	b.Reset()
@@ -275,6 +281,12 @@ func (w *Writer) set(k, v []byte) {
 		panic(err) // only on a closed batch: a bug
 	}
 	w.key, w.val = k, v
+}
+
+func (w *Writer) del(k []byte) {
+	if err := w.batch.Delete(k, nil); err != nil {
+		panic(err) // only on a closed batch: a bug
+	}
 }
 
 // singleDel deletes a key that was set exactly once (an outbox or pending record): when the
@@ -557,7 +569,8 @@ func (v *Snapshot) InflowsInTransit(sums map[uint64]uint64) error {
 		if _, ok := sums[l.Account]; !ok || (l.Kind != ledger.LegCreditPost && l.Kind != ledger.LegCreditPostHeld) {
 			return true, nil
 		}
-		// The credit shard records every leg it books (l/ records are never deleted).
+		// The credit shard records every leg it books, and deletes the record only after the
+		// sender's outbox record is gone.
 		if _, booked, err := v.LegResult(l.LegKey); err != nil || booked {
 			return err == nil, err
 		}
