@@ -50,7 +50,7 @@ var addrPattern = regexp.MustCompile(`grpc=(\S+)`)
 func start(t *testing.T, bin, dataDir string) *server {
 	t.Helper()
 	cmd := exec.Command(bin, "--data-dir", dataDir, "--listen", "127.0.0.1:0",
-		"--metrics-listen", "", "--shards", "4")
+		"--metrics-listen", "", "--shards", "4", "--hot-flush-interval", "50ms")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +107,7 @@ func dial(t *testing.T, addr string) (ledgerv1.LedgerServiceClient, ledgerv1.Adm
 const e2eAccounts = 64
 
 // TestKillUnderLoad starts ledgerd as a real process, loads it with transfers from several
-// clients, kills it with SIGKILL mid-load, restarts it, and checks that every acknowledged
+// clients (a quarter of them into a hot account), kills it with SIGKILL mid-load, restarts it, and checks that every acknowledged
 // transfer is there as sent, that nothing was applied twice (each account's balance is the sum
 // of the transfers the store holds), that ledgerctl verify is clean on the running server and,
 // after a clean SIGTERM stop, on the stopped store.
@@ -127,6 +127,9 @@ func TestKillUnderLoad(t *testing.T) {
 	for id := uint64(1); id <= e2eAccounts; id++ {
 		accounts = append(accounts, &ledgerv1.Account{Id: id, Ledger: 1, Code: 10})
 	}
+	// Account 1 is hot: a quarter of the transfers pay into it, and those from other shards
+	// wait in the senders' buffers (50 ms) after their replies, so the kill finds some there.
+	accounts[0].Flags = &ledgerv1.AccountFlags{Hot: true, Internal: true}
 	if resp, err := client.CreateAccounts(ctx, &ledgerv1.CreateAccountsRequest{Accounts: accounts}); err != nil || len(resp.GetResults()) > 0 {
 		t.Fatalf("create accounts: %v %v", resp, err)
 	}
@@ -151,6 +154,9 @@ func TestKillUnderLoad(t *testing.T) {
 				for i := range batch {
 					d := rng.Uint64N(e2eAccounts) + 1
 					cr := (d+rng.Uint64N(e2eAccounts-1))%e2eAccounts + 1
+					if d != 1 && rng.Uint64N(4) == 0 {
+						cr = 1
+					}
 					batch[i] = &ledgerv1.Transfer{Id: uint64(c+1)<<40 | seq<<8 | uint64(i), DebitAccountId: d,
 						CreditAccountId: cr, Amount: rng.Uint64N(1000) + 1, Ledger: 1, Code: 1,
 						BizId: fmt.Sprintf("order-%d-%d", c, seq)}
