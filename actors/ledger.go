@@ -96,27 +96,13 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Shards == 0 {
-		c.Shards = ShardsDefault
-	}
-	if c.ShardRequestsMax == 0 {
-		c.ShardRequestsMax = ShardRequestsMaxDefault
-	}
-	if c.TickInterval == 0 {
-		c.TickInterval = TickIntervalDefault
-	}
-	if c.RedeliverAfterTicks == 0 {
-		c.RedeliverAfterTicks = RedeliverAfterTicksDefault
-	}
-	if c.HotFlushInterval == 0 {
-		c.HotFlushInterval = HotFlushIntervalDefault
-	}
-	if c.HotBufferLegsMax == 0 {
-		c.HotBufferLegsMax = HotBufferLegsMaxDefault
-	}
-	if c.StopDrainTimeout == 0 {
-		c.StopDrainTimeout = StopDrainTimeoutDefault
-	}
+	orDefault(&c.Shards, ShardsDefault)
+	orDefault(&c.ShardRequestsMax, ShardRequestsMaxDefault)
+	orDefault(&c.TickInterval, TickIntervalDefault)
+	orDefault(&c.RedeliverAfterTicks, RedeliverAfterTicksDefault)
+	orDefault(&c.HotFlushInterval, HotFlushIntervalDefault)
+	orDefault(&c.HotBufferLegsMax, HotBufferLegsMaxDefault)
+	orDefault(&c.StopDrainTimeout, StopDrainTimeoutDefault)
 	if c.Now == nil {
 		c.Now = func() uint64 { return uint64(time.Now().UnixNano()) }
 	}
@@ -126,14 +112,16 @@ func (c *Config) setDefaults() {
 			os.Exit(70)
 		}
 	}
-	if c.CommitSeconds == nil {
-		c.CommitSeconds = nopObserver{}
-	}
-	if c.CommitPostings == nil {
-		c.CommitPostings = nopObserver{}
-	}
-	if c.HotFlushLegs == nil {
-		c.HotFlushLegs = nopObserver{}
+	orDefault[Observer](&c.CommitSeconds, nopObserver{})
+	orDefault[Observer](&c.CommitPostings, nopObserver{})
+	orDefault[Observer](&c.HotFlushLegs, nopObserver{})
+}
+
+// orDefault sets *v to d when *v is the zero value.
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
 	}
 }
 

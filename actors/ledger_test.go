@@ -28,6 +28,20 @@ func startLedger(t *testing.T, store *storage.Store) *Ledger {
 	return l
 }
 
+// openAccounts opens accounts and fails the test unless every one is opened.
+func openAccounts(t *testing.T, l *Ledger, as ...ledger.Account) {
+	t.Helper()
+	rs, err := l.CreateAccounts(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r != ledger.AccountResultOK {
+			t.Fatalf("account %d: %v", as[i].ID, r)
+		}
+	}
+}
+
 func verify(t *testing.T, store *storage.Store) {
 	t.Helper()
 	snap := store.Snapshot()
@@ -51,15 +65,7 @@ func TestSplitTransfersSurviveRestart(t *testing.T) {
 	for id := uint64(1); id <= 8; id++ {
 		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 1})
 	}
-	rs, err := l.CreateAccounts(as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range rs {
-		if r != ledger.AccountResultOK {
-			t.Fatalf("account %d: %v", as[i].ID, r)
-		}
-	}
+	openAccounts(t, l, as...)
 	var ts []ledger.Transfer
 	for id := uint64(1); id <= 100; id++ {
 		ts = append(ts, ledger.Transfer{ID: id, DebitAccountID: id%8 + 1, CreditAccountID: (id+3)%8 + 1,
