@@ -12,8 +12,8 @@ import (
 // record (the journal entry) commit in the sender's round, and the request is answered then,
 // without waiting for the credit side. Once that round is durable the leg joins this shard's
 // buffer for its account; the buffer goes to the account's shard as one message when it
-// reaches HotBufferLegsMax legs, when HotFlushInterval has passed since it began, or when a
-// Drain asks (before an accounting-day cut, and on Stop). The credit shard applies the whole
+// reaches HotBufferLegsMax legs, at most HotFlushInterval after its first leg (one timer per
+// shard sends every buffer), or when a Drain asks (before an accounting-day cut, and on Stop). The credit shard applies the whole
 // message in one round, each detail with its own posting and running balance.
 //
 // Buffered legs are outbox legs like any other: a crash loses only the buffer, and recovery
