@@ -28,11 +28,13 @@ const (
 
 // Config is one benchmark run.
 type Config struct {
-	Addr        string // a running ledgerd; empty runs an embedded ledger
-	InProcess   bool   // embedded only: call the ledger directly, skipping gRPC
-	DataDir     string // embedded only: the store's directory (empty: a temporary one)
-	Shards      int    // embedded only
-	MetricsAddr string // --addr only: ledgerd's metrics address, to report its CPU and memory
+	Addr      string // a running ledgerd; empty runs an embedded ledger
+	InProcess bool   // embedded only: call the ledger directly, skipping gRPC
+	DataDir   string // embedded only: the store's directory (empty: a temporary one)
+	Shards    int    // embedded only
+	// HotFlushInterval is the embedded ledger's hot-account flush interval (0: its default).
+	HotFlushInterval time.Duration
+	MetricsAddr      string // --addr only: ledgerd's metrics address, to report its CPU and memory
 
 	Accounts     int
 	Transfers    int
@@ -88,6 +90,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Addr != "" && (c.InProcess || c.DataDir != "") {
 		errs = append(errs, errors.New("--in-process and --data-dir are for the embedded ledger, not --addr"))
+	}
+	if c.HotFlushInterval != 0 && (c.HotFlushInterval < time.Millisecond || c.HotFlushInterval > time.Minute) {
+		errs = append(errs, fmt.Errorf("--hot-flush-interval must be 1ms to 1m"))
 	}
 	if c.Shards < 1 || c.Shards > ledger.ShardsMax {
 		errs = append(errs, fmt.Errorf("--shards must be 1 to %d", ledger.ShardsMax))

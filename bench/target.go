@@ -123,7 +123,7 @@ func startEmbedded(c *Config) (*embedded, error) {
 		return nil, errors.Join(err, e.cleanup())
 	}
 	e.store = store
-	l, err := actors.Start(store, actors.Config{Shards: uint32(c.Shards)})
+	l, err := actors.Start(store, actors.Config{Shards: uint32(c.Shards), HotFlushInterval: c.HotFlushInterval})
 	if err != nil {
 		return nil, errors.Join(err, e.close())
 	}

@@ -38,6 +38,8 @@ func run(args []string) error {
 	fs.BoolVar(&c.InProcess, "in-process", false, "embedded: call the ledger directly, skipping gRPC")
 	fs.StringVar(&c.DataDir, "data-dir", "", "embedded: the store's directory (default: a temporary one, removed after)")
 	fs.IntVar(&c.Shards, "shards", actors.ShardsDefault, "embedded: shard actors")
+	fs.DurationVar(&c.HotFlushInterval, "hot-flush-interval", actors.HotFlushIntervalDefault,
+		"embedded: how long a buffer of inflows to a hot account waits before it is sent")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "--addr: ledgerd's metrics address, to report its CPU and memory")
 	fs.IntVar(&c.Accounts, "accounts", 10_000, "accounts the transfers move between")
 	fs.IntVar(&c.Transfers, "transfers", 1_000_000, "transfers to make")
