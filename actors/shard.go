@@ -345,10 +345,10 @@ func (s *shard) watchLegs(before int, p *transfersPart) {
 func (s *shard) prefetch() {
 	s.must(s.view.Transfers(s.needs.Transfers, s.book.LoadTransfer))
 	for _, id := range s.needs.Remote {
-		a, found, err := s.view.Account(id)
+		info, found, err := s.view.AccountInfo(id)
 		s.must(err)
 		if found {
-			s.book.LoadRemote(a.Info())
+			s.book.LoadRemote(info)
 		}
 	}
 	for _, k := range s.needs.Legs {

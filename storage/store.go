@@ -319,6 +319,18 @@ func (v *Snapshot) Account(id uint64) (a ledger.Account, found bool, err error) 
 	return a, found, err
 }
 
+// AccountInfo reads what never changes of an account (its record only, not its balance).
+func (v *Snapshot) AccountInfo(id uint64) (info ledger.AccountInfo, found bool, err error) {
+	var key [accountKeyLen]byte
+	k := idKey(key[:0], prefixAccount, id)
+	found, err = v.get(k, func(val []byte) error {
+		a, err := decodeAccount(k, val)
+		info = a.Info()
+		return err
+	})
+	return info, found, err
+}
+
 // Accounts reads many accounts, in the order of ids, and calls fn for each one found. One
 // iterator over the postings serves them all: making an iterator costs more than the seek
 // that finds an account's latest posting.
