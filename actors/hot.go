@@ -13,7 +13,9 @@ import (
 // without waiting for the credit side. Once that round is durable the leg joins this shard's
 // buffer for its account; the buffer goes to the account's shard as one message when it
 // reaches HotBufferLegsMax legs, at most HotFlushInterval after its first leg (one timer per
-// shard sends every buffer), or when a Drain asks (before an accounting-day cut, and on Stop). The credit shard applies the whole
+// shard sends every buffer), when a Drain asks (before an accounting-day cut, and on Stop),
+// or earlier, along with other legs that go to the same shard anyway (flushAlong: an extra
+// flush would cost the hot account's shard an extra round; this one costs it nothing). The credit shard applies the whole
 // message in one round, each detail with its own posting and running balance.
 //
 // Buffered legs are outbox legs like any other: a crash loses only the buffer, and recovery
@@ -24,11 +26,12 @@ const (
 	FlushInterval = iota
 	FlushSize
 	FlushDrain
+	FlushAlong // with other legs to the same shard
 	flushReasons
 )
 
 // FlushReasonNames names the flush reasons.
-var FlushReasonNames = [flushReasons]string{"interval", "size", "drain"}
+var FlushReasonNames = [flushReasons]string{"interval", "size", "drain", "along"}
 
 // hotFlushMessage is what a shard's flush timer sends it.
 type hotFlushMessage struct{}
@@ -94,6 +97,20 @@ func (s *shard) flushBuffers(ctx actor.Context, reason int) {
 	}
 	s.l.stats.HotFlushes[reason].Add(1)
 	s.sendLegsTo(ctx)
+}
+
+// flushAlong adds to the legs about to go to a shard the buffers bound for it: a message
+// goes there anyway, so they cost that shard no extra message or round.
+func (s *shard) flushAlong() {
+	if len(s.buffers) == 0 {
+		return
+	}
+	for account, legs := range s.buffers {
+		if len(s.legsTo[ledger.ShardOf(account, s.l.cfg.Shards)]) > 0 {
+			s.flushAccount(account, legs)
+			s.l.stats.HotFlushes[FlushAlong].Add(1)
+		}
+	}
 }
 
 // drainLegs flushes the buffers and waits for every leg in the outbox to be answered.

@@ -142,6 +142,27 @@ func TestHotInflowsAreBuffered(t *testing.T) {
 	verify(t, store)
 }
 
+// TestHotFlushAlong: a buffer bound for a shard that other legs go to anyway goes with them,
+// without waiting for its interval.
+func TestHotFlushAlong(t *testing.T) {
+	l, store, payers, flushes := hotWorld(t, vfs.NewMem(), 1000)
+	defer store.Close()
+	defer l.Stop()
+	payHot(t, l, payers, 1, 10) // buffered; nothing else goes to the hot account's shard
+	if got := hotCredits(t, store); got != 0 {
+		t.Fatalf("credits posted before any flush: %d", got)
+	}
+	rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 100, DebitAccountID: payers[0], CreditAccountID: hotPeer(),
+		Amount: 1, Ledger: 1, Code: 1}})
+	if err != nil || rs[0] != ledger.ResultOK {
+		t.Fatalf("transfer to the hot account's neighbour: %v %v", rs, err)
+	}
+	waitFor(t, func() bool { return hotCredits(t, store) == 10 })
+	if got := l.Stats().HotFlushes[FlushAlong].Load(); got != 1 {
+		t.Fatalf("flushes along: %d, want 1 (all flushes: %v)", got, flushes.seen())
+	}
+}
+
 // TestHotIntervalFlush: with no size limit in reach, the flush interval sends the buffer.
 func TestHotIntervalFlush(t *testing.T) {
 	store := openStore(t, vfs.NewMem(), 2)

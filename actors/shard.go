@@ -486,6 +486,7 @@ func (s *shard) sendLegs(ctx actor.Context, fx *ledger.Effects) {
 		to := ledger.ShardOf(l.Account, s.l.cfg.Shards)
 		s.legsTo[to] = append(s.legsTo[to], l)
 	}
+	s.flushAlong()
 	s.sendLegsTo(ctx)
 	s.l.buffered[s.id].Store(int64(s.bufferedLegs))
 }
