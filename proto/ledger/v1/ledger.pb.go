@@ -474,7 +474,8 @@ type Account struct {
 	Timestamp uint64 `protobuf:"varint,10,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// Output only, for hot accounts in LookupAccounts: posted inflows booked by their debit
 	// shards and not yet delivered here (buffered). In transit: not part of credits_posted and
-	// not spendable until their buffer lands.
+	// not spendable until their buffer lands. A posted hold counts here until it lands, while
+	// the hold itself still shows in credits_pending.
 	CreditsBuffered uint64 `protobuf:"varint,11,opt,name=credits_buffered,json=creditsBuffered,proto3" json:"credits_buffered,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
