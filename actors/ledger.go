@@ -369,18 +369,23 @@ type request[E, R any] struct {
 	used    []bool
 	done    chan *part[E, R]
 	results []R
+	perPart int // the capacity a part starts with: all events with one shard, a share with more
 }
 
 func newRequest[E, R any](l *Ledger, events int) *request[E, R] {
+	perPart := events
+	if l.cfg.Shards > 1 {
+		perPart = events/int(l.cfg.Shards) + events/8 + 1
+	}
 	return &request[E, R]{parts: make([]*part[E, R], l.cfg.Shards), used: make([]bool, l.cfg.Shards),
-		done: make(chan *part[E, R], l.cfg.Shards), results: make([]R, events)}
+		done: make(chan *part[E, R], l.cfg.Shards), results: make([]R, events), perPart: perPart}
 }
 
 // add puts the event at position i of the request into shard s's part.
 func (r *request[E, R]) add(s uint32, e E, i int) {
 	p := r.parts[s]
 	if p == nil {
-		p = &part[E, R]{done: r.done}
+		p = &part[E, R]{done: r.done, events: make([]E, 0, r.perPart), index: make([]int32, 0, r.perPart)}
 		r.parts[s], r.used[s] = p, true
 	}
 	p.events = append(p.events, e)
