@@ -121,6 +121,28 @@ type worker struct {
 	zipf     *rand.Zipf
 	request  *hdrhistogram.Histogram
 	transfer *hdrhistogram.Histogram
+	// The worker's messages, used again for every request: a worker waits for a request's
+	// reply before it builds the next one, so the load generator allocates no message per
+	// transfer and disturbs less the ledger it measures (both share the process).
+	msgs         []ledgerv1.Transfer
+	used         int
+	holds, posts []*ledgerv1.Transfer
+	pendingFlags ledgerv1.TransferFlags
+	postFlags    ledgerv1.TransferFlags
+}
+
+// message hands out the next of the worker's messages (reset releases them all).
+func (w *worker) message() *ledgerv1.Transfer {
+	t := &w.msgs[w.used]
+	w.used++
+	return t
+}
+
+// setTransfer sets every field a load-test transfer uses (the message is used again).
+func setTransfer(t *ledgerv1.Transfer, id, debit, credit, amount, pendingID uint64, ledgerID uint32,
+	flags *ledgerv1.TransferFlags) {
+	t.Id, t.DebitAccountId, t.CreditAccountId, t.Amount, t.PendingId = id, debit, credit, amount, pendingID
+	t.Ledger, t.Code, t.Flags = ledgerID, 1, flags
 }
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
@@ -134,7 +156,10 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	workers := make([]*worker, c.Concurrency)
 	for i := range workers {
 		rng := rand.New(rand.NewPCG(c.Seed, uint64(i)))
-		w := &worker{r: r, rng: rng, request: newHistogram(), transfer: newHistogram()}
+		w := &worker{r: r, rng: rng, request: newHistogram(), transfer: newHistogram(),
+			msgs: make([]ledgerv1.Transfer, 2*c.Batch), holds: make([]*ledgerv1.Transfer, 0, c.Batch),
+			posts: make([]*ledgerv1.Transfer, 0, c.Batch)}
+		w.pendingFlags.Pending, w.postFlags.PostPending = true, true
 		if c.Distribution == Zipf {
 			w.zipf = rand.NewZipf(rng, 1.1, 1, uint64(c.Accounts-1))
 		}
@@ -261,8 +286,8 @@ func (w *worker) debit() uint64 {
 
 func (w *worker) loop(ctx context.Context) {
 	c := w.r.cfg
-	holds := make([]*ledgerv1.Transfer, 0, c.Batch)
 	for ctx.Err() == nil {
+		w.used = 0
 		n := int64(c.Batch)
 		if c.Pending {
 			n = int64(c.Batch+1) / 2 * 2 // a hold and its post
@@ -273,23 +298,24 @@ func (w *worker) loop(ctx context.Context) {
 		}
 		n = min(n, int64(c.Transfers)-first)
 		if !c.Pending {
-			if ts := w.transfers(first, int(n), nil); w.send(ctx, ts) {
+			if ts := w.transfers(first, int(n), w.holds[:0]); w.send(ctx, ts) {
 				w.posted(ts)
 			}
 			continue
 		}
-		holds = w.transfers(first, int(n+1)/2, holds[:0])
+		holds := w.transfers(first, int(n+1)/2, w.holds[:0])
 		if !w.send(ctx, holds) {
 			continue
 		}
-		posts := make([]*ledgerv1.Transfer, 0, len(holds))
+		posts := w.posts[:0]
 		for i, h := range holds {
 			if int64(len(holds)+i) >= n {
 				break
 			}
-			posts = append(posts, &ledgerv1.Transfer{Id: h.GetId() + uint64(c.Transfers), DebitAccountId: h.GetDebitAccountId(),
-				CreditAccountId: h.GetCreditAccountId(), PendingId: h.GetId(), Ledger: h.GetLedger(), Code: 1,
-				Flags: &ledgerv1.TransferFlags{PostPending: true}})
+			t := w.message()
+			setTransfer(t, h.GetId()+uint64(c.Transfers), h.GetDebitAccountId(), h.GetCreditAccountId(), 0,
+				h.GetId(), h.GetLedger(), &w.postFlags)
+			posts = append(posts, t)
 		}
 		if len(posts) > 0 && w.send(ctx, posts) {
 			w.posted(holds[:len(posts)])
@@ -300,13 +326,14 @@ func (w *worker) loop(ctx context.Context) {
 // transfers makes n transfers with ids from the run's base plus first.
 func (w *worker) transfers(first int64, n int, out []*ledgerv1.Transfer) []*ledgerv1.Transfer {
 	c := w.r.cfg
+	var flags *ledgerv1.TransferFlags
+	if c.Pending {
+		flags = &w.pendingFlags
+	}
 	for i := 0; i < n; i++ {
 		d := w.debit()
-		t := &ledgerv1.Transfer{Id: c.IDBase + uint64(first) + uint64(i), DebitAccountId: d, CreditAccountId: w.credit(d),
-			Amount: w.rng.Uint64N(1000) + 1, Ledger: c.ledgerID(), Code: 1}
-		if c.Pending {
-			t.Flags = &ledgerv1.TransferFlags{Pending: true}
-		}
+		t := w.message()
+		setTransfer(t, c.IDBase+uint64(first)+uint64(i), d, w.credit(d), w.rng.Uint64N(1000)+1, 0, c.ledgerID(), flags)
 		out = append(out, t)
 	}
 	return out
