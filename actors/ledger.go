@@ -138,20 +138,22 @@ type Stats struct {
 
 // Ledger is the running ledger: the shard actors over one store.
 type Ledger struct {
-	cfg      Config
-	store    *storage.Store
-	system   *actor.ActorSystem
-	pids     []*actor.PID
-	queued   []atomic.Int64 // requests admitted and not yet taken by each shard
-	outbox   []atomic.Int64 // unanswered legs of each shard, after its last round
-	oldest   []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
-	buffered []atomic.Int64 // legs in each shard's hot-account buffers, not yet sent
-	stats    Stats
-	stopped  atomic.Bool
-	active   sync.WaitGroup // requests in flight
-	ticker   *time.Ticker
-	tickEnd  chan struct{}
-	once     sync.Once
+	cfg    Config
+	store  *storage.Store
+	system *actor.ActorSystem
+	pids   []*actor.PID
+	// dispatchers: each shard's mailbox runs on a goroutine of its own (dispatcher.go).
+	dispatchers []*ownGoroutine
+	queued      []atomic.Int64 // requests admitted and not yet taken by each shard
+	outbox      []atomic.Int64 // unanswered legs of each shard, after its last round
+	oldest      []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
+	buffered    []atomic.Int64 // legs in each shard's hot-account buffers, not yet sent
+	stats       Stats
+	stopped     atomic.Bool
+	active      sync.WaitGroup // requests in flight
+	ticker      *time.Ticker
+	tickEnd     chan struct{}
+	once        sync.Once
 }
 
 // Start recovers every shard from the store and starts the shard actors.
@@ -177,10 +179,12 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 		return slog.Default().With("component", "protoactor")
 	}))
 	l.pids = make([]*actor.PID, cfg.Shards)
+	l.dispatchers = make([]*ownGoroutine, cfg.Shards)
 	for i := range books {
 		s := newShard(l, uint32(i), books[i])
+		l.dispatchers[i] = newOwnGoroutine()
 		props := actor.PropsFromProducer(func() actor.Actor { return s },
-			actor.WithMailbox(actor.Unbounded()))
+			actor.WithMailbox(actor.Unbounded()), actor.WithDispatcher(l.dispatchers[i]))
 		l.pids[i] = l.system.Root.Spawn(props)
 		go s.committer(l.pids[i], store.Writer(uint32(i)))
 		l.outbox[i].Store(int64(books[i].OutboxLen()))
@@ -494,8 +498,11 @@ func (l *Ledger) Stop() {
 		l.system.Root.Send(pid, &stopMessage{done: done})
 		<-done
 	}
-	for _, pid := range l.pids {
-		l.system.Root.Stop(pid)
+	for i, pid := range l.pids {
+		if err := l.system.Root.StopFuture(pid).Wait(); err != nil {
+			slog.Warn("stop: shard actor did not confirm", "shard", i, "err", err)
+		}
+		l.dispatchers[i].close()
 	}
 	l.system.Shutdown()
 }
