@@ -17,13 +17,30 @@ func BenchmarkCreateTransfers(b *testing.B) {
 	for _, shards := range []uint32{1, 2, 4} {
 		for _, batch := range []int{100, 8190} {
 			b.Run(fmt.Sprintf("shards=%d/batch=%d", shards, batch), func(b *testing.B) {
-				benchTransfers(b, shards, batch)
+				benchTransfers(b, shards, batch, noHot)
 			})
 		}
 	}
 }
 
-func benchTransfers(b *testing.B, shards uint32, batch int) {
+// BenchmarkHotInflows: 90% of the transfers credit one account, over 2 shards, with that
+// account flagged hot (its inflows from the other shard buffered) and not. Compare the two
+// with benchstat.
+func BenchmarkHotInflows(b *testing.B) {
+	for _, hot := range []hotMode{hotFlagged, hotPlain} {
+		b.Run(fmt.Sprintf("hot=%s", hot), func(b *testing.B) { benchTransfers(b, 2, 8190, hot) })
+	}
+}
+
+type hotMode string
+
+const (
+	noHot      hotMode = ""
+	hotFlagged hotMode = "flagged"
+	hotPlain   hotMode = "plain"
+)
+
+func benchTransfers(b *testing.B, shards uint32, batch int, hot hotMode) {
 	store, err := storage.Open(b.TempDir(), storage.Options{Shards: shards})
 	if err != nil {
 		b.Fatal(err)
@@ -37,7 +54,11 @@ func benchTransfers(b *testing.B, shards uint32, batch int) {
 	const accounts = 10_000
 	as := make([]ledger.Account, 0, ledger.BatchEventsMax)
 	for id := uint64(1); id <= accounts; id++ {
-		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 1})
+		a := ledger.Account{ID: id, Ledger: 1, Code: 1}
+		if id == accounts && hot == hotFlagged {
+			a.Flags = ledger.AccountHot | ledger.AccountInternal
+		}
+		as = append(as, a)
 		if len(as) == cap(as) || id == accounts {
 			if _, err := l.CreateAccounts(as); err != nil {
 				b.Fatal(err)
@@ -53,6 +74,14 @@ func benchTransfers(b *testing.B, shards uint32, batch int) {
 			id := first + uint64(i) + 1
 			d := rng.Uint64N(accounts) + 1
 			c := (d+rng.Uint64N(accounts-1))%accounts + 1
+			if hot != noHot {
+				d = rng.Uint64N(accounts-1) + 1 // the hot account (the last) only takes
+				if rng.IntN(10) < 9 {
+					c = accounts
+				} else {
+					c = (d+rng.Uint64N(accounts-2))%(accounts-1) + 1
+				}
+			}
 			ts[i] = ledger.Transfer{ID: id, DebitAccountID: d, CreditAccountID: c, Amount: 1, Ledger: 1, Code: 1}
 		}
 		return ts

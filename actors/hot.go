@@ -46,9 +46,16 @@ type drainWait struct {
 	done chan<- struct{}
 }
 
+// spareBuffersMax bounds the emptied buffers a shard keeps to use again.
+const spareBuffersMax = 4
+
 // buffer takes a durable round's buffered leg.
 func (s *shard) buffer(ctx actor.Context, l ledger.Leg) {
-	b := s.buffers[l.Account]
+	b, ok := s.buffers[l.Account]
+	if !ok && len(s.spareBuffers) > 0 {
+		b = s.spareBuffers[len(s.spareBuffers)-1]
+		s.spareBuffers = s.spareBuffers[:len(s.spareBuffers)-1]
+	}
 	b = append(b, l)
 	s.buffers[l.Account] = b
 	s.bufferedLegs++
@@ -84,6 +91,9 @@ func (s *shard) flushAccount(account uint64, legs []ledger.Leg) {
 	s.bufferedLegs -= len(legs)
 	s.l.cfg.HotFlushLegs.Observe(float64(len(legs)))
 	delete(s.buffers, account)
+	if len(s.spareBuffers) < spareBuffersMax {
+		s.spareBuffers = append(s.spareBuffers, legs[:0]) // its legs were copied into legsTo
+	}
 }
 
 // flushBuffers sends every buffer now.

@@ -48,6 +48,7 @@ type shard struct {
 
 	// Hot-account buffers (hot.go).
 	buffers      map[uint64][]ledger.Leg // durable buffered legs not yet sent, per credit account
+	spareBuffers [][]ledger.Leg          // emptied buffers, to use again (spareBuffersMax)
 	bufferedLegs int                     // legs in buffers
 	flushArmed   bool                    // flushTimer will send a hotFlushMessage
 	flushTimer   *time.Timer
