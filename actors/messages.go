@@ -23,8 +23,12 @@ type (
 	transfersPart = part[ledger.Transfer, ledger.TransferResult]
 )
 
-// legsMessage carries credit legs from the shard that debited to the shard that credits.
-type legsMessage struct{ legs []ledger.Leg }
+// legsMessage carries credit legs from the shard that debited to the shard that credits,
+// and the legs whose records that shard may forget (ledger.LegForget), when there are both.
+type legsMessage struct {
+	legs   []ledger.Leg
+	forget []ledger.LegKey
+}
 
 // answersMessage carries a credit shard's answers back to the debit shard.
 type answersMessage struct{ answers []ledger.LegResult }

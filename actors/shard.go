@@ -39,6 +39,7 @@ type shard struct {
 	durable  uint64 // the number of the last round known durable
 	legsTo   [][]ledger.Leg
 	answerTo [][]ledger.LegResult
+	forgetTo [][]ledger.LegKey // forgets of the round being completed, per credit shard
 
 	// Transfer id claims (with more than one shard): see claim.
 	claims   map[uint64]uint32           // as the ids' shard: id -> the shard holding it
@@ -88,7 +89,7 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 	return &shard{id: id, l: l, book: book, view: l.store.View(), commits: make(chan *round, 1), gather: 1,
 		done: make(chan struct{}), fx: &ledger.Effects{}, spare: &ledger.Effects{},
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
-		answerTo: make([][]ledger.LegResult, l.cfg.Shards), claims: make(map[uint64]uint32),
+		answerTo: make([][]ledger.LegResult, l.cfg.Shards), forgetTo: make([][]ledger.LegKey, l.cfg.Shards), claims: make(map[uint64]uint32),
 		held: make(map[uint64][]*transfersPart), claimsTo: make([][]uint64, l.cfg.Shards),
 		releases: make([][]uint64, l.cfg.Shards), buffers: make(map[uint64][]ledger.Leg)}
 }
@@ -136,6 +137,9 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.book.NeedsForLegs(m.legs, &s.needs)
 		s.prefetch()
 		s.book.ApplyLegs(s.l.cfg.Now(), m.legs, s.fx)
+		if len(m.forget) > 0 {
+			s.book.ForgetLegs(m.forget, s.fx)
+		}
 		s.queueFlush(ctx)
 	case *answersMessage:
 		s.book.ApplyLegResults(s.l.cfg.Now(), m.answers, s.fx)
@@ -395,9 +399,12 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 	fx := r.fx
 	s.l.stats.Postings.Add(uint64(len(fx.Postings)))
 	s.l.stats.Commits.Add(1)
-	s.sendLegs(ctx, fx)
+	for _, f := range fx.Forget {
+		s.forgetTo[f.To] = append(s.forgetTo[f.To], f.LegKey)
+	}
+	s.sendLegs(ctx, fx) // takes the forgets bound where legs go anyway
 	s.sendAnswers(ctx, fx)
-	s.sendForgets(ctx, fx)
+	s.sendForgets(ctx)
 	s.release(ctx, r.releases)
 	for _, a := range fx.Answered {
 		if len(s.drains) > 0 {
@@ -504,18 +511,13 @@ func (s *shard) sendAnswers(ctx actor.Context, fx *ledger.Effects) {
 	}
 }
 
-// sendForgets tells credit shards which legs' answers this durable round took.
-func (s *shard) sendForgets(ctx actor.Context, fx *ledger.Effects) {
-	if len(fx.Forget) == 0 {
-		return
-	}
-	keys := make([][]ledger.LegKey, s.l.cfg.Shards)
-	for _, f := range fx.Forget {
-		keys[f.To] = append(keys[f.To], f.LegKey)
-	}
-	for to, ks := range keys {
-		if len(ks) > 0 {
-			ctx.Send(s.l.pids[to], &forgetMessage{keys: ks})
+// sendForgets tells credit shards which legs' answers a durable round took, for those that
+// did not go with legs (sendLegsTo).
+func (s *shard) sendForgets(ctx actor.Context) {
+	for to, keys := range s.forgetTo {
+		if len(keys) > 0 {
+			ctx.Send(s.l.pids[to], &forgetMessage{keys: append([]ledger.LegKey(nil), keys...)})
+			s.forgetTo[to] = keys[:0]
 		}
 	}
 }
@@ -566,7 +568,12 @@ func (s *shard) redeliver(ctx actor.Context, age uint64) {
 func (s *shard) sendLegsTo(ctx actor.Context) {
 	for to, legs := range s.legsTo {
 		if len(legs) > 0 {
-			ctx.Send(s.l.pids[to], &legsMessage{legs: append([]ledger.Leg(nil), legs...)})
+			m := &legsMessage{legs: append([]ledger.Leg(nil), legs...)}
+			if keys := s.forgetTo[to]; len(keys) > 0 {
+				m.forget = append([]ledger.LegKey(nil), keys...)
+				s.forgetTo[to] = keys[:0]
+			}
+			ctx.Send(s.l.pids[to], m)
 			s.legsTo[to] = legs[:0]
 		}
 	}
