@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -60,8 +61,7 @@ func (s *shard) buffer(ctx actor.Context, l ledger.Leg) {
 	s.buffers[l.Account] = b
 	s.bufferedLegs++
 	if len(b) >= s.l.cfg.HotBufferLegsMax {
-		s.flushAccount(l.Account, b)
-		s.l.stats.HotFlushes[FlushSize].Add(1)
+		s.flushAccount(l.Account, b, FlushSize)
 		s.sendLegsTo(ctx)
 		return
 	}
@@ -78,14 +78,22 @@ func (s *shard) buffer(ctx actor.Context, l ledger.Leg) {
 	}
 }
 
-// flushAccount moves one account's buffer to the legs to send (the caller sends them).
-func (s *shard) flushAccount(account uint64, legs []ledger.Leg) {
+// flushAccount moves one account's buffer to the legs to send (the caller sends them), and
+// counts it as one flush for reason.
+func (s *shard) flushAccount(account uint64, legs []ledger.Leg, reason int) {
+	s.l.stats.HotFlushes[reason].Add(1)
 	to := ledger.ShardOf(account, s.l.cfg.Shards)
 	for _, l := range legs {
-		if w, ok := s.waiting[l.LegKey]; ok {
-			w.buffered, w.sent = false, s.ticks
-			s.waiting[l.LegKey] = w
+		w, ok := s.waiting[l.LegKey]
+		if !ok {
+			continue // no waiter to update (every buffered leg has one; nothing to check)
 		}
+		if w.round > s.durable {
+			panic(fmt.Sprintf("actors: INVARIANT: buffered leg %+v sent before its debit round %d is durable (%d)",
+				l.LegKey, w.round, s.durable))
+		}
+		w.buffered, w.sent = false, s.ticks
+		s.waiting[l.LegKey] = w
 	}
 	s.legsTo[to] = append(s.legsTo[to], legs...)
 	s.bufferedLegs -= len(legs)
@@ -103,9 +111,8 @@ func (s *shard) flushBuffers(ctx actor.Context, reason int) {
 		return
 	}
 	for account, legs := range s.buffers {
-		s.flushAccount(account, legs)
+		s.flushAccount(account, legs, reason)
 	}
-	s.l.stats.HotFlushes[reason].Add(1)
 	s.sendLegsTo(ctx)
 }
 
@@ -117,8 +124,7 @@ func (s *shard) flushAlong() {
 	}
 	for account, legs := range s.buffers {
 		if len(s.legsTo[ledger.ShardOf(account, s.l.cfg.Shards)]) > 0 {
-			s.flushAccount(account, legs)
-			s.l.stats.HotFlushes[FlushAlong].Add(1)
+			s.flushAccount(account, legs, FlushAlong)
 		}
 	}
 }

@@ -131,8 +131,8 @@ type Stats struct {
 	Postings    atomic.Uint64
 	Redelivered atomic.Uint64
 	Unexpected  atomic.Uint64 // messages of an unknown type
-	// HotFlushes counts hot-account buffer flushes by reason (FlushInterval, FlushSize,
-	// FlushDrain).
+	// HotFlushes counts hot-account buffers sent, one per account buffer, by reason
+	// (FlushInterval, FlushSize, FlushDrain, FlushAlong).
 	HotFlushes [flushReasons]atomic.Uint64
 }
 

@@ -105,7 +105,7 @@ var (
 	descBuffered = prometheus.NewDesc("ledger_hot_buffered_legs",
 		"Inflows to hot accounts durable at a shard and waiting in its buffers to be sent.", []string{"shard"}, nil)
 	descHotFlushes = prometheus.NewDesc("ledger_hot_flushes_total",
-		"Hot-account buffer flushes, by reason: interval, size (a buffer reached its limit), drain (end of day, shutdown), along (with other legs to the same shard).",
+		"Hot-account buffers sent (one per account buffer), by reason: interval, size (a buffer reached its limit), drain (end of day, shutdown), along (with other legs to the same shard).",
 		[]string{"reason"}, nil)
 	descStalls = prometheus.NewDesc("ledger_storage_write_stalls_total",
 		"Times Pebble delayed writes because flushes or compactions fell behind; every commit waits meanwhile.", nil, nil)

@@ -126,7 +126,7 @@ type worker struct {
 	// transfer and disturbs less the ledger it measures (both share the process).
 	msgs         []ledgerv1.Transfer
 	used         int
-	holds, posts []*ledgerv1.Transfer
+	batch, posts []*ledgerv1.Transfer // a request's messages; posts: a two-phase run's posts
 	pendingFlags ledgerv1.TransferFlags
 	postFlags    ledgerv1.TransferFlags
 }
@@ -157,7 +157,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	for i := range workers {
 		rng := rand.New(rand.NewPCG(c.Seed, uint64(i)))
 		w := &worker{r: r, rng: rng, request: newHistogram(), transfer: newHistogram(),
-			msgs: make([]ledgerv1.Transfer, 2*c.Batch), holds: make([]*ledgerv1.Transfer, 0, c.Batch),
+			msgs: make([]ledgerv1.Transfer, 2*c.Batch), batch: make([]*ledgerv1.Transfer, 0, c.Batch),
 			posts: make([]*ledgerv1.Transfer, 0, c.Batch)}
 		w.pendingFlags.Pending, w.postFlags.PostPending = true, true
 		if c.Distribution == Zipf {
@@ -298,12 +298,12 @@ func (w *worker) loop(ctx context.Context) {
 		}
 		n = min(n, int64(c.Transfers)-first)
 		if !c.Pending {
-			if ts := w.transfers(first, int(n), w.holds[:0]); w.send(ctx, ts) {
+			if ts := w.transfers(first, int(n), w.batch[:0]); w.send(ctx, ts) {
 				w.posted(ts)
 			}
 			continue
 		}
-		holds := w.transfers(first, int(n+1)/2, w.holds[:0])
+		holds := w.transfers(first, int(n+1)/2, w.batch[:0])
 		if !w.send(ctx, holds) {
 			continue
 		}

@@ -53,8 +53,9 @@
 // answers linked_event_failed and nothing of the chain remains.
 //
 // CreateAccounts checks: id_must_not_be_zero, id_reserved, flags_are_mutually_exclusive,
-// hot_customer_must_allow_overdraft, hot_must_not_limit_credits, balances_must_be_zero, timestamp_must_be_zero, ledger_must_not_be_zero,
-// code_must_not_be_zero, exists_with_different_fields, exists.
+// hot_customer_must_allow_overdraft, hot_must_not_limit_credits, balances_must_be_zero,
+// timestamp_must_be_zero, ledger_must_not_be_zero, code_must_not_be_zero,
+// exists_with_different_fields, exists.
 //
 // # Invariants
 //
