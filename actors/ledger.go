@@ -12,9 +12,10 @@
 // two shards at once cannot both be booked (shard.claim).
 //
 // Mailboxes are Proto.Actor's unbounded queues with explicit bounds in front: a shard admits
-// at most ShardRequestsMax requests at once (past that, a request is refused whole with
-// ErrOverloaded and nothing is written), and legs between shards are bounded by each shard's
-// outbox limit (ledger.OutboxLegsMax). Proto.Actor's bounded mailbox would block the sender
+// at most ShardRequestsMax requests and ShardEventsMax accounts or transfers at once, counted
+// from admission until the answer (past that, a request is refused whole with ErrOverloaded
+// and nothing is written), and legs between shards are bounded by each shard's outbox limit
+// (ledger.OutboxLegsMax). Proto.Actor's bounded mailbox would block the sender
 // instead, and two shards sending each other legs could then block each other for good.
 package actors
 
@@ -23,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -40,8 +42,13 @@ const (
 	// shards pay for split legs: ledger-bench measured 238k transfers/s with 1 shard and
 	// 157k/s with 2 (bench/RESULTS.md). More shards pay off with more cores.
 	ShardsDefault = 1
-	// ShardRequestsMaxDefault is how many requests one shard admits at once.
+	// ShardRequestsMaxDefault is how many requests one shard admits at once (admitted and not
+	// yet answered).
 	ShardRequestsMaxDefault = 4096
+	// ShardEventsMaxDefault is how many accounts or transfers one shard admits at once, so that
+	// the memory held by requests waiting on a stalled shard stays bounded whatever their
+	// size: 32 full requests, a few hundred MB at most.
+	ShardEventsMaxDefault = 32 * ledger.BatchEventsMax
 	// TickIntervalDefault is how often shards sweep expired holds and old outbox legs.
 	TickIntervalDefault = 100 * time.Millisecond
 	// RedeliverAfterTicksDefault is how many ticks an unanswered leg waits before it is sent
@@ -75,6 +82,7 @@ func (nopObserver) Observe(float64) {}
 type Config struct {
 	Shards              uint32
 	ShardRequestsMax    int
+	ShardEventsMax      int
 	TickInterval        time.Duration
 	RedeliverAfterTicks uint64
 	// HotFlushInterval and HotBufferLegsMax: when a hot account's buffer is sent (see hot.go).
@@ -98,6 +106,7 @@ type Config struct {
 func (c *Config) setDefaults() {
 	orDefault(&c.Shards, ShardsDefault)
 	orDefault(&c.ShardRequestsMax, ShardRequestsMaxDefault)
+	orDefault(&c.ShardEventsMax, ShardEventsMaxDefault)
 	orDefault(&c.TickInterval, TickIntervalDefault)
 	orDefault(&c.RedeliverAfterTicks, RedeliverAfterTicksDefault)
 	orDefault(&c.HotFlushInterval, HotFlushIntervalDefault)
@@ -144,7 +153,7 @@ type Ledger struct {
 	pids   []*actor.PID
 	// dispatchers: each shard's mailbox runs on a goroutine of its own (dispatcher.go).
 	dispatchers []*ownGoroutine
-	queued      []atomic.Int64 // requests admitted and not yet taken by each shard
+	admitted    []admission    // what each shard admitted and has not answered yet
 	outbox      []atomic.Int64 // unanswered legs of each shard, after its last round
 	oldest      []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
 	buffered    []atomic.Int64 // legs in each shard's hot-account buffers, not yet sent
@@ -171,7 +180,7 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 			b.SetCacheLimit(cfg.TransferCacheEntriesMax)
 		}
 	}
-	l := &Ledger{cfg: cfg, store: store, queued: make([]atomic.Int64, cfg.Shards),
+	l := &Ledger{cfg: cfg, store: store, admitted: make([]admission, cfg.Shards),
 		outbox: make([]atomic.Int64, cfg.Shards), oldest: make([]atomic.Int64, cfg.Shards),
 		buffered: make([]atomic.Int64, cfg.Shards),
 		tickEnd:  make(chan struct{})}
@@ -200,7 +209,7 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 // recoverBooks rebuilds each shard's book from storage: accounts, pending transfers (with
 // their expiries re-armed), the outbox and the transfers its legs belong to, and the clock.
 func recoverBooks(store *storage.Store, shards uint32) ([]*ledger.Book, error) {
-	v := store.View()
+	v := store.Live()
 	books := make([]*ledger.Book, shards)
 	for i := range books {
 		books[i] = ledger.NewBook(uint32(i), shards)
@@ -212,23 +221,26 @@ func recoverBooks(store *storage.Store, shards uint32) ([]*ledger.Book, error) {
 	if err != nil {
 		return nil, err
 	}
+	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
+		if l.From >= shards {
+			return fmt.Errorf("actors: outbox leg %+v of shard %d of %d", l.LegKey, l.From, shards)
+		}
+		books[l.From].LoadOutbox(l)
+		t, found, err := v.Transfer(l.TransferID)
+		if err != nil {
+			return err
+		}
+		if found && (l.Kind == ledger.LegCreditPost || l.Kind == ledger.LegCreditHold) {
+			books[l.From].LoadTransfer(t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	for i, b := range books {
 		shard := uint32(i)
 		if err := v.ForEachPending(shard, func(t ledger.Transfer) error { b.LoadTransfer(t); return nil }); err != nil {
-			return nil, err
-		}
-		err := v.ForEachOutbox(shard, func(l ledger.Leg) error {
-			b.LoadOutbox(l)
-			t, found, err := v.Transfer(l.TransferID)
-			if err != nil {
-				return err
-			}
-			if found && (l.Kind == ledger.LegCreditPost || l.Kind == ledger.LegCreditHold) {
-				b.LoadTransfer(t)
-			}
-			return nil
-		})
-		if err != nil {
 			return nil, err
 		}
 		clock, err := v.Clock(shard)
@@ -264,8 +276,11 @@ func (l *Ledger) Shards() uint32 { return l.cfg.Shards }
 // Stats are the ledger's counters.
 func (l *Ledger) Stats() *Stats { return &l.stats }
 
-// QueuedRequests is the number of requests admitted to a shard and not yet taken.
-func (l *Ledger) QueuedRequests(shard int) int64 { return l.queued[shard].Load() }
+// AdmittedRequests is the number of requests a shard admitted and has not answered yet.
+func (l *Ledger) AdmittedRequests(shard int) int64 { return l.admitted[shard].requests.Load() }
+
+// AdmittedEvents is the number of accounts and transfers a shard admitted and has not answered.
+func (l *Ledger) AdmittedEvents(shard int) int64 { return l.admitted[shard].events.Load() }
 
 // OutboxLegs is the number of a shard's unanswered legs after its last round.
 func (l *Ledger) OutboxLegs(shard int) int64 { return l.outbox[shard].Load() }
@@ -285,28 +300,50 @@ func (l *Ledger) OutboxOldest(shard int) time.Time {
 
 // TransitBalances sums, per ledger, credits minus debits posted over the transit accounts of
 // every shard: the money of split transfers between their legs, as durable now.
-func (l *Ledger) TransitBalances() (map[uint32]int64, error) {
-	out := map[uint32]int64{}
-	err := l.store.View().ForEachTransitAccount(func(a ledger.Account) error {
-		out[a.Ledger] += int64(a.CreditsPosted - a.DebitsPosted)
-		return nil
+func (l *Ledger) TransitBalances() (map[uint32]*big.Int, error) {
+	out := map[uint32]*big.Int{}
+	err := l.Read(func(v *storage.Reader) error {
+		return v.ForEachTransitAccount(func(a ledger.Account) error {
+			if out[a.Ledger] == nil {
+				out[a.Ledger] = new(big.Int)
+			}
+			out[a.Ledger].Add(out[a.Ledger], a.CreditsPosted.WrapSub(a.DebitsPosted).Signed())
+			return nil
+		})
 	})
 	return out, err
 }
 
-// Store is the ledger's store, for reads.
-func (l *Ledger) Store() *storage.Store { return l.store }
+// Read runs fn on a consistent snapshot of the store in which everything is durable
+// (storage.Store.DurableSnapshot): what a client reads is never undone by a crash.
+func (l *Ledger) Read(fn func(v *storage.Reader) error) error {
+	v, err := l.store.DurableSnapshot()
+	if err != nil {
+		return err
+	}
+	return errors.Join(fn(v), v.Close())
+}
 
-// admit reserves a place in each marked shard's mailbox, all or none.
-func (l *Ledger) admit(used []bool) bool {
-	for i, u := range used {
-		if !u {
+// StorageStats are the storage engine's figures.
+func (l *Ledger) StorageStats() storage.Stats { return l.store.Stats() }
+
+// admission is what one shard admitted and has not answered yet.
+type admission struct{ requests, events atomic.Int64 }
+
+// admit reserves room in each shard a request needs, all or none: one request, and its events
+// on that shard, until the shard answers (reply).
+func (l *Ledger) admit(events []int) bool {
+	for i, n := range events {
+		if n == 0 {
 			continue
 		}
-		if l.queued[i].Add(1) > int64(l.cfg.ShardRequestsMax) {
+		a := &l.admitted[i]
+		r, e := a.requests.Add(1), a.events.Add(int64(n))
+		if r > int64(l.cfg.ShardRequestsMax) || e > int64(l.cfg.ShardEventsMax) {
 			for j := 0; j <= i; j++ {
-				if used[j] {
-					l.queued[j].Add(-1)
+				if events[j] > 0 {
+					l.admitted[j].requests.Add(-1)
+					l.admitted[j].events.Add(-int64(events[j]))
 				}
 			}
 			return false
@@ -370,7 +407,7 @@ func (l *Ledger) CreateTransfers(ts []ledger.Transfer) ([]ledger.TransferResult,
 // request is one CreateAccounts or CreateTransfers call on its way through the shards.
 type request[E, R any] struct {
 	parts   []*part[E, R]
-	used    []bool
+	events  []int // per shard
 	done    chan *part[E, R]
 	results []R
 	perPart int // the capacity a part starts with: all events with one shard, a share with more
@@ -381,7 +418,7 @@ func newRequest[E, R any](l *Ledger, events int) *request[E, R] {
 	if l.cfg.Shards > 1 {
 		perPart = events/int(l.cfg.Shards) + events/8 + 1
 	}
-	return &request[E, R]{parts: make([]*part[E, R], l.cfg.Shards), used: make([]bool, l.cfg.Shards),
+	return &request[E, R]{parts: make([]*part[E, R], l.cfg.Shards), events: make([]int, l.cfg.Shards),
 		done: make(chan *part[E, R], l.cfg.Shards), results: make([]R, events), perPart: perPart}
 }
 
@@ -390,8 +427,9 @@ func (r *request[E, R]) add(s uint32, e E, i int) {
 	p := r.parts[s]
 	if p == nil {
 		p = &part[E, R]{done: r.done, events: make([]E, 0, r.perPart), index: make([]int32, 0, r.perPart)}
-		r.parts[s], r.used[s] = p, true
+		r.parts[s] = p
 	}
+	r.events[s]++
 	p.events = append(p.events, e)
 	p.index = append(p.index, int32(i))
 }
@@ -399,7 +437,7 @@ func (r *request[E, R]) add(s uint32, e E, i int) {
 // run admits the request to every shard it needs (all or none), sends each shard its part,
 // and gathers the results as the parts come back.
 func (r *request[E, R]) run(l *Ledger) ([]R, error) {
-	if !l.admit(r.used) {
+	if !l.admit(r.events) {
 		return nil, ErrOverloaded
 	}
 	n := 0

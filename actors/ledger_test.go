@@ -84,12 +84,12 @@ func TestSplitTransfersSurviveRestart(t *testing.T) {
 	want := map[uint64]ledger.Balance{}
 	for _, tr := range ts {
 		d, c := want[tr.DebitAccountID], want[tr.CreditAccountID]
-		d.DebitsPosted += tr.Amount
-		c.CreditsPosted += tr.Amount
+		d.DebitsPosted, _ = d.DebitsPosted.Add64(tr.Amount)
+		c.CreditsPosted, _ = c.CreditsPosted.Add64(tr.Amount)
 		want[tr.DebitAccountID], want[tr.CreditAccountID] = d, c
 	}
 	check := func() {
-		v := store.View()
+		v := store.Live()
 		for id, b := range want {
 			a, found, err := v.Account(id)
 			if err != nil || !found || a.Balance != b {
@@ -105,7 +105,7 @@ func TestSplitTransfersSurviveRestart(t *testing.T) {
 	// Once every answer is taken, the credit shards forget their records of the legs.
 	waitFor(t, func() bool {
 		n := 0
-		_ = store.View().ForEachLegResult(func(ledger.LegResult) error { n++; return nil })
+		_ = store.Live().ForEachLegResult(func(ledger.LegResult) error { n++; return nil })
 		return n == 0
 	})
 	l.Stop()
@@ -146,7 +146,7 @@ func TestFullShardRefusesWholeRequest(t *testing.T) {
 			other = id
 		}
 	}
-	l.queued[full].Store(int64(l.cfg.ShardRequestsMax)) // as if that many were waiting
+	l.admitted[full].requests.Store(int64(l.cfg.ShardRequestsMax)) // as if that many were waiting
 	ts := []ledger.Transfer{
 		{ID: 1, DebitAccountID: other, CreditAccountID: 1, Amount: 5, Ledger: 1, Code: 1},
 		{ID: 2, DebitAccountID: 1, CreditAccountID: other, Amount: 5, Ledger: 1, Code: 1},
@@ -154,15 +154,15 @@ func TestFullShardRefusesWholeRequest(t *testing.T) {
 	if _, err := l.CreateTransfers(ts); err != ErrOverloaded {
 		t.Fatalf("full shard: %v", err)
 	}
-	if got := l.queued[1-full].Load(); got != 0 {
+	if got := l.admitted[1-full].requests.Load(); got != 0 {
 		t.Errorf("the other shard's admission was not released: %d", got)
 	}
 	for _, id := range []uint64{1, 2} {
-		if _, found, _ := store.View().Transfer(id); found {
+		if _, found, _ := store.Live().Transfer(id); found {
 			t.Errorf("transfer %d of a refused request was written", id)
 		}
 	}
-	l.queued[full].Store(0)
+	l.admitted[full].requests.Store(0)
 	rs, err := l.CreateTransfers(ts)
 	if err != nil || rs[0] != ledger.ResultOK || rs[1] != ledger.ResultOK {
 		t.Fatalf("after the shard drained: %v %v", rs, err)

@@ -15,7 +15,16 @@ type part[E, R any] struct {
 	committed   bool     // the round holding the part is durable; owned by the shard
 	claims      int      // transfer ids claimed from other shards and not yet answered
 	claimed     []uint64 // ids this part holds claims on, released once its round is durable
-	denied      []uint64 // ids another shard holds: this part's transfers with them are refused
+	denied      []uint64 // ids another shard holds: this part's transfers with them answer id_in_flight
+}
+
+// reply answers a part and gives back what its shard admitted for it (Ledger.admit): a shard
+// counts a request from its admission until its answer, so that a stall (a slow disk, a slow
+// credit shard) refuses new requests instead of queueing them without bound.
+func reply[E, R any](l *Ledger, shard uint32, p *part[E, R]) {
+	l.admitted[shard].requests.Add(-1)
+	l.admitted[shard].events.Add(-int64(len(p.events)))
+	p.done <- p
 }
 
 type (

@@ -20,8 +20,8 @@ type shard struct {
 	id      uint32
 	l       *Ledger
 	book    *ledger.Book
-	view    *storage.Snapshot
-	commits chan *round // to the committer; capacity 1
+	view    *storage.Reader // the live store: see storage's "Durable reads"
+	commits chan *round     // to the committer; capacity 1
 	done    chan struct{}
 
 	needs    ledger.Needs
@@ -83,10 +83,19 @@ type waiter struct {
 	// buffered: a leg for a hot account that its buffer has not sent yet; nobody waits for it
 	// and it is not re-sent until it is.
 	buffered bool
+	// repeats: transfers that repeated the leg's transfer while the leg was unanswered
+	// (ledger.LegAwait); each answers what the first copy answers, when it does.
+	repeats []repeat
+}
+
+// repeat is one transfer of a request that waits for another transfer's leg.
+type repeat struct {
+	part  *transfersPart
+	index int32
 }
 
 func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
-	return &shard{id: id, l: l, book: book, view: l.store.View(), commits: make(chan *round, 1), gather: 1,
+	return &shard{id: id, l: l, book: book, view: l.store.Live(), commits: make(chan *round, 1), gather: 1,
 		done: make(chan struct{}), fx: &ledger.Effects{}, spare: &ledger.Effects{},
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
 		answerTo: make([][]ledger.LegResult, l.cfg.Shards), forgetTo: make([][]ledger.LegKey, l.cfg.Shards), claims: make(map[uint64]uint32),
@@ -125,11 +134,9 @@ func (s *shard) Receive(ctx actor.Context) {
 	}
 	switch m := ctx.Message().(type) {
 	case *transfersPart:
-		s.l.queued[s.id].Add(-1)
 		s.arrived = append(s.arrived, m)
 		s.queueFlush(ctx)
 	case *accountsPart:
-		s.l.queued[s.id].Add(-1)
 		s.book.CreateAccounts(s.l.cfg.Now(), m.events, m.results, s.fx)
 		s.accounts = append(s.accounts, m)
 		s.queueFlush(ctx)
@@ -236,9 +243,10 @@ func (s *shard) runPart(now uint64, p *transfersPart) {
 	for _, id := range p.denied {
 		s.book.LoadClaimedElsewhere(id)
 	}
-	before := len(s.fx.LegsOut)
+	before, awaits := len(s.fx.LegsOut), len(s.fx.Awaits)
 	s.book.CreateTransfers(now, p.events, p.results, s.fx)
 	s.watchLegs(before, p)
+	s.watchRepeats(awaits, p)
 	for _, id := range p.denied {
 		s.book.ForgetClaimedElsewhere(id)
 	}
@@ -345,6 +353,17 @@ func (s *shard) watchLegs(before int, p *transfersPart) {
 	}
 }
 
+// watchRepeats records the transfers of the last book call that repeat one whose leg is
+// unanswered: they answer with it.
+func (s *shard) watchRepeats(before int, p *transfersPart) {
+	for _, a := range s.fx.Awaits[before:] {
+		w := s.waiting[a.LegKey]
+		w.repeats = append(w.repeats, repeat{part: p, index: a.Event})
+		s.waiting[a.LegKey] = w
+		p.outstanding++
+	}
+}
+
 // prefetch loads from storage what the book said it needs. A read error is fatal: the
 // shard cannot tell absent from unreadable.
 func (s *shard) prefetch() {
@@ -410,28 +429,15 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 		if len(s.drains) > 0 {
 			s.answeredDrain(a.LegKey)
 		}
-		w, ok := s.waiting[a.LegKey]
-		if !ok {
-			continue
-		}
-		delete(s.waiting, a.LegKey)
-		if p := w.part; p != nil {
-			if a.Result != ledger.ResultOK {
-				p.results[w.index] = a.Result
-			}
-			p.outstanding--
-			if p.committed && p.outstanding == 0 {
-				p.done <- p
-			}
-		}
+		s.answerWaiters(a)
 	}
 	for _, p := range r.accounts {
-		p.done <- p
+		reply(s.l, s.id, p)
 	}
 	for _, p := range r.parts {
 		p.committed = true
 		if p.outstanding == 0 {
-			p.done <- p
+			reply(s.l, s.id, p)
 		}
 	}
 	fx.Reset()
@@ -447,6 +453,33 @@ func (s *shard) completed(ctx actor.Context, r *round) {
 		r := s.inflight
 		<-r.durable
 		s.completed(ctx, r)
+	}
+}
+
+// answerWaiters hands a durable answer to the request that sent the leg (a refusal becomes its
+// transfer's result) and to those that repeated its transfer meanwhile (they answered exists,
+// or now the same refusal).
+func (s *shard) answerWaiters(a ledger.LegResult) {
+	w, ok := s.waiting[a.LegKey]
+	if !ok {
+		return
+	}
+	delete(s.waiting, a.LegKey)
+	if w.part != nil {
+		s.legAnswered(w.part, w.index, a.Result)
+	}
+	for _, r := range w.repeats {
+		s.legAnswered(r.part, r.index, a.Result)
+	}
+}
+
+func (s *shard) legAnswered(p *transfersPart, index int32, r ledger.TransferResult) {
+	if r != ledger.ResultOK {
+		p.results[index] = r
+	}
+	p.outstanding--
+	if p.committed && p.outstanding == 0 {
+		reply(s.l, s.id, p)
 	}
 }
 

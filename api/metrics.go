@@ -96,8 +96,11 @@ var (
 		"Credit legs sent again from an outbox (after recovery, or unanswered too long).", nil, nil)
 	descUnexpected = prometheus.NewDesc("ledger_unexpected_messages_total",
 		"Messages a shard actor did not expect; should stay 0.", nil, nil)
-	descQueued = prometheus.NewDesc("ledger_shard_queued_requests",
-		"Requests admitted to a shard's mailbox and not yet taken.", []string{"shard"}, nil)
+	descQueued = prometheus.NewDesc("ledger_shard_requests_in_flight",
+		"Requests a shard admitted and has not answered yet (bounded by --shard-requests-max).", []string{"shard"}, nil)
+	descQueuedEvents = prometheus.NewDesc("ledger_shard_events_in_flight",
+		"Accounts and transfers a shard admitted and has not answered yet (bounded by --shard-events-max).",
+		[]string{"shard"}, nil)
 	descOutbox = prometheus.NewDesc("ledger_outbox_legs",
 		"Split transfers in flight: credit legs a shard sent and has not seen answered.", []string{"shard"}, nil)
 	descOldest = prometheus.NewDesc("ledger_outbox_oldest_age_seconds",
@@ -130,7 +133,7 @@ type ledgerCollector struct{ l *actors.Ledger }
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
-		descQueued, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descStalls, descStallSeconds,
+		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descStalls, descStallSeconds,
 		descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels, descWALBytes, descTableBytes, descDisk} {
 		ch <- d
 	}
@@ -145,7 +148,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	for r, name := range actors.FlushReasonNames {
 		ch <- prometheus.MustNewConstMetric(descHotFlushes, prometheus.CounterValue, float64(st.HotFlushes[r].Load()), name)
 	}
-	ss := c.l.Store().Stats()
+	ss := c.l.StorageStats()
 	for _, m := range []struct {
 		d *prometheus.Desc
 		t prometheus.ValueType
@@ -167,7 +170,8 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for s := 0; s < int(c.l.Shards()); s++ {
 		label := strconv.Itoa(s)
-		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(c.l.QueuedRequests(s)), label)
+		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(c.l.AdmittedRequests(s)), label)
+		ch <- prometheus.MustNewConstMetric(descQueuedEvents, prometheus.GaugeValue, float64(c.l.AdmittedEvents(s)), label)
 		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(c.l.OutboxLegs(s)), label)
 		age := 0.0
 		if oldest := c.l.OutboxOldest(s); !oldest.IsZero() {
@@ -181,6 +185,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for l, v := range transit {
-		ch <- prometheus.MustNewConstMetric(descTransit, prometheus.GaugeValue, float64(v), strconv.Itoa(int(l)))
+		f, _ := v.Float64()
+		ch <- prometheus.MustNewConstMetric(descTransit, prometheus.GaugeValue, f, strconv.Itoa(int(l)))
 	}
 }

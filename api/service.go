@@ -1,6 +1,6 @@
 // Package api serves the ledger over gRPC: it validates requests, translates between the wire
-// contract and the domain, and maps errors to gRPC codes in one table. Reads go straight to
-// storage, which holds only durable state.
+// contract and the domain, and maps errors to gRPC codes in one table. Reads go through the
+// ledger (actors.Ledger.Read), on snapshots in which everything is durable.
 package api
 
 import (
@@ -154,61 +154,51 @@ func (s *Service) CreateTransfers(_ context.Context, req *ledgerv1.CreateTransfe
 }
 
 func checkIDs(ids []uint64) error {
+	if len(ids) == 0 {
+		return invalid("no ids")
+	}
 	if len(ids) > LookupIDsMax {
 		return invalid("%d ids; at most %d per lookup", len(ids), LookupIDsMax)
 	}
 	return nil
 }
 
-// LookupAccounts implements LedgerService.
+// LookupAccounts implements LedgerService. A hot account shows its inflows still in buffers
+// as credits_buffered, read from the same snapshot as its balance: each such inflow counts
+// once, either as buffered or in the balance.
 func (s *Service) LookupAccounts(_ context.Context, req *ledgerv1.LookupAccountsRequest) (*ledgerv1.LookupAccountsResponse, error) {
 	if err := checkIDs(req.GetIds()); err != nil {
 		return nil, toStatus(err)
 	}
-	v := s.ledger.Store().View()
 	resp := &ledgerv1.LookupAccountsResponse{}
-	var hot []int // positions in resp of hot accounts
-	err := v.Accounts(req.GetIds(), func(a ledger.Account) {
-		if a.Flags&ledger.AccountHot != 0 {
-			hot = append(hot, len(resp.Accounts))
+	err := s.ledger.Read(func(v *storage.Reader) error {
+		var hot map[uint64]ledger.Uint128
+		err := v.Accounts(req.GetIds(), func(a ledger.Account) {
+			if a.Flags&ledger.AccountHot != 0 {
+				if hot == nil {
+					hot = map[uint64]ledger.Uint128{}
+				}
+				hot[a.ID] = ledger.Uint128{}
+			}
+			resp.Accounts = append(resp.Accounts, AccountToProto(&a))
+		})
+		if err != nil || hot == nil {
+			return err
 		}
-		resp.Accounts = append(resp.Accounts, AccountToProto(&a))
+		if err := v.InflowsInTransit(hot); err != nil {
+			return err
+		}
+		for _, a := range resp.Accounts {
+			if sum, ok := hot[a.GetId()]; ok {
+				a.CreditsBuffered = u128ToProto(sum)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if len(hot) > 0 {
-		if err := s.buffered(resp.Accounts, hot); err != nil {
-			return nil, toStatus(err)
-		}
-	}
 	return resp, nil
-}
-
-// buffered reads the hot accounts again, with their inflows still in buffers, from one
-// snapshot: each such inflow counts once, either as buffered or in the balance.
-func (s *Service) buffered(accounts []*ledgerv1.Account, hot []int) error {
-	snap := s.ledger.Store().Snapshot()
-	defer snap.Close()
-	sums := make(map[uint64]uint64, len(hot))
-	for _, i := range hot {
-		sums[accounts[i].GetId()] = 0
-	}
-	if err := snap.InflowsInTransit(sums); err != nil {
-		return err
-	}
-	for _, i := range hot {
-		a, found, err := snap.Account(accounts[i].GetId())
-		if err != nil {
-			return err
-		}
-		if !found {
-			return fmt.Errorf("api: account %d vanished between two reads", accounts[i].GetId())
-		}
-		accounts[i] = AccountToProto(&a)
-		accounts[i].CreditsBuffered = sums[a.ID]
-	}
-	return nil
 }
 
 // LookupTransfers implements LedgerService.
@@ -216,16 +206,21 @@ func (s *Service) LookupTransfers(_ context.Context, req *ledgerv1.LookupTransfe
 	if err := checkIDs(req.GetIds()); err != nil {
 		return nil, toStatus(err)
 	}
-	v := s.ledger.Store().View()
 	resp := &ledgerv1.LookupTransfersResponse{}
-	for _, id := range req.GetIds() {
-		t, found, err := v.Transfer(id)
-		if err != nil {
-			return nil, toStatus(err)
+	err := s.ledger.Read(func(v *storage.Reader) error {
+		for _, id := range req.GetIds() {
+			t, found, err := v.Transfer(id)
+			if err != nil {
+				return err
+			}
+			if found {
+				resp.Transfers = append(resp.Transfers, TransferToProto(&t))
+			}
 		}
-		if found {
-			resp.Transfers = append(resp.Transfers, TransferToProto(&t))
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	return resp, nil
 }
@@ -256,28 +251,33 @@ func (s *Service) GetAccountTransfers(_ context.Context, req *ledgerv1.GetAccoun
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	snap := s.ledger.Store().Snapshot()
-	defer snap.Close()
-	postings, next, err := snap.Postings(f)
+	resp := &ledgerv1.GetAccountTransfersResponse{}
+	err = s.ledger.Read(func(v *storage.Reader) error {
+		postings, next, err := v.Postings(f)
+		if err != nil {
+			return err
+		}
+		resp.NextTimestamp = next
+		seen := make(map[uint64]bool, len(postings))
+		for _, p := range postings {
+			if seen[p.TransferID] {
+				continue
+			}
+			seen[p.TransferID] = true
+			t, found, err := v.Transfer(p.TransferID)
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("posting of account %d at %d names missing transfer %d",
+					p.Account, p.Timestamp, p.TransferID)
+			}
+			resp.Transfers = append(resp.Transfers, TransferToProto(&t))
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	resp := &ledgerv1.GetAccountTransfersResponse{NextTimestamp: next}
-	seen := make(map[uint64]bool, len(postings))
-	for _, p := range postings {
-		if seen[p.TransferID] {
-			continue
-		}
-		seen[p.TransferID] = true
-		t, found, err := snap.Transfer(p.TransferID)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		if !found {
-			return nil, toStatus(fmt.Errorf("posting of account %d at %d names missing transfer %d",
-				p.Account, p.Timestamp, p.TransferID))
-		}
-		resp.Transfers = append(resp.Transfers, TransferToProto(&t))
 	}
 	return resp, nil
 }
@@ -288,34 +288,38 @@ func (s *Service) GetAccountBalances(_ context.Context, req *ledgerv1.GetAccount
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	snap := s.ledger.Store().Snapshot()
-	defer snap.Close()
-	a, found, err := snap.Account(f.Account)
-	if err != nil {
-		return nil, toStatus(err)
-	}
 	resp := &ledgerv1.GetAccountBalancesResponse{}
-	if !found || a.Flags&ledger.AccountHistory == 0 {
-		return resp, nil
-	}
-	postings, next, err := snap.Postings(f)
+	err = s.ledger.Read(func(v *storage.Reader) error {
+		a, found, err := v.Account(f.Account)
+		if err != nil || !found || a.Flags&ledger.AccountHistory == 0 {
+			return err
+		}
+		postings, next, err := v.Postings(f)
+		if err != nil {
+			return err
+		}
+		resp.NextTimestamp = next
+		for _, p := range postings {
+			resp.Balances = append(resp.Balances, &ledgerv1.AccountBalance{Timestamp: p.Timestamp,
+				TransferId: p.TransferID, DebitsPending: u128ToProto(p.After.DebitsPending),
+				DebitsPosted: u128ToProto(p.After.DebitsPosted), CreditsPending: u128ToProto(p.After.CreditsPending),
+				CreditsPosted: u128ToProto(p.After.CreditsPosted)})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	resp.NextTimestamp = next
-	for _, p := range postings {
-		resp.Balances = append(resp.Balances, &ledgerv1.AccountBalance{Timestamp: p.Timestamp,
-			TransferId: p.TransferID, DebitsPending: p.After.DebitsPending, DebitsPosted: p.After.DebitsPosted,
-			CreditsPending: p.After.CreditsPending, CreditsPosted: p.After.CreditsPosted})
 	}
 	return resp, nil
 }
 
 // Verify implements AdminService.
 func (s *Service) Verify(_ context.Context, _ *ledgerv1.VerifyRequest) (*ledgerv1.VerifyResponse, error) {
-	snap := s.ledger.Store().Snapshot()
-	defer snap.Close()
-	rep, err := storage.Verify(snap, s.ledger.Shards())
+	var rep storage.Report
+	err := s.ledger.Read(func(v *storage.Reader) (err error) {
+		rep, err = storage.Verify(v, s.ledger.Shards())
+		return err
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -121,19 +121,27 @@ func TestHotAccountShowsBuffered(t *testing.T) {
 		t.Fatalf("transfers: %v", got)
 	}
 	a := f.balance(t, hot)
-	if a.GetCreditsBuffered() != 100 || a.GetCreditsPosted() != 5 {
-		t.Fatalf("before the flush: buffered %d, posted %d; want 100 and 5", a.GetCreditsBuffered(), a.GetCreditsPosted())
+	if small(a.GetCreditsBuffered()) != 100 || small(a.GetCreditsPosted()) != 5 {
+		t.Fatalf("before the flush: buffered %v, posted %v; want 100 and 5", a.GetCreditsBuffered(), a.GetCreditsPosted())
 	}
-	if got := f.balance(t, payer).GetCreditsBuffered(); got != 0 {
-		t.Fatalf("a plain account shows %d buffered", got)
+	if got := f.balance(t, payer).GetCreditsBuffered(); got != nil {
+		t.Fatalf("a plain account shows %v buffered", got)
 	}
 	if err := f.ledger.Drain(f.ctx); err != nil {
 		t.Fatal(err)
 	}
 	a = f.balance(t, hot)
-	if a.GetCreditsBuffered() != 0 || a.GetCreditsPosted() != 105 {
-		t.Fatalf("after the flush: buffered %d, posted %d; want 0 and 105", a.GetCreditsBuffered(), a.GetCreditsPosted())
+	if small(a.GetCreditsBuffered()) != 0 || small(a.GetCreditsPosted()) != 105 {
+		t.Fatalf("after the flush: buffered %v, posted %v; want 0 and 105", a.GetCreditsBuffered(), a.GetCreditsPosted())
 	}
+}
+
+// small is a 128-bit total that fits 64 bits (or an impossible value that no test wants).
+func small(x *ledgerv1.Uint128) uint64 {
+	if v, ok := x.Uint64(); ok {
+		return v
+	}
+	return math.MaxUint64
 }
 
 // TestResultNamesMatchWire: the domain's result codes and the wire enums agree by number and
@@ -162,10 +170,16 @@ func TestResultNamesMatchWire(t *testing.T) {
 			}
 		}
 	}
+	states := map[ledger.TransferState]string{ledger.StatePosted: "POSTED", ledger.StatePending: "PENDING",
+		ledger.StatePendingPosted: "PENDING_POSTED", ledger.StatePendingVoided: "PENDING_VOIDED",
+		ledger.StatePendingExpired: "PENDING_EXPIRED", ledger.StateFailed: "FAILED", ledger.StateInFlight: "IN_FLIGHT"}
 	for s, name := range ledgerv1.TransferState_name {
-		if s != 0 && ledger.TransferState(s) > ledger.StateReversed {
-			t.Errorf("wire state %s unknown to the domain", name)
+		if s != 0 && "TRANSFER_STATE_"+states[ledger.TransferState(s)] != name {
+			t.Errorf("wire state %d %s: domain %s", s, name, states[ledger.TransferState(s)])
 		}
+	}
+	if len(states) != len(ledgerv1.TransferState_name)-1 {
+		t.Errorf("%d domain states, %d on the wire", len(states), len(ledgerv1.TransferState_name)-1)
 	}
 }
 
@@ -174,7 +188,8 @@ func TestResultNamesMatchWire(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	f := newFixture(t, 2)
 	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1},
-		&ledgerv1.Account{Id: 3, Ledger: 2, Code: 1}, &ledgerv1.Account{Id: 5, Ledger: 1, Code: 1})
+		&ledgerv1.Account{Id: 3, Ledger: 2, Code: 1}, &ledgerv1.Account{Id: 5, Ledger: 1, Code: 1},
+		&ledgerv1.Account{Id: 6, Ledger: 1, Code: 1, Flags: &ledgerv1.AccountFlags{DebitsMustNotExceedCredits: true}})
 	if got := f.transfers(t, tr(10, 1, 2, math.MaxUint64)); got[0] != "ok" {
 		t.Fatalf("funding: %v", got)
 	}
@@ -203,10 +218,10 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("empty accounts: %v", err)
 	}
 
-	// Bad items: each its own code.
+	// Bad items: each its own code. Those that depend on the ledger's state are stored as
+	// failed, with their refusal; the others write nothing.
 	got := f.transfers(t,
 		tr(20, 1, 2, 0),              // zero amount
-		tr(21, 1, 2, 1),              // account 1's debits are at the maximum
 		tr(22, 1, 77, 1),             // unknown credit account
 		tr(23, 77, 1, 1),             // unknown debit account
 		tr(24, 1, 1, 1),              // same account
@@ -214,25 +229,69 @@ func TestBadInput(t *testing.T) {
 		tr(10, 1, 2, math.MaxUint64), // duplicate id, same fields
 		tr(0, 1, 2, 1),               // zero id
 		tr(25, 1, 3, 1),              // other ledger
-		tr(26, 5, 2, 1),              // account 2's credits are at the maximum (same shard)
+		tr(26, 6, 2, 1),              // account 6 may not overdraw
 	)
-	want := []string{"amount_must_not_be_zero", "overflows_debits", "credit_account_not_found",
-		"debit_account_not_found", "accounts_must_be_different", "exists_with_different_fields", "exists",
-		"id_must_not_be_zero", "accounts_must_have_the_same_ledger", "overflows_credits"}
+	want := []string{"amount_must_not_be_zero", "credit_account_not_found", "debit_account_not_found",
+		"accounts_must_be_different", "exists_with_different_fields", "exists", "id_must_not_be_zero",
+		"accounts_must_have_the_same_ledger", "exceeds_credits"}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("item %d: %s, want %s", i, got[i], want[i])
 		}
 	}
-	resp, err := f.client.LookupTransfers(f.ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{20, 21, 22, 23, 24, 25, 26}})
-	if err != nil || len(resp.GetTransfers()) != 0 {
-		t.Errorf("failed transfers were written: %v %v", resp.GetTransfers(), err)
+	resp, err := f.client.LookupTransfers(f.ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{20, 22, 23, 24, 25, 26}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if a := f.balance(t, 1); a.GetDebitsPosted() != math.MaxUint64 || a.GetCreditsPosted() != 0 {
-		t.Errorf("account 1 changed: %v", a)
+	failed := map[uint64]ledgerv1.CreateTransferResult{}
+	for _, tr := range resp.GetTransfers() {
+		if tr.GetState() != ledgerv1.TransferState_TRANSFER_STATE_FAILED {
+			t.Errorf("transfer %d: %v", tr.GetId(), tr)
+		}
+		failed[tr.GetId()] = tr.GetResult()
 	}
-	if a := f.balance(t, 2); a.GetCreditsPosted() != math.MaxUint64 || a.GetDebitsPosted() != 0 {
-		t.Errorf("account 2 changed: %v", a)
+	if len(failed) != 4 || failed[22] != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND ||
+		failed[26] != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_EXCEEDS_CREDITS {
+		t.Errorf("stored refusals: %v", failed)
+	}
+	// The same requests again: the first answers.
+	if got := f.transfers(t, tr(22, 1, 77, 1), tr(26, 6, 2, 1), tr(20, 1, 2, 3)); got[0] != "credit_account_not_found" ||
+		got[1] != "exceeds_credits" || got[2] != "ok" {
+		t.Errorf("repeated: %v", got)
+	}
+	// 128-bit totals: past 2^64 there is no overflow (2^64-1 + 3 + 1).
+	if got := f.transfers(t, tr(21, 1, 2, 1)); got[0] != "ok" {
+		t.Errorf("past 2^64: %v", got)
+	}
+	if a := f.balance(t, 1); a.GetDebitsPosted().Big().String() != "18446744073709551619" || a.GetCreditsPosted() != nil {
+		t.Errorf("account 1: %v", a)
+	}
+	// Output-only fields are refused, however large their wire value.
+	bad := tr(27, 1, 2, 1)
+	bad.State = 256
+	withResult := tr(28, 1, 2, 1)
+	withResult.Result = ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_OK
+	if got := f.transfers(t, bad, withResult); got[0] != "timestamp_must_be_zero" || got[1] != "timestamp_must_be_zero" {
+		t.Errorf("output-only fields: %v", got)
+	}
+	ar, err := f.client.CreateAccounts(f.ctx, &ledgerv1.CreateAccountsRequest{Accounts: []*ledgerv1.Account{
+		{Id: 40, Ledger: 1, Code: 1, CreditsBuffered: ledgerv1.U128(0, 1)},
+		{Id: 41, Ledger: 1, Code: 1, DebitsPending: ledgerv1.U128(0, 1)}}})
+	if err != nil || len(ar.GetResults()) != 2 ||
+		ar.GetResults()[0].GetResult() != ledgerv1.CreateAccountResult_CREATE_ACCOUNT_RESULT_BALANCES_MUST_BE_ZERO ||
+		ar.GetResults()[1].GetResult() != ledgerv1.CreateAccountResult_CREATE_ACCOUNT_RESULT_BALANCES_MUST_BE_ZERO {
+		t.Errorf("accounts with balances: %v %v", ar, err)
+	}
+	for name, call := range map[string]func() error{
+		"accounts": func() error { _, err := f.client.LookupAccounts(f.ctx, &ledgerv1.LookupAccountsRequest{}); return err },
+		"transfers": func() error {
+			_, err := f.client.LookupTransfers(f.ctx, &ledgerv1.LookupTransfersRequest{})
+			return err
+		},
+	} {
+		if err := call(); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("lookup %s without ids: %v", name, err)
+		}
 	}
 
 	// Filters out of range.
@@ -295,7 +354,7 @@ func TestHistory(t *testing.T) {
 	var sum uint64
 	for i, b := range bal.GetBalances() {
 		sum += uint64(i+1) * 10
-		if b.GetCreditsPosted() != sum || b.GetTransferId() != uint64(i+1) {
+		if small(b.GetCreditsPosted()) != sum || b.GetTransferId() != uint64(i+1) {
 			t.Errorf("balance %d: %v, want credits %d", i, b, sum)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -158,7 +159,7 @@ func (r *runner) checkBalances(ctx context.Context) string {
 // readBalances reads the balances once; settled is false while debits and credits differ.
 func (r *runner) readBalances(ctx context.Context) (msg string, settled bool) {
 	c := r.cfg
-	var debits, credits, debitsPending, creditsPending uint64
+	var debits, credits, debitsPending, creditsPending ledger.Uint128
 	found := 0
 	for first := 0; first < c.Accounts; first += ledger.BatchEventsMax {
 		ids := make([]uint64, 0, ledger.BatchEventsMax)
@@ -170,10 +171,10 @@ func (r *runner) readBalances(ctx context.Context) (msg string, settled bool) {
 			return "FAILED: lookup: " + err.Error(), true
 		}
 		for _, a := range as {
-			debits += a.GetDebitsPosted()
-			credits += a.GetCreditsPosted()
-			debitsPending += a.GetDebitsPending()
-			creditsPending += a.GetCreditsPending()
+			debits = debits.WrapAdd(u128(a.GetDebitsPosted()))
+			credits = credits.WrapAdd(u128(a.GetCreditsPosted()))
+			debitsPending = debitsPending.WrapAdd(u128(a.GetDebitsPending()))
+			creditsPending = creditsPending.WrapAdd(u128(a.GetCreditsPending()))
 		}
 		found += len(as)
 	}
@@ -182,13 +183,15 @@ func (r *runner) readBalances(ctx context.Context) (msg string, settled bool) {
 		return fmt.Sprintf("FAILED: %d of %d accounts found", found, c.Accounts), true
 	case debits != credits || debitsPending != creditsPending:
 		return fmt.Sprintf("FAILED: debits %d (pending %d) != credits %d (pending %d)", debits, debitsPending, credits, creditsPending), false
-	case r.failed.Load() == 0 && debits != r.amount.Load():
+	case r.failed.Load() == 0 && debits != ledger.U128(r.amount.Load()):
 		return fmt.Sprintf("FAILED: accounts hold %d, acknowledged transfers moved %d", debits, r.amount.Load()), true
 	case r.failed.Load() > 0:
 		return fmt.Sprintf("ok: debits = credits = %d (%d transfers failed, so no total to compare)", debits, r.failed.Load()), true
 	}
 	return fmt.Sprintf("ok: debits = credits = acknowledged amount = %d", debits), true
 }
+
+func u128(x *ledgerv1.Uint128) ledger.Uint128 { return ledger.Uint128{Hi: x.GetHi(), Lo: x.GetLo()} }
 
 // storage records what Pebble did between two readings.
 func (res *Result) storage(before, after storage.Stats) {

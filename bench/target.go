@@ -90,7 +90,9 @@ func (p inProcess) createTransfers(_ context.Context, ts []*ledgerv1.Transfer) (
 
 func (p inProcess) lookupAccounts(_ context.Context, ids []uint64) ([]*ledgerv1.Account, error) {
 	var out []*ledgerv1.Account
-	err := p.l.Store().View().Accounts(ids, func(a ledger.Account) { out = append(out, api.AccountToProto(&a)) })
+	err := p.l.Read(func(v *storage.Reader) error {
+		return v.Accounts(ids, func(a ledger.Account) { out = append(out, api.AccountToProto(&a)) })
+	})
 	return out, err
 }
 

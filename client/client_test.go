@@ -113,7 +113,7 @@ func TestAutoBatching(t *testing.T) {
 		t.Logf("%d calls made %d requests", callers, n)
 	}
 	accounts, err := c.LookupAccounts(context.Background(), []uint64{1})
-	if err != nil || len(accounts) != 1 || accounts[0].GetDebitsPosted() != 99 {
+	if err != nil || len(accounts) != 1 || accounts[0].GetDebitsPosted().GetLo() != 99 || accounts[0].GetDebitsPosted().GetHi() != 0 {
 		t.Errorf("account 1 after the calls: %v %v", accounts, err) // 100 calls debit it, one of them bad
 	}
 }
@@ -140,7 +140,7 @@ func TestRetryAfterLostReply(t *testing.T) {
 		t.Fatal("no reply was lost")
 	}
 	accounts, err := c.LookupAccounts(context.Background(), []uint64{2})
-	if err != nil || accounts[0].GetCreditsPosted() != 5 {
+	if err != nil || accounts[0].GetCreditsPosted().GetLo() != 5 || accounts[0].GetCreditsPosted().GetHi() != 0 {
 		t.Errorf("account 2: %v %v (want 5: applied once)", accounts, err)
 	}
 }

@@ -24,9 +24,9 @@ type Audit struct {
 	problems []string
 }
 
-// flight and the sums below use wrapping uint64 arithmetic: exact for the zero and equality
+// flight and the sums below use wrapping 128-bit arithmetic: exact for the zero and equality
 // checks made here, printed as signed.
-type flight struct{ posted, pending uint64 }
+type flight struct{ posted, pending Uint128 }
 
 // NewAudit starts an audit of a store of shards shards.
 func NewAudit(shards uint32) *Audit {
@@ -78,29 +78,36 @@ func (a *Audit) Outbox(l Leg) { a.outbox = append(a.outbox, l) }
 // LegApplied takes a credit shard's record of a leg it applied (or refused).
 func (a *Audit) LegApplied(r LegResult) { a.applied[r.LegKey] = r.Result }
 
-// inFlight counts a leg whose credit side has not moved: not yet applied, or refused and
-// not yet reversed.
+// countInFlight counts what a leg's transit accounts hold while it is in an outbox: all of it
+// until the credit shard booked it (or while it refused it), and, for a refusable post the
+// credit shard booked, the amount still held on the debit side while the credit is posted.
 func (a *Audit) countInFlight(l Leg) {
-	if r, ok := a.applied[l.LegKey]; ok && r == ResultOK {
-		return
-	}
+	r, applied := a.applied[l.LegKey]
+	booked := applied && r == ResultOK
 	f := a.inFlight[l.Ledger]
 	if f == nil {
 		f = &flight{}
 		a.inFlight[l.Ledger] = f
 	}
-	switch l.Kind {
-	case LegCreditPost:
-		f.posted += l.Amount
-	case LegCreditHold:
-		f.pending += l.Amount
-	case LegCreditPostHeld:
-		f.posted += l.Amount
-		f.pending -= l.Held
-	case LegCreditRelease:
-		f.pending -= l.Amount
-	default:
+	amount, held := U128(l.Amount), U128(l.Held)
+	switch {
+	case !l.Kind.Valid():
 		a.problem("outbox leg %+v has unknown kind", l)
+	case l.Kind == LegCreditPost && l.Refusable:
+		f.pending = f.pending.WrapAdd(amount)
+		if booked {
+			f.posted = f.posted.WrapSub(amount)
+		}
+	case booked:
+	case l.Kind == LegCreditPost:
+		f.posted = f.posted.WrapAdd(amount)
+	case l.Kind == LegCreditHold:
+		f.pending = f.pending.WrapAdd(amount)
+	case l.Kind == LegCreditPostHeld:
+		f.posted = f.posted.WrapAdd(amount)
+		f.pending = f.pending.WrapSub(held)
+	case l.Kind == LegCreditRelease:
+		f.pending = f.pending.WrapSub(amount)
 	}
 }
 
@@ -109,7 +116,7 @@ func (a *Audit) Problems() []string {
 	for _, l := range a.outbox {
 		a.countInFlight(l)
 	}
-	type sums struct{ posted, pending, transitPosted, transitPending uint64 }
+	type sums struct{ posted, pending, transitPosted, transitPending Uint128 }
 	perLedger := map[uint32]*sums{}
 	at := func(l uint32) *sums {
 		if perLedger[l] == nil {
@@ -126,18 +133,16 @@ func (a *Audit) Problems() []string {
 			a.problem("account %d: stored balance %+v, journal sums to %+v", id, acc.Balance, *c)
 		}
 		s := at(acc.Ledger)
-		posted := acc.CreditsPosted - acc.DebitsPosted
-		pending := acc.CreditsPending - acc.DebitsPending
-		s.posted += posted
-		s.pending += pending
+		posted := acc.CreditsPosted.WrapSub(acc.DebitsPosted)
+		pending := acc.CreditsPending.WrapSub(acc.DebitsPending)
+		s.posted, s.pending = s.posted.WrapAdd(posted), s.pending.WrapAdd(pending)
+		debits, _ := acc.DebitsPending.Add(acc.DebitsPosted)
+		credits, _ := acc.CreditsPending.Add(acc.CreditsPosted)
 		if _, _, ok := IsTransit(id); ok {
-			s.transitPosted += posted
-			s.transitPending += pending
-		} else if acc.Flags&AccountDebitsMustNotExceedCredits != 0 &&
-			acc.DebitsPending+acc.DebitsPosted > acc.CreditsPosted {
+			s.transitPosted, s.transitPending = s.transitPosted.WrapAdd(posted), s.transitPending.WrapAdd(pending)
+		} else if acc.Flags&AccountDebitsMustNotExceedCredits != 0 && debits.Cmp(acc.CreditsPosted) > 0 {
 			a.problem("account %d: overdrawn: %+v", id, acc.Balance)
-		} else if acc.Flags&AccountCreditsMustNotExceedDebits != 0 &&
-			acc.CreditsPending+acc.CreditsPosted > acc.DebitsPosted {
+		} else if acc.Flags&AccountCreditsMustNotExceedDebits != 0 && credits.Cmp(acc.DebitsPosted) > 0 {
 			a.problem("account %d: over its credit limit: %+v", id, acc.Balance)
 		}
 	}
@@ -147,22 +152,23 @@ func (a *Audit) Problems() []string {
 		}
 	}
 	for l, s := range perLedger {
-		if s.posted != 0 || s.pending != 0 {
-			a.problem("ledger %d: credits minus debits is %d posted, %d pending; must be 0", l, int64(s.posted), int64(s.pending))
+		if !s.posted.IsZero() || !s.pending.IsZero() {
+			a.problem("ledger %d: credits minus debits is %v posted, %v pending; must be 0", l,
+				s.posted.Signed(), s.pending.Signed())
 		}
 		f := a.inFlight[l]
 		if f == nil {
 			f = &flight{}
 		}
 		if s.transitPosted != f.posted || s.transitPending != f.pending {
-			a.problem("ledger %d: transit holds %d posted, %d pending; the outbox carries %d, %d",
-				l, int64(s.transitPosted), int64(s.transitPending), int64(f.posted), int64(f.pending))
+			a.problem("ledger %d: transit holds %v posted, %v pending; the outbox carries %v, %v",
+				l, s.transitPosted.Signed(), s.transitPending.Signed(), f.posted.Signed(), f.pending.Signed())
 		}
 	}
 	for l, f := range a.inFlight {
-		if perLedger[l] == nil && (f.posted != 0 || f.pending != 0) {
-			a.problem("ledger %d: the outbox carries %d posted, %d pending, but no transit account holds it",
-				l, int64(f.posted), int64(f.pending))
+		if perLedger[l] == nil && (!f.posted.IsZero() || !f.pending.IsZero()) {
+			a.problem("ledger %d: the outbox carries %v posted, %v pending, but no transit account holds it",
+				l, f.posted.Signed(), f.pending.Signed())
 		}
 	}
 	sort.Strings(a.problems)

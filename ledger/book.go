@@ -22,6 +22,8 @@ type Book struct {
 	holding   map[uint64]struct{}       // pending transfers whose hold leg is unanswered
 	legs      map[LegKey]TransferResult // legs applied here since the last Trim
 	expiries  expiryHeap
+	parked    map[uint64]expiry   // due expiries of holds whose leg is unanswered
+	elsewhere map[uint64]struct{} // ids another shard is booking (LoadClaimedElsewhere)
 
 	clock     uint64 // the last timestamp handed out
 	recording bool   // inside a linked chain: keep undo entries
@@ -49,6 +51,8 @@ func NewBook(shard, shards uint32) *Book {
 		outbox:    make(map[LegKey]Leg),
 		holding:   make(map[uint64]struct{}),
 		legs:      make(map[LegKey]TransferResult),
+		parked:    make(map[uint64]expiry),
+		elsewhere: make(map[uint64]struct{}),
 		cacheMax:  TransferCacheEntriesMax,
 	}
 }
@@ -98,7 +102,7 @@ func (b *Book) LoadAccount(a Account) {
 	b.LoadClock(a.Timestamp)
 }
 
-// LoadTransfer puts a stored transfer into the cache, arming its expiry if it is pending on
+// LoadTransfer puts a stored transfer into the cache, arming its expiry if it is a hold on
 // this shard. A transfer of another shard with an id this shard is asked about is loaded too,
 // so that re-using its id answers exists_with_different_fields.
 func (b *Book) LoadTransfer(t Transfer) {
@@ -109,28 +113,19 @@ func (b *Book) LoadTransfer(t Transfer) {
 	if !b.Owns(t.DebitAccountID) {
 		return // another shard's transfer with this id: known only to answer exists checks
 	}
-	if t.State == StatePending && t.ExpiresAt() != 0 {
+	if t.holds() && t.ExpiresAt() != 0 {
 		heap.Push(&b.expiries, expiry{at: t.ExpiresAt(), id: t.ID})
 	}
 	b.LoadClock(t.Timestamp)
 }
 
-// LoadClaimedElsewhere records that another shard has booked (or is booking) a transfer with
-// this id: a transfer here with the same id answers exists_with_different_fields. (Its debit
-// account is elsewhere, so its fields differ.)
-func (b *Book) LoadClaimedElsewhere(id uint64) {
-	if _, ok := b.transfers[id]; !ok {
-		b.transfers[id] = Transfer{ID: id}
-	}
-}
+// LoadClaimedElsewhere records that another shard is booking a transfer with this id: a
+// transfer here with the same id answers id_in_flight, which the client retries.
+func (b *Book) LoadClaimedElsewhere(id uint64) { b.elsewhere[id] = struct{}{} }
 
 // ForgetClaimedElsewhere undoes LoadClaimedElsewhere once the transfers it was for have run:
 // the other shard may yet fail to book the id, and then the id is free again.
-func (b *Book) ForgetClaimedElsewhere(id uint64) {
-	if t, ok := b.transfers[id]; ok && t == (Transfer{ID: id}) {
-		delete(b.transfers, id)
-	}
-}
+func (b *Book) ForgetClaimedElsewhere(id uint64) { delete(b.elsewhere, id) }
 
 // LoadRemote records what never changes of an account on another shard.
 func (b *Book) LoadRemote(info AccountInfo) {
@@ -250,7 +245,7 @@ func (b *Book) Trim() {
 		return
 	}
 	for id, t := range b.transfers {
-		if t.State != StatePending && !b.legOutstanding(id) {
+		if t.State != StatePending && t.State != StateInFlight && !b.legOutstanding(id) {
 			delete(b.transfers, id)
 		}
 	}
@@ -268,8 +263,11 @@ type Effects struct {
 	Postings   []Posting   // journal entries, one per account per movement
 	LegsOut    []Leg       // legs to write to the outbox and send after the commit
 	LegsDone   []LegResult // legs applied here: record them, and answer their senders
-	OutboxDone []LegKey    // answered legs to delete from the outbox
+	OutboxDone []Leg       // answered legs to delete from the outbox
 	Answered   []LegResult // answered legs, for the requests that wait on them
+	// Awaits: events of the round that repeat a transfer whose leg is unanswered, and answer
+	// when it is (LegAwait).
+	Awaits []LegAwait
 	// Forget: once OutboxDone is durable, tell each leg's credit shard to delete its record.
 	Forget []LegForget
 	// LegsForgotten: records of applied legs to delete (their senders will not send again).
@@ -288,6 +286,7 @@ func (fx *Effects) Reset() {
 	fx.LegsDone = fx.LegsDone[:0]
 	fx.OutboxDone = fx.OutboxDone[:0]
 	fx.Answered = fx.Answered[:0]
+	fx.Awaits = fx.Awaits[:0]
 	fx.Forget = fx.Forget[:0]
 	fx.LegsForgotten = fx.LegsForgotten[:0]
 	fx.epoch = 0

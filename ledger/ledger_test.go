@@ -53,7 +53,11 @@ func run(t *testing.T, w *world, td *datadriven.TestData) string {
 			ts = append(ts, parseTransfer(t, l))
 		}
 		for i, r := range w.createTransfers(ts) {
-			fmt.Fprintf(&out, "%d: %s\n", ts[i].ID, r)
+			fmt.Fprintf(&out, "%d: %s", ts[i].ID, r)
+			if k, ok := w.awaits[i]; ok {
+				fmt.Fprintf(&out, " (answers when leg %s of %d is answered)", legKindNames[k.Kind], k.TransferID)
+			}
+			out.WriteString("\n")
 		}
 	case "deliver":
 		n := 0
@@ -103,7 +107,7 @@ func run(t *testing.T, w *world, td *datadriven.TestData) string {
 			return "not found\n"
 		}
 		fmt.Fprintf(&out, "%s amount=%d", stateNames[tr.State], tr.Amount)
-		if tr.State == ledger.StateReversed {
+		if tr.State == ledger.StateFailed {
 			fmt.Fprintf(&out, " result=%s", tr.Result)
 		}
 		out.WriteString("\n")

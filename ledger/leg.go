@@ -1,6 +1,9 @@
 package ledger
 
-import "fmt"
+import (
+	"container/heap"
+	"fmt"
+)
 
 // LegKind is what a credit leg does on the credit account's shard.
 type LegKind uint8
@@ -39,12 +42,36 @@ type Leg struct {
 	Held         uint64 // for LegCreditPostHeld: the held amount released
 	Ledger       uint32
 	From         uint32
-	Redelivered  bool // sent again from the outbox: may already have been applied
+	// Refusable: the credit account limits its credits and may refuse the leg (the debit
+	// shard holds the amount meanwhile: see StateInFlight). No other leg may be refused.
+	Refusable   bool
+	Redelivered bool // sent again from the outbox: may already have been applied
 	// Buffered: a posted inflow to a hot account. The transfer's reply does not wait for its
 	// answer, and the sender may hold it back to deliver it with others (not stored: a leg
 	// recovered from the outbox is sent at once).
 	Buffered bool
 	Event    int32 // the position of the transfer that made it in its batch (-1: none); not stored
+}
+
+// LegAwait says that the event at position Event of the batch being run repeats a transfer
+// whose credit leg is unanswered: it answers once that leg is answered, what the first copy
+// answers (exists, or the refusal).
+type LegAwait struct {
+	LegKey
+	Event int32
+}
+
+// creationLeg is the kind of leg a transfer of t's kind sends when it is split.
+func (t *Transfer) creationLeg() LegKind {
+	switch {
+	case t.Flags&TransferPending != 0:
+		return LegCreditHold
+	case t.Flags&TransferPostPending != 0:
+		return LegCreditPostHeld
+	case t.Flags&TransferVoidPending != 0:
+		return LegCreditRelease
+	}
+	return LegCreditPost
 }
 
 // LegForget tells the credit shard To that the sender has durably taken the answer to a leg
@@ -63,9 +90,9 @@ type LegResult struct {
 }
 
 // ApplyLegs applies credit legs sent to this shard. A leg applied before (a duplicate
-// delivery) changes nothing and gets its first answer again. PostHeld and Release legs cannot
-// fail; Post and Hold legs fail only for the credit account's own state (closed, its credit
-// limit, overflow), and the sender then reverses the debit.
+// delivery) changes nothing and gets its first answer again. Only a Refusable leg may be
+// refused, for the credit account's own state (closed, its credit limit); the sender then
+// releases the amount it held.
 func (b *Book) ApplyLegs(now uint64, legs []Leg, fx *Effects) {
 	b.begin(fx)
 	for i := range legs {
@@ -84,24 +111,14 @@ func (b *Book) applyLeg(now uint64, l *Leg, fx *Effects) TransferResult {
 		panic(fmt.Sprintf("ledger: INVARIANT: leg %+v delivered to shard %d", *l, b.shard))
 	}
 	a, ok := b.accounts[l.Account]
-	if !ok {
-		return ResultCreditAccountNotFound
-	}
-	if l.Kind == LegCreditPost || l.Kind == LegCreditHold {
-		credits, overflow := sum3(a.CreditsPending, a.CreditsPosted, l.Amount)
-		switch {
-		case a.Flags&AccountClosed != 0:
-			return ResultCreditAccountClosed
-		case overflow:
-			return ResultOverflowsCredits
-		case a.Flags&AccountCreditsMustNotExceedDebits != 0 && credits > a.DebitsPosted:
-			return ResultExceedsDebits
+	if r := refusal(l, a, ok); r != ResultOK {
+		if !l.Refusable {
+			// The sender checked everything else: the account exists (its record was read
+			// before the debit round, which is durable, so it is), closed never changes, and
+			// 128-bit totals cannot overflow.
+			panic(fmt.Sprintf("ledger: INVARIANT: leg %+v refused (%v) but not refusable", *l, r))
 		}
-		if tr, ok := b.accounts[TransitAccountID(b.shard, l.Ledger)]; ok {
-			if _, overflow := sum3(tr.DebitsPending, tr.DebitsPosted, l.Amount); overflow {
-				return ResultOverflowsDebits
-			}
-		}
+		return r
 	}
 	ts := b.tick(now)
 	op := l.Kind.op()
@@ -111,9 +128,30 @@ func (b *Book) applyLeg(now uint64, l *Leg, fx *Effects) TransferResult {
 	return ResultOK
 }
 
+// refusal is why the credit account refuses a leg, or ResultOK.
+func refusal(l *Leg, a *accountState, found bool) TransferResult {
+	if !found {
+		return ResultCreditAccountNotFound
+	}
+	if l.Kind != LegCreditPost && l.Kind != LegCreditHold {
+		return ResultOK // it moves a credit already held here
+	}
+	credits, overflow := sum3(a.CreditsPending, a.CreditsPosted, l.Amount)
+	switch {
+	case a.Flags&AccountClosed != 0:
+		return ResultCreditAccountClosed
+	case overflow:
+		return ResultOverflowsCredits
+	case a.Flags&AccountCreditsMustNotExceedDebits != 0 && credits.Cmp(a.DebitsPosted) > 0:
+		return ResultExceedsDebits
+	}
+	return ResultOK
+}
+
 // ApplyLegResults takes the credit shards' answers to this shard's legs: each answered leg
-// leaves the outbox, and a refused one is reversed by a compensating posting that returns the
-// money to the debit account; its transfer ends as reversed with the refusal as its result.
+// leaves the outbox, and a refusable transfer ends: a refusal releases the amount held on
+// the debit account and the transfer fails with it; an acceptance posts the held amount (or,
+// for a hold, lets it stand as pending).
 func (b *Book) ApplyLegResults(now uint64, results []LegResult, fx *Effects) {
 	b.begin(fx)
 	for _, r := range results {
@@ -122,16 +160,54 @@ func (b *Book) ApplyLegResults(now uint64, results []LegResult, fx *Effects) {
 			continue // answered before
 		}
 		delete(b.outbox, r.LegKey)
-		fx.OutboxDone = append(fx.OutboxDone, r.LegKey)
+		fx.OutboxDone = append(fx.OutboxDone, l)
 		fx.Forget = append(fx.Forget, LegForget{LegKey: r.LegKey, To: ShardOf(l.Account, b.shards)})
 		if l.Kind == LegCreditHold {
-			delete(b.holding, l.TransferID)
+			b.unhold(l.TransferID)
 		}
-		if r.Result != ResultOK {
-			b.reverse(now, &l, r.Result, fx)
+		switch {
+		case l.Refusable:
+			b.settle(now, &l, r.Result, fx)
+		case r.Result != ResultOK:
+			panic(fmt.Sprintf("ledger: INVARIANT: leg %+v refused (%v) but not refusable", l, r.Result))
 		}
 		fx.Answered = append(fx.Answered, r)
 	}
+}
+
+// unhold notes that a hold's leg was answered, and arms its expiry again if a sweep parked it.
+func (b *Book) unhold(id uint64) {
+	delete(b.holding, id)
+	if e, ok := b.parked[id]; ok {
+		delete(b.parked, id)
+		heap.Push(&b.expiries, e)
+	}
+}
+
+// settle ends a refusable transfer once its credit account answered its leg.
+func (b *Book) settle(now uint64, l *Leg, r TransferResult, fx *Effects) {
+	t, ok := b.transfers[l.TransferID]
+	dr, okd := b.accounts[l.DebitAccount]
+	if !ok || !okd || t.State != StateInFlight {
+		panic(fmt.Sprintf("ledger: INVARIANT: settling leg %+v of transfer %+v (found %v, %v)", *l, t, ok, okd))
+	}
+	switch {
+	case r == ResultOK && l.Kind == LegCreditHold:
+		t.State = StatePending // held on both sides now
+	case r == ResultOK:
+		ts := b.tick(now)
+		b.post(dr, Posting{Timestamp: ts, TransferID: l.TransferID, Op: OpDebitPostHeld, Amount: l.Amount,
+			Held: l.Amount, Split: true}, fx)
+		b.moveTransit(l.Ledger, ts, OpCreditPostHeld, l.Amount, l.Amount, fx)
+		t.State = StatePosted
+	default:
+		ts := b.tick(now)
+		b.post(dr, Posting{Timestamp: ts, TransferID: l.TransferID, Op: OpDebitRelease, Amount: l.Amount,
+			Split: true}, fx)
+		b.moveTransit(l.Ledger, ts, OpCreditRelease, l.Amount, 0, fx)
+		t.State, t.Result = StateFailed, r
+	}
+	b.setTransfer(t, fx)
 }
 
 // ForgetLegs deletes this shard's records of legs whose senders have durably taken the
@@ -143,28 +219,6 @@ func (b *Book) ForgetLegs(keys []LegKey, fx *Effects) {
 		delete(b.legs, k)
 		fx.LegsForgotten = append(fx.LegsForgotten, k)
 	}
-}
-
-func (b *Book) reverse(now uint64, l *Leg, why TransferResult, fx *Effects) {
-	var op PostingOp // on the debit account; the transit account takes its mirror
-	switch l.Kind {
-	case LegCreditPost:
-		op = OpCreditPost
-	case LegCreditHold:
-		op = OpDebitRelease
-	default:
-		panic(fmt.Sprintf("ledger: INVARIANT: leg %+v cannot be refused (%v)", *l, why))
-	}
-	t, ok := b.transfers[l.TransferID]
-	dr, okd := b.accounts[l.DebitAccount]
-	if !ok || !okd {
-		panic(fmt.Sprintf("ledger: INVARIANT: reversing leg %+v of an unknown transfer or account", *l))
-	}
-	ts := b.tick(now)
-	b.post(dr, Posting{Timestamp: ts, TransferID: l.TransferID, Op: op, Amount: l.Amount, Split: true}, fx)
-	b.moveTransit(l.Ledger, ts, op.Mirror(), l.Amount, 0, fx)
-	t.State, t.Result = StateReversed, why
-	b.setTransfer(t, fx)
 }
 
 // legOutstanding reports whether a transfer still has a leg whose answer may need it.

@@ -1,7 +1,5 @@
 package ledger
 
-import "math/bits"
-
 // PostingOp says which balance fields one posting moves.
 type PostingOp uint8
 
@@ -69,38 +67,37 @@ func (op PostingOp) Apply(b *Balance, amount, held uint64) bool {
 	return false
 }
 
-func add(f *uint64, amount uint64) bool {
-	sum, carry := bits.Add64(*f, amount, 0)
-	if carry != 0 {
-		return false
-	}
-	*f = sum
-	return true
+func add(f *Uint128, amount uint64) bool {
+	v, ok := f.Add64(amount)
+	*f = v
+	return ok
 }
 
-func sub(f *uint64, amount uint64) bool {
-	if *f < amount {
-		return false
-	}
-	*f -= amount
-	return true
+func sub(f *Uint128, amount uint64) bool {
+	v, ok := f.Sub64(amount)
+	*f = v
+	return ok
 }
 
-func moveHeld(pending, posted *uint64, held, amount uint64) bool {
-	if *pending < held || amount > held {
+func moveHeld(pending, posted *Uint128, held, amount uint64) bool {
+	if amount > held {
 		return false
 	}
-	if _, carry := bits.Add64(*posted, amount, 0); carry != 0 {
+	p, ok := pending.Sub64(held)
+	if !ok {
 		return false
 	}
-	*pending -= held
-	*posted += amount
+	q, ok := posted.Add64(amount)
+	if !ok {
+		return false
+	}
+	*pending, *posted = p, q
 	return true
 }
 
 // sum3 returns a+b+c and whether it overflowed.
-func sum3(a, b, c uint64) (uint64, bool) {
-	s, c1 := bits.Add64(a, b, 0)
-	s, c2 := bits.Add64(s, c, 0)
-	return s, c1|c2 != 0
+func sum3(a, b Uint128, c uint64) (Uint128, bool) {
+	s, ok1 := a.Add(b)
+	s, ok2 := s.Add64(c)
+	return s, !(ok1 && ok2)
 }

@@ -94,7 +94,23 @@ const (
 	ResultOverloaded                              TransferResult = 39
 	ResultPendingTransferHasDifferentAmount       TransferResult = 40
 	ResultPendingTransferInFlight                 TransferResult = 41
+	// ResultIDInFlight: another shard is booking a different transfer with this id. Retry: the
+	// retry answers exists_with_different_fields if that transfer took the id, or runs.
+	ResultIDInFlight                      TransferResult = 42
+	ResultPendingTransferHasDifferentCode TransferResult = 43
 )
+
+// Burns reports whether a refusal depends on the ledger's state rather than on the request
+// alone or on a passing condition of the system. Such a refusal is stored: the transfer ends as
+// StateFailed, its id is taken, and the same request answers the same refusal again, whether
+// it ran on one shard or was split over two (a retry can never succeed later because the state
+// changed meanwhile). Refusals of the request alone (validation) and passing ones (overloaded,
+// an id or a hold in flight, a chain over shards) are not stored: the id stays free.
+func (r TransferResult) Burns() bool {
+	return r < ResultLinkedChainSpansShards && r >= ResultDebitAccountNotFound &&
+		r != ResultExistsWithDifferentFields && r != ResultExists ||
+		r == ResultPendingTransferHasDifferentAmount || r == ResultPendingTransferHasDifferentCode
+}
 
 var transferResultNames = [...]string{
 	1:  "ok",
@@ -138,6 +154,8 @@ var transferResultNames = [...]string{
 	39: "overloaded",
 	40: "pending_transfer_has_different_amount",
 	41: "pending_transfer_in_flight",
+	42: "id_in_flight",
+	43: "pending_transfer_has_different_code",
 }
 
 func (r TransferResult) String() string {

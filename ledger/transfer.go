@@ -54,7 +54,7 @@ func ValidateTransfer(t *Transfer) TransferResult {
 // CreateTransfers runs a batch of transfers whose debit accounts live on this shard, in order.
 // results[i] is set for every ts[i]. A linked chain succeeds or fails as one: on the first
 // failure the chain's earlier effects are undone and its other members fail with
-// linked_event_failed.
+// linked_event_failed. A refusal that Burns is stored (the transfer ends as StateFailed).
 func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
 	b.begin(fx)
 	open := len(ts)
@@ -77,7 +77,11 @@ func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResu
 		}
 		b.event = int32(i)
 		if end == i {
-			results[i] = b.createTransfer(now, &ts[i], fx, false)
+			r := b.createTransfer(now, &ts[i], fx, false)
+			if burns(&ts[i], r) {
+				b.fail(now, &ts[i], r, fx)
+			}
+			results[i] = r
 		} else {
 			b.createChain(now, ts[i:end+1], results[i:end+1], fx)
 		}
@@ -85,34 +89,80 @@ func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResu
 	}
 }
 
-func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
-	mark := [3]int{len(fx.Transfers), len(fx.Postings), len(fx.LegsOut)}
-	b.undo = b.undo[:0]
-	b.recording = true
-	defer func() { b.recording = false; b.undo = b.undo[:0] }()
-	first := b.event
-	for k := range ts {
-		b.event = first + int32(k)
-		r := b.createTransfer(now, &ts[k], fx, true)
-		if r == ResultOK {
-			continue
-		}
-		b.rollback()
-		fx.Transfers, fx.Postings, fx.LegsOut = fx.Transfers[:mark[0]], fx.Postings[:mark[1]], fx.LegsOut[:mark[2]]
-		for j := range results {
-			results[j] = ResultLinkedEventFailed
-		}
-		results[k] = r
+// burns reports whether refusal r of t is stored (TransferResult.Burns). Ids of the ledger's
+// own accounts cannot be named, whatever the state: that refusal is the request's alone.
+func burns(t *Transfer, r TransferResult) bool {
+	return r.Burns() && t.DebitAccountID < TransitIDMin && t.CreditAccountID < TransitIDMin
+}
+
+// fail stores a refused transfer, taking its id: the same request answers r again. An id the
+// book already knows, or that another shard is booking, is not this request's to take.
+func (b *Book) fail(now uint64, t *Transfer, r TransferResult, fx *Effects) {
+	if _, known := b.transfers[t.ID]; known {
 		return
 	}
-	for j := range results {
-		results[j] = ResultOK
+	if _, elsewhere := b.elsewhere[t.ID]; elsewhere {
+		return
+	}
+	n := *t
+	n.Timestamp, n.State, n.Result = b.tick(now), StateFailed, r
+	b.setTransfer(n, fx)
+}
+
+// createChain runs a linked chain. When it fails, every member answers as it would alone if
+// its id is known (a repeated chain answers what it answered the first time), the failing one
+// its refusal, and the rest linked_event_failed. A refusal that burns takes the ids of the
+// failing member and of the members before it, which passed every check.
+func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
+	mark := [4]int{len(fx.Transfers), len(fx.Postings), len(fx.LegsOut), len(fx.Awaits)}
+	b.undo = b.undo[:0]
+	b.recording = true
+	first := b.event
+	failed, why := -1, ResultOK
+	for k := range ts {
+		b.event = first + int32(k)
+		if r := b.createTransfer(now, &ts[k], fx, true); r != ResultOK {
+			failed, why = k, r
+			break
+		}
+	}
+	b.recording = false
+	if failed < 0 {
+		b.undo = b.undo[:0]
+		for j := range results {
+			results[j] = ResultOK
+		}
+		return
+	}
+	b.rollback()
+	fx.Transfers, fx.Postings = fx.Transfers[:mark[0]], fx.Postings[:mark[1]]
+	fx.LegsOut, fx.Awaits = fx.LegsOut[:mark[2]], fx.Awaits[:mark[3]]
+	for k := range ts {
+		b.event = first + int32(k)
+		s, known := b.transfers[ts[k].ID]
+		switch {
+		case known && ValidateTransfer(&ts[k]) == ResultOK:
+			results[k] = b.known(&ts[k], &s, fx)
+		case k == failed:
+			results[k] = why
+		default:
+			results[k] = ResultLinkedEventFailed
+		}
+	}
+	if burns(&ts[failed], why) {
+		for k := 0; k <= failed; k++ {
+			b.event = first + int32(k)
+			b.fail(now, &ts[k], results[k], fx)
+		}
 	}
 }
 
 func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool) TransferResult {
 	if r := ValidateTransfer(t); r != ResultOK {
 		return r
+	}
+	if _, ok := b.elsewhere[t.ID]; ok {
+		return ResultIDInFlight
 	}
 	dr, ok := b.accounts[t.DebitAccountID]
 	if !ok || t.DebitAccountID >= TransitIDMin {
@@ -137,13 +187,7 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 		return ResultTransferMustHaveTheSameLedgerAsAccounts
 	}
 	if s, ok := b.transfers[t.ID]; ok {
-		switch {
-		case !t.sameRequest(&s):
-			return ResultExistsWithDifferentFields
-		case s.State == StateReversed:
-			return s.Result // the answer the first request got
-		}
-		return ResultExists
+		return b.known(t, &s, fx)
 	}
 	if t.Flags&(TransferPostPending|TransferVoidPending) != 0 {
 		return b.resolvePending(now, t, dr, cr, credit, fx)
@@ -151,16 +195,22 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 	if r := b.checkFits(t, dr, cr, credit, inChain); r != ResultOK {
 		return r
 	}
+	// A credit account on another shard that limits its credits may refuse the money when it
+	// arrives: the amount is then only held here until it answers (StateInFlight).
+	refusable := cr == nil && credit.Flags&AccountCreditsMustNotExceedDebits != 0
 	kind, state := LegCreditPost, StatePosted
 	if t.Flags&TransferPending != 0 {
 		kind, state = LegCreditHold, StatePending
 	}
+	if refusable {
+		state = StateInFlight
+	}
 	ts := b.tick(now)
-	b.move(t.ID, t.Ledger, ts, dr, cr, credit, kind, t.Amount, 0, fx)
+	b.move(t.ID, t.Ledger, ts, dr, cr, credit, kind, t.Amount, 0, refusable, fx)
 	n := *t
 	n.Timestamp, n.State = ts, state
 	b.setTransfer(n, fx)
-	if state == StatePending {
+	if t.Flags&TransferPending != 0 {
 		if cr == nil {
 			b.setHolding(n.ID)
 		}
@@ -169,6 +219,27 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 		}
 	}
 	return ResultOK
+}
+
+// known answers a transfer whose id the book already knows: exists for the same request,
+// the stored refusal for one that failed. While the transfer's own credit leg is unanswered
+// (not buffered), the answer waits for it (Effects.Awaits): until then the outcome is not
+// final, or the credit has not landed, and a repeated request answers only what the first one
+// answers, when it answers.
+func (b *Book) known(t, s *Transfer, fx *Effects) TransferResult {
+	switch {
+	case !t.sameRequest(s):
+		return ResultExistsWithDifferentFields
+	case s.State == StateFailed:
+		return s.Result
+	}
+	k := LegKey{TransferID: s.ID, Kind: s.creationLeg()}
+	if l, ok := b.outbox[k]; ok && !l.Buffered {
+		fx.Awaits = append(fx.Awaits, LegAwait{LegKey: k, Event: b.event})
+	} else if s.State == StateInFlight {
+		panic(fmt.Sprintf("ledger: INVARIANT: transfer %d in flight without its leg", s.ID))
+	}
+	return ResultExists
 }
 
 // checkFits runs the balance checks of a new (not resolving) transfer.
@@ -183,20 +254,16 @@ func (b *Book) checkFits(t *Transfer, dr, cr *accountState, credit AccountInfo, 
 	if overflow {
 		return ResultOverflowsDebits
 	}
-	var credits uint64
+	var credits Uint128
 	if cr != nil {
 		if credits, overflow = sum3(cr.CreditsPending, cr.CreditsPosted, t.Amount); overflow {
 			return ResultOverflowsCredits
 		}
-	} else if tr, ok := b.accounts[TransitAccountID(b.shard, t.Ledger)]; ok {
-		if _, overflow = sum3(tr.CreditsPending, tr.CreditsPosted, t.Amount); overflow {
-			return ResultOverflowsCredits
-		}
 	}
-	if dr.Flags&AccountDebitsMustNotExceedCredits != 0 && debits > dr.CreditsPosted {
+	if dr.Flags&AccountDebitsMustNotExceedCredits != 0 && debits.Cmp(dr.CreditsPosted) > 0 {
 		return ResultExceedsCredits
 	}
-	if cr != nil && cr.Flags&AccountCreditsMustNotExceedDebits != 0 && credits > cr.DebitsPosted {
+	if cr != nil && cr.Flags&AccountCreditsMustNotExceedDebits != 0 && credits.Cmp(cr.DebitsPosted) > 0 {
 		return ResultExceedsDebits
 	}
 	if cr == nil && inChain && credit.Flags&AccountCreditsMustNotExceedDebits != 0 {
@@ -209,12 +276,14 @@ func (b *Book) checkFits(t *Transfer, dr, cr *accountState, credit AccountInfo, 
 	return ResultOK
 }
 
-// resolvePending posts or voids the pending transfer t names.
+// resolvePending posts or voids the pending transfer t names. The stored post or void carries
+// the amount it moved.
 func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, credit AccountInfo,
 	fx *Effects) TransferResult {
 	p, ok := b.transfers[t.PendingID]
+	post := t.Flags&TransferPostPending != 0
 	switch {
-	case !ok:
+	case !ok, p.State == StateFailed:
 		return ResultPendingTransferNotFound
 	case p.Flags&TransferPending == 0:
 		return ResultPendingTransferNotPending
@@ -222,21 +291,26 @@ func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, cre
 		return ResultPendingTransferHasDifferentAccounts
 	case p.Ledger != t.Ledger:
 		return ResultPendingTransferHasDifferentLedger
-	case t.Flags&TransferPostPending != 0 && t.Amount > p.Amount:
+	case p.Code != t.Code:
+		return ResultPendingTransferHasDifferentCode
+	case post && t.Amount > p.Amount:
 		return ResultExceedsPendingTransferAmount
-	case t.Flags&TransferVoidPending != 0 && t.Amount != 0 && t.Amount != p.Amount:
+	case !post && t.Amount != 0 && t.Amount != p.Amount:
 		return ResultPendingTransferHasDifferentAmount
 	case p.State == StatePendingPosted:
 		return ResultPendingTransferAlreadyPosted
-	case p.State == StatePendingVoided, p.State == StateReversed:
+	case p.State == StatePendingVoided:
 		return ResultPendingTransferAlreadyVoided
 	case p.State == StatePendingExpired, p.ExpiresAt() != 0 && now >= p.ExpiresAt():
 		return ResultPendingTransferExpired
-	case p.State != StatePending:
+	case p.State != StatePending && p.State != StateInFlight:
 		panic(fmt.Sprintf("ledger: INVARIANT: pending transfer %d in state %d", p.ID, p.State))
 	}
 	if _, ok := b.holding[p.ID]; ok {
 		return ResultPendingTransferInFlight
+	}
+	if p.State != StatePending {
+		panic(fmt.Sprintf("ledger: INVARIANT: pending transfer %d in flight but not holding", p.ID))
 	}
 	if dr.Flags&AccountClosed != 0 {
 		return ResultDebitAccountClosed
@@ -245,19 +319,19 @@ func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, cre
 		return ResultCreditAccountClosed
 	}
 	ts := b.tick(now)
-	if t.Flags&TransferPostPending != 0 {
-		amount := t.Amount
-		if amount == 0 {
-			amount = p.Amount
+	n := *t
+	if post {
+		if n.Amount == 0 {
+			n.Amount = p.Amount
 		}
-		b.move(t.ID, t.Ledger, ts, dr, cr, credit, LegCreditPostHeld, amount, p.Amount, fx)
+		b.move(t.ID, t.Ledger, ts, dr, cr, credit, LegCreditPostHeld, n.Amount, p.Amount, false, fx)
 		p.State = StatePendingPosted
 	} else {
-		b.move(t.ID, t.Ledger, ts, dr, cr, credit, LegCreditRelease, p.Amount, 0, fx)
+		n.Amount = p.Amount
+		b.move(t.ID, t.Ledger, ts, dr, cr, credit, LegCreditRelease, p.Amount, 0, false, fx)
 		p.State = StatePendingVoided
 	}
 	b.setTransfer(p, fx)
-	n := *t
 	n.Timestamp, n.State = ts, StatePosted
 	b.setTransfer(n, fx)
 	return ResultOK
@@ -265,20 +339,26 @@ func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, cre
 
 // move posts one movement of a transfer: the debit side on dr, and the credit side on cr
 // (same shard) or on this shard's transit account plus a leg for the credit shard. A posted
-// inflow to a hot account elsewhere makes a buffered leg.
+// inflow to a hot account elsewhere makes a buffered leg. A refusable post (a credit account
+// elsewhere that limits its credits) only holds the amount on dr until the leg is answered.
 func (b *Book) move(transferID uint64, ledger uint32, ts uint64, dr, cr *accountState,
-	credit AccountInfo, kind LegKind, amount, held uint64, fx *Effects) {
+	credit AccountInfo, kind LegKind, amount, held uint64, refusable bool, fx *Effects) {
 	op := kind.op()
-	b.post(dr, Posting{Timestamp: ts, TransferID: transferID, Op: op.Mirror(), Amount: amount,
+	debitOp := op.Mirror()
+	if refusable && kind == LegCreditPost {
+		debitOp = OpDebitHold
+	}
+	b.post(dr, Posting{Timestamp: ts, TransferID: transferID, Op: debitOp, Amount: amount,
 		Held: held, Split: cr == nil}, fx)
 	if cr != nil {
 		b.post(cr, Posting{Timestamp: ts, TransferID: transferID, Op: op, Amount: amount, Held: held}, fx)
 		return
 	}
-	b.moveTransit(ledger, ts, op, amount, held, fx)
+	b.moveTransit(ledger, ts, debitOp.Mirror(), amount, held, fx)
 	l := Leg{LegKey: LegKey{TransferID: transferID, Kind: kind}, Account: credit.ID,
 		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard, Event: b.event,
-		Buffered: credit.Flags&AccountHot != 0 && (kind == LegCreditPost || kind == LegCreditPostHeld)}
+		Refusable: refusable,
+		Buffered:  credit.Flags&AccountHot != 0 && (kind == LegCreditPost || kind == LegCreditPostHeld)}
 	b.setOutbox(l)
 	fx.LegsOut = append(fx.LegsOut, l)
 }
@@ -296,21 +376,22 @@ func (b *Book) moveTransit(ledger uint32, ts uint64, op PostingOp, amount, held 
 }
 
 // Expire releases the holds of pending transfers whose timeout passed by now (at most
-// ExpiriesPerSweepMax of them). A hold whose leg is still in flight waits for the next sweep.
+// ExpiriesPerSweepMax of them). A hold whose leg is still in flight is parked, and armed again
+// when its leg is answered, so that it never holds back the sweep.
 func (b *Book) Expire(now uint64, fx *Effects) {
 	b.begin(fx)
 	b.event = -1
-	var waiting []expiry
-	for n := 0; len(b.expiries) > 0 && b.expiries[0].at <= now && n < ExpiriesPerSweepMax; n++ {
+	for n := 0; len(b.expiries) > 0 && b.expiries[0].at <= now && n < ExpiriesPerSweepMax; {
 		e := heap.Pop(&b.expiries).(expiry)
 		p, ok := b.transfers[e.id]
-		if !ok || p.State != StatePending || p.ExpiresAt() != e.at {
+		if !ok || !p.holds() || p.ExpiresAt() != e.at {
 			continue
 		}
 		if _, ok := b.holding[p.ID]; ok {
-			waiting = append(waiting, e)
+			b.parked[p.ID] = e
 			continue
 		}
+		n++
 		dr := b.accounts[p.DebitAccountID]
 		cr := b.accounts[p.CreditAccountID]
 		if !b.Owns(p.CreditAccountID) {
@@ -318,12 +399,9 @@ func (b *Book) Expire(now uint64, fx *Effects) {
 		}
 		ts := b.tick(now)
 		credit := AccountInfo{ID: p.CreditAccountID} // a release is never buffered
-		b.move(p.ID, p.Ledger, ts, dr, cr, credit, LegCreditRelease, p.Amount, 0, fx)
+		b.move(p.ID, p.Ledger, ts, dr, cr, credit, LegCreditRelease, p.Amount, 0, false, fx)
 		p.State = StatePendingExpired
 		b.setTransfer(p, fx)
-	}
-	for _, e := range waiting {
-		heap.Push(&b.expiries, e)
 	}
 }
 

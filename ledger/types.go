@@ -25,12 +25,13 @@ const (
 		AccountHistory | AccountClosed | AccountInternal | AccountHot
 )
 
-// Balance is the four running totals of an account, in minor units.
+// Balance is the four running totals of an account, in minor units. They are 128-bit so that
+// they never overflow (see Uint128); a transfer's amount is 64-bit.
 type Balance struct {
-	DebitsPending  uint64
-	DebitsPosted   uint64
-	CreditsPending uint64
-	CreditsPosted  uint64
+	DebitsPending  Uint128
+	DebitsPosted   Uint128
+	CreditsPending Uint128
+	CreditsPosted  Uint128
 }
 
 // Account is a ledger account. ID, Ledger, Code, Flags and UserData never change after it is
@@ -81,14 +82,21 @@ const (
 	StatePendingPosted  TransferState = 3
 	StatePendingVoided  TransferState = 4
 	StatePendingExpired TransferState = 5
-	// StateReversed: the credit account refused the money after the debit was durable, and a
-	// compensating posting returned it to the debit account. Result holds the refusal.
-	StateReversed TransferState = 6
+	// StateFailed: the transfer was refused by a check on the ledger's state (see
+	// TransferResult.Burns); Result holds why. Nothing of it moved (a split transfer's hold on
+	// its debit account was released), and its id is taken: the same request answers Result
+	// again.
+	StateFailed TransferState = 6
+	// StateInFlight: a split transfer whose credit account may still refuse it (it limits its
+	// credits) and has not answered yet. Its amount is held on the debit account. It ends as
+	// StatePosted (or StatePending for a hold) or StateFailed.
+	StateInFlight TransferState = 7
 )
 
 // Transfer moves Amount from the debit account to the credit account. The client chooses ID
 // (the idempotency key) and every field up to BizID; the ledger sets Timestamp, State and, for
-// reversed transfers, Result.
+// failed transfers, Result. For a post or void, Amount is what the request asked (0: the whole
+// hold) until the ledger stores it as the amount actually moved.
 type Transfer struct {
 	ID              uint64
 	DebitAccountID  uint64
@@ -104,15 +112,23 @@ type Transfer struct {
 
 	Timestamp uint64
 	State     TransferState
-	Result    TransferResult // why a reversed transfer was reversed; ResultOK otherwise
+	Result    TransferResult // why a failed transfer failed; 0 otherwise
 }
 
-// sameRequest reports whether t carries the same client fields as the stored transfer s.
+// sameRequest reports whether t carries the same client fields as the stored transfer s. A
+// post or void that asked for 0 (the whole hold) matches the amount it moved.
 func (t *Transfer) sameRequest(s *Transfer) bool {
-	return t.ID == s.ID && t.DebitAccountID == s.DebitAccountID &&
-		t.CreditAccountID == s.CreditAccountID && t.Amount == s.Amount &&
-		t.PendingID == s.PendingID && t.UserData == s.UserData && t.Ledger == s.Ledger &&
-		t.Code == s.Code && t.Timeout == s.Timeout && t.Flags == s.Flags && t.BizID == s.BizID
+	amount := t.Amount == s.Amount ||
+		t.Amount == 0 && t.Flags&(TransferPostPending|TransferVoidPending) != 0 && s.State != StateFailed
+	return amount && t.ID == s.ID && t.DebitAccountID == s.DebitAccountID &&
+		t.CreditAccountID == s.CreditAccountID && t.PendingID == s.PendingID &&
+		t.UserData == s.UserData && t.Ledger == s.Ledger && t.Code == s.Code &&
+		t.Timeout == s.Timeout && t.Flags == s.Flags && t.BizID == s.BizID
+}
+
+// holds reports whether t is a hold that is, or may become, pending: its expiry is armed.
+func (t *Transfer) holds() bool {
+	return t.Flags&TransferPending != 0 && (t.State == StatePending || t.State == StateInFlight)
 }
 
 // ExpiresAt is the timestamp at which a pending transfer expires; 0 if it never does.

@@ -13,7 +13,7 @@ const (
 	prefixTransfer = 't' // t id                     -> transfer
 	prefixPosting  = 'h' // h account timestamp      -> posting
 	prefixPending  = 'p' // p shard id               -> (empty) the transfer is pending
-	prefixOutbox   = 'o' // o shard transferID kind  -> leg
+	prefixOutbox   = 'o' // o account shard transferID kind -> leg (account: the credit account)
 	prefixLegDone  = 'l' // l transferID kind        -> result
 	prefixClock    = 'c' // c shard                  -> last timestamp
 	prefixMeta     = 'm' // m name                   -> value
@@ -22,11 +22,13 @@ const (
 const (
 	accountKeyLen = 1 + 8
 	postingKeyLen = 1 + 8 + 8
-	outboxKeyLen  = 1 + 2 + 8 + 1
+	outboxKeyLen  = 1 + 8 + 2 + 8 + 1
 	legDoneKeyLen = 1 + 8 + 1
 	pendingKeyLen = 1 + 2 + 8
-	legValLen     = 8 + 8 + 8 + 8 + 4 + 2
+	legValLen     = 8 + 8 + 8 + 4 + 1
 )
+
+const legRefusable = 1 << 0
 
 const (
 	postingSplit   = 1 << 0
@@ -45,11 +47,13 @@ func postingKey(dst []byte, account, ts uint64) []byte {
 	return be.AppendUint64(dst, ts)
 }
 
-func outboxKey(dst []byte, from uint32, k ledger.LegKey) []byte {
-	dst = append(dst[:0], prefixOutbox)
-	dst = be.AppendUint16(dst, uint16(from))
-	dst = be.AppendUint64(dst, k.TransferID)
-	return append(dst, byte(k.Kind))
+// outboxKey orders the outbox by credit account, so that the inflows on their way to one
+// account (a hot account's buffered credits) are one short range.
+func outboxKey(dst []byte, l *ledger.Leg) []byte {
+	dst = idKey(dst, prefixOutbox, l.Account)
+	dst = be.AppendUint16(dst, uint16(l.From))
+	dst = be.AppendUint64(dst, l.TransferID)
+	return append(dst, byte(l.Kind))
 }
 
 func legDoneKey(dst []byte, k ledger.LegKey) []byte {
@@ -99,6 +103,49 @@ func (r *reader) uint32() uint32 {
 	return uint32(v)
 }
 
+// uvarint128 reads an unsigned LEB128 number of up to 128 bits: the same bytes as a uvarint
+// for values below 2^64.
+func (r *reader) uvarint128() ledger.Uint128 {
+	var v ledger.Uint128
+	for i, shift := 0, uint(0); i < len(r.b) && i < uvarint128BytesMax; i, shift = i+1, shift+7 {
+		c := uint64(r.b[i] & 0x7f)
+		if shift < 64 {
+			v.Lo |= c << shift
+			if shift > 57 {
+				v.Hi |= c >> (64 - shift)
+			}
+		} else {
+			v.Hi |= c << (shift - 64)
+		}
+		if r.b[i] < 0x80 {
+			last := i == uvarint128BytesMax-1 && r.b[i] > 3 // past bit 127
+			if last || i > 0 && r.b[i] == 0 {               // overflow, or not canonical
+				break
+			}
+			r.b = r.b[i+1:]
+			return v
+		}
+	}
+	r.bad = true
+	r.b = nil
+	return ledger.Uint128{}
+}
+
+// uvarint128BytesMax is the length of the longest 128-bit LEB128 number (ceil(128/7)).
+const uvarint128BytesMax = 19
+
+func appendUvarint128(dst []byte, v ledger.Uint128) []byte {
+	if v.Hi == 0 {
+		return av(dst, v.Lo)
+	}
+	for v.Hi != 0 || v.Lo >= 0x80 {
+		dst = append(dst, byte(v.Lo)|0x80)
+		v.Lo = v.Lo>>7 | v.Hi<<57
+		v.Hi >>= 7
+	}
+	return append(dst, byte(v.Lo))
+}
+
 func (r *reader) byte() byte {
 	v := r.uvarint()
 	if v > 0xff {
@@ -126,15 +173,15 @@ func (r *reader) done(what string, key []byte) error {
 var av = binary.AppendUvarint
 
 func appendBalance(dst []byte, b *ledger.Balance) []byte {
-	dst = av(dst, b.DebitsPending)
-	dst = av(dst, b.DebitsPosted)
-	dst = av(dst, b.CreditsPending)
-	return av(dst, b.CreditsPosted)
+	dst = appendUvarint128(dst, b.DebitsPending)
+	dst = appendUvarint128(dst, b.DebitsPosted)
+	dst = appendUvarint128(dst, b.CreditsPending)
+	return appendUvarint128(dst, b.CreditsPosted)
 }
 
 func (r *reader) balance() ledger.Balance {
-	return ledger.Balance{DebitsPending: r.uvarint(), DebitsPosted: r.uvarint(),
-		CreditsPending: r.uvarint(), CreditsPosted: r.uvarint()}
+	return ledger.Balance{DebitsPending: r.uvarint128(), DebitsPosted: r.uvarint128(),
+		CreditsPending: r.uvarint128(), CreditsPosted: r.uvarint128()}
 }
 
 func encodeAccount(dst []byte, a *ledger.Account) []byte {
@@ -246,23 +293,27 @@ func decodePosting(key, v []byte) (ledger.Posting, error) {
 }
 
 func encodeLeg(dst []byte, l *ledger.Leg) []byte {
-	dst = be.AppendUint64(dst[:0], l.Account)
-	dst = be.AppendUint64(dst, l.DebitAccount)
+	dst = be.AppendUint64(dst[:0], l.DebitAccount)
 	dst = be.AppendUint64(dst, l.Amount)
 	dst = be.AppendUint64(dst, l.Held)
 	dst = be.AppendUint32(dst, l.Ledger)
-	return be.AppendUint16(dst, uint16(l.From))
+	var flags byte
+	if l.Refusable {
+		flags |= legRefusable
+	}
+	return append(dst, flags)
 }
 
 func decodeLeg(key, v []byte) (ledger.Leg, error) {
 	if len(key) != outboxKeyLen || len(v) != legValLen {
 		return ledger.Leg{}, fmt.Errorf("storage: outbox record %x: bad length %d", key, len(v))
 	}
-	l := ledger.Leg{LegKey: ledger.LegKey{TransferID: be.Uint64(key[3:]), Kind: ledger.LegKind(key[11])},
-		Account: be.Uint64(v), DebitAccount: be.Uint64(v[8:]), Amount: be.Uint64(v[16:]),
-		Held: be.Uint64(v[24:]), Ledger: be.Uint32(v[32:]), From: uint32(be.Uint16(v[36:]))}
-	if !l.Kind.Valid() || l.From != uint32(be.Uint16(key[1:])) {
-		return ledger.Leg{}, fmt.Errorf("storage: outbox record %x: bad kind or shard", key)
+	l := ledger.Leg{Account: be.Uint64(key[1:]), From: uint32(be.Uint16(key[9:])),
+		LegKey:       ledger.LegKey{TransferID: be.Uint64(key[11:]), Kind: ledger.LegKind(key[19])},
+		DebitAccount: be.Uint64(v), Amount: be.Uint64(v[8:]), Held: be.Uint64(v[16:]),
+		Ledger: be.Uint32(v[24:]), Refusable: v[28]&legRefusable != 0}
+	if !l.Kind.Valid() || v[28]&^legRefusable != 0 {
+		return ledger.Leg{}, fmt.Errorf("storage: outbox record %x: bad kind or flags", key)
 	}
 	return l, nil
 }

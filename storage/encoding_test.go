@@ -10,14 +10,15 @@ import (
 
 func TestRecordsRoundTrip(t *testing.T) {
 	a := ledger.Account{ID: 7, UserData: 9, Timestamp: 11, Ledger: 3, Code: 4, Flags: ledger.AccountHistory,
-		Balance: ledger.Balance{DebitsPending: 1, DebitsPosted: 2, CreditsPending: 3, CreditsPosted: 1 << 63}}
+		Balance: ledger.Balance{DebitsPending: ledger.U128(1), DebitsPosted: ledger.U128(2),
+			CreditsPending: ledger.Uint128{Hi: 1, Lo: 3}, CreditsPosted: ledger.Uint128{Hi: 1 << 63, Lo: 1 << 63}}}
 	key := idKey(nil, prefixAccount, a.ID)
 	if got, err := decodeAccount(key, encodeAccount(nil, &a)); err != nil || got != a {
 		t.Errorf("account: %+v %v", got, err)
 	}
 	tr := ledger.Transfer{ID: 5, DebitAccountID: 1, CreditAccountID: 2, Amount: 3, PendingID: 4, UserData: 6,
 		Ledger: 7, Code: 8, Timeout: 9, Flags: ledger.TransferPending | ledger.TransferLinked, BizID: "order-42",
-		Timestamp: 10, State: ledger.StateReversed, Result: ledger.ResultExceedsDebits}
+		Timestamp: 10, State: ledger.StateFailed, Result: ledger.ResultExceedsDebits}
 	key = idKey(nil, prefixTransfer, tr.ID)
 	if got, err := decodeTransfer(key, encodeTransfer(nil, &tr)); err != nil || got != tr {
 		t.Errorf("transfer: %+v %v", got, err)
@@ -32,10 +33,39 @@ func TestRecordsRoundTrip(t *testing.T) {
 			t.Errorf("posting: %+v %v", got, err)
 		}
 	}
-	l := ledger.Leg{LegKey: ledger.LegKey{TransferID: 5, Kind: ledger.LegCreditHold}, Account: 2, DebitAccount: 1,
-		Amount: 3, Held: 4, Ledger: 7, From: 300}
-	if got, err := decodeLeg(outboxKey(nil, l.From, l.LegKey), encodeLeg(nil, &l)); err != nil || got != l {
-		t.Errorf("leg: %+v %v", got, err)
+	for _, refusable := range []bool{false, true} {
+		l := ledger.Leg{LegKey: ledger.LegKey{TransferID: 5, Kind: ledger.LegCreditHold}, Account: 2, DebitAccount: 1,
+			Amount: 3, Held: 4, Ledger: 7, From: 300, Refusable: refusable}
+		if got, err := decodeLeg(outboxKey(nil, &l), encodeLeg(nil, &l)); err != nil || got != l {
+			t.Errorf("leg: %+v %v", got, err)
+		}
+	}
+}
+
+// TestUvarint128: 128-bit totals encode as LEB128, the same bytes as a uvarint below 2^64;
+// malformed, overlong and non-canonical encodings are refused.
+func TestUvarint128(t *testing.T) {
+	for _, v := range []ledger.Uint128{{}, {Lo: 1}, {Lo: 127}, {Lo: 128}, {Lo: 1<<64 - 1}, {Hi: 1},
+		{Hi: 1, Lo: 1<<64 - 1}, {Hi: 1 << 62}, {Hi: 1<<64 - 1, Lo: 1<<64 - 1}} {
+		b := appendUvarint128(nil, v)
+		if v.Hi == 0 && !bytes.Equal(b, av(nil, v.Lo)) {
+			t.Errorf("%v: %x, uvarint %x", v, b, av(nil, v.Lo))
+		}
+		r := reader{b: append(b, 0x55)}
+		if got := r.uvarint128(); got != v || r.bad || !bytes.Equal(r.b, []byte{0x55}) {
+			t.Errorf("%v: read %v (bad %v, left %x)", v, got, r.bad, r.b)
+		}
+	}
+	max := appendUvarint128(nil, ledger.Uint128{Hi: 1<<64 - 1, Lo: 1<<64 - 1})
+	if len(max) != uvarint128BytesMax || max[len(max)-1] != 3 {
+		t.Fatalf("2^128-1 encodes as %x", max)
+	}
+	for _, bad := range [][]byte{nil, {0x80}, {0x81, 0x00}, append(append([]byte(nil), max[:18]...), 4),
+		append(append([]byte(nil), max[:18]...), 0x83, 0)} {
+		r := reader{b: bad}
+		if got := r.uvarint128(); !r.bad {
+			t.Errorf("%x: read %v, want refused", bad, got)
+		}
 	}
 }
 
@@ -112,7 +142,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 	if err := w.Commit(&fx, b.Clock()); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Verify(s.View(), 1)
+	rep, err := Verify(s.Live(), 1)
 	if err != nil || len(rep.Problems) != 0 || rep.Postings != 2 || rep.Accounts != 2 {
 		t.Fatalf("clean store: %+v %v", rep, err)
 	}
@@ -120,17 +150,17 @@ func TestVerifyFindsTampering(t *testing.T) {
 	// A posting whose balance-after no movement explains.
 	a, _ := b.Account(2)
 	after := a.Balance
-	after.CreditsPosted += 7
+	after.CreditsPosted, _ = after.CreditsPosted.Add64(7)
 	fx.Postings = append(fx.Postings, ledger.Posting{Account: 2, Timestamp: b.Clock() + 1, TransferID: 1,
 		Op: ledger.OpCreditPost, Amount: 1, After: after})
 	fx.Freeze()
 	if err := w.Commit(&fx, b.Clock()); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, _ := s.View().Account(2); got.CreditsPosted != after.CreditsPosted {
-		t.Errorf("balance of account 2 is %d, its latest posting says %d", got.CreditsPosted, after.CreditsPosted)
+	if got, _, _ := s.Live().Account(2); got.CreditsPosted != after.CreditsPosted {
+		t.Errorf("balance of account 2 is %v, its latest posting says %v", got.CreditsPosted, after.CreditsPosted)
 	}
-	rep, err = Verify(s.View(), 1)
+	rep, err = Verify(s.Live(), 1)
 	if err != nil || len(rep.Problems) == 0 {
 		t.Fatalf("tampered store passed: %+v %v", rep, err)
 	}

@@ -18,8 +18,10 @@
 //	                                   account (transfer id, op, amount, held amount, split
 //	                                   flag) and the account's balance after it
 //	p <shard> <transfer id>            the transfer is pending on that shard (for recovery)
-//	o <shard> <transfer id> <kind>     outbox: a credit leg the shard sent and has not seen
-//	                                   answered
+//	o <account> <shard> <transfer id> <kind>
+//	                                   outbox: a credit leg to the account that the shard
+//	                                   sent and has not seen answered (by account, so that the
+//	                                   inflows on their way to one account are one range)
 //	l <transfer id> <kind>             a credit leg the credit shard applied (or refused),
 //	                                   with its result: a re-sent leg is answered from here;
 //	                                   deleted when the sender, its outbox record gone, says
@@ -29,7 +31,18 @@
 //	m format                           the key layout and record encoding version
 //
 // Values are a version byte and canonical unsigned varints (encoding.go), so the small
-// numbers of a ledger take a byte or two.
+// numbers of a ledger take a byte or two; an account's 128-bit totals are LEB128 numbers of up
+// to 128 bits, the same bytes as a varint below 2^64.
+//
+// # Durable reads
+//
+// Pebble makes a batch visible to readers before its WAL sync returns, so a read of the live
+// store may see a round that a power cut would erase. What a client reads must be durable:
+// DurableSnapshot takes a snapshot and then waits for a synced WAL record written after it,
+// which makes everything the snapshot sees durable (the WAL is one sequence: a record is
+// synced only with every record before it, and a WAL is synced before the next one starts).
+// The shards read the live store (Live): what they read of other shards is in the WAL before
+// their own round, so their durable round makes it durable too.
 //
 // A client account's record is written once, when it is opened; its balance travels with its
 // postings, so a round writes no balance records for them (with many accounts that was about
@@ -63,13 +76,16 @@ type Options struct {
 	Shards uint32
 	// CacheBytes is the size of Pebble's block cache (0: 64 MiB).
 	CacheBytes int64
+	// ReadOnly opens an existing store without writing to it (for verifying a stopped store).
+	ReadOnly bool
 }
 
 // Store is the ledger's Pebble database.
 type Store struct {
-	db     *pebble.DB
-	shards uint32
-	stalls *stalls
+	db       *pebble.DB
+	shards   uint32
+	stalls   *stalls
+	readOnly bool
 }
 
 // ErrNoShardCount: asked to open a store with the number of shards it has, but it has none
@@ -99,7 +115,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{},
+	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{}, ReadOnly: opts.ReadOnly,
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: 8,
 		// A write-heavy store whose postings are keyed by account, so every flush overlaps
@@ -128,8 +144,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: opts.Shards, stalls: st}
-	if err := s.checkFormat(); err != nil {
+	s := &Store{db: db, shards: opts.Shards, stalls: st, readOnly: opts.ReadOnly}
+	if err := s.checkFormat(opts.ReadOnly); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -141,14 +157,18 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // formatVersion names the key layout and record encodings; a store of another format is
-// refused rather than misread.
-const formatVersion = "ledger-format-2"
+// refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
+// account, failed and in-flight transfers, refusable legs.
+const formatVersion = "ledger-format-3"
 
-func (s *Store) checkFormat() error {
+// ErrFormat: the store was written by a build with another key layout or record encoding.
+var ErrFormat = errors.New("storage: the store has another format")
+
+func (s *Store) checkFormat(readOnly bool) error {
 	key := []byte{prefixMeta, 'f', 'o', 'r', 'm', 'a', 't'}
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		if s.shards == 0 {
+		if s.shards == 0 || readOnly {
 			return ErrNoShardCount
 		}
 		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
@@ -158,7 +178,8 @@ func (s *Store) checkFormat() error {
 	}
 	defer closer.Close()
 	if string(v) != formatVersion {
-		return fmt.Errorf("storage: the store has format %q; this build reads %q", v, formatVersion)
+		return fmt.Errorf("%w: it has %q, this build reads only %q; open it with the build that wrote it",
+			ErrFormat, v, formatVersion)
 	}
 	return nil
 }
@@ -167,7 +188,7 @@ func (s *Store) checkShards() error {
 	key := []byte{prefixMeta, 's', 'h', 'a', 'r', 'd', 's'}
 	v, closer, err := s.db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		if s.shards == 0 {
+		if s.shards == 0 || s.readOnly {
 			return ErrNoShardCount
 		}
 		return s.db.Set(key, []byte(strconv.Itoa(int(s.shards))), pebble.Sync)
@@ -196,17 +217,34 @@ func (s *Store) Shards() uint32 { return s.shards }
 // Close flushes nothing more (every round was synced) and closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Snapshot is a consistent, read-only view of the store at one moment.
-type Snapshot struct{ r pebble.Reader }
+// Reader reads the store: either the live store (Live) or a consistent snapshot of it
+// (Snapshot, DurableSnapshot).
+type Reader struct{ r pebble.Reader }
 
-// Snapshot takes a consistent view of the store; Close it when done.
-func (s *Store) Snapshot() *Snapshot { return &Snapshot{r: s.db.NewSnapshot()} }
+// Snapshot takes a consistent view of the store, which may include rounds whose commit has not
+// returned yet (not yet durable); Close it when done.
+func (s *Store) Snapshot() *Reader { return &Reader{r: s.db.NewSnapshot()} }
 
-// View reads the live store (each read sees the latest durable state).
-func (s *Store) View() *Snapshot { return &Snapshot{r: s.db} }
+// DurableSnapshot takes a consistent view of the store in which everything is durable: a
+// snapshot, then a synced WAL record written after it (see "Durable reads" above). It costs
+// one WAL sync, shared with whatever else commits at the same time. Close it when done.
+func (s *Store) DurableSnapshot() (*Reader, error) {
+	snap := s.db.NewSnapshot()
+	if !s.readOnly {
+		if err := s.db.LogData(nil, pebble.Sync); err != nil {
+			_ = snap.Close()
+			return nil, fmt.Errorf("storage: sync for a durable read: %w", err)
+		}
+	}
+	return &Reader{r: snap}, nil
+}
 
-// Close releases a snapshot (a no-op for View).
-func (v *Snapshot) Close() error {
+// Live reads the store as it is at each read, including rounds not yet durable. Only the
+// shards read it, for what they must know before their own round, which commits after it.
+func (s *Store) Live() *Reader { return &Reader{r: s.db} }
+
+// Close releases a snapshot (a no-op for Live).
+func (v *Reader) Close() error {
 	if snap, ok := v.r.(*pebble.Snapshot); ok {
 		return snap.Close()
 	}
@@ -250,9 +288,13 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	for i := range fx.Transfers {
 		t := &fx.Transfers[i]
 		w.set(idKey(w.key, prefixTransfer, t.ID), encodeTransfer(w.val, t))
-		if t.State == ledger.StatePending {
+		// A hold is written as pending once (when it is made, or when its in-flight leg is
+		// accepted) and leaves that state once (posted, voided or expired); an in-flight or
+		// failed hold never had the index key.
+		switch t.State {
+		case ledger.StatePending:
 			w.set(pendingKey(w.key, w.shard, t.ID), nil)
-		} else if t.Flags&ledger.TransferPending != 0 {
+		case ledger.StatePendingPosted, ledger.StatePendingVoided, ledger.StatePendingExpired:
 			w.singleDel(pendingKey(w.key, w.shard, t.ID))
 		}
 	}
@@ -261,10 +303,10 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		w.set(postingKey(w.key, p.Account, p.Timestamp), encodePosting(w.val, p))
 	}
 	for i := range fx.LegsOut {
-		w.set(outboxKey(w.key, w.shard, fx.LegsOut[i].LegKey), encodeLeg(w.val, &fx.LegsOut[i]))
+		w.set(outboxKey(w.key, &fx.LegsOut[i]), encodeLeg(w.val, &fx.LegsOut[i]))
 	}
-	for _, k := range fx.OutboxDone {
-		w.singleDel(outboxKey(w.key, w.shard, k))
+	for i := range fx.OutboxDone {
+		w.singleDel(outboxKey(w.key, &fx.OutboxDone[i]))
 	}
 	for _, r := range fx.LegsDone {
 		w.set(legDoneKey(w.key, r.LegKey), append(w.val[:0], byte(r.Result)))
@@ -318,7 +360,7 @@ func (w *Writer) singleDel(k []byte) {
 // Close releases the writer's batch.
 func (w *Writer) Close() error { return w.batch.Close() }
 
-func (v *Snapshot) get(key []byte, decode func(v []byte) error) (bool, error) {
+func (v *Reader) get(key []byte, decode func(v []byte) error) (bool, error) {
 	val, closer, err := v.r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -331,13 +373,13 @@ func (v *Snapshot) get(key []byte, decode func(v []byte) error) (bool, error) {
 }
 
 // Account reads an account with its current balance.
-func (v *Snapshot) Account(id uint64) (a ledger.Account, found bool, err error) {
+func (v *Reader) Account(id uint64) (a ledger.Account, found bool, err error) {
 	err = v.Accounts([]uint64{id}, func(got ledger.Account) { a, found = got, true })
 	return a, found, err
 }
 
 // AccountInfo reads what never changes of an account (its record only, not its balance).
-func (v *Snapshot) AccountInfo(id uint64) (info ledger.AccountInfo, found bool, err error) {
+func (v *Reader) AccountInfo(id uint64) (info ledger.AccountInfo, found bool, err error) {
 	var key [accountKeyLen]byte
 	k := idKey(key[:0], prefixAccount, id)
 	found, err = v.get(k, func(val []byte) error {
@@ -351,7 +393,7 @@ func (v *Snapshot) AccountInfo(id uint64) (info ledger.AccountInfo, found bool, 
 // Accounts reads many accounts, in the order of ids, and calls fn for each one found. One
 // iterator over the postings serves them all: making an iterator costs more than the seek
 // that finds an account's latest posting.
-func (v *Snapshot) Accounts(ids []uint64, fn func(ledger.Account)) (err error) {
+func (v *Reader) Accounts(ids []uint64, fn func(ledger.Account)) (err error) {
 	var it *pebble.Iterator
 	defer func() {
 		if it != nil {
@@ -382,7 +424,7 @@ func (v *Snapshot) Accounts(ids []uint64, fn func(ledger.Account)) (err error) {
 	return nil
 }
 
-func (v *Snapshot) postingsIter() (*pebble.Iterator, error) {
+func (v *Reader) postingsIter() (*pebble.Iterator, error) {
 	lo, hi := prefixBounds(prefixPosting)
 	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -393,7 +435,7 @@ func (v *Snapshot) postingsIter() (*pebble.Iterator, error) {
 
 // balance sets a client account's balance from its latest posting (none: zero), using an
 // iterator over the postings.
-func (v *Snapshot) balance(it *pebble.Iterator, a *ledger.Account) error {
+func (v *Reader) balance(it *pebble.Iterator, a *ledger.Account) error {
 	if a.ID >= ledger.TransitIDMin {
 		return nil // transit balances are in their records
 	}
@@ -415,7 +457,7 @@ func (v *Snapshot) balance(it *pebble.Iterator, a *ledger.Account) error {
 }
 
 // Transfer reads a transfer.
-func (v *Snapshot) Transfer(id uint64) (t ledger.Transfer, found bool, err error) {
+func (v *Reader) Transfer(id uint64) (t ledger.Transfer, found bool, err error) {
 	var key [accountKeyLen]byte
 	k := idKey(key[:0], prefixTransfer, id)
 	found, err = v.get(k, func(val []byte) error { t, err = decodeTransfer(k, val); return err })
@@ -425,7 +467,7 @@ func (v *Snapshot) Transfer(id uint64) (t ledger.Transfer, found bool, err error
 // Transfers looks up many transfers at once and calls fn for each one found. It sorts ids in
 // place and walks one iterator forward through them, which costs much less than a Get per
 // id when ids come in runs (as clients allocate them).
-func (v *Snapshot) Transfers(ids []uint64, fn func(ledger.Transfer)) error {
+func (v *Reader) Transfers(ids []uint64, fn func(ledger.Transfer)) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -459,7 +501,7 @@ func (v *Snapshot) Transfers(ids []uint64, fn func(ledger.Transfer)) error {
 }
 
 // LegResult reads what the credit shard answered to a leg, if it has seen it.
-func (v *Snapshot) LegResult(k ledger.LegKey) (r ledger.TransferResult, found bool, err error) {
+func (v *Reader) LegResult(k ledger.LegKey) (r ledger.TransferResult, found bool, err error) {
 	var key [legDoneKeyLen]byte
 	found, err = v.get(legDoneKey(key[:0], k), func(val []byte) error {
 		if len(val) != 1 {
@@ -472,7 +514,7 @@ func (v *Snapshot) LegResult(k ledger.LegKey) (r ledger.TransferResult, found bo
 }
 
 // Clock reads a shard's last timestamp.
-func (v *Snapshot) Clock(shard uint32) (uint64, error) {
+func (v *Reader) Clock(shard uint32) (uint64, error) {
 	var key [3]byte
 	var c uint64
 	_, err := v.get(clockKey(key[:0], shard), func(val []byte) error {
@@ -486,7 +528,7 @@ func (v *Snapshot) Clock(shard uint32) (uint64, error) {
 }
 
 // scan calls fn for every key in [lower, upper).
-func (v *Snapshot) scan(lower, upper []byte, reverse bool, fn func(k, val []byte) (more bool, err error)) error {
+func (v *Reader) scan(lower, upper []byte, reverse bool, fn func(k, val []byte) (more bool, err error)) error {
 	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("storage: iterate: %w", err)
@@ -519,7 +561,7 @@ func prefixBounds(prefix ...byte) ([]byte, []byte) {
 
 // ForEachAccount calls fn for every stored account with its balance, transit accounts
 // included.
-func (v *Snapshot) ForEachAccount(fn func(ledger.Account) error) error {
+func (v *Reader) ForEachAccount(fn func(ledger.Account) error) error {
 	lo, hi := prefixBounds(prefixAccount)
 	it, err := v.postingsIter()
 	if err != nil {
@@ -539,7 +581,7 @@ func (v *Snapshot) ForEachAccount(fn func(ledger.Account) error) error {
 }
 
 // ForEachTransitAccount calls fn for every transit account.
-func (v *Snapshot) ForEachTransitAccount(fn func(ledger.Account) error) error {
+func (v *Reader) ForEachTransitAccount(fn func(ledger.Account) error) error {
 	_, hi := prefixBounds(prefixAccount)
 	return v.scan(idKey(nil, prefixAccount, ledger.TransitIDMin), hi, false, func(k, val []byte) (bool, error) {
 		a, err := decodeAccount(k, val)
@@ -551,7 +593,7 @@ func (v *Snapshot) ForEachTransitAccount(fn func(ledger.Account) error) error {
 }
 
 // ForEachPending calls fn for every transfer pending on a shard.
-func (v *Snapshot) ForEachPending(shard uint32, fn func(ledger.Transfer) error) error {
+func (v *Reader) ForEachPending(shard uint32, fn func(ledger.Transfer) error) error {
 	lo := pendingKey(nil, shard, 0)[:3]
 	hi := pendingKey(nil, shard+1, 0)[:3]
 	return v.scan(lo, hi, false, func(k, _ []byte) (bool, error) {
@@ -569,10 +611,9 @@ func (v *Snapshot) ForEachPending(shard uint32, fn func(ledger.Transfer) error) 
 	})
 }
 
-// ForEachOutbox calls fn for every unanswered leg of a shard.
-func (v *Snapshot) ForEachOutbox(shard uint32, fn func(ledger.Leg) error) error {
-	lo := []byte{prefixOutbox, byte(shard >> 8), byte(shard)}
-	hi := []byte{prefixOutbox, byte((shard + 1) >> 8), byte(shard + 1)}
+// ForEachOutboxLeg calls fn for every unanswered leg of every shard (Leg.From is its shard).
+func (v *Reader) ForEachOutboxLeg(fn func(ledger.Leg) error) error {
+	lo, hi := prefixBounds(prefixOutbox)
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		l, err := decodeLeg(k, val)
 		if err != nil {
@@ -585,31 +626,42 @@ func (v *Snapshot) ForEachOutbox(shard uint32, fn func(ledger.Leg) error) error 
 // InflowsInTransit adds to sums[id], for each account id in sums, the posted inflows whose
 // debit side is durable and whose credit leg the account's shard has not booked yet: a hot
 // account's buffered inflows (and any other posted inflow between its two legs). Read it on
-// a Snapshot together with the accounts: one consistent cut of all shards counts each such
-// transfer either here or in the account's balance, never in both. It scans every outbox
-// (bounded by ledger.OutboxLegsMax per shard).
-func (v *Snapshot) InflowsInTransit(sums map[uint64]uint64) error {
-	lo, hi := prefixBounds(prefixOutbox)
-	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
-		l, err := decodeLeg(k, val)
-		if err != nil {
-			return false, err
+// a snapshot together with the accounts: one consistent cut of all shards counts each such
+// transfer either here or in the account's balance, never in both. It reads only the outbox
+// legs to those accounts.
+func (v *Reader) InflowsInTransit(sums map[uint64]ledger.Uint128) error {
+	for id := range sums {
+		lo := idKey(nil, prefixOutbox, id)
+		hi := idKey(nil, prefixOutbox, id+1)
+		if id == ^uint64(0) {
+			hi = []byte{prefixOutbox + 1}
 		}
-		if _, ok := sums[l.Account]; !ok || (l.Kind != ledger.LegCreditPost && l.Kind != ledger.LegCreditPostHeld) {
+		err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+			l, err := decodeLeg(k, val)
+			if err != nil || l.Kind != ledger.LegCreditPost && l.Kind != ledger.LegCreditPostHeld {
+				return err == nil, err
+			}
+			// The credit shard records every leg it books, and deletes the record only
+			// after the sender's outbox record is gone.
+			if _, booked, err := v.LegResult(l.LegKey); err != nil || booked {
+				return err == nil, err
+			}
+			sum, ok := sums[id].Add64(l.Amount)
+			if !ok {
+				return false, fmt.Errorf("storage: inflows to account %d overflow", id)
+			}
+			sums[id] = sum
 			return true, nil
+		})
+		if err != nil {
+			return err
 		}
-		// The credit shard records every leg it books, and deletes the record only after the
-		// sender's outbox record is gone.
-		if _, booked, err := v.LegResult(l.LegKey); err != nil || booked {
-			return err == nil, err
-		}
-		sums[l.Account] += l.Amount
-		return true, nil
-	})
+	}
+	return nil
 }
 
 // ForEachPosting calls fn for every journal entry, account by account, oldest first.
-func (v *Snapshot) ForEachPosting(fn func(ledger.Posting) error) error {
+func (v *Reader) ForEachPosting(fn func(ledger.Posting) error) error {
 	lo, hi := prefixBounds(prefixPosting)
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		p, err := decodePosting(k, val)
@@ -621,7 +673,7 @@ func (v *Snapshot) ForEachPosting(fn func(ledger.Posting) error) error {
 }
 
 // ForEachLegResult calls fn for every leg a credit shard recorded.
-func (v *Snapshot) ForEachLegResult(fn func(ledger.LegResult) error) error {
+func (v *Reader) ForEachLegResult(fn func(ledger.LegResult) error) error {
 	lo, hi := prefixBounds(prefixLegDone)
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		if len(k) != legDoneKeyLen || len(val) != 1 {
@@ -645,7 +697,7 @@ type PostingFilter struct {
 
 // Postings returns an account's postings that match f, and the timestamp to continue from
 // (0 when there is no more).
-func (v *Snapshot) Postings(f PostingFilter) ([]ledger.Posting, uint64, error) {
+func (v *Reader) Postings(f PostingFilter) ([]ledger.Posting, uint64, error) {
 	lo := postingKey(nil, f.Account, f.TimestampMin)
 	var hi []byte
 	if f.TimestampMax == 0 || f.TimestampMax == ^uint64(0) {
@@ -692,4 +744,4 @@ func (slogLogger) Fatalf(format string, args ...interface{}) {
 	panic(fmt.Sprintf(format, args...))
 }
 
-var _ io.Closer = (*Snapshot)(nil)
+var _ io.Closer = (*Reader)(nil)

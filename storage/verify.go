@@ -18,7 +18,7 @@ type Report struct {
 // DESIGN.md that a stored state must meet (ledger.Audit), plus what only storage can see:
 // every pending index entry names a pending transfer. It returns the problems found (none:
 // clean) or the error that stopped it.
-func Verify(v *Snapshot, shards uint32) (Report, error) {
+func Verify(v *Reader, shards uint32) (Report, error) {
 	var rep Report
 	audit := ledger.NewAudit(shards)
 	ledgers := map[uint64]uint32{}
@@ -45,10 +45,18 @@ func Verify(v *Snapshot, shards uint32) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	for s := uint32(0); s < shards; s++ {
-		if err := v.ForEachOutbox(s, func(l ledger.Leg) error { audit.Outbox(l); rep.OutboxLegs++; return nil }); err != nil {
-			return rep, err
+	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
+		if l.From >= shards {
+			problems = append(problems, fmt.Sprintf("outbox leg %+v of shard %d of %d", l.LegKey, l.From, shards))
 		}
+		audit.Outbox(l)
+		rep.OutboxLegs++
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	for s := uint32(0); s < shards; s++ {
 		err := v.ForEachPending(s, func(ledger.Transfer) error { return nil })
 		if err != nil {
 			problems = append(problems, err.Error())

@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -95,7 +96,9 @@ func verifyStore(dir string) (storage.Report, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return storage.Report{}, err
 	}
-	store, err := storage.Open(dir, storage.Options{})
+	// Read-only: verifying a stopped store must not change it (no WAL replayed into a new
+	// sstable, no format or shard records written).
+	store, err := storage.Open(dir, storage.Options{ReadOnly: true})
 	if err != nil {
 		return storage.Report{}, err
 	}
@@ -118,6 +121,23 @@ func verifyRemote(addr string, timeout time.Duration) (storage.Report, error) {
 	}
 	return storage.Report{Problems: resp.GetProblems(), Accounts: resp.GetAccounts(),
 		Postings: resp.GetPostings(), OutboxLegs: resp.GetOutboxLegs()}, nil
+}
+
+// decimalTotals prints an account's 128-bit totals as decimal strings, as protojson prints
+// 64-bit numbers, instead of {"lo": ..., "hi": ...} objects: what an operator reads.
+func decimalTotals(b []byte, a *ledgerv1.Account) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]*ledgerv1.Uint128{"debitsPending": a.GetDebitsPending(),
+		"debitsPosted": a.GetDebitsPosted(), "creditsPending": a.GetCreditsPending(),
+		"creditsPosted": a.GetCreditsPosted(), "creditsBuffered": a.GetCreditsBuffered()} {
+		if v != nil || name != "creditsBuffered" {
+			m[name] = v.Big().String()
+		}
+	}
+	return json.Marshal(m)
 }
 
 // lookup runs the read commands against a running ledgerd and prints one JSON object a line.
@@ -188,6 +208,9 @@ func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, m := range found {
 		b, err := protojson.Marshal(m)
+		if a, ok := m.(*ledgerv1.Account); ok && err == nil {
+			b, err = decimalTotals(b, a)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
 			return 2

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,9 +39,13 @@ func TestVerifyExitCodes(t *testing.T) {
 	_ = w.Close()
 	_ = s.Close()
 
+	before := files(t, dir)
 	var out, errs bytes.Buffer
 	if code := run([]string{"verify", "--data-dir", dir}, &out, &errs); code != 0 || !strings.Contains(out.String(), "0 problems") {
 		t.Fatalf("clean store: exit %d\n%s%s", code, out.String(), errs.String())
+	}
+	if after := files(t, dir); after != before {
+		t.Fatalf("verify changed the store's files:\n%s\nthen\n%s", before, after)
 	}
 
 	s, err = storage.Open(dir, storage.Options{})
@@ -49,7 +55,7 @@ func TestVerifyExitCodes(t *testing.T) {
 	fx.Reset()
 	a, _ := b.Account(1)
 	after := a.Balance
-	after.DebitsPosted += 100 // a balance no movement explains
+	after.DebitsPosted, _ = after.DebitsPosted.Add64(100) // a balance no movement explains
 	fx.Postings = append(fx.Postings, ledger.Posting{Account: 1, Timestamp: b.Clock() + 1, TransferID: 9,
 		Op: ledger.OpDebitPost, Amount: 1, After: after})
 	fx.Freeze()
@@ -70,6 +76,28 @@ func TestVerifyExitCodes(t *testing.T) {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
 	}
+}
+
+// files lists a directory's files with their sizes and times (but Pebble's LOCK, which any
+// open takes).
+func files(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if e.Name() == "LOCK" {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %d %v\n", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String()
 }
 
 // TestLookups: accounts, transfers and history against a running server, and the exit codes

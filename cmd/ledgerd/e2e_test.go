@@ -255,8 +255,9 @@ func TestKillUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, a := range resp.GetAccounts() {
-			if a.GetDebitsPosted() != wantDebits[a.GetId()] || a.GetCreditsPosted() != wantCredits[a.GetId()] {
-				mismatch = fmt.Sprintf("account %d: debits %d credits %d, stored transfers say %d and %d", a.GetId(),
+			if a.GetDebitsPosted().GetHi() != 0 || a.GetCreditsPosted().GetHi() != 0 ||
+				a.GetDebitsPosted().GetLo() != wantDebits[a.GetId()] || a.GetCreditsPosted().GetLo() != wantCredits[a.GetId()] {
+				mismatch = fmt.Sprintf("account %d: debits %v credits %v, stored transfers say %d and %d", a.GetId(),
 					a.GetDebitsPosted(), a.GetCreditsPosted(), wantDebits[a.GetId()], wantCredits[a.GetId()])
 			}
 		}

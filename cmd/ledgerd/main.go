@@ -33,11 +33,11 @@ func main() {
 }
 
 type config struct {
-	dataDir, listen, metricsListen, logFormat, logLevel string
-	shards, shardRequestsMax, hotBufferLegs             int
-	cacheBytes                                          int64
-	pprof                                               bool
-	drainTimeout, hotFlushInterval                      time.Duration
+	dataDir, listen, metricsListen, logFormat, logLevel     string
+	shards, shardRequestsMax, shardEventsMax, hotBufferLegs int
+	cacheBytes                                              int64
+	pprof                                                   bool
+	drainTimeout, hotFlushInterval                          time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -49,6 +49,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.shards, "shards", 0, fmt.Sprintf("number of shard actors, fixed when the store is made (0: the store's own, or %d for a new store)", actors.ShardsDefault))
 	fs.IntVar(&c.shardRequestsMax, "shard-requests-max", actors.ShardRequestsMaxDefault,
 		"requests one shard admits at once; past it requests fail with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.shardEventsMax, "shard-events-max", actors.ShardEventsMaxDefault,
+		"accounts and transfers one shard admits at once; past it requests fail with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.hotFlushInterval, "hot-flush-interval", actors.HotFlushIntervalDefault,
 		"how long a hot account's buffer of inflows from another shard waits before it is sent")
 	fs.IntVar(&c.hotBufferLegs, "hot-buffer-legs", actors.HotBufferLegsMaxDefault,
@@ -69,6 +71,10 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.shardRequestsMax < 1 {
 		return c, fmt.Errorf("--shard-requests-max must be positive")
+	}
+	if c.shardEventsMax < ledger.BatchEventsMax {
+		return c, fmt.Errorf("--shard-events-max must be at least %d (one full request), not %d",
+			ledger.BatchEventsMax, c.shardEventsMax)
 	}
 	if c.hotFlushInterval < time.Millisecond || c.hotFlushInterval > time.Minute {
 		return c, fmt.Errorf("--hot-flush-interval must be 1ms to 1m, not %v", c.hotFlushInterval)
@@ -121,7 +127,7 @@ func run(args []string) error {
 		}
 	}()
 	metrics := api.NewMetrics()
-	l, err := actors.Start(store, actors.Config{Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax,
+	l, err := actors.Start(store, actors.Config{Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
 		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs})
 	if err != nil {

@@ -5,8 +5,10 @@
 // source: ledger/v1/ledger.proto
 
 // The wire contract of the ledger core: a double-entry ledger of accounts and transfers.
-// Amounts are unsigned integers in minor units of the ledger's currency; ids are chosen by the
-// client and are the idempotency keys; timestamps are assigned by the ledger (Unix nanoseconds).
+// Amounts are unsigned integers in minor units of the ledger's currency (64-bit per transfer;
+// an account's running totals are 128-bit, Uint128, so that they never overflow); ids are
+// chosen by the client and are the idempotency keys; timestamps are assigned by the ledger
+// (Unix nanoseconds).
 
 package ledgerv1
 
@@ -40,9 +42,15 @@ const (
 	TransferState_TRANSFER_STATE_PENDING_VOIDED TransferState = 4
 	// A pending transfer that expired; its hold was released.
 	TransferState_TRANSFER_STATE_PENDING_EXPIRED TransferState = 5
-	// The credit account refused the money after the debit was durable; it went back to the
-	// debit account by a compensating posting.
-	TransferState_TRANSFER_STATE_REVERSED TransferState = 6
+	// Refused by a check on the ledger's state (result says which); nothing moved. The id is
+	// taken: sending the same transfer again answers the same refusal. A transfer whose credit
+	// account on another shard refused it ends here too: the amount it held on the debit account
+	// was released.
+	TransferState_TRANSFER_STATE_FAILED TransferState = 6
+	// Split over two shards, with a credit account that limits its credits
+	// (credits_must_not_exceed_debits) and has not answered yet: the amount is held on the debit
+	// account (in its debits_pending). It ends as POSTED (or PENDING for a hold) or FAILED.
+	TransferState_TRANSFER_STATE_IN_FLIGHT TransferState = 7
 )
 
 // Enum value maps for TransferState.
@@ -54,7 +62,8 @@ var (
 		3: "TRANSFER_STATE_PENDING_POSTED",
 		4: "TRANSFER_STATE_PENDING_VOIDED",
 		5: "TRANSFER_STATE_PENDING_EXPIRED",
-		6: "TRANSFER_STATE_REVERSED",
+		6: "TRANSFER_STATE_FAILED",
+		7: "TRANSFER_STATE_IN_FLIGHT",
 	}
 	TransferState_value = map[string]int32{
 		"TRANSFER_STATE_UNSPECIFIED":     0,
@@ -63,7 +72,8 @@ var (
 		"TRANSFER_STATE_PENDING_POSTED":  3,
 		"TRANSFER_STATE_PENDING_VOIDED":  4,
 		"TRANSFER_STATE_PENDING_EXPIRED": 5,
-		"TRANSFER_STATE_REVERSED":        6,
+		"TRANSFER_STATE_FAILED":          6,
+		"TRANSFER_STATE_IN_FLIGHT":       7,
 	}
 )
 
@@ -183,7 +193,10 @@ func (CreateAccountResult) EnumDescriptor() ([]byte, []int) {
 }
 
 // CreateTransferResult is the outcome of one transfer; the checks run in the order given in
-// ledger/doc.go.
+// ledger/doc.go. A refusal from DEBIT_ACCOUNT_NOT_FOUND to EXCEEDS_DEBITS (except the two
+// EXISTS results), and PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT and _CODE, depends on the ledger's
+// state: it is stored, the id is taken, and the same transfer answers it again. The other
+// refusals change nothing and the id stays free.
 type CreateTransferResult int32
 
 const (
@@ -233,6 +246,11 @@ const (
 	CreateTransferResult_CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT CreateTransferResult = 40
 	// The pending transfer's hold has not yet reached its credit account; retry shortly.
 	CreateTransferResult_CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT CreateTransferResult = 41
+	// Another shard is booking a different transfer with this id; retry shortly (the retry
+	// answers EXISTS_WITH_DIFFERENT_FIELDS if that transfer took the id).
+	CreateTransferResult_CREATE_TRANSFER_RESULT_ID_IN_FLIGHT CreateTransferResult = 42
+	// A post or void must have the pending transfer's code.
+	CreateTransferResult_CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE CreateTransferResult = 43
 )
 
 // Enum value maps for CreateTransferResult.
@@ -280,6 +298,8 @@ var (
 		39: "CREATE_TRANSFER_RESULT_OVERLOADED",
 		40: "CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT",
 		41: "CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT",
+		42: "CREATE_TRANSFER_RESULT_ID_IN_FLIGHT",
+		43: "CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE",
 	}
 	CreateTransferResult_value = map[string]int32{
 		"CREATE_TRANSFER_RESULT_UNSPECIFIED":                                    0,
@@ -324,6 +344,8 @@ var (
 		"CREATE_TRANSFER_RESULT_OVERLOADED":                                     39,
 		"CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT":          40,
 		"CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT":                     41,
+		"CREATE_TRANSFER_RESULT_ID_IN_FLIGHT":                                   42,
+		"CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE":            43,
 	}
 )
 
@@ -450,6 +472,59 @@ func (x *AccountFlags) GetHot() bool {
 	return false
 }
 
+// Uint128 is an unsigned 128-bit integer: lo + hi * 2^64.
+type Uint128 struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lo            uint64                 `protobuf:"varint,1,opt,name=lo,proto3" json:"lo,omitempty"`
+	Hi            uint64                 `protobuf:"varint,2,opt,name=hi,proto3" json:"hi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Uint128) Reset() {
+	*x = Uint128{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Uint128) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Uint128) ProtoMessage() {}
+
+func (x *Uint128) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Uint128.ProtoReflect.Descriptor instead.
+func (*Uint128) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Uint128) GetLo() uint64 {
+	if x != nil {
+		return x.Lo
+	}
+	return 0
+}
+
+func (x *Uint128) GetHi() uint64 {
+	if x != nil {
+		return x.Hi
+	}
+	return 0
+}
+
 // Account is a ledger account with its balances.
 type Account struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -462,28 +537,28 @@ type Account struct {
 	Flags *AccountFlags `protobuf:"bytes,4,opt,name=flags,proto3" json:"flags,omitempty"`
 	// Opaque to the ledger; for the client's own reference.
 	UserData uint64 `protobuf:"varint,5,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
-	// Output only.
-	DebitsPending uint64 `protobuf:"varint,6,opt,name=debits_pending,json=debitsPending,proto3" json:"debits_pending,omitempty"`
-	// Output only.
-	DebitsPosted uint64 `protobuf:"varint,7,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
-	// Output only.
-	CreditsPending uint64 `protobuf:"varint,8,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
-	// Output only.
-	CreditsPosted uint64 `protobuf:"varint,9,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
 	// Output only: when the account was opened, Unix nanoseconds.
 	Timestamp uint64 `protobuf:"varint,10,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// Output only: the account's running totals (absent means 0).
+	DebitsPending *Uint128 `protobuf:"bytes,12,opt,name=debits_pending,json=debitsPending,proto3" json:"debits_pending,omitempty"`
+	// Output only.
+	DebitsPosted *Uint128 `protobuf:"bytes,13,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
+	// Output only.
+	CreditsPending *Uint128 `protobuf:"bytes,14,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
+	// Output only.
+	CreditsPosted *Uint128 `protobuf:"bytes,15,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
 	// Output only, for hot accounts in LookupAccounts: posted inflows booked by their debit
 	// shards and not yet delivered here (buffered). In transit: not part of credits_posted and
 	// not spendable until their buffer lands. A posted hold counts here until it lands, while
 	// the hold itself still shows in credits_pending.
-	CreditsBuffered uint64 `protobuf:"varint,11,opt,name=credits_buffered,json=creditsBuffered,proto3" json:"credits_buffered,omitempty"`
+	CreditsBuffered *Uint128 `protobuf:"bytes,16,opt,name=credits_buffered,json=creditsBuffered,proto3" json:"credits_buffered,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +570,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +583,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{1}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Account) GetId() uint64 {
@@ -546,34 +621,6 @@ func (x *Account) GetUserData() uint64 {
 	return 0
 }
 
-func (x *Account) GetDebitsPending() uint64 {
-	if x != nil {
-		return x.DebitsPending
-	}
-	return 0
-}
-
-func (x *Account) GetDebitsPosted() uint64 {
-	if x != nil {
-		return x.DebitsPosted
-	}
-	return 0
-}
-
-func (x *Account) GetCreditsPending() uint64 {
-	if x != nil {
-		return x.CreditsPending
-	}
-	return 0
-}
-
-func (x *Account) GetCreditsPosted() uint64 {
-	if x != nil {
-		return x.CreditsPosted
-	}
-	return 0
-}
-
 func (x *Account) GetTimestamp() uint64 {
 	if x != nil {
 		return x.Timestamp
@@ -581,11 +628,39 @@ func (x *Account) GetTimestamp() uint64 {
 	return 0
 }
 
-func (x *Account) GetCreditsBuffered() uint64 {
+func (x *Account) GetDebitsPending() *Uint128 {
+	if x != nil {
+		return x.DebitsPending
+	}
+	return nil
+}
+
+func (x *Account) GetDebitsPosted() *Uint128 {
+	if x != nil {
+		return x.DebitsPosted
+	}
+	return nil
+}
+
+func (x *Account) GetCreditsPending() *Uint128 {
+	if x != nil {
+		return x.CreditsPending
+	}
+	return nil
+}
+
+func (x *Account) GetCreditsPosted() *Uint128 {
+	if x != nil {
+		return x.CreditsPosted
+	}
+	return nil
+}
+
+func (x *Account) GetCreditsBuffered() *Uint128 {
 	if x != nil {
 		return x.CreditsBuffered
 	}
-	return 0
+	return nil
 }
 
 // TransferFlags choose the kind of transfer.
@@ -606,7 +681,7 @@ type TransferFlags struct {
 
 func (x *TransferFlags) Reset() {
 	*x = TransferFlags{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +693,7 @@ func (x *TransferFlags) String() string {
 func (*TransferFlags) ProtoMessage() {}
 
 func (x *TransferFlags) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +706,7 @@ func (x *TransferFlags) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferFlags.ProtoReflect.Descriptor instead.
 func (*TransferFlags) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{2}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TransferFlags) GetLinked() bool {
@@ -669,7 +744,8 @@ type Transfer struct {
 	Id              uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	DebitAccountId  uint64 `protobuf:"varint,2,opt,name=debit_account_id,json=debitAccountId,proto3" json:"debit_account_id,omitempty"`
 	CreditAccountId uint64 `protobuf:"varint,3,opt,name=credit_account_id,json=creditAccountId,proto3" json:"credit_account_id,omitempty"`
-	// Minor units. For post_pending, 0 posts the full pending amount.
+	// Minor units. For post_pending, 0 posts the full pending amount; for void_pending, 0 or the
+	// pending amount. A stored post or void shows the amount it moved.
 	Amount uint64 `protobuf:"varint,4,opt,name=amount,proto3" json:"amount,omitempty"`
 	// The pending transfer that post_pending or void_pending resolves.
 	PendingId uint64         `protobuf:"varint,5,opt,name=pending_id,json=pendingId,proto3" json:"pending_id,omitempty"`
@@ -685,14 +761,16 @@ type Transfer struct {
 	// Output only: assigned by the ledger, Unix nanoseconds.
 	Timestamp uint64 `protobuf:"varint,12,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// Output only: the state of the transfer.
-	State         TransferState `protobuf:"varint,13,opt,name=state,proto3,enum=ledger.v1.TransferState" json:"state,omitempty"`
+	State TransferState `protobuf:"varint,13,opt,name=state,proto3,enum=ledger.v1.TransferState" json:"state,omitempty"`
+	// Output only: for TRANSFER_STATE_FAILED, why it failed.
+	Result        CreateTransferResult `protobuf:"varint,14,opt,name=result,proto3,enum=ledger.v1.CreateTransferResult" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +782,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +795,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{3}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Transfer) GetId() uint64 {
@@ -811,6 +889,13 @@ func (x *Transfer) GetState() TransferState {
 	return TransferState_TRANSFER_STATE_UNSPECIFIED
 }
 
+func (x *Transfer) GetResult() CreateTransferResult {
+	if x != nil {
+		return x.Result
+	}
+	return CreateTransferResult_CREATE_TRANSFER_RESULT_UNSPECIFIED
+}
+
 type CreateAccountsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Accounts      []*Account             `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
@@ -820,7 +905,7 @@ type CreateAccountsRequest struct {
 
 func (x *CreateAccountsRequest) Reset() {
 	*x = CreateAccountsRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +917,7 @@ func (x *CreateAccountsRequest) String() string {
 func (*CreateAccountsRequest) ProtoMessage() {}
 
 func (x *CreateAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +930,7 @@ func (x *CreateAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccountsRequest.ProtoReflect.Descriptor instead.
 func (*CreateAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{4}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateAccountsRequest) GetAccounts() []*Account {
@@ -867,7 +952,7 @@ type CreateAccountsResult struct {
 
 func (x *CreateAccountsResult) Reset() {
 	*x = CreateAccountsResult{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +964,7 @@ func (x *CreateAccountsResult) String() string {
 func (*CreateAccountsResult) ProtoMessage() {}
 
 func (x *CreateAccountsResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +977,7 @@ func (x *CreateAccountsResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccountsResult.ProtoReflect.Descriptor instead.
 func (*CreateAccountsResult) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{5}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateAccountsResult) GetIndex() uint32 {
@@ -919,7 +1004,7 @@ type CreateAccountsResponse struct {
 
 func (x *CreateAccountsResponse) Reset() {
 	*x = CreateAccountsResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1016,7 @@ func (x *CreateAccountsResponse) String() string {
 func (*CreateAccountsResponse) ProtoMessage() {}
 
 func (x *CreateAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1029,7 @@ func (x *CreateAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccountsResponse.ProtoReflect.Descriptor instead.
 func (*CreateAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{6}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateAccountsResponse) GetResults() []*CreateAccountsResult {
@@ -963,7 +1048,7 @@ type CreateTransfersRequest struct {
 
 func (x *CreateTransfersRequest) Reset() {
 	*x = CreateTransfersRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1060,7 @@ func (x *CreateTransfersRequest) String() string {
 func (*CreateTransfersRequest) ProtoMessage() {}
 
 func (x *CreateTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1073,7 @@ func (x *CreateTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTransfersRequest.ProtoReflect.Descriptor instead.
 func (*CreateTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{7}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateTransfersRequest) GetTransfers() []*Transfer {
@@ -1010,7 +1095,7 @@ type CreateTransfersResult struct {
 
 func (x *CreateTransfersResult) Reset() {
 	*x = CreateTransfersResult{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1107,7 @@ func (x *CreateTransfersResult) String() string {
 func (*CreateTransfersResult) ProtoMessage() {}
 
 func (x *CreateTransfersResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1120,7 @@ func (x *CreateTransfersResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTransfersResult.ProtoReflect.Descriptor instead.
 func (*CreateTransfersResult) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{8}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateTransfersResult) GetIndex() uint32 {
@@ -1062,7 +1147,7 @@ type CreateTransfersResponse struct {
 
 func (x *CreateTransfersResponse) Reset() {
 	*x = CreateTransfersResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1159,7 @@ func (x *CreateTransfersResponse) String() string {
 func (*CreateTransfersResponse) ProtoMessage() {}
 
 func (x *CreateTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1172,7 @@ func (x *CreateTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTransfersResponse.ProtoReflect.Descriptor instead.
 func (*CreateTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{9}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateTransfersResponse) GetResults() []*CreateTransfersResult {
@@ -1106,7 +1191,7 @@ type LookupAccountsRequest struct {
 
 func (x *LookupAccountsRequest) Reset() {
 	*x = LookupAccountsRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1203,7 @@ func (x *LookupAccountsRequest) String() string {
 func (*LookupAccountsRequest) ProtoMessage() {}
 
 func (x *LookupAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1216,7 @@ func (x *LookupAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupAccountsRequest.ProtoReflect.Descriptor instead.
 func (*LookupAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{10}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LookupAccountsRequest) GetIds() []uint64 {
@@ -1150,7 +1235,7 @@ type LookupAccountsResponse struct {
 
 func (x *LookupAccountsResponse) Reset() {
 	*x = LookupAccountsResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1247,7 @@ func (x *LookupAccountsResponse) String() string {
 func (*LookupAccountsResponse) ProtoMessage() {}
 
 func (x *LookupAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1260,7 @@ func (x *LookupAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupAccountsResponse.ProtoReflect.Descriptor instead.
 func (*LookupAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LookupAccountsResponse) GetAccounts() []*Account {
@@ -1194,7 +1279,7 @@ type LookupTransfersRequest struct {
 
 func (x *LookupTransfersRequest) Reset() {
 	*x = LookupTransfersRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1291,7 @@ func (x *LookupTransfersRequest) String() string {
 func (*LookupTransfersRequest) ProtoMessage() {}
 
 func (x *LookupTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1304,7 @@ func (x *LookupTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupTransfersRequest.ProtoReflect.Descriptor instead.
 func (*LookupTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LookupTransfersRequest) GetIds() []uint64 {
@@ -1238,7 +1323,7 @@ type LookupTransfersResponse struct {
 
 func (x *LookupTransfersResponse) Reset() {
 	*x = LookupTransfersResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1335,7 @@ func (x *LookupTransfersResponse) String() string {
 func (*LookupTransfersResponse) ProtoMessage() {}
 
 func (x *LookupTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1348,7 @@ func (x *LookupTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupTransfersResponse.ProtoReflect.Descriptor instead.
 func (*LookupTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LookupTransfersResponse) GetTransfers() []*Transfer {
@@ -1295,7 +1380,7 @@ type AccountFilter struct {
 
 func (x *AccountFilter) Reset() {
 	*x = AccountFilter{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1392,7 @@ func (x *AccountFilter) String() string {
 func (*AccountFilter) ProtoMessage() {}
 
 func (x *AccountFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1405,7 @@ func (x *AccountFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountFilter.ProtoReflect.Descriptor instead.
 func (*AccountFilter) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AccountFilter) GetAccountId() uint64 {
@@ -1381,7 +1466,7 @@ type GetAccountTransfersRequest struct {
 
 func (x *GetAccountTransfersRequest) Reset() {
 	*x = GetAccountTransfersRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1478,7 @@ func (x *GetAccountTransfersRequest) String() string {
 func (*GetAccountTransfersRequest) ProtoMessage() {}
 
 func (x *GetAccountTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1491,7 @@ func (x *GetAccountTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountTransfersRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAccountTransfersRequest) GetFilter() *AccountFilter {
@@ -1428,7 +1513,7 @@ type GetAccountTransfersResponse struct {
 
 func (x *GetAccountTransfersResponse) Reset() {
 	*x = GetAccountTransfersResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1525,7 @@ func (x *GetAccountTransfersResponse) String() string {
 func (*GetAccountTransfersResponse) ProtoMessage() {}
 
 func (x *GetAccountTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1538,7 @@ func (x *GetAccountTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountTransfersResponse.ProtoReflect.Descriptor instead.
 func (*GetAccountTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAccountTransfersResponse) GetTransfers() []*Transfer {
@@ -1479,7 +1564,7 @@ type GetAccountBalancesRequest struct {
 
 func (x *GetAccountBalancesRequest) Reset() {
 	*x = GetAccountBalancesRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1576,7 @@ func (x *GetAccountBalancesRequest) String() string {
 func (*GetAccountBalancesRequest) ProtoMessage() {}
 
 func (x *GetAccountBalancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1589,7 @@ func (x *GetAccountBalancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountBalancesRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountBalancesRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetAccountBalancesRequest) GetFilter() *AccountFilter {
@@ -1520,18 +1605,18 @@ type AccountBalance struct {
 	// The posting's timestamp.
 	Timestamp uint64 `protobuf:"varint,1,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// The transfer that made the posting.
-	TransferId     uint64 `protobuf:"varint,2,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
-	DebitsPending  uint64 `protobuf:"varint,3,opt,name=debits_pending,json=debitsPending,proto3" json:"debits_pending,omitempty"`
-	DebitsPosted   uint64 `protobuf:"varint,4,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
-	CreditsPending uint64 `protobuf:"varint,5,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
-	CreditsPosted  uint64 `protobuf:"varint,6,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
+	TransferId     uint64   `protobuf:"varint,2,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	DebitsPending  *Uint128 `protobuf:"bytes,7,opt,name=debits_pending,json=debitsPending,proto3" json:"debits_pending,omitempty"`
+	DebitsPosted   *Uint128 `protobuf:"bytes,8,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
+	CreditsPending *Uint128 `protobuf:"bytes,9,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
+	CreditsPosted  *Uint128 `protobuf:"bytes,10,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AccountBalance) Reset() {
 	*x = AccountBalance{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1628,7 @@ func (x *AccountBalance) String() string {
 func (*AccountBalance) ProtoMessage() {}
 
 func (x *AccountBalance) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1641,7 @@ func (x *AccountBalance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountBalance.ProtoReflect.Descriptor instead.
 func (*AccountBalance) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AccountBalance) GetTimestamp() uint64 {
@@ -1573,32 +1658,32 @@ func (x *AccountBalance) GetTransferId() uint64 {
 	return 0
 }
 
-func (x *AccountBalance) GetDebitsPending() uint64 {
+func (x *AccountBalance) GetDebitsPending() *Uint128 {
 	if x != nil {
 		return x.DebitsPending
 	}
-	return 0
+	return nil
 }
 
-func (x *AccountBalance) GetDebitsPosted() uint64 {
+func (x *AccountBalance) GetDebitsPosted() *Uint128 {
 	if x != nil {
 		return x.DebitsPosted
 	}
-	return 0
+	return nil
 }
 
-func (x *AccountBalance) GetCreditsPending() uint64 {
+func (x *AccountBalance) GetCreditsPending() *Uint128 {
 	if x != nil {
 		return x.CreditsPending
 	}
-	return 0
+	return nil
 }
 
-func (x *AccountBalance) GetCreditsPosted() uint64 {
+func (x *AccountBalance) GetCreditsPosted() *Uint128 {
 	if x != nil {
 		return x.CreditsPosted
 	}
-	return 0
+	return nil
 }
 
 type GetAccountBalancesResponse struct {
@@ -1612,7 +1697,7 @@ type GetAccountBalancesResponse struct {
 
 func (x *GetAccountBalancesResponse) Reset() {
 	*x = GetAccountBalancesResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1709,7 @@ func (x *GetAccountBalancesResponse) String() string {
 func (*GetAccountBalancesResponse) ProtoMessage() {}
 
 func (x *GetAccountBalancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1722,7 @@ func (x *GetAccountBalancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountBalancesResponse.ProtoReflect.Descriptor instead.
 func (*GetAccountBalancesResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetAccountBalancesResponse) GetBalances() []*AccountBalance {
@@ -1662,7 +1747,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1759,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1772,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
 }
 
 type VerifyResponse struct {
@@ -1703,7 +1788,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1800,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1813,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VerifyResponse) GetProblems() []string {
@@ -1770,25 +1855,29 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\ahistory\x18\x03 \x01(\bR\ahistory\x12\x16\n" +
 	"\x06closed\x18\x04 \x01(\bR\x06closed\x12\x1a\n" +
 	"\binternal\x18\x05 \x01(\bR\binternal\x12\x10\n" +
-	"\x03hot\x18\x06 \x01(\bR\x03hot\"\xf6\x02\n" +
+	"\x03hot\x18\x06 \x01(\bR\x03hot\")\n" +
+	"\aUint128\x12\x0e\n" +
+	"\x02lo\x18\x01 \x01(\x04R\x02lo\x12\x0e\n" +
+	"\x02hi\x18\x02 \x01(\x04R\x02hi\"\xe6\x03\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06ledger\x18\x02 \x01(\rR\x06ledger\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\rR\x04code\x12-\n" +
 	"\x05flags\x18\x04 \x01(\v2\x17.ledger.v1.AccountFlagsR\x05flags\x12\x1b\n" +
-	"\tuser_data\x18\x05 \x01(\x04R\buserData\x12%\n" +
-	"\x0edebits_pending\x18\x06 \x01(\x04R\rdebitsPending\x12#\n" +
-	"\rdebits_posted\x18\a \x01(\x04R\fdebitsPosted\x12'\n" +
-	"\x0fcredits_pending\x18\b \x01(\x04R\x0ecreditsPending\x12%\n" +
-	"\x0ecredits_posted\x18\t \x01(\x04R\rcreditsPosted\x12\x1c\n" +
+	"\tuser_data\x18\x05 \x01(\x04R\buserData\x12\x1c\n" +
 	"\ttimestamp\x18\n" +
-	" \x01(\x04R\ttimestamp\x12)\n" +
-	"\x10credits_buffered\x18\v \x01(\x04R\x0fcreditsBuffered\"\x87\x01\n" +
+	" \x01(\x04R\ttimestamp\x129\n" +
+	"\x0edebits_pending\x18\f \x01(\v2\x12.ledger.v1.Uint128R\rdebitsPending\x127\n" +
+	"\rdebits_posted\x18\r \x01(\v2\x12.ledger.v1.Uint128R\fdebitsPosted\x12;\n" +
+	"\x0fcredits_pending\x18\x0e \x01(\v2\x12.ledger.v1.Uint128R\x0ecreditsPending\x129\n" +
+	"\x0ecredits_posted\x18\x0f \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPosted\x12=\n" +
+	"\x10credits_buffered\x18\x10 \x01(\v2\x12.ledger.v1.Uint128R\x0fcreditsBufferedJ\x04\b\x06\x10\n" +
+	"J\x04\b\v\x10\f\"\x87\x01\n" +
 	"\rTransferFlags\x12\x16\n" +
 	"\x06linked\x18\x01 \x01(\bR\x06linked\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12!\n" +
 	"\fpost_pending\x18\x03 \x01(\bR\vpostPending\x12!\n" +
-	"\fvoid_pending\x18\x04 \x01(\bR\vvoidPending\"\x9f\x03\n" +
+	"\fvoid_pending\x18\x04 \x01(\bR\vvoidPending\"\xd8\x03\n" +
 	"\bTransfer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x10debit_account_id\x18\x02 \x01(\x04R\x0edebitAccountId\x12*\n" +
@@ -1804,7 +1893,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	" \x01(\tR\x05bizId\x12\x1b\n" +
 	"\tuser_data\x18\v \x01(\x04R\buserData\x12\x1c\n" +
 	"\ttimestamp\x18\f \x01(\x04R\ttimestamp\x12.\n" +
-	"\x05state\x18\r \x01(\x0e2\x18.ledger.v1.TransferStateR\x05state\"G\n" +
+	"\x05state\x18\r \x01(\x0e2\x18.ledger.v1.TransferStateR\x05state\x127\n" +
+	"\x06result\x18\x0e \x01(\x0e2\x1f.ledger.v1.CreateTransferResultR\x06result\"G\n" +
 	"\x15CreateAccountsRequest\x12.\n" +
 	"\baccounts\x18\x01 \x03(\v2\x12.ledger.v1.AccountR\baccounts\"d\n" +
 	"\x14CreateAccountsResult\x12\x14\n" +
@@ -1842,15 +1932,16 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\ttransfers\x18\x01 \x03(\v2\x13.ledger.v1.TransferR\ttransfers\x12%\n" +
 	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"M\n" +
 	"\x19GetAccountBalancesRequest\x120\n" +
-	"\x06filter\x18\x01 \x01(\v2\x18.ledger.v1.AccountFilterR\x06filter\"\xeb\x01\n" +
+	"\x06filter\x18\x01 \x01(\v2\x18.ledger.v1.AccountFilterR\x06filter\"\xc1\x02\n" +
 	"\x0eAccountBalance\x12\x1c\n" +
 	"\ttimestamp\x18\x01 \x01(\x04R\ttimestamp\x12\x1f\n" +
 	"\vtransfer_id\x18\x02 \x01(\x04R\n" +
-	"transferId\x12%\n" +
-	"\x0edebits_pending\x18\x03 \x01(\x04R\rdebitsPending\x12#\n" +
-	"\rdebits_posted\x18\x04 \x01(\x04R\fdebitsPosted\x12'\n" +
-	"\x0fcredits_pending\x18\x05 \x01(\x04R\x0ecreditsPending\x12%\n" +
-	"\x0ecredits_posted\x18\x06 \x01(\x04R\rcreditsPosted\"z\n" +
+	"transferId\x129\n" +
+	"\x0edebits_pending\x18\a \x01(\v2\x12.ledger.v1.Uint128R\rdebitsPending\x127\n" +
+	"\rdebits_posted\x18\b \x01(\v2\x12.ledger.v1.Uint128R\fdebitsPosted\x12;\n" +
+	"\x0fcredits_pending\x18\t \x01(\v2\x12.ledger.v1.Uint128R\x0ecreditsPending\x129\n" +
+	"\x0ecredits_posted\x18\n" +
+	" \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPostedJ\x04\b\x03\x10\a\"z\n" +
 	"\x1aGetAccountBalancesResponse\x125\n" +
 	"\bbalances\x18\x01 \x03(\v2\x19.ledger.v1.AccountBalanceR\bbalances\x12%\n" +
 	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"\x0f\n" +
@@ -1860,15 +1951,16 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\baccounts\x18\x02 \x01(\x04R\baccounts\x12\x1a\n" +
 	"\bpostings\x18\x03 \x01(\x04R\bpostings\x12\x1f\n" +
 	"\voutbox_legs\x18\x04 \x01(\x04R\n" +
-	"outboxLegs*\xed\x01\n" +
+	"outboxLegs*\x89\x02\n" +
 	"\rTransferState\x12\x1e\n" +
 	"\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TRANSFER_STATE_POSTED\x10\x01\x12\x1a\n" +
 	"\x16TRANSFER_STATE_PENDING\x10\x02\x12!\n" +
 	"\x1dTRANSFER_STATE_PENDING_POSTED\x10\x03\x12!\n" +
 	"\x1dTRANSFER_STATE_PENDING_VOIDED\x10\x04\x12\"\n" +
-	"\x1eTRANSFER_STATE_PENDING_EXPIRED\x10\x05\x12\x1b\n" +
-	"\x17TRANSFER_STATE_REVERSED\x10\x06*\xa2\x05\n" +
+	"\x1eTRANSFER_STATE_PENDING_EXPIRED\x10\x05\x12\x19\n" +
+	"\x15TRANSFER_STATE_FAILED\x10\x06\x12\x1c\n" +
+	"\x18TRANSFER_STATE_IN_FLIGHT\x10\a*\xa2\x05\n" +
 	"\x13CreateAccountResult\x12%\n" +
 	"!CREATE_ACCOUNT_RESULT_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CREATE_ACCOUNT_RESULT_OK\x10\x01\x12-\n" +
@@ -1884,7 +1976,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x12$\n" +
 	" CREATE_ACCOUNT_RESULT_OVERLOADED\x10\v\x12;\n" +
 	"7CREATE_ACCOUNT_RESULT_HOT_CUSTOMER_MUST_ALLOW_OVERDRAFT\x10\f\x124\n" +
-	"0CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS\x10\r*\xd7\x11\n" +
+	"0CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS\x10\r*\xc0\x12\n" +
 	"\x14CreateTransferResult\x12&\n" +
 	"\"CREATE_TRANSFER_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CREATE_TRANSFER_RESULT_OK\x10\x01\x12.\n" +
@@ -1928,7 +2020,9 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"0CREATE_TRANSFER_RESULT_LINKED_CHAIN_SPANS_SHARDS\x10&\x12%\n" +
 	"!CREATE_TRANSFER_RESULT_OVERLOADED\x10'\x12@\n" +
 	"<CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT\x10(\x125\n" +
-	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)2\xba\x04\n" +
+	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)\x12'\n" +
+	"#CREATE_TRANSFER_RESULT_ID_IN_FLIGHT\x10*\x12>\n" +
+	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+2\xba\x04\n" +
 	"\rLedgerService\x12U\n" +
 	"\x0eCreateAccounts\x12 .ledger.v1.CreateAccountsRequest\x1a!.ledger.v1.CreateAccountsResponse\x12X\n" +
 	"\x0fCreateTransfers\x12!.ledger.v1.CreateTransfersRequest\x1a\".ledger.v1.CreateTransfersResponse\x12U\n" +
@@ -1952,69 +2046,80 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(TransferState)(0),                  // 0: ledger.v1.TransferState
 	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
 	(CreateTransferResult)(0),           // 2: ledger.v1.CreateTransferResult
 	(*AccountFlags)(nil),                // 3: ledger.v1.AccountFlags
-	(*Account)(nil),                     // 4: ledger.v1.Account
-	(*TransferFlags)(nil),               // 5: ledger.v1.TransferFlags
-	(*Transfer)(nil),                    // 6: ledger.v1.Transfer
-	(*CreateAccountsRequest)(nil),       // 7: ledger.v1.CreateAccountsRequest
-	(*CreateAccountsResult)(nil),        // 8: ledger.v1.CreateAccountsResult
-	(*CreateAccountsResponse)(nil),      // 9: ledger.v1.CreateAccountsResponse
-	(*CreateTransfersRequest)(nil),      // 10: ledger.v1.CreateTransfersRequest
-	(*CreateTransfersResult)(nil),       // 11: ledger.v1.CreateTransfersResult
-	(*CreateTransfersResponse)(nil),     // 12: ledger.v1.CreateTransfersResponse
-	(*LookupAccountsRequest)(nil),       // 13: ledger.v1.LookupAccountsRequest
-	(*LookupAccountsResponse)(nil),      // 14: ledger.v1.LookupAccountsResponse
-	(*LookupTransfersRequest)(nil),      // 15: ledger.v1.LookupTransfersRequest
-	(*LookupTransfersResponse)(nil),     // 16: ledger.v1.LookupTransfersResponse
-	(*AccountFilter)(nil),               // 17: ledger.v1.AccountFilter
-	(*GetAccountTransfersRequest)(nil),  // 18: ledger.v1.GetAccountTransfersRequest
-	(*GetAccountTransfersResponse)(nil), // 19: ledger.v1.GetAccountTransfersResponse
-	(*GetAccountBalancesRequest)(nil),   // 20: ledger.v1.GetAccountBalancesRequest
-	(*AccountBalance)(nil),              // 21: ledger.v1.AccountBalance
-	(*GetAccountBalancesResponse)(nil),  // 22: ledger.v1.GetAccountBalancesResponse
-	(*VerifyRequest)(nil),               // 23: ledger.v1.VerifyRequest
-	(*VerifyResponse)(nil),              // 24: ledger.v1.VerifyResponse
+	(*Uint128)(nil),                     // 4: ledger.v1.Uint128
+	(*Account)(nil),                     // 5: ledger.v1.Account
+	(*TransferFlags)(nil),               // 6: ledger.v1.TransferFlags
+	(*Transfer)(nil),                    // 7: ledger.v1.Transfer
+	(*CreateAccountsRequest)(nil),       // 8: ledger.v1.CreateAccountsRequest
+	(*CreateAccountsResult)(nil),        // 9: ledger.v1.CreateAccountsResult
+	(*CreateAccountsResponse)(nil),      // 10: ledger.v1.CreateAccountsResponse
+	(*CreateTransfersRequest)(nil),      // 11: ledger.v1.CreateTransfersRequest
+	(*CreateTransfersResult)(nil),       // 12: ledger.v1.CreateTransfersResult
+	(*CreateTransfersResponse)(nil),     // 13: ledger.v1.CreateTransfersResponse
+	(*LookupAccountsRequest)(nil),       // 14: ledger.v1.LookupAccountsRequest
+	(*LookupAccountsResponse)(nil),      // 15: ledger.v1.LookupAccountsResponse
+	(*LookupTransfersRequest)(nil),      // 16: ledger.v1.LookupTransfersRequest
+	(*LookupTransfersResponse)(nil),     // 17: ledger.v1.LookupTransfersResponse
+	(*AccountFilter)(nil),               // 18: ledger.v1.AccountFilter
+	(*GetAccountTransfersRequest)(nil),  // 19: ledger.v1.GetAccountTransfersRequest
+	(*GetAccountTransfersResponse)(nil), // 20: ledger.v1.GetAccountTransfersResponse
+	(*GetAccountBalancesRequest)(nil),   // 21: ledger.v1.GetAccountBalancesRequest
+	(*AccountBalance)(nil),              // 22: ledger.v1.AccountBalance
+	(*GetAccountBalancesResponse)(nil),  // 23: ledger.v1.GetAccountBalancesResponse
+	(*VerifyRequest)(nil),               // 24: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),              // 25: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
-	5,  // 1: ledger.v1.Transfer.flags:type_name -> ledger.v1.TransferFlags
-	0,  // 2: ledger.v1.Transfer.state:type_name -> ledger.v1.TransferState
-	4,  // 3: ledger.v1.CreateAccountsRequest.accounts:type_name -> ledger.v1.Account
-	1,  // 4: ledger.v1.CreateAccountsResult.result:type_name -> ledger.v1.CreateAccountResult
-	8,  // 5: ledger.v1.CreateAccountsResponse.results:type_name -> ledger.v1.CreateAccountsResult
-	6,  // 6: ledger.v1.CreateTransfersRequest.transfers:type_name -> ledger.v1.Transfer
-	2,  // 7: ledger.v1.CreateTransfersResult.result:type_name -> ledger.v1.CreateTransferResult
-	11, // 8: ledger.v1.CreateTransfersResponse.results:type_name -> ledger.v1.CreateTransfersResult
-	4,  // 9: ledger.v1.LookupAccountsResponse.accounts:type_name -> ledger.v1.Account
-	6,  // 10: ledger.v1.LookupTransfersResponse.transfers:type_name -> ledger.v1.Transfer
-	17, // 11: ledger.v1.GetAccountTransfersRequest.filter:type_name -> ledger.v1.AccountFilter
-	6,  // 12: ledger.v1.GetAccountTransfersResponse.transfers:type_name -> ledger.v1.Transfer
-	17, // 13: ledger.v1.GetAccountBalancesRequest.filter:type_name -> ledger.v1.AccountFilter
-	21, // 14: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
-	7,  // 15: ledger.v1.LedgerService.CreateAccounts:input_type -> ledger.v1.CreateAccountsRequest
-	10, // 16: ledger.v1.LedgerService.CreateTransfers:input_type -> ledger.v1.CreateTransfersRequest
-	13, // 17: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
-	15, // 18: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
-	18, // 19: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
-	20, // 20: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
-	23, // 21: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	9,  // 22: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
-	12, // 23: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
-	14, // 24: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
-	16, // 25: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
-	19, // 26: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
-	22, // 27: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
-	24, // 28: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 1: ledger.v1.Account.debits_pending:type_name -> ledger.v1.Uint128
+	4,  // 2: ledger.v1.Account.debits_posted:type_name -> ledger.v1.Uint128
+	4,  // 3: ledger.v1.Account.credits_pending:type_name -> ledger.v1.Uint128
+	4,  // 4: ledger.v1.Account.credits_posted:type_name -> ledger.v1.Uint128
+	4,  // 5: ledger.v1.Account.credits_buffered:type_name -> ledger.v1.Uint128
+	6,  // 6: ledger.v1.Transfer.flags:type_name -> ledger.v1.TransferFlags
+	0,  // 7: ledger.v1.Transfer.state:type_name -> ledger.v1.TransferState
+	2,  // 8: ledger.v1.Transfer.result:type_name -> ledger.v1.CreateTransferResult
+	5,  // 9: ledger.v1.CreateAccountsRequest.accounts:type_name -> ledger.v1.Account
+	1,  // 10: ledger.v1.CreateAccountsResult.result:type_name -> ledger.v1.CreateAccountResult
+	9,  // 11: ledger.v1.CreateAccountsResponse.results:type_name -> ledger.v1.CreateAccountsResult
+	7,  // 12: ledger.v1.CreateTransfersRequest.transfers:type_name -> ledger.v1.Transfer
+	2,  // 13: ledger.v1.CreateTransfersResult.result:type_name -> ledger.v1.CreateTransferResult
+	12, // 14: ledger.v1.CreateTransfersResponse.results:type_name -> ledger.v1.CreateTransfersResult
+	5,  // 15: ledger.v1.LookupAccountsResponse.accounts:type_name -> ledger.v1.Account
+	7,  // 16: ledger.v1.LookupTransfersResponse.transfers:type_name -> ledger.v1.Transfer
+	18, // 17: ledger.v1.GetAccountTransfersRequest.filter:type_name -> ledger.v1.AccountFilter
+	7,  // 18: ledger.v1.GetAccountTransfersResponse.transfers:type_name -> ledger.v1.Transfer
+	18, // 19: ledger.v1.GetAccountBalancesRequest.filter:type_name -> ledger.v1.AccountFilter
+	4,  // 20: ledger.v1.AccountBalance.debits_pending:type_name -> ledger.v1.Uint128
+	4,  // 21: ledger.v1.AccountBalance.debits_posted:type_name -> ledger.v1.Uint128
+	4,  // 22: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
+	4,  // 23: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
+	22, // 24: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
+	8,  // 25: ledger.v1.LedgerService.CreateAccounts:input_type -> ledger.v1.CreateAccountsRequest
+	11, // 26: ledger.v1.LedgerService.CreateTransfers:input_type -> ledger.v1.CreateTransfersRequest
+	14, // 27: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
+	16, // 28: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
+	19, // 29: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
+	21, // 30: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
+	24, // 31: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	10, // 32: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
+	13, // 33: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
+	15, // 34: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
+	17, // 35: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
+	20, // 36: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
+	23, // 37: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
+	25, // 38: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	32, // [32:39] is the sub-list for method output_type
+	25, // [25:32] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }
@@ -2028,7 +2133,7 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

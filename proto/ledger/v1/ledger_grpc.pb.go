@@ -5,8 +5,10 @@
 // source: ledger/v1/ledger.proto
 
 // The wire contract of the ledger core: a double-entry ledger of accounts and transfers.
-// Amounts are unsigned integers in minor units of the ledger's currency; ids are chosen by the
-// client and are the idempotency keys; timestamps are assigned by the ledger (Unix nanoseconds).
+// Amounts are unsigned integers in minor units of the ledger's currency (64-bit per transfer;
+// an account's running totals are 128-bit, Uint128, so that they never overflow); ids are
+// chosen by the client and are the idempotency keys; timestamps are assigned by the ledger
+// (Unix nanoseconds).
 
 package ledgerv1
 
@@ -40,11 +42,17 @@ type LedgerServiceClient interface {
 	// CreateAccounts opens up to 8,190 accounts. The reply lists only the accounts that failed.
 	CreateAccounts(ctx context.Context, in *CreateAccountsRequest, opts ...grpc.CallOption) (*CreateAccountsResponse, error)
 	// CreateTransfers posts up to 8,190 transfers. The reply lists only the transfers that failed.
-	// A reply means every listed-as-ok transfer is durable.
+	// A reply means every listed-as-ok transfer is durable and final: a transfer split over two
+	// shards is answered once its credit side has landed (except a buffered inflow to a hot
+	// account, answered once its debit side is durable; its credit cannot be refused). EXISTS
+	// means the same transfer was created before and succeeded; a transfer that failed on the
+	// ledger's state answers its first refusal again (see TRANSFER_STATE_FAILED).
 	CreateTransfers(ctx context.Context, in *CreateTransfersRequest, opts ...grpc.CallOption) (*CreateTransfersResponse, error)
-	// LookupAccounts returns the accounts that exist among the ids, in request order.
+	// LookupAccounts returns the accounts that exist among the ids (1 to 8,190), in request
+	// order. Every read shows durable state only: nothing a read shows is undone by a crash.
 	LookupAccounts(ctx context.Context, in *LookupAccountsRequest, opts ...grpc.CallOption) (*LookupAccountsResponse, error)
-	// LookupTransfers returns the transfers that exist among the ids, in request order.
+	// LookupTransfers returns the transfers that exist among the ids (1 to 8,190), in request
+	// order, with their state and, for a failed transfer, the refusal.
 	LookupTransfers(ctx context.Context, in *LookupTransfersRequest, opts ...grpc.CallOption) (*LookupTransfersResponse, error)
 	// GetAccountTransfers returns an account's transfers in posting order within a time range.
 	GetAccountTransfers(ctx context.Context, in *GetAccountTransfersRequest, opts ...grpc.CallOption) (*GetAccountTransfersResponse, error)
@@ -129,11 +137,17 @@ type LedgerServiceServer interface {
 	// CreateAccounts opens up to 8,190 accounts. The reply lists only the accounts that failed.
 	CreateAccounts(context.Context, *CreateAccountsRequest) (*CreateAccountsResponse, error)
 	// CreateTransfers posts up to 8,190 transfers. The reply lists only the transfers that failed.
-	// A reply means every listed-as-ok transfer is durable.
+	// A reply means every listed-as-ok transfer is durable and final: a transfer split over two
+	// shards is answered once its credit side has landed (except a buffered inflow to a hot
+	// account, answered once its debit side is durable; its credit cannot be refused). EXISTS
+	// means the same transfer was created before and succeeded; a transfer that failed on the
+	// ledger's state answers its first refusal again (see TRANSFER_STATE_FAILED).
 	CreateTransfers(context.Context, *CreateTransfersRequest) (*CreateTransfersResponse, error)
-	// LookupAccounts returns the accounts that exist among the ids, in request order.
+	// LookupAccounts returns the accounts that exist among the ids (1 to 8,190), in request
+	// order. Every read shows durable state only: nothing a read shows is undone by a crash.
 	LookupAccounts(context.Context, *LookupAccountsRequest) (*LookupAccountsResponse, error)
-	// LookupTransfers returns the transfers that exist among the ids, in request order.
+	// LookupTransfers returns the transfers that exist among the ids (1 to 8,190), in request
+	// order, with their state and, for a failed transfer, the refusal.
 	LookupTransfers(context.Context, *LookupTransfersRequest) (*LookupTransfersResponse, error)
 	// GetAccountTransfers returns an account's transfers in posting order within a time range.
 	GetAccountTransfers(context.Context, *GetAccountTransfersRequest) (*GetAccountTransfersResponse, error)

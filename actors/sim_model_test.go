@@ -1,0 +1,369 @@
+package actors
+
+import (
+	"fmt"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// simModel is the simulator's own account of the ledger: what every account holds once every
+// acknowledged transfer has landed, what each decided transfer id answered, and the holds. It
+// decides results by the rules of ledger/doc.go, written again here rather than taken from the
+// ledger, so that a ledger that refuses what it should take, or takes what it should refuse,
+// disagrees with it.
+type simModel struct {
+	shards uint32
+	flags  map[uint64]ledger.AccountFlags
+	bal    map[uint64]*simBalance
+	// unlanded: for hot accounts, acknowledged inflows from other shards that may still sit in
+	// a buffer (at most this much of credits_posted may be missing right now).
+	unlanded map[uint64]uint64
+	decided  map[uint64]*simDecided // ids the ledger has decided: booked, or refused for good
+	holds    map[uint64]*simHold
+}
+
+type simBalance struct{ debitsPending, debitsPosted, creditsPending, creditsPosted uint64 }
+
+// simDecided is a decided transfer: as first sent, with its first answer.
+type simDecided struct {
+	t      ledger.Transfer
+	result ledger.TransferResult // ok, or the refusal stored with it
+	moved  uint64                // a post or void that succeeded: the amount it moved
+}
+
+type simHoldState uint8
+
+const (
+	holdPending simHoldState = iota
+	holdPosted
+	holdVoided
+	holdExpired
+)
+
+type simHold struct {
+	t         ledger.Transfer
+	expiresAt uint64 // as the ledger computed it (read back); 0: never
+	state     simHoldState
+}
+
+func newSimModel(shards uint32) *simModel {
+	return &simModel{shards: shards, flags: map[uint64]ledger.AccountFlags{}, bal: map[uint64]*simBalance{},
+		unlanded: map[uint64]uint64{}, decided: map[uint64]*simDecided{}, holds: map[uint64]*simHold{}}
+}
+
+func (m *simModel) split(t *ledger.Transfer) bool {
+	return ledger.ShardOf(t.DebitAccountID, m.shards) != ledger.ShardOf(t.CreditAccountID, m.shards)
+}
+
+// simBurns: the refusals that depend on the ledger's state and so take the id (doc.go), listed
+// here by name rather than taken from ledger.TransferResult.Burns.
+var simBurns = map[ledger.TransferResult]bool{
+	ledger.ResultDebitAccountNotFound: true, ledger.ResultCreditAccountNotFound: true,
+	ledger.ResultAccountsMustHaveTheSameLedger: true, ledger.ResultTransferMustHaveTheSameLedgerAsAccounts: true,
+	ledger.ResultPendingTransferNotFound: true, ledger.ResultPendingTransferNotPending: true,
+	ledger.ResultPendingTransferHasDifferentAccounts: true, ledger.ResultPendingTransferHasDifferentLedger: true,
+	ledger.ResultPendingTransferHasDifferentCode: true, ledger.ResultExceedsPendingTransferAmount: true,
+	ledger.ResultPendingTransferHasDifferentAmount: true, ledger.ResultPendingTransferAlreadyPosted: true,
+	ledger.ResultPendingTransferAlreadyVoided: true, ledger.ResultPendingTransferExpired: true,
+	ledger.ResultDebitAccountClosed: true, ledger.ResultCreditAccountClosed: true,
+	ledger.ResultOverflowsDebits: true, ledger.ResultOverflowsCredits: true,
+	ledger.ResultExceedsCredits: true, ledger.ResultExceedsDebits: true,
+}
+
+// simView is the model's balances as one scenario sees them: with or without the hot inflows
+// that may not have landed, plus the changes of a chain being decided.
+type simView struct {
+	m      *simModel
+	landed bool
+	chain  map[uint64]simBalance
+}
+
+func (v *simView) balance(id uint64) simBalance {
+	if b, ok := v.chain[id]; ok {
+		return b
+	}
+	b := *v.m.bal[id]
+	if !v.landed {
+		b.creditsPosted -= v.m.unlanded[id]
+	}
+	return b
+}
+
+// stateless is the result of the checks of the request alone that the simulator's transfers
+// can meet (ok when it meets none).
+func stateless(t *ledger.Transfer) ledger.TransferResult {
+	resolving := t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0
+	switch {
+	case t.ID == 0:
+		return ledger.ResultIDMustNotBeZero
+	case t.DebitAccountID == t.CreditAccountID:
+		return ledger.ResultAccountsMustBeDifferent
+	case !resolving && t.PendingID != 0:
+		return ledger.ResultPendingIDMustBeZero
+	case resolving && t.PendingID == 0:
+		return ledger.ResultPendingIDMustNotBeZero
+	case t.Flags&ledger.TransferPending == 0 && t.Timeout != 0:
+		return ledger.ResultTimeoutReservedForPendingTransfer
+	case !resolving && t.Amount == 0:
+		return ledger.ResultAmountMustNotBeZero
+	}
+	return ledger.ResultOK
+}
+
+// knownAnswer is what a transfer with a decided id answers: exists for the same request (a
+// post or void that asked for 0 matches the amount it moved), the stored refusal for one that
+// failed, exists_with_different_fields for another request.
+func (d *simDecided) knownAnswer(t *ledger.Transfer) ledger.TransferResult {
+	s := d.t
+	sameAmount := t.Amount == s.Amount
+	if d.result == ledger.ResultOK && t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0 {
+		sameAmount = t.Amount == 0 || t.Amount == d.moved
+	}
+	s.Amount = t.Amount
+	if !sameAmount || s != *t {
+		return ledger.ResultExistsWithDifferentFields
+	}
+	if d.result == ledger.ResultOK {
+		return ledger.ResultExists
+	}
+	return d.result
+}
+
+// decide is the answer the rules give t, on the balances of v, at time now.
+func (m *simModel) decide(t *ledger.Transfer, v *simView, now uint64, inChain bool) ledger.TransferResult {
+	if r := stateless(t); r != ledger.ResultOK {
+		return r
+	}
+	if _, ok := m.flags[t.DebitAccountID]; !ok {
+		return ledger.ResultDebitAccountNotFound
+	}
+	if _, ok := m.flags[t.CreditAccountID]; !ok {
+		return ledger.ResultCreditAccountNotFound
+	}
+	if d, ok := m.decided[t.ID]; ok {
+		return d.knownAnswer(t)
+	}
+	df, cf := m.flags[t.DebitAccountID], m.flags[t.CreditAccountID]
+	if t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0 {
+		return m.decideResolve(t, now, df, cf)
+	}
+	switch {
+	case df&ledger.AccountClosed != 0:
+		return ledger.ResultDebitAccountClosed
+	case cf&ledger.AccountClosed != 0:
+		return ledger.ResultCreditAccountClosed
+	}
+	d, c := v.balance(t.DebitAccountID), v.balance(t.CreditAccountID)
+	if df&ledger.AccountDebitsMustNotExceedCredits != 0 && d.debitsPending+d.debitsPosted+t.Amount > d.creditsPosted {
+		return ledger.ResultExceedsCredits
+	}
+	limited := cf&ledger.AccountCreditsMustNotExceedDebits != 0
+	if limited && m.split(t) && inChain {
+		return ledger.ResultLinkedChainSpansShards
+	}
+	// Local: checked now; on another shard: checked when the money lands there, which, for a
+	// transfer whose accounts nothing else in its request touches, sees the same balances.
+	if limited && c.creditsPending+c.creditsPosted+t.Amount > c.debitsPosted {
+		return ledger.ResultExceedsDebits
+	}
+	return ledger.ResultOK
+}
+
+func (m *simModel) decideResolve(t *ledger.Transfer, now uint64, df, cf ledger.AccountFlags) ledger.TransferResult {
+	h, ok := m.holds[t.PendingID]
+	post := t.Flags&ledger.TransferPostPending != 0
+	switch {
+	case !ok:
+		if d, known := m.decided[t.PendingID]; known && d.result == ledger.ResultOK {
+			return ledger.ResultPendingTransferNotPending
+		}
+		return ledger.ResultPendingTransferNotFound
+	case h.t.DebitAccountID != t.DebitAccountID || h.t.CreditAccountID != t.CreditAccountID:
+		return ledger.ResultPendingTransferHasDifferentAccounts
+	case h.t.Code != t.Code:
+		return ledger.ResultPendingTransferHasDifferentCode
+	case post && t.Amount > h.t.Amount:
+		return ledger.ResultExceedsPendingTransferAmount
+	case !post && t.Amount != 0 && t.Amount != h.t.Amount:
+		return ledger.ResultPendingTransferHasDifferentAmount
+	case h.state == holdPosted:
+		return ledger.ResultPendingTransferAlreadyPosted
+	case h.state == holdVoided:
+		return ledger.ResultPendingTransferAlreadyVoided
+	case h.state == holdExpired, h.expiresAt != 0 && now >= h.expiresAt:
+		return ledger.ResultPendingTransferExpired
+	case df&ledger.AccountClosed != 0:
+		return ledger.ResultDebitAccountClosed
+	case cf&ledger.AccountClosed != 0:
+		return ledger.ResultCreditAccountClosed
+	}
+	return ledger.ResultOK
+}
+
+// expect is the set of answers the rules allow for a lone transfer (or a chain), over the
+// scenarios the model cannot tell apart (hot inflows landed or not). One answer: the model
+// predicts it exactly.
+func (m *simModel) expect(ts []ledger.Transfer, now uint64) [][]ledger.TransferResult {
+	out := make([][]ledger.TransferResult, len(ts))
+	for _, landed := range []bool{false, true} {
+		rs := m.decideChain(ts, &simView{m: m, landed: landed}, now)
+		for k, r := range rs {
+			if !containsResult(out[k], r) {
+				out[k] = append(out[k], r)
+			}
+		}
+	}
+	return out
+}
+
+func containsResult(rs []ledger.TransferResult, r ledger.TransferResult) bool {
+	for _, x := range rs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// decideChain decides a lone transfer (a chain of one) or a linked chain, which succeeds or
+// fails as one: when it fails, a member with a decided id answers as it would alone, the
+// failing one its refusal, and the others linked_event_failed.
+func (m *simModel) decideChain(ts []ledger.Transfer, v *simView, now uint64) []ledger.TransferResult {
+	rs := make([]ledger.TransferResult, len(ts))
+	if len(ts) == 1 {
+		rs[0] = m.decide(&ts[0], v, now, false)
+		return rs
+	}
+	v.chain = map[uint64]simBalance{}
+	failed := -1
+	for k := range ts {
+		t := &ts[k]
+		if r := m.decide(t, v, now, true); r != ledger.ResultOK {
+			rs[k], failed = r, k
+			break
+		}
+		d, c := v.balance(t.DebitAccountID), v.balance(t.CreditAccountID)
+		if t.Flags&ledger.TransferPending != 0 {
+			d.debitsPending += t.Amount
+			c.creditsPending += t.Amount
+		} else {
+			d.debitsPosted += t.Amount
+			c.creditsPosted += t.Amount
+		}
+		v.chain[t.DebitAccountID], v.chain[t.CreditAccountID] = d, c
+	}
+	if failed < 0 {
+		for k := range rs {
+			rs[k] = ledger.ResultOK
+		}
+		return rs
+	}
+	for k := range ts {
+		d, known := m.decided[ts[k].ID]
+		switch {
+		case known && stateless(&ts[k]) == ledger.ResultOK:
+			rs[k] = d.knownAnswer(&ts[k])
+		case k != failed:
+			rs[k] = ledger.ResultLinkedEventFailed
+		}
+	}
+	return rs
+}
+
+// applyChain updates the model with the ledger's answers to a lone transfer or a chain (the
+// answers were checked, or could not be predicted): new transfers that succeeded move money,
+// and refusals that take their ids are remembered, by the rule of decideChain.
+func (m *simModel) applyChain(ts []ledger.Transfer, rs []ledger.TransferResult, hot func(ledger.Transfer) bool) error {
+	ok := true
+	for _, r := range rs {
+		ok = ok && r == ledger.ResultOK
+	}
+	if ok {
+		for _, t := range ts {
+			if err := m.book(t, hot(t)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	failed := -1
+	for k := range ts {
+		if _, known := m.decided[ts[k].ID]; !known && rs[k] != ledger.ResultLinkedEventFailed {
+			failed = k
+			break
+		}
+	}
+	if failed < 0 || !simBurns[rs[failed]] {
+		return nil
+	}
+	for k := 0; k <= failed; k++ {
+		if _, known := m.decided[ts[k].ID]; !known {
+			m.decided[ts[k].ID] = &simDecided{t: ts[k], result: rs[k]}
+		}
+	}
+	return nil
+}
+
+// book applies a transfer the ledger took. A posted inflow to a hot account from another
+// shard may land later (unlanded).
+func (m *simModel) book(t ledger.Transfer, buffered bool) error {
+	if _, known := m.decided[t.ID]; known {
+		return fmt.Errorf("transfer %d booked twice", t.ID)
+	}
+	d, c := m.bal[t.DebitAccountID], m.bal[t.CreditAccountID]
+	moved := t.Amount
+	switch {
+	case t.Flags&ledger.TransferPending != 0:
+		d.debitsPending += t.Amount
+		c.creditsPending += t.Amount
+		m.holds[t.ID] = &simHold{t: t, state: holdPending}
+	case t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0:
+		h := m.holds[t.PendingID]
+		if h == nil || h.state != holdPending {
+			return fmt.Errorf("transfer %d resolved hold %d, which is not pending", t.ID, t.PendingID)
+		}
+		d.debitsPending -= h.t.Amount
+		c.creditsPending -= h.t.Amount
+		h.state, moved = holdVoided, h.t.Amount
+		if t.Flags&ledger.TransferPostPending != 0 {
+			if moved = t.Amount; moved == 0 {
+				moved = h.t.Amount
+			}
+			h.state = holdPosted
+			d.debitsPosted += moved
+			c.creditsPosted += moved
+		}
+	default:
+		d.debitsPosted += t.Amount
+		c.creditsPosted += t.Amount
+	}
+	if buffered && t.Flags&ledger.TransferPending == 0 && t.Flags&ledger.TransferVoidPending == 0 {
+		m.unlanded[t.CreditAccountID] += moved
+	}
+	m.decided[t.ID] = &simDecided{t: t, result: ledger.ResultOK, moved: moved}
+	return nil
+}
+
+// expire records that the ledger released a hold at its timeout.
+func (m *simModel) expire(h *simHold) {
+	h.state = holdExpired
+	m.bal[h.t.DebitAccountID].debitsPending -= h.t.Amount
+	m.bal[h.t.CreditAccountID].creditsPending -= h.t.Amount
+}
+
+// due reports whether an account has a hold whose timeout passed and that the ledger may or
+// may not have released yet.
+func (m *simModel) due(id, now uint64) bool {
+	for _, h := range m.holds {
+		if h.state == holdPending && h.expiresAt != 0 && h.expiresAt <= now &&
+			(h.t.DebitAccountID == id || h.t.CreditAccountID == id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *simBalance) equals(x ledger.Balance) bool {
+	return x.DebitsPending == ledger.U128(b.debitsPending) && x.DebitsPosted == ledger.U128(b.debitsPosted) &&
+		x.CreditsPending == ledger.U128(b.creditsPending) && x.CreditsPosted == ledger.U128(b.creditsPosted)
+}
