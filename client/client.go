@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -94,24 +95,40 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// retryable reports whether an error may be retried: the request did not run (overloaded,
-// unavailable) or it is unknown whether it ran; ids make a second run harmless.
-func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
-		return true
+// retryable reports whether an error may be retried, and the wait the server asks for (0:
+// none). UNAVAILABLE and ABORTED: the request did not run, or it is unknown whether it ran;
+// ids make a second run harmless. RESOURCE_EXHAUSTED only with a RetryInfo detail, which the
+// server attaches to its overload refusal: the same code without it is a message over a size
+// limit (the server's or this client's), and it would fail again.
+func retryable(err error) (bool, time.Duration) {
+	s := status.Convert(err)
+	switch s.Code() {
+	case codes.Unavailable, codes.Aborted:
+		return true, 0
+	case codes.ResourceExhausted:
+		for _, detail := range s.Details() {
+			if info, ok := detail.(*errdetails.RetryInfo); ok {
+				return true, info.GetRetryDelay().AsDuration()
+			}
+		}
 	}
-	return false
+	return false, 0
 }
 
-// do runs fn with retries and exponential backoff while the error is retryable.
+// do runs fn with retries and exponential backoff while the error is retryable; it waits at
+// least what the server asks for, and stops when ctx ends.
 func (c *Client) do(ctx context.Context, fn func(ctx context.Context, attempt int) error) error {
 	wait := c.opts.BackoffMin
-	var err error
-	for attempt := 0; attempt < c.opts.AttemptsMax; attempt++ {
-		if err = fn(ctx, attempt); err == nil || !retryable(err) {
+	for attempt := 0; ; attempt++ {
+		err := fn(ctx, attempt)
+		if err == nil {
+			return nil
+		}
+		retry, delay := retryable(err)
+		if !retry || attempt+1 >= c.opts.AttemptsMax {
 			return err
 		}
+		wait = min(max(wait, delay), BackoffMax)
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
@@ -119,7 +136,6 @@ func (c *Client) do(ctx context.Context, fn func(ctx context.Context, attempt in
 		}
 		wait = min(2*wait, BackoffMax)
 	}
-	return err
 }
 
 // CreateTransfers sends one batch and returns the failures (by index). Retries are safe: a

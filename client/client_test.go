@@ -3,17 +3,21 @@ package client
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
@@ -152,5 +156,97 @@ func TestLinkedAloneIsRefused(t *testing.T) {
 	_, err := c.CreateTransfer(context.Background(), &ledgerv1.Transfer{Id: 1, Flags: &ledgerv1.TransferFlags{Linked: true}})
 	if err != ErrLinkedAlone {
 		t.Errorf("linked alone: %v", err)
+	}
+}
+
+// fakeLedger answers CreateTransfers with a function of the test.
+type fakeLedger struct {
+	ledgerv1.UnimplementedLedgerServiceServer
+	createTransfers func(context.Context, *ledgerv1.CreateTransfersRequest) (*ledgerv1.CreateTransfersResponse, error)
+}
+
+func (f *fakeLedger) CreateTransfers(ctx context.Context, req *ledgerv1.CreateTransfersRequest) (*ledgerv1.CreateTransfersResponse, error) {
+	return f.createTransfers(ctx, req)
+}
+
+// serveFake serves fake on an in-memory listener, with the server's request size limit, and
+// returns a client with opts; attempts counts the requests the client sends (or tries to).
+func serveFake(t *testing.T, fake *fakeLedger, opts Options, dialOptions ...grpc.DialOption) (c *Client, attempts *atomic.Int64) {
+	t.Helper()
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(api.RequestBytesMax))
+	ledgerv1.RegisterLedgerServiceServer(srv, fake)
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	attempts = new(atomic.Int64)
+	dialOptions = append([]grpc.DialOption{
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, callOptions ...grpc.CallOption) error {
+			attempts.Add(1)
+			return invoke(ctx, method, req, reply, cc, callOptions...)
+		})}, dialOptions...)
+	conn, err := grpc.NewClient("passthrough:///bufnet", dialOptions...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = New(conn, opts)
+	t.Cleanup(func() {
+		_ = c.Close()
+		_ = conn.Close()
+		srv.Stop()
+	})
+	return c, attempts
+}
+
+// TestResourceExhaustedRetriedOnlyWithRetryInfo: the server's overload refusal (with
+// RetryInfo) is retried until it passes; the same code without it is sent once, whether the
+// handler answers it or gRPC's size limits do (the server's on receipt, the client's on send).
+func TestResourceExhaustedRetriedOnlyWithRetryInfo(t *testing.T) {
+	overloaded, err := status.New(codes.ResourceExhausted, "shard overloaded").
+		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(api.OverloadedRetryDelay)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := []*ledgerv1.Transfer{{Id: 1}}
+	overServer := []*ledgerv1.Transfer{{Id: 1, BizId: strings.Repeat("x", api.RequestBytesMax)}}
+	overClient := []*ledgerv1.Transfer{{Id: 1, BizId: strings.Repeat("x", 64<<10)}}
+	for name, tc := range map[string]struct {
+		refusals          int64 // how many requests the handler refuses before it takes one
+		refusal           error
+		transfers         []*ledgerv1.Transfer
+		dialOptions       []grpc.DialOption
+		code              codes.Code
+		refuser           string // who refused, as gRPC words it
+		attempts, handled int64  // requests the client sent, and those the handler saw
+	}{
+		"overloaded":            {refusals: 2, refusal: overloaded.Err(), transfers: small, code: codes.OK, attempts: 3, handled: 3},
+		"no RetryInfo":          {refusals: 99, refusal: status.Error(codes.ResourceExhausted, "quota"), transfers: small, code: codes.ResourceExhausted, attempts: 1, handled: 1},
+		"over the server limit": {transfers: overServer, code: codes.ResourceExhausted, refuser: "received message larger than max", attempts: 1, handled: 0},
+		"over the client limit": {transfers: overClient, code: codes.ResourceExhausted, refuser: "trying to send message larger than max", attempts: 1, handled: 0,
+			dialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(32 << 10))}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var handled atomic.Int64
+			fake := &fakeLedger{createTransfers: func(context.Context, *ledgerv1.CreateTransfersRequest) (*ledgerv1.CreateTransfersResponse, error) {
+				if handled.Add(1) <= tc.refusals {
+					return nil, tc.refusal
+				}
+				return &ledgerv1.CreateTransfersResponse{}, nil
+			}}
+			c, attempts := serveFake(t, fake, Options{BackoffMin: time.Millisecond}, tc.dialOptions...)
+			_, err := c.CreateTransfers(context.Background(), tc.transfers)
+			if code := status.Code(err); code != tc.code {
+				t.Errorf("code %v (%v), want %v", code, err, tc.code)
+			}
+			if !strings.Contains(status.Convert(err).Message(), tc.refuser) {
+				t.Errorf("error %v, want one with %q", err, tc.refuser)
+			}
+			if n := attempts.Load(); n != tc.attempts {
+				t.Errorf("%d attempts, want %d", n, tc.attempts)
+			}
+			if n := handled.Load(); n != tc.handled {
+				t.Errorf("the handler saw %d requests, want %d", n, tc.handled)
+			}
+		})
 	}
 }
