@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -248,5 +249,195 @@ func TestResourceExhaustedRetriedOnlyWithRetryInfo(t *testing.T) {
 				t.Errorf("the handler saw %d requests, want %d", n, tc.handled)
 			}
 		})
+	}
+}
+
+// stalledLedger is a server that holds every request it gets while stalling, until release
+// or until the request's context ends; received has the ids of each request, in order.
+type stalledLedger struct {
+	fakeLedger
+	stalling atomic.Bool
+	release  chan struct{}
+	received chan []uint64
+}
+
+func newStalledLedger() *stalledLedger {
+	s := &stalledLedger{release: make(chan struct{}), received: make(chan []uint64, 16)}
+	s.stalling.Store(true)
+	s.createTransfers = func(ctx context.Context, req *ledgerv1.CreateTransfersRequest) (*ledgerv1.CreateTransfersResponse, error) {
+		var ids []uint64
+		for _, transfer := range req.GetTransfers() {
+			ids = append(ids, transfer.GetId())
+		}
+		s.received <- ids
+		if s.stalling.Load() {
+			select {
+			case <-s.release:
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		return &ledgerv1.CreateTransfersResponse{}, nil
+	}
+	return s
+}
+
+// next is the ids of the next request the server gets.
+func (s *stalledLedger) next(t *testing.T) []uint64 {
+	t.Helper()
+	select {
+	case ids := <-s.received:
+		return ids
+	case <-time.After(2 * time.Second):
+		t.Fatal("no request reached the server")
+		return nil
+	}
+}
+
+// createTransfer calls CreateTransfer in a goroutine and answers on the returned channel.
+func createTransfer(ctx context.Context, c *Client, id uint64) <-chan error {
+	answered := make(chan error, 1)
+	go func() {
+		result, err := c.CreateTransfer(ctx, &ledgerv1.Transfer{Id: id})
+		if err == nil && result != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_OK {
+			err = errors.New(result.String())
+		}
+		answered <- err
+	}()
+	return answered
+}
+
+// answerWithin is the answer of a call, which must come within limit.
+func answerWithin(t *testing.T, answered <-chan error, limit time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-answered:
+		return err
+	case <-time.After(limit):
+		t.Fatalf("no answer within %v", limit)
+		return nil
+	}
+}
+
+// TestStalledServer: a call returns when its context ends, with the context's error as
+// DEADLINE_EXCEEDED or CANCELED, while the server holds its request; and once the batches'
+// deadlines (the caller's, or RequestTimeout) free the only request slot, the client works.
+func TestStalledServer(t *testing.T) {
+	stalled := newStalledLedger()
+	const requestTimeout = 400 * time.Millisecond
+	c, _ := serveFake(t, &stalled.fakeLedger, Options{BatchesInFlightMax: 1, RequestTimeout: requestTimeout})
+	t.Cleanup(func() { close(stalled.release) }) // runs before the server stops
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := answerWithin(t, createTransfer(ctx, c, 1), 2*time.Second)
+	if status.Code(err) != codes.DeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: %v (code %v)", err, status.Code(err))
+	}
+	if elapsed := time.Since(start); elapsed > time.Second {
+		t.Errorf("deadline of 100 ms answered after %v", elapsed)
+	}
+	if ids := stalled.next(t); len(ids) != 1 || ids[0] != 1 {
+		t.Fatalf("first request %v, want [1]", ids)
+	}
+
+	// The caller sets no deadline: its request is bounded by RequestTimeout.
+	ctx, cancel = context.WithCancel(context.Background())
+	answered := createTransfer(ctx, c, 2)
+	if ids := stalled.next(t); len(ids) != 1 || ids[0] != 2 {
+		t.Fatalf("second request %v, want [2]", ids)
+	}
+	cancel()
+	err = answerWithin(t, answered, requestTimeout/2) // before its request ends
+	if status.Code(err) != codes.Canceled || !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled: %v (code %v)", err, status.Code(err))
+	}
+
+	stalled.stalling.Store(false)
+	if err := answerWithin(t, createTransfer(context.Background(), c, 3), 2*time.Second); err != nil {
+		t.Errorf("after the stall: %v", err)
+	}
+}
+
+// TestEndedCallIsNotSent: a call whose context ends while it waits in the queue is left out
+// of the batch: the server never sees its transfer. The test holds the only request slot
+// itself, so that it knows which call waits where.
+func TestEndedCallIsNotSent(t *testing.T) {
+	server := newStalledLedger()
+	server.stalling.Store(false)
+	c, _ := serveFake(t, &server.fakeLedger, Options{BatchesInFlightMax: 1})
+	c.slots <- struct{}{}
+	first := &call{ctx: context.Background(), t: &ledgerv1.Transfer{Id: 1}, done: make(chan callResult, 1)}
+	c.calls <- first
+	waitFor(t, "the batcher to take the first call", func() bool { return len(c.calls) == 0 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	answered := createTransfer(ctx, c, 2)
+	waitFor(t, "the second call to be queued", func() bool { return len(c.calls) == 1 })
+	cancel()
+	if err := answerWithin(t, answered, time.Second); status.Code(err) != codes.Canceled || !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled call: %v (code %v)", err, status.Code(err))
+	}
+
+	<-c.slots // the batcher may send now
+	select {
+	case r := <-first.done:
+		if r.err != nil {
+			t.Errorf("first call: %v", r.err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("first call: no answer")
+	}
+	if ids := server.next(t); len(ids) != 1 || ids[0] != 1 {
+		t.Errorf("request %v, want [1] alone", ids)
+	}
+	// One request in flight at a time: the canceled call, had it been sent, would have
+	// reached the server before the next call's answer.
+	if err := answerWithin(t, createTransfer(context.Background(), c, 3), 2*time.Second); err != nil {
+		t.Errorf("last call: %v", err)
+	}
+	if ids := server.next(t); len(ids) != 1 || ids[0] != 3 {
+		t.Errorf("request %v, want [3]", ids)
+	}
+}
+
+// waitFor polls until done holds.
+func waitFor(t *testing.T, what string, done func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); !done(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 2 s for %s", what)
+		}
+	}
+}
+
+// TestBatchDeadline: a batch ends by its calls' latest deadline, and at most RequestTimeout
+// from now, which is also the bound when any call has no deadline.
+func TestBatchDeadline(t *testing.T) {
+	c := &Client{opts: Options{RequestTimeout: time.Second}}
+	now := time.Now()
+	soon, cancelSoon := context.WithDeadline(context.Background(), now.Add(100*time.Millisecond))
+	defer cancelSoon()
+	later, cancelLater := context.WithDeadline(context.Background(), now.Add(200*time.Millisecond))
+	defer cancelLater()
+	tooLate, cancelTooLate := context.WithDeadline(context.Background(), now.Add(time.Hour))
+	defer cancelTooLate()
+	for name, tc := range map[string]struct {
+		contexts []context.Context
+		after    time.Duration // the deadline, from now
+	}{
+		"latest of the calls'":       {[]context.Context{later, soon}, 200 * time.Millisecond},
+		"RequestTimeout at most":     {[]context.Context{soon, tooLate}, time.Second},
+		"RequestTimeout without one": {[]context.Context{soon, context.Background()}, time.Second},
+	} {
+		var batch []*call
+		for _, ctx := range tc.contexts {
+			batch = append(batch, &call{ctx: ctx})
+		}
+		// RequestTimeout counts from the call to deadline, a little after now.
+		if got := c.deadline(batch).Sub(now); got < tc.after || got > tc.after+100*time.Millisecond {
+			t.Errorf("%s: deadline in %v, want %v", name, got, tc.after)
+		}
 	}
 }
