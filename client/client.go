@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,6 +34,9 @@ const (
 	BatchesInFlightMaxDefault = 4
 	// QueuedCallsMax bounds the single-transfer calls waiting for a batch.
 	QueuedCallsMax = 64 * 1024
+	// RequestTimeoutDefault bounds an auto-batched request, all its attempts included, so
+	// that a stalled server cannot hold a request slot for good.
+	RequestTimeoutDefault = 10 * time.Second
 )
 
 // Options tune a Client; the zero value takes the defaults.
@@ -40,6 +44,9 @@ type Options struct {
 	AttemptsMax        int
 	BackoffMin         time.Duration
 	BatchesInFlightMax int
+	// RequestTimeout: an auto-batched request ends by the latest deadline of its callers,
+	// and at the latest RequestTimeout after it was formed.
+	RequestTimeout time.Duration
 }
 
 // Client talks to one ledgerd. It is safe for concurrent use.
@@ -76,6 +83,9 @@ func New(conn grpc.ClientConnInterface, opts Options) *Client {
 	if opts.BatchesInFlightMax <= 0 {
 		opts.BatchesInFlightMax = BatchesInFlightMaxDefault
 	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = RequestTimeoutDefault
+	}
 	c := &Client{ledger: ledgerv1.NewLedgerServiceClient(conn), opts: opts,
 		calls: make(chan *call, QueuedCallsMax), slots: make(chan struct{}, opts.BatchesInFlightMax),
 		stop: make(chan struct{})}
@@ -94,24 +104,40 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// retryable reports whether an error may be retried: the request did not run (overloaded,
-// unavailable) or it is unknown whether it ran; ids make a second run harmless.
-func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
-		return true
+// retryable reports whether an error may be retried, and the wait the server asks for (0:
+// none). UNAVAILABLE and ABORTED: the request did not run, or it is unknown whether it ran;
+// ids make a second run harmless. RESOURCE_EXHAUSTED only with a RetryInfo detail, which the
+// server attaches to its overload refusal: the same code without it is a message over a size
+// limit (the server's or this client's), and it would fail again.
+func retryable(err error) (bool, time.Duration) {
+	s := status.Convert(err)
+	switch s.Code() {
+	case codes.Unavailable, codes.Aborted:
+		return true, 0
+	case codes.ResourceExhausted:
+		for _, detail := range s.Details() {
+			if info, ok := detail.(*errdetails.RetryInfo); ok {
+				return true, info.GetRetryDelay().AsDuration()
+			}
+		}
 	}
-	return false
+	return false, 0
 }
 
-// do runs fn with retries and exponential backoff while the error is retryable.
+// do runs fn with retries and exponential backoff while the error is retryable; it waits at
+// least what the server asks for, and stops when ctx ends.
 func (c *Client) do(ctx context.Context, fn func(ctx context.Context, attempt int) error) error {
 	wait := c.opts.BackoffMin
-	var err error
-	for attempt := 0; attempt < c.opts.AttemptsMax; attempt++ {
-		if err = fn(ctx, attempt); err == nil || !retryable(err) {
+	for attempt := 0; ; attempt++ {
+		err := fn(ctx, attempt)
+		if err == nil {
+			return nil
+		}
+		retry, delay := retryable(err)
+		if !retry || attempt+1 >= c.opts.AttemptsMax {
 			return err
 		}
+		wait = min(max(wait, delay), BackoffMax)
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
@@ -119,7 +145,6 @@ func (c *Client) do(ctx context.Context, fn func(ctx context.Context, attempt in
 		}
 		wait = min(2*wait, BackoffMax)
 	}
-	return err
 }
 
 // CreateTransfers sends one batch and returns the failures (by index). Retries are safe: a
@@ -192,9 +217,33 @@ var ErrLinkedAlone = errors.New("client: CreateTransfer cannot send a linked tra
 // ErrClosed: the client was closed.
 var ErrClosed = errors.New("client: closed")
 
+// contextError: the caller's context ended before the call's outcome was known. Its gRPC code
+// is DEADLINE_EXCEEDED or CANCELED, and errors.Is finds the context's error in it.
+type contextError struct{ err error }
+
+func (e *contextError) Error() string { return "client: " + e.err.Error() }
+func (e *contextError) Unwrap() error { return e.err }
+func (e *contextError) GRPCStatus() *status.Status {
+	return status.New(status.FromContextError(e.err).Code(), e.Error())
+}
+
+// ended returns why ctx has ended, or nil. A passed deadline counts even before ctx's timer
+// fires: a batch bounded by the same deadline may fail first, and its caller should still see
+// its own deadline.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 type call struct {
+	ctx  context.Context
 	t    *ledgerv1.Transfer
-	done chan callResult
+	done chan callResult // one slot: the batch answers without waiting for the caller
 }
 
 type callResult struct {
@@ -204,26 +253,58 @@ type callResult struct {
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan callResult, 1)} }}
 
+// release puts k back in the pool; only for a call no batch holds or will answer again.
+func (k *call) release() {
+	k.ctx, k.t = nil, nil
+	callPool.Put(k)
+}
+
 // CreateTransfer sends one transfer, batched with the other goroutines' concurrent calls. It
 // returns the transfer's result (OK when created and durable) or the request's error.
+//
+// It returns when ctx ends, with an error whose gRPC code is DEADLINE_EXCEEDED or CANCELED and
+// that errors.Is ctx's error. The transfer's outcome is then unknown: its request may be on
+// the way and the transfer may still be booked. Send it again with the same id (ids are
+// idempotency keys: a booked transfer answers EXISTS) or look it up.
 func (c *Client) CreateTransfer(ctx context.Context, t *ledgerv1.Transfer) (ledgerv1.CreateTransferResult, error) {
 	if t.GetFlags().GetLinked() {
 		return 0, ErrLinkedAlone
 	}
 	k := callPool.Get().(*call)
-	k.t = t
+	k.ctx, k.t = ctx, t
 	select {
 	case c.calls <- k:
 	case <-ctx.Done():
-		callPool.Put(k)
-		return 0, ctx.Err()
+		k.release()
+		return 0, &contextError{ctx.Err()}
 	case <-c.stop:
-		callPool.Put(k)
+		k.release()
 		return 0, ErrClosed
 	}
-	r := <-k.done // the batch always answers, so the call can go back to the pool
-	k.t = nil
-	callPool.Put(k)
+	select {
+	case r := <-k.done:
+		return answer(ctx, k, r)
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-k.done: // answered as ctx ended: the outcome is known after all
+		return answer(ctx, k, r)
+	default:
+		// A batch may still answer into k.done, so k must not go back to the pool, where
+		// another call could take that answer: it is left to the garbage collector.
+		return 0, &contextError{ctx.Err()}
+	}
+}
+
+// answer returns a call's result once its batch has answered (and let go of it). A failure
+// after the caller's context ended is reported as that context's error.
+func answer(ctx context.Context, k *call, r callResult) (ledgerv1.CreateTransferResult, error) {
+	k.release()
+	if r.err != nil {
+		if err := ended(ctx); err != nil {
+			return 0, &contextError{err}
+		}
+	}
 	return r.result, r.err
 }
 
@@ -247,17 +328,30 @@ func (c *Client) batcher() {
 			c.failQueued()
 			return
 		}
-		batch := []*call{first}
-	gather:
-		for len(batch) < BatchTransfersMax {
-			select {
-			case k := <-c.calls:
-				batch = append(batch, k)
-			default:
-				break gather
-			}
+		if batch := c.gather(first); len(batch) > 0 {
+			go c.send(batch)
+		} else {
+			<-c.slots
 		}
-		go c.send(batch)
+	}
+}
+
+// gather makes a batch of first and the calls queued after it, leaving out those whose
+// context has ended: their callers have returned already, so nobody would get the result.
+func (c *Client) gather(first *call) []*call {
+	var batch []*call
+	for k := first; ; {
+		if k.ctx.Err() == nil {
+			batch = append(batch, k)
+		}
+		if len(batch) == BatchTransfersMax {
+			return batch
+		}
+		select {
+		case k = <-c.calls:
+		default:
+			return batch
+		}
 	}
 }
 
@@ -272,13 +366,33 @@ func (c *Client) failQueued() {
 	}
 }
 
+// deadline is when a batch ends: the latest deadline among its calls (a call without one
+// waits as long as allowed), and at most RequestTimeout from now, so that a stalled server
+// frees the batch's slot.
+func (c *Client) deadline(batch []*call) time.Time {
+	limit := time.Now().Add(c.opts.RequestTimeout)
+	var latest time.Time
+	for _, k := range batch {
+		deadline, ok := k.ctx.Deadline()
+		if !ok || deadline.After(limit) {
+			return limit
+		}
+		if deadline.After(latest) {
+			latest = deadline
+		}
+	}
+	return latest
+}
+
 func (c *Client) send(batch []*call) {
 	defer func() { <-c.slots }()
+	ctx, cancel := context.WithDeadline(context.Background(), c.deadline(batch))
+	defer cancel()
 	ts := make([]*ledgerv1.Transfer, len(batch))
 	for i, k := range batch {
 		ts[i] = k.t
 	}
-	failures, err := c.CreateTransfers(context.Background(), ts)
+	failures, err := c.CreateTransfers(ctx, ts)
 	if err != nil {
 		for _, k := range batch {
 			k.done <- callResult{err: err}
