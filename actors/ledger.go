@@ -17,6 +17,13 @@
 // and nothing is written), and legs between shards are bounded by each shard's outbox limit
 // (ledger.OutboxLegsMax). Proto.Actor's bounded mailbox would block the sender
 // instead, and two shards sending each other legs could then block each other for good.
+//
+// Timestamps come from Config.Now, by default a clock that follows the wall clock but not a
+// step of it past ClockSkewMax (clock.go): a shard's timestamps never go back, so a step
+// forward that it followed would pin them in the future, in storage too. A restart anchors
+// on the wall clock of that time; a shard whose stored clock is already further ahead than
+// the bound keeps stamping one past it until the wall clock gets there, which Start reports
+// (a warning and the skew gauge) without refusing to start.
 package actors
 
 import (
@@ -63,6 +70,14 @@ const (
 	// StopDrainTimeoutDefault bounds how long Stop waits for split transfers' credit legs
 	// (buffered ones included) to be answered; what is left is re-sent on recovery.
 	StopDrainTimeoutDefault = 10 * time.Second
+	// ClockSkewMaxDefault is how far the wall clock may move from the monotonic clock's
+	// projection between two readings (a tick apart at most) and still be followed. NTP slews
+	// by at most 0.5 ms/s (ntpd; chrony at most 83 ms/s): under 10 ms a tick, far below.
+	// NTP's own steps are small (ntpd steps offsets over 128 ms, chrony's makestep is
+	// usually 1 s) and are followed. A step further is an incident (a wrong RTC, a wrong
+	// manual date, a bad time source), and what a step within the bound can do when it is
+	// followed and undone is bounded by it: timestamps pinned and expiries off by 5 s at most.
+	ClockSkewMaxDefault = 5 * time.Second
 )
 
 // ErrOverloaded: a shard has as many requests as it admits; nothing of the request was run.
@@ -90,8 +105,20 @@ type Config struct {
 	HotBufferLegsMax int
 	// StopDrainTimeout bounds how long Stop waits for credit legs to be answered.
 	StopDrainTimeout time.Duration
-	// Now returns the time in Unix nanoseconds (tests give a fake clock).
+	// Now returns the time in Unix nanoseconds (tests give a fake clock). nil: the wall
+	// clock, guarded against steps past ClockSkewMax (clock.go).
 	Now func() uint64
+	// ClockSkewMax is how far the wall clock may move from the monotonic clock between two
+	// readings and still be followed; a larger step is not followed but reported
+	// (Stats.ClockSkewNanos, Stats.ClockJumps) until the wall clock comes back within it. A
+	// restart anchors on the wall clock of that time, so a correct large step is taken by
+	// restarting. The stored clock is not: Book.tick keeps each shard's timestamps above it,
+	// so a store whose clock is further ahead than this keeps stamping one past it until the
+	// wall clock gets there; Start logs a warning and sets the skew gauge, and starts anyway
+	// (the ledger must stay available). Unused when Now is given, except for that check.
+	ClockSkewMax time.Duration
+	// clockSource: tests give fake wall and monotonic clocks to the guard (nil: the machine's).
+	clockSource clockSource
 	// Fatal is called once when a shard meets a broken invariant or a storage error; it must
 	// stop the process (the default logs and exits with status 70). Tests may record instead.
 	Fatal func(error)
@@ -112,9 +139,7 @@ func (c *Config) setDefaults() {
 	orDefault(&c.HotFlushInterval, HotFlushIntervalDefault)
 	orDefault(&c.HotBufferLegsMax, HotBufferLegsMaxDefault)
 	orDefault(&c.StopDrainTimeout, StopDrainTimeoutDefault)
-	if c.Now == nil {
-		c.Now = func() uint64 { return uint64(time.Now().UnixNano()) }
-	}
+	orDefault(&c.ClockSkewMax, ClockSkewMaxDefault) // Now's default is set by Start (startClock)
 	if c.Fatal == nil {
 		c.Fatal = func(err error) {
 			slog.Error("ledger stopped: shard failed; restart recovers from storage", "err", err)
@@ -143,6 +168,11 @@ type Stats struct {
 	// HotFlushes counts hot-account buffers sent, one per account buffer, by reason
 	// (FlushInterval, FlushSize, FlushDrain, FlushAlong).
 	HotFlushes [flushReasons]atomic.Uint64
+	// ClockSkewNanos is the wall clock minus the time the shards stamp with, while they do not
+	// follow it (a step past ClockSkewMax, or a stored clock ahead at start); 0 otherwise.
+	ClockSkewNanos atomic.Int64
+	// ClockJumps counts steps of the wall clock past ClockSkewMax, once each.
+	ClockJumps atomic.Uint64
 }
 
 // Ledger is the running ledger: the shard actors over one store.
@@ -184,6 +214,7 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 		outbox: make([]atomic.Int64, cfg.Shards), oldest: make([]atomic.Int64, cfg.Shards),
 		buffered: make([]atomic.Int64, cfg.Shards),
 		tickEnd:  make(chan struct{})}
+	l.startClock(books)
 	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.Default().With("component", "protoactor")
 	}))

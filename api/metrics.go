@@ -110,6 +110,11 @@ var (
 	descHotFlushes = prometheus.NewDesc("ledger_hot_flushes_total",
 		"Hot-account buffers sent (one per account buffer), by reason: interval, size (a buffer reached its limit), drain (end of day, shutdown), along (with other legs to the same shard).",
 		[]string{"reason"}, nil)
+	descClockSkew = prometheus.NewDesc("ledger_clock_skew_seconds",
+		"Wall clock minus the time shards stamp with, while they do not follow it (a step past --clock-skew-max, or a stored clock ahead at start); 0 otherwise.",
+		nil, nil)
+	descClockJumps = prometheus.NewDesc("ledger_clock_jumps_total",
+		"Steps of the wall clock past --clock-skew-max, not followed (restart to take the new time).", nil, nil)
 	descStalls = prometheus.NewDesc("ledger_storage_write_stalls_total",
 		"Times Pebble delayed writes because flushes or compactions fell behind; every commit waits meanwhile.", nil, nil)
 	descStallSeconds = prometheus.NewDesc("ledger_storage_write_stall_seconds_total",
@@ -133,8 +138,9 @@ type ledgerCollector struct{ l *actors.Ledger }
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
-		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descStalls, descStallSeconds,
-		descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels, descWALBytes, descTableBytes, descDisk} {
+		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descClockSkew,
+		descClockJumps, descStalls, descStallSeconds, descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels,
+		descWALBytes, descTableBytes, descDisk} {
 		ch <- d
 	}
 }
@@ -145,6 +151,8 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits.Load()))
 	ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.CounterValue, float64(st.Redelivered.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnexpected, prometheus.CounterValue, float64(st.Unexpected.Load()))
+	ch <- prometheus.MustNewConstMetric(descClockSkew, prometheus.GaugeValue, time.Duration(st.ClockSkewNanos.Load()).Seconds())
+	ch <- prometheus.MustNewConstMetric(descClockJumps, prometheus.CounterValue, float64(st.ClockJumps.Load()))
 	for r, name := range actors.FlushReasonNames {
 		ch <- prometheus.MustNewConstMetric(descHotFlushes, prometheus.CounterValue, float64(st.HotFlushes[r].Load()), name)
 	}

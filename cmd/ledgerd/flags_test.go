@@ -1,18 +1,29 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/ledgercore/ledger/actors"
+)
 
 func TestFlags(t *testing.T) {
 	c, err := parseFlags(nil)
 	if err != nil || c.dataDir != "./data" || c.listen != "127.0.0.1:7070" || c.metricsListen != "127.0.0.1:9464" ||
-		c.shards != 0 || c.pprof {
+		c.shards != 0 || c.pprof || c.clockSkewMax != actors.ClockSkewMaxDefault {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, args := range [][]string{{"--shards", "300"}, {"--shards", "-1"}, {"--shard-requests-max", "0"},
 		{"--hot-flush-interval", "0s"}, {"--hot-flush-interval", "2m"}, {"--hot-buffer-legs", "0"},
+		{"--clock-skew-max", "99ms"}, {"--clock-skew-max", "61m"}, {"--clock-skew-max", "-5s"},
 		{"extra"}, {"--bogus"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q accepted", args)
+		}
+	}
+	for _, d := range []time.Duration{100 * time.Millisecond, 30 * time.Second, time.Hour} {
+		if c, err := parseFlags([]string{"--clock-skew-max", d.String()}); err != nil || c.clockSkewMax != d {
+			t.Errorf("--clock-skew-max %v: %v %v", d, c.clockSkewMax, err)
 		}
 	}
 	if err := setupLog(config{logFormat: "xml", logLevel: "info"}); err == nil {

@@ -37,7 +37,7 @@ type config struct {
 	shards, shardRequestsMax, shardEventsMax, hotBufferLegs int
 	cacheBytes                                              int64
 	pprof                                                   bool
-	drainTimeout, hotFlushInterval                          time.Duration
+	drainTimeout, hotFlushInterval, clockSkewMax            time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -55,6 +55,8 @@ func parseFlags(args []string) (config, error) {
 		"how long a hot account's buffer of inflows from another shard waits before it is sent")
 	fs.IntVar(&c.hotBufferLegs, "hot-buffer-legs", actors.HotBufferLegsMaxDefault,
 		"inflows a hot account's buffer holds before it is sent at once")
+	fs.DurationVar(&c.clockSkewMax, "clock-skew-max", actors.ClockSkewMaxDefault,
+		"a step of the wall clock larger than this is not followed but reported (ledger_clock_skew_seconds); restart to take it")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
@@ -81,6 +83,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.hotBufferLegs < 1 || c.hotBufferLegs > ledger.OutboxLegsMax {
 		return c, fmt.Errorf("--hot-buffer-legs must be 1 to %d, not %d", ledger.OutboxLegsMax, c.hotBufferLegs)
+	}
+	if c.clockSkewMax < 100*time.Millisecond || c.clockSkewMax > time.Hour {
+		return c, fmt.Errorf("--clock-skew-max must be 100ms to 1h, not %v", c.clockSkewMax)
 	}
 	return c, nil
 }
@@ -129,7 +134,7 @@ func run(args []string) error {
 	metrics := api.NewMetrics()
 	l, err := actors.Start(store, actors.Config{Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
-		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs})
+		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, ClockSkewMax: c.clockSkewMax})
 	if err != nil {
 		return err
 	}
