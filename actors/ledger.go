@@ -362,25 +362,48 @@ func (l *Ledger) StorageStats() storage.Stats { return l.store.Stats() }
 type admission struct{ requests, events atomic.Int64 }
 
 // admit reserves room in each shard a request needs, all or none: one request, and its events
-// on that shard, until the shard answers (reply).
+// on that shard, until the shard answers (reply). The counts never pass their limits, not
+// even for a moment.
 func (l *Ledger) admit(events []int) bool {
 	for i, n := range events {
 		if n == 0 {
 			continue
 		}
 		a := &l.admitted[i]
-		r, e := a.requests.Add(1), a.events.Add(int64(n))
-		if r > int64(l.cfg.ShardRequestsMax) || e > int64(l.cfg.ShardEventsMax) {
-			for j := 0; j <= i; j++ {
-				if events[j] > 0 {
-					l.admitted[j].requests.Add(-1)
-					l.admitted[j].events.Add(-int64(events[j]))
-				}
-			}
+		if !reserve(&a.requests, 1, int64(l.cfg.ShardRequestsMax)) {
+			l.unadmit(events[:i])
+			return false
+		}
+		if !reserve(&a.events, int64(n), int64(l.cfg.ShardEventsMax)) {
+			a.requests.Add(-1)
+			l.unadmit(events[:i])
 			return false
 		}
 	}
 	return true
+}
+
+// reserve adds n to c unless that would pass max.
+func reserve(c *atomic.Int64, n, max int64) bool {
+	for {
+		cur := c.Load()
+		if cur+n > max {
+			return false
+		}
+		if c.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// unadmit gives back what admit reserved on the shards before a refusal.
+func (l *Ledger) unadmit(events []int) {
+	for i, n := range events {
+		if n > 0 {
+			l.admitted[i].requests.Add(-1)
+			l.admitted[i].events.Add(-int64(n))
+		}
+	}
 }
 
 func (l *Ledger) enter() error {

@@ -19,12 +19,14 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
+	"github.com/ledgercore/ledger/storage/storagetest"
 )
 
 type fixture struct {
 	client ledgerv1.LedgerServiceClient
 	admin  ledgerv1.AdminServiceClient
 	ledger *actors.Ledger
+	store  *storage.Store
 	ctx    context.Context
 }
 
@@ -35,7 +37,12 @@ func newFixture(t *testing.T, shards uint32) *fixture {
 
 func newFixtureWith(t *testing.T, cfg actors.Config) *fixture {
 	t.Helper()
-	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: cfg.Shards, CacheBytes: 1 << 20})
+	return newFixtureOn(t, vfs.NewMem(), cfg)
+}
+
+func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
+	t.Helper()
+	store, err := storage.Open("db", storage.Options{FS: fs, Shards: cfg.Shards, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +68,7 @@ func newFixtureWith(t *testing.T, cfg actors.Config) *fixture {
 		_ = store.Close()
 	})
 	return &fixture{client: ledgerv1.NewLedgerServiceClient(conn), admin: ledgerv1.NewAdminServiceClient(conn),
-		ledger: l, ctx: context.Background()}
+		ledger: l, store: store, ctx: context.Background()}
 }
 
 func (f *fixture) accounts(t *testing.T, as ...*ledgerv1.Account) {
@@ -142,6 +149,58 @@ func small(x *ledgerv1.Uint128) uint64 {
 		return v
 	}
 	return math.MaxUint64
+}
+
+// TestReadsShowOnlyDurableState: while a round's WAL sync has not returned, its transfer is
+// visible in Pebble, but no read shows it: a lookup waits until it is durable (a power cut
+// before that would erase it).
+func TestReadsShowOnlyDurableState(t *testing.T) {
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
+	t.Cleanup(fs.Resume) // before the fixture's cleanup, which waits for requests in flight
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	fs.Stall()
+	done := make(chan []string, 1)
+	go func() { done <- f.transfers(t, tr(7, 1, 2, 5)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, found, _ := f.store.Live().Transfer(7); found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled round never became visible")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
+	defer cancel()
+	for name, read := range map[string]func() (bool, error){
+		"transfers": func() (bool, error) {
+			resp, err := f.client.LookupTransfers(ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{7}})
+			return len(resp.GetTransfers()) > 0, err
+		},
+		"accounts": func() (bool, error) {
+			resp, err := f.client.LookupAccounts(ctx, &ledgerv1.LookupAccountsRequest{Ids: []uint64{2}})
+			return len(resp.GetAccounts()) == 1 && resp.GetAccounts()[0].GetCreditsPosted() != nil, err
+		},
+		"history": func() (bool, error) {
+			resp, err := f.client.GetAccountTransfers(ctx, &ledgerv1.GetAccountTransfersRequest{
+				Filter: &ledgerv1.AccountFilter{AccountId: 2}})
+			return len(resp.GetTransfers()) > 0, err
+		},
+	} {
+		if seen, err := read(); seen {
+			t.Errorf("%s: a read showed transfer 7 before it was durable (%v)", name, err)
+		}
+	}
+	fs.Resume()
+	if got := <-done; got[0] != "ok" {
+		t.Fatalf("transfer 7: %v", got)
+	}
+	resp, err := f.client.LookupTransfers(f.ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{7}})
+	if err != nil || len(resp.GetTransfers()) != 1 {
+		t.Fatalf("after the sync: %v %v", resp, err)
+	}
 }
 
 // TestResultNamesMatchWire: the domain's result codes and the wire enums agree by number and

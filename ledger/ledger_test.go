@@ -144,3 +144,64 @@ func printBalances(w *world, out *strings.Builder) {
 		fmt.Fprintf(out, "%s: %s\n", name, formatBalance(a.Balance))
 	}
 }
+
+// TestExpiryNotHeldBackByHoldsInFlight: holds whose legs are unanswered cannot be released,
+// but they must not take a sweep's whole budget: more of them than one sweep releases, due
+// first, do not keep a due local hold from expiring, and each expires once its leg lands.
+func TestExpiryNotHeldBackByHoldsInFlight(t *testing.T) {
+	w := newWorld(2)
+	var local, remote uint64 // accounts on shard 0 and 1
+	for id := uint64(1); local == 0 || remote == 0; id++ {
+		if ledger.ShardOf(id, 2) == 0 && local == 0 {
+			local = id
+		} else if ledger.ShardOf(id, 2) == 1 && remote == 0 {
+			remote = id
+		}
+	}
+	other := remote + 1000
+	for ledger.ShardOf(other, 2) != 0 {
+		other++
+	}
+	w.createAccounts([]ledger.Account{{ID: local, Ledger: 1, Code: 1}, {ID: remote, Ledger: 1, Code: 1},
+		{ID: other, Ledger: 1, Code: 1}})
+	stuck := ledger.ExpiriesPerSweepMax + 10
+	for first := 0; first < stuck; first += ledger.BatchEventsMax {
+		var ts []ledger.Transfer
+		for i := first; i < min(first+ledger.BatchEventsMax, stuck); i++ {
+			ts = append(ts, ledger.Transfer{ID: uint64(100 + i), DebitAccountID: local, CreditAccountID: remote,
+				Amount: 1, Ledger: 1, Code: 1, Flags: ledger.TransferPending, Timeout: 1})
+		}
+		for i, r := range w.createTransfers(ts) {
+			if r != ledger.ResultOK {
+				t.Fatalf("hold %d: %v", ts[i].ID, r)
+			}
+		}
+	}
+	w.now += 1 // the local hold expires after the stuck ones
+	if r := w.createTransfers([]ledger.Transfer{{ID: 99, DebitAccountID: local, CreditAccountID: other,
+		Amount: 5, Ledger: 1, Code: 1, Flags: ledger.TransferPending, Timeout: 1}}); r[0] != ledger.ResultOK {
+		t.Fatalf("local hold: %v", r)
+	}
+	w.now += 2 * 1_000_000_000
+	w.expire()
+	if tr := w.store.transfers[99]; tr.State != ledger.StatePendingExpired {
+		t.Fatalf("the local hold is %v after a sweep: held back by %d holds in flight", stateNames[tr.State], stuck)
+	}
+	w.deliver(0) // the holds land; their expiries are armed again
+	w.expire()
+	w.deliver(0)
+	expired := 0
+	for _, tr := range w.store.transfers {
+		if tr.State == ledger.StatePendingExpired {
+			expired++
+		}
+	}
+	if want := ledger.ExpiriesPerSweepMax + 1; expired != want {
+		t.Fatalf("%d holds expired after their legs landed and one sweep, want %d", expired, want)
+	}
+	w.expire()
+	w.deliver(0)
+	if problems := w.audit(); len(problems) > 0 {
+		t.Fatal(strings.Join(problems, "\n"))
+	}
+}

@@ -137,8 +137,9 @@ func (w *world) createAccounts(as []ledger.Account) []ledger.AccountResult {
 // createTransfers routes transfers by debit account, one round per shard, as the API does
 // (including its rule that a linked chain debits accounts of one shard).
 //
-// The results of transfers that repeat one whose leg is unanswered are provisional: the
-// shard answers them once the leg is answered. w.awaits names their legs, by position.
+// The results of split transfers, and of transfers that repeat one whose leg is unanswered,
+// are provisional: the shard answers them once the leg is answered (a refusal replaces ok or
+// exists). w.awaits names their legs, by position.
 func (w *world) createTransfers(ts []ledger.Transfer) []ledger.TransferResult {
 	results := make([]ledger.TransferResult, len(ts))
 	w.awaits = map[int]ledger.LegKey{}
@@ -182,6 +183,11 @@ func (w *world) createTransfers(ts []ledger.Transfer) []ledger.TransferResult {
 		b.CreateTransfers(w.now, part, rs, &w.fx)
 		for _, a := range w.fx.Awaits {
 			w.awaits[idx[a.Event]] = a.LegKey
+		}
+		for _, l := range w.fx.LegsOut {
+			if !l.Buffered && l.Event >= 0 {
+				w.awaits[idx[l.Event]] = l.LegKey
+			}
 		}
 		w.commit(uint32(s))
 		for k, i := range idx {

@@ -198,3 +198,84 @@ func snapshotFiles(t *testing.T, fs vfs.FS) map[string]int64 {
 	}
 	return out
 }
+
+// TestInflowsInTransitReadsOneAccount: the inflows on their way to an account are the outbox
+// legs to it that its shard has not booked, from every shard, and nothing else.
+func TestInflowsInTransitReadsOneAccount(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leg := func(id, to uint64, from uint32, amount uint64, kind ledger.LegKind) ledger.Leg {
+		return ledger.Leg{LegKey: ledger.LegKey{TransferID: id, Kind: kind}, Account: to, DebitAccount: 1,
+			Amount: amount, Ledger: 1, From: from}
+	}
+	for from, legs := range map[uint32][]ledger.Leg{
+		0: {leg(1, 5, 0, 10, ledger.LegCreditPost), leg(2, 6, 0, 100, ledger.LegCreditPost),
+			leg(3, 5, 0, 7, ledger.LegCreditHold)},
+		1: {leg(4, 5, 1, 20, ledger.LegCreditPostHeld), leg(5, 5, 1, 1000, ledger.LegCreditPost),
+			leg(6, 4, 1, 3, ledger.LegCreditPost)},
+	} {
+		fx := ledger.Effects{LegsOut: legs}
+		if from == 1 { // shard 2 booked transfer 5's leg already
+			fx.LegsDone = []ledger.LegResult{{LegKey: legs[1].LegKey, Result: ledger.ResultOK, From: 1}}
+		}
+		fx.Freeze()
+		w := s.Writer(from)
+		if err := w.Commit(&fx, 1); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Close()
+	}
+	sums := map[uint64]ledger.Uint128{5: {}}
+	if err := s.Live().InflowsInTransit(sums); err != nil {
+		t.Fatal(err)
+	}
+	if len(sums) != 1 || sums[5] != ledger.U128(30) { // 10 + 20: not the hold, not the booked leg
+		t.Fatalf("inflows to account 5: %v", sums)
+	}
+}
+
+// BenchmarkRead: a lookup of one transfer on the live store, on a snapshot, and on a durable
+// snapshot (which waits for a WAL sync), on the operating system's disk.
+func BenchmarkRead(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{Shards: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	book := ledger.NewBook(0, 1)
+	var fx ledger.Effects
+	book.CreateAccounts(1, []ledger.Account{{ID: 1, Ledger: 1, Code: 1}, {ID: 2, Ledger: 1, Code: 1}},
+		make([]ledger.AccountResult, 2), &fx)
+	book.CreateTransfers(2, []ledger.Transfer{{ID: 9, DebitAccountID: 1, CreditAccountID: 2, Amount: 3,
+		Ledger: 1, Code: 1}}, make([]ledger.TransferResult, 1), &fx)
+	fx.Freeze()
+	w := s.Writer(0)
+	if err := w.Commit(&fx, book.Clock()); err != nil {
+		b.Fatal(err)
+	}
+	_ = w.Close()
+	for _, mode := range []string{"live", "snapshot", "durable"} {
+		b.Run(mode, func(b *testing.B) {
+			for b.Loop() {
+				var r *Reader
+				switch mode {
+				case "live":
+					r = s.Live()
+				case "snapshot":
+					r = s.Snapshot()
+				default:
+					if r, err = s.DurableSnapshot(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, found, err := r.Transfer(9); err != nil || !found {
+					b.Fatal(found, err)
+				}
+				_ = r.Close()
+			}
+		})
+	}
+}
