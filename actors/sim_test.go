@@ -672,11 +672,6 @@ var beforeIDCheck = map[ledger.TransferResult]bool{
 	ledger.ResultAccountsMustHaveTheSameLedger: true, ledger.ResultTransferMustHaveTheSameLedgerAsAccounts: true,
 }
 
-func (s *sim) fatalf(format string, args ...any) {
-	s.t.Helper()
-	s.check(false, format, args...)
-}
-
 func (s *sim) waitOutboxes() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {

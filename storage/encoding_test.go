@@ -126,16 +126,8 @@ func TestVerifyFindsTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	b := ledger.NewBook(0, 1)
+	b, w := openAccounts(t, s)
 	var fx ledger.Effects
-	rs := make([]ledger.AccountResult, 2)
-	b.CreateAccounts(1, []ledger.Account{{ID: 1, Ledger: 1, Code: 1}, {ID: 2, Ledger: 1, Code: 1}}, rs, &fx)
-	w := s.Writer(0)
-	fx.Freeze()
-	if err := w.Commit(&fx, b.Clock()); err != nil {
-		t.Fatal(err)
-	}
-	fx.Reset()
 	trs := make([]ledger.TransferResult, 1)
 	b.CreateTransfers(2, []ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 2, Amount: 5, Ledger: 1, Code: 1}}, trs, &fx)
 	fx.Freeze()
