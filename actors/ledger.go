@@ -543,7 +543,7 @@ func (l *Ledger) chainSpans(chain []ledger.Transfer, s uint32, results []ledger.
 
 // Drain sends every hot-account buffer now and waits until each credit leg that was
 // unanswered when it was called (buffered or not) has been answered: applied, or refused and
-// reversed. Under a load that never pauses new legs keep coming, and Drain waits only for the
+// released. Under a load that never pauses new legs keep coming, and Drain waits only for the
 // old ones. It returns ctx's error if ctx ends first. End of day drains before its cut.
 func (l *Ledger) Drain(ctx context.Context) error {
 	if err := l.enter(); err != nil {

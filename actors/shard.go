@@ -42,7 +42,7 @@ type shard struct {
 	forgetTo [][]ledger.LegKey // forgets of the round being completed, per credit shard
 
 	// Transfer id claims (with more than one shard): see claim.
-	claims   map[uint64]uint32           // as the ids' shard: id -> the shard holding it
+	claims   map[uint64]idClaim          // as the ids' shard: id -> the shard holding it
 	held     map[uint64][]*transfersPart // parts waiting for the answer to a claim
 	claimsTo [][]uint64                  // claims to send, per shard
 	releases [][]uint64                  // claims of the gathering round, per shard
@@ -98,7 +98,7 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 	return &shard{id: id, l: l, book: book, view: l.store.Live(), commits: make(chan *round, 1), gather: 1,
 		done: make(chan struct{}), fx: &ledger.Effects{}, spare: &ledger.Effects{},
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
-		answerTo: make([][]ledger.LegResult, l.cfg.Shards), forgetTo: make([][]ledger.LegKey, l.cfg.Shards), claims: make(map[uint64]uint32),
+		answerTo: make([][]ledger.LegResult, l.cfg.Shards), forgetTo: make([][]ledger.LegKey, l.cfg.Shards), claims: make(map[uint64]idClaim),
 		held: make(map[uint64][]*transfersPart), claimsTo: make([][]uint64, l.cfg.Shards),
 		releases: make([][]uint64, l.cfg.Shards), buffers: make(map[uint64][]ledger.Leg)}
 }
@@ -180,9 +180,7 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.l.buffered[s.id].Store(int64(s.bufferedLegs))
 	case *releaseMessage:
 		for _, id := range m.ids {
-			if s.claims[id] == m.from {
-				delete(s.claims, id)
-			}
+			s.unclaim(id, m.from)
 		}
 	case *stopMessage:
 		if s.flushTimer != nil {
@@ -279,12 +277,44 @@ func (s *shard) claim(p *transfersPart) {
 			p.claims++
 			continue
 		}
-		if holder, ok := s.claims[id]; ok && holder != s.id {
+		if !s.takeClaim(id, s.id) {
 			p.denied = append(p.denied, id)
 			continue
 		}
-		s.claims[id] = s.id
 		p.claimed = append(p.claimed, id)
+	}
+}
+
+// idClaim is an id's grant to one shard, counted: each part that claimed it holds it until its
+// round is durable, and a shard may book the id in a later round while an earlier part's claim
+// is given back (that part failed on the request alone), so the id stays held until the last
+// part lets go.
+type idClaim struct {
+	holder uint32
+	parts  int
+}
+
+// takeClaim grants id to shard from, unless another shard holds it.
+func (s *shard) takeClaim(id uint64, from uint32) bool {
+	c, ok := s.claims[id]
+	if ok && c.holder != from {
+		return false
+	}
+	s.claims[id] = idClaim{holder: from, parts: c.parts + 1}
+	return true
+}
+
+// unclaim gives back one part's claim on id.
+func (s *shard) unclaim(id uint64, from uint32) {
+	c, ok := s.claims[id]
+	switch {
+	case !ok || c.holder != from:
+		panic(fmt.Sprintf("actors: INVARIANT: shard %d gives back id %d, held by %+v (%v)", from, id, c, ok))
+	case c.parts == 1:
+		delete(s.claims, id)
+	default:
+		c.parts--
+		s.claims[id] = c
 	}
 }
 
@@ -292,13 +322,7 @@ func (s *shard) claim(p *transfersPart) {
 func (s *shard) grant(ctx actor.Context, m *claimMessage) {
 	denied := make([]bool, len(m.ids))
 	for i, id := range m.ids {
-		holder, ok := s.claims[id]
-		switch {
-		case !ok:
-			s.claims[id] = m.from
-		case holder != m.from:
-			denied[i] = true
-		}
+		denied[i] = !s.takeClaim(id, m.from)
 	}
 	ctx.Send(s.l.pids[m.from], &claimAnswer{ids: m.ids, denied: denied})
 }
@@ -491,9 +515,7 @@ func (s *shard) release(ctx actor.Context, releases [][]uint64) {
 		}
 		if uint32(owner) == s.id {
 			for _, id := range ids {
-				if s.claims[id] == s.id {
-					delete(s.claims, id)
-				}
+				s.unclaim(id, s.id)
 			}
 			continue
 		}

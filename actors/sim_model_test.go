@@ -110,17 +110,27 @@ func stateless(t *ledger.Transfer) ledger.TransferResult {
 	return ledger.ResultOK
 }
 
-// knownAnswer is what a transfer with a decided id answers: exists for the same request (a
-// post or void that asked for 0 matches the amount it moved), the stored refusal for one that
-// failed, exists_with_different_fields for another request.
-func (d *simDecided) knownAnswer(t *ledger.Transfer) ledger.TransferResult {
+// knownAnswer is what a transfer with a decided id answers: exists for the same request, the
+// stored refusal for one that failed, exists_with_different_fields for another request. For a
+// post or void, an amount of 0 is the same as the whole hold's; a post or void that succeeded
+// is stored with the amount it moved.
+func (m *simModel) knownAnswer(d *simDecided, t *ledger.Transfer) ledger.TransferResult {
 	s := d.t
-	sameAmount := t.Amount == s.Amount
+	amount, stored := t.Amount, s.Amount
 	if d.result == ledger.ResultOK && t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0 {
-		sameAmount = t.Amount == 0 || t.Amount == d.moved
+		stored = d.moved
+	}
+	if h, ok := m.decided[t.PendingID]; ok && t.PendingID != 0 && h.t.Flags&ledger.TransferPending != 0 &&
+		t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0 {
+		if amount == 0 {
+			amount = h.t.Amount
+		}
+		if stored == 0 {
+			stored = h.t.Amount
+		}
 	}
 	s.Amount = t.Amount
-	if !sameAmount || s != *t {
+	if amount != stored || s != *t {
 		return ledger.ResultExistsWithDifferentFields
 	}
 	if d.result == ledger.ResultOK {
@@ -141,7 +151,7 @@ func (m *simModel) decide(t *ledger.Transfer, v *simView, now uint64, inChain bo
 		return ledger.ResultCreditAccountNotFound
 	}
 	if d, ok := m.decided[t.ID]; ok {
-		return d.knownAnswer(t)
+		return m.knownAnswer(d, t)
 	}
 	df, cf := m.flags[t.DebitAccountID], m.flags[t.CreditAccountID]
 	if t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) != 0 {
@@ -262,7 +272,7 @@ func (m *simModel) decideChain(ts []ledger.Transfer, v *simView, now uint64) []l
 		d, known := m.decided[ts[k].ID]
 		switch {
 		case known && stateless(&ts[k]) == ledger.ResultOK:
-			rs[k] = d.knownAnswer(&ts[k])
+			rs[k] = m.knownAnswer(d, &ts[k])
 		case k != failed:
 			rs[k] = ledger.ResultLinkedEventFailed
 		}
@@ -286,6 +296,18 @@ func (m *simModel) applyChain(ts []ledger.Transfer, rs []ledger.TransferResult, 
 		}
 		return nil
 	}
+	if len(ts) == 1 && simBurns[rs[0]] && m.decided[ts[0].ID] == nil {
+		m.decided[ts[0].ID] = &simDecided{t: ts[0], result: rs[0]}
+	}
+	return nil
+}
+
+// chainBurns says which ids a failed chain takes, by the rule of the book: none, unless the
+// failing member (the first that answers neither linked_event_failed nor as a known id would)
+// was refused for a reason that burns and fails the same way alone, on the balances the chain
+// found; then it and the members before it. certain is false when the scenarios the model
+// cannot tell apart disagree.
+func (m *simModel) chainBurns(ts []ledger.Transfer, rs []ledger.TransferResult, now uint64) (upTo int, certain bool) {
 	failed := -1
 	for k := range ts {
 		if _, known := m.decided[ts[k].ID]; !known && rs[k] != ledger.ResultLinkedEventFailed {
@@ -294,14 +316,16 @@ func (m *simModel) applyChain(ts []ledger.Transfer, rs []ledger.TransferResult, 
 		}
 	}
 	if failed < 0 || !simBurns[rs[failed]] {
-		return nil
+		return -1, true
 	}
-	for k := 0; k <= failed; k++ {
-		if _, known := m.decided[ts[k].ID]; !known {
-			m.decided[ts[k].ID] = &simDecided{t: ts[k], result: rs[k]}
-		}
+	alone := map[bool]bool{}
+	for _, landed := range []bool{false, true} {
+		alone[landed] = m.decide(&ts[failed], &simView{m: m, landed: landed}, now, true) == rs[failed]
 	}
-	return nil
+	if !alone[true] && !alone[false] {
+		return -1, true
+	}
+	return failed, alone[true] && alone[false]
 }
 
 // book applies a transfer the ledger took. A posted inflow to a hot account from another

@@ -426,14 +426,15 @@ func (s *sim) step(step int) {
 				}
 			}
 		}
-		s.apply(unit, got)
+		s.apply(unit, got, pred[i])
 	}
 	s.checkStored(ts, rs, wasDecided)
 }
 
 // apply updates the model with a unit's answers.
-func (s *sim) apply(unit []ledger.Transfer, rs []ledger.TransferResult) {
+func (s *sim) apply(unit []ledger.Transfer, rs []ledger.TransferResult, predicted bool) {
 	before := len(s.m.decided)
+	s.applyFailedChain(unit, rs, predicted)
 	err := s.m.applyChain(unit, rs, func(t ledger.Transfer) bool {
 		return s.m.flags[t.CreditAccountID]&ledger.AccountHot != 0 && s.m.split(&t)
 	})
@@ -453,6 +454,33 @@ func (s *sim) apply(unit []ledger.Transfer, rs []ledger.TransferResult) {
 	}
 }
 
+// applyFailedChain takes the ids a failed chain took into the model, and checks them against
+// the rule (simModel.chainBurns) where the model can tell (a chain it predicted): the store
+// says which members were stored, and with what.
+func (s *sim) applyFailedChain(unit []ledger.Transfer, rs []ledger.TransferResult, predicted bool) {
+	if len(unit) < 2 || rs[0] == ledger.ResultOK {
+		return
+	}
+	upTo, certain := s.m.chainBurns(unit, rs, s.now.Load())
+	certain = certain && predicted
+	v := s.store.Live()
+	for k, t := range unit {
+		if s.m.decided[t.ID] != nil {
+			continue
+		}
+		stored, found, err := v.Transfer(t.ID)
+		s.check(err == nil, "lookup %d: %v", t.ID, err)
+		mine := found && sentAs(&stored, &t) && stored.State == ledger.StateFailed && stored.Result == rs[k]
+		if certain {
+			s.check(mine == (k <= upTo), "chain %+v answered %v: member %d stored %v (%+v), the model says %v",
+				unit, rs, k, mine, stored, k <= upTo)
+		}
+		if mine {
+			s.m.decided[t.ID] = &simDecided{t: t, result: rs[k]}
+		}
+	}
+}
+
 func containsID(ids []uint64, id uint64) bool {
 	// Only the last few can match: ids are appended as they are decided.
 	for i := len(ids) - 1; i >= 0 && i >= len(ids)-64; i-- {
@@ -468,6 +496,12 @@ func containsID(ids []uint64, id uint64) bool {
 // it.
 func (s *sim) checkStored(ts []ledger.Transfer, rs []ledger.TransferResult, wasDecided map[uint64]bool) {
 	v := s.store.Live()
+	inChain := make([]bool, len(ts))
+	for _, u := range units(ts) {
+		for k := u[0]; k <= u[1] && u[1] > u[0]; k++ {
+			inChain[k] = true // applyFailedChain checks what a chain stored
+		}
+	}
 	for i, t := range ts {
 		stored, found, err := v.Transfer(t.ID)
 		s.check(err == nil, "lookup %d: %v", t.ID, err)
@@ -475,7 +509,8 @@ func (s *sim) checkStored(ts []ledger.Transfer, rs []ledger.TransferResult, wasD
 		case r == ledger.ResultOK || r == ledger.ResultExists:
 			s.check(found && sentAs(&stored, &t) && final(&stored) && stored.State != ledger.StateFailed,
 				"transfer %d answered %v, stored %+v (found %v)", t.ID, r, stored, found)
-		case simBurns[r] && !wasDecided[t.ID] && t.Flags&ledger.TransferLinked == 0:
+		case inChain[i]:
+		case simBurns[r] && !wasDecided[t.ID]:
 			s.check(found && sentAs(&stored, &t) && stored.State == ledger.StateFailed && stored.Result == r,
 				"transfer %d answered %v, stored %+v (found %v)", t.ID, r, stored, found)
 		case !simBurns[r] && !wasDecided[t.ID] && s.m.decided[t.ID] == nil:
@@ -581,8 +616,9 @@ func (s *sim) burst() {
 func (s *sim) judgeBurst(batches [][]ledger.Transfer, results [][]ledger.TransferResult, errs []error, certain []bool) {
 	v := s.store.Live()
 	type answer struct {
-		t ledger.Transfer
-		r ledger.TransferResult
+		t       ledger.Transfer
+		r       ledger.TransferResult
+		inChain bool
 	}
 	answers := map[uint64][]answer{}       // certain answers, by id
 	sent := map[uint64][]ledger.Transfer{} // what requests that may have run sent, by id
@@ -594,6 +630,12 @@ func (s *sim) judgeBurst(batches [][]ledger.Transfer, results [][]ledger.Transfe
 		} else {
 			s.check(errs[i] == nil || !certain[i], "burst: request %d: %v", i, errs[i])
 		}
+		inChain := make([]bool, len(ts))
+		for _, u := range units(ts) {
+			for k := u[0]; k <= u[1] && u[1] > u[0]; k++ {
+				inChain[k] = true
+			}
+		}
 		for k, t := range ts {
 			if _, seen := answers[t.ID]; !seen {
 				order = append(order, t.ID)
@@ -603,7 +645,7 @@ func (s *sim) judgeBurst(batches [][]ledger.Transfer, results [][]ledger.Transfe
 				sent[t.ID] = append(sent[t.ID], t)
 			}
 			if errs[i] == nil && certain[i] {
-				answers[t.ID] = append(answers[t.ID], answer{t, results[i][k]})
+				answers[t.ID] = append(answers[t.ID], answer{t, results[i][k], inChain[k]})
 			}
 		}
 	}
@@ -623,9 +665,9 @@ func (s *sim) judgeBurst(batches [][]ledger.Transfer, results [][]ledger.Transfe
 			case a.r == ledger.ResultIDInFlight:
 				s.counts.idInFlight++
 			case decided != nil && stateless(&a.t) == ledger.ResultOK && a.t.CreditAccountID != simNoSuch:
-				s.check(a.r == decided.knownAnswer(&a.t), "burst: transfer %d answered %v, decided before as %+v",
+				s.check(a.r == s.m.knownAnswer(decided, &a.t), "burst: transfer %d answered %v, decided before as %+v",
 					id, a.r, decided)
-			case simBurns[a.r] && decided == nil && a.t.Flags&ledger.TransferLinked == 0:
+			case simBurns[a.r] && decided == nil && !a.inChain:
 				// Stored with the id it took, unless another transfer holds the id and the
 				// refusal came from a check before the id's (the accounts'): then it took none.
 				mine := found && sentAs(&stored, &a.t)
@@ -634,11 +676,14 @@ func (s *sim) judgeBurst(batches [][]ledger.Transfer, results [][]ledger.Transfe
 					"burst: transfer %d answered %v, stored %+v (found %v)", id, a.r, stored, found)
 			}
 			for _, b := range answers[id] { // copies answer what the first copy answered
-				if b.t == a.t && a.r == ledger.ResultExists && decided == nil {
+				if b.t != a.t || a.inChain || b.inChain {
+					continue // a copy in a chain that failed before it answers linked_event_failed
+				}
+				if a.r == ledger.ResultExists && decided == nil {
 					s.check(b.r == ledger.ResultOK || b.r == ledger.ResultExists,
 						"burst: copies of transfer %d answered %v and %v", id, a.r, b.r)
 				}
-				if b.t == a.t && simBurns[a.r] && simBurns[b.r] {
+				if simBurns[a.r] && simBurns[b.r] {
 					s.check(a.r == b.r, "burst: copies of transfer %d answered %v and %v", id, a.r, b.r)
 				}
 			}
@@ -662,7 +707,7 @@ func (s *sim) judgeBurst(batches [][]ledger.Transfer, results [][]ledger.Transfe
 			s.decidedN = append(s.decidedN, id)
 			continue
 		}
-		s.apply([]ledger.Transfer{*t}, []ledger.TransferResult{ledger.ResultOK})
+		s.apply([]ledger.Transfer{*t}, []ledger.TransferResult{ledger.ResultOK}, false)
 	}
 }
 

@@ -28,6 +28,7 @@ type Book struct {
 	clock     uint64 // the last timestamp handed out
 	recording bool   // inside a linked chain: keep undo entries
 	cacheMax  int    // transfers (and applied legs) kept in memory before Trim forgets them
+	pinned    int    // transfers the last Trim had to keep (pins)
 	event     int32  // the position, in the batch being run, of the event being run
 	epoch     uint64 // which Effects an account was last added to
 	undo      []undoEntry
@@ -120,7 +121,7 @@ func (b *Book) LoadTransfer(t Transfer) {
 }
 
 // LoadClaimedElsewhere records that another shard is booking a transfer with this id: a
-// transfer here with the same id answers id_in_flight, which the client retries.
+// transfer here with the same id answers id_in_flight, which the caller retries.
 func (b *Book) LoadClaimedElsewhere(id uint64) { b.elsewhere[id] = struct{}{} }
 
 // ForgetClaimedElsewhere undoes LoadClaimedElsewhere once the transfers it was for have run:
@@ -232,8 +233,10 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 }
 
 // TrimNeeded reports whether the book has outgrown its limits and wants a Trim soon.
+// The transfers Trim must keep (pinned) do not count: with more open holds than the limit,
+// every round would otherwise ask for a Trim that frees nothing.
 func (b *Book) TrimNeeded() bool {
-	return len(b.transfers) > b.cacheMax || len(b.legs) > b.cacheMax
+	return len(b.transfers) > b.cacheMax+b.pinned || len(b.legs) > b.cacheMax
 }
 
 // Trim forgets what the book may look up again in storage, keeping it within its limits. Call
@@ -244,11 +247,24 @@ func (b *Book) Trim() {
 	if len(b.transfers) <= b.cacheMax {
 		return
 	}
+	b.pinned = 0
 	for id, t := range b.transfers {
-		if t.State != StatePending && t.State != StateInFlight && !b.legOutstanding(id) {
-			delete(b.transfers, id)
+		if b.pins(&t) {
+			b.pinned++
+			continue
 		}
+		delete(b.transfers, id)
 	}
+}
+
+// pins reports whether the book must keep a transfer in memory: one of its own that is
+// pending or in flight, or whose leg's answer needs it. Another shard's transfer, loaded only
+// to answer exists_with_different_fields, is never needed.
+func (b *Book) pins(t *Transfer) bool {
+	if !b.Owns(t.DebitAccountID) {
+		return false
+	}
+	return t.State == StatePending || t.State == StateInFlight || b.legOutstanding(t.ID)
 }
 
 // Effects is what one round of the book asks its caller to persist and send. Reuse one value
@@ -290,6 +306,20 @@ func (fx *Effects) Reset() {
 	fx.Forget = fx.Forget[:0]
 	fx.LegsForgotten = fx.LegsForgotten[:0]
 	fx.epoch = 0
+}
+
+// effectsMark is how far a round's Effects had grown, to undo a linked chain's.
+type effectsMark struct{ transfers, postings, legsOut, awaits int }
+
+func (fx *Effects) mark() effectsMark {
+	return effectsMark{len(fx.Transfers), len(fx.Postings), len(fx.LegsOut), len(fx.Awaits)}
+}
+
+// truncate drops what was added since m (the accounts touched stay: they are written with
+// their restored balances).
+func (fx *Effects) truncate(m effectsMark) {
+	fx.Transfers, fx.Postings = fx.Transfers[:m.transfers], fx.Postings[:m.postings]
+	fx.LegsOut, fx.Awaits = fx.LegsOut[:m.legsOut], fx.Awaits[:m.awaits]
 }
 
 // Freeze ends the round: it copies the round's transit accounts as they are now, because the

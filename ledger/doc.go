@@ -46,7 +46,8 @@
 //
 // CreateTransfers checks each transfer in this order and answers with the first failure:
 //
-//  1. linked_event_chain_open (the batch ends inside a chain), then for each transfer:
+//  1. linked_event_chain_open (the batch ends inside a chain); chain_ids_must_be_different
+//     (a chain names one id twice: its second member), then for each transfer:
 //  2. id_must_not_be_zero
 //  3. flags_are_mutually_exclusive (unknown flags, or more than one of pending, post, void)
 //  4. debit_account_id_must_not_be_zero, credit_account_id_must_not_be_zero
@@ -83,8 +84,11 @@
 // shards, and refuses a whole request as overloaded when a shard is full. In a failed chain a
 // member whose id is known answers as it would alone (so a chain sent again answers what it
 // answered the first time), the failing member its refusal, and the others
-// linked_event_failed; nothing of the chain remains. When the refusal is stored, the failing
-// member and the members before it (which passed every check) are stored with their answers.
+// linked_event_failed; nothing of the chain remains. A refusal that burns is stored only if
+// the failing member, run alone on the state the chain found, fails the same way (a refusal
+// the chain's own undone members caused, such as a second post of a hold the first member
+// posted, is not the ledger's state); the failing member and the members before it (which
+// passed every check) are then stored with their answers.
 //
 // CreateAccounts checks: id_must_not_be_zero, id_reserved, flags_are_mutually_exclusive,
 // hot_customer_must_allow_overdraft, hot_must_not_limit_credits, balances_must_be_zero,

@@ -205,3 +205,33 @@ func TestExpiryNotHeldBackByHoldsInFlight(t *testing.T) {
 		t.Fatal(strings.Join(problems, "\n"))
 	}
 }
+
+// TestForeignTransfersAreTrimmed: a transfer of another shard that a shard loads to answer
+// exists_with_different_fields is not pinned in its cache, whatever its state: only its own
+// pending and in-flight transfers are.
+func TestForeignTransfersAreTrimmed(t *testing.T) {
+	b := ledger.NewBook(0, 2)
+	b.SetCacheLimit(1)
+	n := 0
+	for id := uint64(1); n < 1000; id++ {
+		if ledger.ShardOf(id, 2) != 1 {
+			continue
+		}
+		b.LoadTransfer(ledger.Transfer{ID: 10_000 + id, DebitAccountID: id, CreditAccountID: 3, Amount: 1,
+			Ledger: 1, Code: 1, Flags: ledger.TransferPending, State: ledger.StatePending, Timestamp: 1})
+		n++
+	}
+	if !b.TrimNeeded() {
+		t.Fatal("1000 transfers over a cache of 1, and no trim needed")
+	}
+	b.Trim()
+	kept := 0
+	for id := uint64(10_000); id < 20_000; id++ {
+		if _, ok := b.Transfer(id); ok {
+			kept++
+		}
+	}
+	if kept != 0 {
+		t.Errorf("Trim kept %d of another shard's pending transfers", kept)
+	}
+}

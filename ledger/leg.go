@@ -37,7 +37,7 @@ type LegKey struct {
 type Leg struct {
 	LegKey
 	Account      uint64 // the credit account
-	DebitAccount uint64 // for a compensating posting if the credit side refuses
+	DebitAccount uint64 // the debit account, whose held amount a refusable leg's answer posts or releases
 	Amount       uint64
 	Held         uint64 // for LegCreditPostHeld: the held amount released
 	Ledger       uint32

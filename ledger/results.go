@@ -98,6 +98,9 @@ const (
 	// retry answers exists_with_different_fields if that transfer took the id, or runs.
 	ResultIDInFlight                      TransferResult = 42
 	ResultPendingTransferHasDifferentCode TransferResult = 43
+	// ResultChainIDsMustBeDifferent: a linked chain names one transfer id twice (it can never
+	// succeed); answered by the second member with the id.
+	ResultChainIDsMustBeDifferent TransferResult = 44
 )
 
 // Burns reports whether a refusal depends on the ledger's state rather than on the request
@@ -156,6 +159,7 @@ var transferResultNames = [...]string{
 	41: "pending_transfer_in_flight",
 	42: "id_in_flight",
 	43: "pending_transfer_has_different_code",
+	44: "chain_ids_must_be_different",
 }
 
 func (r TransferResult) String() string {

@@ -112,31 +112,21 @@ func (b *Book) fail(now uint64, t *Transfer, r TransferResult, fx *Effects) {
 // createChain runs a linked chain. When it fails, every member answers as it would alone if
 // its id is known (a repeated chain answers what it answered the first time), the failing one
 // its refusal, and the rest linked_event_failed. A refusal that burns takes the ids of the
-// failing member and of the members before it, which passed every check.
+// failing member and of the members before it (which passed every check), but only if the
+// failing member fails the same way alone: a refusal the chain's own undone members caused
+// (a second post of a hold the first one posted) is not the ledger's state.
 func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
-	mark := [4]int{len(fx.Transfers), len(fx.Postings), len(fx.LegsOut), len(fx.Awaits)}
-	b.undo = b.undo[:0]
-	b.recording = true
 	first := b.event
-	failed, why := -1, ResultOK
-	for k := range ts {
-		b.event = first + int32(k)
-		if r := b.createTransfer(now, &ts[k], fx, true); r != ResultOK {
-			failed, why = k, r
-			break
-		}
-	}
-	b.recording = false
+	failed, why := repeatedID(ts), ResultChainIDsMustBeDifferent
 	if failed < 0 {
-		b.undo = b.undo[:0]
-		for j := range results {
-			results[j] = ResultOK
+		if failed, why = b.runChain(now, ts, fx); failed < 0 {
+			for j := range results {
+				results[j] = ResultOK
+			}
+			return
 		}
-		return
 	}
-	b.rollback()
-	fx.Transfers, fx.Postings = fx.Transfers[:mark[0]], fx.Postings[:mark[1]]
-	fx.LegsOut, fx.Awaits = fx.LegsOut[:mark[2]], fx.Awaits[:mark[3]]
+	_, knownBefore := b.transfers[ts[failed].ID]
 	for k := range ts {
 		b.event = first + int32(k)
 		s, known := b.transfers[ts[k].ID]
@@ -149,12 +139,58 @@ func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, 
 			results[k] = ResultLinkedEventFailed
 		}
 	}
-	if burns(&ts[failed], why) {
+	b.event = first + int32(failed)
+	if burns(&ts[failed], why) && !knownBefore && b.failsAlone(now, &ts[failed], why, fx) {
 		for k := 0; k <= failed; k++ {
 			b.event = first + int32(k)
 			b.fail(now, &ts[k], results[k], fx)
 		}
 	}
+}
+
+// repeatedID is the position of the first member of a chain whose id an earlier member has,
+// or -1: such a chain can never succeed (its second copy would meet the first).
+func repeatedID(ts []Transfer) int {
+	for k := 1; k < len(ts); k++ {
+		for j := 0; j < k; j++ {
+			if ts[j].ID == ts[k].ID {
+				return k
+			}
+		}
+	}
+	return -1
+}
+
+// runChain runs a chain's members in order, recording what they change. At the first
+// failure it undoes them all and reports which failed and why (-1: every member passed).
+func (b *Book) runChain(now uint64, ts []Transfer, fx *Effects) (int, TransferResult) {
+	mark := fx.mark()
+	b.undo = b.undo[:0]
+	b.recording = true
+	defer func() { b.recording = false; b.undo = b.undo[:0] }()
+	first := b.event
+	for k := range ts {
+		b.event = first + int32(k)
+		if r := b.createTransfer(now, &ts[k], fx, true); r != ResultOK {
+			b.rollback()
+			fx.truncate(mark)
+			return k, r
+		}
+	}
+	return -1, ResultOK
+}
+
+// failsAlone reports whether t, a chain member that failed with why, fails the same way on
+// the ledger's state without the chain: it runs t and undoes whatever it did.
+func (b *Book) failsAlone(now uint64, t *Transfer, why TransferResult, fx *Effects) bool {
+	mark := fx.mark()
+	b.undo = b.undo[:0]
+	b.recording = true
+	r := b.createTransfer(now, t, fx, true)
+	b.recording = false
+	b.rollback()
+	fx.truncate(mark)
+	return r == why
 }
 
 func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool) TransferResult {
@@ -227,8 +263,12 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 // final, or the credit has not landed, and a repeated request answers only what the first one
 // answers, when it answers.
 func (b *Book) known(t, s *Transfer, fx *Effects) TransferResult {
+	var hold uint64
+	if p, ok := b.transfers[t.PendingID]; ok && t.PendingID != 0 && p.Flags&TransferPending != 0 {
+		hold = p.Amount
+	}
 	switch {
-	case !t.sameRequest(s):
+	case !t.sameRequest(s, hold):
 		return ResultExistsWithDifferentFields
 	case s.State == StateFailed:
 		return s.Result

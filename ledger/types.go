@@ -115,12 +115,21 @@ type Transfer struct {
 	Result    TransferResult // why a failed transfer failed; 0 otherwise
 }
 
-// sameRequest reports whether t carries the same client fields as the stored transfer s. A
-// post or void that asked for 0 (the whole hold) matches the amount it moved.
-func (t *Transfer) sameRequest(s *Transfer) bool {
-	amount := t.Amount == s.Amount ||
-		t.Amount == 0 && t.Flags&(TransferPostPending|TransferVoidPending) != 0 && s.State != StateFailed
-	return amount && t.ID == s.ID && t.DebitAccountID == s.DebitAccountID &&
+// sameRequest reports whether t carries the same client fields as the stored transfer s. For
+// a post or void, an amount of 0 asks for the whole hold, so it is the same request as the
+// hold's amount (hold: the hold's amount, 0 when unknown); a stored post or void that
+// succeeded holds the amount it moved.
+func (t *Transfer) sameRequest(s *Transfer, hold uint64) bool {
+	amount, stored := t.Amount, s.Amount
+	if t.Flags&(TransferPostPending|TransferVoidPending) != 0 && hold != 0 {
+		if amount == 0 {
+			amount = hold
+		}
+		if stored == 0 {
+			stored = hold
+		}
+	}
+	return amount == stored && t.ID == s.ID && t.DebitAccountID == s.DebitAccountID &&
 		t.CreditAccountID == s.CreditAccountID && t.PendingID == s.PendingID &&
 		t.UserData == s.UserData && t.Ledger == s.Ledger && t.Code == s.Code &&
 		t.Timeout == s.Timeout && t.Flags == s.Flags && t.BizID == s.BizID

@@ -13,7 +13,7 @@
 //	                                   credits pending/posted); a client account's balance is
 //	                                   the balance after its latest posting
 //	t <transfer id>                    transfer, as the client sent it, plus timestamp, state
-//	                                   and (for a reversed transfer) the refusal
+//	                                   and (for a failed transfer) the refusal
 //	h <account id> <timestamp>         posting: the journal entry of one movement on the
 //	                                   account (transfer id, op, amount, held amount, split
 //	                                   flag) and the account's balance after it

@@ -251,6 +251,9 @@ const (
 	CreateTransferResult_CREATE_TRANSFER_RESULT_ID_IN_FLIGHT CreateTransferResult = 42
 	// A post or void must have the pending transfer's code.
 	CreateTransferResult_CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE CreateTransferResult = 43
+	// A linked chain names one transfer id twice: it can never succeed (answered by the member
+	// that repeats the id; nothing is stored).
+	CreateTransferResult_CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT CreateTransferResult = 44
 )
 
 // Enum value maps for CreateTransferResult.
@@ -300,6 +303,7 @@ var (
 		41: "CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT",
 		42: "CREATE_TRANSFER_RESULT_ID_IN_FLIGHT",
 		43: "CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE",
+		44: "CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT",
 	}
 	CreateTransferResult_value = map[string]int32{
 		"CREATE_TRANSFER_RESULT_UNSPECIFIED":                                    0,
@@ -346,6 +350,7 @@ var (
 		"CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT":                     41,
 		"CREATE_TRANSFER_RESULT_ID_IN_FLIGHT":                                   42,
 		"CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE":            43,
+		"CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT":                    44,
 	}
 )
 
@@ -1976,7 +1981,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x12$\n" +
 	" CREATE_ACCOUNT_RESULT_OVERLOADED\x10\v\x12;\n" +
 	"7CREATE_ACCOUNT_RESULT_HOT_CUSTOMER_MUST_ALLOW_OVERDRAFT\x10\f\x124\n" +
-	"0CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS\x10\r*\xc0\x12\n" +
+	"0CREATE_ACCOUNT_RESULT_HOT_MUST_NOT_LIMIT_CREDITS\x10\r*\xf8\x12\n" +
 	"\x14CreateTransferResult\x12&\n" +
 	"\"CREATE_TRANSFER_RESULT_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19CREATE_TRANSFER_RESULT_OK\x10\x01\x12.\n" +
@@ -2022,7 +2027,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"<CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT\x10(\x125\n" +
 	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)\x12'\n" +
 	"#CREATE_TRANSFER_RESULT_ID_IN_FLIGHT\x10*\x12>\n" +
-	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+2\xba\x04\n" +
+	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+\x126\n" +
+	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xba\x04\n" +
 	"\rLedgerService\x12U\n" +
 	"\x0eCreateAccounts\x12 .ledger.v1.CreateAccountsRequest\x1a!.ledger.v1.CreateAccountsResponse\x12X\n" +
 	"\x0fCreateTransfers\x12!.ledger.v1.CreateTransfersRequest\x1a\".ledger.v1.CreateTransfersResponse\x12U\n" +
