@@ -63,6 +63,7 @@ type claimMessage struct {
 
 // claimAnswer grants or denies each claimed id (denied: another shard holds it).
 type claimAnswer struct {
+	from   uint32
 	ids    []uint64
 	denied []bool
 }

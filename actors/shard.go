@@ -3,6 +3,7 @@ package actors
 import (
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -42,10 +43,10 @@ type shard struct {
 	forgetTo [][]ledger.LegKey // forgets of the round being completed, per credit shard
 
 	// Transfer id claims (with more than one shard): see claim.
-	claims   map[uint64]idClaim          // as the ids' shard: id -> the shard holding it
-	held     map[uint64][]*transfersPart // parts waiting for the answer to a claim
-	claimsTo [][]uint64                  // claims to send, per shard
-	releases [][]uint64                  // claims of the gathering round, per shard
+	claims   map[uint64]idClaim // as the ids' shard: id -> the shard holding it
+	claimsTo []claimBatch       // claims to send, per shard
+	asked    [][]claimBatch     // claims sent and not answered yet, per shard, in the order sent
+	releases [][]uint64         // claims of the gathering round, per shard
 
 	// Hot-account buffers (hot.go).
 	buffers      map[uint64][]ledger.Leg // durable buffered legs not yet sent, per credit account
@@ -99,7 +100,7 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 		done: make(chan struct{}), fx: &ledger.Effects{}, spare: &ledger.Effects{},
 		waiting: make(map[ledger.LegKey]waiter), legsTo: make([][]ledger.Leg, l.cfg.Shards),
 		answerTo: make([][]ledger.LegResult, l.cfg.Shards), forgetTo: make([][]ledger.LegKey, l.cfg.Shards), claims: make(map[uint64]idClaim),
-		held: make(map[uint64][]*transfersPart), claimsTo: make([][]uint64, l.cfg.Shards),
+		claimsTo: make([]claimBatch, l.cfg.Shards), asked: make([][]claimBatch, l.cfg.Shards),
 		releases: make([][]uint64, l.cfg.Shards), buffers: make(map[uint64][]ledger.Leg)}
 }
 
@@ -229,12 +230,22 @@ func (s *shard) runArrived(ctx actor.Context) {
 	}
 	clear(s.arrived)
 	s.arrived = s.arrived[:0]
-	for to, ids := range s.claimsTo {
-		if len(ids) > 0 {
-			ctx.Send(s.l.pids[to], &claimMessage{from: s.id, ids: append([]uint64(nil), ids...)})
-			s.claimsTo[to] = ids[:0]
+	for to, b := range s.claimsTo {
+		if len(b.ids) > 0 {
+			s.asked[to] = append(s.asked[to], b)
+			ctx.Send(s.l.pids[to], &claimMessage{from: s.id, ids: b.ids})
+			s.claimsTo[to] = claimBatch{}
 		}
 	}
+}
+
+// claimBatch is one claim message: the ids, and the part that claimed each. Each grant goes
+// to the one part that asked for it, which gives it back once (its round durable). An id's
+// shard answers one shard's claim messages in the order they were sent (Proto.Actor keeps the
+// order of one sender's messages), so answers are matched to batches in order.
+type claimBatch struct {
+	ids   []uint64
+	parts []*transfersPart
 }
 
 func (s *shard) runPart(now uint64, p *transfersPart) {
@@ -272,8 +283,8 @@ func (s *shard) claim(p *transfersPart) {
 		}
 		owner := ledger.IDShard(id, s.l.cfg.Shards)
 		if owner != s.id {
-			s.claimsTo[owner] = append(s.claimsTo[owner], id)
-			s.held[id] = append(s.held[id], p)
+			b := &s.claimsTo[owner]
+			b.ids, b.parts = append(b.ids, id), append(b.parts, p)
 			p.claims++
 			continue
 		}
@@ -324,26 +335,30 @@ func (s *shard) grant(ctx actor.Context, m *claimMessage) {
 	for i, id := range m.ids {
 		denied[i] = !s.takeClaim(id, m.from)
 	}
-	ctx.Send(s.l.pids[m.from], &claimAnswer{ids: m.ids, denied: denied})
+	ctx.Send(s.l.pids[m.from], &claimAnswer{from: s.id, ids: m.ids, denied: denied})
 }
 
 // answered takes the answers to this shard's claims and runs the requests no longer waiting.
 // A granted id is looked up in storage once more: the shard that held it before may have
 // made it durable and given it back in the meantime.
 func (s *shard) answered(ctx actor.Context, m *claimAnswer) {
+	q := s.asked[m.from]
+	if len(q) == 0 || !slices.Equal(q[0].ids, m.ids) {
+		panic(fmt.Sprintf("actors: INVARIANT: shard %d answered claims %v that shard %d did not ask next", m.from, m.ids, s.id))
+	}
+	b := q[0]
+	q[0] = claimBatch{}
+	s.asked[m.from] = q[1:]
 	var ready []*transfersPart
-	for i, id := range m.ids {
-		waiting := s.held[id]
-		delete(s.held, id)
-		for _, p := range waiting {
-			if m.denied[i] {
-				p.denied = append(p.denied, id)
-			} else {
-				p.claimed = append(p.claimed, id)
-			}
-			if p.claims--; p.claims == 0 {
-				ready = append(ready, p)
-			}
+	for i, id := range b.ids {
+		p := b.parts[i]
+		if m.denied[i] {
+			p.denied = append(p.denied, id)
+		} else {
+			p.claimed = append(p.claimed, id)
+		}
+		if p.claims--; p.claims == 0 {
+			ready = append(ready, p)
 		}
 	}
 	if len(ready) == 0 {

@@ -158,7 +158,8 @@ func TestReadsShowOnlyDurableState(t *testing.T) {
 	fs := storagetest.NewStallFS(vfs.NewMem())
 	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
 	t.Cleanup(fs.Resume) // before the fixture's cleanup, which waits for requests in flight
-	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1},
+		&ledgerv1.Account{Id: 2, Ledger: 1, Code: 1, Flags: &ledgerv1.AccountFlags{History: true}})
 	fs.Stall()
 	done := make(chan []string, 1)
 	go func() { done <- f.transfers(t, tr(7, 1, 2, 5)) }()
@@ -172,25 +173,33 @@ func TestReadsShowOnlyDurableState(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
-	defer cancel()
-	for name, read := range map[string]func() (bool, error){
-		"transfers": func() (bool, error) {
+	for name, read := range map[string]func(ctx context.Context) (bool, error){
+		"transfers": func(ctx context.Context) (bool, error) {
 			resp, err := f.client.LookupTransfers(ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{7}})
 			return len(resp.GetTransfers()) > 0, err
 		},
-		"accounts": func() (bool, error) {
+		"accounts": func(ctx context.Context) (bool, error) {
 			resp, err := f.client.LookupAccounts(ctx, &ledgerv1.LookupAccountsRequest{Ids: []uint64{2}})
 			return len(resp.GetAccounts()) == 1 && resp.GetAccounts()[0].GetCreditsPosted() != nil, err
 		},
-		"history": func() (bool, error) {
+		"history": func(ctx context.Context) (bool, error) {
 			resp, err := f.client.GetAccountTransfers(ctx, &ledgerv1.GetAccountTransfersRequest{
 				Filter: &ledgerv1.AccountFilter{AccountId: 2}})
 			return len(resp.GetTransfers()) > 0, err
 		},
+		"balances": func(ctx context.Context) (bool, error) {
+			resp, err := f.client.GetAccountBalances(ctx, &ledgerv1.GetAccountBalancesRequest{
+				Filter: &ledgerv1.AccountFilter{AccountId: 2}})
+			return len(resp.GetBalances()) > 0, err
+		},
 	} {
-		if seen, err := read(); seen {
-			t.Errorf("%s: a read showed transfer 7 before it was durable (%v)", name, err)
+		ctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
+		seen, err := read(ctx)
+		cancel()
+		if seen {
+			t.Errorf("%s: a read showed transfer 7 before it was durable", name)
+		} else if status.Code(err) != codes.DeadlineExceeded {
+			t.Errorf("%s: %v; want it to wait for the sync (DEADLINE_EXCEEDED here)", name, err)
 		}
 	}
 	fs.Resume()

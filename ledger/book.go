@@ -29,9 +29,11 @@ type Book struct {
 	recording bool   // inside a linked chain: keep undo entries
 	cacheMax  int    // transfers (and applied legs) kept in memory before Trim forgets them
 	pinned    int    // transfers the last Trim had to keep (pins)
-	event     int32  // the position, in the batch being run, of the event being run
-	epoch     uint64 // which Effects an account was last added to
-	undo      []undoEntry
+	// expiriesCompactAt: the heap size at which Trim drops the expiries of resolved holds.
+	expiriesCompactAt int
+	event             int32  // the position, in the batch being run, of the event being run
+	epoch             uint64 // which Effects an account was last added to
+	undo              []undoEntry
 }
 
 type accountState struct {
@@ -46,15 +48,16 @@ func NewBook(shard, shards uint32) *Book {
 	}
 	return &Book{
 		shard: shard, shards: shards,
-		accounts:  make(map[uint64]*accountState),
-		transfers: make(map[uint64]Transfer),
-		remote:    make(map[uint64]AccountInfo),
-		outbox:    make(map[LegKey]Leg),
-		holding:   make(map[uint64]struct{}),
-		legs:      make(map[LegKey]TransferResult),
-		parked:    make(map[uint64]expiry),
-		elsewhere: make(map[uint64]struct{}),
-		cacheMax:  TransferCacheEntriesMax,
+		accounts:          make(map[uint64]*accountState),
+		transfers:         make(map[uint64]Transfer),
+		remote:            make(map[uint64]AccountInfo),
+		outbox:            make(map[LegKey]Leg),
+		holding:           make(map[uint64]struct{}),
+		legs:              make(map[LegKey]TransferResult),
+		parked:            make(map[uint64]expiry),
+		elsewhere:         make(map[uint64]struct{}),
+		expiriesCompactAt: expiriesCompactMin,
+		cacheMax:          TransferCacheEntriesMax,
 	}
 }
 
@@ -128,13 +131,9 @@ func (b *Book) LoadClaimedElsewhere(id uint64) { b.elsewhere[id] = struct{}{} }
 // the other shard may yet fail to book the id, and then the id is free again.
 func (b *Book) ForgetClaimedElsewhere(id uint64) { delete(b.elsewhere, id) }
 
-// LoadRemote records what never changes of an account on another shard.
-func (b *Book) LoadRemote(info AccountInfo) {
-	if len(b.remote) >= RemoteAccountCacheEntriesMax {
-		clear(b.remote)
-	}
-	b.remote[info.ID] = info
-}
+// LoadRemote records what never changes of an account on another shard. The cache is bounded
+// by Trim, never here: a batch's transfers rely on what was loaded for them until they run.
+func (b *Book) LoadRemote(info AccountInfo) { b.remote[info.ID] = info }
 
 // LoadOutbox puts a stored, unanswered leg back into the outbox (recovery).
 func (b *Book) LoadOutbox(l Leg) {
@@ -236,7 +235,8 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 // The transfers Trim must keep (pinned) do not count: with more open holds than the limit,
 // every round would otherwise ask for a Trim that frees nothing.
 func (b *Book) TrimNeeded() bool {
-	return len(b.transfers) > b.cacheMax+b.pinned || len(b.legs) > b.cacheMax
+	return len(b.transfers) > b.cacheMax+b.pinned || len(b.legs) > b.cacheMax ||
+		len(b.remote) > RemoteAccountCacheEntriesMax || len(b.expiries) > b.expiriesCompactAt
 }
 
 // Trim forgets what the book may look up again in storage, keeping it within its limits. Call
@@ -244,6 +244,12 @@ func (b *Book) TrimNeeded() bool {
 // must be in storage.
 func (b *Book) Trim() {
 	clear(b.legs)
+	if len(b.remote) > RemoteAccountCacheEntriesMax {
+		clear(b.remote)
+	}
+	if len(b.expiries) > b.expiriesCompactAt {
+		b.compactExpiries()
+	}
 	if len(b.transfers) <= b.cacheMax {
 		return
 	}
@@ -256,6 +262,25 @@ func (b *Book) Trim() {
 		delete(b.transfers, id)
 	}
 }
+
+// compactExpiries drops the armed expiries of holds that were posted, voided or undone: each
+// stays in the heap until it comes due otherwise, which may be years for a long hold that was
+// captured at once. The heap is rebuilt when it has doubled since the last time.
+func (b *Book) compactExpiries() {
+	kept := b.expiries[:0]
+	for _, e := range b.expiries {
+		if t, ok := b.transfers[e.id]; ok && t.holds() && t.ExpiresAt() == e.at {
+			kept = append(kept, e)
+		}
+	}
+	clear(b.expiries[len(kept):])
+	b.expiries = kept
+	heap.Init(&b.expiries)
+	b.expiriesCompactAt = max(2*len(kept), expiriesCompactMin)
+}
+
+// expiriesCompactMin is the fewest armed expiries at which the heap is compacted.
+const expiriesCompactMin = 1024
 
 // pins reports whether the book must keep a transfer in memory: one of its own that is
 // pending or in flight, or whose leg's answer needs it. Another shard's transfer, loaded only

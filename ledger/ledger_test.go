@@ -235,3 +235,51 @@ func TestForeignTransfersAreTrimmed(t *testing.T) {
 		t.Errorf("Trim kept %d of another shard's pending transfers", kept)
 	}
 }
+
+// TestRemoteCacheKeptThroughABatch: the cache of other shards' accounts is bounded by Trim,
+// never while a batch is loaded: a full cache must not forget accounts a batch relies on
+// (loaded for it, or cached before), which would refuse a transfer to an existing account
+// with credit_account_not_found, stored for good.
+func TestRemoteCacheKeptThroughABatch(t *testing.T) {
+	const shards = 2
+	onShard := func(start uint64, shard uint32) uint64 {
+		for id := start; ; id++ {
+			if ledger.ShardOf(id, shards) == shard {
+				return id
+			}
+		}
+	}
+	b := ledger.NewBook(0, shards)
+	a := onShard(1, 0)
+	b.LoadAccount(ledger.Account{ID: a, Ledger: 1, Code: 1})
+	r := onShard(1, 1) // cached: a merchant paid before
+	b.LoadRemote(ledger.AccountInfo{ID: r, Ledger: 1})
+	next := r
+	for n := 1; n < ledger.RemoteAccountCacheEntriesMax; n++ {
+		next = onShard(next+1, 1)
+		b.LoadRemote(ledger.AccountInfo{ID: next, Ledger: 1})
+	}
+	r2 := onShard(next+1, 1) // not cached: this batch needs it
+	ts := []ledger.Transfer{
+		{ID: 1, DebitAccountID: a, CreditAccountID: r, Amount: 10, Ledger: 1, Code: 1},
+		{ID: 2, DebitAccountID: a, CreditAccountID: r2, Amount: 10, Ledger: 1, Code: 1},
+	}
+	var needs ledger.Needs
+	b.NeedsForTransfers(ts, &needs)
+	for _, id := range needs.Remote { // as the shard's prefetch loads them
+		b.LoadRemote(ledger.AccountInfo{ID: id, Ledger: 1})
+	}
+	var fx ledger.Effects
+	rs := make([]ledger.TransferResult, len(ts))
+	b.CreateTransfers(1e12, ts, rs, &fx)
+	if rs[0] != ledger.ResultOK || rs[1] != ledger.ResultOK {
+		t.Fatalf("transfers to existing accounts: %v", rs)
+	}
+	if !b.TrimNeeded() {
+		t.Fatal("the remote cache is over its limit, and no trim is asked for")
+	}
+	b.Trim()
+	if b.TrimNeeded() {
+		t.Error("still over a limit after Trim")
+	}
+}

@@ -230,6 +230,9 @@ func (s *Store) Snapshot() *Reader { return &Reader{r: s.db.NewSnapshot()} }
 // one WAL sync, shared with whatever else commits at the same time. Close it when done.
 func (s *Store) DurableSnapshot() (*Reader, error) {
 	snap := s.db.NewSnapshot()
+	if durableReadHook != nil {
+		durableReadHook()
+	}
 	if !s.readOnly {
 		if err := s.db.LogData(nil, pebble.Sync); err != nil {
 			_ = snap.Close()
@@ -238,6 +241,10 @@ func (s *Store) DurableSnapshot() (*Reader, error) {
 	}
 	return &Reader{r: snap}, nil
 }
+
+// durableReadHook, when set (by a test), runs between a durable snapshot's two steps: what
+// commits there must not be in the snapshot unless it is durable.
+var durableReadHook func()
 
 // Live reads the store as it is at each read, including rounds not yet durable. Only the
 // shards read it, for what they must know before their own round, which commits after it.

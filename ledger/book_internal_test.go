@@ -1,0 +1,42 @@
+package ledger
+
+import "testing"
+
+// TestExpiryHeapCompacted: the expiry heap drops an entry when it comes due; holds that were
+// undone with a failed chain (or posted, or voided) leave entries behind until then, which
+// may be years. Trim compacts the heap once it has doubled, so it stays within twice the
+// live holds.
+func TestExpiryHeapCompacted(t *testing.T) {
+	b := NewBook(0, 1)
+	b.LoadAccount(Account{ID: 1, Ledger: 1, Code: 1})
+	b.LoadAccount(Account{ID: 2, Ledger: 1, Code: 1, Flags: AccountDebitsMustNotExceedCredits})
+	var fx Effects
+	id := uint64(100)
+	const chains = 3 * expiriesCompactMin
+	for i := 0; i < chains; i++ {
+		// a chain: a long hold from 1 that passes, then a transfer from 2 that overdraws it
+		id += 2
+		ts := []Transfer{
+			{ID: id, DebitAccountID: 1, CreditAccountID: 2, Amount: 1, Ledger: 1, Code: 1,
+				Flags: TransferPending | TransferLinked, Timeout: ^uint32(0)},
+			{ID: id + 1, DebitAccountID: 2, CreditAccountID: 1, Amount: 10, Ledger: 1, Code: 1},
+		}
+		rs := make([]TransferResult, 2)
+		fx.Reset()
+		b.CreateTransfers(1e12+uint64(i), ts, rs, &fx)
+		if rs[1] != ResultExceedsCredits {
+			t.Fatalf("chain: %v", rs)
+		}
+	}
+	fx.Reset()
+	rs := make([]TransferResult, 1)
+	b.CreateTransfers(2e12, []Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 2, Amount: 1, Ledger: 1,
+		Code: 1, Flags: TransferPending, Timeout: 60}}, rs, &fx)
+	if !b.TrimNeeded() {
+		t.Fatalf("%d armed expiries, and no trim asked for", len(b.expiries))
+	}
+	b.Trim()
+	if len(b.expiries) != 1 || b.NextExpiry() != 2e12+60e9 {
+		t.Fatalf("after Trim: %d armed expiries, next at %d; want the one live hold's", len(b.expiries), b.NextExpiry())
+	}
+}
