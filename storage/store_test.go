@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -332,5 +333,70 @@ func TestDurableSnapshotOrder(t *testing.T) {
 	}
 	if r.found && !transferIn(t, crashed, 10) {
 		t.Fatal("a durable snapshot showed a round that was not durable when it returned")
+	}
+}
+
+// TestVerifyChecksPostingsAgainstTransfers: a posting whose transfer is missing, names other
+// accounts, or has another amount is a problem (a transfer booked twice under one id shows
+// so), and a clean store has none, however many postings it has.
+func TestVerifyChecksPostingsAgainstTransfers(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, w := openAccounts(t, s)
+	defer w.Close()
+	defer func(n int) { verifyRefsMax = n }(verifyRefsMax)
+	verifyRefsMax = 64 // several batches of references
+	for id := uint64(10); id < 13; id++ {
+		var fx ledger.Effects
+		ts := make([]ledger.Transfer, 100)
+		for i := range ts {
+			ts[i] = ledger.Transfer{ID: id*1000 + uint64(i), DebitAccountID: 1, CreditAccountID: 2, Amount: 3, Ledger: 1, Code: 1}
+		}
+		b.CreateTransfers(id, ts, make([]ledger.TransferResult, len(ts)), &fx)
+		fx.Freeze()
+		if err := w.Commit(&fx, b.Clock()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err := Verify(s.Live(), 1); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("clean store: %v %v", rep.Problems, err)
+	}
+	a, _ := b.Account(2)
+	var fx ledger.Effects
+	for i, p := range []ledger.Posting{
+		{TransferID: 999, Amount: 3},   // no such transfer
+		{TransferID: 10000, Amount: 4}, // another amount
+		{TransferID: 10001, Amount: 3}, // fine
+	} {
+		after := a.Balance
+		after.CreditsPosted, _ = after.CreditsPosted.Add64(p.Amount)
+		p.Account, p.Timestamp, p.Op, p.After = 2, b.Clock()+1+uint64(i), ledger.OpCreditPost, after
+		a.Balance = after
+		fx.Postings = append(fx.Postings, p)
+	}
+	fx.Postings = append(fx.Postings, ledger.Posting{Account: 1, Timestamp: b.Clock() + 9, TransferID: 10002,
+		Op: ledger.OpCreditPost, Amount: 3, After: ledger.Balance{}}) // fine by its transfer
+	fx.Freeze()
+	if err := w.Commit(&fx, b.Clock()+10); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(s.Live(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing, amount int
+	for _, p := range rep.Problems {
+		switch {
+		case strings.Contains(p, "names missing transfer 999"):
+			missing++
+		case strings.Contains(p, "moves 4, its transfer 10000 has 3"):
+			amount++
+		}
+	}
+	if missing != 1 || amount != 1 {
+		t.Fatalf("problems: %v", rep.Problems)
 	}
 }
