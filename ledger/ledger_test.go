@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -16,6 +17,9 @@ import (
 // output with -rewrite and review the diff.
 func TestPostingRules(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
+		if strings.HasPrefix(path, filepath.Join("testdata", "fuzz")) {
+			t.Skip("the fuzzer's corpus, not a script")
+		}
 		var w *world
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 			if td.Cmd == "world" {
