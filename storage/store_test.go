@@ -75,21 +75,7 @@ func TestDurableSnapshotSeesOnlyDurable(t *testing.T) {
 		t.Fatal("transfer 10 survived a crash before its sync: the test shows nothing")
 	}
 
-	type read struct {
-		found bool
-		err   error
-	}
-	reads := make(chan read, 1)
-	go func() {
-		v, err := s.DurableSnapshot()
-		if err != nil {
-			reads <- read{err: err}
-			return
-		}
-		defer v.Close()
-		_, found, err := v.Transfer(10)
-		reads <- read{found, err}
-	}()
+	reads := readDurably(s, 10)
 	select {
 	case r := <-reads:
 		t.Fatalf("a durable read returned while the WAL sync was stalled: %+v", r)
@@ -106,6 +92,28 @@ func TestDurableSnapshotSeesOnlyDurable(t *testing.T) {
 	if !transferIn(t, mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0}), 10) {
 		t.Fatal("what a durable read showed did not survive a crash")
 	}
+}
+
+// durableRead is what a durable snapshot showed of one transfer.
+type durableRead struct {
+	found bool
+	err   error
+}
+
+// readDurably looks transfer id up on a durable snapshot, in the background.
+func readDurably(s *Store, id uint64) <-chan durableRead {
+	reads := make(chan durableRead, 1)
+	go func() {
+		v, err := s.DurableSnapshot()
+		if err != nil {
+			reads <- durableRead{err: err}
+			return
+		}
+		defer v.Close()
+		_, found, err := v.Transfer(id)
+		reads <- durableRead{found, err}
+	}()
+	return reads
 }
 
 // transferIn opens a crashed copy and reports whether transfer id is in it.
@@ -308,21 +316,7 @@ func TestDurableSnapshotOrder(t *testing.T) {
 		}
 	}
 	defer func() { durableReadHook = nil }()
-	type read struct {
-		found bool
-		err   error
-	}
-	reads := make(chan read, 1)
-	go func() {
-		v, err := s.DurableSnapshot()
-		if err != nil {
-			reads <- read{err: err}
-			return
-		}
-		defer v.Close()
-		_, found, err := v.Transfer(10)
-		reads <- read{found, err}
-	}()
+	reads := readDurably(s, 10)
 	<-visible
 	crashed := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0}) // transfer 10 not durable yet
 	time.Sleep(20 * time.Millisecond)
