@@ -41,18 +41,26 @@ func openAccounts(t *testing.T, s *Store) (*ledger.Book, *Writer) {
 	return b, w
 }
 
-// TestDurableSnapshotSeesOnlyDurable: Pebble shows a batch to readers before its WAL sync
-// returns, so a live read can see what a power cut then erases. A durable snapshot does not
-// return before what it shows is synced: whatever it shows survives a crash.
-func TestDurableSnapshotSeesOnlyDurable(t *testing.T) {
+// stallableStore opens a one-shard store with accounts 1 and 2 on a crashable file system
+// whose WAL syncs can be stalled.
+func stallableStore(t *testing.T) (*vfs.MemFS, *storagetest.StallFS, *Store, *ledger.Book, *Writer) {
+	t.Helper()
 	mem := vfs.NewCrashableMem()
 	fs := storagetest.NewStallFS(mem)
 	s, err := Open("db", Options{FS: fs, Shards: 1, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	b, w := openAccounts(t, s)
+	return mem, fs, s, b, w
+}
+
+// TestDurableSnapshotSeesOnlyDurable: Pebble shows a batch to readers before its WAL sync
+// returns, so a live read can see what a power cut then erases. A durable snapshot does not
+// return before what it shows is synced: whatever it shows survives a crash.
+func TestDurableSnapshotSeesOnlyDurable(t *testing.T) {
+	mem, fs, s, b, w := stallableStore(t)
+	defer s.Close()
 	defer w.Close()
 
 	fs.Stall()
@@ -293,14 +301,8 @@ func BenchmarkRead(b *testing.B) {
 // becomes visible between the two steps (its sync stalled) must not show in what it returns:
 // the other order (sync, then snapshot) would show it, and a power cut would erase it.
 func TestDurableSnapshotOrder(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	fs := storagetest.NewStallFS(mem)
-	s, err := Open("db", Options{FS: fs, Shards: 1, CacheBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mem, fs, s, b, w := stallableStore(t)
 	defer s.Close()
-	b, w := openAccounts(t, s)
 	defer w.Close()
 	committed := make(chan error, 1)
 	visible := make(chan struct{})
