@@ -20,54 +20,6 @@ func idArbitratedBy(start uint64, shard, shards uint32) uint64 {
 	}
 }
 
-// TestClaimHeldUntilItsLastPartIsDurable: a part whose transfer fails on the request alone
-// gives its claim back when its round is durable, but a later part on the same shard that
-// booked the id under a claim of its own keeps the id held until its own round is durable
-// (claims are counted); otherwise the id's shard would grant the id to another shard while
-// the booking is not durable, and two transfers would be booked under one id.
-func TestClaimHeldUntilItsLastPartIsDurable(t *testing.T) {
-	store := openStore(t, vfs.NewMem(), 2)
-	defer store.Close()
-	l := &Ledger{cfg: Config{Shards: 2}, store: store}
-	book := ledger.NewBook(0, 2)
-	a, b := accountOn(1, 0, 2), 0
-	b = int(accountOn(a+1, 0, 2))
-	book.LoadAccount(ledger.Account{ID: a, Ledger: 1, Code: 1})
-	book.LoadAccount(ledger.Account{ID: uint64(b), Ledger: 1, Code: 1})
-	s := newShard(l, 0, book)
-	x := idArbitratedBy(1000, 0, 2)
-
-	// Round 1: a transfer with id x that fails validation (amount 0): claims x, books nothing.
-	p1 := &transfersPart{events: []ledger.Transfer{{ID: x, DebitAccountID: a, CreditAccountID: uint64(b),
-		Ledger: 1, Code: 1}}, results: make([]ledger.TransferResult, 1)}
-	s.claim(p1)
-	s.runPart(1, p1)
-	round1 := s.releases
-	s.releases = make([][]uint64, 2)
-	t.Logf("round 1: %v", p1.results[0])
-
-	// Round 2 (gathering while round 1 commits): a valid transfer with id x, booked.
-	p2 := &transfersPart{events: []ledger.Transfer{{ID: x, DebitAccountID: a, CreditAccountID: uint64(b),
-		Amount: 5, Ledger: 1, Code: 1}}, results: make([]ledger.TransferResult, 1)}
-	s.claim(p2)
-	s.runPart(2, p2)
-	t.Logf("round 2: %v (in memory, not durable)", p2.results[0])
-
-	// Round 1 is durable: its claims are given back.
-	s.release(nil, round1)
-	if tr, ok := book.Transfer(x); !ok || tr.State != ledger.StatePosted {
-		t.Fatalf("round 2 did not book id %d: %+v", x, tr)
-	}
-	if c, held := s.claims[x]; !held || c.holder != 0 {
-		t.Errorf("claim on id %d given back while round 2, which booked it, is not durable: "+
-			"shard 1 asking for it now is granted it", x)
-	}
-	s.release(nil, s.releases) // round 2 is durable: now it is free (storage knows it)
-	if _, held := s.claims[x]; held {
-		t.Errorf("claim on id %d still held after every part let go", x)
-	}
-}
-
 // TestSameIDNeverBookedOnTwoShards: the same race through the actors. Shard 0 arbitrates x.
 // Request 1 (shard 0) carries x with amount 0; while its round commits (WAL stalled), request
 // 2 (shard 0) books a valid transfer x plus many others (a large round); goroutines keep

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -119,7 +120,7 @@ func TestHotInflowsAreBuffered(t *testing.T) {
 	if got := flushes.seen(); len(got) != 1 || got[0] != 1000 {
 		t.Fatalf("flushes: %v, want one of 1000", got)
 	}
-	if got := l.Stats().HotFlushes[FlushSize].Load(); got != 1 {
+	if got := l.Stats().HotFlushes[driver.FlushSize].Load(); got != 1 {
 		t.Fatalf("size flushes: %d", got)
 	}
 
@@ -161,7 +162,7 @@ func TestHotFlushAlong(t *testing.T) {
 		t.Fatalf("transfer to the hot account's neighbour: %v %v", rs, err)
 	}
 	waitFor(t, func() bool { return hotCredits(t, store) == 10 })
-	if got := l.Stats().HotFlushes[FlushAlong].Load(); got != 1 {
+	if got := l.Stats().HotFlushes[driver.FlushAlong].Load(); got != 1 {
 		t.Fatalf("flushes along: %d, want 1 (all flushes: %v)", got, flushes.seen())
 	}
 }
@@ -190,7 +191,7 @@ func TestHotIntervalFlush(t *testing.T) {
 	}
 	payHot(t, l, payers, 1, 50)
 	waitFor(t, func() bool { return hotCredits(t, store) == 50 })
-	if l.Stats().HotFlushes[FlushInterval].Load() == 0 {
+	if l.Stats().HotFlushes[driver.FlushInterval].Load() == 0 {
 		t.Fatal("no interval flush counted")
 	}
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -100,7 +101,8 @@ type Config struct {
 	ShardEventsMax      int
 	TickInterval        time.Duration
 	RedeliverAfterTicks uint64
-	// HotFlushInterval and HotBufferLegsMax: when a hot account's buffer is sent (see hot.go).
+	// HotFlushInterval and HotBufferLegsMax: when a hot account's buffer is sent (see
+	// ledger/driver/hot.go).
 	HotFlushInterval time.Duration
 	HotBufferLegsMax int
 	// StopDrainTimeout bounds how long Stop waits for credit legs to be answered.
@@ -161,13 +163,10 @@ func orDefault[T comparable](v *T, d T) {
 
 // Stats are the actor layer's counters, read by the metrics adapter.
 type Stats struct {
-	Commits     atomic.Uint64
-	Postings    atomic.Uint64
-	Redelivered atomic.Uint64
-	Unexpected  atomic.Uint64 // messages of an unknown type
-	// HotFlushes counts hot-account buffers sent, one per account buffer, by reason
-	// (FlushInterval, FlushSize, FlushDrain, FlushAlong).
-	HotFlushes [flushReasons]atomic.Uint64
+	// Counters are the shard drivers' (commits, postings, legs sent again, hot-account
+	// flushes by reason, failed commits, claims sent again, stale legs dropped).
+	driver.Counters
+	Unexpected atomic.Uint64 // messages of an unknown type
 	// ClockSkewNanos is the wall clock minus the time the shards stamp with, while they do not
 	// follow it (a step past ClockSkewMax, or a stored clock ahead at start); 0 otherwise.
 	ClockSkewNanos atomic.Int64
@@ -183,10 +182,8 @@ type Ledger struct {
 	pids   []*actor.PID
 	// dispatchers: each shard's mailbox runs on a goroutine of its own (dispatcher.go).
 	dispatchers []*ownGoroutine
-	admitted    []admission    // what each shard admitted and has not answered yet
-	outbox      []atomic.Int64 // unanswered legs of each shard, after its last round
-	oldest      []atomic.Int64 // when the oldest unanswered leg of each shard was first sent (ns)
-	buffered    []atomic.Int64 // legs in each shard's hot-account buffers, not yet sent
+	shards      []*shard
+	admitted    []admission // what each shard admitted and has not answered yet
 	stats       Stats
 	stopped     atomic.Bool
 	active      sync.WaitGroup // requests in flight
@@ -210,24 +207,23 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 			b.SetCacheLimit(cfg.TransferCacheEntriesMax)
 		}
 	}
-	l := &Ledger{cfg: cfg, store: store, admitted: make([]admission, cfg.Shards),
-		outbox: make([]atomic.Int64, cfg.Shards), oldest: make([]atomic.Int64, cfg.Shards),
-		buffered: make([]atomic.Int64, cfg.Shards),
-		tickEnd:  make(chan struct{})}
+	l := &Ledger{cfg: cfg, store: store, admitted: make([]admission, cfg.Shards), tickEnd: make(chan struct{})}
 	l.startClock(books)
 	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.Default().With("component", "protoactor")
 	}))
 	l.pids = make([]*actor.PID, cfg.Shards)
 	l.dispatchers = make([]*ownGoroutine, cfg.Shards)
+	l.shards = make([]*shard, cfg.Shards)
 	for i := range books {
 		s := newShard(l, uint32(i), books[i])
+		l.shards[i] = s
 		l.dispatchers[i] = newOwnGoroutine()
 		props := actor.PropsFromProducer(func() actor.Actor { return s },
 			actor.WithMailbox(actor.Unbounded()), actor.WithDispatcher(l.dispatchers[i]))
 		l.pids[i] = l.system.Root.Spawn(props)
-		go s.committer(l.pids[i], store.Writer(uint32(i)))
-		l.outbox[i].Store(int64(books[i].OutboxLen()))
+		s.self = l.pids[i]
+		go s.committer(store.Writer(uint32(i)))
 	}
 	for _, pid := range l.pids {
 		l.system.Root.Send(pid, recoverMessage{})
@@ -314,15 +310,15 @@ func (l *Ledger) AdmittedRequests(shard int) int64 { return l.admitted[shard].re
 func (l *Ledger) AdmittedEvents(shard int) int64 { return l.admitted[shard].events.Load() }
 
 // OutboxLegs is the number of a shard's unanswered legs after its last round.
-func (l *Ledger) OutboxLegs(shard int) int64 { return l.outbox[shard].Load() }
+func (l *Ledger) OutboxLegs(shard int) int64 { return l.shards[shard].d.Gauges.Outbox.Load() }
 
 // BufferedLegs is the number of legs in a shard's hot-account buffers, not yet sent.
-func (l *Ledger) BufferedLegs(shard int) int64 { return l.buffered[shard].Load() }
+func (l *Ledger) BufferedLegs(shard int) int64 { return l.shards[shard].d.Gauges.Buffered.Load() }
 
 // OutboxOldest is when a shard's oldest unanswered leg was first sent, as of its last tick
 // (zero when it has none).
 func (l *Ledger) OutboxOldest(shard int) time.Time {
-	ns := l.oldest[shard].Load()
+	ns := l.shards[shard].d.Gauges.Oldest.Load()
 	if ns == 0 {
 		return time.Time{}
 	}
@@ -346,8 +342,14 @@ func (l *Ledger) TransitBalances() (map[uint32]*big.Int, error) {
 }
 
 // Read runs fn on a consistent snapshot of the store in which everything is durable
-// (storage.Store.DurableSnapshot): what a client reads is never undone by a crash.
+// (storage.Store.DurableSnapshot): what a client reads is never undone by a crash. Stop
+// waits for reads in flight (the caller closes the store after it); a read after Stop
+// returns ErrStopped.
 func (l *Ledger) Read(fn func(v *storage.Reader) error) error {
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.active.Done()
 	v, err := l.store.DurableSnapshot()
 	if err != nil {
 		return err
@@ -460,9 +462,9 @@ func (l *Ledger) CreateTransfers(ts []ledger.Transfer) ([]ledger.TransferResult,
 
 // request is one CreateAccounts or CreateTransfers call on its way through the shards.
 type request[E, R any] struct {
-	parts   []*part[E, R]
+	parts   []*driver.Part[E, R]
 	events  []int // per shard
-	done    chan *part[E, R]
+	done    chan *driver.Part[E, R]
 	results []R
 	perPart int // the capacity a part starts with: all events with one shard, a share with more
 }
@@ -472,20 +474,20 @@ func newRequest[E, R any](l *Ledger, events int) *request[E, R] {
 	if l.cfg.Shards > 1 {
 		perPart = events/int(l.cfg.Shards) + events/8 + 1
 	}
-	return &request[E, R]{parts: make([]*part[E, R], l.cfg.Shards), events: make([]int, l.cfg.Shards),
-		done: make(chan *part[E, R], l.cfg.Shards), results: make([]R, events), perPart: perPart}
+	return &request[E, R]{parts: make([]*driver.Part[E, R], l.cfg.Shards), events: make([]int, l.cfg.Shards),
+		done: make(chan *driver.Part[E, R], l.cfg.Shards), results: make([]R, events), perPart: perPart}
 }
 
 // add puts the event at position i of the request into shard s's part.
 func (r *request[E, R]) add(s uint32, e E, i int) {
 	p := r.parts[s]
 	if p == nil {
-		p = &part[E, R]{done: r.done, events: make([]E, 0, r.perPart), index: make([]int32, 0, r.perPart)}
+		p = &driver.Part[E, R]{Done: r.done, Events: make([]E, 0, r.perPart), Index: make([]int32, 0, r.perPart)}
 		r.parts[s] = p
 	}
 	r.events[s]++
-	p.events = append(p.events, e)
-	p.index = append(p.index, int32(i))
+	p.Events = append(p.Events, e)
+	p.Index = append(p.Index, int32(i))
 }
 
 // run admits the request to every shard it needs (all or none), sends each shard its part,
@@ -497,15 +499,15 @@ func (r *request[E, R]) run(l *Ledger) ([]R, error) {
 	n := 0
 	for s, p := range r.parts {
 		if p != nil {
-			p.results = make([]R, len(p.events))
+			p.Results = make([]R, len(p.Events))
 			l.system.Root.Send(l.pids[s], p)
 			n++
 		}
 	}
 	for ; n > 0; n-- {
 		p := <-r.done
-		for k, i := range p.index {
-			r.results[i] = p.results[k]
+		for k, i := range p.Index {
+			r.results[i] = p.Results[k]
 		}
 	}
 	return r.results, nil
@@ -569,7 +571,7 @@ func (l *Ledger) drain(ctx context.Context) error {
 	return nil
 }
 
-// Stop refuses new requests, waits for those in flight, flushes the hot-account buffers and
+// Stop refuses new requests and reads, waits for those in flight, flushes the hot-account buffers and
 // waits (at most StopDrainTimeout) for the credit legs in flight, lets every shard finish and
 // commit its round, and stops the actors. Legs still unanswered stay in the outboxes and are
 // re-sent on recovery. The store stays open (the caller closes it).

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -182,7 +183,7 @@ func TestBrokenInvariantIsFatal(t *testing.T) {
 	defer l.Stop()
 	// A leg for an account another shard owns can only come from a bug.
 	owner := ledger.ShardOf(1, 2)
-	l.system.Root.Send(l.pids[1-owner], &legsMessage{legs: []ledger.Leg{{
+	l.system.Root.Send(l.pids[1-owner], &driver.Legs{From: owner, Legs: []ledger.Leg{{
 		LegKey: ledger.LegKey{TransferID: 9, Kind: ledger.LegCreditPost}, Account: 1, Amount: 1, Ledger: 1}}})
 	select {
 	case err := <-fatal:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -65,7 +66,7 @@ type sim struct {
 	m        *simModel
 	nextID   uint64
 	crashes  int
-	flushes  [flushReasons]uint64 // hot-account buffer flushes, over every run of the ledger
+	flushes  [driver.FlushReasons]uint64 // hot-account buffer flushes, over every run of the ledger
 	counts   simCounts
 	decidedN []uint64   // decided ids in order, for seeded choices
 	fatal    chan error // what a shard's broken invariant reported (Config.Fatal)
@@ -199,7 +200,7 @@ func (s *sim) run(steps int) {
 		c.idInFlight, c.overloaded, s.flushes)
 	if steps >= 100 {
 		// Which reasons flush depends on timing; that buffers were sent at all does not.
-		s.check(s.flushes[FlushInterval]+s.flushes[FlushSize]+s.flushes[FlushDrain]+s.flushes[FlushAlong] > 0,
+		s.check(s.flushes[driver.FlushInterval]+s.flushes[driver.FlushSize]+s.flushes[driver.FlushDrain]+s.flushes[driver.FlushAlong] > 0,
 			"hot-account buffers were not exercised: flushes %v", s.flushes)
 		s.check(c.predicted > c.unpredicted, "too few answers predicted: %+v", c)
 		s.check(c.refusedElsewhere > 0 && c.copiesInFlight > 0 && c.overloaded > 0,

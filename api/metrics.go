@@ -12,6 +12,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 )
 
 // Metrics are the ledger's Prometheus metrics. The actor layer counts in plain atomics and
@@ -94,6 +95,12 @@ var (
 		"Shard rounds committed to Pebble.", nil, nil)
 	descRedelivered = prometheus.NewDesc("ledger_legs_redelivered_total",
 		"Credit legs sent again from an outbox (after recovery, or unanswered too long).", nil, nil)
+	descCommitErrors = prometheus.NewDesc("ledger_storage_commit_errors_total",
+		"Rounds whose commit to Pebble failed. Each stops the process before anything of the round is acknowledged; restart recovers from storage.", nil, nil)
+	descResent = prometheus.NewDesc("ledger_claims_resent_total",
+		"Transfer id claims and claim releases sent again to another shard, unanswered.", nil, nil)
+	descStaleLegs = prometheus.NewDesc("ledger_legs_stale_total",
+		"Copies of credit legs dropped by the credit shard as older than a forget of their sender (never applied twice).", nil, nil)
 	descUnexpected = prometheus.NewDesc("ledger_unexpected_messages_total",
 		"Messages a shard actor did not expect; should stay 0.", nil, nil)
 	descQueued = prometheus.NewDesc("ledger_shard_requests_in_flight",
@@ -138,6 +145,7 @@ type ledgerCollector struct{ l *actors.Ledger }
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
+		descCommitErrors, descResent, descStaleLegs,
 		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descClockSkew,
 		descClockJumps, descStalls, descStallSeconds, descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels,
 		descWALBytes, descTableBytes, descDisk} {
@@ -151,9 +159,12 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCommits, prometheus.CounterValue, float64(st.Commits.Load()))
 	ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.CounterValue, float64(st.Redelivered.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnexpected, prometheus.CounterValue, float64(st.Unexpected.Load()))
+	ch <- prometheus.MustNewConstMetric(descCommitErrors, prometheus.CounterValue, float64(st.StorageErrors.Load()))
+	ch <- prometheus.MustNewConstMetric(descResent, prometheus.CounterValue, float64(st.Resent.Load()))
+	ch <- prometheus.MustNewConstMetric(descStaleLegs, prometheus.CounterValue, float64(st.StaleLegs.Load()))
 	ch <- prometheus.MustNewConstMetric(descClockSkew, prometheus.GaugeValue, time.Duration(st.ClockSkewNanos.Load()).Seconds())
 	ch <- prometheus.MustNewConstMetric(descClockJumps, prometheus.CounterValue, float64(st.ClockJumps.Load()))
-	for r, name := range actors.FlushReasonNames {
+	for r, name := range driver.FlushReasonNames {
 		ch <- prometheus.MustNewConstMetric(descHotFlushes, prometheus.CounterValue, float64(st.HotFlushes[r].Load()), name)
 	}
 	ss := c.l.StorageStats()

@@ -1,8 +1,10 @@
 package ledger
 
 import (
+	"cmp"
 	"container/heap"
 	"fmt"
+	"slices"
 )
 
 // Book is the state of one shard: the accounts it owns, its transit accounts, the transfers
@@ -169,11 +171,25 @@ func (b *Book) Transfer(id uint64) (Transfer, bool) {
 	return t, ok
 }
 
-// Outbox calls fn for every unanswered leg.
+// Outbox calls fn for every unanswered leg, in key order (a run replays).
 func (b *Book) Outbox(fn func(l Leg)) {
-	for _, l := range b.outbox {
-		fn(l)
+	keys := make([]LegKey, 0, len(b.outbox))
+	for k := range b.outbox {
+		keys = append(keys, k)
 	}
+	slices.SortFunc(keys, func(x, y LegKey) int {
+		return cmp.Or(cmp.Compare(x.TransferID, y.TransferID), cmp.Compare(x.Kind, y.Kind))
+	})
+	for _, k := range keys {
+		fn(b.outbox[k])
+	}
+}
+
+// LegApplied returns this shard's record of a leg it applied (its answer), if it has one in
+// memory (a record only in storage is loaded by NeedsForLegs).
+func (b *Book) LegApplied(k LegKey) (TransferResult, bool) {
+	r, ok := b.legs[k]
+	return r, ok
 }
 
 // OutboxLeg returns an unanswered leg.

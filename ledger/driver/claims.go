@@ -1,0 +1,283 @@
+package driver
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// Transfer id claims (with more than one shard). Every id has a shard that arbitrates it
+// (ledger.IDShard). An id neither cached nor stored is new: before a shard books a transfer
+// with it, it claims the id from that shard, which grants it to the first shard that claims
+// it and denies it to others until the first gives it back, which it does once the round
+// holding the transfer is durable (from then on storage knows the id). So two different
+// transfers with one id, sent to two shards at once, cannot both be booked.
+//
+// A grant is held under a claim: (the holder, the claim's Seq). The arbiter grants one claim
+// as often as it is asked (a claim sent again, or delivered twice, gets the same answer) and
+// holds the id until every claim of its holder that took it is given back. Claims live in
+// memory: all shards of a node stop and recover together, and what recovery finds in storage
+// needs no claim.
+
+type claimState struct {
+	// As the ids' shard: id -> its holder and the claims it holds it under.
+	claims map[uint64]idClaim
+	// As a claimer.
+	claimSeq uint64                 // the last claim number used (claims and local holds)
+	claimsTo []claimBatch           // claims to send, per shard
+	asked    map[uint64]*claimBatch // claims sent and not answered yet, by Seq
+	inUse    map[ClaimRef]struct{}  // grants held and not given back yet
+	releases [][]ClaimRef           // claims of the gathering round, per shard
+	// Releases sent and not acknowledged yet, by their Seq.
+	releaseSeq uint64
+	unacked    map[uint64]*pendingRelease
+}
+
+func (c *claimState) init(shards uint32) {
+	c.claims = make(map[uint64]idClaim)
+	c.claimsTo = make([]claimBatch, shards)
+	c.asked = make(map[uint64]*claimBatch)
+	c.inUse = make(map[ClaimRef]struct{})
+	c.releases = make([][]ClaimRef, shards)
+	c.unacked = make(map[uint64]*pendingRelease)
+}
+
+// idClaim is an id's grant to one shard, under one or more of its claims: a shard may book the
+// id in a later round while an earlier part's claim is given back (that part failed on the
+// request alone), so the id stays held until the last claim lets go.
+type idClaim struct {
+	holder uint32
+	seqs   []uint64
+}
+
+// claimBatch is one claim message: the ids, and the part that claimed each. Each grant goes
+// to the one part that asked for it, which gives it back once (its round durable).
+type claimBatch struct {
+	to    uint32
+	seq   uint64
+	sent  uint64 // the tick it was last sent at
+	ids   []uint64
+	parts []*TransfersPart
+}
+
+type pendingRelease struct {
+	to     uint32
+	sent   uint64
+	claims []ClaimRef
+}
+
+// claim makes sure no other shard books a transfer with one of p's new ids at the same time.
+func (d *Driver) claim(p *TransfersPart) {
+	var local uint64 // the claim number p's own ids are held under here
+	for i := range p.Events {
+		id := p.Events[i].ID
+		if id == 0 {
+			continue
+		}
+		if _, known := d.book.Transfer(id); known {
+			continue // stored, or booked here: the book answers exists or exists_with_different_fields
+		}
+		owner := ledger.IDShard(id, d.cfg.Shards)
+		if owner != d.cfg.Shard {
+			b := &d.claimsTo[owner]
+			b.ids, b.parts = append(b.ids, id), append(b.parts, p)
+			p.claims++
+			continue
+		}
+		if local == 0 {
+			d.claimSeq++
+			local = d.claimSeq
+		}
+		if !d.takeClaim(id, d.cfg.Shard, local) {
+			p.denied = append(p.denied, id)
+			continue
+		}
+		ref := ClaimRef{ID: id, Seq: local}
+		d.inUse[ref] = struct{}{}
+		p.claimed = append(p.claimed, ref)
+	}
+}
+
+// sendClaims sends the claims gathered, one message per shard.
+func (d *Driver) sendClaims() {
+	for to := range d.claimsTo {
+		b := d.claimsTo[to]
+		if len(b.ids) == 0 {
+			continue
+		}
+		d.claimSeq++
+		sent := &claimBatch{to: uint32(to), seq: d.claimSeq, sent: d.ticks, ids: b.ids, parts: b.parts}
+		d.asked[sent.seq] = sent
+		d.host.Send(uint32(to), &Claim{From: d.cfg.Shard, Seq: sent.seq, IDs: sent.ids})
+		d.claimsTo[to] = claimBatch{}
+	}
+}
+
+// takeClaim grants id to shard from under its claim seq, unless another shard holds it.
+func (d *Driver) takeClaim(id uint64, from uint32, seq uint64) bool {
+	c, ok := d.claims[id]
+	if ok && c.holder != from {
+		return false
+	}
+	if !slices.Contains(c.seqs, seq) {
+		c.holder, c.seqs = from, append(c.seqs, seq)
+		d.claims[id] = c
+	}
+	return true
+}
+
+// unclaim gives back shard from's hold on id under its claim seq; a hold already given back
+// (a release delivered twice) changes nothing.
+func (d *Driver) unclaim(id uint64, from uint32, seq uint64) {
+	c, ok := d.claims[id]
+	if !ok || c.holder != from {
+		return
+	}
+	i := slices.Index(c.seqs, seq)
+	if i < 0 {
+		return
+	}
+	c.seqs = slices.Delete(c.seqs, i, i+1)
+	if len(c.seqs) == 0 {
+		delete(d.claims, id)
+		return
+	}
+	d.claims[id] = c
+}
+
+// grant answers another shard's claim on ids this shard arbitrates.
+func (d *Driver) grant(m *Claim) {
+	denied := make([]bool, len(m.IDs))
+	for i, id := range m.IDs {
+		denied[i] = !d.takeClaim(id, m.From, m.Seq)
+	}
+	d.host.Send(m.From, &ClaimAnswer{From: d.cfg.Shard, Seq: m.Seq, IDs: m.IDs, Denied: denied})
+}
+
+// answered takes the answer to one of this shard's claims and runs the requests no longer
+// waiting. A granted id is looked up in storage once more: the shard that held it before may
+// have made it durable and given it back in the meantime. A grant for a claim no longer asked
+// and not in use (a duplicate delivery after it was given back) is given back at once.
+func (d *Driver) answered(m *ClaimAnswer) {
+	b, ok := d.asked[m.Seq]
+	if !ok {
+		var unwanted []ClaimRef
+		for i, id := range m.IDs {
+			ref := ClaimRef{ID: id, Seq: m.Seq}
+			if _, held := d.inUse[ref]; !held && i < len(m.Denied) && !m.Denied[i] {
+				unwanted = append(unwanted, ref) // a grant held is given back with its round
+			}
+		}
+		d.sendRelease(m.From, unwanted)
+		return
+	}
+	if b.to != m.From || !slices.Equal(b.ids, m.IDs) || len(m.Denied) != len(m.IDs) {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d answered claim %d %v, which shard %d sent to %d for %v",
+			m.From, m.Seq, m.IDs, d.cfg.Shard, b.to, b.ids))
+	}
+	delete(d.asked, m.Seq)
+	var ready []*TransfersPart
+	for i, id := range b.ids {
+		p := b.parts[i]
+		if m.Denied[i] {
+			p.denied = append(p.denied, id)
+		} else {
+			ref := ClaimRef{ID: id, Seq: m.Seq}
+			p.claimed = append(p.claimed, ref)
+			d.inUse[ref] = struct{}{}
+		}
+		if p.claims--; p.claims == 0 {
+			ready = append(ready, p)
+		}
+	}
+	if len(ready) == 0 {
+		return
+	}
+	for _, p := range ready {
+		d.book.NeedsForTransfers(p.Events, &d.needs)
+	}
+	d.prefetch()
+	now := d.cfg.Now()
+	for _, p := range ready {
+		d.runPart(now, p)
+	}
+	d.wake()
+}
+
+// release gives back the claims of a durable round.
+func (d *Driver) release(releases [][]ClaimRef) {
+	for owner, refs := range releases {
+		if len(refs) == 0 {
+			continue
+		}
+		for _, c := range refs {
+			delete(d.inUse, c)
+		}
+		if uint32(owner) == d.cfg.Shard {
+			for _, c := range refs {
+				d.unclaim(c.ID, d.cfg.Shard, c.Seq)
+			}
+			continue
+		}
+		d.sendRelease(uint32(owner), refs)
+	}
+}
+
+func (d *Driver) sendRelease(to uint32, refs []ClaimRef) {
+	if len(refs) == 0 {
+		return
+	}
+	d.releaseSeq++
+	d.unacked[d.releaseSeq] = &pendingRelease{to: to, sent: d.ticks, claims: refs}
+	d.host.Send(to, &Release{From: d.cfg.Shard, Seq: d.releaseSeq, Claims: refs})
+}
+
+// released takes claims another shard gives back, and acknowledges them.
+func (d *Driver) released(m *Release) {
+	for _, c := range m.Claims {
+		d.unclaim(c.ID, m.From, c.Seq)
+	}
+	d.host.Send(m.From, &ReleaseAck{From: d.cfg.Shard, Seq: m.Seq})
+}
+
+func (d *Driver) releaseAcked(m *ReleaseAck) {
+	if r, ok := d.unacked[m.Seq]; ok && r.to == m.From {
+		delete(d.unacked, m.Seq)
+	}
+}
+
+// resendClaims sends again the claims and releases unanswered for RedeliverAfterTicks ticks.
+// Map order is random: they go in the order of their numbers, so that a run replays.
+func (d *Driver) resendClaims() {
+	age := d.cfg.RedeliverAfterTicks
+	if len(d.asked) > 0 {
+		for _, seq := range sortedKeys(d.asked) {
+			b := d.asked[seq]
+			if d.ticks-b.sent >= age {
+				b.sent = d.ticks
+				d.stats.Resent.Add(1)
+				d.host.Send(b.to, &Claim{From: d.cfg.Shard, Seq: b.seq, IDs: b.ids})
+			}
+		}
+	}
+	if len(d.unacked) > 0 {
+		for _, seq := range sortedKeys(d.unacked) {
+			r := d.unacked[seq]
+			if d.ticks-r.sent >= age {
+				r.sent = d.ticks
+				d.stats.Resent.Add(1)
+				d.host.Send(r.to, &Release{From: d.cfg.Shard, Seq: seq, Claims: r.claims})
+			}
+		}
+	}
+}
+
+func sortedKeys[V any](m map[uint64]V) []uint64 {
+	keys := make([]uint64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,78 @@
+package driver
+
+import "github.com/ledgercore/ledger/ledger"
+
+// Message is what one shard's driver sends another's (Host.Send, Driver.Receive).
+type Message interface{ sender() uint32 }
+
+// Legs carries credit legs from the shard that debited to the shard that credits, and, when
+// there are both, the legs whose records that shard may forget (ledger.LegForget). Stamp is
+// the number of forget batches the sender had sent the receiver, this one's included.
+type Legs struct {
+	From   uint32
+	Stamp  uint64
+	Legs   []ledger.Leg
+	Forget []ledger.LegKey
+}
+
+// Answers carries a credit shard's answers back to the debit shard.
+type Answers struct {
+	From    uint32
+	Answers []ledger.LegResult
+}
+
+// Forget tells a credit shard which legs' records it may delete; Seq numbers the sender's
+// forget batches to this receiver, from 1.
+type Forget struct {
+	From uint32
+	Seq  uint64
+	Keys []ledger.LegKey
+}
+
+// Claim asks an id's shard (ledger.IDShard) to grant new transfer ids to the sender. Seq
+// names the claim among the sender's; a claim sent again has the same Seq.
+type Claim struct {
+	From uint32
+	Seq  uint64
+	IDs  []uint64
+}
+
+// ClaimAnswer grants or denies each claimed id (denied: another shard holds it).
+type ClaimAnswer struct {
+	From   uint32
+	Seq    uint64
+	IDs    []uint64
+	Denied []bool
+}
+
+// Release gives claims back once the transfers that held them are durable (from then on
+// storage answers for those ids), or at once when a grant was not wanted. Seq names the
+// release among the sender's, for its acknowledgement.
+type Release struct {
+	From   uint32
+	Seq    uint64
+	Claims []ClaimRef
+}
+
+// ReleaseAck acknowledges a Release.
+type ReleaseAck struct {
+	From uint32
+	Seq  uint64
+}
+
+// ClaimRef is one id held under one claim (the claim's Seq, or a local one).
+type ClaimRef struct {
+	ID  uint64
+	Seq uint64
+}
+
+func (m *Legs) sender() uint32        { return m.From }
+func (m *Answers) sender() uint32     { return m.From }
+func (m *Forget) sender() uint32      { return m.From }
+func (m *Claim) sender() uint32       { return m.From }
+func (m *ClaimAnswer) sender() uint32 { return m.From }
+func (m *Release) sender() uint32     { return m.From }
+func (m *ReleaseAck) sender() uint32  { return m.From }
+
+// Sender is the shard that sent m.
+func Sender(m Message) uint32 { return m.sender() }
