@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -58,11 +59,11 @@ func TestClockGuard(t *testing.T) {
 	f := newFakeClocks(clockBase)
 	var st Stats
 	var logs bytes.Buffer
-	c := newClock(f.read, 5*time.Second, &st, slog.New(slog.NewTextHandler(&logs, nil)))
+	c := driver.NewClock(f.read, 5*time.Second, &st.ClockStats, slog.New(slog.NewTextHandler(&logs, nil)))
 	follows := func(what string) {
 		t.Helper()
 		w, _ := f.read()
-		if got := c.now(); got != uint64(w.UnixNano()) {
+		if got := c.Now(); got != uint64(w.UnixNano()) {
 			t.Fatalf("%s: reading %v, want the wall clock %v", what, time.Unix(0, int64(got)).UTC(), w)
 		}
 		if skew := st.ClockSkewNanos.Load(); skew != 0 {
@@ -71,12 +72,12 @@ func TestClockGuard(t *testing.T) {
 	}
 	// notFollowed reads the clock after true time passed and checks it went on from the last
 	// reading by exactly that, whatever the wall clock says.
-	last := c.now()
+	last := c.Now()
 	notFollowed := func(what string, skew time.Duration, jumps uint64) {
 		t.Helper()
 		for range 3 {
 			f.advance(10 * time.Millisecond)
-			got := c.now()
+			got := c.Now()
 			if got != last+uint64(10*time.Millisecond) {
 				t.Fatalf("%s: reading %v after %v, want the projection %v", what, time.Unix(0, int64(got)).UTC(),
 					time.Unix(0, int64(last)).UTC(), time.Unix(0, int64(last+uint64(10*time.Millisecond))).UTC())
@@ -105,23 +106,23 @@ func TestClockGuard(t *testing.T) {
 		t.Fatalf("%d jumps while following", st.ClockJumps.Load())
 	}
 
-	last = c.now()
+	last = c.Now()
 	f.step(time.Hour)
 	notFollowed("forward step", time.Hour, 1)
 	f.step(-time.Hour)
 	follows("back from the forward step")
-	if got := c.now(); got != last {
+	if got := c.Now(); got != last {
 		t.Fatalf("back at the true time: reading %v, want %v (no time passed)", got, last)
 	}
 
-	last = c.now()
+	last = c.Now()
 	f.step(-time.Hour)
 	notFollowed("backward step", -time.Hour, 2)
 	f.step(time.Hour)
 	follows("back from the backward step")
 
 	// A step past the bound by a little is a step too.
-	last = c.now()
+	last = c.Now()
 	f.step(5*time.Second + time.Millisecond)
 	notFollowed("step just past the bound", 5*time.Second+time.Millisecond, 3)
 	f.step(-5*time.Second - time.Millisecond)

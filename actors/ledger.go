@@ -120,7 +120,7 @@ type Config struct {
 	// (the ledger must stay available). Unused when Now is given, except for that check.
 	ClockSkewMax time.Duration
 	// clockSource: tests give fake wall and monotonic clocks to the guard (nil: the machine's).
-	clockSource clockSource
+	clockSource driver.ClockSource
 	// Fatal is called once when a shard meets a broken invariant or a storage error; it must
 	// stop the process (the default logs and exits with status 70). Tests may record instead.
 	Fatal func(error)
@@ -167,11 +167,8 @@ type Stats struct {
 	// flushes by reason, failed commits, claims sent again, stale legs dropped).
 	driver.Counters
 	Unexpected atomic.Uint64 // messages of an unknown type
-	// ClockSkewNanos is the wall clock minus the time the shards stamp with, while they do not
-	// follow it (a step past ClockSkewMax, or a stored clock ahead at start); 0 otherwise.
-	ClockSkewNanos atomic.Int64
-	// ClockJumps counts steps of the wall clock past ClockSkewMax, once each.
-	ClockJumps atomic.Uint64
+	// ClockStats are the guarded clock's: the skew it does not follow, and the steps.
+	driver.ClockStats
 }
 
 // Ledger is the running ledger: the shard actors over one store.
@@ -183,7 +180,7 @@ type Ledger struct {
 	// dispatchers: each shard's mailbox runs on a goroutine of its own (dispatcher.go).
 	dispatchers []*ownGoroutine
 	shards      []*shard
-	admitted    []admission // what each shard admitted and has not answered yet
+	admitted    []driver.Admission // what each shard admitted and has not answered yet
 	stats       Stats
 	stopped     atomic.Bool
 	active      sync.WaitGroup // requests in flight
@@ -198,7 +195,7 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	if cfg.Shards != store.Shards() {
 		return nil, fmt.Errorf("actors: %d shards over a store of %d", cfg.Shards, store.Shards())
 	}
-	books, err := recoverBooks(store, cfg.Shards)
+	books, err := driver.Recover(store.Live(), cfg.Shards)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +204,7 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 			b.SetCacheLimit(cfg.TransferCacheEntriesMax)
 		}
 	}
-	l := &Ledger{cfg: cfg, store: store, admitted: make([]admission, cfg.Shards), tickEnd: make(chan struct{})}
+	l := &Ledger{cfg: cfg, store: store, admitted: make([]driver.Admission, cfg.Shards), tickEnd: make(chan struct{})}
 	l.startClock(books)
 	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.Default().With("component", "protoactor")
@@ -231,52 +228,6 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	l.ticker = time.NewTicker(cfg.TickInterval)
 	go l.tickLoop()
 	return l, nil
-}
-
-// recoverBooks rebuilds each shard's book from storage: accounts, pending transfers (with
-// their expiries re-armed), the outbox and the transfers its legs belong to, and the clock.
-func recoverBooks(store *storage.Store, shards uint32) ([]*ledger.Book, error) {
-	v := store.Live()
-	books := make([]*ledger.Book, shards)
-	for i := range books {
-		books[i] = ledger.NewBook(uint32(i), shards)
-	}
-	err := v.ForEachAccount(func(a ledger.Account) error {
-		books[ledger.ShardOf(a.ID, shards)].LoadAccount(a)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
-		if l.From >= shards {
-			return fmt.Errorf("actors: outbox leg %+v of shard %d of %d", l.LegKey, l.From, shards)
-		}
-		books[l.From].LoadOutbox(l)
-		t, found, err := v.Transfer(l.TransferID)
-		if err != nil {
-			return err
-		}
-		if found && (l.Kind == ledger.LegCreditPost || l.Kind == ledger.LegCreditHold) {
-			books[l.From].LoadTransfer(t)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for i, b := range books {
-		shard := uint32(i)
-		if err := v.ForEachPending(shard, func(t ledger.Transfer) error { b.LoadTransfer(t); return nil }); err != nil {
-			return nil, err
-		}
-		clock, err := v.Clock(shard)
-		if err != nil {
-			return nil, err
-		}
-		b.LoadClock(clock)
-	}
-	return books, nil
 }
 
 func (l *Ledger) tickLoop() {
@@ -304,10 +255,10 @@ func (l *Ledger) Shards() uint32 { return l.cfg.Shards }
 func (l *Ledger) Stats() *Stats { return &l.stats }
 
 // AdmittedRequests is the number of requests a shard admitted and has not answered yet.
-func (l *Ledger) AdmittedRequests(shard int) int64 { return l.admitted[shard].requests.Load() }
+func (l *Ledger) AdmittedRequests(shard int) int64 { return l.admitted[shard].Requests() }
 
 // AdmittedEvents is the number of accounts and transfers a shard admitted and has not answered.
-func (l *Ledger) AdmittedEvents(shard int) int64 { return l.admitted[shard].events.Load() }
+func (l *Ledger) AdmittedEvents(shard int) int64 { return l.admitted[shard].Events() }
 
 // OutboxLegs is the number of a shard's unanswered legs after its last round.
 func (l *Ledger) OutboxLegs(shard int) int64 { return l.shards[shard].d.Gauges.Outbox.Load() }
@@ -360,52 +311,9 @@ func (l *Ledger) Read(fn func(v *storage.Reader) error) error {
 // StorageStats are the storage engine's figures.
 func (l *Ledger) StorageStats() storage.Stats { return l.store.Stats() }
 
-// admission is what one shard admitted and has not answered yet.
-type admission struct{ requests, events atomic.Int64 }
-
-// admit reserves room in each shard a request needs, all or none: one request, and its events
-// on that shard, until the shard answers (reply). The counts never pass their limits, not
-// even for a moment.
+// admit reserves room in each shard a request needs (driver.Admit).
 func (l *Ledger) admit(events []int) bool {
-	for i, n := range events {
-		if n == 0 {
-			continue
-		}
-		a := &l.admitted[i]
-		if !reserve(&a.requests, 1, int64(l.cfg.ShardRequestsMax)) {
-			l.unadmit(events[:i])
-			return false
-		}
-		if !reserve(&a.events, int64(n), int64(l.cfg.ShardEventsMax)) {
-			a.requests.Add(-1)
-			l.unadmit(events[:i])
-			return false
-		}
-	}
-	return true
-}
-
-// reserve adds n to c unless that would pass max.
-func reserve(c *atomic.Int64, n, max int64) bool {
-	for {
-		cur := c.Load()
-		if cur+n > max {
-			return false
-		}
-		if c.CompareAndSwap(cur, cur+n) {
-			return true
-		}
-	}
-}
-
-// unadmit gives back what admit reserved on the shards before a refusal.
-func (l *Ledger) unadmit(events []int) {
-	for i, n := range events {
-		if n > 0 {
-			l.admitted[i].requests.Add(-1)
-			l.admitted[i].events.Add(-int64(n))
-		}
-	}
+	return driver.Admit(l.admitted, events, int64(l.cfg.ShardRequestsMax), int64(l.cfg.ShardEventsMax))
 }
 
 func (l *Ledger) enter() error {
@@ -425,11 +333,7 @@ func (l *Ledger) CreateAccounts(as []ledger.Account) ([]ledger.AccountResult, er
 	defer l.active.Done()
 	r := newRequest[ledger.Account, ledger.AccountResult](l, len(as))
 	for i := range as {
-		s := ledger.ShardOf(as[i].ID, l.cfg.Shards)
-		if as[i].ID >= ledger.TransitIDMin {
-			s = 0 // refused by validation on any shard
-		}
-		r.add(s, as[i], i)
+		r.add(driver.AccountShard(as[i].ID, l.cfg.Shards), as[i], i)
 	}
 	return r.run(l)
 }
@@ -444,19 +348,7 @@ func (l *Ledger) CreateTransfers(ts []ledger.Transfer) ([]ledger.TransferResult,
 	}
 	defer l.active.Done()
 	r := newRequest[ledger.Transfer, ledger.TransferResult](l, len(ts))
-	for i := 0; i < len(ts); {
-		end := i
-		for end < len(ts)-1 && ts[end].Flags&ledger.TransferLinked != 0 {
-			end++
-		}
-		s := l.shardOf(ts[i].DebitAccountID)
-		if spans := l.chainSpans(ts[i:end+1], s, r.results[i:end+1]); !spans {
-			for k := i; k <= end; k++ {
-				r.add(s, ts[k], k)
-			}
-		}
-		i = end + 1
-	}
+	driver.RouteTransfers(ts, l.cfg.Shards, r.results, func(s uint32, i int) { r.add(s, ts[i], i) })
 	return r.run(l)
 }
 
@@ -511,36 +403,6 @@ func (r *request[E, R]) run(l *Ledger) ([]R, error) {
 		}
 	}
 	return r.results, nil
-}
-
-// shardOf routes by debit account; ids the shards cannot own go to shard 0, which refuses
-// them with the right result.
-func (l *Ledger) shardOf(debit uint64) uint32 {
-	if debit >= ledger.TransitIDMin {
-		return 0
-	}
-	return ledger.ShardOf(debit, l.cfg.Shards)
-}
-
-func (l *Ledger) chainSpans(chain []ledger.Transfer, s uint32, results []ledger.TransferResult) bool {
-	spans := false
-	for k := range chain {
-		if l.shardOf(chain[k].DebitAccountID) != s {
-			spans = true
-		}
-	}
-	if !spans {
-		return false
-	}
-	first := true
-	for k := range chain {
-		results[k] = ledger.ResultLinkedEventFailed
-		if first && l.shardOf(chain[k].DebitAccountID) != s {
-			results[k] = ledger.ResultLinkedChainSpansShards
-			first = false
-		}
-	}
-	return true
 }
 
 // Drain sends every hot-account buffer now and waits until each credit leg that was

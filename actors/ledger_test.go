@@ -147,7 +147,11 @@ func TestFullShardRefusesWholeRequest(t *testing.T) {
 			other = id
 		}
 	}
-	l.admitted[full].requests.Store(int64(l.cfg.ShardRequestsMax)) // as if that many were waiting
+	one := make([]int, l.cfg.Shards)
+	one[full] = 1
+	for range l.cfg.ShardRequestsMax { // as if that many were waiting
+		l.admit(one)
+	}
 	ts := []ledger.Transfer{
 		{ID: 1, DebitAccountID: other, CreditAccountID: 1, Amount: 5, Ledger: 1, Code: 1},
 		{ID: 2, DebitAccountID: 1, CreditAccountID: other, Amount: 5, Ledger: 1, Code: 1},
@@ -155,7 +159,7 @@ func TestFullShardRefusesWholeRequest(t *testing.T) {
 	if _, err := l.CreateTransfers(ts); err != ErrOverloaded {
 		t.Fatalf("full shard: %v", err)
 	}
-	if got := l.admitted[1-full].requests.Load(); got != 0 {
+	if got := l.admitted[1-full].Requests(); got != 0 {
 		t.Errorf("the other shard's admission was not released: %d", got)
 	}
 	for _, id := range []uint64{1, 2} {
@@ -163,7 +167,9 @@ func TestFullShardRefusesWholeRequest(t *testing.T) {
 			t.Errorf("transfer %d of a refused request was written", id)
 		}
 	}
-	l.admitted[full].requests.Store(0)
+	for range l.cfg.ShardRequestsMax {
+		l.admitted[full].Done(1)
+	}
 	rs, err := l.CreateTransfers(ts)
 	if err != nil || rs[0] != ledger.ResultOK || rs[1] != ledger.ResultOK {
 		t.Fatalf("after the shard drained: %v %v", rs, err)

@@ -6,8 +6,7 @@ import "github.com/ledgercore/ledger/ledger/driver"
 // counts a request from its admission until its answer, so that a stall (a slow disk, a slow
 // credit shard) refuses new requests instead of queueing them without bound.
 func reply[E, R any](l *Ledger, shard uint32, p *driver.Part[E, R]) {
-	l.admitted[shard].requests.Add(-1)
-	l.admitted[shard].events.Add(-int64(len(p.Events)))
+	l.admitted[shard].Done(len(p.Events))
 	p.Done <- p
 }
 
