@@ -236,13 +236,15 @@ func (b *Book) NeedsForTransfers(ts []Transfer, n *Needs) {
 	}
 }
 
-// NeedsForLegs adds to n the delivery records of legs that were sent again.
+// NeedsForLegs adds to n the delivery records of legs not in memory.
+//
+// Every leg not in memory is looked up, not only those sent again (Leg.Redelivered): a network
+// may deliver one message twice, and the second copy, after a trim, must find the record the
+// first one left rather than be applied again.
 func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 	for i := range legs {
-		if legs[i].Redelivered {
-			if _, ok := b.legs[legs[i].LegKey]; !ok {
-				n.Legs = append(n.Legs, legs[i].LegKey)
-			}
+		if _, ok := b.legs[legs[i].LegKey]; !ok {
+			n.Legs = append(n.Legs, legs[i].LegKey)
 		}
 	}
 }
@@ -405,8 +407,8 @@ func (b *Book) touch(a *accountState, fx *Effects) {
 func (b *Book) post(a *accountState, p Posting, fx *Effects) {
 	b.saveAccount(a)
 	if !p.Op.Apply(&a.Balance, p.Amount, p.Held) {
-		panic(fmt.Sprintf("ledger: INVARIANT: posting %v of %d (held %d) does not fit account %d %+v",
-			p.Op, p.Amount, p.Held, a.ID, a.Balance))
+		panic(fmt.Sprintf("ledger: INVARIANT: posting %v of %d (held %d, transfer %d) does not fit account %d %+v",
+			p.Op, p.Amount, p.Held, p.TransferID, a.ID, a.Balance))
 	}
 	p.Account = a.ID
 	p.History = a.Flags&AccountHistory != 0

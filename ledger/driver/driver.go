@@ -392,6 +392,13 @@ func (d *Driver) Stop() {
 	}
 }
 
+// Idle reports whether the driver has nothing gathered, committing, or waiting to run: what its
+// book holds is durable.
+func (d *Driver) Idle() bool {
+	return d.inflight == nil && d.fx.Empty() && len(d.accounts) == 0 && len(d.parts) == 0 &&
+		len(d.arrived) == 0 && len(d.asked) == 0
+}
+
 // Failed is the error that stopped the driver (a failed commit), or nil.
 func (d *Driver) Failed() error { return d.failed }
 
