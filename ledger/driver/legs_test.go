@@ -72,3 +72,21 @@ func TestEarlyCopyDroppedLegStillLands(t *testing.T) {
 		t.Errorf("outbox %d", n)
 	}
 }
+
+// TestLegDeliveredTwice: the same leg message delivered twice, the second time after the
+// credit shard's round was durable and its book trimmed (its record only in storage), is
+// answered from the record, not applied again.
+func TestLegDeliveredTwice(t *testing.T) {
+	c, b, leg := legBench(t)
+	c.deliver(envelope{1, leg})
+	first := c.take(1)
+	c.deliver(envelope{1, leg})
+	second := c.take(1)
+	if got := c.balance(b).CreditsPosted; got != ledger.U128(5) {
+		t.Fatalf("credits posted %v after one leg delivered twice, want 5", got)
+	}
+	a1, a2 := only[*Answers](t, first), only[*Answers](t, second)
+	if len(a2.Answers) != 1 || a1.Answers[0] != a2.Answers[0] {
+		t.Errorf("answers %v and %v", a1.Answers, a2.Answers)
+	}
+}
