@@ -99,6 +99,8 @@ var (
 		"Rounds whose commit to Pebble failed. Each stops the process before anything of the round is acknowledged; restart recovers from storage.", nil, nil)
 	descResent = prometheus.NewDesc("ledger_claims_resent_total",
 		"Transfer id claims and claim releases sent again to another shard, unanswered.", nil, nil)
+	descDupMessages = prometheus.NewDesc("ledger_leg_messages_duplicate_total",
+		"Leg messages a credit shard received twice and dropped the second time.", nil, nil)
 	descStaleLegs = prometheus.NewDesc("ledger_legs_stale_total",
 		"Copies of credit legs dropped by the credit shard as older than a forget of their sender (never applied twice).", nil, nil)
 	descUnexpected = prometheus.NewDesc("ledger_unexpected_messages_total",
@@ -145,7 +147,7 @@ type ledgerCollector struct{ l *actors.Ledger }
 
 func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPostings, descCommits, descRedelivered, descUnexpected,
-		descCommitErrors, descResent, descStaleLegs,
+		descCommitErrors, descResent, descStaleLegs, descDupMessages,
 		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descClockSkew,
 		descClockJumps, descStalls, descStallSeconds, descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels,
 		descWALBytes, descTableBytes, descDisk} {
@@ -162,6 +164,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descCommitErrors, prometheus.CounterValue, float64(st.StorageErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(descResent, prometheus.CounterValue, float64(st.Resent.Load()))
 	ch <- prometheus.MustNewConstMetric(descStaleLegs, prometheus.CounterValue, float64(st.StaleLegs.Load()))
+	ch <- prometheus.MustNewConstMetric(descDupMessages, prometheus.CounterValue, float64(st.DuplicateMessages.Load()))
 	ch <- prometheus.MustNewConstMetric(descClockSkew, prometheus.GaugeValue, time.Duration(st.ClockSkewNanos.Load()).Seconds())
 	ch <- prometheus.MustNewConstMetric(descClockJumps, prometheus.CounterValue, float64(st.ClockJumps.Load()))
 	for r, name := range driver.FlushReasonNames {

@@ -236,15 +236,16 @@ func (b *Book) NeedsForTransfers(ts []Transfer, n *Needs) {
 	}
 }
 
-// NeedsForLegs adds to n the delivery records of legs not in memory.
-//
-// Every leg not in memory is looked up, not only those sent again (Leg.Redelivered): a network
-// may deliver one message twice, and the second copy, after a trim, must find the record the
-// first one left rather than be applied again.
+// NeedsForLegs adds to n the delivery records of legs that may have been applied before:
+// those sent again (Leg.Redelivered). A leg's first sending is applied at most once only if
+// its message is: the host must drop a message delivered twice, or mark the legs of a message
+// it cannot tell as Redelivered (ledger/driver does both).
 func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 	for i := range legs {
-		if _, ok := b.legs[legs[i].LegKey]; !ok {
-			n.Legs = append(n.Legs, legs[i].LegKey)
+		if legs[i].Redelivered {
+			if _, ok := b.legs[legs[i].LegKey]; !ok {
+				n.Legs = append(n.Legs, legs[i].LegKey)
+			}
 		}
 	}
 }

@@ -45,7 +45,7 @@ type Leg struct {
 	// Refusable: the credit account limits its credits and may refuse the leg (the debit
 	// shard holds the amount meanwhile: see StateInFlight). No other leg may be refused.
 	Refusable   bool
-	Redelivered bool // sent again from the outbox (for the record: any copy may have been applied before)
+	Redelivered bool // sent again from the outbox, or otherwise maybe applied before: look up its record
 	// Buffered: a posted inflow to a hot account. The transfer's reply does not wait for its
 	// answer, and the sender may hold it back to deliver it with others (not stored: a leg
 	// recovered from the outbox is sent at once).

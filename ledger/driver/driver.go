@@ -12,7 +12,12 @@
 // kind relies on:
 //   - Legs are idempotent on their key (ledger.LegKey): the credit shard applies a leg once and
 //     answers every copy from its record. An unanswered leg is sent again every
-//     RedeliverAfterTicks ticks, so a lost leg or answer only delays.
+//     RedeliverAfterTicks ticks, so a lost leg or answer only delays. The record is looked up
+//     in storage only for a leg that may have been applied before: one sent again
+//     (ledger.Leg.Redelivered), or one in a message that arrived out of order. Legs messages
+//     are numbered per receiver; a receiver drops a message it has seen (seenWindow), and a
+//     copy sent again always travels in a later message than the first sending, so a first
+//     sending that arrives in order cannot have been applied, and needs no read.
 //   - Forgets delete those records, so a copy of a leg still on its way after its forget would
 //     be applied twice. Each Legs message carries the number of forget batches its sender had
 //     sent to the receiver (Stamp); a forget batch carries its own number. A leg the receiver
@@ -31,6 +36,7 @@ package driver
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +116,8 @@ type Counters struct {
 	Resent atomic.Uint64
 	// StaleLegs counts leg copies dropped as stamped before a forget (see the package doc).
 	StaleLegs atomic.Uint64
+	// DuplicateMessages counts Legs messages dropped as delivered before.
+	DuplicateMessages atomic.Uint64
 }
 
 // Gauges are one shard's gauges, as of its last round or tick.
@@ -211,6 +219,9 @@ type Driver struct {
 	// Forget numbers (see the package doc).
 	forgetsSent []uint64 // forget batches sent, per shard
 	forgetFloor []uint64 // the highest forget number received, per shard
+	// Legs message numbers.
+	legsSent []uint64     // Legs messages sent, per shard
+	legsSeen []seenWindow // Legs messages received, per shard
 
 	claimState
 	hotState
@@ -228,7 +239,8 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 	d := &Driver{cfg: cfg, host: host, store: store, book: book, stats: cfg.Counters, gather: 1,
 		fx: &ledger.Effects{}, spare: &ledger.Effects{}, waiting: make(map[ledger.LegKey]waiter),
 		legsTo: make([][]ledger.Leg, n), answerTo: make([][]ledger.LegResult, n), forgetTo: make([][]ledger.LegKey, n),
-		forgetsSent: make([]uint64, n), forgetFloor: make([]uint64, n)}
+		forgetsSent: make([]uint64, n), forgetFloor: make([]uint64, n),
+		legsSent: make([]uint64, n), legsSeen: make([]seenWindow, n)}
 	d.claimState.init(n)
 	d.hotState.init()
 	d.Gauges.Outbox.Store(int64(book.OutboxLen()))
@@ -289,14 +301,29 @@ func (d *Driver) Receive(m Message) {
 }
 
 // legs applies credit legs, dropping stale copies (see the package doc), and the forgets that
-// came with them.
+// came with them. A message seen before is dropped whole. A leg's copies sent again travel in
+// later messages than its first sending, so a message that comes after every other from its
+// sender carries first sendings that cannot have been applied; one that comes out of order (or
+// too old to tell) may have been overtaken by copies of its legs, which are looked up as if
+// sent again.
 func (d *Driver) legs(m *Legs) {
-	d.book.NeedsForLegs(m.Legs, &d.needs)
-	d.prefetch()
 	legs := m.Legs
+	switch d.legsSeen[m.From].see(m.Seq) {
+	case seenBefore:
+		d.stats.DuplicateMessages.Add(1)
+		return
+	case seenOutOfOrder, seenUnknown:
+		legs = slices.Clone(legs)
+		for i := range legs {
+			legs[i].Redelivered = true
+		}
+	}
+	d.book.NeedsForLegs(legs, &d.needs)
+	d.prefetch()
 	if m.Stamp < d.forgetFloor[m.From] {
+		all := legs
 		legs = legs[:0:0]
-		for _, l := range m.Legs {
+		for _, l := range all {
 			if _, known := d.book.LegApplied(l.LegKey); known {
 				legs = append(legs, l)
 				continue
@@ -684,6 +711,8 @@ func (d *Driver) sendLegsTo() {
 				d.forgetTo[to] = keys[:0]
 			}
 			m.Stamp = d.forgetsSent[to]
+			d.legsSent[to]++
+			m.Seq = d.legsSent[to]
 			d.host.Send(uint32(to), m)
 			d.legsTo[to] = legs[:0]
 		}

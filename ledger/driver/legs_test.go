@@ -38,8 +38,10 @@ func TestStaleLegAfterForget(t *testing.T) {
 		if got := c.balance(b).CreditsPosted; got != ledger.U128(5) {
 			t.Errorf("resent %v: credits posted %v after a stale copy, want 5", resent, got)
 		}
-		if c.drivers[1].stats.StaleLegs.Load() != 1 {
-			t.Errorf("resent %v: stale legs counted %d", resent, c.drivers[1].stats.StaleLegs.Load())
+		// The same message again is dropped as a duplicate; a copy sent again, as stale.
+		st := c.drivers[1].stats
+		if got := st.StaleLegs.Load() + st.DuplicateMessages.Load(); got != 1 {
+			t.Errorf("resent %v: stale legs %d, duplicate messages %d", resent, st.StaleLegs.Load(), st.DuplicateMessages.Load())
 		}
 	}
 }
@@ -73,20 +75,42 @@ func TestEarlyCopyDroppedLegStillLands(t *testing.T) {
 	}
 }
 
-// TestLegDeliveredTwice: the same leg message delivered twice, the second time after the
-// credit shard's round was durable and its book trimmed (its record only in storage), is
-// answered from the record, not applied again.
+// TestLegDeliveredTwice: the same leg message delivered twice is dropped the second time; a
+// copy too old for the receiver to tell, arriving after the credit shard's round was durable
+// and its book trimmed (the record only in storage), is answered from the record. Neither is
+// applied again.
 func TestLegDeliveredTwice(t *testing.T) {
 	c, b, leg := legBench(t)
 	c.deliver(envelope{1, leg})
-	first := c.take(1)
+	first := only[*Answers](t, c.take(1))
 	c.deliver(envelope{1, leg})
-	second := c.take(1)
+	if es := c.take(1); len(es) != 0 || c.drivers[1].stats.DuplicateMessages.Load() != 1 {
+		t.Fatalf("a message delivered twice: sent %v, counted %d", es, c.drivers[1].stats.DuplicateMessages.Load())
+	}
+	c.drivers[1].legsSeen[0].latest += seenWindowSize // as if many messages came since
+	c.deliver(envelope{1, leg})
+	again := only[*Answers](t, c.take(1))
 	if got := c.balance(b).CreditsPosted; got != ledger.U128(5) {
-		t.Fatalf("credits posted %v after one leg delivered twice, want 5", got)
+		t.Fatalf("credits posted %v after one leg delivered three times, want 5", got)
 	}
-	a1, a2 := only[*Answers](t, first), only[*Answers](t, second)
-	if len(a2.Answers) != 1 || a1.Answers[0] != a2.Answers[0] {
-		t.Errorf("answers %v and %v", a1.Answers, a2.Answers)
+	if len(again.Answers) != 1 || first.Answers[0] != again.Answers[0] {
+		t.Errorf("answers %v and %v", first.Answers, again.Answers)
 	}
+}
+
+// TestFirstSendingOvertaken: a copy of a leg sent again overtakes the first sending and is
+// applied; the first sending, arriving out of order after the credit shard's book was
+// trimmed, is answered from the record, not applied again.
+func TestFirstSendingOvertaken(t *testing.T) {
+	c, b, first := legBench(t)
+	c.drivers[0].Tick(c.now)
+	c.drivers[0].Tick(c.now)
+	again := only[*Legs](t, c.take(0))
+	c.deliver(envelope{1, again})
+	c.take(1)
+	c.deliver(envelope{1, first})
+	if got := c.balance(b).CreditsPosted; got != ledger.U128(5) {
+		t.Fatalf("credits posted %v after a first sending overtaken by its copy, want 5", got)
+	}
+	only[*Answers](t, c.take(1))
 }

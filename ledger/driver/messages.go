@@ -6,10 +6,12 @@ import "github.com/ledgercore/ledger/ledger"
 type Message interface{ sender() uint32 }
 
 // Legs carries credit legs from the shard that debited to the shard that credits, and, when
-// there are both, the legs whose records that shard may forget (ledger.LegForget). Stamp is
-// the number of forget batches the sender had sent the receiver, this one's included.
+// there are both, the legs whose records that shard may forget (ledger.LegForget). Seq numbers
+// the sender's Legs messages to the receiver, from 1 (a message delivered twice is dropped).
+// Stamp is the number of forget batches the sender had sent the receiver, this one's included.
 type Legs struct {
 	From   uint32
+	Seq    uint64
 	Stamp  uint64
 	Legs   []ledger.Leg
 	Forget []ledger.LegKey
