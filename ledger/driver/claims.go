@@ -48,8 +48,11 @@ func (c *claimState) init(shards uint32) {
 // request alone), so the id stays held until the last claim lets go.
 type idClaim struct {
 	holder uint32
-	seqs   []uint64
+	seq    uint64   // the first claim it is held under
+	more   []uint64 // the others (rare: the same id in several parts of one shard at once)
 }
+
+func (c *idClaim) holds(seq uint64) bool { return c.seq == seq || slices.Contains(c.more, seq) }
 
 // claimBatch is one claim message: the ids, and the part that claimed each. Each grant goes
 // to the one part that asked for it, which gives it back once (its round durable).
@@ -117,11 +120,13 @@ func (d *Driver) sendClaims() {
 // takeClaim grants id to shard from under its claim seq, unless another shard holds it.
 func (d *Driver) takeClaim(id uint64, from uint32, seq uint64) bool {
 	c, ok := d.claims[id]
-	if ok && c.holder != from {
+	switch {
+	case !ok:
+		d.claims[id] = idClaim{holder: from, seq: seq}
+	case c.holder != from:
 		return false
-	}
-	if !slices.Contains(c.seqs, seq) {
-		c.holder, c.seqs = from, append(c.seqs, seq)
+	case !c.holds(seq):
+		c.more = append(c.more, seq)
 		d.claims[id] = c
 	}
 	return true
@@ -131,17 +136,18 @@ func (d *Driver) takeClaim(id uint64, from uint32, seq uint64) bool {
 // (a release delivered twice) changes nothing.
 func (d *Driver) unclaim(id uint64, from uint32, seq uint64) {
 	c, ok := d.claims[id]
-	if !ok || c.holder != from {
+	if !ok || c.holder != from || !c.holds(seq) {
 		return
 	}
-	i := slices.Index(c.seqs, seq)
-	if i < 0 {
-		return
-	}
-	c.seqs = slices.Delete(c.seqs, i, i+1)
-	if len(c.seqs) == 0 {
+	switch {
+	case len(c.more) == 0:
 		delete(d.claims, id)
 		return
+	case c.seq == seq:
+		c.seq, c.more = c.more[0], c.more[1:]
+	default:
+		i := slices.Index(c.more, seq)
+		c.more = slices.Delete(c.more, i, i+1)
 	}
 	d.claims[id] = c
 }

@@ -48,7 +48,7 @@ func TestEachClaimAnswerGoesToItsPart(t *testing.T) {
 		c.deliver(envelope{1, only[*Release](t, c.take(0))})
 		if cl, held := d1.claims[x]; held {
 			t.Errorf("reversed %v: id %d stays granted to shard %d (%v) though no part of shard 0 holds it",
-				reversed, x, cl.holder, cl.seqs)
+				reversed, x, cl.holder, cl.seq)
 		}
 	}
 }
