@@ -323,13 +323,35 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		w.del(legDoneKey(w.key, k))
 	}
 	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
-	err := b.Commit(pebble.Sync)
+	err := commitSynced(b)
 	b.Reset()
 	if err != nil {
 		return fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
 	}
 	return nil
 }
+
+// ErrWrite: a commit failed to write or sync the WAL. The store can take no more writes; the
+// process must stop and recover (what the failed commit wrote may or may not be durable).
+var ErrWrite = errors.New("storage: write failed")
+
+// commitSynced commits b, synced. Pebble treats a failed WAL write or sync as fatal and calls
+// its logger's Fatalf, which panics here (slogLogger); that panic becomes ErrWrite.
+func commitSynced(b *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(pebbleFatal)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("%w: %s", ErrWrite, string(f))
+		}
+	}()
+	return b.Commit(pebble.Sync)
+}
+
+// pebbleFatal is what slogLogger.Fatalf panics with.
+type pebbleFatal string
 
 // batchReuseBytesMax is the largest batch Pebble keeps for reuse after Reset.
 const batchReuseBytesMax = 1 << 20
@@ -748,7 +770,7 @@ func (slogLogger) Errorf(format string, args ...interface{}) {
 }
 func (slogLogger) Fatalf(format string, args ...interface{}) {
 	slog.Error(fmt.Sprintf(format, args...), "component", "pebble")
-	panic(fmt.Sprintf(format, args...))
+	panic(pebbleFatal(fmt.Sprintf(format, args...)))
 }
 
 var _ io.Closer = (*Reader)(nil)

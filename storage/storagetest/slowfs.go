@@ -1,5 +1,5 @@
 // Package storagetest has file systems for tests that need storage to misbehave: a WAL whose
-// syncs stall until the test lets them go.
+// syncs stall until the test lets them go, or fail.
 package storagetest
 
 import (
@@ -18,6 +18,15 @@ type StallFS struct {
 	stalled bool
 	resume  chan struct{} // closed when the stall ends
 	syncs   int           // syncs waiting now
+	fail    error         // every WAL sync fails with it, when set
+}
+
+// Fail makes every WAL sync from now on fail with err (nil: succeed again): a disk that
+// reports write errors.
+func (s *StallFS) Fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = err
 }
 
 // NewStallFS wraps fs; nothing stalls until Stall.
@@ -49,11 +58,15 @@ func (s *StallFS) Waiting() int {
 	return s.syncs
 }
 
-func (s *StallFS) wait() {
+func (s *StallFS) wait() error {
 	s.mu.Lock()
+	if s.fail != nil {
+		defer s.mu.Unlock()
+		return s.fail
+	}
 	if !s.stalled {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	resume := s.resume
 	s.syncs++
@@ -62,6 +75,7 @@ func (s *StallFS) wait() {
 	s.mu.Lock()
 	s.syncs--
 	s.mu.Unlock()
+	return nil
 }
 
 func (s *StallFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
@@ -95,16 +109,22 @@ type stallFile struct {
 }
 
 func (f *stallFile) Sync() error {
-	f.fs.wait()
+	if err := f.fs.wait(); err != nil {
+		return err
+	}
 	return f.File.Sync()
 }
 
 func (f *stallFile) SyncData() error {
-	f.fs.wait()
+	if err := f.fs.wait(); err != nil {
+		return err
+	}
 	return f.File.SyncData()
 }
 
 func (f *stallFile) SyncTo(length int64) (bool, error) {
-	f.fs.wait()
+	if err := f.fs.wait(); err != nil {
+		return false, err
+	}
 	return f.File.SyncTo(length)
 }
