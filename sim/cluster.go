@@ -105,7 +105,6 @@ type Cluster struct {
 	stats         Stats
 	failure       error // a broken invariant (a panic in a driver): the run fails
 	fail          func(format string, args ...any)
-	noCrash       bool // while accounts are created: the harness needs their answer
 }
 
 // Stats are what a run injected and saw.
