@@ -9,7 +9,7 @@
 //
 // With more than one shard, a new transfer id is claimed from the shard that arbitrates it
 // (ledger.IDShard) before it is booked, so that two different transfers with one id sent to
-// two shards at once cannot both be booked (shard.claim).
+// two shards at once cannot both be booked (ledger/driver/claims.go).
 //
 // Mailboxes are Proto.Actor's unbounded queues with explicit bounds in front: a shard admits
 // at most ShardRequestsMax requests and ShardEventsMax accounts or transfers at once, counted

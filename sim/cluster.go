@@ -39,7 +39,8 @@ type Faults struct {
 	Storage bool
 	// Clock: the wall clock steps forward or back past the guard's bound at random events.
 	Clock bool
-	// Slow: one commit in ten takes up to slowCommitMax instead of commitTime.
+	// Slow: one commit in ten takes up to slowCommitMax instead of commitTimeMin to
+	// commitTimeMax.
 	Slow bool
 }
 
@@ -51,7 +52,8 @@ const (
 	shards              = 3
 	tickInterval        = 5 * time.Millisecond
 	redeliverAfterTicks = 20
-	commitTime          = 200 * time.Microsecond
+	commitTimeMin       = 100 * time.Microsecond // a commit's time, without slow commits
+	commitTimeMax       = 3 * time.Millisecond
 	slowCommitMax       = 80 * time.Millisecond
 	netDelay            = 50 * time.Microsecond
 	netDelayMax         = 30 * time.Millisecond
@@ -139,9 +141,6 @@ func (c *Cluster) Stats() Stats { return c.stats }
 // Trace is a hash of every event the run handled, in order: two runs of one seed must agree.
 func (c *Cluster) Trace() uint64 { return c.trace.Sum64() }
 
-// ClockJumps counts the wall clock's steps the guard did not follow.
-func (c *Cluster) ClockJumps() uint64 { return c.clocks.ClockJumps.Load() }
-
 // open opens the store on the file system and starts a driver per shard on what it recovers.
 func (c *Cluster) open() error {
 	store, err := storage.Open("db", storage.Options{FS: c.fs, Shards: shards, CacheBytes: 1 << 20})
@@ -227,9 +226,6 @@ func (c *Cluster) step() {
 		c.schedule(tickInterval, event{kind: evTick})
 	case evDeliver:
 		h := c.hosts[e.shard]
-		if debugLegs {
-			fmt.Printf("t=%v deliver to %d: %s\n", e.at, e.shard, describe(e.m))
-		}
 		fmt.Fprintf(c.trace, "%T from %d;", e.m, driver.Sender(e.m))
 		h.input(func() { h.d.Receive(e.m) })
 	case evWake:
@@ -237,7 +233,7 @@ func (c *Cluster) step() {
 		h.input(h.d.Wake)
 	case evCommit:
 		h := c.hosts[e.shard]
-		h.commit(e.r)
+		h.input(func() { h.commit(e.r) })
 	case evHotFlush:
 		h := c.hosts[e.shard]
 		if e.gen == h.timerGen {
@@ -334,7 +330,7 @@ func (h *host) input(fn func()) {
 func (h *host) Send(to uint32, m driver.Message) { h.c.send(h.shard, to, m) }
 
 func (h *host) Commit(r *driver.Round) {
-	d := commitTime
+	d := commitTimeMin + time.Duration(h.c.rng.Int64N(int64(commitTimeMax-commitTimeMin)))
 	if h.c.faults.Slow && h.c.rng.IntN(10) == 0 {
 		h.c.stats.SlowCommits++
 		d = time.Duration(h.c.rng.Int64N(int64(slowCommitMax)))
@@ -361,9 +357,6 @@ func (h *host) commit(r *driver.Round) {
 	}
 	if r.Err == nil && c.faults.Storage && c.rng.IntN(1000) < commitErrorPerMille {
 		c.stats.CommitErrors++
-		if debugLegs {
-			fmt.Printf("t=%v COMMIT ERROR shard %d\n", c.sched, h.shard)
-		}
 		if c.rng.IntN(2) == 0 {
 			// The write reached the disk but the sync reported an error: durable, unacknowledged.
 			if err := h.w.Commit(r.Effects, r.Clock); err != nil {
@@ -479,9 +472,6 @@ const crashPerMillion = 150
 // message and request in flight is lost, and the node recovers from storage.
 func (c *Cluster) crash(count *int) {
 	*count++
-	if debugLegs {
-		fmt.Printf("t=%v CRASH\n", c.sched)
-	}
 	c.epoch++
 	c.trace.Write([]byte("crash;"))
 	crashRNG := rand.New(rand.NewPCG(uint64(c.seed), uint64(c.epoch)))
@@ -664,24 +654,6 @@ func (c *Cluster) Close() {
 		c.failure = err
 	}
 	_ = c.store.Close()
-}
-
-const debugLegs = false
-
-func describe(m driver.Message) string {
-	switch m := m.(type) {
-	case *driver.Legs:
-		s := fmt.Sprintf("legs from %d stamp %d forget %v:", m.From, m.Stamp, m.Forget)
-		for _, l := range m.Legs {
-			s += fmt.Sprintf(" %d/%d(acct %d amt %d held %d)", l.TransferID, l.Kind, l.Account, l.Amount, l.Held)
-		}
-		return s
-	case *driver.Answers:
-		return fmt.Sprintf("answers from %d %v", m.From, m.Answers)
-	case *driver.Forget:
-		return fmt.Sprintf("forget from %d seq %d %v", m.From, m.Seq, m.Keys)
-	}
-	return fmt.Sprintf("%T", m)
 }
 
 // Flushes counts hot-account buffer flushes by reason.

@@ -691,11 +691,16 @@ func (s *sim) burst() {
 			if t.Flags&ledger.TransferLinked != 0 {
 				continue
 			}
-			if s.rng.IntN(4) == 0 { // the same id from another account
+			switch s.rng.IntN(4) {
+			case 0, 1: // the same id from another account: claimed by two shards at once
 				t.DebitAccountID, t.CreditAccountID = s.account(), simBank
 				t.Flags, t.PendingID, t.Timeout = 0, 0, 0
 				if t.DebitAccountID == simBank {
 					continue
+				}
+			case 2: // the same id, invalid (amount 0): claimed, refused alone, its claim given back
+				if t.Flags&(ledger.TransferPostPending|ledger.TransferVoidPending) == 0 {
+					t.Amount = 0
 				}
 			}
 			batches[i] = append(batches[i], t)

@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -14,11 +15,15 @@ import (
 // holding the transfer is durable (from then on storage knows the id). So two different
 // transfers with one id, sent to two shards at once, cannot both be booked.
 //
-// A grant is held under a claim: (the holder, the claim's Seq). The arbiter grants one claim
-// as often as it is asked (a claim sent again, or delivered twice, gets the same answer) and
-// holds the id until every claim of its holder that took it is given back. Claims live in
-// memory: all shards of a node stop and recover together, and what recovery finds in storage
-// needs no claim.
+// A grant is held under a claim: (the holder, the claim's Seq). The arbiter grants a claim
+// again whenever it comes again while its holder still holds the id (a claim sent again, or
+// delivered twice), never to two shards at once, and holds the id until every claim of its
+// holder that took it is given back. A claim that comes again after the id went elsewhere is
+// denied; one that comes after it was given back is granted anew, unwanted: the claimer gives
+// back a grant it does not hold when the answer reaches it, and an arbiter that has held an id
+// for long asks its holder (Held), so a grant whose answer was lost is given back too. Claims
+// live in memory: all shards of a node stop and recover together, and what recovery finds in
+// storage needs no claim.
 
 type claimState struct {
 	// As the ids' shard: id -> its holder and the claims it holds it under.
@@ -50,6 +55,7 @@ type idClaim struct {
 	holder uint32
 	seq    uint64   // the first claim it is held under
 	more   []uint64 // the others (rare: the same id in several parts of one shard at once)
+	since  uint64   // the tick it was granted, or its holder last asked (Held)
 }
 
 func (c *idClaim) holds(seq uint64) bool { return c.seq == seq || slices.Contains(c.more, seq) }
@@ -122,7 +128,7 @@ func (d *Driver) takeClaim(id uint64, from uint32, seq uint64) bool {
 	c, ok := d.claims[id]
 	switch {
 	case !ok:
-		d.claims[id] = idClaim{holder: from, seq: seq}
+		d.claims[id] = idClaim{holder: from, seq: seq, since: d.ticks}
 	case c.holder != from:
 		return false
 	case !c.holds(seq):
@@ -251,6 +257,52 @@ func (d *Driver) releaseAcked(m *ReleaseAck) {
 	if r, ok := d.unacked[m.Seq]; ok && r.to == m.From {
 		delete(d.unacked, m.Seq)
 	}
+}
+
+// askHolders asks the holders of ids held by another shard for heldAskTicks ticks whether they
+// still want them (Held): a grant whose answer was lost reached nobody who would give it back.
+func (d *Driver) askHolders() {
+	age := heldAskFactor * d.cfg.RedeliverAfterTicks
+	var ask map[uint32][]ClaimRef
+	for id, c := range d.claims {
+		if c.holder == d.cfg.Shard || d.ticks-c.since < age {
+			continue
+		}
+		if ask == nil {
+			ask = map[uint32][]ClaimRef{}
+		}
+		ask[c.holder] = append(ask[c.holder], ClaimRef{ID: id, Seq: c.seq})
+		for _, seq := range c.more {
+			ask[c.holder] = append(ask[c.holder], ClaimRef{ID: id, Seq: seq})
+		}
+		c.since = d.ticks
+		d.claims[id] = c
+	}
+	for to := uint32(0); to < d.cfg.Shards; to++ {
+		if refs := ask[to]; len(refs) > 0 {
+			slices.SortFunc(refs, func(x, y ClaimRef) int { return cmp.Or(cmp.Compare(x.ID, y.ID), cmp.Compare(x.Seq, y.Seq)) })
+			d.host.Send(to, &Held{From: d.cfg.Shard, Claims: refs})
+		}
+	}
+}
+
+// heldAskFactor: an arbiter asks about a grant held for this many re-delivery periods.
+const heldAskFactor = 2
+
+// held answers an arbiter that asks whether this shard still wants grants: those neither held
+// by a part nor waiting for their answer are given back.
+func (d *Driver) held(m *Held) {
+	var unwanted []ClaimRef
+	for _, ref := range m.Claims {
+		if _, held := d.inUse[ref]; held {
+			continue
+		}
+		if _, waiting := d.asked[ref.Seq]; waiting {
+			continue
+		}
+		unwanted = append(unwanted, ref)
+	}
+	d.sendRelease(m.From, unwanted)
 }
 
 // resendClaims sends again the claims and releases unanswered for RedeliverAfterTicks ticks.

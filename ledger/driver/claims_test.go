@@ -176,3 +176,46 @@ func TestLostClaimAndReleaseAreSentAgain(t *testing.T) {
 		t.Errorf("an acknowledged release was sent again: %v", es)
 	}
 }
+
+// TestLateClaimGrantedAgainIsGivenBack (found by review): a claim delivered late (a network
+// duplicate) after its grant was used and given back is granted again, and the answer is lost:
+// the claimer never learns of it. The arbiter asks the holder of a grant held for long (Held),
+// which gives it back. Before, the id stayed held for good: here the first booking failed on the
+// request alone (amount 0), so the id is free in storage, and every later transfer with it on
+// another shard answered id_in_flight until a restart.
+func TestLateClaimGrantedAgainIsGivenBack(t *testing.T) {
+	c, a, b, x := claimBench(t) // a, b on shard 0; x arbitrated by shard 1
+	d0, d1 := c.drivers[0], c.drivers[1]
+	d0.Transfers(transfer(x, a, b, 0)) // fails validation: books nothing, but claims x
+	c.run(0)
+	claim := only[*Claim](t, c.take(0))
+	c.deliver(envelope{1, claim})
+	c.deliver(c.take(1)...) // granted; the part runs, its round is durable: release
+	c.deliver(c.take(0)...) // the release
+	c.deliver(c.take(1)...) // its ack
+	if _, held := d1.claims[x]; held {
+		t.Fatal("setup: x still held")
+	}
+	c.deliver(envelope{1, claim}) // the network's duplicate of the claim, late: granted again
+	lost := c.take(1)             // ... and its answer is lost
+	_ = lost
+	for i := 0; i < 50; i++ { // any amount of time: nothing is ever re-sent
+		d0.Tick(c.now)
+		d1.Tick(c.now)
+		c.deliver(c.take(0)...)
+		c.deliver(c.take(1)...)
+	}
+	// A client now books a transfer with id x from an account of shard 1 (x's arbiter).
+	e := accountOn(1, 1, 2)
+	f := accountOn(e+1, 1, 2)
+	c.openAccounts(ledger.Account{ID: e, Ledger: 1, Code: 1}, ledger.Account{ID: f, Ledger: 1, Code: 1})
+	for retry := 0; retry < 3; retry++ {
+		p := transfer(x, e, f, 5)
+		d1.Transfers(p)
+		c.run(1)
+		if p.Results[0] == ledger.ResultIDInFlight {
+			t.Errorf("retry %d: id %d answered id_in_flight: still held by shard %d under stale claim %d (nobody will release it)",
+				retry, x, d1.claims[x].holder, d1.claims[x].seq)
+		}
+	}
+}

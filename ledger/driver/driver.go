@@ -19,22 +19,27 @@
 //     copy sent again always travels in a later message than the first sending, so a first
 //     sending that arrives in order cannot have been applied, and needs no read.
 //   - Forgets delete those records, so a copy of a leg still on its way after its forget would
-//     be applied twice. Each Legs message carries the number of forget batches its sender had
+//     be applied twice. A forget batch is acknowledged once its deletions are durable, and sent
+//     again until it is, so a lost one leaves no record behind. Each Legs message carries the number of forget batches its sender had
 //     sent to the receiver (Stamp); a forget batch carries its own number. A leg the receiver
 //     has no record of, stamped below the highest forget number received, is a stale copy (or
 //     an early copy of a leg that is still unanswered, which its sender will send again with a
 //     new stamp): it is dropped. Copies of a forgotten leg were all sent before its forget,
 //     so they are all stamped below it.
-//   - Claims are answered idempotently per (claimer, claim number): a claim sent again gets
-//     the same answer. A claim unanswered for RedeliverAfterTicks ticks is sent again. Releases
-//     are acknowledged and sent again until they are. A grant that arrives for a claim no longer
-//     wanted (a duplicate after the claim was released) is released at once.
+//   - Claims are numbered, and held per (claimer, claim number): a claim that comes again while
+//     its grant is held is granted again, never to two shards at once (claims.go). A claim
+//     unanswered for RedeliverAfterTicks ticks is sent again. Releases are acknowledged and sent
+//     again until they are. A grant that arrives for a claim no longer wanted (a duplicate after
+//     the claim was released) is released at once, and an arbiter asks the holder of a grant
+//     held for long whether it still wants it (Held), so a grant whose answer was lost is
+//     released too.
 //
 // A node's shards stop and recover together: claims and forget numbers live in memory, and a
 // crash drops every message in flight with them.
 package driver
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -138,6 +143,7 @@ type Part[E, R any] struct {
 
 	outstanding int        // legs not yet answered
 	committed   bool       // the round holding the part is durable
+	answered    bool       // the host was given its answer
 	claims      int        // transfer ids claimed from other shards and not yet answered
 	claimed     []ClaimRef // claims this part holds, given back once its round is durable
 	denied      []uint64   // ids another shard holds: this part's transfers with them answer id_in_flight
@@ -158,10 +164,11 @@ type Round struct {
 	// Durable is the host's to close once the commit returned (the actors host waits on it).
 	Durable chan struct{}
 
-	releases [][]ClaimRef // claims to give back once the round is durable, per shard
-	accounts []*AccountsPart
-	parts    []*TransfersPart
-	handled  bool
+	releases   [][]ClaimRef // claims to give back once the round is durable, per shard
+	forgetAcks []forgetRef  // forget batches whose records the round deletes, to acknowledge
+	accounts   []*AccountsPart
+	parts      []*TransfersPart
+	handled    bool
 }
 
 // waiter is a sent leg whose answer a request (or, for legs from recovery and expiry,
@@ -217,8 +224,10 @@ type Driver struct {
 	forgetTo [][]ledger.LegKey // forgets of the round being completed, per credit shard
 
 	// Forget numbers (see the package doc).
-	forgetsSent []uint64 // forget batches sent, per shard
-	forgetFloor []uint64 // the highest forget number received, per shard
+	forgetsSent    []uint64                     // forget batches sent, per shard
+	forgetFloor    []uint64                     // the highest forget number received, per shard
+	forgetsUnacked map[forgetRef]*unackedForget // forget batches sent, not acknowledged
+	forgetAcks     []forgetRef                  // forget batches taken in the gathering round
 	// Legs message numbers.
 	legsSent []uint64     // Legs messages sent, per shard
 	legsSeen []seenWindow // Legs messages received, per shard
@@ -240,15 +249,12 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 		fx: &ledger.Effects{}, spare: &ledger.Effects{}, waiting: make(map[ledger.LegKey]waiter),
 		legsTo: make([][]ledger.Leg, n), answerTo: make([][]ledger.LegResult, n), forgetTo: make([][]ledger.LegKey, n),
 		forgetsSent: make([]uint64, n), forgetFloor: make([]uint64, n),
-		legsSent: make([]uint64, n), legsSeen: make([]seenWindow, n)}
+		legsSent: make([]uint64, n), legsSeen: make([]seenWindow, n), forgetsUnacked: map[forgetRef]*unackedForget{}}
 	d.claimState.init(n)
 	d.hotState.init()
 	d.Gauges.Outbox.Store(int64(book.OutboxLen()))
 	return d
 }
-
-// Book is the driver's book (for tests and recovery checks; not to be changed).
-func (d *Driver) Book() *ledger.Book { return d.book }
 
 // live reports whether the driver takes inputs.
 func (d *Driver) live() bool { return !d.stopped && d.failed == nil }
@@ -295,6 +301,10 @@ func (d *Driver) Receive(m Message) {
 		d.released(m)
 	case *ReleaseAck:
 		d.releaseAcked(m)
+	case *Held:
+		d.held(m)
+	case *ForgetAck:
+		delete(d.forgetsUnacked, forgetRef{to: m.From, seq: m.Seq})
 	default:
 		panic(fmt.Sprintf("driver: unknown message %T", m))
 	}
@@ -338,9 +348,49 @@ func (d *Driver) legs(m *Legs) {
 	d.wake()
 }
 
+// forget deletes the records a forget batch names, and acknowledges it once that is durable.
 func (d *Driver) forget(from uint32, seq uint64, keys []ledger.LegKey) {
 	d.book.ForgetLegs(keys, d.fx)
 	d.forgetFloor[from] = max(d.forgetFloor[from], seq)
+	d.forgetAcks = append(d.forgetAcks, forgetRef{to: from, seq: seq})
+}
+
+// forgetRef names a forget batch: the shard it went to (or came from) and its number.
+type forgetRef struct {
+	to  uint32
+	seq uint64
+}
+
+// unackedForget is a forget batch sent and not acknowledged yet.
+type unackedForget struct {
+	keys []ledger.LegKey
+	sent uint64 // the tick it was last sent at
+}
+
+// trackForget records a forget batch sent, to send again until it is acknowledged.
+func (d *Driver) trackForget(to uint32, seq uint64, keys []ledger.LegKey) {
+	d.forgetsUnacked[forgetRef{to: to, seq: seq}] = &unackedForget{keys: keys, sent: d.ticks}
+}
+
+// resendForgets sends again the forget batches unacknowledged for RedeliverAfterTicks ticks,
+// in the order of their shards and numbers.
+func (d *Driver) resendForgets() {
+	if len(d.forgetsUnacked) == 0 {
+		return
+	}
+	refs := make([]forgetRef, 0, len(d.forgetsUnacked))
+	for r := range d.forgetsUnacked {
+		refs = append(refs, r)
+	}
+	slices.SortFunc(refs, func(x, y forgetRef) int { return cmp.Or(cmp.Compare(x.to, y.to), cmp.Compare(x.seq, y.seq)) })
+	for _, r := range refs {
+		f := d.forgetsUnacked[r]
+		if d.ticks-f.sent >= d.cfg.RedeliverAfterTicks {
+			f.sent = d.ticks
+			d.stats.Resent.Add(1)
+			d.host.Send(r.to, &Forget{From: d.cfg.Shard, Seq: r.seq, Keys: f.keys})
+		}
+	}
 }
 
 // Wake runs what arrived since the last Wake and, when no round is committing, seals the
@@ -383,6 +433,8 @@ func (d *Driver) Tick(now uint64) {
 	d.watchLegs(before, nil)
 	d.redeliver(d.cfg.RedeliverAfterTicks)
 	d.resendClaims()
+	d.resendForgets()
+	d.askHolders()
 	var oldest int64
 	for _, w := range d.waiting {
 		if oldest == 0 || w.first < oldest {
@@ -425,9 +477,6 @@ func (d *Driver) Idle() bool {
 	return d.inflight == nil && d.fx.Empty() && len(d.accounts) == 0 && len(d.parts) == 0 &&
 		len(d.arrived) == 0 && len(d.asked) == 0
 }
-
-// Failed is the error that stopped the driver (a failed commit), or nil.
-func (d *Driver) Failed() error { return d.failed }
 
 // runArrived runs the transfer requests that arrived since the last Wake, after one look-up
 // in storage for all of them. With more than one shard, a request whose new transfer ids
@@ -480,6 +529,9 @@ func (d *Driver) watchLegs(before int, p *TransfersPart) {
 	}
 	now := int64(d.cfg.Now())
 	for _, l := range d.fx.LegsOut[before:] {
+		if _, dup := d.waiting[l.LegKey]; dup {
+			panic(fmt.Sprintf("driver: INVARIANT: shard %d: leg %+v made twice", d.cfg.Shard, l.LegKey))
+		}
 		w := waiter{index: l.Event, sent: d.ticks, round: d.gather, first: now, buffered: l.Buffered}
 		if p != nil && l.Event >= 0 && !l.Buffered {
 			w.part = p
@@ -493,7 +545,10 @@ func (d *Driver) watchLegs(before int, p *TransfersPart) {
 // unanswered: they answer with it.
 func (d *Driver) watchRepeats(before int, p *TransfersPart) {
 	for _, a := range d.fx.Awaits[before:] {
-		w := d.waiting[a.LegKey]
+		w, ok := d.waiting[a.LegKey]
+		if !ok {
+			panic(fmt.Sprintf("driver: INVARIANT: shard %d: a repeat waits for leg %+v, which nobody watches", d.cfg.Shard, a.LegKey))
+		}
 		w.repeats = append(w.repeats, repeat{part: p, index: a.Event})
 		d.waiting[a.LegKey] = w
 		p.outstanding++
@@ -536,7 +591,8 @@ func (d *Driver) seal() {
 	}
 	d.fx.Freeze()
 	r := &Round{Seq: d.gather, Effects: d.fx, Clock: d.book.Clock(), accounts: d.accounts, parts: d.parts,
-		Durable: make(chan struct{}), releases: d.releases}
+		Durable: make(chan struct{}), releases: d.releases, forgetAcks: d.forgetAcks}
+	d.forgetAcks = nil
 	d.releases = make([][]ClaimRef, d.cfg.Shards)
 	d.gather++
 	d.fx, d.spare = d.spare, nil
@@ -551,6 +607,9 @@ func (d *Driver) seal() {
 func (d *Driver) Committed(r *Round) error {
 	if r.handled || d.failed != nil {
 		return d.failed
+	}
+	if r != d.inflight {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d: round %d completed while round %v commits", d.cfg.Shard, r.Seq, d.inflight))
 	}
 	r.handled = true
 	if r.Err != nil {
@@ -577,6 +636,9 @@ func (d *Driver) completed(r *Round) {
 	d.sendLegs(fx) // takes the forgets bound where legs go anyway
 	d.sendAnswers(fx)
 	d.sendForgets()
+	for _, f := range r.forgetAcks {
+		d.host.Send(f.to, &ForgetAck{From: d.cfg.Shard, Seq: f.seq})
+	}
 	d.release(r.releases)
 	for _, a := range fx.Answered {
 		if len(d.drains) > 0 {
@@ -590,7 +652,7 @@ func (d *Driver) completed(r *Round) {
 	for _, p := range r.parts {
 		p.committed = true
 		if p.outstanding == 0 {
-			d.host.ReplyTransfers(p)
+			d.replyTransfers(p)
 		}
 	}
 	fx.Reset()
@@ -632,10 +694,21 @@ func (d *Driver) legAnswered(p *TransfersPart, index int32, r ledger.TransferRes
 	if r != ledger.ResultOK {
 		p.Results[index] = r
 	}
-	p.outstanding--
-	if p.committed && p.outstanding == 0 {
-		d.host.ReplyTransfers(p)
+	if p.outstanding--; p.outstanding < 0 {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d: a part had more legs answered than it sent", d.cfg.Shard))
 	}
+	if p.committed && p.outstanding == 0 {
+		d.replyTransfers(p)
+	}
+}
+
+// replyTransfers answers a part, once.
+func (d *Driver) replyTransfers(p *TransfersPart) {
+	if p.answered {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d: a part answered twice", d.cfg.Shard))
+	}
+	p.answered = true
+	d.host.ReplyTransfers(p)
 }
 
 func (d *Driver) sendLegs(fx *ledger.Effects) {
@@ -670,7 +743,9 @@ func (d *Driver) sendForgets() {
 	for to, keys := range d.forgetTo {
 		if len(keys) > 0 {
 			d.forgetsSent[to]++
-			d.host.Send(uint32(to), &Forget{From: d.cfg.Shard, Seq: d.forgetsSent[to], Keys: append([]ledger.LegKey(nil), keys...)})
+			f := &Forget{From: d.cfg.Shard, Seq: d.forgetsSent[to], Keys: append([]ledger.LegKey(nil), keys...)}
+			d.trackForget(uint32(to), f.Seq, f.Keys)
+			d.host.Send(uint32(to), f)
 			d.forgetTo[to] = keys[:0]
 		}
 	}
@@ -708,6 +783,7 @@ func (d *Driver) sendLegsTo() {
 			if keys := d.forgetTo[to]; len(keys) > 0 {
 				d.forgetsSent[to]++
 				m.Forget = append([]ledger.LegKey(nil), keys...)
+				d.trackForget(uint32(to), d.forgetsSent[to], m.Forget)
 				d.forgetTo[to] = keys[:0]
 			}
 			m.Stamp = d.forgetsSent[to]

@@ -114,3 +114,22 @@ func TestFirstSendingOvertaken(t *testing.T) {
 	}
 	only[*Answers](t, c.take(1))
 }
+
+// TestLostForgetIsSentAgain (found by review): a lost forget is sent again until it is
+// acknowledged; before, the credit shard kept the leg's record in storage for good.
+func TestLostForgetIsSentAgain(t *testing.T) {
+	c, _, leg := legBench(t)
+	c.deliver(envelope{1, leg})
+	c.deliver(c.take(1)...)         // the answer: shard 0 takes it, sends the Forget
+	_ = only[*Forget](t, c.take(0)) // lost
+	for i := 0; i < 50; i++ {
+		c.drivers[0].Tick(c.now)
+		c.drivers[1].Tick(c.now)
+		c.deliver(c.take(0)...)
+		c.deliver(c.take(1)...)
+	}
+	if _, found, err := c.store.Live().LegResult(leg.Legs[0].LegKey); err != nil || found {
+		t.Errorf("leg record %+v still in storage after its forget was lost (found %v, err %v): nothing re-sends a Forget",
+			leg.Legs[0].LegKey, found, err)
+	}
+}

@@ -24,7 +24,8 @@ type Answers struct {
 }
 
 // Forget tells a credit shard which legs' records it may delete; Seq numbers the sender's
-// forget batches to this receiver, from 1.
+// forget batches to this receiver, from 1. It is acknowledged (ForgetAck) and sent again until
+// it is, with its number.
 type Forget struct {
 	From uint32
 	Seq  uint64
@@ -56,6 +57,19 @@ type Release struct {
 	Claims []ClaimRef
 }
 
+// Held asks a shard whether it still wants ids the sender has held for it for long; it gives
+// back those it does not (Release).
+type Held struct {
+	From   uint32
+	Claims []ClaimRef
+}
+
+// ForgetAck acknowledges a forget batch (Forget, or one carried by Legs), by its number.
+type ForgetAck struct {
+	From uint32
+	Seq  uint64
+}
+
 // ReleaseAck acknowledges a Release.
 type ReleaseAck struct {
 	From uint32
@@ -75,6 +89,8 @@ func (m *Claim) sender() uint32       { return m.From }
 func (m *ClaimAnswer) sender() uint32 { return m.From }
 func (m *Release) sender() uint32     { return m.From }
 func (m *ReleaseAck) sender() uint32  { return m.From }
+func (m *Held) sender() uint32        { return m.From }
+func (m *ForgetAck) sender() uint32   { return m.From }
 
 // Sender is the shard that sent m.
 func Sender(m Message) uint32 { return m.sender() }
