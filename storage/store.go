@@ -234,7 +234,7 @@ func (s *Store) DurableSnapshot() (*Reader, error) {
 		durableReadHook()
 	}
 	if !s.readOnly {
-		if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		if err := pebbleWrite(func() error { return s.db.LogData(nil, pebble.Sync) }); err != nil {
 			_ = snap.Close()
 			return nil, fmt.Errorf("storage: sync for a durable read: %w", err)
 		}
@@ -335,9 +335,15 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 // process must stop and recover (what the failed commit wrote may or may not be durable).
 var ErrWrite = errors.New("storage: write failed")
 
-// commitSynced commits b, synced. Pebble treats a failed WAL write or sync as fatal and calls
-// its logger's Fatalf, which panics here (slogLogger); that panic becomes ErrWrite.
-func commitSynced(b *pebble.Batch) (err error) {
+// commitSynced commits b, synced.
+func commitSynced(b *pebble.Batch) error {
+	return pebbleWrite(func() error { return b.Commit(pebble.Sync) })
+}
+
+// pebbleWrite runs a write to Pebble's WAL. Pebble treats a failed WAL write or sync as fatal
+// and calls its logger's Fatalf, which panics here (slogLogger); that panic becomes ErrWrite,
+// and every later write fails the same way (Pebble's WAL error is sticky).
+func pebbleWrite(write func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			f, ok := r.(pebbleFatal)
@@ -347,7 +353,7 @@ func commitSynced(b *pebble.Batch) (err error) {
 			err = fmt.Errorf("%w: %s", ErrWrite, string(f))
 		}
 	}()
-	return b.Commit(pebble.Sync)
+	return write()
 }
 
 // pebbleFatal is what slogLogger.Fatalf panics with.
