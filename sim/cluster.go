@@ -389,25 +389,32 @@ type request struct {
 }
 
 func (h *host) ReplyAccounts(p *driver.AccountsPart) {
-	h.c.admitted[h.shard].Done(len(p.Events))
-	r := h.c.accountParts[p]
-	delete(h.c.accountParts, p)
-	for k, i := range p.Index {
-		r.aresults[i] = p.Results[k]
-	}
-	r.parts--
-	fmt.Fprintf(h.c.trace, "reply accounts %d;", h.shard)
+	r := answered(h, p, h.c.accountParts)
+	copyResults(r.aresults, p)
 }
 
 func (h *host) ReplyTransfers(p *driver.TransfersPart) {
+	r := answered(h, p, h.c.transferParts)
+	copyResults(r.results, p)
+	fmt.Fprintf(h.c.trace, "%v;", p.Results)
+}
+
+// answered takes a part's answer: its shard's admission is given back, and its request waits
+// for one part fewer.
+func answered[E, R any](h *host, p *driver.Part[E, R], parts map[*driver.Part[E, R]]*request) *request {
 	h.c.admitted[h.shard].Done(len(p.Events))
-	r := h.c.transferParts[p]
-	delete(h.c.transferParts, p)
-	for k, i := range p.Index {
-		r.results[i] = p.Results[k]
-	}
+	r := parts[p]
+	delete(parts, p)
 	r.parts--
-	fmt.Fprintf(h.c.trace, "reply %d %v;", h.shard, p.Results)
+	fmt.Fprintf(h.c.trace, "reply %d;", h.shard)
+	return r
+}
+
+// copyResults puts a part's results at their places in the request's.
+func copyResults[E, R any](into []R, p *driver.Part[E, R]) {
+	for k, i := range p.Index {
+		into[i] = p.Results[k]
+	}
 }
 
 // sendTransfers routes and admits a request and hands its parts to their shards.
