@@ -6,6 +6,7 @@
 //	ledgerctl transfers --addr HOST:PORT ID...          look transfers up (JSON lines)
 //	ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
 //	                                    an account's transfers in posting order
+//	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
 //
 // verify recomputes every balance from the journal and checks the invariants of DESIGN.md
 // (double entry per ledger, balances equal their postings, no overdraft, transit equals the
@@ -22,6 +23,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"google.golang.org/grpc"
@@ -29,6 +32,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -43,6 +47,7 @@ const usage = `usage:
   ledgerctl accounts --addr HOST:PORT ID...
   ledgerctl transfers --addr HOST:PORT ID...
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
+  ledgerctl chart [--rules FILE]
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -54,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "verify":
 	case "accounts", "transfers", "history":
 		return lookup(args[0], args[1:], stdout, stderr)
+	case "chart":
+		return chart(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -220,6 +227,63 @@ func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
 	if len(found) < len(ids) {
 		fmt.Fprintf(stderr, "%d of %d not found\n", len(ids)-len(found), len(ids))
 		return 1
+	}
+	return 0
+}
+
+// chart prints the chart of accounts (a tree of subjects) and the transaction codes with
+// their templates: the default rules, or a file's, which it validates.
+func chart(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ledgerctl chart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("rules", "", "a rules file (YAML) to validate and print (default: the rules that ship with ledgerd)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c := rules.Default()
+	if *file != "" {
+		data, err := os.ReadFile(*file)
+		if err != nil {
+			fmt.Fprintf(stderr, "chart: %v\n", err)
+			return 2
+		}
+		if c, err = rules.Load(*file, data); err != nil {
+			fmt.Fprintf(stderr, "chart: %v\n", err)
+			return 1
+		}
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SUBJECT\tNAME\tCATEGORY\tNORMAL SIDE")
+	var walk func(code uint32, depth int)
+	walk = func(code uint32, depth int) {
+		s := c.Subjects[code]
+		fmt.Fprintf(w, "%s%d\t%s\t%v\t%v\n", strings.Repeat("  ", depth), s.Code, s.Name, s.Category, s.Category.NormalSide())
+		for _, child := range s.Children {
+			walk(child, depth+1)
+		}
+	}
+	for _, code := range c.SubjectCodes() {
+		if c.Subjects[code].Parent == 0 {
+			walk(code, 0)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return 2
+	}
+	fmt.Fprintln(stdout)
+	w = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CODE\tNAME\tPOSTINGS")
+	for _, name := range c.CodeNames() {
+		code := c.Codes[name]
+		var postings []string
+		for _, p := range code.Pairs() {
+			postings = append(postings, fmt.Sprintf("DR %d %s / CR %d %s (%s)", p.Debit, c.Subjects[p.Debit].Name,
+				p.Credit, c.Subjects[p.Credit].Name, p.Amount))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", code.Code, code.Name, strings.Join(postings, "; "))
+	}
+	if err := w.Flush(); err != nil {
+		return 2
 	}
 	return 0
 }

@@ -151,3 +151,24 @@ func TestLookups(t *testing.T) {
 		}
 	}
 }
+
+// TestChart: the default chart prints as a tree with its codes; a bad rules file is refused
+// with its line and field, exit status 1.
+func TestChart(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run([]string{"chart"}, &out, &errs); code != 0 || !strings.Contains(out.String(), "  2003   withdraw in transit") ||
+		!strings.Contains(out.String(), "DR 2001 user balance / CR 2003 withdraw in transit (amount)") {
+		t.Fatalf("chart: exit %d\n%s%s", code, out.String(), errs.String())
+	}
+	bad := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(bad, []byte("subjects:\n  - {code: 1, name: a, category: asset}\ntransaction_codes:\n"+
+		"  - {code: x, name: x, entries: [{side: debit, subject: 1, amount: a}]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errs.Reset()
+	if code := run([]string{"chart", "--rules", bad}, &out, &errs); code != 1 ||
+		!strings.Contains(errs.String(), "rules.yaml:4: transaction_codes[0].entries: unbalanced") {
+		t.Fatalf("bad rules: exit %d\n%s", code, errs.String())
+	}
+}
