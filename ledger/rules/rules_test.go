@@ -74,6 +74,10 @@ func TestBadRules(t *testing.T) {
 			"r.yaml:6: subjects[4].parent: unknown subject 7",
 			`r.yaml:7: subjects[5].code: want a subject code from 1 to 4294967295, not "0"`,
 			"r.yaml:8: subjects[6].name: missing"}},
+		{"loop", `subjects:
+  - {code: 10, name: a, category: asset, parent: 11}
+  - {code: 11, name: b, category: asset, parent: 10}
+`, []string{"r.yaml:2: subject 10: its parents loop back to it", "r.yaml:3: subject 11: its parents loop back to it"}},
 		{"unknown field", `subjects:
   - {code: 2004, name: x, category: asset, colour: red}
 `, []string{"r.yaml:2: colour: unknown field of a subject"}},
