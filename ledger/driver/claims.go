@@ -64,9 +64,9 @@ func (c *idClaim) holds(seq uint64) bool { return c.seq == seq || slices.Contain
 // to the one part that asked for it, which gives it back once (its round durable).
 type claimBatch struct {
 	to    uint32
-	seq   uint64
+	seq   uint64 // the message's number, which its answer names
 	sent  uint64 // the tick it was last sent at
-	ids   []uint64
+	refs  []ClaimRef
 	parts []*TransfersPart
 }
 
@@ -77,8 +77,9 @@ type pendingRelease struct {
 }
 
 // claim makes sure no other shard books a transfer with one of p's new ids at the same time.
+// The part's claims, here and at other shards, are all held under a number of its own: each part
+// gives back its own holds, and one part's release leaves another's hold on the same id.
 func (d *Driver) claim(p *TransfersPart) {
-	var local uint64 // the claim number p's own ids are held under here
 	for i := range p.Events {
 		id := p.Events[i].ID
 		if id == 0 {
@@ -87,22 +88,22 @@ func (d *Driver) claim(p *TransfersPart) {
 		if _, known := d.book.Transfer(id); known {
 			continue // stored, or booked here: the book answers exists or exists_with_different_fields
 		}
+		if p.claimSeq == 0 {
+			d.claimSeq++
+			p.claimSeq = d.claimSeq
+		}
+		ref := ClaimRef{ID: id, Seq: p.claimSeq}
 		owner := ledger.IDShard(id, d.cfg.Shards)
 		if owner != d.cfg.Shard {
 			b := &d.claimsTo[owner]
-			b.ids, b.parts = append(b.ids, id), append(b.parts, p)
+			b.refs, b.parts = append(b.refs, ref), append(b.parts, p)
 			p.claims++
 			continue
 		}
-		if local == 0 {
-			d.claimSeq++
-			local = d.claimSeq
-		}
-		if !d.takeClaim(id, d.cfg.Shard, local) {
+		if !d.takeClaim(id, d.cfg.Shard, ref.Seq) {
 			p.denied = append(p.denied, id)
 			continue
 		}
-		ref := ClaimRef{ID: id, Seq: local}
 		d.inUse[ref] = struct{}{}
 		p.claimed = append(p.claimed, ref)
 	}
@@ -112,13 +113,13 @@ func (d *Driver) claim(p *TransfersPart) {
 func (d *Driver) sendClaims() {
 	for to := range d.claimsTo {
 		b := d.claimsTo[to]
-		if len(b.ids) == 0 {
+		if len(b.refs) == 0 {
 			continue
 		}
 		d.claimSeq++
-		sent := &claimBatch{to: uint32(to), seq: d.claimSeq, sent: d.ticks, ids: b.ids, parts: b.parts}
+		sent := &claimBatch{to: uint32(to), seq: d.claimSeq, sent: d.ticks, refs: b.refs, parts: b.parts}
 		d.asked[sent.seq] = sent
-		d.host.Send(uint32(to), &Claim{From: d.cfg.Shard, Seq: sent.seq, IDs: sent.ids})
+		d.host.Send(uint32(to), &Claim{From: d.cfg.Shard, Seq: sent.seq, Claims: sent.refs})
 		d.claimsTo[to] = claimBatch{}
 	}
 }
@@ -160,11 +161,11 @@ func (d *Driver) unclaim(id uint64, from uint32, seq uint64) {
 
 // grant answers another shard's claim on ids this shard arbitrates.
 func (d *Driver) grant(m *Claim) {
-	denied := make([]bool, len(m.IDs))
-	for i, id := range m.IDs {
-		denied[i] = !d.takeClaim(id, m.From, m.Seq)
+	denied := make([]bool, len(m.Claims))
+	for i, c := range m.Claims {
+		denied[i] = !d.takeClaim(c.ID, m.From, c.Seq)
 	}
-	d.host.Send(m.From, &ClaimAnswer{From: d.cfg.Shard, Seq: m.Seq, IDs: m.IDs, Denied: denied})
+	d.host.Send(m.From, &ClaimAnswer{From: d.cfg.Shard, Seq: m.Seq, Claims: m.Claims, Denied: denied})
 }
 
 // answered takes the answer to one of this shard's claims and runs the requests no longer
@@ -175,8 +176,7 @@ func (d *Driver) answered(m *ClaimAnswer) {
 	b, ok := d.asked[m.Seq]
 	if !ok {
 		var unwanted []ClaimRef
-		for i, id := range m.IDs {
-			ref := ClaimRef{ID: id, Seq: m.Seq}
+		for i, ref := range m.Claims {
 			if _, held := d.inUse[ref]; !held && i < len(m.Denied) && !m.Denied[i] {
 				unwanted = append(unwanted, ref) // a grant held is given back with its round
 			}
@@ -184,18 +184,17 @@ func (d *Driver) answered(m *ClaimAnswer) {
 		d.sendRelease(m.From, unwanted)
 		return
 	}
-	if b.to != m.From || !slices.Equal(b.ids, m.IDs) || len(m.Denied) != len(m.IDs) {
+	if b.to != m.From || !slices.Equal(b.refs, m.Claims) || len(m.Denied) != len(m.Claims) {
 		panic(fmt.Sprintf("driver: INVARIANT: shard %d answered claim %d %v, which shard %d sent to %d for %v",
-			m.From, m.Seq, m.IDs, d.cfg.Shard, b.to, b.ids))
+			m.From, m.Seq, m.Claims, d.cfg.Shard, b.to, b.refs))
 	}
 	delete(d.asked, m.Seq)
 	var ready []*TransfersPart
-	for i, id := range b.ids {
+	for i, ref := range b.refs {
 		p := b.parts[i]
 		if m.Denied[i] {
-			p.denied = append(p.denied, id)
+			p.denied = append(p.denied, ref.ID)
 		} else {
-			ref := ClaimRef{ID: id, Seq: m.Seq}
 			p.claimed = append(p.claimed, ref)
 			d.inUse[ref] = struct{}{}
 		}
@@ -315,7 +314,7 @@ func (d *Driver) resendClaims() {
 			if d.ticks-b.sent >= age {
 				b.sent = d.ticks
 				d.stats.Resent.Add(1)
-				d.host.Send(b.to, &Claim{From: d.cfg.Shard, Seq: b.seq, IDs: b.ids})
+				d.host.Send(b.to, &Claim{From: d.cfg.Shard, Seq: b.seq, Claims: b.refs})
 			}
 		}
 	}

@@ -219,3 +219,50 @@ func TestLateClaimGrantedAgainIsGivenBack(t *testing.T) {
 		}
 	}
 }
+
+// TestPartsOfOneClaimHoldApart (found by the simulator's long run, seed 6741): two parts of
+// one shard claim the same id x in one claim message; the first fails on the request alone and
+// runs at once, the second also waits for another id's claim and runs in a later round. The
+// first part's release must leave the second's hold: x stays held until the round that books
+// it is durable. (When a claim message's parts shared one claim number, the first release
+// freed x, another shard was granted it, and two transfers took one id.)
+func TestPartsOfOneClaimHoldApart(t *testing.T) {
+	c := newCluster(t, 3)
+	a := accountOn(1, 0, 3)
+	b := accountOn(a+1, 0, 3)
+	c.openAccounts(ledger.Account{ID: a, Ledger: 1, Code: 1}, ledger.Account{ID: b, Ledger: 1, Code: 1})
+	x, y := idArbitratedBy(1000, 1, 3), idArbitratedBy(2000, 2, 3)
+	d0, d1 := c.drivers[0], c.drivers[1]
+	first := transfer(x, a, b, 0) // refused alone
+	second := &TransfersPart{Events: []ledger.Transfer{
+		{ID: x, DebitAccountID: a, CreditAccountID: b, Amount: 5, Ledger: 1, Code: 1},
+		{ID: y, DebitAccountID: a, CreditAccountID: b, Amount: 5, Ledger: 1, Code: 1}}, Results: make([]ledger.TransferResult, 2)}
+	d0.Transfers(first)
+	d0.Transfers(second)
+	c.run(0)
+	var toTwo []envelope
+	for _, e := range c.take(0) {
+		if e.to == 2 {
+			toTwo = append(toTwo, e) // y's claim: held back, so the second part waits
+			continue
+		}
+		c.deliver(e)
+	}
+	c.deliver(c.take(1)...) // x granted to both parts: the first runs and its round is durable
+	if first.Results[0] == ledger.ResultOK {
+		t.Fatalf("setup: the first part booked x")
+	}
+	c.deliver(c.take(0)...) // the first part's release
+	if cl, held := d1.claims[x]; !held || cl.holder != 0 {
+		t.Fatalf("x was given back while the second part, which books it, still waits: %+v", d1.claims)
+	}
+	c.deliver(toTwo...)
+	c.deliver(c.take(2)...) // y granted: the second part runs and books x
+	if second.Results[0] != ledger.ResultOK {
+		t.Fatalf("second part: %v", second.Results)
+	}
+	c.deliver(c.take(0)...) // its releases
+	if _, held := d1.claims[x]; held {
+		t.Errorf("x still held after both parts gave it back")
+	}
+}

@@ -145,6 +145,7 @@ type Part[E, R any] struct {
 	committed   bool       // the round holding the part is durable
 	answered    bool       // the host was given its answer
 	claims      int        // transfer ids claimed from other shards and not yet answered
+	claimSeq    uint64     // the number its claims are held under (0: none yet)
 	claimed     []ClaimRef // claims this part holds, given back once its round is durable
 	denied      []uint64   // ids another shard holds: this part's transfers with them answer id_in_flight
 }

@@ -32,19 +32,20 @@ type Forget struct {
 	Keys []ledger.LegKey
 }
 
-// Claim asks an id's shard (ledger.IDShard) to grant new transfer ids to the sender. Seq
-// names the claim among the sender's; a claim sent again has the same Seq.
+// Claim asks an id's shard (ledger.IDShard) to grant new transfer ids to the sender, each under
+// the claim number of the part that needs it. Seq numbers the message among the sender's; a
+// claim sent again has the same Seq.
 type Claim struct {
-	From uint32
-	Seq  uint64
-	IDs  []uint64
+	From   uint32
+	Seq    uint64
+	Claims []ClaimRef
 }
 
 // ClaimAnswer grants or denies each claimed id (denied: another shard holds it).
 type ClaimAnswer struct {
 	From   uint32
 	Seq    uint64
-	IDs    []uint64
+	Claims []ClaimRef
 	Denied []bool
 }
 
@@ -76,7 +77,8 @@ type ReleaseAck struct {
 	Seq  uint64
 }
 
-// ClaimRef is one id held under one claim (the claim's Seq, or a local one).
+// ClaimRef is one id held under one claim: Seq is the number of the claiming part (one per
+// part of a request, unique per shard until it restarts).
 type ClaimRef struct {
 	ID  uint64
 	Seq uint64
