@@ -3,6 +3,7 @@ package driver
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/ledgercore/ledger/ledger"
@@ -305,36 +306,29 @@ func (d *Driver) held(m *Held) {
 }
 
 // resendClaims sends again the claims and releases unanswered for RedeliverAfterTicks ticks.
-// Map order is random: they go in the order of their numbers, so that a run replays.
 func (d *Driver) resendClaims() {
-	age := d.cfg.RedeliverAfterTicks
-	if len(d.asked) > 0 {
-		for _, seq := range sortedKeys(d.asked) {
-			b := d.asked[seq]
-			if d.ticks-b.sent >= age {
-				b.sent = d.ticks
-				d.stats.Resent.Add(1)
-				d.host.Send(b.to, &Claim{From: d.cfg.Shard, Seq: b.seq, Claims: b.refs})
-			}
-		}
-	}
-	if len(d.unacked) > 0 {
-		for _, seq := range sortedKeys(d.unacked) {
-			r := d.unacked[seq]
-			if d.ticks-r.sent >= age {
-				r.sent = d.ticks
-				d.stats.Resent.Add(1)
-				d.host.Send(r.to, &Release{From: d.cfg.Shard, Seq: seq, Claims: r.claims})
-			}
-		}
-	}
+	resendDue(d, d.asked, cmp.Compare[uint64], func(b *claimBatch) *uint64 { return &b.sent },
+		func(_ uint64, b *claimBatch) {
+			d.host.Send(b.to, &Claim{From: d.cfg.Shard, Seq: b.seq, Claims: b.refs})
+		})
+	resendDue(d, d.unacked, cmp.Compare[uint64], func(r *pendingRelease) *uint64 { return &r.sent },
+		func(seq uint64, r *pendingRelease) {
+			d.host.Send(r.to, &Release{From: d.cfg.Shard, Seq: seq, Claims: r.claims})
+		})
 }
 
-func sortedKeys[V any](m map[uint64]V) []uint64 {
-	keys := make([]uint64, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// resendDue sends again (send) each entry of m last sent RedeliverAfterTicks ticks ago or more,
+// and marks it sent now. Map order is random: entries go in key order, so that a run replays.
+func resendDue[K comparable, V any](d *Driver, m map[K]V, compare func(x, y K) int, sent func(V) *uint64, send func(K, V)) {
+	if len(m) == 0 {
+		return
 	}
-	slices.Sort(keys)
-	return keys
+	for _, k := range slices.SortedFunc(maps.Keys(m), compare) {
+		v := m[k]
+		if at := sent(v); d.ticks-*at >= d.cfg.RedeliverAfterTicks {
+			*at = d.ticks
+			d.stats.Resent.Add(1)
+			send(k, v)
+		}
+	}
 }

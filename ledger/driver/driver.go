@@ -373,25 +373,14 @@ func (d *Driver) trackForget(to uint32, seq uint64, keys []ledger.LegKey) {
 	d.forgetsUnacked[forgetRef{to: to, seq: seq}] = &unackedForget{keys: keys, sent: d.ticks}
 }
 
-// resendForgets sends again the forget batches unacknowledged for RedeliverAfterTicks ticks,
-// in the order of their shards and numbers.
+// resendForgets sends again the forget batches unacknowledged for RedeliverAfterTicks ticks.
 func (d *Driver) resendForgets() {
-	if len(d.forgetsUnacked) == 0 {
-		return
-	}
-	refs := make([]forgetRef, 0, len(d.forgetsUnacked))
-	for r := range d.forgetsUnacked {
-		refs = append(refs, r)
-	}
-	slices.SortFunc(refs, func(x, y forgetRef) int { return cmp.Or(cmp.Compare(x.to, y.to), cmp.Compare(x.seq, y.seq)) })
-	for _, r := range refs {
-		f := d.forgetsUnacked[r]
-		if d.ticks-f.sent >= d.cfg.RedeliverAfterTicks {
-			f.sent = d.ticks
-			d.stats.Resent.Add(1)
+	resendDue(d, d.forgetsUnacked,
+		func(x, y forgetRef) int { return cmp.Or(cmp.Compare(x.to, y.to), cmp.Compare(x.seq, y.seq)) },
+		func(f *unackedForget) *uint64 { return &f.sent },
+		func(r forgetRef, f *unackedForget) {
 			d.host.Send(r.to, &Forget{From: d.cfg.Shard, Seq: r.seq, Keys: f.keys})
-		}
-	}
+		})
 }
 
 // Wake runs what arrived since the last Wake and, when no round is committing, seals the

@@ -2,6 +2,8 @@ package driver
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/ledgercore/ledger/ledger"
 )
@@ -101,7 +103,7 @@ func (d *Driver) flushBuffers(reason int) {
 	if len(d.buffers) == 0 {
 		return
 	}
-	for _, account := range sortedKeys(d.buffers) {
+	for _, account := range slices.Sorted(maps.Keys(d.buffers)) {
 		d.flushAccount(account, d.buffers[account], reason)
 	}
 	d.sendLegsTo()
@@ -113,7 +115,7 @@ func (d *Driver) flushAlong() {
 	if len(d.buffers) == 0 {
 		return
 	}
-	for _, account := range sortedKeys(d.buffers) {
+	for _, account := range slices.Sorted(maps.Keys(d.buffers)) {
 		if len(d.legsTo[ledger.ShardOf(account, d.cfg.Shards)]) > 0 {
 			d.flushAccount(account, d.buffers[account], FlushAlong)
 		}

@@ -8,9 +8,9 @@
 package rules
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -101,24 +101,10 @@ type Chart struct {
 }
 
 // SubjectCodes are the subjects' codes in order.
-func (c *Chart) SubjectCodes() []uint32 {
-	out := make([]uint32, 0, len(c.Subjects))
-	for code := range c.Subjects {
-		out = append(out, code)
-	}
-	slices.Sort(out)
-	return out
-}
+func (c *Chart) SubjectCodes() []uint32 { return slices.Sorted(maps.Keys(c.Subjects)) }
 
 // CodeNames are the transaction codes in order.
-func (c *Chart) CodeNames() []string {
-	out := make([]string, 0, len(c.Codes))
-	for name := range c.Codes {
-		out = append(out, name)
-	}
-	slices.Sort(out)
-	return out
-}
+func (c *Chart) CodeNames() []string { return slices.Sorted(maps.Keys(c.Codes)) }
 
 // Error is what is wrong with a rules file, at a line and field.
 type Error struct {
@@ -412,7 +398,7 @@ func (l *loader) balanced(c *Code, n *codeNode, field string) bool {
 	if len(names) == 0 {
 		return true
 	}
-	slices.SortFunc(names, cmp.Compare[string])
+	slices.Sort(names)
 	for _, name := range names {
 		l.fail(n.line, field+".entries", "unbalanced: amount %q is debited %+d times more than credited", name, sums[name])
 	}
