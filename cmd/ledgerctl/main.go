@@ -253,11 +253,16 @@ func chart(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SUBJECT\tNAME\tCATEGORY\tNORMAL SIDE")
+	fmt.Fprintln(w, "SUBJECT\tNAME\tCATEGORY\tNORMAL SIDE\tACCOUNTS")
 	var walk func(code uint32, depth int)
 	walk = func(code uint32, depth int) {
 		s := c.Subjects[code]
-		fmt.Fprintf(w, "%s%d\t%s\t%v\t%v\n", strings.Repeat("  ", depth), s.Code, s.Name, s.Category, s.Category.NormalSide())
+		owner := ""
+		if s.Leaf() {
+			owner = s.Owner.String()
+		}
+		fmt.Fprintf(w, "%s%d\t%s\t%v\t%v\t%s\n", strings.Repeat("  ", depth), s.Code, s.Name, s.Category,
+			s.Category.NormalSide(), owner)
 		for _, child := range s.Children {
 			walk(child, depth+1)
 		}
@@ -272,7 +277,7 @@ func chart(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	w = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CODE\tNAME\tPOSTINGS")
+	fmt.Fprintln(w, "CODE\tID\tNAME\tPOSTINGS")
 	for _, name := range c.CodeNames() {
 		code := c.Codes[name]
 		var postings []string
@@ -280,7 +285,7 @@ func chart(args []string, stdout, stderr io.Writer) int {
 			postings = append(postings, fmt.Sprintf("DR %d %s / CR %d %s (%s)", p.Debit, c.Subjects[p.Debit].Name,
 				p.Credit, c.Subjects[p.Credit].Name, p.Amount))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", code.Code, code.Name, strings.Join(postings, "; "))
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", code.Code, code.ID, code.Name, strings.Join(postings, "; "))
 	}
 	if err := w.Flush(); err != nil {
 		return 2

@@ -162,7 +162,7 @@ func TestChart(t *testing.T) {
 	}
 	bad := filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(bad, []byte("subjects:\n  - {code: 1, name: a, category: asset}\ntransaction_codes:\n"+
-		"  - {code: x, name: x, entries: [{side: debit, subject: 1, amount: a}]}\n"), 0o644); err != nil {
+		"  - {code: x, id: 1, name: x, entries: [{side: debit, subject: 1, amount: a}]}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out.Reset()

@@ -68,11 +68,35 @@ func (c Category) NormalSide() Side {
 	return Credit
 }
 
+// Owner says whose accounts hang under a subject.
+type Owner uint8
+
+const (
+	// Party: customers' and merchants' accounts, named by each request.
+	Party Owner = iota
+	// Platform: one account of the platform per ledger (currency).
+	Platform
+	// PerChannel: one account of the platform per ledger and payment channel.
+	PerChannel
+)
+
+var ownerNames = map[string]Owner{"party": Party, "platform": Platform, "channel": PerChannel}
+
+func (o Owner) String() string {
+	for name, x := range ownerNames {
+		if x == o {
+			return name
+		}
+	}
+	return fmt.Sprintf("owner(%d)", uint8(o))
+}
+
 // Subject is a node of the chart.
 type Subject struct {
 	Code     uint32
 	Name     string
 	Category Category
+	Owner    Owner
 	Parent   uint32 // 0: a root
 	Children []uint32
 }
@@ -87,9 +111,11 @@ type Entry struct {
 	Amount  string
 }
 
-// Code is a transaction code and its posting template.
+// Code is a transaction code and its posting template. ID is the number ledger transfers carry
+// in their code field.
 type Code struct {
 	Code    string
+	ID      uint32
 	Name    string
 	Entries []Entry
 }
@@ -127,11 +153,13 @@ type subjectNode struct {
 	Name     yaml.Node `yaml:"name"`
 	Category yaml.Node `yaml:"category"`
 	Parent   yaml.Node `yaml:"parent"`
+	Owner    yaml.Node `yaml:"owner"`
 	line     int
 }
 
 type codeNode struct {
 	Code    yaml.Node   `yaml:"code"`
+	ID      yaml.Node   `yaml:"id"`
 	Name    yaml.Node   `yaml:"name"`
 	Entries []entryNode `yaml:"entries"`
 	line    int
@@ -170,9 +198,9 @@ func strict(v *yaml.Node, what string, into any) error {
 	known := map[string]bool{}
 	switch what {
 	case "subject":
-		known = map[string]bool{"code": true, "name": true, "category": true, "parent": true}
+		known = map[string]bool{"code": true, "name": true, "category": true, "parent": true, "owner": true}
 	case "transaction code":
-		known = map[string]bool{"code": true, "name": true, "entries": true}
+		known = map[string]bool{"code": true, "id": true, "name": true, "entries": true}
 	case "entry":
 		known = map[string]bool{"side": true, "subject": true, "amount": true}
 	}
@@ -239,7 +267,7 @@ func (l *loader) text(n *yaml.Node, line int, field string) (string, bool) {
 	return n.Value, true
 }
 
-// number reads a subject code: 1 to 2^32-1.
+// number reads a subject code or a transaction code's id: 1 to 2^32-1.
 func (l *loader) number(n *yaml.Node, line int, field string, required bool) (uint32, bool) {
 	if n.Kind == 0 {
 		if required {
@@ -249,7 +277,7 @@ func (l *loader) number(n *yaml.Node, line int, field string, required bool) (ui
 	}
 	var v uint64
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil || v == 0 || v > 1<<32-1 {
-		l.fail(n.Line, field, "want a subject code from 1 to %d, not %q", uint32(1<<32-1), n.Value)
+		l.fail(n.Line, field, "want a number from 1 to %d, not %q", uint32(1<<32-1), n.Value)
 		return 0, false
 	}
 	return uint32(v), true
@@ -264,11 +292,20 @@ func (l *loader) subjects(nodes []subjectNode) {
 		name, okName := l.text(&n.Name, n.line, field+".name")
 		cat, okCat := l.text(&n.Category, n.line, field+".category")
 		parent, okParent := l.number(&n.Parent, n.line, field+".parent", false)
+		owner, okOwner := Party, true
+		if n.Owner.Kind != 0 {
+			var name string
+			if name, okOwner = l.text(&n.Owner, n.line, field+".owner"); okOwner {
+				if owner, okOwner = ownerNames[name]; !okOwner {
+					l.fail(n.Owner.Line, field+".owner", "unknown owner %q (want party, platform or channel)", name)
+				}
+			}
+		}
 		category, known := categoryNames[cat]
 		if okCat && !known {
 			l.fail(n.Category.Line, field+".category", "unknown category %q (want asset, liability, equity, income or expense)", cat)
 		}
-		if !okCode || !okName || !okCat || !known || !okParent {
+		if !okCode || !okName || !okCat || !known || !okParent || !okOwner {
 			continue
 		}
 		if first, dup := lines[code]; dup {
@@ -276,11 +313,14 @@ func (l *loader) subjects(nodes []subjectNode) {
 			continue
 		}
 		lines[code] = n.Code.Line
-		l.chart.Subjects[code] = &Subject{Code: code, Name: name, Category: category, Parent: parent}
+		l.chart.Subjects[code] = &Subject{Code: code, Name: name, Category: category, Owner: owner, Parent: parent}
 	}
 	for i := range nodes {
 		n := &nodes[i]
-		code, _ := l.number(&n.Code, n.line, "", true)
+		var code uint32
+		if n.Code.Decode(&code) != nil {
+			continue
+		}
 		s := l.chart.Subjects[code]
 		if s == nil || s.Parent == 0 || lines[code] != n.Code.Line {
 			continue
@@ -315,20 +355,27 @@ func (l *loader) subjects(nodes []subjectNode) {
 
 func (l *loader) codes(nodes []codeNode) {
 	lines := map[string]int{}
+	ids := map[uint32]int{}
 	for i := range nodes {
 		n := &nodes[i]
 		field := fmt.Sprintf("transaction_codes[%d]", i)
 		code, okCode := l.text(&n.Code, n.line, field+".code")
 		name, okName := l.text(&n.Name, n.line, field+".name")
-		if !okCode || !okName {
+		id, okID := l.number(&n.ID, n.line, field+".id", true)
+		if !okCode || !okName || !okID {
 			continue
 		}
+		if first, dup := ids[id]; dup {
+			l.fail(n.ID.Line, field+".id", "duplicate transaction code id %d (first at line %d)", id, first)
+			continue
+		}
+		ids[id] = n.ID.Line
 		if first, dup := lines[code]; dup {
 			l.fail(n.Code.Line, field+".code", "duplicate transaction code %q (first at line %d)", code, first)
 			continue
 		}
 		lines[code] = n.Code.Line
-		c := &Code{Code: code, Name: name}
+		c := &Code{Code: code, ID: id, Name: name}
 		ok := len(n.Entries) > 0
 		if !ok {
 			l.fail(n.line, field+".entries", "a template needs entries")

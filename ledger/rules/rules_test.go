@@ -41,15 +41,27 @@ func TestBadRules(t *testing.T) {
 		name, rules string
 		want        []string
 	}{
+		{"ids and owners", `subjects:
+  - {code: 1000, name: assets, category: asset, owner: bank}
+  - {code: 2001, name: balance, category: liability}
+transaction_codes:
+  - {code: x, id: 5, name: x, entries: [{side: debit, subject: 2001, amount: a}, {side: credit, subject: 2001, amount: a}]}
+  - {code: y, id: 5, name: y, entries: [{side: debit, subject: 2001, amount: a}, {side: credit, subject: 2001, amount: a}]}
+  - {code: z, name: z, entries: [{side: debit, subject: 2001, amount: a}, {side: credit, subject: 2001, amount: a}]}
+`, []string{`r.yaml:2: subjects[0].owner: unknown owner "bank" (want party, platform or channel)`,
+			"r.yaml:6: transaction_codes[1].id: duplicate transaction code id 5 (first at line 5)",
+			"r.yaml:7: transaction_codes[2].id: missing"}},
 		{"unknown subject", subjects + `transaction_codes:
   - code: x
+    id: 901
     name: x
     entries:
       - {side: debit, subject: 9999, amount: amount}
       - {side: credit, subject: 2001, amount: amount}
-`, []string{"r.yaml:9: transaction_codes[0].entries[0].subject: unknown subject 9999"}},
+`, []string{"r.yaml:10: transaction_codes[0].entries[0].subject: unknown subject 9999"}},
 		{"unbalanced", subjects + `transaction_codes:
   - code: x
+    id: 902
     name: x
     entries:
       - {side: debit, subject: 1122, amount: amount}
@@ -57,8 +69,8 @@ func TestBadRules(t *testing.T) {
 `, []string{`r.yaml:6: transaction_codes[0].entries: unbalanced: amount "amount" is debited +1 times`,
 			`r.yaml:6: transaction_codes[0].entries: unbalanced: amount "fee" is debited -1 times`}},
 		{"duplicate code", subjects + `transaction_codes:
-  - {code: x, name: x, entries: [{side: debit, subject: 1122, amount: a}, {side: credit, subject: 2001, amount: a}]}
-  - {code: x, name: y, entries: [{side: debit, subject: 1122, amount: a}, {side: credit, subject: 2001, amount: a}]}
+  - {code: x, id: 903, name: x, entries: [{side: debit, subject: 1122, amount: a}, {side: credit, subject: 2001, amount: a}]}
+  - {code: x, id: 904, name: y, entries: [{side: debit, subject: 1122, amount: a}, {side: credit, subject: 2001, amount: a}]}
 `, []string{`r.yaml:7: transaction_codes[1].code: duplicate transaction code "x" (first at line 6)`}},
 		{"subjects", `subjects:
   - {code: 1000, name: assets, category: asset}
@@ -72,7 +84,7 @@ func TestBadRules(t *testing.T) {
 			`r.yaml:4: subjects[2].category: unknown category "liabilty"`,
 			"r.yaml:5: subjects[3].parent: subject 2001 is liability under 1000, which is asset",
 			"r.yaml:6: subjects[4].parent: unknown subject 7",
-			`r.yaml:7: subjects[5].code: want a subject code from 1 to 4294967295, not "0"`,
+			`r.yaml:7: subjects[5].code: want a number from 1 to 4294967295, not "0"`,
 			"r.yaml:8: subjects[6].name: missing"}},
 		{"loop", `subjects:
   - {code: 10, name: a, category: asset, parent: 11}
@@ -82,11 +94,11 @@ func TestBadRules(t *testing.T) {
   - {code: 2004, name: x, category: asset, colour: red}
 `, []string{"r.yaml:2: colour: unknown field of a subject"}},
 		{"not a leaf", subjects + `transaction_codes:
-  - {code: x, name: x, entries: [{side: debit, subject: 1000, amount: a}, {side: credit, subject: 2001, amount: a}]}
+  - {code: x, id: 905, name: x, entries: [{side: debit, subject: 1000, amount: a}, {side: credit, subject: 2001, amount: a}]}
 `, []string{"r.yaml:6: transaction_codes[0].entries[0].subject: subject 1000 (assets) has subjects under it"}},
 		{"side and amount", subjects + `transaction_codes:
-  - {code: x, name: x, entries: [{side: left, subject: 1122, amount: a}, {side: credit, subject: 2001, amount: Amount}]}
-  - {code: y, name: y}
+  - {code: x, id: 906, name: x, entries: [{side: left, subject: 1122, amount: a}, {side: credit, subject: 2001, amount: Amount}]}
+  - {code: y, id: 907, name: y}
 `, []string{`r.yaml:6: transaction_codes[0].entries[0].side: want debit or credit, not "left"`,
 			`r.yaml:6: transaction_codes[0].entries[1].amount: want an amount's name`,
 			"r.yaml:7: transaction_codes[1].entries: a template needs entries"}},
