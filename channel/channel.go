@@ -96,6 +96,9 @@ type Request struct {
 	Op       Op
 	OrderNo  string // the ledger's number for this request; the channel's idempotency key
 	Original string // Refund: the OrderNo of the Pay it refunds
+	// OriginalTxn: Refund: the channel's transaction of the Pay it refunds (a Pay collected
+	// twice has two).
+	OriginalTxn string
 	Amount   uint64 // minor units
 	Currency string
 	Account  string // Pay: the payer's instrument; Payout: the payee's; opaque to the ledger

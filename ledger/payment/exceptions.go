@@ -1,0 +1,169 @@
+package payment
+
+import (
+	"fmt"
+
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// openException records an anomaly on the order. A record that holds money starts by booking
+// it to suspense. Past ExceptionsMax the order is flagged and nothing more is recorded.
+func (o *Order) openException(x Exception, now uint64) Effects {
+	o.Flagged = true
+	o.touch(now)
+	if len(o.Exceptions) >= ExceptionsMax {
+		return Effects{}
+	}
+	x.Created, x.Updated, x.Step = now, now, ExcOpen
+	if x.Booked() {
+		x.Step = ExcBooking
+	}
+	o.Exceptions = append(o.Exceptions, x)
+	return Effects{}
+}
+
+func bookStep(k int) int   { return stepExceptions + 2*k }
+func unbookStep(k int) int { return stepExceptions + 2*k + 1 }
+
+// dueException is the transfer exception k waits for, if it is not durable nor submitted.
+func (o *Order) dueException(s *Setup, k int) []ledger.Transfer {
+	switch o.Exceptions[k].Step {
+	case ExcBooking:
+		return o.due(s, 1<<bookStep(k))
+	case ExcUnbooking:
+		return o.due(s, 1<<unbookStep(k))
+	}
+	return nil
+}
+
+// resumeException is what exception k does after a restart: its posting again, or a query
+// for its refund.
+func (o *Order) resumeException(s *Setup, k int, now uint64) Effects {
+	x := &o.Exceptions[k]
+	if x.Step == ExcRefunding {
+		x.Next = now + backoff(x.Queries)
+		return Effects{Calls: []Call{{Request: o.exceptionRequest(k), Query: true}}}
+	}
+	return Effects{Transfers: o.dueException(s, k)}
+}
+
+// exceptionSteps moves exception k on when its posting is durable. A posting to suspense the
+// ledger refuses leaves the record where it is, noted, for an operator.
+func (o *Order) exceptionSteps(s *Setup, k int, failed uint64, now uint64) Effects {
+	x := &o.Exceptions[k]
+	var step int
+	switch x.Step {
+	case ExcBooking:
+		step = bookStep(k)
+	case ExcUnbooking:
+		step = unbookStep(k)
+	default:
+		return Effects{}
+	}
+	if failed&(1<<step) != 0 {
+		x.Note = fmt.Sprintf("the ledger refused the suspense posting of step %d; retried on restart", step)
+		x.Updated = now
+		o.touch(now)
+		return Effects{}
+	}
+	if o.Done&(1<<step) == 0 {
+		return Effects{}
+	}
+	x.Updated = now
+	o.touch(now)
+	if x.Step == ExcUnbooking {
+		x.Step = ExcResolved
+		return Effects{}
+	}
+	x.Step = ExcOpen
+	if x.Kind == DuplicatePayment {
+		return o.refundException(k, now)
+	}
+	return Effects{}
+}
+
+// exceptionAnswer takes what became of exception k's refund request.
+func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Result, now uint64) Effects {
+	x := &o.Exceptions[k]
+	if x.Step != ExcRefunding {
+		return Effects{}
+	}
+	settled := func(note string) Effects {
+		x.Step, x.Note, x.Updated = ExcOpen, note, now
+		o.touch(now)
+		return Effects{}
+	}
+	switch {
+	case a == Rejected && !c.Query:
+		return settled("the channel was not called (unavailable); refund again or close")
+	case a != Answered, r.Status == channel.Processing:
+		x.Queries++
+		x.Next = now + backoff(x.Queries)
+		return Effects{}
+	case r.Status == channel.NotFound:
+		x.Queries++
+		x.Next = now + backoff(x.Queries)
+		if now-x.SentAt >= NotFoundFinal {
+			return settled("the channel never received the refund; refund again or close")
+		}
+		return Effects{}
+	case r.Status == channel.Failed:
+		return settled("the channel refused the refund: " + r.Reason)
+	}
+	x.Step, x.Updated = ExcUnbooking, now
+	x.Note = "refunded by the channel, txn " + r.Txn
+	o.touch(now)
+	return Effects{Transfers: o.dueException(s, k)}
+}
+
+// exceptionRequest is the channel request that refunds exception k's money.
+func (o *Order) exceptionRequest(k int) channel.Request {
+	x := &o.Exceptions[k]
+	return channel.Request{Op: channel.Refund, OrderNo: ExceptionNo(o.ID, k), Original: OrderNo(o.ID),
+		OriginalTxn: x.Txn, Amount: x.Amount, Account: o.ChannelAccount, BizID: o.BizID}
+}
+
+// Resolution is what an operator does with an open exception.
+type Resolution uint8
+
+const (
+	// ResolveRefund sends the money held in suspense back by the original route.
+	ResolveRefund Resolution = 1 + iota
+	// ResolveClose closes the record with a note; money in suspense stays for finance.
+	ResolveClose
+)
+
+// Resolve applies an operator's resolution to exception k, which must be open (ExcOpen).
+func (o *Order) Resolve(k int, how Resolution, note string, now uint64) (Effects, Result) {
+	switch {
+	case k < 0 || k >= len(o.Exceptions):
+		return Effects{}, ResultExceptionNotFound
+	case len(note) > NoteBytesMax:
+		return Effects{}, ResultNoteTooLong
+	case o.Exceptions[k].Step != ExcOpen:
+		return Effects{}, ResultExceptionNotOpen
+	}
+	x := &o.Exceptions[k]
+	switch how {
+	case ResolveRefund:
+		if !x.Booked() {
+			return Effects{}, ResultNotRefundable
+		}
+		x.Note = note
+		return o.refundException(k, now), ResultOK
+	case ResolveClose:
+		x.Step, x.Note, x.Updated = ExcResolved, note, now
+		o.touch(now)
+		return Effects{}, ResultOK
+	}
+	return Effects{}, ResultExceptionNotOpen
+}
+
+// refundException asks the channel to refund exception k's money: sent once, then queried.
+func (o *Order) refundException(k int, now uint64) Effects {
+	x := &o.Exceptions[k]
+	x.Step, x.SentAt, x.Next, x.Updated = ExcRefunding, now, now+QueryBackoffMin, now
+	o.touch(now)
+	return Effects{Calls: []Call{{Request: o.exceptionRequest(k)}}}
+}

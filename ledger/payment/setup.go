@@ -1,0 +1,138 @@
+package payment
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/rules"
+)
+
+// Codes names the transaction code each step of the payment forms posts with. A deployment
+// changes what a scene posts by changing its template in the rules file.
+type Codes struct {
+	Recharge, WithdrawHold, WithdrawPaid, Pay, PayCoupon, PayChannel string
+	Refund, RefundCoupon, RefundChannel, Transfer, SuspenseIn, SuspenseOut string
+}
+
+// DefaultCodes are the codes of the default chart.
+var DefaultCodes = Codes{Recharge: "recharge", WithdrawHold: "withdraw_hold", WithdrawPaid: "withdraw_paid",
+	Pay: "pay", PayCoupon: "pay_coupon", PayChannel: "pay_channel", Refund: "refund", RefundCoupon: "refund_coupon",
+	RefundChannel: "refund_channel", Transfer: "transfer", SuspenseIn: "suspense_in", SuspenseOut: "suspense_out"}
+
+// ChannelsMax is the most channels a deployment may name.
+const ChannelsMax = 255
+
+// platformAccountBit marks the ids of accounts the payment layer opens for the platform.
+const platformAccountBit = 1 << 63
+
+// Setup is what the payment forms post with: the chart, the codes of each step, and the
+// channels. It is immutable once built.
+type Setup struct {
+	Chart    *rules.Chart
+	Channels []string
+	codes    map[string]rules.Pair // code name -> its single posting
+	ids      map[string]uint32
+	names    Codes
+}
+
+// NewSetup checks that every code of codes exists in the chart with exactly one posting, and
+// that channels are few enough and distinct.
+func NewSetup(chart *rules.Chart, codes Codes, channels []string) (*Setup, error) {
+	if len(channels) == 0 || len(channels) > ChannelsMax {
+		return nil, fmt.Errorf("payment: %d channels: want 1 to %d", len(channels), ChannelsMax)
+	}
+	for i, c := range channels {
+		if c == "" || slices.Index(channels, c) != i {
+			return nil, fmt.Errorf("payment: channel %q: names must be non-empty and distinct", c)
+		}
+	}
+	s := &Setup{Chart: chart, Channels: slices.Clone(channels), codes: map[string]rules.Pair{},
+		ids: map[string]uint32{}, names: codes}
+	for _, name := range []string{codes.Recharge, codes.WithdrawHold, codes.WithdrawPaid, codes.Pay, codes.PayCoupon,
+		codes.PayChannel, codes.Refund, codes.RefundCoupon, codes.RefundChannel, codes.Transfer, codes.SuspenseIn,
+		codes.SuspenseOut} {
+		c, ok := chart.Codes[name]
+		if !ok {
+			return nil, fmt.Errorf("payment: the rules have no transaction code %q", name)
+		}
+		pairs := c.Pairs()
+		if len(pairs) != 1 {
+			return nil, fmt.Errorf("payment: transaction code %q: the payment forms post one debit and one credit, not %d", name, len(pairs))
+		}
+		for _, subject := range []uint32{pairs[0].Debit, pairs[0].Credit} {
+			if chart.Subjects[subject].Code > 1<<24-1 {
+				return nil, fmt.Errorf("payment: transaction code %q: subject %d: platform subjects are below 2^24", name, subject)
+			}
+		}
+		s.codes[name], s.ids[name] = pairs[0], c.ID
+	}
+	return s, nil
+}
+
+// Channel reports whether name is a channel of the setup.
+func (s *Setup) Channel(name string) bool { return slices.Contains(s.Channels, name) }
+
+// PlatformAccount is the id of the platform's account under subject in a ledger, for a
+// channel when the subject has one account per channel.
+func (s *Setup) PlatformAccount(ledgerID, subject uint32, channel string) uint64 {
+	idx := uint64(0)
+	if s.Chart.Subjects[subject].Owner == rules.PerChannel {
+		idx = uint64(slices.Index(s.Channels, channel)) + 1
+	}
+	return platformAccountBit | uint64(ledgerID&0x7fff)<<32 | uint64(subject)<<8 | idx
+}
+
+// PlatformAccounts are the accounts the platform needs in a ledger: one per platform leaf
+// subject, one per channel for per-channel subjects. The host opens them at start (opening
+// again answers EXISTS). They are internal and allow any balance.
+func (s *Setup) PlatformAccounts(ledgerID uint32) []ledger.Account {
+	var out []ledger.Account
+	for _, code := range s.Chart.SubjectCodes() {
+		sub := s.Chart.Subjects[code]
+		if !sub.Leaf() || sub.Owner == rules.Party || code > 1<<24-1 {
+			continue
+		}
+		channels := []string{""}
+		if sub.Owner == rules.PerChannel {
+			channels = s.Channels
+		}
+		for _, c := range channels {
+			out = append(out, ledger.Account{ID: s.PlatformAccount(ledgerID, code, c), Ledger: ledgerID, Code: code,
+				Flags: ledger.AccountInternal | ledger.AccountHot})
+		}
+	}
+	return out
+}
+
+// LedgerIDMax is the largest ledger (currency) the payment layer serves: platform account ids
+// carry it in 15 bits.
+const LedgerIDMax = 1<<15 - 1
+
+// posting is the transfer of step of order o under code: the subjects the code names are the
+// platform's accounts, or from (debit side) and to (credit side) where the subject belongs
+// to a party.
+func (s *Setup) posting(o *Order, code string, step int, from, to, amount uint64) ledger.Transfer {
+	p := s.codes[code]
+	side := func(subject uint32, party uint64) uint64 {
+		if s.Chart.Subjects[subject].Owner == rules.Party {
+			return party
+		}
+		return s.PlatformAccount(o.Ledger, subject, o.Channel)
+	}
+	return ledger.Transfer{ID: TransferID(o.ID, step), DebitAccountID: side(p.Debit, from),
+		CreditAccountID: side(p.Credit, to), Amount: amount, Ledger: o.Ledger, Code: s.ids[code], BizID: o.BizID}
+}
+
+// partySubjects are the subjects the party accounts of a posting under code must have:
+// debit side, credit side (0 where the side is the platform's).
+func (s *Setup) partySubjects(code string) (debit, credit uint32) {
+	p := s.codes[code]
+	if s.Chart.Subjects[p.Debit].Owner == rules.Party {
+		debit = p.Debit
+	}
+	if s.Chart.Subjects[p.Credit].Owner == rules.Party {
+		credit = p.Credit
+	}
+	return debit, credit
+}
