@@ -1,0 +1,122 @@
+package fake
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Defaults of Config's limits, used where a field is zero.
+const (
+	// MaxRecordsDefault bounds the requests the server holds; a new one beyond is answered
+	// 503. Each request has at most two txns, so this bounds the txns too.
+	MaxRecordsDefault = 100_000
+	// MaxPendingCallbacksDefault bounds the notices waiting to be delivered (including
+	// retries); a notice beyond is dropped with a warning (the ledger queries).
+	MaxPendingCallbacksDefault = 10_000
+	// CallbackConcurrencyDefault bounds the notices being posted at once.
+	CallbackConcurrencyDefault = 16
+	// CallbackAttemptsDefault bounds the posts of one notice.
+	CallbackAttemptsDefault = 6
+	// CallbackBackoffDefault is the wait before the second post of a notice; it doubles each
+	// attempt, up to CallbackBackoffMax.
+	CallbackBackoffDefault = 200 * time.Millisecond
+	// CallbackBackoffMax caps the wait between posts of a notice.
+	CallbackBackoffMax = 30 * time.Second
+	// CallbackTimeoutDefault bounds one post of a notice.
+	CallbackTimeoutDefault = 5 * time.Second
+	// TimeoutHoldDefault is how long an answer chosen to time out is held back.
+	TimeoutHoldDefault = 30 * time.Second
+)
+
+// Config is the behaviour of a simulated channel. Rates are fractions in [0, 1]; the zero
+// Config is a channel that succeeds everything at once (after Latency) and reports it by
+// notice; Secret is required.
+type Config struct {
+	Secret []byte // shared with the ledger; signs notices
+	Seed   uint64 // with the order_no, decides each request's fate
+
+	Latency time.Duration // before a request's outcome
+	Jitter  time.Duration // up to this much more latency, drawn per request
+	Sync    bool          // answer succeeded/failed at once (after the latency); no notices
+
+	FailRate        float64 // requests that end Failed
+	TimeoutRate     float64 // new requests whose answer is held back or whose connection is dropped
+	DupCallbackRate float64 // requests whose first notice is sent twice
+	DupPayRate      float64 // succeeded Pays that succeed a second time under a second txn
+	MismatchRate    float64 // succeeded Pays whose amount differs from the one asked
+
+	CallbackDelay time.Duration // before a notice's first post
+	TimeoutHold   time.Duration // how long a held answer waits (0: TimeoutHoldDefault)
+
+	StatementDir   string        // where WriteStatement writes; empty: statements are off
+	StatementEvery time.Duration // write the changed statements this often; 0: only on demand and on Close
+
+	MaxRecords          int           // 0: MaxRecordsDefault
+	MaxPendingCallbacks int           // 0: MaxPendingCallbacksDefault
+	CallbackConcurrency int           // 0: CallbackConcurrencyDefault
+	CallbackAttempts    int           // 0: CallbackAttemptsDefault
+	CallbackBackoff     time.Duration // 0: CallbackBackoffDefault
+	CallbackTimeout     time.Duration // 0: CallbackTimeoutDefault
+
+	HTTPClient *http.Client     // posts notices; nil: one of its own
+	Logger     *slog.Logger     // nil: discard
+	Now        func() time.Time // the clock of completions; nil: time.Now
+}
+
+// withDefaults checks c and fills its zero limits.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Secret) == 0 {
+		return c, errors.New("fake: no secret")
+	}
+	for name, r := range map[string]float64{
+		"fail rate": c.FailRate, "timeout rate": c.TimeoutRate, "dup callback rate": c.DupCallbackRate,
+		"dup pay rate": c.DupPayRate, "mismatch rate": c.MismatchRate,
+	} {
+		if !(r >= 0 && r <= 1) {
+			return c, fmt.Errorf("fake: %s %v is not in [0, 1]", name, r)
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"latency": c.Latency, "jitter": c.Jitter, "callback delay": c.CallbackDelay, "timeout hold": c.TimeoutHold,
+		"callback backoff": c.CallbackBackoff, "callback timeout": c.CallbackTimeout, "statement every": c.StatementEvery,
+	} {
+		if d < 0 {
+			return c, fmt.Errorf("fake: %s %v is negative", name, d)
+		}
+	}
+	for name, n := range map[string]int{
+		"max records": c.MaxRecords, "max pending callbacks": c.MaxPendingCallbacks,
+		"callback concurrency": c.CallbackConcurrency, "callback attempts": c.CallbackAttempts,
+	} {
+		if n < 0 {
+			return c, fmt.Errorf("fake: %s %d is negative", name, n)
+		}
+	}
+	setDefault(&c.TimeoutHold, TimeoutHoldDefault)
+	setDefault(&c.MaxRecords, MaxRecordsDefault)
+	setDefault(&c.MaxPendingCallbacks, MaxPendingCallbacksDefault)
+	setDefault(&c.CallbackConcurrency, CallbackConcurrencyDefault)
+	setDefault(&c.CallbackAttempts, CallbackAttemptsDefault)
+	setDefault(&c.CallbackBackoff, CallbackBackoffDefault)
+	setDefault(&c.CallbackTimeout, CallbackTimeoutDefault)
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}

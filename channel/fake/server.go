@@ -1,0 +1,367 @@
+// Package fake is a simulated payment channel: a real HTTP server speaking the channel
+// protocol (channel/PROTOCOL.md), with configurable latency, failures, lost answers,
+// duplicate and late notices, duplicate payments, amount mismatches, and daily statements.
+// Every random choice about a request is drawn from (Config.Seed, its order_no), so a run
+// can be repeated. cmd/fakechannel serves one; a test or ledgerd can start one in-process:
+//
+//	srv, err := fake.Start("127.0.0.1:0", fake.Config{Secret: secret, Seed: 1})
+//	client := channel.NewHTTPClient(srv.URL(), notifyURL, nil)
+//	defer srv.Close(ctx)
+//
+// or mount New's Server (an http.Handler) on a server of its own.
+package fake
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/ledgercore/ledger/channel"
+)
+
+// StatementsPath takes POST StatementsPath/{YYYY-MM-DD}: write that day's statement.
+const StatementsPath = "/v1/statements"
+
+// record is one request and what became of it.
+type record struct {
+	req       channel.Request
+	notifyURL string
+	fate      fate
+	result    channel.Result
+	collected uint64 // Pay: the sum of its succeeded txns
+	refunded  uint64 // Pay: the sum of its succeeded refunds
+}
+
+// Server is a simulated channel. It is an http.Handler; Start also serves it.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+
+	mu      sync.Mutex
+	records map[string]*record // by order_no
+	book    book
+
+	sched     scheduler
+	callbacks chan struct{} // a slot per notice waiting, MaxPendingCallbacks of them
+	posting   chan struct{} // a slot per notice being posted, CallbackConcurrency of them
+	held      chan struct{} // closed by Close: held answers go out
+	closeOnce sync.Once
+	stmtMu    sync.Mutex // one statement written at a time
+
+	hs *http.Server // Start's
+	ln net.Listener
+}
+
+// New returns a simulated channel per cfg.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		records:   make(map[string]*record),
+		book:      newBook(),
+		callbacks: make(chan struct{}, cfg.MaxPendingCallbacks),
+		posting:   make(chan struct{}, cfg.CallbackConcurrency),
+		held:      make(chan struct{}),
+	}
+	s.sched.init()
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST "+channel.RequestsPath, s.handleRequest)
+	s.mux.HandleFunc("GET "+channel.RequestsPath+"/{op}/{order_no}", s.handleQuery)
+	s.mux.HandleFunc("POST "+StatementsPath+"/{date}", s.handleStatement)
+	if cfg.StatementEvery > 0 && cfg.StatementDir != "" {
+		s.everyStatement()
+	}
+	return s, nil
+}
+
+// Start listens on addr (host:port; port 0 picks one) and serves a New(cfg) there.
+func Start(addr string, cfg Config) (*Server, error) {
+	s, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("fake: %w", err)
+	}
+	s.ln = ln
+	s.hs = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("serving", "err", err)
+		}
+	}()
+	s.log.Info("fake channel listening", "addr", ln.Addr().String())
+	return s, nil
+}
+
+// Addr is where Start listens; nil for New's server.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// URL is the base URL of Start's server, for channel.NewHTTPClient; "" for New's.
+func (s *Server) URL() string {
+	if s.ln == nil {
+		return ""
+	}
+	return "http://" + s.ln.Addr().String()
+}
+
+// ServeHTTP serves the channel protocol.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Close stops the server: held answers go out at once, Start's server stops taking
+// connections and waits for its handlers, then outcomes and notices still due are waited
+// for until ctx is done (those left are abandoned), and every changed statement is written.
+// The error is ctx's when it ended the wait, joined with any statement's.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.held) })
+	var errs []error
+	if s.hs != nil {
+		if err := s.hs.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("fake: shutting the HTTP server down: %w", err))
+		}
+	}
+	if err := s.sched.drain(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("fake: waiting for outcomes and notices: %w", err))
+	}
+	s.sched.stop()
+	if _, err := s.WriteStatements(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
+	wr, code, err := readRequest(w, r)
+	if err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	req, err := wr.Request()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.validate(req, wr.NotifyURL); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rec, fresh, code, err := s.admit(req, wr.NotifyURL)
+	if err != nil {
+		writeError(w, code, err.Error())
+		return
+	}
+	if fresh {
+		s.start(rec)
+	}
+	res := s.result(rec)
+	if fresh && rec.fate.timeout {
+		s.loseAnswer(w, r, rec, res)
+		return
+	}
+	writeJSON(w, http.StatusOK, res.ToWire())
+}
+
+// readRequest reads a WireRequest, refusing unknown fields, trailing data and long bodies.
+func readRequest(w http.ResponseWriter, r *http.Request) (channel.WireRequest, int, error) {
+	var wr channel.WireRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, channel.MaxRequestBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return wr, http.StatusRequestEntityTooLarge, fmt.Errorf("body exceeds %d bytes", channel.MaxRequestBytes)
+		}
+		return wr, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wr); err != nil {
+		return wr, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return wr, http.StatusBadRequest, errors.New("malformed request: data after the JSON object")
+	}
+	return wr, 0, nil
+}
+
+// validate checks what the channel needs of a request.
+func (s *Server) validate(r channel.Request, notifyURL string) error {
+	if r.OrderNo == "" {
+		return errors.New("order_no is empty")
+	}
+	for name, v := range map[string]string{
+		"order_no": r.OrderNo, "original": r.Original, "account": r.Account, "biz_id": r.BizID,
+	} {
+		if len(v) > channel.MaxIDBytes {
+			return fmt.Errorf("%s is longer than %d bytes", name, channel.MaxIDBytes)
+		}
+		if !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+			return fmt.Errorf("%s is not printable UTF-8", name)
+		}
+	}
+	if r.Amount == 0 {
+		return errors.New("amount is 0")
+	}
+	if !validCurrency(r.Currency) {
+		return fmt.Errorf("currency %q is not three capital letters", r.Currency)
+	}
+	if (r.Op == channel.Refund) != (r.Original != "") {
+		return errors.New("original is required for a refund and only for a refund")
+	}
+	if s.cfg.Sync {
+		return nil
+	}
+	u, err := url.Parse(notifyURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("notify_url %q is not an http(s) URL", notifyURL)
+	}
+	return nil
+}
+
+func validCurrency(c string) bool {
+	if len(c) != 3 {
+		return false
+	}
+	for _, b := range []byte(c) {
+		if b < 'A' || b > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// admit records a new request, or finds the one already under its order_no (fresh false).
+func (s *Server) admit(r channel.Request, notifyURL string) (rec *record, fresh bool, code int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec := s.records[r.OrderNo]; rec != nil {
+		if rec.req != r {
+			return nil, false, http.StatusConflict, fmt.Errorf("order_no %q is already a %s of %d %s with other fields",
+				r.OrderNo, rec.req.Op, rec.req.Amount, rec.req.Currency)
+		}
+		return rec, false, 0, nil
+	}
+	if len(s.records) >= s.cfg.MaxRecords {
+		return nil, false, http.StatusServiceUnavailable, fmt.Errorf("full: %d requests held", s.cfg.MaxRecords)
+	}
+	rec = &record{req: r, notifyURL: notifyURL, fate: drawFate(&s.cfg, r.OrderNo)}
+	rec.result = channel.Result{Status: channel.Processing}
+	s.records[r.OrderNo] = rec
+	return rec, true, 0, nil
+}
+
+// start settles a new request: now (Sync) or after its latency.
+func (s *Server) start(rec *record) {
+	s.log.Debug("request", "op", rec.req.Op, "order_no", rec.req.OrderNo, "amount", rec.req.Amount,
+		"fate", fmt.Sprintf("%+v", rec.fate))
+	if s.cfg.Sync {
+		sleep(rec.fate.latency, s.held)
+		s.settle(rec)
+		return
+	}
+	if !s.sched.after(rec.fate.latency, func() { s.settle(rec) }) {
+		s.log.Warn("closing: request left processing", "order_no", rec.req.OrderNo)
+	}
+}
+
+func (s *Server) result(rec *record) channel.Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return rec.result
+}
+
+// loseAnswer makes the client see no answer: the connection is dropped, or the answer is
+// held back for TimeoutHold (or until the client leaves, or Close).
+func (s *Server) loseAnswer(w http.ResponseWriter, r *http.Request, rec *record, res channel.Result) {
+	if rec.fate.drop {
+		s.log.Info("dropping the connection", "order_no", rec.req.OrderNo)
+		panic(http.ErrAbortHandler)
+	}
+	s.log.Info("holding the answer", "order_no", rec.req.OrderNo, "for", s.cfg.TimeoutHold)
+	t := time.NewTimer(s.cfg.TimeoutHold)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		return
+	case <-s.held:
+	}
+	writeJSON(w, http.StatusOK, res.ToWire())
+}
+
+func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
+	op, err := channel.ParseOp(r.PathValue("op"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res := channel.Result{Status: channel.NotFound}
+	s.mu.Lock()
+	if rec := s.records[r.PathValue("order_no")]; rec != nil && rec.req.Op == op {
+		res = rec.result
+	}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, res.ToWire())
+}
+
+func (s *Server) handleStatement(w http.ResponseWriter, r *http.Request) {
+	date := r.PathValue("date")
+	if _, err := time.Parse(time.DateOnly, date); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("date %q is not YYYY-MM-DD", date))
+		return
+	}
+	if s.cfg.StatementDir == "" {
+		writeError(w, http.StatusServiceUnavailable, "statements are off (no statement dir)")
+		return
+	}
+	path, lines, err := s.WriteStatement(date)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"date": date, "path": path, "lines": lines})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do about it
+}
+
+func writeError(w http.ResponseWriter, code int, reason string) {
+	writeJSON(w, code, channel.WireError{Error: reason})
+}
+
+// sleep waits d, or until stop is closed.
+func sleep(d time.Duration, stop <-chan struct{}) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-stop:
+	}
+}

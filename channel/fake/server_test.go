@@ -1,0 +1,518 @@
+package fake
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ledgercore/ledger/channel"
+)
+
+var secret = []byte("fake-test-secret")
+
+const wait = 5 * time.Second // for a notice that must come
+
+// inbox is the ledger's notify endpoint: it verifies every notice and keeps it.
+type inbox struct {
+	t        *testing.T
+	notices  chan channel.Notice
+	failures atomic.Int32 // answer 500 to this many notices first
+	posts    atomic.Int32
+}
+
+func (in *inbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in.posts.Add(1)
+	body, _ := io.ReadAll(r.Body)
+	if in.failures.Add(-1) >= 0 {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	n, err := channel.ParseNotice(secret, body, r.Header.Get(channel.SignatureHeader))
+	if err != nil {
+		in.t.Errorf("notice refused: %v", err)
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	in.notices <- n
+}
+
+func (in *inbox) next() channel.Notice {
+	in.t.Helper()
+	select {
+	case n := <-in.notices:
+		return n
+	case <-time.After(wait):
+		in.t.Fatal("no notice came")
+	}
+	return channel.Notice{}
+}
+
+func (in *inbox) none() {
+	in.t.Helper()
+	select {
+	case n := <-in.notices:
+		in.t.Fatalf("unexpected notice %+v", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+type env struct {
+	srv    *Server
+	client *channel.HTTPClient
+	inbox  *inbox
+	base   string // the fake's URL
+	notify string // the inbox's URL
+}
+
+func (e *env) clientBase(*testing.T) string { return e.base }
+func (e *env) inboxURL() string             { return e.notify }
+
+// fateOf is the fate drawn for orderNo.
+func (e *env) fateOf(orderNo string) fate {
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	return e.srv.records[orderNo].fate
+}
+
+// start serves a fake per cfg (secret and small backoffs filled in) and a notify inbox.
+func start(t *testing.T, cfg Config) *env {
+	t.Helper()
+	in := &inbox{t: t, notices: make(chan channel.Notice, 100)}
+	ins := httptest.NewServer(in)
+	t.Cleanup(ins.Close)
+	cfg.Secret = secret
+	setDefault(&cfg.CallbackBackoff, 10*time.Millisecond)
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	hc := &http.Client{Timeout: 2 * time.Second}
+	return &env{srv: srv, client: channel.NewHTTPClient(hs.URL, ins.URL, hc), inbox: in, base: hs.URL, notify: ins.URL}
+}
+
+func pay(orderNo string, amount uint64) channel.Request {
+	return channel.Request{Op: channel.Pay, OrderNo: orderNo, Amount: amount, Currency: "CNY", Account: "card", BizID: "biz-" + orderNo}
+}
+
+func refund(orderNo, original string, amount uint64) channel.Request {
+	return channel.Request{Op: channel.Refund, OrderNo: orderNo, Original: original, Amount: amount, Currency: "CNY"}
+}
+
+func (e *env) do(t *testing.T, r channel.Request) channel.Result {
+	t.Helper()
+	res, err := e.client.Do(context.Background(), r)
+	if err != nil {
+		t.Fatalf("Do(%s): %v", r.OrderNo, err)
+	}
+	return res
+}
+
+func (e *env) query(t *testing.T, op channel.Op, orderNo string) channel.Result {
+	t.Helper()
+	res, err := e.client.Query(context.Background(), op, orderNo)
+	if err != nil {
+		t.Fatalf("Query(%s): %v", orderNo, err)
+	}
+	return res
+}
+
+func TestPayIsProcessingThenNotified(t *testing.T) {
+	e := start(t, Config{Seed: 1, Latency: 200 * time.Millisecond})
+	if res := e.do(t, pay("p-1", 1000)); res.Status != channel.Processing {
+		t.Fatalf("answer %+v, want processing", res)
+	}
+	if res := e.query(t, channel.Pay, "p-1"); res.Status != channel.Processing {
+		t.Fatalf("query %+v, want processing", res)
+	}
+	n := e.inbox.next()
+	want := channel.Notice{Op: channel.Pay, OrderNo: "p-1", Txn: n.Txn, Status: channel.Succeeded, Amount: 1000, BizID: "biz-p-1"}
+	if n != want || n.Txn == "" {
+		t.Fatalf("notice %+v, want %+v", n, want)
+	}
+	res := e.query(t, channel.Pay, "p-1")
+	if res != (channel.Result{Status: channel.Succeeded, Txn: n.Txn, Amount: 1000}) {
+		t.Fatalf("query %+v", res)
+	}
+	if res := e.query(t, channel.Refund, "p-1"); res.Status != channel.NotFound {
+		t.Fatalf("query of another op %+v, want not_found", res)
+	}
+	if res := e.query(t, channel.Pay, "nope"); res.Status != channel.NotFound {
+		t.Fatalf("query of an unknown %+v, want not_found", res)
+	}
+	e.inbox.none()
+}
+
+func TestOrderNoIsDeduplicated(t *testing.T) {
+	e := start(t, Config{Seed: 1})
+	e.do(t, pay("p-1", 1000))
+	first := e.inbox.next()
+	if res := e.do(t, pay("p-1", 1000)); res != (channel.Result{Status: channel.Succeeded, Txn: first.Txn, Amount: 1000}) {
+		t.Fatalf("again: %+v", res)
+	}
+	e.inbox.none()
+	for _, r := range []channel.Request{pay("p-1", 999), {Op: channel.Payout, OrderNo: "p-1", Amount: 1000, Currency: "CNY"}} {
+		_, err := e.client.Do(context.Background(), r)
+		if !errors.Is(err, channel.ErrConflict) {
+			t.Fatalf("other fields: %v, want ErrConflict", err)
+		}
+	}
+	payout := channel.Request{Op: channel.Payout, OrderNo: "w-1", Amount: 50, Currency: "CNY", Account: "bank"}
+	e.do(t, payout)
+	e.do(t, payout)
+	if n := e.inbox.next(); n.OrderNo != "w-1" || n.Status != channel.Succeeded {
+		t.Fatalf("payout notice %+v", n)
+	}
+	e.inbox.none()
+}
+
+func TestRefundLimits(t *testing.T) {
+	e := start(t, Config{Seed: 1, Sync: true})
+	e.do(t, pay("p-1", 1000))
+	e.do(t, channel.Request{Op: channel.Payout, OrderNo: "w-1", Amount: 10, Currency: "CNY"})
+	cases := []struct {
+		r      channel.Request
+		status channel.Status
+		reason string
+	}{
+		{refund("r-1", "p-1", 600), channel.Succeeded, ""},
+		{refund("r-2", "p-1", 401), channel.Failed, "refund of 401 exceeds the 400 left"},
+		{refund("r-3", "p-1", 400), channel.Succeeded, ""},
+		{refund("r-4", "p-1", 1), channel.Failed, "exceeds the 0 left"},
+		{refund("r-5", "nope", 1), channel.Failed, `original "nope" is not a pay`},
+		{refund("r-6", "w-1", 1), channel.Failed, `original "w-1" is not a pay`},
+		{channel.Request{Op: channel.Refund, OrderNo: "r-7", Original: "p-1", Amount: 1, Currency: "USD"}, channel.Failed, "is in CNY, not USD"},
+	}
+	for _, c := range cases {
+		res := e.do(t, c.r)
+		if res.Status != c.status || !strings.Contains(res.Reason, c.reason) || res.Txn == "" {
+			t.Errorf("%s: %+v, want %s %q", c.r.OrderNo, res, c.status, c.reason)
+		}
+	}
+	// A refund never executes twice: the same order_no again is the same refund.
+	if res := e.do(t, refund("r-1", "p-1", 600)); res.Status != channel.Succeeded {
+		t.Fatalf("r-1 again: %+v", res)
+	}
+	e.inbox.none() // Sync: no notices
+}
+
+func TestRefundOfAFailedPay(t *testing.T) {
+	e := start(t, Config{Seed: 1, Sync: true, FailRate: 1})
+	if res := e.do(t, pay("p-1", 1000)); res.Status != channel.Failed || res.Amount != 0 {
+		t.Fatalf("pay: %+v", res)
+	}
+	if res := e.do(t, refund("r-1", "p-1", 1)); !strings.Contains(res.Reason, "is failed, not succeeded") {
+		t.Fatalf("refund: %+v", res)
+	}
+}
+
+func TestDupCallback(t *testing.T) {
+	e := start(t, Config{Seed: 1, DupCallbackRate: 1})
+	e.do(t, pay("p-1", 1000))
+	a, b := e.inbox.next(), e.inbox.next()
+	if a != b || a.Status != channel.Succeeded {
+		t.Fatalf("notices %+v and %+v, want the same twice", a, b)
+	}
+	e.inbox.none()
+}
+
+func TestDupPay(t *testing.T) {
+	e := start(t, Config{Seed: 1, DupPayRate: 1})
+	e.do(t, pay("p-1", 1000))
+	a, b := e.inbox.next(), e.inbox.next()
+	if a.OrderNo != "p-1" || b.OrderNo != "p-1" || a.Status != channel.Succeeded || b.Status != channel.Succeeded ||
+		a.Amount != 1000 || b.Amount != 1000 || a.Txn == b.Txn {
+		t.Fatalf("notices %+v and %+v, want two payments under two txns", a, b)
+	}
+	e.inbox.none()
+	// Both payments can be refunded.
+	e.do(t, refund("r-1", "p-1", 2000))
+	if n := e.inbox.next(); n.Status != channel.Succeeded || n.Amount != 2000 {
+		t.Fatalf("refund of both: %+v", n)
+	}
+}
+
+func TestMismatch(t *testing.T) {
+	e := start(t, Config{Seed: 1, MismatchRate: 1})
+	for _, no := range []string{"p-1", "p-2", "p-3", "p-4"} {
+		e.do(t, pay(no, 1000))
+		n := e.inbox.next()
+		if n.Status != channel.Succeeded || n.Amount == 1000 || n.Amount < 900 || n.Amount > 1100 {
+			t.Fatalf("%s: notice %+v, want a succeeded amount other than 1000 within 10%%", no, n)
+		}
+		if res := e.query(t, channel.Pay, n.OrderNo); res.Amount != n.Amount {
+			t.Fatalf("%s: query %+v, notice %+v", no, res, n)
+		}
+	}
+	// The mismatch is a pay's only.
+	e.do(t, channel.Request{Op: channel.Payout, OrderNo: "w-1", Amount: 1000, Currency: "CNY"})
+	if n := e.inbox.next(); n.Amount != 1000 {
+		t.Fatalf("payout notice %+v", n)
+	}
+}
+
+func TestTimeoutLosesTheAnswerNotTheRequest(t *testing.T) {
+	e := start(t, Config{Seed: 1, TimeoutRate: 1})
+	hc := &http.Client{Timeout: 300 * time.Millisecond}
+	e.client = channel.NewHTTPClient(e.clientBase(t), e.inboxURL(), hc)
+	drops := 0
+	for i, no := range []string{"p-1", "p-2", "p-3", "p-4", "p-5", "p-6"} {
+		_, err := e.client.Do(context.Background(), pay(no, 100))
+		if err == nil {
+			t.Fatalf("%s: Do answered; want an error", no)
+		}
+		if e.fateOf(no).drop {
+			drops++
+		}
+		n := e.inbox.next()
+		if n.OrderNo != no || n.Status != channel.Succeeded {
+			t.Fatalf("%s: notice %+v", no, n)
+		}
+		// Sent again, it is answered: only a new request's answer is lost.
+		if res := e.do(t, pay(no, 100)); res.Txn != n.Txn {
+			t.Fatalf("%d %s: again %+v, notice %+v", i, no, res, n)
+		}
+	}
+	if drops == 0 || drops == 6 {
+		t.Fatalf("%d of 6 dropped; want both kinds of loss", drops)
+	}
+}
+
+func TestNoticeRetried(t *testing.T) {
+	e := start(t, Config{Seed: 1})
+	e.inbox.failures.Store(2)
+	e.do(t, pay("p-1", 10))
+	if n := e.inbox.next(); n.OrderNo != "p-1" {
+		t.Fatalf("notice %+v", n)
+	}
+	if p := e.inbox.posts.Load(); p != 3 {
+		t.Fatalf("%d posts, want 3", p)
+	}
+}
+
+func TestNoticeAbandoned(t *testing.T) {
+	e := start(t, Config{Seed: 1, CallbackAttempts: 3})
+	e.inbox.failures.Store(100)
+	e.do(t, pay("p-1", 10))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.srv.sched.drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := e.inbox.posts.Load(); p != 3 {
+		t.Fatalf("%d posts, want 3", p)
+	}
+}
+
+func TestFull(t *testing.T) {
+	e := start(t, Config{Seed: 1, MaxRecords: 1, Sync: true})
+	e.do(t, pay("p-1", 10))
+	e.do(t, pay("p-1", 10))
+	_, err := e.client.Do(context.Background(), pay("p-2", 10))
+	var he *channel.HTTPError
+	if !errors.As(err, &he) || he.Code != http.StatusServiceUnavailable {
+		t.Fatalf("err %v, want 503", err)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := start(t, Config{Seed: 1})
+	for _, r := range []channel.Request{
+		{Op: channel.Pay, OrderNo: "", Amount: 1, Currency: "CNY"},
+		{Op: channel.Pay, OrderNo: "x", Amount: 0, Currency: "CNY"},
+		{Op: channel.Pay, OrderNo: "x", Amount: 1, Currency: "cny"},
+		{Op: channel.Pay, OrderNo: "x", Amount: 1, Currency: "CNY", Original: "y"},
+		{Op: channel.Refund, OrderNo: "x", Amount: 1, Currency: "CNY"},
+		{Op: channel.Pay, OrderNo: strings.Repeat("x", channel.MaxIDBytes+1), Amount: 1, Currency: "CNY"},
+		{Op: channel.Pay, OrderNo: "a\nb", Amount: 1, Currency: "CNY"},
+	} {
+		_, err := e.client.Do(context.Background(), r)
+		var he *channel.HTTPError
+		if !errors.As(err, &he) || he.Code != http.StatusBadRequest {
+			t.Errorf("%+v: %v, want 400", r, err)
+		}
+	}
+	noNotify := channel.NewHTTPClient(e.clientBase(t), "", nil)
+	if _, err := noNotify.Do(context.Background(), pay("p-1", 1)); err == nil || !strings.Contains(err.Error(), "notify_url") {
+		t.Fatalf("no notify_url: %v", err)
+	}
+}
+
+func TestCloseFlushesNotices(t *testing.T) {
+	e := start(t, Config{Seed: 1, Latency: 50 * time.Millisecond, CallbackDelay: 50 * time.Millisecond})
+	e.do(t, pay("p-1", 10))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-e.inbox.notices:
+		if n.OrderNo != "p-1" {
+			t.Fatalf("notice %+v", n)
+		}
+	default:
+		t.Fatal("Close returned before the notice went")
+	}
+}
+
+// TestDeterministic: the fates depend on the seed and the order_no, not on arrival order.
+func TestDeterministic(t *testing.T) {
+	cfg := Config{Sync: true, FailRate: 0.5, MismatchRate: 0.5, DupPayRate: 0.5}
+	nos := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	run := func(seed uint64, reverse bool) map[string]channel.Result {
+		c := cfg
+		c.Seed = seed
+		e := start(t, c)
+		got := make(map[string]channel.Result)
+		for i := range nos {
+			no := nos[i]
+			if reverse {
+				no = nos[len(nos)-1-i]
+			}
+			got[no] = e.do(t, pay(no, 1000))
+		}
+		return got
+	}
+	a, b, c := run(7, false), run(7, true), run(8, false)
+	same := func(x, y map[string]channel.Result) bool {
+		for k := range x {
+			if x[k] != y[k] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(a, b) {
+		t.Fatalf("seed 7 forwards %v\nbackwards %v", a, b)
+	}
+	if same(a, c) {
+		t.Fatal("seeds 7 and 8 gave the same run")
+	}
+	failed := 0
+	for _, r := range a {
+		if r.Status == channel.Failed {
+			failed++
+		}
+	}
+	if failed == 0 || failed == len(nos) {
+		t.Fatalf("%d of %d failed at rate 0.5", failed, len(nos))
+	}
+}
+
+func TestStatement(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 26, 23, 59, 59, 0, time.UTC)
+	var tick atomic.Int64
+	clock := func() time.Time { return now.Add(time.Duration(tick.Add(1)) * time.Millisecond) }
+	e := start(t, Config{Seed: 3, Sync: true, StatementDir: dir, Now: clock, DupPayRate: 1}) // every pay is paid twice
+	p1 := e.do(t, pay("p-1", 1000))
+	e.do(t, refund("r-1", "p-1", 1500))
+	e.do(t, refund("r-2", "p-1", 501))
+	tick.Store(1000) // the next completes the next day
+	p2 := e.do(t, pay("p-2", 70))
+
+	path, lines, err := e.srv.WriteStatement("2026-11-26")
+	if err != nil || lines != 4 || path != filepath.Join(dir, "statement-2026-11-26.csv") {
+		t.Fatalf("WriteStatement = %q, %d, %v", path, lines, err)
+	}
+	dup := e.fateOf("p-1").txns[1]
+	r1, r2 := e.query(t, channel.Refund, "r-1").Txn, e.query(t, channel.Refund, "r-2").Txn
+	want := "date,txn,op,order_no,original,status,amount,currency,completed_at\n" +
+		"2026-11-26," + min(p1.Txn, dup) + ",pay,p-1,,succeeded,1000,CNY,2026-11-26T23:59:59.001Z\n" +
+		"2026-11-26," + max(p1.Txn, dup) + ",pay,p-1,,succeeded,1000,CNY,2026-11-26T23:59:59.001Z\n" +
+		"2026-11-26," + r1 + ",refund,r-1,p-1,succeeded,1500,CNY,2026-11-26T23:59:59.002Z\n" +
+		"2026-11-26," + r2 + ",refund,r-2,p-1,failed,0,CNY,2026-11-26T23:59:59.003Z\n"
+	if got := readFile(t, path); got != want {
+		t.Fatalf("statement:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Close writes the day not yet written; the written one is not rewritten.
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dup2 := e.fateOf("p-2").txns[1]
+	want2 := "date,txn,op,order_no,original,status,amount,currency,completed_at\n" +
+		"2026-11-27," + min(p2.Txn, dup2) + ",pay,p-2,,succeeded,70,CNY,2026-11-27T00:00:00.001Z\n" +
+		"2026-11-27," + max(p2.Txn, dup2) + ",pay,p-2,,succeeded,70,CNY,2026-11-27T00:00:00.001Z\n"
+	if got := readFile(t, filepath.Join(dir, "statement-2026-11-27.csv")); got != want2 {
+		t.Fatalf("next day:\n%s\nwant:\n%s", got, want2)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Fatalf("%d files in the statement dir, want 2", len(entries))
+	}
+}
+
+func TestStatementEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, Config{Seed: 1, Sync: true, StatementDir: dir})
+	e.do(t, pay("p-1", 5))
+	date := time.Now().UTC().Format(time.DateOnly)
+	resp, err := http.Post(e.clientBase(t)+StatementsPath+"/"+date, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"lines":1`) {
+		t.Fatalf("POST statement: %d %s", resp.StatusCode, body)
+	}
+	if got := readFile(t, filepath.Join(dir, StatementName(date))); strings.Count(got, "\n") != 2 {
+		t.Fatalf("statement %q", got)
+	}
+	resp, err = http.Post(e.clientBase(t)+StatementsPath+"/yesterday", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("POST a bad date: %d", resp.StatusCode)
+	}
+}
+
+func TestStart(t *testing.T) {
+	srv, err := Start("127.0.0.1:0", Config{Secret: secret, Seed: 1, Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := channel.NewHTTPClient(srv.URL(), "", nil)
+	if res, err := c.Do(context.Background(), pay("p-1", 5)); err != nil || res.Status != channel.Succeeded {
+		t.Fatalf("Do = %+v, %v", res, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Query(context.Background(), channel.Pay, "p-1"); err == nil {
+		t.Fatal("Query after Close answered")
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,130 @@
+// Command fakechannel is a simulated payment channel (package channel/fake): an HTTP server
+// speaking the channel protocol (channel/PROTOCOL.md) with configurable latency, failures,
+// lost answers, duplicate notices and payments, amount mismatches and daily statements. The
+// fate of each request is drawn from --seed and its order_no, so a run can be repeated.
+//
+//	go run ./cmd/fakechannel --secret-file secret --seed 7 --fail-rate 0.1 --statement-dir stmts
+//
+// The shared HMAC secret is read from --secret-file (never from a flag value); without one a
+// demo secret is used, with a warning. SIGINT or SIGTERM stops it gracefully: pending
+// notices are flushed for up to --shutdown-timeout and the statements are written.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ledgercore/ledger/channel/fake"
+)
+
+// demoSecret signs notices when no --secret-file is given: for a demo only.
+const demoSecret = "fakechannel-demo-secret-do-not-use"
+
+func main() {
+	err := run(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fakechannel:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	cfg             fake.Config
+	addr            string
+	secretFile      string
+	logLevel        string
+	shutdownTimeout time.Duration
+}
+
+func parseFlags(args []string, out io.Writer) (options, error) {
+	var o options
+	c := &o.cfg
+	fs := flag.NewFlagSet("fakechannel", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:7071", "listen address (port 0 picks one; ledgerd has 7070)")
+	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the HMAC secret shared with the ledger (default: a demo secret, with a warning)")
+	fs.Uint64Var(&c.Seed, "seed", 1, "seed of every random choice (with each request's order_no)")
+	fs.DurationVar(&c.Latency, "latency", 100*time.Millisecond, "processing delay before a request's outcome")
+	fs.DurationVar(&c.Jitter, "jitter", 0, "up to this much more latency, drawn per request")
+	fs.Float64Var(&c.FailRate, "fail-rate", 0, "fraction of requests that end failed")
+	fs.Float64Var(&c.TimeoutRate, "timeout-rate", 0, "fraction of new requests whose answer is held back (see --timeout-hold) or whose connection is dropped; the request is still processed")
+	fs.DurationVar(&c.TimeoutHold, "timeout-hold", fake.TimeoutHoldDefault, "how long a held-back answer waits")
+	fs.DurationVar(&c.CallbackDelay, "callback-delay", 0, "extra delay before a notice is sent")
+	fs.Float64Var(&c.DupCallbackRate, "dup-callback-rate", 0, "fraction of requests whose notice is sent twice")
+	fs.Float64Var(&c.DupPayRate, "dup-pay-rate", 0, "fraction of succeeded pays paid a second time (a second succeeded notice, another txn)")
+	fs.Float64Var(&c.MismatchRate, "mismatch-rate", 0, "fraction of succeeded pays whose amount differs from the one asked")
+	fs.StringVar(&c.StatementDir, "statement-dir", "", "where daily statements (statement-YYYY-MM-DD.csv) go; empty: none")
+	fs.DurationVar(&c.StatementEvery, "statement-every", 0, "write the changed statements this often (0: on demand and at shutdown)")
+	fs.BoolVar(&c.Sync, "sync", false, "answer succeeded/failed synchronously, without notices")
+	fs.IntVar(&c.MaxRecords, "max-records", fake.MaxRecordsDefault, "requests held; beyond, new ones are answered 503")
+	fs.IntVar(&c.MaxPendingCallbacks, "max-pending-callbacks", fake.MaxPendingCallbacksDefault, "notices waiting; beyond, notices are dropped")
+	fs.IntVar(&c.CallbackAttempts, "callback-attempts", fake.CallbackAttemptsDefault, "posts of one notice before it is abandoned")
+	fs.DurationVar(&c.CallbackBackoff, "callback-backoff", fake.CallbackBackoffDefault, "wait before a notice's second post, doubling after")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for outcomes and notices still due")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	o.cfg.Logger = log
+	if o.cfg.Secret, err = readSecret(o.secretFile, log); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := fake.Start(o.addr, o.cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("fake channel ready", "url", srv.URL(), "seed", o.cfg.Seed, "sync", o.cfg.Sync)
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", o.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	return srv.Close(sctx)
+}
+
+// readSecret reads the shared secret from path, or warns and returns the demo secret.
+func readSecret(path string, log *slog.Logger) ([]byte, error) {
+	if path == "" {
+		log.Warn("NO --secret-file: SIGNING NOTICES WITH THE PUBLIC DEMO SECRET; never use this outside a demo",
+			"demo_secret", demoSecret)
+		return []byte(demoSecret), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--secret-file: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("--secret-file %s is empty", path)
+	}
+	return b, nil
+}
