@@ -85,7 +85,7 @@ var resultNames = [...]string{ResultOK: "ok", ResultExists: "exists", ResultKeyR
 	ResultChannelUnknown: "channel_unknown", ResultChannelAccountTooLong: "channel_account_too_long",
 	ResultInstrumentsRequired: "instruments_required", ResultTooManyInstruments: "too_many_instruments",
 	ResultInstrumentAmountMustNotBeZero: "instrument_amount_must_not_be_zero",
-	ResultInstrumentsMustAddUp: "instruments_must_add_up", ResultCardMustBeLast: "card_must_be_last",
+	ResultInstrumentsMustAddUp:          "instruments_must_add_up", ResultCardMustBeLast: "card_must_be_last",
 	ResultInstrumentUnknown: "instrument_unknown", ResultOriginalRequired: "original_required",
 	ResultOriginalNotFound: "original_not_found", ResultOriginalNotRefundable: "original_not_refundable",
 	ResultRefundExceedsCaptured: "refund_exceeds_captured", ResultAccountNotFound: "account_not_found",

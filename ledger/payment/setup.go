@@ -11,7 +11,7 @@ import (
 // Codes names the transaction code each step of the payment forms posts with. A deployment
 // changes what a scene posts by changing its template in the rules file.
 type Codes struct {
-	Recharge, WithdrawHold, WithdrawPaid, Pay, PayCoupon, PayChannel string
+	Recharge, WithdrawHold, WithdrawPaid, Pay, PayCoupon, PayChannel       string
 	Refund, RefundCoupon, RefundChannel, Transfer, SuspenseIn, SuspenseOut string
 }
 
