@@ -28,20 +28,23 @@ const (
 
 // WireRequest is a request as JSON, the body of POST RequestsPath.
 type WireRequest struct {
-	Op        string `json:"op"`
-	OrderNo   string `json:"order_no"`
-	Original  string `json:"original,omitempty"`
-	Amount    uint64 `json:"amount"`
-	Currency  string `json:"currency"`
-	Account   string `json:"account,omitempty"`
-	BizID     string `json:"biz_id,omitempty"`
-	NotifyURL string `json:"notify_url,omitempty"`
+	Op       string `json:"op"`
+	OrderNo  string `json:"order_no"`
+	Original string `json:"original,omitempty"`
+	// OriginalTxn names which of the original's transactions a refund returns (a pay
+	// collected twice has two); empty: the original's first.
+	OriginalTxn string `json:"original_txn,omitempty"`
+	Amount      uint64 `json:"amount"`
+	Currency    string `json:"currency"`
+	Account     string `json:"account,omitempty"`
+	BizID       string `json:"biz_id,omitempty"`
+	NotifyURL   string `json:"notify_url,omitempty"`
 }
 
 // ToWire encodes r, to be reported to notifyURL.
 func (r Request) ToWire(notifyURL string) WireRequest {
 	return WireRequest{
-		Op: r.Op.String(), OrderNo: r.OrderNo, Original: r.Original, Amount: r.Amount,
+		Op: r.Op.String(), OrderNo: r.OrderNo, Original: r.Original, OriginalTxn: r.OriginalTxn, Amount: r.Amount,
 		Currency: r.Currency, Account: r.Account, BizID: r.BizID, NotifyURL: notifyURL,
 	}
 }
@@ -53,7 +56,7 @@ func (w WireRequest) Request() (Request, error) {
 		return Request{}, err
 	}
 	return Request{
-		Op: op, OrderNo: w.OrderNo, Original: w.Original, Amount: w.Amount,
+		Op: op, OrderNo: w.OrderNo, Original: w.Original, OriginalTxn: w.OriginalTxn, Amount: w.Amount,
 		Currency: w.Currency, Account: w.Account, BizID: w.BizID,
 	}, nil
 }
