@@ -508,12 +508,15 @@ func (g *Gateway) expire(now time.Time) {
 	}
 	k := i
 	for k < len(g.queue) && !now.Before(g.queue[k].at.Add(g.cfg.QueueWait)) {
-		g.reject(g.queue[k], ErrBusy)
-		g.queue[k] = nil
 		k++
 	}
-	if k > i {
-		g.queue = append(g.queue[:i], g.queue[k:]...)
+	if k == i {
+		return
+	}
+	expired := append([]*job(nil), g.queue[i:k]...)
+	g.queue = append(g.queue[:i], g.queue[k:]...)
+	for _, j := range expired {
+		g.reject(j, ErrBusy)
 	}
 }
 
@@ -576,15 +579,24 @@ func (g *Gateway) reject(j *job, why error) {
 	g.emit(j, Outcome{Call: j.call, Kind: Rejected, Err: why})
 }
 
+// emit delivers an outcome from the loop, with the gauges up to date.
 func (g *Gateway) emit(j *job, o Outcome) {
+	g.stats.queued.Store(int64(len(g.queue)))
+	g.stats.inFlight.Store(int64(len(g.inflight)))
+	g.send(j, o)
+}
+
+func (g *Gateway) send(j *job, o Outcome) {
 	o.Latency = g.clock.Now().Sub(j.at)
 	g.stats.count(j.what, o)
 	g.deliver(o)
 }
 
-// rejectOutside rejects a call that never reached the loop, from a goroutine of its own.
+// rejectOutside rejects a call the loop never took in (Submit runs it in a goroutine of its
+// own); it touches nothing of the loop's.
 func (g *Gateway) rejectOutside(e envelope, why error) {
-	g.reject(&job{call: e.call, at: e.at, what: whatOf(e.call)}, why)
+	j := &job{call: e.call, at: e.at, what: whatOf(e.call)}
+	g.send(j, Outcome{Call: j.call, Kind: Rejected, Err: why})
 }
 
 // shutdown rejects everything not sent, waits for the calls in flight until ctx ends, and
