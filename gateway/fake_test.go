@@ -171,6 +171,11 @@ const waitLimit = 5 * time.Second // a test waits no longer than this for someth
 
 func newHarness(t *testing.T, cfg Config, fn func(context.Context, Call) (channel.Result, error)) *harness {
 	t.Helper()
+	return newHarnessNamed(t, "test", cfg, fn)
+}
+
+func newHarnessNamed(t *testing.T, name string, cfg Config, fn func(context.Context, Call) (channel.Result, error)) *harness {
+	t.Helper()
 	h := &harness{t: t, client: newFakeClient(fn), out: make(chan Outcome, 4096)}
 	if cfg.Clock == nil {
 		h.clock = newFakeClock()
@@ -179,7 +184,7 @@ func newHarness(t *testing.T, cfg Config, fn func(context.Context, Call) (channe
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = rate.Inf // tests that do not test the rate limit are not limited by it
 	}
-	h.g = New("test", h.client, cfg, func(o Outcome) { h.out <- o })
+	h.g = New(name, h.client, cfg, func(o Outcome) { h.out <- o })
 	h.g.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
