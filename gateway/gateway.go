@@ -1,0 +1,643 @@
+// Package gateway stands in front of one external payment channel (a channel.Client) and
+// decides, for every call the ledger wants to make to it, whether and when it is sent: a
+// per-call timeout, a cap on calls in flight with a bounded queue in front, a rate limit, a
+// circuit breaker and an operator's degradation switch. Every call ends in exactly one
+// Outcome:
+//
+//   - Answered: the channel answered; Outcome.Result is its answer (processing, succeeded,
+//     failed or not_found).
+//   - Unknown: the call was handed to the client and its outcome is not known: a timeout, a
+//     transport error, an answer that could not be read, or the gateway stopped while it was
+//     in flight. It may have reached the channel: the caller never sends it again as new,
+//     it queries (Call.Query).
+//   - Rejected: the call was definitely not handed to the client (circuit open, degraded,
+//     busy, rate limited, stopping; Outcome.Err says which). The caller may fail the
+//     payment at once: nothing was sent.
+//
+// One goroutine, the gateway's loop, owns all of its mutable state (the queue, the calls in
+// flight, the rate limiter, the breaker's accounting) and is the only one to decide; other
+// goroutines talk to it by messages: Submit and Stop send to it, a fixed pool of MaxInFlight
+// workers takes calls from it and sends their results back. It is a plain goroutine rather
+// than a Proto.Actor actor: it waits on timers and on its workers as well as on its inbox,
+// which a select says directly, and its inbox is a bounded Go channel where Proto.Actor's
+// mailboxes are unbounded. Counters and gauges are atomics that the loop writes and
+// Stats reads.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/ledgercore/ledger/channel"
+)
+
+// Defaults of Config (units last).
+const (
+	// DefaultTimeout is how long one call to the channel may take.
+	DefaultTimeout = 10 * time.Second
+	// DefaultMaxInFlight is how many calls may be at the channel at once.
+	DefaultMaxInFlight = 16
+	// DefaultQueueLimit is how many calls may wait for a slot (or for a rate token).
+	DefaultQueueLimit = 256
+	// DefaultQueueWait is how long a call may wait in the gateway before it is sent.
+	DefaultQueueWait = time.Second
+	// DefaultInboxLimit is how many submissions may wait for the loop to see them.
+	DefaultInboxLimit = 1024
+	// DefaultRateLimit is how many calls per second go to the channel.
+	DefaultRateLimit rate.Limit = 100
+	// DefaultBurst is how many calls may go at once above the rate.
+	DefaultBurst = 20
+	// DefaultBreakerFailures is how many consecutive failures open the circuit.
+	DefaultBreakerFailures = 5
+	// DefaultBreakerFailureRatio is the failure ratio in the window that opens the circuit.
+	DefaultBreakerFailureRatio = 0.5
+	// DefaultBreakerMinCalls is how many calls the window must hold before the ratio counts.
+	DefaultBreakerMinCalls = 20
+	// DefaultBreakerWindow is the rolling window over which the failure ratio is counted.
+	DefaultBreakerWindow = time.Minute
+	// DefaultBreakerOpenFor is how long the circuit stays open before it lets probes through.
+	DefaultBreakerOpenFor = 30 * time.Second
+	// DefaultBreakerProbes is how many calls go through a half-open circuit; that many
+	// successes close it, one failure opens it again.
+	DefaultBreakerProbes = 1
+)
+
+// Config configures a Gateway. Zero fields take the defaults above.
+type Config struct {
+	Timeout     time.Duration // per call, as the context's deadline
+	MaxInFlight int           // calls at the channel at once: the number of workers
+	QueueLimit  int           // calls waiting for a slot or a token; past it, ErrBusy
+	// QueueWait bounds the time a call waits in the gateway before it is sent: a call still
+	// waiting for a slot when it is up, or whose rate token would come later, is Rejected.
+	QueueWait  time.Duration
+	InboxLimit int        // submissions not yet seen by the loop; past it, ErrBusy
+	RateLimit  rate.Limit // calls per second; rate.Inf for no limit
+	Burst      int
+	Breaker    BreakerConfig
+	Clock      Clock      // nil: the machine's clock
+	Metrics    *Collector // nil: no Prometheus metrics (Stats still counts)
+}
+
+// BreakerConfig configures the circuit breaker. A call that ends Unknown is a failure of the
+// channel; an answer, even failed or not_found, is a success. Rejected calls do not count.
+type BreakerConfig struct {
+	ConsecutiveFailures uint32        // open after this many failures in a row
+	FailureRatio        float64       // or after this ratio of failures in the window...
+	MinCalls            uint32        // ...once it holds at least this many calls
+	Window              time.Duration // rolling, in ten buckets
+	OpenFor             time.Duration // then half-open
+	Probes              uint32        // calls let through while half-open
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defU := func(v *uint32, d uint32) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur(&c.Timeout, DefaultTimeout)
+	def(&c.MaxInFlight, DefaultMaxInFlight)
+	def(&c.QueueLimit, DefaultQueueLimit)
+	defDur(&c.QueueWait, DefaultQueueWait)
+	def(&c.InboxLimit, DefaultInboxLimit)
+	if c.RateLimit <= 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	def(&c.Burst, DefaultBurst)
+	defU(&c.Breaker.ConsecutiveFailures, DefaultBreakerFailures)
+	if c.Breaker.FailureRatio <= 0 {
+		c.Breaker.FailureRatio = DefaultBreakerFailureRatio
+	}
+	defU(&c.Breaker.MinCalls, DefaultBreakerMinCalls)
+	defDur(&c.Breaker.Window, DefaultBreakerWindow)
+	defDur(&c.Breaker.OpenFor, DefaultBreakerOpenFor)
+	defU(&c.Breaker.Probes, DefaultBreakerProbes)
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	return c
+}
+
+// Call is one thing to ask the channel: send Request (Client.Do), or, with Query, ask for
+// the status of Request.Op and Request.OrderNo (Client.Query).
+type Call struct {
+	Request channel.Request
+	Query   bool
+}
+
+// OutcomeKind is how a call ended; see the package comment.
+type OutcomeKind uint8
+
+const (
+	// Answered: the channel answered; Outcome.Result holds the answer.
+	Answered OutcomeKind = 1 + iota
+	// Unknown: the call may have reached the channel; query, never send it again as new.
+	Unknown
+	// Rejected: the call was never handed to the client; Outcome.Err says why.
+	Rejected
+)
+
+func (k OutcomeKind) String() string {
+	switch k {
+	case Answered:
+		return "answered"
+	case Unknown:
+		return "unknown"
+	case Rejected:
+		return "rejected"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Outcome is how one submitted call ended.
+type Outcome struct {
+	Call    Call
+	Kind    OutcomeKind
+	Result  channel.Result // Answered only
+	Err     error          // Unknown: what went wrong (wraps the client's error); Rejected: why
+	Latency time.Duration  // from Submit to this outcome
+}
+
+// Why a call was Rejected: it was not handed to the client.
+var (
+	ErrCircuitOpen = errors.New("gateway: circuit open")
+	ErrDegraded    = errors.New("gateway: channel degraded by the operator")
+	ErrBusy        = errors.New("gateway: busy (in-flight cap reached and queue full, or waited too long for a slot)")
+	ErrRateLimited = errors.New("gateway: rate limited beyond the queue wait")
+	ErrStopping    = errors.New("gateway: stopping")
+)
+
+// Why a call ended Unknown, besides the client's own errors (which Outcome.Err wraps).
+var (
+	ErrTimeout   = errors.New("gateway: call timed out")
+	ErrBadAnswer = errors.New("gateway: channel answered an unknown status")
+	ErrAbandoned = errors.New("gateway: stopped while the call was in flight")
+)
+
+// Gateway is the gateway of one channel. Its methods are safe for concurrent use.
+type Gateway struct {
+	name    string
+	client  channel.Client
+	cfg     Config
+	deliver func(Outcome)
+	clock   Clock
+	seconds [nWhat]observer // latency of calls that reached the client, by what
+
+	// Written by Submit and Stop; life guards closed against sends to inbox (so that the
+	// loop, once it has seen Stop, can drain the inbox for good), nothing else.
+	life   sync.RWMutex
+	closed bool
+
+	inbox  chan envelope      // Submit → loop; capacity InboxLimit
+	wake   chan struct{}      // timers and SetDegraded → loop; capacity 1
+	stopCh chan stopRequest   // Stop → loop; capacity 1
+	work   chan *job          // loop → workers; unbuffered, sent to only with a free slot
+	done   chan finished      // workers → loop; capacity MaxInFlight, so never blocks
+	base   context.Context    // parent of every call's context; cancelled when Stop gives up
+	cancel context.CancelFunc // of base
+	exited chan struct{}      // closed when the loop has returned
+
+	startOnce, stopOnce sync.Once
+	abandoned           int // calls reported Unknown by Stop; read after exited
+
+	degraded atomic.Bool
+	stats    counters
+
+	// Owned by the loop.
+	queue     []*job
+	inflight  map[*job]struct{}
+	limiter   *rate.Limiter // nil without a rate limit
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	timerAt   time.Time
+	timerStop func() bool
+}
+
+type envelope struct {
+	call    Call
+	at      time.Time
+	barrier chan struct{} // not a call: closed when the loop gets here (tests)
+}
+
+type stopRequest struct{ ctx context.Context }
+
+// job is one call in the queue or in flight. The loop owns it; a worker only reads call.
+type job struct {
+	call        Call
+	what        what              // its counters
+	at          time.Time         // submitted
+	reservation *rate.Reservation // its rate token, taken once it is at the head with a slot free
+	readyAt     time.Time         // when that token is there
+	report      func(error)       // to the breaker, once sent
+}
+
+// finished is a worker's report of one call.
+type finished struct {
+	j      *job
+	result channel.Result
+	err    error
+	took   time.Duration
+}
+
+// New makes the gateway of the channel called name in front of c. deliver receives every
+// Outcome, from the gateway's goroutines, never from the goroutine calling Submit while it
+// is inside Submit. Outcomes of calls that reached the loop come one at a time from the loop;
+// a call refused before it reached the loop (inbox full, after Stop) is delivered from a
+// goroutine of its own, so deliver must be safe for concurrent use. deliver must return
+// quickly (send an actor a message): while it runs, the gateway decides nothing. It must not
+// call Stop.
+func New(name string, c channel.Client, cfg Config, deliver func(Outcome)) *Gateway {
+	cfg = cfg.withDefaults()
+	g := &Gateway{
+		name: name, client: c, cfg: cfg, deliver: deliver, clock: cfg.Clock,
+		inbox:    make(chan envelope, cfg.InboxLimit),
+		wake:     make(chan struct{}, 1),
+		stopCh:   make(chan stopRequest, 1),
+		work:     make(chan *job),
+		done:     make(chan finished, cfg.MaxInFlight),
+		exited:   make(chan struct{}),
+		inflight: make(map[*job]struct{}, cfg.MaxInFlight),
+	}
+	g.base, g.cancel = context.WithCancel(context.Background())
+	if cfg.RateLimit != rate.Inf {
+		g.limiter = rate.NewLimiter(cfg.RateLimit, cfg.Burst)
+	}
+	b := cfg.Breaker
+	g.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:         name,
+		MaxRequests:  b.Probes,
+		Interval:     b.Window,
+		BucketPeriod: b.Window / 10,
+		Timeout:      b.OpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= b.ConsecutiveFailures ||
+				c.Requests >= b.MinCalls && float64(c.TotalFailures) >= b.FailureRatio*float64(c.Requests)
+		},
+	})
+	if cfg.Metrics != nil {
+		cfg.Metrics.add(g)
+	}
+	return g
+}
+
+// Name is the channel's name.
+func (g *Gateway) Name() string { return g.name }
+
+// Start starts the loop and the workers. Calls submitted before Start wait in the inbox.
+func (g *Gateway) Start() {
+	g.startOnce.Do(func() {
+		for range g.cfg.MaxInFlight {
+			go g.worker()
+		}
+		go g.loop()
+	})
+}
+
+// Stop stops the gateway: calls not yet sent are Rejected with ErrStopping, and so is every
+// later Submit; Stop waits for the calls in flight until ctx ends, then cancels their
+// contexts and reports those still running as Unknown (ErrAbandoned), and returns an error
+// saying how many (wrapping ErrAbandoned). It returns when the loop has exited, which is at the latest when the ctx
+// of the first Stop ends (and deliver has returned). Workers stuck in a client that ignores
+// its context exit when it returns.
+func (g *Gateway) Stop(ctx context.Context) error {
+	g.stopOnce.Do(func() {
+		g.life.Lock()
+		g.closed = true
+		g.life.Unlock()
+		g.stopCh <- stopRequest{ctx} // before Start: a loop started here sees it first
+		g.Start()
+	})
+	<-g.exited
+	if g.abandoned > 0 {
+		return fmt.Errorf("gateway %s: %d calls: %w (%w)", g.name, g.abandoned, ErrAbandoned, context.Cause(ctx))
+	}
+	return nil
+}
+
+// Submit hands the gateway a call and returns at once; its Outcome comes later through
+// deliver (see New). Every Submit leads to exactly one Outcome.
+func (g *Gateway) Submit(call Call) {
+	e := envelope{call: call, at: g.clock.Now()}
+	g.life.RLock()
+	defer g.life.RUnlock()
+	if g.closed {
+		go g.rejectOutside(e, ErrStopping)
+		return
+	}
+	select {
+	case g.inbox <- e:
+	default:
+		go g.rejectOutside(e, ErrBusy)
+	}
+}
+
+// SetDegraded switches the channel off (true) or on again (false). While it is off, every
+// call is Rejected with ErrDegraded at once, and so are those waiting in the queue when it
+// is switched off; calls already in flight end as they end.
+func (g *Gateway) SetDegraded(off bool) {
+	g.degraded.Store(off)
+	g.nudge()
+}
+
+// Degraded says whether the channel is switched off.
+func (g *Gateway) Degraded() bool { return g.degraded.Load() }
+
+func (g *Gateway) nudge() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// barrier returns once the loop has seen every call submitted before it (or has exited).
+func (g *Gateway) barrier() {
+	ch := make(chan struct{})
+	g.life.RLock()
+	closed := g.closed
+	if !closed {
+		g.inbox <- envelope{barrier: ch}
+	}
+	g.life.RUnlock()
+	if closed {
+		<-g.exited
+		return
+	}
+	select {
+	case <-ch:
+	case <-g.exited:
+	}
+}
+
+func (g *Gateway) worker() {
+	for j := range g.work {
+		ctx, cancel := g.clock.WithTimeout(g.base, g.cfg.Timeout)
+		start := g.clock.Now()
+		res, err := g.call(ctx, j.call)
+		took := g.clock.Now().Sub(start)
+		if err != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w after %v: %w", ErrTimeout, g.cfg.Timeout, err)
+		}
+		cancel()
+		g.done <- finished{j: j, result: res, err: err, took: took}
+	}
+}
+
+// call asks the client; a panic in it is an error like any other (the outcome is unknown).
+func (g *Gateway) call(ctx context.Context, c Call) (res channel.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gateway: channel client panicked: %v", r)
+		}
+	}()
+	if c.Query {
+		res, err = g.client.Query(ctx, c.Request.Op, c.Request.OrderNo)
+	} else {
+		res, err = g.client.Do(ctx, c.Request)
+	}
+	if err == nil && (res.Status < channel.Processing || res.Status > channel.NotFound) {
+		err = fmt.Errorf("%w: %v", ErrBadAnswer, res.Status)
+	}
+	return res, err
+}
+
+func (g *Gateway) loop() {
+	defer close(g.exited)
+	for {
+		select { // Stop first: once it is called, nothing more is sent
+		case s := <-g.stopCh:
+			g.shutdown(s.ctx)
+			return
+		default:
+		}
+		select {
+		case e := <-g.inbox:
+			g.admit(e)
+		case f := <-g.done:
+			g.finish(f)
+		case <-g.wake:
+		case s := <-g.stopCh:
+			g.shutdown(s.ctx)
+			return
+		}
+		g.pump()
+	}
+}
+
+// admit takes a submission from the inbox: rejects it or queues it.
+func (g *Gateway) admit(e envelope) {
+	if e.barrier != nil {
+		g.pump()
+		close(e.barrier)
+		return
+	}
+	j := &job{call: e.call, at: e.at, what: whatOf(e.call)}
+	switch {
+	case g.degraded.Load():
+		g.reject(j, ErrDegraded)
+	case g.breaker.State() == gobreaker.StateOpen:
+		g.reject(j, ErrCircuitOpen)
+	case len(g.queue) >= g.cfg.QueueLimit:
+		g.reject(j, ErrBusy)
+	default:
+		g.queue = append(g.queue, j)
+	}
+}
+
+// pump does what the time and the state allow: rejects what must be, sends what can be,
+// and sets the timer for the next thing that time will change.
+func (g *Gateway) pump() {
+	now := g.clock.Now()
+	if g.degraded.Load() {
+		for len(g.queue) > 0 {
+			g.reject(g.pop(now), ErrDegraded)
+		}
+	}
+	g.expire(now)
+	for len(g.queue) > 0 && len(g.inflight) < g.cfg.MaxInFlight {
+		h := g.queue[0]
+		if h.reservation == nil && g.limiter != nil {
+			r := g.limiter.ReserveN(now, 1)
+			if !r.OK() || now.Add(r.DelayFrom(now)).After(h.at.Add(g.cfg.QueueWait)) {
+				r.CancelAt(now)
+				g.reject(g.pop(now), ErrRateLimited)
+				continue
+			}
+			h.reservation, h.readyAt = r, now.Add(r.DelayFrom(now))
+		}
+		if now.Before(h.readyAt) {
+			break
+		}
+		report, err := g.breaker.Allow()
+		if err != nil { // open, or half-open with its probes out
+			g.reject(g.pop(now), ErrCircuitOpen)
+			continue
+		}
+		g.queue[0] = nil
+		g.queue = g.queue[1:]
+		h.report = report
+		g.inflight[h] = struct{}{}
+		g.work <- h // a worker is free: fewer calls are out than there are workers
+	}
+	g.stats.queued.Store(int64(len(g.queue)))
+	g.stats.inFlight.Store(int64(len(g.inflight)))
+	g.arm(now)
+}
+
+// expire rejects the calls that waited QueueWait for a slot (all but a head that holds a
+// rate token: that one is sent when its token is there, which is within its wait).
+func (g *Gateway) expire(now time.Time) {
+	i := 0
+	if len(g.queue) > 0 && g.queue[0].reservation != nil {
+		i = 1
+	}
+	k := i
+	for k < len(g.queue) && !now.Before(g.queue[k].at.Add(g.cfg.QueueWait)) {
+		k++
+	}
+	if k == i {
+		return
+	}
+	expired := append([]*job(nil), g.queue[i:k]...)
+	g.queue = append(g.queue[:i], g.queue[k:]...)
+	for _, j := range expired {
+		g.reject(j, ErrBusy)
+	}
+}
+
+// pop takes the head off the queue, giving back its rate token if it holds one.
+func (g *Gateway) pop(now time.Time) *job {
+	h := g.queue[0]
+	g.queue[0] = nil
+	g.queue = g.queue[1:]
+	if h.reservation != nil {
+		h.reservation.CancelAt(now)
+	}
+	return h
+}
+
+// arm sets the loop's one timer for the next moment the queue changes by itself: the head's
+// rate token, or the first call whose wait is up.
+func (g *Gateway) arm(now time.Time) {
+	var at time.Time
+	for i, j := range g.queue {
+		if i == 0 && j.reservation != nil {
+			if len(g.inflight) < g.cfg.MaxInFlight {
+				at = j.readyAt
+				break
+			}
+			continue
+		}
+		at = j.at.Add(g.cfg.QueueWait)
+		break
+	}
+	if at.Equal(g.timerAt) {
+		return
+	}
+	if g.timerStop != nil {
+		g.timerStop()
+		g.timerStop = nil
+	}
+	g.timerAt = at
+	if !at.IsZero() {
+		g.timerStop = g.clock.AfterFunc(at.Sub(now), g.nudge)
+	}
+}
+
+// finish takes a worker's report of a call.
+func (g *Gateway) finish(f finished) {
+	j := f.j
+	if _, ok := g.inflight[j]; !ok {
+		return // abandoned by Stop and already reported
+	}
+	delete(g.inflight, j)
+	j.report(f.err)
+	g.seconds[j.what].observe(f.took)
+	o := Outcome{Call: j.call, Kind: Answered, Result: f.result}
+	if f.err != nil {
+		o = Outcome{Call: j.call, Kind: Unknown, Err: f.err}
+	}
+	g.emit(j, o)
+}
+
+func (g *Gateway) reject(j *job, why error) {
+	g.emit(j, Outcome{Call: j.call, Kind: Rejected, Err: why})
+}
+
+// emit delivers an outcome from the loop, with the gauges up to date.
+func (g *Gateway) emit(j *job, o Outcome) {
+	g.stats.queued.Store(int64(len(g.queue)))
+	g.stats.inFlight.Store(int64(len(g.inflight)))
+	g.send(j, o)
+}
+
+func (g *Gateway) send(j *job, o Outcome) {
+	o.Latency = g.clock.Now().Sub(j.at)
+	g.stats.count(j.what, o)
+	g.deliver(o)
+}
+
+// rejectOutside rejects a call the loop never took in (Submit runs it in a goroutine of its
+// own); it touches nothing of the loop's.
+func (g *Gateway) rejectOutside(e envelope, why error) {
+	j := &job{call: e.call, at: e.at, what: whatOf(e.call)}
+	g.send(j, Outcome{Call: j.call, Kind: Rejected, Err: why})
+}
+
+// shutdown rejects everything not sent, waits for the calls in flight until ctx ends, and
+// reports those left as Unknown.
+func (g *Gateway) shutdown(ctx context.Context) {
+	now := g.clock.Now()
+	for len(g.queue) > 0 {
+		g.reject(g.pop(now), ErrStopping)
+	}
+	// Stop set closed before it sent stopCh, so the inbox gets nothing more.
+	for drained := false; !drained; {
+		select {
+		case e := <-g.inbox:
+			if e.barrier != nil {
+				close(e.barrier)
+			} else {
+				g.rejectOutside(e, ErrStopping)
+			}
+		default:
+			drained = true
+		}
+	}
+	g.stats.queued.Store(0)
+	if g.timerStop != nil {
+		g.timerStop()
+	}
+	for len(g.inflight) > 0 {
+		select {
+		case f := <-g.done:
+			g.finish(f)
+		case <-ctx.Done():
+			g.cancel()
+			for j := range g.inflight {
+				delete(g.inflight, j)
+				g.abandoned++
+				g.emit(j, Outcome{Call: j.call, Kind: Unknown,
+					Err: fmt.Errorf("%w: %w", ErrAbandoned, context.Cause(ctx))})
+			}
+		}
+		g.stats.inFlight.Store(int64(len(g.inflight)))
+	}
+	g.cancel()
+	close(g.work)
+}
