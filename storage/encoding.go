@@ -17,6 +17,8 @@ const (
 	prefixLegDone  = 'l' // l transferID kind        -> result
 	prefixClock    = 'c' // c shard                  -> last timestamp
 	prefixMeta     = 'm' // m name                   -> value
+	// b len(biz) biz transferID -> (empty): the transfers of a business id
+	prefixTransferBiz = 'b'
 )
 
 const (

@@ -158,8 +158,9 @@ func Open(dir string, opts Options) (*Store, error) {
 
 // formatVersion names the key layout and record encodings; a store of another format is
 // refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
-// account, failed and in-flight transfers, refusable legs.
-const formatVersion = "ledger-format-3"
+// account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
+// business id; payment orders.
+const formatVersion = "ledger-format-4"
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -295,6 +296,9 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	for i := range fx.Transfers {
 		t := &fx.Transfers[i]
 		w.set(idKey(w.key, prefixTransfer, t.ID), encodeTransfer(w.val, t))
+		if t.BizID != "" {
+			w.set(be.AppendUint64(bizKey(w.key, prefixTransferBiz, t.BizID), t.ID), nil)
+		}
 		// A hold is written as pending once (when it is made, or when its in-flight leg is
 		// accepted) and leaves that state once (posted, voided or expired); an in-flight or
 		// failed hold never had the index key.
@@ -365,7 +369,7 @@ const batchReuseBytesMax = 1 << 20
 // batchBytes estimates a round's batch from its record counts (records average under 64
 // bytes with their batch headers; ledger-bench logs 137 WAL bytes for a transfer's 3).
 func batchBytes(fx *ledger.Effects) int {
-	records := len(fx.Opened) + len(fx.Frozen) + 2*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
+	records := len(fx.Opened) + len(fx.Frozen) + 3*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
 		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 1
 	return 64 * records
 }

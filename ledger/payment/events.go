@@ -12,7 +12,7 @@ import (
 // channel request when it has none.
 func (o *Order) Begin(s *Setup, now uint64) Effects {
 	if o.Stage == StageAwait {
-		return Effects{Calls: []Call{{Request: o.request()}}}
+		return Effects{Calls: []Call{{Request: o.request(s)}}}
 	}
 	return o.Resume(s, now)
 }
@@ -26,7 +26,7 @@ func (o *Order) Resume(s *Setup, now uint64) Effects {
 	case StageHold:
 		e.Transfers = o.due(s, o.holds())
 	case StageAwait:
-		e.Calls = append(e.Calls, Call{Request: o.request(), Query: true})
+		e.Calls = append(e.Calls, Call{Request: o.request(s), Query: true})
 		o.Next = now + backoff(o.Queries)
 	case StageSettle:
 		e.Transfers = o.due(s, o.settleSteps())
@@ -123,9 +123,9 @@ func (o *Order) mainCode0() bool {
 }
 
 // request is the order's channel request.
-func (o *Order) request() channel.Request {
+func (o *Order) request(s *Setup) channel.Request {
 	r := channel.Request{Op: o.op(), OrderNo: OrderNo(o.ID), Amount: o.card().Amount, Account: o.ChannelAccount,
-		BizID: o.BizID}
+		BizID: o.BizID, Currency: s.Currency(o.Ledger)}
 	if o.Form == Refund {
 		r.Original, r.OriginalTxn = OrderNo(o.Original), o.OriginalTxn
 	}
@@ -189,7 +189,7 @@ func (o *Order) afterHolds(s *Setup, failedSteps uint64, failed ledger.TransferR
 	}
 	o.Stage, o.SentAt, o.Next = StageAwait, now, now+QueryBackoffMin
 	o.set(Processing, now)
-	return Effects{Calls: []Call{{Request: o.request()}}}
+	return Effects{Calls: []Call{{Request: o.request(s)}}}
 }
 
 // decide fixes the outcome and makes its postings.
@@ -269,7 +269,7 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 		o.Next = now + backoff(o.Queries)
 		if o.op() == channel.Pay {
 			// Nothing leaves the platform on a payment, and the channel deduplicates it.
-			return Effects{Calls: []Call{{Request: o.request()}}}
+			return Effects{Calls: []Call{{Request: o.request(s)}}}
 		}
 		if now-o.SentAt >= NotFoundFinal {
 			o.Result = ResultChannelNotFound
@@ -321,7 +321,7 @@ func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Resu
 		if k >= len(o.Exceptions) || n.Op != channel.Refund {
 			return Effects{}, ResultChannelMismatch
 		}
-		c := Call{Request: o.exceptionRequest(k)}
+		c := Call{Request: o.exceptionRequest(s, k)}
 		return o.exceptionAnswer(s, k, c, Answered, channel.Result{Status: n.Status, Txn: n.Txn, Amount: n.Amount}, now), ResultOK
 	}
 	if n.Op != o.op() || o.card() == nil || o.Stage == StageHold {
@@ -355,16 +355,16 @@ func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Resu
 }
 
 // Tick is what is due at now: queries of channel requests whose outcome is awaited.
-func (o *Order) Tick(now uint64) Effects {
+func (o *Order) Tick(s *Setup, now uint64) Effects {
 	var e Effects
 	if o.Stage == StageAwait && o.Next <= now {
-		e.Calls = append(e.Calls, Call{Request: o.request(), Query: true})
+		e.Calls = append(e.Calls, Call{Request: o.request(s), Query: true})
 		o.Next = now + backoff(o.Queries)
 	}
 	for k := range o.Exceptions {
 		x := &o.Exceptions[k]
 		if x.Step == ExcRefunding && x.Next <= now {
-			e.Calls = append(e.Calls, Call{Request: o.exceptionRequest(k), Query: true})
+			e.Calls = append(e.Calls, Call{Request: o.exceptionRequest(s, k), Query: true})
 			x.Next = now + backoff(x.Queries)
 		}
 	}

@@ -43,7 +43,7 @@ func (o *Order) resumeException(s *Setup, k int, now uint64) Effects {
 	x := &o.Exceptions[k]
 	if x.Step == ExcRefunding {
 		x.Next = now + backoff(x.Queries)
-		return Effects{Calls: []Call{{Request: o.exceptionRequest(k), Query: true}}}
+		return Effects{Calls: []Call{{Request: o.exceptionRequest(s, k), Query: true}}}
 	}
 	return Effects{Transfers: o.dueException(s, k)}
 }
@@ -78,7 +78,7 @@ func (o *Order) exceptionSteps(s *Setup, k int, failed uint64, now uint64) Effec
 	}
 	x.Step = ExcOpen
 	if x.Kind == DuplicatePayment {
-		return o.refundException(k, now)
+		return o.refundException(s, k, now)
 	}
 	return Effects{}
 }
@@ -118,10 +118,11 @@ func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Res
 }
 
 // exceptionRequest is the channel request that refunds exception k's money.
-func (o *Order) exceptionRequest(k int) channel.Request {
+func (o *Order) exceptionRequest(s *Setup, k int) channel.Request {
 	x := &o.Exceptions[k]
 	return channel.Request{Op: channel.Refund, OrderNo: ExceptionNo(o.ID, k), Original: OrderNo(o.ID),
-		OriginalTxn: x.Txn, Amount: x.Amount, Account: o.ChannelAccount, BizID: o.BizID}
+		OriginalTxn: x.Txn, Amount: x.Amount, Account: o.ChannelAccount, BizID: o.BizID,
+		Currency: s.Currency(o.Ledger)}
 }
 
 // Resolution is what an operator does with an open exception.
@@ -135,7 +136,7 @@ const (
 )
 
 // Resolve applies an operator's resolution to exception k, which must be open (ExcOpen).
-func (o *Order) Resolve(k int, how Resolution, note string, now uint64) (Effects, Result) {
+func (o *Order) Resolve(s *Setup, k int, how Resolution, note string, now uint64) (Effects, Result) {
 	switch {
 	case k < 0 || k >= len(o.Exceptions):
 		return Effects{}, ResultExceptionNotFound
@@ -151,7 +152,7 @@ func (o *Order) Resolve(k int, how Resolution, note string, now uint64) (Effects
 			return Effects{}, ResultNotRefundable
 		}
 		x.Note = note
-		return o.refundException(k, now), ResultOK
+		return o.refundException(s, k, now), ResultOK
 	case ResolveClose:
 		x.Step, x.Note, x.Updated = ExcResolved, note, now
 		o.touch(now)
@@ -161,9 +162,9 @@ func (o *Order) Resolve(k int, how Resolution, note string, now uint64) (Effects
 }
 
 // refundException asks the channel to refund exception k's money: sent once, then queried.
-func (o *Order) refundException(k int, now uint64) Effects {
+func (o *Order) refundException(s *Setup, k int, now uint64) Effects {
 	x := &o.Exceptions[k]
 	x.Step, x.SentAt, x.Next, x.Updated = ExcRefunding, now, now+QueryBackoffMin, now
 	o.touch(now)
-	return Effects{Calls: []Call{{Request: o.exceptionRequest(k)}}}
+	return Effects{Calls: []Call{{Request: o.exceptionRequest(s, k)}}}
 }

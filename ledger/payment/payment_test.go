@@ -143,7 +143,7 @@ func (w *world) run(t *testing.T, d *datadriven.TestData) string {
 		}
 		fmt.Fprintf(&out, "notice: %v\n", res)
 	case "tick":
-		e = o.Tick(w.now)
+		e = o.Tick(w.s, w.now)
 	case "restart":
 		// What is durable is the order without what was in flight: submit again.
 		for _, x := range w.orders {
@@ -154,7 +154,7 @@ func (w *world) run(t *testing.T, d *datadriven.TestData) string {
 	case "resolve":
 		how := map[string]Resolution{"refund": ResolveRefund, "close": ResolveClose}[arg(d, "how")]
 		var res Result
-		e, res = o.Resolve(int(num(t, d, "k")), how, arg(d, "note"), w.now)
+		e, res = o.Resolve(w.s, int(num(t, d, "k")), how, arg(d, "note"), w.now)
 		fmt.Fprintf(&out, "resolve: %v\n", res)
 	case "show":
 	default:

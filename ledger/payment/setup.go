@@ -23,14 +23,19 @@ var DefaultCodes = Codes{Recharge: "recharge", WithdrawHold: "withdraw_hold", Wi
 // ChannelsMax is the most channels a deployment may name.
 const ChannelsMax = 255
 
-// platformAccountBit marks the ids of accounts the payment layer opens for the platform.
-const platformAccountBit = 1 << 63
+// platformAccountBit marks the ids of accounts the payment layer opens for the platform: ids
+// from 2^62 to 2^63-1 (the ledger keeps 2^63 and above for its transit accounts), so callers
+// of the ledger API open their accounts below 2^62.
+const platformAccountBit = 1 << 62
 
 // Setup is what the payment forms post with: the chart, the codes of each step, and the
 // channels. It is immutable once built.
 type Setup struct {
 	Chart    *rules.Chart
 	Channels []string
+	// Currencies names each ledger's currency (ISO 4217) for the channels; a ledger not
+	// named is "CNY".
+	Currencies map[uint32]string
 	codes    map[string]rules.Pair // code name -> its single posting
 	ids      map[string]uint32
 	names    Codes
@@ -68,6 +73,14 @@ func NewSetup(chart *rules.Chart, codes Codes, channels []string) (*Setup, error
 		s.codes[name], s.ids[name] = pairs[0], c.ID
 	}
 	return s, nil
+}
+
+// Currency is the ISO 4217 code of a ledger's currency.
+func (s *Setup) Currency(ledgerID uint32) string {
+	if c, ok := s.Currencies[ledgerID]; ok {
+		return c
+	}
+	return "CNY"
 }
 
 // Channel reports whether name is a channel of the setup.

@@ -1,0 +1,447 @@
+// Package payments hosts the payment orders of ledger/payment: one actor per shard owns the
+// orders of its shard, serializes their changes and group-commits them to the store, like the
+// ledger's shards do with postings. Each actor is a goroutine that owns all of its state and
+// reads its inboxes; nothing else touches an order.
+//
+// What an order decides runs only once the state that decided it is durable: a reply to the
+// caller, the order's ledger transfers (sent through the shard's ledger pipe, one batch at a
+// time), its channel calls (through the channel's gateway). On start, every order that still
+// waits for something resumes from its durable state (payment.Order.Resume).
+//
+// Orders are routed by shard: a new order by a hash of its form and idempotency key (a refund
+// by its original payment's shard, so that the refund and the payment change in one commit),
+// an existing one by its id: ids of shard s are s+1, s+1+S, s+1+2S, ...
+package payments
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/gateway"
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// Limits and defaults of the payment actors.
+const (
+	// ActiveOrdersMaxDefault bounds the orders one shard keeps in flight (waiting for a
+	// posting, the channel or an exception's refund); past it new orders answer overloaded.
+	ActiveOrdersMaxDefault = 200_000
+	// RequestInboxMax bounds the callers' requests waiting for a shard; past it a request is
+	// refused with ErrOverloaded.
+	RequestInboxMax = 4096
+	// RoundOrdersMax bounds the orders one commit writes.
+	RoundOrdersMax = 8190
+	// TickDefault is how often a shard looks for queries and retries that are due.
+	TickDefault = 100 * time.Millisecond
+	// RetryAfter is how long a transfer the ledger could not take yet (overloaded, in flight)
+	// waits before it is sent again.
+	RetryAfter = 50 * time.Millisecond
+	// CreateBatchMax is the most requests one Create call takes.
+	CreateBatchMax = 8190
+	// ListMax is the most orders one listing returns.
+	ListMax = 1000
+)
+
+// Ledger is what the payment actors need of the ledger.
+type Ledger interface {
+	CreateAccounts([]ledger.Account) ([]ledger.AccountResult, error)
+	CreateTransfers([]ledger.Transfer) ([]ledger.TransferResult, error)
+}
+
+// Config configures the payment actors.
+type Config struct {
+	Setup *payment.Setup
+	// Clients are the channels, by name (every channel of Setup needs one).
+	Clients map[string]channel.Client
+	Gateway gateway.Config
+	// Ledgers are the ledgers (currencies) whose platform accounts are opened at start.
+	Ledgers         []uint32
+	ActiveOrdersMax int
+	Tick            time.Duration
+	// Now is the clock (ns since the epoch); nil: the wall clock.
+	Now     func() uint64
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// Errors of the payment actors.
+var (
+	ErrStopped    = errors.New("payments: stopped")
+	ErrOverloaded = errors.New("payments: overloaded, retry later")
+	// ErrUnknownChannel: no channel of that name.
+	ErrUnknownChannel = errors.New("payments: unknown channel")
+	// ErrFailed: a commit failed; the payment actors stopped taking work (the process must
+	// restart and recover).
+	ErrFailed = errors.New("payments: storage failed")
+)
+
+// Engine is the payment actors of one store.
+type Engine struct {
+	cfg      Config
+	store    *storage.Store
+	ledger   Ledger
+	shards   []*shard
+	gateways map[string]*gateway.Gateway
+	seed     maphash.Seed
+	stopped  atomic.Bool
+	active   sync.WaitGroup
+	log      *slog.Logger
+	metrics  *Metrics
+}
+
+// Reply answers one request of Create: the order as it stands, durable, for ResultOK and
+// ResultExists.
+type Reply struct {
+	Result payment.Result
+	Order  *payment.Order
+}
+
+// ChannelStatus is a channel's gateway as an operator sees it.
+type ChannelStatus struct {
+	Name     string
+	Degraded bool
+	Circuit  gateway.CircuitState
+	InFlight int
+	Queued   int
+}
+
+// Start opens the platform's accounts, recovers every order still in flight from the store
+// and starts the actors.
+func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
+	if cfg.Setup == nil {
+		return nil, errors.New("payments: no setup")
+	}
+	if cfg.ActiveOrdersMax <= 0 {
+		cfg.ActiveOrdersMax = ActiveOrdersMaxDefault
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = TickDefault
+	}
+	if cfg.Now == nil {
+		cfg.Now = func() uint64 { return uint64(time.Now().UnixNano()) }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.Ledgers) == 0 {
+		cfg.Ledgers = []uint32{1}
+	}
+	e := &Engine{cfg: cfg, store: store, ledger: l, gateways: map[string]*gateway.Gateway{}, seed: maphash.MakeSeed(),
+		log: cfg.Logger, metrics: cfg.Metrics}
+	if e.metrics == nil {
+		e.metrics = NewMetrics()
+	}
+	if err := e.openPlatformAccounts(); err != nil {
+		return nil, err
+	}
+	for _, name := range cfg.Setup.Channels {
+		c, ok := cfg.Clients[name]
+		if !ok {
+			return nil, fmt.Errorf("payments: channel %q has no client", name)
+		}
+		e.gateways[name] = gateway.New(name, c, cfg.Gateway, e.deliver)
+	}
+	n := store.Shards()
+	for i := range n {
+		s, err := newShard(e, i, n)
+		if err != nil {
+			return nil, err
+		}
+		e.shards = append(e.shards, s)
+	}
+	for _, g := range e.gateways {
+		g.Start()
+	}
+	for _, s := range e.shards {
+		s.start()
+	}
+	return e, nil
+}
+
+func (e *Engine) openPlatformAccounts() error {
+	for _, l := range e.cfg.Ledgers {
+		if l == 0 || l > payment.LedgerIDMax {
+			return fmt.Errorf("payments: ledger %d: want 1 to %d", l, payment.LedgerIDMax)
+		}
+		as := e.cfg.Setup.PlatformAccounts(l)
+		rs, err := e.ledger.CreateAccounts(as)
+		if err != nil {
+			return fmt.Errorf("payments: open the platform's accounts: %w", err)
+		}
+		for i, r := range rs {
+			if r != ledger.AccountResultOK && r != ledger.AccountResultExists {
+				return fmt.Errorf("payments: open the platform's account %d (subject %d, ledger %d): %v",
+					as[i].ID, as[i].Code, l, r)
+			}
+		}
+	}
+	return nil
+}
+
+// shardOfID is the shard that owns order id.
+func (e *Engine) shardOfID(id uint64) *shard {
+	return e.shards[(id-1)%uint64(len(e.shards))]
+}
+
+// shardOfKey is the shard a new order's key belongs to.
+func (e *Engine) shardOfKey(r *payment.Request) *shard {
+	if r.Form == payment.Refund && r.Original != 0 {
+		return e.shardOfID(r.Original)
+	}
+	var h maphash.Hash
+	h.SetSeed(e.seed)
+	h.WriteByte(byte(r.Form))
+	h.WriteString(r.Key)
+	return e.shards[h.Sum64()%uint64(len(e.shards))]
+}
+
+func (e *Engine) enter() error {
+	e.active.Add(1)
+	if e.stopped.Load() {
+		e.active.Done()
+		return ErrStopped
+	}
+	return nil
+}
+
+// Create accepts payment requests: each answers its order (its voucher) once the order is
+// durable, before the channel is called. results[i] answers reqs[i].
+func (e *Engine) Create(reqs []payment.Request) ([]Reply, error) {
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.active.Done()
+	if len(reqs) > CreateBatchMax {
+		return nil, fmt.Errorf("payments: %d requests in one call, at most %d", len(reqs), CreateBatchMax)
+	}
+	replies := make([]Reply, len(reqs))
+	parts := map[*shard][]int{}
+	for i := range reqs {
+		s := e.shardOfKey(&reqs[i])
+		parts[s] = append(parts[s], i)
+	}
+	done := make(chan error, len(parts))
+	for s, idx := range parts {
+		if err := s.request(&createMsg{reqs: reqs, idx: idx, replies: replies, done: done}); err != nil {
+			done <- err
+		}
+	}
+	var errs []error
+	for range parts {
+		if err := <-done; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return replies, nil
+}
+
+// Notice takes a verified callback of channel name: ResultOK once what it changed is durable,
+// or a result saying why it is refused (nothing written).
+func (e *Engine) Notice(name string, n channel.Notice) (payment.Result, error) {
+	if err := e.enter(); err != nil {
+		return 0, err
+	}
+	defer e.active.Done()
+	id, _, err := payment.ParseOrderNo(n.OrderNo)
+	if err != nil {
+		return payment.ResultOrderNotFound, nil
+	}
+	m := &noticeMsg{channel: name, notice: n, id: id, done: make(chan answer, 1)}
+	if err := e.shardOfID(id).request(m); err != nil {
+		return 0, err
+	}
+	a := <-m.done
+	return a.result, a.err
+}
+
+// Resolve applies an operator's resolution to exception index of order id.
+func (e *Engine) Resolve(id uint64, index int, how payment.Resolution, note string) (payment.Result, *payment.Order, error) {
+	if err := e.enter(); err != nil {
+		return 0, nil, err
+	}
+	defer e.active.Done()
+	if id == 0 || id > payment.OrderIDMax {
+		return payment.ResultOrderNotFound, nil, nil
+	}
+	m := &resolveMsg{id: id, index: index, how: how, note: note, done: make(chan answer, 1)}
+	if err := e.shardOfID(id).request(m); err != nil {
+		return 0, nil, err
+	}
+	a := <-m.done
+	return a.result, a.order, a.err
+}
+
+// read runs fn on a durable view of the store.
+func (e *Engine) read(fn func(v *storage.Reader) error) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.active.Done()
+	v, err := e.store.DurableSnapshot()
+	if err != nil {
+		return err
+	}
+	return errors.Join(fn(v), v.Close())
+}
+
+// Orders reads orders by id, durable; nil for an id with no order.
+func (e *Engine) Orders(ids []uint64) ([]*payment.Order, error) {
+	out := make([]*payment.Order, len(ids))
+	err := e.read(func(v *storage.Reader) error {
+		for i, id := range ids {
+			o, found, err := v.Order(id)
+			if err != nil {
+				return err
+			}
+			if found {
+				out[i] = o
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// OrdersByBizID reads the orders of a business id, durable, at most limit (ListMax), through
+// the index.
+func (e *Engine) OrdersByBizID(biz string, limit int) ([]*payment.Order, error) {
+	limit = min(max(limit, 1), ListMax)
+	var out []*payment.Order
+	err := e.read(func(v *storage.Reader) error {
+		var ids []uint64
+		if err := v.OrdersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit }); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			o, found, err := v.Order(id)
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("payments: order %d is indexed under biz id %q but missing", id, biz)
+			}
+			out = append(out, o)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// TransfersByBizID reads the ids of the ledger transfers of a business id, through the index.
+func (e *Engine) TransfersByBizID(biz string, limit int) ([]uint64, error) {
+	limit = min(max(limit, 1), ledger.BatchEventsMax)
+	var ids []uint64
+	err := e.read(func(v *storage.Reader) error {
+		return v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit })
+	})
+	return ids, err
+}
+
+// Exceptions lists orders with exceptions not resolved (or that ever had one), ascending by
+// id above after, at most limit.
+func (e *Engine) Exceptions(includeResolved bool, after uint64, limit int) ([]*payment.Order, error) {
+	limit = min(max(limit, 1), ListMax)
+	var out []*payment.Order
+	err := e.read(func(v *storage.Reader) error {
+		return v.OrdersWithExceptions(includeResolved, after, func(o *payment.Order) bool {
+			out = append(out, o)
+			return len(out) < limit
+		})
+	})
+	return out, err
+}
+
+// SetDegraded flips a channel's degradation switch: while it is on, no request goes to the
+// channel and payments through it fail fast (channel_unavailable).
+func (e *Engine) SetDegraded(name string, degraded bool) (ChannelStatus, error) {
+	g, ok := e.gateways[name]
+	if !ok {
+		return ChannelStatus{}, fmt.Errorf("%w: %q", ErrUnknownChannel, name)
+	}
+	g.SetDegraded(degraded)
+	e.log.Warn("payments: channel degradation switched", "channel", name, "degraded", degraded)
+	return statusOf(g), nil
+}
+
+// Channels is the status of every channel's gateway, by name.
+func (e *Engine) Channels() []ChannelStatus {
+	var out []ChannelStatus
+	for _, name := range e.cfg.Setup.Channels {
+		out = append(out, statusOf(e.gateways[name]))
+	}
+	return out
+}
+
+func statusOf(g *gateway.Gateway) ChannelStatus {
+	st := g.Stats()
+	return ChannelStatus{Name: g.Name(), Degraded: st.Degraded, Circuit: st.Circuit, InFlight: st.InFlight, Queued: st.Queued}
+}
+
+// Stats are the actors' gauges.
+type Stats struct {
+	Active int   // orders in flight
+	Oldest int64 // ns since the epoch: when the oldest of them was created; 0 if none
+}
+
+// Stats sums the shards' gauges.
+func (e *Engine) Stats() Stats {
+	var st Stats
+	for _, s := range e.shards {
+		st.Active += int(s.activeGauge.Load())
+		if o := s.oldestGauge.Load(); o != 0 && (st.Oldest == 0 || o < st.Oldest) {
+			st.Oldest = o
+		}
+	}
+	return st
+}
+
+// deliver routes a gateway's outcome to the shard of its order.
+func (e *Engine) deliver(o gateway.Outcome) {
+	id, _, err := payment.ParseOrderNo(o.Call.Request.OrderNo)
+	if err != nil {
+		e.log.Error("payments: INVARIANT: an outcome for a request no order made", "order_no", o.Call.Request.OrderNo)
+		return
+	}
+	e.shardOfID(id).event(outcomeMsg{id: id, outcome: o})
+}
+
+// Stop stops taking work, lets every shard commit what it holds, and stops the gateways
+// (calls still at a channel when ctx ends are abandoned: their orders query after a restart).
+func (e *Engine) Stop(ctx context.Context) error {
+	if e.stopped.Swap(true) {
+		return nil
+	}
+	e.active.Wait()
+	var errs []error
+	for _, s := range e.shards {
+		s.stop()
+	}
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for n := range e.gateways {
+			if !yield(n) {
+				return
+			}
+		}
+	}) {
+		if err := e.gateways[name].Stop(ctx); err != nil && !errors.Is(err, gateway.ErrAbandoned) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var _ Ledger = (*actors.Ledger)(nil)

@@ -1,0 +1,271 @@
+package payments
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/channel/fake"
+	"github.com/ledgercore/ledger/gateway"
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/rules"
+	"github.com/ledgercore/ledger/storage"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/invariants.init.0.func1")) }
+
+var secret = []byte("test secret")
+
+// countingClient counts the requests sent (not queried) per order number.
+type countingClient struct {
+	channel.Client
+	mu    sync.Mutex
+	sends map[string]int
+}
+
+func (c *countingClient) Do(ctx context.Context, r channel.Request) (channel.Result, error) {
+	c.mu.Lock()
+	c.sends[r.OrderNo]++
+	c.mu.Unlock()
+	return c.Client.Do(ctx, r)
+}
+
+// world is a ledger, its payment actors and a simulated channel "bank".
+type world struct {
+	t       *testing.T
+	dir     string
+	store   *storage.Store
+	ledger  *actors.Ledger
+	engine  *Engine
+	fake    *fake.Server
+	notify  *httptest.Server
+	handler atomic.Pointer[http.Handler] // of the engine serving notify
+	client  *countingClient
+	cfg     fake.Config
+}
+
+func newWorld(t *testing.T, cfg fake.Config) *world {
+	w := &world{t: t, dir: t.TempDir(), cfg: cfg}
+	w.notify = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		h := w.handler.Load()
+		if h == nil {
+			http.Error(rw, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		(*h).ServeHTTP(rw, r)
+	}))
+	cfg.Secret = secret
+	var err error
+	if w.fake, err = fake.Start("127.0.0.1:0", cfg); err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Timeout: 500 * time.Millisecond}
+	w.client = &countingClient{Client: channel.NewHTTPClient(w.fake.URL(), w.notify.URL+NotifyPath+"bank", hc),
+		sends: map[string]int{}}
+	w.start()
+	t.Cleanup(func() {
+		w.stop()
+		w.notify.Close()
+		_ = w.fake.Close(context.Background())
+	})
+	return w
+}
+
+func (w *world) start() {
+	t := w.t
+	var err error
+	if w.store, err = storage.Open(w.dir, storage.Options{Shards: 2, CacheBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if w.ledger, err = actors.Start(w.store, actors.Config{Shards: 2}); err != nil {
+		t.Fatal(err)
+	}
+	setup, err := payment.NewSetup(rules.Default(), payment.DefaultCodes, []string{"bank"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.engine, err = Start(w.store, w.ledger, Config{Setup: setup, Clients: map[string]channel.Client{"bank": w.client},
+		Gateway: gateway.Config{Timeout: 300 * time.Millisecond, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32},
+		Tick:    20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := w.engine.NotifyHandler(map[string][]byte{"bank": secret})
+	w.handler.Store(&h)
+}
+
+func (w *world) stop() {
+	if w.engine == nil {
+		return
+	}
+	w.handler.Store(nil)
+	if err := w.engine.Stop(context.Background()); err != nil {
+		w.t.Error(err)
+	}
+	w.ledger.Stop()
+	if err := w.store.Close(); err != nil {
+		w.t.Error(err)
+	}
+	w.engine = nil
+}
+
+func (w *world) accounts(as ...ledger.Account) {
+	rs, err := w.ledger.CreateAccounts(as)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r != ledger.AccountResultOK {
+			w.t.Fatalf("account %d: %v", as[i].ID, r)
+		}
+	}
+}
+
+func (w *world) create(reqs ...payment.Request) []Reply {
+	w.t.Helper()
+	rs, err := w.engine.Create(reqs)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return rs
+}
+
+// settle waits until every order is final and waits for nothing more.
+func (w *world) settle(ids ...uint64) []*payment.Order {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		os, err := w.engine.Orders(ids)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		done := true
+		for i, o := range os {
+			if o == nil {
+				w.t.Fatalf("order %d not found", ids[i])
+			}
+			done = done && o.State.Final() && !o.Active()
+		}
+		if done {
+			return os
+		}
+		if time.Now().After(deadline) {
+			for _, o := range os {
+				w.t.Logf("order %d %v %v stage %v exceptions %+v", o.ID, o.Form, o.State, o.Stage, o.Exceptions)
+			}
+			w.t.Fatal("orders did not settle")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (w *world) balance(id uint64) int64 {
+	w.t.Helper()
+	var a ledger.Account
+	err := w.ledger.Read(func(v *storage.Reader) error {
+		var err error
+		a, _, err = v.Account(id)
+		return err
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	// Liabilities and their kin: credits minus debits; assets the other way round.
+	return int64(a.CreditsPosted.Lo) - int64(a.DebitsPosted.Lo)
+}
+
+const (
+	alice, bob, shop, coupons = 1, 2, 3, 4
+)
+
+func (w *world) openAccounts() {
+	w.accounts(ledger.Account{ID: alice, Ledger: 1, Code: 2001, Flags: ledger.AccountDebitsMustNotExceedCredits},
+		ledger.Account{ID: bob, Ledger: 1, Code: 2001, Flags: ledger.AccountDebitsMustNotExceedCredits},
+		ledger.Account{ID: shop, Ledger: 1, Code: 2002, Flags: ledger.AccountDebitsMustNotExceedCredits},
+		ledger.Account{ID: coupons, Ledger: 1, Code: 2004})
+}
+
+// TestForms: every payment form through the simulated channel, and the books after.
+func TestForms(t *testing.T) {
+	w := newWorld(t, fake.Config{Seed: 1, Latency: 2 * time.Millisecond})
+	w.openAccounts()
+	ok := func(r Reply) uint64 {
+		t.Helper()
+		if r.Result != payment.ResultOK || r.Order == nil || r.Order.ID == 0 {
+			t.Fatalf("reply %v %+v", r.Result, r.Order)
+		}
+		return r.Order.ID
+	}
+	recharge := ok(w.create(payment.Request{Key: "r1", BizID: "biz-r1", Form: payment.Recharge, Ledger: 1, Amount: 1000,
+		To: alice, Channel: "bank", ChannelAccount: "card-1"})[0])
+	if o := w.settle(recharge)[0]; o.State != payment.Succeeded {
+		t.Fatalf("recharge: %v %v", o.State, o.Result)
+	}
+	pay := ok(w.create(payment.Request{Key: "p1", BizID: "biz-p1", Form: payment.Pay, Ledger: 1, Amount: 300,
+		From: alice, To: shop, Channel: "bank", Instruments: []payment.Instrument{{Kind: payment.Coupon, Amount: 50,
+			Account: coupons}, {Kind: payment.Balance, Amount: 100}, {Kind: payment.Card, Amount: 150}}})[0])
+	transfer := ok(w.create(payment.Request{Key: "t1", Form: payment.Transfer, Ledger: 1, Amount: 100, From: alice, To: bob})[0])
+	withdraw := ok(w.create(payment.Request{Key: "w1", BizID: "biz-w1", Form: payment.Withdraw, Ledger: 1, Amount: 400,
+		From: alice, Channel: "bank", ChannelAccount: "card-1"})[0])
+	for _, o := range w.settle(pay, transfer, withdraw) {
+		if o.State != payment.Succeeded {
+			t.Fatalf("order %d %v: %v %v", o.ID, o.Form, o.State, o.Result)
+		}
+	}
+	refund := ok(w.create(payment.Request{Key: "f1", BizID: "biz-p1", Form: payment.Refund, Amount: 200, Original: pay})[0])
+	if o := w.settle(refund)[0]; o.State != payment.Succeeded {
+		t.Fatalf("refund: %v %v", o.State, o.Result)
+	}
+	// The same request again answers the same order; a different one with the key is refused.
+	again := w.create(payment.Request{Key: "t1", Form: payment.Transfer, Ledger: 1, Amount: 100, From: alice, To: bob},
+		payment.Request{Key: "t1", Form: payment.Transfer, Ledger: 1, Amount: 101, From: alice, To: bob})
+	if again[0].Result != payment.ResultExists || again[0].Order.ID != transfer || again[1].Result != payment.ResultKeyReused {
+		t.Fatalf("repeat: %v %v", again[0].Result, again[1].Result)
+	}
+	// Alice: +1000 recharge, -100 balance part of the payment, +50 of the refund (card 150
+	// first, then 50 of balance), -400 withdrawn, -100 to Bob.
+	for id, want := range map[uint64]int64{alice: 450, bob: 100, shop: 100, coupons: -50} {
+		if got := w.balance(id); got != want {
+			t.Errorf("account %d: balance %d, want %d", id, got, want)
+		}
+	}
+	// The platform's accounts are hot: inflows from other shards reach them in buffers.
+	setup := w.engine.cfg.Setup
+	w.eventually(setup.PlatformAccount(1, 1122, "bank"), -(1000 + 150 - 150 - 400))
+	w.eventually(setup.PlatformAccount(1, 2003, ""), 0)
+	// Found by biz id, through the index: the payment and its refund.
+	os, err := w.engine.OrdersByBizID("biz-p1", 10)
+	if err != nil || len(os) != 2 || os[0].ID != pay || os[1].ID != refund {
+		t.Fatalf("by biz id: %v %v", os, err)
+	}
+	ids, err := w.engine.TransfersByBizID("biz-p1", 100)
+	if err != nil || len(ids) != 9 {
+		t.Fatalf("transfers by biz id: %v %v", ids, err)
+	}
+	for no, n := range w.client.sends {
+		if n != 1 {
+			t.Errorf("%s sent %d times", no, n)
+		}
+	}
+}
+
+// eventually waits until an account's balance (credits minus debits) is want.
+func (w *world) eventually(id uint64, want int64) {
+	w.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := w.balance(id); got != want; got = w.balance(id) {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("account %d: balance %d, want %d", id, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,67 @@
+package payments
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ledgercore/ledger/ledger/payment"
+)
+
+// Metrics are the payment actors' Prometheus metrics.
+type Metrics struct {
+	requests   *prometheus.CounterVec
+	orders     *prometheus.CounterVec
+	exceptions *prometheus.CounterVec
+	queries    *prometheus.CounterVec
+	notices    *prometheus.CounterVec
+}
+
+// NewMetrics makes the metrics; Register adds them (and the gauges of e) to a registry.
+func NewMetrics() *Metrics {
+	return &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_requests_total",
+			Help: "Payment requests by form and result (ok: a new order accepted)."}, []string{"form", "result"}),
+		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_orders_total",
+			Help: "Payment orders that reached a final state, by form, state and result; exemplars carry the biz_id."},
+			[]string{"form", "state", "result"}),
+		exceptions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_exceptions_total",
+			Help: "Exception records opened, by kind."}, []string{"kind"}),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_queries_total",
+			Help: "Query-backs sent to a channel for a request whose outcome was not known."}, []string{"channel"}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_notices_total",
+			Help: "Channel callbacks by channel and outcome (applied, duplicate or refused with a reason)."},
+			[]string{"channel", "outcome"}),
+	}
+}
+
+// final counts an order that reached a final state and is durable.
+func (m *Metrics) final(o *payment.Order) {
+	c := m.orders.WithLabelValues(o.Form.String(), o.State.String(), o.Result.String())
+	if ea, ok := c.(prometheus.ExemplarAdder); ok && o.BizID != "" {
+		ea.AddWithExemplar(1, prometheus.Labels{"biz_id": o.BizID})
+	} else {
+		c.Inc()
+	}
+}
+
+// Register adds the metrics and e's gauges to r.
+func (m *Metrics) Register(r prometheus.Registerer, e *Engine) error {
+	for _, c := range []prometheus.Collector{m.requests, m.orders, m.exceptions, m.queries, m.notices,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_payment_orders_in_flight",
+			Help: "Payment orders waiting for a posting, the channel or an exception's refund."},
+			func() float64 { return float64(e.Stats().Active) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_payment_oldest_in_flight_seconds",
+			Help: "Age of the oldest payment order in flight (0 when none)."},
+			func() float64 {
+				o := e.Stats().Oldest
+				if o == 0 {
+					return 0
+				}
+				return float64(int64(e.cfg.Now())-o) / 1e9
+			}),
+	} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,752 @@
+package payments
+
+import (
+	"container/heap"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/gateway"
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// Messages to a shard. Callers' requests go through a bounded inbox; events (ledger results,
+// channel outcomes, commits) through one whose bound follows from the orders in flight.
+type (
+	createMsg struct {
+		reqs    []payment.Request
+		idx     []int
+		replies []Reply
+		done    chan<- error
+	}
+	noticeMsg struct {
+		channel string
+		notice  channel.Notice
+		id      uint64
+		done    chan answer
+	}
+	resolveMsg struct {
+		id    uint64
+		index int
+		how   payment.Resolution
+		note  string
+		done  chan answer
+	}
+	outcomeMsg struct {
+		id      uint64
+		outcome gateway.Outcome
+	}
+	ledgerMsg struct {
+		ts  []ledger.Transfer
+		rs  []ledger.TransferResult
+		err error
+	}
+	committedMsg struct{ err error }
+)
+
+type answer struct {
+	result payment.Result
+	order  *payment.Order
+	err    error
+}
+
+// round is what a shard changed and has not made durable yet, and what waits for it.
+type round struct {
+	writes  map[uint64]*storage.OrderWrite
+	order   []*storage.OrderWrite
+	after   []func(err error) // replies, once the round is durable (or failed)
+	effects []effect
+	final   []*payment.Order // orders that reach a final state in the round (metrics)
+	opened  []payment.ExceptionKind
+}
+
+type effect struct {
+	id      uint64
+	effects payment.Effects
+}
+
+func newRound() *round { return &round{writes: map[uint64]*storage.OrderWrite{}} }
+
+func (r *round) empty() bool { return len(r.order) == 0 && len(r.after) == 0 && len(r.effects) == 0 }
+
+// shard is one payment actor.
+type shard struct {
+	e        *Engine
+	id, n    uint32
+	requests chan any
+	events   chan any
+	quit     chan struct{}
+	done     chan struct{}
+
+	orders map[uint64]*payment.Order // in flight, or changed in a round not yet durable
+	keys   map[keyRef]uint64         // new orders of rounds not yet durable
+	lastID uint64
+
+	cur        *round
+	committing *round
+	commits    chan commitJob
+	writer     *storage.OrderWriter
+	pipe       *pipe
+	failed     error
+
+	due     dueHeap
+	sched   map[uint64]uint64 // order -> the time of its entry in due
+	ticks   int
+	retries []ledger.Transfer // transfers the ledger could not take yet
+	retryAt uint64
+
+	activeGauge atomic.Int64
+	oldestGauge atomic.Int64
+}
+
+type keyRef struct {
+	form     payment.Form
+	original uint64
+	key      string
+}
+
+type commitJob struct {
+	writes []storage.OrderWrite
+	lastID uint64
+}
+
+func newShard(e *Engine, id, n uint32) (*shard, error) {
+	s := &shard{e: e, id: id, n: n, requests: make(chan any, RequestInboxMax),
+		events: make(chan any, 4*e.cfg.ActiveOrdersMax+RequestInboxMax), quit: make(chan struct{}),
+		done: make(chan struct{}), orders: map[uint64]*payment.Order{}, keys: map[keyRef]uint64{}, cur: newRound(),
+		sched: map[uint64]uint64{},
+		commits: make(chan commitJob, 1), writer: e.store.OrderWriter(id)}
+	s.pipe = newPipe(e.ledger, s)
+	v, err := e.store.DurableSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	if s.lastID, err = v.LastOrderID(id); err != nil {
+		return nil, err
+	}
+	if s.lastID == 0 {
+		s.lastID = uint64(id) + 1 - uint64(n) // the first id is id+1
+	}
+	err = v.ForEachActiveOrder(id, func(o *payment.Order) error {
+		s.orders[o.ID] = o
+		return nil
+	})
+	return s, err
+}
+
+func (s *shard) start() {
+	go s.committer()
+	go s.pipe.run()
+	go s.loop()
+}
+
+// request hands a caller's request to the shard, or refuses it when the inbox is full.
+func (s *shard) request(m any) error {
+	select {
+	case <-s.quit:
+		return ErrStopped
+	default:
+	}
+	select {
+	case s.requests <- m:
+		return nil
+	default:
+		return ErrOverloaded
+	}
+}
+
+// event hands an event to the shard; after stop it is dropped (the order resumes from its
+// durable state on the next start).
+func (s *shard) event(m any) {
+	select {
+	case s.events <- m:
+	case <-s.quit:
+	}
+}
+
+func (s *shard) stop() {
+	close(s.quit)
+	<-s.done
+}
+
+func (s *shard) now() uint64 { return s.e.cfg.Now() }
+
+func (s *shard) loop() {
+	defer close(s.done)
+	tick := time.NewTicker(s.e.cfg.Tick)
+	defer tick.Stop()
+	now := s.now()
+	for _, o := range s.orders {
+		s.run(o, o.Resume(s.e.cfg.Setup, now))
+	}
+	s.flush()
+	for {
+		select {
+		case m := <-s.events:
+			s.handle(m)
+		case m := <-s.requests:
+			s.handle(m)
+		case <-tick.C:
+			s.tick()
+		case <-s.quit:
+			s.shutdown()
+			return
+		}
+		// Take what else is waiting before committing: that is the group in group commit.
+		for n := 0; n < RoundOrdersMax && len(s.cur.order) < RoundOrdersMax; n++ {
+			select {
+			case m := <-s.events:
+				s.handle(m)
+				continue
+			case m := <-s.requests:
+				s.handle(m)
+				continue
+			default:
+			}
+			break
+		}
+		s.flush()
+	}
+}
+
+// shutdown commits what the shard holds and runs its effects, so that what was decided goes
+// out; answers to them are dropped (they resume after a restart).
+func (s *shard) shutdown() {
+	for s.committing != nil || !s.cur.empty() {
+		if s.committing == nil {
+			s.flush()
+			continue
+		}
+		m := <-s.events
+		if c, ok := m.(committedMsg); ok {
+			s.handle(c)
+		}
+	}
+	close(s.commits)
+	s.pipe.stop()
+	_ = s.writer.Close()
+}
+
+func (s *shard) handle(m any) {
+	switch m := m.(type) {
+	case *createMsg:
+		s.create(m)
+	case *noticeMsg:
+		s.notice(m)
+	case *resolveMsg:
+		s.resolve(m)
+	case outcomeMsg:
+		s.outcome(m)
+	case ledgerMsg:
+		s.ledgerResults(m)
+	case committedMsg:
+		s.committed(m.err)
+	default:
+		panic(fmt.Sprintf("payments: INVARIANT: unknown message %T", m))
+	}
+}
+
+// write puts o in the current round.
+func (s *shard) write(o *payment.Order, isNew bool) {
+	w := s.cur.writes[o.ID]
+	if w == nil {
+		w = &storage.OrderWrite{Order: o}
+		s.cur.writes[o.ID] = w
+		s.cur.order = append(s.cur.order, w)
+	}
+	w.New = w.New || isNew
+	if o.State.Final() && o.Stage == payment.StageDone {
+		s.cur.final = append(s.cur.final, o)
+	}
+}
+
+// after runs fn once everything changed so far is durable.
+func (s *shard) after(fn func(err error)) {
+	if s.failed != nil {
+		fn(s.failed)
+		return
+	}
+	if s.cur.empty() && s.committing == nil {
+		fn(nil)
+		return
+	}
+	s.cur.after = append(s.cur.after, fn)
+}
+
+// run takes what an order decided: its effects run once its state is durable.
+func (s *shard) run(o *payment.Order, e payment.Effects) {
+	if e.Release {
+		s.release(o)
+	}
+	if len(e.Transfers) > 0 || len(e.Calls) > 0 {
+		s.cur.effects = append(s.cur.effects, effect{id: o.ID, effects: e})
+	}
+	s.schedule(o)
+}
+
+// release gives a failed refund's reservation back to its payment, in the same round.
+func (s *shard) release(ref *payment.Order) {
+	orig, err := s.load(ref.Original)
+	if err != nil || orig == nil {
+		s.fail(fmt.Errorf("payments: INVARIANT: refund %d: its payment %d cannot be read: %v", ref.ID, ref.Original, err))
+		return
+	}
+	orig.Release(ref, s.now())
+	s.write(orig, false)
+}
+
+// load is an order of the shard: in memory, or read from the store (and kept until the
+// round that changes it is durable).
+func (s *shard) load(id uint64) (*payment.Order, error) {
+	if o := s.orders[id]; o != nil {
+		return o, nil
+	}
+	o, found, err := s.e.store.Live().Order(id)
+	if err != nil || !found {
+		return nil, err
+	}
+	s.orders[id] = o
+	return o, nil
+}
+
+// peek is an order of the shard, in memory or read from the store, not kept.
+func (s *shard) peek(id uint64) (*payment.Order, error) {
+	if o := s.orders[id]; o != nil {
+		return o, nil
+	}
+	o, found, err := s.e.store.Live().Order(id)
+	if err != nil || !found {
+		return nil, err
+	}
+	return o, nil
+}
+
+// evict forgets o if it waits for nothing and no round holds it.
+func (s *shard) evict(o *payment.Order) {
+	if o.Active() || s.cur.writes[o.ID] != nil || s.committing != nil && s.committing.writes[o.ID] != nil {
+		return
+	}
+	delete(s.orders, o.ID)
+}
+
+// versioned runs fn on o and writes o if fn changed it.
+func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
+	v, n := o.Version, len(o.Exceptions)
+	e := fn()
+	if o.Version != v {
+		s.write(o, false)
+	}
+	for _, x := range o.Exceptions[n:] {
+		s.cur.opened = append(s.cur.opened, x.Kind)
+		s.e.log.Warn("payments: exception opened", "order", o.ID, "biz_id", o.BizID, "kind", x.Kind.String(),
+			"txn", x.Txn, "amount", x.Amount, "note", x.Note)
+	}
+	s.run(o, e)
+}
+
+func (s *shard) create(m *createMsg) {
+	now := s.now()
+	var live *storage.Reader
+	for _, i := range m.idx {
+		r := &m.reqs[i]
+		if s.failed != nil {
+			m.replies[i] = Reply{Result: payment.ResultOverloaded}
+			continue
+		}
+		ref := keyRef{form: r.Form, original: r.Original, key: r.Key}
+		if r.Form != payment.Refund {
+			ref.original = 0
+		}
+		id, found := s.keys[ref]
+		if !found {
+			if live == nil {
+				live = s.e.store.Live()
+			}
+			var err error
+			if id, found, err = live.OrderByKey(r.Form, ref.original, r.Key); err != nil {
+				s.fail(err)
+				m.replies[i] = Reply{Result: payment.ResultOverloaded}
+				continue
+			}
+		}
+		if found {
+			s.repeat(m, i, id)
+			continue
+		}
+		if len(s.orders) >= s.e.cfg.ActiveOrdersMax {
+			m.replies[i] = Reply{Result: payment.ResultOverloaded}
+			continue
+		}
+		s.createOne(m, i, ref, now)
+	}
+	s.after(func(err error) { m.done <- err })
+}
+
+// repeat answers a request whose key names an order: the order as it stands, or key_reused.
+func (s *shard) repeat(m *createMsg, i int, id uint64) {
+	o, err := s.peek(id)
+	if err != nil || o == nil {
+		s.fail(fmt.Errorf("payments: order %d of an idempotency key cannot be read: %v", id, err))
+		m.replies[i] = Reply{Result: payment.ResultOverloaded}
+		return
+	}
+	if !o.Same(&m.reqs[i]) {
+		m.replies[i] = Reply{Result: payment.ResultKeyReused}
+		return
+	}
+	m.replies[i] = Reply{Result: payment.ResultExists, Order: clone(o)}
+}
+
+func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
+	r := &m.reqs[i]
+	var orig *payment.Order
+	if r.Form == payment.Refund && r.Original != 0 {
+		if s.e.shardOfID(r.Original) != s {
+			m.replies[i] = Reply{Result: payment.ResultOriginalNotFound}
+			return
+		}
+		var err error
+		if orig, err = s.load(r.Original); err != nil {
+			s.fail(err)
+			m.replies[i] = Reply{Result: payment.ResultOverloaded}
+			return
+		}
+	}
+	id := s.lastID + uint64(s.n)
+	if id > payment.OrderIDMax {
+		m.replies[i] = Reply{Result: payment.ResultOverloaded}
+		return
+	}
+	live := s.e.store.Live()
+	o, res := payment.New(s.e.cfg.Setup, r, id, now, func(id uint64) (ledger.Account, bool) {
+		a, found, err := live.Account(id)
+		return a, found && err == nil
+	}, orig)
+	if res != payment.ResultOK {
+		m.replies[i] = Reply{Result: res}
+		s.e.metrics.requests.WithLabelValues(r.Form.String(), res.String()).Inc()
+		return
+	}
+	s.lastID = id
+	s.orders[id] = o
+	s.keys[ref] = id
+	s.write(o, true)
+	if orig != nil {
+		s.write(orig, false)
+	}
+	m.replies[i] = Reply{Result: payment.ResultOK, Order: clone(o)}
+	s.e.metrics.requests.WithLabelValues(r.Form.String(), payment.ResultOK.String()).Inc()
+	s.run(o, o.Begin(s.e.cfg.Setup, now))
+}
+
+func (s *shard) notice(m *noticeMsg) {
+	o, err := s.load(m.id)
+	switch {
+	case err != nil:
+		s.fail(err)
+		m.done <- answer{err: err}
+		return
+	case o == nil:
+		m.done <- answer{result: payment.ResultOrderNotFound}
+		return
+	case o.Channel != m.channel || m.notice.BizID != "" && m.notice.BizID != o.BizID:
+		s.evict(o)
+		m.done <- answer{result: payment.ResultChannelMismatch}
+		return
+	}
+	var res payment.Result
+	s.versioned(o, func() payment.Effects {
+		var e payment.Effects
+		e, res = o.OnNotice(s.e.cfg.Setup, &m.notice, s.now())
+		return e
+	})
+	s.evict(o)
+	if res != payment.ResultOK {
+		m.done <- answer{result: res}
+		return
+	}
+	s.after(func(err error) { m.done <- answer{result: res, err: err} })
+}
+
+func (s *shard) resolve(m *resolveMsg) {
+	o, err := s.load(m.id)
+	if err != nil || o == nil {
+		m.done <- answer{result: payment.ResultOrderNotFound, err: err}
+		return
+	}
+	var res payment.Result
+	s.versioned(o, func() payment.Effects {
+		var e payment.Effects
+		e, res = o.Resolve(s.e.cfg.Setup, m.index, m.how, m.note, s.now())
+		return e
+	})
+	c := clone(o)
+	s.evict(o)
+	s.after(func(err error) { m.done <- answer{result: res, order: c, err: err} })
+}
+
+// answerOf maps a gateway's outcome kind to the order's.
+func answerOf(k gateway.OutcomeKind) payment.Answer {
+	switch k {
+	case gateway.Answered:
+		return payment.Answered
+	case gateway.Rejected:
+		return payment.Rejected
+	}
+	return payment.Unanswered
+}
+
+func (s *shard) outcome(m outcomeMsg) {
+	o := s.orders[m.id]
+	if o == nil {
+		return // an order that waits for nothing: a late answer changes nothing
+	}
+	if m.outcome.Kind != gateway.Answered {
+		s.e.log.Info("payments: channel call without an answer", "order", o.ID, "biz_id", o.BizID,
+			"channel", o.Channel, "order_no", m.outcome.Call.Request.OrderNo, "query", m.outcome.Call.Query,
+			"outcome", m.outcome.Kind.String(), "err", m.outcome.Err)
+	}
+	call := payment.Call{Request: m.outcome.Call.Request, Query: m.outcome.Call.Query}
+	s.versioned(o, func() payment.Effects {
+		return o.OnChannel(s.e.cfg.Setup, call, answerOf(m.outcome.Kind), m.outcome.Result, s.now())
+	})
+}
+
+// ledgerResults takes the ledger's answers to a batch: transient ones are sent again later,
+// final ones go to their orders.
+func (s *shard) ledgerResults(m ledgerMsg) {
+	now := s.now()
+	type batch struct {
+		ts []ledger.Transfer
+		rs []ledger.TransferResult
+	}
+	byOrder := map[uint64]*batch{}
+	var ids []uint64
+	for i, t := range m.ts {
+		r := ledger.ResultOverloaded
+		if m.err == nil {
+			r = m.rs[i]
+		}
+		if payment.Retryable(r) {
+			if len(s.retries) == 0 {
+				s.retryAt = now + uint64(RetryAfter)
+			}
+			s.retries = append(s.retries, t)
+			continue
+		}
+		id, _, _ := payment.StepOf(t.ID)
+		b := byOrder[id]
+		if b == nil {
+			b = &batch{}
+			byOrder[id] = b
+			ids = append(ids, id)
+		}
+		b.ts, b.rs = append(b.ts, t), append(b.rs, r)
+	}
+	if m.err != nil {
+		s.e.log.Warn("payments: the ledger did not take a batch; sending it again", "shard", s.id, "err", m.err)
+	}
+	for _, id := range ids {
+		o := s.orders[id]
+		if o == nil {
+			continue // resumed and answered already
+		}
+		b := byOrder[id]
+		s.versioned(o, func() payment.Effects { return o.OnTransfers(s.e.cfg.Setup, b.ts, b.rs, now) })
+	}
+}
+
+func (s *shard) tick() {
+	now := s.now()
+	if len(s.retries) > 0 && now >= s.retryAt {
+		ts := s.retries
+		s.retries = nil
+		s.pipe.submit(ts)
+	}
+	for len(s.due) > 0 && s.due[0].at <= now {
+		d := heap.Pop(&s.due).(dueEntry)
+		if s.sched[d.id] != d.at {
+			continue // superseded by an earlier entry
+		}
+		delete(s.sched, d.id)
+		o := s.orders[d.id]
+		if o == nil || !o.Active() {
+			continue
+		}
+		e := o.Tick(s.e.cfg.Setup, now)
+		if len(e.Calls) > 0 {
+			s.cur.effects = append(s.cur.effects, effect{id: o.ID, effects: e})
+		}
+		s.schedule(o)
+	}
+	if s.ticks++; s.ticks%10 == 0 {
+		s.gauges()
+	}
+	s.flush()
+}
+
+// schedule remembers when o next wants its tick.
+func (s *shard) schedule(o *payment.Order) {
+	at, ok := nextDue(o)
+	if !ok {
+		return
+	}
+	if prev, scheduled := s.sched[o.ID]; scheduled && prev <= at {
+		return // its tick comes first; Tick looks at what is due then
+	}
+	s.sched[o.ID] = at
+	heap.Push(&s.due, dueEntry{at: at, id: o.ID})
+}
+
+func nextDue(o *payment.Order) (uint64, bool) {
+	at, ok := uint64(0), false
+	if o.Stage == payment.StageAwait {
+		at, ok = o.Next, true
+	}
+	for i := range o.Exceptions {
+		if x := &o.Exceptions[i]; x.Step == payment.ExcRefunding && (!ok || x.Next < at) {
+			at, ok = x.Next, true
+		}
+	}
+	return at, ok
+}
+
+func (s *shard) gauges() {
+	oldest := int64(0)
+	active := 0
+	for _, o := range s.orders {
+		if o.Active() {
+			active++
+			if c := int64(o.Created); oldest == 0 || c < oldest {
+				oldest = c
+			}
+		}
+	}
+	s.activeGauge.Store(int64(active))
+	s.oldestGauge.Store(oldest)
+}
+
+// flush starts the commit of the current round when none is running.
+func (s *shard) flush() {
+	if s.committing != nil || s.cur.empty() || s.failed != nil {
+		return
+	}
+	r := s.cur
+	s.cur = newRound()
+	s.committing = r
+	if len(r.order) == 0 {
+		s.committed(nil)
+		return
+	}
+	job := commitJob{writes: make([]storage.OrderWrite, len(r.order)), lastID: s.lastID}
+	for i, w := range r.order {
+		// The committer encodes a copy: the shard goes on changing its orders.
+		job.writes[i] = storage.OrderWrite{Order: clone(w.Order), New: w.New}
+	}
+	s.commits <- job
+}
+
+func (s *shard) committer() {
+	for job := range s.commits {
+		s.events <- committedMsg{err: s.writer.Commit(job.writes, job.lastID)}
+	}
+}
+
+// committed runs what waited for the round that is now durable.
+func (s *shard) committed(err error) {
+	r := s.committing
+	s.committing = nil
+	if err != nil {
+		s.fail(err)
+	}
+	for _, fn := range r.after {
+		fn(s.failed)
+	}
+	if s.failed != nil {
+		return
+	}
+	for _, w := range r.order {
+		o := w.Order
+		if w.New {
+			delete(s.keys, keyRef{form: o.Form, original: refOriginal(o), key: o.Key})
+		}
+	}
+	for _, o := range r.final {
+		s.e.metrics.final(o)
+	}
+	for _, k := range r.opened {
+		s.e.metrics.exceptions.WithLabelValues(k.String()).Inc()
+	}
+	for _, e := range r.effects {
+		s.effects(e)
+	}
+	for _, w := range r.order {
+		o := w.Order
+		s.evict(o)
+	}
+	s.flush()
+}
+
+func refOriginal(o *payment.Order) uint64 {
+	if o.Form == payment.Refund {
+		return o.Original
+	}
+	return 0
+}
+
+// effects sends an order's transfers to the ledger and its calls to the channel.
+func (s *shard) effects(e effect) {
+	if len(e.effects.Transfers) > 0 {
+		s.pipe.submit(e.effects.Transfers)
+	}
+	for _, c := range e.effects.Calls {
+		o := s.orders[e.id]
+		g := s.e.gateways[o.Channel]
+		if g == nil {
+			panic(fmt.Sprintf("payments: INVARIANT: order %d has channel %q with no gateway", o.ID, o.Channel))
+		}
+		if c.Query {
+			s.e.metrics.queries.WithLabelValues(o.Channel).Inc()
+		}
+		g.Submit(gateway.Call{Request: c.Request, Query: c.Query})
+	}
+}
+
+// fail stops the shard taking work after a storage failure: the process must restart.
+func (s *shard) fail(err error) {
+	if s.failed == nil {
+		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
+		s.e.log.Error("payments: shard failed; restart the process", "shard", s.id, "err", err)
+	}
+}
+
+// clone is a deep copy of an order, for a reply or a commit.
+func clone(o *payment.Order) *payment.Order {
+	c := *o
+	c.Instruments = append([]payment.Instrument(nil), o.Instruments...)
+	c.Exceptions = append([]payment.Exception(nil), o.Exceptions...)
+	return &c
+}
+
+// dueEntry is an order that wants its tick at a time.
+type dueEntry struct {
+	at uint64
+	id uint64
+}
+
+type dueHeap []dueEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

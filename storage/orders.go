@@ -1,0 +1,326 @@
+package storage
+
+import (
+	"fmt"
+
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
+)
+
+// Key prefixes of the payment layer (see encoding.go for the ledger's).
+const (
+	prefixOrder    = 'O' // O id                          -> order
+	prefixOrderKey = 'K' // K form [original] key         -> order id (the idempotency index)
+	prefixOrderBiz = 'B' // B len(biz) biz id             -> (empty) the order has this biz id
+	prefixActive   = 'A' // A shard id                    -> (empty) the order still waits for something
+	prefixOpen     = 'X' // X id                          -> (empty) the order has an exception not resolved
+	prefixExcepted = 'Y' // Y id                          -> (empty) the order has (had) exceptions
+	prefixOrderSeq = 'S' // S shard                       -> the shard's last order id
+)
+
+// orderKeyKey is the idempotency index key of a request: a refund's key is scoped to its
+// original payment (refunds are served by the original's shard).
+func orderKeyKey(dst []byte, form payment.Form, original uint64, key string) []byte {
+	dst = append(dst[:0], prefixOrderKey, byte(form))
+	if form == payment.Refund {
+		dst = be.AppendUint64(dst, original)
+	}
+	return append(dst, key...)
+}
+
+func bizKey(dst []byte, prefix byte, biz string) []byte {
+	dst = append(dst[:0], prefix, byte(len(biz)))
+	return append(dst, biz...)
+}
+
+func activeKey(dst []byte, shard uint32, id uint64) []byte {
+	dst = append(dst[:0], prefixActive)
+	dst = be.AppendUint16(dst, uint16(shard))
+	return be.AppendUint64(dst, id)
+}
+
+func orderSeqKey(dst []byte, shard uint32) []byte {
+	dst = append(dst[:0], prefixOrderSeq)
+	return be.AppendUint16(dst, uint16(shard))
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = av(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if r.bad || n > uint64(len(r.b)) {
+		r.bad = true
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func encodeOrder(dst []byte, o *payment.Order) []byte {
+	dst = append(dst[:0], recordVersion)
+	dst = appendString(dst, o.Key)
+	dst = appendString(dst, o.BizID)
+	dst = av(dst, uint64(o.Form))
+	dst = av(dst, uint64(o.Ledger))
+	dst = av(dst, o.Amount)
+	dst = av(dst, o.From)
+	dst = av(dst, o.To)
+	dst = appendString(dst, o.Channel)
+	dst = appendString(dst, o.ChannelAccount)
+	dst = av(dst, o.Original)
+	dst = appendString(dst, o.OriginalTxn)
+	dst = av(dst, uint64(len(o.Instruments)))
+	for _, in := range o.Instruments {
+		dst = av(dst, uint64(in.Kind))
+		dst = av(dst, in.Amount)
+		dst = av(dst, in.Account)
+		dst = av(dst, in.Refunded)
+	}
+	dst = av(dst, uint64(o.State))
+	dst = av(dst, uint64(o.Stage))
+	dst = av(dst, uint64(o.Outcome))
+	dst = av(dst, uint64(o.Result))
+	dst = av(dst, uint64(o.Ledgered))
+	dst = av(dst, o.Done)
+	dst = av(dst, o.Refunded)
+	dst = appendString(dst, o.Txn)
+	dst = av(dst, o.Paid)
+	dst = av(dst, o.SentAt)
+	dst = av(dst, uint64(o.Queries))
+	dst = av(dst, o.Next)
+	flagged := uint64(0)
+	if o.Flagged {
+		flagged = 1
+	}
+	dst = av(dst, flagged)
+	dst = av(dst, o.Created)
+	dst = av(dst, o.Updated)
+	dst = av(dst, uint64(o.Version))
+	dst = av(dst, uint64(len(o.Exceptions)))
+	for i := range o.Exceptions {
+		x := &o.Exceptions[i]
+		dst = av(dst, uint64(x.Kind))
+		dst = av(dst, uint64(x.Step))
+		dst = appendString(dst, x.Txn)
+		dst = av(dst, x.Amount)
+		dst = appendString(dst, x.Note)
+		dst = av(dst, x.SentAt)
+		dst = av(dst, uint64(x.Queries))
+		dst = av(dst, x.Next)
+		dst = av(dst, x.Created)
+		dst = av(dst, x.Updated)
+	}
+	return dst
+}
+
+func decodeOrder(key, v []byte) (*payment.Order, error) {
+	if len(key) != accountKeyLen {
+		return nil, fmt.Errorf("storage: order key %x: bad length", key)
+	}
+	r := reader{b: v}
+	if err := r.version("order", key); err != nil {
+		return nil, err
+	}
+	o := &payment.Order{ID: be.Uint64(key[1:]), Key: r.string(), BizID: r.string(), Form: payment.Form(r.byte()),
+		Ledger: r.uint32(), Amount: r.uvarint(), From: r.uvarint(), To: r.uvarint(), Channel: r.string(),
+		ChannelAccount: r.string(), Original: r.uvarint(), OriginalTxn: r.string()}
+	n := r.uvarint()
+	if n > payment.InstrumentsMax {
+		r.bad = true
+		n = 0
+	}
+	for range n {
+		o.Instruments = append(o.Instruments, payment.Instrument{Kind: payment.Kind(r.byte()), Amount: r.uvarint(),
+			Account: r.uvarint(), Refunded: r.uvarint()})
+	}
+	o.State, o.Stage, o.Outcome = payment.State(r.byte()), payment.Stage(r.byte()), payment.Outcome(r.byte())
+	o.Result, o.Ledgered = payment.Result(r.byte()), ledger.TransferResult(r.byte())
+	o.Done, o.Refunded, o.Txn, o.Paid, o.SentAt = r.uvarint(), r.uvarint(), r.string(), r.uvarint(), r.uvarint()
+	o.Queries, o.Next, o.Flagged = r.uint32(), r.uvarint(), r.byte() == 1
+	o.Created, o.Updated, o.Version = r.uvarint(), r.uvarint(), r.uint32()
+	n = r.uvarint()
+	if n > payment.ExceptionsMax {
+		r.bad = true
+		n = 0
+	}
+	for range n {
+		o.Exceptions = append(o.Exceptions, payment.Exception{Kind: payment.ExceptionKind(r.byte()),
+			Step: payment.ExceptionStep(r.byte()), Txn: r.string(), Amount: r.uvarint(), Note: r.string(),
+			SentAt: r.uvarint(), Queries: r.uint32(), Next: r.uvarint(), Created: r.uvarint(), Updated: r.uvarint()})
+	}
+	return o, r.done("order", key)
+}
+
+// OrderWrite is one order as a payment shard writes it: New when the order is new (its
+// idempotency and biz id index entries are written with it).
+type OrderWrite struct {
+	Order *payment.Order
+	New   bool
+}
+
+// OrderWriter writes a payment shard's orders.
+type OrderWriter struct {
+	w *Writer
+}
+
+// OrderWriter returns the writer of payment shard shard.
+func (s *Store) OrderWriter(shard uint32) *OrderWriter { return &OrderWriter{w: s.Writer(shard)} }
+
+// Commit writes orders, and the shard's last order id, as one batch and returns when it is
+// durable. An order's active and open-exception index entries follow its state.
+func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
+	ww := w.w
+	b := ww.batch
+	for _, ow := range orders {
+		o := ow.Order
+		ww.set(idKey(ww.key, prefixOrder, o.ID), encodeOrder(ww.val, o))
+		if ow.New {
+			ww.set(orderKeyKey(ww.key, o.Form, o.Original, o.Key), be.AppendUint64(ww.val[:0], o.ID))
+			if o.BizID != "" {
+				ww.set(be.AppendUint64(bizKey(ww.key, prefixOrderBiz, o.BizID), o.ID), nil)
+			}
+		}
+		if o.Active() {
+			ww.set(activeKey(ww.key, ww.shard, o.ID), nil)
+		} else {
+			ww.del(activeKey(ww.key, ww.shard, o.ID))
+		}
+		if openException(o) {
+			ww.set(idKey(ww.key, prefixOpen, o.ID), nil)
+		} else if len(o.Exceptions) > 0 {
+			ww.del(idKey(ww.key, prefixOpen, o.ID))
+		}
+		if len(o.Exceptions) > 0 {
+			ww.set(idKey(ww.key, prefixExcepted, o.ID), nil)
+		}
+	}
+	ww.set(orderSeqKey(ww.key, ww.shard), be.AppendUint64(ww.val[:0], lastID))
+	err := commitSynced(b)
+	b.Reset()
+	if err != nil {
+		return fmt.Errorf("storage: commit payment shard %d: %w", ww.shard, err)
+	}
+	return nil
+}
+
+// Close releases the writer's batch.
+func (w *OrderWriter) Close() error { return w.w.Close() }
+
+func openException(o *payment.Order) bool {
+	for i := range o.Exceptions {
+		if o.Exceptions[i].Step != payment.ExcResolved {
+			return true
+		}
+	}
+	return false
+}
+
+// Order reads an order.
+func (v *Reader) Order(id uint64) (o *payment.Order, found bool, err error) {
+	key := idKey(nil, prefixOrder, id)
+	found, err = v.get(key, func(val []byte) (err error) { o, err = decodeOrder(key, val); return err })
+	return o, found, err
+}
+
+// OrderByKey finds the order a request's idempotency key names.
+func (v *Reader) OrderByKey(form payment.Form, original uint64, key string) (id uint64, found bool, err error) {
+	k := orderKeyKey(nil, form, original, key)
+	found, err = v.get(k, func(val []byte) error {
+		if len(val) != 8 {
+			return fmt.Errorf("storage: order key record %x: malformed", k)
+		}
+		id = be.Uint64(val)
+		return nil
+	})
+	return id, found, err
+}
+
+// OrdersByBizID calls fn with the ids of the orders with biz id biz, in ascending order, until
+// it returns false.
+func (v *Reader) OrdersByBizID(biz string, fn func(id uint64) bool) error {
+	return v.idsUnder(bizKey(nil, prefixOrderBiz, biz), fn)
+}
+
+// TransfersByBizID calls fn with the ids of the ledger transfers with biz id biz, in
+// ascending order, until it returns false.
+func (v *Reader) TransfersByBizID(biz string, fn func(id uint64) bool) error {
+	return v.idsUnder(bizKey(nil, prefixTransferBiz, biz), fn)
+}
+
+// idsUnder calls fn with the big-endian ids that follow prefix in the keys under it.
+func (v *Reader) idsUnder(prefix []byte, fn func(id uint64) bool) error {
+	lower, upper := prefixBounds(prefix...)
+	return v.scan(lower, upper, false, func(k, _ []byte) (bool, error) {
+		if len(k) != len(prefix)+8 {
+			return false, fmt.Errorf("storage: index key %x: bad length", k)
+		}
+		return fn(be.Uint64(k[len(prefix):])), nil
+	})
+}
+
+// ForEachActiveOrder calls fn with every order of payment shard shard that still waits for
+// something (recovery).
+func (v *Reader) ForEachActiveOrder(shard uint32, fn func(*payment.Order) error) error {
+	prefix := activeKey(nil, shard, 0)[:3]
+	var ferr error
+	err := v.idsUnder(prefix, func(id uint64) bool {
+		ferr = v.orderErr(id, fn)
+		return ferr == nil
+	})
+	if err != nil {
+		return err
+	}
+	return ferr
+}
+
+func (v *Reader) orderErr(id uint64, fn func(*payment.Order) error) error {
+	o, found, err := v.Order(id)
+	if err == nil && !found {
+		err = fmt.Errorf("storage: order %d is indexed but missing", id)
+	}
+	if err == nil {
+		err = fn(o)
+	}
+	return err
+}
+
+// OrdersWithExceptions calls fn, in ascending id above after, with the orders that have an
+// exception not resolved (or, with resolved, every order that ever had one), until fn returns
+// false.
+func (v *Reader) OrdersWithExceptions(resolved bool, after uint64, fn func(*payment.Order) bool) error {
+	if after == 1<<64-1 {
+		return nil
+	}
+	prefix := byte(prefixOpen)
+	if resolved {
+		prefix = prefixExcepted
+	}
+	lower := idKey(nil, prefix, after+1)
+	_, upper := prefixBounds(prefix)
+	return v.scan(lower, upper, false, func(k, _ []byte) (bool, error) {
+		if len(k) != accountKeyLen {
+			return false, fmt.Errorf("storage: exception index key %x: bad length", k)
+		}
+		more := true
+		err := v.orderErr(be.Uint64(k[1:]), func(o *payment.Order) error { more = fn(o); return nil })
+		return more && err == nil, err
+	})
+}
+
+// LastOrderID is the last order id payment shard shard gave.
+func (v *Reader) LastOrderID(shard uint32) (uint64, error) {
+	var id uint64
+	key := orderSeqKey(nil, shard)
+	_, err := v.get(key, func(val []byte) error {
+		if len(val) != 8 {
+			return fmt.Errorf("storage: order sequence %x: malformed", key)
+		}
+		id = be.Uint64(val)
+		return nil
+	})
+	return id, err
+}
