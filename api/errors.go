@@ -32,6 +32,8 @@ func codeOf(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, actors.ErrStopped):
 		return codes.Unavailable
+	case errors.Is(err, ErrUnknownChannel):
+		return codes.NotFound
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -13,6 +13,7 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/driver"
+	"github.com/ledgercore/ledger/ledger/payment"
 )
 
 // Metrics are the ledger's Prometheus metrics. The actor layer counts in plain atomics and
@@ -23,6 +24,8 @@ type Metrics struct {
 	accounts        *prometheus.CounterVec
 	transferCounter [256]prometheus.Counter
 	accountCounter  [256]prometheus.Counter
+	payments        *prometheus.CounterVec
+	paymentCounter  [paymentForms][256]prometheus.Counter
 	requestSeconds  *prometheus.HistogramVec
 	// CommitSeconds, CommitPostings and HotFlushLegs go into actors.Config.
 	CommitSeconds  prometheus.Histogram
@@ -38,6 +41,9 @@ func NewMetrics() *Metrics {
 		Help: "Transfers answered, by result code (ok means created and durable)."}, []string{"result"})
 	m.accounts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_accounts_total",
 		Help: "Accounts answered, by result code (ok means created and durable)."}, []string{"result"})
+	m.payments = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_requests_total",
+		Help: "Payment requests answered, by form and result code (ok means a new order accepted and durable; exists, the order of a repeated request)."},
+		[]string{"form", "result"})
 	m.requestSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "ledger_grpc_request_duration_seconds", Help: "gRPC request latency, by method and status code.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"method", "code"})
@@ -50,7 +56,7 @@ func NewMetrics() *Metrics {
 	m.HotFlushLegs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_hot_flush_legs",
 		Help:    "Legs per hot-account buffer flush: the inflows one aggregated delivery carries.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
-	m.Registry.MustRegister(m.transfers, m.accounts, m.requestSeconds, m.CommitSeconds, m.CommitPostings,
+	m.Registry.MustRegister(m.transfers, m.accounts, m.payments, m.requestSeconds, m.CommitSeconds, m.CommitPostings,
 		m.HotFlushLegs)
 	for r := 1; r < 256; r++ {
 		if name := ledger.TransferResult(r).String(); name != "unknown" {
@@ -60,7 +66,26 @@ func NewMetrics() *Metrics {
 			m.accountCounter[r] = m.accounts.WithLabelValues(name)
 		}
 	}
+	for f := range paymentForms {
+		form := "unspecified"
+		if f > 0 {
+			form = payment.Form(f).String()
+		}
+		for _, r := range payment.Results() {
+			m.paymentCounter[f][r] = m.payments.WithLabelValues(form, r.String())
+		}
+	}
 	return m
+}
+
+// paymentForms bounds the forms counted: 0 (unspecified) to payment.Pay.
+const paymentForms = int(payment.Pay) + 1
+
+// countPayment counts one payment request's result by its form.
+func (m *Metrics) countPayment(f payment.Form, r payment.Result) {
+	if m != nil && int(f) < paymentForms && m.paymentCounter[f][r] != nil {
+		m.paymentCounter[f][r].Inc()
+	}
 }
 
 func (m *Metrics) countTransfer(r ledger.TransferResult) {

@@ -1,4 +1,5 @@
-// Package proto holds the wire contract of the ledger core.
+// Package proto holds the wire contract of the ledger core (ledger.proto) and of its payment
+// layer (payment.proto).
 //
 // Regenerate the Go code after editing a .proto file with:
 //
