@@ -21,6 +21,7 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -158,7 +159,11 @@ func (e *fakeEngine) Resolve(orderID uint64, index int, how payment.Resolution, 
 	if o == nil {
 		return payment.ResultOrderNotFound, nil, nil
 	}
-	_, res := o.Resolve(index, how, note, 5000)
+	setup, err := payment.NewSetup(rules.Default(), payment.DefaultCodes, []string{"bank"})
+	if err != nil {
+		return 0, nil, err
+	}
+	_, res := o.Resolve(setup, index, how, note, 5000)
 	return res, o, nil
 }
 

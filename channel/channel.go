@@ -99,10 +99,10 @@ type Request struct {
 	// OriginalTxn: Refund: the channel's transaction of the Pay it refunds (a Pay collected
 	// twice has two).
 	OriginalTxn string
-	Amount   uint64 // minor units
-	Currency string
-	Account  string // Pay: the payer's instrument; Payout: the payee's; opaque to the ledger
-	BizID    string // the business id that travels through every service
+	Amount      uint64 // minor units
+	Currency    string
+	Account     string // Pay: the payer's instrument; Payout: the payee's; opaque to the ledger
+	BizID       string // the business id that travels through every service
 }
 
 // Result is a channel's answer about one request.

@@ -77,8 +77,9 @@ type Config struct {
 
 // Errors of the payment actors.
 var (
-	ErrStopped    = errors.New("payments: stopped")
-	ErrOverloaded = errors.New("payments: overloaded, retry later")
+	// ErrStopped and ErrOverloaded are the ledger's: the API maps them the same way.
+	ErrStopped    = actors.ErrStopped
+	ErrOverloaded = actors.ErrOverloaded
 	// ErrUnknownChannel: no channel of that name.
 	ErrUnknownChannel = errors.New("payments: unknown channel")
 	// ErrFailed: a commit failed; the payment actors stopped taking work (the process must

@@ -21,7 +21,9 @@ import (
 	"github.com/ledgercore/ledger/storage"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/invariants.init.0.func1")) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/invariants.init.0.func1"))
+}
 
 var secret = []byte("test secret")
 

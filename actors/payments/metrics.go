@@ -8,7 +8,6 @@ import (
 
 // Metrics are the payment actors' Prometheus metrics.
 type Metrics struct {
-	requests   *prometheus.CounterVec
 	orders     *prometheus.CounterVec
 	exceptions *prometheus.CounterVec
 	queries    *prometheus.CounterVec
@@ -18,8 +17,6 @@ type Metrics struct {
 // NewMetrics makes the metrics; Register adds them (and the gauges of e) to a registry.
 func NewMetrics() *Metrics {
 	return &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_requests_total",
-			Help: "Payment requests by form and result (ok: a new order accepted)."}, []string{"form", "result"}),
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_orders_total",
 			Help: "Payment orders that reached a final state, by form, state and result; exemplars carry the biz_id."},
 			[]string{"form", "state", "result"}),
@@ -45,7 +42,7 @@ func (m *Metrics) final(o *payment.Order) {
 
 // Register adds the metrics and e's gauges to r.
 func (m *Metrics) Register(r prometheus.Registerer, e *Engine) error {
-	for _, c := range []prometheus.Collector{m.requests, m.orders, m.exceptions, m.queries, m.notices,
+	for _, c := range []prometheus.Collector{m.orders, m.exceptions, m.queries, m.notices,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_payment_orders_in_flight",
 			Help: "Payment orders waiting for a posting, the channel or an exception's refund."},
 			func() float64 { return float64(e.Stats().Active) }),

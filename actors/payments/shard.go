@@ -117,7 +117,7 @@ func newShard(e *Engine, id, n uint32) (*shard, error) {
 	s := &shard{e: e, id: id, n: n, requests: make(chan any, RequestInboxMax),
 		events: make(chan any, 4*e.cfg.ActiveOrdersMax+RequestInboxMax), quit: make(chan struct{}),
 		done: make(chan struct{}), orders: map[uint64]*payment.Order{}, keys: map[keyRef]uint64{}, cur: newRound(),
-		sched: map[uint64]uint64{},
+		sched:   map[uint64]uint64{},
 		commits: make(chan commitJob, 1), writer: e.store.OrderWriter(id)}
 	s.pipe = newPipe(e.ledger, s)
 	v, err := e.store.DurableSnapshot()
@@ -428,7 +428,6 @@ func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
 	}, orig)
 	if res != payment.ResultOK {
 		m.replies[i] = Reply{Result: res}
-		s.e.metrics.requests.WithLabelValues(r.Form.String(), res.String()).Inc()
 		return
 	}
 	s.lastID = id
@@ -439,7 +438,6 @@ func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
 		s.write(orig, false)
 	}
 	m.replies[i] = Reply{Result: payment.ResultOK, Order: clone(o)}
-	s.e.metrics.requests.WithLabelValues(r.Form.String(), payment.ResultOK.String()).Inc()
 	s.run(o, o.Begin(s.e.cfg.Setup, now))
 }
 

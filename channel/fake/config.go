@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// DemoSecret is the HMAC secret of demos: cmd/fakechannel and ledgerd use it when given no
+// secret file, and say so loudly. Never use it for anything else.
+const DemoSecret = "fakechannel-demo-secret-do-not-use"
+
 // Defaults of Config's limits, used where a field is zero.
 const (
 	// MaxRecordsDefault bounds the requests the server holds; a new one beyond is answered

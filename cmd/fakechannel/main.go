@@ -27,7 +27,7 @@ import (
 )
 
 // demoSecret signs notices when no --secret-file is given: for a demo only.
-const demoSecret = "fakechannel-demo-secret-do-not-use"
+const demoSecret = fake.DemoSecret
 
 func main() {
 	err := run(os.Args[1:], os.Stderr)

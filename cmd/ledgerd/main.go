@@ -38,6 +38,7 @@ type config struct {
 	cacheBytes                                              int64
 	pprof                                                   bool
 	drainTimeout, hotFlushInterval, clockSkewMax            time.Duration
+	payments                                                paymentFlags
 }
 
 func parseFlags(args []string) (config, error) {
@@ -62,6 +63,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	c.payments.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -87,7 +89,7 @@ func parseFlags(args []string) (config, error) {
 	if c.clockSkewMax < 100*time.Millisecond || c.clockSkewMax > time.Hour {
 		return c, fmt.Errorf("--clock-skew-max must be 100ms to 1h, not %v", c.clockSkewMax)
 	}
-	return c, nil
+	return c, c.payments.check()
 }
 
 func setupLog(c config) error {
@@ -140,18 +142,26 @@ func run(args []string) error {
 	}
 	defer l.Stop()
 	metrics.WatchLedger(l)
+	pl, err := startPayments(&c.payments, store, l, metrics)
+	if err != nil {
+		return err
+	}
 	srv, health := api.NewServer(api.NewService(l, metrics))
+	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
+		pl.stop(context.Background())
 		return err
 	}
 	httpSrv, err := serveMetrics(c, metrics, health)
 	if err != nil {
+		pl.stop(context.Background())
 		return err
 	}
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.LedgerService", healthpb.HealthCheckResponse_SERVING)
-	slog.Info("ledgerd serving", "grpc", lis.Addr().String(), "metrics", c.metricsListen,
+	health.SetServingStatus("ledger.v1.PaymentService", healthpb.HealthCheckResponse_SERVING)
+	slog.Info("ledgerd serving", "grpc", lis.Addr().String(), "metrics", c.metricsListen, "notify", pl.addr,
 		"data_dir", c.dataDir, "shards", store.Shards(), "recovered_in", time.Since(start).Round(time.Millisecond))
 
 	serveErr := make(chan error, 1)
@@ -173,6 +183,9 @@ func run(args []string) error {
 		slog.Warn("drain timeout: cancelling requests still in flight")
 		srv.Stop()
 	}
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), c.drainTimeout)
+	pl.stop(stopCtx)
+	cancelStop()
 	l.Stop()
 	if httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

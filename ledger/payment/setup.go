@@ -36,16 +36,17 @@ type Setup struct {
 	// Currencies names each ledger's currency (ISO 4217) for the channels; a ledger not
 	// named is "CNY".
 	Currencies map[uint32]string
-	codes    map[string]rules.Pair // code name -> its single posting
-	ids      map[string]uint32
-	names    Codes
+	codes      map[string]rules.Pair // code name -> its single posting
+	ids        map[string]uint32
+	names      Codes
 }
 
 // NewSetup checks that every code of codes exists in the chart with exactly one posting, and
-// that channels are few enough and distinct.
+// that channels are few enough and distinct. With no channels, only the forms that need none
+// are served (transfers, payments from coupons and balance, and their refunds).
 func NewSetup(chart *rules.Chart, codes Codes, channels []string) (*Setup, error) {
-	if len(channels) == 0 || len(channels) > ChannelsMax {
-		return nil, fmt.Errorf("payment: %d channels: want 1 to %d", len(channels), ChannelsMax)
+	if len(channels) > ChannelsMax {
+		return nil, fmt.Errorf("payment: %d channels: want at most %d", len(channels), ChannelsMax)
 	}
 	for i, c := range channels {
 		if c == "" || slices.Index(channels, c) != i {

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/actors/payments"
+	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/channel/fake"
+	"github.com/ledgercore/ledger/gateway"
+	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/rules"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// paymentFlags configure the payment layer.
+type paymentFlags struct {
+	rulesFile      string
+	channels       pairs // name=base URL of an external channel
+	secrets        pairs // name=file holding its HMAC secret
+	fakeChannels   list  // names of channels simulated in process
+	fakeLatency    time.Duration
+	fakeFailRate   float64
+	fakeSeed       uint64
+	notifyListen   string
+	notifyURL      string
+	ledgers        pairs // ledger=currency
+	channelTimeout time.Duration
+	channelRate    float64
+	channelFlight  int
+}
+
+// pairs is a repeatable (or comma-separated) NAME=VALUE flag.
+type pairs map[string]string
+
+func (p pairs) String() string {
+	var out []string
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range p {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		out = append(out, k+"="+p[k])
+	}
+	return strings.Join(out, ",")
+}
+
+func (p pairs) Set(s string) error {
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return fmt.Errorf("want NAME=VALUE, not %q", kv)
+		}
+		p[k] = v
+	}
+	return nil
+}
+
+// list is a repeatable (or comma-separated) flag of names.
+type list []string
+
+func (l *list) String() string { return strings.Join(*l, ",") }
+
+func (l *list) Set(s string) error {
+	for _, name := range strings.Split(s, ",") {
+		if name == "" {
+			return errors.New("empty name")
+		}
+		*l = append(*l, name)
+	}
+	return nil
+}
+
+func (p *paymentFlags) register(fs *flag.FlagSet) {
+	p.channels, p.secrets, p.ledgers = pairs{}, pairs{}, pairs{"1": "CNY"}
+	fs.StringVar(&p.rulesFile, "rules", "", "chart of accounts and transaction codes (YAML; default: the built-in chart, see `ledgerctl chart`)")
+	fs.Var(p.channels, "channel", "an external payment channel, `NAME=URL` of its HTTP API (repeatable)")
+	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret channel NAME signs its callbacks with (repeatable)")
+	fs.Var(&p.fakeChannels, "fake-channel", "start a simulated channel `NAME` in process, for demos (repeatable; its secret is the demo secret unless --channel-secret names one)")
+	fs.DurationVar(&p.fakeLatency, "fake-latency", 20*time.Millisecond, "how long a simulated channel takes to decide a request")
+	fs.Float64Var(&p.fakeFailRate, "fake-fail-rate", 0, "fraction of requests a simulated channel fails")
+	fs.Uint64Var(&p.fakeSeed, "fake-seed", 1, "seed of the simulated channels' fates")
+	fs.StringVar(&p.notifyListen, "notify-listen", "127.0.0.1:7072", "HTTP address of the channels' callback endpoint "+payments.NotifyPath+"NAME")
+	fs.StringVar(&p.notifyURL, "notify-url", "", "the callback endpoint's base URL as channels reach it (default: http://<--notify-listen>)")
+	fs.Var(p.ledgers, "payment-ledger", "`LEDGER=CURRENCY`: a ledger payments use and its ISO 4217 currency (repeatable; default 1=CNY)")
+	fs.DurationVar(&p.channelTimeout, "channel-timeout", 5*time.Second, "how long one call to a channel may take before its outcome is unknown")
+	fs.Float64Var(&p.channelRate, "channel-rate", 10000, "requests per second sent to one channel")
+	fs.IntVar(&p.channelFlight, "channel-in-flight", 256, "requests at one channel at once")
+}
+
+func (p *paymentFlags) check() error {
+	for name := range p.channels {
+		if slices.Contains(p.fakeChannels, name) {
+			return fmt.Errorf("--channel %s and --fake-channel %s: a channel is external or simulated, not both", name, name)
+		}
+	}
+	for name := range p.secrets {
+		if _, ok := p.channels[name]; !ok && !slices.Contains(p.fakeChannels, name) {
+			return fmt.Errorf("--channel-secret %s: no channel of that name", name)
+		}
+	}
+	for l, cur := range p.ledgers {
+		n, err := strconv.ParseUint(l, 10, 32)
+		if err != nil || n == 0 || n > payment.LedgerIDMax || len(cur) != 3 || strings.ToUpper(cur) != cur {
+			return fmt.Errorf("--payment-ledger %s=%s: want a ledger from 1 to %d and a currency like CNY", l, cur, payment.LedgerIDMax)
+		}
+	}
+	if p.channelTimeout <= 0 || p.channelRate <= 0 || p.channelFlight < 1 {
+		return errors.New("--channel-timeout, --channel-rate and --channel-in-flight must be positive")
+	}
+	if p.fakeFailRate < 0 || p.fakeFailRate > 1 {
+		return fmt.Errorf("--fake-fail-rate must be 0 to 1, not %v", p.fakeFailRate)
+	}
+	return nil
+}
+
+// paymentLayer is the running payment layer: its actors, its callback endpoint and the
+// simulated channels.
+type paymentLayer struct {
+	engine *payments.Engine
+	notify *http.Server
+	fakes  []*fake.Server
+	addr   string
+}
+
+func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *api.Metrics) (*paymentLayer, error) {
+	chart := rules.Default()
+	if p.rulesFile != "" {
+		data, err := os.ReadFile(p.rulesFile)
+		if err != nil {
+			return nil, err
+		}
+		if chart, err = rules.Load(p.rulesFile, data); err != nil {
+			return nil, err
+		}
+	}
+	names := append(slices.Sorted(func(yield func(string) bool) {
+		for n := range p.channels {
+			if !yield(n) {
+				return
+			}
+		}
+	}), p.fakeChannels...)
+	currencies := map[uint32]string{}
+	var ledgers []uint32
+	for ls, cur := range p.ledgers {
+		n, _ := strconv.ParseUint(ls, 10, 32)
+		currencies[uint32(n)] = cur
+		ledgers = append(ledgers, uint32(n))
+	}
+	slices.Sort(ledgers)
+	setup, err := payment.NewSetup(chart, payment.DefaultCodes, names)
+	if err != nil {
+		return nil, err
+	}
+	setup.Currencies = currencies
+	lis, err := net.Listen("tcp", p.notifyListen)
+	if err != nil {
+		return nil, fmt.Errorf("--notify-listen: %w", err)
+	}
+	base := p.notifyURL
+	if base == "" {
+		base = "http://" + lis.Addr().String()
+	}
+	pl := &paymentLayer{addr: lis.Addr().String()}
+	secrets := map[string][]byte{}
+	clients := map[string]channel.Client{}
+	hc := &http.Client{Timeout: p.channelTimeout}
+	for _, name := range names {
+		secret := []byte(fake.DemoSecret)
+		if file, ok := p.secrets[name]; ok {
+			if secret, err = os.ReadFile(file); err != nil {
+				pl.close(lis)
+				return nil, err
+			}
+			secret = []byte(strings.TrimSpace(string(secret)))
+		} else {
+			slog.Warn("payment channel uses the public demo secret: anyone can forge its callbacks; pass --channel-secret", "channel", name)
+		}
+		secrets[name] = secret
+		url := p.channels[name]
+		if url == "" {
+			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: secret, Seed: p.fakeSeed, Latency: p.fakeLatency,
+				FailRate: p.fakeFailRate, Logger: slog.Default().With("fake_channel", name)})
+			if err != nil {
+				pl.close(lis)
+				return nil, err
+			}
+			pl.fakes = append(pl.fakes, f)
+			url = f.URL()
+			slog.Warn("simulated payment channel started: no money moves", "channel", name, "url", url)
+		}
+		clients[name] = channel.NewHTTPClient(url, base+payments.NotifyPath+name, hc)
+	}
+	gcfg := gateway.Config{Timeout: p.channelTimeout, RateLimit: rate.Limit(p.channelRate), Burst: max(1, int(p.channelRate/10)),
+		MaxInFlight: p.channelFlight, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
+	m.Registry.MustRegister(gcfg.Metrics)
+	pm := payments.NewMetrics()
+	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Gateway: gcfg, Ledgers: ledgers,
+		Metrics: pm})
+	if err != nil {
+		pl.close(lis)
+		return nil, err
+	}
+	if err := pm.Register(m.Registry, pl.engine); err != nil {
+		pl.close(lis)
+		return nil, err
+	}
+	pl.notify = &http.Server{Handler: pl.engine.NotifyHandler(secrets), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := pl.notify.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("notify server", "err", err)
+		}
+	}()
+	return pl, nil
+}
+
+func (pl *paymentLayer) close(lis net.Listener) {
+	if lis != nil {
+		_ = lis.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, f := range pl.fakes {
+		_ = f.Close(ctx)
+	}
+}
+
+// stop stops taking callbacks, then the payment actors (what they decided goes out), then
+// the simulated channels. The ledger stops after it.
+func (pl *paymentLayer) stop(ctx context.Context) {
+	if err := pl.notify.Shutdown(ctx); err != nil {
+		slog.Warn("notify server shutdown", "err", err)
+	}
+	if err := pl.engine.Stop(ctx); err != nil {
+		slog.Warn("payment actors stopped with calls in flight; their orders query after a restart", "err", err)
+	}
+	pl.close(nil)
+}
