@@ -24,9 +24,10 @@ var DefaultCodes = Codes{Recharge: "recharge", WithdrawHold: "withdraw_hold", Wi
 const ChannelsMax = 255
 
 // platformAccountBit marks the ids of accounts the payment layer opens for the platform: ids
-// from 2^62 to 2^63-1 (the ledger keeps 2^63 and above for its transit accounts), so callers
-// of the ledger API open their accounts below 2^62.
-const platformAccountBit = 1 << 62
+// from 2^62+2^61 to 2^63-1 (the ledger keeps 2^63 and above for its transit accounts, and the
+// load tester's shadow accounts have bit 62 without bit 61), so callers of the ledger API
+// open their accounts below that.
+const platformAccountBit = 1<<62 | 1<<61
 
 // Setup is what the payment forms post with: the chart, the codes of each step, and the
 // channels. It is immutable once built.
