@@ -1,0 +1,119 @@
+package storage
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
+)
+
+func testOrder() *payment.Order {
+	return &payment.Order{ID: 42, Key: "key-1", BizID: "biz-1", Form: payment.Pay, Ledger: 3, Amount: 100, From: 7,
+		To: 8, Channel: "bank", ChannelAccount: "card", Original: 0, OriginalTxn: "",
+		Instruments: []payment.Instrument{{Kind: payment.Coupon, Amount: 20, Account: 9, Refunded: 5},
+			{Kind: payment.Card, Amount: 80, Refunded: 80}},
+		State: payment.Partial, Stage: payment.StageSettle, Outcome: payment.OutcomeMismatch,
+		Result: payment.ResultAmountMismatch, Ledgered: ledger.ResultExceedsCredits, Done: 1<<63 | 5, Refunded: 85,
+		Txn: "T1", Paid: 81, SentAt: 1e18, Queries: 3, Next: 2e18, Flagged: true, Created: 1, Updated: 2, Version: 9,
+		Exceptions: []payment.Exception{{Kind: payment.AmountMismatch, Step: payment.ExcRefunding, Txn: "T1",
+			Amount: 81, Note: "n", SentAt: 5, Queries: 1, Next: 6, Created: 3, Updated: 4}}}
+}
+
+func TestOrderRoundTrip(t *testing.T) {
+	o := testOrder()
+	key := idKey(nil, prefixOrder, o.ID)
+	got, err := decodeOrder(key, encodeOrder(nil, o))
+	if err != nil || !reflect.DeepEqual(got, o) {
+		t.Fatalf("order:\n got %+v %v\nwant %+v", got, err, o)
+	}
+	// Every truncation is refused, never misread.
+	enc := encodeOrder(nil, o)
+	for n := range enc {
+		if _, err := decodeOrder(key, enc[:n]); err == nil {
+			t.Fatalf("a record cut at %d of %d bytes decoded", n, len(enc))
+		}
+	}
+}
+
+// TestOrderIndexes: the idempotency, biz id, active and exception indexes follow the orders.
+func TestOrderIndexes(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := s.OrderWriter(1)
+	defer w.Close()
+	a := testOrder()
+	b := testOrder()
+	b.ID, b.Key, b.Exceptions, b.State, b.Stage = 44, "key-2", nil, payment.Succeeded, payment.StageDone
+	refund := &payment.Order{ID: 46, Key: "key-1", BizID: "biz-1", Form: payment.Refund, Original: 42,
+		Instruments: []payment.Instrument{{Kind: payment.Card, Amount: 1}}, State: payment.Accepted, Stage: payment.StageHold}
+	if err := w.Commit([]OrderWrite{{Order: a, New: true}, {Order: b, New: true}, {Order: refund, New: true}}, 46); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.DurableSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for _, tc := range []struct {
+		form     payment.Form
+		original uint64
+		key      string
+		want     uint64
+	}{{payment.Pay, 0, "key-1", 42}, {payment.Pay, 0, "key-2", 44}, {payment.Refund, 42, "key-1", 46},
+		{payment.Refund, 43, "key-1", 0}, {payment.Recharge, 0, "key-1", 0}} {
+		id, found, err := v.OrderByKey(tc.form, tc.original, tc.key)
+		if err != nil || found != (tc.want != 0) || id != tc.want {
+			t.Errorf("key %v/%d/%s: %d %v %v", tc.form, tc.original, tc.key, id, found, err)
+		}
+	}
+	var ids []uint64
+	if err := v.OrdersByBizID("biz-1", func(id uint64) bool { ids = append(ids, id); return true }); err != nil ||
+		!reflect.DeepEqual(ids, []uint64{42, 44, 46}) {
+		t.Errorf("biz id: %v %v", ids, err)
+	}
+	ids = nil
+	if err := v.OrdersByBizID("biz-", func(id uint64) bool { ids = append(ids, id); return true }); err != nil || ids != nil {
+		t.Errorf("a prefix of a biz id is another biz id: %v %v", ids, err)
+	}
+	ids = nil
+	if err := v.ForEachActiveOrder(1, func(o *payment.Order) error { ids = append(ids, o.ID); return nil }); err != nil ||
+		!reflect.DeepEqual(ids, []uint64{42, 46}) {
+		t.Errorf("active: %v %v", ids, err)
+	}
+	if last, err := v.LastOrderID(1); err != nil || last != 46 {
+		t.Errorf("last id %d %v", last, err)
+	}
+	ids = nil
+	if err := v.OrdersWithExceptions(false, 0, func(o *payment.Order) bool { ids = append(ids, o.ID); return true }); err != nil ||
+		!reflect.DeepEqual(ids, []uint64{42}) {
+		t.Errorf("open exceptions: %v %v", ids, err)
+	}
+	// Resolved and finished: out of the active and open indexes, still listed with --all.
+	a.Exceptions[0].Step, a.State, a.Stage = payment.ExcResolved, payment.Failed, payment.StageDone
+	if err := w.Commit([]OrderWrite{{Order: a}}, 46); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := s.DurableSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.Close()
+	ids = nil
+	_ = v2.ForEachActiveOrder(1, func(o *payment.Order) error { ids = append(ids, o.ID); return nil })
+	if !reflect.DeepEqual(ids, []uint64{46}) {
+		t.Errorf("active after: %v", ids)
+	}
+	for _, resolved := range []bool{false, true} {
+		ids = nil
+		_ = v2.OrdersWithExceptions(resolved, 0, func(o *payment.Order) bool { ids = append(ids, o.ID); return true })
+		if want := map[bool][]uint64{false: nil, true: {42}}[resolved]; !reflect.DeepEqual(ids, want) {
+			t.Errorf("exceptions (resolved %v): %v", resolved, ids)
+		}
+	}
+}
