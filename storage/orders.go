@@ -90,6 +90,7 @@ func encodeOrder(dst []byte, o *payment.Order) []byte {
 	dst = appendString(dst, o.Txn)
 	dst = av(dst, o.Paid)
 	dst = av(dst, o.SentAt)
+	dst = av(dst, uint64(o.Sends))
 	dst = av(dst, uint64(o.Queries))
 	dst = av(dst, o.Next)
 	flagged := uint64(0)
@@ -108,6 +109,7 @@ func encodeOrder(dst []byte, o *payment.Order) []byte {
 		dst = appendString(dst, x.Txn)
 		dst = av(dst, x.Amount)
 		dst = appendString(dst, x.Note)
+		dst = av(dst, uint64(x.Attempt))
 		dst = av(dst, x.SentAt)
 		dst = av(dst, uint64(x.Queries))
 		dst = av(dst, x.Next)
@@ -140,7 +142,7 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 	o.State, o.Stage, o.Outcome = payment.State(r.byte()), payment.Stage(r.byte()), payment.Outcome(r.byte())
 	o.Result, o.Ledgered = payment.Result(r.byte()), ledger.TransferResult(r.byte())
 	o.Done, o.Refunded, o.Txn, o.Paid, o.SentAt = r.uvarint(), r.uvarint(), r.string(), r.uvarint(), r.uvarint()
-	o.Queries, o.Next, o.Flagged = r.uint32(), r.uvarint(), r.byte() == 1
+	o.Sends, o.Queries, o.Next, o.Flagged = r.uint32(), r.uint32(), r.uvarint(), r.byte() == 1
 	o.Created, o.Updated, o.Version = r.uvarint(), r.uvarint(), r.uint32()
 	n = r.uvarint()
 	if n > payment.ExceptionsMax {
@@ -150,7 +152,7 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 	for range n {
 		o.Exceptions = append(o.Exceptions, payment.Exception{Kind: payment.ExceptionKind(r.byte()),
 			Step: payment.ExceptionStep(r.byte()), Txn: r.string(), Amount: r.uvarint(), Note: r.string(),
-			SentAt: r.uvarint(), Queries: r.uint32(), Next: r.uvarint(), Created: r.uvarint(), Updated: r.uvarint()})
+			Attempt: r.uint32(), SentAt: r.uvarint(), Queries: r.uint32(), Next: r.uvarint(), Created: r.uvarint(), Updated: r.uvarint()})
 	}
 	return o, r.done("order", key)
 }

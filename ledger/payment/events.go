@@ -12,7 +12,7 @@ import (
 // channel request when it has none.
 func (o *Order) Begin(s *Setup, now uint64) Effects {
 	if o.Stage == StageAwait {
-		return Effects{Calls: []Call{{Request: o.request(s)}}}
+		return o.send(s)
 	}
 	return o.Resume(s, now)
 }
@@ -27,7 +27,7 @@ func (o *Order) Resume(s *Setup, now uint64) Effects {
 		e.Transfers = o.due(s, o.holds())
 	case StageAwait:
 		e.Calls = append(e.Calls, Call{Request: o.request(s), Query: true})
-		o.Next = now + backoff(o.Queries)
+		o.Next, o.quiet = now+backoff(o.Queries), now
 	case StageSettle:
 		e.Transfers = o.due(s, o.settleSteps())
 	}
@@ -122,6 +122,15 @@ func (o *Order) mainCode0() bool {
 	return o.Form == Recharge || o.Form == Withdraw || o.Form == Pay && o.card() != nil
 }
 
+// send sends the order's channel request (again, for a payment the channel said it never
+// received).
+func (o *Order) send(s *Setup) Effects {
+	o.Sends++
+	o.Version++
+	o.quiet = 0
+	return Effects{Calls: []Call{{Request: o.request(s)}}}
+}
+
 // request is the order's channel request.
 func (o *Order) request(s *Setup) channel.Request {
 	r := channel.Request{Op: o.op(), OrderNo: OrderNo(o.ID), Amount: o.card().Amount, Account: o.ChannelAccount,
@@ -189,7 +198,7 @@ func (o *Order) afterHolds(s *Setup, failedSteps uint64, failed ledger.TransferR
 	}
 	o.Stage, o.SentAt, o.Next = StageAwait, now, now+QueryBackoffMin
 	o.set(Processing, now)
-	return Effects{Calls: []Call{{Request: o.request(s)}}}
+	return o.send(s)
 }
 
 // decide fixes the outcome and makes its postings.
@@ -247,9 +256,14 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 	if o.Stage != StageAwait {
 		return Effects{} // a late answer to a decided order: callbacks bring anomalies, not answers
 	}
+	if !c.Query {
+		o.quiet = now
+	}
 	switch a {
 	case Rejected:
-		if c.Query {
+		if c.Query || o.Sends > 1 {
+			// Only this call was not sent: an earlier sending of the request may have reached
+			// the channel, so the order goes on asking.
 			o.Next = now + backoff(o.Queries)
 			return Effects{}
 		}
@@ -269,9 +283,9 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 		o.Next = now + backoff(o.Queries)
 		if o.op() == channel.Pay {
 			// Nothing leaves the platform on a payment, and the channel deduplicates it.
-			return Effects{Calls: []Call{{Request: o.request(s)}}}
+			return o.send(s)
 		}
-		if now-o.SentAt >= NotFoundFinal {
+		if o.quiet != 0 && now-o.quiet >= NotFoundFinal {
 			o.Result = ResultChannelNotFound
 			return o.decide(s, OutcomeFailed, now)
 		}
@@ -318,10 +332,19 @@ func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Resu
 		return Effects{}, ResultChannelMismatch
 	}
 	if k >= 0 {
-		if k >= len(o.Exceptions) || n.Op != channel.Refund {
+		if k >= len(o.Exceptions) || n.Op != channel.Refund || o.Exceptions[k].Attempt == 0 {
 			return Effects{}, ResultChannelMismatch
 		}
 		c := Call{Request: o.exceptionRequest(s, k)}
+		if n.OrderNo != c.Request.OrderNo {
+			// An earlier attempt: it failed (or was never received), so only a success is news.
+			if n.Status != channel.Succeeded || o.hasTxn(n.Txn) {
+				return Effects{}, ResultOK
+			}
+			return o.exception(s, Exception{Kind: StatusConflict, Txn: n.Txn, Amount: n.Amount,
+				Note: fmt.Sprintf("the channel refunded %d under %s, an attempt the ledger took for failed", n.Amount, n.OrderNo)},
+				now), ResultOK
+		}
 		return o.exceptionAnswer(s, k, c, Answered, channel.Result{Status: n.Status, Txn: n.Txn, Amount: n.Amount}, now), ResultOK
 	}
 	if n.Op != o.op() || o.card() == nil || o.Stage == StageHold {
@@ -334,10 +357,8 @@ func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Resu
 	if o.Txn != "" && n.Txn == o.Txn && (n.Status == channel.Succeeded) == paid {
 		return Effects{}, ResultOK // the same notice again
 	}
-	for i := range o.Exceptions {
-		if o.Exceptions[i].Txn == n.Txn && n.Txn != "" {
-			return Effects{}, ResultOK // an anomaly already recorded
-		}
+	if o.hasTxn(n.Txn) {
+		return Effects{}, ResultOK // an anomaly already recorded
 	}
 	switch {
 	case n.Status == channel.Succeeded && o.op() == channel.Pay:
@@ -379,6 +400,16 @@ func (o *Order) Active() bool {
 	}
 	for k := range o.Exceptions {
 		if s := o.Exceptions[k].Step; s == ExcBooking || s == ExcRefunding || s == ExcUnbooking {
+			return true
+		}
+	}
+	return false
+}
+
+// hasTxn reports whether an exception of the order is about channel transaction txn.
+func (o *Order) hasTxn(txn string) bool {
+	for i := range o.Exceptions {
+		if o.Exceptions[i].Txn == txn && txn != "" {
 			return true
 		}
 	}

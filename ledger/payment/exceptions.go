@@ -42,7 +42,7 @@ func (o *Order) dueException(s *Setup, k int) []ledger.Transfer {
 func (o *Order) resumeException(s *Setup, k int, now uint64) Effects {
 	x := &o.Exceptions[k]
 	if x.Step == ExcRefunding {
-		x.Next = now + backoff(x.Queries)
+		x.Next, x.quiet = now+backoff(x.Queries), now
 		return Effects{Calls: []Call{{Request: o.exceptionRequest(s, k), Query: true}}}
 	}
 	return Effects{Transfers: o.dueException(s, k)}
@@ -86,8 +86,11 @@ func (o *Order) exceptionSteps(s *Setup, k int, failed uint64, now uint64) Effec
 // exceptionAnswer takes what became of exception k's refund request.
 func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Result, now uint64) Effects {
 	x := &o.Exceptions[k]
-	if x.Step != ExcRefunding {
-		return Effects{}
+	if x.Step != ExcRefunding || c.Request.OrderNo != o.exceptionRequest(s, k).OrderNo {
+		return Effects{} // a late answer about an earlier attempt
+	}
+	if !c.Query {
+		x.quiet = now
 	}
 	settled := func(note string) Effects {
 		x.Step, x.Note, x.Updated = ExcOpen, note, now
@@ -104,7 +107,7 @@ func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Res
 	case r.Status == channel.NotFound:
 		x.Queries++
 		x.Next = now + backoff(x.Queries)
-		if now-x.SentAt >= NotFoundFinal {
+		if x.quiet != 0 && now-x.quiet >= NotFoundFinal {
 			return settled("the channel never received the refund; refund again or close")
 		}
 		return Effects{}
@@ -120,7 +123,7 @@ func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Res
 // exceptionRequest is the channel request that refunds exception k's money.
 func (o *Order) exceptionRequest(s *Setup, k int) channel.Request {
 	x := &o.Exceptions[k]
-	return channel.Request{Op: channel.Refund, OrderNo: ExceptionNo(o.ID, k), Original: OrderNo(o.ID),
+	return channel.Request{Op: channel.Refund, OrderNo: ExceptionNo(o.ID, k, x.Attempt), Original: OrderNo(o.ID),
 		OriginalTxn: x.Txn, Amount: x.Amount, Account: o.ChannelAccount, BizID: o.BizID,
 		Currency: s.Currency(o.Ledger)}
 }
@@ -165,6 +168,8 @@ func (o *Order) Resolve(s *Setup, k int, how Resolution, note string, now uint64
 func (o *Order) refundException(s *Setup, k int, now uint64) Effects {
 	x := &o.Exceptions[k]
 	x.Step, x.SentAt, x.Next, x.Updated = ExcRefunding, now, now+QueryBackoffMin, now
+	x.Attempt++
+	x.Queries, x.quiet = 0, 0
 	o.touch(now)
 	return Effects{Calls: []Call{{Request: o.exceptionRequest(s, k)}}}
 }

@@ -202,6 +202,7 @@ type Order struct {
 	Txn      string                // the channel's transaction that decided the order
 	Paid     uint64                // what the channel moved for the order
 	SentAt   uint64                // when the channel request was (or may have been) sent
+	Sends    uint32                // how many times it was sent (a payment may be sent again)
 	Queries  uint32
 	Next     uint64 // when to query the channel next (StageAwait)
 	Flagged  bool   // a duplicate payment or another anomaly was seen on the order
@@ -212,13 +213,21 @@ type Order struct {
 	Exceptions []Exception
 
 	inflight uint64 // steps submitted to the ledger and not answered; not persisted
+	// quiet is when the last sending of the request ended (its outcome came back, or the
+	// host restarted): from then on no sending of it can still be on its way to the channel.
+	// 0 while one may be. Not persisted: a restart sets it.
+	quiet uint64
 }
 
 // OrderNo is the number of the order's request at the channel.
 func OrderNo(id uint64) string { return "P" + strconv.FormatUint(id, 10) }
 
-// ExceptionNo is the number of the channel request that refunds exception k of order id.
-func ExceptionNo(id uint64, k int) string { return OrderNo(id) + "-x" + strconv.Itoa(k) }
+// ExceptionNo is the number of attempt n (from 1) of the channel request that refunds
+// exception k of order id. Each attempt has a number of its own: the channel deduplicates by
+// number, and an attempt that failed must not answer for the next one.
+func ExceptionNo(id uint64, k int, n uint32) string {
+	return OrderNo(id) + "-x" + strconv.Itoa(k) + "-" + strconv.FormatUint(uint64(n), 10)
+}
 
 // ParseOrderNo is the inverse of OrderNo and ExceptionNo: the order, and the exception (-1
 // for the order's own request).
@@ -229,8 +238,11 @@ func ParseOrderNo(s string) (id uint64, exception int, err error) {
 	}
 	exception = -1
 	if main, x, found := strings.Cut(rest, "-x"); found {
-		k, err := strconv.Atoi(x)
-		if err != nil || k < 0 || k >= ExceptionsMax || strconv.Itoa(k) != x {
+		ks, ns, _ := strings.Cut(x, "-")
+		k, errK := strconv.Atoi(ks)
+		n, errN := strconv.ParseUint(ns, 10, 32)
+		if errK != nil || k < 0 || k >= ExceptionsMax || strconv.Itoa(k) != ks || errN != nil || n == 0 ||
+			strconv.FormatUint(n, 10) != ns {
 			return 0, 0, fmt.Errorf("payment: order number %q: bad exception number", s)
 		}
 		rest, exception = main, k
@@ -335,11 +347,14 @@ type Exception struct {
 	Txn     string // the channel's transaction it is about
 	Amount  uint64 // the money it is about (booked to suspense when it is money)
 	Note    string // what happened last, or the operator's resolution
+	Attempt uint32 // refunds asked of the channel so far (see ExceptionNo)
 	SentAt  uint64
 	Queries uint32
 	Next    uint64
 	Created uint64
 	Updated uint64
+
+	quiet uint64 // as Order.quiet, for the refund's current attempt
 }
 
 // Booked reports whether the exception holds money in suspense.
