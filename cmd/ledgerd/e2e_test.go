@@ -41,16 +41,22 @@ func build(t *testing.T, dir, pkg string) string {
 type server struct {
 	cmd    *exec.Cmd
 	addr   string
+	notify string // the callback endpoint's address
 	exited chan error
 }
 
-var addrPattern = regexp.MustCompile(`grpc=(\S+)`)
+var (
+	addrPattern   = regexp.MustCompile(`grpc=(\S+)`)
+	notifyPattern = regexp.MustCompile(`notify=(\S+)`)
+)
 
-// start runs ledgerd on dataDir with free ports and waits until it serves.
-func start(t *testing.T, bin, dataDir string) *server {
+// start runs ledgerd on dataDir with free ports (gRPC and the payment callbacks) and waits
+// until it serves; extra flags come last, so they override those defaults.
+func start(t *testing.T, bin, dataDir string, extra ...string) *server {
 	t.Helper()
-	cmd := exec.Command(bin, "--data-dir", dataDir, "--listen", "127.0.0.1:0",
-		"--metrics-listen", "", "--shards", "4", "--hot-flush-interval", "50ms")
+	args := append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--notify-listen", "127.0.0.1:0",
+		"--metrics-listen", "", "--shards", "4", "--hot-flush-interval", "50ms"}, extra...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +69,8 @@ func start(t *testing.T, bin, dataDir string) *server {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			if m := addrPattern.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m
+			if m := addrPattern.FindStringSubmatch(sc.Text()); m != nil && strings.Contains(sc.Text(), "ledgerd serving") {
+				found <- []string{sc.Text(), m[1]}
 			}
 			if testing.Verbose() {
 				fmt.Fprintln(os.Stderr, "ledgerd:", sc.Text())
@@ -76,6 +82,9 @@ func start(t *testing.T, bin, dataDir string) *server {
 	select {
 	case m := <-found:
 		s.addr = m[1]
+		if n := notifyPattern.FindStringSubmatch(m[0]); n != nil {
+			s.notify = n[1]
+		}
 	case err := <-s.exited:
 		t.Fatalf("ledgerd exited before serving: %v", err)
 	case <-time.After(30 * time.Second):
@@ -305,7 +314,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	ledgerd := build(t, dir, "./cmd/ledgerd")
 	lis := freePort(t)
 	cmd := exec.Command(ledgerd, "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-		"--metrics-listen", lis, "--shards", "2")
+		"--notify-listen", "127.0.0.1:0", "--metrics-listen", lis, "--shards", "2")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
