@@ -143,6 +143,7 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 	if e.metrics == nil {
 		e.metrics = NewMetrics()
 	}
+	e.metrics.zero(cfg.Setup.Channels)
 	if err := e.openPlatformAccounts(); err != nil {
 		return nil, err
 	}

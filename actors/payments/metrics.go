@@ -30,6 +30,27 @@ func NewMetrics() *Metrics {
 	}
 }
 
+// zero makes the series an operator alerts on exist before their first event.
+func (m *Metrics) zero(channels []string) {
+	for f := payment.Recharge; f <= payment.Pay; f++ {
+		for _, st := range []payment.State{payment.Succeeded, payment.Failed} {
+			r := payment.ResultOK
+			if st == payment.Failed {
+				r = payment.ResultChannelUnavailable
+			}
+			m.orders.WithLabelValues(f.String(), st.String(), r.String())
+		}
+	}
+	for k := payment.DuplicatePayment; k <= payment.SettleRefused; k++ {
+		m.exceptions.WithLabelValues(k.String())
+	}
+	for _, c := range channels {
+		m.queries.WithLabelValues(c)
+		m.notices.WithLabelValues(c, "applied")
+		m.notices.WithLabelValues(c, "bad_notice")
+	}
+}
+
 // final counts an order that reached a final state and is durable.
 func (m *Metrics) final(o *payment.Order) {
 	c := m.orders.WithLabelValues(o.Form.String(), o.State.String(), o.Result.String())

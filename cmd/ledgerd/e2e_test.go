@@ -314,7 +314,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	ledgerd := build(t, dir, "./cmd/ledgerd")
 	lis := freePort(t)
 	cmd := exec.Command(ledgerd, "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-		"--notify-listen", "127.0.0.1:0", "--metrics-listen", lis, "--shards", "2")
+		"--notify-listen", "127.0.0.1:0", "--metrics-listen", lis, "--shards", "2", "--fake-channel", "demo")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -331,12 +331,14 @@ func TestMetricsAndHealth(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Every metric the README documents is served, except those that appear only once their
-	// event happened (a gRPC request, a split transfer).
+	// event happened (a gRPC request, a split transfer, a call to a channel).
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	later := map[string]bool{"ledger_grpc_request_duration_seconds": true, "ledger_transit_balance": true}
+	later := map[string]bool{"ledger_grpc_request_duration_seconds": true, "ledger_transit_balance": true,
+		"ledger_channel_requests_total": true, "ledger_channel_queries_total": true,
+		"ledger_channel_rejections_total": true, "ledger_channel_request_seconds": true}
 	var documented []string
 	name := regexp.MustCompile("`(ledger_[a-z0-9_]+)")
 	for _, line := range strings.Split(string(readme), "\n") {

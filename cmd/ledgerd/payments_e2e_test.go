@@ -551,11 +551,21 @@ func neverSent(o *ledgerv1.PaymentOrder, stmt map[string][]txnLine) bool {
 	}
 	for _, x := range o.GetExceptions() {
 		if busyException(x) && (x.GetState() != ledgerv1.ExceptionState_EXCEPTION_STATE_REFUNDING ||
-			len(stmt[payment.ExceptionNo(o.GetId(), int(x.GetIndex()))]) > 0) {
+			len(attemptLines(stmt, o.GetId(), int(x.GetIndex()))) > 0) {
 			return false
 		}
 	}
 	return true
+}
+
+// attemptLines are the statement's lines of every refund attempt of exception k of an order
+// (each attempt has an order number of its own).
+func attemptLines(stmt map[string][]txnLine, id uint64, k int) []txnLine {
+	var lines []txnLine
+	for n := uint32(1); n <= 8; n++ {
+		lines = append(lines, stmt[payment.ExceptionNo(id, k, n)]...)
+	}
+	return lines
 }
 
 // exceptions lists every exception record, resolved too, by order.
@@ -735,7 +745,7 @@ func (e *payEnv) check(ctx context.Context, w *workload) {
 				t.Errorf("order %d: unexpected exception %v", id, x)
 				continue
 			}
-			lines := stmt[payment.ExceptionNo(id, int(x.GetIndex()))]
+			lines := attemptLines(stmt, id, int(x.GetIndex()))
 			back := slices.ContainsFunc(lines, func(l txnLine) bool { return l.status == "succeeded" })
 			resolved := x.GetState() == ledgerv1.ExceptionState_EXCEPTION_STATE_RESOLVED
 			bookedIn += int64(x.GetAmount())
