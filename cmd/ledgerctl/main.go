@@ -7,6 +7,20 @@
 //	ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
 //	                                    an account's transfers in posting order
 //	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
+//	ledgerctl channels                  the payment channels: degraded, circuit, in flight, queued
+//	ledgerctl channel degrade|restore NAME
+//	                                    switch a payment channel off (degraded) or on again
+//	ledgerctl orders ID... | --biz-id BIZ
+//	                                    payment orders and their exception records
+//	ledgerctl exceptions [--all] [--after ID] [--limit N]
+//	                                    exception records not resolved (--all: every one)
+//	ledgerctl resolve ORDER INDEX refund|close [--note TEXT]
+//	                                    an operator's resolution of an open exception record
+//
+// The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
+// tables (amounts in minor units), and take their flags before or after their arguments.
+// They exit 0 when done, 1 when something named was not found (an order, a channel) or a
+// resolution was refused (its result on stderr), 2 when they could not run.
 //
 // verify recomputes every balance from the journal and checks the invariants of DESIGN.md
 // (double entry per ledger, balances equal their postings, no overdraft, transit equals the
@@ -48,6 +62,12 @@ const usage = `usage:
   ledgerctl transfers --addr HOST:PORT ID...
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
   ledgerctl chart [--rules FILE]
+  ledgerctl channels [--addr HOST:PORT]
+  ledgerctl channel degrade|restore [--addr HOST:PORT] NAME
+  ledgerctl orders [--addr HOST:PORT] ID...
+  ledgerctl orders [--addr HOST:PORT] --biz-id BIZ [--limit N]
+  ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N]
+  ledgerctl resolve [--addr HOST:PORT] ORDER INDEX refund|close [--note TEXT]
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -61,6 +81,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return lookup(args[0], args[1:], stdout, stderr)
 	case "chart":
 		return chart(args[1:], stdout, stderr)
+	case "channels":
+		return channels(args[1:], stdout, stderr)
+	case "channel":
+		return channelSwitch(args[1:], stdout, stderr)
+	case "orders":
+		return orders(args[1:], stdout, stderr)
+	case "exceptions":
+		return exceptions(args[1:], stdout, stderr)
+	case "resolve":
+		return resolve(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
