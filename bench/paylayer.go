@@ -151,8 +151,9 @@ func (p *payLayer) killChannel() error {
 
 // orderCounts are the payment layer's order counters.
 type orderCounts struct {
-	succeeded, failed float64 // ledger_payment_orders_total by state
-	inFlight          float64 // ledger_payment_orders_in_flight
+	succeeded, failed float64            // ledger_payment_orders_total by state
+	failedBy          map[string]float64 // failed, by result
+	inFlight          float64            // ledger_payment_orders_in_flight
 }
 
 func (o orderCounts) final() int64 { return int64(o.succeeded + o.failed) }
@@ -172,11 +173,16 @@ func (p *payLayer) counts() (orderCounts, error) {
 		switch mf.GetName() {
 		case "ledger_payment_orders_total":
 			for _, m := range mf.GetMetric() {
+				var state, result string
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "state" {
-						oc.add(l.GetValue(), m.GetCounter().GetValue())
+					switch l.GetName() {
+					case "state":
+						state = l.GetValue()
+					case "result":
+						result = l.GetValue()
 					}
 				}
+				oc.add(state, result, m.GetCounter().GetValue())
 			}
 		case "ledger_payment_orders_in_flight":
 			for _, m := range mf.GetMetric() {
@@ -187,12 +193,16 @@ func (p *payLayer) counts() (orderCounts, error) {
 	return oc, nil
 }
 
-func (o *orderCounts) add(state string, v float64) {
+func (o *orderCounts) add(state, result string, v float64) {
 	if state == payment.Succeeded.String() {
 		o.succeeded += v
-	} else {
-		o.failed += v
+		return
 	}
+	o.failed += v
+	if o.failedBy == nil {
+		o.failedBy = map[string]float64{}
+	}
+	o.failedBy[result] += v
 }
 
 // scrapeOrders reads the order counters from ledgerd's /metrics (the text format).
@@ -224,9 +234,12 @@ func scrapeOrders(addr string) (orderCounts, error) {
 		}
 		switch {
 		case strings.HasPrefix(name, "ledger_payment_orders_total{"):
-			_, after, _ := strings.Cut(name, `state="`)
-			state, _, _ := strings.Cut(after, `"`)
-			oc.add(state, v)
+			label := func(l string) string {
+				_, after, _ := strings.Cut(name, l+`="`)
+				v, _, _ := strings.Cut(after, `"`)
+				return v
+			}
+			oc.add(label("state"), label("result"), v)
 		case name == "ledger_payment_orders_in_flight":
 			oc.inFlight = v
 		}

@@ -105,6 +105,7 @@ type Result struct {
 	OrdersCompleted                  int64            `json:"orders_completed,omitempty"`
 	OrdersSucceeded                  int64            `json:"orders_succeeded,omitempty"`
 	OrdersFailed                     int64            `json:"orders_failed,omitempty"`
+	OrdersFailedByResult             map[string]int64 `json:"orders_failed_by_result,omitempty"`
 	OrdersInFlight                   int64            `json:"orders_in_flight,omitempty"`
 	OrdersCompletedInWindow          int64            `json:"orders_completed_in_window,omitempty"`
 	DrainSeconds                     float64          `json:"drain_seconds,omitempty"`
