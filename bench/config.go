@@ -54,6 +54,36 @@ type Config struct {
 	Shadow         bool
 	IDBase         uint64 // first account and transfer id (0: derived from the clock)
 
+	// Workload is Transfers (the default) or Payments.
+	Workload string
+	// Payments workload (see payments.go): Orders payment orders after funding every user
+	// (Accounts users) by a recharge; Mix weighs the forms ("pay=40,recharge=25,...").
+	Orders int
+	Mix    string
+	// The payment layer's channel: its name (ledgerd's --fake-channel NAME with --addr), and,
+	// embedded, the simulated channel's latency, the gateway's limits (ledgerd's
+	// --channel-rate, --channel-in-flight, --channel-timeout) and the simulated channel's
+	// callback concurrency.
+	Channel             string
+	ChannelLatency      time.Duration
+	ChannelRate         float64
+	ChannelInFlight     int
+	ChannelTimeout      time.Duration
+	CallbackConcurrency int
+	// ChannelDown runs the workload with the channel down: ChannelDegraded (switched off by
+	// SetChannelDegraded) or ChannelDead (embedded: the simulated channel closed, so calls
+	// fail and the circuit opens). With the transfers workload it starts the payment layer.
+	ChannelDown string
+	// PaymentLayer starts the embedded payment layer with the transfers workload too (the
+	// baseline of --channel-down); BackgroundOrders sends that many card payments a second
+	// alongside the transfers (through the payment layer).
+	PaymentLayer     bool
+	BackgroundOrders float64
+	// RefundAfter: how old a payment must be before it is refunded (0: RefundAfter).
+	RefundAfter time.Duration
+	// DrainTimeout bounds the wait for accepted orders to become final.
+	DrainTimeout time.Duration
+
 	Progress       io.Writer // the live progress line (nil: none)
 	ProgressPeriod time.Duration
 }
@@ -64,18 +94,19 @@ func (c *Config) Validate() error {
 	if c.Accounts < 2 {
 		errs = append(errs, fmt.Errorf("--accounts must be at least 2, not %d", c.Accounts))
 	}
-	if c.Transfers < 1 {
+	if c.Workload != Payments && c.Transfers < 1 {
 		errs = append(errs, fmt.Errorf("--transfers must be positive, not %d", c.Transfers))
 	}
-	if c.Batch < 1 || c.Batch > ledger.BatchEventsMax {
+	if c.Workload != Payments && (c.Batch < 1 || c.Batch > ledger.BatchEventsMax) {
 		errs = append(errs, fmt.Errorf("--batch must be 1 to %d, not %d", ledger.BatchEventsMax, c.Batch))
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency must be positive, not %d", c.Concurrency))
 	}
-	switch c.Distribution {
-	case Uniform, Zipf:
-	case Hot:
+	switch {
+	case c.Workload == Payments:
+	case c.Distribution == Uniform, c.Distribution == Zipf:
+	case c.Distribution == Hot:
 		if c.HotAccounts < 1 || c.HotAccounts >= c.Accounts {
 			errs = append(errs, fmt.Errorf("--hot-accounts must be 1 to %d", c.Accounts-1))
 		}
@@ -84,6 +115,25 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--distribution must be uniform, zipf or hot, not %q", c.Distribution))
+	}
+	switch c.Workload {
+	case "":
+		c.Workload = Transfers
+	case Transfers, Payments:
+	default:
+		errs = append(errs, fmt.Errorf("--workload must be transfers or payments, not %q", c.Workload))
+	}
+	switch c.ChannelDown {
+	case "", ChannelDegraded:
+	case ChannelDead:
+		if c.Addr != "" {
+			errs = append(errs, errors.New("--channel-down dead is for the embedded ledger; with --addr use degraded"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--channel-down must be degraded or dead, not %q", c.ChannelDown))
+	}
+	if c.paymentLayer() {
+		errs = append(errs, c.validatePayments()...)
 	}
 	if c.ClientBatching && (c.Batch != 1 || c.InProcess || c.Pending) {
 		errs = append(errs, errors.New("--client-batching goes with --batch 1 over gRPC, without --pending"))
@@ -111,6 +161,11 @@ func (c *Config) Validate() error {
 		c.ProgressPeriod = time.Second
 	}
 	return errors.Join(errs...)
+}
+
+// paymentLayer reports whether the run uses the payment layer.
+func (c *Config) paymentLayer() bool {
+	return c.Workload == Payments || c.PaymentLayer || c.ChannelDown != "" || c.BackgroundOrders > 0
 }
 
 func (c *Config) ledgerID() uint32 {

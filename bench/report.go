@@ -25,6 +25,7 @@ import (
 
 // Result is what a run measured. The JSON names are the harness's contract with scripts.
 type Result struct {
+	Workload     string  `json:"workload"`
 	Mode         string  `json:"mode"`
 	Shards       int     `json:"shards,omitempty"`
 	Accounts     int     `json:"accounts"`
@@ -78,6 +79,41 @@ type Result struct {
 	RunsMax float64   `json:"runs_max_transfers_per_second,omitempty"`
 	P99Min  float64   `json:"runs_min_latency_p99_ms,omitempty"`
 	P99Max  float64   `json:"runs_max_latency_p99_ms,omitempty"`
+
+	// The transfers workload alongside the payment layer (--payment-layer, --channel-down,
+	// --background-orders).
+	PaymentLayer       bool    `json:"payment_layer,omitempty"`
+	ChannelDown        string  `json:"channel_down,omitempty"`
+	BackgroundRate     float64 `json:"background_orders_per_second,omitempty"`
+	BackgroundAccepted int64   `json:"background_orders_accepted,omitempty"`
+	BackgroundRefused  int64   `json:"background_orders_refused,omitempty"`
+
+	// The payments workload. Latencies above are those of CreatePayments calls (the
+	// voucher's round trip); "per transfer" ones are per order. TransfersPerSecond is
+	// OrdersCompletedPerSecond (the figure --repeat takes the median of).
+	Orders                           int              `json:"orders,omitempty"`
+	Mix                              string           `json:"mix,omitempty"`
+	Channel                          string           `json:"channel,omitempty"`
+	ChannelLatencyMs                 float64          `json:"channel_latency_ms,omitempty"`
+	FundUsers                        int              `json:"fund_users,omitempty"`
+	FundSeconds                      float64          `json:"fund_seconds,omitempty"`
+	OrdersAccepted                   int64            `json:"orders_accepted,omitempty"`
+	OrdersAcceptedByForm             map[string]int64 `json:"orders_accepted_by_form,omitempty"`
+	OrdersRefused                    int64            `json:"orders_refused,omitempty"`
+	OrdersRefusedByResult            map[string]int64 `json:"orders_refused_by_result,omitempty"`
+	RefundsAsPayments                int64            `json:"refunds_made_as_payments,omitempty"`
+	OrdersCompleted                  int64            `json:"orders_completed,omitempty"`
+	OrdersSucceeded                  int64            `json:"orders_succeeded,omitempty"`
+	OrdersFailed                     int64            `json:"orders_failed,omitempty"`
+	OrdersFailedByResult             map[string]int64 `json:"orders_failed_by_result,omitempty"`
+	OrdersInFlight                   int64            `json:"orders_in_flight,omitempty"`
+	OrdersCompletedInWindow          int64            `json:"orders_completed_in_window,omitempty"`
+	DrainSeconds                     float64          `json:"drain_seconds,omitempty"`
+	OrdersAcceptedPerSecond          float64          `json:"orders_accepted_per_second,omitempty"`
+	OrdersCompletedPerSecond         float64          `json:"orders_completed_per_second,omitempty"`
+	OrdersCompletedInWindowPerSecond float64          `json:"orders_completed_in_window_per_second,omitempty"`
+	AllocsPerOrder                   float64          `json:"allocs_per_order,omitempty"`
+	BytesPerOrder                    float64          `json:"bytes_per_order,omitempty"`
 
 	ThroughputSeries []float64       `json:"throughput_series"`
 	LatencyBuckets   []LatencyBucket `json:"latency_buckets"`
@@ -208,6 +244,10 @@ func (res *Result) storage(before, after storage.Stats) {
 
 // WriteText prints the summary a person reads.
 func (res *Result) WriteText(w io.Writer) {
+	if res.Workload == Payments {
+		res.writePaymentsText(w)
+		return
+	}
 	fmt.Fprintf(w, "mode            %s", res.Mode)
 	if res.Shards > 0 {
 		fmt.Fprintf(w, ", shards: %d", res.Shards)
@@ -229,6 +269,18 @@ func (res *Result) WriteText(w io.Writer) {
 	}
 	if res.Shadow {
 		fmt.Fprint(w, ", shadow")
+	}
+	if res.PaymentLayer {
+		fmt.Fprint(w, "\npayment layer   running")
+		if res.ChannelDown != "" {
+			fmt.Fprintf(w, ", channel %s down (%s)", res.Channel, res.ChannelDown)
+		} else {
+			fmt.Fprintf(w, ", channel %s up", res.Channel)
+		}
+		if res.BackgroundRate > 0 {
+			fmt.Fprintf(w, ", %.0f card payments/s alongside: %d accepted, %d refused", res.BackgroundRate,
+				res.BackgroundAccepted, res.BackgroundRefused)
+		}
 	}
 	fmt.Fprintf(w, "\nthroughput      %.0f transfers/s (%d ok, %d failed, %d requests, %d request errors) in %.2fs\n",
 		res.TransfersPerSecond, res.TransfersOK, res.TransfersFailed, res.Requests, res.RequestErrors, res.DurationSeconds)

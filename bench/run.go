@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -51,17 +52,44 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		tgt = r
 		defer r.close()
 	}
-	if err := openAccounts(ctx, &c, tgt); err != nil {
-		return nil, err
+	var pay *payLayer
+	switch {
+	case emb != nil:
+		pay = emb.pay
+	case c.paymentLayer():
+		pay = &payLayer{metricsAddr: c.MetricsAddr}
+		if err := pay.dialPayments(c.Addr); err != nil {
+			return nil, err
+		}
+		defer pay.close()
 	}
-	r := &runner{cfg: &c, tgt: tgt}
 	var before storage.Stats
 	if emb != nil {
 		before = emb.store.Stats()
 	}
-	res, err := r.run(ctx)
-	if err != nil {
-		return nil, err
+	var res *Result
+	var r *runner
+	if c.Workload == Payments {
+		var err error
+		if res, err = runPayments(ctx, &c, tgt, pay); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := openAccounts(ctx, &c, tgt); err != nil {
+			return nil, err
+		}
+		r = &runner{cfg: &c, tgt: tgt}
+		stopBackground, err := alongside(ctx, &c, tgt, pay)
+		if err != nil {
+			return nil, err
+		}
+		if res, err = r.run(ctx); err != nil {
+			return nil, err
+		}
+		res.Workload = Transfers
+		if err := stopBackground(res); err != nil {
+			return nil, err
+		}
 	}
 	if emb != nil {
 		res.storage(before, emb.store.Stats())
@@ -76,8 +104,60 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if emb != nil {
 		res.Shards = c.Shards
 	}
-	res.BalanceCheck = r.checkBalances(ctx)
+	if r != nil {
+		res.BalanceCheck = r.checkBalances(ctx)
+	}
 	return res, nil
+}
+
+// alongside prepares the payment layer for the transfers workload: it takes the channel down
+// (--channel-down) and starts the background card payments (--background-orders). The
+// function it returns stops them and records them in the result.
+func alongside(ctx context.Context, c *Config, tgt target, pay *payLayer) (func(*Result) error, error) {
+	if pay == nil {
+		return func(*Result) error { return nil }, nil
+	}
+	switch c.ChannelDown {
+	case ChannelDegraded:
+		if err := pay.caller.setDegraded(ctx, c.Channel, true); err != nil {
+			return nil, fmt.Errorf("bench: degrade channel %s: %w", c.Channel, err)
+		}
+	case ChannelDead:
+		if err := pay.killChannel(); err != nil {
+			return nil, err
+		}
+	}
+	restore := func() error {
+		if c.ChannelDown == ChannelDegraded { // ledgerd's channel stays as it was found
+			return pay.caller.setDegraded(context.Background(), c.Channel, false)
+		}
+		return nil
+	}
+	stop := make(chan struct{})
+	type outcome struct {
+		accepted, refused int64
+		err               error
+	}
+	done := make(chan outcome, 1)
+	if c.BackgroundOrders > 0 {
+		parties := newPartyAccounts(c.IDBase+uint64(c.Accounts), backgroundUsers)
+		if err := parties.open(ctx, c, tgt); err != nil {
+			return nil, err
+		}
+		go func() {
+			a, r, err := background(ctx, c, pay, parties, c.BackgroundOrders, stop)
+			done <- outcome{a, r, err}
+		}()
+	} else {
+		done <- outcome{}
+	}
+	return func(res *Result) error {
+		close(stop)
+		o := <-done
+		res.PaymentLayer, res.ChannelDown, res.Channel = true, c.ChannelDown, c.Channel
+		res.BackgroundRate, res.BackgroundAccepted, res.BackgroundRefused = c.BackgroundOrders, o.accepted, o.refused
+		return errors.Join(o.err, restore())
+	}, nil
 }
 
 func openAccounts(ctx context.Context, c *Config, t target) error {

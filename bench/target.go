@@ -105,6 +105,7 @@ type embedded struct {
 	store  *storage.Store
 	ledger *actors.Ledger
 	server *grpc.Server
+	pay    *payLayer // the payment layer, when the run uses it
 	tmp    string
 }
 
@@ -130,8 +131,16 @@ func startEmbedded(c *Config) (*embedded, error) {
 		return nil, errors.Join(err, e.close())
 	}
 	e.ledger = l
+	if c.paymentLayer() {
+		if e.pay, err = startPayLayer(c, e); err != nil {
+			return nil, errors.Join(err, e.close())
+		}
+	}
 	if c.InProcess {
 		e.target = inProcess{l: l}
+		if e.pay != nil {
+			e.pay.caller = inProcessPayments{s: api.NewPaymentService(api.Payments(e.pay.engine), nil)}
+		}
 		return e, nil
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -139,12 +148,20 @@ func startEmbedded(c *Config) (*embedded, error) {
 		return nil, errors.Join(err, e.close())
 	}
 	e.server, _ = api.NewServer(api.NewService(l, nil))
+	if e.pay != nil {
+		api.RegisterPayments(e.server, api.Payments(e.pay.engine), nil)
+	}
 	go func() { _ = e.server.Serve(lis) }()
 	cl, err := client.Dial(lis.Addr().String(), client.Options{})
 	if err != nil {
 		return nil, errors.Join(err, e.close())
 	}
 	e.target = grpcTarget{c: cl}
+	if e.pay != nil {
+		if err := e.pay.dialPayments(lis.Addr().String()); err != nil {
+			return nil, errors.Join(err, e.close())
+		}
+	}
 	return e, nil
 }
 
@@ -155,6 +172,9 @@ func (e *embedded) close() error {
 	}
 	if e.server != nil {
 		e.server.Stop()
+	}
+	if e.pay != nil {
+		errs = append(errs, e.pay.close())
 	}
 	if e.ledger != nil {
 		e.ledger.Stop()

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/bench"
@@ -55,6 +56,19 @@ func run(args []string) error {
 	fs.BoolVar(&c.Shadow, "shadow", false, "shadow mode: the run's accounts and transfers use the shadow ledger ("+
 		fmt.Sprint(bench.ShadowLedger)+") and ids, and an embedded --data-dir gets a shadow/ store of its own")
 	fs.Uint64Var(&c.IDBase, "id-base", 0, "first account and transfer id (default: fresh per run)")
+	fs.StringVar(&c.Workload, "workload", bench.Transfers, "transfers (ledger transfers) or payments (payment orders through PaymentService)")
+	fs.IntVar(&c.Orders, "orders", 200_000, "payments: orders to make after funding every user (--accounts users) by a recharge")
+	fs.StringVar(&c.Mix, "mix", bench.DefaultMix, "payments: the forms' weights (pay: a third card, a third balance, a third coupon+balance+card; refund: of a payment accepted earlier)")
+	fs.StringVar(&c.Channel, "channel", "demo", "the payment channel's name (with --addr: the one ledgerd runs, e.g. ledgerd --fake-channel demo)")
+	fs.DurationVar(&c.ChannelLatency, "channel-latency", 20*time.Millisecond, "embedded: the simulated channel's latency before it decides a request")
+	fs.Float64Var(&c.ChannelRate, "channel-rate", 100_000, "embedded: requests per second the gateway sends to the channel (ledgerd's default is 10000)")
+	fs.IntVar(&c.ChannelInFlight, "channel-in-flight", 256, "embedded: requests at the channel at once (as ledgerd's --channel-in-flight)")
+	fs.DurationVar(&c.ChannelTimeout, "channel-timeout", 5*time.Second, "embedded: how long one call to the channel may take (as ledgerd's)")
+	fs.IntVar(&c.CallbackConcurrency, "callback-concurrency", 64, "embedded: callbacks the simulated channel posts at once (fake's default is 16)")
+	fs.StringVar(&c.ChannelDown, "channel-down", "", "transfers workload with the payment layer's channel down: degraded (SetChannelDegraded) or dead (embedded: the simulated channel closed, the circuit opens)")
+	fs.BoolVar(&c.PaymentLayer, "payment-layer", false, "embedded transfers workload: run the payment layer alongside, channel up (the baseline of --channel-down)")
+	fs.Float64Var(&c.BackgroundOrders, "background-orders", 0, "transfers workload: card payments per second sent alongside through the payment layer")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 2*time.Minute, "payments: how long to wait for accepted orders to become final")
 	fs.StringVar(&jsonPath, "json", "", "write the result as JSON to this file")
 	fs.StringVar(&htmlPath, "html", "", "write a self-contained HTML report to this file")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
@@ -63,6 +77,11 @@ func run(args []string) error {
 	fs.IntVar(&repeat, "repeat", 1, "run the workload this many times (a fresh ledger each time) and report the median run")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	batchSet := false
+	fs.Visit(func(f *flag.Flag) { batchSet = batchSet || f.Name == "batch" })
+	if c.Workload == bench.Payments && !batchSet {
+		c.Batch = bench.PaymentsBatchDefault
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -106,8 +125,12 @@ func run(args []string) error {
 	}
 	res := bench.Median(runs)
 	if repeat > 1 {
-		fmt.Printf("median of %d runs: %.0f transfers/s (min %.0f, max %.0f), request p99 %.2fms (min %.2f, max %.2f)\n",
-			repeat, res.TransfersPerSecond, res.RunsMin, res.RunsMax, res.LatencyP99Ms, res.P99Min, res.P99Max)
+		unit := "transfers/s"
+		if c.Workload == bench.Payments {
+			unit = "orders/s completed"
+		}
+		fmt.Printf("median of %d runs: %.0f %s (min %.0f, max %.0f), request p99 %.2fms (min %.2f, max %.2f)\n",
+			repeat, res.TransfersPerSecond, unit, res.RunsMin, res.RunsMax, res.LatencyP99Ms, res.P99Min, res.P99Max)
 	}
 	if jsonPath != "" {
 		if err := res.WriteJSON(jsonPath); err != nil {
