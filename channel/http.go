@@ -80,6 +80,9 @@ func (w WireResult) Result() (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if st == Succeeded && (w.Txn == "" || w.Amount == 0) {
+		return Result{}, fmt.Errorf("channel: a success without a txn or an amount (%q, %d)", w.Txn, w.Amount)
+	}
 	return Result{Status: st, Txn: w.Txn, Amount: w.Amount, Reason: w.Reason}, nil
 }
 

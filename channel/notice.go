@@ -170,5 +170,8 @@ func (w wireNotice) notice() (Notice, error) {
 	if w.Txn == "" {
 		return Notice{}, badNotice("txn is empty")
 	}
+	if st == Succeeded && w.Amount == 0 {
+		return Notice{}, badNotice("a success of amount 0")
+	}
 	return Notice{Op: op, OrderNo: w.OrderNo, Txn: w.Txn, Status: st, Amount: w.Amount, BizID: w.BizID}, nil
 }

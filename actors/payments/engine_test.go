@@ -2,6 +2,8 @@ package payments
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -269,5 +271,69 @@ func (w *world) eventually(id uint64, want int64) {
 			w.t.Fatalf("account %d: balance %d, want %d", id, got, want)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// probe runs fn on every shard's goroutine, in turn.
+func (w *world) probe(fn func(s *shard)) {
+	for _, s := range w.engine.shards {
+		m := probeMsg{fn: fn, done: make(chan struct{})}
+		s.requests <- m
+		<-m.done
+	}
+}
+
+// TestRefusedRefundsKeepNothing: a refund refused by its checks leaves nothing in memory (each
+// named payment would count against the orders in flight).
+func TestRefusedRefundsKeepNothing(t *testing.T) {
+	w := newWorld(t, fake.Config{Seed: 1})
+	w.openAccounts()
+	var pays []uint64
+	for i := range 8 {
+		r := w.create(payment.Request{Key: fmt.Sprint("p", i), Form: payment.Pay, Ledger: 1, Amount: 10, To: shop,
+			Instruments: []payment.Instrument{{Kind: payment.Coupon, Amount: 10, Account: coupons}}})[0]
+		if r.Result != payment.ResultOK {
+			t.Fatal(r.Result)
+		}
+		pays = append(pays, r.Order.ID)
+	}
+	w.settle(pays...)
+	for i, id := range pays {
+		if r := w.create(payment.Request{Key: fmt.Sprint("f", i), Form: payment.Refund, Amount: 11, Original: id})[0]; r.Result != payment.ResultRefundExceedsCaptured {
+			t.Fatalf("refund of %d: %v", id, r.Result)
+		}
+	}
+	held := 0
+	w.probe(func(s *shard) { held += len(s.orders) })
+	if held != 0 {
+		t.Fatalf("%d orders held in memory after refused refunds", held)
+	}
+}
+
+// TestShutdownAfterFailure: a shard whose commit failed refuses work and stops at once.
+func TestShutdownAfterFailure(t *testing.T) {
+	s := &shard{cur: newRound(), failed: errors.New("commit failed"), commits: make(chan commitJob, 1),
+		quit: make(chan struct{})}
+	s.pipe = &pipe{in: make(chan []ledger.Transfer), done: make(chan struct{})}
+	close(s.pipe.done)
+	o := &payment.Order{ID: 1, State: payment.Processing, Stage: payment.StageAwait}
+	w := &storage.OrderWrite{Order: o}
+	s.cur.writes[1], s.cur.order = w, append(s.cur.order, w)
+	done1 := make(chan error, 1)
+	s.handle(&createMsg{done: done1})
+	if err := <-done1; err == nil {
+		t.Fatal("a failed shard took a request")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.writer = nil
+		defer func() { _ = recover() }() // the nil writer's Close
+		s.shutdown()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a failed shard's shutdown does not return")
 	}
 }

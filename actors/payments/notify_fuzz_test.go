@@ -119,7 +119,7 @@ func (r *notifyRig) quiet(tb testing.TB) {
 		}
 		done := true
 		for _, o := range os {
-			done = done && o != nil && o.State.Final() && (!o.Active() || refusedBookings(o))
+			done = done && o != nil && o.State.Final() && !o.Active()
 		}
 		if done {
 			return
@@ -130,27 +130,6 @@ func (r *notifyRig) quiet(tb testing.TB) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// refusedBookings reports whether all the order waits for is exception records whose posting
-// to suspense the ledger refused: they wait for a restart, not for anything a test can do.
-// (A signed duplicate payment of amount 0 makes one: the ledger refuses a posting of 0.)
-func refusedBookings(o *payment.Order) bool {
-	if o.Stage != payment.StageDone {
-		return false
-	}
-	for _, x := range o.Exceptions {
-		switch x.Step {
-		case payment.ExcOpen, payment.ExcResolved:
-		case payment.ExcBooking:
-			if !strings.Contains(x.Note, "ledger refused") {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // snapshot is the durable state a callback could change: the orders (and the ids just past

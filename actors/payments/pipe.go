@@ -19,8 +19,14 @@ func newPipe(l Ledger, s *shard) *pipe {
 		done: make(chan struct{})}
 }
 
-// submit queues transfers for the ledger.
-func (p *pipe) submit(ts []ledger.Transfer) { p.in <- ts }
+// submit queues transfers for the ledger, in pieces no larger than one request.
+func (p *pipe) submit(ts []ledger.Transfer) {
+	for len(ts) > ledger.BatchEventsMax {
+		p.in <- ts[:ledger.BatchEventsMax]
+		ts = ts[ledger.BatchEventsMax:]
+	}
+	p.in <- ts
+}
 
 func (p *pipe) run() {
 	defer close(p.done)

@@ -216,7 +216,7 @@ func (s *shard) loop() {
 // shutdown commits what the shard holds and runs its effects, so that what was decided goes
 // out; answers to them are dropped (they resume after a restart).
 func (s *shard) shutdown() {
-	for s.committing != nil || !s.cur.empty() {
+	for s.committing != nil || !s.cur.empty() && s.failed == nil {
 		if s.committing == nil {
 			s.flush()
 			continue
@@ -232,6 +232,10 @@ func (s *shard) shutdown() {
 }
 
 func (s *shard) handle(m any) {
+	if s.failed != nil {
+		s.refuse(m)
+		return
+	}
 	switch m := m.(type) {
 	case *createMsg:
 		s.create(m)
@@ -245,9 +249,36 @@ func (s *shard) handle(m any) {
 		s.ledgerResults(m)
 	case committedMsg:
 		s.committed(m.err)
+	case probeMsg:
+		m.fn(s)
+		close(m.done)
 	default:
 		panic(fmt.Sprintf("payments: INVARIANT: unknown message %T", m))
 	}
+}
+
+// refuse answers what a failed shard is asked with its failure, and drops events: the process
+// must restart, and the orders resume from their durable state.
+func (s *shard) refuse(m any) {
+	switch m := m.(type) {
+	case *createMsg:
+		m.done <- s.failed
+	case *noticeMsg:
+		m.done <- answer{err: s.failed}
+	case *resolveMsg:
+		m.done <- answer{err: s.failed}
+	case committedMsg:
+		s.committed(m.err)
+	case probeMsg:
+		m.fn(s)
+		close(m.done)
+	}
+}
+
+// probeMsg runs fn on the shard's goroutine (tests look at its state through it).
+type probeMsg struct {
+	fn   func(*shard)
+	done chan struct{}
 }
 
 // write puts o in the current round.
@@ -427,6 +458,9 @@ func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
 		return a, found && err == nil
 	}, orig)
 	if res != payment.ResultOK {
+		if orig != nil {
+			s.evict(orig) // a refused refund changed nothing of its payment
+		}
 		m.replies[i] = Reply{Result: res}
 		return
 	}

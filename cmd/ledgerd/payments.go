@@ -91,7 +91,7 @@ func (p *paymentFlags) register(fs *flag.FlagSet) {
 	p.channels, p.secrets, p.ledgers = pairs{}, pairs{}, pairs{"1": "CNY"}
 	fs.StringVar(&p.rulesFile, "rules", "", "chart of accounts and transaction codes (YAML; default: the built-in chart, see `ledgerctl chart`)")
 	fs.Var(p.channels, "channel", "an external payment channel, `NAME=URL` of its HTTP API (repeatable)")
-	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret channel NAME signs its callbacks with (repeatable)")
+	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret (at least 16 bytes) channel NAME signs its callbacks with; required for every --channel (repeatable)")
 	fs.Var(&p.fakeChannels, "fake-channel", "start a simulated channel `NAME` in process, for demos (repeatable; its secret is the demo secret unless --channel-secret names one)")
 	fs.DurationVar(&p.fakeLatency, "fake-latency", 20*time.Millisecond, "how long a simulated channel takes to decide a request")
 	fs.Float64Var(&p.fakeFailRate, "fake-fail-rate", 0, "fraction of requests a simulated channel fails")
@@ -113,6 +113,13 @@ func (p *paymentFlags) check() error {
 	for name := range p.secrets {
 		if _, ok := p.channels[name]; !ok && !slices.Contains(p.fakeChannels, name) {
 			return fmt.Errorf("--channel-secret %s: no channel of that name", name)
+		}
+	}
+	for name := range p.channels {
+		if _, ok := p.secrets[name]; !ok {
+			// Its callbacks would be verified with the public demo secret: anyone could forge
+			// a success and be credited money never collected.
+			return fmt.Errorf("--channel %s needs --channel-secret %s=FILE", name, name)
 		}
 	}
 	for l, cur := range p.ledgers {
@@ -190,8 +197,12 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 				return nil, err
 			}
 			secret = []byte(strings.TrimSpace(string(secret)))
+			if len(secret) < 16 {
+				pl.close(lis)
+				return nil, fmt.Errorf("--channel-secret %s: the secret in %s is shorter than 16 bytes", name, file)
+			}
 		} else {
-			slog.Warn("payment channel uses the public demo secret: anyone can forge its callbacks; pass --channel-secret", "channel", name)
+			slog.Warn("simulated payment channel uses the public demo secret; pass --channel-secret to use another", "channel", name)
 		}
 		secrets[name] = secret
 		url := p.channels[name]
@@ -222,7 +233,8 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		pl.close(lis)
 		return nil, err
 	}
-	pl.notify = &http.Server{Handler: pl.engine.NotifyHandler(secrets), ReadHeaderTimeout: 10 * time.Second}
+	pl.notify = &http.Server{Handler: pl.engine.NotifyHandler(secrets), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := pl.notify.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("notify server", "err", err)

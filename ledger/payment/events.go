@@ -3,6 +3,7 @@ package payment
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/ledger"
@@ -176,17 +177,29 @@ func (o *Order) OnTransfers(s *Setup, ts []ledger.Transfer, rs []ledger.Transfer
 		e.add(o.afterHolds(s, failedSteps, failed, now))
 	case StageSettle:
 		e.add(o.afterSettle(s, failedSteps, failed, now))
+	case StageDone:
+		if o.Outcome != OutcomeSucceeded {
+			// Unreachable while holds are decided only once answered; if a hold ever lands
+			// after its order failed, it is voided rather than left holding.
+			e.Transfers = append(e.Transfers, o.due(s, o.settleSteps())...)
+		}
 	}
 	return e
 }
 
 func (o *Order) afterHolds(s *Setup, failedSteps uint64, failed ledger.TransferResult, now uint64) Effects {
 	holds := o.holds()
-	if failedSteps&holds != 0 {
+	if failedSteps&holds != 0 && o.Result == 0 {
 		o.Result, o.Ledgered = fromLedger(failed), failed
+		o.touch(now)
+	}
+	if o.inflight&holds != 0 {
+		return Effects{} // decide only once every hold is answered: one may still be made
+	}
+	if o.Result != 0 {
 		return o.decide(s, OutcomeFailed, now)
 	}
-	if holds&^o.Done != 0 || o.inflight&holds != 0 {
+	if holds&^o.Done != 0 {
 		return Effects{}
 	}
 	if o.Form == Transfer {
@@ -217,14 +230,26 @@ func (o *Order) decide(s *Setup, outcome Outcome, now uint64) Effects {
 func (o *Order) afterSettle(s *Setup, failedSteps uint64, failed ledger.TransferResult, now uint64) Effects {
 	steps := o.settleSteps()
 	if failedSteps&steps != 0 {
-		o.Result, o.Ledgered = ResultSettleRefused, failed
-		o.exception(s, Exception{Kind: SettleRefused, Txn: o.Txn, Amount: o.Paid,
-			Note: fmt.Sprintf("the ledger refused a posting of the %v outcome: %v", o.Outcome, failed)}, now)
-		o.Outcome = OutcomeFailed
-		return o.finish(now)
+		// The outcome stands (money may have moved at the channel): the order stays where it
+		// is, holding what it held, and an operator looks. Nothing is released; a restart
+		// tries the posting again. (The checks at New make this unreachable for the forms'
+		// own accounts: account flags never change.)
+		o.Ledgered = failed
+		if !slices.ContainsFunc(o.Exceptions, func(x Exception) bool { return x.Kind == SettleRefused }) {
+			return o.exception(s, Exception{Kind: SettleRefused, Txn: o.Txn,
+				Note: fmt.Sprintf("the ledger refused a posting of the %v outcome: %v", o.Outcome, failed)}, now)
+		}
+		return Effects{}
 	}
 	if steps&^o.Done != 0 {
-		return Effects{}
+		// A hold made after the outcome was decided is voided too.
+		return Effects{Transfers: o.due(s, steps)}
+	}
+	for k := range o.Exceptions {
+		if x := &o.Exceptions[k]; x.Kind == SettleRefused && x.Step == ExcOpen {
+			x.Step, x.Updated = ExcResolved, now
+			x.Note += "; posted when tried again"
+		}
 	}
 	return o.finish(now)
 }
@@ -264,6 +289,7 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 		if c.Query || o.Sends > 1 {
 			// Only this call was not sent: an earlier sending of the request may have reached
 			// the channel, so the order goes on asking.
+			o.Queries++
 			o.Next = now + backoff(o.Queries)
 			return Effects{}
 		}
@@ -277,6 +303,12 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 	}
 	switch r.Status {
 	case channel.Succeeded, channel.Failed:
+		if r.Status == channel.Succeeded && (r.Txn == "" || r.Amount == 0) {
+			// Not an answer a channel may give: ask again later.
+			o.Queries++
+			o.Next = now + backoff(o.Queries)
+			return Effects{}
+		}
 		return o.outcome(s, r.Status, r.Txn, r.Amount, r.Reason, now)
 	case channel.NotFound:
 		o.Queries++
@@ -328,7 +360,8 @@ func (o *Order) outcome(s *Setup, status channel.Status, txn string, amount uint
 // cannot be about the order; a duplicate of a notice already applied changes nothing.
 func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Result) {
 	_, k, err := ParseOrderNo(n.OrderNo)
-	if err != nil || n.Status != channel.Succeeded && n.Status != channel.Failed {
+	if err != nil || n.Status != channel.Succeeded && n.Status != channel.Failed || n.Txn == "" ||
+		n.Status == channel.Succeeded && n.Amount == 0 {
 		return Effects{}, ResultChannelMismatch
 	}
 	if k >= 0 {

@@ -10,11 +10,15 @@ import (
 // openException records an anomaly on the order. A record that holds money starts by booking
 // it to suspense. Past ExceptionsMax the order is flagged and nothing more is recorded.
 func (o *Order) openException(x Exception, now uint64) Effects {
-	o.Flagged = true
-	o.touch(now)
 	if len(o.Exceptions) >= ExceptionsMax {
+		if !o.Flagged {
+			o.Flagged = true
+			o.touch(now)
+		}
 		return Effects{}
 	}
+	o.Flagged = true
+	o.touch(now)
 	x.Created, x.Updated, x.Step = now, now, ExcOpen
 	if x.Booked() {
 		x.Step = ExcBooking

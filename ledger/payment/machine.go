@@ -3,6 +3,8 @@ package payment
 import (
 	"fmt"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/ledger"
@@ -130,6 +132,12 @@ func checkShape(s *Setup, r *Request) Result {
 		return ResultAmountMustNotBeZero
 	case len(r.ChannelAccount) > ChannelAccountBytesMax:
 		return ResultChannelAccountTooLong
+	case !printable(r.BizID):
+		return ResultBizIDNotPrintable
+	case !printable(r.ChannelAccount):
+		return ResultChannelAccountNotPrintable
+	case r.Channel != "" && !s.Channel(r.Channel):
+		return ResultChannelUnknown
 	}
 	if r.Form == Refund {
 		if r.Original == 0 {
@@ -207,10 +215,21 @@ func checkInstruments(r *Request) Result {
 	return ResultOK
 }
 
-// checkAccounts: every party account the order posts to exists, is in the order's ledger and
-// has the subject its posting wants.
+// printable reports whether s is UTF-8 without control characters.
+func printable(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkAccounts: every party account the order posts to exists, is in the order's ledger, has
+// the subject its posting wants and is open; none that the order credits limits its credits.
+// Account flags never change, so no posting of a decided outcome can be refused for them.
 func (o *Order) checkAccounts(s *Setup, accounts Accounts) Result {
-	check := func(id uint64, subject uint32) Result {
+	check := func(id uint64, subject uint32, credited bool) Result {
 		if subject == 0 {
 			return ResultOK
 		}
@@ -222,6 +241,10 @@ func (o *Order) checkAccounts(s *Setup, accounts Accounts) Result {
 			return ResultLedgerMismatch
 		case a.Code != subject:
 			return ResultAccountWrongSubject
+		case a.Flags&ledger.AccountClosed != 0:
+			return ResultAccountClosed
+		case credited && a.Flags&ledger.AccountCreditsMustNotExceedDebits != 0:
+			return ResultAccountLimitsCredits
 		}
 		return ResultOK
 	}
@@ -231,19 +254,19 @@ func (o *Order) checkAccounts(s *Setup, accounts Accounts) Result {
 			continue
 		}
 		debit, credit := s.partySubjects(code)
-		if res := check(from, debit); res != ResultOK {
+		if res := check(from, debit, false); res != ResultOK {
 			return res
 		}
-		if res := check(to, credit); res != ResultOK {
+		if res := check(to, credit, true); res != ResultOK {
 			return res
 		}
 	}
 	if code := o.mainCode(s); code != "" {
 		debit, credit := s.partySubjects(code)
-		if res := check(o.From, debit); res != ResultOK {
+		if res := check(o.From, debit, false); res != ResultOK {
 			return res
 		}
-		return check(o.To, credit)
+		return check(o.To, credit, true)
 	}
 	return ResultOK
 }

@@ -358,4 +358,6 @@ type Exception struct {
 }
 
 // Booked reports whether the exception holds money in suspense.
-func (e *Exception) Booked() bool { return e.Kind == DuplicatePayment || e.Kind == AmountMismatch }
+func (e *Exception) Booked() bool {
+	return (e.Kind == DuplicatePayment || e.Kind == AmountMismatch) && e.Amount > 0
+}

@@ -79,7 +79,10 @@ func (w *world) run(t *testing.T, d *datadriven.TestData) string {
 	var out strings.Builder
 	switch d.Cmd {
 	case "account":
-		w.accounts[id] = ledger.Account{ID: id, Ledger: uint32(max(num(t, d, "ledger"), 1)), Code: uint32(num(t, d, "code"))}
+		flags := map[string]ledger.AccountFlags{"": 0, "closed": ledger.AccountClosed,
+			"limits_credits": ledger.AccountCreditsMustNotExceedDebits}[arg(d, "flags")]
+		w.accounts[id] = ledger.Account{ID: id, Ledger: uint32(max(num(t, d, "ledger"), 1)), Code: uint32(num(t, d, "code")),
+			Flags: flags}
 		return ""
 	case "new":
 		r := w.request(t, d)
@@ -230,6 +233,8 @@ func ledgerResult(t *testing.T, name string) ledger.TransferResult {
 		return ledger.ResultExceedsCredits
 	case "credit_account_closed":
 		return ledger.ResultCreditAccountClosed
+	case "overloaded":
+		return ledger.ResultOverloaded
 	}
 	t.Fatalf("unknown ledger result %q", name)
 	return 0
@@ -337,7 +342,7 @@ func (w *world) check(t *testing.T, d *datadriven.TestData) {
 		if o.State == Succeeded && (o.Outcome != OutcomeSucceeded || o.settleSteps()&^o.Done != 0) {
 			t.Fatalf("%s: order %d succeeded before its postings were durable", d.Pos, o.ID)
 		}
-		if o.State == Failed && o.holds()&o.Done<<(stepVoid-stepHold)&^o.Done != 0 && o.Result != ResultSettleRefused {
+		if o.State == Failed && o.holds()&o.Done<<(stepVoid-stepHold)&^o.Done != 0 {
 			t.Fatalf("%s: order %d failed with a hold not voided", d.Pos, o.ID)
 		}
 		var refunded uint64
@@ -355,5 +360,35 @@ func (w *world) check(t *testing.T, d *datadriven.TestData) {
 		if !slices.ContainsFunc(o.Instruments, func(in Instrument) bool { return in.Amount > 0 }) {
 			t.Fatalf("%s: order %d has no instrument with an amount", d.Pos, o.ID)
 		}
+	}
+}
+
+// TestRefusalWaitsForHoldsInFlight: one hold of a combined payment is refused while another
+// is still at the ledger (the host sends a transient answer again): the order decides only
+// when that one is answered, and voids it if it was made.
+func TestRefusalWaitsForHoldsInFlight(t *testing.T) {
+	w := newWorld(t)
+	for id, code := range map[uint64]uint32{1: 2001, 2: 2002, 3: 2004} {
+		w.accounts[id] = ledger.Account{ID: id, Ledger: 1, Code: code}
+	}
+	o, res := New(w.s, &Request{Key: "p", Form: Pay, Ledger: 1, Amount: 30, From: 1, To: 2,
+		Instruments: []Instrument{{Kind: Coupon, Amount: 10, Account: 3}, {Kind: Balance, Amount: 20}}}, 1, 1,
+		func(id uint64) (ledger.Account, bool) { a, ok := w.accounts[id]; return a, ok }, nil)
+	if res != ResultOK {
+		t.Fatal(res)
+	}
+	e := o.Begin(w.s, 1)
+	coupon, balance := e.Transfers[0], e.Transfers[1]
+	if e = o.OnTransfers(w.s, []ledger.Transfer{balance}, []ledger.TransferResult{ledger.ResultExceedsCredits}, 2); len(e.Transfers) != 0 || o.Stage != StageHold {
+		t.Fatalf("decided with a hold in flight: %v %v %+v", o.State, o.Stage, e)
+	}
+	e = o.OnTransfers(w.s, []ledger.Transfer{coupon}, []ledger.TransferResult{ledger.ResultOK}, 3)
+	if o.State != Partial || len(e.Transfers) != 1 || e.Transfers[0].PendingID != coupon.ID ||
+		e.Transfers[0].Flags != ledger.TransferVoidPending {
+		t.Fatalf("the late hold is not voided: %v %+v", o.State, e)
+	}
+	e = o.OnTransfers(w.s, e.Transfers, []ledger.TransferResult{ledger.ResultOK}, 4)
+	if o.State != Failed || o.Result != ResultInsufficientFunds || o.Active() {
+		t.Fatalf("%v %v active %v", o.State, o.Result, o.Active())
 	}
 }

@@ -71,6 +71,14 @@ const (
 	ResultNoteTooLong
 	// ResultChannelMismatch: a callback's amount or channel does not match its order.
 	ResultChannelMismatch
+	// ResultBizIDNotPrintable: the biz id is not printable UTF-8 (it travels to channels,
+	// logs and metrics).
+	ResultBizIDNotPrintable
+	// ResultChannelAccountNotPrintable: the external instrument is not printable UTF-8.
+	ResultChannelAccountNotPrintable
+	// ResultAccountLimitsCredits: an account the order credits limits its credits, so a
+	// posting after the channel moved money could be refused.
+	ResultAccountLimitsCredits
 	resultsEnd
 )
 
@@ -96,7 +104,9 @@ var resultNames = [...]string{ResultOK: "ok", ResultExists: "exists", ResultKeyR
 	ResultAmountMismatch: "amount_mismatch", ResultOverloaded: "overloaded", ResultOrderNotFound: "order_not_found",
 	ResultExceptionNotFound: "exception_not_found", ResultExceptionNotOpen: "exception_not_open",
 	ResultNotRefundable: "not_refundable", ResultSettleRefused: "settle_refused",
-	ResultNoteTooLong: "note_too_long", ResultChannelMismatch: "channel_mismatch"}
+	ResultNoteTooLong: "note_too_long", ResultChannelMismatch: "channel_mismatch",
+	ResultBizIDNotPrintable: "biz_id_not_printable", ResultChannelAccountNotPrintable: "channel_account_not_printable",
+	ResultAccountLimitsCredits: "account_limits_credits"}
 
 func (r Result) String() string {
 	if r == 0 {

@@ -304,6 +304,13 @@ const (
 	PaymentResult_PAYMENT_RESULT_NOTE_TOO_LONG PaymentResult = 41
 	// A callback's amount or channel does not match its order.
 	PaymentResult_PAYMENT_RESULT_CHANNEL_MISMATCH PaymentResult = 42
+	// The biz_id is not printable UTF-8 (it travels to channels, logs and metrics).
+	PaymentResult_PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE PaymentResult = 43
+	// The channel_account is not printable UTF-8.
+	PaymentResult_PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE PaymentResult = 44
+	// An account the order credits limits its credits (credits_must_not_exceed_debits), so a
+	// posting after the channel moved money could be refused.
+	PaymentResult_PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS PaymentResult = 45
 )
 
 // Enum value maps for PaymentResult.
@@ -352,6 +359,9 @@ var (
 		40: "PAYMENT_RESULT_SETTLE_REFUSED",
 		41: "PAYMENT_RESULT_NOTE_TOO_LONG",
 		42: "PAYMENT_RESULT_CHANNEL_MISMATCH",
+		43: "PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE",
+		44: "PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE",
+		45: "PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS",
 	}
 	PaymentResult_value = map[string]int32{
 		"PAYMENT_RESULT_UNSPECIFIED":                        0,
@@ -397,6 +407,9 @@ var (
 		"PAYMENT_RESULT_SETTLE_REFUSED":                     40,
 		"PAYMENT_RESULT_NOTE_TOO_LONG":                      41,
 		"PAYMENT_RESULT_CHANNEL_MISMATCH":                   42,
+		"PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE":               43,
+		"PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE":      44,
+		"PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS":             45,
 	}
 )
 
@@ -2284,7 +2297,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x15PAYMENT_STATE_UNKNOWN\x10\x03\x12\x19\n" +
 	"\x15PAYMENT_STATE_PARTIAL\x10\x04\x12\x1b\n" +
 	"\x17PAYMENT_STATE_SUCCEEDED\x10\x05\x12\x18\n" +
-	"\x14PAYMENT_STATE_FAILED\x10\x06*\xe7\f\n" +
+	"\x14PAYMENT_STATE_FAILED\x10\x06*\xed\r\n" +
 	"\rPaymentResult\x12\x1e\n" +
 	"\x1aPAYMENT_RESULT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PAYMENT_RESULT_OK\x10\x01\x12\x19\n" +
@@ -2329,7 +2342,10 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x1dPAYMENT_RESULT_NOT_REFUNDABLE\x10'\x12!\n" +
 	"\x1dPAYMENT_RESULT_SETTLE_REFUSED\x10(\x12 \n" +
 	"\x1cPAYMENT_RESULT_NOTE_TOO_LONG\x10)\x12#\n" +
-	"\x1fPAYMENT_RESULT_CHANNEL_MISMATCH\x10**\xc0\x01\n" +
+	"\x1fPAYMENT_RESULT_CHANNEL_MISMATCH\x10*\x12'\n" +
+	"#PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE\x10+\x120\n" +
+	",PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE\x10,\x12)\n" +
+	"%PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS\x10-*\xc0\x01\n" +
 	"\rExceptionKind\x12\x1e\n" +
 	"\x1aEXCEPTION_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" EXCEPTION_KIND_DUPLICATE_PAYMENT\x10\x01\x12\"\n" +
