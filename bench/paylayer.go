@@ -100,7 +100,7 @@ func startPayLayer(c *Config, e *embedded) (*payLayer, error) {
 		return nil, err
 	}
 	// As ledgerd builds its channel clients: one http.Client with the channel timeout.
-	hc := &http.Client{Timeout: c.ChannelTimeout}
+	hc := &http.Client{Timeout: c.ChannelTimeout, Transport: channel.NewHTTPTransport(c.ChannelInFlight)}
 	notifyURL := "http://" + lis.Addr().String() + payments.NotifyPath + c.Channel
 	clients := map[string]channel.Client{c.Channel: channel.NewHTTPClient(p.fake.URL(), notifyURL, hc)}
 	gcfg := gateway.Config{Timeout: c.ChannelTimeout, RateLimit: rate.Limit(c.ChannelRate),

@@ -211,3 +211,13 @@ func errorReason(body []byte) string {
 	}
 	return fmt.Sprintf("%q", body)
 }
+
+// NewHTTPTransport is a transport that keeps up to conns connections open to each host: a
+// gateway with conns calls in flight (or a channel posting conns callbacks at once) reuses
+// them instead of opening a connection per request (the default keeps 2).
+func NewHTTPTransport(conns int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(conns, 100)
+	t.MaxIdleConnsPerHost = max(conns, 2)
+	return t
+}

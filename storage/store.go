@@ -418,6 +418,16 @@ func (v *Reader) Account(id uint64) (a ledger.Account, found bool, err error) {
 }
 
 // AccountInfo reads what never changes of an account (its record only, not its balance).
+// AccountFixed reads what never changes of an account (id, ledger, code, flags, user data,
+// timestamp), without its balance (zero), which only Account and Accounts compute.
+func (v *Reader) AccountFixed(id uint64) (a ledger.Account, found bool, err error) {
+	var key [accountKeyLen]byte
+	k := idKey(key[:0], prefixAccount, id)
+	found, err = v.get(k, func(val []byte) (derr error) { a, derr = decodeAccount(k, val); return derr })
+	a.Balance = ledger.Balance{}
+	return a, found, err
+}
+
 func (v *Reader) AccountInfo(id uint64) (info ledger.AccountInfo, found bool, err error) {
 	var key [accountKeyLen]byte
 	k := idKey(key[:0], prefixAccount, id)

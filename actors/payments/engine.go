@@ -51,6 +51,8 @@ const (
 	CreateBatchMax = 8190
 	// ListMax is the most orders one listing returns.
 	ListMax = 1000
+	// AccountCacheMax bounds the accounts a shard remembers (what never changes of them).
+	AccountCacheMax = 1 << 16
 )
 
 // Ledger is what the payment actors need of the ledger.

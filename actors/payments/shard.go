@@ -82,8 +82,11 @@ type shard struct {
 	done     chan struct{}
 
 	orders map[uint64]*payment.Order // in flight, or changed in a round not yet durable
-	keys   map[keyRef]uint64         // new orders of rounds not yet durable
-	lastID uint64
+	// accounts caches what never changes of the party accounts new orders name (at most
+	// AccountCacheMax; emptied when full). An account not found is not cached.
+	accounts map[uint64]ledger.Account
+	keys     map[keyRef]uint64 // new orders of rounds not yet durable
+	lastID   uint64
 
 	cur        *round
 	committing *round
@@ -117,7 +120,7 @@ func newShard(e *Engine, id, n uint32) (*shard, error) {
 	s := &shard{e: e, id: id, n: n, requests: make(chan any, RequestInboxMax),
 		events: make(chan any, 4*e.cfg.ActiveOrdersMax+RequestInboxMax), quit: make(chan struct{}),
 		done: make(chan struct{}), orders: map[uint64]*payment.Order{}, keys: map[keyRef]uint64{}, cur: newRound(),
-		sched:   map[uint64]uint64{},
+		sched: map[uint64]uint64{}, accounts: map[uint64]ledger.Account{},
 		commits: make(chan commitJob, 1), writer: e.store.OrderWriter(id)}
 	s.pipe = newPipe(e.ledger, s)
 	v, err := e.store.DurableSnapshot()
@@ -290,9 +293,6 @@ func (s *shard) write(o *payment.Order, isNew bool) {
 		s.cur.order = append(s.cur.order, w)
 	}
 	w.New = w.New || isNew
-	if o.State.Final() && o.Stage == payment.StageDone {
-		s.cur.final = append(s.cur.final, o)
-	}
 }
 
 // after runs fn once everything changed so far is durable.
@@ -344,6 +344,22 @@ func (s *shard) load(id uint64) (*payment.Order, error) {
 	return o, nil
 }
 
+// account reads what never changes of an account, through the shard's cache.
+func (s *shard) account(id uint64) (ledger.Account, bool) {
+	if a, ok := s.accounts[id]; ok {
+		return a, true
+	}
+	a, found, err := s.e.store.Live().AccountFixed(id)
+	if err != nil || !found {
+		return ledger.Account{}, false
+	}
+	if len(s.accounts) >= AccountCacheMax {
+		clear(s.accounts)
+	}
+	s.accounts[id] = a
+	return a, true
+}
+
 // peek is an order of the shard, in memory or read from the store, not kept.
 func (s *shard) peek(id uint64) (*payment.Order, error) {
 	if o := s.orders[id]; o != nil {
@@ -366,10 +382,13 @@ func (s *shard) evict(o *payment.Order) {
 
 // versioned runs fn on o and writes o if fn changed it.
 func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
-	v, n := o.Version, len(o.Exceptions)
+	v, n, final := o.Version, len(o.Exceptions), o.State.Final()
 	e := fn()
 	if o.Version != v {
 		s.write(o, false)
+	}
+	if !final && o.State.Final() {
+		s.cur.final = append(s.cur.final, clone(o)) // counted once durable, once
 	}
 	for _, x := range o.Exceptions[n:] {
 		s.cur.opened = append(s.cur.opened, x.Kind)
@@ -452,11 +471,7 @@ func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
 		m.replies[i] = Reply{Result: payment.ResultOverloaded}
 		return
 	}
-	live := s.e.store.Live()
-	o, res := payment.New(s.e.cfg.Setup, r, id, now, func(id uint64) (ledger.Account, bool) {
-		a, found, err := live.Account(id)
-		return a, found && err == nil
-	}, orig)
+	o, res := payment.New(s.e.cfg.Setup, r, id, now, s.account, orig)
 	if res != payment.ResultOK {
 		if orig != nil {
 			s.evict(orig) // a refused refund changed nothing of its payment

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/ledgercore/ledger/channel"
 )
 
 // DemoSecret is the HMAC secret of demos: cmd/fakechannel and ledgerd use it when given no
@@ -107,7 +109,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.CallbackBackoff, CallbackBackoffDefault)
 	setDefault(&c.CallbackTimeout, CallbackTimeoutDefault)
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{}
+		c.HTTPClient = &http.Client{Transport: channel.NewHTTPTransport(c.CallbackConcurrency)}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -188,7 +188,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 	pl := &paymentLayer{addr: lis.Addr().String()}
 	secrets := map[string][]byte{}
 	clients := map[string]channel.Client{}
-	hc := &http.Client{Timeout: p.channelTimeout}
+	hc := &http.Client{Timeout: p.channelTimeout, Transport: channel.NewHTTPTransport(p.channelFlight)}
 	for _, name := range names {
 		secret := []byte(fake.DemoSecret)
 		if file, ok := p.secrets[name]; ok {
