@@ -63,6 +63,9 @@ type PaymentEngine interface {
 	Orders(ids []uint64) ([]*payment.Order, error)
 	// OrdersByBizID returns at most limit orders of the business id, oldest first.
 	OrdersByBizID(bizID string, limit int) ([]*payment.Order, error)
+	// TransfersByBizID returns the ids of at most limit durable ledger transfers that carry
+	// the business id, ascending.
+	TransfersByBizID(bizID string, limit int) ([]uint64, error)
 	// Exceptions returns at most limit orders with exception records (with a record not
 	// resolved, unless includeResolved), by ascending id greater than afterOrder.
 	Exceptions(includeResolved bool, afterOrder uint64, limit int) ([]*payment.Order, error)
@@ -208,9 +211,10 @@ func (s *PaymentService) GetOrdersByBizId(_ context.Context, req *ledgerv1.GetOr
 		if o == nil {
 			continue
 		}
-		po := OrderToProto(o)
-		resp.Orders = append(resp.Orders, po)
-		resp.TransferIds = append(resp.TransferIds, po.GetTransferIds()...)
+		resp.Orders = append(resp.Orders, OrderToProto(o))
+	}
+	if resp.TransferIds, err = s.engine.TransfersByBizID(biz, ledger.BatchEventsMax); err != nil {
+		return nil, toStatus(err)
 	}
 	return resp, nil
 }

@@ -131,6 +131,20 @@ func (e *fakeEngine) OrdersByBizID(bizID string, limit int) ([]*payment.Order, e
 	return out, nil
 }
 
+func (e *fakeEngine) TransfersByBizID(bizID string, limit int) ([]uint64, error) {
+	os, err := e.OrdersByBizID(bizID, limit)
+	var ids []uint64
+	for _, o := range os {
+		for step := range 64 {
+			if o.Done&(1<<step) != 0 {
+				ids = append(ids, payment.TransferID(o.ID, step))
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids, err
+}
+
 func (e *fakeEngine) Exceptions(includeResolved bool, afterOrder uint64, limit int) ([]*payment.Order, error) {
 	defer e.mu.Unlock()
 	if err := e.enter(); err != nil {

@@ -392,3 +392,36 @@ func TestRefusalWaitsForHoldsInFlight(t *testing.T) {
 		t.Fatalf("%v %v active %v", o.State, o.Result, o.Active())
 	}
 }
+
+// TestTransitions: the table of states, every pair: final states never change; nothing goes
+// back to accepted; partial only ends failed; and an illegal move is an invariant violation.
+func TestTransitions(t *testing.T) {
+	legal := map[[2]State]bool{}
+	for _, p := range [][2]State{
+		{Accepted, Processing}, {Accepted, Unknown}, {Accepted, Partial}, {Accepted, Succeeded}, {Accepted, Failed},
+		{Processing, Unknown}, {Processing, Partial}, {Processing, Succeeded}, {Processing, Failed},
+		{Unknown, Processing}, {Unknown, Partial}, {Unknown, Succeeded}, {Unknown, Failed},
+		{Partial, Failed},
+	} {
+		legal[p] = true
+	}
+	for from := Accepted; from <= Failed; from++ {
+		for to := Accepted; to <= Failed; to++ {
+			if from == to {
+				continue
+			}
+			if got := CanMove(from, to); got != legal[[2]State{from, to}] {
+				t.Errorf("%v -> %v: %v", from, to, got)
+			}
+			func() {
+				defer func() {
+					if r := recover(); (r != nil) == legal[[2]State{from, to}] {
+						t.Errorf("%v -> %v: panicked %v", from, to, r)
+					}
+				}()
+				o := &Order{ID: 1, State: from}
+				o.set(to, 1)
+			}()
+		}
+	}
+}

@@ -1594,8 +1594,9 @@ type GetOrdersByBizIdResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The business id's orders, oldest first.
 	Orders []*PaymentOrder `protobuf:"bytes,1,rep,name=orders,proto3" json:"orders,omitempty"`
-	// The durable ledger transfers those orders made (each order's transfer_ids, one order
-	// after another).
+	// Every durable ledger transfer that carries the business id, in ascending id (through the
+	// ledger's biz id index: the transfers the orders made, and any other client's), at most
+	// 8,190.
 	TransferIds   []uint64 `protobuf:"varint,2,rep,packed,name=transfer_ids,json=transferIds,proto3" json:"transfer_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
