@@ -137,6 +137,11 @@ func (p *paymentFlags) check() error {
 	return nil
 }
 
+// fakeCallbacks is how many callbacks an in-process simulated channel posts at once: enough
+// that a load test's callbacks do not queue past its bound and get dropped (the orders would
+// then wait for their query-backs).
+const fakeCallbacks = 64
+
 // paymentLayer is the running payment layer: its actors, its callback endpoint and the
 // simulated channels.
 type paymentLayer struct {
@@ -208,7 +213,8 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		url := p.channels[name]
 		if url == "" {
 			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: secret, Seed: p.fakeSeed, Latency: p.fakeLatency,
-				FailRate: p.fakeFailRate, Logger: slog.Default().With("fake_channel", name)})
+				FailRate: p.fakeFailRate, CallbackConcurrency: fakeCallbacks, MaxPendingCallbacks: 16 * fakeCallbacks * 100,
+				Logger: slog.Default().With("fake_channel", name)})
 			if err != nil {
 				pl.close(lis)
 				return nil, err
