@@ -15,6 +15,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -76,6 +77,9 @@ func (s *Service) CreateAccounts(_ context.Context, req *ledgerv1.CreateAccounts
 	}
 	as := make([]ledger.Account, len(req.GetAccounts()))
 	for i, a := range req.GetAccounts() {
+		if id := a.GetId(); payment.IsPlatformAccount(id) {
+			return nil, toStatus(invalid("accounts[%d].id: %d is in the range of the payment layer's own accounts (2^62+2^61 to 2^63-1)", i, id))
+		}
 		as[i] = AccountFromProto(a)
 	}
 	results, err := s.ledger.CreateAccounts(as)
@@ -100,6 +104,14 @@ func (s *Service) CreateTransfers(_ context.Context, req *ledgerv1.CreateTransfe
 	}
 	ts := make([]ledger.Transfer, len(req.GetTransfers()))
 	for i, t := range req.GetTransfers() {
+		// The payment layer's transfers (and its holds) are its own: a client that made one
+		// first, or posted or voided one of its holds, could break a payment's bookkeeping.
+		if t.GetId() >= 1<<63 {
+			return nil, toStatus(invalid("transfers[%d].id: ids from 2^63 are reserved for the payment layer's transfers", i))
+		}
+		if t.GetPendingId() >= 1<<63 {
+			return nil, toStatus(invalid("transfers[%d].pending_id: the payment layer's holds are posted and voided by their orders only", i))
+		}
 		ts[i] = TransferFromProto(t)
 	}
 	results, err := s.ledger.CreateTransfers(ts)

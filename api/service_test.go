@@ -350,6 +350,28 @@ func TestBadInput(t *testing.T) {
 		ar.GetResults()[1].GetResult() != ledgerv1.CreateAccountResult_CREATE_ACCOUNT_RESULT_BALANCES_MUST_BE_ZERO {
 		t.Errorf("accounts with balances: %v %v", ar, err)
 	}
+	// The payment layer's ids: its transfers and holds, its platform accounts.
+	for name, call := range map[string]func() error{
+		"transfer id": func() error {
+			_, err := f.client.CreateTransfers(f.ctx, &ledgerv1.CreateTransfersRequest{Transfers: []*ledgerv1.Transfer{tr(1<<63|5, 1, 2, 1)}})
+			return err
+		},
+		"pending id": func() error {
+			p := tr(29, 1, 2, 0)
+			p.PendingId, p.Flags = 1<<63|5, &ledgerv1.TransferFlags{VoidPending: true}
+			_, err := f.client.CreateTransfers(f.ctx, &ledgerv1.CreateTransfersRequest{Transfers: []*ledgerv1.Transfer{p}})
+			return err
+		},
+		"platform account": func() error {
+			_, err := f.client.CreateAccounts(f.ctx, &ledgerv1.CreateAccountsRequest{Accounts: []*ledgerv1.Account{
+				{Id: 1<<62 | 1<<61 | 7, Ledger: 1, Code: 1}}})
+			return err
+		},
+	} {
+		if err := call(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "payment layer") {
+			t.Errorf("%s of the payment layer: %v", name, err)
+		}
+	}
 	for name, call := range map[string]func() error{
 		"accounts": func() error { _, err := f.client.LookupAccounts(f.ctx, &ledgerv1.LookupAccountsRequest{}); return err },
 		"transfers": func() error {

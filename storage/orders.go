@@ -98,6 +98,7 @@ func encodeOrder(dst []byte, o *payment.Order) []byte {
 		flagged = 1
 	}
 	dst = av(dst, flagged)
+	dst = av(dst, uint64(o.Dropped))
 	dst = av(dst, o.Created)
 	dst = av(dst, o.Updated)
 	dst = av(dst, uint64(o.Version))
@@ -110,6 +111,7 @@ func encodeOrder(dst []byte, o *payment.Order) []byte {
 		dst = av(dst, x.Amount)
 		dst = appendString(dst, x.Note)
 		dst = av(dst, uint64(x.Attempt))
+		dst = appendString(dst, x.Refund)
 		dst = av(dst, x.SentAt)
 		dst = av(dst, uint64(x.Queries))
 		dst = av(dst, x.Next)
@@ -142,7 +144,7 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 	o.State, o.Stage, o.Outcome = payment.State(r.byte()), payment.Stage(r.byte()), payment.Outcome(r.byte())
 	o.Result, o.Ledgered = payment.Result(r.byte()), ledger.TransferResult(r.byte())
 	o.Done, o.Refunded, o.Txn, o.Paid, o.SentAt = r.uvarint(), r.uvarint(), r.string(), r.uvarint(), r.uvarint()
-	o.Sends, o.Queries, o.Next, o.Flagged = r.uint32(), r.uint32(), r.uvarint(), r.byte() == 1
+	o.Sends, o.Queries, o.Next, o.Flagged, o.Dropped = r.uint32(), r.uint32(), r.uvarint(), r.byte() == 1, r.uint32()
 	o.Created, o.Updated, o.Version = r.uvarint(), r.uvarint(), r.uint32()
 	n = r.uvarint()
 	if n > payment.ExceptionsMax {
@@ -152,7 +154,7 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 	for range n {
 		o.Exceptions = append(o.Exceptions, payment.Exception{Kind: payment.ExceptionKind(r.byte()),
 			Step: payment.ExceptionStep(r.byte()), Txn: r.string(), Amount: r.uvarint(), Note: r.string(),
-			Attempt: r.uint32(), SentAt: r.uvarint(), Queries: r.uint32(), Next: r.uvarint(), Created: r.uvarint(), Updated: r.uvarint()})
+			Attempt: r.uint32(), Refund: r.string(), SentAt: r.uvarint(), Queries: r.uint32(), Next: r.uvarint(), Created: r.uvarint(), Updated: r.uvarint()})
 	}
 	return o, r.done("order", key)
 }

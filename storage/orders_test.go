@@ -17,9 +17,9 @@ func testOrder() *payment.Order {
 			{Kind: payment.Card, Amount: 80, Refunded: 80}},
 		State: payment.Partial, Stage: payment.StageSettle, Outcome: payment.OutcomeMismatch,
 		Result: payment.ResultAmountMismatch, Ledgered: ledger.ResultExceedsCredits, Done: 1<<63 | 5, Refunded: 85,
-		Txn: "T1", Paid: 81, SentAt: 1e18, Sends: 2, Queries: 3, Next: 2e18, Flagged: true, Created: 1, Updated: 2, Version: 9,
+		Txn: "T1", Paid: 81, SentAt: 1e18, Sends: 2, Dropped: 3, Queries: 3, Next: 2e18, Flagged: true, Created: 1, Updated: 2, Version: 9,
 		Exceptions: []payment.Exception{{Kind: payment.AmountMismatch, Step: payment.ExcRefunding, Txn: "T1",
-			Amount: 81, Note: "n", Attempt: 2, SentAt: 5, Queries: 1, Next: 6, Created: 3, Updated: 4}}}
+			Amount: 81, Note: "n", Attempt: 2, Refund: "R9", SentAt: 5, Queries: 1, Next: 6, Created: 3, Updated: 4}}}
 }
 
 func TestOrderRoundTrip(t *testing.T) {

@@ -429,7 +429,13 @@ func (e *Engine) Stop(ctx context.Context) error {
 	if e.stopped.Swap(true) {
 		return nil
 	}
-	e.active.Wait()
+	idle := make(chan struct{})
+	go func() { e.active.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		e.log.Warn("payments: stopping with calls still waiting", "err", ctx.Err())
+	}
 	var errs []error
 	for _, s := range e.shards {
 		s.stop()

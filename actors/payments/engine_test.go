@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -335,5 +336,23 @@ func TestShutdownAfterFailure(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a failed shard's shutdown does not return")
+	}
+}
+
+// TestFailedCommitAnswersEveryone: when a commit fails, whoever waits for it and for the round
+// after it is answered with the failure (none waits for ever).
+func TestFailedCommitAnswersEveryone(t *testing.T) {
+	e := &Engine{log: slog.New(slog.DiscardHandler), metrics: NewMetrics()}
+	s := &shard{e: e, cur: newRound(), committing: newRound()}
+	var got []error
+	s.committing.after = append(s.committing.after, func(err error) { got = append(got, err) })
+	s.cur.after = append(s.cur.after, func(err error) { got = append(got, err) })
+	s.committed(errors.New("disk gone"))
+	if len(got) != 2 || got[0] == nil || got[1] == nil || !errors.Is(got[0], ErrFailed) {
+		t.Fatalf("answers: %v", got)
+	}
+	s.after(func(err error) { got = append(got, err) })
+	if len(got) != 3 || got[2] == nil {
+		t.Fatalf("a later caller: %v", got)
 	}
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	exceptions *prometheus.CounterVec
 	queries    *prometheus.CounterVec
 	notices    *prometheus.CounterVec
+	dropped    prometheus.Counter
 }
 
 // NewMetrics makes the metrics; Register adds them (and the gauges of e) to a registry.
@@ -27,6 +28,8 @@ func NewMetrics() *Metrics {
 		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_notices_total",
 			Help: "Channel callbacks by channel and outcome (applied, duplicate or refused with a reason)."},
 			[]string{"channel", "outcome"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ledger_payment_anomalies_dropped_total",
+			Help: "Anomalies that held no money, not recorded because their order held as many such records as it may."}),
 	}
 }
 
@@ -63,7 +66,7 @@ func (m *Metrics) final(o *payment.Order) {
 
 // Register adds the metrics and e's gauges to r.
 func (m *Metrics) Register(r prometheus.Registerer, e *Engine) error {
-	for _, c := range []prometheus.Collector{m.orders, m.exceptions, m.queries, m.notices,
+	for _, c := range []prometheus.Collector{m.orders, m.exceptions, m.queries, m.notices, m.dropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_payment_orders_in_flight",
 			Help: "Payment orders waiting for a posting, the channel or an exception's refund."},
 			func() float64 { return float64(e.Stats().Active) }),

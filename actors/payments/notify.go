@@ -48,6 +48,14 @@ func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 			e.log.Error("payments: callback not applied", "channel", name, "order_no", n.OrderNo, "err", err)
 			http.Error(w, "not applied", http.StatusServiceUnavailable)
 			return
+		case res == payment.ResultOverloaded:
+			// Money the order cannot record now (it holds as many exception records as it
+			// may): not applied; the channel calls back again while an operator looks.
+			e.log.Error("payments: callback not applied: its order has no room for another exception record",
+				"channel", name, "order_no", n.OrderNo, "biz_id", n.BizID, "txn", n.Txn, "amount", n.Amount)
+			e.metrics.notices.WithLabelValues(name, "no_room").Inc()
+			http.Error(w, "the order has no room for the record; send again later", http.StatusServiceUnavailable)
+			return
 		case res != payment.ResultOK:
 			e.log.Warn("payments: callback refused", "channel", name, "order_no", n.OrderNo, "biz_id", n.BizID,
 				"result", res.String())

@@ -382,8 +382,13 @@ func (s *shard) evict(o *payment.Order) {
 
 // versioned runs fn on o and writes o if fn changed it.
 func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
-	v, n, final := o.Version, len(o.Exceptions), o.State.Final()
+	v, n, final, dropped := o.Version, len(o.Exceptions), o.State.Final(), o.Dropped
 	e := fn()
+	if o.Dropped != dropped {
+		s.e.metrics.dropped.Inc()
+		s.e.log.Warn("payments: anomaly not recorded: the order holds as many records without money as it may",
+			"order", o.ID, "biz_id", o.BizID, "dropped", o.Dropped)
+	}
 	if o.Version != v {
 		s.write(o, false)
 	}
@@ -495,7 +500,7 @@ func (s *shard) notice(m *noticeMsg) {
 	switch {
 	case err != nil:
 		s.fail(err)
-		m.done <- answer{err: err}
+		m.done <- answer{err: s.failed}
 		return
 	case o == nil:
 		m.done <- answer{result: payment.ResultOrderNotFound}
@@ -521,8 +526,13 @@ func (s *shard) notice(m *noticeMsg) {
 
 func (s *shard) resolve(m *resolveMsg) {
 	o, err := s.load(m.id)
-	if err != nil || o == nil {
-		m.done <- answer{result: payment.ResultOrderNotFound, err: err}
+	if err != nil {
+		s.fail(err)
+		m.done <- answer{err: s.failed}
+		return
+	}
+	if o == nil {
+		m.done <- answer{result: payment.ResultOrderNotFound}
 		return
 	}
 	var res payment.Result
@@ -765,9 +775,18 @@ func (s *shard) effects(e effect) {
 
 // fail stops the shard taking work after a storage failure: the process must restart.
 func (s *shard) fail(err error) {
-	if s.failed == nil {
-		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
-		s.e.log.Error("payments: shard failed; restart the process", "shard", s.id, "err", err)
+	if s.failed != nil {
+		return
+	}
+	s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
+	s.e.log.Error("payments: shard failed; restart the process", "shard", s.id, "err", err)
+	// What waits for the round not yet committed is answered with the failure: that round
+	// never commits (its changes and effects are dropped; the orders resume from their
+	// durable state after the restart).
+	r := s.cur
+	s.cur = newRound()
+	for _, fn := range r.after {
+		fn(s.failed)
 	}
 }
 

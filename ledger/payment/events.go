@@ -378,7 +378,7 @@ func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Resu
 				Note: fmt.Sprintf("the channel refunded %d under %s, an attempt the ledger took for failed", n.Amount, n.OrderNo)},
 				now), ResultOK
 		}
-		return o.exceptionAnswer(s, k, c, Answered, channel.Result{Status: n.Status, Txn: n.Txn, Amount: n.Amount}, now), ResultOK
+		return o.exceptionNotice(s, k, c, n, now)
 	}
 	if n.Op != o.op() || o.card() == nil || o.Stage == StageHold {
 		return Effects{}, ResultChannelMismatch
@@ -395,6 +395,11 @@ func (o *Order) OnNotice(s *Setup, n *channel.Notice, now uint64) (Effects, Resu
 	}
 	switch {
 	case n.Status == channel.Succeeded && o.op() == channel.Pay:
+		if !o.room(true) {
+			// Money the books must hold, and no record to hold it: not applied, so the
+			// channel calls back again (the host answers 503, logs and counts it).
+			return Effects{}, ResultOverloaded
+		}
 		o.Flagged = true
 		return o.exception(s, Exception{Kind: DuplicatePayment, Txn: n.Txn, Amount: n.Amount,
 			Note: fmt.Sprintf("the channel collected again for a %v order", o.State)}, now), ResultOK

@@ -10,11 +10,12 @@ import (
 // openException records an anomaly on the order. A record that holds money starts by booking
 // it to suspense. Past ExceptionsMax the order is flagged and nothing more is recorded.
 func (o *Order) openException(x Exception, now uint64) Effects {
-	if len(o.Exceptions) >= ExceptionsMax {
-		if !o.Flagged {
-			o.Flagged = true
-			o.touch(now)
-		}
+	if !o.room(x.Booked()) {
+		// A record that holds no money, past its share: dropped, counted on the order (the
+		// host logs it). Records that hold money are refused before they get here.
+		o.Flagged = true
+		o.Dropped++
+		o.touch(now)
 		return Effects{}
 	}
 	o.Flagged = true
@@ -25,6 +26,24 @@ func (o *Order) openException(x Exception, now uint64) Effects {
 	}
 	o.Exceptions = append(o.Exceptions, x)
 	return Effects{}
+}
+
+// room reports whether the order can take another exception record: records that hold money
+// may fill every slot; records that hold none, at most half of them.
+func (o *Order) room(money bool) bool {
+	if len(o.Exceptions) >= ExceptionsMax {
+		return false
+	}
+	if money {
+		return true
+	}
+	n := 0
+	for i := range o.Exceptions {
+		if !o.Exceptions[i].Booked() {
+			n++
+		}
+	}
+	return n < ExceptionsMax/2
 }
 
 func bookStep(k int) int   { return stepExceptions + 2*k }
@@ -87,6 +106,35 @@ func (o *Order) exceptionSteps(s *Setup, k int, failed uint64, now uint64) Effec
 	return Effects{}
 }
 
+// exceptionNotice takes a callback about the current attempt c of exception k's refund. A
+// success that comes after the record went back to an operator (the channel had said it
+// never got the refund, or refused it) is the refund made after all: the money leaves
+// suspense, and a refund again would pay twice.
+func (o *Order) exceptionNotice(s *Setup, k int, c Call, n *channel.Notice, now uint64) (Effects, Result) {
+	x := &o.Exceptions[k]
+	succeeded := n.Status == channel.Succeeded
+	switch {
+	case x.Step == ExcRefunding:
+		return o.exceptionAnswer(s, k, c, Answered, channel.Result{Status: n.Status, Txn: n.Txn, Amount: n.Amount}, now), ResultOK
+	case !succeeded || x.Refund == n.Txn:
+		return Effects{}, ResultOK // a failure of a refund not awaited, or the same success again
+	case x.Step == ExcOpen && n.Amount == x.Amount && x.Refund == "":
+		return o.refunded(s, k, n.Txn, now), ResultOK
+	}
+	return o.exception(s, Exception{Kind: StatusConflict, Txn: n.Txn, Amount: n.Amount,
+		Note: fmt.Sprintf("the channel refunded %d under %s (txn %s), for a record %v of %d", n.Amount, n.OrderNo, n.Txn,
+			x.Step, x.Amount)}, now), ResultOK
+}
+
+// refunded moves exception k's money out of suspense: the channel refunded it (txn).
+func (o *Order) refunded(s *Setup, k int, txn string, now uint64) Effects {
+	x := &o.Exceptions[k]
+	x.Step, x.Updated, x.Refund = ExcUnbooking, now, txn
+	x.Note = "refunded by the channel, txn " + txn
+	o.touch(now)
+	return Effects{Transfers: o.dueException(s, k)}
+}
+
 // exceptionAnswer takes what became of exception k's refund request.
 func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Result, now uint64) Effects {
 	x := &o.Exceptions[k]
@@ -117,11 +165,12 @@ func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Res
 		return Effects{}
 	case r.Status == channel.Failed:
 		return settled("the channel refused the refund: " + r.Reason)
+	case r.Amount != x.Amount || r.Txn == "":
+		settled(fmt.Sprintf("the channel refunded %d of %d (txn %s); an operator looks", r.Amount, x.Amount, r.Txn))
+		return o.exception(s, Exception{Kind: StatusConflict, Txn: r.Txn, Amount: r.Amount,
+			Note: fmt.Sprintf("the channel refunded %d for a record of %d", r.Amount, x.Amount)}, now)
 	}
-	x.Step, x.Updated = ExcUnbooking, now
-	x.Note = "refunded by the channel, txn " + r.Txn
-	o.touch(now)
-	return Effects{Transfers: o.dueException(s, k)}
+	return o.refunded(s, k, r.Txn, now)
 }
 
 // exceptionRequest is the channel request that refunds exception k's money.

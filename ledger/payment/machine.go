@@ -139,6 +139,9 @@ func checkShape(s *Setup, r *Request) Result {
 	case r.Channel != "" && !s.Channel(r.Channel):
 		return ResultChannelUnknown
 	}
+	if r.Form != Pay && len(r.Instruments) > 0 || r.Form != Refund && r.Original != 0 {
+		return ResultFieldNotUsed
+	}
 	if r.Form == Refund {
 		if r.Original == 0 {
 			return ResultOriginalRequired

@@ -32,8 +32,10 @@ const (
 	KeyBytesMax = 64
 	// InstrumentsMax is the most instruments one combined payment may use.
 	InstrumentsMax = 4
-	// ExceptionsMax is the most exception records one order keeps; a further anomaly on the
-	// order is still counted and logged by the host, and the order is flagged.
+	// ExceptionsMax is the most exception records one order keeps. Records that hold no money
+	// take at most half; past that such an anomaly is counted on the order (Dropped) and
+	// logged by the host. A record that holds money is never dropped: a callback that would
+	// need one when the order is full is not applied, and the channel calls back again.
 	ExceptionsMax = 16
 	// OrderIDMax is the largest order id: ids of the order's transfers are built from it.
 	OrderIDMax = 1<<56 - 1
@@ -206,6 +208,7 @@ type Order struct {
 	Queries  uint32
 	Next     uint64 // when to query the channel next (StageAwait)
 	Flagged  bool   // a duplicate payment or another anomaly was seen on the order
+	Dropped  uint32 // anomalies that held no money, not recorded: the order had no room
 	Created  uint64
 	Updated  uint64
 	Version  uint32 // bumped by every change; the host persists the order when it moved
@@ -267,9 +270,8 @@ const (
 // transferIDBit marks the ids of transfers the payment layer makes.
 const transferIDBit = 1 << 63
 
-// TransferID is the id of the ledger transfer of step s of order id. The ledger reserves no
-// ids, so callers of the ledger API must not use ids with the top bit set (see
-// docs/PAYMENTS.md).
+// TransferID is the id of the ledger transfer of step s of order id. The ledger API refuses
+// transfer ids (and pending ids) with the top bit set: they are the payment layer's.
 func TransferID(id uint64, step int) uint64 {
 	if id == 0 || id > OrderIDMax || step <= 0 || step >= stepsMax {
 		panic(fmt.Sprintf("payment: INVARIANT: transfer of order %d step %d out of range", id, step))
@@ -348,6 +350,7 @@ type Exception struct {
 	Amount  uint64 // the money it is about (booked to suspense when it is money)
 	Note    string // what happened last, or the operator's resolution
 	Attempt uint32 // refunds asked of the channel so far (see ExceptionNo)
+	Refund  string // the channel's transaction that refunded it, once it did
 	SentAt  uint64
 	Queries uint32
 	Next    uint64

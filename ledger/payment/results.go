@@ -79,6 +79,9 @@ const (
 	// ResultAccountLimitsCredits: an account the order credits limits its credits, so a
 	// posting after the channel moved money could be refused.
 	ResultAccountLimitsCredits
+	// ResultFieldNotUsed: a field the form does not use is set (instruments outside Pay, an
+	// original outside Refund).
+	ResultFieldNotUsed
 	resultsEnd
 )
 
@@ -106,7 +109,7 @@ var resultNames = [...]string{ResultOK: "ok", ResultExists: "exists", ResultKeyR
 	ResultNotRefundable: "not_refundable", ResultSettleRefused: "settle_refused",
 	ResultNoteTooLong: "note_too_long", ResultChannelMismatch: "channel_mismatch",
 	ResultBizIDNotPrintable: "biz_id_not_printable", ResultChannelAccountNotPrintable: "channel_account_not_printable",
-	ResultAccountLimitsCredits: "account_limits_credits"}
+	ResultAccountLimitsCredits: "account_limits_credits", ResultFieldNotUsed: "field_not_used"}
 
 func (r Result) String() string {
 	if r == 0 {

@@ -77,6 +77,12 @@ func NewSetup(chart *rules.Chart, codes Codes, channels []string) (*Setup, error
 	return s, nil
 }
 
+// IsPlatformAccount reports whether id is in the range of the platform's accounts, which
+// only the payment layer opens (callers of the ledger API are refused it).
+func IsPlatformAccount(id uint64) bool {
+	return id&platformAccountBit == platformAccountBit && id < ledger.TransitIDMin
+}
+
 // Currency is the ISO 4217 code of a ledger's currency.
 func (s *Setup) Currency(ledgerID uint32) string {
 	if c, ok := s.Currencies[ledgerID]; ok {

@@ -1,6 +1,7 @@
 package payment
 
 import (
+	"flag"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -114,9 +115,12 @@ func (c *miniChannel) decide(r channel.Request) channel.Result {
 // another amount; orders restart at random points. After everything settles: every order is
 // final and idle, nothing was paid out twice, money is conserved, refunds never exceed what
 // was captured, and suspense holds exactly what open exceptions hold.
+// payment.seeds runs more seeds than CI does: go test ./ledger/payment -run TestRandomized -payment.seeds 5000
+var seeds = flag.Uint64("payment.seeds", 40, "seeds of TestRandomized (from 1)")
+
 func TestRandomized(t *testing.T) {
 	total := map[string]int{}
-	for seed := uint64(1); seed <= 40; seed++ {
+	for seed := uint64(1); seed <= *seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			for k, n := range randomized(t, seed) {
 				total[k] += n

@@ -311,6 +311,9 @@ const (
 	// An account the order credits limits its credits (credits_must_not_exceed_debits), so a
 	// posting after the channel moved money could be refused.
 	PaymentResult_PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS PaymentResult = 45
+	// A field the form does not use is set (instruments outside PAY, original_order_id outside
+	// REFUND): refused rather than ignored, so that a retry of the request is the same request.
+	PaymentResult_PAYMENT_RESULT_FIELD_NOT_USED PaymentResult = 46
 )
 
 // Enum value maps for PaymentResult.
@@ -362,6 +365,7 @@ var (
 		43: "PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE",
 		44: "PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE",
 		45: "PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS",
+		46: "PAYMENT_RESULT_FIELD_NOT_USED",
 	}
 	PaymentResult_value = map[string]int32{
 		"PAYMENT_RESULT_UNSPECIFIED":                        0,
@@ -410,6 +414,7 @@ var (
 		"PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE":               43,
 		"PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE":      44,
 		"PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS":             45,
+		"PAYMENT_RESULT_FIELD_NOT_USED":                     46,
 	}
 )
 
@@ -2298,7 +2303,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x15PAYMENT_STATE_UNKNOWN\x10\x03\x12\x19\n" +
 	"\x15PAYMENT_STATE_PARTIAL\x10\x04\x12\x1b\n" +
 	"\x17PAYMENT_STATE_SUCCEEDED\x10\x05\x12\x18\n" +
-	"\x14PAYMENT_STATE_FAILED\x10\x06*\xed\r\n" +
+	"\x14PAYMENT_STATE_FAILED\x10\x06*\x90\x0e\n" +
 	"\rPaymentResult\x12\x1e\n" +
 	"\x1aPAYMENT_RESULT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PAYMENT_RESULT_OK\x10\x01\x12\x19\n" +
@@ -2346,7 +2351,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x1fPAYMENT_RESULT_CHANNEL_MISMATCH\x10*\x12'\n" +
 	"#PAYMENT_RESULT_BIZ_ID_NOT_PRINTABLE\x10+\x120\n" +
 	",PAYMENT_RESULT_CHANNEL_ACCOUNT_NOT_PRINTABLE\x10,\x12)\n" +
-	"%PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS\x10-*\xc0\x01\n" +
+	"%PAYMENT_RESULT_ACCOUNT_LIMITS_CREDITS\x10-\x12!\n" +
+	"\x1dPAYMENT_RESULT_FIELD_NOT_USED\x10.*\xc0\x01\n" +
 	"\rExceptionKind\x12\x1e\n" +
 	"\x1aEXCEPTION_KIND_UNSPECIFIED\x10\x00\x12$\n" +
 	" EXCEPTION_KIND_DUPLICATE_PAYMENT\x10\x01\x12\"\n" +
