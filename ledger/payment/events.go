@@ -209,7 +209,7 @@ func (o *Order) afterHolds(s *Setup, failedSteps uint64, failed ledger.TransferR
 	if o.card() == nil || o.Form == Pay && o.Instruments[len(o.Instruments)-1].Kind != Card {
 		return o.decide(s, OutcomeSucceeded, now)
 	}
-	o.Stage, o.SentAt, o.Next = StageAwait, now, now+QueryBackoffMin
+	o.Stage, o.SentAt, o.Next = StageAwait, now, now+CallbackWait
 	o.set(Processing, now)
 	return o.send(s)
 }
@@ -323,8 +323,12 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 		}
 		return Effects{}
 	default: // Processing
-		o.Queries++
-		o.Next = now + backoff(o.Queries)
+		if c.Query {
+			o.Queries++
+			o.Next = now + backoff(o.Queries)
+		} else {
+			o.Next = now + CallbackWait // the channel took it: its callback is the common path
+		}
 		o.set(Processing, now)
 		return Effects{}
 	}

@@ -220,7 +220,7 @@ func (o *Order) Resolve(s *Setup, k int, how Resolution, note string, now uint64
 // refundException asks the channel to refund exception k's money: sent once, then queried.
 func (o *Order) refundException(s *Setup, k int, now uint64) Effects {
 	x := &o.Exceptions[k]
-	x.Step, x.SentAt, x.Next, x.Updated = ExcRefunding, now, now+QueryBackoffMin, now
+	x.Step, x.SentAt, x.Next, x.Updated = ExcRefunding, now, now+CallbackWait, now
 	x.Attempt++
 	x.Queries, x.quiet = 0, 0
 	o.touch(now)

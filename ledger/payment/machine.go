@@ -15,6 +15,10 @@ const (
 	// QueryBackoffMin and QueryBackoffMax bound the wait before asking a channel again about
 	// a request whose outcome is not known; the wait doubles from one to the other.
 	QueryBackoffMin = uint64(time.Second)
+	// CallbackWait is how long an order waits for the channel's callback, once the channel
+	// took its request (or while its sending is on its way), before it asks: callbacks are
+	// the common path, and early queries under load only add to it.
+	CallbackWait = uint64(10 * time.Second)
 	QueryBackoffMax = uint64(5 * time.Minute)
 	// NotFoundFinal is how long after sending a payout or refund a channel must keep saying
 	// it never received it before the order fails. (A payment is sent again instead: the
@@ -110,7 +114,7 @@ func New(s *Setup, r *Request, id, now uint64, accounts Accounts, original *Orde
 		}
 	}
 	if o.holds() == 0 {
-		o.Stage, o.State, o.SentAt, o.Next = StageAwait, Processing, now, now+QueryBackoffMin
+		o.Stage, o.State, o.SentAt, o.Next = StageAwait, Processing, now, now+CallbackWait
 	}
 	if r.Form == Refund {
 		original.reserve(o)
