@@ -18,7 +18,7 @@ const (
 	// CallbackWait is how long an order waits for the channel's callback, once the channel
 	// took its request (or while its sending is on its way), before it asks: callbacks are
 	// the common path, and early queries under load only add to it.
-	CallbackWait = uint64(10 * time.Second)
+	CallbackWait    = uint64(10 * time.Second)
 	QueryBackoffMax = uint64(5 * time.Minute)
 	// NotFoundFinal is how long after sending a payout or refund a channel must keep saying
 	// it never received it before the order fails. (A payment is sent again instead: the
