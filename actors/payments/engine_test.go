@@ -356,3 +356,42 @@ func TestFailedCommitAnswersEveryone(t *testing.T) {
 		t.Fatalf("a later caller: %v", got)
 	}
 }
+
+// TestRestart: after a restart every idempotency key still names its order (the same request
+// answers EXISTS with it), and orders that were waiting for the channel resume and settle.
+func TestRestart(t *testing.T) {
+	w := newWorld(t, fake.Config{Seed: 3, Latency: 300 * time.Millisecond})
+	w.openAccounts()
+	reqs := []payment.Request{
+		{Key: "r1", BizID: "b1", Form: payment.Recharge, Ledger: 1, Amount: 500, To: alice, Channel: "bank"},
+		{Key: "r2", BizID: "b2", Form: payment.Recharge, Ledger: 1, Amount: 700, To: bob, Channel: "bank"},
+		{Key: "t1", Form: payment.Transfer, Ledger: 1, Amount: 1, From: alice, To: bob},
+	}
+	first := w.create(reqs...)
+	ids := make([]uint64, len(first))
+	for i, r := range first {
+		if r.Result != payment.ResultOK {
+			t.Fatalf("request %d: %v", i, r.Result)
+		}
+		ids[i] = r.Order.ID
+	}
+	// Stop while the recharges wait for the channel (it decides after 300 ms).
+	w.stop()
+	w.start()
+	again := w.create(reqs...)
+	for i, r := range again {
+		if r.Result != payment.ResultExists || r.Order.ID != ids[i] {
+			t.Fatalf("request %d after the restart: %v, order %+v", i, r.Result, r.Order)
+		}
+	}
+	os := w.settle(ids...)
+	if os[0].State != payment.Succeeded || os[1].State != payment.Succeeded {
+		t.Fatalf("recharges after the restart: %v %v", os[0].State, os[1].State)
+	}
+	w.eventually(bob, 700+int64(map[bool]int{true: 1}[os[2].State == payment.Succeeded]))
+	for no, n := range w.client.sends {
+		if n != 1 {
+			t.Errorf("%s sent %d times", no, n)
+		}
+	}
+}
