@@ -76,6 +76,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
 	case "verify":
 	case "accounts", "transfers", "history":
 		return lookup(args[0], args[1:], stdout, stderr)
@@ -101,6 +104,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("addr", "", "the gRPC address of a running ledgerd")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for a running ledgerd")
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if (*dataDir == "") == (*addr == "") {
@@ -187,6 +193,9 @@ func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
 	reversed := fs.Bool("reversed", false, "history: newest first")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for ledgerd")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	ids := make([]uint64, 0, fs.NArg())
@@ -268,6 +277,9 @@ func chart(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("rules", "", "a rules file (YAML) to validate and print (default: the rules that ship with ledgerd)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	c := rules.Default()
