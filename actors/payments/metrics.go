@@ -13,6 +13,10 @@ type Metrics struct {
 	queries    *prometheus.CounterVec
 	notices    *prometheus.CounterVec
 	dropped    prometheus.Counter
+	// commitSeconds and commitOrders are the payment shards' group commits: how long each
+	// took, and how many orders it wrote.
+	commitSeconds prometheus.Histogram
+	commitOrders  prometheus.Histogram
 }
 
 // NewMetrics makes the metrics; Register adds them (and the gauges of e) to a registry.
@@ -30,6 +34,11 @@ func NewMetrics() *Metrics {
 			[]string{"channel", "outcome"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ledger_payment_anomalies_dropped_total",
 			Help: "Anomalies that held no money, not recorded because their order held as many such records as it may."}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_payment_commit_duration_seconds",
+			Help:    "One payment shard's synced commit of a round of orders.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		commitOrders: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_payment_commit_orders",
+			Help: "Orders one payment shard's commit wrote.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
 	}
 }
 
@@ -67,6 +76,7 @@ func (m *Metrics) final(o *payment.Order) {
 // Register adds the metrics and e's gauges to r.
 func (m *Metrics) Register(r prometheus.Registerer, e *Engine) error {
 	for _, c := range []prometheus.Collector{m.orders, m.exceptions, m.queries, m.notices, m.dropped,
+		m.commitSeconds, m.commitOrders,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_payment_orders_in_flight",
 			Help: "Payment orders waiting for a posting, the channel or an exception's refund."},
 			func() float64 { return float64(e.Stats().Active) }),

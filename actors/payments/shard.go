@@ -709,7 +709,11 @@ func (s *shard) flush() {
 
 func (s *shard) committer() {
 	for job := range s.commits {
-		s.events <- committedMsg{err: s.writer.Commit(job.writes, job.lastID)}
+		start := time.Now()
+		err := s.writer.Commit(job.writes, job.lastID)
+		s.e.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+		s.e.metrics.commitOrders.Observe(float64(len(job.writes)))
+		s.events <- committedMsg{err: err}
 	}
 }
 
