@@ -2,6 +2,9 @@ package storage
 
 import (
 	"fmt"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
@@ -327,4 +330,29 @@ func (v *Reader) LastOrderID(shard uint32) (uint64, error) {
 		return nil
 	})
 	return id, err
+}
+
+// channelsKey holds the payment channels the store has seen, in the order first seen.
+var channelsKey = []byte{prefixMeta, 'c', 'h', 'a', 'n', 'n', 'e', 'l', 's'}
+
+// Channels are the payment channels the store has seen, in the order it first saw them.
+func (v *Reader) Channels() ([]string, error) {
+	var out []string
+	_, err := v.get(channelsKey, func(val []byte) error {
+		if len(val) > 0 {
+			out = strings.Split(string(val), "\n")
+		}
+		return nil
+	})
+	return out, err
+}
+
+// SetChannels stores the payment channels seen (synced).
+func (s *Store) SetChannels(names []string) error {
+	for _, n := range names {
+		if n == "" || strings.Contains(n, "\n") {
+			return fmt.Errorf("storage: channel name %q", n)
+		}
+	}
+	return pebbleWrite(func() error { return s.db.Set(channelsKey, []byte(strings.Join(names, "\n")), pebble.Sync) })
 }

@@ -146,6 +146,9 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		e.metrics = NewMetrics()
 	}
 	e.metrics.zero(cfg.Setup.Channels)
+	if err := e.rememberChannels(); err != nil {
+		return nil, err
+	}
 	if err := e.openPlatformAccounts(); err != nil {
 		return nil, err
 	}
@@ -171,6 +174,24 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		s.start()
 	}
 	return e, nil
+}
+
+// rememberChannels fixes the channels' positions (their accounts' ids) from the store, and
+// stores the channels it had not seen.
+func (e *Engine) rememberChannels() error {
+	v, err := e.store.DurableSnapshot()
+	if err != nil {
+		return err
+	}
+	known, err := v.Channels()
+	if err := errors.Join(err, v.Close()); err != nil {
+		return err
+	}
+	all, grew, err := e.cfg.Setup.Remember(known)
+	if err != nil || !grew {
+		return err
+	}
+	return e.store.SetChannels(all)
 }
 
 func (e *Engine) openPlatformAccounts() error {

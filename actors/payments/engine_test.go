@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,16 +47,17 @@ func (c *countingClient) Do(ctx context.Context, r channel.Request) (channel.Res
 
 // world is a ledger, its payment actors and a simulated channel "bank".
 type world struct {
-	t       *testing.T
-	dir     string
-	store   *storage.Store
-	ledger  *actors.Ledger
-	engine  *Engine
-	fake    *fake.Server
-	notify  *httptest.Server
-	handler atomic.Pointer[http.Handler] // of the engine serving notify
-	client  *countingClient
-	cfg     fake.Config
+	t        *testing.T
+	dir      string
+	store    *storage.Store
+	ledger   *actors.Ledger
+	engine   *Engine
+	fake     *fake.Server
+	notify   *httptest.Server
+	handler  atomic.Pointer[http.Handler] // of the engine serving notify
+	client   *countingClient
+	cfg      fake.Config
+	channels []string // the engine's channels (nil: bank)
 }
 
 func newWorld(t *testing.T, cfg fake.Config) *world {
@@ -94,11 +96,19 @@ func (w *world) start() {
 	if w.ledger, err = actors.Start(w.store, actors.Config{Shards: 2}); err != nil {
 		t.Fatal(err)
 	}
-	setup, err := payment.NewSetup(rules.Default(), payment.DefaultCodes, []string{"bank"})
+	channels := w.channels
+	if channels == nil {
+		channels = []string{"bank"}
+	}
+	setup, err := payment.NewSetup(rules.Default(), payment.DefaultCodes, channels)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.engine, err = Start(w.store, w.ledger, Config{Setup: setup, Clients: map[string]channel.Client{"bank": w.client},
+	clients := map[string]channel.Client{}
+	for _, c := range channels {
+		clients[c] = w.client
+	}
+	w.engine, err = Start(w.store, w.ledger, Config{Setup: setup, Clients: clients,
 		Gateway: gateway.Config{Timeout: 300 * time.Millisecond, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32},
 		Tick:    20 * time.Millisecond})
 	if err != nil {
@@ -393,5 +403,31 @@ func TestRestart(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s sent %d times", no, n)
 		}
+	}
+}
+
+// TestChannelsKeepTheirAccounts: a channel's accounts keep their ids whatever channels later
+// starts configure, so its books stay on one account.
+func TestChannelsKeepTheirAccounts(t *testing.T) {
+	w := newWorld(t, fake.Config{Seed: 1})
+	w.openAccounts()
+	r := w.create(payment.Request{Key: "r1", Form: payment.Recharge, Ledger: 1, Amount: 5, To: alice, Channel: "bank"})[0]
+	w.settle(r.Order.ID)
+	receivable := w.engine.cfg.Setup.PlatformAccount(1, 1122, "bank")
+	// A channel that sorts first is configured; then bank is not configured at all.
+	for _, channels := range [][]string{{"alpha", "bank"}, {"alpha"}} {
+		w.stop()
+		w.channels = channels
+		w.start()
+		if slices.Contains(channels, "bank") {
+			if got := w.engine.cfg.Setup.PlatformAccount(1, 1122, "bank"); got != receivable {
+				t.Fatalf("with %v, bank's receivable is %x, was %x", channels, got, receivable)
+			}
+		}
+		w.eventually(receivable, -5)
+	}
+	// An order of a channel no longer configured is refused as unknown.
+	if r := w.create(payment.Request{Key: "r2", Form: payment.Recharge, Ledger: 1, Amount: 5, To: alice, Channel: "bank"})[0]; r.Result != payment.ResultChannelUnknown {
+		t.Fatalf("a recharge through a channel not configured: %v", r.Result)
 	}
 }

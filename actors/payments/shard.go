@@ -768,7 +768,13 @@ func (s *shard) effects(e effect) {
 		o := s.orders[e.id]
 		g := s.e.gateways[o.Channel]
 		if g == nil {
-			panic(fmt.Sprintf("payments: INVARIANT: order %d has channel %q with no gateway", o.ID, o.Channel))
+			// The channel is no longer configured: nothing is sent (the order of a request
+			// never sent fails; one that was sent keeps asking until the channel is back).
+			s.e.log.Error("payments: order of a channel that is not configured", "order", o.ID, "biz_id", o.BizID,
+				"channel", o.Channel)
+			s.outcome(outcomeMsg{id: o.ID, outcome: gateway.Outcome{Call: gateway.Call{Request: c.Request, Query: c.Query},
+				Kind: gateway.Rejected, Err: ErrUnknownChannel}})
+			continue
 		}
 		if c.Query {
 			s.e.metrics.queries.WithLabelValues(o.Channel).Inc()

@@ -32,8 +32,12 @@ const platformAccountBit = 1<<62 | 1<<61
 // Setup is what the payment forms post with: the chart, the codes of each step, and the
 // channels. It is immutable once built.
 type Setup struct {
-	Chart    *rules.Chart
+	Chart *rules.Chart
+	// Channels are the channels new orders may name.
 	Channels []string
+	// known are every channel the store has seen, in the order they were first seen: a
+	// channel's platform accounts carry its position, which must never change (see Remember).
+	known []string
 	// Currencies names each ledger's currency (ISO 4217) for the channels; a ledger not
 	// named is "CNY".
 	Currencies map[uint32]string
@@ -94,12 +98,43 @@ func (s *Setup) Currency(ledgerID uint32) string {
 // Channel reports whether name is a channel of the setup.
 func (s *Setup) Channel(name string) bool { return slices.Contains(s.Channels, name) }
 
+// Remember fixes the channels' positions: known are the channels the store has seen, in the
+// order it first saw them; the setup's channels it has not seen are added after them. A
+// channel's accounts keep their ids across restarts whatever channels are configured, and an
+// order of a channel no longer configured still books to its channel's accounts. It answers
+// the list to store, and whether it grew.
+func (s *Setup) Remember(known []string) ([]string, bool, error) {
+	out := slices.Clone(known)
+	for _, c := range s.Channels {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	if len(out) > ChannelsMax {
+		return nil, false, fmt.Errorf("payment: %d channels over the store's life: at most %d", len(out), ChannelsMax)
+	}
+	s.known = out
+	return out, len(out) != len(known), nil
+}
+
+// position is a channel's place among the known channels, from 1; 0 for none.
+func (s *Setup) position(channel string) uint64 {
+	known := s.known
+	if known == nil {
+		known = s.Channels
+	}
+	return uint64(slices.Index(known, channel) + 1)
+}
+
 // PlatformAccount is the id of the platform's account under subject in a ledger, for a
 // channel when the subject has one account per channel.
 func (s *Setup) PlatformAccount(ledgerID, subject uint32, channel string) uint64 {
 	idx := uint64(0)
 	if s.Chart.Subjects[subject].Owner == rules.PerChannel {
-		idx = uint64(slices.Index(s.Channels, channel)) + 1
+		idx = s.position(channel)
+		if idx == 0 {
+			panic(fmt.Sprintf("payment: INVARIANT: channel %q has no position (Remember the store's channels first)", channel))
+		}
 	}
 	return platformAccountBit | uint64(ledgerID&0x7fff)<<32 | uint64(subject)<<8 | idx
 }
