@@ -54,6 +54,9 @@ const (
 	// backgroundUsers are the payers of --background-orders.
 	backgroundUsers = 100
 	countPeriod     = 100 * time.Millisecond
+	// drainPoll is how often the end of the run reads the order counters: each reading
+	// gathers every metric (over HTTP from a ledgerd), which competes with the run for CPU.
+	drainPoll       = 50 * time.Millisecond
 	fundInFlightMax = 500
 )
 
@@ -417,7 +420,7 @@ func (r *payRunner) waitFinal(ctx context.Context, want int64) (orderCounts, err
 		if ctx.Err() != nil {
 			return oc, ctx.Err()
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(drainPoll)
 	}
 }
 
