@@ -333,15 +333,11 @@ func (s *shard) release(ref *payment.Order) {
 // load is an order of the shard: in memory, or read from the store (and kept until the
 // round that changes it is durable).
 func (s *shard) load(id uint64) (*payment.Order, error) {
-	if o := s.orders[id]; o != nil {
-		return o, nil
+	o, err := s.peek(id)
+	if o != nil {
+		s.orders[id] = o
 	}
-	o, found, err := s.e.store.Live().Order(id)
-	if err != nil || !found {
-		return nil, err
-	}
-	s.orders[id] = o
-	return o, nil
+	return o, err
 }
 
 // account reads what never changes of an account, through the shard's cache.

@@ -42,6 +42,15 @@ func (l *miniLedger) apply(t ledger.Transfer) ledger.TransferResult {
 	return r
 }
 
+// applyAll applies transfers in order and answers each.
+func (l *miniLedger) applyAll(ts []ledger.Transfer) []ledger.TransferResult {
+	rs := make([]ledger.TransferResult, len(ts))
+	for k, t := range ts {
+		rs[k] = l.apply(t)
+	}
+	return rs
+}
+
 func (l *miniLedger) run(t ledger.Transfer) ledger.TransferResult {
 	amount := int64(t.Amount)
 	switch {
@@ -218,11 +227,7 @@ func randomized(t *testing.T, seed uint64) map[string]int {
 			queue = append(queue[:i], queue[i+1:]...)
 			o := w.orders[p.id]
 			if len(p.ts) > 0 {
-				rs := make([]ledger.TransferResult, len(p.ts))
-				for k, tr := range p.ts {
-					rs[k] = led.apply(tr)
-				}
-				push(p.id, o.OnTransfers(w.s, p.ts, rs, w.now))
+				push(p.id, o.OnTransfers(w.s, p.ts, led.applyAll(p.ts), w.now))
 			}
 			for _, c := range p.cs {
 				y := rnd.IntN(10)
@@ -318,11 +323,7 @@ func randomized(t *testing.T, seed uint64) map[string]int {
 			queue = queue[1:]
 			o := w.orders[p.id]
 			if len(p.ts) > 0 {
-				rs := make([]ledger.TransferResult, len(p.ts))
-				for k, tr := range p.ts {
-					rs[k] = led.apply(tr)
-				}
-				push(p.id, o.OnTransfers(w.s, p.ts, rs, w.now))
+				push(p.id, o.OnTransfers(w.s, p.ts, led.applyAll(p.ts), w.now))
 			}
 			for _, c := range p.cs {
 				if !c.Query {
