@@ -295,10 +295,10 @@ func (s *Server) result(rec *record) channel.Result {
 // held back for TimeoutHold (or until the client leaves, or Close).
 func (s *Server) loseAnswer(w http.ResponseWriter, r *http.Request, rec *record, res channel.Result) {
 	if rec.fate.drop {
-		s.log.Info("dropping the connection", "order_no", rec.req.OrderNo)
+		s.log.Debug("dropping the connection", "order_no", rec.req.OrderNo)
 		panic(http.ErrAbortHandler)
 	}
-	s.log.Info("holding the answer", "order_no", rec.req.OrderNo, "for", s.cfg.TimeoutHold)
+	s.log.Debug("holding the answer", "order_no", rec.req.OrderNo, "for", s.cfg.TimeoutHold)
 	t := time.NewTimer(s.cfg.TimeoutHold)
 	defer t.Stop()
 	select {

@@ -72,7 +72,7 @@ func (s *Server) settleLocked(rec *record) []channel.Notice {
 	if f.dupCallback {
 		notices = append(notices, notices[0])
 	}
-	s.log.Info("settled", "op", r.Op, "order_no", r.OrderNo, "status", res.Status, "txn", res.Txn,
+	s.log.Debug("settled", "op", r.Op, "order_no", r.OrderNo, "status", res.Status, "txn", res.Txn,
 		"amount", res.Amount, "asked", r.Amount, "reason", res.Reason, "dup_pay", dupPay, "dup_callback", f.dupCallback)
 	return notices
 }
