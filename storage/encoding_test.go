@@ -75,8 +75,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(byte(0), idKey(nil, prefixTransfer, 5), encodeTransfer(nil, &tr))
 	f.Add(byte(1), idKey(nil, prefixAccount, 5), encodeAccount(nil, &ledger.Account{ID: 5}))
 	f.Add(byte(2), postingKey(nil, 1, 2), encodePosting(nil, &ledger.Posting{History: true}))
+	o := testOrder()
+	f.Add(byte(4), idKey(nil, prefixOrder, o.ID), encodeOrder(nil, o))
 	f.Fuzz(func(t *testing.T, which byte, key, val []byte) {
-		switch which % 4 {
+		switch which % 5 {
 		case 0:
 			if x, err := decodeTransfer(key, val); err == nil && !bytes.Equal(encodeTransfer(nil, &x), val) {
 				t.Fatalf("transfer %+v does not round-trip", x)
@@ -92,6 +94,10 @@ func FuzzDecode(f *testing.F) {
 		case 3:
 			if x, err := decodeLeg(key, val); err == nil && !bytes.Equal(encodeLeg(nil, &x), val) {
 				t.Fatalf("leg %+v does not round-trip", x)
+			}
+		case 4:
+			if x, err := decodeOrder(key, val); err == nil && !bytes.Equal(encodeOrder(nil, x), val) {
+				t.Fatalf("order %+v does not round-trip", x)
 			}
 		}
 	})

@@ -147,7 +147,15 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 	o.State, o.Stage, o.Outcome = payment.State(r.byte()), payment.Stage(r.byte()), payment.Outcome(r.byte())
 	o.Result, o.Ledgered = payment.Result(r.byte()), ledger.TransferResult(r.byte())
 	o.Done, o.Refunded, o.Txn, o.Paid, o.SentAt = r.uvarint(), r.uvarint(), r.string(), r.uvarint(), r.uvarint()
-	o.Sends, o.Queries, o.Next, o.Flagged, o.Dropped = r.uint32(), r.uint32(), r.uvarint(), r.byte() == 1, r.uint32()
+	o.Sends, o.Queries, o.Next = r.uint32(), r.uint32(), r.uvarint()
+	switch r.byte() {
+	case 0:
+	case 1:
+		o.Flagged = true
+	default:
+		r.bad = true
+	}
+	o.Dropped = r.uint32()
 	o.Created, o.Updated, o.Version = r.uvarint(), r.uvarint(), r.uint32()
 	n = r.uvarint()
 	if n > payment.ExceptionsMax {
