@@ -16,6 +16,7 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -37,11 +38,16 @@ type Service struct {
 	ledgerv1.UnimplementedAdminServiceServer
 	ledger  *actors.Ledger
 	metrics *Metrics
+	chart   *rules.Chart // the trial balance's; nil: rules.Default
 }
 
 // NewService serves l; m counts results (nil: not counted).
-func NewService(l *actors.Ledger, m *Metrics) *Service {
-	return &Service{ledger: l, metrics: m}
+func NewService(l *actors.Ledger, m *Metrics, opts ...Option) *Service {
+	s := &Service{ledger: l, metrics: m}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // NewServer returns a gRPC server with the ledger and admin services, the standard health

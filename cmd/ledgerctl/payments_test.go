@@ -216,6 +216,15 @@ func TestPaymentCommands(t *testing.T) {
 	if code, out, _ = ctl("exceptions", "--addr", addr, "--all", "--after", fmt.Sprint(id)); code != 0 || strings.Count(out, "\n") != 1 {
 		t.Fatalf("exceptions --after: exit %d\n%s", code, out)
 	}
+
+	// ledgerd's trial balance sums by the chart it posts by: the payment layer's accounts are
+	// classified, and the books balance (transit may still carry split legs: exit 0 or 1).
+	code, out, errs = ctl("trial-balance", "--addr", addr)
+	if code > 1 || !strings.HasPrefix(out, "ledger ") || strings.Contains(out, "unclassified") ||
+		!regexp.MustCompile(`(?m)^  1122 +channel receivable +asset +debit +[1-9]`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^balanced`).MatchString(out) {
+		t.Fatalf("trial-balance: exit %d\n%s%s", code, out, errs)
+	}
 }
 
 // TestPaymentCommandsArgs: --help exits 0; bad arguments exit 2 with the reason, before any

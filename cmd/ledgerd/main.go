@@ -146,7 +146,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics))
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {

@@ -149,6 +149,7 @@ type paymentLayer struct {
 	notify *http.Server
 	fakes  []*fake.Server
 	addr   string
+	chart  *rules.Chart // the rules the payment layer posts by, and the trial balance sums by
 }
 
 func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *api.Metrics) (*paymentLayer, error) {
@@ -190,7 +191,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 	if base == "" {
 		base = "http://" + lis.Addr().String()
 	}
-	pl := &paymentLayer{addr: lis.Addr().String()}
+	pl := &paymentLayer{addr: lis.Addr().String(), chart: chart}
 	secrets := map[string][]byte{}
 	clients := map[string]channel.Client{}
 	hc := &http.Client{Timeout: p.channelTimeout, Transport: channel.NewHTTPTransport(p.channelFlight)}

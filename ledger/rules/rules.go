@@ -41,6 +41,12 @@ func (c Category) String() string {
 	return fmt.Sprintf("category(%d)", uint8(c))
 }
 
+// ParseCategory is the category named name (as String prints it), and whether there is one.
+func ParseCategory(name string) (Category, bool) {
+	c, ok := categoryNames[name]
+	return c, ok
+}
+
 // Side is a side of a posting or of a balance.
 type Side uint8
 

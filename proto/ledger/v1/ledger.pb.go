@@ -1744,6 +1744,338 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 	return 0
 }
 
+type TrialBalanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ledger (currency) to report; 0: every ledger that has accounts.
+	Ledger        uint32 `protobuf:"varint,1,opt,name=ledger,proto3" json:"ledger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrialBalanceRequest) Reset() {
+	*x = TrialBalanceRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrialBalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrialBalanceRequest) ProtoMessage() {}
+
+func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrialBalanceRequest.ProtoReflect.Descriptor instead.
+func (*TrialBalanceRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TrialBalanceRequest) GetLedger() uint32 {
+	if x != nil {
+		return x.Ledger
+	}
+	return 0
+}
+
+type TrialBalanceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By ledger.
+	Ledgers []*TrialBalanceLedger `protobuf:"bytes,1,rep,name=ledgers,proto3" json:"ledgers,omitempty"`
+	// In every ledger reported, debits equal credits (posted and pending) and every parent
+	// subject and the total equal the sum of their parts. Transit not drained and unclassified
+	// accounts are differences that leave the books balanced.
+	Balanced bool `protobuf:"varint,2,opt,name=balanced,proto3" json:"balanced,omitempty"`
+	// What the checks found, each naming its ledger, its kind (unbalanced, roll-up, overflow,
+	// transit not drained, unclassified) and the numbers that differ. Empty: the books are clean.
+	Differences   []string `protobuf:"bytes,3,rep,name=differences,proto3" json:"differences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrialBalanceResponse) Reset() {
+	*x = TrialBalanceResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrialBalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrialBalanceResponse) ProtoMessage() {}
+
+func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrialBalanceResponse.ProtoReflect.Descriptor instead.
+func (*TrialBalanceResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TrialBalanceResponse) GetLedgers() []*TrialBalanceLedger {
+	if x != nil {
+		return x.Ledgers
+	}
+	return nil
+}
+
+func (x *TrialBalanceResponse) GetBalanced() bool {
+	if x != nil {
+		return x.Balanced
+	}
+	return false
+}
+
+func (x *TrialBalanceResponse) GetDifferences() []string {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+// TrialBalanceLedger is the trial balance of one ledger.
+type TrialBalanceLedger struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ledger uint32                 `protobuf:"varint,1,opt,name=ledger,proto3" json:"ledger,omitempty"`
+	// Every subject of the chart in tree order: roots by code, each followed by its children.
+	Subjects []*TrialBalanceLine `protobuf:"bytes,2,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	// The ledger's transit accounts (ids from 2^63), summed.
+	Transit *TrialBalanceLine `protobuf:"bytes,3,opt,name=transit,proto3" json:"transit,omitempty"`
+	// The accounts whose code names no leaf subject of the chart, by id.
+	Unclassified []*TrialBalanceLine `protobuf:"bytes,4,rep,name=unclassified,proto3" json:"unclassified,omitempty"`
+	// Every account of the ledger.
+	Total         *TrialBalanceLine `protobuf:"bytes,5,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrialBalanceLedger) Reset() {
+	*x = TrialBalanceLedger{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrialBalanceLedger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrialBalanceLedger) ProtoMessage() {}
+
+func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrialBalanceLedger.ProtoReflect.Descriptor instead.
+func (*TrialBalanceLedger) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TrialBalanceLedger) GetLedger() uint32 {
+	if x != nil {
+		return x.Ledger
+	}
+	return 0
+}
+
+func (x *TrialBalanceLedger) GetSubjects() []*TrialBalanceLine {
+	if x != nil {
+		return x.Subjects
+	}
+	return nil
+}
+
+func (x *TrialBalanceLedger) GetTransit() *TrialBalanceLine {
+	if x != nil {
+		return x.Transit
+	}
+	return nil
+}
+
+func (x *TrialBalanceLedger) GetUnclassified() []*TrialBalanceLine {
+	if x != nil {
+		return x.Unclassified
+	}
+	return nil
+}
+
+func (x *TrialBalanceLedger) GetTotal() *TrialBalanceLine {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+// TrialBalanceLine is one line of a trial balance. Amounts are in the ledger's minor units.
+type TrialBalanceLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subject's code; an unclassified account's code; 0 on the transit and total lines.
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// asset, liability, equity, income or expense; empty on lines that are not a subject's.
+	Category string `protobuf:"bytes,3,opt,name=category,proto3" json:"category,omitempty"`
+	// The side balance stands on (debit or credit): the category's normal side, else debit.
+	NormalSide string `protobuf:"bytes,4,opt,name=normal_side,json=normalSide,proto3" json:"normal_side,omitempty"`
+	// The subject's depth in the chart (0: a root).
+	Depth          uint32   `protobuf:"varint,5,opt,name=depth,proto3" json:"depth,omitempty"`
+	DebitsPosted   *Uint128 `protobuf:"bytes,6,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
+	CreditsPosted  *Uint128 `protobuf:"bytes,7,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
+	DebitsPending  *Uint128 `protobuf:"bytes,8,opt,name=debits_pending,json=debitsPending,proto3" json:"debits_pending,omitempty"`
+	CreditsPending *Uint128 `protobuf:"bytes,9,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
+	// The posted balance on normal_side, a signed decimal (negative: it stands on the other side).
+	Balance string `protobuf:"bytes,10,opt,name=balance,proto3" json:"balance,omitempty"`
+	// How many accounts the line sums.
+	Accounts uint64 `protobuf:"varint,11,opt,name=accounts,proto3" json:"accounts,omitempty"`
+	// An unclassified account's id; 0 on other lines.
+	AccountId     uint64 `protobuf:"varint,12,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrialBalanceLine) Reset() {
+	*x = TrialBalanceLine{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrialBalanceLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrialBalanceLine) ProtoMessage() {}
+
+func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrialBalanceLine.ProtoReflect.Descriptor instead.
+func (*TrialBalanceLine) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TrialBalanceLine) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *TrialBalanceLine) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TrialBalanceLine) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *TrialBalanceLine) GetNormalSide() string {
+	if x != nil {
+		return x.NormalSide
+	}
+	return ""
+}
+
+func (x *TrialBalanceLine) GetDepth() uint32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *TrialBalanceLine) GetDebitsPosted() *Uint128 {
+	if x != nil {
+		return x.DebitsPosted
+	}
+	return nil
+}
+
+func (x *TrialBalanceLine) GetCreditsPosted() *Uint128 {
+	if x != nil {
+		return x.CreditsPosted
+	}
+	return nil
+}
+
+func (x *TrialBalanceLine) GetDebitsPending() *Uint128 {
+	if x != nil {
+		return x.DebitsPending
+	}
+	return nil
+}
+
+func (x *TrialBalanceLine) GetCreditsPending() *Uint128 {
+	if x != nil {
+		return x.CreditsPending
+	}
+	return nil
+}
+
+func (x *TrialBalanceLine) GetBalance() string {
+	if x != nil {
+		return x.Balance
+	}
+	return ""
+}
+
+func (x *TrialBalanceLine) GetAccounts() uint64 {
+	if x != nil {
+		return x.Accounts
+	}
+	return 0
+}
+
+func (x *TrialBalanceLine) GetAccountId() uint64 {
+	if x != nil {
+		return x.AccountId
+	}
+	return 0
+}
+
 type VerifyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1752,7 +2084,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +2096,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +2109,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 type VerifyResponse struct {
@@ -1793,7 +2125,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2137,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2150,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VerifyResponse) GetProblems() []string {
@@ -1949,7 +2281,35 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	" \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPostedJ\x04\b\x03\x10\a\"z\n" +
 	"\x1aGetAccountBalancesResponse\x125\n" +
 	"\bbalances\x18\x01 \x03(\v2\x19.ledger.v1.AccountBalanceR\bbalances\x12%\n" +
-	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"\x0f\n" +
+	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"-\n" +
+	"\x13TrialBalanceRequest\x12\x16\n" +
+	"\x06ledger\x18\x01 \x01(\rR\x06ledger\"\x8d\x01\n" +
+	"\x14TrialBalanceResponse\x127\n" +
+	"\aledgers\x18\x01 \x03(\v2\x1d.ledger.v1.TrialBalanceLedgerR\aledgers\x12\x1a\n" +
+	"\bbalanced\x18\x02 \x01(\bR\bbalanced\x12 \n" +
+	"\vdifferences\x18\x03 \x03(\tR\vdifferences\"\x90\x02\n" +
+	"\x12TrialBalanceLedger\x12\x16\n" +
+	"\x06ledger\x18\x01 \x01(\rR\x06ledger\x127\n" +
+	"\bsubjects\x18\x02 \x03(\v2\x1b.ledger.v1.TrialBalanceLineR\bsubjects\x125\n" +
+	"\atransit\x18\x03 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\atransit\x12?\n" +
+	"\funclassified\x18\x04 \x03(\v2\x1b.ledger.v1.TrialBalanceLineR\funclassified\x121\n" +
+	"\x05total\x18\x05 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\x05total\"\xce\x03\n" +
+	"\x10TrialBalanceLine\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bcategory\x18\x03 \x01(\tR\bcategory\x12\x1f\n" +
+	"\vnormal_side\x18\x04 \x01(\tR\n" +
+	"normalSide\x12\x14\n" +
+	"\x05depth\x18\x05 \x01(\rR\x05depth\x127\n" +
+	"\rdebits_posted\x18\x06 \x01(\v2\x12.ledger.v1.Uint128R\fdebitsPosted\x129\n" +
+	"\x0ecredits_posted\x18\a \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPosted\x129\n" +
+	"\x0edebits_pending\x18\b \x01(\v2\x12.ledger.v1.Uint128R\rdebitsPending\x12;\n" +
+	"\x0fcredits_pending\x18\t \x01(\v2\x12.ledger.v1.Uint128R\x0ecreditsPending\x12\x18\n" +
+	"\abalance\x18\n" +
+	" \x01(\tR\abalance\x12\x1a\n" +
+	"\baccounts\x18\v \x01(\x04R\baccounts\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\f \x01(\x04R\taccountId\"\x0f\n" +
 	"\rVerifyRequest\"\x85\x01\n" +
 	"\x0eVerifyResponse\x12\x1a\n" +
 	"\bproblems\x18\x01 \x03(\tR\bproblems\x12\x1a\n" +
@@ -2035,9 +2395,10 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0eLookupAccounts\x12 .ledger.v1.LookupAccountsRequest\x1a!.ledger.v1.LookupAccountsResponse\x12X\n" +
 	"\x0fLookupTransfers\x12!.ledger.v1.LookupTransfersRequest\x1a\".ledger.v1.LookupTransfersResponse\x12d\n" +
 	"\x13GetAccountTransfers\x12%.ledger.v1.GetAccountTransfersRequest\x1a&.ledger.v1.GetAccountTransfersResponse\x12a\n" +
-	"\x12GetAccountBalances\x12$.ledger.v1.GetAccountBalancesRequest\x1a%.ledger.v1.GetAccountBalancesResponse2M\n" +
+	"\x12GetAccountBalances\x12$.ledger.v1.GetAccountBalancesRequest\x1a%.ledger.v1.GetAccountBalancesResponse2\x9e\x01\n" +
 	"\fAdminService\x12=\n" +
-	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponse\x12O\n" +
+	"\fTrialBalance\x12\x1e.ledger.v1.TrialBalanceRequest\x1a\x1f.ledger.v1.TrialBalanceResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -2052,7 +2413,7 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(TransferState)(0),                  // 0: ledger.v1.TransferState
 	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
@@ -2078,8 +2439,12 @@ var file_ledger_v1_ledger_proto_goTypes = []any{
 	(*GetAccountBalancesRequest)(nil),   // 21: ledger.v1.GetAccountBalancesRequest
 	(*AccountBalance)(nil),              // 22: ledger.v1.AccountBalance
 	(*GetAccountBalancesResponse)(nil),  // 23: ledger.v1.GetAccountBalancesResponse
-	(*VerifyRequest)(nil),               // 24: ledger.v1.VerifyRequest
-	(*VerifyResponse)(nil),              // 25: ledger.v1.VerifyResponse
+	(*TrialBalanceRequest)(nil),         // 24: ledger.v1.TrialBalanceRequest
+	(*TrialBalanceResponse)(nil),        // 25: ledger.v1.TrialBalanceResponse
+	(*TrialBalanceLedger)(nil),          // 26: ledger.v1.TrialBalanceLedger
+	(*TrialBalanceLine)(nil),            // 27: ledger.v1.TrialBalanceLine
+	(*VerifyRequest)(nil),               // 28: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),              // 29: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
@@ -2107,25 +2472,36 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	4,  // 22: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
 	4,  // 23: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
 	22, // 24: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
-	8,  // 25: ledger.v1.LedgerService.CreateAccounts:input_type -> ledger.v1.CreateAccountsRequest
-	11, // 26: ledger.v1.LedgerService.CreateTransfers:input_type -> ledger.v1.CreateTransfersRequest
-	14, // 27: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
-	16, // 28: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
-	19, // 29: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
-	21, // 30: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
-	24, // 31: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	10, // 32: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
-	13, // 33: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
-	15, // 34: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
-	17, // 35: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
-	20, // 36: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
-	23, // 37: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
-	25, // 38: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	32, // [32:39] is the sub-list for method output_type
-	25, // [25:32] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	26, // 25: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
+	27, // 26: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
+	27, // 27: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
+	27, // 28: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
+	27, // 29: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
+	4,  // 30: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
+	4,  // 31: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
+	4,  // 32: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
+	4,  // 33: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
+	8,  // 34: ledger.v1.LedgerService.CreateAccounts:input_type -> ledger.v1.CreateAccountsRequest
+	11, // 35: ledger.v1.LedgerService.CreateTransfers:input_type -> ledger.v1.CreateTransfersRequest
+	14, // 36: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
+	16, // 37: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
+	19, // 38: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
+	21, // 39: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
+	28, // 40: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	24, // 41: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
+	10, // 42: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
+	13, // 43: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
+	15, // 44: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
+	17, // 45: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
+	20, // 46: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
+	23, // 47: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
+	29, // 48: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	25, // 49: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
+	42, // [42:50] is the sub-list for method output_type
+	34, // [34:42] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }
@@ -2139,7 +2515,7 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

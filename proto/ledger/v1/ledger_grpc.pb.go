@@ -347,7 +347,8 @@ var LedgerService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AdminService_Verify_FullMethodName = "/ledger.v1.AdminService/Verify"
+	AdminService_Verify_FullMethodName       = "/ledger.v1.AdminService/Verify"
+	AdminService_TrialBalance_FullMethodName = "/ledger.v1.AdminService/TrialBalance"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -359,6 +360,13 @@ type AdminServiceClient interface {
 	// Verify recomputes every balance from the journal on a consistent snapshot of the running
 	// store and checks the ledger's invariants; it lists what differs (nothing: clean).
 	Verify(ctx context.Context, in *VerifyRequest, opts ...grpc.CallOption) (*VerifyResponse, error)
+	// TrialBalance sums every account's balance into its subject of the server's chart of
+	// accounts and into every parent subject, per ledger (currency), on a durable snapshot, and
+	// checks the books: debits equal credits per ledger (posted and pending), each parent subject
+	// equals the sum of its children, the transit accounts hold nothing posted ("transit not
+	// drained" while split legs are in flight), and every account's code names a leaf subject
+	// ("unclassified" otherwise; such accounts still count in the ledger's total).
+	TrialBalance(ctx context.Context, in *TrialBalanceRequest, opts ...grpc.CallOption) (*TrialBalanceResponse, error)
 }
 
 type adminServiceClient struct {
@@ -379,6 +387,16 @@ func (c *adminServiceClient) Verify(ctx context.Context, in *VerifyRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) TrialBalance(ctx context.Context, in *TrialBalanceRequest, opts ...grpc.CallOption) (*TrialBalanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrialBalanceResponse)
+	err := c.cc.Invoke(ctx, AdminService_TrialBalance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -388,6 +406,13 @@ type AdminServiceServer interface {
 	// Verify recomputes every balance from the journal on a consistent snapshot of the running
 	// store and checks the ledger's invariants; it lists what differs (nothing: clean).
 	Verify(context.Context, *VerifyRequest) (*VerifyResponse, error)
+	// TrialBalance sums every account's balance into its subject of the server's chart of
+	// accounts and into every parent subject, per ledger (currency), on a durable snapshot, and
+	// checks the books: debits equal credits per ledger (posted and pending), each parent subject
+	// equals the sum of its children, the transit accounts hold nothing posted ("transit not
+	// drained" while split legs are in flight), and every account's code names a leaf subject
+	// ("unclassified" otherwise; such accounts still count in the ledger's total).
+	TrialBalance(context.Context, *TrialBalanceRequest) (*TrialBalanceResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -400,6 +425,9 @@ type UnimplementedAdminServiceServer struct{}
 
 func (UnimplementedAdminServiceServer) Verify(context.Context, *VerifyRequest) (*VerifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verify not implemented")
+}
+func (UnimplementedAdminServiceServer) TrialBalance(context.Context, *TrialBalanceRequest) (*TrialBalanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrialBalance not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -440,6 +468,24 @@ func _AdminService_Verify_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_TrialBalance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrialBalanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).TrialBalance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_TrialBalance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).TrialBalance(ctx, req.(*TrialBalanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -450,6 +496,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Verify",
 			Handler:    _AdminService_Verify_Handler,
+		},
+		{
+			MethodName: "TrialBalance",
+			Handler:    _AdminService_TrialBalance_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,131 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/big"
+
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
+	"github.com/ledgercore/ledger/ledger/rules"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithChart makes chart the chart of accounts the trial balance sums by (default: the rules
+// that ship with the server, rules.Default).
+func WithChart(chart *rules.Chart) Option { return func(s *Service) { s.chart = chart } }
+
+// TrialBalance implements AdminService: the trial balance of every account (of req.ledger, or
+// all) on a durable snapshot, by the service's chart.
+func (s *Service) TrialBalance(_ context.Context, req *ledgerv1.TrialBalanceRequest) (*ledgerv1.TrialBalanceResponse, error) {
+	chart := s.chart
+	if chart == nil {
+		chart = rules.Default()
+	}
+	b := accounting.NewBuilder(chart)
+	err := s.ledger.Read(func(v *storage.Reader) error {
+		return v.ForEachAccount(func(a ledger.Account) error {
+			if req.GetLedger() == 0 || a.Ledger == req.GetLedger() {
+				b.Add(a)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	rep := b.Report()
+	if !rep.Balanced {
+		slog.Error("trial balance: the books do not balance", "differences", len(rep.Differences), "first", rep.Differences[0])
+	}
+	return TrialBalanceToProto(&rep), nil
+}
+
+// TrialBalanceToProto is rep on the wire.
+func TrialBalanceToProto(rep *accounting.Report) *ledgerv1.TrialBalanceResponse {
+	resp := &ledgerv1.TrialBalanceResponse{Balanced: rep.Balanced, Differences: rep.Differences}
+	for i := range rep.Ledgers {
+		l := &rep.Ledgers[i]
+		pl := &ledgerv1.TrialBalanceLedger{Ledger: l.Ledger, Transit: lineToProto(&l.Transit), Total: lineToProto(&l.Total)}
+		for j := range l.Subjects {
+			pl.Subjects = append(pl.Subjects, lineToProto(&l.Subjects[j]))
+		}
+		for j := range l.Unclassified {
+			pl.Unclassified = append(pl.Unclassified, lineToProto(&l.Unclassified[j]))
+		}
+		resp.Ledgers = append(resp.Ledgers, pl)
+	}
+	return resp
+}
+
+func lineToProto(l *accounting.Line) *ledgerv1.TrialBalanceLine {
+	p := &ledgerv1.TrialBalanceLine{Code: l.Code, AccountId: l.Account, Name: l.Name, NormalSide: l.Side.String(),
+		Depth: uint32(l.Depth), DebitsPosted: u128ToProto(l.DebitsPosted), CreditsPosted: u128ToProto(l.CreditsPosted),
+		DebitsPending: u128ToProto(l.DebitsPending), CreditsPending: u128ToProto(l.CreditsPending),
+		Balance: l.Balance.String(), Accounts: l.Accounts}
+	if l.Category != 0 {
+		p.Category = l.Category.String()
+	}
+	return p
+}
+
+// TrialBalanceFromProto is a trial balance read from the wire (for printing it).
+func TrialBalanceFromProto(resp *ledgerv1.TrialBalanceResponse) (accounting.Report, error) {
+	rep := accounting.Report{Balanced: resp.GetBalanced(), Differences: resp.GetDifferences()}
+	for _, pl := range resp.GetLedgers() {
+		l := accounting.Ledger{Ledger: pl.GetLedger()}
+		var err error
+		if l.Transit, err = lineFromProto(pl.GetTransit()); err != nil {
+			return rep, err
+		}
+		if l.Total, err = lineFromProto(pl.GetTotal()); err != nil {
+			return rep, err
+		}
+		for _, p := range pl.GetSubjects() {
+			line, err := lineFromProto(p)
+			if err != nil {
+				return rep, err
+			}
+			l.Subjects = append(l.Subjects, line)
+		}
+		for _, p := range pl.GetUnclassified() {
+			line, err := lineFromProto(p)
+			if err != nil {
+				return rep, err
+			}
+			l.Unclassified = append(l.Unclassified, line)
+		}
+		rep.Ledgers = append(rep.Ledgers, l)
+	}
+	return rep, nil
+}
+
+func lineFromProto(p *ledgerv1.TrialBalanceLine) (accounting.Line, error) {
+	l := accounting.Line{Code: p.GetCode(), Account: p.GetAccountId(), Name: p.GetName(), Depth: int(p.GetDepth()),
+		Totals: accounting.Totals{DebitsPosted: u128(p.GetDebitsPosted()), CreditsPosted: u128(p.GetCreditsPosted()),
+			DebitsPending: u128(p.GetDebitsPending()), CreditsPending: u128(p.GetCreditsPending()), Accounts: p.GetAccounts()}}
+	if c := p.GetCategory(); c != "" {
+		var ok bool
+		if l.Category, ok = rules.ParseCategory(c); !ok {
+			return l, fmt.Errorf("line %q: unknown category %q", p.GetName(), c)
+		}
+	}
+	switch p.GetNormalSide() {
+	case "debit":
+		l.Side = rules.Debit
+	case "credit":
+		l.Side = rules.Credit
+	default:
+		return l, fmt.Errorf("line %q: unknown side %q", p.GetName(), p.GetNormalSide())
+	}
+	var ok bool
+	if l.Balance, ok = new(big.Int).SetString(p.GetBalance(), 10); !ok {
+		return l, fmt.Errorf("line %q: balance %q is not a decimal", p.GetName(), p.GetBalance())
+	}
+	return l, nil
+}
