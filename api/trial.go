@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"math/big"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -22,14 +25,20 @@ func WithChart(chart *rules.Chart) Option { return func(s *Service) { s.chart = 
 
 // TrialBalance implements AdminService: the trial balance of every account (of req.ledger, or
 // all) on a durable snapshot, by the service's chart.
-func (s *Service) TrialBalance(_ context.Context, req *ledgerv1.TrialBalanceRequest) (*ledgerv1.TrialBalanceResponse, error) {
+func (s *Service) TrialBalance(ctx context.Context, req *ledgerv1.TrialBalanceRequest) (*ledgerv1.TrialBalanceResponse, error) {
 	chart := s.chart
 	if chart == nil {
 		chart = rules.Default()
 	}
 	b := accounting.NewBuilder(chart)
+	n := 0
 	err := s.ledger.Read(func(v *storage.Reader) error {
 		return v.ForEachAccount(func(a ledger.Account) error {
+			// The scan holds a snapshot (compactions keep what it sees) and Stop waits for
+			// it: a caller that gave up stops it.
+			if n++; n%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 			if req.GetLedger() == 0 || a.Ledger == req.GetLedger() {
 				b.Add(a)
 			}
@@ -37,9 +46,15 @@ func (s *Service) TrialBalance(_ context.Context, req *ledgerv1.TrialBalanceRequ
 		})
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
 		return nil, toStatus(err)
 	}
 	rep := b.Report()
+	if l := req.GetLedger(); l != 0 && len(rep.Ledgers) == 0 {
+		return nil, status.Errorf(codes.NotFound, "ledger %d has no accounts", l)
+	}
 	if !rep.Balanced {
 		slog.Error("trial balance: the books do not balance", "differences", len(rep.Differences), "first", rep.Differences[0])
 	}
@@ -65,7 +80,7 @@ func TrialBalanceToProto(rep *accounting.Report) *ledgerv1.TrialBalanceResponse 
 
 func lineToProto(l *accounting.Line) *ledgerv1.TrialBalanceLine {
 	p := &ledgerv1.TrialBalanceLine{Code: l.Code, AccountId: l.Account, Name: l.Name, NormalSide: l.Side.String(),
-		Depth: uint32(l.Depth), DebitsPosted: u128ToProto(l.DebitsPosted), CreditsPosted: u128ToProto(l.CreditsPosted),
+		Depth: uint32(l.Depth), Leaf: l.Leaf, DebitsPosted: u128ToProto(l.DebitsPosted), CreditsPosted: u128ToProto(l.CreditsPosted),
 		DebitsPending: u128ToProto(l.DebitsPending), CreditsPending: u128ToProto(l.CreditsPending),
 		Balance: l.Balance.String(), Accounts: l.Accounts}
 	if l.Category != 0 {
@@ -107,6 +122,7 @@ func TrialBalanceFromProto(resp *ledgerv1.TrialBalanceResponse) (accounting.Repo
 
 func lineFromProto(p *ledgerv1.TrialBalanceLine) (accounting.Line, error) {
 	l := accounting.Line{Code: p.GetCode(), Account: p.GetAccountId(), Name: p.GetName(), Depth: int(p.GetDepth()),
+		Leaf: p.GetLeaf(),
 		Totals: accounting.Totals{DebitsPosted: u128(p.GetDebitsPosted()), CreditsPosted: u128(p.GetCreditsPosted()),
 			DebitsPending: u128(p.GetDebitsPending()), CreditsPending: u128(p.GetCreditsPending()), Accounts: p.GetAccounts()}}
 	if c := p.GetCategory(); c != "" {

@@ -41,7 +41,7 @@ func TestTrialBalance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"ledger 1: unclassified: account 7: code 9999 names no subject of the chart (posted debits 0, credits 30; pending debits 0, credits 0)"}
+	want := []string{"ledger 1: unclassified: 1 accounts (from 7): code 9999 names no subject of the chart (posted debits 0, credits 30; pending debits 0, credits 0)"}
 	if !resp.GetBalanced() || !slices.Equal(resp.GetDifferences(), want) || len(resp.GetLedgers()) != 2 {
 		t.Fatalf("balanced %v, %d ledgers, differences %q", resp.GetBalanced(), len(resp.GetLedgers()), resp.GetDifferences())
 	}

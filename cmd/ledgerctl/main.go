@@ -7,7 +7,7 @@
 //	ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
 //	                                    an account's transfers in posting order
 //	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
-//	ledgerctl trial-balance --addr HOST:PORT [--ledger N] [--csv]
+//	ledgerctl trial-balance --addr HOST:PORT [--ledger N] [--csv] [--strict]
 //	                                    the trial balance of a running ledgerd, by its chart
 //	ledgerctl channels                  the payment channels: degraded, circuit, in flight, queued
 //	ledgerctl channel degrade|restore NAME
@@ -33,8 +33,9 @@
 // (currency), on a durable snapshot, and prints a table per ledger (subjects as a tree, then
 // transit, unclassified accounts and the total; amounts in minor units), the differences and
 // "balanced" or "NOT balanced"; --csv writes the lines as CSV instead (differences on stderr).
-// It exits 0 when the books balance with no difference, 1 when there are differences (transit
-// not drained and unclassified accounts included), 2 when it could not run.
+// It exits 0 when the books balance with no difference, 1 when they do not balance (or, with
+// --strict, for any difference), 3 when they balance with differences (transit not drained,
+// unclassified accounts: routine while traffic flows), 2 when it could not run.
 package main
 
 import (
@@ -74,7 +75,7 @@ const usage = `usage:
   ledgerctl transfers --addr HOST:PORT ID...
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
   ledgerctl chart [--rules FILE]
-  ledgerctl trial-balance [--addr HOST:PORT] [--ledger N] [--csv]
+  ledgerctl trial-balance [--addr HOST:PORT] [--ledger N] [--csv] [--strict]
   ledgerctl channels [--addr HOST:PORT]
   ledgerctl channel degrade|restore [--addr HOST:PORT] NAME
   ledgerctl orders [--addr HOST:PORT] ID...
@@ -358,6 +359,7 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
 	ledgerID := fs.Uint("ledger", 0, "only this ledger (currency); 0: every ledger")
 	asCSV := fs.Bool("csv", false, "write CSV for finance tools (the differences go to stderr)")
+	strict := fs.Bool("strict", false, "the end of a day: transit not drained and unclassified accounts fail (exit 1) too")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for ledgerd")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -399,8 +401,11 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)
 		return 2
 	}
-	if !rep.Balanced || len(rep.Differences) > 0 {
+	switch {
+	case !rep.Balanced, *strict && len(rep.Differences) > 0:
 		return 1
+	case len(rep.Differences) > 0:
+		return 3 // balanced; transit in flight or unclassified accounts (routine while traffic flows)
 	}
 	return 0
 }

@@ -23,7 +23,8 @@ const trialRules = `subjects:
 `
 
 // TestTrialBalanceCommand: trial-balance against a running server with its own chart prints the
-// subjects as a tree and "balanced" (exit 0), writes CSV, lists the differences (exit 1), and
+// subjects as a tree and "balanced" (exit 0), writes CSV, lists the differences (exit 3, or 1
+// with --strict), and
 // exits 2 when it cannot run.
 func TestTrialBalanceCommand(t *testing.T) {
 	chart, err := rules.Load("trial.yaml", []byte(trialRules))
@@ -64,12 +65,13 @@ func TestTrialBalanceCommand(t *testing.T) {
 	}
 	out.Reset()
 	if code := run([]string{"trial-balance", "--addr", addr, "--csv"}, &out, &errs); code != 0 ||
-		!strings.HasPrefix(out.String(), "ledger,subject,name,category,side,debits_posted,credits_posted,debits_pending,credits_pending,balance,accounts\n"+
-			"1,1,assets,asset,debit,1234,0,0,0,1234,1\n") || !strings.Contains(out.String(), "\n1,total,total,,debit,1234,1234,0,0,0,2\n") {
+		!strings.HasPrefix(out.String(), "ledger,row,depth,leaf,subject,name,category,side,debits_posted,credits_posted,debits_pending,credits_pending,balance,accounts,first_account\n"+
+			"1,subject,0,false,1,assets,asset,debit,1234,0,0,0,1234,1,\n") || !strings.Contains(out.String(), "\n1,total,0,,,total,,debit,1234,1234,0,0,0,2,\n") {
 		t.Errorf("csv: exit %d\n%s%s", code, out.String(), errs.String())
 	}
 
-	// An account under a parent subject: a difference, exit 1; the other ledger is clean.
+	// An account under a parent subject: a difference, exit 3 (1 with --strict); the other
+	// ledger is clean.
 	if _, err := l.CreateAccounts([]ledger.Account{{ID: 3, Ledger: 1, Code: 2}, {ID: 4, Ledger: 2, Code: 11},
 		{ID: 5, Ledger: 2, Code: 21}}); err != nil {
 		t.Fatal(err)
@@ -78,16 +80,16 @@ func TestTrialBalanceCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if code := run([]string{"trial-balance", "--addr", addr}, &out, &errs); code != 1 ||
-		!strings.Contains(out.String(), "ledger 1: unclassified: account 3: code 2 names subject 2 (liabilities), which has subjects under it") ||
+	if code := run([]string{"trial-balance", "--addr", addr}, &out, &errs); code != 3 ||
+		!strings.Contains(out.String(), "ledger 1: unclassified: 1 accounts (from 3): code 2 names subject 2 (liabilities), which has subjects under it") ||
 		!strings.Contains(out.String(), "\nledger 2\n") || !strings.HasSuffix(out.String(), "\nbalanced, with differences\n") {
 		t.Errorf("differences: exit %d\n%s%s", code, out.String(), errs.String())
 	}
 	out.Reset()
 	errs.Reset()
-	if code := run([]string{"trial-balance", "--addr", addr, "--csv"}, &out, &errs); code != 1 ||
-		!strings.Contains(out.String(), "\n1,2,unclassified account 3,,debit,0,6,0,0,-6,1\n") ||
-		!strings.Contains(errs.String(), "ledger 1: unclassified: account 3") {
+	if code := run([]string{"trial-balance", "--addr", addr, "--csv", "--strict"}, &out, &errs); code != 1 ||
+		!strings.Contains(out.String(), "\n1,unclassified,0,,2,unclassified code 2: 1 accounts (3),,debit,0,6,0,0,-6,1,3\n") ||
+		!strings.Contains(errs.String(), "ledger 1: unclassified: 1 accounts (from 3)") {
 		t.Errorf("csv differences: exit %d\n%s%s", code, out.String(), errs.String())
 	}
 	out.Reset()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 )
 
 // WriteTable prints the report for people: per ledger, the subjects as an indented tree, the
@@ -26,7 +27,7 @@ func WriteTable(w io.Writer, r *Report) error {
 			if line.Category == 0 && line.Account == 0 {
 				name = "" // transit, total: named in the subject column
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\t%d\n", tableSubject(&line), name, category(&line),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\t%d\n", tableSubject(&line), printable(name), category(&line),
 				line.Side, line.DebitsPosted, line.CreditsPosted, line.DebitsPending, line.CreditsPending, line.Balance, line.Accounts)
 		}
 	}
@@ -62,12 +63,16 @@ func verdict(r *Report) string {
 }
 
 // CSVHeader is the first record WriteCSV writes.
-var CSVHeader = []string{"ledger", "subject", "name", "category", "side", "debits_posted", "credits_posted",
-	"debits_pending", "credits_pending", "balance", "accounts"}
+var CSVHeader = []string{"ledger", "row", "depth", "leaf", "subject", "name", "category", "side", "debits_posted",
+	"credits_posted", "debits_pending", "credits_pending", "balance", "accounts", "first_account"}
 
 // WriteCSV writes the report's lines as CSV for finance tools (the header is CSVHeader): the
-// subjects in tree order, then "transit", each unclassified account (its code as the subject)
-// and "total", per ledger. The differences are not part of it.
+// subjects in tree order, then the transit accounts, the unclassified accounts by code and the
+// total, per ledger. `row` says which (subject, transit, unclassified, total); `depth` and
+// `leaf` say where a subject stands, so that summing only leaves (or only depth 0) counts each
+// account once; `first_account` is an unclassified line's smallest account id. A text cell
+// that a spreadsheet would read as a formula starts with an apostrophe. The differences are
+// not part of it.
 func WriteCSV(w io.Writer, r *Report) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(CSVHeader); err != nil {
@@ -76,13 +81,19 @@ func WriteCSV(w io.Writer, r *Report) error {
 	for i := range r.Ledgers {
 		l := &r.Ledgers[i]
 		for _, line := range lines(l) {
-			subject := strconv.FormatUint(uint64(line.Code), 10)
-			if line.Category == 0 && line.Account == 0 {
-				subject = line.Name // transit, total
+			row, subject, leaf, first := "subject", strconv.FormatUint(uint64(line.Code), 10), "", ""
+			switch {
+			case line.Category != 0:
+				leaf = strconv.FormatBool(line.Leaf)
+			case line.Account != 0:
+				row, first = "unclassified", strconv.FormatUint(line.Account, 10)
+			default:
+				row, subject = line.Name, "" // transit, total
 			}
-			if err := cw.Write([]string{strconv.FormatUint(uint64(l.Ledger), 10), subject, line.Name, category(&line),
-				line.Side.String(), line.DebitsPosted.String(), line.CreditsPosted.String(), line.DebitsPending.String(),
-				line.CreditsPending.String(), line.Balance.String(), strconv.FormatUint(line.Accounts, 10)}); err != nil {
+			if err := cw.Write([]string{strconv.FormatUint(uint64(l.Ledger), 10), row, strconv.Itoa(line.Depth), leaf,
+				subject, cell(line.Name), category(&line), line.Side.String(), line.DebitsPosted.String(),
+				line.CreditsPosted.String(), line.DebitsPending.String(), line.CreditsPending.String(),
+				line.Balance.String(), strconv.FormatUint(line.Accounts, 10), first}); err != nil {
 				return err
 			}
 		}
@@ -114,4 +125,24 @@ func category(l *Line) string {
 		return ""
 	}
 	return l.Category.String()
+}
+
+// printable replaces control characters (a tab would shift a table's columns).
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// cell is a text cell a spreadsheet reads as text: one that starts like a formula gets an
+// apostrophe first.
+func cell(s string) string {
+	s = printable(s)
+	if s != "" && strings.ContainsRune("=+-@", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }

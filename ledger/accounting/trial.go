@@ -8,12 +8,12 @@
 package accounting
 
 import (
-	"cmp"
 	"fmt"
 	"iter"
 	"maps"
 	"math/big"
 	"slices"
+	"strings"
 
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -61,12 +61,13 @@ type Line struct {
 	// Code is the subject's code; for an unclassified account, the code the account carries;
 	// 0 for the transit and total lines.
 	Code uint32
-	// Account is an unclassified account's id (0 on other lines).
+	// Account is the smallest id of an unclassified line's accounts (0 on other lines).
 	Account  uint64
 	Name     string
 	Category rules.Category // 0 on lines that are not a subject's
 	Side     rules.Side     // the side Balance stands on: the category's normal side, else debit
 	Depth    int            // a subject's depth in the chart (0: a root)
+	Leaf     bool           // a subject that accounts hang under (summing leaves counts each once)
 	Totals
 	Balance *big.Int // posted, on Side; may be negative
 }
@@ -79,7 +80,8 @@ type Ledger struct {
 	Subjects []Line
 	// Transit sums the ledger's transit accounts (ids from ledger.TransitIDMin).
 	Transit Line
-	// Unclassified are the accounts whose code names no leaf subject of the chart, by id.
+	// Unclassified sums, by code, the accounts whose code names no leaf subject of the
+	// chart; Account is the smallest of their ids.
 	Unclassified []Line
 	// Total sums every account of the ledger: its subjects' roots, transit and unclassified.
 	Total Line
@@ -88,9 +90,11 @@ type Ledger struct {
 // Report is a trial balance.
 type Report struct {
 	Ledgers []Ledger // by ledger
-	// Balanced: in every ledger debits equal credits (posted and pending), and every parent
-	// subject and the ledger's total equal the sum of their parts. Transit not drained and
-	// unclassified accounts are differences that do not unbalance the books.
+	// Balanced: in every ledger debits equal credits (posted and pending). (That every parent
+	// subject and the ledger's total equal the sum of their parts is checked too, but holds by
+	// construction for a chart from rules.Load: it guards this package, not the books.)
+	// Transit not drained and unclassified accounts are differences that do not unbalance the
+	// books; at the end of a day they should be none.
 	Balanced bool
 	// Differences are what the checks found, each naming its ledger, its kind (unbalanced,
 	// roll-up, overflow, transit not drained, unclassified) and the numbers that differ; by
@@ -107,10 +111,20 @@ type Builder struct {
 type sums struct {
 	subjects     map[uint32]*Totals // each account is added to its leaf and to every parent of it
 	transit      Totals
-	unclassified []Line
+	unclassified map[uint32]*stray // by the code the accounts carry
 	total        Totals
 	overflow     map[string]bool // what passed 2^128
 }
+
+// stray sums the accounts of one code that names no leaf subject: their totals and the first
+// few ids (a store of many such accounts makes one line per code, not one per account).
+type stray struct {
+	Totals
+	ids []uint64
+}
+
+// StrayIDsMax is how many account ids an unclassified line names.
+const StrayIDsMax = 3
 
 // NewBuilder starts a trial balance on chart.
 func NewBuilder(chart *rules.Chart) *Builder {
@@ -130,7 +144,7 @@ func TrialBalance(chart *rules.Chart, accounts iter.Seq[ledger.Account]) Report 
 func (b *Builder) Add(a ledger.Account) {
 	s := b.ledgers[a.Ledger]
 	if s == nil {
-		s = &sums{subjects: map[uint32]*Totals{}, overflow: map[string]bool{}}
+		s = &sums{subjects: map[uint32]*Totals{}, unclassified: map[uint32]*stray{}, overflow: map[string]bool{}}
 		b.ledgers[a.Ledger] = s
 	}
 	t := totalsOf(&a)
@@ -141,10 +155,20 @@ func (b *Builder) Add(a ledger.Account) {
 	}
 	subject := b.chart.Subjects[a.Code]
 	if subject == nil || !subject.Leaf() {
-		s.unclassified = append(s.unclassified, Line{Code: a.Code, Account: a.ID, Side: rules.Debit, Totals: t})
+		u := s.unclassified[a.Code]
+		if u == nil {
+			u = &stray{}
+			s.unclassified[a.Code] = u
+		}
+		s.addTo(&u.Totals, t, fmt.Sprintf("unclassified code %d", a.Code))
+		u.ids = append(u.ids, a.ID)
+		if len(u.ids) > StrayIDsMax { // keep the smallest ids, whatever the order accounts come in
+			slices.Sort(u.ids)
+			u.ids = u.ids[:StrayIDsMax]
+		}
 		return
 	}
-	for code := a.Code; code != 0; {
+	for code, hops := a.Code, 0; code != 0 && hops <= len(b.chart.Subjects); hops++ {
 		sub := b.chart.Subjects[code]
 		if sub == nil { // a chart that did not come from rules.Load
 			break
@@ -187,15 +211,23 @@ func (b *Builder) Report() Report {
 			}
 			side := sub.Category.NormalSide()
 			led.Subjects = append(led.Subjects, Line{Code: sub.Code, Name: sub.Name, Category: sub.Category,
-				Side: side, Depth: n.depth, Totals: t, Balance: t.Balance(side)})
+				Side: side, Depth: n.depth, Leaf: sub.Leaf(), Totals: t, Balance: t.Balance(side)})
 		}
 		led.Transit = Line{Name: "transit", Side: rules.Debit, Totals: s.transit, Balance: s.transit.Balance(rules.Debit)}
-		led.Unclassified = slices.Clone(s.unclassified)
-		slices.SortFunc(led.Unclassified, func(x, y Line) int { return cmp.Compare(x.Account, y.Account) })
-		for i := range led.Unclassified {
-			u := &led.Unclassified[i]
-			u.Name = fmt.Sprintf("unclassified account %d", u.Account)
-			u.Balance = u.Totals.Balance(rules.Debit)
+		for _, code := range slices.Sorted(maps.Keys(s.unclassified)) {
+			u := s.unclassified[code]
+			slices.Sort(u.ids)
+			ids := make([]string, len(u.ids))
+			for i, id := range u.ids {
+				ids[i] = fmt.Sprint(id)
+			}
+			more := ""
+			if u.Accounts > uint64(len(u.ids)) {
+				more = ", ..."
+			}
+			led.Unclassified = append(led.Unclassified, Line{Code: code, Account: u.ids[0], Side: rules.Debit,
+				Name:   fmt.Sprintf("unclassified code %d: %d accounts (%s%s)", code, u.Accounts, strings.Join(ids, ", "), more),
+				Totals: u.Totals, Balance: u.Totals.Balance(rules.Debit)})
 		}
 		led.Total = Line{Name: "total", Side: rules.Debit, Totals: s.total, Balance: s.total.Balance(rules.Debit)}
 
@@ -255,8 +287,8 @@ func (b *Builder) Report() Report {
 			if sub := b.chart.Subjects[u.Code]; sub != nil {
 				why = fmt.Sprintf("names subject %d (%s), which has subjects under it", sub.Code, sub.Name)
 			}
-			diff(&info, "unclassified", "account %d: code %d %s (posted debits %v, credits %v; pending debits %v, credits %v)",
-				u.Account, u.Code, why, u.DebitsPosted, u.CreditsPosted, u.DebitsPending, u.CreditsPending)
+			diff(&info, "unclassified", "%d accounts (from %d): code %d %s (posted debits %v, credits %v; pending debits %v, credits %v)",
+				u.Accounts, u.Account, u.Code, why, u.DebitsPosted, u.CreditsPosted, u.DebitsPending, u.CreditsPending)
 		}
 		if len(unbalanced) > 0 {
 			rep.Balanced = false
@@ -275,8 +307,13 @@ type node struct {
 // treeOrder is the chart's subjects depth first: roots by code, children by code.
 func (b *Builder) treeOrder() []node {
 	var out []node
+	seen := map[uint32]bool{}
 	var walk func(code uint32, depth int)
 	walk = func(code uint32, depth int) {
+		if seen[code] { // a chart that did not come from rules.Load may loop
+			return
+		}
+		seen[code] = true
 		out = append(out, node{code, depth})
 		for _, c := range slices.Sorted(slices.Values(b.chart.Subjects[code].Children)) {
 			if b.chart.Subjects[c] != nil {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -184,5 +185,59 @@ func TestOverflow(t *testing.T) {
 	}
 	if rep.Balanced || !slices.Equal(rep.Differences, want) {
 		t.Errorf("balanced %v, differences %q", rep.Balanced, rep.Differences)
+	}
+}
+
+// TestManyUnclassified: accounts of a code outside the chart make one line and one difference
+// per code, however many they are (a load test's accounts must not make the report huge).
+func TestManyUnclassified(t *testing.T) {
+	var accounts []ledger.Account
+	for id := uint64(100_000); id > 0; id-- {
+		accounts = append(accounts, ledger.Account{ID: id, Ledger: 1, Code: 1,
+			Balance: ledger.Balance{CreditsPosted: ledger.U128(1)}})
+	}
+	accounts = append(accounts, ledger.Account{ID: 1 << 40, Ledger: 1, Code: 1122,
+		Balance: ledger.Balance{DebitsPosted: ledger.U128(100_000)}})
+	rep := TrialBalance(rules.Default(), slices.Values(accounts))
+	l := rep.Ledgers[0]
+	if !rep.Balanced || len(rep.Differences) != 1 || len(l.Unclassified) != 1 {
+		t.Fatalf("balanced %v, %d differences, %d unclassified lines", rep.Balanced, len(rep.Differences), len(l.Unclassified))
+	}
+	if u := l.Unclassified[0]; u.Accounts != 100_000 || u.Account != 1 || u.CreditsPosted != ledger.U128(100_000) ||
+		u.Name != "unclassified code 1: 100000 accounts (1, 2, 3, ...)" {
+		t.Fatalf("unclassified line %+v", u)
+	}
+}
+
+// TestOddCharts: a chart not made by rules.Load (a parent loop) does not hang the report.
+func TestOddCharts(t *testing.T) {
+	c := &rules.Chart{Subjects: map[uint32]*rules.Subject{
+		1: {Code: 1, Name: "a", Category: rules.Asset, Parent: 2, Children: []uint32{2}},
+		2: {Code: 2, Name: "b", Category: rules.Asset, Parent: 1, Children: []uint32{1}},
+		3: {Code: 3, Name: "leaf", Category: rules.Asset, Parent: 3}}, Codes: map[string]*rules.Code{}}
+	done := make(chan Report)
+	go func() {
+		done <- TrialBalance(c, slices.Values([]ledger.Account{{ID: 1, Ledger: 1, Code: 3}}))
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a looping chart hangs the trial balance")
+	}
+}
+
+// TestCSVCells: names that a spreadsheet would read as a formula, or that carry control
+// characters, are written as text.
+func TestCSVCells(t *testing.T) {
+	c := &rules.Chart{Subjects: map[uint32]*rules.Subject{
+		1: {Code: 1, Name: "=HYPERLINK(\"x\")", Category: rules.Asset},
+		2: {Code: 2, Name: "tab\there", Category: rules.Liability}}, Codes: map[string]*rules.Code{}}
+	rep := TrialBalance(c, slices.Values([]ledger.Account{{ID: 1, Ledger: 1, Code: 1}, {ID: 2, Ledger: 1, Code: 2}}))
+	var out bytes.Buffer
+	if err := WriteCSV(&out, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, `'=HYPERLINK(""x"")`) || !strings.Contains(s, ",tab here,") {
+		t.Fatalf("cells:\n%s", s)
 	}
 }

@@ -1956,8 +1956,11 @@ type TrialBalanceLine struct {
 	Balance string `protobuf:"bytes,10,opt,name=balance,proto3" json:"balance,omitempty"`
 	// How many accounts the line sums.
 	Accounts uint64 `protobuf:"varint,11,opt,name=accounts,proto3" json:"accounts,omitempty"`
-	// An unclassified account's id; 0 on other lines.
-	AccountId     uint64 `protobuf:"varint,12,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// An unclassified line (the accounts of one code that names no leaf subject): the smallest
+	// of their ids; 0 on other lines.
+	AccountId uint64 `protobuf:"varint,12,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// A subject that accounts hang under: summing only leaves counts each account once.
+	Leaf          bool `protobuf:"varint,13,opt,name=leaf,proto3" json:"leaf,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2074,6 +2077,13 @@ func (x *TrialBalanceLine) GetAccountId() uint64 {
 		return x.AccountId
 	}
 	return 0
+}
+
+func (x *TrialBalanceLine) GetLeaf() bool {
+	if x != nil {
+		return x.Leaf
+	}
+	return false
 }
 
 type VerifyRequest struct {
@@ -2293,7 +2303,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\bsubjects\x18\x02 \x03(\v2\x1b.ledger.v1.TrialBalanceLineR\bsubjects\x125\n" +
 	"\atransit\x18\x03 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\atransit\x12?\n" +
 	"\funclassified\x18\x04 \x03(\v2\x1b.ledger.v1.TrialBalanceLineR\funclassified\x121\n" +
-	"\x05total\x18\x05 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\x05total\"\xce\x03\n" +
+	"\x05total\x18\x05 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\x05total\"\xe2\x03\n" +
 	"\x10TrialBalanceLine\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -2309,7 +2319,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	" \x01(\tR\abalance\x12\x1a\n" +
 	"\baccounts\x18\v \x01(\x04R\baccounts\x12\x1d\n" +
 	"\n" +
-	"account_id\x18\f \x01(\x04R\taccountId\"\x0f\n" +
+	"account_id\x18\f \x01(\x04R\taccountId\x12\x12\n" +
+	"\x04leaf\x18\r \x01(\bR\x04leaf\"\x0f\n" +
 	"\rVerifyRequest\"\x85\x01\n" +
 	"\x0eVerifyResponse\x12\x1a\n" +
 	"\bproblems\x18\x01 \x03(\tR\bproblems\x12\x1a\n" +
