@@ -164,7 +164,11 @@ func (o *Order) exceptionAnswer(s *Setup, k int, c Call, a Answer, r channel.Res
 		}
 		return Effects{}
 	case r.Status == channel.Failed:
-		return settled("the channel refused the refund: " + r.Reason)
+		why := r.Reason
+		if why == "" {
+			why = "no reason given, txn " + r.Txn
+		}
+		return settled("the channel refused the refund (" + why + "); refund again or close")
 	case r.Amount != x.Amount || r.Txn == "":
 		settled(fmt.Sprintf("the channel refunded %d of %d (txn %s); an operator looks", r.Amount, x.Amount, r.Txn))
 		return o.exception(s, Exception{Kind: StatusConflict, Txn: r.Txn, Amount: r.Amount,
