@@ -263,4 +263,3 @@ func TestReconcile(t *testing.T) {
 		})
 	}
 }
-
