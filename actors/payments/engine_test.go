@@ -266,6 +266,12 @@ func TestForms(t *testing.T) {
 	if err != nil || len(ids) != 9 {
 		t.Fatalf("transfers by biz id: %v %v", ids, err)
 	}
+	// Every form's orders agree with the ledger (the transfer has no biz id).
+	for biz, n := range map[string]int{"biz-r1": 1, "biz-p1": 9, "biz-w1": 3} {
+		if r, err := w.engine.Reconcile(biz); err != nil || r.Transfers != n || len(r.Differences) != 0 {
+			t.Errorf("reconcile %s: %+v %v", biz, r, err)
+		}
+	}
 	for no, n := range w.client.sends {
 		if n != 1 {
 			t.Errorf("%s sent %d times", no, n)
