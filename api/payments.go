@@ -29,6 +29,20 @@ const (
 // ErrUnknownChannel: no payment channel has that name (NOT_FOUND). An engine wraps it.
 var ErrUnknownChannel = errors.New("unknown payment channel")
 
+// ErrReconcileTooLarge: a business id has more orders or transfers than one reconciliation
+// reads (FAILED_PRECONDITION). An engine wraps it.
+var ErrReconcileTooLarge = errors.New("too many orders or transfers under the business id to reconcile at once")
+
+// ReconDifferencesMax is the most differences ReconcileBizId lists (it counts them all).
+const ReconDifferencesMax = 1000
+
+// BizRecon is what the reconciliation of one business id found: how many orders and ledger
+// transfers carry it, and every disagreement among them (payment.Reconcile).
+type BizRecon struct {
+	Orders, Transfers int
+	Differences       []payment.Difference
+}
+
 // PaymentReply is the engine's answer to one payment request: the result and, with ResultOK
 // or ResultExists, the order as it stands (durable).
 type PaymentReply struct {
@@ -66,6 +80,10 @@ type PaymentEngine interface {
 	// TransfersByBizID returns the ids of at most limit durable ledger transfers that carry
 	// the business id, ascending.
 	TransfersByBizID(bizID string, limit int) ([]uint64, error)
+	// Reconcile checks a business id's orders, their channel outcomes and the ledger
+	// transfers carrying it against each other, on one durable snapshot; its error wraps
+	// ErrReconcileTooLarge when the business id has too many of them.
+	Reconcile(bizID string) (BizRecon, error)
 	// Exceptions returns at most limit orders with exception records (with a record not
 	// resolved, unless includeResolved), by ascending id greater than afterOrder.
 	Exceptions(includeResolved bool, afterOrder uint64, limit int) ([]*payment.Order, error)
@@ -215,6 +233,27 @@ func (s *PaymentService) GetOrdersByBizId(_ context.Context, req *ledgerv1.GetOr
 	}
 	if resp.TransferIds, err = s.engine.TransfersByBizID(biz, ledger.BatchEventsMax); err != nil {
 		return nil, toStatus(err)
+	}
+	return resp, nil
+}
+
+// ReconcileBizId implements PaymentService.
+func (s *PaymentService) ReconcileBizId(_ context.Context, req *ledgerv1.ReconcileBizIdRequest) (*ledgerv1.ReconcileBizIdResponse, error) {
+	biz := req.GetBizId()
+	if biz == "" {
+		return nil, toStatus(invalid("biz_id is required"))
+	}
+	if len(biz) > ledger.BizIDBytesMax {
+		return nil, toStatus(invalid("biz_id: %d bytes; at most %d", len(biz), ledger.BizIDBytesMax))
+	}
+	r, err := s.engine.Reconcile(biz)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &ledgerv1.ReconcileBizIdResponse{Orders: uint32(r.Orders), Transfers: uint32(r.Transfers),
+		DifferencesTotal: uint32(len(r.Differences))}
+	for _, d := range r.Differences[:min(len(r.Differences), ReconDifferencesMax)] {
+		resp.Differences = append(resp.Differences, d.String())
 	}
 	return resp, nil
 }

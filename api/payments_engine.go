@@ -45,3 +45,11 @@ func channelStatus(st payments.ChannelStatus) ChannelStatus {
 	return ChannelStatus{Name: st.Name, Degraded: st.Degraded, Circuit: int(st.Circuit), InFlight: st.InFlight,
 		Queued: st.Queued}
 }
+
+func (p paymentActors) Reconcile(bizID string) (BizRecon, error) {
+	r, err := p.Engine.Reconcile(bizID)
+	if errors.Is(err, payments.ErrReconcileTooLarge) {
+		return BizRecon{}, fmt.Errorf("%w: %w", ErrReconcileTooLarge, err)
+	}
+	return BizRecon{Orders: r.Orders, Transfers: r.Transfers, Differences: r.Differences}, err
+}

@@ -37,6 +37,7 @@ type fakeEngine struct {
 	keys     map[string]uint64
 	channels map[string]*ChannelStatus
 	replies  func([]PaymentReply) []PaymentReply // tampers with Create's replies, when set
+	recons   map[string]BizRecon                 // what Reconcile answers, by biz id
 }
 
 func newFakeEngine() *fakeEngine {
@@ -143,6 +144,14 @@ func (e *fakeEngine) TransfersByBizID(bizID string, limit int) ([]uint64, error)
 	}
 	slices.Sort(ids)
 	return ids, err
+}
+
+func (e *fakeEngine) Reconcile(bizID string) (BizRecon, error) {
+	defer e.mu.Unlock()
+	if err := e.enter(); err != nil {
+		return BizRecon{}, err
+	}
+	return e.recons[bizID], nil
 }
 
 func (e *fakeEngine) Exceptions(includeResolved bool, afterOrder uint64, limit int) ([]*payment.Order, error) {
@@ -620,6 +629,14 @@ func TestPaymentValidation(t *testing.T) {
 			_, err := f.client.SetChannelDegraded(f.ctx, &ledgerv1.SetChannelDegradedRequest{Degraded: true})
 			return err
 		}, "channel is required"},
+		{"recon biz id", func() error {
+			_, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{})
+			return err
+		}, "biz_id is required"},
+		{"recon long biz id", func() error {
+			_, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: strings.Repeat("x", 65)})
+			return err
+		}, "biz_id: 65 bytes; at most 64"},
 	} {
 		err := c.call()
 		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != "invalid request: "+c.want {
@@ -659,6 +676,10 @@ func TestPaymentEngineErrors(t *testing.T) {
 			_, err := f.client.SetChannelDegraded(f.ctx, &ledgerv1.SetChannelDegradedRequest{Channel: "bank"})
 			return err
 		},
+		"reconcile": func() error {
+			_, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: "b"})
+			return err
+		},
 	}
 	for _, c := range []struct {
 		err  error
@@ -668,6 +689,7 @@ func TestPaymentEngineErrors(t *testing.T) {
 		{actors.ErrStopped, codes.Unavailable},
 		{errors.New("pebble: disk on fire"), codes.Internal},
 		{fmt.Errorf("gateway x: %w", ErrUnknownChannel), codes.NotFound},
+		{fmt.Errorf("payments: %w", ErrReconcileTooLarge), codes.FailedPrecondition},
 	} {
 		f.engine.err = c.err
 		for name, call := range calls {
@@ -691,5 +713,40 @@ func TestPaymentEngineErrors(t *testing.T) {
 		if err := calls["create"](); status.Code(err) != codes.Internal {
 			t.Errorf("%s: %v, want INTERNAL", name, err)
 		}
+	}
+}
+
+// TestReconcileBizId: the engine's reconciliation as the API answers it: counts, differences as
+// lines in order, at most ReconDifferencesMax of them with the total.
+func TestReconcileBizId(t *testing.T) {
+	f := newPaymentFixture(t)
+	miss := payment.Difference{Kind: payment.DiffMissing, Order: 2, Step: 13, Transfer: payment.TransferID(2, 13),
+		Expected: "debit=1 credit=2 amount=5 ledger=1 code=3 flags=none", Found: "no transfer in the ledger"}
+	many := make([]payment.Difference, ReconDifferencesMax+5)
+	for i := range many {
+		many[i] = payment.Difference{Kind: payment.DiffUnmatched, Transfer: uint64(i + 1), Expected: "e", Found: "f"}
+	}
+	f.engine.recons = map[string]BizRecon{"clean": {Orders: 2, Transfers: 9},
+		"off":  {Orders: 1, Transfers: 3, Differences: []payment.Difference{miss}},
+		"many": {Orders: 0, Transfers: len(many), Differences: many}}
+	for biz, want := range map[string]*ledgerv1.ReconcileBizIdResponse{
+		"clean": {Orders: 2, Transfers: 9},
+		"off":   {Orders: 1, Transfers: 3, DifferencesTotal: 1, Differences: []string{miss.String()}},
+		"none":  {},
+	} {
+		got, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: biz})
+		if err != nil || !proto.Equal(got, want) {
+			t.Errorf("%s: %v %v, want %v", biz, got, err, want)
+		}
+	}
+	got, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: "many"})
+	if err != nil || len(got.GetDifferences()) != ReconDifferencesMax || got.GetDifferencesTotal() != uint32(len(many)) ||
+		got.GetDifferences()[0] != "unmatched transfer 1: expected e, found f" {
+		t.Fatalf("many: %d differences of %d, first %q, %v", len(got.GetDifferences()), got.GetDifferencesTotal(),
+			got.GetDifferences()[0], err)
+	}
+	if want := "missing order 2 step 13 transfer " + fmt.Sprint(payment.TransferID(2, 13)) +
+		": expected debit=1 credit=2 amount=5 ledger=1 code=3 flags=none, found no transfer in the ledger"; miss.String() != want {
+		t.Errorf("difference %q, want %q", miss.String(), want)
 	}
 }

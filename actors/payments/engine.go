@@ -51,6 +51,9 @@ const (
 	CreateBatchMax = 8190
 	// ListMax is the most orders one listing returns.
 	ListMax = 1000
+	// ReconcileMax is the most orders, and the most ledger transfers, Reconcile reads for one
+	// biz id.
+	ReconcileMax = 100_000
 	// AccountCacheMax bounds the accounts a shard remembers (what never changes of them).
 	AccountCacheMax = 1 << 16
 )
@@ -84,6 +87,9 @@ var (
 	ErrOverloaded = actors.ErrOverloaded
 	// ErrUnknownChannel: no channel of that name.
 	ErrUnknownChannel = errors.New("payments: unknown channel")
+	// ErrReconcileTooLarge: a biz id has more orders or transfers than one reconciliation
+	// reads (ReconcileMax).
+	ErrReconcileTooLarge = errors.New("payments: too many orders or transfers under the biz id to reconcile at once")
 	// ErrFailed: a commit failed; the payment actors stopped taking work (the process must
 	// restart and recover).
 	ErrFailed = errors.New("payments: storage failed")
@@ -374,6 +380,60 @@ func (e *Engine) TransfersByBizID(biz string, limit int) ([]uint64, error) {
 		return v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit })
 	})
 	return ids, err
+}
+
+// Recon is what Reconcile found for one biz id.
+type Recon struct {
+	Orders, Transfers int
+	Differences       []payment.Difference
+}
+
+// Reconcile checks a biz id's orders, their channel outcomes and the ledger transfers carrying
+// it against each other (payment.Reconcile), all read on one durable snapshot.
+func (e *Engine) Reconcile(biz string) (Recon, error) {
+	var r Recon
+	var orders []*payment.Order
+	var transfers []ledger.Transfer
+	err := e.read(func(v *storage.Reader) error {
+		var ids []uint64
+		if err := v.OrdersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) <= ReconcileMax }); err != nil {
+			return err
+		}
+		if len(ids) > ReconcileMax {
+			return fmt.Errorf("%w: more than %d orders", ErrReconcileTooLarge, ReconcileMax)
+		}
+		for _, id := range ids {
+			o, found, err := v.Order(id)
+			if err != nil {
+				return err
+			}
+			if !found {
+				return fmt.Errorf("payments: order %d is indexed under biz id %q but missing", id, biz)
+			}
+			orders = append(orders, o)
+		}
+		ids = ids[:0]
+		if err := v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) <= ReconcileMax }); err != nil {
+			return err
+		}
+		if len(ids) > ReconcileMax {
+			return fmt.Errorf("%w: more than %d transfers", ErrReconcileTooLarge, ReconcileMax)
+		}
+		want := len(ids)
+		if err := v.Transfers(ids, func(t ledger.Transfer) { transfers = append(transfers, t) }); err != nil {
+			return err
+		}
+		if len(transfers) != want {
+			return fmt.Errorf("payments: %d transfers are indexed under biz id %q, %d found", want, biz, len(transfers))
+		}
+		return nil
+	})
+	if err != nil {
+		return Recon{}, err
+	}
+	r.Orders, r.Transfers = len(orders), len(transfers)
+	r.Differences = payment.Reconcile(e.cfg.Setup, orders, transfers)
+	return r, nil
 }
 
 // Exceptions lists orders with exceptions not resolved (or that ever had one), ascending by

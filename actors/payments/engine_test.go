@@ -266,6 +266,12 @@ func TestForms(t *testing.T) {
 	if err != nil || len(ids) != 9 {
 		t.Fatalf("transfers by biz id: %v %v", ids, err)
 	}
+	// Every form's orders agree with the ledger (the transfer has no biz id).
+	for biz, n := range map[string]int{"biz-r1": 1, "biz-p1": 9, "biz-w1": 3} {
+		if r, err := w.engine.Reconcile(biz); err != nil || r.Transfers != n || len(r.Differences) != 0 {
+			t.Errorf("reconcile %s: %+v %v", biz, r, err)
+		}
+	}
 	for no, n := range w.client.sends {
 		if n != 1 {
 			t.Errorf("%s sent %d times", no, n)
@@ -430,4 +436,51 @@ func TestChannelsKeepTheirAccounts(t *testing.T) {
 	if r := w.create(payment.Request{Key: "r2", Form: payment.Recharge, Ledger: 1, Amount: 5, To: alice, Channel: "bank"})[0]; r.Result != payment.ResultChannelUnknown {
 		t.Fatalf("a recharge through a channel not configured: %v", r.Result)
 	}
+}
+
+// TestReconcile: a combined payment and its refund under one biz id agree with the ledger; a
+// transfer made with the biz id straight through the ledger is reported, unmatched.
+func TestReconcile(t *testing.T) {
+	w := newWorld(t, fake.Config{Seed: 1, Latency: 2 * time.Millisecond})
+	w.openAccounts()
+	ok := func(r Reply) uint64 {
+		t.Helper()
+		if r.Result != payment.ResultOK || r.Order == nil {
+			t.Fatalf("reply %v %+v", r.Result, r.Order)
+		}
+		return r.Order.ID
+	}
+	recharge := ok(w.create(payment.Request{Key: "r1", BizID: "biz-r", Form: payment.Recharge, Ledger: 1, Amount: 500,
+		To: alice, Channel: "bank", ChannelAccount: "card-1"})[0])
+	w.settle(recharge)
+	pay := ok(w.create(payment.Request{Key: "p1", BizID: "biz-x", Form: payment.Pay, Ledger: 1, Amount: 300,
+		From: alice, To: shop, Channel: "bank", Instruments: []payment.Instrument{{Kind: payment.Coupon, Amount: 50,
+			Account: coupons}, {Kind: payment.Balance, Amount: 100}, {Kind: payment.Card, Amount: 150}}})[0])
+	w.settle(pay)
+	refund := ok(w.create(payment.Request{Key: "f1", BizID: "biz-x", Form: payment.Refund, Amount: 200, Original: pay})[0])
+	for _, o := range w.settle(pay, refund) {
+		if o.State != payment.Succeeded {
+			t.Fatalf("order %d %v: %v %v", o.ID, o.Form, o.State, o.Result)
+		}
+	}
+	r, err := w.engine.Reconcile("biz-x")
+	if err != nil || r.Orders != 2 || r.Transfers != 9 || len(r.Differences) != 0 {
+		t.Fatalf("reconcile: %+v %v", r, err)
+	}
+	if r, err := w.engine.Reconcile("biz-none"); err != nil || r.Orders != 0 || r.Transfers != 0 || len(r.Differences) != 0 {
+		t.Fatalf("reconcile of an unknown biz id: %+v %v", r, err)
+	}
+	rs, err := w.ledger.CreateTransfers([]ledger.Transfer{{ID: 77, DebitAccountID: coupons, CreditAccountID: shop,
+		Amount: 1, Ledger: 1, Code: 1, BizID: "biz-x"}})
+	if err != nil || rs[0] != ledger.ResultOK {
+		t.Fatalf("transfer: %v %v", rs, err)
+	}
+	r, err = w.engine.Reconcile("biz-x")
+	if err != nil || r.Orders != 2 || r.Transfers != 10 || len(r.Differences) != 1 {
+		t.Fatalf("reconcile: %+v %v", r, err)
+	}
+	if d := r.Differences[0]; d.Kind != payment.DiffUnmatched || d.Transfer != 77 || d.Order != 0 {
+		t.Fatalf("difference: %v", d)
+	}
+	t.Log(r.Differences[0])
 }

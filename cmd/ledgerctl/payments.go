@@ -27,6 +27,7 @@ var paymentUsage = map[string]string{
 	"orders":          "ledgerctl orders [--addr HOST:PORT] ID... | --biz-id BIZ [--limit N]",
 	"exceptions":      "ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N]",
 	"resolve":         "ledgerctl resolve [--addr HOST:PORT] [--note TEXT] ORDER INDEX refund|close",
+	"recon":           "ledgerctl recon [--addr HOST:PORT] --biz-id BIZ",
 }
 
 // payCmd is one payment command being run: its flags, then its connection to ledgerd.
@@ -219,6 +220,42 @@ func orders(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	})
+}
+
+// recon reconciles a business id: its orders, their channel outcomes and the ledger
+// transfers carrying it. Exit 0: they agree; 1: differences (one a line); 2: could not run.
+func recon(args []string, stdout, stderr io.Writer) int {
+	c := newPayCmd("recon", stdout, stderr)
+	biz := c.fs.String("biz-id", "", "the business id to reconcile")
+	if code := c.parse(args); code >= 0 {
+		return code
+	}
+	switch {
+	case len(c.args) > 0:
+		return c.fail("unexpected arguments %q", c.args)
+	case *biz == "":
+		return c.fail("--biz-id is required")
+	}
+	return c.call(func(ctx context.Context, pc ledgerv1.PaymentServiceClient) int {
+		resp, err := pc.ReconcileBizId(ctx, &ledgerv1.ReconcileBizIdRequest{BizId: *biz})
+		if err != nil {
+			return c.rpcError(err, "")
+		}
+		fmt.Fprintf(stdout, "biz id %q: %d orders, %d ledger transfers\n", *biz, resp.GetOrders(), resp.GetTransfers())
+		total := max(resp.GetDifferencesTotal(), uint32(len(resp.GetDifferences())))
+		if total == 0 {
+			fmt.Fprintln(stdout, "agree: no difference")
+			return 0
+		}
+		fmt.Fprintf(stdout, "%d differences:\n", total)
+		for _, d := range resp.GetDifferences() {
+			fmt.Fprintf(stdout, "  %s\n", cell(d))
+		}
+		if n := int(total) - len(resp.GetDifferences()); n > 0 {
+			fmt.Fprintf(stdout, "  ... and %d more\n", n)
+		}
+		return 1
 	})
 }
 

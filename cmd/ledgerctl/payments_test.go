@@ -225,6 +225,29 @@ func TestPaymentCommands(t *testing.T) {
 		!regexp.MustCompile(`(?m)^balanced`).MatchString(out) {
 		t.Fatalf("trial-balance: exit %d\n%s%s", code, out, errs)
 	}
+	// The biz id reconciles: its order, its channel outcome and its one ledger transfer agree
+	// (the status conflict is an operator's matter, not a disagreement). A transfer made with
+	// the biz id straight through the ledger is no order's.
+	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "biz 1"); code != 0 ||
+		out != "biz id \"biz 1\": 1 orders, 1 ledger transfers\nagree: no difference\n" {
+		t.Fatalf("recon: exit %d\n%s%s", code, out, errs)
+	}
+	ar, err = lc.CreateAccounts(ctx, &ledgerv1.CreateAccountsRequest{Accounts: []*ledgerv1.Account{{Id: 2, Ledger: 1, Code: 2001}}})
+	if err != nil || len(ar.GetResults()) != 0 {
+		t.Fatalf("create account: %v %v", ar, err)
+	}
+	tr, err := lc.CreateTransfers(ctx, &ledgerv1.CreateTransfersRequest{Transfers: []*ledgerv1.Transfer{{Id: 77,
+		DebitAccountId: 1, CreditAccountId: 2, Amount: 5, Ledger: 1, Code: 1, BizId: "biz 1"}}})
+	if err != nil || len(tr.GetResults()) != 0 {
+		t.Fatalf("create transfer: %v %v", tr, err)
+	}
+	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "biz 1"); code != 1 ||
+		!strings.HasPrefix(out, "biz id \"biz 1\": 1 orders, 2 ledger transfers\n1 differences:\n  unmatched transfer 77: ") {
+		t.Fatalf("recon with a stray transfer: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "none"); code != 0 || !strings.Contains(out, "0 orders, 0 ledger transfers") {
+		t.Fatalf("recon of an unknown biz id: exit %d\n%s%s", code, out, errs)
+	}
 }
 
 // TestPaymentCommandsArgs: --help exits 0; bad arguments exit 2 with the reason, before any
@@ -232,7 +255,7 @@ func TestPaymentCommands(t *testing.T) {
 func TestPaymentCommandsArgs(t *testing.T) {
 	for _, args := range [][]string{{"channels", "--help"}, {"channel", "--help"}, {"channel", "degrade", "--help"},
 		{"channel", "restore", "-h"}, {"orders", "--help"}, {"exceptions", "--help"}, {"resolve", "--help"},
-		{"resolve", "1", "0", "close", "--help"}} {
+		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}} {
 		if code, _, errs := ctl(args...); code != 0 || !strings.Contains(errs, "usage: ledgerctl ") {
 			t.Errorf("%q: exit %d, want 0\n%s", args, code, errs)
 		}
@@ -260,6 +283,8 @@ func TestPaymentCommandsArgs(t *testing.T) {
 		{[]string{"resolve", "1", "0", "void"}, `resolution "void": want refund or close`},
 		{[]string{"resolve", "--note"}, "flag needs an argument"},
 		{[]string{"orders", "--", "--biz-id"}, `"--biz-id" is not an order id`}, // "--" ends the flags
+		{[]string{"recon"}, "--biz-id is required"},
+		{[]string{"recon", "--biz-id", "b", "x"}, `unexpected arguments ["x"]`},
 	} {
 		if code, out, errs := ctl(c.args...); code != 2 || out != "" || !strings.Contains(errs, c.err) {
 			t.Errorf("%q: exit %d, want 2 and %q\n%s%s", c.args, code, c.err, out, errs)
@@ -267,5 +292,8 @@ func TestPaymentCommandsArgs(t *testing.T) {
 	}
 	if code, _, errs := ctl("channels", "--addr", "127.0.0.1:1", "--timeout", "2s"); code != 2 || !strings.Contains(errs, "channels: Unavailable") {
 		t.Errorf("unreachable ledgerd: exit %d\n%s", code, errs)
+	}
+	if code, _, errs := ctl("recon", "--biz-id", "b", "--addr", "127.0.0.1:1", "--timeout", "2s"); code != 2 || !strings.Contains(errs, "recon: Unavailable") {
+		t.Errorf("recon, unreachable ledgerd: exit %d\n%s", code, errs)
 	}
 }

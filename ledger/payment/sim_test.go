@@ -304,8 +304,12 @@ func randomized(t *testing.T, seed uint64) map[string]int {
 			}
 		}
 	}
-	for range 3000 {
+	for i := range 3000 {
 		step()
+		if i%250 == 0 {
+			// Orders in flight reconcile with the ledger too: nothing they made is unmatched.
+			reconcileAll(t, w, led)
+		}
 	}
 	// Settle: the channel answers everything, no more faults.
 	for round := 0; round < 200; round++ {
@@ -356,7 +360,20 @@ func randomized(t *testing.T, seed uint64) map[string]int {
 	return counts
 }
 
+// reconcileAll checks that every order agrees with the ledger's transfers (Reconcile).
+func reconcileAll(t *testing.T, w *world, led *miniLedger) {
+	t.Helper()
+	var orders []*Order
+	for _, id := range slices.Sorted(maps.Keys(w.orders)) {
+		orders = append(orders, w.orders[id])
+	}
+	if ds := Reconcile(w.s, orders, ledgerOf(led)); len(ds) > 0 {
+		t.Fatalf("%d differences; the first: %v", len(ds), ds[0])
+	}
+}
+
 func checkSettled(t *testing.T, w *world, led *miniLedger, ch *miniChannel) {
+	reconcileAll(t, w, led)
 	var suspense int64
 	for _, o := range w.orders {
 		if !o.State.Final() || o.Active() {

@@ -1594,6 +1594,129 @@ func (x *GetOrdersByBizIdRequest) GetLimit() uint32 {
 	return 0
 }
 
+// ReconcileBizIdRequest names a business id.
+type ReconcileBizIdRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The business id; not empty, at most 64 bytes.
+	BizId         string `protobuf:"bytes,1,opt,name=biz_id,json=bizId,proto3" json:"biz_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconcileBizIdRequest) Reset() {
+	*x = ReconcileBizIdRequest{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileBizIdRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileBizIdRequest) ProtoMessage() {}
+
+func (x *ReconcileBizIdRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileBizIdRequest.ProtoReflect.Descriptor instead.
+func (*ReconcileBizIdRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReconcileBizIdRequest) GetBizId() string {
+	if x != nil {
+		return x.BizId
+	}
+	return ""
+}
+
+// ReconcileBizIdResponse is what the reconciliation of a business id found.
+type ReconcileBizIdResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every disagreement, one line each, sorted by order, step, transfer id: its kind (missing,
+	// fields, unmatched, state, amount, channel, exception), the order, step and transfer it is
+	// about, what was expected and what was found. Empty when everything agrees. At most 1,000;
+	// differences_total counts them all.
+	Differences []string `protobuf:"bytes,1,rep,name=differences,proto3" json:"differences,omitempty"`
+	// The business id's payment orders.
+	Orders uint32 `protobuf:"varint,2,opt,name=orders,proto3" json:"orders,omitempty"`
+	// The durable ledger transfers carrying the business id (the orders' and any other
+	// client's).
+	Transfers uint32 `protobuf:"varint,3,opt,name=transfers,proto3" json:"transfers,omitempty"`
+	// How many differences were found (differences lists the first 1,000).
+	DifferencesTotal uint32 `protobuf:"varint,4,opt,name=differences_total,json=differencesTotal,proto3" json:"differences_total,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ReconcileBizIdResponse) Reset() {
+	*x = ReconcileBizIdResponse{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileBizIdResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileBizIdResponse) ProtoMessage() {}
+
+func (x *ReconcileBizIdResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileBizIdResponse.ProtoReflect.Descriptor instead.
+func (*ReconcileBizIdResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReconcileBizIdResponse) GetDifferences() []string {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+func (x *ReconcileBizIdResponse) GetOrders() uint32 {
+	if x != nil {
+		return x.Orders
+	}
+	return 0
+}
+
+func (x *ReconcileBizIdResponse) GetTransfers() uint32 {
+	if x != nil {
+		return x.Transfers
+	}
+	return 0
+}
+
+func (x *ReconcileBizIdResponse) GetDifferencesTotal() uint32 {
+	if x != nil {
+		return x.DifferencesTotal
+	}
+	return 0
+}
+
 // GetOrdersByBizIdResponse has the orders of a business id.
 type GetOrdersByBizIdResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1609,7 +1732,7 @@ type GetOrdersByBizIdResponse struct {
 
 func (x *GetOrdersByBizIdResponse) Reset() {
 	*x = GetOrdersByBizIdResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[10]
+	mi := &file_ledger_v1_payment_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1744,7 @@ func (x *GetOrdersByBizIdResponse) String() string {
 func (*GetOrdersByBizIdResponse) ProtoMessage() {}
 
 func (x *GetOrdersByBizIdResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[10]
+	mi := &file_ledger_v1_payment_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1757,7 @@ func (x *GetOrdersByBizIdResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrdersByBizIdResponse.ProtoReflect.Descriptor instead.
 func (*GetOrdersByBizIdResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{10}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetOrdersByBizIdResponse) GetOrders() []*PaymentOrder {
@@ -1668,7 +1791,7 @@ type ListExceptionsRequest struct {
 
 func (x *ListExceptionsRequest) Reset() {
 	*x = ListExceptionsRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[11]
+	mi := &file_ledger_v1_payment_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1803,7 @@ func (x *ListExceptionsRequest) String() string {
 func (*ListExceptionsRequest) ProtoMessage() {}
 
 func (x *ListExceptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[11]
+	mi := &file_ledger_v1_payment_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1816,7 @@ func (x *ListExceptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExceptionsRequest.ProtoReflect.Descriptor instead.
 func (*ListExceptionsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{11}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListExceptionsRequest) GetIncludeResolved() bool {
@@ -1730,7 +1853,7 @@ type ListExceptionsResponse struct {
 
 func (x *ListExceptionsResponse) Reset() {
 	*x = ListExceptionsResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[12]
+	mi := &file_ledger_v1_payment_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1865,7 @@ func (x *ListExceptionsResponse) String() string {
 func (*ListExceptionsResponse) ProtoMessage() {}
 
 func (x *ListExceptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[12]
+	mi := &file_ledger_v1_payment_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1878,7 @@ func (x *ListExceptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExceptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExceptionsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{12}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListExceptionsResponse) GetExceptions() []*PaymentException {
@@ -1789,7 +1912,7 @@ type ResolveExceptionRequest struct {
 
 func (x *ResolveExceptionRequest) Reset() {
 	*x = ResolveExceptionRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[13]
+	mi := &file_ledger_v1_payment_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1924,7 @@ func (x *ResolveExceptionRequest) String() string {
 func (*ResolveExceptionRequest) ProtoMessage() {}
 
 func (x *ResolveExceptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[13]
+	mi := &file_ledger_v1_payment_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1937,7 @@ func (x *ResolveExceptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveExceptionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveExceptionRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{13}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResolveExceptionRequest) GetOrderId() uint64 {
@@ -1859,7 +1982,7 @@ type ResolveExceptionResponse struct {
 
 func (x *ResolveExceptionResponse) Reset() {
 	*x = ResolveExceptionResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[14]
+	mi := &file_ledger_v1_payment_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1994,7 @@ func (x *ResolveExceptionResponse) String() string {
 func (*ResolveExceptionResponse) ProtoMessage() {}
 
 func (x *ResolveExceptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[14]
+	mi := &file_ledger_v1_payment_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2007,7 @@ func (x *ResolveExceptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveExceptionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveExceptionResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{14}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResolveExceptionResponse) GetResult() PaymentResult {
@@ -1920,7 +2043,7 @@ type ChannelStatus struct {
 
 func (x *ChannelStatus) Reset() {
 	*x = ChannelStatus{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[15]
+	mi := &file_ledger_v1_payment_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2055,7 @@ func (x *ChannelStatus) String() string {
 func (*ChannelStatus) ProtoMessage() {}
 
 func (x *ChannelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[15]
+	mi := &file_ledger_v1_payment_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2068,7 @@ func (x *ChannelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelStatus.ProtoReflect.Descriptor instead.
 func (*ChannelStatus) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{15}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChannelStatus) GetName() string {
@@ -1996,7 +2119,7 @@ type SetChannelDegradedRequest struct {
 
 func (x *SetChannelDegradedRequest) Reset() {
 	*x = SetChannelDegradedRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[16]
+	mi := &file_ledger_v1_payment_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2131,7 @@ func (x *SetChannelDegradedRequest) String() string {
 func (*SetChannelDegradedRequest) ProtoMessage() {}
 
 func (x *SetChannelDegradedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[16]
+	mi := &file_ledger_v1_payment_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2144,7 @@ func (x *SetChannelDegradedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetChannelDegradedRequest.ProtoReflect.Descriptor instead.
 func (*SetChannelDegradedRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{16}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetChannelDegradedRequest) GetChannel() string {
@@ -2049,7 +2172,7 @@ type SetChannelDegradedResponse struct {
 
 func (x *SetChannelDegradedResponse) Reset() {
 	*x = SetChannelDegradedResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[17]
+	mi := &file_ledger_v1_payment_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2184,7 @@ func (x *SetChannelDegradedResponse) String() string {
 func (*SetChannelDegradedResponse) ProtoMessage() {}
 
 func (x *SetChannelDegradedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[17]
+	mi := &file_ledger_v1_payment_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2197,7 @@ func (x *SetChannelDegradedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetChannelDegradedResponse.ProtoReflect.Descriptor instead.
 func (*SetChannelDegradedResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{17}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetChannelDegradedResponse) GetStatus() *ChannelStatus {
@@ -2093,7 +2216,7 @@ type ListChannelsRequest struct {
 
 func (x *ListChannelsRequest) Reset() {
 	*x = ListChannelsRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[18]
+	mi := &file_ledger_v1_payment_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2228,7 @@ func (x *ListChannelsRequest) String() string {
 func (*ListChannelsRequest) ProtoMessage() {}
 
 func (x *ListChannelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[18]
+	mi := &file_ledger_v1_payment_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2241,7 @@ func (x *ListChannelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChannelsRequest.ProtoReflect.Descriptor instead.
 func (*ListChannelsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{18}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{20}
 }
 
 // ListChannelsResponse has every channel's status.
@@ -2132,7 +2255,7 @@ type ListChannelsResponse struct {
 
 func (x *ListChannelsResponse) Reset() {
 	*x = ListChannelsResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[19]
+	mi := &file_ledger_v1_payment_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2267,7 @@ func (x *ListChannelsResponse) String() string {
 func (*ListChannelsResponse) ProtoMessage() {}
 
 func (x *ListChannelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[19]
+	mi := &file_ledger_v1_payment_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2280,7 @@ func (x *ListChannelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChannelsResponse.ProtoReflect.Descriptor instead.
 func (*ListChannelsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{19}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListChannelsResponse) GetChannels() []*ChannelStatus {
@@ -2247,7 +2370,14 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x06orders\x18\x01 \x03(\v2\x17.ledger.v1.PaymentOrderR\x06orders\"F\n" +
 	"\x17GetOrdersByBizIdRequest\x12\x15\n" +
 	"\x06biz_id\x18\x01 \x01(\tR\x05bizId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"n\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\".\n" +
+	"\x15ReconcileBizIdRequest\x12\x15\n" +
+	"\x06biz_id\x18\x01 \x01(\tR\x05bizId\"\x9d\x01\n" +
+	"\x16ReconcileBizIdResponse\x12 \n" +
+	"\vdifferences\x18\x01 \x03(\tR\vdifferences\x12\x16\n" +
+	"\x06orders\x18\x02 \x01(\rR\x06orders\x12\x1c\n" +
+	"\ttransfers\x18\x03 \x01(\rR\ttransfers\x12+\n" +
+	"\x11differences_total\x18\x04 \x01(\rR\x10differencesTotal\"n\n" +
 	"\x18GetOrdersByBizIdResponse\x12/\n" +
 	"\x06orders\x18\x01 \x03(\v2\x17.ledger.v1.PaymentOrderR\x06orders\x12!\n" +
 	"\ftransfer_ids\x18\x02 \x03(\x04R\vtransferIds\"~\n" +
@@ -2375,11 +2505,12 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x1b\n" +
 	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x02\x12\x16\n" +
-	"\x12CIRCUIT_STATE_OPEN\x10\x032\xf4\x04\n" +
+	"\x12CIRCUIT_STATE_OPEN\x10\x032\xcb\x05\n" +
 	"\x0ePaymentService\x12U\n" +
 	"\x0eCreatePayments\x12 .ledger.v1.CreatePaymentsRequest\x1a!.ledger.v1.CreatePaymentsResponse\x12F\n" +
 	"\tGetOrders\x12\x1b.ledger.v1.GetOrdersRequest\x1a\x1c.ledger.v1.GetOrdersResponse\x12[\n" +
 	"\x10GetOrdersByBizId\x12\".ledger.v1.GetOrdersByBizIdRequest\x1a#.ledger.v1.GetOrdersByBizIdResponse\x12U\n" +
+	"\x0eReconcileBizId\x12 .ledger.v1.ReconcileBizIdRequest\x1a!.ledger.v1.ReconcileBizIdResponse\x12U\n" +
 	"\x0eListExceptions\x12 .ledger.v1.ListExceptionsRequest\x1a!.ledger.v1.ListExceptionsResponse\x12[\n" +
 	"\x10ResolveException\x12\".ledger.v1.ResolveExceptionRequest\x1a#.ledger.v1.ResolveExceptionResponse\x12a\n" +
 	"\x12SetChannelDegraded\x12$.ledger.v1.SetChannelDegradedRequest\x1a%.ledger.v1.SetChannelDegradedResponse\x12O\n" +
@@ -2398,7 +2529,7 @@ func file_ledger_v1_payment_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_ledger_v1_payment_proto_goTypes = []any{
 	(PaymentForm)(0),                   // 0: ledger.v1.PaymentForm
 	(InstrumentKind)(0),                // 1: ledger.v1.InstrumentKind
@@ -2418,17 +2549,19 @@ var file_ledger_v1_payment_proto_goTypes = []any{
 	(*GetOrdersRequest)(nil),           // 15: ledger.v1.GetOrdersRequest
 	(*GetOrdersResponse)(nil),          // 16: ledger.v1.GetOrdersResponse
 	(*GetOrdersByBizIdRequest)(nil),    // 17: ledger.v1.GetOrdersByBizIdRequest
-	(*GetOrdersByBizIdResponse)(nil),   // 18: ledger.v1.GetOrdersByBizIdResponse
-	(*ListExceptionsRequest)(nil),      // 19: ledger.v1.ListExceptionsRequest
-	(*ListExceptionsResponse)(nil),     // 20: ledger.v1.ListExceptionsResponse
-	(*ResolveExceptionRequest)(nil),    // 21: ledger.v1.ResolveExceptionRequest
-	(*ResolveExceptionResponse)(nil),   // 22: ledger.v1.ResolveExceptionResponse
-	(*ChannelStatus)(nil),              // 23: ledger.v1.ChannelStatus
-	(*SetChannelDegradedRequest)(nil),  // 24: ledger.v1.SetChannelDegradedRequest
-	(*SetChannelDegradedResponse)(nil), // 25: ledger.v1.SetChannelDegradedResponse
-	(*ListChannelsRequest)(nil),        // 26: ledger.v1.ListChannelsRequest
-	(*ListChannelsResponse)(nil),       // 27: ledger.v1.ListChannelsResponse
-	(CreateTransferResult)(0),          // 28: ledger.v1.CreateTransferResult
+	(*ReconcileBizIdRequest)(nil),      // 18: ledger.v1.ReconcileBizIdRequest
+	(*ReconcileBizIdResponse)(nil),     // 19: ledger.v1.ReconcileBizIdResponse
+	(*GetOrdersByBizIdResponse)(nil),   // 20: ledger.v1.GetOrdersByBizIdResponse
+	(*ListExceptionsRequest)(nil),      // 21: ledger.v1.ListExceptionsRequest
+	(*ListExceptionsResponse)(nil),     // 22: ledger.v1.ListExceptionsResponse
+	(*ResolveExceptionRequest)(nil),    // 23: ledger.v1.ResolveExceptionRequest
+	(*ResolveExceptionResponse)(nil),   // 24: ledger.v1.ResolveExceptionResponse
+	(*ChannelStatus)(nil),              // 25: ledger.v1.ChannelStatus
+	(*SetChannelDegradedRequest)(nil),  // 26: ledger.v1.SetChannelDegradedRequest
+	(*SetChannelDegradedResponse)(nil), // 27: ledger.v1.SetChannelDegradedResponse
+	(*ListChannelsRequest)(nil),        // 28: ledger.v1.ListChannelsRequest
+	(*ListChannelsResponse)(nil),       // 29: ledger.v1.ListChannelsResponse
+	(CreateTransferResult)(0),          // 30: ledger.v1.CreateTransferResult
 }
 var file_ledger_v1_payment_proto_depIdxs = []int32{
 	1,  // 0: ledger.v1.Instrument.kind:type_name -> ledger.v1.InstrumentKind
@@ -2440,7 +2573,7 @@ var file_ledger_v1_payment_proto_depIdxs = []int32{
 	8,  // 6: ledger.v1.PaymentOrder.instruments:type_name -> ledger.v1.Instrument
 	2,  // 7: ledger.v1.PaymentOrder.state:type_name -> ledger.v1.PaymentState
 	3,  // 8: ledger.v1.PaymentOrder.result:type_name -> ledger.v1.PaymentResult
-	28, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
+	30, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
 	10, // 10: ledger.v1.PaymentOrder.exceptions:type_name -> ledger.v1.PaymentException
 	9,  // 11: ledger.v1.CreatePaymentsRequest.requests:type_name -> ledger.v1.PaymentRequest
 	3,  // 12: ledger.v1.CreatePaymentsResult.result:type_name -> ledger.v1.PaymentResult
@@ -2453,24 +2586,26 @@ var file_ledger_v1_payment_proto_depIdxs = []int32{
 	3,  // 19: ledger.v1.ResolveExceptionResponse.result:type_name -> ledger.v1.PaymentResult
 	11, // 20: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
 	7,  // 21: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
-	23, // 22: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
-	23, // 23: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
+	25, // 22: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
+	25, // 23: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
 	12, // 24: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
 	15, // 25: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
 	17, // 26: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
-	19, // 27: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
-	21, // 28: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
-	24, // 29: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
-	26, // 30: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
-	14, // 31: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
-	16, // 32: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
-	18, // 33: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
-	20, // 34: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
-	22, // 35: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
-	25, // 36: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
-	27, // 37: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
+	18, // 27: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
+	21, // 28: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
+	23, // 29: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
+	26, // 30: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
+	28, // 31: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
+	14, // 32: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
+	16, // 33: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
+	20, // 34: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
+	19, // 35: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
+	22, // 36: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
+	24, // 37: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
+	27, // 38: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
+	29, // 39: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
 	24, // [24:24] is the sub-list for extension extendee
 	0,  // [0:24] is the sub-list for field type_name
@@ -2488,7 +2623,7 @@ func file_ledger_v1_payment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_payment_proto_rawDesc), len(file_ledger_v1_payment_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	PaymentService_CreatePayments_FullMethodName     = "/ledger.v1.PaymentService/CreatePayments"
 	PaymentService_GetOrders_FullMethodName          = "/ledger.v1.PaymentService/GetOrders"
 	PaymentService_GetOrdersByBizId_FullMethodName   = "/ledger.v1.PaymentService/GetOrdersByBizId"
+	PaymentService_ReconcileBizId_FullMethodName     = "/ledger.v1.PaymentService/ReconcileBizId"
 	PaymentService_ListExceptions_FullMethodName     = "/ledger.v1.PaymentService/ListExceptions"
 	PaymentService_ResolveException_FullMethodName   = "/ledger.v1.PaymentService/ResolveException"
 	PaymentService_SetChannelDegraded_FullMethodName = "/ledger.v1.PaymentService/SetChannelDegraded"
@@ -53,6 +54,12 @@ type PaymentServiceClient interface {
 	// GetOrdersByBizId returns the orders of one business id, with the ledger transfers they
 	// made.
 	GetOrdersByBizId(ctx context.Context, in *GetOrdersByBizIdRequest, opts ...grpc.CallOption) (*GetOrdersByBizIdResponse, error)
+	// ReconcileBizId checks one business id three ways: its payment orders, what their channel
+	// requests decided (as recorded on the orders) and every durable ledger transfer carrying the
+	// business id agree in count, amount and state. All of it is read on one durable snapshot.
+	// Answers FAILED_PRECONDITION when the business id has more than 100,000 orders or
+	// transfers.
+	ReconcileBizId(ctx context.Context, in *ReconcileBizIdRequest, opts ...grpc.CallOption) (*ReconcileBizIdResponse, error)
 	// ListExceptions pages through the exception records of orders, in ascending order id.
 	ListExceptions(ctx context.Context, in *ListExceptionsRequest, opts ...grpc.CallOption) (*ListExceptionsResponse, error)
 	// ResolveException applies an operator's resolution to an open exception record.
@@ -97,6 +104,16 @@ func (c *paymentServiceClient) GetOrdersByBizId(ctx context.Context, in *GetOrde
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetOrdersByBizIdResponse)
 	err := c.cc.Invoke(ctx, PaymentService_GetOrdersByBizId_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *paymentServiceClient) ReconcileBizId(ctx context.Context, in *ReconcileBizIdRequest, opts ...grpc.CallOption) (*ReconcileBizIdResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReconcileBizIdResponse)
+	err := c.cc.Invoke(ctx, PaymentService_ReconcileBizId_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +179,12 @@ type PaymentServiceServer interface {
 	// GetOrdersByBizId returns the orders of one business id, with the ledger transfers they
 	// made.
 	GetOrdersByBizId(context.Context, *GetOrdersByBizIdRequest) (*GetOrdersByBizIdResponse, error)
+	// ReconcileBizId checks one business id three ways: its payment orders, what their channel
+	// requests decided (as recorded on the orders) and every durable ledger transfer carrying the
+	// business id agree in count, amount and state. All of it is read on one durable snapshot.
+	// Answers FAILED_PRECONDITION when the business id has more than 100,000 orders or
+	// transfers.
+	ReconcileBizId(context.Context, *ReconcileBizIdRequest) (*ReconcileBizIdResponse, error)
 	// ListExceptions pages through the exception records of orders, in ascending order id.
 	ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error)
 	// ResolveException applies an operator's resolution to an open exception record.
@@ -190,6 +213,9 @@ func (UnimplementedPaymentServiceServer) GetOrders(context.Context, *GetOrdersRe
 }
 func (UnimplementedPaymentServiceServer) GetOrdersByBizId(context.Context, *GetOrdersByBizIdRequest) (*GetOrdersByBizIdResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOrdersByBizId not implemented")
+}
+func (UnimplementedPaymentServiceServer) ReconcileBizId(context.Context, *ReconcileBizIdRequest) (*ReconcileBizIdResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReconcileBizId not implemented")
 }
 func (UnimplementedPaymentServiceServer) ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListExceptions not implemented")
@@ -274,6 +300,24 @@ func _PaymentService_GetOrdersByBizId_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PaymentServiceServer).GetOrdersByBizId(ctx, req.(*GetOrdersByBizIdRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PaymentService_ReconcileBizId_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReconcileBizIdRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).ReconcileBizId(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_ReconcileBizId_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).ReconcileBizId(ctx, req.(*ReconcileBizIdRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -368,6 +412,10 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOrdersByBizId",
 			Handler:    _PaymentService_GetOrdersByBizId_Handler,
+		},
+		{
+			MethodName: "ReconcileBizId",
+			Handler:    _PaymentService_ReconcileBizId_Handler,
 		},
 		{
 			MethodName: "ListExceptions",
