@@ -30,7 +30,7 @@ func NewMetrics() *Metrics {
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_queries_total",
 			Help: "Query-backs sent to a channel for a request whose outcome was not known."}, []string{"channel"}),
 		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_notices_total",
-			Help: "Channel callbacks by channel and outcome (applied, duplicate or refused with a reason)."},
+			Help: "Channel callbacks by channel and outcome (applied, a duplicate too; or refused with a reason)."},
 			[]string{"channel", "outcome"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ledger_payment_anomalies_dropped_total",
 			Help: "Anomalies that held no money, not recorded because their order held as many such records as it may."}),

@@ -88,7 +88,7 @@ func (l *list) Set(s string) error {
 }
 
 func (p *paymentFlags) register(fs *flag.FlagSet) {
-	p.channels, p.secrets, p.ledgers = pairs{}, pairs{}, pairs{"1": "CNY"}
+	p.channels, p.secrets, p.ledgers = pairs{}, pairs{}, pairs{}
 	fs.StringVar(&p.rulesFile, "rules", "", "chart of accounts and transaction codes (YAML; default: the built-in chart, see `ledgerctl chart`)")
 	fs.Var(p.channels, "channel", "an external payment channel, `NAME=URL` of its HTTP API (repeatable)")
 	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret (at least 16 bytes) channel NAME signs its callbacks with; required for every --channel (repeatable)")
@@ -98,13 +98,16 @@ func (p *paymentFlags) register(fs *flag.FlagSet) {
 	fs.Uint64Var(&p.fakeSeed, "fake-seed", 1, "seed of the simulated channels' fates")
 	fs.StringVar(&p.notifyListen, "notify-listen", "127.0.0.1:7072", "HTTP address of the channels' callback endpoint "+payments.NotifyPath+"NAME")
 	fs.StringVar(&p.notifyURL, "notify-url", "", "the callback endpoint's base URL as channels reach it (default: http://<--notify-listen>)")
-	fs.Var(p.ledgers, "payment-ledger", "`LEDGER=CURRENCY`: a ledger payments use and its ISO 4217 currency (repeatable; default 1=CNY)")
+	fs.Var(p.ledgers, "payment-ledger", "`LEDGER=CURRENCY`: a ledger payments use and its ISO 4217 currency (repeatable; default 1=CNY, replaced when given)")
 	fs.DurationVar(&p.channelTimeout, "channel-timeout", 5*time.Second, "how long one call to a channel may take before its outcome is unknown")
 	fs.Float64Var(&p.channelRate, "channel-rate", 10000, "requests per second sent to one channel")
 	fs.IntVar(&p.channelFlight, "channel-in-flight", 256, "requests at one channel at once")
 }
 
 func (p *paymentFlags) check() error {
+	if len(p.ledgers) == 0 {
+		p.ledgers["1"] = "CNY"
+	}
 	for name := range p.channels {
 		if slices.Contains(p.fakeChannels, name) {
 			return fmt.Errorf("--channel %s and --fake-channel %s: a channel is external or simulated, not both", name, name)
