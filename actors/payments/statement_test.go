@@ -47,6 +47,7 @@ func sameClasses(a, b map[LineClass]int) bool {
 }
 
 func TestImportStatement(t *testing.T) {
+	day := time.Now().UTC().Format(time.DateOnly)
 	w := newWorld(t, fake.Config{Seed: 1, Latency: 2 * time.Millisecond, StatementDir: t.TempDir()})
 	w.openAccounts()
 	ok := func(r Reply) uint64 {
@@ -70,6 +71,9 @@ func TestImportStatement(t *testing.T) {
 		}
 	}
 	date := time.Now().UTC().Format(time.DateOnly)
+	if date != day {
+		t.Skip("the run crossed midnight UTC: the payments are on two days' statements")
+	}
 	path, n, err := w.fake.WriteStatement(date)
 	if err != nil || n != 3 {
 		t.Fatalf("statement: %d lines, %v (a run across midnight UTC?)", n, err)
