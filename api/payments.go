@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -10,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
@@ -43,20 +41,6 @@ const ReconDifferencesMax = 1000
 type BizRecon struct {
 	Orders, Transfers int
 	Differences       []payment.Difference
-}
-
-// StatementLinesListed is the most lines ImportStatement lists (it counts them all).
-const StatementLinesListed = 1000
-
-// StatementReport is what importing a channel's statement found (payments.StatementReport):
-// the count of each class of line, and the lines that did not match.
-type StatementReport struct {
-	Matched, Recorded, Long, Refused, Differs, Short int
-	// Lines are the lines not matched, in file order then the short txns, at most
-	// StatementLinesListed.
-	Lines []string
-	// ScanCut: the search for short txns stopped before it read every candidate order.
-	ScanCut bool
 }
 
 // PaymentReply is the engine's answer to one payment request: the result and, with ResultOK
@@ -111,9 +95,6 @@ type PaymentEngine interface {
 	SetDegraded(channel string, degraded bool) (ChannelStatus, error)
 	// Channels returns every channel's status.
 	Channels() []ChannelStatus
-	// ImportStatement applies a channel's statement as its callbacks, line by line; its error
-	// wraps ErrUnknownChannel for an unknown name.
-	ImportStatement(channel string, lines []channel.StatementLine) (StatementReport, error)
 }
 
 // PaymentService implements ledger.v1.PaymentService on a PaymentEngine.
@@ -275,26 +256,6 @@ func (s *PaymentService) ReconcileBizId(_ context.Context, req *ledgerv1.Reconci
 		resp.Differences = append(resp.Differences, d.String())
 	}
 	return resp, nil
-}
-
-// ImportStatement implements PaymentService: the statement is parsed whole
-// (channel.ParseStatement) before any line is applied.
-func (s *PaymentService) ImportStatement(_ context.Context, req *ledgerv1.ImportStatementRequest) (*ledgerv1.ImportStatementResponse, error) {
-	name := req.GetChannel()
-	if name == "" {
-		return nil, toStatus(invalid("channel is required"))
-	}
-	lines, err := channel.ParseStatement(bytes.NewReader(req.GetCsv()))
-	if err != nil {
-		return nil, toStatus(invalid("csv: %v", err))
-	}
-	r, err := s.engine.ImportStatement(name, lines)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &ledgerv1.ImportStatementResponse{Matched: uint32(r.Matched), Recorded: uint32(r.Recorded),
-		Long: uint32(r.Long), Refused: uint32(r.Refused), Differs: uint32(r.Differs), Short: uint32(r.Short),
-		Lines: r.Lines[:min(len(r.Lines), StatementLinesListed)], ScanCut: r.ScanCut}, nil
 }
 
 // ListExceptions implements PaymentService: a page counts orders, each with all its listed

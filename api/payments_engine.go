@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/ledgercore/ledger/actors/payments"
-	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/ledger/payment"
 )
 
@@ -53,23 +52,4 @@ func (p paymentActors) Reconcile(bizID string) (BizRecon, error) {
 		return BizRecon{}, fmt.Errorf("%w: %w", ErrReconcileTooLarge, err)
 	}
 	return BizRecon{Orders: r.Orders, Transfers: r.Transfers, Differences: r.Differences}, err
-}
-
-func (p paymentActors) ImportStatement(name string, lines []channel.StatementLine) (StatementReport, error) {
-	r, err := p.Engine.ImportStatement(name, lines)
-	if errors.Is(err, payments.ErrUnknownChannel) {
-		return StatementReport{}, fmt.Errorf("%w: %q", ErrUnknownChannel, name)
-	}
-	if err != nil {
-		return StatementReport{}, err
-	}
-	out := StatementReport{Matched: r.Counts[payments.Matched], Recorded: r.Counts[payments.Recorded],
-		Long: r.Counts[payments.Long], Refused: r.Counts[payments.Refused], Differs: r.Counts[payments.Differs],
-		Short: r.Counts[payments.Short], ScanCut: r.ScanCut}
-	for _, it := range r.Items {
-		if it.Class != payments.Matched && len(out.Lines) < StatementLinesListed {
-			out.Lines = append(out.Lines, it.String())
-		}
-	}
-	return out, nil
 }

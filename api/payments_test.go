@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ledgercore/ledger/actors"
-	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -39,8 +38,6 @@ type fakeEngine struct {
 	channels map[string]*ChannelStatus
 	replies  func([]PaymentReply) []PaymentReply // tampers with Create's replies, when set
 	recons   map[string]BizRecon                 // what Reconcile answers, by biz id
-	stmt     StatementReport                     // what ImportStatement answers
-	stmtIn   []channel.StatementLine             // what ImportStatement was given last
 }
 
 func newFakeEngine() *fakeEngine {
@@ -155,18 +152,6 @@ func (e *fakeEngine) Reconcile(bizID string) (BizRecon, error) {
 		return BizRecon{}, err
 	}
 	return e.recons[bizID], nil
-}
-
-func (e *fakeEngine) ImportStatement(name string, lines []channel.StatementLine) (StatementReport, error) {
-	defer e.mu.Unlock()
-	if err := e.enter(); err != nil {
-		return StatementReport{}, err
-	}
-	if e.channels[name] == nil {
-		return StatementReport{}, fmt.Errorf("fake: %w", ErrUnknownChannel)
-	}
-	e.stmtIn = lines
-	return e.stmt, nil
 }
 
 func (e *fakeEngine) Exceptions(includeResolved bool, afterOrder uint64, limit int) ([]*payment.Order, error) {
@@ -652,15 +637,6 @@ func TestPaymentValidation(t *testing.T) {
 			_, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: strings.Repeat("x", 65)})
 			return err
 		}, "biz_id: 65 bytes; at most 64"},
-		{"statement channel", func() error {
-			_, err := f.client.ImportStatement(f.ctx, &ledgerv1.ImportStatementRequest{Csv: []byte(statementCSV)})
-			return err
-		}, "channel is required"},
-		{"statement csv", func() error {
-			_, err := f.client.ImportStatement(f.ctx, &ledgerv1.ImportStatementRequest{Channel: "bank",
-				Csv: []byte(statementCSV + "2026-11-26,T9,pay,P9,,succeeded,0,CNY,2026-11-26T10:00:00Z\n")})
-			return err
-		}, "csv: channel: bad statement: line 3: amount 0 for a succeeded txn (a success moves money, a failure none)"},
 	} {
 		err := c.call()
 		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != "invalid request: "+c.want {
@@ -702,10 +678,6 @@ func TestPaymentEngineErrors(t *testing.T) {
 		},
 		"reconcile": func() error {
 			_, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: "b"})
-			return err
-		},
-		"statement": func() error {
-			_, err := f.client.ImportStatement(f.ctx, &ledgerv1.ImportStatementRequest{Channel: "bank", Csv: []byte(statementCSV)})
 			return err
 		},
 	}
@@ -776,29 +748,5 @@ func TestReconcileBizId(t *testing.T) {
 	if want := "missing order 2 step 13 transfer " + fmt.Sprint(payment.TransferID(2, 13)) +
 		": expected debit=1 credit=2 amount=5 ledger=1 code=3 flags=none, found no transfer in the ledger"; miss.String() != want {
 		t.Errorf("difference %q, want %q", miss.String(), want)
-	}
-}
-
-const statementCSV = "date,txn,op,order_no,original,status,amount,currency,completed_at\n" +
-	"2026-11-26,T1,pay,P1,,succeeded,100,CNY,2026-11-26T10:00:00Z\n"
-
-// TestImportStatement: the statement is parsed and handed to the engine; its report as the
-// API answers it; an unknown channel is NOT_FOUND.
-func TestImportStatement(t *testing.T) {
-	f := newPaymentFixture(t)
-	f.engine.stmt = StatementReport{Matched: 1, Recorded: 2, Long: 3, Refused: 4, Differs: 5, Short: 6,
-		Lines: []string{"long line 2 X txn T: no such order"}, ScanCut: true}
-	got, err := f.client.ImportStatement(f.ctx, &ledgerv1.ImportStatementRequest{Channel: "bank", Csv: []byte(statementCSV)})
-	want := &ledgerv1.ImportStatementResponse{Matched: 1, Recorded: 2, Long: 3, Refused: 4, Differs: 5, Short: 6,
-		Lines: []string{"long line 2 X txn T: no such order"}, ScanCut: true}
-	if err != nil || !proto.Equal(got, want) {
-		t.Fatalf("%v %v, want %v", got, err, want)
-	}
-	if in := f.engine.stmtIn; len(in) != 1 || in[0].Txn != "T1" || in[0].OrderNo != "P1" || in[0].Amount != 100 {
-		t.Fatalf("the engine got %+v", in)
-	}
-	_, err = f.client.ImportStatement(f.ctx, &ledgerv1.ImportStatementRequest{Channel: "nobank", Csv: []byte(statementCSV)})
-	if status.Code(err) != codes.NotFound {
-		t.Fatalf("unknown channel: %v", err)
 	}
 }

@@ -364,16 +364,3 @@ func (s *Store) SetChannels(names []string) error {
 	}
 	return pebbleWrite(func() error { return s.db.Set(channelsKey, []byte(strings.Join(names, "\n")), pebble.Sync) })
 }
-
-// OrdersNewestFirst calls fn with every order, in descending id (the newest first), until fn
-// returns false.
-func (v *Reader) OrdersNewestFirst(fn func(*payment.Order) bool) error {
-	lower, upper := prefixBounds(prefixOrder)
-	return v.scan(lower, upper, true, func(k, val []byte) (bool, error) {
-		o, err := decodeOrder(k, val)
-		if err != nil {
-			return false, err
-		}
-		return fn(o), nil
-	})
-}

@@ -20,16 +20,12 @@
 //	                                    an operator's resolution of an open exception record
 //	ledgerctl recon --biz-id BIZ        reconcile a business id: its payment orders, their
 //	                                    channel outcomes and its ledger transfers agree
-//	ledgerctl statement --channel NAME FILE
-//	                                    import a channel's daily statement as its callbacks
 //
 // The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
 // tables (amounts in minor units), and take their flags before or after their arguments.
 // They exit 0 when done, 1 when something named was not found (an order, a channel) or a
 // resolution was refused (its result on stderr), 2 when they could not run; recon exits 0
-// when everything agrees, 1 when it found differences (printed one a line); statement exits 0
-// when every line matched and no txn is short, 1 otherwise (the lines not matched printed one
-// a line).
+// when everything agrees, 1 when it found differences (printed one a line).
 //
 // verify recomputes every balance from the journal and checks the invariants of DESIGN.md
 // (double entry per ledger, balances equal their postings, no overdraft, transit equals the
@@ -90,7 +86,6 @@ const usage = `usage:
   ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N]
   ledgerctl resolve [--addr HOST:PORT] ORDER INDEX refund|close [--note TEXT]
   ledgerctl recon [--addr HOST:PORT] --biz-id BIZ
-  ledgerctl statement [--addr HOST:PORT] --channel NAME FILE
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -121,8 +116,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return resolve(args[1:], stdout, stderr)
 	case "recon":
 		return recon(args[1:], stdout, stderr)
-	case "statement":
-		return statement(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/ledgercore/ledger/api"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -30,7 +28,6 @@ var paymentUsage = map[string]string{
 	"exceptions":      "ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N]",
 	"resolve":         "ledgerctl resolve [--addr HOST:PORT] [--note TEXT] ORDER INDEX refund|close",
 	"recon":           "ledgerctl recon [--addr HOST:PORT] --biz-id BIZ",
-	"statement":       "ledgerctl statement [--addr HOST:PORT] --channel NAME FILE",
 }
 
 // payCmd is one payment command being run: its flags, then its connection to ledgerd.
@@ -257,61 +254,6 @@ func recon(args []string, stdout, stderr io.Writer) int {
 		}
 		if n := int(total) - len(resp.GetDifferences()); n > 0 {
 			fmt.Fprintf(stdout, "  ... and %d more\n", n)
-		}
-		return 1
-	})
-}
-
-// statement imports a channel's daily statement file: every line is applied as the channel's
-// callback and classed. Exit 0: every line matched and nothing is short; 1: anything else
-// (the counts, then the lines not matched, one a line); 2: could not run (a malformed
-// statement, an unknown channel: nothing applied).
-func statement(args []string, stdout, stderr io.Writer) int {
-	c := newPayCmd("statement", stdout, stderr)
-	name := c.fs.String("channel", "", "the payment channel whose statement it is")
-	if code := c.parse(args); code >= 0 {
-		return code
-	}
-	switch {
-	case *name == "":
-		return c.fail("--channel is required")
-	case len(c.args) != 1:
-		return c.fail("want one statement FILE")
-	}
-	f, err := os.Open(c.args[0])
-	if err != nil {
-		fmt.Fprintf(stderr, "statement: %v\n", err)
-		return 2
-	}
-	csv, err := io.ReadAll(io.LimitReader(f, api.RequestBytesMax+1))
-	_ = f.Close()
-	if err != nil {
-		fmt.Fprintf(stderr, "statement: %v\n", err)
-		return 2
-	}
-	if len(csv) > api.RequestBytesMax-1024 {
-		fmt.Fprintf(stderr, "statement: %s is larger than a request may be (%d bytes); split it\n", c.args[0], api.RequestBytesMax-1024)
-		return 2
-	}
-	return c.call(func(ctx context.Context, pc ledgerv1.PaymentServiceClient) int {
-		r, err := pc.ImportStatement(ctx, &ledgerv1.ImportStatementRequest{Channel: *name, Csv: csv})
-		if err != nil {
-			return c.rpcError(err, "")
-		}
-		fmt.Fprintf(stdout, "matched %d, recorded %d, long %d, refused %d, differs %d, short %d\n", r.GetMatched(),
-			r.GetRecorded(), r.GetLong(), r.GetRefused(), r.GetDiffers(), r.GetShort())
-		for _, l := range r.GetLines() {
-			fmt.Fprintf(stdout, "  %s\n", cell(l))
-		}
-		listed := r.GetRecorded() + r.GetLong() + r.GetRefused() + r.GetDiffers() + r.GetShort()
-		if n := int(listed) - len(r.GetLines()); n > 0 {
-			fmt.Fprintf(stdout, "  ... and %d more\n", n)
-		}
-		if r.GetScanCut() {
-			fmt.Fprintln(stdout, "the search for short txns stopped before it read every order")
-		}
-		if listed == 0 {
-			return 0
 		}
 		return 1
 	})

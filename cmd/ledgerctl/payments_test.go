@@ -248,44 +248,6 @@ func TestPaymentCommands(t *testing.T) {
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "none"); code != 0 || !strings.Contains(out, "0 orders, 0 ledger transfers") {
 		t.Fatalf("recon of an unknown biz id: exit %d\n%s%s", code, out, errs)
 	}
-
-	// The channel's statement: the order's own line matches (twice: nothing changes); a line
-	// for an order the ledger does not have is long.
-	got, err := pc.GetOrders(ctx, &ledgerv1.GetOrdersRequest{Ids: []uint64{id}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC()
-	line := func(txn, orderNo string) string {
-		return fmt.Sprintf("%s,%s,pay,%s,,succeeded,1000,CNY,%s\n", now.Format(time.DateOnly), txn, orderNo, now.Format(time.RFC3339Nano))
-	}
-	stmt := filepath.Join(t.TempDir(), "statement.csv")
-	head := "date,txn,op,order_no,original,status,amount,currency,completed_at\n"
-	if err := os.WriteFile(stmt, []byte(head+line(got.GetOrders()[0].GetChannelTxn(), no)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", stmt); code != 0 ||
-			out != "matched 1, recorded 0, long 0, refused 0, differs 0, short 0\n" {
-			t.Fatalf("statement: exit %d\n%s%s", code, out, errs)
-		}
-	}
-	if err := os.WriteFile(stmt, []byte(head+line(got.GetOrders()[0].GetChannelTxn(), no)+line("T-X", "P999")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", stmt); code != 1 ||
-		out != "matched 1, recorded 0, long 1, refused 0, differs 0, short 0\n  long line 3 P999 txn T-X: no such order\n" {
-		t.Fatalf("statement with a long line: exit %d\n%s%s", code, out, errs)
-	}
-	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "nope", stmt); code != 2 || !strings.Contains(errs, "NotFound") {
-		t.Fatalf("statement of an unknown channel: exit %d\n%s%s", code, out, errs)
-	}
-	if err := os.WriteFile(stmt, []byte(head+"x\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", stmt); code != 2 || !strings.Contains(errs, "InvalidArgument") {
-		t.Fatalf("a malformed statement: exit %d\n%s%s", code, out, errs)
-	}
 }
 
 // TestPaymentCommandsArgs: --help exits 0; bad arguments exit 2 with the reason, before any
@@ -293,7 +255,7 @@ func TestPaymentCommands(t *testing.T) {
 func TestPaymentCommandsArgs(t *testing.T) {
 	for _, args := range [][]string{{"channels", "--help"}, {"channel", "--help"}, {"channel", "degrade", "--help"},
 		{"channel", "restore", "-h"}, {"orders", "--help"}, {"exceptions", "--help"}, {"resolve", "--help"},
-		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}, {"statement", "--help"}} {
+		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}} {
 		if code, _, errs := ctl(args...); code != 0 || !strings.Contains(errs, "usage: ledgerctl ") {
 			t.Errorf("%q: exit %d, want 0\n%s", args, code, errs)
 		}
@@ -323,9 +285,6 @@ func TestPaymentCommandsArgs(t *testing.T) {
 		{[]string{"orders", "--", "--biz-id"}, `"--biz-id" is not an order id`}, // "--" ends the flags
 		{[]string{"recon"}, "--biz-id is required"},
 		{[]string{"recon", "--biz-id", "b", "x"}, `unexpected arguments ["x"]`},
-		{[]string{"statement", "f.csv"}, "--channel is required"},
-		{[]string{"statement", "--channel", "demo"}, "want one statement FILE"},
-		{[]string{"statement", "--channel", "demo", "/nonexistent/f.csv"}, "no such file"},
 	} {
 		if code, out, errs := ctl(c.args...); code != 2 || out != "" || !strings.Contains(errs, c.err) {
 			t.Errorf("%q: exit %d, want 2 and %q\n%s%s", c.args, code, c.err, out, errs)

@@ -2290,174 +2290,6 @@ func (x *ListChannelsResponse) GetChannels() []*ChannelStatus {
 	return nil
 }
 
-// ImportStatementRequest carries a channel's statement.
-type ImportStatementRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The payment channel whose statement it is.
-	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The statement, as the channel wrote it (at most 1,000,000 lines; the request itself is
-	// bounded by the server's message size).
-	Csv           []byte `protobuf:"bytes,2,opt,name=csv,proto3" json:"csv,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ImportStatementRequest) Reset() {
-	*x = ImportStatementRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[22]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ImportStatementRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ImportStatementRequest) ProtoMessage() {}
-
-func (x *ImportStatementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[22]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ImportStatementRequest.ProtoReflect.Descriptor instead.
-func (*ImportStatementRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{22}
-}
-
-func (x *ImportStatementRequest) GetChannel() string {
-	if x != nil {
-		return x.Channel
-	}
-	return ""
-}
-
-func (x *ImportStatementRequest) GetCsv() []byte {
-	if x != nil {
-		return x.Csv
-	}
-	return nil
-}
-
-// ImportStatementResponse is what the import found.
-type ImportStatementResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Lines the ledger already held with their txn, status and amount.
-	Matched uint32 `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
-	// Lines that changed their order: an outcome it awaited, or an anomaly it recorded
-	// (duplicate payment, amount mismatch, status conflict).
-	Recorded uint32 `protobuf:"varint,2,opt,name=recorded,proto3" json:"recorded,omitempty"`
-	// Lines whose order number names no order of the ledger: reported only.
-	Long uint32 `protobuf:"varint,3,opt,name=long,proto3" json:"long,omitempty"`
-	// Lines the order refused: nothing changed.
-	Refused uint32 `protobuf:"varint,4,opt,name=refused,proto3" json:"refused,omitempty"`
-	// Lines the order took without change but does not hold as the statement says.
-	Differs uint32 `protobuf:"varint,5,opt,name=differs,proto3" json:"differs,omitempty"`
-	// Txns the ledger holds as moving money on the statement's date that the statement lacks.
-	Short uint32 `protobuf:"varint,6,opt,name=short,proto3" json:"short,omitempty"`
-	// The lines that are not matched, one each ("CLASS line N ORDER_NO txn TXN: what"), at
-	// most 1,000.
-	Lines []string `protobuf:"bytes,7,rep,name=lines,proto3" json:"lines,omitempty"`
-	// The search for short txns stopped before it read every order updated since the
-	// statement's date.
-	ScanCut       bool `protobuf:"varint,8,opt,name=scan_cut,json=scanCut,proto3" json:"scan_cut,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ImportStatementResponse) Reset() {
-	*x = ImportStatementResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[23]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ImportStatementResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ImportStatementResponse) ProtoMessage() {}
-
-func (x *ImportStatementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[23]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ImportStatementResponse.ProtoReflect.Descriptor instead.
-func (*ImportStatementResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{23}
-}
-
-func (x *ImportStatementResponse) GetMatched() uint32 {
-	if x != nil {
-		return x.Matched
-	}
-	return 0
-}
-
-func (x *ImportStatementResponse) GetRecorded() uint32 {
-	if x != nil {
-		return x.Recorded
-	}
-	return 0
-}
-
-func (x *ImportStatementResponse) GetLong() uint32 {
-	if x != nil {
-		return x.Long
-	}
-	return 0
-}
-
-func (x *ImportStatementResponse) GetRefused() uint32 {
-	if x != nil {
-		return x.Refused
-	}
-	return 0
-}
-
-func (x *ImportStatementResponse) GetDiffers() uint32 {
-	if x != nil {
-		return x.Differs
-	}
-	return 0
-}
-
-func (x *ImportStatementResponse) GetShort() uint32 {
-	if x != nil {
-		return x.Short
-	}
-	return 0
-}
-
-func (x *ImportStatementResponse) GetLines() []string {
-	if x != nil {
-		return x.Lines
-	}
-	return nil
-}
-
-func (x *ImportStatementResponse) GetScanCut() bool {
-	if x != nil {
-		return x.ScanCut
-	}
-	return false
-}
-
 var File_ledger_v1_payment_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_payment_proto_rawDesc = "" +
@@ -2581,19 +2413,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2\x18.ledger.v1.ChannelStatusR\x06status\"\x15\n" +
 	"\x13ListChannelsRequest\"L\n" +
 	"\x14ListChannelsResponse\x124\n" +
-	"\bchannels\x18\x01 \x03(\v2\x18.ledger.v1.ChannelStatusR\bchannels\"D\n" +
-	"\x16ImportStatementRequest\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
-	"\x03csv\x18\x02 \x01(\fR\x03csv\"\xde\x01\n" +
-	"\x17ImportStatementResponse\x12\x18\n" +
-	"\amatched\x18\x01 \x01(\rR\amatched\x12\x1a\n" +
-	"\brecorded\x18\x02 \x01(\rR\brecorded\x12\x12\n" +
-	"\x04long\x18\x03 \x01(\rR\x04long\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\rR\arefused\x12\x18\n" +
-	"\adiffers\x18\x05 \x01(\rR\adiffers\x12\x14\n" +
-	"\x05short\x18\x06 \x01(\rR\x05short\x12\x14\n" +
-	"\x05lines\x18\a \x03(\tR\x05lines\x12\x19\n" +
-	"\bscan_cut\x18\b \x01(\bR\ascanCut*\xab\x01\n" +
+	"\bchannels\x18\x01 \x03(\v2\x18.ledger.v1.ChannelStatusR\bchannels*\xab\x01\n" +
 	"\vPaymentForm\x12\x1c\n" +
 	"\x18PAYMENT_FORM_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PAYMENT_FORM_RECHARGE\x10\x01\x12\x19\n" +
@@ -2685,7 +2505,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x1b\n" +
 	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x02\x12\x16\n" +
-	"\x12CIRCUIT_STATE_OPEN\x10\x032\xa5\x06\n" +
+	"\x12CIRCUIT_STATE_OPEN\x10\x032\xcb\x05\n" +
 	"\x0ePaymentService\x12U\n" +
 	"\x0eCreatePayments\x12 .ledger.v1.CreatePaymentsRequest\x1a!.ledger.v1.CreatePaymentsResponse\x12F\n" +
 	"\tGetOrders\x12\x1b.ledger.v1.GetOrdersRequest\x1a\x1c.ledger.v1.GetOrdersResponse\x12[\n" +
@@ -2694,8 +2514,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x0eListExceptions\x12 .ledger.v1.ListExceptionsRequest\x1a!.ledger.v1.ListExceptionsResponse\x12[\n" +
 	"\x10ResolveException\x12\".ledger.v1.ResolveExceptionRequest\x1a#.ledger.v1.ResolveExceptionResponse\x12a\n" +
 	"\x12SetChannelDegraded\x12$.ledger.v1.SetChannelDegradedRequest\x1a%.ledger.v1.SetChannelDegradedResponse\x12O\n" +
-	"\fListChannels\x12\x1e.ledger.v1.ListChannelsRequest\x1a\x1f.ledger.v1.ListChannelsResponse\x12X\n" +
-	"\x0fImportStatement\x12!.ledger.v1.ImportStatementRequest\x1a\".ledger.v1.ImportStatementResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\fListChannels\x12\x1e.ledger.v1.ListChannelsRequest\x1a\x1f.ledger.v1.ListChannelsResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_payment_proto_rawDescOnce sync.Once
@@ -2710,7 +2529,7 @@ func file_ledger_v1_payment_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_ledger_v1_payment_proto_goTypes = []any{
 	(PaymentForm)(0),                   // 0: ledger.v1.PaymentForm
 	(InstrumentKind)(0),                // 1: ledger.v1.InstrumentKind
@@ -2742,9 +2561,7 @@ var file_ledger_v1_payment_proto_goTypes = []any{
 	(*SetChannelDegradedResponse)(nil), // 27: ledger.v1.SetChannelDegradedResponse
 	(*ListChannelsRequest)(nil),        // 28: ledger.v1.ListChannelsRequest
 	(*ListChannelsResponse)(nil),       // 29: ledger.v1.ListChannelsResponse
-	(*ImportStatementRequest)(nil),     // 30: ledger.v1.ImportStatementRequest
-	(*ImportStatementResponse)(nil),    // 31: ledger.v1.ImportStatementResponse
-	(CreateTransferResult)(0),          // 32: ledger.v1.CreateTransferResult
+	(CreateTransferResult)(0),          // 30: ledger.v1.CreateTransferResult
 }
 var file_ledger_v1_payment_proto_depIdxs = []int32{
 	1,  // 0: ledger.v1.Instrument.kind:type_name -> ledger.v1.InstrumentKind
@@ -2756,7 +2573,7 @@ var file_ledger_v1_payment_proto_depIdxs = []int32{
 	8,  // 6: ledger.v1.PaymentOrder.instruments:type_name -> ledger.v1.Instrument
 	2,  // 7: ledger.v1.PaymentOrder.state:type_name -> ledger.v1.PaymentState
 	3,  // 8: ledger.v1.PaymentOrder.result:type_name -> ledger.v1.PaymentResult
-	32, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
+	30, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
 	10, // 10: ledger.v1.PaymentOrder.exceptions:type_name -> ledger.v1.PaymentException
 	9,  // 11: ledger.v1.CreatePaymentsRequest.requests:type_name -> ledger.v1.PaymentRequest
 	3,  // 12: ledger.v1.CreatePaymentsResult.result:type_name -> ledger.v1.PaymentResult
@@ -2779,18 +2596,16 @@ var file_ledger_v1_payment_proto_depIdxs = []int32{
 	23, // 29: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
 	26, // 30: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
 	28, // 31: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
-	30, // 32: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
-	14, // 33: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
-	16, // 34: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
-	20, // 35: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
-	19, // 36: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
-	22, // 37: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
-	24, // 38: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
-	27, // 39: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
-	29, // 40: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
-	31, // 41: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
-	33, // [33:42] is the sub-list for method output_type
-	24, // [24:33] is the sub-list for method input_type
+	14, // 32: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
+	16, // 33: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
+	20, // 34: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
+	19, // 35: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
+	22, // 36: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
+	24, // 37: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
+	27, // 38: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
+	29, // 39: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
 	24, // [24:24] is the sub-list for extension extendee
 	0,  // [0:24] is the sub-list for field type_name
@@ -2808,7 +2623,7 @@ func file_ledger_v1_payment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_payment_proto_rawDesc), len(file_ledger_v1_payment_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   24,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,7 +33,6 @@ const (
 	PaymentService_ResolveException_FullMethodName   = "/ledger.v1.PaymentService/ResolveException"
 	PaymentService_SetChannelDegraded_FullMethodName = "/ledger.v1.PaymentService/SetChannelDegraded"
 	PaymentService_ListChannels_FullMethodName       = "/ledger.v1.PaymentService/ListChannels"
-	PaymentService_ImportStatement_FullMethodName    = "/ledger.v1.PaymentService/ImportStatement"
 )
 
 // PaymentServiceClient is the client API for PaymentService service.
@@ -71,16 +70,6 @@ type PaymentServiceClient interface {
 	SetChannelDegraded(ctx context.Context, in *SetChannelDegradedRequest, opts ...grpc.CallOption) (*SetChannelDegradedResponse, error)
 	// ListChannels returns the status of every payment channel, by name.
 	ListChannels(ctx context.Context, in *ListChannelsRequest, opts ...grpc.CallOption) (*ListChannelsResponse, error)
-	// ImportStatement applies a channel's daily statement (the CSV of channel/PROTOCOL.md) line
-	// by line, in order, as the channel's callbacks: the orders' state machine decides
-	// everything, and a line changes an order only as the same callback would. It answers how
-	// many lines matched what the ledger held, were recorded (changed their order), were long
-	// (no such order), refused (the order would refuse the callback, or the line's currency
-	// or original is not the order's), differed, and how many txns that moved money the
-	// statement lacks (short). Importing the same statement again changes nothing. Answers
-	// INVALID_ARGUMENT for a malformed statement (nothing applied), NOT_FOUND for an unknown
-	// channel; on any other error the lines before it are applied, and importing again is safe.
-	ImportStatement(ctx context.Context, in *ImportStatementRequest, opts ...grpc.CallOption) (*ImportStatementResponse, error)
 }
 
 type paymentServiceClient struct {
@@ -171,16 +160,6 @@ func (c *paymentServiceClient) ListChannels(ctx context.Context, in *ListChannel
 	return out, nil
 }
 
-func (c *paymentServiceClient) ImportStatement(ctx context.Context, in *ImportStatementRequest, opts ...grpc.CallOption) (*ImportStatementResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ImportStatementResponse)
-	err := c.cc.Invoke(ctx, PaymentService_ImportStatement_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // PaymentServiceServer is the server API for PaymentService service.
 // All implementations must embed UnimplementedPaymentServiceServer
 // for forward compatibility.
@@ -216,16 +195,6 @@ type PaymentServiceServer interface {
 	SetChannelDegraded(context.Context, *SetChannelDegradedRequest) (*SetChannelDegradedResponse, error)
 	// ListChannels returns the status of every payment channel, by name.
 	ListChannels(context.Context, *ListChannelsRequest) (*ListChannelsResponse, error)
-	// ImportStatement applies a channel's daily statement (the CSV of channel/PROTOCOL.md) line
-	// by line, in order, as the channel's callbacks: the orders' state machine decides
-	// everything, and a line changes an order only as the same callback would. It answers how
-	// many lines matched what the ledger held, were recorded (changed their order), were long
-	// (no such order), refused (the order would refuse the callback, or the line's currency
-	// or original is not the order's), differed, and how many txns that moved money the
-	// statement lacks (short). Importing the same statement again changes nothing. Answers
-	// INVALID_ARGUMENT for a malformed statement (nothing applied), NOT_FOUND for an unknown
-	// channel; on any other error the lines before it are applied, and importing again is safe.
-	ImportStatement(context.Context, *ImportStatementRequest) (*ImportStatementResponse, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
 
@@ -259,9 +228,6 @@ func (UnimplementedPaymentServiceServer) SetChannelDegraded(context.Context, *Se
 }
 func (UnimplementedPaymentServiceServer) ListChannels(context.Context, *ListChannelsRequest) (*ListChannelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListChannels not implemented")
-}
-func (UnimplementedPaymentServiceServer) ImportStatement(context.Context, *ImportStatementRequest) (*ImportStatementResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ImportStatement not implemented")
 }
 func (UnimplementedPaymentServiceServer) mustEmbedUnimplementedPaymentServiceServer() {}
 func (UnimplementedPaymentServiceServer) testEmbeddedByValue()                        {}
@@ -428,24 +394,6 @@ func _PaymentService_ListChannels_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
-func _PaymentService_ImportStatement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ImportStatementRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(PaymentServiceServer).ImportStatement(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: PaymentService_ImportStatement_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PaymentServiceServer).ImportStatement(ctx, req.(*ImportStatementRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // PaymentService_ServiceDesc is the grpc.ServiceDesc for PaymentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -484,10 +432,6 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListChannels",
 			Handler:    _PaymentService_ListChannels_Handler,
-		},
-		{
-			MethodName: "ImportStatement",
-			Handler:    _PaymentService_ImportStatement_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
