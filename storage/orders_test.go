@@ -117,3 +117,47 @@ func TestOrderIndexes(t *testing.T) {
 		}
 	}
 }
+
+// TestTransfersByBizID: a transfer is indexed under its biz id when it is written, a hold once
+// (posting it writes the record again, not the index), and a biz id that is a prefix of
+// another is not confused with it.
+func TestTransfersByBizID(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, w := openAccounts(t, s)
+	round := func(ts ...ledger.Transfer) {
+		t.Helper()
+		var fx ledger.Effects
+		rs := make([]ledger.TransferResult, len(ts))
+		b.CreateTransfers(ts[0].ID, ts, rs, &fx)
+		for i, r := range rs {
+			if r != ledger.ResultOK {
+				t.Fatalf("transfer %d: %v", ts[i].ID, r)
+			}
+		}
+		fx.Freeze()
+		if err := w.Commit(&fx, b.Clock()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round(ledger.Transfer{ID: 10, DebitAccountID: 1, CreditAccountID: 2, Amount: 5, Ledger: 1, Code: 1,
+		Flags: ledger.TransferPending, BizID: "order-1"},
+		ledger.Transfer{ID: 11, DebitAccountID: 1, CreditAccountID: 2, Amount: 1, Ledger: 1, Code: 1, BizID: "order-12"})
+	round(ledger.Transfer{ID: 12, DebitAccountID: 1, CreditAccountID: 2, PendingID: 10, Ledger: 1, Code: 1,
+		Flags: ledger.TransferPostPending, BizID: "order-1"})
+	v, err := s.DurableSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for biz, want := range map[string][]uint64{"order-1": {10, 12}, "order-12": {11}, "order-": nil} {
+		var ids []uint64
+		if err := v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return true }); err != nil ||
+			!reflect.DeepEqual(ids, want) {
+			t.Errorf("biz id %q: %v %v, want %v", biz, ids, err, want)
+		}
+	}
+}

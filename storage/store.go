@@ -296,17 +296,19 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	for i := range fx.Transfers {
 		t := &fx.Transfers[i]
 		w.set(idKey(w.key, prefixTransfer, t.ID), encodeTransfer(w.val, t))
-		if t.BizID != "" {
-			w.set(be.AppendUint64(bizKey(w.key, prefixTransferBiz, t.BizID), t.ID), nil)
-		}
 		// A hold is written as pending once (when it is made, or when its in-flight leg is
 		// accepted) and leaves that state once (posted, voided or expired); an in-flight or
-		// failed hold never had the index key.
+		// failed hold never had the index key. A hold leaving its pending state is a record
+		// written again: its biz id is indexed already.
 		switch t.State {
-		case ledger.StatePending:
-			w.set(pendingKey(w.key, w.shard, t.ID), nil)
 		case ledger.StatePendingPosted, ledger.StatePendingVoided, ledger.StatePendingExpired:
 			w.singleDel(pendingKey(w.key, w.shard, t.ID))
+			continue
+		case ledger.StatePending:
+			w.set(pendingKey(w.key, w.shard, t.ID), nil)
+		}
+		if t.BizID != "" {
+			w.set(be.AppendUint64(bizKey(w.key, prefixTransferBiz, t.BizID), t.ID), nil)
 		}
 	}
 	for i := range fx.Postings {
@@ -369,7 +371,7 @@ const batchReuseBytesMax = 1 << 20
 // batchBytes estimates a round's batch from its record counts (records average under 64
 // bytes with their batch headers; ledger-bench logs 137 WAL bytes for a transfer's 3).
 func batchBytes(fx *ledger.Effects) int {
-	records := len(fx.Opened) + len(fx.Frozen) + 3*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
+	records := len(fx.Opened) + len(fx.Frozen) + 2*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
 		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 1
 	return 64 * records
 }
