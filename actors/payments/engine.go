@@ -62,6 +62,8 @@ const (
 type Ledger interface {
 	CreateAccounts([]ledger.Account) ([]ledger.AccountResult, error)
 	CreateTransfers([]ledger.Transfer) ([]ledger.TransferResult, error)
+	// Read runs a function on a durable snapshot of the store (actors.Ledger.Read).
+	Read(func(*storage.Reader) error) error
 }
 
 // Config configures the payment actors.
@@ -316,17 +318,41 @@ func (e *Engine) Resolve(id uint64, index int, how payment.Resolution, note stri
 	return a.result, a.order, a.err
 }
 
-// read runs fn on a durable view of the store.
+// read runs fn on a durable view of the store (the ledger's reads: Ledger.Read).
 func (e *Engine) read(fn func(v *storage.Reader) error) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	defer e.active.Done()
-	v, err := e.store.DurableSnapshot()
-	if err != nil {
-		return err
+	return e.ledger.Read(fn)
+}
+
+// ordersOfBiz reads the orders indexed under a business id, at most limit of them.
+func ordersOfBiz(v *storage.Reader, biz string, limit int) ([]*payment.Order, error) {
+	var ids []uint64
+	if err := v.OrdersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit }); err != nil {
+		return nil, err
 	}
-	return errors.Join(fn(v), v.Close())
+	out := make([]*payment.Order, 0, len(ids))
+	for _, id := range ids {
+		o, found, err := v.Order(id)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("payments: order %d is indexed under biz id %q but missing", id, biz)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// transfersOfBiz are the ids of the ledger transfers indexed under a business id, at most
+// limit of them.
+func transfersOfBiz(v *storage.Reader, biz string, limit int) ([]uint64, error) {
+	var ids []uint64
+	err := v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit })
+	return ids, err
 }
 
 // Orders reads orders by id, durable; nil for an id with no order.
@@ -350,34 +376,20 @@ func (e *Engine) Orders(ids []uint64) ([]*payment.Order, error) {
 // OrdersByBizID reads the orders of a business id, durable, at most limit (ListMax), through
 // the index.
 func (e *Engine) OrdersByBizID(biz string, limit int) ([]*payment.Order, error) {
-	limit = min(max(limit, 1), ListMax)
 	var out []*payment.Order
-	err := e.read(func(v *storage.Reader) error {
-		var ids []uint64
-		if err := v.OrdersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit }); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			o, found, err := v.Order(id)
-			if err != nil {
-				return err
-			}
-			if !found {
-				return fmt.Errorf("payments: order %d is indexed under biz id %q but missing", id, biz)
-			}
-			out = append(out, o)
-		}
-		return nil
+	err := e.read(func(v *storage.Reader) (err error) {
+		out, err = ordersOfBiz(v, biz, min(max(limit, 1), ListMax))
+		return err
 	})
 	return out, err
 }
 
 // TransfersByBizID reads the ids of the ledger transfers of a business id, through the index.
 func (e *Engine) TransfersByBizID(biz string, limit int) ([]uint64, error) {
-	limit = min(max(limit, 1), ledger.BatchEventsMax)
 	var ids []uint64
-	err := e.read(func(v *storage.Reader) error {
-		return v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) < limit })
+	err := e.read(func(v *storage.Reader) (err error) {
+		ids, err = transfersOfBiz(v, biz, min(max(limit, 1), ledger.BatchEventsMax))
+		return err
 	})
 	return ids, err
 }
@@ -395,36 +407,25 @@ func (e *Engine) Reconcile(biz string) (Recon, error) {
 	var orders []*payment.Order
 	var transfers []ledger.Transfer
 	err := e.read(func(v *storage.Reader) error {
-		var ids []uint64
-		if err := v.OrdersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) <= ReconcileMax }); err != nil {
+		var err error
+		if orders, err = ordersOfBiz(v, biz, ReconcileMax+1); err != nil {
 			return err
 		}
-		if len(ids) > ReconcileMax {
+		if len(orders) > ReconcileMax {
 			return fmt.Errorf("%w: more than %d orders", ErrReconcileTooLarge, ReconcileMax)
 		}
-		for _, id := range ids {
-			o, found, err := v.Order(id)
-			if err != nil {
-				return err
-			}
-			if !found {
-				return fmt.Errorf("payments: order %d is indexed under biz id %q but missing", id, biz)
-			}
-			orders = append(orders, o)
-		}
-		ids = ids[:0]
-		if err := v.TransfersByBizID(biz, func(id uint64) bool { ids = append(ids, id); return len(ids) <= ReconcileMax }); err != nil {
+		ids, err := transfersOfBiz(v, biz, ReconcileMax+1)
+		if err != nil {
 			return err
 		}
 		if len(ids) > ReconcileMax {
 			return fmt.Errorf("%w: more than %d transfers", ErrReconcileTooLarge, ReconcileMax)
 		}
-		want := len(ids)
 		if err := v.Transfers(ids, func(t ledger.Transfer) { transfers = append(transfers, t) }); err != nil {
 			return err
 		}
-		if len(transfers) != want {
-			return fmt.Errorf("payments: %d transfers are indexed under biz id %q, %d found", want, biz, len(transfers))
+		if len(transfers) != len(ids) {
+			return fmt.Errorf("payments: %d transfers are indexed under biz id %q, %d found", len(ids), biz, len(transfers))
 		}
 		return nil
 	})
