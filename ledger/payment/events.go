@@ -40,9 +40,8 @@ func (o *Order) Resume(s *Setup, now uint64) Effects {
 
 // exception records an anomaly and makes its suspense posting when it holds money.
 func (o *Order) exception(s *Setup, x Exception, now uint64) Effects {
-	o.openException(x, now)
-	k := len(o.Exceptions) - 1
-	if k < 0 || o.Exceptions[k].Created != now || o.Exceptions[k].Txn != x.Txn {
+	k, ok := o.openException(x, now)
+	if !ok {
 		return Effects{}
 	}
 	return Effects{Transfers: o.dueException(s, k)}
@@ -52,16 +51,12 @@ func (o *Order) exception(s *Setup, x Exception, now uint64) Effects {
 // submitted.
 func (o *Order) due(s *Setup, steps uint64) []ledger.Transfer {
 	steps &^= o.Done | o.inflight
+	o.inflight |= steps
 	var out []ledger.Transfer
 	for steps != 0 {
 		step := bits.TrailingZeros64(steps)
 		steps &^= 1 << step
 		out = append(out, o.transfer(s, step))
-	}
-	o.inflight |= steps
-	for _, t := range out {
-		_, step, _ := StepOf(t.ID)
-		o.inflight |= 1 << step
 	}
 	return out
 }
@@ -108,7 +103,7 @@ func (o *Order) settleSteps() uint64 {
 		if o.Form == Transfer {
 			return 0
 		}
-		if o.mainCode0() {
+		if o.booksMain() {
 			steps |= 1 << stepMain
 		}
 		return steps
@@ -118,10 +113,6 @@ func (o *Order) settleSteps() uint64 {
 	return 0
 }
 
-// mainCode0 reports whether the form books the channel's money in a posting of its own.
-func (o *Order) mainCode0() bool {
-	return o.Form == Recharge || o.Form == Withdraw || o.Form == Pay && o.card() != nil
-}
 
 // send sends the order's channel request (again, for a payment the channel said it never
 // received).
@@ -206,7 +197,7 @@ func (o *Order) afterHolds(s *Setup, failedSteps uint64, failed ledger.TransferR
 		o.Outcome = OutcomeSucceeded
 		return o.finish(now)
 	}
-	if o.card() == nil || o.Form == Pay && o.Instruments[len(o.Instruments)-1].Kind != Card {
+	if o.card() == nil {
 		return o.decide(s, OutcomeSucceeded, now)
 	}
 	o.Stage, o.SentAt, o.Next = StageAwait, now, now+CallbackWait

@@ -9,23 +9,21 @@ import (
 
 // openException records an anomaly on the order. A record that holds money starts by booking
 // it to suspense. Past ExceptionsMax the order is flagged and nothing more is recorded.
-func (o *Order) openException(x Exception, now uint64) Effects {
+func (o *Order) openException(x Exception, now uint64) (k int, recorded bool) {
+	o.Flagged = true
+	o.touch(now)
 	if !o.room(x.Booked()) {
 		// A record that holds no money, past its share: dropped, counted on the order (the
 		// host logs it). Records that hold money are refused before they get here.
-		o.Flagged = true
 		o.Dropped++
-		o.touch(now)
-		return Effects{}
+		return 0, false
 	}
-	o.Flagged = true
-	o.touch(now)
 	x.Created, x.Updated, x.Step = now, now, ExcOpen
 	if x.Booked() {
 		x.Step = ExcBooking
 	}
 	o.Exceptions = append(o.Exceptions, x)
-	return Effects{}
+	return len(o.Exceptions) - 1, true
 }
 
 // room reports whether the order can take another exception record: records that hold money

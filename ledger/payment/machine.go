@@ -395,17 +395,22 @@ func (o *Order) holdPosting(s *Setup, i int) (code string, from, to uint64, hold
 
 // mainCode is the posting that books the channel's money once it moved, if the form has one.
 func (o *Order) mainCode(s *Setup) string {
+	if !o.booksMain() {
+		return ""
+	}
 	switch o.Form {
 	case Recharge:
 		return s.names.Recharge
 	case Withdraw:
 		return s.names.WithdrawPaid
-	case Pay:
-		if o.card() != nil {
-			return s.names.PayChannel
-		}
 	}
-	return ""
+	return s.names.PayChannel
+}
+
+// booksMain reports whether the order books the channel's money in a posting of its own
+// (stepMain): a recharge, a withdrawal, a payment with a card.
+func (o *Order) booksMain() bool {
+	return o.Form == Recharge || o.Form == Withdraw || o.Form == Pay && o.card() != nil
 }
 
 // card is the instrument the channel moves, if any.

@@ -131,7 +131,7 @@ func (o *Order) knows(step int) bool {
 	case step >= stepVoid && step < stepMain:
 		return o.Form != Transfer && holds&(1<<(step-stepVoid+stepHold)) != 0
 	case step == stepMain:
-		return o.mainCode0()
+		return o.booksMain()
 	case step >= stepExceptions && step < stepsMax:
 		k := (step - stepExceptions) / 2
 		return k < len(o.Exceptions) && o.Exceptions[k].Booked()
@@ -202,7 +202,7 @@ func reconcileOrder(s *Setup, o *Order, byID map[uint64]*ledger.Transfer, add fu
 	}
 	// What each outcome must have made, and must not.
 	main := uint64(0)
-	if o.mainCode0() {
+	if o.booksMain() {
 		main = 1 << stepMain
 	}
 	posts := holds<<(stepPost-stepHold) | main
