@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -522,13 +523,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 	for _, s := range e.shards {
 		s.stop()
 	}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range e.gateways {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(e.gateways)) {
 		if err := e.gateways[name].Stop(ctx); err != nil && !errors.Is(err, gateway.ErrAbandoned) {
 			errs = append(errs, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
 
 	"github.com/ledgercore/ledger/actors"
@@ -341,11 +342,15 @@ func TestShutdownAfterFailure(t *testing.T) {
 	if err := <-done1; err == nil {
 		t.Fatal("a failed shard took a request")
 	}
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	s.writer = store.OrderWriter(0)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.writer = nil
-		defer func() { _ = recover() }() // the nil writer's Close
 		s.shutdown()
 	}()
 	select {

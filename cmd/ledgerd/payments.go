@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -49,13 +50,7 @@ type pairs map[string]string
 
 func (p pairs) String() string {
 	var out []string
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range p {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(p)) {
 		out = append(out, k+"="+p[k])
 	}
 	return strings.Join(out, ",")
@@ -166,13 +161,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 			return nil, err
 		}
 	}
-	names := append(slices.Sorted(func(yield func(string) bool) {
-		for n := range p.channels {
-			if !yield(n) {
-				return
-			}
-		}
-	}), p.fakeChannels...)
+	names := append(slices.Sorted(maps.Keys(p.channels)), p.fakeChannels...)
 	currencies := map[uint32]string{}
 	var ledgers []uint32
 	for ls, cur := range p.ledgers {
