@@ -7,13 +7,11 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -259,11 +257,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 			diff(fundDone.failedBy, base.failedBy))
 	}
 
-	var rusageStart syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &rusageStart)
-	var memStart runtime.MemStats
-	runtime.ReadMemStats(&memStart)
-	remoteStart := scrapeProcess(c.MetricsAddr)
+	m := startMeter(c.MetricsAddr)
 	workers := make([]*payWorker, c.Concurrency)
 	for i := range workers {
 		workers[i] = &payWorker{r: r, rng: rand.New(rand.NewPCG(c.Seed, uint64(i)+1)),
@@ -324,10 +318,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 	if err == nil {
 		err = countErr
 	}
-	var rusageEnd syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &rusageEnd)
-	var memEnd runtime.MemStats
-	runtime.ReadMemStats(&memEnd)
+	m.stop()
 	if fe, ok := r.firstErr.Load().(error); ok && r.accepted.Load() == 0 {
 		return nil, fmt.Errorf("bench: every request failed: %w", fe)
 	}
@@ -369,16 +360,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 		res.ThroughputSeries = append(res.ThroughputSeries, float64(s.final-prev.final)/s.at.Sub(prev.at).Seconds())
 		prev = s
 	}
-	res.CPUSeconds = cpuSeconds(&rusageEnd) - cpuSeconds(&rusageStart)
-	res.PeakRSSBytes = uint64(rusageEnd.Maxrss) * 1024
-	if c.Addr == "" {
-		res.AllocsPerOrder = float64(memEnd.Mallocs-memStart.Mallocs) / float64(max(res.OrdersCompleted, 1))
-		res.BytesPerOrder = float64(memEnd.TotalAlloc-memStart.TotalAlloc) / float64(max(res.OrdersCompleted, 1))
-	} else if remoteStart.ok {
-		end := scrapeProcess(c.MetricsAddr)
-		res.ServerCPUSeconds = end.cpuSeconds - remoteStart.cpuSeconds
-		res.ServerRSSBytes = end.rssBytes
-	}
+	m.fill(res, c.Addr == "", res.OrdersCompleted, &res.AllocsPerOrder, &res.BytesPerOrder)
 	if fe, ok := r.firstErr.Load().(error); ok {
 		res.FirstError = fe.Error()
 	}

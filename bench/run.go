@@ -227,11 +227,7 @@ func setTransfer(t *ledgerv1.Transfer, id, debit, credit, amount, pendingID uint
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
 	c := r.cfg
-	var rusageStart syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &rusageStart)
-	var memStart runtime.MemStats
-	runtime.ReadMemStats(&memStart)
-	remoteStart := scrapeProcess(c.MetricsAddr)
+	m := startMeter(c.MetricsAddr)
 
 	workers := make([]*worker, c.Concurrency)
 	for i := range workers {
@@ -263,10 +259,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	close(stopProgress)
 	<-progressDone
 
-	var rusageEnd syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &rusageEnd)
-	var memEnd runtime.MemStats
-	runtime.ReadMemStats(&memEnd)
+	m.stop()
 	if err, ok := r.firstErr.Load().(error); ok && r.done.Load() == 0 {
 		return nil, fmt.Errorf("bench: every request failed: %w", err)
 	}
@@ -276,20 +269,50 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		transfer.Merge(w.transfer)
 	}
 	res := newResult(c, elapsed, r, request, transfer, series)
-	res.CPUSeconds = cpuSeconds(&rusageEnd) - cpuSeconds(&rusageStart)
-	res.PeakRSSBytes = uint64(rusageEnd.Maxrss) * 1024
-	if c.Addr == "" {
-		res.AllocsPerTransfer = float64(memEnd.Mallocs-memStart.Mallocs) / float64(max(res.TransfersOK, 1))
-		res.BytesPerTransfer = float64(memEnd.TotalAlloc-memStart.TotalAlloc) / float64(max(res.TransfersOK, 1))
-	} else if remoteStart.ok {
-		end := scrapeProcess(c.MetricsAddr)
-		res.ServerCPUSeconds = end.cpuSeconds - remoteStart.cpuSeconds
-		res.ServerRSSBytes = end.rssBytes
-	}
+	m.fill(res, c.Addr == "", res.TransfersOK, &res.AllocsPerTransfer, &res.BytesPerTransfer)
 	if err, ok := r.firstErr.Load().(error); ok {
 		res.FirstError = err.Error()
 	}
 	return res, nil
+}
+
+// meter reads what a run costs: this process's CPU, peak RSS and allocations, and a remote
+// ledgerd's CPU and RSS (through its metrics).
+type meter struct {
+	metricsAddr string
+	ru0, ru1    syscall.Rusage
+	mem0, mem1  runtime.MemStats
+	remote      processSample
+}
+
+func startMeter(metricsAddr string) *meter {
+	m := &meter{metricsAddr: metricsAddr}
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &m.ru0)
+	runtime.ReadMemStats(&m.mem0)
+	m.remote = scrapeProcess(metricsAddr)
+	return m
+}
+
+// stop reads this process's figures at the end of the run.
+func (m *meter) stop() {
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &m.ru1)
+	runtime.ReadMemStats(&m.mem1)
+}
+
+// fill sets res's costs: allocations per unit of work when the ledger ran in this process
+// (embedded), the remote ledgerd's CPU and RSS otherwise.
+func (m *meter) fill(res *Result, embedded bool, units int64, allocs, bytes *float64) {
+	res.CPUSeconds = cpuSeconds(&m.ru1) - cpuSeconds(&m.ru0)
+	res.PeakRSSBytes = uint64(m.ru1.Maxrss) * 1024
+	switch {
+	case embedded:
+		*allocs = float64(m.mem1.Mallocs-m.mem0.Mallocs) / float64(max(units, 1))
+		*bytes = float64(m.mem1.TotalAlloc-m.mem0.TotalAlloc) / float64(max(units, 1))
+	case m.remote.ok:
+		end := scrapeProcess(m.metricsAddr)
+		res.ServerCPUSeconds = end.cpuSeconds - m.remote.cpuSeconds
+		res.ServerRSSBytes = end.rssBytes
+	}
 }
 
 func cpuSeconds(r *syscall.Rusage) float64 {
