@@ -104,8 +104,7 @@ func startPayLayer(c *Config, e *embedded) (*payLayer, error) {
 	notifyURL := "http://" + lis.Addr().String() + payments.NotifyPath + c.Channel
 	clients := map[string]channel.Client{c.Channel: channel.NewHTTPClient(p.fake.URL(), notifyURL, hc)}
 	gcfg := gateway.Config{Timeout: c.ChannelTimeout, RateLimit: rate.Limit(c.ChannelRate),
-		Burst: max(1, int(c.ChannelRate/10)), MaxInFlight: c.ChannelInFlight, QueueLimit: 16 * c.ChannelInFlight,
-		Breaker: gateway.BreakerConfig{ConsecutiveFailures: uint32(max(gateway.DefaultBreakerFailures, c.ChannelInFlight/8))}}
+		Burst: max(1, int(c.ChannelRate/10)), MaxInFlight: c.ChannelInFlight, QueueLimit: 16 * c.ChannelInFlight}
 	metrics := payments.NewMetrics()
 	p.engine, err = payments.Start(e.store, e.ledger, payments.Config{Setup: setup, Clients: clients, Gateway: gcfg,
 		Ledgers: []uint32{c.ledgerID()}, Metrics: metrics, Logger: slog.Default()})

@@ -54,7 +54,8 @@ const (
 	DefaultRateLimit rate.Limit = 100
 	// DefaultBurst is how many calls may go at once above the rate.
 	DefaultBurst = 20
-	// DefaultBreakerFailures is how many consecutive failures open the circuit.
+	// DefaultBreakerFailures is the fewest consecutive failures that open the circuit; by
+	// default the run is an eighth of MaxInFlight when that is longer.
 	DefaultBreakerFailures = 5
 	// DefaultBreakerFailureRatio is the failure ratio in the window that opens the circuit.
 	DefaultBreakerFailureRatio = 0.5
@@ -121,7 +122,10 @@ func (c Config) withDefaults() Config {
 		c.RateLimit = DefaultRateLimit
 	}
 	def(&c.Burst, DefaultBurst)
-	defU(&c.Breaker.ConsecutiveFailures, DefaultBreakerFailures)
+	// Calls sent together time out together: with many in flight, a run of consecutive
+	// failures is no sign of an outage (the failure ratio is), so the run that opens the
+	// circuit grows with the calls in flight.
+	defU(&c.Breaker.ConsecutiveFailures, uint32(max(DefaultBreakerFailures, c.MaxInFlight/8)))
 	if c.Breaker.FailureRatio <= 0 {
 		c.Breaker.FailureRatio = DefaultBreakerFailureRatio
 	}

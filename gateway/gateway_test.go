@@ -389,3 +389,17 @@ func TestInboxFull(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBreakerRunScalesWithInFlight: the run of consecutive failures that opens the circuit is
+// an eighth of the calls in flight (at least DefaultBreakerFailures), unless configured.
+func TestBreakerRunScalesWithInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		inFlight int
+		set, want uint32
+	}{{16, 0, DefaultBreakerFailures}, {256, 0, 32}, {256, 7, 7}} {
+		c := Config{MaxInFlight: tc.inFlight, Breaker: BreakerConfig{ConsecutiveFailures: tc.set}}.withDefaults()
+		if got := c.Breaker.ConsecutiveFailures; got != tc.want {
+			t.Errorf("in flight %d, set %d: a run of %d, want %d", tc.inFlight, tc.set, got, tc.want)
+		}
+	}
+}

@@ -219,10 +219,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		clients[name] = channel.NewHTTPClient(url, base+payments.NotifyPath+name, hc)
 	}
 	gcfg := gateway.Config{Timeout: p.channelTimeout, RateLimit: rate.Limit(p.channelRate), Burst: max(1, int(p.channelRate/10)),
-		MaxInFlight: p.channelFlight, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector(),
-		// Calls sent together time out together: with many in flight, a run of consecutive
-		// failures is no sign of an outage (the failure ratio is).
-		Breaker: gateway.BreakerConfig{ConsecutiveFailures: uint32(max(gateway.DefaultBreakerFailures, p.channelFlight/8))}}
+		MaxInFlight: p.channelFlight, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
 	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Gateway: gcfg, Ledgers: ledgers,
