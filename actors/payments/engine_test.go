@@ -152,6 +152,23 @@ func (w *world) create(reqs ...payment.Request) []Reply {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	// A voucher is answered once its order is durable: a durable read finds every order
+	// answered OK, at once.
+	var ids []uint64
+	for _, r := range rs {
+		if r.Result == payment.ResultOK {
+			ids = append(ids, r.Order.ID)
+		}
+	}
+	os, err := w.engine.Orders(ids)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for i, o := range os {
+		if o == nil {
+			w.t.Fatalf("order %d was answered OK before it was durable", ids[i])
+		}
+	}
 	return rs
 }
 
