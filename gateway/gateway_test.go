@@ -394,7 +394,7 @@ func TestInboxFull(t *testing.T) {
 // an eighth of the calls in flight (at least DefaultBreakerFailures), unless configured.
 func TestBreakerRunScalesWithInFlight(t *testing.T) {
 	for _, tc := range []struct {
-		inFlight int
+		inFlight  int
 		set, want uint32
 	}{{16, 0, DefaultBreakerFailures}, {256, 0, 32}, {256, 7, 7}} {
 		c := Config{MaxInFlight: tc.inFlight, Breaker: BreakerConfig{ConsecutiveFailures: tc.set}}.withDefaults()

@@ -113,7 +113,6 @@ func (o *Order) settleSteps() uint64 {
 	return 0
 }
 
-
 // send sends the order's channel request (again, for a payment the channel said it never
 // received).
 func (o *Order) send(s *Setup) Effects {
