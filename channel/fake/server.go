@@ -12,7 +12,6 @@
 package fake
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +26,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/ledgercore/ledger/channel"
 )
@@ -258,17 +259,10 @@ func readRequest(w http.ResponseWriter, r *http.Request) (channel.WireRequest, i
 	return wr, 0, nil
 }
 
-// decodeStrict decodes one JSON value into v, refusing unknown fields and trailing data.
+// decodeStrict decodes one JSON value into v, refusing unknown fields, repeated or
+// case-folded names, invalid UTF-8 and trailing data (JSON v2).
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON value")
-	}
-	return nil
+	return jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true))
 }
 
 // validate checks what the channel needs of a request.
