@@ -46,6 +46,19 @@ func (c *countingClient) Do(ctx context.Context, r channel.Request) (channel.Res
 	return c.Client.Do(ctx, r)
 }
 
+// Batch counts the requests of a batch as Do does, and sends it (the client must be a
+// channel.Batcher; the gateway batches only when world.batch asks).
+func (c *countingClient) Batch(ctx context.Context, items []channel.Item, out []channel.ItemResult) error {
+	c.mu.Lock()
+	for _, it := range items {
+		if !it.Query {
+			c.sends[it.Request.OrderNo]++
+		}
+	}
+	c.mu.Unlock()
+	return c.Client.(channel.Batcher).Batch(ctx, items, out)
+}
+
 // world is a ledger, its payment actors and a simulated channel "bank".
 type world struct {
 	t        *testing.T
@@ -59,10 +72,14 @@ type world struct {
 	client   *countingClient
 	cfg      fake.Config
 	channels []string // the engine's channels (nil: bank)
+	batch    int      // the gateway's Config.Batch (0: one call per exchange)
 }
 
-func newWorld(t *testing.T, cfg fake.Config) *world {
-	w := &world{t: t, dir: t.TempDir(), cfg: cfg}
+func newWorld(t *testing.T, cfg fake.Config) *world { return newWorldBatched(t, cfg, 0) }
+
+// newWorldBatched is newWorld with the gateway batching up to batch calls in an exchange.
+func newWorldBatched(t *testing.T, cfg fake.Config, batch int) *world {
+	w := &world{t: t, dir: t.TempDir(), cfg: cfg, batch: batch}
 	w.notify = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		h := w.handler.Load()
 		if h == nil {
@@ -110,7 +127,7 @@ func (w *world) start() {
 		clients[c] = w.client
 	}
 	w.engine, err = Start(w.store, w.ledger, Config{Setup: setup, Clients: clients,
-		Gateway: gateway.Config{Timeout: 300 * time.Millisecond, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32},
+		Gateway: gateway.Config{Timeout: 300 * time.Millisecond, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32, Batch: w.batch},
 		Tick:    20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
