@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,13 +46,13 @@ func TestBatchLightLoadSendsEachCallAlone(t *testing.T) {
 	}
 }
 
-// Calls that queue while the exchanges are out go together, at most Batch to an exchange
-// and MaxInFlight in all; each gets its own item's answer.
+// Calls that queue while the exchanges are out go together: a full batch at once, up to
+// MaxInFlight calls in all; each gets its own item's answer.
 func TestBatchGathersWhatQueued(t *testing.T) {
 	release := make(chan struct{})
-	// 8 calls in flight in exchanges of up to 4: two exchanges at once.
+	// 8 calls in flight, in exchanges of up to 4: two exchanges before calls wait for others.
 	h, b := newBatchHarness(t, Config{MaxInFlight: 8, Batch: 4, QueueLimit: 64}, blockUntil(release, false))
-	h.submit("a", "b") // the first goes alone; the second too (both exchanges taken, each of one)
+	h.submit("a", "b") // light load: each goes alone, at once
 	h.started(2)
 	var orderNos []string
 	for i := range 10 {
@@ -59,7 +60,8 @@ func TestBatchGathersWhatQueued(t *testing.T) {
 	}
 	h.submit(orderNos...)
 	h.g.barrier()
-	if s := h.g.Stats(); s.InFlight != 2 || s.Queued != 10 {
+	// A full batch of 4 went at once, then 2 more (the cap of 8), and 4 wait.
+	if s := h.g.Stats(); s.InFlight != 8 || s.Queued != 4 {
 		t.Fatalf("stats %+v", s)
 	}
 	close(release)
@@ -73,18 +75,40 @@ func TestBatchGathersWhatQueued(t *testing.T) {
 	for len(b.sizes) > 0 {
 		sizes = append(sizes, <-b.sizes)
 	}
-	total := 0
 	for _, n := range sizes {
 		if n > 4 {
 			t.Fatalf("an exchange of %d calls, batch 4", n)
 		}
-		total += n
 	}
-	if total != 10 || len(sizes) < 3 {
-		t.Fatalf("batches %v for 10 queued calls", sizes)
+	if len(sizes) < 2 || !slices.Contains(sizes, 4) || b.calls.Load() != 12 {
+		t.Fatalf("batches %v, %d calls, for 2 alone and 10 queued", sizes, b.calls.Load())
 	}
 	if m := b.max.Load(); m > 8 {
 		t.Fatalf("%d calls at once, cap 8", m)
+	}
+}
+
+// Past MaxInFlight/Batch exchanges, a call waits for others at most BatchWait, then goes
+// alone: never until its QueueWait is up, however slow the channel.
+func TestBatchWaitBoundsTheWaitForOthers(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	h, _ := newBatchHarness(t, Config{MaxInFlight: 8, Batch: 4, QueueLimit: 64, BatchWait: 10 * time.Millisecond},
+		blockUntil(release, false))
+	h.submit("a", "b")
+	h.started(2)
+	h.submit("c")
+	h.none() // the two exchanges are out: c waits for others
+	if s := h.g.Stats(); s.InFlight != 2 || s.Queued != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	h.clock.Advance(9 * time.Millisecond)
+	h.none()
+	h.clock.Advance(time.Millisecond)
+	h.started(1)
+	h.g.barrier()
+	if s := h.g.Stats(); s.InFlight != 3 || s.Queued != 0 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
@@ -92,7 +116,8 @@ func TestBatchGathersWhatQueued(t *testing.T) {
 // item the channel could not answer is unknown alone.
 func TestBatchFailures(t *testing.T) {
 	release, release2 := make(chan struct{}), make(chan struct{})
-	h, b := newBatchHarness(t, Config{MaxInFlight: 2, Batch: 2, QueueLimit: 64}, func(ctx context.Context, c Call) (channel.Result, error) {
+	// One exchange before calls wait for others (4/4): what queues behind it goes together.
+	h, b := newBatchHarness(t, Config{MaxInFlight: 4, Batch: 4, QueueLimit: 64}, func(ctx context.Context, c Call) (channel.Result, error) {
 		switch c.Request.OrderNo {
 		case "hold":
 			<-release
@@ -133,15 +158,15 @@ func TestBatchFailures(t *testing.T) {
 	if o := got["fine"]; o.Kind != Answered {
 		t.Fatalf("fine: %+v", o)
 	}
-	if c := h.g.breaker.Counts(); c.TotalFailures != 1 {
-		t.Fatalf("breaker counts %+v: one exchange failed", c)
+	if c := h.g.breaker.Counts(); c.TotalFailures != 1 || c.Requests != 4 {
+		t.Fatalf("breaker counts %+v: one exchange of four failed", c)
 	}
 }
 
 // A batch that outlives the timeout leaves all its calls unknown, with ErrTimeout.
 func TestBatchTimeout(t *testing.T) {
 	release := make(chan struct{})
-	h, _ := newBatchHarness(t, Config{MaxInFlight: 2, Batch: 2, QueueLimit: 64, Timeout: time.Second},
+	h, _ := newBatchHarness(t, Config{MaxInFlight: 4, Batch: 4, QueueLimit: 64, Timeout: time.Second},
 		func(ctx context.Context, c Call) (channel.Result, error) {
 			if c.Request.OrderNo == "hold" {
 				<-release

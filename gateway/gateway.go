@@ -40,13 +40,15 @@ import (
 
 // Defaults of Config (units last).
 const (
-	// DefaultTimeout is how long one call to the channel may take.
+	// DefaultTimeout is how long one exchange with the channel (a call, or a batch) may take.
 	DefaultTimeout = 10 * time.Second
 	// DefaultMaxInFlight is how many calls may be at the channel at once.
 	DefaultMaxInFlight = 16
 	// DefaultBatch is how many calls go to the channel in one exchange: one, unless the
 	// client is a channel.Batcher and Config.Batch asks for more.
 	DefaultBatch = 1
+	// DefaultBatchWait is how long a call may wait for others to share an exchange.
+	DefaultBatchWait = 5 * time.Millisecond
 	// DefaultQueueLimit is how many calls may wait for a slot (or for a rate token).
 	DefaultQueueLimit = 256
 	// DefaultQueueWait is how long a call may wait in the gateway before it is sent.
@@ -75,14 +77,19 @@ const (
 
 // Config configures a Gateway. Zero fields take the defaults above.
 type Config struct {
-	Timeout     time.Duration // per call, as the context's deadline
+	Timeout     time.Duration // per exchange (a call, or a batch), as the context's deadline
 	MaxInFlight int           // calls at the channel at once
 	// Batch is how many calls may go in one exchange with a client that is a
-	// channel.Batcher (at most channel.MaxBatchItems); the exchanges at once are then
-	// MaxInFlight/Batch, rounded up, and each takes as many calls as are ready, so a call
-	// waits for no other: under light load every exchange carries one call.
-	Batch      int
-	QueueLimit int // calls waiting for a slot or a token; past it, ErrBusy
+	// channel.Batcher (at most channel.MaxBatchItems). An exchange takes every call that is
+	// ready, up to Batch. While fewer than MaxInFlight/Batch exchanges (rounded up) are out,
+	// a call goes at once, alone if it is alone; past that, calls wait for a full batch, an
+	// exchange to end, or BatchWait, whichever comes first, and then go (never more than
+	// MaxInFlight calls at once). So under light load every call goes at once, and under
+	// heavy load exchanges fill up.
+	Batch     int
+	BatchWait time.Duration
+	// QueueLimit: calls waiting for a slot or a token; past it, ErrBusy.
+	QueueLimit int
 	// QueueWait bounds the time a call waits in the gateway before it is sent: a call still
 	// waiting for a slot when it is up, or whose rate token would come later, is Rejected.
 	QueueWait  time.Duration
@@ -95,9 +102,10 @@ type Config struct {
 }
 
 // BreakerConfig configures the circuit breaker, which counts exchanges with the channel
-// (one call, or a batch). An exchange that fails as a whole (every call in it ends Unknown)
-// is a failure of the channel; an answer, even failed or not_found, or a batch answered
-// item by item, is a success. Rejected calls do not count.
+// (one call, or a batch). An exchange after which every call in it is Unknown (it failed as
+// a whole, or the channel answered none of its items) is a failure of the channel; an
+// answer, even failed or not_found, is a success. Rejected calls do not count. While the
+// circuit is half-open, each probe exchange carries one call.
 type BreakerConfig struct {
 	ConsecutiveFailures uint32        // open after this many failures in a row
 	FailureRatio        float64       // or after this ratio of failures in the window...
@@ -127,6 +135,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxInFlight, DefaultMaxInFlight)
 	def(&c.Batch, DefaultBatch)
 	c.Batch = min(c.Batch, channel.MaxBatchItems)
+	defDur(&c.BatchWait, DefaultBatchWait)
 	def(&c.QueueLimit, DefaultQueueLimit)
 	defDur(&c.QueueWait, DefaultQueueWait)
 	def(&c.InboxLimit, DefaultInboxLimit)
@@ -151,8 +160,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// exchanges is how many exchanges may be at the channel at once: MaxInFlight/Batch, rounded
-// up (with defaults filled).
+// exchanges is how many exchanges may be at the channel at once before calls wait for
+// others: MaxInFlight/Batch, rounded up (with defaults filled).
 func (c Config) exchanges() int {
 	return (c.MaxInFlight + c.Batch - 1) / c.Batch
 }
@@ -230,8 +239,8 @@ type Gateway struct {
 	inbox  chan envelope      // Submit → loop; capacity InboxLimit
 	wake   chan struct{}      // timers and SetDegraded → loop; capacity 1
 	stopCh chan stopRequest   // Stop → loop; capacity 1
-	work   chan *exchange     // loop → workers; unbuffered, sent to only with a free slot
-	done   chan finished      // workers → loop; capacity: the workers, so never blocks
+	work   chan *exchange     // loop → workers (MaxInFlight of them); unbuffered, sent to only with a free slot
+	done   chan finished      // workers → loop; capacity MaxInFlight, so never blocks
 	base   context.Context    // parent of every call's context; cancelled when Stop gives up
 	cancel context.CancelFunc // of base
 	exited chan struct{}      // closed when the loop has returned
@@ -276,12 +285,25 @@ type exchange struct {
 }
 
 // finished is a worker's report of one exchange: err when it failed as a whole, else
-// results[i] for jobs[i].
+// results[i] for jobs[i]; failed when no call of it was answered (the breaker's failure).
 type finished struct {
 	x       *exchange
 	results []channel.ItemResult
 	err     error
+	failed  bool
 	took    time.Duration
+}
+
+// errNoneAnswered is the breaker's failure for an exchange whose every item is unknown.
+var errNoneAnswered = errors.New("gateway: the channel answered none of the exchange's calls")
+
+func noneAnswered(results []channel.ItemResult) bool {
+	for _, r := range results {
+		if r.Err == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // New makes the gateway of the channel called name in front of c. deliver receives every
@@ -302,7 +324,7 @@ func New(name string, c channel.Client, cfg Config, deliver func(Outcome)) *Gate
 		wake:     make(chan struct{}, 1),
 		stopCh:   make(chan stopRequest, 1),
 		work:     make(chan *exchange),
-		done:     make(chan finished, cfg.exchanges()),
+		done:     make(chan finished, cfg.MaxInFlight),
 		exited:   make(chan struct{}),
 		inflight: make(map[*job]struct{}, cfg.MaxInFlight),
 	}
@@ -334,7 +356,7 @@ func (g *Gateway) Name() string { return g.name }
 // Start starts the loop and the workers. Calls submitted before Start wait in the inbox.
 func (g *Gateway) Start() {
 	g.startOnce.Do(func() {
-		for range g.cfg.exchanges() {
+		for range g.cfg.MaxInFlight {
 			go g.worker()
 		}
 		go g.loop()
@@ -426,7 +448,7 @@ func (g *Gateway) worker() {
 			err = fmt.Errorf("%w after %v: %w", ErrTimeout, g.cfg.Timeout, err)
 		}
 		cancel()
-		g.done <- finished{x: x, results: results, err: err, took: took}
+		g.done <- finished{x: x, results: results, err: err, failed: err != nil || noneAnswered(results), took: took}
 	}
 }
 
@@ -542,7 +564,7 @@ func (g *Gateway) pump() {
 		}
 	}
 	g.expire(now)
-	for len(g.queue) > 0 && len(g.inflight) < g.cfg.MaxInFlight && g.exchanges < g.cfg.exchanges() {
+	for len(g.queue) > 0 && len(g.inflight) < g.cfg.MaxInFlight && g.mayExchange(now) {
 		h := g.queue[0]
 		if !g.ready(h, now, true) {
 			if h.reservation == nil { // refused its token: rejected and gone
@@ -556,7 +578,11 @@ func (g *Gateway) pump() {
 			continue
 		}
 		x := &exchange{report: report}
-		for len(g.queue) > 0 && len(x.jobs) < g.cfg.Batch && len(g.inflight) < g.cfg.MaxInFlight &&
+		size := g.cfg.Batch
+		if g.breaker.State() == gobreaker.StateHalfOpen {
+			size = 1 // a probe risks one call
+		}
+		for len(g.queue) > 0 && len(x.jobs) < size && len(g.inflight) < g.cfg.MaxInFlight &&
 			(len(x.jobs) == 0 || g.ready(g.queue[0], now, false)) {
 			j := g.queue[0]
 			g.queue[0] = nil
@@ -570,6 +596,14 @@ func (g *Gateway) pump() {
 	g.stats.queued.Store(int64(len(g.queue)))
 	g.stats.inFlight.Store(int64(len(g.inflight)))
 	g.arm(now)
+}
+
+// mayExchange says whether a new exchange may start now (calls in flight aside): while
+// fewer than Config.exchanges are out, or once a full batch waits, or the head has waited
+// BatchWait.
+func (g *Gateway) mayExchange(now time.Time) bool {
+	return g.exchanges < g.cfg.exchanges() || len(g.queue) >= g.cfg.Batch ||
+		!now.Before(g.queue[0].at.Add(g.cfg.BatchWait))
 }
 
 // ready says whether j, at the head of the queue, may be sent now: it takes j's rate token
@@ -627,20 +661,33 @@ func (g *Gateway) pop(now time.Time) *job {
 	return h
 }
 
-// arm sets the loop's one timer for the next moment the queue changes by itself: the head's
-// rate token, or the first call whose wait is up.
+// arm sets the loop's one timer for the next moment the queue changes by itself: the first
+// call whose wait is up (but a head that holds a rate token: it is sent when the token is
+// there, within its wait); and, with a slot free, the head's token, or the end of its
+// BatchWait when it waits for others.
 func (g *Gateway) arm(now time.Time) {
 	var at time.Time
-	for i, j := range g.queue {
-		if i == 0 && j.reservation != nil {
-			if len(g.inflight) < g.cfg.MaxInFlight && g.exchanges < g.cfg.exchanges() {
-				at = j.readyAt
-				break
-			}
-			continue
+	if len(g.queue) > 0 {
+		h := g.queue[0]
+		i := 0
+		if h.reservation != nil {
+			i = 1
 		}
-		at = j.at.Add(g.cfg.QueueWait)
-		break
+		if i < len(g.queue) {
+			at = g.queue[i].at.Add(g.cfg.QueueWait)
+		}
+		if len(g.inflight) < g.cfg.MaxInFlight {
+			var next time.Time
+			switch {
+			case !g.mayExchange(now):
+				next = h.at.Add(g.cfg.BatchWait)
+			case h.reservation != nil:
+				next = h.readyAt
+			}
+			if !next.IsZero() && (at.IsZero() || next.Before(at)) {
+				at = next
+			}
+		}
 	}
 	if at.Equal(g.timerAt) {
 		return
@@ -658,7 +705,14 @@ func (g *Gateway) arm(now time.Time) {
 // finish takes a worker's report of an exchange.
 func (g *Gateway) finish(f finished) {
 	g.exchanges--
-	f.x.report(f.err)
+	switch {
+	case f.err != nil:
+		f.x.report(f.err)
+	case f.failed:
+		f.x.report(errNoneAnswered)
+	default:
+		f.x.report(nil)
+	}
 	for i, j := range f.x.jobs {
 		if _, ok := g.inflight[j]; !ok {
 			continue // abandoned by Stop and already reported

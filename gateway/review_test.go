@@ -31,6 +31,9 @@ func TestReviewBatchFewExchangesRejectCallsFarBelowMaxInFlight(t *testing.T) {
 	if s := h.g.Stats(); s.InFlight != 2 {
 		t.Fatalf("stats %+v", s)
 	}
+	h.g.barrier()
+	h.clock.Advance(DefaultBatchWait) // it waits for others no longer than this
+	h.g.barrier()
 	h.clock.Advance(time.Second) // the channel takes longer than QueueWait (but less than Timeout)
 	h.g.barrier()
 	select {
@@ -50,7 +53,7 @@ func TestReviewBatchFewExchangesRejectCallsFarBelowMaxInFlight(t *testing.T) {
 // The same calls sent alone (Batch 1, or under light load) each count as a failure.
 func TestReviewBatchBreakerBlindWhenEveryItemIsUnknown(t *testing.T) {
 	release := make(chan struct{})
-	h, _ := newBatchHarness(t, Config{MaxInFlight: 2, Batch: 2, QueueLimit: 64,
+	h, _ := newBatchHarness(t, Config{MaxInFlight: 4, Batch: 4, QueueLimit: 64,
 		Breaker: BreakerConfig{ConsecutiveFailures: 1, OpenFor: time.Hour}},
 		func(ctx context.Context, c Call) (channel.Result, error) {
 			if c.Request.OrderNo == "hold" {
