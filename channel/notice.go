@@ -174,6 +174,19 @@ func badNotice(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadNotice, fmt.Sprintf(format, args...))
 }
 
+// decodeError says what the strict decoder refused.
+func decodeError(err error) error {
+	switch {
+	case errors.Is(err, ErrBadNotice):
+		return err
+	case errors.Is(err, jsonv2.ErrUnknownName):
+		return badNotice("unknown field: %v", err)
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return badNotice("field repeated: %v", err)
+	}
+	return badNotice("malformed JSON: %v", err)
+}
+
 // strictNotice is a notice as the strict decoder reads it: a nil field was missing or null.
 type strictNotice struct {
 	Op      *string `json:"op"`
@@ -192,21 +205,29 @@ var strict = jsonv2.RejectUnknownMembers(true)
 // spelled in another case, a repeated key, an unknown key, a null, a missing key, invalid
 // UTF-8 or trailing data (encoding/json would accept most of them).
 func decodeNotices(body []byte, many bool) ([]wireNotice, error) {
-	var ss []strictNotice
-	var err error
+	elems := []jsontext.Value{body}
 	if many {
-		err = jsonv2.Unmarshal(body, &ss, strict)
-	} else {
-		ss = make([]strictNotice, 1)
-		err = jsonv2.Unmarshal(body, &ss[0], strict)
+		elems = nil
+		if err := jsonv2.Unmarshal(body, &elems, strict); err != nil {
+			return nil, decodeError(err)
+		}
+		if len(elems) > MaxNoticesPerPost {
+			return nil, badNotice("%d notices, more than %d", len(elems), MaxNoticesPerPost)
+		}
 	}
-	switch {
-	case errors.Is(err, jsonv2.ErrUnknownName):
-		return nil, badNotice("unknown field: %v", err)
-	case errors.Is(err, jsontext.ErrDuplicateName):
-		return nil, badNotice("field repeated: %v", err)
-	case err != nil:
-		return nil, badNotice("malformed JSON: %v", err)
+	ss := make([]strictNotice, len(elems))
+	var err error
+	for i, e := range elems {
+		if len(e) > MaxNoticeBytes {
+			err = badNotice("notice %d: %d bytes, more than %d", i, len(e), MaxNoticeBytes)
+			break
+		}
+		if err = jsonv2.Unmarshal(e, &ss[i], strict); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, decodeError(err)
 	}
 	ws := make([]wireNotice, len(ss))
 	for i, s := range ss {

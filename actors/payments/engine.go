@@ -22,7 +22,6 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ledgercore/ledger/actors"
@@ -106,7 +105,8 @@ type Engine struct {
 	shards   []*shard
 	gateways map[string]*gateway.Gateway
 	seed     maphash.Seed
-	stopped  atomic.Bool
+	life     sync.RWMutex // enter's Add happens before Stop's Wait
+	stopped  bool         // under life
 	active   sync.WaitGroup
 	log      *slog.Logger
 	metrics  *Metrics
@@ -241,11 +241,12 @@ func (e *Engine) shardOfKey(r *payment.Request) *shard {
 }
 
 func (e *Engine) enter() error {
-	e.active.Add(1)
-	if e.stopped.Load() {
-		e.active.Done()
+	e.life.RLock()
+	defer e.life.RUnlock()
+	if e.stopped {
 		return ErrStopped
 	}
+	e.active.Add(1)
 	return nil
 }
 
@@ -531,7 +532,11 @@ func (e *Engine) deliver(o gateway.Outcome) {
 // Stop stops taking work, lets every shard commit what it holds, and stops the gateways
 // (calls still at a channel when ctx ends are abandoned: their orders query after a restart).
 func (e *Engine) Stop(ctx context.Context) error {
-	if e.stopped.Swap(true) {
+	e.life.Lock()
+	was := e.stopped
+	e.stopped = true
+	e.life.Unlock()
+	if was {
 		return nil
 	}
 	idle := make(chan struct{})

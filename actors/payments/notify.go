@@ -14,6 +14,10 @@ import (
 // NotifyPath is where channels post their callbacks: NotifyPath + the channel's name.
 const NotifyPath = "/notify/"
 
+// NotifyConcurrencyMax bounds the callback posts read and applied at once (each body up to
+// channel.MaxNoticesBytes); one past it is answered 503 at once, and the channel posts again.
+const NotifyConcurrencyMax = 64
+
 // NotifyHandler serves channel callbacks (POST NotifyPath{channel}): one notice (a JSON
 // object) or many (a JSON array), under one signature. A body is verified (size, HMAC
 // signature with the channel's secret, every field of every notice) before anything is read
@@ -23,15 +27,24 @@ const NotifyPath = "/notify/"
 // order is answered once the change is durable; a duplicate at once. When the payment
 // actors cannot take a notice (stopping, overloaded) or its order has no room for another
 // exception record, the answer is 503 and the channel sends the body again later (what was
-// applied is then a duplicate). One notice refused is answered 400; a body of many is
-// answered 200 with each notice's result, `{"results":["ok","order_not_found",...]}`.
+// applied is then a duplicate). A notice alone (an object) refused is answered 400; an array
+// is answered 200 with each notice's result, `{"results":["ok","order_not_found",...]}`.
+// At most NotifyConcurrencyMax posts are served at once; more are answered 503.
 func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 	mux := http.NewServeMux()
+	slots := make(chan struct{}, NotifyConcurrencyMax)
 	mux.HandleFunc("POST "+NotifyPath+"{channel}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("channel")
 		secret, ok := secrets[name]
 		if !ok || e.gateways[name] == nil {
 			e.refuse(w, "unknown", "unknown_channel", http.StatusNotFound)
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		default:
+			e.refuse(w, name, "busy", http.StatusServiceUnavailable)
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, channel.MaxNoticesBytes+1))
@@ -76,9 +89,9 @@ func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 		switch {
 		case retry != "":
 			http.Error(w, retry, http.StatusServiceUnavailable)
-		case len(ns) == 1 && answers[0] != "ok":
+		case !isArray(body) && answers[0] != "ok":
 			http.Error(w, answers[0], http.StatusBadRequest)
-		case len(ns) == 1 && !isArray(body):
+		case !isArray(body):
 			_, _ = io.WriteString(w, "OK")
 		default:
 			w.Header().Set("Content-Type", "application/json")

@@ -274,7 +274,7 @@ func FuzzNotify(f *testing.F) {
 			r.quiet(t)
 			return
 		}
-		if len(notices) > 1 {
+		if notices != nil && isArray(body) {
 			if code != http.StatusOK || strings.Contains(rec.Body.String(), `"ok"`) {
 				t.Fatalf("channel %q, notices %+v naming no order: answered %d %s, want 200 refusing each",
 					name, notices, code, strings.TrimSpace(rec.Body.String()))

@@ -3,6 +3,7 @@ package payments
 import (
 	"container/heap"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,9 @@ type shard struct {
 
 	activeGauge atomic.Int64
 	oldestGauge atomic.Int64
+
+	closing atomic.Bool  // set by stop: request refuses from then on
+	sending atomic.Int32 // callers inside request
 }
 
 type keyRef struct {
@@ -147,12 +151,14 @@ func (s *shard) start() {
 	go s.loop()
 }
 
-// request hands a caller's request to the shard, or refuses it when the inbox is full.
+// request hands a caller's request to the shard, or refuses it when the inbox is full or
+// the shard is stopping. A request in the inbox is always answered: by the shard, or, when
+// it stopped first, by stop.
 func (s *shard) request(m any) error {
-	select {
-	case <-s.quit:
+	s.sending.Add(1)
+	defer s.sending.Add(-1)
+	if s.closing.Load() {
 		return ErrStopped
-	default:
 	}
 	select {
 	case s.requests <- m:
@@ -171,9 +177,37 @@ func (s *shard) event(m any) {
 	}
 }
 
+// stop stops the loop, then answers ErrStopped to every request it left in the inbox
+// (after the senders that saw the shard open have sent: none sends after closing is set).
 func (s *shard) stop() {
+	s.closing.Store(true)
 	close(s.quit)
 	<-s.done
+	for s.sending.Load() > 0 {
+		runtime.Gosched()
+	}
+	for {
+		select {
+		case m := <-s.requests:
+			s.answerStopped(m)
+		default:
+			return
+		}
+	}
+}
+
+// answerStopped answers a request the stopped shard never took.
+func (s *shard) answerStopped(m any) {
+	switch m := m.(type) {
+	case *createMsg:
+		m.done <- ErrStopped
+	case *noticeMsg:
+		m.done <- answer{err: ErrStopped}
+	case *resolveMsg:
+		m.done <- answer{err: ErrStopped}
+	case probeMsg:
+		close(m.done)
+	}
 }
 
 func (s *shard) now() uint64 { return s.e.cfg.Now() }

@@ -118,6 +118,8 @@ func (o *Order) exceptionNotice(s *Setup, k int, c Call, n *channel.Notice, now 
 		return Effects{}, ResultOK // a failure of a refund not awaited, or the same success again
 	case x.Step == ExcOpen && n.Amount == x.Amount && x.Refund == "":
 		return o.refunded(s, k, n.Txn, now), ResultOK
+	case o.hasTxn(n.Txn):
+		return Effects{}, ResultOK // the conflict it opens is on record already: a notice again changes nothing
 	}
 	return o.exception(s, Exception{Kind: StatusConflict, Txn: n.Txn, Amount: n.Amount,
 		Note: fmt.Sprintf("the channel refunded %d under %s (txn %s), for a record %v of %d", n.Amount, n.OrderNo, n.Txn,

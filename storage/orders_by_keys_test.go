@@ -12,11 +12,11 @@ import (
 	"github.com/ledgercore/ledger/ledger/payment"
 )
 
-// TestReviewOrdersByKeysAcrossTables: OrdersByKeys agrees with a map of what was written when
+// TestOrdersByKeysAcrossTables: OrdersByKeys agrees with a map of what was written when
 // the keys live in many sstables (flushed one commit at a time, so the bloom filters and the
 // seek-using-next optimisation are exercised), asked in random order, with keys that are a
 // prefix or an extension of stored ones, other forms, and refunds under other originals.
-func TestReviewOrdersByKeysAcrossTables(t *testing.T) {
+func TestOrdersByKeysAcrossTables(t *testing.T) {
 	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)

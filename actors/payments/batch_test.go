@@ -9,11 +9,11 @@ import (
 	"github.com/ledgercore/ledger/ledger/payment"
 )
 
-// TestReviewBatchedEngineSendsOnce runs the engine with calls batched (Batch 8) and notices
+// TestBatchedEngineSendsOnce runs the engine with calls batched (Batch 8) and notices
 // posted in arrays (NoticeBatch 8), the channel losing answers (batch items answered 504) and
 // failing some, with a restart while calls are out: every payout and pay is sent once, every
 // order ends final, and the books agree with the orders.
-func TestReviewBatchedEngineSendsOnce(t *testing.T) {
+func TestBatchedEngineSendsOnce(t *testing.T) {
 	cfg := fake.Config{Seed: 7, Latency: 30 * time.Millisecond, TimeoutRate: 0.3, FailRate: 0.2, NoticeBatch: 8}
 	w := newWorldBatched(t, cfg, 8)
 	w.openAccounts()
