@@ -29,7 +29,7 @@ func TestBatchSlowChannelCallsAreNotRefusedBelowTheCap(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	h.g.barrier()
-	h.clock.Advance(DefaultBatchWait) // it waits for others no longer than this
+	h.clock.Advance(h.g.cfg.BatchWait) // it waits for others no longer than this
 	h.g.barrier()
 	h.clock.Advance(time.Second) // the channel takes longer than QueueWait (but less than Timeout)
 	h.g.barrier()
