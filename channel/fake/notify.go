@@ -54,6 +54,9 @@ func (s *Server) notify(url string, n channel.Notice) {
 	cb := &callback{url: url, notice: n, orderNo: n.OrderNo}
 	if s.cfg.NoticeBatch <= 1 {
 		cb.body, cb.sig = channel.SignNotice(s.cfg.Secret, n)
+	} else if s.cfg.CallbackDelay == 0 {
+		s.enqueue(due{cb, 1}) // no delay to wait: straight to the outbox
+		return
 	}
 	if !s.sched.after(s.cfg.CallbackDelay, func() { s.deliver(cb, 1) }) {
 		<-s.callbacks

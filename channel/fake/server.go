@@ -163,11 +163,15 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, err.Error())
 		return
 	}
-	rec, res, fresh, code, err := s.take(wr)
+	rec, fresh, code, err := s.take(wr)
 	if err != nil {
 		writeError(w, code, err.Error())
 		return
 	}
+	if fresh {
+		s.start(rec)
+	}
+	res := s.result(rec)
 	if fresh && rec.fate.timeout {
 		s.loseAnswer(w, r, rec, res)
 		return
@@ -175,24 +179,17 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res.ToWire())
 }
 
-// take checks a request, records it (or finds it), and starts it when it is new (fresh).
-// An error comes with the HTTP code that says it.
-func (s *Server) take(wr channel.WireRequest) (rec *record, res channel.Result, fresh bool, code int, err error) {
+// take checks a request and records it (or finds it); the caller starts it when it is new
+// (fresh). An error comes with the HTTP code that says it.
+func (s *Server) take(wr channel.WireRequest) (rec *record, fresh bool, code int, err error) {
 	req, err := wr.Request()
 	if err != nil {
-		return nil, res, false, http.StatusBadRequest, err
+		return nil, false, http.StatusBadRequest, err
 	}
 	if err := s.validate(req, wr.NotifyURL); err != nil {
-		return nil, res, false, http.StatusBadRequest, err
+		return nil, false, http.StatusBadRequest, err
 	}
-	rec, fresh, code, err = s.admit(req, wr.NotifyURL)
-	if err != nil {
-		return nil, res, false, code, err
-	}
-	if fresh {
-		s.start(rec)
-	}
-	return rec, s.result(rec), fresh, 0, nil
+	return s.admit(req, wr.NotifyURL)
 }
 
 // handleBatch answers a batch item by item. An item whose answer the fate loses is answered
@@ -218,6 +215,8 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := channel.WireBatchResult{Results: make([]channel.WireItemResult, len(wb.Items))}
+	var fresh []*record
+	defer func() { s.startAll(fresh) }()
 	for i, it := range wb.Items {
 		if it.Query {
 			res, code, err := s.query(it.Op, it.OrderNo)
@@ -228,11 +227,19 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 			out.Results[i] = channel.WireItemResult{WireResult: res.ToWire()}
 			continue
 		}
-		rec, res, fresh, code, err := s.take(it.WireRequest)
-		switch {
-		case err != nil:
+		rec, isNew, code, err := s.take(it.WireRequest)
+		if err != nil {
 			out.Results[i] = channel.WireItemResult{Code: code, Error: err.Error()}
-		case fresh && rec.fate.timeout:
+			continue
+		}
+		if isNew && s.cfg.Sync {
+			s.start(rec)
+		} else if isNew {
+			fresh = append(fresh, rec) // started together once the batch is read
+		}
+		res := s.result(rec)
+		switch {
+		case isNew && rec.fate.timeout:
 			s.log.Debug("losing the answer of a batch item", "order_no", rec.req.OrderNo)
 			out.Results[i] = channel.WireItemResult{Code: http.StatusGatewayTimeout, Error: "answer lost (simulated)"}
 		default:
@@ -331,10 +338,48 @@ func (s *Server) admit(r channel.Request, notifyURL string) (rec *record, fresh 
 	return rec, true, 0, nil
 }
 
+// startAll starts new requests, those of one latency on one timer.
+func (s *Server) startAll(recs []*record) {
+	if s.cfg.Sync {
+		for _, rec := range recs {
+			s.start(rec)
+		}
+		return
+	}
+	for len(recs) > 0 {
+		lat := recs[0].fate.latency
+		var now, later []*record
+		for _, rec := range recs {
+			if rec.fate.latency == lat {
+				now = append(now, rec)
+			} else {
+				later = append(later, rec)
+			}
+		}
+		for _, rec := range now {
+			s.logStart(rec)
+		}
+		if !s.sched.after(lat, func() {
+			for _, rec := range now {
+				s.settle(rec)
+			}
+		}) {
+			s.log.Warn("closing: requests left processing", "requests", len(now))
+		}
+		recs = later
+	}
+}
+
+func (s *Server) logStart(rec *record) {
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("request", "op", rec.req.Op, "order_no", rec.req.OrderNo, "amount", rec.req.Amount,
+			"fate", fmt.Sprintf("%+v", rec.fate))
+	}
+}
+
 // start settles a new request: now (Sync) or after its latency.
 func (s *Server) start(rec *record) {
-	s.log.Debug("request", "op", rec.req.Op, "order_no", rec.req.OrderNo, "amount", rec.req.Amount,
-		"fate", fmt.Sprintf("%+v", rec.fate))
+	s.logStart(rec)
 	if s.cfg.Sync {
 		sleep(rec.fate.latency, s.held)
 		s.settle(rec)
