@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -633,47 +634,53 @@ func (s *shard) outcome(m outcomeMsg) {
 }
 
 // ledgerResults takes the ledger's answers to a batch: transient ones are sent again later,
-// final ones go to their orders.
+// final ones go to their orders. An order's transfers come in a run (the pipe keeps what one
+// submit sent together), and each run goes to its order as it is, without a copy unless some
+// of it must be sent again.
 func (s *shard) ledgerResults(m ledgerMsg) {
 	now := s.now()
-	type batch struct {
-		ts []ledger.Transfer
-		rs []ledger.TransferResult
-	}
-	byOrder := map[uint64]*batch{}
-	var ids []uint64
-	for i, t := range m.ts {
-		r := ledger.ResultOverloaded
-		if m.err == nil {
-			r = m.rs[i]
-		}
-		if payment.Retryable(r) {
-			if len(s.retries) == 0 {
-				s.retryAt = now + uint64(RetryAfter)
-			}
-			s.retries = append(s.retries, t)
-			continue
-		}
-		id, _, _ := payment.StepOf(t.ID)
-		b := byOrder[id]
-		if b == nil {
-			b = &batch{}
-			byOrder[id] = b
-			ids = append(ids, id)
-		}
-		b.ts, b.rs = append(b.ts, t), append(b.rs, r)
-	}
 	if m.err != nil {
 		s.e.log.Warn("payments: the ledger did not take a batch; sending it again", "shard", s.id, "err", m.err)
+		s.retry(m.ts, now)
+		return
 	}
-	for _, id := range ids {
-		o := s.orders[id]
-		if o == nil {
-			continue // resumed and answered already
+	for i := 0; i < len(m.ts); {
+		id, _, _ := payment.StepOf(m.ts[i].ID)
+		j := i + 1
+		for j < len(m.ts) {
+			if next, _, _ := payment.StepOf(m.ts[j].ID); next != id {
+				break
+			}
+			j++
 		}
-		b := byOrder[id]
-		s.versioned(o, func() payment.Effects { return o.OnTransfers(s.e.cfg.Setup, b.ts, b.rs, now) })
+		ts, rs := m.ts[i:j], m.rs[i:j]
+		i = j
+		if slices.ContainsFunc(rs, payment.Retryable) {
+			var keepT []ledger.Transfer
+			var keepR []ledger.TransferResult
+			for k, r := range rs {
+				if payment.Retryable(r) {
+					s.retry(ts[k:k+1], now)
+				} else {
+					keepT, keepR = append(keepT, ts[k]), append(keepR, r)
+				}
+			}
+			ts, rs = keepT, keepR
+		}
+		o := s.orders[id]
+		if o == nil || len(ts) == 0 {
+			continue // resumed and answered already, or all to be sent again
+		}
+		s.versioned(o, func() payment.Effects { return o.OnTransfers(s.e.cfg.Setup, ts, rs, now) })
 	}
+}
+
+// retry queues transfers to be sent to the ledger again after RetryAfter.
+func (s *shard) retry(ts []ledger.Transfer, now uint64) {
+	if len(s.retries) == 0 {
+		s.retryAt = now + uint64(RetryAfter)
+	}
+	s.retries = append(s.retries, ts...)
 }
 
 func (s *shard) tick() {
