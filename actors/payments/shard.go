@@ -99,7 +99,6 @@ type shard struct {
 
 	due     dueHeap
 	sched   map[uint64]uint64 // order -> the time of its entry in due
-	ticks   int
 	retries []ledger.Transfer // transfers the ledger could not take yet
 	retryAt uint64
 
@@ -706,9 +705,10 @@ func (s *shard) tick() {
 		}
 		s.schedule(o)
 	}
-	if s.ticks++; s.ticks%10 == 0 {
-		s.gauges()
-	}
+	// Every tick: the in-flight gauge is how a load test knows the last order is done (it
+	// was refreshed every 10 ticks, and a run's end read up to a second late). A scan of
+	// 200,000 orders takes about a millisecond.
+	s.gauges()
 	s.flush()
 }
 
