@@ -47,11 +47,11 @@ const (
 	// DefaultBatch is how many calls go to the channel in one exchange: one, unless the
 	// client is a channel.Batcher and Config.Batch asks for more.
 	DefaultBatch = 1
-	// DefaultBatchWait is, as a fraction of QueueWait, how long a call may wait for others
-	// to share an exchange: long enough that exchanges with a channel that answers in time
-	// end first (and the next exchange takes every call then waiting), short enough that a
-	// slow channel's calls go well within their QueueWait.
-	DefaultBatchWait = 4 // QueueWait / DefaultBatchWait
+	// BatchWaitDivisor: by default, and whenever it is not below QueueWait, BatchWait is
+	// QueueWait / BatchWaitDivisor: long enough that exchanges with a channel that answers in
+	// time end first (and the next exchange takes every call then waiting), short enough
+	// that a slow channel's calls go well within their QueueWait.
+	BatchWaitDivisor = 4
 	// DefaultQueueLimit is how many calls may wait for a slot (or for a rate token).
 	DefaultQueueLimit = 256
 	// DefaultQueueWait is how long a call may wait in the gateway before it is sent.
@@ -140,7 +140,9 @@ func (c Config) withDefaults() Config {
 	c.Batch = min(c.Batch, channel.MaxBatchItems)
 	def(&c.QueueLimit, DefaultQueueLimit)
 	defDur(&c.QueueWait, DefaultQueueWait)
-	defDur(&c.BatchWait, c.QueueWait/DefaultBatchWait)
+	if c.BatchWait <= 0 || c.BatchWait >= c.QueueWait {
+		c.BatchWait = c.QueueWait / BatchWaitDivisor
+	}
 	def(&c.InboxLimit, DefaultInboxLimit)
 	if c.RateLimit <= 0 {
 		c.RateLimit = DefaultRateLimit

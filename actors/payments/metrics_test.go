@@ -11,11 +11,26 @@ import (
 // An order's count carries its biz id as the exemplar for one success in ExemplarEvery and
 // for every failure.
 func TestFinalExemplars(t *testing.T) {
+	var picked uint64
+	n := map[uint64]int{} // picked ids by residue mod 4, as four shards own them
+	for id := uint64(1); id <= 64*1000; id++ {
+		if sampled(id) {
+			n[id%4]++
+			if picked == 0 && !sampled(id+1) {
+				picked = id
+			}
+		}
+	}
+	for r := range uint64(4) {
+		if n[r] < 150 || n[r] > 350 {
+			t.Fatalf("ids picked by residue mod 4: %v; want about 250 each", n)
+		}
+	}
 	for _, tc := range []struct {
 		id    uint64
 		state payment.State
 		want  string
-	}{{ExemplarEvery, payment.Succeeded, "biz-a"}, {ExemplarEvery + 1, payment.Succeeded, ""}, {ExemplarEvery + 1, payment.Failed, "biz-a"}} {
+	}{{picked, payment.Succeeded, "biz-a"}, {picked + 1, payment.Succeeded, ""}, {picked + 1, payment.Failed, "biz-a"}} {
 		m := NewMetrics()
 		m.final(&payment.Order{ID: tc.id, BizID: "biz-a", Form: payment.Pay, State: tc.state})
 		var got dto.Metric

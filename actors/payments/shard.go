@@ -633,9 +633,10 @@ func (s *shard) outcome(m outcomeMsg) {
 }
 
 // ledgerResults takes the ledger's answers to a batch: transient ones are sent again later,
-// final ones go to their orders. An order's transfers come in a run (the pipe keeps what one
-// submit sent together), and each run goes to its order as it is, without a copy unless some
-// of it must be sent again.
+// final ones go to their orders. Each run of one order's transfers in the batch goes to the
+// order as it is, without a copy unless some of it must be sent again. An order may have
+// several runs in a batch (two rounds' submits, or retries gathered from several batches):
+// it takes each as a partial answer, as it takes retried transfers answered later.
 func (s *shard) ledgerResults(m ledgerMsg) {
 	now := s.now()
 	if m.err != nil {

@@ -346,27 +346,19 @@ func (s *Server) startAll(recs []*record) {
 		}
 		return
 	}
-	for len(recs) > 0 {
-		lat := recs[0].fate.latency
-		var now, later []*record
-		for _, rec := range recs {
-			if rec.fate.latency == lat {
-				now = append(now, rec)
-			} else {
-				later = append(later, rec)
-			}
-		}
-		for _, rec := range now {
-			s.logStart(rec)
-		}
+	byLatency := map[time.Duration][]*record{}
+	for _, rec := range recs {
+		s.logStart(rec)
+		byLatency[rec.fate.latency] = append(byLatency[rec.fate.latency], rec)
+	}
+	for lat, group := range byLatency {
 		if !s.sched.after(lat, func() {
-			for _, rec := range now {
+			for _, rec := range group {
 				s.settle(rec)
 			}
 		}) {
-			s.log.Warn("closing: requests left processing", "requests", len(now))
+			s.log.Warn("closing: requests left processing", "requests", len(group))
 		}
-		recs = later
 	}
 }
 
