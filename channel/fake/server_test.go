@@ -457,8 +457,14 @@ func TestStatement(t *testing.T) {
 		t.Fatalf("next day:\n%s\nwant:\n%s", got, want2)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Fatalf("%d files in the statement dir, want 2", len(entries))
+	if len(entries) != 4 {
+		t.Fatalf("%d files in the statement dir, want 2 statements and their signatures", len(entries))
+	}
+	for _, d := range []string{"2026-11-26", "2026-11-27"} {
+		sig := strings.TrimSpace(readFile(t, filepath.Join(dir, SignatureName(d))))
+		if err := channel.VerifyStatement(secret, []byte(readFile(t, filepath.Join(dir, StatementName(d)))), sig); err != nil {
+			t.Fatalf("statement %s: %v", d, err)
+		}
 	}
 }
 
@@ -486,6 +492,18 @@ func TestStatementEndpoint(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("POST a bad date: %d", resp.StatusCode)
+	}
+	// GET: the same bytes, signed; the client fetches them and they verify.
+	c := channel.NewHTTPClient(e.clientBase(t), "", nil)
+	got, sig, err := c.FetchStatement(context.Background(), date)
+	if err != nil || string(got) != readFile(t, filepath.Join(dir, StatementName(date))) {
+		t.Fatalf("FetchStatement = %q, %v", got, err)
+	}
+	if err := channel.VerifyStatement(secret, got, sig); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.FetchStatement(context.Background(), "2026-13-01"); err == nil {
+		t.Fatal("fetched a statement of a bad date")
 	}
 }
 
