@@ -1,0 +1,198 @@
+package payment
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/datadriven"
+
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// stmtBooks is what a host keeps of statement imports: the days imported, the txns seen on
+// them, and the records, by (day, txn).
+type stmtBooks struct {
+	imported map[string]bool
+	seen     map[string]string
+	records  map[[2]string]*StatementRecord
+}
+
+// statement runs the statement commands of a script:
+//
+//	statement date=1970-01-01 [channel=bank]
+//	<CSV lines, without the header>
+//
+// imports a statement as the host does: lines that are news to their order are applied as
+// its callbacks (the order's effects wait like a callback's); then every line is classed and
+// every money txn of the books checked for short; differences become records (one per day
+// and txn: an import finds a record it made before and writes nothing), each with the
+// transfer it books. resolve-statement day=D txn=T how=close|reverse resolves a record.
+func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
+	if w.stmt == nil {
+		w.stmt = &stmtBooks{imported: map[string]bool{}, seen: map[string]string{}, records: map[[2]string]*StatementRecord{}}
+	}
+	var out strings.Builder
+	if d.Cmd == "resolve-statement" {
+		r := w.stmt.records[[2]string{arg(d, "day"), arg(d, "txn")}]
+		if r == nil {
+			t.Fatalf("%s: no record", d.Pos)
+		}
+		how := map[string]Resolution{"refund": ResolveRefund, "close": ResolveClose, "reverse": ResolveReverse}[arg(d, "how")]
+		fmt.Fprintf(&out, "resolve: %v\n", r.Resolve(how, arg(d, "note"), w.now))
+		w.showRecord(&out, r)
+		return out.String()
+	}
+	name := arg(d, "channel")
+	if name == "" {
+		name = "bank"
+	}
+	day, err := ParseDay(arg(d, "date"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Join(channel.StatementHeader, ",") + "\n" + d.Input
+	if d.Input != "" {
+		body += "\n"
+	}
+	lines, err := channel.ParseStatement(strings.NewReader(body))
+	if err != nil {
+		return fmt.Sprintf("refused: %v\n", err)
+	}
+	orderOf := func(no string) *Order {
+		id, _, err := ParseOrderNo(no)
+		if err != nil {
+			return nil
+		}
+		return w.orders[id]
+	}
+	for i := range lines {
+		l := &lines[i]
+		if o := orderOf(l.OrderNo); o != nil && o.Channel == name && o.StatementNews(w.s, l, w.now) {
+			n := l.Notice()
+			e, res := o.OnNotice(w.s, &n, w.now)
+			fmt.Fprintf(&out, "applied %s %s to order %d: %v\n", l.OrderNo, l.Txn, o.ID, res)
+			w.transfers[o.ID] = append(w.transfers[o.ID], e.Transfers...)
+			w.calls[o.ID] = append(w.calls[o.ID], e.Calls...)
+			w.show(&out, o, e)
+		}
+	}
+	ledgers := func(c string) (uint32, bool) { return 1, c == "CNY" }
+	var ms []Match
+	inStatement := map[string]bool{}
+	for i := range lines {
+		ms = append(ms, w.s.MatchLine(name, &lines[i], orderOf(lines[i].OrderNo), ledgers))
+		inStatement[lines[i].Txn] = true
+	}
+	w.stmt.imported[day.Date] = true
+	for _, id := range slices.Sorted(maps.Keys(w.orders)) {
+		o := w.orders[id]
+		if o.Channel != name {
+			continue
+		}
+		for _, tx := range ChannelTxns(o) {
+			_, seen := w.stmt.seen[tx.Txn]
+			switch ShortOf(day, tx, inStatement[tx.Txn], seen, func(date string) bool { return w.stmt.imported[date] }) {
+			case ShortPending:
+				fmt.Fprintf(&out, "pending %s %s: recorded %s\n", tx.OrderNo, tx.Txn, DateOf(tx.At))
+			case ShortFound:
+				m := Short(tx, o.Ledger)
+				ms = append(ms, m)
+			}
+		}
+	}
+	for _, l := range lines {
+		w.stmt.seen[l.Txn] = day.Date
+	}
+	slices.SortStableFunc(ms, CompareMatches)
+	for _, m := range ms {
+		side := func(st channel.Status, amount uint64) string {
+			if st == 0 {
+				return "none"
+			}
+			return fmt.Sprintf("%v %d", st, amount)
+		}
+		fmt.Fprintf(&out, "%s %s %s: theirs %s, ours %s", m.Class, m.OrderNo, m.Txn, side(m.TheirStatus, m.TheirAmount),
+			side(m.OurStatus, m.OurAmount))
+		if m.In > 0 || m.Out > 0 {
+			fmt.Fprintf(&out, " in=%d out=%d", m.In, m.Out)
+		}
+		if m.Note != "" {
+			fmt.Fprintf(&out, " (%s)", m.Note)
+		}
+		out.WriteString("\n")
+		if !m.Class.Difference() {
+			continue
+		}
+		date := day.Date
+		if m.Class == LineShort {
+			date = DateOf(w.orders[m.Order].txnAt(m.Txn))
+		}
+		key := [2]string{date, m.Txn}
+		if r := w.stmt.records[key]; r != nil {
+			fmt.Fprintf(&out, "  record %s %s exists: %v\n", date, m.Txn, r.Step)
+			continue
+		}
+		r := NewStatementRecord(name, date, m, w.now)
+		w.stmt.records[key] = &r
+		w.showRecord(&out, &r)
+	}
+	return out.String()
+}
+
+// txnAt is when the order recorded txn.
+func (o *Order) txnAt(txn string) uint64 {
+	for _, t := range ChannelTxns(o) {
+		if t.Txn == txn {
+			return t.At
+		}
+	}
+	return 0
+}
+
+// showRecord prints a record and the transfer it waits for, which the script's ledger takes.
+func (w *world) showRecord(out *strings.Builder, r *StatementRecord) {
+	fmt.Fprintf(out, "  record %s %s %v %v", r.Day, r.Txn, r.Class, r.Step)
+	if tr, ok := r.Due(w.s); ok {
+		fmt.Fprintf(out, ": transfer %s -> %s %d", w.name(tr.DebitAccountID), w.name(tr.CreditAccountID), tr.Amount)
+		if tr.ID != StatementTransferID(r.Channel, r.Day, r.Txn, r.Step == ExcUnbooking) || !IsStatementTransfer(tr.ID) {
+			panic("a statement transfer's id is not derived from its record")
+		}
+		r.Booked(ledger.ResultOK, w.now)
+		fmt.Fprintf(out, "; %v", r.Step)
+	}
+	out.WriteString("\n")
+}
+
+// TestStatementTransferID: ids derive from (channel, date, txn, reversal) alone, differ when
+// any differs (the fields are length-prefixed: no two triples run together), and are never an
+// order's.
+func TestStatementTransferID(t *testing.T) {
+	seen := map[uint64]string{}
+	for _, c := range [][3]string{{"bank", "2026-11-26", "T1"}, {"bank", "2026-11-26", "T2"}, {"bank", "2026-11-27", "T1"},
+		{"wallet", "2026-11-26", "T1"}, {"ban", "k2026-11-26", "T1"}, {"bank", "2026-11-2", "6T1"}} {
+		for _, rev := range []bool{false, true} {
+			id := StatementTransferID(c[0], c[1], c[2], rev)
+			if id != StatementTransferID(c[0], c[1], c[2], rev) {
+				t.Fatal("not deterministic")
+			}
+			if !IsStatementTransfer(id) {
+				t.Fatalf("%x is not a statement transfer", id)
+			}
+			if _, _, ok := StepOf(id); ok {
+				t.Fatalf("%x reads as an order's transfer", id)
+			}
+			k := fmt.Sprint(c, rev)
+			if prev, dup := seen[id]; dup {
+				t.Fatalf("%s and %s share id %x", prev, k, id)
+			}
+			seen[id] = k
+		}
+	}
+	if IsStatementTransfer(TransferID(OrderIDMax, stepsMax-1)) {
+		t.Fatal("an order's transfer reads as a statement's")
+	}
+}
