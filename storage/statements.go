@@ -32,7 +32,9 @@ func stmtRecordKey(dst []byte, prefix byte, ch, date, txn string) []byte {
 	return append(dst, txn...)
 }
 
-func stmtSeenKey(dst []byte, ch, txn string) []byte { return append(chanKey(dst, prefixStmtSeen, ch), txn...) }
+func stmtSeenKey(dst []byte, ch, txn string) []byte {
+	return append(chanKey(dst, prefixStmtSeen, ch), txn...)
+}
 
 func stmtImportKey(dst []byte, ch, date string, sum [32]byte) []byte {
 	dst = append(chanKey(dst, prefixStmtImport, ch), date...)
