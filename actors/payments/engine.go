@@ -72,6 +72,9 @@ type Config struct {
 	Setup *payment.Setup
 	// Clients are the channels, by name (every channel of Setup needs one).
 	Clients map[string]channel.Client
+	// Secrets are the channels' shared HMAC secrets, by name: their statements are verified
+	// with them (a channel without one has its statements refused).
+	Secrets map[string][]byte
 	Gateway gateway.Config
 	// Ledgers are the ledgers (currencies) whose platform accounts are opened at start.
 	Ledgers         []uint32
@@ -108,6 +111,7 @@ type Engine struct {
 	seed     maphash.Seed
 	stopped  atomic.Bool
 	active   sync.WaitGroup
+	stmts    statements
 	log      *slog.Logger
 	metrics  *Metrics
 }
@@ -159,6 +163,9 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	if err := e.openPlatformAccounts(); err != nil {
+		return nil, err
+	}
+	if err := e.resumeStatementRecords(); err != nil {
 		return nil, err
 	}
 	for _, name := range cfg.Setup.Channels {

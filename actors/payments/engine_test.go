@@ -58,7 +58,8 @@ type world struct {
 	handler  atomic.Pointer[http.Handler] // of the engine serving notify
 	client   *countingClient
 	cfg      fake.Config
-	channels []string // the engine's channels (nil: bank)
+	channels []string      // the engine's channels (nil: bank)
+	now      func() uint64 // the engine's clock (nil: the wall clock)
 }
 
 func newWorld(t *testing.T, cfg fake.Config) *world {
@@ -109,7 +110,8 @@ func (w *world) start() {
 	for _, c := range channels {
 		clients[c] = w.client
 	}
-	w.engine, err = Start(w.store, w.ledger, Config{Setup: setup, Clients: clients,
+	w.engine, err = Start(w.store, w.ledger, Config{Setup: setup, Clients: clients, Now: w.now,
+		Secrets: map[string][]byte{"bank": secret},
 		Gateway: gateway.Config{Timeout: 300 * time.Millisecond, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32},
 		Tick:    20 * time.Millisecond})
 	if err != nil {

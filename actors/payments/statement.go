@@ -1,0 +1,446 @@
+package payments
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// Limits of channel reconciliation.
+const (
+	// StatementReportMax is the most differences a report lists per class (its counts are
+	// complete, and every difference has its record).
+	StatementReportMax = 1000
+	// statementRecordsMax bounds the records one commit of an import writes.
+	statementRecordsMax = 8190
+)
+
+// Errors of channel reconciliation.
+var (
+	// ErrBadStatement: the statement is refused (unsigned, forged, malformed, of another
+	// date); nothing was read from it or written.
+	ErrBadStatement = channel.ErrBadStatement
+	// ErrNoStatements: the channel's client cannot fetch statements.
+	ErrNoStatements = errors.New("payments: the channel's client cannot fetch statements")
+	// ErrStatementFetch: the channel did not hand over its statement.
+	ErrStatementFetch = errors.New("payments: the channel's statement could not be fetched")
+)
+
+// StatementFetcher is a channel client that hands over its signed daily statements
+// (channel.HTTPClient does).
+type StatementFetcher interface {
+	FetchStatement(ctx context.Context, date string) (body []byte, sig string, err error)
+}
+
+// StatementReport is what an import of a statement found. Importing the same file again
+// finds the same (Applied aside: lines already applied are not news any more) and writes
+// nothing.
+type StatementReport struct {
+	Channel, Date string
+	Lines         int
+	// Applied counts lines that were news to their order (an outcome it awaited, a second
+	// collection, a refund) and were applied as the channel's callback.
+	Applied int
+	// NotApplied counts such lines their order could not take now (no room for a record):
+	// import again later.
+	NotApplied int
+	Counts     map[payment.LineClass]int
+	// Pending counts money txns of the books missing from this statement that may be on a
+	// neighbouring day's not imported yet (near midnight).
+	Pending int
+	// Differences lists at most StatementReportMax differences per class: by class, order
+	// number, txn.
+	Differences []payment.Match
+	// NewRecords counts the records this import wrote; the others existed.
+	NewRecords int
+	// Again: this file was imported before.
+	Again bool
+}
+
+// Clean reports whether the statement and the books agree: no difference.
+func (r *StatementReport) Clean() bool {
+	for c, n := range r.Counts {
+		if c.Difference() && n > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// statements serializes imports and resolutions of statement records.
+type statements struct {
+	mu sync.Mutex
+}
+
+// ImportStatement fetches channel name's statement of date from the channel and imports it
+// (ImportStatementFile).
+func (e *Engine) ImportStatement(ctx context.Context, name, date string) (StatementReport, error) {
+	c, ok := e.cfg.Clients[name]
+	if !ok || e.gateways[name] == nil {
+		return StatementReport{}, fmt.Errorf("%w: %q", ErrUnknownChannel, name)
+	}
+	f, ok := c.(StatementFetcher)
+	if !ok {
+		return StatementReport{}, fmt.Errorf("%w: %q", ErrNoStatements, name)
+	}
+	body, sig, err := f.FetchStatement(ctx, date)
+	if err != nil {
+		if errors.Is(err, channel.ErrBadStatement) {
+			return StatementReport{}, err
+		}
+		return StatementReport{}, fmt.Errorf("%w: %w", ErrStatementFetch, err)
+	}
+	return e.ImportStatementFile(name, date, body, sig)
+}
+
+// ImportStatementFile imports channel name's statement of date: body, signed with sig (hex
+// HMAC-SHA256 under the channel's secret). The signature is verified before a byte of the
+// body is read, then the body is parsed whole; a refusal (ErrBadStatement) writes nothing.
+//
+// Then: lines that are news to their order are applied as the channel's callbacks
+// (payment.Order.StatementNews), each durable before the next; every line is classed against
+// the books (payment.MatchLine) and every money txn the books recorded in the day's window is
+// looked for (payment.ShortOf); each difference gets a record, once per (channel, day, txn);
+// the txns of the statement are marked seen and the file imported, in one synced batch; then
+// the records' postings are made (ids derived from channel, day and txn: a crash and a
+// re-import book nothing twice).
+func (e *Engine) ImportStatementFile(name, date string, body []byte, sig string) (StatementReport, error) {
+	rep := StatementReport{Channel: name, Date: date, Counts: map[payment.LineClass]int{}}
+	if err := e.enter(); err != nil {
+		return rep, err
+	}
+	defer e.active.Done()
+	secret, ok := e.cfg.Secrets[name]
+	if !ok || e.gateways[name] == nil {
+		return rep, fmt.Errorf("%w: %q (or no secret to verify its statements)", ErrUnknownChannel, name)
+	}
+	day, err := payment.ParseDay(date)
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrBadStatement, err)
+	}
+	lines, err := channel.ParseSignedStatement(secret, body, sig, date)
+	if err != nil {
+		return rep, err
+	}
+	rep.Lines = len(lines)
+	sum := sha256.Sum256(body)
+	e.stmts.mu.Lock()
+	defer e.stmts.mu.Unlock()
+	if err := e.resumeStatementRecords(); err != nil {
+		return rep, err
+	}
+	err = e.ledger.Read(func(v *storage.Reader) (err error) {
+		_, rep.Again, err = v.StatementImported(name, date, sum)
+		return err
+	})
+	if err != nil {
+		return rep, err
+	}
+	if !rep.Again {
+		if err := e.applyNews(name, lines, &rep); err != nil {
+			return rep, err
+		}
+	}
+	records, err := e.matchStatement(name, day, lines, sum, &rep)
+	if err != nil {
+		return rep, err
+	}
+	w := storage.StatementWrite{Channel: name, Date: date}
+	if !rep.Again {
+		w.Import, w.Lines = &sum, len(lines)
+		w.Seen = make([]string, len(lines))
+		for i := range lines {
+			w.Seen[i] = lines[i].Txn
+		}
+	}
+	for len(records) > statementRecordsMax {
+		if err := e.store.CommitStatement(storage.StatementWrite{Records: records[:statementRecordsMax]}); err != nil {
+			return rep, err
+		}
+		records = records[statementRecordsMax:]
+	}
+	w.Records = records
+	if len(w.Records) > 0 || !rep.Again {
+		if err := e.store.CommitStatement(w); err != nil {
+			return rep, err
+		}
+	}
+	return rep, e.resumeStatementRecords()
+}
+
+// applyNews applies, as the channel's callbacks, the lines that are news to their order.
+func (e *Engine) applyNews(name string, lines []channel.StatementLine, rep *StatementReport) error {
+	var news []int
+	now := e.cfg.Now()
+	err := e.ledger.Read(func(v *storage.Reader) error {
+		for i := range lines {
+			o, err := lineOrder(v, &lines[i], nil)
+			if err != nil {
+				return err
+			}
+			if o != nil && o.Channel == name && o.StatementNews(e.cfg.Setup, &lines[i], now) {
+				news = append(news, i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, i := range news {
+		res, err := e.Notice(name, lines[i].Notice())
+		if err != nil {
+			return fmt.Errorf("payments: statement line %s: %w", lines[i].Txn, err)
+		}
+		if res == payment.ResultOK {
+			rep.Applied++
+			continue
+		}
+		rep.NotApplied++
+		e.log.Warn("payments: statement line not applied to its order", "channel", name, "order_no", lines[i].OrderNo,
+			"txn", lines[i].Txn, "result", res.String())
+	}
+	return nil
+}
+
+// lineOrder reads the order a line's order number names (through cache when given).
+func lineOrder(v *storage.Reader, l *channel.StatementLine, cache map[uint64]*payment.Order) (*payment.Order, error) {
+	id, _, err := payment.ParseOrderNo(l.OrderNo)
+	if err != nil {
+		return nil, nil
+	}
+	if o, ok := cache[id]; ok {
+		return o, nil
+	}
+	o, _, err := v.Order(id)
+	if cache != nil && err == nil {
+		cache[id] = o
+	}
+	return o, err
+}
+
+// matchStatement classes every line and looks for short txns on one durable snapshot, fills
+// the report, and answers the records to write: the differences that have none yet.
+func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.StatementLine, sum [32]byte,
+	rep *StatementReport) ([]*payment.StatementRecord, error) {
+	var matches []payment.Match
+	var records []*payment.StatementRecord
+	now := e.cfg.Now()
+	err := e.ledger.Read(func(v *storage.Reader) error {
+		orders := map[uint64]*payment.Order{}
+		inStatement := make(map[string]bool, len(lines))
+		for i := range lines {
+			o, err := lineOrder(v, &lines[i], orders)
+			if err != nil {
+				return err
+			}
+			matches = append(matches, e.cfg.Setup.MatchLine(name, &lines[i], o, e.ledgerOf))
+			inStatement[lines[i].Txn] = true
+		}
+		shorts, err := e.shorts(v, name, day, inStatement, sum, rep)
+		if err != nil {
+			return err
+		}
+		matches = append(matches, shorts...)
+		for _, m := range matches {
+			rep.Counts[m.Class]++
+			if !m.Class.Difference() {
+				continue
+			}
+			if rep.Counts[m.Class] <= StatementReportMax {
+				rep.Differences = append(rep.Differences, m)
+			}
+			date := day.Date
+			if m.Date != "" {
+				date = m.Date
+			}
+			_, found, err := v.StatementRecord(name, date, m.Txn)
+			if err != nil {
+				return err
+			}
+			if !found {
+				r := payment.NewStatementRecord(name, date, m, now)
+				records = append(records, &r)
+			}
+		}
+		return nil
+	})
+	slices.SortStableFunc(rep.Differences, payment.CompareMatches)
+	rep.NewRecords = len(records)
+	return records, err
+}
+
+// shorts are the money txns the books recorded in the day's window that no imported
+// statement has and that are due (payment.ShortOf).
+func (e *Engine) shorts(v *storage.Reader, name string, day payment.Day, inStatement map[string]bool, sum [32]byte,
+	rep *StatementReport) ([]payment.Match, error) {
+	from, to := day.Window()
+	var ids []uint64
+	seenID := map[uint64]bool{}
+	err := v.OrdersWithTxnsRecorded(name, from, to, func(id uint64) bool {
+		if !seenID[id] {
+			seenID[id] = true
+			ids = append(ids, id)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	imported := map[string]bool{day.Date: true}
+	var ierr error
+	isImported := func(date string) bool {
+		done, ok := imported[date]
+		if !ok {
+			done, _, ierr = v.StatementImported(name, date, sum)
+			imported[date] = done
+		}
+		return done
+	}
+	var out []payment.Match
+	for _, id := range ids {
+		o, found, err := v.Order(id)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("payments: order %d is indexed by its txns but missing", id)
+		}
+		for _, t := range payment.ChannelTxns(o) {
+			if t.At < from || t.At >= to || inStatement[t.Txn] {
+				continue
+			}
+			_, seen, err := v.StatementSeen(name, t.Txn)
+			if err != nil {
+				return nil, err
+			}
+			switch payment.ShortOf(day, t, false, seen, isImported) {
+			case payment.ShortPending:
+				rep.Pending++
+			case payment.ShortFound:
+				out = append(out, payment.Short(t, o.Ledger))
+			}
+			if ierr != nil {
+				return nil, ierr
+			}
+		}
+	}
+	return out, nil
+}
+
+// ledgerOf is the one payment ledger of a currency.
+func (e *Engine) ledgerOf(currency string) (uint32, bool) {
+	var found uint32
+	n := 0
+	for _, l := range e.cfg.Ledgers {
+		if e.cfg.Setup.Currency(l) == currency {
+			found = l
+			n++
+		}
+	}
+	return found, n == 1
+}
+
+// resumeStatementRecords makes the postings statement records wait for (booking a
+// difference, reversing one): at start, and around every import and resolution. A posting
+// the ledger cannot take yet waits for the next time; one it refuses is noted on the record.
+func (e *Engine) resumeStatementRecords() error {
+	var due []*payment.StatementRecord
+	err := e.ledger.Read(func(v *storage.Reader) error {
+		return v.StatementRecords(false, "", "", "", func(r *payment.StatementRecord) bool {
+			if _, ok := r.Due(e.cfg.Setup); ok {
+				due = append(due, r)
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for len(due) > 0 {
+		n := min(len(due), ledger.BatchEventsMax)
+		batch := due[:n]
+		due = due[n:]
+		ts := make([]ledger.Transfer, n)
+		for i, r := range batch {
+			ts[i], _ = r.Due(e.cfg.Setup)
+		}
+		rs, err := e.ledger.CreateTransfers(ts)
+		if err != nil {
+			return fmt.Errorf("payments: statement records' postings: %w", err)
+		}
+		now := e.cfg.Now()
+		var moved []*payment.StatementRecord
+		for i, r := range batch {
+			if payment.Retryable(rs[i]) {
+				continue
+			}
+			if rs[i] != ledger.ResultOK && rs[i] != ledger.ResultExists {
+				e.log.Error("payments: the ledger refused a statement record's posting", "channel", r.Channel, "day", r.Day,
+					"txn", r.Txn, "result", rs[i].String())
+			}
+			r.Booked(rs[i], now)
+			moved = append(moved, r)
+		}
+		if err := e.store.CommitStatement(storage.StatementWrite{Records: moved}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ResolveStatement applies an operator's resolution to the statement record of (channel,
+// date, txn): payment.ResolveClose, or payment.ResolveReverse (its Out booked back through
+// suspense). ResultExceptionNotFound when there is no such record.
+func (e *Engine) ResolveStatement(name, date, txn string, how payment.Resolution, note string) (payment.Result, *payment.StatementRecord, error) {
+	if err := e.enter(); err != nil {
+		return 0, nil, err
+	}
+	defer e.active.Done()
+	e.stmts.mu.Lock()
+	defer e.stmts.mu.Unlock()
+	var r *payment.StatementRecord
+	err := e.ledger.Read(func(v *storage.Reader) (err error) {
+		r, _, err = v.StatementRecord(name, date, txn)
+		return err
+	})
+	if err != nil || r == nil {
+		return payment.ResultExceptionNotFound, nil, err
+	}
+	if res := r.Resolve(how, note, e.cfg.Now()); res != payment.ResultOK {
+		return res, r, nil
+	}
+	if err := e.store.CommitStatement(storage.StatementWrite{Records: []*payment.StatementRecord{r}}); err != nil {
+		return 0, nil, err
+	}
+	if err := e.resumeStatementRecords(); err != nil {
+		return 0, nil, err
+	}
+	err = e.ledger.Read(func(v *storage.Reader) (err error) {
+		r, _, err = v.StatementRecord(name, date, txn)
+		return err
+	})
+	return payment.ResultOK, r, err
+}
+
+// StatementExceptions lists statement records not resolved (or all), by channel, date, txn,
+// after the record (channel, date, txn) (empty: from the first), at most limit (ListMax).
+func (e *Engine) StatementExceptions(includeResolved bool, name, date, txn string, limit int) ([]*payment.StatementRecord, error) {
+	limit = min(max(limit, 1), ListMax)
+	var out []*payment.StatementRecord
+	err := e.read(func(v *storage.Reader) error {
+		return v.StatementRecords(includeResolved, name, date, txn, func(r *payment.StatementRecord) bool {
+			out = append(out, r)
+			return len(out) < limit
+		})
+	})
+	return out, err
+}
