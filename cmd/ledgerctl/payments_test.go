@@ -26,9 +26,12 @@ import (
 // ledgerd is a ledgerd process started for a test: its gRPC and callback addresses.
 type ledgerd struct {
 	grpc, notify string
+	fake         string // the simulated channel's URL
 }
 
 var servingPattern = regexp.MustCompile(`"ledgerd serving" grpc=(\S+) .*notify=(\S+)`)
+
+var fakePattern = regexp.MustCompile(`simulated payment channel started.* url=(\S+)`)
 
 // startLedgerd builds ledgerd and runs it on a new store with a simulated channel "demo"
 // (the demo secret), every port picked free, until the test ends.
@@ -53,11 +56,15 @@ func startLedgerd(t *testing.T) ledgerd {
 	}
 	exited := make(chan error, 1)
 	found := make(chan []string, 1)
+	fakeURL := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := servingPattern.FindStringSubmatch(sc.Text()); m != nil {
 				found <- m
+			}
+			if m := fakePattern.FindStringSubmatch(sc.Text()); m != nil {
+				fakeURL <- m[1]
 			}
 			if testing.Verbose() {
 				fmt.Fprintln(os.Stderr, "ledgerd:", sc.Text())
@@ -72,7 +79,7 @@ func startLedgerd(t *testing.T) ledgerd {
 	})
 	select {
 	case m := <-found:
-		return ledgerd{grpc: m[1], notify: m[2]}
+		return ledgerd{grpc: m[1], notify: m[2], fake: <-fakeURL}
 	case err := <-exited:
 		t.Fatalf("ledgerd exited before serving: %v", err)
 	case <-time.After(60 * time.Second):
@@ -248,6 +255,64 @@ func TestPaymentCommands(t *testing.T) {
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "none"); code != 0 || !strings.Contains(out, "0 orders, 0 ledger transfers") {
 		t.Fatalf("recon of an unknown biz id: exit %d\n%s%s", code, out, errs)
 	}
+
+	// The channel's statement of the day the order was recorded: ledgerd fetches it, signed,
+	// and the books agree (the status conflict's txn is not money). Then the channel collects
+	// for an order number that is none of the ledger's: a long line, booked and recorded;
+	// the same again writes nothing new; the record is listed and closed.
+	got, err := pc.GetOrders(ctx, &ledgerv1.GetOrdersRequest{Ids: []uint64{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	date := time.Unix(0, int64(got.GetOrders()[0].GetUpdated())).UTC().Format(time.DateOnly)
+	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", "--date", date); code != 0 ||
+		!strings.Contains(out, ": 1 lines; matched 1, duplicate 0, long 0") || !strings.HasSuffix(out, "no differences\n") {
+		t.Fatalf("statement: exit %d\n%s%s", code, out, errs)
+	}
+	if _, err := channel.NewHTTPClient(srv.fake, "http://127.0.0.1:1/nowhere", nil).Do(ctx, channel.Request{Op: channel.Pay, OrderNo: "P999999",
+		Amount: 42, Currency: "CNY"}); err != nil {
+		t.Fatal(err)
+	}
+	var longDate string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r, err := channel.NewHTTPClient(srv.fake, "", nil).Query(ctx, channel.Pay, "P999999")
+		if err == nil && r.Status == channel.Succeeded {
+			longDate = time.Now().UTC().Format(time.DateOnly)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the channel did not settle P999999: %+v %v", r, err)
+		}
+	}
+	longRow := regexp.MustCompile(`(?m)^ +long +P999999 +0 +\S+ +pay +succeeded +42 +- +0 +CNY +1 +42 +0 +no such order$`)
+	for range 2 {
+		if code, out, errs = ctl("statement", "--channel", "demo", "--date", longDate, "--addr", addr); code != 1 || !longRow.MatchString(out) {
+			t.Fatalf("statement with a long line: exit %d\n%s%s", code, out, errs)
+		}
+	}
+	code, out, errs = ctl("statement", "--channel", "demo", "--date", longDate, "--addr", addr, "--csv")
+	if code != 1 || !strings.HasPrefix(out, "class,order_no,order_id,txn,op,their_status,their_amount,our_status,our_amount,currency,ledger,booked_in,reversible_out,note\nlong,P999999,0,") ||
+		!strings.Contains(errs, "(imported before)") || !strings.Contains(errs, "new records 0") {
+		t.Fatalf("statement --csv: exit %d\n%s%s", code, out, errs)
+	}
+	txn := strings.Split(strings.Split(out, "\n")[1], ",")[3]
+	recRow := regexp.MustCompile(fmt.Sprintf(`(?m)^demo +%s +%s +long +open +P999999 +succeeded 42 +- 0 +CNY +42 +0 +no such order$`, longDate, txn))
+	if code, out, errs = ctl("exceptions", "--addr", addr, "--statements"); code != 0 || !recRow.MatchString(out) {
+		t.Fatalf("exceptions --statements: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = ctl("resolve-statement", "--addr", addr, "demo", longDate, txn, "reverse"); code != 1 ||
+		!strings.Contains(errs, "not_refundable") {
+		t.Fatalf("reverse a long line: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = ctl("resolve-statement", "--addr", addr, "demo", longDate, txn, "close", "--note", "finance"); code != 0 || out != "ok\n" {
+		t.Fatalf("resolve-statement close: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, _ = ctl("exceptions", "--addr", addr, "--statements"); code != 0 || strings.Count(out, "\n") != 1 {
+		t.Fatalf("exceptions --statements after closing: exit %d\n%s", code, out)
+	}
+	if code, _, errs = ctl("statement", "--addr", addr, "--channel", "nope", "--date", date); code != 2 || !strings.Contains(errs, "NotFound") {
+		t.Fatalf("statement of an unknown channel: exit %d\n%s", code, errs)
+	}
 }
 
 // TestPaymentCommandsArgs: --help exits 0; bad arguments exit 2 with the reason, before any
@@ -255,7 +320,7 @@ func TestPaymentCommands(t *testing.T) {
 func TestPaymentCommandsArgs(t *testing.T) {
 	for _, args := range [][]string{{"channels", "--help"}, {"channel", "--help"}, {"channel", "degrade", "--help"},
 		{"channel", "restore", "-h"}, {"orders", "--help"}, {"exceptions", "--help"}, {"resolve", "--help"},
-		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}} {
+		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}, {"statement", "--help"}, {"resolve-statement", "-h"}} {
 		if code, _, errs := ctl(args...); code != 0 || !strings.Contains(errs, "usage: ledgerctl ") {
 			t.Errorf("%q: exit %d, want 0\n%s", args, code, errs)
 		}
@@ -284,6 +349,12 @@ func TestPaymentCommandsArgs(t *testing.T) {
 		{[]string{"resolve", "--note"}, "flag needs an argument"},
 		{[]string{"orders", "--", "--biz-id"}, `"--biz-id" is not an order id`}, // "--" ends the flags
 		{[]string{"recon"}, "--biz-id is required"},
+		{[]string{"statement", "--date", "2026-11-26"}, "--channel is required"},
+		{[]string{"statement", "--channel", "demo"}, "--date is required"},
+		{[]string{"statement", "--channel", "demo", "--date", "26/11/2026"}, "is not YYYY-MM-DD"},
+		{[]string{"statement", "--channel", "demo", "--date", "2026-11-26", "x"}, `unexpected arguments ["x"]`},
+		{[]string{"resolve-statement", "demo", "2026-11-26", "T1"}, "want CHANNEL DATE TXN close|reverse"},
+		{[]string{"resolve-statement", "demo", "2026-11-26", "T1", "refund"}, `resolution "refund": want close or reverse`},
 		{[]string{"recon", "--biz-id", "b", "x"}, `unexpected arguments ["x"]`},
 	} {
 		if code, out, errs := ctl(c.args...); code != 2 || out != "" || !strings.Contains(errs, c.err) {

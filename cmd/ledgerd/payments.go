@@ -222,7 +222,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		MaxInFlight: p.channelFlight, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
-	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Gateway: gcfg, Ledgers: ledgers,
+	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Secrets: secrets, Gateway: gcfg, Ledgers: ledgers,
 		Metrics: pm})
 	if err != nil {
 		pl.close(lis)

@@ -184,6 +184,9 @@ type Match struct {
 	// reverse it: DR suspense / CR channel receivable).
 	In, Out uint64
 	Note    string
+	// Date is the day a short txn belongs to: the UTC date we recorded it (a line's is its
+	// statement's). Not kept on records: their Day is it.
+	Date string
 }
 
 // Ledgers finds the ledger of a currency among those served; ok false when none or more than
@@ -347,7 +350,7 @@ func matchRefund(m Match, o *Order, k int, ours *ChannelTxn) Match {
 // Short classes a money txn of the books that no imported statement has (see MatchStatement).
 func Short(t ChannelTxn, ledgerID uint32) Match {
 	m := Match{Class: LineShort, Txn: t.Txn, OrderNo: t.OrderNo, Order: t.Order, Op: t.Op, Ledger: ledgerID,
-		OurStatus: t.Status, OurAmount: t.Amount, Note: "on no statement: " + t.What}
+		OurStatus: t.Status, OurAmount: t.Amount, Note: "on no statement: " + t.What, Date: DateOf(t.At)}
 	return money(m)
 }
 
@@ -423,6 +426,7 @@ type StatementRecord struct {
 
 // NewStatementRecord is the record of a difference, booking its In at once.
 func NewStatementRecord(name, date string, m Match, now uint64) StatementRecord {
+	m.Date = ""
 	r := StatementRecord{Channel: name, Day: date, Match: m, Step: ExcOpen, Created: now, Updated: now}
 	if m.In > 0 && m.Ledger != 0 {
 		r.Step = ExcBooking

@@ -128,8 +128,8 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 			continue
 		}
 		date := day.Date
-		if m.Class == LineShort {
-			date = DateOf(w.orders[m.Order].txnAt(m.Txn))
+		if m.Date != "" {
+			date = m.Date
 		}
 		key := [2]string{date, m.Txn}
 		if r := w.stmt.records[key]; r != nil {
@@ -141,16 +141,6 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 		w.showRecord(&out, &r)
 	}
 	return out.String()
-}
-
-// txnAt is when the order recorded txn.
-func (o *Order) txnAt(txn string) uint64 {
-	for _, t := range ChannelTxns(o) {
-		if t.Txn == txn {
-			return t.At
-		}
-	}
-	return 0
 }
 
 // showRecord prints a record and the transfer it waits for, which the script's ledger takes.
