@@ -286,3 +286,51 @@ func statementRecords(t *testing.T, w *world) []*payment.StatementRecord {
 	}
 	return out
 }
+
+// FuzzImportStatement: any statement body, signed with the channel's secret or with the
+// fuzzed signature, is either imported or refused with ErrBadStatement; a refused one
+// changes nothing durable (orders, records, what was imported); nothing panics.
+func FuzzImportStatement(f *testing.F) {
+	r := newNotifyRig(f)
+	r.engine.cfg.Secrets = map[string][]byte{"bank": secret}
+	const date = "2026-11-26"
+	head := strings.Join(channel.StatementHeader, ",") + "\n"
+	f.Add([]byte(head+"2026-11-26,T1,pay,P1,,succeeded,1000,CNY,2026-11-26T10:00:00Z\n"), true, "")
+	f.Add([]byte(head+"2026-11-26,T1,pay,P1,,succeeded,1000,CNY,2026-11-26T10:00:00Z\n"), false, "00")
+	f.Add([]byte(head+"2026-11-26,T9,pay,P77,,succeeded,5,CNY,2026-11-26T10:00:00Z\n2026-11-26,T9,pay,P7,,failed,0,CNY,2026-11-26T10:00:01Z\n"), true, "")
+	f.Add([]byte(head+"2026-11-27,T1,pay,P1,,succeeded,1000,CNY,2026-11-27T10:00:00Z\n"), true, "")
+	f.Add([]byte(head), true, "")
+	f.Fuzz(func(t *testing.T, body []byte, sign bool, sig string) {
+		if sign {
+			sig = channel.SignStatement(secret, body)
+		}
+		state := func() string {
+			var b strings.Builder
+			b.WriteString(r.snapshot(t))
+			_ = r.engine.ledger.Read(func(v *storage.Reader) error {
+				day, _, err := v.StatementImported("bank", date, [32]byte{})
+				fmt.Fprintf(&b, "imported %v\n", day)
+				if err != nil {
+					return err
+				}
+				return v.StatementRecords(true, "", "", "", func(x *payment.StatementRecord) bool {
+					fmt.Fprintf(&b, "%+v\n", *x)
+					return true
+				})
+			})
+			return b.String()
+		}
+		before := state()
+		_, err := r.engine.ImportStatementFile("bank", date, body, sig)
+		if err == nil {
+			r.quiet(t)
+			return
+		}
+		if !errors.Is(err, channel.ErrBadStatement) {
+			t.Fatalf("refused with %v, not ErrBadStatement", err)
+		}
+		if after := state(); after != before {
+			t.Fatalf("a refused statement changed the store:\n%s\nthen\n%s", before, after)
+		}
+	})
+}

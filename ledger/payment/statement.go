@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ledgercore/ledger/channel"
@@ -450,7 +451,9 @@ func (r *StatementRecord) Due(s *Setup) (ledger.Transfer, bool) {
 func (r *StatementRecord) Booked(res ledger.TransferResult, now uint64) {
 	r.Updated = now
 	if !done(res) {
-		r.Note = fmt.Sprintf("%s; the ledger refused its posting (%v): tried again", r.Match.Note, res)
+		if why := fmt.Sprintf("; the ledger refused its posting (%v): tried again", res); !strings.HasSuffix(r.Note, why) {
+			r.Note += why
+		}
 		return
 	}
 	switch r.Step {

@@ -186,3 +186,27 @@ func TestStatementTransferID(t *testing.T) {
 		t.Fatal("an order's transfer reads as a statement's")
 	}
 }
+
+// TestStatementRecordRefused: a posting the ledger refuses leaves the record where it was,
+// noted once however often it is tried again; a later success moves it on.
+func TestStatementRecordRefused(t *testing.T) {
+	r := NewStatementRecord("bank", "2026-11-26", Match{Class: LineLong, Txn: "T", In: 5, Ledger: 1, Note: "no such order"}, 1)
+	if r.Step != ExcBooking {
+		t.Fatalf("step %v", r.Step)
+	}
+	r.Booked(ledger.ResultCreditAccountClosed, 2)
+	r.Booked(ledger.ResultCreditAccountClosed, 3)
+	if r.Step != ExcBooking || strings.Count(r.Note, "refused") != 1 || !strings.HasPrefix(r.Note, "no such order;") {
+		t.Fatalf("%v %q", r.Step, r.Note)
+	}
+	r.Booked(ledger.ResultExists, 4)
+	if r.Step != ExcOpen || r.Updated != 4 {
+		t.Fatalf("%v", r.Step)
+	}
+	if res := r.Resolve(ResolveReverse, "", 5); res != ResultNotRefundable {
+		t.Fatalf("reverse with nothing to reverse: %v", res)
+	}
+	if res := r.Resolve(ResolveClose, strings.Repeat("x", NoteBytesMax+1), 5); res != ResultNoteTooLong {
+		t.Fatalf("a long note: %v", res)
+	}
+}
