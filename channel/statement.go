@@ -83,7 +83,7 @@ func VerifyStatement(secret, body []byte, sig string) error {
 }
 
 // FetchStatement asks the channel for its statement of date (YYYY-MM-DD): GET
-// StatementsPath/{date}. It answers the body (at most StatementBytesMax, else an error) and
+// StatementsPath/{date}, within ctx's deadline (give one). It answers the body (at most StatementBytesMax, else an error) and
 // the signature the channel sent with it, unverified: the caller verifies with
 // VerifyStatement before reading it.
 func (c *HTTPClient) FetchStatement(ctx context.Context, date string) (body []byte, sig string, err error) {
@@ -94,7 +94,11 @@ func (c *HTTPClient) FetchStatement(ctx context.Context, date string) (body []by
 	if err != nil {
 		return nil, "", err
 	}
-	resp, err := c.hc.Do(req)
+	// A statement may be large: its fetch is bounded by ctx, not by the client's timeout for
+	// a request (which covers reading the body too).
+	hc := *c.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, "", fmt.Errorf("channel: statement %s: %w", date, err)
 	}

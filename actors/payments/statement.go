@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/ledger"
@@ -21,6 +22,9 @@ const (
 	StatementReportMax = 1000
 	// statementRecordsMax bounds the records one commit of an import writes.
 	statementRecordsMax = 8190
+	// StatementFetchTimeout bounds the fetch of a statement from its channel (a caller's
+	// shorter deadline wins).
+	StatementFetchTimeout = 5 * time.Minute
 )
 
 // Errors of channel reconciliation.
@@ -91,6 +95,8 @@ func (e *Engine) ImportStatement(ctx context.Context, name, date string) (Statem
 	if !ok {
 		return StatementReport{}, fmt.Errorf("%w: %q", ErrNoStatements, name)
 	}
+	ctx, cancel := context.WithTimeout(ctx, StatementFetchTimeout)
+	defer cancel()
 	body, sig, err := f.FetchStatement(ctx, date)
 	if err != nil {
 		if errors.Is(err, channel.ErrBadStatement) {
