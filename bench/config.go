@@ -70,6 +70,10 @@ type Config struct {
 	ChannelInFlight     int
 	ChannelTimeout      time.Duration
 	CallbackConcurrency int
+	// ChannelBatch is the gateway's calls per exchange (ledgerd's --channel-batch);
+	// NoticeBatch the simulated channel's notices per post.
+	ChannelBatch int
+	NoticeBatch  int
 	// ChannelDown runs the workload with the channel down: ChannelDegraded (switched off by
 	// SetChannelDegraded) or ChannelDead (embedded: the simulated channel closed, so calls
 	// fail and the circuit opens). With the transfers workload it starts the payment layer.

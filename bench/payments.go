@@ -134,6 +134,12 @@ func (c *Config) validatePayments() []error {
 	if c.CallbackConcurrency <= 0 {
 		c.CallbackConcurrency = 64
 	}
+	if c.ChannelBatch <= 0 {
+		c.ChannelBatch = 64
+	}
+	if c.NoticeBatch <= 0 {
+		c.NoticeBatch = 64
+	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 2 * time.Minute
 	}

@@ -134,3 +134,74 @@ func TestClientUnreachable(t *testing.T) {
 		t.Fatal("Query of a closed server succeeded")
 	}
 }
+
+func TestBatch(t *testing.T) {
+	s, c := newStub(t, 200, `{"results":[{"status":"processing","txn":"","amount":0,"reason":""},`+
+		`{"code":409,"error":"taken"},{"status":"succeeded","txn":"T","amount":5,"reason":""},`+
+		`{"status":"not_found","txn":"","amount":0,"reason":""},{"code":504,"error":"answer lost"}]}`)
+	items := []Item{{Request: testRequest}, {Request: testRequest}, {Request: Request{Op: Pay, OrderNo: "p-1"}, Query: true},
+		{Request: testRequest}, {Request: testRequest}}
+	out := make([]ItemResult, len(items))
+	if err := c.Batch(context.Background(), items, out); err != nil {
+		t.Fatal(err)
+	}
+	if s.method != http.MethodPost || s.path != BatchPath {
+		t.Fatalf("sent %s %s", s.method, s.path)
+	}
+	var wb WireBatch
+	if err := json.Unmarshal(s.got, &wb); err != nil || len(wb.Items) != 5 {
+		t.Fatalf("sent %s: %v", s.got, err)
+	}
+	if q := wb.Items[2]; !q.Query || q.Op != "pay" || q.OrderNo != "p-1" || q.Amount != 0 || q.NotifyURL != "" {
+		t.Fatalf("query item %+v", q)
+	}
+	if r := wb.Items[0]; r.Query || r.WireRequest != testRequest.ToWire("http://ledger/notify") {
+		t.Fatalf("request item %+v", r)
+	}
+	if out[0].Err != nil || out[0].Result.Status != Processing {
+		t.Fatalf("item 0: %+v", out[0])
+	}
+	if !errors.Is(out[1].Err, ErrConflict) {
+		t.Fatalf("item 1: %+v", out[1])
+	}
+	if out[2].Err != nil || out[2].Result != (Result{Status: Succeeded, Txn: "T", Amount: 5}) {
+		t.Fatalf("item 2: %+v", out[2])
+	}
+	if out[3].Err == nil || !strings.Contains(out[3].Err.Error(), "not_found") {
+		t.Fatalf("item 3: a request answered not_found: %+v", out[3])
+	}
+	var he *HTTPError
+	if !errors.As(out[4].Err, &he) || he.Code != 504 {
+		t.Fatalf("item 4: %+v", out[4])
+	}
+}
+
+func TestBatchErrorsLeaveEveryItemUnknown(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		code int
+		body string
+		want string
+	}{
+		{"fewer results", 200, `{"results":[{"status":"processing","txn":"","amount":0,"reason":""}]}`, "answered 1 results"},
+		{"not 200", 503, `{"error":"full"}`, "HTTP 503: full"},
+		{"unreadable", 200, `{"results":`, "unreadable"},
+		{"oversized", 200, strings.Repeat(" ", MaxBatchResultBytes+1), "longer than"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, cl := newStub(t, c.code, c.body)
+			items := []Item{{Request: testRequest}, {Request: testRequest}}
+			err := cl.Batch(context.Background(), items, make([]ItemResult, 2))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+	_, cl := newStub(t, 200, `{}`)
+	if err := cl.Batch(context.Background(), nil, nil); err == nil {
+		t.Fatal("an empty batch was sent")
+	}
+	if err := cl.Batch(context.Background(), make([]Item, MaxBatchItems+1), make([]ItemResult, MaxBatchItems+1)); err == nil {
+		t.Fatal("a batch past MaxBatchItems was sent")
+	}
+}

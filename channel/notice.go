@@ -8,19 +8,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxNoticeBytes is the largest notice body ParseNotice reads; a longer one is refused
 // before its signature is checked.
 const MaxNoticeBytes = 4 << 10
 
+// MaxNoticesPerPost bounds the notices of one post of many (a JSON array of notices).
+const MaxNoticesPerPost = 256
+
+// MaxNoticesBytes is the largest body of many notices ParseNotices reads.
+const MaxNoticesBytes = MaxNoticesPerPost * MaxNoticeBytes
+
 // SignatureHeader carries the notice's signature: the lower-case hex HMAC-SHA256 of the exact
 // body, keyed with the secret the channel and the ledger share.
 const SignatureHeader = "X-Channel-Signature"
-
-// noticeFields are the keys of a notice body, every one required, no other allowed.
-var noticeFields = []string{"op", "order_no", "txn", "status", "amount", "biz_id"}
 
 // wireNotice is a notice as JSON.
 type wireNotice struct {
@@ -51,108 +56,172 @@ func sign(secret, body []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// SignNotices encodes ns as one body (a JSON array of notices, in their order) and signs it
+// with secret, as SignNotice does one notice. It does not check ns.
+func SignNotices(secret []byte, ns []Notice) (body []byte, sig string) {
+	ws := make([]wireNotice, len(ns))
+	for i, n := range ns {
+		ws[i] = wireNotice{
+			Op: n.Op.String(), OrderNo: n.OrderNo, Txn: n.Txn,
+			Status: n.Status.String(), Amount: n.Amount, BizID: n.BizID,
+		}
+	}
+	body, err := json.Marshal(ws)
+	if err != nil { // strings and integers always encode
+		panic(fmt.Sprintf("channel: encoding notices: %v", err))
+	}
+	return body, sign(secret, body)
+}
+
+// ParseNotices checks a body of one notice (a JSON object, as ParseNotice reads) or of many
+// (a JSON array of 1 to MaxNoticesPerPost such objects) and its signature, and decodes it.
+// The size (MaxNoticesBytes; MaxNoticeBytes for one object) and the signature are checked
+// first; only a signed body is decoded, and every notice in it must be one ParseNotice
+// accepts, or the whole body is refused. Every refusal wraps ErrBadNotice.
+func ParseNotices(secret []byte, body []byte, sig string) ([]Notice, error) {
+	if len(body) > MaxNoticesBytes {
+		return nil, badNotice("body of %d bytes exceeds %d", len(body), MaxNoticesBytes)
+	}
+	if err := verify(secret, body, sig); err != nil {
+		return nil, err
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	many := len(trimmed) > 0 && trimmed[0] == '['
+	if !many && len(body) > MaxNoticeBytes {
+		return nil, badNotice("body of %d bytes exceeds %d", len(body), MaxNoticeBytes)
+	}
+	return parseSigned(body, many)
+}
+
 // ParseNotice checks a notice body and its signature and decodes it. The size and the
 // signature are checked first (in constant time); only a signed body is decoded. The body
 // must be one JSON object with exactly the keys op, order_no, txn, status, amount and biz_id
 // (spelled so, each once, none null), op a known Op, status succeeded or failed, order_no
 // and txn not empty. Every refusal wraps ErrBadNotice.
 func ParseNotice(secret []byte, body []byte, sig string) (Notice, error) {
-	if len(secret) == 0 {
-		return Notice{}, badNotice("no secret to verify with")
-	}
 	if len(body) > MaxNoticeBytes {
 		return Notice{}, badNotice("body of %d bytes exceeds %d", len(body), MaxNoticeBytes)
 	}
+	if err := verify(secret, body, sig); err != nil {
+		return Notice{}, err
+	}
+	ns, err := parseSigned(body, false)
+	if err != nil {
+		return Notice{}, err
+	}
+	return ns[0], nil
+}
+
+// verify checks sig against body, in constant time.
+func verify(secret, body []byte, sig string) error {
+	if len(secret) == 0 {
+		return badNotice("no secret to verify with")
+	}
 	got, err := hex.DecodeString(sig)
 	if err != nil || len(got) != sha256.Size {
-		return Notice{}, badNotice("signature is not %d hex bytes", sha256.Size)
+		return badNotice("signature is not %d hex bytes", sha256.Size)
 	}
 	m := hmac.New(sha256.New, secret)
 	m.Write(body)
 	if !hmac.Equal(got, m.Sum(nil)) {
-		return Notice{}, badNotice("signature does not match")
+		return badNotice("signature does not match")
 	}
-	w, err := decodeNotice(body)
+	return nil
+}
+
+// parseSigned decodes a body whose signature was verified: one notice object, or (many)
+// an array of them.
+func parseSigned(body []byte, many bool) ([]Notice, error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != "{["[b2i(many)] {
+		if many {
+			return nil, badNotice("body is not a JSON array")
+		}
+		return nil, badNotice("body is not a JSON object")
+	}
+	ws, err := decodeNotices(body, many)
 	if err != nil {
-		return Notice{}, err
+		return nil, err
 	}
-	return w.notice()
+	switch {
+	case len(ws) == 0:
+		return nil, badNotice("an empty array of notices")
+	case len(ws) > MaxNoticesPerPost:
+		return nil, badNotice("%d notices, more than %d", len(ws), MaxNoticesPerPost)
+	}
+	ns := make([]Notice, len(ws))
+	for i, w := range ws {
+		n, err := w.notice()
+		if err != nil {
+			if many {
+				return nil, fmt.Errorf("notice %d: %w", i, err)
+			}
+			return nil, err
+		}
+		ns[i] = n
+	}
+	return ns, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func badNotice(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadNotice, fmt.Sprintf(format, args...))
 }
 
-// decodeNotice reads the object key by key, so that a key spelled in another case, a
-// repeated key, a null or trailing data is refused (encoding/json would accept them).
-func decodeNotice(body []byte) (wireNotice, error) {
-	var w wireNotice
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return w, badNotice("body is not a JSON object")
-	}
-	seen := make(map[string]bool, len(noticeFields))
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return w, badNotice("malformed JSON: %v", err)
-		}
-		key, _ := t.(string) // inside an object, a token here is always a key
-		if seen[key] {
-			return w, badNotice("field %q repeated", key)
-		}
-		seen[key] = true
-		if err := decodeField(dec, &w, key); err != nil {
-			return w, err
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return w, badNotice("malformed JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return w, badNotice("data after the JSON object")
-	}
-	for _, f := range noticeFields {
-		if !seen[f] {
-			return w, badNotice("field %q missing", f)
-		}
-	}
-	return w, nil
+// strictNotice is a notice as the strict decoder reads it: a nil field was missing or null.
+type strictNotice struct {
+	Op      *string `json:"op"`
+	OrderNo *string `json:"order_no"`
+	Txn     *string `json:"txn"`
+	Status  *string `json:"status"`
+	Amount  *uint64 `json:"amount"`
+	BizID   *string `json:"biz_id"`
 }
 
-func decodeField(dec *json.Decoder, w *wireNotice, key string) error {
-	var dst any
-	switch key {
-	case "op":
-		dst = &w.Op
-	case "order_no":
-		dst = &w.OrderNo
-	case "txn":
-		dst = &w.Txn
-	case "status":
-		dst = &w.Status
-	case "amount":
-		dst = &w.Amount
-	case "biz_id":
-		dst = &w.BizID
-	default:
-		return badNotice("unknown field %q", key)
+// strict are the decoder's options beyond JSON v2's defaults (which already refuse a
+// repeated member, a name spelled in another case, invalid UTF-8 and trailing data).
+var strict = jsonv2.RejectUnknownMembers(true)
+
+// decodeNotices decodes one notice object, or an array of them (many), refusing a key
+// spelled in another case, a repeated key, an unknown key, a null, a missing key, invalid
+// UTF-8 or trailing data (encoding/json would accept most of them).
+func decodeNotices(body []byte, many bool) ([]wireNotice, error) {
+	var ss []strictNotice
+	var err error
+	if many {
+		err = jsonv2.Unmarshal(body, &ss, strict)
+	} else {
+		ss = make([]strictNotice, 1)
+		err = jsonv2.Unmarshal(body, &ss[0], strict)
 	}
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return badNotice("malformed JSON: %v", err)
+	switch {
+	case errors.Is(err, jsonv2.ErrUnknownName):
+		return nil, badNotice("unknown field: %v", err)
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return nil, badNotice("field repeated: %v", err)
+	case err != nil:
+		return nil, badNotice("malformed JSON: %v", err)
 	}
-	if bytes.Equal(raw, []byte("null")) {
-		return badNotice("field %q is null", key)
-	}
-	if err := json.Unmarshal(raw, dst); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return badNotice("field %q: %s is not a %s", key, te.Value, te.Type)
+	ws := make([]wireNotice, len(ss))
+	for i, s := range ss {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"op", s.Op != nil}, {"order_no", s.OrderNo != nil}, {"txn", s.Txn != nil},
+			{"status", s.Status != nil}, {"amount", s.Amount != nil}, {"biz_id", s.BizID != nil}} {
+			if !f.set {
+				return nil, badNotice("field %q missing or null", f.name)
+			}
 		}
-		return badNotice("field %q: %v", key, err)
+		ws[i] = wireNotice{Op: *s.Op, OrderNo: *s.OrderNo, Txn: *s.Txn, Status: *s.Status, Amount: *s.Amount, BizID: *s.BizID}
 	}
-	return nil
+	return ws, nil
 }
 
 func (w wireNotice) notice() (Notice, error) {

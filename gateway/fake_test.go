@@ -43,10 +43,23 @@ func (f *fakeClient) Query(ctx context.Context, op channel.Op, orderNo string) (
 }
 
 func (f *fakeClient) handle(ctx context.Context, c Call) (channel.Result, error) {
-	n := f.cur.Add(1)
-	defer f.cur.Add(-1)
+	f.enter(1)
+	defer f.leave(1)
+	f.record(c)
+	return f.fn(ctx, c)
+}
+
+// enter counts n calls at the client, and the most there were at once.
+func (f *fakeClient) enter(n int64) {
+	n = f.cur.Add(n)
 	for m := f.max.Load(); n > m && !f.max.CompareAndSwap(m, n); m = f.max.Load() {
 	}
+}
+
+func (f *fakeClient) leave(n int64) { f.cur.Add(-n) }
+
+// record notes that c reached the client.
+func (f *fakeClient) record(c Call) {
 	f.calls.Add(1)
 	f.mu.Lock()
 	f.seen[c.Request.OrderNo]++
@@ -55,7 +68,44 @@ func (f *fakeClient) handle(ctx context.Context, c Call) (channel.Result, error)
 	case f.started <- c.Request.OrderNo:
 	default:
 	}
-	return f.fn(ctx, c)
+}
+
+// batchClient is a fakeClient that is also a channel.Batcher: each item of a batch does
+// what fn says, one after another; an item whose context ends fails the whole exchange
+// (as a batch's timeout does), and so does failBatch when it says so.
+type batchClient struct {
+	*fakeClient
+	failBatch func(items []channel.Item) error
+	sizes     chan int // each exchange's size (buffered)
+}
+
+func newBatchClient(fn func(ctx context.Context, c Call) (channel.Result, error)) *batchClient {
+	return &batchClient{fakeClient: newFakeClient(fn), sizes: make(chan int, 4096)}
+}
+
+func (b *batchClient) Batch(ctx context.Context, items []channel.Item, out []channel.ItemResult) error {
+	b.enter(int64(len(items)))
+	defer b.leave(int64(len(items)))
+	select {
+	case b.sizes <- len(items):
+	default:
+	}
+	for _, it := range items {
+		b.record(Call{Request: it.Request, Query: it.Query})
+	}
+	if b.failBatch != nil {
+		if err := b.failBatch(items); err != nil {
+			return err
+		}
+	}
+	for i, it := range items {
+		res, err := b.fn(ctx, Call{Request: it.Request, Query: it.Query})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		out[i] = channel.ItemResult{Result: res, Err: err}
+	}
+	return nil
 }
 
 func (f *fakeClient) sawCalls(orderNo string) int {
@@ -176,7 +226,17 @@ func newHarness(t *testing.T, cfg Config, fn func(context.Context, Call) (channe
 
 func newHarnessNamed(t *testing.T, name string, cfg Config, fn func(context.Context, Call) (channel.Result, error)) *harness {
 	t.Helper()
-	h := &harness{t: t, client: newFakeClient(fn), out: make(chan Outcome, 4096)}
+	return newHarnessOf(t, name, cfg, newFakeClient(fn), nil)
+}
+
+// newHarnessOf runs a gateway over client; fc is client's fakeClient (client itself when
+// nil).
+func newHarnessOf(t *testing.T, name string, cfg Config, client channel.Client, fc *fakeClient) *harness {
+	t.Helper()
+	if fc == nil {
+		fc = client.(*fakeClient)
+	}
+	h := &harness{t: t, client: fc, out: make(chan Outcome, 4096)}
 	if cfg.Clock == nil {
 		h.clock = newFakeClock()
 		cfg.Clock = h.clock
@@ -184,7 +244,7 @@ func newHarnessNamed(t *testing.T, name string, cfg Config, fn func(context.Cont
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = rate.Inf // tests that do not test the rate limit are not limited by it
 	}
-	h.g = New(name, h.client, cfg, func(o Outcome) { h.out <- o })
+	h.g = New(name, client, cfg, func(o Outcome) { h.out <- o })
 	h.g.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)

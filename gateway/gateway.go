@@ -44,6 +44,9 @@ const (
 	DefaultTimeout = 10 * time.Second
 	// DefaultMaxInFlight is how many calls may be at the channel at once.
 	DefaultMaxInFlight = 16
+	// DefaultBatch is how many calls go to the channel in one exchange: one, unless the
+	// client is a channel.Batcher and Config.Batch asks for more.
+	DefaultBatch = 1
 	// DefaultQueueLimit is how many calls may wait for a slot (or for a rate token).
 	DefaultQueueLimit = 256
 	// DefaultQueueWait is how long a call may wait in the gateway before it is sent.
@@ -73,8 +76,13 @@ const (
 // Config configures a Gateway. Zero fields take the defaults above.
 type Config struct {
 	Timeout     time.Duration // per call, as the context's deadline
-	MaxInFlight int           // calls at the channel at once: the number of workers
-	QueueLimit  int           // calls waiting for a slot or a token; past it, ErrBusy
+	MaxInFlight int           // calls at the channel at once
+	// Batch is how many calls may go in one exchange with a client that is a
+	// channel.Batcher (at most channel.MaxBatchItems); the exchanges at once are then
+	// MaxInFlight/Batch, rounded up, and each takes as many calls as are ready, so a call
+	// waits for no other: under light load every exchange carries one call.
+	Batch      int
+	QueueLimit int // calls waiting for a slot or a token; past it, ErrBusy
 	// QueueWait bounds the time a call waits in the gateway before it is sent: a call still
 	// waiting for a slot when it is up, or whose rate token would come later, is Rejected.
 	QueueWait  time.Duration
@@ -86,8 +94,10 @@ type Config struct {
 	Metrics    *Collector // nil: no Prometheus metrics (Stats still counts)
 }
 
-// BreakerConfig configures the circuit breaker. A call that ends Unknown is a failure of the
-// channel; an answer, even failed or not_found, is a success. Rejected calls do not count.
+// BreakerConfig configures the circuit breaker, which counts exchanges with the channel
+// (one call, or a batch). An exchange that fails as a whole (every call in it ends Unknown)
+// is a failure of the channel; an answer, even failed or not_found, or a batch answered
+// item by item, is a success. Rejected calls do not count.
 type BreakerConfig struct {
 	ConsecutiveFailures uint32        // open after this many failures in a row
 	FailureRatio        float64       // or after this ratio of failures in the window...
@@ -115,6 +125,8 @@ func (c Config) withDefaults() Config {
 	}
 	defDur(&c.Timeout, DefaultTimeout)
 	def(&c.MaxInFlight, DefaultMaxInFlight)
+	def(&c.Batch, DefaultBatch)
+	c.Batch = min(c.Batch, channel.MaxBatchItems)
 	def(&c.QueueLimit, DefaultQueueLimit)
 	defDur(&c.QueueWait, DefaultQueueWait)
 	def(&c.InboxLimit, DefaultInboxLimit)
@@ -122,10 +134,10 @@ func (c Config) withDefaults() Config {
 		c.RateLimit = DefaultRateLimit
 	}
 	def(&c.Burst, DefaultBurst)
-	// Calls sent together time out together: with many in flight, a run of consecutive
+	// Exchanges sent together time out together: with many in flight, a run of consecutive
 	// failures is no sign of an outage (the failure ratio is), so the run that opens the
-	// circuit grows with the calls in flight.
-	defU(&c.Breaker.ConsecutiveFailures, uint32(max(DefaultBreakerFailures, c.MaxInFlight/8)))
+	// circuit grows with the exchanges in flight.
+	defU(&c.Breaker.ConsecutiveFailures, uint32(max(DefaultBreakerFailures, c.exchanges()/8)))
 	if c.Breaker.FailureRatio <= 0 {
 		c.Breaker.FailureRatio = DefaultBreakerFailureRatio
 	}
@@ -137,6 +149,12 @@ func (c Config) withDefaults() Config {
 		c.Clock = systemClock{}
 	}
 	return c
+}
+
+// exchanges is how many exchanges may be at the channel at once: MaxInFlight/Batch, rounded
+// up (with defaults filled).
+func (c Config) exchanges() int {
+	return (c.MaxInFlight + c.Batch - 1) / c.Batch
 }
 
 // Call is one thing to ask the channel: send Request (Client.Do), or, with Query, ask for
@@ -212,8 +230,8 @@ type Gateway struct {
 	inbox  chan envelope      // Submit → loop; capacity InboxLimit
 	wake   chan struct{}      // timers and SetDegraded → loop; capacity 1
 	stopCh chan stopRequest   // Stop → loop; capacity 1
-	work   chan *job          // loop → workers; unbuffered, sent to only with a free slot
-	done   chan finished      // workers → loop; capacity MaxInFlight, so never blocks
+	work   chan *exchange     // loop → workers; unbuffered, sent to only with a free slot
+	done   chan finished      // workers → loop; capacity: the workers, so never blocks
 	base   context.Context    // parent of every call's context; cancelled when Stop gives up
 	cancel context.CancelFunc // of base
 	exited chan struct{}      // closed when the loop has returned
@@ -227,6 +245,7 @@ type Gateway struct {
 	// Owned by the loop.
 	queue     []*job
 	inflight  map[*job]struct{}
+	exchanges int           // at the channel
 	limiter   *rate.Limiter // nil without a rate limit
 	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
 	timerAt   time.Time
@@ -248,15 +267,21 @@ type job struct {
 	at          time.Time         // submitted
 	reservation *rate.Reservation // its rate token, taken once it is at the head with a slot free
 	readyAt     time.Time         // when that token is there
-	report      func(error)       // to the breaker, once sent
 }
 
-// finished is a worker's report of one call.
+// exchange is the calls sent to the channel together; the loop makes it, a worker sends it.
+type exchange struct {
+	jobs   []*job
+	report func(error) // to the breaker, once the exchange is over
+}
+
+// finished is a worker's report of one exchange: err when it failed as a whole, else
+// results[i] for jobs[i].
 type finished struct {
-	j      *job
-	result channel.Result
-	err    error
-	took   time.Duration
+	x       *exchange
+	results []channel.ItemResult
+	err     error
+	took    time.Duration
 }
 
 // New makes the gateway of the channel called name in front of c. deliver receives every
@@ -267,14 +292,17 @@ type finished struct {
 // quickly (send an actor a message): while it runs, the gateway decides nothing. It must not
 // call Stop.
 func New(name string, c channel.Client, cfg Config, deliver func(Outcome)) *Gateway {
+	if _, ok := c.(channel.Batcher); !ok {
+		cfg.Batch = 1
+	}
 	cfg = cfg.withDefaults()
 	g := &Gateway{
 		name: name, client: c, cfg: cfg, deliver: deliver, clock: cfg.Clock,
 		inbox:    make(chan envelope, cfg.InboxLimit),
 		wake:     make(chan struct{}, 1),
 		stopCh:   make(chan stopRequest, 1),
-		work:     make(chan *job),
-		done:     make(chan finished, cfg.MaxInFlight),
+		work:     make(chan *exchange),
+		done:     make(chan finished, cfg.exchanges()),
 		exited:   make(chan struct{}),
 		inflight: make(map[*job]struct{}, cfg.MaxInFlight),
 	}
@@ -306,7 +334,7 @@ func (g *Gateway) Name() string { return g.name }
 // Start starts the loop and the workers. Calls submitted before Start wait in the inbox.
 func (g *Gateway) Start() {
 	g.startOnce.Do(func() {
-		for range g.cfg.MaxInFlight {
+		for range g.cfg.exchanges() {
 			go g.worker()
 		}
 		go g.loop()
@@ -389,17 +417,26 @@ func (g *Gateway) barrier() {
 }
 
 func (g *Gateway) worker() {
-	for j := range g.work {
+	for x := range g.work {
 		ctx, cancel := g.clock.WithTimeout(g.base, g.cfg.Timeout)
 		start := g.clock.Now()
-		res, err := g.call(ctx, j.call)
+		results, err := g.send1(ctx, x)
 		took := g.clock.Now().Sub(start)
 		if err != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 			err = fmt.Errorf("%w after %v: %w", ErrTimeout, g.cfg.Timeout, err)
 		}
 		cancel()
-		g.done <- finished{j: j, result: res, err: err, took: took}
+		g.done <- finished{x: x, results: results, err: err, took: took}
 	}
+}
+
+// send1 makes exchange x: one call alone, or a batch.
+func (g *Gateway) send1(ctx context.Context, x *exchange) ([]channel.ItemResult, error) {
+	if len(x.jobs) == 1 {
+		res, err := g.call(ctx, x.jobs[0].call)
+		return []channel.ItemResult{{Result: res, Err: err}}, err
+	}
+	return g.batch(ctx, x.jobs)
 }
 
 // call asks the client; a panic in it is an error like any other (the outcome is unknown).
@@ -414,10 +451,42 @@ func (g *Gateway) call(ctx context.Context, c Call) (res channel.Result, err err
 	} else {
 		res, err = g.client.Do(ctx, c.Request)
 	}
-	if err == nil && (res.Status < channel.Processing || res.Status > channel.NotFound) {
-		err = fmt.Errorf("%w: %v", ErrBadAnswer, res.Status)
+	if err == nil {
+		err = checkStatus(res)
 	}
 	return res, err
+}
+
+// batch sends jobs in one exchange (New made sure the client is a Batcher); a panic in it
+// is an error like any other.
+func (g *Gateway) batch(ctx context.Context, jobs []*job) (out []channel.ItemResult, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("gateway: channel client panicked: %v", r)
+		}
+	}()
+	items := make([]channel.Item, len(jobs))
+	for i, j := range jobs {
+		items[i] = channel.Item{Request: j.call.Request, Query: j.call.Query}
+	}
+	out = make([]channel.ItemResult, len(jobs))
+	if err := g.client.(channel.Batcher).Batch(ctx, items, out); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].Err == nil {
+			out[i].Err = checkStatus(out[i].Result)
+		}
+	}
+	return out, nil
+}
+
+// checkStatus refuses an answer of a status the gateway does not know.
+func checkStatus(res channel.Result) error {
+	if res.Status < channel.Processing || res.Status > channel.NotFound {
+		return fmt.Errorf("%w: %v", ErrBadAnswer, res.Status)
+	}
+	return nil
 }
 
 func (g *Gateway) loop() {
@@ -473,18 +542,12 @@ func (g *Gateway) pump() {
 		}
 	}
 	g.expire(now)
-	for len(g.queue) > 0 && len(g.inflight) < g.cfg.MaxInFlight {
+	for len(g.queue) > 0 && len(g.inflight) < g.cfg.MaxInFlight && g.exchanges < g.cfg.exchanges() {
 		h := g.queue[0]
-		if h.reservation == nil && g.limiter != nil {
-			r := g.limiter.ReserveN(now, 1)
-			if !r.OK() || now.Add(r.DelayFrom(now)).After(h.at.Add(g.cfg.QueueWait)) {
-				r.CancelAt(now)
-				g.reject(g.pop(now), ErrRateLimited)
+		if !g.ready(h, now, true) {
+			if h.reservation == nil { // refused its token: rejected and gone
 				continue
 			}
-			h.reservation, h.readyAt = r, now.Add(r.DelayFrom(now))
-		}
-		if now.Before(h.readyAt) {
 			break
 		}
 		report, err := g.breaker.Allow()
@@ -492,15 +555,44 @@ func (g *Gateway) pump() {
 			g.reject(g.pop(now), ErrCircuitOpen)
 			continue
 		}
-		g.queue[0] = nil
-		g.queue = g.queue[1:]
-		h.report = report
-		g.inflight[h] = struct{}{}
-		g.work <- h // a worker is free: fewer calls are out than there are workers
+		x := &exchange{report: report}
+		for len(g.queue) > 0 && len(x.jobs) < g.cfg.Batch && len(g.inflight) < g.cfg.MaxInFlight &&
+			(len(x.jobs) == 0 || g.ready(g.queue[0], now, false)) {
+			j := g.queue[0]
+			g.queue[0] = nil
+			g.queue = g.queue[1:]
+			g.inflight[j] = struct{}{}
+			x.jobs = append(x.jobs, j)
+		}
+		g.exchanges++
+		g.work <- x // a worker is free: fewer exchanges are out than there are workers
 	}
 	g.stats.queued.Store(int64(len(g.queue)))
 	g.stats.inFlight.Store(int64(len(g.inflight)))
 	g.arm(now)
+}
+
+// ready says whether j, at the head of the queue, may be sent now: it takes j's rate token
+// when it has none yet. As the first of an exchange (first), a token that comes later is
+// kept (j waits at the head for it; false) and one that would come past j's wait rejects j
+// (false, j popped, no token); as a follower, only a token there now is taken (false
+// otherwise, and j keeps its place).
+func (g *Gateway) ready(j *job, now time.Time, first bool) bool {
+	if j.reservation == nil && g.limiter != nil {
+		r := g.limiter.ReserveN(now, 1)
+		delay := r.DelayFrom(now)
+		switch {
+		case !first && (!r.OK() || delay > 0):
+			r.CancelAt(now)
+			return false
+		case !r.OK() || now.Add(delay).After(j.at.Add(g.cfg.QueueWait)):
+			r.CancelAt(now)
+			g.reject(g.pop(now), ErrRateLimited)
+			return false
+		}
+		j.reservation, j.readyAt = r, now.Add(delay)
+	}
+	return !now.Before(j.readyAt)
 }
 
 // expire rejects the calls that waited QueueWait for a slot (all but a head that holds a
@@ -541,7 +633,7 @@ func (g *Gateway) arm(now time.Time) {
 	var at time.Time
 	for i, j := range g.queue {
 		if i == 0 && j.reservation != nil {
-			if len(g.inflight) < g.cfg.MaxInFlight {
+			if len(g.inflight) < g.cfg.MaxInFlight && g.exchanges < g.cfg.exchanges() {
 				at = j.readyAt
 				break
 			}
@@ -563,20 +655,27 @@ func (g *Gateway) arm(now time.Time) {
 	}
 }
 
-// finish takes a worker's report of a call.
+// finish takes a worker's report of an exchange.
 func (g *Gateway) finish(f finished) {
-	j := f.j
-	if _, ok := g.inflight[j]; !ok {
-		return // abandoned by Stop and already reported
+	g.exchanges--
+	f.x.report(f.err)
+	for i, j := range f.x.jobs {
+		if _, ok := g.inflight[j]; !ok {
+			continue // abandoned by Stop and already reported
+		}
+		delete(g.inflight, j)
+		g.seconds[j.what].observe(f.took)
+		err := f.err
+		var res channel.Result
+		if err == nil {
+			res, err = f.results[i].Result, f.results[i].Err
+		}
+		o := Outcome{Call: j.call, Kind: Answered, Result: res}
+		if err != nil {
+			o = Outcome{Call: j.call, Kind: Unknown, Err: err}
+		}
+		g.emit(j, o)
 	}
-	delete(g.inflight, j)
-	j.report(f.err)
-	g.seconds[j.what].observe(f.took)
-	o := Outcome{Call: j.call, Kind: Answered, Result: f.result}
-	if f.err != nil {
-		o = Outcome{Call: j.call, Kind: Unknown, Err: f.err}
-	}
-	g.emit(j, o)
 }
 
 func (g *Gateway) reject(j *job, why error) {

@@ -20,11 +20,13 @@ import (
 // client; the client never sees more than MaxInFlight calls at once.
 func TestStressOneOutcomePerSubmit(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
-		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { stress(t, seed) })
+		for _, batch := range []int{1, 3} {
+			t.Run(fmt.Sprintf("seed %d batch %d", seed, batch), func(t *testing.T) { stress(t, seed, batch) })
+		}
 	}
 }
 
-func stress(t *testing.T, seed uint64) {
+func stress(t *testing.T, seed uint64, batch int) {
 	const (
 		submitters = 8
 		perSub     = 250
@@ -39,7 +41,7 @@ func stress(t *testing.T, seed uint64) {
 			behaviour[orderNo(s, i)] = rng.IntN(1000)
 		}
 	}
-	client := newFakeClient(func(ctx context.Context, c Call) (channel.Result, error) {
+	fn := func(ctx context.Context, c Call) (channel.Result, error) {
 		switch b := behaviour[c.Request.OrderNo]; {
 		case b < 550:
 			return answer([]channel.Status{channel.Processing, channel.Succeeded, channel.Failed, channel.NotFound}[b%4])(ctx, c)
@@ -56,7 +58,13 @@ func stress(t *testing.T, seed uint64) {
 			<-ctx.Done() // until the timeout, or Stop gives up
 			return channel.Result{}, ctx.Err()
 		}
-	})
+	}
+	client := newFakeClient(fn)
+	var cl channel.Client = client
+	if batch > 1 {
+		b := newBatchClient(fn)
+		client, cl = b.fakeClient, b
+	}
 
 	var (
 		mu       sync.Mutex
@@ -72,8 +80,8 @@ func stress(t *testing.T, seed uint64) {
 			close(allThere)
 		}
 	}
-	g := New("stress", client, Config{
-		Timeout: 5 * time.Millisecond, MaxInFlight: maxIn, QueueLimit: 8, QueueWait: 5 * time.Millisecond,
+	g := New("stress", cl, Config{
+		Timeout: 5 * time.Millisecond, MaxInFlight: maxIn, Batch: batch, QueueLimit: 8, QueueWait: 5 * time.Millisecond,
 		InboxLimit: 32, RateLimit: 50000, Burst: 20,
 		Breaker: BreakerConfig{ConsecutiveFailures: 3, OpenFor: 2 * time.Millisecond},
 	}, deliver)

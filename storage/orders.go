@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
@@ -267,15 +268,52 @@ func (v *Reader) Order(id uint64) (o *payment.Order, found bool, err error) {
 
 // OrderByKey finds the order a request's idempotency key names.
 func (v *Reader) OrderByKey(form payment.Form, original uint64, key string) (id uint64, found bool, err error) {
-	k := orderKeyKey(nil, form, original, key)
-	found, err = v.get(k, func(val []byte) error {
-		if len(val) != 8 {
-			return fmt.Errorf("storage: order key record %x: malformed", k)
-		}
-		id = be.Uint64(val)
+	var ids [1]uint64
+	err = v.OrdersByKeys([]OrderKey{{Form: form, Original: original, Key: key}}, ids[:])
+	return ids[0], ids[0] != 0, err
+}
+
+// OrderKey names an order by what its idempotency key is unique within: its form, for a
+// refund its original, and the key.
+type OrderKey struct {
+	Form     payment.Form
+	Original uint64 // refunds only
+	Key      string
+}
+
+// OrdersByKeys finds the orders many idempotency keys name at once: ids[i] is the order of
+// keys[i], 0 when there is none. One iterator serves them all, seeking each key by its
+// prefix so that the bloom filters skip the files without it (a Get per key would set up
+// the whole stack of levels for each).
+func (v *Reader) OrdersByKeys(keys []OrderKey, ids []uint64) error {
+	if len(ids) != len(keys) {
+		return fmt.Errorf("storage: %d ids for %d keys", len(ids), len(keys))
+	}
+	if len(keys) == 0 {
 		return nil
-	})
-	return id, found, err
+	}
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixOrderKey}, UpperBound: []byte{prefixOrderKey + 1}})
+	if err != nil {
+		return fmt.Errorf("storage: iterate: %w", err)
+	}
+	var k []byte
+	for i, q := range keys {
+		ids[i] = 0
+		k = orderKeyKey(k, q.Form, q.Original, q.Key)
+		if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) {
+			continue
+		}
+		val, err := it.ValueAndErr()
+		if err == nil && (len(val) != 8 || be.Uint64(val) == 0) {
+			err = fmt.Errorf("malformed (%x)", val)
+		}
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("storage: order key record %x: %w", k, err)
+		}
+		ids[i] = be.Uint64(val)
+	}
+	return it.Close()
 }
 
 // OrdersByBizID calls fn with the ids of the orders with biz id biz, in ascending order, until

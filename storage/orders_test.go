@@ -80,7 +80,15 @@ func TestOrderIndexes(t *testing.T) {
 			t.Errorf("key %v/%d/%s: %d %v %v", tc.form, tc.original, tc.key, id, found, err)
 		}
 	}
-	var ids []uint64
+	// Many at once, in any order, absent ones among them (a key that is a prefix of a stored
+	// one, or extends it, is another key).
+	keys := []OrderKey{{payment.Refund, 42, "key-1"}, {payment.Pay, 0, "key-"}, {payment.Pay, 0, "key-2"},
+		{payment.Pay, 0, "key-10"}, {payment.Pay, 0, "key-1"}, {payment.Refund, 43, "key-1"}}
+	ids := make([]uint64, len(keys))
+	if err := v.OrdersByKeys(keys, ids); err != nil || !reflect.DeepEqual(ids, []uint64{46, 0, 44, 0, 42, 0}) {
+		t.Errorf("OrdersByKeys: %v %v", ids, err)
+	}
+	ids = nil
 	if err := v.OrdersByBizID("biz-1", func(id uint64) bool { ids = append(ids, id); return true }); err != nil ||
 		!reflect.DeepEqual(ids, []uint64{42, 44, 46}) {
 		t.Errorf("biz id: %v %v", ids, err)

@@ -380,7 +380,11 @@ func (w *Writer) set(k, v []byte) {
 	if err := w.batch.Set(k, v, nil); err != nil {
 		panic(err) // only on a closed batch: a bug
 	}
-	w.key, w.val = k, v
+	// Keep what the encoders grew for the next record; an index entry's nil value is not one.
+	w.key = k
+	if cap(v) > 0 {
+		w.val = v
+	}
 }
 
 func (w *Writer) del(k []byte) {

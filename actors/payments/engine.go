@@ -293,20 +293,42 @@ func (e *Engine) Create(reqs []payment.Request) ([]Reply, error) {
 // Notice takes a verified callback of channel name: ResultOK once what it changed is durable,
 // or a result saying why it is refused (nothing written).
 func (e *Engine) Notice(name string, n channel.Notice) (payment.Result, error) {
+	results, errs := e.Notices(name, []channel.Notice{n})
+	return results[0], errs[0]
+}
+
+// Notices takes verified callbacks of channel name, each as Notice takes one, all at once:
+// results[i] and errs[i] answer ns[i].
+func (e *Engine) Notices(name string, ns []channel.Notice) (results []payment.Result, errs []error) {
+	results, errs = make([]payment.Result, len(ns)), make([]error, len(ns))
 	if err := e.enter(); err != nil {
-		return 0, err
+		for i := range errs {
+			errs[i] = err
+		}
+		return results, errs
 	}
 	defer e.active.Done()
-	id, _, err := payment.ParseOrderNo(n.OrderNo)
-	if err != nil {
-		return payment.ResultOrderNotFound, nil
+	msgs := make([]*noticeMsg, len(ns))
+	for i, n := range ns {
+		id, _, err := payment.ParseOrderNo(n.OrderNo)
+		if err != nil {
+			results[i] = payment.ResultOrderNotFound
+			continue
+		}
+		m := &noticeMsg{channel: name, notice: n, id: id, done: make(chan answer, 1)}
+		if err := e.shardOfID(id).request(m); err != nil {
+			errs[i] = err
+			continue
+		}
+		msgs[i] = m
 	}
-	m := &noticeMsg{channel: name, notice: n, id: id, done: make(chan answer, 1)}
-	if err := e.shardOfID(id).request(m); err != nil {
-		return 0, err
+	for i, m := range msgs {
+		if m != nil {
+			a := <-m.done
+			results[i], errs[i] = a.result, a.err
+		}
 	}
-	a := <-m.done
-	return a.result, a.err
+	return results, errs
 }
 
 // Resolve applies an operator's resolution to exception index of order id.

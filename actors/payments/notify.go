@@ -1,6 +1,8 @@
 package payments
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -12,13 +14,17 @@ import (
 // NotifyPath is where channels post their callbacks: NotifyPath + the channel's name.
 const NotifyPath = "/notify/"
 
-// NotifyHandler serves channel callbacks (POST NotifyPath{channel}). A callback is verified
-// (size, HMAC signature with the channel's secret, fields) before anything is read from it;
-// then its order number, channel and biz id must name an order of that channel. A refused
-// callback is answered 4xx, counted, and writes nothing. A callback that changed an order
-// is answered 200 once the change is durable; a duplicate is answered 200 at once. When the
-// payment actors cannot take it (stopping, overloaded) the answer is 503 and the channel
-// sends it again later.
+// NotifyHandler serves channel callbacks (POST NotifyPath{channel}): one notice (a JSON
+// object) or many (a JSON array), under one signature. A body is verified (size, HMAC
+// signature with the channel's secret, every field of every notice) before anything is read
+// from it, and refused whole (400, counted, nothing written) when any of it fails. Then
+// each notice's order number, channel and biz id must name an order of that channel; a
+// notice that does not is refused and counted, and writes nothing. A notice that changed an
+// order is answered once the change is durable; a duplicate at once. When the payment
+// actors cannot take a notice (stopping, overloaded) or its order has no room for another
+// exception record, the answer is 503 and the channel sends the body again later (what was
+// applied is then a duplicate). One notice refused is answered 400; a body of many is
+// answered 200 with each notice's result, `{"results":["ok","order_not_found",...]}`.
 func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+NotifyPath+"{channel}", func(w http.ResponseWriter, r *http.Request) {
@@ -28,44 +34,66 @@ func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 			e.refuse(w, "unknown", "unknown_channel", http.StatusNotFound)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, channel.MaxNoticeBytes+1))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, channel.MaxNoticesBytes+1))
 		if err != nil {
 			e.refuse(w, name, "too_large", http.StatusRequestEntityTooLarge)
 			return
 		}
-		n, err := channel.ParseNotice(secret, body, r.Header.Get(channel.SignatureHeader))
+		ns, err := channel.ParseNotices(secret, body, r.Header.Get(channel.SignatureHeader))
 		if err != nil {
 			e.log.Warn("payments: callback refused", "channel", name, "err", err, "remote", r.RemoteAddr)
 			e.refuse(w, name, "bad_notice", http.StatusBadRequest)
 			return
 		}
-		res, err := e.Notice(name, n)
-		switch {
-		case errors.Is(err, ErrStopped), errors.Is(err, ErrOverloaded):
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		case err != nil:
-			e.log.Error("payments: callback not applied", "channel", name, "order_no", n.OrderNo, "err", err)
-			http.Error(w, "not applied", http.StatusServiceUnavailable)
-			return
-		case res == payment.ResultOverloaded:
-			// Money the order cannot record now (it holds as many exception records as it
-			// may): not applied; the channel calls back again while an operator looks.
-			e.log.Error("payments: callback not applied: its order has no room for another exception record",
-				"channel", name, "order_no", n.OrderNo, "biz_id", n.BizID, "txn", n.Txn, "amount", n.Amount)
-			e.metrics.notices.WithLabelValues(name, "no_room").Inc()
-			http.Error(w, "the order has no room for the record; send again later", http.StatusServiceUnavailable)
-			return
-		case res != payment.ResultOK:
-			e.log.Warn("payments: callback refused", "channel", name, "order_no", n.OrderNo, "biz_id", n.BizID,
-				"result", res.String())
-			e.refuse(w, name, res.String(), http.StatusBadRequest)
-			return
+		results, errs := e.Notices(name, ns)
+		retry := ""
+		answers := make([]string, len(ns))
+		for i, n := range ns {
+			res, err := results[i], errs[i]
+			switch {
+			case errors.Is(err, ErrStopped), errors.Is(err, ErrOverloaded):
+				retry, answers[i] = err.Error(), "retry"
+			case err != nil:
+				e.log.Error("payments: callback not applied", "channel", name, "order_no", n.OrderNo, "err", err)
+				retry, answers[i] = "not applied", "retry"
+			case res == payment.ResultOverloaded:
+				// Money the order cannot record now (it holds as many exception records as it
+				// may): not applied; the channel calls back again while an operator looks.
+				e.log.Error("payments: callback not applied: its order has no room for another exception record",
+					"channel", name, "order_no", n.OrderNo, "biz_id", n.BizID, "txn", n.Txn, "amount", n.Amount)
+				e.metrics.notices.WithLabelValues(name, "no_room").Inc()
+				retry, answers[i] = "the order has no room for the record; send again later", "retry"
+			case res != payment.ResultOK:
+				e.log.Warn("payments: callback refused", "channel", name, "order_no", n.OrderNo, "biz_id", n.BizID,
+					"result", res.String())
+				e.metrics.notices.WithLabelValues(name, res.String()).Inc()
+				answers[i] = res.String()
+			default:
+				e.metrics.notices.WithLabelValues(name, "applied").Inc()
+				answers[i] = "ok"
+			}
 		}
-		e.metrics.notices.WithLabelValues(name, "applied").Inc()
-		_, _ = io.WriteString(w, "OK")
+		switch {
+		case retry != "":
+			http.Error(w, retry, http.StatusServiceUnavailable)
+		case len(ns) == 1 && answers[0] != "ok":
+			http.Error(w, answers[0], http.StatusBadRequest)
+		case len(ns) == 1 && !isArray(body):
+			_, _ = io.WriteString(w, "OK")
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(struct {
+				Results []string `json:"results"`
+			}{answers})
+		}
 	})
 	return mux
+}
+
+// isArray says whether a verified notice body is an array of notices.
+func isArray(body []byte) bool {
+	b := bytes.TrimLeft(body, " \t\r\n")
+	return len(b) > 0 && b[0] == '['
 }
 
 func (e *Engine) refuse(w http.ResponseWriter, name, reason string, code int) {

@@ -164,12 +164,14 @@ const (
 	signedBody         // the body as given, signed with the channel's secret
 	fieldNotice        // a notice of the fields, signed
 	orderNotice        // a notice of the fields about an existing order (picked by amount), signed
+	pairNotice         // two notices of the fields (the second with another txn) in one signed body
 	noticeModes
 )
 
 // FuzzNotify posts callbacks to the notify endpoint: it never panics; a request that is not
 // correctly signed for a configured channel is answered 4xx and changes nothing; a correctly
-// signed notice that names no existing order is answered 4xx and changes nothing.
+// signed notice that names no existing order is answered 4xx and changes nothing, and so is
+// a body of many such notices, answered 200 with each one's refusal.
 func FuzzNotify(f *testing.F) {
 	r := newNotifyRig(f)
 	valid, validSig := channel.SignNotice(secret, channel.Notice{Op: channel.Pay, OrderNo: payment.OrderNo(r.ids[0]),
@@ -210,6 +212,8 @@ func FuzzNotify(f *testing.F) {
 		{name: "bank", op: 1, txn: "T-dup", status: 2, amount: 0, biz: "biz-r1", mode: orderNotice},  // a duplicate payment
 		{name: "bank", op: 1, txn: "T-fail", status: 3, amount: 0, biz: "biz-r1", mode: orderNotice}, // a status conflict
 		{name: "bank", op: 2, txn: "T-w", status: 2, amount: 1, biz: "other", mode: orderNotice},     // another biz id
+		{name: "bank", op: 1, orderNo: "P999999", txn: "t", status: 2, amount: 1000, mode: pairNotice},
+		{name: "bank", op: 1, orderNo: "P1", txn: "t", status: 2, amount: 1000, mode: pairNotice},
 	} {
 		f.Add(s.name, s.body, s.sig, s.mode, s.op, s.orderNo, s.txn, s.status, s.amount, s.biz)
 	}
@@ -229,18 +233,26 @@ func FuzzNotify(f *testing.F) {
 		case fieldNotice:
 			body, sig = channel.SignNotice(key, channel.Notice{Op: channel.Op(op % 4), OrderNo: orderNo, Txn: txn,
 				Status: channel.Status(status % 5), Amount: amount, BizID: biz})
+		case pairNotice:
+			n := channel.Notice{Op: channel.Op(op % 4), OrderNo: orderNo, Txn: txn, Status: channel.Status(status % 5),
+				Amount: amount, BizID: biz}
+			m := n
+			m.Txn += "2"
+			body, sig = channel.SignNotices(key, []channel.Notice{n, m})
 		}
 		// Correctly signed: a configured channel's secret, a body it reads, the HMAC in hex.
 		got, err := hex.DecodeString(sig)
 		_, configured := secrets[name]
-		signed := configured && err == nil && len(body) <= channel.MaxNoticeBytes && hmac.Equal(got, mac(secrets[name], body))
-		var notice channel.Notice
+		signed := configured && err == nil && len(body) <= channel.MaxNoticesBytes && hmac.Equal(got, mac(secrets[name], body))
+		var notices []channel.Notice
 		var exists bool
 		if signed {
-			if notice, err = channel.ParseNotice(secrets[name], body, sig); err == nil {
-				if id, _, err := payment.ParseOrderNo(notice.OrderNo); err == nil {
-					for _, known := range r.ids {
-						exists = exists || id == known
+			if notices, err = channel.ParseNotices(secrets[name], body, sig); err == nil {
+				for _, n := range notices {
+					if id, _, err := payment.ParseOrderNo(n.OrderNo); err == nil {
+						for _, known := range r.ids {
+							exists = exists || id == known
+						}
 					}
 				}
 			}
@@ -257,14 +269,19 @@ func FuzzNotify(f *testing.F) {
 		if exists {
 			// A notice about an existing order may change it: let it settle, then go on.
 			if code != http.StatusOK && code != http.StatusBadRequest {
-				t.Fatalf("a signed notice %+v for an existing order: %d %s", notice, code, rec.Body)
+				t.Fatalf("signed notices %+v for an existing order: %d %s", notices, code, rec.Body)
 			}
 			r.quiet(t)
 			return
 		}
-		if code < 400 || code > 499 {
-			t.Fatalf("channel %q, body %q, signature %q (signed %v, notice %+v): answered %d %s, want 4xx",
-				name, body, sig, signed, notice, code, strings.TrimSpace(rec.Body.String()))
+		if len(notices) > 1 {
+			if code != http.StatusOK || strings.Contains(rec.Body.String(), `"ok"`) {
+				t.Fatalf("channel %q, notices %+v naming no order: answered %d %s, want 200 refusing each",
+					name, notices, code, strings.TrimSpace(rec.Body.String()))
+			}
+		} else if code < 400 || code > 499 {
+			t.Fatalf("channel %q, body %q, signature %q (signed %v, notices %+v): answered %d %s, want 4xx",
+				name, body, sig, signed, notices, code, strings.TrimSpace(rec.Body.String()))
 		}
 		if after := r.snapshot(t); after != before {
 			t.Fatalf("channel %q, body %q (signed %v): answered %d and changed the orders:\n%s\nthen\n%s",

@@ -404,28 +404,22 @@ func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
 
 func (s *shard) create(m *createMsg) {
 	now := s.now()
-	var live *storage.Reader
-	for _, i := range m.idx {
+	stored := make([]uint64, len(m.idx))
+	if s.failed == nil {
+		if err := s.storedKeys(m, stored); err != nil {
+			s.fail(err)
+		}
+	}
+	for n, i := range m.idx {
 		r := &m.reqs[i]
 		if s.failed != nil {
 			m.replies[i] = Reply{Result: payment.ResultOverloaded}
 			continue
 		}
-		ref := keyRef{form: r.Form, original: r.Original, key: r.Key}
-		if r.Form != payment.Refund {
-			ref.original = 0
-		}
+		ref := refOf(r)
 		id, found := s.keys[ref]
-		if !found {
-			if live == nil {
-				live = s.e.store.Live()
-			}
-			var err error
-			if id, found, err = live.OrderByKey(r.Form, ref.original, r.Key); err != nil {
-				s.fail(err)
-				m.replies[i] = Reply{Result: payment.ResultOverloaded}
-				continue
-			}
+		if !found && stored[n] != 0 {
+			id, found = stored[n], true
 		}
 		if found {
 			s.repeat(m, i, id)
@@ -438,6 +432,41 @@ func (s *shard) create(m *createMsg) {
 		s.createOne(m, i, ref, now)
 	}
 	s.after(func(err error) { m.done <- err })
+}
+
+// refOf is what r's idempotency key is unique within.
+func refOf(r *payment.Request) keyRef {
+	ref := keyRef{form: r.Form, original: r.Original, key: r.Key}
+	if r.Form != payment.Refund {
+		ref.original = 0
+	}
+	return ref
+}
+
+// storedKeys looks up, in the store and all at once, the keys of m's requests that name no
+// order the shard holds: stored[n] is the order of m.idx[n]'s key, left 0 when none (or
+// when the shard holds it).
+func (s *shard) storedKeys(m *createMsg, stored []uint64) error {
+	var keys []storage.OrderKey
+	var at []int
+	for n, i := range m.idx {
+		ref := refOf(&m.reqs[i])
+		if _, held := s.keys[ref]; !held {
+			keys = append(keys, storage.OrderKey{Form: ref.form, Original: ref.original, Key: ref.key})
+			at = append(at, n)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ids := make([]uint64, len(keys))
+	if err := s.e.store.Live().OrdersByKeys(keys, ids); err != nil {
+		return err
+	}
+	for j, n := range at {
+		stored[n] = ids[j]
+	}
+	return nil
 }
 
 // repeat answers a request whose key names an order: the order as it stands, or key_reused.

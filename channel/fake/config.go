@@ -66,6 +66,9 @@ type Config struct {
 	CallbackAttempts    int           // 0: CallbackAttemptsDefault
 	CallbackBackoff     time.Duration // 0: CallbackBackoffDefault
 	CallbackTimeout     time.Duration // 0: CallbackTimeoutDefault
+	// NoticeBatch is how many notices due to one notify_url may go in one post (a JSON array,
+	// PROTOCOL.md); 0 or 1: one notice per post (a JSON object).
+	NoticeBatch int
 
 	HTTPClient *http.Client     // posts notices; nil: one of its own
 	Logger     *slog.Logger     // nil: discard
@@ -96,10 +99,14 @@ func (c Config) withDefaults() (Config, error) {
 	for name, n := range map[string]int{
 		"max records": c.MaxRecords, "max pending callbacks": c.MaxPendingCallbacks,
 		"callback concurrency": c.CallbackConcurrency, "callback attempts": c.CallbackAttempts,
+		"notice batch": c.NoticeBatch,
 	} {
 		if n < 0 {
 			return c, fmt.Errorf("fake: %s %d is negative", name, n)
 		}
+	}
+	if c.NoticeBatch > channel.MaxNoticesPerPost {
+		return c, fmt.Errorf("fake: notice batch %d exceeds %d", c.NoticeBatch, channel.MaxNoticesPerPost)
 	}
 	setDefault(&c.TimeoutHold, TimeoutHoldDefault)
 	setDefault(&c.MaxRecords, MaxRecordsDefault)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/ledgercore/ledger/channel"
@@ -17,9 +18,24 @@ const maxCallbackAnswer = 4 << 10
 // callback is one notice on its way to a notify_url.
 type callback struct {
 	url     string
-	body    []byte
+	notice  channel.Notice
+	body    []byte // posted alone: the notice's body and signature
 	sig     string
 	orderNo string
+}
+
+// outbox holds the notices due to be posted many to a post (Config.NoticeBatch > 1), by
+// notify_url, and counts the goroutines posting them (at most CallbackConcurrency).
+type outbox struct {
+	mu      sync.Mutex
+	byURL   map[string][]due
+	posters int
+}
+
+// due is a notice's next attempt.
+type due struct {
+	cb      *callback
+	attempt int
 }
 
 // notify sends n to url after CallbackDelay, retrying with backoff. Nothing is sent in Sync
@@ -35,16 +51,28 @@ func (s *Server) notify(url string, n channel.Notice) {
 			"limit", s.cfg.MaxPendingCallbacks)
 		return
 	}
-	body, sig := channel.SignNotice(s.cfg.Secret, n)
-	cb := &callback{url: url, body: body, sig: sig, orderNo: n.OrderNo}
+	cb := &callback{url: url, notice: n, orderNo: n.OrderNo}
+	if s.cfg.NoticeBatch <= 1 {
+		cb.body, cb.sig = channel.SignNotice(s.cfg.Secret, n)
+	}
 	if !s.sched.after(s.cfg.CallbackDelay, func() { s.deliver(cb, 1) }) {
 		<-s.callbacks
 	}
 }
 
-// deliver makes attempt number attempt to post cb, and schedules the next on failure.
+// deliver makes attempt number attempt to post cb, and schedules the next on failure. With
+// NoticeBatch > 1, cb joins the outbox, to be posted with the others due to its URL.
 func (s *Server) deliver(cb *callback, attempt int) {
-	err := s.post(cb)
+	if s.cfg.NoticeBatch > 1 {
+		s.enqueue(due{cb, attempt})
+		return
+	}
+	s.attempted(cb, attempt, s.post(cb.url, cb.body, cb.sig))
+}
+
+// attempted ends attempt number attempt of cb, which err says how it went: done, or the
+// next attempt scheduled, or abandoned.
+func (s *Server) attempted(cb *callback, attempt int, err error) {
 	if err == nil {
 		<-s.callbacks
 		s.log.Debug("notice delivered", "order_no", cb.orderNo, "attempt", attempt)
@@ -72,9 +100,64 @@ func backoff(base time.Duration, attempt int) time.Duration {
 	return min(d, CallbackBackoffMax)
 }
 
-// post sends cb once, at most CallbackConcurrency at a time; an answer other than 2xx is an
-// error.
-func (s *Server) post(cb *callback) error {
+// enqueue adds d to the outbox, and starts a poster if fewer than CallbackConcurrency run.
+// While it waits there, d counts as scheduled work (Close waits for it).
+func (s *Server) enqueue(d due) {
+	if !s.sched.hold() {
+		<-s.callbacks
+		return
+	}
+	s.out.mu.Lock()
+	s.out.byURL[d.cb.url] = append(s.out.byURL[d.cb.url], d)
+	start := s.out.posters < s.cfg.CallbackConcurrency
+	if start {
+		s.out.posters++
+	}
+	s.out.mu.Unlock()
+	if start {
+		go s.poster()
+	}
+}
+
+// poster posts what the outbox holds, up to NoticeBatch notices of one URL per post, until
+// it is empty.
+func (s *Server) poster() {
+	for {
+		s.out.mu.Lock()
+		var url string
+		var batch []due
+		for u, ds := range s.out.byURL {
+			n := min(len(ds), s.cfg.NoticeBatch)
+			url, batch = u, ds[:n:n]
+			if n == len(ds) {
+				delete(s.out.byURL, u)
+			} else {
+				s.out.byURL[u] = ds[n:]
+			}
+			break
+		}
+		if batch == nil {
+			s.out.posters--
+			s.out.mu.Unlock()
+			return
+		}
+		s.out.mu.Unlock()
+		ns := make([]channel.Notice, len(batch))
+		for i, d := range batch {
+			ns[i] = d.cb.notice
+		}
+		body, sig := channel.SignNotices(s.cfg.Secret, ns)
+		err := s.post(url, body, sig)
+		for _, d := range batch {
+			s.attempted(d.cb, d.attempt, err)
+			s.sched.release()
+		}
+	}
+}
+
+// post sends one body of notices, at most CallbackConcurrency at a time; an answer other
+// than 2xx is an error.
+func (s *Server) post(url string, body []byte, sig string) error {
 	ctx := s.sched.ctx
 	select {
 	case s.posting <- struct{}{}:
@@ -84,12 +167,12 @@ func (s *Server) post(cb *callback) error {
 	defer func() { <-s.posting }()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallbackTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cb.url, bytes.NewReader(cb.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(channel.SignatureHeader, cb.sig)
+	req.Header.Set(channel.SignatureHeader, sig)
 	resp, err := s.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return err

@@ -53,6 +53,25 @@ func (s *scheduler) after(d time.Duration, f func()) bool {
 	return true
 }
 
+// hold counts work that is not a scheduled function (a notice waiting to be posted) as
+// scheduled, until release; false when stopped (nothing is counted).
+func (s *scheduler) hold() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.busy++
+	return true
+}
+
+// release ends a hold.
+func (s *scheduler) release() {
+	s.mu.Lock()
+	s.busy--
+	s.mu.Unlock()
+}
+
 // drain waits until nothing is scheduled or running, or ctx is done.
 func (s *scheduler) drain(ctx context.Context) error {
 	t := time.NewTicker(drainPoll)

@@ -27,6 +27,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
+
 	"github.com/ledgercore/ledger/channel"
 )
 
@@ -55,7 +57,8 @@ type Server struct {
 
 	sched     scheduler
 	callbacks chan struct{} // a slot per notice waiting, MaxPendingCallbacks of them
-	posting   chan struct{} // a slot per notice being posted, CallbackConcurrency of them
+	posting   chan struct{} // a slot per post being made, CallbackConcurrency of them
+	out       outbox        // notices due, posted many at a time (NoticeBatch > 1)
 	held      chan struct{} // closed by Close: held answers go out
 	closeOnce sync.Once
 	stmtMu    sync.Mutex // one statement written at a time
@@ -78,11 +81,13 @@ func New(cfg Config) (*Server, error) {
 		callbacks: make(chan struct{}, cfg.MaxPendingCallbacks),
 		posting:   make(chan struct{}, cfg.CallbackConcurrency),
 		held:      make(chan struct{}),
+		out:       outbox{byURL: make(map[string][]due)},
 	}
 	s.sched.init()
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+channel.RequestsPath, s.handleRequest)
 	s.mux.HandleFunc("GET "+channel.RequestsPath+"/{op}/{order_no}", s.handleQuery)
+	s.mux.HandleFunc("POST "+channel.BatchPath, s.handleBatch)
 	s.mux.HandleFunc("POST "+StatementsPath+"/{date}", s.handleStatement)
 	s.mux.HandleFunc("GET "+StatementsPath+"/{date}", s.handleStatementGet)
 	if cfg.StatementEvery > 0 && cfg.StatementDir != "" {
@@ -159,29 +164,83 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, err.Error())
 		return
 	}
-	req, err := wr.Request()
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if err := s.validate(req, wr.NotifyURL); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	rec, fresh, code, err := s.admit(req, wr.NotifyURL)
+	rec, res, fresh, code, err := s.take(wr)
 	if err != nil {
 		writeError(w, code, err.Error())
 		return
 	}
-	if fresh {
-		s.start(rec)
-	}
-	res := s.result(rec)
 	if fresh && rec.fate.timeout {
 		s.loseAnswer(w, r, rec, res)
 		return
 	}
 	writeJSON(w, http.StatusOK, res.ToWire())
+}
+
+// take checks a request, records it (or finds it), and starts it when it is new (fresh).
+// An error comes with the HTTP code that says it.
+func (s *Server) take(wr channel.WireRequest) (rec *record, res channel.Result, fresh bool, code int, err error) {
+	req, err := wr.Request()
+	if err != nil {
+		return nil, res, false, http.StatusBadRequest, err
+	}
+	if err := s.validate(req, wr.NotifyURL); err != nil {
+		return nil, res, false, http.StatusBadRequest, err
+	}
+	rec, fresh, code, err = s.admit(req, wr.NotifyURL)
+	if err != nil {
+		return nil, res, false, code, err
+	}
+	if fresh {
+		s.start(rec)
+	}
+	return rec, s.result(rec), fresh, 0, nil
+}
+
+// handleBatch answers a batch item by item. An item whose answer the fate loses is answered
+// 504: the channel took it, and the client does not learn its outcome but by query.
+func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, channel.MaxBatchBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", channel.MaxBatchBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("reading the body: %v", err))
+		return
+	}
+	var wb channel.WireBatch
+	if err := decodeStrict(body, &wb); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed batch: "+err.Error())
+		return
+	}
+	if len(wb.Items) == 0 || len(wb.Items) > channel.MaxBatchItems {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("a batch of %d items (1..%d)", len(wb.Items), channel.MaxBatchItems))
+		return
+	}
+	out := channel.WireBatchResult{Results: make([]channel.WireItemResult, len(wb.Items))}
+	for i, it := range wb.Items {
+		if it.Query {
+			res, code, err := s.query(it.Op, it.OrderNo)
+			if err != nil {
+				out.Results[i] = channel.WireItemResult{Code: code, Error: err.Error()}
+				continue
+			}
+			out.Results[i] = channel.WireItemResult{WireResult: res.ToWire()}
+			continue
+		}
+		rec, res, fresh, code, err := s.take(it.WireRequest)
+		switch {
+		case err != nil:
+			out.Results[i] = channel.WireItemResult{Code: code, Error: err.Error()}
+		case fresh && rec.fate.timeout:
+			s.log.Debug("losing the answer of a batch item", "order_no", rec.req.OrderNo)
+			out.Results[i] = channel.WireItemResult{Code: http.StatusGatewayTimeout, Error: "answer lost (simulated)"}
+		default:
+			out.Results[i] = channel.WireItemResult{WireResult: res.ToWire()}
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // readRequest reads a WireRequest, refusing unknown fields, trailing data and long bodies.
@@ -195,15 +254,16 @@ func readRequest(w http.ResponseWriter, r *http.Request) (channel.WireRequest, i
 		}
 		return wr, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&wr); err != nil {
+	if err := decodeStrict(body, &wr); err != nil {
 		return wr, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return wr, http.StatusBadRequest, errors.New("malformed request: data after the JSON object")
-	}
 	return wr, 0, nil
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown fields, repeated or
+// case-folded names, invalid UTF-8 and trailing data (JSON v2).
+func decodeStrict(body []byte, v any) error {
+	return jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true))
 }
 
 // validate checks what the channel needs of a request.
@@ -312,18 +372,27 @@ func (s *Server) loseAnswer(w http.ResponseWriter, r *http.Request, rec *record,
 }
 
 func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
-	op, err := channel.ParseOp(r.PathValue("op"))
+	res, code, err := s.query(r.PathValue("op"), r.PathValue("order_no"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, code, err.Error())
 		return
+	}
+	writeJSON(w, http.StatusOK, res.ToWire())
+}
+
+// query is where the request op/orderNo stands: not_found when there is none.
+func (s *Server) query(op, orderNo string) (channel.Result, int, error) {
+	o, err := channel.ParseOp(op)
+	if err != nil {
+		return channel.Result{}, http.StatusBadRequest, err
 	}
 	res := channel.Result{Status: channel.NotFound}
 	s.mu.Lock()
-	if rec := s.records[r.PathValue("order_no")]; rec != nil && rec.req.Op == op {
+	if rec := s.records[orderNo]; rec != nil && rec.req.Op == o {
 		res = rec.result
 	}
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, res.ToWire())
+	return res, 0, nil
 }
 
 func (s *Server) handleStatement(w http.ResponseWriter, r *http.Request) {

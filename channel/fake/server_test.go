@@ -3,6 +3,7 @@ package fake
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,8 +25,9 @@ const wait = 5 * time.Second // for a notice that must come
 type inbox struct {
 	t        *testing.T
 	notices  chan channel.Notice
-	failures atomic.Int32 // answer 500 to this many notices first
+	failures atomic.Int32 // answer 500 to this many posts first
 	posts    atomic.Int32
+	biggest  atomic.Int32 // the most notices one post carried
 }
 
 func (in *inbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -35,13 +37,17 @@ func (in *inbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	n, err := channel.ParseNotice(secret, body, r.Header.Get(channel.SignatureHeader))
+	ns, err := channel.ParseNotices(secret, body, r.Header.Get(channel.SignatureHeader))
 	if err != nil {
 		in.t.Errorf("notice refused: %v", err)
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	in.notices <- n
+	for b := in.biggest.Load(); int32(len(ns)) > b && !in.biggest.CompareAndSwap(b, int32(len(ns))); b = in.biggest.Load() {
+	}
+	for _, n := range ns {
+		in.notices <- n
+	}
 }
 
 func (in *inbox) next() channel.Notice {
@@ -85,7 +91,7 @@ func (e *env) fateOf(orderNo string) fate {
 // start serves a fake per cfg (secret and small backoffs filled in) and a notify inbox.
 func start(t *testing.T, cfg Config) *env {
 	t.Helper()
-	in := &inbox{t: t, notices: make(chan channel.Notice, 100)}
+	in := &inbox{t: t, notices: make(chan channel.Notice, 1000)}
 	ins := httptest.NewServer(in)
 	t.Cleanup(ins.Close)
 	cfg.Secret = secret
@@ -354,21 +360,113 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-func TestCloseFlushesNotices(t *testing.T) {
-	e := start(t, Config{Seed: 1, Latency: 50 * time.Millisecond, CallbackDelay: 50 * time.Millisecond})
-	e.do(t, pay("p-1", 10))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := e.srv.Close(ctx); err != nil {
+// Notices due together go together, up to NoticeBatch to a post; a failed post is retried
+// whole, and Close waits for what is waiting.
+func TestNoticeBatch(t *testing.T) {
+	e := start(t, Config{Seed: 1, Latency: 20 * time.Millisecond, NoticeBatch: 4, CallbackConcurrency: 1})
+	e.inbox.failures.Store(1)
+	const n = 30
+	for i := range n {
+		e.do(t, pay(fmt.Sprint("p-", i), 10))
+	}
+	seen := map[string]bool{}
+	for range n {
+		seen[e.inbox.next().OrderNo] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d orders notified of %d", len(seen), n)
+	}
+	e.inbox.none()
+	if b := e.inbox.biggest.Load(); b < 2 || b > 4 {
+		t.Fatalf("the biggest post carried %d notices; want 2 to 4", b)
+	}
+	if p := e.inbox.posts.Load(); p >= n+1 {
+		t.Fatalf("%d posts for %d notices (one failed)", p, n)
+	}
+}
+
+// A batch is answered item by item; an item whose answer the fate loses is answered 504 and
+// still processed.
+func TestBatchEndpoint(t *testing.T) {
+	e := start(t, Config{Seed: 1, TimeoutRate: 0.5, Latency: 50 * time.Millisecond})
+	lost, kept := "", ""
+	for i := 0; lost == "" || kept == ""; i++ {
+		no := fmt.Sprint("p-", i)
+		if drawFate(&e.srv.cfg, no).timeout {
+			lost = no
+		} else {
+			kept = no
+		}
+	}
+	e.do(t, pay("dup", 10))
+	e.inbox.next()
+	items := []channel.Item{
+		{Request: pay(kept, 10)},
+		{Request: pay(lost, 20)},
+		{Request: pay("dup", 10)},
+		{Request: pay("dup", 11)}, // the same order_no, another amount
+		{Request: channel.Request{Op: channel.Pay, OrderNo: "dup"}, Query: true},
+		{Request: channel.Request{Op: channel.Payout, OrderNo: "dup"}, Query: true},
+		{Request: channel.Request{Op: channel.Pay, OrderNo: "x", Amount: 0, Currency: "CNY"}},
+	}
+	out := make([]channel.ItemResult, len(items))
+	if err := e.client.Batch(context.Background(), items, out); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case n := <-e.inbox.notices:
-		if n.OrderNo != "p-1" {
-			t.Fatalf("notice %+v", n)
+	var he *channel.HTTPError
+	switch {
+	case out[0].Err != nil || out[0].Result.Status != channel.Processing:
+		t.Fatalf("new: %+v", out[0])
+	case !errors.As(out[1].Err, &he) || he.Code != http.StatusGatewayTimeout:
+		t.Fatalf("lost: %+v", out[1])
+	case out[2].Err != nil || out[2].Result.Status != channel.Succeeded:
+		t.Fatalf("again: %+v", out[2])
+	case !errors.Is(out[3].Err, channel.ErrConflict):
+		t.Fatalf("conflict: %+v", out[3])
+	case out[4].Err != nil || out[4].Result.Status != channel.Succeeded:
+		t.Fatalf("query: %+v", out[4])
+	case out[5].Err != nil || out[5].Result.Status != channel.NotFound:
+		t.Fatalf("query of another op: %+v", out[5])
+	case !errors.As(out[6].Err, &he) || he.Code != http.StatusBadRequest:
+		t.Fatalf("bad item: %+v", out[6])
+	}
+	got := map[string]bool{}
+	got[e.inbox.next().OrderNo] = true
+	got[e.inbox.next().OrderNo] = true
+	if !got[kept] || !got[lost] {
+		t.Fatalf("notices for %v; want %s and %s", got, kept, lost)
+	}
+	for _, body := range []string{`{"items":[]}`, `{"items":[{"op":"pay","x":1}]}`, `[]`, `{"items":[` + strings.Repeat(`{"query":true,"op":"pay","order_no":"a"},`, channel.MaxBatchItems) + `{"query":true,"op":"pay","order_no":"a"}]}`} {
+		resp, err := http.Post(e.base+channel.BatchPath, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
 		}
-	default:
-		t.Fatal("Close returned before the notice went")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%.60s: HTTP %d, want 400", body, resp.StatusCode)
+		}
+	}
+}
+
+func TestCloseFlushesNotices(t *testing.T) {
+	for _, batch := range []int{0, 4} {
+		t.Run(fmt.Sprint("notice batch ", batch), func(t *testing.T) {
+			e := start(t, Config{Seed: 1, Latency: 50 * time.Millisecond, CallbackDelay: 50 * time.Millisecond, NoticeBatch: batch})
+			e.do(t, pay("p-1", 10))
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			if err := e.srv.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case n := <-e.inbox.notices:
+				if n.OrderNo != "p-1" {
+					t.Fatalf("notice %+v", n)
+				}
+			default:
+				t.Fatal("Close returned before the notice went")
+			}
+		})
 	}
 }
 

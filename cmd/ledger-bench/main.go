@@ -64,6 +64,8 @@ func run(args []string) error {
 	fs.Float64Var(&c.ChannelRate, "channel-rate", 100_000, "embedded: requests per second the gateway sends to the channel (ledgerd's default is 10000)")
 	fs.IntVar(&c.ChannelInFlight, "channel-in-flight", 256, "embedded: requests at the channel at once (as ledgerd's --channel-in-flight)")
 	fs.DurationVar(&c.ChannelTimeout, "channel-timeout", 5*time.Second, "embedded: how long one call to the channel may take (as ledgerd's)")
+	fs.IntVar(&c.ChannelBatch, "channel-batch", 64, "embedded: requests to the channel in one exchange when several are ready (as ledgerd's --channel-batch; 1: one per exchange)")
+	fs.IntVar(&c.NoticeBatch, "notice-batch", 64, "embedded: notices the simulated channel posts together (1: one per post)")
 	fs.IntVar(&c.CallbackConcurrency, "callback-concurrency", 64, "embedded: callbacks the simulated channel posts at once (fake's default is 16)")
 	fs.StringVar(&c.ChannelDown, "channel-down", "", "transfers workload with the payment layer's channel down: degraded (SetChannelDegraded) or dead (embedded: the simulated channel closed, the circuit opens)")
 	fs.BoolVar(&c.PaymentLayer, "payment-layer", false, "embedded transfers workload: run the payment layer alongside, channel up (the baseline of --channel-down)")

@@ -43,6 +43,7 @@ type paymentFlags struct {
 	channelTimeout time.Duration
 	channelRate    float64
 	channelFlight  int
+	channelBatch   int
 }
 
 // pairs is a repeatable (or comma-separated) NAME=VALUE flag.
@@ -97,6 +98,7 @@ func (p *paymentFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&p.channelTimeout, "channel-timeout", 5*time.Second, "how long one call to a channel may take before its outcome is unknown")
 	fs.Float64Var(&p.channelRate, "channel-rate", 10000, "requests per second sent to one channel")
 	fs.IntVar(&p.channelFlight, "channel-in-flight", 256, "requests at one channel at once")
+	fs.IntVar(&p.channelBatch, "channel-batch", 64, fmt.Sprintf("requests to one channel sent in one exchange when several are ready (1..%d; 1: one request per exchange); exchanges at once: --channel-in-flight / this", channel.MaxBatchItems))
 }
 
 func (p *paymentFlags) check() error {
@@ -129,6 +131,9 @@ func (p *paymentFlags) check() error {
 	if p.channelTimeout <= 0 || p.channelRate <= 0 || p.channelFlight < 1 {
 		return errors.New("--channel-timeout, --channel-rate and --channel-in-flight must be positive")
 	}
+	if p.channelBatch < 1 || p.channelBatch > channel.MaxBatchItems {
+		return fmt.Errorf("--channel-batch must be 1 to %d, not %d", channel.MaxBatchItems, p.channelBatch)
+	}
 	if p.fakeFailRate < 0 || p.fakeFailRate > 1 {
 		return fmt.Errorf("--fake-fail-rate must be 0 to 1, not %v", p.fakeFailRate)
 	}
@@ -139,6 +144,9 @@ func (p *paymentFlags) check() error {
 // that a load test's callbacks do not queue past its bound and get dropped (the orders would
 // then wait for their query-backs).
 const fakeCallbacks = 64
+
+// fakeNoticeBatch is how many notices an in-process simulated channel posts together.
+const fakeNoticeBatch = 64
 
 // paymentLayer is the running payment layer: its actors, its callback endpoint and the
 // simulated channels.
@@ -206,7 +214,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		url := p.channels[name]
 		if url == "" {
 			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: secret, Seed: p.fakeSeed, Latency: p.fakeLatency,
-				FailRate: p.fakeFailRate, CallbackConcurrency: fakeCallbacks, MaxPendingCallbacks: 16 * fakeCallbacks * 100,
+				FailRate: p.fakeFailRate, CallbackConcurrency: fakeCallbacks, MaxPendingCallbacks: 16 * fakeCallbacks * 100, NoticeBatch: fakeNoticeBatch,
 				Logger: slog.Default().With("fake_channel", name)})
 			if err != nil {
 				pl.close(lis)
@@ -219,7 +227,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		clients[name] = channel.NewHTTPClient(url, base+payments.NotifyPath+name, hc)
 	}
 	gcfg := gateway.Config{Timeout: p.channelTimeout, RateLimit: rate.Limit(p.channelRate), Burst: max(1, int(p.channelRate/10)),
-		MaxInFlight: p.channelFlight, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
+		MaxInFlight: p.channelFlight, Batch: p.channelBatch, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
 	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Secrets: secrets, Gateway: gcfg, Ledgers: ledgers,
