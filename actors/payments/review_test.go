@@ -220,7 +220,9 @@ func TestReviewEmptyStatementReplay(t *testing.T) {
 		Status: channel.Succeeded, Amount: 1000}); err != nil || res != payment.ResultOK {
 		t.Fatalf("duplicate: %v %v", res, err)
 	}
-	r.wait(id, func(o *payment.Order) bool { return len(o.Exceptions) == 1 && o.Exceptions[0].Refund != "" && !o.Active() })
+	r.wait(id, func(o *payment.Order) bool {
+		return len(o.Exceptions) == 1 && o.Exceptions[0].Refund != "" && !o.Active()
+	})
 	if !r.suspenseIs(0) {
 		t.Fatalf("suspense %d, want 0", r.suspense())
 	}
