@@ -362,3 +362,43 @@ func TestReviewInFlightRecordIsFinal(t *testing.T) {
 			rec.Class, rec.Note, res)
 	}
 }
+
+// TestReviewLongTxnOnTwoDays: the seen index (Q) knows which day's statement had a txn, but
+// lines are not checked against it: a long success that the channel lists on two days'
+// statements (a channel's re-listing, a corrected file under the next date) gets a record,
+// and a suspense_in, per day: 55 collected once is booked 110.
+func TestReviewLongTxnOnTwoDays(t *testing.T) {
+	r := newReviewRig(t, &reviewClient{}, time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	for _, date := range []string{"2026-11-26", "2026-11-27"} {
+		body := stmtBody(date + ",TX-LONG,pay,P999999,,succeeded,55,CNY," + date + "T10:00:00Z\n")
+		if _, err := r.engine.ImportStatementFile("bank", date, body, channel.SignStatement(secret, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.suspenseIs(110) {
+		t.Fatalf("one long txn of 55 listed on two days is booked to suspense twice: %d", r.suspense())
+	}
+}
+
+// TestReviewMismatchIsMatched: an order that failed with AMOUNT_MISMATCH (the channel
+// collected 990 of 1,000; the order is FAILED, the 990 in suspense on its record) is
+// "matched" by the channel's line of 990 succeeded, though the order's own status (FAILED)
+// and amount (1,000) both differ from the line's; a duplicate collection of a failed order
+// is status_mismatch. The promise: matched means the order's own status and amount equal the
+// line's.
+func TestReviewMismatchIsMatched(t *testing.T) {
+	const date = "2026-11-26"
+	r := newReviewRig(t, &reviewClient{do: func(q channel.Request) channel.Result {
+		return channel.Result{Status: channel.Succeeded, Txn: "T-" + q.OrderNo, Amount: q.Amount - 10}
+	}}, time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	id := r.recharge("r1", 1000)
+	o := r.wait(id, func(o *payment.Order) bool { return o.State.Final() && !o.Active() })
+	body := stmtBody(date + ",T-" + payment.OrderNo(id) + ",pay," + payment.OrderNo(id) + ",,succeeded,990,CNY,2026-11-26T12:00:00Z\n")
+	rep, err := r.engine.ImportStatementFile("bank", date, body, channel.SignStatement(secret, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Counts[payment.LineMatched] == 1 {
+		t.Fatalf("order %v (%v, amount %d) is matched by a line of succeeded 990", o.State, o.Result, o.Amount)
+	}
+}
