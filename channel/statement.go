@@ -57,14 +57,35 @@ var ErrBadStatement = errors.New("channel: bad statement")
 // signature is missing or does not verify.
 var ErrStatementSignature = fmt.Errorf("%w: signature missing or wrong", ErrBadStatement)
 
-// SignStatement is the signature of a statement file: the lower-case hex HMAC-SHA256 of its
-// exact bytes under the channel's shared secret, as a notice's.
-func SignStatement(secret, body []byte) string { return sign(secret, body) }
+// StatementDomain starts the bytes a statement's signature covers: it sets a statement's
+// signatures apart from a notice's (which cover the body alone), so that no signed notice is
+// a signed statement, nor the reverse.
+const StatementDomain = "ledgercore channel statement v1\n"
 
-// VerifyStatement checks a statement file's signature (constant time) before anything reads
-// it, and its size. Only a statement it accepts may be parsed: a statement settles orders and
-// books money, so it must come from the channel.
-func VerifyStatement(secret, body []byte, sig string) error {
+// statementSigned is what a statement's signature covers: StatementDomain, the date the
+// statement is of and a newline, then the file's exact bytes. The date is bound: a statement
+// with no lines is the same bytes whatever its day, and signed without its date it would
+// verify as any day's.
+func statementSigned(date string, body []byte) []byte {
+	b := make([]byte, 0, len(StatementDomain)+len(date)+1+len(body))
+	b = append(b, StatementDomain...)
+	b = append(b, date...)
+	b = append(b, '\n')
+	return append(b, body...)
+}
+
+// SignStatement is the signature of the statement of date (YYYY-MM-DD): the lower-case hex
+// HMAC-SHA256, under the channel's shared secret, of StatementDomain, the date, a newline and
+// the file's exact bytes.
+func SignStatement(secret []byte, date string, body []byte) string {
+	return sign(secret, statementSigned(date, body))
+}
+
+// VerifyStatement checks that sig is the channel's signature of body as its statement of date
+// (constant time) before anything reads it, and its size. Only a statement it accepts may be
+// parsed: a statement settles orders and books money, so it must come from the channel, for
+// that day.
+func VerifyStatement(secret []byte, date string, body []byte, sig string) error {
 	if len(secret) == 0 {
 		return fmt.Errorf("%w: no secret to verify it with", ErrStatementSignature)
 	}
@@ -75,7 +96,7 @@ func VerifyStatement(secret, body []byte, sig string) error {
 	if err != nil || len(want) != 32 {
 		return ErrStatementSignature
 	}
-	got, _ := hex.DecodeString(sign(secret, body))
+	got, _ := hex.DecodeString(SignStatement(secret, date, body))
 	if !hmac.Equal(got, want) {
 		return ErrStatementSignature
 	}
@@ -124,10 +145,10 @@ func StatementDate(lines []StatementLine) string {
 	return lines[0].Date
 }
 
-// ParseSignedStatement verifies a statement's signature and then parses it, with the date it
-// must be of: a statement with no lines is a day without txns.
+// ParseSignedStatement verifies a statement's signature as the statement of date and then
+// parses it: a statement with no lines is a day without txns.
 func ParseSignedStatement(secret, body []byte, sig, date string) ([]StatementLine, error) {
-	if err := VerifyStatement(secret, body, sig); err != nil {
+	if err := VerifyStatement(secret, date, body, sig); err != nil {
 		return nil, err
 	}
 	lines, err := ParseStatement(bytes.NewReader(body))

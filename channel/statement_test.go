@@ -80,33 +80,44 @@ func TestParseStatementRefuses(t *testing.T) {
 	}
 }
 
-// TestVerifyStatement: only the exact bytes signed with the secret pass; a changed byte, a
-// missing or malformed signature, another secret or no secret are refused.
+// TestVerifyStatement: only the exact bytes signed with the secret, as the statement of the
+// date asked for, pass; a changed byte, another date, a missing or malformed signature,
+// another secret or no secret, or a notice's signature of the same bytes are refused. An
+// empty statement (the same bytes every day) signed for one day does not verify as
+// another's.
 func TestVerifyStatement(t *testing.T) {
 	secret := []byte("0123456789abcdef")
+	const date = "2026-11-26"
 	body := []byte(stmtHead + "2026-11-26,T1,pay,P1,,succeeded,100,CNY,2026-11-26T10:00:00Z\n")
-	sig := SignStatement(secret, body)
-	if err := VerifyStatement(secret, body, sig); err != nil {
+	sig := SignStatement(secret, date, body)
+	if err := VerifyStatement(secret, date, body, sig); err != nil {
 		t.Fatal(err)
 	}
+	empty := []byte(stmtHead)
 	forged := []byte(strings.Replace(string(body), ",100,", ",900,", 1))
 	for name, c := range map[string]struct {
 		secret, body []byte
-		sig          string
+		date, sig    string
 	}{
-		"changed":   {secret, forged, sig},
-		"unsigned":  {secret, body, ""},
-		"not hex":   {secret, body, "zz" + sig[2:]},
-		"short":     {secret, body, sig[:62]},
-		"upper":     {secret, body, strings.ToUpper(sig) + "x"},
-		"other key": {[]byte("fedcba9876543210"), body, sig},
-		"no key":    {nil, body, sig},
+		"changed":      {secret, forged, date, sig},
+		"another date": {secret, body, "2026-11-27", sig},
+		"unsigned":     {secret, body, date, ""},
+		"not hex":      {secret, body, date, "zz" + sig[2:]},
+		"short":        {secret, body, date, sig[:62]},
+		"upper":        {secret, body, date, strings.ToUpper(sig) + "x"},
+		"other key":    {[]byte("fedcba9876543210"), body, date, sig},
+		"no key":       {nil, body, date, sig},
+		"a notice's":   {secret, body, date, sign(secret, body)},
+		"empty replay": {secret, empty, "2026-11-26", SignStatement(secret, "2020-01-01", empty)},
 	} {
-		if err := VerifyStatement(c.secret, c.body, c.sig); !errors.Is(err, ErrStatementSignature) {
+		if err := VerifyStatement(c.secret, c.date, c.body, c.sig); !errors.Is(err, ErrStatementSignature) {
 			t.Errorf("%s: %v, want ErrStatementSignature", name, err)
 		}
 	}
-	if _, err := ParseSignedStatement(secret, body, sig, "2026-11-27"); !errors.Is(err, ErrBadStatement) {
+	if err := VerifyStatement(secret, "2020-01-01", empty, SignStatement(secret, "2020-01-01", empty)); err != nil {
+		t.Fatalf("an empty statement of its own day: %v", err)
+	}
+	if _, err := ParseSignedStatement(secret, body, SignStatement(secret, "2026-11-27", body), "2026-11-27"); !errors.Is(err, ErrBadStatement) {
 		t.Fatalf("a statement of another date: %v", err)
 	}
 	if ls, err := ParseSignedStatement(secret, body, sig, "2026-11-26"); err != nil || len(ls) != 1 {

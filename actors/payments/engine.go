@@ -112,6 +112,8 @@ type Engine struct {
 	stopped  atomic.Bool
 	active   sync.WaitGroup
 	stmts    statements
+	quit     chan struct{} // closed by Stop: the statement retry loop ends
+	loops    sync.WaitGroup
 	log      *slog.Logger
 	metrics  *Metrics
 }
@@ -154,7 +156,8 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		cfg.Ledgers = []uint32{1}
 	}
 	e := &Engine{cfg: cfg, store: store, ledger: l, gateways: map[string]*gateway.Gateway{}, seed: maphash.MakeSeed(),
-		log: cfg.Logger, metrics: cfg.Metrics}
+		log: cfg.Logger, metrics: cfg.Metrics, quit: make(chan struct{})}
+	e.stmts.fetch = make(chan struct{}, 1)
 	if e.metrics == nil {
 		e.metrics = NewMetrics()
 	}
@@ -189,6 +192,8 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 	for _, s := range e.shards {
 		s.start()
 	}
+	e.loops.Add(1)
+	go e.retryStatementRecords()
 	return e, nil
 }
 
@@ -548,6 +553,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		e.log.Warn("payments: stopping with calls still waiting", "err", ctx.Err())
 	}
+	close(e.quit)
+	e.loops.Wait()
 	var errs []error
 	for _, s := range e.shards {
 		s.stop()

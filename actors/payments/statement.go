@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ledgercore/ledger/channel"
@@ -36,6 +37,10 @@ var (
 	ErrNoStatements = errors.New("payments: the channel's client cannot fetch statements")
 	// ErrStatementFetch: the channel did not hand over its statement.
 	ErrStatementFetch = errors.New("payments: the channel's statement could not be fetched")
+	// ErrDayNotOver: the statement's day has not ended, with the midnight tolerance
+	// (payment.StatementTolerance), on the ledger's clock: a statement of it could not be the
+	// whole day's. Nothing was fetched, read or written.
+	ErrDayNotOver = fmt.Errorf("%w: the day has not ended (with the midnight tolerance) on the ledger's clock", ErrBadStatement)
 )
 
 // StatementFetcher is a channel client that hands over its signed daily statements
@@ -54,12 +59,17 @@ type StatementReport struct {
 	// collection, a refund) and were applied as the channel's callback.
 	Applied int
 	// NotApplied counts such lines their order could not take now (no room for a record):
-	// import again later.
+	// they get no record (they are also counted in Pending); import again later.
 	NotApplied int
 	Counts     map[payment.LineClass]int
 	// Pending counts money txns of the books missing from this statement that may be on a
-	// neighbouring day's not imported yet (near midnight).
+	// neighbouring day's not imported yet (near midnight), and lines not decided yet: about a
+	// request still in flight, or news their order could not take (NotApplied). They get no
+	// record; the import after they settle decides them.
 	Pending int
+	// Cleared counts open short records (of this day or another) whose txn this statement has
+	// after all: re-decided, what they booked booked back (payment.StatementRecord.Clear).
+	Cleared int
 	// Differences lists at most StatementReportMax differences per class: by class, order
 	// number, txn.
 	Differences []payment.Match
@@ -82,6 +92,11 @@ func (r *StatementReport) Clean() bool {
 // statements serializes imports and resolutions of statement records.
 type statements struct {
 	mu sync.Mutex
+	// fetch admits one ImportStatement at a time, taken before the fetch: a statement may be
+	// 256 MiB, and concurrent imports would each hold one.
+	fetch chan struct{}
+	// due: a record's posting the ledger could not take yet waits; the retry loop makes it.
+	due atomic.Bool
 }
 
 // ImportStatement fetches channel name's statement of date from the channel and imports it
@@ -95,8 +110,17 @@ func (e *Engine) ImportStatement(ctx context.Context, name, date string) (Statem
 	if !ok {
 		return StatementReport{}, fmt.Errorf("%w: %q", ErrNoStatements, name)
 	}
+	if err := e.dayOver(date); err != nil {
+		return StatementReport{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, StatementFetchTimeout)
 	defer cancel()
+	select {
+	case e.stmts.fetch <- struct{}{}:
+		defer func() { <-e.stmts.fetch }()
+	case <-ctx.Done():
+		return StatementReport{}, fmt.Errorf("%w: waiting for another import: %w", ErrStatementFetch, ctx.Err())
+	}
 	body, sig, err := f.FetchStatement(ctx, date)
 	if err != nil {
 		if errors.Is(err, channel.ErrBadStatement) {
@@ -128,10 +152,10 @@ func (e *Engine) ImportStatementFile(name, date string, body []byte, sig string)
 	if !ok || e.gateways[name] == nil {
 		return rep, fmt.Errorf("%w: %q (or no secret to verify its statements)", ErrUnknownChannel, name)
 	}
-	day, err := payment.ParseDay(date)
-	if err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrBadStatement, err)
+	if err := e.dayOver(date); err != nil {
+		return rep, err
 	}
+	day, _ := payment.ParseDay(date) // dayOver parsed it
 	lines, err := channel.ParseSignedStatement(secret, body, sig, date)
 	if err != nil {
 		return rep, err
@@ -150,22 +174,19 @@ func (e *Engine) ImportStatementFile(name, date string, body []byte, sig string)
 	if err != nil {
 		return rep, err
 	}
-	if !rep.Again {
-		if err := e.applyNews(name, lines, &rep); err != nil {
-			return rep, err
-		}
-	}
-	records, err := e.matchStatement(name, day, lines, sum, &rep)
+	// Applied again on every import of the file: a line already applied is no news any more,
+	// and one its order could not take before (no room) is tried again.
+	notApplied, err := e.applyNews(name, lines, &rep)
 	if err != nil {
 		return rep, err
 	}
-	w := storage.StatementWrite{Channel: name, Date: date}
+	records, seen, err := e.matchStatement(name, day, lines, sum, notApplied, &rep)
+	if err != nil {
+		return rep, err
+	}
+	w := storage.StatementWrite{Channel: name, Date: date, Seen: seen}
 	if !rep.Again {
 		w.Import, w.Lines = &sum, len(lines)
-		w.Seen = make([]string, len(lines))
-		for i := range lines {
-			w.Seen[i] = lines[i].Txn
-		}
 	}
 	for len(records) > statementRecordsMax {
 		if err := e.store.CommitStatement(storage.StatementWrite{Records: records[:statementRecordsMax]}); err != nil {
@@ -174,7 +195,7 @@ func (e *Engine) ImportStatementFile(name, date string, body []byte, sig string)
 		records = records[statementRecordsMax:]
 	}
 	w.Records = records
-	if len(w.Records) > 0 || !rep.Again {
+	if len(w.Records) > 0 || len(w.Seen) > 0 || !rep.Again {
 		if err := e.store.CommitStatement(w); err != nil {
 			return rep, err
 		}
@@ -182,8 +203,60 @@ func (e *Engine) ImportStatementFile(name, date string, body []byte, sig string)
 	return rep, e.resumeStatementRecords()
 }
 
-// applyNews applies, as the channel's callbacks, the lines that are news to their order.
-func (e *Engine) applyNews(name string, lines []channel.StatementLine, rep *StatementReport) error {
+// statementPostingsWait bounds how long an import waits for the orders it applied lines to
+// to make the postings those lines caused, so that the lines are classed against settled
+// orders; one still posting after it is classed as in flight (pending, no record).
+const statementPostingsWait = 5 * time.Second
+
+// awaitPostings waits, at most statementPostingsWait, until none of orders ids has a ledger
+// posting to make (an outcome to settle, an exception's money to book or unbook); a refund
+// the channel has is not waited for.
+func (e *Engine) awaitPostings(ids []uint64) {
+	for deadline := time.Now().Add(statementPostingsWait); len(ids) > 0 && time.Now().Before(deadline); {
+		os, err := e.Orders(ids)
+		if err != nil {
+			return // the matching reads the store again, and says so
+		}
+		keep := ids[:0]
+		for i, o := range os {
+			if o != nil && postingsDue(o) {
+				keep = append(keep, ids[i])
+			}
+		}
+		if ids = keep; len(ids) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func postingsDue(o *payment.Order) bool {
+	if o.Stage == payment.StageHold || o.Stage == payment.StageSettle {
+		return true
+	}
+	for k := range o.Exceptions {
+		if s := o.Exceptions[k].Step; s == payment.ExcBooking || s == payment.ExcUnbooking {
+			return true
+		}
+	}
+	return false
+}
+
+// dayOver checks date (YYYY-MM-DD) and that its day is over on the ledger's clock
+// (payment.Day.Over): a statement is of a whole day.
+func (e *Engine) dayOver(date string) error {
+	day, err := payment.ParseDay(date)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadStatement, err)
+	}
+	if now := e.cfg.Now(); !day.Over(now) {
+		return fmt.Errorf("%w: %s (it is %s)", ErrDayNotOver, date, time.Unix(0, int64(now)).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// applyNews applies, as the channel's callbacks, the lines that are news to their order. It
+// answers the txns of the lines their order could not take (not applied).
+func (e *Engine) applyNews(name string, lines []channel.StatementLine, rep *StatementReport) (map[string]bool, error) {
 	var news []int
 	now := e.cfg.Now()
 	err := e.ledger.Read(func(v *storage.Reader) error {
@@ -199,22 +272,29 @@ func (e *Engine) applyNews(name string, lines []channel.StatementLine, rep *Stat
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	notApplied := map[string]bool{}
+	var applied []uint64
+	defer func() { e.awaitPostings(applied) }()
 	for _, i := range news {
 		res, err := e.Notice(name, lines[i].Notice())
 		if err != nil {
-			return fmt.Errorf("payments: statement line %s: %w", lines[i].Txn, err)
+			return nil, fmt.Errorf("payments: statement line %s: %w", lines[i].Txn, err)
 		}
 		if res == payment.ResultOK {
 			rep.Applied++
+			if id, _, err := payment.ParseOrderNo(lines[i].OrderNo); err == nil {
+				applied = append(applied, id)
+			}
 			continue
 		}
 		rep.NotApplied++
+		notApplied[lines[i].Txn] = true
 		e.log.Warn("payments: statement line not applied to its order", "channel", name, "order_no", lines[i].OrderNo,
 			"txn", lines[i].Txn, "result", res.String())
 	}
-	return nil
+	return notApplied, nil
 }
 
 // lineOrder reads the order a line's order number names (through cache when given).
@@ -234,22 +314,43 @@ func lineOrder(v *storage.Reader, l *channel.StatementLine, cache map[uint64]*pa
 }
 
 // matchStatement classes every line and looks for short txns on one durable snapshot, fills
-// the report, and answers the records to write: the differences that have none yet.
+// the report, and answers the records to write (the differences that have none yet, and the
+// short records the statement clears) and the txns to mark seen (those no statement had).
 func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.StatementLine, sum [32]byte,
-	rep *StatementReport) ([]*payment.StatementRecord, error) {
+	notApplied map[string]bool, rep *StatementReport) ([]*payment.StatementRecord, []string, error) {
 	var matches []payment.Match
-	var records []*payment.StatementRecord
+	var records, cleared []*payment.StatementRecord
+	var seen []string
 	now := e.cfg.Now()
 	err := e.ledger.Read(func(v *storage.Reader) error {
 		orders := map[uint64]*payment.Order{}
 		inStatement := make(map[string]bool, len(lines))
 		for i := range lines {
-			o, err := lineOrder(v, &lines[i], orders)
+			l := &lines[i]
+			o, err := lineOrder(v, l, orders)
 			if err != nil {
 				return err
 			}
-			matches = append(matches, e.cfg.Setup.MatchLine(name, &lines[i], o, e.ledgerOf))
-			inStatement[lines[i].Txn] = true
+			m := e.cfg.Setup.MatchLine(name, l, o, e.ledgerOf)
+			switch on, found, err := v.StatementSeen(name, l.Txn); {
+			case err != nil:
+				return err
+			case !found:
+				seen = append(seen, l.Txn)
+			case on != day.Date:
+				m = payment.Relisted(m, on)
+			}
+			if notApplied[l.Txn] {
+				m.InFlight = true
+				m.Note += "; news its order could not take now (no room for a record): no record yet, import again"
+			}
+			matches = append(matches, m)
+			inStatement[l.Txn] = true
+			if r, err := e.clearShort(v, name, day.Date, l, o, now); err != nil {
+				return err
+			} else if r != nil {
+				cleared = append(cleared, r)
+			}
 		}
 		shorts, err := e.shorts(v, name, day, inStatement, sum, rep)
 		if err != nil {
@@ -263,6 +364,10 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 			}
 			if rep.Counts[m.Class] <= StatementReportMax {
 				rep.Differences = append(rep.Differences, m)
+			}
+			if m.InFlight {
+				rep.Pending++ // decided once it settles: no record now
+				continue
 			}
 			date := day.Date
 			if m.Date != "" {
@@ -281,7 +386,36 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 	})
 	slices.SortStableFunc(rep.Differences, payment.CompareMatches)
 	rep.NewRecords = len(records)
-	return records, err
+	rep.Cleared = len(cleared)
+	return append(records, cleared...), seen, err
+}
+
+// clearShort finds the open short record of the txn of line l (of the statement of date),
+// if any, and clears it (payment.StatementRecord.Clear): a short txn belongs to the day we
+// recorded it, so its record is looked for there.
+func (e *Engine) clearShort(v *storage.Reader, name, date string, l *channel.StatementLine, o *payment.Order,
+	now uint64) (*payment.StatementRecord, error) {
+	if o == nil || o.Channel != name {
+		return nil, nil
+	}
+	for _, t := range payment.ChannelTxns(o) {
+		if t.Txn != l.Txn || t.At == 0 {
+			continue
+		}
+		r, found, err := v.StatementRecord(name, payment.DateOf(t.At), t.Txn)
+		if err != nil || !found {
+			return nil, err
+		}
+		if r.Class == payment.LineShort && r.Step == payment.ExcBooking {
+			e.log.Warn("payments: a short record's txn is on a statement, but its booking is not durable yet: cleared by an import after it is",
+				"channel", name, "day", r.Day, "txn", r.Txn)
+		}
+		if !r.Clear(date, now) {
+			return nil, nil
+		}
+		return r, nil
+	}
+	return nil, nil
 }
 
 // shorts are the money txns the books recorded in the day's window that no imported
@@ -387,6 +521,7 @@ func (e *Engine) resumeStatementRecords() error {
 		var moved []*payment.StatementRecord
 		for i, r := range batch {
 			if payment.Retryable(rs[i]) {
+				e.stmts.due.Store(true) // the retry loop tries again
 				continue
 			}
 			if rs[i] != ledger.ResultOK && rs[i] != ledger.ResultExists {
@@ -401,6 +536,37 @@ func (e *Engine) resumeStatementRecords() error {
 		}
 	}
 	return nil
+}
+
+// statementRetryEvery is how often the retry loop looks whether a statement record's posting
+// waits (at least the engine's tick).
+const statementRetryEvery = time.Second
+
+// retryStatementRecords makes the statement records' postings that the ledger could not take
+// yet (payment.Retryable) again, on a timer, until Stop: not only at the next import or
+// restart.
+func (e *Engine) retryStatementRecords() {
+	defer e.loops.Done()
+	t := time.NewTicker(max(e.cfg.Tick, statementRetryEvery))
+	defer t.Stop()
+	for {
+		select {
+		case <-e.quit:
+			return
+		case <-t.C:
+		}
+		if !e.stmts.due.Load() || e.enter() != nil {
+			continue
+		}
+		e.stmts.mu.Lock()
+		e.stmts.due.Store(false) // set again by a posting still not taken
+		if err := e.resumeStatementRecords(); err != nil {
+			e.stmts.due.Store(true)
+			e.log.Error("payments: statement records' postings", "err", err)
+		}
+		e.stmts.mu.Unlock()
+		e.active.Done()
+	}
 }
 
 // ResolveStatement applies an operator's resolution to the statement record of (channel,
@@ -421,7 +587,13 @@ func (e *Engine) ResolveStatement(name, date, txn string, how payment.Resolution
 	if err != nil || r == nil {
 		return payment.ResultExceptionNotFound, nil, err
 	}
-	if res := r.Resolve(how, note, e.cfg.Now()); res != payment.ResultOK {
+	var o *payment.Order
+	if r.Order != 0 {
+		if err := e.ledger.Read(func(v *storage.Reader) (err error) { o, _, err = v.Order(r.Order); return err }); err != nil {
+			return 0, nil, err
+		}
+	}
+	if res := r.Resolve(how, note, o, e.cfg.Now()); res != payment.ResultOK {
 		return res, r, nil
 	}
 	if err := e.store.CommitStatement(storage.StatementWrite{Records: []*payment.StatementRecord{r}}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,7 +52,8 @@ func renderStatement(t *testing.T, lines []channel.StatementLine) []byte {
 func TestStatementDay(t *testing.T) {
 	base := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	began := time.Now()
-	clock := func() time.Time { return base.Add(time.Since(began)) }
+	var skip atomic.Int64 // moved on a day once the day's payments are done
+	clock := func() time.Time { return base.Add(time.Since(began) + time.Duration(skip.Load())) }
 	w := newWorld(t, fake.Config{Seed: 7, Latency: time.Millisecond, DupPayRate: 0.15, MismatchRate: 0.1,
 		FailRate: 0.1, Now: clock})
 	w.stop()
@@ -92,11 +94,28 @@ func TestStatementDay(t *testing.T) {
 		t.Fatalf("the channel injected %d duplicates, %d mismatches, %d declines: pick another seed", dups, mismatches, declined)
 	}
 
-	// A callback held back: the order waits for it (PROCESSING) when the statement comes.
+	// A callback held back: the order waits for it (PROCESSING) when the statement comes (its
+	// query-backs answer that the channel still has it).
 	w.handler.Store(nil)
+	w.client.quiet.Store(true)
 	held := w.create(payment.Request{Key: "held", BizID: "biz-held", Form: payment.Recharge, Ledger: 1, Amount: 777,
 		To: alice, Channel: "bank", ChannelAccount: "card-1"})[0].Order.ID
-	waitFor(t, func() bool { _, _, n, _ := w.fake.Statement(date); return n >= 1 && hasOrder(w, date, held) })
+	waitFor(t, func() bool {
+		r, err := w.client.Client.Query(context.Background(), channel.Pay, payment.OrderNo(held))
+		return err == nil && r.Status == channel.Succeeded
+	})
+	// The day is over (the channel's statement is of a whole day, the ledger imports no day
+	// before it ended): the clocks move on a day.
+	if _, _, _, err := w.fake.Statement(date); !errors.Is(err, fake.ErrNotFinal) {
+		t.Fatalf("the channel's statement of a day not over: %v", err)
+	}
+	if _, err := w.engine.ImportStatement(context.Background(), "bank", date); !errors.Is(err, ErrDayNotOver) {
+		t.Fatalf("an import of a day not over: %v", err)
+	}
+	skip.Store(int64(24 * time.Hour))
+	if !hasOrder(w, date, held) {
+		t.Fatal("the held-back order is not on the day's statement")
+	}
 
 	body, _, _, err := w.fake.Statement(date)
 	if err != nil {
@@ -106,6 +125,16 @@ func TestStatementDay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The held-back order's first line only: a second collection of it (the channel's
+	// duplicate rate) would be news too, counted apart from the orders' duplicates above.
+	heldLines := 0
+	lines = slices.DeleteFunc(lines, func(l channel.StatementLine) bool {
+		if l.OrderNo != payment.OrderNo(held) {
+			return false
+		}
+		heldLines++
+		return heldLines > 1
+	})
 	// The statement's own anomalies: pick plain successes (one txn, no record) to change.
 	plain := func(op channel.Op, skip ...string) int {
 		for i, l := range lines {
@@ -135,14 +164,15 @@ func TestStatementDay(t *testing.T) {
 	long.Txn, long.OrderNo, long.Amount, long.Status, long.Op, long.Original = "TX-LONG", "P999999", 55, channel.Succeeded, channel.Pay, ""
 	lines = append(slices.Delete(lines, dropped, dropped+1), long)
 	tampered := renderStatement(t, lines)
-	sig := channel.SignStatement(secret, tampered)
+	sig := channel.SignStatement(secret, date, tampered)
 
 	// Forged (changed after signing) and unsigned statements are refused and write nothing.
 	forged := bytes.Replace(tampered, []byte(",55,"), []byte(",99,"), 1)
 	for _, c := range []struct {
 		body []byte
 		sig  string
-	}{{forged, sig}, {tampered, ""}, {tampered, channel.SignStatement([]byte("another secret!!"), tampered)}} {
+	}{{forged, sig}, {tampered, ""}, {tampered, channel.SignStatement([]byte("another secret!!"), date, tampered)},
+		{tampered, channel.SignStatement(secret, "2026-11-25", tampered)}} {
 		if _, err := w.engine.ImportStatementFile("bank", date, c.body, c.sig); !errors.Is(err, channel.ErrBadStatement) {
 			t.Fatalf("a forged statement: %v", err)
 		}
@@ -151,22 +181,45 @@ func TestStatementDay(t *testing.T) {
 		t.Fatalf("a refused statement wrote %d records", len(recs))
 	}
 
+	// The orders that failed with AMOUNT_MISMATCH (the channel's injected other amounts, the
+	// held-back order's too if it was one): their lines are status mismatches (the order
+	// failed, the channel says the request succeeded), each held by the order's record.
+	mismatched := func() []string {
+		t.Helper()
+		os, err := w.engine.Orders(append(slices.Clone(ids), append(slices.Clone(withdraws), held)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var txns []string
+		for _, o := range os {
+			if o.Outcome == payment.OutcomeMismatch {
+				txns = append(txns, o.Txn)
+			}
+		}
+		return txns
+	}
 	check := func(rep StatementReport, again bool) {
 		t.Helper()
-		got := map[payment.LineClass]string{}
+		got := map[payment.LineClass][]string{}
 		for _, d := range rep.Differences {
-			if got[d.Class] != "" {
-				t.Errorf("two %v: %s and %s", d.Class, got[d.Class], d.Txn)
-			}
-			got[d.Class] = d.Txn
+			got[d.Class] = append(got[d.Class], d.Txn)
+		}
+		wants := map[payment.LineClass][]string{}
+		for c, txn := range want {
+			wants[c] = []string{txn}
+		}
+		wants[payment.LineStatus] = append(wants[payment.LineStatus], mismatched()...)
+		for c := range wants {
+			slices.Sort(wants[c])
+			slices.Sort(got[c])
 		}
 		for c, n := range rep.Counts {
-			if c.Difference() && n != 1 {
-				t.Errorf("%d %v, want 1", n, c)
+			if c.Difference() && n != len(wants[c]) {
+				t.Errorf("%d %v, want %d", n, c, len(wants[c]))
 			}
 		}
-		if fmt.Sprint(got) != fmt.Sprint(want) || rep.Clean() || rep.Again != again || rep.Pending != 0 {
-			t.Fatalf("report %+v\ndifferences %v, want %v", rep, got, want)
+		if fmt.Sprint(got) != fmt.Sprint(wants) || rep.Clean() || rep.Again != again || rep.Pending != 0 {
+			t.Fatalf("report %+v\ndifferences %v, want %v", rep, got, wants)
 		}
 		if rep.Counts[payment.LineDuplicate] != dups {
 			t.Fatalf("%d duplicate lines, the orders recorded %d", rep.Counts[payment.LineDuplicate], dups)
@@ -177,7 +230,7 @@ func TestStatementDay(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(rep, false)
-	if rep.Applied != 1 || rep.NewRecords != 4 {
+	if rep.Applied != 1 || rep.NewRecords != 4+len(mismatched()) {
 		t.Fatalf("applied %d (want the held-back order's line), %d new records", rep.Applied, rep.NewRecords)
 	}
 	heldTxn := ""
@@ -190,6 +243,7 @@ func TestStatementDay(t *testing.T) {
 		t.Fatalf("the statement did not settle the held-back order: %v txn %q, the line's %q", o.State, o.Txn, heldTxn)
 	}
 	w.handler.Store(func() *http.Handler { h := w.engine.NotifyHandler(map[string][]byte{"bank": secret}); return &h }())
+	w.client.quiet.Store(false)
 
 	longID := payment.StatementTransferID("bank", date, "TX-LONG", false)
 	var booked []ledger.Transfer
@@ -216,8 +270,8 @@ func TestStatementDay(t *testing.T) {
 	}
 	check(again, true)
 	recs := statementRecords(t, w)
-	if len(recs) != 4 {
-		t.Fatalf("%d records, want 4", len(recs))
+	if len(recs) != 4+len(mismatched()) {
+		t.Fatalf("%d records, want %d", len(recs), 4+len(mismatched()))
 	}
 	if got := w.balance(suspense); got != inSuspense {
 		t.Fatalf("suspense %d after re-imports, %d before (booked twice?)", got, inSuspense)
@@ -238,13 +292,13 @@ func TestStatementDay(t *testing.T) {
 	if res, _, _ := w.engine.ResolveStatement("bank", date, "nope", payment.ResolveClose, ""); res != payment.ResultExceptionNotFound {
 		t.Fatalf("an unknown record: %v", res)
 	}
-	if len(statementRecords(t, w)) != 3 {
+	if len(statementRecords(t, w)) != 3+len(mismatched()) {
 		t.Fatal("the resolved record is still listed open")
 	}
 	// Fetched from the channel itself (not tampered): the true day, clean but for the
 	// records already made.
 	if rep, err := w.engine.ImportStatement(context.Background(), "bank", date); err != nil || rep.Counts[payment.LineShort] != 0 ||
-		rep.Counts[payment.LineLong] != 0 || rep.Counts[payment.LineAmount] != 0 || rep.Counts[payment.LineStatus] != 0 {
+		rep.Counts[payment.LineLong] != 0 || rep.Counts[payment.LineAmount] != 0 || rep.Counts[payment.LineStatus] != len(mismatched()) {
 		t.Fatalf("the channel's own statement: %v %+v", err, rep)
 	}
 	if _, err := w.engine.ImportStatement(context.Background(), "nope", date); !errors.Is(err, ErrUnknownChannel) {
@@ -291,10 +345,19 @@ func statementRecords(t *testing.T, w *world) []*payment.StatementRecord {
 // fuzzed signature, is either imported or refused with ErrBadStatement; a refused one
 // changes nothing durable (orders, records, what was imported); nothing panics.
 func FuzzImportStatement(f *testing.F) {
-	r := newNotifyRig(f)
-	r.engine.cfg.Secrets = map[string][]byte{"bank": secret}
+	began := time.Now()
+	over := time.Date(2026, 11, 27, 1, 0, 0, 0, time.UTC) // 2026-11-26 is over
+	r := newNotifyRig(f, func(c *Config) {
+		c.Secrets = map[string][]byte{"bank": secret}
+		c.Now = func() uint64 { return uint64(over.Add(time.Since(began)).UnixNano()) }
+	})
 	const date = "2026-11-26"
 	head := strings.Join(channel.StatementHeader, ",") + "\n"
+	// A good statement of the day, signed, is imported: the fuzz's refusals are its input's.
+	good := []byte(head + "2026-11-26,T0,pay,P999999,,failed,0,CNY,2026-11-26T10:00:00Z\n")
+	if _, err := r.engine.ImportStatementFile("bank", date, good, channel.SignStatement(secret, date, good)); err != nil {
+		f.Fatalf("a good statement: %v", err)
+	}
 	f.Add([]byte(head+"2026-11-26,T1,pay,P1,,succeeded,1000,CNY,2026-11-26T10:00:00Z\n"), true, "")
 	f.Add([]byte(head+"2026-11-26,T1,pay,P1,,succeeded,1000,CNY,2026-11-26T10:00:00Z\n"), false, "00")
 	f.Add([]byte(head+"2026-11-26,T9,pay,P77,,succeeded,5,CNY,2026-11-26T10:00:00Z\n2026-11-26,T9,pay,P7,,failed,0,CNY,2026-11-26T10:00:01Z\n"), true, "")
@@ -302,7 +365,7 @@ func FuzzImportStatement(f *testing.F) {
 	f.Add([]byte(head), true, "")
 	f.Fuzz(func(t *testing.T, body []byte, sign bool, sig string) {
 		if sign {
-			sig = channel.SignStatement(secret, body)
+			sig = channel.SignStatement(secret, date, body)
 		}
 		state := func() string {
 			var b strings.Builder

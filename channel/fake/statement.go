@@ -24,15 +24,38 @@ var StatementHeader = []string{"date", "txn", "op", "order_no", "original", "sta
 func StatementName(date string) string { return "statement-" + date + ".csv" }
 
 // SignatureName is the file beside a statement that holds its signature
-// (channel.SignStatement: hex HMAC-SHA256 of the file's exact bytes under the secret).
+// (channel.SignStatement: hex HMAC-SHA256 of the statement domain, its date and the file's
+// exact bytes under the secret).
 func SignatureName(date string) string { return StatementName(date) + ".sig" }
 
-// Statement renders the statement of date (YYYY-MM-DD, UTC) as it stands: StatementHeader,
+// ErrNotFinal: the day has not ended on the channel's clock, so it has no statement yet (a
+// statement is final: the channel signs only a whole day).
+var ErrNotFinal = errors.New("fake: the day has not ended: no statement yet")
+
+// final checks that date (YYYY-MM-DD) has ended on the channel's clock.
+func (s *Server) final(date string) error {
+	d, err := time.Parse(time.DateOnly, date)
+	if err != nil || d.Format(time.DateOnly) != date {
+		return fmt.Errorf("fake: statement date %q is not YYYY-MM-DD", date)
+	}
+	if now := s.cfg.Now(); now.Before(d.Add(24 * time.Hour)) {
+		return fmt.Errorf("%w: %s (it is %s)", ErrNotFinal, date, now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Statement renders the statement of date (YYYY-MM-DD, UTC), a day that has ended on the
+// channel's clock (else ErrNotFinal: the channel signs only a whole day): StatementHeader,
 // then one line per txn completed that day, by completion time then txn; and its signature.
 func (s *Server) Statement(date string) (body []byte, sig string, lines int, err error) {
-	if d, err := time.Parse(time.DateOnly, date); err != nil || d.Format(time.DateOnly) != date {
-		return nil, "", 0, fmt.Errorf("fake: statement date %q is not YYYY-MM-DD", date)
+	if err := s.final(date); err != nil {
+		return nil, "", 0, err
 	}
+	return s.render(date, true)
+}
+
+// render is the statement of date as it stands, signed when sign is set.
+func (s *Server) render(date string, sign bool) (body []byte, sig string, lines int, err error) {
 	s.mu.Lock()
 	txns := slices.Clone(s.book.byDate[date])
 	s.mu.Unlock()
@@ -40,13 +63,20 @@ func (s *Server) Statement(date string) (body []byte, sig string, lines int, err
 	if err != nil {
 		return nil, "", 0, err
 	}
-	return body, channel.SignStatement(s.cfg.Secret, body), len(txns), nil
+	if sign {
+		sig = channel.SignStatement(s.cfg.Secret, date, body)
+	}
+	return body, sig, len(txns), nil
 }
 
 // handleStatementGet serves GET StatementsPath/{date}: the statement's bytes, signed in
 // channel.SignatureHeader.
 func (s *Server) handleStatementGet(w http.ResponseWriter, r *http.Request) {
 	body, sig, _, err := s.Statement(r.PathValue("date"))
+	if errors.Is(err, ErrNotFinal) {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -57,9 +87,10 @@ func (s *Server) handleStatementGet(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body) // the client may be gone; nothing to do about it
 }
 
-// WriteStatement writes the statement of date (YYYY-MM-DD, UTC) into the statement dir,
-// replacing any earlier one whole (see Statement), with its signature beside it
-// (SignatureName). It returns the file's path and the number of txns.
+// WriteStatement writes the statement of date (YYYY-MM-DD, UTC) into the statement dir as it
+// stands, replacing any earlier one whole, and, once the day has ended on the channel's
+// clock, its signature beside it (SignatureName); a day not ended has no signature file (the
+// channel signs only a whole day). It returns the file's path and the number of txns.
 func (s *Server) WriteStatement(date string) (path string, lines int, err error) {
 	if s.cfg.StatementDir == "" {
 		return "", 0, errors.New("fake: statements are off (no statement dir)")
@@ -67,14 +98,17 @@ func (s *Server) WriteStatement(date string) (path string, lines int, err error)
 	if _, err := time.Parse(time.DateOnly, date); err != nil {
 		return "", 0, fmt.Errorf("fake: statement date: %w", err)
 	}
+	final := s.final(date) == nil
 	s.stmtMu.Lock()
 	defer s.stmtMu.Unlock()
 	s.mu.Lock()
 	txns := slices.Clone(s.book.byDate[date])
-	delete(s.book.dirty, date)
+	if final {
+		delete(s.book.dirty, date) // a day not ended is written again once it has, signed
+	}
 	s.mu.Unlock()
 	path = filepath.Join(s.cfg.StatementDir, StatementName(date))
-	if err := writeCSV(path, date, txns, s.cfg.Secret); err != nil {
+	if err := writeCSV(path, date, txns, s.cfg.Secret, final); err != nil {
 		s.mu.Lock()
 		s.book.dirty[date] = true
 		s.mu.Unlock()
@@ -84,8 +118,8 @@ func (s *Server) WriteStatement(date string) (path string, lines int, err error)
 	return path, len(txns), nil
 }
 
-// WriteStatements writes the statement of every date with txns booked since its last one;
-// nothing when statements are off. It returns the paths written.
+// WriteStatements writes the statement of every date with txns booked since its last one
+// (WriteStatement); nothing when statements are off. It returns the paths written.
 func (s *Server) WriteStatements() ([]string, error) {
 	if s.cfg.StatementDir == "" {
 		return nil, nil
@@ -145,14 +179,19 @@ func renderCSV(date string, txns []txn) ([]byte, error) {
 	return buf.Bytes(), w.Error()
 }
 
-// writeCSV writes a statement and its signature each to a temporary file and renames them
-// into place (the signature first), so that a reader never sees half of one.
-func writeCSV(path, date string, txns []txn, secret []byte) error {
+// writeCSV writes a statement and (when signed) its signature each to a temporary file and
+// renames them into place (the signature first), so that a reader never sees half of one; an
+// unsigned one removes any signature beside it first.
+func writeCSV(path, date string, txns []txn, secret []byte, signed bool) error {
 	body, err := renderCSV(date, txns)
 	if err != nil {
 		return err
 	}
-	if err := writeWhole(path+".sig", []byte(channel.SignStatement(secret, body)+"\n")); err != nil {
+	if !signed {
+		if err := os.Remove(path + ".sig"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	} else if err := writeWhole(path+".sig", []byte(channel.SignStatement(secret, date, body)+"\n")); err != nil {
 		return err
 	}
 	return writeWhole(path, body)

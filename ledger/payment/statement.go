@@ -43,6 +43,13 @@ type ChannelTxn struct {
 	Amount  uint64         // what the books hold the channel moved (0 for a failure)
 	At      uint64         // when the ledger recorded it (ns since the epoch); 0: before this was kept
 	What    string
+	// Own: the order's own outcome (not a record's collection or refund).
+	Own bool
+	// Holder names the exception record of the order that holds this money in suspense and
+	// may still move it (a duplicate collection or an amount mismatch, not resolved: it
+	// refunds it, or an operator does); empty: none. What a record holds, the record decides:
+	// a statement record never reverses it (no reversible_out).
+	Holder string
 }
 
 // ChannelTxns are the channel transactions order o recorded, its own first, then its records'
@@ -51,7 +58,7 @@ func ChannelTxns(o *Order) []ChannelTxn {
 	var out []ChannelTxn
 	if o.Txn != "" && o.card() != nil {
 		t := ChannelTxn{Txn: o.Txn, OrderNo: OrderNo(o.ID), Order: o.ID, Op: o.op(), Status: channel.Failed, At: o.TxnAt,
-			What: "the order's outcome"}
+			What: "the order's outcome", Own: true}
 		if o.Outcome == OutcomeSucceeded || o.Outcome == OutcomeMismatch {
 			t.Status, t.Amount = channel.Succeeded, o.Paid
 		}
@@ -64,9 +71,17 @@ func ChannelTxns(o *Order) []ChannelTxn {
 		case x.Txn == o.Txn && len(out) > 0 && out[0].Status == channel.Failed:
 			// The channel collected under the txn of a failure: the record holds the money.
 			out[0].Status, out[0].Amount, out[0].What = channel.Succeeded, x.Amount, fmt.Sprintf("exception %d (%v)", k, x.Kind)
+			out[0].Own = false
 		case x.Txn != o.Txn:
 			out = append(out, ChannelTxn{Txn: x.Txn, OrderNo: OrderNo(o.ID), Order: o.ID, Op: channel.Pay,
 				Status: channel.Succeeded, Amount: x.Amount, At: x.Created, What: fmt.Sprintf("exception %d (%v)", k, x.Kind)})
+		}
+		if x.Booked() && x.Txn != "" && x.Step != ExcResolved {
+			for i := range out {
+				if out[i].Txn == x.Txn && out[i].OrderNo == OrderNo(o.ID) {
+					out[i].Holder = fmt.Sprintf("exception %d (%v, %v)", k, x.Kind, x.Step)
+				}
+			}
 		}
 		if x.Refund != "" {
 			out = append(out, ChannelTxn{Txn: x.Refund, OrderNo: ExceptionNo(o.ID, k, x.Attempt), Order: o.ID,
@@ -103,12 +118,24 @@ func TxnCount(o *Order) int {
 // much as a callback or a query's answer, and the order's own machine books what it means,
 // so a callback of the same txn later books nothing twice. A line that would only open a
 // status conflict, or change nothing, is not news: the reconciliation reports it.
+//
+// A line in a currency other than the order's ledger's is never news: a callback names no
+// currency, so applied as one it would settle the order for an amount of another currency.
+// A line the order would take as news but has no room for now (ResultOverloaded: no record
+// left to hold the money) is news: the host's notice answers ResultOverloaded, the line is
+// counted not applied and gets no record, and a later import applies it.
 func (o *Order) StatementNews(s *Setup, l *channel.StatementLine, now uint64) bool {
+	if l.Currency != s.Currency(o.Ledger) {
+		return false
+	}
 	c := o.cloneForTrial()
 	n := l.Notice()
 	n.BizID = o.BizID
 	v := c.Version
 	_, res := c.OnNotice(s, &n, now)
+	if res == ResultOverloaded {
+		return true
+	}
 	if res != ResultOK || c.Version == v {
 		return false
 	}
@@ -188,6 +215,10 @@ type Match struct {
 	// Date is the day a short txn belongs to: the UTC date we recorded it (a line's is its
 	// statement's). Not kept on records: their Day is it.
 	Date string
+	// InFlight: the line is about a request of the order still in flight (its own, or an
+	// exception's refund): not decided yet. The host writes no record for it (it counts it
+	// pending): the import after it settles decides it. Not kept on records.
+	InFlight bool
 }
 
 // Ledgers finds the ledger of a currency among those served; ok false when none or more than
@@ -289,19 +320,35 @@ func matchOwn(m Match, o *Order, ours *ChannelTxn) Match {
 			m.Class, m.Note = LineStatus, fmt.Sprintf("the books hold txn %s %v, the channel %v", m.Txn, ours.Status, m.TheirStatus)
 		case ours.Amount != m.TheirAmount:
 			m.Class, m.Note = LineAmount, fmt.Sprintf("the books hold %d, the channel %d", ours.Amount, m.TheirAmount)
-		case ours.What != "the order's outcome" && o.State != Succeeded:
+		case !ours.Own && o.Stage != StageDone:
+			m.Class, m.Note = LineStatus, fmt.Sprintf("a second collection under txn %s (held by %s); the order is %v, still in flight: no record yet, import again once it settles",
+				m.Txn, ours.What, o.State)
+			m.InFlight = true
+			return m
+		case !ours.Own && o.State != Succeeded:
 			// A second collection of an order that did not succeed: the money is held by its
 			// record, and the channel says the request succeeded while the order failed.
 			m.Class, m.Note = LineStatus, fmt.Sprintf("the order is %v; the channel collected under txn %s (held by %s)", o.State, m.Txn, ours.What)
 			return m
-		case ours.What != "the order's outcome":
+		case !ours.Own:
 			m.Class, m.Note = LineDuplicate, "held by "+ours.What
+			return m
+		case o.Outcome == OutcomeMismatch:
+			// The channel collected another amount than the order's: the order failed
+			// (AMOUNT_MISMATCH) and its record holds what was collected. The line agrees with
+			// the txn as the books hold it, not with the order: as a second collection of a
+			// failed order, a status mismatch that books nothing.
+			m.Class, m.Note = LineStatus, fmt.Sprintf("the order is %v (amount_mismatch: it asked %d); the channel collected %d under txn %s",
+				o.State, o.Amount, m.TheirAmount, m.Txn)
+			if ours.Holder != "" {
+				m.Note += " (held by " + ours.Holder + ")"
+			}
 			return m
 		default:
 			m.Class = LineMatched
 			return m
 		}
-		return money(m)
+		return held(money(m), ours)
 	case m.TheirStatus == channel.Failed && !paid && o.Stage == StageDone:
 		m.Class, m.Note = LineMatched, "a failed attempt of a failed order"
 		m.OurStatus = channel.Failed
@@ -314,7 +361,8 @@ func matchOwn(m Match, o *Order, ours *ChannelTxn) Match {
 	// applied): money the channel moved for the request.
 	m.Class, m.Note = LineStatus, fmt.Sprintf("the channel moved %d under txn %s; the order is %v (txn %q)", m.TheirAmount, m.Txn, o.State, o.Txn)
 	if o.Stage != StageDone {
-		m.Note += ", still in flight: nothing booked, import again once it settles"
+		m.Note += ", still in flight: nothing booked, no record yet, import again once it settles"
+		m.InFlight = true
 		return m
 	}
 	return money(m)
@@ -342,17 +390,39 @@ func matchRefund(m Match, o *Order, k int, ours *ChannelTxn) Match {
 	m.Class = LineStatus
 	m.Note = fmt.Sprintf("the channel refunded %d under txn %s; exception %d (%v) is %v", m.TheirAmount, m.Txn, k, x.Kind, x.Step)
 	if x.Step == ExcRefunding || x.Step == ExcBooking || x.Step == ExcUnbooking {
-		m.Note += ", still in flight: nothing booked, import again once it settles"
+		m.Note += ", still in flight: nothing booked, no record yet, import again once it settles"
+		m.InFlight = true
 		return m
 	}
 	return money(m)
+}
+
+// held takes the reversible_out off a difference about money an exception record of the
+// order holds and may still move (ChannelTxn.Holder): that record refunds it (or an operator
+// resolves it), and a statement record reversing it too would take the same money out of
+// suspense twice.
+func held(m Match, t *ChannelTxn) Match {
+	if t.Holder != "" && m.Out > 0 {
+		m.Out = 0
+		m.Note += "; held by " + t.Holder + ": its record decides, nothing reversible here"
+	}
+	return m
 }
 
 // Short classes a money txn of the books that no imported statement has (see MatchStatement).
 func Short(t ChannelTxn, ledgerID uint32) Match {
 	m := Match{Class: LineShort, Txn: t.Txn, OrderNo: t.OrderNo, Order: t.Order, Op: t.Op, Ledger: ledgerID,
 		OurStatus: t.Status, OurAmount: t.Amount, Note: "on no statement: " + t.What, Date: DateOf(t.At)}
-	return money(m)
+	return held(money(m), &t)
+}
+
+// Relisted is line match m of a statement of one date whose txn the statement of another
+// date (seenOn) had: what it moved was decided (and booked) there, so nothing is booked or
+// reversible again; the line is reported.
+func Relisted(m Match, seenOn string) Match {
+	m.In, m.Out = 0, 0
+	m.Note += fmt.Sprintf("; txn %s is on the statement of %s too: decided there, nothing booked again", m.Txn, seenOn)
+	return m
 }
 
 // Day is a statement's day: its date and the nanosecond its UTC midnight starts.
@@ -369,6 +439,11 @@ func ParseDay(date string) (Day, error) {
 	}
 	return Day{Date: date, Start: uint64(t.UnixNano())}, nil
 }
+
+// Over reports whether the day has ended, with the midnight tolerance, at now: only then may
+// a statement of it be imported (a txn we record up to StatementTolerance after midnight may
+// be on it, and a statement fetched earlier could not have the whole day).
+func (d Day) Over(now uint64) bool { return now >= d.Start+DayNanos+StatementTolerance }
 
 // DateOf is the UTC date of a time.
 func DateOf(ns uint64) string { return time.Unix(0, int64(ns)).UTC().Format(time.DateOnly) }
@@ -415,12 +490,15 @@ func ShortOf(d Day, t ChannelTxn, inStatement, seen bool, imported func(date str
 
 // StatementRecord is a difference a statement import found, kept by (channel, day, txn): its
 // own exception record, listed and resolved like the orders' records. It is written once; a
-// re-import finds it and writes nothing.
+// re-import finds it and writes nothing, except that an open short record whose txn a later
+// statement has is cleared (Clear).
 type StatementRecord struct {
 	Channel string
 	Day     string // the statement's date (a short txn: the date we recorded it)
 	Match
-	Step    ExceptionStep // ExcBooking (In being booked) -> ExcOpen -> ExcUnbooking (Out being reversed) -> ExcResolved
+	// ExcBooking (In being booked) -> ExcOpen -> ExcUnbooking (Out being reversed, or a
+	// cleared short's In: Clearing) -> ExcResolved
+	Step    ExceptionStep
 	Created uint64
 	Updated uint64
 }
@@ -435,15 +513,47 @@ func NewStatementRecord(name, date string, m Match, now uint64) StatementRecord 
 	return r
 }
 
-// Due is the transfer the record waits for, if any: its In booked, or its Out reversed.
+// Due is the transfer the record waits for, if any: its In booked, its Out reversed, or a
+// cleared short's In booked back.
 func (r *StatementRecord) Due(s *Setup) (ledger.Transfer, bool) {
-	switch r.Step {
-	case ExcBooking:
-		return s.statementTransfer(r, false), true
-	case ExcUnbooking:
-		return s.statementTransfer(r, true), true
+	switch {
+	case r.Step == ExcBooking:
+		return s.statementTransfer(r, PostBook), true
+	case r.Clearing():
+		return s.statementTransfer(r, PostClear), true
+	case r.Step == ExcUnbooking:
+		return s.statementTransfer(r, PostReverse), true
 	}
 	return ledger.Transfer{}, false
+}
+
+// Clearing reports whether the record is a cleared short whose booked In is being booked
+// back (ExcUnbooking with no Out: a reversal needs an Out, so it is no reversal).
+func (r *StatementRecord) Clearing() bool {
+	return r.Step == ExcUnbooking && r.Class == LineShort && r.Out == 0 && r.In > 0
+}
+
+// Clear re-decides an open short record whose txn the statement of date has after all (the
+// first statement of the day was fetched before the channel listed it, or the channel
+// listed it on another day): it is not short. What the record booked (a short refund's or
+// payout's In) is booked back through suspense by a posting of its own (PostClear: its id
+// is derived from the record's channel, day and txn, apart from its booking's and a
+// reversal's), then the record is resolved; a record that booked nothing is resolved at
+// once. Only an open record is cleared: one still booking is cleared by an import after its
+// booking is durable; one an operator resolved or is reversing stays as it is (reported).
+func (r *StatementRecord) Clear(date string, now uint64) bool {
+	if r.Class != LineShort || r.Step != ExcOpen {
+		return false
+	}
+	r.Note += "; on the statement of " + date + " after all"
+	r.Updated = now
+	if r.In > 0 && r.Ledger != 0 {
+		r.Note += ": its booking is booked back"
+		r.Step = ExcUnbooking
+		return true
+	}
+	r.Step = ExcResolved
+	return true
 }
 
 // Booked moves the record on once the ledger answered its transfer: durable (done), or
@@ -465,8 +575,11 @@ func (r *StatementRecord) Booked(res ledger.TransferResult, now uint64) {
 }
 
 // Resolve applies an operator's resolution: ResolveClose closes the record (what it booked
-// stays in suspense for finance); ResolveReverse books its Out back through suspense.
-func (r *StatementRecord) Resolve(how Resolution, note string, now uint64) Result {
+// stays in suspense for finance); ResolveReverse books its Out back through suspense. o is
+// the order the record names as it stands (nil: none): while an exception record of it holds
+// the txn's money (StatementHolder), ResolveReverse is refused (ResultNotRefundable): that
+// record may still refund it, and both would take the same money out of suspense.
+func (r *StatementRecord) Resolve(how Resolution, note string, o *Order, now uint64) Result {
 	switch {
 	case len(note) > NoteBytesMax:
 		return ResultNoteTooLong
@@ -480,6 +593,11 @@ func (r *StatementRecord) Resolve(how Resolution, note string, now uint64) Resul
 		if r.Out == 0 || r.Ledger == 0 {
 			return ResultNotRefundable
 		}
+		if o != nil && o.ID == r.Order {
+			if _, ok := o.StatementHolder(r.Txn, r.OrderNo); ok {
+				return ResultNotRefundable
+			}
+		}
 		r.Step = ExcUnbooking
 	default:
 		return ResultNotRefundable
@@ -491,22 +609,55 @@ func (r *StatementRecord) Resolve(how Resolution, note string, now uint64) Resul
 	return ResultOK
 }
 
+// StatementHolder names the exception record of o that holds the money of a statement
+// record's txn and may still move it: a record not resolved that booked the txn's collection
+// to suspense (a duplicate payment, an amount mismatch), or whose refund request is the one
+// the record's order number names. ok false: none.
+func (o *Order) StatementHolder(txn, orderNo string) (string, bool) {
+	for k := range o.Exceptions {
+		if x := &o.Exceptions[k]; x.Step != ExcResolved && x.Booked() && x.Txn == txn {
+			return fmt.Sprintf("exception %d (%v, %v)", k, x.Kind, x.Step), true
+		}
+	}
+	if id, k, err := ParseOrderNo(orderNo); err == nil && id == o.ID && k >= 0 && k < len(o.Exceptions) &&
+		o.Exceptions[k].Step != ExcResolved {
+		return fmt.Sprintf("exception %d (%v, %v)", k, o.Exceptions[k].Kind, o.Exceptions[k].Step), true
+	}
+	return "", false
+}
+
+// StatementPosting is which of a statement record's postings a transfer is.
+type StatementPosting uint8
+
+const (
+	// PostBook books the record's In (suspense_in).
+	PostBook StatementPosting = iota
+	// PostReverse reverses its Out (suspense_out), an operator's REVERSE.
+	PostReverse
+	// PostClear books back the In of a short record cleared by a later statement (suspense_out).
+	PostClear
+)
+
 // StatementTransferID is the id of the transfer that books a statement record's In (or, with
 // reversal, reverses its Out): derived from (channel, date, txn) alone, so that a crash and
 // replay, or a second import, books nothing twice. Ids have the top two bits set: apart from
 // the orders' (top bit, order ids below 2^56) and refused to API clients.
 func StatementTransferID(name, date, txn string, reversal bool) uint64 {
+	if reversal {
+		return StatementPostingID(name, date, txn, PostReverse)
+	}
+	return StatementPostingID(name, date, txn, PostBook)
+}
+
+// StatementPostingID is the id of posting p of the statement record (channel, date, txn).
+func StatementPostingID(name, date, txn string, p StatementPosting) uint64 {
 	h := sha256.New()
 	for _, s := range []string{name, date, txn} {
 		var n [binary.MaxVarintLen64]byte
 		h.Write(n[:binary.PutUvarint(n[:], uint64(len(s)))])
 		h.Write([]byte(s))
 	}
-	if reversal {
-		h.Write([]byte{1})
-	} else {
-		h.Write([]byte{0})
-	}
+	h.Write([]byte{byte(p)})
 	return transferIDBit | statementIDBit | binary.BigEndian.Uint64(h.Sum(nil))&(statementIDBit-1)
 }
 
@@ -518,15 +669,19 @@ func IsStatementTransfer(id uint64) bool {
 	return id&(transferIDBit|statementIDBit) == transferIDBit|statementIDBit
 }
 
-// statementTransfer books a record's In (suspense_in: DR channel receivable / CR suspense) or
-// reverses its Out (suspense_out: DR suspense / CR channel receivable).
-func (s *Setup) statementTransfer(r *StatementRecord, reversal bool) ledger.Transfer {
+// statementTransfer books a record's In (suspense_in: DR channel receivable / CR suspense),
+// reverses its Out (suspense_out: DR suspense / CR channel receivable), or books a cleared
+// short's In back (suspense_out of the In).
+func (s *Setup) statementTransfer(r *StatementRecord, post StatementPosting) ledger.Transfer {
 	code, amount := s.names.SuspenseIn, r.In
-	if reversal {
+	switch post {
+	case PostReverse:
 		code, amount = s.names.SuspenseOut, r.Out
+	case PostClear:
+		code = s.names.SuspenseOut
 	}
 	p := s.codes[code]
-	return ledger.Transfer{ID: StatementTransferID(r.Channel, r.Day, r.Txn, reversal),
+	return ledger.Transfer{ID: StatementPostingID(r.Channel, r.Day, r.Txn, post),
 		DebitAccountID:  s.PlatformAccount(r.Ledger, p.Debit, r.Channel),
 		CreditAccountID: s.PlatformAccount(r.Ledger, p.Credit, r.Channel), Amount: amount, Ledger: r.Ledger,
 		Code: s.ids[code]}

@@ -23,8 +23,10 @@ type stmtBooks struct {
 
 // statement runs the statement commands of a script:
 //
-//	statement date=1970-01-01 [channel=bank]
+//	statement date=1970-01-01 [channel=bank] [signed-for=DATE]
 //	<CSV lines, without the header>
+//
+// (signed-for: the statement is signed as the statement of DATE, verified as date's.)
 //
 // imports a statement as the host does: lines that are news to their order are applied as
 // its callbacks (the order's effects wait like a callback's); then every line is classed and
@@ -42,7 +44,7 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 			t.Fatalf("%s: no record", d.Pos)
 		}
 		how := map[string]Resolution{"refund": ResolveRefund, "close": ResolveClose, "reverse": ResolveReverse}[arg(d, "how")]
-		fmt.Fprintf(&out, "resolve: %v\n", r.Resolve(how, arg(d, "note"), w.now))
+		fmt.Fprintf(&out, "resolve: %v\n", r.Resolve(how, arg(d, "note"), w.orders[r.Order], w.now))
 		w.showRecord(&out, r)
 		return out.String()
 	}
@@ -59,6 +61,11 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 		body += "\n"
 	}
 	lines, err := channel.ParseStatement(strings.NewReader(body))
+	if on := arg(d, "signed-for"); on != "" {
+		// The host verifies the signature for the date it imports before it reads a byte.
+		secret := []byte("0123456789abcdef")
+		lines, err = channel.ParseSignedStatement(secret, []byte(body), channel.SignStatement(secret, on, []byte(body)), day.Date)
+	}
 	if err != nil {
 		return fmt.Sprintf("refused: %v\n", err)
 	}
@@ -84,8 +91,24 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 	var ms []Match
 	inStatement := map[string]bool{}
 	for i := range lines {
-		ms = append(ms, w.s.MatchLine(name, &lines[i], orderOf(lines[i].OrderNo), ledgers))
-		inStatement[lines[i].Txn] = true
+		l := &lines[i]
+		o := orderOf(l.OrderNo)
+		m := w.s.MatchLine(name, l, o, ledgers)
+		if on, ok := w.stmt.seen[l.Txn]; ok && on != day.Date {
+			m = Relisted(m, on)
+		}
+		ms = append(ms, m)
+		inStatement[l.Txn] = true
+		if o == nil || o.Channel != name {
+			continue
+		}
+		// An open short record of the txn (on the day we recorded it) is cleared.
+		for _, tx := range ChannelTxns(o) {
+			if r := w.stmt.records[[2]string{DateOf(tx.At), tx.Txn}]; tx.Txn == l.Txn && r != nil && r.Clear(day.Date, w.now) {
+				fmt.Fprintf(&out, "cleared %s %s:\n", r.Day, r.Txn)
+				w.showRecord(&out, r)
+			}
+		}
 	}
 	w.stmt.imported[day.Date] = true
 	for _, id := range slices.Sorted(maps.Keys(w.orders)) {
@@ -105,7 +128,9 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 		}
 	}
 	for _, l := range lines {
-		w.stmt.seen[l.Txn] = day.Date
+		if _, ok := w.stmt.seen[l.Txn]; !ok {
+			w.stmt.seen[l.Txn] = day.Date
+		}
 	}
 	slices.SortStableFunc(ms, CompareMatches)
 	for _, m := range ms {
@@ -125,6 +150,10 @@ func (w *world) statement(t *testing.T, d *datadriven.TestData) string {
 		}
 		out.WriteString("\n")
 		if !m.Class.Difference() {
+			continue
+		}
+		if m.InFlight {
+			out.WriteString("  in flight: no record yet\n")
 			continue
 		}
 		date := day.Date
@@ -148,7 +177,11 @@ func (w *world) showRecord(out *strings.Builder, r *StatementRecord) {
 	fmt.Fprintf(out, "  record %s %s %v %v", r.Day, r.Txn, r.Class, r.Step)
 	if tr, ok := r.Due(w.s); ok {
 		fmt.Fprintf(out, ": transfer %s -> %s %d", w.name(tr.DebitAccountID), w.name(tr.CreditAccountID), tr.Amount)
-		if tr.ID != StatementTransferID(r.Channel, r.Day, r.Txn, r.Step == ExcUnbooking) || !IsStatementTransfer(tr.ID) {
+		post := map[ExceptionStep]StatementPosting{ExcBooking: PostBook, ExcUnbooking: PostReverse}[r.Step]
+		if r.Clearing() {
+			post = PostClear
+		}
+		if tr.ID != StatementPostingID(r.Channel, r.Day, r.Txn, post) || !IsStatementTransfer(tr.ID) {
 			panic("a statement transfer's id is not derived from its record")
 		}
 		r.Booked(ledger.ResultOK, w.now)
@@ -203,10 +236,10 @@ func TestStatementRecordRefused(t *testing.T) {
 	if r.Step != ExcOpen || r.Updated != 4 {
 		t.Fatalf("%v", r.Step)
 	}
-	if res := r.Resolve(ResolveReverse, "", 5); res != ResultNotRefundable {
+	if res := r.Resolve(ResolveReverse, "", nil, 5); res != ResultNotRefundable {
 		t.Fatalf("reverse with nothing to reverse: %v", res)
 	}
-	if res := r.Resolve(ResolveClose, strings.Repeat("x", NoteBytesMax+1), 5); res != ResultNoteTooLong {
+	if res := r.Resolve(ResolveClose, strings.Repeat("x", NoteBytesMax+1), nil, 5); res != ResultNoteTooLong {
 		t.Fatalf("a long note: %v", res)
 	}
 }
