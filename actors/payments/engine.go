@@ -554,7 +554,12 @@ func (e *Engine) Stop(ctx context.Context) error {
 		e.log.Warn("payments: stopping with calls still waiting", "err", ctx.Err())
 	}
 	close(e.quit)
-	e.loops.Wait()
+	loops := make(chan struct{})
+	go func() { e.loops.Wait(); close(loops) }()
+	select {
+	case <-loops:
+	case <-ctx.Done(): // a retry still waiting for an import, as an import still running above
+	}
 	var errs []error
 	for _, s := range e.shards {
 		s.stop()

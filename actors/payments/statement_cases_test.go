@@ -172,8 +172,8 @@ func TestStatementReverseRefusedWhileRecordHoldsTxn(t *testing.T) {
 	const date = "2026-11-26"
 	r := newStubRig(t, refundsHeld(), time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	id := r.recharge("r1", 1000)
-	o := r.wait(id, func(o *payment.Order) bool { return o.State == payment.Succeeded && !o.Active() })
-	o = r.duplicate(id, "DUP-1", 1000)
+	r.wait(id, func(o *payment.Order) bool { return o.State == payment.Succeeded && !o.Active() })
+	o := r.duplicate(id, "DUP-1", 1000)
 	if !r.suspenseIs(1000) {
 		t.Fatalf("suspense %d after the duplicate, want 1000", r.suspense())
 	}
@@ -191,7 +191,9 @@ func TestStatementReverseRefusedWhileRecordHoldsTxn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("reverse while the order's record %d is %v: %v", 0, o.Exceptions[0].Step, res)
+	if res != payment.ResultNotRefundable {
+		t.Fatalf("REVERSE while the order's record 0 is %v: %v, want not_refundable", o.Exceptions[0].Step, res)
+	}
 	// The channel confirms the record's refund: the order unbooks its suspense.
 	x := o.Exceptions[0]
 	nres, err := r.engine.Notice("bank", channel.Notice{Op: channel.Refund, OrderNo: payment.ExceptionNo(id, 0, x.Attempt),
