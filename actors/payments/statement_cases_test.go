@@ -3,6 +3,7 @@ package payments
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -422,5 +423,52 @@ func TestStatementAmountMismatchOrderNotMatched(t *testing.T) {
 	}
 	if rep.Counts[payment.LineMatched] == 1 || rep.Counts[payment.LineStatus] != 1 {
 		t.Fatalf("order %v (%v, amount %d) and a line of succeeded 990: %v, want one status_mismatch", o.State, o.Result, o.Amount, rep.Counts)
+	}
+}
+
+// TestStatementLineWithNoRoomNotApplied: an order whose 16 records are full cannot take a
+// second collection the statement lists (ResultOverloaded): the line is counted not_applied
+// and pending, gets no record and books nothing (a record would book its money a second time
+// once the order could take the line); the same file imported again tries it again.
+func TestStatementLineWithNoRoomNotApplied(t *testing.T) {
+	const date = "2026-11-26"
+	r := newStubRig(t, refundsHeld(), time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	id := r.recharge("r1", 1000)
+	r.wait(id, func(o *payment.Order) bool { return o.State == payment.Succeeded && !o.Active() })
+	lines := []string{date + ",T-" + payment.OrderNo(id) + ",pay," + payment.OrderNo(id) + ",,succeeded,1000,CNY,2026-11-26T12:00:00Z\n"}
+	for i := range payment.ExceptionsMax {
+		txn := fmt.Sprintf("DUP-%d", i)
+		if res, err := r.engine.Notice("bank", channel.Notice{Op: channel.Pay, OrderNo: payment.OrderNo(id), Txn: txn,
+			Status: channel.Succeeded, Amount: 10}); err != nil || res != payment.ResultOK {
+			t.Fatalf("duplicate %d: %v %v", i, res, err)
+		}
+		lines = append(lines, fmt.Sprintf("%s,%s,pay,%s,,succeeded,10,CNY,2026-11-26T12:01:%02dZ\n", date, txn, payment.OrderNo(id), i))
+	}
+	r.wait(id, func(o *payment.Order) bool { return len(o.Exceptions) == payment.ExceptionsMax })
+	body := stmtBody(append(lines, date+",DUP-X,pay,"+payment.OrderNo(id)+",,succeeded,10,CNY,2026-11-26T12:02:00Z\n")...)
+	if !r.suspenseIs(10 * payment.ExceptionsMax) {
+		t.Fatalf("suspense %d after %d duplicates of 10", r.suspense(), payment.ExceptionsMax)
+	}
+	r.set(time.Date(2026, 11, 27, 0, 10, 0, 0, time.UTC))
+	before := r.suspense()
+	for again := range 2 {
+		rep, err := r.engine.ImportStatementFile("bank", date, body, channel.SignStatement(secret, date, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec *payment.StatementRecord
+		if err := r.ledger.Read(func(v *storage.Reader) (err error) {
+			rec, _, err = v.StatementRecord("bank", date, "DUP-X")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if rep.NotApplied != 1 || rep.Applied != 0 || rep.Pending != 1 || rec != nil || rep.Again != (again == 1) {
+			t.Fatalf("import %d: applied %d, not applied %d, pending %d, record %+v", again, rep.Applied, rep.NotApplied, rep.Pending, rec)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := r.suspense(); got != before {
+		t.Fatalf("suspense %d, %d before: a line not applied booked money", got, before)
 	}
 }
