@@ -373,9 +373,16 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 			if m.Date != "" {
 				date = m.Date
 			}
-			_, found, err := v.StatementRecord(name, date, m.Txn)
+			x, found, err := v.StatementRecord(name, date, m.Txn)
 			if err != nil {
 				return err
+			}
+			if found && m.Class != payment.LineShort && x.Class == payment.LineShort && x.Step == payment.ExcOpen &&
+				slices.ContainsFunc(cleared, func(c *payment.StatementRecord) bool { return c.Day == date && c.Txn == m.Txn }) {
+				// The line's own difference has the key of the short record it clears (records
+				// are once per (channel, day, txn)): it cannot be recorded apart.
+				e.log.Error("payments: a statement line's difference shares its record's key with the short record it clears: not recorded apart, an operator must decide it",
+					"channel", name, "day", date, "txn", m.Txn, "class", m.Class.String(), "in", m.In, "out", m.Out, "note", m.Note)
 			}
 			if !found {
 				r := payment.NewStatementRecord(name, date, m, now)
