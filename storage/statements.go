@@ -84,7 +84,8 @@ func encodeStmtRecord(dst []byte, r *payment.StatementRecord) []byte {
 	dst = appendString(dst, r.Note)
 	dst = av(dst, uint64(r.Step))
 	dst = av(dst, r.Created)
-	return av(dst, r.Updated)
+	dst = av(dst, r.Updated)
+	return av(dst, r.ShortIn)
 }
 
 func decodeStmtRecord(key, v []byte) (*payment.StatementRecord, error) {
@@ -100,6 +101,7 @@ func decodeStmtRecord(key, v []byte) (*payment.StatementRecord, error) {
 	x.TheirAmount, x.OurAmount, x.Currency = r.uvarint(), r.uvarint(), r.string()
 	x.In, x.Out, x.Note = r.uvarint(), r.uvarint(), r.string()
 	x.Step, x.Created, x.Updated = payment.ExceptionStep(r.byte()), r.uvarint(), r.uvarint()
+	x.ShortIn = r.uvarint()
 	if err := r.done("statement record", key); err != nil {
 		return nil, err
 	}

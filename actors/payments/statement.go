@@ -68,7 +68,8 @@ type StatementReport struct {
 	// record; the import after they settle decides them.
 	Pending int
 	// Cleared counts open short records (of this day or another) whose txn this statement has
-	// after all: re-decided, what they booked booked back (payment.StatementRecord.Clear).
+	// after all: re-decided, what they booked booked back (payment.StatementRecord.Clear), or
+	// converted into the line's own difference on the short's own day (Convert).
 	Cleared int
 	// Differences lists at most StatementReportMax differences per class: by class, order
 	// number, txn.
@@ -346,7 +347,7 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 			}
 			matches = append(matches, m)
 			inStatement[l.Txn] = true
-			if r, err := e.clearShort(v, name, day.Date, l, o, now); err != nil {
+			if r, err := e.clearShort(v, name, day.Date, l, o, m, now); err != nil {
 				return err
 			} else if r != nil {
 				cleared = append(cleared, r)
@@ -377,12 +378,14 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 			if err != nil {
 				return err
 			}
-			if found && m.Class != payment.LineShort && x.Class == payment.LineShort && x.Step == payment.ExcOpen &&
-				slices.ContainsFunc(cleared, func(c *payment.StatementRecord) bool { return c.Day == date && c.Txn == m.Txn }) {
-				// The line's own difference has the key of the short record it clears (records
-				// are once per (channel, day, txn)): it cannot be recorded apart.
-				e.log.Error("payments: a statement line's difference shares its record's key with the short record it clears: not recorded apart, an operator must decide it",
-					"channel", name, "day", date, "txn", m.Txn, "class", m.Class.String(), "in", m.In, "out", m.Out, "note", m.Note)
+			if found && m.Class != payment.LineShort && x.Class == payment.LineShort &&
+				!slices.ContainsFunc(cleared, func(c *payment.StatementRecord) bool { return c.Day == date && c.Txn == m.Txn }) {
+				// A short record of the line's own key that this import could not convert into
+				// the line's difference (StatementRecord.Convert): still booking (the next
+				// import converts it), or an operator resolved or is reversing it.
+				e.log.Error("payments: a statement line's difference has the key of a short record that is not open: not recorded, an operator must decide it (or import again once its booking is durable)",
+					"channel", name, "day", date, "txn", m.Txn, "class", m.Class.String(), "in", m.In, "out", m.Out,
+					"short_step", x.Step.String(), "note", m.Note)
 			}
 			if !found {
 				r := payment.NewStatementRecord(name, date, m, now)
@@ -397,12 +400,17 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 	return append(records, cleared...), seen, err
 }
 
-// clearShort finds the open short record of the txn of line l (of the statement of date),
-// if any, and clears it (payment.StatementRecord.Clear): a short txn belongs to the day we
-// recorded it, so its record is looked for there.
+// clearShort finds the open short record of the txn of line l (of the statement of date,
+// classed m), if any, and re-decides it: a short txn belongs to the day we recorded it, so
+// its record is looked for there. A line not decided yet (in flight, not applied) leaves it
+// as it is (an import after the line settles decides it). A line that is a difference of its
+// own on the short's own day converts the record into that difference
+// (payment.StatementRecord.Convert: the line's record would have its key); otherwise the
+// record is cleared (payment.StatementRecord.Clear) and the line's difference, if any, gets
+// its own record under the statement's date.
 func (e *Engine) clearShort(v *storage.Reader, name, date string, l *channel.StatementLine, o *payment.Order,
-	now uint64) (*payment.StatementRecord, error) {
-	if o == nil || o.Channel != name {
+	m payment.Match, now uint64) (*payment.StatementRecord, error) {
+	if o == nil || o.Channel != name || m.InFlight {
 		return nil, nil
 	}
 	for _, t := range payment.ChannelTxns(o) {
@@ -416,6 +424,12 @@ func (e *Engine) clearShort(v *storage.Reader, name, date string, l *channel.Sta
 		if r.Class == payment.LineShort && r.Step == payment.ExcBooking {
 			e.log.Warn("payments: a short record's txn is on a statement, but its booking is not durable yet: cleared by an import after it is",
 				"channel", name, "day", r.Day, "txn", r.Txn)
+		}
+		if r.Day == date && m.Class.Difference() {
+			if !r.Convert(date, m, now) {
+				return nil, nil
+			}
+			return r, nil
 		}
 		if !r.Clear(date, now) {
 			return nil, nil

@@ -24,14 +24,15 @@ func (r *stubRig) openRecords() []*payment.StatementRecord {
 	return out
 }
 
-// TestReviewCorrectedStatementShortAmountDifferenceRecorded (re-review, known gap 6): the
-// day's first statement lacks a refund of 1,000 the books hold: short, 1,000 booked into
-// suspense. The channel's corrected statement of the same day lists the refund with 1,200
-// (it paid out 200 more than the books hold). The short is cleared (its 1,000 booked back),
-// but the line's own difference (reversible_out 200) has the short record's key
-// (channel, day, txn): no record holds it, nothing is reversible, suspense is 0 and no
-// record is open: the 200 exists only in one log line and in the report.
-func TestReviewCorrectedStatementShortAmountDifferenceRecorded(t *testing.T) {
+// TestStatementCorrectedShortConvertedToLineDifference (re-review M1): the day's first
+// statement lacks a refund of 1,000 the books hold: short, 1,000 booked into suspense. The
+// channel's corrected statement of the same day lists the refund with a difference of its
+// own, whose record would have the short record's key (channel, day, txn): the short record
+// becomes that difference (StatementRecord.Convert), booking only the delta. Refunded 1,200:
+// the 1,000 is booked back, reversible_out 200, suspense 0. Failed: the channel still holds
+// the 1,000: booked_in 1,000 stays in suspense, nothing posted. A second import changes
+// nothing.
+func TestStatementCorrectedShortConvertedToLineDifference(t *testing.T) {
 	// The corrected file's refund line: 1,200 refunded (books over by 200: reversible_out
 	// 200), or the refund failed (the channel still holds the 1,000: booked_in 1,000, which
 	// the short record held correctly until the corrected file cleared it).
@@ -86,6 +87,9 @@ func correctedShort(t *testing.T, refundLine string, wantIn, wantOut uint64) {
 	if !held {
 		t.Fatalf("the channel's corrected line %q for RF-1 (the books: refunded 1000): no open record with booked_in %d / reversible_out %d (suspense %d)",
 			refundLine, wantIn, wantOut, r.suspense())
+	}
+	if !r.suspenseIs(int64(wantIn)) {
+		t.Fatalf("the channel's corrected line %q: suspense %d, want %d (what the line's difference books)", refundLine, r.suspense(), wantIn)
 	}
 }
 

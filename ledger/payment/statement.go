@@ -501,6 +501,11 @@ type StatementRecord struct {
 	Step    ExceptionStep
 	Created uint64
 	Updated uint64
+	// ShortIn: the record was a short that had booked ShortIn (its In) when a statement of its
+	// own day listed the txn with a difference of its own (Convert): the record became that
+	// difference, and PostConvert moved suspense from ShortIn to the new In. 0: not converted,
+	// or the short had booked nothing.
+	ShortIn uint64
 }
 
 // NewStatementRecord is the record of a difference, booking its In at once.
@@ -517,6 +522,8 @@ func NewStatementRecord(name, date string, m Match, now uint64) StatementRecord 
 // cleared short's In booked back.
 func (r *StatementRecord) Due(s *Setup) (ledger.Transfer, bool) {
 	switch {
+	case r.Step == ExcBooking && r.ShortIn > 0:
+		return s.statementTransfer(r, PostConvert), true
 	case r.Step == ExcBooking:
 		return s.statementTransfer(r, PostBook), true
 	case r.Clearing():
@@ -553,6 +560,36 @@ func (r *StatementRecord) Clear(date string, now uint64) bool {
 		return true
 	}
 	r.Step = ExcResolved
+	return true
+}
+
+// Convert re-decides an open short record whose txn the statement of its own day (the
+// record's Day) has after all, with a difference of its own (m: a line's match, decided, not
+// short): the line's record would have the short record's key (channel, day, txn), so the
+// short record becomes the line's difference instead of being cleared. What the short booked
+// (its In) is moved to what the line's difference books (m.In) by one posting of its own,
+// PostConvert (id from the record's channel, day and txn, apart from its booking's, its
+// clearing's and a reversal's), booking only the delta: back through suspense (suspense_out)
+// when the short booked more, into suspense (suspense_in) when less; nothing when the same.
+// A short that booked nothing books m.In by PostBook, which it never made. The record's Out
+// is the line's (an operator's REVERSE). It answers false, changing nothing, unless the
+// record is an open short of day date and m a decided line difference.
+func (r *StatementRecord) Convert(date string, m Match, now uint64) bool {
+	if r.Class != LineShort || r.Step != ExcOpen || r.Day != date || !m.Class.Difference() || m.Class == LineShort ||
+		m.InFlight || m.Ledger != r.Ledger || m.Order != r.Order {
+		return false
+	}
+	was, booked := r.Note, r.In
+	if r.Ledger == 0 {
+		booked = 0 // nothing was booked
+	}
+	m.Date = ""
+	r.Match = m
+	r.Note = fmt.Sprintf("%s; was short (%s; booked_in %d): on the statement of %s after all, with this difference", m.Note, was, booked, date)
+	r.Updated, r.Step, r.ShortIn = now, ExcOpen, booked
+	if r.Ledger != 0 && r.In != booked {
+		r.Step = ExcBooking
+	}
 	return true
 }
 
@@ -636,6 +673,9 @@ const (
 	PostReverse
 	// PostClear books back the In of a short record cleared by a later statement (suspense_out).
 	PostClear
+	// PostConvert moves what a short record booked to what the line's difference it became
+	// books (StatementRecord.Convert): suspense_out of the excess, or suspense_in of the rest.
+	PostConvert
 )
 
 // StatementTransferID is the id of the transfer that books a statement record's In (or, with
@@ -679,6 +719,12 @@ func (s *Setup) statementTransfer(r *StatementRecord, post StatementPosting) led
 		code, amount = s.names.SuspenseOut, r.Out
 	case PostClear:
 		code = s.names.SuspenseOut
+	case PostConvert:
+		if r.In < r.ShortIn {
+			code, amount = s.names.SuspenseOut, r.ShortIn-r.In
+		} else {
+			amount = r.In - r.ShortIn
+		}
 	}
 	p := s.codes[code]
 	return ledger.Transfer{ID: StatementPostingID(r.Channel, r.Day, r.Txn, post),

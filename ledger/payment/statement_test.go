@@ -243,3 +243,82 @@ func TestStatementRecordRefused(t *testing.T) {
 		t.Fatalf("a long note: %v", res)
 	}
 }
+
+// TestStatementRecordConvert: an open short record of day D whose txn D's corrected statement
+// lists with a difference of its own becomes that difference, and one posting (PostConvert,
+// its own id) moves suspense from what the short booked to what the difference books; the
+// same amount posts nothing; a short that booked nothing books by PostBook. Nothing else is
+// converted.
+func TestStatementRecordConvert(t *testing.T) {
+	s := newWorld(t).s
+	short := func(in, out uint64) StatementRecord {
+		return NewStatementRecord("bank", "2026-11-26", Match{Class: LineShort, Txn: "RF", Order: 7, Op: channel.Refund,
+			Ledger: 1, OurStatus: channel.Succeeded, OurAmount: 1000, In: in, Out: out}, 1)
+	}
+	line := func(c LineClass, in, out uint64) Match {
+		return Match{Class: c, Txn: "RF", Order: 7, Op: channel.Refund, Ledger: 1, In: in, Out: out, Note: "line"}
+	}
+	ids := map[uint64]bool{}
+	for _, p := range []StatementPosting{PostBook, PostReverse, PostClear, PostConvert} {
+		ids[StatementPostingID("bank", "2026-11-26", "RF", p)] = true
+	}
+	if len(ids) != 4 {
+		t.Fatal("postings share an id")
+	}
+	for _, c := range []struct {
+		name             string
+		shortIn, in, out uint64
+		code             string
+		amount           uint64
+		post             StatementPosting
+	}{
+		{"refunded more", 1000, 0, 200, DefaultCodes.SuspenseOut, 1000, PostConvert},
+		{"refunded less", 1000, 300, 0, DefaultCodes.SuspenseOut, 700, PostConvert},
+		{"refund failed", 1000, 1000, 0, "", 0, 0},
+		{"collected more (a pay short booked nothing)", 0, 50, 0, DefaultCodes.SuspenseIn, 50, PostBook},
+		{"books more than the short (books changed)", 400, 1000, 0, DefaultCodes.SuspenseIn, 600, PostConvert},
+	} {
+		r := short(c.shortIn, 0)
+		r.Booked(ledger.ResultOK, 2) // the short's booking is durable
+		if !r.Convert("2026-11-26", line(LineAmount, c.in, c.out), 3) {
+			t.Fatalf("%s: not converted", c.name)
+		}
+		if r.Class != LineAmount || r.In != c.in || r.Out != c.out || r.ShortIn != c.shortIn || r.Day != "2026-11-26" {
+			t.Fatalf("%s: %+v", c.name, r)
+		}
+		tr, due := r.Due(s)
+		if c.code == "" {
+			if due || r.Step != ExcOpen {
+				t.Fatalf("%s: a posting due (%v) for no delta", c.name, r.Step)
+			}
+			continue
+		}
+		if !due || tr.Amount != c.amount || tr.Code != s.ids[c.code] || tr.ID != StatementPostingID("bank", "2026-11-26", "RF", c.post) {
+			t.Fatalf("%s: %+v due %v", c.name, tr, due)
+		}
+		if r.Booked(ledger.ResultOK, 4); r.Step != ExcOpen {
+			t.Fatalf("%s: %v after its posting", c.name, r.Step)
+		}
+		if r.Convert("2026-11-26", line(LineStatus, 1, 0), 5) || r.Clear("2026-11-26", 5) {
+			t.Fatalf("%s: converted or cleared again", c.name)
+		}
+	}
+	for name, f := range map[string]func(r *StatementRecord, m *Match) string{
+		"another day":      func(*StatementRecord, *Match) string { return "2026-11-27" },
+		"a matched line":   func(_ *StatementRecord, m *Match) string { m.Class = LineMatched; return "2026-11-26" },
+		"a line in flight": func(_ *StatementRecord, m *Match) string { m.InFlight = true; return "2026-11-26" },
+		"another order":    func(_ *StatementRecord, m *Match) string { m.Order = 8; return "2026-11-26" },
+		"still booking":    func(r *StatementRecord, _ *Match) string { r.Step = ExcBooking; return "2026-11-26" },
+		"resolved":         func(r *StatementRecord, _ *Match) string { r.Step = ExcResolved; return "2026-11-26" },
+		"not a short":      func(r *StatementRecord, _ *Match) string { r.Class = LineAmount; return "2026-11-26" },
+	} {
+		r := short(1000, 0)
+		r.Step = ExcOpen
+		m := line(LineAmount, 0, 200)
+		date := f(&r, &m)
+		was := r
+		if r.Convert(date, m, 9) || r != was {
+			t.Fatalf("%s: converted", name)
+		}
+	}
+}
