@@ -58,8 +58,10 @@ type StatementReport struct {
 	// Applied counts lines that were news to their order (an outcome it awaited, a second
 	// collection, a refund) and were applied as the channel's callback.
 	Applied int
-	// NotApplied counts such lines their order could not take now (no room for a record):
-	// they get no record (they are also counted in Pending); import again later.
+	// NotApplied counts such lines their order could not take (no room for a record). A line
+	// whose order is full (payment.Order.Full: records are never freed) is decided and
+	// recorded (payment.NotApplied: its money booked by the record, never by the order);
+	// any other gets no record (it is also counted in Pending): import again later.
 	NotApplied int
 	Counts     map[payment.LineClass]int
 	// Pending counts money txns of the books missing from this statement that may be on a
@@ -342,8 +344,7 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 				m = payment.Relisted(m, on)
 			}
 			if notApplied[l.Txn] {
-				m.InFlight = true
-				m.Note += "; news its order could not take now (no room for a record): no record yet, import again"
+				m = payment.NotApplied(m, o)
 			}
 			matches = append(matches, m)
 			inStatement[l.Txn] = true

@@ -426,11 +426,12 @@ func TestStatementAmountMismatchOrderNotMatched(t *testing.T) {
 	}
 }
 
-// TestStatementLineWithNoRoomNotApplied: an order whose 16 records are full cannot take a
-// second collection the statement lists (ResultOverloaded): the line is counted not_applied
-// and pending, gets no record and books nothing (a record would book its money a second time
-// once the order could take the line); the same file imported again tries it again.
-func TestStatementLineWithNoRoomNotApplied(t *testing.T) {
+// TestStatementLineWithNoRoomRecorded: an order whose 16 records are full cannot take a
+// second collection the statement lists (ResultOverloaded), and never will (records are never
+// freed): the line is counted not_applied, not pending, and decided: a status_mismatch record
+// books its 10 into suspense (payment.NotApplied). The same file imported again, and the
+// channel's callback of the txn (still refused: no room), book nothing more.
+func TestStatementLineWithNoRoomRecorded(t *testing.T) {
 	const date = "2026-11-26"
 	r := newStubRig(t, refundsHeld(), time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	id := r.recharge("r1", 1000)
@@ -463,12 +464,21 @@ func TestStatementLineWithNoRoomNotApplied(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if rep.NotApplied != 1 || rep.Applied != 0 || rep.Pending != 1 || rec != nil || rep.Again != (again == 1) {
-			t.Fatalf("import %d: applied %d, not applied %d, pending %d, record %+v", again, rep.Applied, rep.NotApplied, rep.Pending, rec)
+		if rep.NotApplied != 1 || rep.Applied != 0 || rep.Pending != 0 || rec == nil || rep.Again != (again == 1) ||
+			rec.Class != payment.LineStatus || rec.In != 10 || rec.Out != 0 || rep.NewRecords != 1-again {
+			t.Fatalf("import %d: applied %d, not applied %d, pending %d, new %d, record %+v", again, rep.Applied, rep.NotApplied,
+				rep.Pending, rep.NewRecords, rec)
+		}
+		if !r.suspenseIs(before + 10) {
+			t.Fatalf("import %d: suspense %d, want %d (the line's 10 booked once)", again, r.suspense(), before+10)
 		}
 	}
+	if res, err := r.engine.Notice("bank", channel.Notice{Op: channel.Pay, OrderNo: payment.OrderNo(id), Txn: "DUP-X",
+		Status: channel.Succeeded, Amount: 10}); err != nil || res != payment.ResultOverloaded {
+		t.Fatalf("the callback of DUP-X: %v %v, want overloaded (the order never takes it)", res, err)
+	}
 	time.Sleep(100 * time.Millisecond)
-	if got := r.suspense(); got != before {
-		t.Fatalf("suspense %d, %d before: a line not applied booked money", got, before)
+	if got := r.suspense(); got != before+10 {
+		t.Fatalf("suspense %d, want %d: the line's money booked twice or not at all", got, before+10)
 	}
 }

@@ -93,12 +93,13 @@ func correctedShort(t *testing.T, refundLine string, wantIn, wantOut uint64) {
 	}
 }
 
-// TestReviewNoRoomLineNeverDecided: an order's 16 exception records are never removed, so an
-// order that filled them can never take another line. Here every record is refunded and
-// resolved; the channel's statement then lists a 17th collection (DUP-X, 10)
-// under the order: not applied (no room), pending, no record, nothing booked, on every import,
-// forever: money the channel collected is in no record and nowhere in the books.
-func TestReviewNoRoomLineNeverDecided(t *testing.T) {
+// TestStatementFullOrderLineRecordedAfterRecordsResolved (re-review M2): an order's 16
+// exception records are never removed, so an order that filled them can never take another
+// line, even once every record is refunded and resolved. The channel's statement lists a 17th
+// collection (DUP-X, 10) under the order: not applied (no room), and decided at once: a
+// status_mismatch record books the 10 into suspense; re-imports and the channel's callback
+// (refused) book nothing more.
+func TestStatementFullOrderLineRecordedAfterRecordsResolved(t *testing.T) {
 	const date = "2026-11-26"
 	r := newStubRig(t, &stubChannel{}, time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	id := r.recharge("r1", 1000)
@@ -150,5 +151,8 @@ func TestReviewNoRoomLineNeverDecided(t *testing.T) {
 	if rec == nil {
 		t.Fatalf("the channel collected 10 under DUP-X for order %d, whose records are all resolved and never freed: no record, suspense %d (the money is in no record, booked nowhere, after any number of imports)",
 			id, r.suspense())
+	}
+	if rec.Class != payment.LineStatus || rec.In != 10 || rec.Step != payment.ExcOpen || res != payment.ResultOverloaded || !r.suspenseIs(10) {
+		t.Fatalf("record %+v, callback %v, suspense %d: want an open status_mismatch booking 10 once, the callback refused", rec, res, r.suspense())
 	}
 }

@@ -121,9 +121,10 @@ func TxnCount(o *Order) int {
 //
 // A line in a currency other than the order's ledger's is never news: a callback names no
 // currency, so applied as one it would settle the order for an amount of another currency.
-// A line the order would take as news but has no room for now (ResultOverloaded: no record
-// left to hold the money) is news: the host's notice answers ResultOverloaded, the line is
-// counted not applied and gets no record, and a later import applies it.
+// A line the order would take as news but has no room for (ResultOverloaded: no record left
+// to hold the money) is news: the host's notice answers ResultOverloaded and the line is
+// counted not applied (NotApplied: a Full order never takes it, so its difference is recorded
+// and booked by the statement record; otherwise a later import tries it again).
 func (o *Order) StatementNews(s *Setup, l *channel.StatementLine, now uint64) bool {
 	if l.Currency != s.Currency(o.Ledger) {
 		return false
@@ -406,6 +407,27 @@ func held(m Match, t *ChannelTxn) Match {
 		m.Out = 0
 		m.Note += "; held by " + t.Holder + ": its record decides, nothing reversible here"
 	}
+	return m
+}
+
+// Full reports whether the order holds as many exception records as it may
+// (ExceptionsMax). Records are never removed, so a full order stays full: a line that needs
+// a record it will never take.
+func (o *Order) Full() bool { return len(o.Exceptions) >= ExceptionsMax }
+
+// NotApplied is line match m whose order o (as it stands after the attempt) could not take
+// the line as news (ResultOverloaded). An order that is Full will refuse the txn on every
+// import and every callback, so the line is decided here: the difference MatchLine found (a
+// collection the books do not hold: a status_mismatch that books its In), recorded like any
+// line, and the order never books it (no double booking). Otherwise (no room now for another
+// reason: the engine overloaded) it is not decided: no record, pending, tried again.
+func NotApplied(m Match, o *Order) Match {
+	if o != nil && o.Full() && m.Class.Difference() && !m.InFlight {
+		m.Note += fmt.Sprintf("; news its order could not take: it is full (%d records, never freed) and will never take it: decided here", ExceptionsMax)
+		return m
+	}
+	m.InFlight = true
+	m.Note += "; news its order could not take now (no room for a record): no record yet, import again"
 	return m
 }
 

@@ -322,3 +322,24 @@ func TestStatementRecordConvert(t *testing.T) {
 		}
 	}
 }
+
+// TestStatementNotApplied: a line a full order could not take is decided (its difference
+// kept, In and all); one an order with room could not take now is not (in flight, no record).
+func TestStatementNotApplied(t *testing.T) {
+	m := Match{Class: LineStatus, Txn: "DUP-X", In: 10, Note: "n"}
+	o := &Order{Exceptions: make([]Exception, ExceptionsMax)}
+	if got := NotApplied(m, o); got.InFlight || got.In != 10 || got.Class != LineStatus {
+		t.Fatalf("full: %+v", got)
+	}
+	o.Exceptions = o.Exceptions[:ExceptionsMax-1]
+	if got := NotApplied(m, o); !got.InFlight {
+		t.Fatalf("room: %+v", got)
+	}
+	if got := NotApplied(m, nil); !got.InFlight {
+		t.Fatalf("no order: %+v", got)
+	}
+	m.InFlight = true
+	if got := NotApplied(m, &Order{Exceptions: make([]Exception, ExceptionsMax)}); !got.InFlight {
+		t.Fatalf("in flight: %+v", got)
+	}
+}
