@@ -156,3 +156,52 @@ func TestStatementFullOrderLineRecordedAfterRecordsResolved(t *testing.T) {
 		t.Fatalf("record %+v, callback %v, suspense %d: want an open status_mismatch booking 10 once, the callback refused", rec, res, r.suspense())
 	}
 }
+
+// TestStatementInFlightLineDecidedOnAnotherDate (re-review L1): a refund line of 999 still in
+// flight on the statement of 2026-11-26 gets no record there and is not marked seen. Once the
+// record's refund failed, the channel lists the same txn on the statement of 2026-11-27 (not
+// a re-import of the 26th): it is no re-listing (nothing was decided on the 26th), so the
+// 27th records the 999 as reversible_out. Importing the 26th again then reports its line as
+// re-listed and books nothing more.
+func TestStatementInFlightLineDecidedOnAnotherDate(t *testing.T) {
+	const date, next = "2026-11-26", "2026-11-27"
+	r := newStubRig(t, refundsHeld(), time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	id := r.recharge("r1", 1000)
+	r.wait(id, func(o *payment.Order) bool { return o.State == payment.Succeeded && !o.Active() })
+	o := r.duplicate(id, "DUP-1", 1000)
+	refundNo := payment.ExceptionNo(id, 0, o.Exceptions[0].Attempt)
+	pay := date + ",T-" + payment.OrderNo(id) + ",pay," + payment.OrderNo(id) + ",,succeeded,1000,CNY,2026-11-26T12:00:00Z\n"
+	dup := date + ",DUP-1,pay," + payment.OrderNo(id) + ",,succeeded,1000,CNY,2026-11-26T12:00:01Z\n"
+	body := stmtBody(pay, dup, date+",RF-1,refund,"+refundNo+",DUP-1,succeeded,999,CNY,2026-11-26T12:00:02Z\n")
+	r.set(time.Date(2026, 11, 27, 0, 10, 0, 0, time.UTC))
+	rep, err := r.engine.ImportStatementFile("bank", date, body, channel.SignStatement(secret, date, body))
+	if err != nil || rep.NewRecords != 0 || rep.Pending != 1 {
+		t.Fatalf("a line in flight: %v, %d new records, %d pending; want none, 1", err, rep.NewRecords, rep.Pending)
+	}
+	if res, err := r.engine.Notice("bank", channel.Notice{Op: channel.Refund, OrderNo: refundNo, Txn: "RF-F",
+		Status: channel.Failed}); err != nil || res != payment.ResultOK {
+		t.Fatalf("refund failure: %v %v", res, err)
+	}
+	r.wait(id, func(o *payment.Order) bool { return !o.Active() })
+	r.set(time.Date(2026, 11, 28, 0, 10, 0, 0, time.UTC))
+	later := stmtBody(next + ",RF-1,refund," + refundNo + ",DUP-1,succeeded,999,CNY,2026-11-27T00:00:02Z\n")
+	if _, err := r.engine.ImportStatementFile("bank", next, later, channel.SignStatement(secret, next, later)); err != nil {
+		t.Fatal(err)
+	}
+	record := func(day string) *payment.StatementRecord {
+		var rec *payment.StatementRecord
+		if err := r.ledger.Read(func(v *storage.Reader) (err error) { rec, _, err = v.StatementRecord("bank", day, "RF-1"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	if rec := record(next); rec == nil || rec.Out != 999 {
+		t.Fatalf("the refund of 999 first decided on %s: %+v, want reversible_out 999", next, rec)
+	}
+	if _, err := r.engine.ImportStatementFile("bank", date, body, channel.SignStatement(secret, date, body)); err != nil {
+		t.Fatal(err)
+	}
+	if rec := record(date); rec != nil && (rec.Out != 0 || rec.In != 0) {
+		t.Fatalf("the 26th's line, decided on the 27th, recorded money again: %+v", rec)
+	}
+}
