@@ -165,10 +165,11 @@ func (r *stubRig) duplicate(id uint64, dup string, amount uint64) *payment.Order
 
 // TestStatementReverseRefusedWhileRecordHoldsTxn: a second collection (a duplicate payment,
 // in suspense, its refund with the channel) is missing from the day's statement: it is short,
-// but its money is the order's record's, so the short has nothing reversible and REVERSE is
-// refused. The channel then confirms the record's refund and the order takes the money out of
-// suspense, once: suspense ends at 0. (Before the fix, the operator's reversal and the
-// record's refund both took the 1,000 out: suspense -1,000.)
+// but its money is the order's record's, so REVERSE of the short is refused while that record
+// is not resolved. The channel then confirms the record's refund and the order takes the
+// money out of suspense, once: suspense ends at 0. (Before the fix, the operator's reversal
+// and the record's refund both took the 1,000 out: suspense -1,000.) Then, the record
+// resolved, the short's reversible_out is the operator's to reverse.
 func TestStatementReverseRefusedWhileRecordHoldsTxn(t *testing.T) {
 	const date = "2026-11-26"
 	r := newStubRig(t, refundsHeld(), time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
@@ -206,6 +207,19 @@ func TestStatementReverseRefusedWhileRecordHoldsTxn(t *testing.T) {
 	if !r.suspenseIs(0) {
 		t.Fatalf("suspense %d after the reversal and the record's refund, want 0 (the duplicate's money left the books twice; reverse answered %v)",
 			r.suspense(), res)
+	}
+	// Once the order's record is resolved the short keeps its reversible_out (L2): an operator
+	// who finds the channel never collected DUP-1 (and paid its refund of its own money)
+	// reverses it, once: the channel receivable loses the 1,000 through suspense.
+	res, rec, err := r.engine.ResolveStatement("bank", date, "DUP-1", payment.ResolveReverse, "never collected")
+	if err != nil || res != payment.ResultOK || rec.Out != 1000 || rec.Step != payment.ExcResolved {
+		t.Fatalf("REVERSE once the order's record is resolved: %v %v %+v", res, err, rec)
+	}
+	if !r.suspenseIs(-1000) {
+		t.Fatalf("suspense %d after the reversal, want -1000", r.suspense())
+	}
+	if res, _, _ := r.engine.ResolveStatement("bank", date, "DUP-1", payment.ResolveReverse, ""); res != payment.ResultExceptionNotOpen {
+		t.Fatalf("a second REVERSE: %v", res)
 	}
 }
 

@@ -47,8 +47,8 @@ type ChannelTxn struct {
 	Own bool
 	// Holder names the exception record of the order that holds this money in suspense and
 	// may still move it (a duplicate collection or an amount mismatch, not resolved: it
-	// refunds it, or an operator does); empty: none. What a record holds, the record decides:
-	// a statement record never reverses it (no reversible_out).
+	// refunds it, or an operator does); empty: none. What a record holds, the record decides
+	// first: a statement record's REVERSE is refused until it is resolved.
 	Holder string
 }
 
@@ -398,14 +398,15 @@ func matchRefund(m Match, o *Order, k int, ours *ChannelTxn) Match {
 	return money(m)
 }
 
-// held takes the reversible_out off a difference about money an exception record of the
-// order holds and may still move (ChannelTxn.Holder): that record refunds it (or an operator
-// resolves it), and a statement record reversing it too would take the same money out of
-// suspense twice.
+// held notes on a difference about money an exception record of the order holds and may
+// still move (ChannelTxn.Holder) that its reversible_out waits for that record: while it is
+// not resolved, Resolve refuses REVERSE (Order.StatementHolder: that record refunds the money,
+// or an operator resolves it, and both would take the same money out of suspense); once it
+// is, the difference is reversible like any other. The Out is kept, so the record holds what
+// the books hold that the channel does not.
 func held(m Match, t *ChannelTxn) Match {
 	if t.Holder != "" && m.Out > 0 {
-		m.Out = 0
-		m.Note += "; held by " + t.Holder + ": its record decides, nothing reversible here"
+		m.Note += "; held by " + t.Holder + ": reversible once it is resolved (REVERSE refused until then)"
 	}
 	return m
 }
