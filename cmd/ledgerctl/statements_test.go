@@ -20,6 +20,7 @@ import (
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/channel/fake"
 	"github.com/ledgercore/ledger/gateway"
+	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
 	"github.com/ledgercore/ledger/storage"
@@ -30,7 +31,9 @@ import (
 // (a statement is imported only once its day is over). The channel collects for an order
 // number that is none of the ledger's: the day's statement is refused while the day lasts
 // (exit 2); once it is over, a long line, booked and recorded (exit 1, a table or CSV); the
-// same again writes nothing new; the record is listed, not reversible, and closed.
+// same again writes nothing new; the record is listed, not reversible, and closed. Then a
+// real recharge through the channel, with a status conflict recorded after it: the next
+// day's statement matches it, the conflict's txn is no money txn, the day is clean (exit 0).
 func TestStatementCommands(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixNano())
@@ -110,5 +113,45 @@ func TestStatementCommands(t *testing.T) {
 	}
 	if code, out, _ = ctl("exceptions", "--addr", addr, "--statements"); code != 0 || strings.Count(out, "\n") != 1 {
 		t.Fatalf("exceptions --statements after closing: exit %d\n%s", code, out)
+	}
+
+	// A real order, reconciled: the next day's statement lists its collection, matched. A
+	// status conflict the order then recorded (a failure notice under another txn) is no
+	// money txn of the books: not short, not a difference. The day is clean: exit 0.
+	const next = "2026-11-27"
+	clock.Store(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC).UnixNano())
+	if rs, err := l.CreateAccounts([]ledger.Account{{ID: 1, Ledger: 1, Code: 2001}}); err != nil || rs[0] != ledger.AccountResultOK {
+		t.Fatalf("account: %v %v", rs, err)
+	}
+	reps, err := engine.Create([]payment.Request{{Key: "r1", BizID: "biz-r1", Form: payment.Recharge, Ledger: 1, Amount: 100,
+		To: 1, Channel: "demo", ChannelAccount: "card-1"}})
+	if err != nil || reps[0].Result != payment.ResultOK {
+		t.Fatalf("recharge: %v %v", reps, err)
+	}
+	id := reps[0].Order.ID
+	settled := func() *payment.Order {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if os, err := engine.Orders([]uint64{id}); err == nil && os[0] != nil && os[0].State.Final() && !os[0].Active() {
+				return os[0]
+			}
+		}
+		t.Fatal("the recharge did not settle")
+		return nil
+	}
+	if o := settled(); o.State != payment.Succeeded {
+		t.Fatalf("the recharge: %v", o.State)
+	}
+	if res, err := engine.Notice("demo", channel.Notice{Op: channel.Pay, OrderNo: payment.OrderNo(id), Txn: "T-CONFLICT",
+		Status: channel.Failed}); err != nil || res != payment.ResultOK {
+		t.Fatalf("a failure notice for a succeeded order: %v %v", res, err)
+	}
+	if o := settled(); len(o.Exceptions) != 1 || o.Exceptions[0].Booked() {
+		t.Fatalf("the status conflict: %+v", o.Exceptions)
+	}
+	clock.Store(time.Date(2026, 11, 28, 0, 10, 0, 0, time.UTC).UnixNano())
+	code, out, errs = ctl("statement", "--channel", "demo", "--date", next, "--addr", addr, "--csv")
+	if code != 0 || out != "class,order_no,order_id,txn,op,their_status,their_amount,our_status,our_amount,currency,ledger,booked_in,reversible_out,note\n" ||
+		!strings.Contains(errs, "matched 1") || strings.Contains(errs, "T-CONFLICT") {
+		t.Fatalf("a clean day with a reconciled order: exit %d\n%s%s", code, out, errs)
 	}
 }
