@@ -36,6 +36,8 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrReconcileTooLarge):
 		return codes.FailedPrecondition
+	case errors.Is(err, ErrStatementUnavailable):
+		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -265,6 +265,12 @@ func (s *PaymentService) ListExceptions(_ context.Context, req *ledgerv1.ListExc
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if req.GetStatements() {
+		return s.listStatementExceptions(req, limit)
+	}
+	if req.GetAfterStatement() != nil {
+		return nil, toStatus(invalid("after_statement needs statements"))
+	}
 	orders, err := s.engine.Exceptions(req.GetIncludeResolved(), req.GetAfterOrderId(), limit)
 	if err != nil {
 		return nil, toStatus(err)
@@ -293,6 +299,9 @@ func (s *PaymentService) ListExceptions(_ context.Context, req *ledgerv1.ListExc
 
 // ResolveException implements PaymentService.
 func (s *PaymentService) ResolveException(_ context.Context, req *ledgerv1.ResolveExceptionRequest) (*ledgerv1.ResolveExceptionResponse, error) {
+	if req.GetStatement() != nil {
+		return s.resolveStatement(req)
+	}
 	if req.GetOrderId() == 0 {
 		return nil, toStatus(invalid("order_id must not be zero"))
 	}
@@ -300,7 +309,7 @@ func (s *PaymentService) ResolveException(_ context.Context, req *ledgerv1.Resol
 	switch {
 	case how == ledgerv1.Resolution_RESOLUTION_UNSPECIFIED:
 		return nil, toStatus(invalid("resolution is required"))
-	case how < 0 || how > ledgerv1.Resolution_RESOLUTION_CLOSE:
+	case how < 0 || how > ledgerv1.Resolution_RESOLUTION_REVERSE:
 		return nil, toStatus(invalid("resolution: unknown resolution %d", int32(how)))
 	}
 	result, order, err := s.engine.Resolve(req.GetOrderId(), int(req.GetIndex()), payment.Resolution(how), req.GetNote())

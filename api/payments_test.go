@@ -294,7 +294,10 @@ func TestPaymentEnumNumbers(t *testing.T) {
 	check("exception step", "EXCEPTION_STATE_", ledgerv1.ExceptionState_value,
 		walk(func(n int) string { return payment.ExceptionStep(n).String() }))
 	check("resolution", "RESOLUTION_", ledgerv1.Resolution_value,
-		map[int32]string{int32(payment.ResolveRefund): "refund", int32(payment.ResolveClose): "close"})
+		map[int32]string{int32(payment.ResolveRefund): "refund", int32(payment.ResolveClose): "close",
+			int32(payment.ResolveReverse): "reverse"})
+	check("statement class", "STATEMENT_CLASS_", ledgerv1.StatementClass_value,
+		walk(func(n int) string { return payment.LineClass(n).String() }))
 }
 
 // fullOrder has every field the wire carries set to something other than its zero value.
@@ -622,9 +625,9 @@ func TestPaymentValidation(t *testing.T) {
 			return err
 		}, "resolution is required"},
 		{"resolution", func() error {
-			_, err := f.client.ResolveException(f.ctx, &ledgerv1.ResolveExceptionRequest{OrderId: 1, Resolution: 3})
+			_, err := f.client.ResolveException(f.ctx, &ledgerv1.ResolveExceptionRequest{OrderId: 1, Resolution: 4})
 			return err
-		}, "resolution: unknown resolution 3"},
+		}, "resolution: unknown resolution 4"},
 		{"channel", func() error {
 			_, err := f.client.SetChannelDegraded(f.ctx, &ledgerv1.SetChannelDegradedRequest{Degraded: true})
 			return err

@@ -96,7 +96,7 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("leg %+v does not round-trip", x)
 			}
 		case 4:
-			if x, err := decodeOrder(key, val); err == nil && !bytes.Equal(encodeOrder(nil, x), val) {
+			if x, err := decodeOrder(key, val); err == nil && val[0] == orderVersion && !bytes.Equal(encodeOrder(nil, x), val) {
 				t.Fatalf("order %+v does not round-trip", x)
 			}
 		}

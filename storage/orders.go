@@ -64,8 +64,15 @@ func (r *reader) string() string {
 	return s
 }
 
+// Versions of the order record: 2 adds, at its end, when the order and its records took their
+// channel txns (TxnAt, RefundAt); a record of version 1 reads them as 0.
+const (
+	orderVersionLegacy = 1
+	orderVersion       = 2
+)
+
 func encodeOrder(dst []byte, o *payment.Order) []byte {
-	dst = append(dst[:0], recordVersion)
+	dst = append(dst[:0], orderVersion)
 	dst = appendString(dst, o.Key)
 	dst = appendString(dst, o.BizID)
 	dst = av(dst, uint64(o.Form))
@@ -122,6 +129,11 @@ func encodeOrder(dst []byte, o *payment.Order) []byte {
 		dst = av(dst, x.Created)
 		dst = av(dst, x.Updated)
 	}
+	// Version 2: when the order and its records took their channel txns.
+	dst = av(dst, o.TxnAt)
+	for i := range o.Exceptions {
+		dst = av(dst, o.Exceptions[i].RefundAt)
+	}
 	return dst
 }
 
@@ -129,10 +141,10 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 	if len(key) != accountKeyLen {
 		return nil, fmt.Errorf("storage: order key %x: bad length", key)
 	}
-	r := reader{b: v}
-	if err := r.version("order", key); err != nil {
-		return nil, err
+	if len(v) == 0 || v[0] != orderVersion && v[0] != orderVersionLegacy {
+		return nil, fmt.Errorf("storage: order record %x: unknown version", key)
 	}
+	r := reader{b: v[1:]}
 	o := &payment.Order{ID: be.Uint64(key[1:]), Key: r.string(), BizID: r.string(), Form: payment.Form(r.byte()),
 		Ledger: r.uint32(), Amount: r.uvarint(), From: r.uvarint(), To: r.uvarint(), Channel: r.string(),
 		ChannelAccount: r.string(), Original: r.uvarint(), OriginalTxn: r.string()}
@@ -168,6 +180,12 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 			Step: payment.ExceptionStep(r.byte()), Txn: r.string(), Amount: r.uvarint(), Note: r.string(),
 			Attempt: r.uint32(), Refund: r.string(), SentAt: r.uvarint(), Queries: r.uint32(), Next: r.uvarint(), Created: r.uvarint(), Updated: r.uvarint()})
 	}
+	if v[0] == orderVersion {
+		o.TxnAt = r.uvarint()
+		for i := range o.Exceptions {
+			o.Exceptions[i].RefundAt = r.uvarint()
+		}
+	}
 	return o, r.done("order", key)
 }
 
@@ -176,6 +194,9 @@ func decodeOrder(key, v []byte) (*payment.Order, error) {
 type OrderWrite struct {
 	Order *payment.Order
 	New   bool
+	// Txns: the order recorded a channel txn since it was last written; its txns are
+	// indexed by when it recorded them (OrdersWithTxnsRecorded).
+	Txns bool
 }
 
 // OrderWriter writes a payment shard's orders.
@@ -212,6 +233,9 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 		}
 		if len(o.Exceptions) > 0 {
 			ww.set(idKey(ww.key, prefixExcepted, o.ID), nil)
+		}
+		if ow.Txns {
+			ww.writeTxnDays(o)
 		}
 	}
 	ww.set(orderSeqKey(ww.key, ww.shard), be.AppendUint64(ww.val[:0], lastID))

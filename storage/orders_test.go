@@ -19,7 +19,8 @@ func testOrder() *payment.Order {
 		Result: payment.ResultAmountMismatch, Ledgered: ledger.ResultExceedsCredits, Done: 1<<63 | 5, Refunded: 85,
 		Txn: "T1", Paid: 81, SentAt: 1e18, Sends: 2, Dropped: 3, Queries: 3, Next: 2e18, Flagged: true, Created: 1, Updated: 2, Version: 9,
 		Exceptions: []payment.Exception{{Kind: payment.AmountMismatch, Step: payment.ExcRefunding, Txn: "T1",
-			Amount: 81, Note: "n", Attempt: 2, Refund: "R9", SentAt: 5, Queries: 1, Next: 6, Created: 3, Updated: 4}}}
+			Amount: 81, Note: "n", Attempt: 2, Refund: "R9", SentAt: 5, Queries: 1, Next: 6, Created: 3, Updated: 4,
+			RefundAt: 7}}, TxnAt: 11}
 }
 
 func TestOrderRoundTrip(t *testing.T) {
@@ -31,6 +32,13 @@ func TestOrderRoundTrip(t *testing.T) {
 	}
 	// Every truncation is refused, never misread.
 	enc := encodeOrder(nil, o)
+	// A record of version 1 (no txn times) still reads, with the times 0.
+	legacy := append([]byte{orderVersionLegacy}, enc[1:len(enc)-2]...)
+	old := testOrder()
+	old.TxnAt, old.Exceptions[0].RefundAt = 0, 0
+	if got, err := decodeOrder(key, legacy); err != nil || !reflect.DeepEqual(got, old) {
+		t.Fatalf("a version 1 order:\n got %+v %v\nwant %+v", got, err, old)
+	}
 	for n := range enc {
 		if _, err := decodeOrder(key, enc[:n]); err == nil {
 			t.Fatalf("a record cut at %d of %d bytes decoded", n, len(enc))

@@ -71,6 +71,9 @@ type Config struct {
 	Setup *payment.Setup
 	// Clients are the channels, by name (every channel of Setup needs one).
 	Clients map[string]channel.Client
+	// Secrets are the channels' shared HMAC secrets, by name: their statements are verified
+	// with them (a channel without one has its statements refused).
+	Secrets map[string][]byte
 	Gateway gateway.Config
 	// Ledgers are the ledgers (currencies) whose platform accounts are opened at start.
 	Ledgers         []uint32
@@ -108,6 +111,9 @@ type Engine struct {
 	life     sync.RWMutex // enter's Add happens before Stop's Wait
 	stopped  bool         // under life
 	active   sync.WaitGroup
+	stmts    statements
+	quit     chan struct{} // closed by Stop: the statement retry loop ends
+	loops    sync.WaitGroup
 	log      *slog.Logger
 	metrics  *Metrics
 }
@@ -150,7 +156,8 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		cfg.Ledgers = []uint32{1}
 	}
 	e := &Engine{cfg: cfg, store: store, ledger: l, gateways: map[string]*gateway.Gateway{}, seed: maphash.MakeSeed(),
-		log: cfg.Logger, metrics: cfg.Metrics}
+		log: cfg.Logger, metrics: cfg.Metrics, quit: make(chan struct{})}
+	e.stmts.fetch = make(chan struct{}, 1)
 	if e.metrics == nil {
 		e.metrics = NewMetrics()
 	}
@@ -159,6 +166,9 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	if err := e.openPlatformAccounts(); err != nil {
+		return nil, err
+	}
+	if err := e.resumeStatementRecords(); err != nil {
 		return nil, err
 	}
 	for _, name := range cfg.Setup.Channels {
@@ -182,6 +192,8 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 	for _, s := range e.shards {
 		s.start()
 	}
+	e.loops.Add(1)
+	go e.retryStatementRecords()
 	return e, nil
 }
 
@@ -545,6 +557,13 @@ func (e *Engine) Stop(ctx context.Context) error {
 	case <-idle:
 	case <-ctx.Done():
 		e.log.Warn("payments: stopping with calls still waiting", "err", ctx.Err())
+	}
+	close(e.quit)
+	loops := make(chan struct{})
+	go func() { e.loops.Wait(); close(loops) }()
+	select {
+	case <-loops:
+	case <-ctx.Done(): // a retry still waiting for an import, as an import still running above
 	}
 	var errs []error
 	for _, s := range e.shards {

@@ -47,7 +47,7 @@ type notifyRig struct {
 	ids     []uint64 // the orders that exist
 }
 
-func newNotifyRig(tb testing.TB) *notifyRig {
+func newNotifyRig(tb testing.TB, opts ...func(*Config)) *notifyRig {
 	store, err := storage.Open(tb.TempDir(), storage.Options{Shards: 2, CacheBytes: 1 << 20})
 	if err != nil {
 		tb.Fatal(err)
@@ -60,9 +60,13 @@ func newNotifyRig(tb testing.TB) *notifyRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := Start(store, l, Config{Setup: setup, Clients: map[string]channel.Client{"bank": stubClient{}},
+	cfg := Config{Setup: setup, Clients: map[string]channel.Client{"bank": stubClient{}},
 		Gateway: gateway.Config{Timeout: time.Second, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32},
-		Tick:    20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Tick:    20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := Start(store, l, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -412,7 +412,7 @@ func (s *shard) evict(o *payment.Order) {
 
 // versioned runs fn on o and writes o if fn changed it.
 func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
-	v, n, final, dropped := o.Version, len(o.Exceptions), o.State.Final(), o.Dropped
+	v, n, final, dropped, txns := o.Version, len(o.Exceptions), o.State.Final(), o.Dropped, payment.TxnCount(o)
 	e := fn()
 	if o.Dropped != dropped {
 		s.e.metrics.dropped.Inc()
@@ -421,6 +421,9 @@ func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
 	}
 	if o.Version != v {
 		s.write(o, false)
+		if payment.TxnCount(o) != txns {
+			s.cur.writes[o.ID].Txns = true // index the txn it recorded by when (channel reconciliation)
+		}
 	}
 	if !final && o.State.Final() {
 		s.cur.final = append(s.cur.final, clone(o)) // counted once durable, once
@@ -769,7 +772,7 @@ func (s *shard) flush() {
 	job := commitJob{writes: make([]storage.OrderWrite, len(r.order)), lastID: s.lastID}
 	for i, w := range r.order {
 		// The committer encodes a copy: the shard goes on changing its orders.
-		job.writes[i] = storage.OrderWrite{Order: clone(w.Order), New: w.New}
+		job.writes[i] = storage.OrderWrite{Order: clone(w.Order), New: w.New, Txns: w.Txns}
 	}
 	s.commits <- job
 }

@@ -89,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET "+channel.RequestsPath+"/{op}/{order_no}", s.handleQuery)
 	s.mux.HandleFunc("POST "+channel.BatchPath, s.handleBatch)
 	s.mux.HandleFunc("POST "+StatementsPath+"/{date}", s.handleStatement)
+	s.mux.HandleFunc("GET "+StatementsPath+"/{date}", s.handleStatementGet)
 	if cfg.StatementEvery > 0 && cfg.StatementDir != "" {
 		s.everyStatement()
 	}

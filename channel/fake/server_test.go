@@ -541,6 +541,19 @@ func TestStatement(t *testing.T) {
 		t.Fatalf("statement:\n%s\nwant:\n%s", got, want)
 	}
 
+	// The 27th has not ended: the channel has no signed statement of it yet; its file as it
+	// stands has no signature beside it.
+	if _, _, _, err := e.srv.Statement("2026-11-27"); !errors.Is(err, ErrNotFinal) {
+		t.Fatalf("Statement of a day not ended: %v", err)
+	}
+	if _, _, err := e.srv.WriteStatement("2026-11-27"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SignatureName("2026-11-27"))); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a day not ended has a signature file: %v", err)
+	}
+	tick.Store(int64(25 * time.Hour / time.Millisecond)) // the 27th is over
+
 	// Close writes the day not yet written; the written one is not rewritten.
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -555,17 +568,41 @@ func TestStatement(t *testing.T) {
 		t.Fatalf("next day:\n%s\nwant:\n%s", got, want2)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Fatalf("%d files in the statement dir, want 2", len(entries))
+	if len(entries) != 4 {
+		t.Fatalf("%d files in the statement dir, want 2 statements and their signatures", len(entries))
+	}
+	for _, d := range []string{"2026-11-26", "2026-11-27"} {
+		sig := strings.TrimSpace(readFile(t, filepath.Join(dir, SignatureName(d))))
+		if err := channel.VerifyStatement(secret, d, []byte(readFile(t, filepath.Join(dir, StatementName(d)))), sig); err != nil {
+			t.Fatalf("statement %s: %v", d, err)
+		}
 	}
 }
 
 func TestStatementEndpoint(t *testing.T) {
 	dir := t.TempDir()
-	e := start(t, Config{Seed: 1, Sync: true, StatementDir: dir})
+	var now atomic.Int64
+	now.Store(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixNano())
+	e := start(t, Config{Seed: 1, Sync: true, StatementDir: dir, Now: func() time.Time { return time.Unix(0, now.Load()) }})
 	e.do(t, pay("p-1", 5))
-	date := time.Now().UTC().Format(time.DateOnly)
+	const date = "2026-11-26"
+	// The day has not ended: its file is written as it stands, unsigned, and there is no
+	// signed statement to fetch (409).
 	resp, err := http.Post(e.clientBase(t)+StatementsPath+"/"+date, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, err := os.Stat(filepath.Join(dir, SignatureName(date))); resp.StatusCode != 200 || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("POST the statement of a day not ended: %d, signature file: %v", resp.StatusCode, err)
+	}
+	c := channel.NewHTTPClient(e.clientBase(t), "", nil)
+	var he *channel.HTTPError
+	if _, _, err := c.FetchStatement(context.Background(), date); !errors.As(err, &he) || he.Code != http.StatusConflict {
+		t.Fatalf("fetched the statement of a day not ended: %v", err)
+	}
+	now.Store(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC).UnixNano())
+	resp, err = http.Post(e.clientBase(t)+StatementsPath+"/"+date, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,6 +621,23 @@ func TestStatementEndpoint(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("POST a bad date: %d", resp.StatusCode)
+	}
+	// GET: the same bytes, signed for the day; the client fetches them and they verify.
+	got, sig, err := c.FetchStatement(context.Background(), date)
+	if err != nil || string(got) != readFile(t, filepath.Join(dir, StatementName(date))) {
+		t.Fatalf("FetchStatement = %q, %v", got, err)
+	}
+	if err := channel.VerifyStatement(secret, date, got, sig); err != nil {
+		t.Fatal(err)
+	}
+	if err := channel.VerifyStatement(secret, "2026-11-25", got, sig); err == nil {
+		t.Fatal("the statement of the 26th verifies as the 25th's")
+	}
+	if file := strings.TrimSpace(readFile(t, filepath.Join(dir, SignatureName(date)))); file != sig {
+		t.Fatalf("signature file %q, served %q", file, sig)
+	}
+	if _, _, err := c.FetchStatement(context.Background(), "2026-13-01"); err == nil {
+		t.Fatal("fetched a statement of a bad date")
 	}
 }
 

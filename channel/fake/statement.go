@@ -1,16 +1,20 @@
 package fake
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/ledgercore/ledger/channel"
 )
 
 // StatementHeader is the first line of every statement.
@@ -19,9 +23,74 @@ var StatementHeader = []string{"date", "txn", "op", "order_no", "original", "sta
 // StatementName is the file name of date's (YYYY-MM-DD) statement.
 func StatementName(date string) string { return "statement-" + date + ".csv" }
 
-// WriteStatement writes the statement of date (YYYY-MM-DD, UTC) into the statement dir,
-// replacing any earlier one whole: StatementHeader, then one line per txn completed that
-// day, by completion time then txn. It returns the file's path and the number of txns.
+// SignatureName is the file beside a statement that holds its signature
+// (channel.SignStatement: hex HMAC-SHA256 of the statement domain, its date and the file's
+// exact bytes under the secret).
+func SignatureName(date string) string { return StatementName(date) + ".sig" }
+
+// ErrNotFinal: the day has not ended on the channel's clock, so it has no statement yet (a
+// statement is final: the channel signs only a whole day).
+var ErrNotFinal = errors.New("fake: the day has not ended: no statement yet")
+
+// final checks that date (YYYY-MM-DD) has ended on the channel's clock.
+func (s *Server) final(date string) error {
+	d, err := time.Parse(time.DateOnly, date)
+	if err != nil || d.Format(time.DateOnly) != date {
+		return fmt.Errorf("fake: statement date %q is not YYYY-MM-DD", date)
+	}
+	if now := s.cfg.Now(); now.Before(d.Add(24 * time.Hour)) {
+		return fmt.Errorf("%w: %s (it is %s)", ErrNotFinal, date, now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Statement renders the statement of date (YYYY-MM-DD, UTC), a day that has ended on the
+// channel's clock (else ErrNotFinal: the channel signs only a whole day): StatementHeader,
+// then one line per txn completed that day, by completion time then txn; and its signature.
+func (s *Server) Statement(date string) (body []byte, sig string, lines int, err error) {
+	if err := s.final(date); err != nil {
+		return nil, "", 0, err
+	}
+	return s.render(date, true)
+}
+
+// render is the statement of date as it stands, signed when sign is set.
+func (s *Server) render(date string, sign bool) (body []byte, sig string, lines int, err error) {
+	s.mu.Lock()
+	txns := slices.Clone(s.book.byDate[date])
+	s.mu.Unlock()
+	body, err = renderCSV(date, txns)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if sign {
+		sig = channel.SignStatement(s.cfg.Secret, date, body)
+	}
+	return body, sig, len(txns), nil
+}
+
+// handleStatementGet serves GET StatementsPath/{date}: the statement's bytes, signed in
+// channel.SignatureHeader.
+func (s *Server) handleStatementGet(w http.ResponseWriter, r *http.Request) {
+	body, sig, _, err := s.Statement(r.PathValue("date"))
+	if errors.Is(err, ErrNotFinal) {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv")
+	w.Header().Set(channel.SignatureHeader, sig)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body) // the client may be gone; nothing to do about it
+}
+
+// WriteStatement writes the statement of date (YYYY-MM-DD, UTC) into the statement dir as it
+// stands, replacing any earlier one whole, and, once the day has ended on the channel's
+// clock, its signature beside it (SignatureName); a day not ended has no signature file (the
+// channel signs only a whole day). It returns the file's path and the number of txns.
 func (s *Server) WriteStatement(date string) (path string, lines int, err error) {
 	if s.cfg.StatementDir == "" {
 		return "", 0, errors.New("fake: statements are off (no statement dir)")
@@ -29,20 +98,17 @@ func (s *Server) WriteStatement(date string) (path string, lines int, err error)
 	if _, err := time.Parse(time.DateOnly, date); err != nil {
 		return "", 0, fmt.Errorf("fake: statement date: %w", err)
 	}
+	final := s.final(date) == nil
 	s.stmtMu.Lock()
 	defer s.stmtMu.Unlock()
 	s.mu.Lock()
 	txns := slices.Clone(s.book.byDate[date])
-	delete(s.book.dirty, date)
+	if final {
+		delete(s.book.dirty, date) // a day not ended is written again once it has, signed
+	}
 	s.mu.Unlock()
-	slices.SortStableFunc(txns, func(a, b txn) int {
-		if c := a.completedAt.Compare(b.completedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.id, b.id)
-	})
 	path = filepath.Join(s.cfg.StatementDir, StatementName(date))
-	if err := writeCSV(path, date, txns); err != nil {
+	if err := writeCSV(path, date, txns, s.cfg.Secret, final); err != nil {
 		s.mu.Lock()
 		s.book.dirty[date] = true
 		s.mu.Unlock()
@@ -52,8 +118,8 @@ func (s *Server) WriteStatement(date string) (path string, lines int, err error)
 	return path, len(txns), nil
 }
 
-// WriteStatements writes the statement of every date with txns booked since its last one;
-// nothing when statements are off. It returns the paths written.
+// WriteStatements writes the statement of every date with txns booked since its last one
+// (WriteStatement); nothing when statements are off. It returns the paths written.
 func (s *Server) WriteStatements() ([]string, error) {
 	if s.cfg.StatementDir == "" {
 		return nil, nil
@@ -92,15 +158,16 @@ func (s *Server) everyStatement() {
 	}()
 }
 
-// writeCSV writes a statement to a temporary file and renames it to path, so that a reader
-// never sees half of one.
-func writeCSV(path, date string, txns []txn) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".statement-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // fails harmlessly once renamed
-	w := csv.NewWriter(f)
+// renderCSV is a statement's bytes: its txns by completion time, then txn.
+func renderCSV(date string, txns []txn) ([]byte, error) {
+	slices.SortStableFunc(txns, func(a, b txn) int {
+		if c := a.completedAt.Compare(b.completedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
 	_ = w.Write(StatementHeader) // errors stay in w, reported by Error
 	for _, t := range txns {
 		_ = w.Write([]string{
@@ -109,7 +176,35 @@ func writeCSV(path, date string, txns []txn) error {
 		})
 	}
 	w.Flush()
-	if err := errors.Join(w.Error(), f.Sync(), f.Close()); err != nil {
+	return buf.Bytes(), w.Error()
+}
+
+// writeCSV writes a statement and (when signed) its signature each to a temporary file and
+// renames them into place (the signature first), so that a reader never sees half of one; an
+// unsigned one removes any signature beside it first.
+func writeCSV(path, date string, txns []txn, secret []byte, signed bool) error {
+	body, err := renderCSV(date, txns)
+	if err != nil {
+		return err
+	}
+	if !signed {
+		if err := os.Remove(path + ".sig"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	} else if err := writeWhole(path+".sig", []byte(channel.SignStatement(secret, date, body)+"\n")); err != nil {
+		return err
+	}
+	return writeWhole(path, body)
+}
+
+func writeWhole(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".statement-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // fails harmlessly once renamed
+	_, err = f.Write(data)
+	if err := errors.Join(err, f.Sync(), f.Close()); err != nil {
 		return err
 	}
 	return os.Rename(f.Name(), path)

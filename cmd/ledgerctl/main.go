@@ -20,12 +20,22 @@
 //	                                    an operator's resolution of an open exception record
 //	ledgerctl recon --biz-id BIZ        reconcile a business id: its payment orders, their
 //	                                    channel outcomes and its ledger transfers agree
+//	ledgerctl statement --channel NAME --date YYYY-MM-DD [--csv]
+//	                                    reconcile a channel's signed daily statement (ledgerd
+//	                                    fetches it from the channel); the differences as a
+//	                                    table, or CSV
+//	ledgerctl exceptions --statements [--all]
+//	                                    the records of statement imports
+//	ledgerctl resolve-statement CHANNEL DATE TXN close|reverse [--note TEXT]
+//	                                    an operator's resolution of a statement record
 //
 // The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
 // tables (amounts in minor units), and take their flags before or after their arguments.
 // They exit 0 when done, 1 when something named was not found (an order, a channel) or a
 // resolution was refused (its result on stderr), 2 when they could not run; recon exits 0
-// when everything agrees, 1 when it found differences (printed one a line).
+// when everything agrees, 1 when it found differences (printed one a line); statement exits
+// 0 when the statement and the books agree, 1 when it found differences (each recorded), 2
+// when it could not run (nothing written).
 //
 // verify recomputes every balance from the journal and checks the invariants of DESIGN.md
 // (double entry per ledger, balances equal their postings, no overdraft, transit equals the
@@ -84,8 +94,11 @@ const usage = `usage:
   ledgerctl orders [--addr HOST:PORT] ID...
   ledgerctl orders [--addr HOST:PORT] --biz-id BIZ [--limit N]
   ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N]
+  ledgerctl exceptions [--addr HOST:PORT] --statements [--all] [--limit N]
   ledgerctl resolve [--addr HOST:PORT] ORDER INDEX refund|close [--note TEXT]
   ledgerctl recon [--addr HOST:PORT] --biz-id BIZ
+  ledgerctl statement [--addr HOST:PORT] --channel NAME --date YYYY-MM-DD [--csv]
+  ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -116,6 +129,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return resolve(args[1:], stdout, stderr)
 	case "recon":
 		return recon(args[1:], stdout, stderr)
+	case "statement":
+		return statement(args[1:], stdout, stderr)
+	case "resolve-statement":
+		return resolveStatement(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2

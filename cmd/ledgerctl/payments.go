@@ -25,7 +25,7 @@ var paymentUsage = map[string]string{
 	"channel degrade": "ledgerctl channel degrade [--addr HOST:PORT] NAME",
 	"channel restore": "ledgerctl channel restore [--addr HOST:PORT] NAME",
 	"orders":          "ledgerctl orders [--addr HOST:PORT] ID... | --biz-id BIZ [--limit N]",
-	"exceptions":      "ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N]",
+	"exceptions":      "ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N] | --statements [--after-channel C --after-date D --after-txn T]",
 	"resolve":         "ledgerctl resolve [--addr HOST:PORT] [--note TEXT] ORDER INDEX refund|close",
 	"recon":           "ledgerctl recon [--addr HOST:PORT] --biz-id BIZ",
 }
@@ -285,7 +285,11 @@ func exceptions(args []string, stdout, stderr io.Writer) int {
 	c := newPayCmd("exceptions", stdout, stderr)
 	all := c.fs.Bool("all", false, "list resolved records too")
 	after := c.fs.Uint64("after", 0, "only records of orders with a greater id (the previous page's last)")
-	limit := c.fs.Uint("limit", 100, "at most this many orders, each with all its records (1 to 1000)")
+	limit := c.fs.Uint("limit", 100, "at most this many orders, each with all its records (1 to 1000); with --statements, records")
+	stmts := c.fs.Bool("statements", false, "list the records of channel statement imports instead of the orders'")
+	afterCh := c.fs.String("after-channel", "", "with --statements: only records after this channel's --after-date --after-txn")
+	afterDate := c.fs.String("after-date", "", "with --statements: see --after-channel")
+	afterTxn := c.fs.String("after-txn", "", "with --statements: see --after-channel")
 	if code := c.parse(args); code >= 0 {
 		return code
 	}
@@ -294,6 +298,13 @@ func exceptions(args []string, stdout, stderr io.Writer) int {
 	}
 	if *limit == 0 || *limit > 1000 {
 		return c.fail("--limit must be 1 to 1000, not %d", *limit)
+	}
+	if *stmts {
+		var after *ledgerv1.StatementKey
+		if *afterCh != "" {
+			after = &ledgerv1.StatementKey{Channel: *afterCh, Date: *afterDate, Txn: *afterTxn}
+		}
+		return statementExceptions(c, *all, *limit, after)
 	}
 	return c.call(func(ctx context.Context, pc ledgerv1.PaymentServiceClient) int {
 		resp, err := pc.ListExceptions(ctx, &ledgerv1.ListExceptionsRequest{IncludeResolved: *all, AfterOrderId: *after,

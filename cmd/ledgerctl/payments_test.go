@@ -26,9 +26,12 @@ import (
 // ledgerd is a ledgerd process started for a test: its gRPC and callback addresses.
 type ledgerd struct {
 	grpc, notify string
+	fake         string // the simulated channel's URL
 }
 
 var servingPattern = regexp.MustCompile(`"ledgerd serving" grpc=(\S+) .*notify=(\S+)`)
+
+var fakePattern = regexp.MustCompile(`simulated payment channel started.* url=(\S+)`)
 
 // startLedgerd builds ledgerd and runs it on a new store with a simulated channel "demo"
 // (the demo secret), every port picked free, until the test ends.
@@ -53,11 +56,15 @@ func startLedgerd(t *testing.T) ledgerd {
 	}
 	exited := make(chan error, 1)
 	found := make(chan []string, 1)
+	fakeURL := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := servingPattern.FindStringSubmatch(sc.Text()); m != nil {
 				found <- m
+			}
+			if m := fakePattern.FindStringSubmatch(sc.Text()); m != nil {
+				fakeURL <- m[1]
 			}
 			if testing.Verbose() {
 				fmt.Fprintln(os.Stderr, "ledgerd:", sc.Text())
@@ -72,7 +79,7 @@ func startLedgerd(t *testing.T) ledgerd {
 	})
 	select {
 	case m := <-found:
-		return ledgerd{grpc: m[1], notify: m[2]}
+		return ledgerd{grpc: m[1], notify: m[2], fake: <-fakeURL}
 	case err := <-exited:
 		t.Fatalf("ledgerd exited before serving: %v", err)
 	case <-time.After(60 * time.Second):
@@ -248,6 +255,30 @@ func TestPaymentCommands(t *testing.T) {
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "none"); code != 0 || !strings.Contains(out, "0 orders, 0 ledger transfers") {
 		t.Fatalf("recon of an unknown biz id: exit %d\n%s%s", code, out, errs)
 	}
+
+	// The channel's statement of the day the order was recorded: that day has not ended, so
+	// ledgerd refuses to import it (the channel has no statement of a day not over, and a
+	// statement of part of a day would make every later txn short): exit 2, nothing written.
+	// Two days before is over and quiet: its (empty, signed) statement is clean. (The classes,
+	// records and their resolution through ledgerctl: TestStatementCommands.)
+	got, err := pc.GetOrders(ctx, &ledgerv1.GetOrdersRequest{Ids: []uint64{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := time.Unix(0, int64(got.GetOrders()[0].GetUpdated())).UTC()
+	date := updated.Format(time.DateOnly)
+	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", "--date", date); code != 2 ||
+		!strings.Contains(errs, "InvalidArgument") || !strings.Contains(errs, "the day has not ended") {
+		t.Fatalf("statement of a day not over: exit %d\n%s%s", code, out, errs)
+	}
+	before := updated.AddDate(0, 0, -2).Format(time.DateOnly) // over, even just after midnight
+	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", "--date", before); code != 0 ||
+		!strings.Contains(out, ": 0 lines; matched 0, duplicate 0, long 0") || !strings.HasSuffix(out, "no differences\n") {
+		t.Fatalf("statement of the day before: exit %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs = ctl("statement", "--addr", addr, "--channel", "nope", "--date", date); code != 2 || !strings.Contains(errs, "NotFound") {
+		t.Fatalf("statement of an unknown channel: exit %d\n%s", code, errs)
+	}
 }
 
 // TestPaymentCommandsArgs: --help exits 0; bad arguments exit 2 with the reason, before any
@@ -255,7 +286,7 @@ func TestPaymentCommands(t *testing.T) {
 func TestPaymentCommandsArgs(t *testing.T) {
 	for _, args := range [][]string{{"channels", "--help"}, {"channel", "--help"}, {"channel", "degrade", "--help"},
 		{"channel", "restore", "-h"}, {"orders", "--help"}, {"exceptions", "--help"}, {"resolve", "--help"},
-		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}} {
+		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}, {"statement", "--help"}, {"resolve-statement", "-h"}} {
 		if code, _, errs := ctl(args...); code != 0 || !strings.Contains(errs, "usage: ledgerctl ") {
 			t.Errorf("%q: exit %d, want 0\n%s", args, code, errs)
 		}
@@ -284,6 +315,12 @@ func TestPaymentCommandsArgs(t *testing.T) {
 		{[]string{"resolve", "--note"}, "flag needs an argument"},
 		{[]string{"orders", "--", "--biz-id"}, `"--biz-id" is not an order id`}, // "--" ends the flags
 		{[]string{"recon"}, "--biz-id is required"},
+		{[]string{"statement", "--date", "2026-11-26"}, "--channel is required"},
+		{[]string{"statement", "--channel", "demo"}, "--date is required"},
+		{[]string{"statement", "--channel", "demo", "--date", "26/11/2026"}, "is not YYYY-MM-DD"},
+		{[]string{"statement", "--channel", "demo", "--date", "2026-11-26", "x"}, `unexpected arguments ["x"]`},
+		{[]string{"resolve-statement", "demo", "2026-11-26", "T1"}, "want CHANNEL DATE TXN close|reverse"},
+		{[]string{"resolve-statement", "demo", "2026-11-26", "T1", "refund"}, `resolution "refund": want close or reverse`},
 		{[]string{"recon", "--biz-id", "b", "x"}, `unexpected arguments ["x"]`},
 	} {
 		if code, out, errs := ctl(c.args...); code != 2 || out != "" || !strings.Contains(errs, c.err) {

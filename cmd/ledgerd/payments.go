@@ -87,7 +87,7 @@ func (p *paymentFlags) register(fs *flag.FlagSet) {
 	p.channels, p.secrets, p.ledgers = pairs{}, pairs{}, pairs{}
 	fs.StringVar(&p.rulesFile, "rules", "", "chart of accounts and transaction codes (YAML; default: the built-in chart, see `ledgerctl chart`)")
 	fs.Var(p.channels, "channel", "an external payment channel, `NAME=URL` of its HTTP API (repeatable)")
-	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret (at least 16 bytes) channel NAME signs its callbacks with; required for every --channel (repeatable)")
+	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret (at least 16 bytes) channel NAME signs its callbacks and daily statements with; required for every --channel (repeatable)")
 	fs.Var(&p.fakeChannels, "fake-channel", "start a simulated channel `NAME` in process, for demos (repeatable; its secret is the demo secret unless --channel-secret names one)")
 	fs.DurationVar(&p.fakeLatency, "fake-latency", 20*time.Millisecond, "how long a simulated channel takes to decide a request")
 	fs.Float64Var(&p.fakeFailRate, "fake-fail-rate", 0, "fraction of requests a simulated channel fails")
@@ -230,7 +230,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		MaxInFlight: p.channelFlight, Batch: p.channelBatch, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
-	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Gateway: gcfg, Ledgers: ledgers,
+	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Secrets: secrets, Gateway: gcfg, Ledgers: ledgers,
 		Metrics: pm})
 	if err != nil {
 		pl.close(lis)

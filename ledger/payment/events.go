@@ -326,7 +326,7 @@ func (o *Order) OnChannel(s *Setup, c Call, a Answer, r channel.Result, now uint
 
 // outcome applies the channel's final word on the order's request.
 func (o *Order) outcome(s *Setup, status channel.Status, txn string, amount uint64, reason string, now uint64) Effects {
-	o.Txn, o.Paid = txn, amount
+	o.Txn, o.Paid, o.TxnAt = txn, amount, now
 	if status == channel.Failed {
 		o.Result = ResultChannelDeclined
 		return o.decide(s, OutcomeFailed, now)

@@ -129,7 +129,7 @@ func (o *Order) exceptionNotice(s *Setup, k int, c Call, n *channel.Notice, now 
 // refunded moves exception k's money out of suspense: the channel refunded it (txn).
 func (o *Order) refunded(s *Setup, k int, txn string, now uint64) Effects {
 	x := &o.Exceptions[k]
-	x.Step, x.Updated, x.Refund = ExcUnbooking, now, txn
+	x.Step, x.Updated, x.Refund, x.RefundAt = ExcUnbooking, now, txn, now
 	x.Note = "refunded by the channel, txn " + txn
 	o.touch(now)
 	return Effects{Transfers: o.dueException(s, k)}
@@ -193,6 +193,10 @@ const (
 	ResolveRefund Resolution = 1 + iota
 	// ResolveClose closes the record with a note; money in suspense stays for finance.
 	ResolveClose
+	// ResolveReverse books what a statement record found the books hold and the channel does
+	// not back through suspense (StatementRecord.Resolve); orders' records have nothing to
+	// reverse.
+	ResolveReverse
 )
 
 // Resolve applies an operator's resolution to exception k, which must be open (ExcOpen).
@@ -217,6 +221,8 @@ func (o *Order) Resolve(s *Setup, k int, how Resolution, note string, now uint64
 		x.Step, x.Note, x.Updated = ExcResolved, note, now
 		o.touch(now)
 		return Effects{}, ResultOK
+	case ResolveReverse:
+		return Effects{}, ResultNotRefundable // a statement record's resolution
 	}
 	return Effects{}, ResultExceptionNotOpen
 }

@@ -202,6 +202,7 @@ type Order struct {
 	Done     uint64                // bit s: the transfer of step s is durable
 	Refunded uint64                // on a payment: refunds reserved or made
 	Txn      string                // the channel's transaction that decided the order
+	TxnAt    uint64                // when the order recorded Txn (its statement day)
 	Paid     uint64                // what the channel moved for the order
 	SentAt   uint64                // when the channel request was (or may have been) sent
 	Sends    uint32                // how many times it was sent (a payment may be sent again)
@@ -285,7 +286,7 @@ func StepOf(transferID uint64) (id uint64, step int, ok bool) {
 		return 0, 0, false
 	}
 	id, step = transferID&^transferIDBit>>6, int(transferID&63)
-	return id, step, id != 0 && step > 0 && step < stepsMax
+	return id, step, id != 0 && id <= OrderIDMax && step > 0 && step < stepsMax
 }
 
 // ExceptionKind is what went wrong.
@@ -351,11 +352,13 @@ type Exception struct {
 	Note    string // what happened last, or the operator's resolution
 	Attempt uint32 // refunds asked of the channel so far (see ExceptionNo)
 	Refund  string // the channel's transaction that refunded it, once it did
-	SentAt  uint64
-	Queries uint32
-	Next    uint64
-	Created uint64
-	Updated uint64
+	// RefundAt is when the record took Refund (its statement day).
+	RefundAt uint64
+	SentAt   uint64
+	Queries  uint32
+	Next     uint64
+	Created  uint64
+	Updated  uint64
 
 	quiet uint64 // as Order.quiet, for the refund's current attempt
 }

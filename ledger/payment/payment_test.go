@@ -24,6 +24,7 @@ type world struct {
 	// submitted transfers and calls of each order not yet answered, in order.
 	transfers map[uint64][]ledger.Transfer
 	calls     map[uint64][]Call
+	stmt      *stmtBooks // the statement imports of the script (statement_test.go)
 }
 
 func newWorld(t *testing.T) *world {
@@ -72,6 +73,9 @@ func (w *world) run(t *testing.T, d *datadriven.TestData) string {
 	}
 	id := num(t, d, "id")
 	o := w.orders[id]
+	if d.Cmd == "statement" || d.Cmd == "resolve-statement" {
+		return w.statement(t, d)
+	}
 	if d.Cmd != "account" && d.Cmd != "new" && o == nil {
 		t.Fatalf("%s: no order %d", d.Pos, id)
 	}

@@ -573,6 +573,74 @@ func (ExceptionState) EnumDescriptor() ([]byte, []int) {
 	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{5}
 }
 
+// StatementClass is what a statement line (or a money txn of the books) is to the books.
+type StatementClass int32
+
+const (
+	StatementClass_STATEMENT_CLASS_UNSPECIFIED StatementClass = 0
+	// The books hold the txn with the line's status and amount.
+	StatementClass_STATEMENT_CLASS_MATCHED StatementClass = 1
+	// A second collection the books hold as a duplicate payment of a succeeded order.
+	StatementClass_STATEMENT_CLASS_DUPLICATE StatementClass = 2
+	// The channel has it; no request of the books is behind it.
+	StatementClass_STATEMENT_CLASS_LONG StatementClass = 3
+	// The books hold the txn with another amount (or currency).
+	StatementClass_STATEMENT_CLASS_AMOUNT_MISMATCH StatementClass = 4
+	// The books hold the request with another status.
+	StatementClass_STATEMENT_CLASS_STATUS_MISMATCH StatementClass = 5
+	// The books hold a txn that moved money and no statement has it.
+	StatementClass_STATEMENT_CLASS_SHORT StatementClass = 6
+)
+
+// Enum value maps for StatementClass.
+var (
+	StatementClass_name = map[int32]string{
+		0: "STATEMENT_CLASS_UNSPECIFIED",
+		1: "STATEMENT_CLASS_MATCHED",
+		2: "STATEMENT_CLASS_DUPLICATE",
+		3: "STATEMENT_CLASS_LONG",
+		4: "STATEMENT_CLASS_AMOUNT_MISMATCH",
+		5: "STATEMENT_CLASS_STATUS_MISMATCH",
+		6: "STATEMENT_CLASS_SHORT",
+	}
+	StatementClass_value = map[string]int32{
+		"STATEMENT_CLASS_UNSPECIFIED":     0,
+		"STATEMENT_CLASS_MATCHED":         1,
+		"STATEMENT_CLASS_DUPLICATE":       2,
+		"STATEMENT_CLASS_LONG":            3,
+		"STATEMENT_CLASS_AMOUNT_MISMATCH": 4,
+		"STATEMENT_CLASS_STATUS_MISMATCH": 5,
+		"STATEMENT_CLASS_SHORT":           6,
+	}
+)
+
+func (x StatementClass) Enum() *StatementClass {
+	p := new(StatementClass)
+	*p = x
+	return p
+}
+
+func (x StatementClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StatementClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_ledger_v1_payment_proto_enumTypes[6].Descriptor()
+}
+
+func (StatementClass) Type() protoreflect.EnumType {
+	return &file_ledger_v1_payment_proto_enumTypes[6]
+}
+
+func (x StatementClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StatementClass.Descriptor instead.
+func (StatementClass) EnumDescriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{6}
+}
+
 // Resolution is what an operator does with an open exception record.
 type Resolution int32
 
@@ -583,6 +651,9 @@ const (
 	Resolution_RESOLUTION_REFUND Resolution = 1
 	// Close the record with a note; money in suspense stays there for finance.
 	Resolution_RESOLUTION_CLOSE Resolution = 2
+	// A statement record only: book what the books hold and the channel does not
+	// (reversible_out) back through suspense, DR suspense / CR channel receivable.
+	Resolution_RESOLUTION_REVERSE Resolution = 3
 )
 
 // Enum value maps for Resolution.
@@ -591,11 +662,13 @@ var (
 		0: "RESOLUTION_UNSPECIFIED",
 		1: "RESOLUTION_REFUND",
 		2: "RESOLUTION_CLOSE",
+		3: "RESOLUTION_REVERSE",
 	}
 	Resolution_value = map[string]int32{
 		"RESOLUTION_UNSPECIFIED": 0,
 		"RESOLUTION_REFUND":      1,
 		"RESOLUTION_CLOSE":       2,
+		"RESOLUTION_REVERSE":     3,
 	}
 )
 
@@ -610,11 +683,11 @@ func (x Resolution) String() string {
 }
 
 func (Resolution) Descriptor() protoreflect.EnumDescriptor {
-	return file_ledger_v1_payment_proto_enumTypes[6].Descriptor()
+	return file_ledger_v1_payment_proto_enumTypes[7].Descriptor()
 }
 
 func (Resolution) Type() protoreflect.EnumType {
-	return &file_ledger_v1_payment_proto_enumTypes[6]
+	return &file_ledger_v1_payment_proto_enumTypes[7]
 }
 
 func (x Resolution) Number() protoreflect.EnumNumber {
@@ -623,7 +696,7 @@ func (x Resolution) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Resolution.Descriptor instead.
 func (Resolution) EnumDescriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{6}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{7}
 }
 
 // CircuitState is a channel's circuit breaker.
@@ -666,11 +739,11 @@ func (x CircuitState) String() string {
 }
 
 func (CircuitState) Descriptor() protoreflect.EnumDescriptor {
-	return file_ledger_v1_payment_proto_enumTypes[7].Descriptor()
+	return file_ledger_v1_payment_proto_enumTypes[8].Descriptor()
 }
 
 func (CircuitState) Type() protoreflect.EnumType {
-	return &file_ledger_v1_payment_proto_enumTypes[7]
+	return &file_ledger_v1_payment_proto_enumTypes[8]
 }
 
 func (x CircuitState) Number() protoreflect.EnumNumber {
@@ -679,7 +752,7 @@ func (x CircuitState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CircuitState.Descriptor instead.
 func (CircuitState) EnumDescriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{7}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{8}
 }
 
 // Instrument is one part of a combined payment (or, on a refund order, the part of one
@@ -1783,10 +1856,16 @@ type ListExceptionsRequest struct {
 	// next_after_order_id.
 	AfterOrderId uint64 `protobuf:"varint,2,opt,name=after_order_id,json=afterOrderId,proto3" json:"after_order_id,omitempty"`
 	// At most this many orders per page, with all their listed records (1 to 1,000; 0 means
-	// 100).
-	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// 100); with statements, this many records.
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// List the records of channel statement imports instead of the orders' (by channel, date,
+	// txn).
+	Statements bool `protobuf:"varint,4,opt,name=statements,proto3" json:"statements,omitempty"`
+	// With statements: only records after this one (unset: from the first); the previous
+	// page's next_after_statement.
+	AfterStatement *StatementKey `protobuf:"bytes,5,opt,name=after_statement,json=afterStatement,proto3" json:"after_statement,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListExceptionsRequest) Reset() {
@@ -1840,6 +1919,336 @@ func (x *ListExceptionsRequest) GetLimit() uint32 {
 	return 0
 }
 
+func (x *ListExceptionsRequest) GetStatements() bool {
+	if x != nil {
+		return x.Statements
+	}
+	return false
+}
+
+func (x *ListExceptionsRequest) GetAfterStatement() *StatementKey {
+	if x != nil {
+		return x.AfterStatement
+	}
+	return nil
+}
+
+// StatementKey names a statement record: the channel, the day (YYYY-MM-DD: the statement's,
+// or for a short txn the UTC day the books recorded it) and the channel's txn.
+type StatementKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Date          string                 `protobuf:"bytes,2,opt,name=date,proto3" json:"date,omitempty"`
+	Txn           string                 `protobuf:"bytes,3,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatementKey) Reset() {
+	*x = StatementKey{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatementKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatementKey) ProtoMessage() {}
+
+func (x *StatementKey) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatementKey.ProtoReflect.Descriptor instead.
+func (*StatementKey) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StatementKey) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *StatementKey) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *StatementKey) GetTxn() string {
+	if x != nil {
+		return x.Txn
+	}
+	return ""
+}
+
+// StatementDifference is one difference between a statement and the books.
+type StatementDifference struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Class StatementClass         `protobuf:"varint,1,opt,name=class,proto3,enum=ledger.v1.StatementClass" json:"class,omitempty"`
+	Txn   string                 `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	// The channel request it is about, and its order (0: none of ours).
+	OrderNo string `protobuf:"bytes,3,opt,name=order_no,json=orderNo,proto3" json:"order_no,omitempty"`
+	OrderId uint64 `protobuf:"varint,4,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// pay, payout or refund.
+	Op string `protobuf:"bytes,5,opt,name=op,proto3" json:"op,omitempty"`
+	// The statement's status and amount ("": no such txn on it).
+	TheirStatus string `protobuf:"bytes,6,opt,name=their_status,json=theirStatus,proto3" json:"their_status,omitempty"`
+	TheirAmount uint64 `protobuf:"varint,7,opt,name=their_amount,json=theirAmount,proto3" json:"their_amount,omitempty"`
+	// The books' ("": the books hold no such txn).
+	OurStatus string `protobuf:"bytes,8,opt,name=our_status,json=ourStatus,proto3" json:"our_status,omitempty"`
+	OurAmount uint64 `protobuf:"varint,9,opt,name=our_amount,json=ourAmount,proto3" json:"our_amount,omitempty"`
+	Currency  string `protobuf:"bytes,10,opt,name=currency,proto3" json:"currency,omitempty"`
+	// The ledger (currency) its money is booked in; 0 when none is known.
+	Ledger uint32 `protobuf:"varint,11,opt,name=ledger,proto3" json:"ledger,omitempty"`
+	// What the channel holds that the books do not: booked at once, DR channel receivable / CR
+	// suspense.
+	BookedIn uint64 `protobuf:"varint,12,opt,name=booked_in,json=bookedIn,proto3" json:"booked_in,omitempty"`
+	// What the books hold that the channel does not: an operator may reverse it (RESOLUTION_REVERSE),
+	// DR suspense / CR channel receivable.
+	ReversibleOut uint64 `protobuf:"varint,13,opt,name=reversible_out,json=reversibleOut,proto3" json:"reversible_out,omitempty"`
+	Note          string `protobuf:"bytes,14,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatementDifference) Reset() {
+	*x = StatementDifference{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatementDifference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatementDifference) ProtoMessage() {}
+
+func (x *StatementDifference) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatementDifference.ProtoReflect.Descriptor instead.
+func (*StatementDifference) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StatementDifference) GetClass() StatementClass {
+	if x != nil {
+		return x.Class
+	}
+	return StatementClass_STATEMENT_CLASS_UNSPECIFIED
+}
+
+func (x *StatementDifference) GetTxn() string {
+	if x != nil {
+		return x.Txn
+	}
+	return ""
+}
+
+func (x *StatementDifference) GetOrderNo() string {
+	if x != nil {
+		return x.OrderNo
+	}
+	return ""
+}
+
+func (x *StatementDifference) GetOrderId() uint64 {
+	if x != nil {
+		return x.OrderId
+	}
+	return 0
+}
+
+func (x *StatementDifference) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *StatementDifference) GetTheirStatus() string {
+	if x != nil {
+		return x.TheirStatus
+	}
+	return ""
+}
+
+func (x *StatementDifference) GetTheirAmount() uint64 {
+	if x != nil {
+		return x.TheirAmount
+	}
+	return 0
+}
+
+func (x *StatementDifference) GetOurStatus() string {
+	if x != nil {
+		return x.OurStatus
+	}
+	return ""
+}
+
+func (x *StatementDifference) GetOurAmount() uint64 {
+	if x != nil {
+		return x.OurAmount
+	}
+	return 0
+}
+
+func (x *StatementDifference) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *StatementDifference) GetLedger() uint32 {
+	if x != nil {
+		return x.Ledger
+	}
+	return 0
+}
+
+func (x *StatementDifference) GetBookedIn() uint64 {
+	if x != nil {
+		return x.BookedIn
+	}
+	return 0
+}
+
+func (x *StatementDifference) GetReversibleOut() uint64 {
+	if x != nil {
+		return x.ReversibleOut
+	}
+	return 0
+}
+
+func (x *StatementDifference) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// StatementException is the record of a statement difference.
+type StatementException struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Key        *StatementKey          `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Difference *StatementDifference   `protobuf:"bytes,2,opt,name=difference,proto3" json:"difference,omitempty"`
+	// BOOKING (booked_in being booked), OPEN, UNBOOKING (being reversed), RESOLVED.
+	State ExceptionState `protobuf:"varint,3,opt,name=state,proto3,enum=ledger.v1.ExceptionState" json:"state,omitempty"`
+	// The ledger transfer that books booked_in, and the one that reverses reversible_out (their
+	// ids derive from the key; 0 when there is no such amount).
+	BookingTransferId  uint64 `protobuf:"varint,4,opt,name=booking_transfer_id,json=bookingTransferId,proto3" json:"booking_transfer_id,omitempty"`
+	ReversalTransferId uint64 `protobuf:"varint,5,opt,name=reversal_transfer_id,json=reversalTransferId,proto3" json:"reversal_transfer_id,omitempty"`
+	CreatedNs          int64  `protobuf:"varint,6,opt,name=created_ns,json=createdNs,proto3" json:"created_ns,omitempty"`
+	UpdatedNs          int64  `protobuf:"varint,7,opt,name=updated_ns,json=updatedNs,proto3" json:"updated_ns,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *StatementException) Reset() {
+	*x = StatementException{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatementException) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatementException) ProtoMessage() {}
+
+func (x *StatementException) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatementException.ProtoReflect.Descriptor instead.
+func (*StatementException) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StatementException) GetKey() *StatementKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *StatementException) GetDifference() *StatementDifference {
+	if x != nil {
+		return x.Difference
+	}
+	return nil
+}
+
+func (x *StatementException) GetState() ExceptionState {
+	if x != nil {
+		return x.State
+	}
+	return ExceptionState_EXCEPTION_STATE_UNSPECIFIED
+}
+
+func (x *StatementException) GetBookingTransferId() uint64 {
+	if x != nil {
+		return x.BookingTransferId
+	}
+	return 0
+}
+
+func (x *StatementException) GetReversalTransferId() uint64 {
+	if x != nil {
+		return x.ReversalTransferId
+	}
+	return 0
+}
+
+func (x *StatementException) GetCreatedNs() int64 {
+	if x != nil {
+		return x.CreatedNs
+	}
+	return 0
+}
+
+func (x *StatementException) GetUpdatedNs() int64 {
+	if x != nil {
+		return x.UpdatedNs
+	}
+	return 0
+}
+
 // ListExceptionsResponse is a page of exception records.
 type ListExceptionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1847,13 +2256,17 @@ type ListExceptionsResponse struct {
 	Exceptions []*PaymentException `protobuf:"bytes,1,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
 	// The after_order_id of the next page when this page was full; 0 when there is no more.
 	NextAfterOrderId uint64 `protobuf:"varint,2,opt,name=next_after_order_id,json=nextAfterOrderId,proto3" json:"next_after_order_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// With statements: the records, by channel, date, txn.
+	StatementExceptions []*StatementException `protobuf:"bytes,3,rep,name=statement_exceptions,json=statementExceptions,proto3" json:"statement_exceptions,omitempty"`
+	// With statements: the after_statement of the next page when this page was full.
+	NextAfterStatement *StatementKey `protobuf:"bytes,4,opt,name=next_after_statement,json=nextAfterStatement,proto3" json:"next_after_statement,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ListExceptionsResponse) Reset() {
 	*x = ListExceptionsResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[14]
+	mi := &file_ledger_v1_payment_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2278,7 @@ func (x *ListExceptionsResponse) String() string {
 func (*ListExceptionsResponse) ProtoMessage() {}
 
 func (x *ListExceptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[14]
+	mi := &file_ledger_v1_payment_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2291,7 @@ func (x *ListExceptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExceptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListExceptionsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{14}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListExceptionsResponse) GetExceptions() []*PaymentException {
@@ -1895,6 +2308,20 @@ func (x *ListExceptionsResponse) GetNextAfterOrderId() uint64 {
 	return 0
 }
 
+func (x *ListExceptionsResponse) GetStatementExceptions() []*StatementException {
+	if x != nil {
+		return x.StatementExceptions
+	}
+	return nil
+}
+
+func (x *ListExceptionsResponse) GetNextAfterStatement() *StatementKey {
+	if x != nil {
+		return x.NextAfterStatement
+	}
+	return nil
+}
+
 // ResolveExceptionRequest names an exception record and what to do with it.
 type ResolveExceptionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1905,14 +2332,16 @@ type ResolveExceptionRequest struct {
 	// What to do.
 	Resolution Resolution `protobuf:"varint,3,opt,name=resolution,proto3,enum=ledger.v1.Resolution" json:"resolution,omitempty"`
 	// The operator's note, kept on the record; at most 256 bytes.
-	Note          string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	Note string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	// A statement record instead of an order's (order_id and index then unset).
+	Statement     *StatementKey `protobuf:"bytes,5,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResolveExceptionRequest) Reset() {
 	*x = ResolveExceptionRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[15]
+	mi := &file_ledger_v1_payment_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2353,7 @@ func (x *ResolveExceptionRequest) String() string {
 func (*ResolveExceptionRequest) ProtoMessage() {}
 
 func (x *ResolveExceptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[15]
+	mi := &file_ledger_v1_payment_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2366,7 @@ func (x *ResolveExceptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveExceptionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveExceptionRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{15}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResolveExceptionRequest) GetOrderId() uint64 {
@@ -1968,6 +2397,13 @@ func (x *ResolveExceptionRequest) GetNote() string {
 	return ""
 }
 
+func (x *ResolveExceptionRequest) GetStatement() *StatementKey {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 // ResolveExceptionResponse is the outcome of a resolution.
 type ResolveExceptionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1975,14 +2411,16 @@ type ResolveExceptionResponse struct {
 	// NOT_REFUNDABLE, NOTE_TOO_LONG).
 	Result PaymentResult `protobuf:"varint,1,opt,name=result,proto3,enum=ledger.v1.PaymentResult" json:"result,omitempty"`
 	// The order as it stands (durable), when it exists.
-	Order         *PaymentOrder `protobuf:"bytes,2,opt,name=order,proto3" json:"order,omitempty"`
+	Order *PaymentOrder `protobuf:"bytes,2,opt,name=order,proto3" json:"order,omitempty"`
+	// The statement record as it stands (durable), when it exists.
+	Statement     *StatementException `protobuf:"bytes,3,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResolveExceptionResponse) Reset() {
 	*x = ResolveExceptionResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[16]
+	mi := &file_ledger_v1_payment_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2432,7 @@ func (x *ResolveExceptionResponse) String() string {
 func (*ResolveExceptionResponse) ProtoMessage() {}
 
 func (x *ResolveExceptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[16]
+	mi := &file_ledger_v1_payment_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2445,7 @@ func (x *ResolveExceptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveExceptionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveExceptionResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{16}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResolveExceptionResponse) GetResult() PaymentResult {
@@ -2020,6 +2458,216 @@ func (x *ResolveExceptionResponse) GetResult() PaymentResult {
 func (x *ResolveExceptionResponse) GetOrder() *PaymentOrder {
 	if x != nil {
 		return x.Order
+	}
+	return nil
+}
+
+func (x *ResolveExceptionResponse) GetStatement() *StatementException {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+// ImportStatementRequest names a channel's statement.
+type ImportStatementRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The payment channel.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The statement's day, YYYY-MM-DD (UTC).
+	Date          string `protobuf:"bytes,2,opt,name=date,proto3" json:"date,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportStatementRequest) Reset() {
+	*x = ImportStatementRequest{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportStatementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportStatementRequest) ProtoMessage() {}
+
+func (x *ImportStatementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportStatementRequest.ProtoReflect.Descriptor instead.
+func (*ImportStatementRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ImportStatementRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ImportStatementRequest) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+// ImportStatementResponse is what the import found. Every count is complete; the
+// differences listed are at most 1,000 per class, and each has its record.
+type ImportStatementResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Lines uint32                 `protobuf:"varint,1,opt,name=lines,proto3" json:"lines,omitempty"`
+	// Lines news to their order (an outcome it awaited, a second collection, a refund),
+	// applied as the channel's callback; and those their order could not take now.
+	Applied        uint32 `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	NotApplied     uint32 `protobuf:"varint,3,opt,name=not_applied,json=notApplied,proto3" json:"not_applied,omitempty"`
+	Matched        uint32 `protobuf:"varint,4,opt,name=matched,proto3" json:"matched,omitempty"`
+	Duplicate      uint32 `protobuf:"varint,5,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Long           uint32 `protobuf:"varint,6,opt,name=long,proto3" json:"long,omitempty"`
+	AmountMismatch uint32 `protobuf:"varint,7,opt,name=amount_mismatch,json=amountMismatch,proto3" json:"amount_mismatch,omitempty"`
+	StatusMismatch uint32 `protobuf:"varint,8,opt,name=status_mismatch,json=statusMismatch,proto3" json:"status_mismatch,omitempty"`
+	Short          uint32 `protobuf:"varint,9,opt,name=short,proto3" json:"short,omitempty"`
+	// Money txns of the books missing from the statement that may be on a neighbouring day's
+	// statement not imported yet (near midnight).
+	Pending uint32 `protobuf:"varint,10,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Records this import wrote (the others existed).
+	NewRecords uint32 `protobuf:"varint,11,opt,name=new_records,json=newRecords,proto3" json:"new_records,omitempty"`
+	// The same file was imported before.
+	Again         bool                   `protobuf:"varint,12,opt,name=again,proto3" json:"again,omitempty"`
+	Differences   []*StatementDifference `protobuf:"bytes,13,rep,name=differences,proto3" json:"differences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportStatementResponse) Reset() {
+	*x = ImportStatementResponse{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportStatementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportStatementResponse) ProtoMessage() {}
+
+func (x *ImportStatementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportStatementResponse.ProtoReflect.Descriptor instead.
+func (*ImportStatementResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ImportStatementResponse) GetLines() uint32 {
+	if x != nil {
+		return x.Lines
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetApplied() uint32 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetNotApplied() uint32 {
+	if x != nil {
+		return x.NotApplied
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetMatched() uint32 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetDuplicate() uint32 {
+	if x != nil {
+		return x.Duplicate
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetLong() uint32 {
+	if x != nil {
+		return x.Long
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetAmountMismatch() uint32 {
+	if x != nil {
+		return x.AmountMismatch
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetStatusMismatch() uint32 {
+	if x != nil {
+		return x.StatusMismatch
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetShort() uint32 {
+	if x != nil {
+		return x.Short
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetPending() uint32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetNewRecords() uint32 {
+	if x != nil {
+		return x.NewRecords
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetAgain() bool {
+	if x != nil {
+		return x.Again
+	}
+	return false
+}
+
+func (x *ImportStatementResponse) GetDifferences() []*StatementDifference {
+	if x != nil {
+		return x.Differences
 	}
 	return nil
 }
@@ -2043,7 +2691,7 @@ type ChannelStatus struct {
 
 func (x *ChannelStatus) Reset() {
 	*x = ChannelStatus{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[17]
+	mi := &file_ledger_v1_payment_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2703,7 @@ func (x *ChannelStatus) String() string {
 func (*ChannelStatus) ProtoMessage() {}
 
 func (x *ChannelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[17]
+	mi := &file_ledger_v1_payment_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2716,7 @@ func (x *ChannelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChannelStatus.ProtoReflect.Descriptor instead.
 func (*ChannelStatus) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{17}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ChannelStatus) GetName() string {
@@ -2119,7 +2767,7 @@ type SetChannelDegradedRequest struct {
 
 func (x *SetChannelDegradedRequest) Reset() {
 	*x = SetChannelDegradedRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[18]
+	mi := &file_ledger_v1_payment_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2779,7 @@ func (x *SetChannelDegradedRequest) String() string {
 func (*SetChannelDegradedRequest) ProtoMessage() {}
 
 func (x *SetChannelDegradedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[18]
+	mi := &file_ledger_v1_payment_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2792,7 @@ func (x *SetChannelDegradedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetChannelDegradedRequest.ProtoReflect.Descriptor instead.
 func (*SetChannelDegradedRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{18}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetChannelDegradedRequest) GetChannel() string {
@@ -2172,7 +2820,7 @@ type SetChannelDegradedResponse struct {
 
 func (x *SetChannelDegradedResponse) Reset() {
 	*x = SetChannelDegradedResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[19]
+	mi := &file_ledger_v1_payment_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2832,7 @@ func (x *SetChannelDegradedResponse) String() string {
 func (*SetChannelDegradedResponse) ProtoMessage() {}
 
 func (x *SetChannelDegradedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[19]
+	mi := &file_ledger_v1_payment_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2845,7 @@ func (x *SetChannelDegradedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetChannelDegradedResponse.ProtoReflect.Descriptor instead.
 func (*SetChannelDegradedResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{19}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetChannelDegradedResponse) GetStatus() *ChannelStatus {
@@ -2216,7 +2864,7 @@ type ListChannelsRequest struct {
 
 func (x *ListChannelsRequest) Reset() {
 	*x = ListChannelsRequest{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[20]
+	mi := &file_ledger_v1_payment_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2876,7 @@ func (x *ListChannelsRequest) String() string {
 func (*ListChannelsRequest) ProtoMessage() {}
 
 func (x *ListChannelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[20]
+	mi := &file_ledger_v1_payment_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2889,7 @@ func (x *ListChannelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChannelsRequest.ProtoReflect.Descriptor instead.
 func (*ListChannelsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{20}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{25}
 }
 
 // ListChannelsResponse has every channel's status.
@@ -2255,7 +2903,7 @@ type ListChannelsResponse struct {
 
 func (x *ListChannelsResponse) Reset() {
 	*x = ListChannelsResponse{}
-	mi := &file_ledger_v1_payment_proto_msgTypes[21]
+	mi := &file_ledger_v1_payment_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2915,7 @@ func (x *ListChannelsResponse) String() string {
 func (*ListChannelsResponse) ProtoMessage() {}
 
 func (x *ListChannelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_payment_proto_msgTypes[21]
+	mi := &file_ledger_v1_payment_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2928,7 @@ func (x *ListChannelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListChannelsResponse.ProtoReflect.Descriptor instead.
 func (*ListChannelsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListChannelsResponse) GetChannels() []*ChannelStatus {
@@ -2380,26 +3028,88 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x11differences_total\x18\x04 \x01(\rR\x10differencesTotal\"n\n" +
 	"\x18GetOrdersByBizIdResponse\x12/\n" +
 	"\x06orders\x18\x01 \x03(\v2\x17.ledger.v1.PaymentOrderR\x06orders\x12!\n" +
-	"\ftransfer_ids\x18\x02 \x03(\x04R\vtransferIds\"~\n" +
+	"\ftransfer_ids\x18\x02 \x03(\x04R\vtransferIds\"\xe0\x01\n" +
 	"\x15ListExceptionsRequest\x12)\n" +
 	"\x10include_resolved\x18\x01 \x01(\bR\x0fincludeResolved\x12$\n" +
 	"\x0eafter_order_id\x18\x02 \x01(\x04R\fafterOrderId\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x84\x01\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1e\n" +
+	"\n" +
+	"statements\x18\x04 \x01(\bR\n" +
+	"statements\x12@\n" +
+	"\x0fafter_statement\x18\x05 \x01(\v2\x17.ledger.v1.StatementKeyR\x0eafterStatement\"N\n" +
+	"\fStatementKey\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\x12\x10\n" +
+	"\x03txn\x18\x03 \x01(\tR\x03txn\"\xae\x03\n" +
+	"\x13StatementDifference\x12/\n" +
+	"\x05class\x18\x01 \x01(\x0e2\x19.ledger.v1.StatementClassR\x05class\x12\x10\n" +
+	"\x03txn\x18\x02 \x01(\tR\x03txn\x12\x19\n" +
+	"\border_no\x18\x03 \x01(\tR\aorderNo\x12\x19\n" +
+	"\border_id\x18\x04 \x01(\x04R\aorderId\x12\x0e\n" +
+	"\x02op\x18\x05 \x01(\tR\x02op\x12!\n" +
+	"\ftheir_status\x18\x06 \x01(\tR\vtheirStatus\x12!\n" +
+	"\ftheir_amount\x18\a \x01(\x04R\vtheirAmount\x12\x1d\n" +
+	"\n" +
+	"our_status\x18\b \x01(\tR\tourStatus\x12\x1d\n" +
+	"\n" +
+	"our_amount\x18\t \x01(\x04R\tourAmount\x12\x1a\n" +
+	"\bcurrency\x18\n" +
+	" \x01(\tR\bcurrency\x12\x16\n" +
+	"\x06ledger\x18\v \x01(\rR\x06ledger\x12\x1b\n" +
+	"\tbooked_in\x18\f \x01(\x04R\bbookedIn\x12%\n" +
+	"\x0ereversible_out\x18\r \x01(\x04R\rreversibleOut\x12\x12\n" +
+	"\x04note\x18\x0e \x01(\tR\x04note\"\xd0\x02\n" +
+	"\x12StatementException\x12)\n" +
+	"\x03key\x18\x01 \x01(\v2\x17.ledger.v1.StatementKeyR\x03key\x12>\n" +
+	"\n" +
+	"difference\x18\x02 \x01(\v2\x1e.ledger.v1.StatementDifferenceR\n" +
+	"difference\x12/\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x19.ledger.v1.ExceptionStateR\x05state\x12.\n" +
+	"\x13booking_transfer_id\x18\x04 \x01(\x04R\x11bookingTransferId\x120\n" +
+	"\x14reversal_transfer_id\x18\x05 \x01(\x04R\x12reversalTransferId\x12\x1d\n" +
+	"\n" +
+	"created_ns\x18\x06 \x01(\x03R\tcreatedNs\x12\x1d\n" +
+	"\n" +
+	"updated_ns\x18\a \x01(\x03R\tupdatedNs\"\xa1\x02\n" +
 	"\x16ListExceptionsResponse\x12;\n" +
 	"\n" +
 	"exceptions\x18\x01 \x03(\v2\x1b.ledger.v1.PaymentExceptionR\n" +
 	"exceptions\x12-\n" +
-	"\x13next_after_order_id\x18\x02 \x01(\x04R\x10nextAfterOrderId\"\x95\x01\n" +
+	"\x13next_after_order_id\x18\x02 \x01(\x04R\x10nextAfterOrderId\x12P\n" +
+	"\x14statement_exceptions\x18\x03 \x03(\v2\x1d.ledger.v1.StatementExceptionR\x13statementExceptions\x12I\n" +
+	"\x14next_after_statement\x18\x04 \x01(\v2\x17.ledger.v1.StatementKeyR\x12nextAfterStatement\"\xcc\x01\n" +
 	"\x17ResolveExceptionRequest\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\x04R\aorderId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x125\n" +
 	"\n" +
 	"resolution\x18\x03 \x01(\x0e2\x15.ledger.v1.ResolutionR\n" +
 	"resolution\x12\x12\n" +
-	"\x04note\x18\x04 \x01(\tR\x04note\"{\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\x125\n" +
+	"\tstatement\x18\x05 \x01(\v2\x17.ledger.v1.StatementKeyR\tstatement\"\xb8\x01\n" +
 	"\x18ResolveExceptionResponse\x120\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x18.ledger.v1.PaymentResultR\x06result\x12-\n" +
-	"\x05order\x18\x02 \x01(\v2\x17.ledger.v1.PaymentOrderR\x05order\"\xa7\x01\n" +
+	"\x05order\x18\x02 \x01(\v2\x17.ledger.v1.PaymentOrderR\x05order\x12;\n" +
+	"\tstatement\x18\x03 \x01(\v2\x1d.ledger.v1.StatementExceptionR\tstatement\"F\n" +
+	"\x16ImportStatementRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\"\xb1\x03\n" +
+	"\x17ImportStatementResponse\x12\x14\n" +
+	"\x05lines\x18\x01 \x01(\rR\x05lines\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\rR\aapplied\x12\x1f\n" +
+	"\vnot_applied\x18\x03 \x01(\rR\n" +
+	"notApplied\x12\x18\n" +
+	"\amatched\x18\x04 \x01(\rR\amatched\x12\x1c\n" +
+	"\tduplicate\x18\x05 \x01(\rR\tduplicate\x12\x12\n" +
+	"\x04long\x18\x06 \x01(\rR\x04long\x12'\n" +
+	"\x0famount_mismatch\x18\a \x01(\rR\x0eamountMismatch\x12'\n" +
+	"\x0fstatus_mismatch\x18\b \x01(\rR\x0estatusMismatch\x12\x14\n" +
+	"\x05short\x18\t \x01(\rR\x05short\x12\x18\n" +
+	"\apending\x18\n" +
+	" \x01(\rR\apending\x12\x1f\n" +
+	"\vnew_records\x18\v \x01(\rR\n" +
+	"newRecords\x12\x14\n" +
+	"\x05again\x18\f \x01(\bR\x05again\x12@\n" +
+	"\vdifferences\x18\r \x03(\v2\x1e.ledger.v1.StatementDifferenceR\vdifferences\"\xa7\x01\n" +
 	"\rChannelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\x121\n" +
@@ -2495,24 +3205,34 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x14EXCEPTION_STATE_OPEN\x10\x02\x12\x1d\n" +
 	"\x19EXCEPTION_STATE_REFUNDING\x10\x03\x12\x1d\n" +
 	"\x19EXCEPTION_STATE_UNBOOKING\x10\x04\x12\x1c\n" +
-	"\x18EXCEPTION_STATE_RESOLVED\x10\x05*U\n" +
+	"\x18EXCEPTION_STATE_RESOLVED\x10\x05*\xec\x01\n" +
+	"\x0eStatementClass\x12\x1f\n" +
+	"\x1bSTATEMENT_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17STATEMENT_CLASS_MATCHED\x10\x01\x12\x1d\n" +
+	"\x19STATEMENT_CLASS_DUPLICATE\x10\x02\x12\x18\n" +
+	"\x14STATEMENT_CLASS_LONG\x10\x03\x12#\n" +
+	"\x1fSTATEMENT_CLASS_AMOUNT_MISMATCH\x10\x04\x12#\n" +
+	"\x1fSTATEMENT_CLASS_STATUS_MISMATCH\x10\x05\x12\x19\n" +
+	"\x15STATEMENT_CLASS_SHORT\x10\x06*m\n" +
 	"\n" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11RESOLUTION_REFUND\x10\x01\x12\x14\n" +
-	"\x10RESOLUTION_CLOSE\x10\x02*|\n" +
+	"\x10RESOLUTION_CLOSE\x10\x02\x12\x16\n" +
+	"\x12RESOLUTION_REVERSE\x10\x03*|\n" +
 	"\fCircuitState\x12\x1d\n" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x1b\n" +
 	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x02\x12\x16\n" +
-	"\x12CIRCUIT_STATE_OPEN\x10\x032\xcb\x05\n" +
+	"\x12CIRCUIT_STATE_OPEN\x10\x032\xa5\x06\n" +
 	"\x0ePaymentService\x12U\n" +
 	"\x0eCreatePayments\x12 .ledger.v1.CreatePaymentsRequest\x1a!.ledger.v1.CreatePaymentsResponse\x12F\n" +
 	"\tGetOrders\x12\x1b.ledger.v1.GetOrdersRequest\x1a\x1c.ledger.v1.GetOrdersResponse\x12[\n" +
 	"\x10GetOrdersByBizId\x12\".ledger.v1.GetOrdersByBizIdRequest\x1a#.ledger.v1.GetOrdersByBizIdResponse\x12U\n" +
 	"\x0eReconcileBizId\x12 .ledger.v1.ReconcileBizIdRequest\x1a!.ledger.v1.ReconcileBizIdResponse\x12U\n" +
 	"\x0eListExceptions\x12 .ledger.v1.ListExceptionsRequest\x1a!.ledger.v1.ListExceptionsResponse\x12[\n" +
-	"\x10ResolveException\x12\".ledger.v1.ResolveExceptionRequest\x1a#.ledger.v1.ResolveExceptionResponse\x12a\n" +
+	"\x10ResolveException\x12\".ledger.v1.ResolveExceptionRequest\x1a#.ledger.v1.ResolveExceptionResponse\x12X\n" +
+	"\x0fImportStatement\x12!.ledger.v1.ImportStatementRequest\x1a\".ledger.v1.ImportStatementResponse\x12a\n" +
 	"\x12SetChannelDegraded\x12$.ledger.v1.SetChannelDegradedRequest\x1a%.ledger.v1.SetChannelDegradedResponse\x12O\n" +
 	"\fListChannels\x12\x1e.ledger.v1.ListChannelsRequest\x1a\x1f.ledger.v1.ListChannelsResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
@@ -2528,8 +3248,8 @@ func file_ledger_v1_payment_proto_rawDescGZIP() []byte {
 	return file_ledger_v1_payment_proto_rawDescData
 }
 
-var file_ledger_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ledger_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ledger_v1_payment_proto_goTypes = []any{
 	(PaymentForm)(0),                   // 0: ledger.v1.PaymentForm
 	(InstrumentKind)(0),                // 1: ledger.v1.InstrumentKind
@@ -2537,78 +3257,96 @@ var file_ledger_v1_payment_proto_goTypes = []any{
 	(PaymentResult)(0),                 // 3: ledger.v1.PaymentResult
 	(ExceptionKind)(0),                 // 4: ledger.v1.ExceptionKind
 	(ExceptionState)(0),                // 5: ledger.v1.ExceptionState
-	(Resolution)(0),                    // 6: ledger.v1.Resolution
-	(CircuitState)(0),                  // 7: ledger.v1.CircuitState
-	(*Instrument)(nil),                 // 8: ledger.v1.Instrument
-	(*PaymentRequest)(nil),             // 9: ledger.v1.PaymentRequest
-	(*PaymentException)(nil),           // 10: ledger.v1.PaymentException
-	(*PaymentOrder)(nil),               // 11: ledger.v1.PaymentOrder
-	(*CreatePaymentsRequest)(nil),      // 12: ledger.v1.CreatePaymentsRequest
-	(*CreatePaymentsResult)(nil),       // 13: ledger.v1.CreatePaymentsResult
-	(*CreatePaymentsResponse)(nil),     // 14: ledger.v1.CreatePaymentsResponse
-	(*GetOrdersRequest)(nil),           // 15: ledger.v1.GetOrdersRequest
-	(*GetOrdersResponse)(nil),          // 16: ledger.v1.GetOrdersResponse
-	(*GetOrdersByBizIdRequest)(nil),    // 17: ledger.v1.GetOrdersByBizIdRequest
-	(*ReconcileBizIdRequest)(nil),      // 18: ledger.v1.ReconcileBizIdRequest
-	(*ReconcileBizIdResponse)(nil),     // 19: ledger.v1.ReconcileBizIdResponse
-	(*GetOrdersByBizIdResponse)(nil),   // 20: ledger.v1.GetOrdersByBizIdResponse
-	(*ListExceptionsRequest)(nil),      // 21: ledger.v1.ListExceptionsRequest
-	(*ListExceptionsResponse)(nil),     // 22: ledger.v1.ListExceptionsResponse
-	(*ResolveExceptionRequest)(nil),    // 23: ledger.v1.ResolveExceptionRequest
-	(*ResolveExceptionResponse)(nil),   // 24: ledger.v1.ResolveExceptionResponse
-	(*ChannelStatus)(nil),              // 25: ledger.v1.ChannelStatus
-	(*SetChannelDegradedRequest)(nil),  // 26: ledger.v1.SetChannelDegradedRequest
-	(*SetChannelDegradedResponse)(nil), // 27: ledger.v1.SetChannelDegradedResponse
-	(*ListChannelsRequest)(nil),        // 28: ledger.v1.ListChannelsRequest
-	(*ListChannelsResponse)(nil),       // 29: ledger.v1.ListChannelsResponse
-	(CreateTransferResult)(0),          // 30: ledger.v1.CreateTransferResult
+	(StatementClass)(0),                // 6: ledger.v1.StatementClass
+	(Resolution)(0),                    // 7: ledger.v1.Resolution
+	(CircuitState)(0),                  // 8: ledger.v1.CircuitState
+	(*Instrument)(nil),                 // 9: ledger.v1.Instrument
+	(*PaymentRequest)(nil),             // 10: ledger.v1.PaymentRequest
+	(*PaymentException)(nil),           // 11: ledger.v1.PaymentException
+	(*PaymentOrder)(nil),               // 12: ledger.v1.PaymentOrder
+	(*CreatePaymentsRequest)(nil),      // 13: ledger.v1.CreatePaymentsRequest
+	(*CreatePaymentsResult)(nil),       // 14: ledger.v1.CreatePaymentsResult
+	(*CreatePaymentsResponse)(nil),     // 15: ledger.v1.CreatePaymentsResponse
+	(*GetOrdersRequest)(nil),           // 16: ledger.v1.GetOrdersRequest
+	(*GetOrdersResponse)(nil),          // 17: ledger.v1.GetOrdersResponse
+	(*GetOrdersByBizIdRequest)(nil),    // 18: ledger.v1.GetOrdersByBizIdRequest
+	(*ReconcileBizIdRequest)(nil),      // 19: ledger.v1.ReconcileBizIdRequest
+	(*ReconcileBizIdResponse)(nil),     // 20: ledger.v1.ReconcileBizIdResponse
+	(*GetOrdersByBizIdResponse)(nil),   // 21: ledger.v1.GetOrdersByBizIdResponse
+	(*ListExceptionsRequest)(nil),      // 22: ledger.v1.ListExceptionsRequest
+	(*StatementKey)(nil),               // 23: ledger.v1.StatementKey
+	(*StatementDifference)(nil),        // 24: ledger.v1.StatementDifference
+	(*StatementException)(nil),         // 25: ledger.v1.StatementException
+	(*ListExceptionsResponse)(nil),     // 26: ledger.v1.ListExceptionsResponse
+	(*ResolveExceptionRequest)(nil),    // 27: ledger.v1.ResolveExceptionRequest
+	(*ResolveExceptionResponse)(nil),   // 28: ledger.v1.ResolveExceptionResponse
+	(*ImportStatementRequest)(nil),     // 29: ledger.v1.ImportStatementRequest
+	(*ImportStatementResponse)(nil),    // 30: ledger.v1.ImportStatementResponse
+	(*ChannelStatus)(nil),              // 31: ledger.v1.ChannelStatus
+	(*SetChannelDegradedRequest)(nil),  // 32: ledger.v1.SetChannelDegradedRequest
+	(*SetChannelDegradedResponse)(nil), // 33: ledger.v1.SetChannelDegradedResponse
+	(*ListChannelsRequest)(nil),        // 34: ledger.v1.ListChannelsRequest
+	(*ListChannelsResponse)(nil),       // 35: ledger.v1.ListChannelsResponse
+	(CreateTransferResult)(0),          // 36: ledger.v1.CreateTransferResult
 }
 var file_ledger_v1_payment_proto_depIdxs = []int32{
 	1,  // 0: ledger.v1.Instrument.kind:type_name -> ledger.v1.InstrumentKind
 	0,  // 1: ledger.v1.PaymentRequest.form:type_name -> ledger.v1.PaymentForm
-	8,  // 2: ledger.v1.PaymentRequest.instruments:type_name -> ledger.v1.Instrument
+	9,  // 2: ledger.v1.PaymentRequest.instruments:type_name -> ledger.v1.Instrument
 	4,  // 3: ledger.v1.PaymentException.kind:type_name -> ledger.v1.ExceptionKind
 	5,  // 4: ledger.v1.PaymentException.state:type_name -> ledger.v1.ExceptionState
 	0,  // 5: ledger.v1.PaymentOrder.form:type_name -> ledger.v1.PaymentForm
-	8,  // 6: ledger.v1.PaymentOrder.instruments:type_name -> ledger.v1.Instrument
+	9,  // 6: ledger.v1.PaymentOrder.instruments:type_name -> ledger.v1.Instrument
 	2,  // 7: ledger.v1.PaymentOrder.state:type_name -> ledger.v1.PaymentState
 	3,  // 8: ledger.v1.PaymentOrder.result:type_name -> ledger.v1.PaymentResult
-	30, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
-	10, // 10: ledger.v1.PaymentOrder.exceptions:type_name -> ledger.v1.PaymentException
-	9,  // 11: ledger.v1.CreatePaymentsRequest.requests:type_name -> ledger.v1.PaymentRequest
+	36, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
+	11, // 10: ledger.v1.PaymentOrder.exceptions:type_name -> ledger.v1.PaymentException
+	10, // 11: ledger.v1.CreatePaymentsRequest.requests:type_name -> ledger.v1.PaymentRequest
 	3,  // 12: ledger.v1.CreatePaymentsResult.result:type_name -> ledger.v1.PaymentResult
-	11, // 13: ledger.v1.CreatePaymentsResult.order:type_name -> ledger.v1.PaymentOrder
-	13, // 14: ledger.v1.CreatePaymentsResponse.results:type_name -> ledger.v1.CreatePaymentsResult
-	11, // 15: ledger.v1.GetOrdersResponse.orders:type_name -> ledger.v1.PaymentOrder
-	11, // 16: ledger.v1.GetOrdersByBizIdResponse.orders:type_name -> ledger.v1.PaymentOrder
-	10, // 17: ledger.v1.ListExceptionsResponse.exceptions:type_name -> ledger.v1.PaymentException
-	6,  // 18: ledger.v1.ResolveExceptionRequest.resolution:type_name -> ledger.v1.Resolution
-	3,  // 19: ledger.v1.ResolveExceptionResponse.result:type_name -> ledger.v1.PaymentResult
-	11, // 20: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
-	7,  // 21: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
-	25, // 22: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
-	25, // 23: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
-	12, // 24: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
-	15, // 25: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
-	17, // 26: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
-	18, // 27: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
-	21, // 28: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
-	23, // 29: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
-	26, // 30: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
-	28, // 31: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
-	14, // 32: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
-	16, // 33: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
-	20, // 34: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
-	19, // 35: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
-	22, // 36: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
-	24, // 37: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
-	27, // 38: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
-	29, // 39: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	12, // 13: ledger.v1.CreatePaymentsResult.order:type_name -> ledger.v1.PaymentOrder
+	14, // 14: ledger.v1.CreatePaymentsResponse.results:type_name -> ledger.v1.CreatePaymentsResult
+	12, // 15: ledger.v1.GetOrdersResponse.orders:type_name -> ledger.v1.PaymentOrder
+	12, // 16: ledger.v1.GetOrdersByBizIdResponse.orders:type_name -> ledger.v1.PaymentOrder
+	23, // 17: ledger.v1.ListExceptionsRequest.after_statement:type_name -> ledger.v1.StatementKey
+	6,  // 18: ledger.v1.StatementDifference.class:type_name -> ledger.v1.StatementClass
+	23, // 19: ledger.v1.StatementException.key:type_name -> ledger.v1.StatementKey
+	24, // 20: ledger.v1.StatementException.difference:type_name -> ledger.v1.StatementDifference
+	5,  // 21: ledger.v1.StatementException.state:type_name -> ledger.v1.ExceptionState
+	11, // 22: ledger.v1.ListExceptionsResponse.exceptions:type_name -> ledger.v1.PaymentException
+	25, // 23: ledger.v1.ListExceptionsResponse.statement_exceptions:type_name -> ledger.v1.StatementException
+	23, // 24: ledger.v1.ListExceptionsResponse.next_after_statement:type_name -> ledger.v1.StatementKey
+	7,  // 25: ledger.v1.ResolveExceptionRequest.resolution:type_name -> ledger.v1.Resolution
+	23, // 26: ledger.v1.ResolveExceptionRequest.statement:type_name -> ledger.v1.StatementKey
+	3,  // 27: ledger.v1.ResolveExceptionResponse.result:type_name -> ledger.v1.PaymentResult
+	12, // 28: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
+	25, // 29: ledger.v1.ResolveExceptionResponse.statement:type_name -> ledger.v1.StatementException
+	24, // 30: ledger.v1.ImportStatementResponse.differences:type_name -> ledger.v1.StatementDifference
+	8,  // 31: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
+	31, // 32: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
+	31, // 33: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
+	13, // 34: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
+	16, // 35: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
+	18, // 36: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
+	19, // 37: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
+	22, // 38: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
+	27, // 39: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
+	29, // 40: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
+	32, // 41: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
+	34, // 42: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
+	15, // 43: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
+	17, // 44: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
+	21, // 45: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
+	20, // 46: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
+	26, // 47: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
+	28, // 48: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
+	30, // 49: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
+	33, // 50: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
+	35, // 51: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_payment_proto_init() }
@@ -2622,8 +3360,8 @@ func file_ledger_v1_payment_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_payment_proto_rawDesc), len(file_ledger_v1_payment_proto_rawDesc)),
-			NumEnums:      8,
-			NumMessages:   22,
+			NumEnums:      9,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

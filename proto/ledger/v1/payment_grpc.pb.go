@@ -31,6 +31,7 @@ const (
 	PaymentService_ReconcileBizId_FullMethodName     = "/ledger.v1.PaymentService/ReconcileBizId"
 	PaymentService_ListExceptions_FullMethodName     = "/ledger.v1.PaymentService/ListExceptions"
 	PaymentService_ResolveException_FullMethodName   = "/ledger.v1.PaymentService/ResolveException"
+	PaymentService_ImportStatement_FullMethodName    = "/ledger.v1.PaymentService/ImportStatement"
 	PaymentService_SetChannelDegraded_FullMethodName = "/ledger.v1.PaymentService/SetChannelDegraded"
 	PaymentService_ListChannels_FullMethodName       = "/ledger.v1.PaymentService/ListChannels"
 )
@@ -60,10 +61,20 @@ type PaymentServiceClient interface {
 	// Answers FAILED_PRECONDITION when the business id has more than 100,000 orders or
 	// transfers.
 	ReconcileBizId(ctx context.Context, in *ReconcileBizIdRequest, opts ...grpc.CallOption) (*ReconcileBizIdResponse, error)
-	// ListExceptions pages through the exception records of orders, in ascending order id.
+	// ListExceptions pages through the exception records of orders, in ascending order id, or
+	// (statements) through the records of channel statement imports.
 	ListExceptions(ctx context.Context, in *ListExceptionsRequest, opts ...grpc.CallOption) (*ListExceptionsResponse, error)
-	// ResolveException applies an operator's resolution to an open exception record.
+	// ResolveException applies an operator's resolution to an open exception record: an
+	// order's, or (statement) a statement import's.
 	ResolveException(ctx context.Context, in *ResolveExceptionRequest, opts ...grpc.CallOption) (*ResolveExceptionResponse, error)
+	// ImportStatement reconciles a channel's daily statement: ledgerd fetches it from the
+	// channel (GET /v1/statements/{date}, channel/PROTOCOL.md), verifies its signature with the
+	// channel's secret before reading it, classes every line and every money txn of the books
+	// against it, records each difference once and books what the channel holds that the
+	// books do not through suspense. Importing the same file again changes nothing. Answers
+	// NOT_FOUND for an unknown channel, INVALID_ARGUMENT for a bad date or a statement refused
+	// (unsigned, forged, malformed), UNAVAILABLE when the channel does not hand it over.
+	ImportStatement(ctx context.Context, in *ImportStatementRequest, opts ...grpc.CallOption) (*ImportStatementResponse, error)
 	// SetChannelDegraded switches a payment channel off (degraded) or on again. While it is off,
 	// no request is sent to it: new orders that need it fail with CHANNEL_UNAVAILABLE. Answers
 	// NOT_FOUND for a channel the payment layer does not know.
@@ -140,6 +151,16 @@ func (c *paymentServiceClient) ResolveException(ctx context.Context, in *Resolve
 	return out, nil
 }
 
+func (c *paymentServiceClient) ImportStatement(ctx context.Context, in *ImportStatementRequest, opts ...grpc.CallOption) (*ImportStatementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportStatementResponse)
+	err := c.cc.Invoke(ctx, PaymentService_ImportStatement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *paymentServiceClient) SetChannelDegraded(ctx context.Context, in *SetChannelDegradedRequest, opts ...grpc.CallOption) (*SetChannelDegradedResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetChannelDegradedResponse)
@@ -185,10 +206,20 @@ type PaymentServiceServer interface {
 	// Answers FAILED_PRECONDITION when the business id has more than 100,000 orders or
 	// transfers.
 	ReconcileBizId(context.Context, *ReconcileBizIdRequest) (*ReconcileBizIdResponse, error)
-	// ListExceptions pages through the exception records of orders, in ascending order id.
+	// ListExceptions pages through the exception records of orders, in ascending order id, or
+	// (statements) through the records of channel statement imports.
 	ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error)
-	// ResolveException applies an operator's resolution to an open exception record.
+	// ResolveException applies an operator's resolution to an open exception record: an
+	// order's, or (statement) a statement import's.
 	ResolveException(context.Context, *ResolveExceptionRequest) (*ResolveExceptionResponse, error)
+	// ImportStatement reconciles a channel's daily statement: ledgerd fetches it from the
+	// channel (GET /v1/statements/{date}, channel/PROTOCOL.md), verifies its signature with the
+	// channel's secret before reading it, classes every line and every money txn of the books
+	// against it, records each difference once and books what the channel holds that the
+	// books do not through suspense. Importing the same file again changes nothing. Answers
+	// NOT_FOUND for an unknown channel, INVALID_ARGUMENT for a bad date or a statement refused
+	// (unsigned, forged, malformed), UNAVAILABLE when the channel does not hand it over.
+	ImportStatement(context.Context, *ImportStatementRequest) (*ImportStatementResponse, error)
 	// SetChannelDegraded switches a payment channel off (degraded) or on again. While it is off,
 	// no request is sent to it: new orders that need it fail with CHANNEL_UNAVAILABLE. Answers
 	// NOT_FOUND for a channel the payment layer does not know.
@@ -222,6 +253,9 @@ func (UnimplementedPaymentServiceServer) ListExceptions(context.Context, *ListEx
 }
 func (UnimplementedPaymentServiceServer) ResolveException(context.Context, *ResolveExceptionRequest) (*ResolveExceptionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveException not implemented")
+}
+func (UnimplementedPaymentServiceServer) ImportStatement(context.Context, *ImportStatementRequest) (*ImportStatementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportStatement not implemented")
 }
 func (UnimplementedPaymentServiceServer) SetChannelDegraded(context.Context, *SetChannelDegradedRequest) (*SetChannelDegradedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetChannelDegraded not implemented")
@@ -358,6 +392,24 @@ func _PaymentService_ResolveException_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PaymentService_ImportStatement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportStatementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).ImportStatement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_ImportStatement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).ImportStatement(ctx, req.(*ImportStatementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PaymentService_SetChannelDegraded_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetChannelDegradedRequest)
 	if err := dec(in); err != nil {
@@ -424,6 +476,10 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveException",
 			Handler:    _PaymentService_ResolveException_Handler,
+		},
+		{
+			MethodName: "ImportStatement",
+			Handler:    _PaymentService_ImportStatement_Handler,
 		},
 		{
 			MethodName: "SetChannelDegraded",
