@@ -335,21 +335,16 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 				return err
 			}
 			m := e.cfg.Setup.MatchLine(name, l, o, e.ledgerOf)
-			on, found, err := v.StatementSeen(name, l.Txn)
-			if err != nil {
+			switch on, found, err := v.StatementSeen(name, l.Txn); {
+			case err != nil:
 				return err
-			}
-			if found && on != day.Date {
+			case !found:
+				seen = append(seen, l.Txn)
+			case on != day.Date:
 				m = payment.Relisted(m, on)
 			}
 			if notApplied[l.Txn] {
 				m = payment.NotApplied(m, o)
-			}
-			if !found && !m.InFlight {
-				// A line not decided yet (in flight, not applied) is not marked seen: it was
-				// decided nowhere, so the statement that lists it once it settles (this
-				// date's again, or another's) decides it, and is no re-listing.
-				seen = append(seen, l.Txn)
 			}
 			matches = append(matches, m)
 			inStatement[l.Txn] = true

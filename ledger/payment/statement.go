@@ -440,9 +440,8 @@ func Short(t ChannelTxn, ledgerID uint32) Match {
 }
 
 // Relisted is line match m of a statement of one date whose txn the statement of another
-// date (seenOn) had and decided (the host marks a txn seen only by a line it decided: not one
-// in flight or not applied): what it moved was decided (and booked) there, so nothing is
-// booked or reversible again; the line is reported.
+// date (seenOn) had: what it moved was decided (and booked) there, so nothing is booked or
+// reversible again; the line is reported.
 func Relisted(m Match, seenOn string) Match {
 	m.In, m.Out = 0, 0
 	m.Note += fmt.Sprintf("; txn %s is on the statement of %s too: decided there, nothing booked again", m.Txn, seenOn)
