@@ -58,6 +58,11 @@ func (s *shard) committer(w *storage.Writer) {
 	for r := range s.commits {
 		start := time.Now()
 		r.Err = w.Commit(r.Effects, r.Clock)
+		if r.Err == nil {
+			// Before anything of the round leaves (close, committedMessage): whatever it
+			// causes on another shard gets a later sequence.
+			publish(s.l.cfg.Events, w.LastRound(), r.Effects)
+		}
 		s.l.cfg.CommitSeconds.Observe(time.Since(start).Seconds())
 		s.l.cfg.CommitPostings.Observe(float64(len(r.Effects.Postings)))
 		close(r.Durable)

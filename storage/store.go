@@ -265,19 +265,24 @@ type Writer struct {
 	shard    uint32
 	batch    *pebble.Batch
 	key, val []byte
+	log      logCursor
 }
 
 // Writer returns the writer for a shard.
 func (s *Store) Writer(shard uint32) *Writer {
 	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
-		val: make([]byte, 0, 128)}
+		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard)}}
 }
 
-// Commit writes a round's effects (frozen: see ledger.Effects.Freeze) and the shard's clock
-// as one batch and returns when the batch is durable (synced WAL).
+// Commit writes a round's effects (frozen: see ledger.Effects.Freeze), its event log record
+// (when it has events; LastRound names it) and the shard's clock as one batch and returns
+// when the batch is durable (synced WAL).
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	if !fx.IsFrozen() {
 		panic("storage: commit of a round whose accounts were not frozen")
+	}
+	if err := w.log.load(w.db); err != nil {
+		return err
 	}
 	// A large round gets a batch allocated at its size at once: Pebble keeps no batch of more
 	// than 1 MiB for reuse, and growing one by doubling allocates and copies it many times.
@@ -328,12 +333,18 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		// A plain delete: a leg delivered twice had its record set twice.
 		w.del(legDoneKey(w.key, k))
 	}
+	var lr LogRound
+	if n := EventCount(fx); n > 0 {
+		lr = w.log.next(n, clock)
+		w.set(eventLogKey(w.key, lr.Log, lr.Round), appendLedgerLog(w.val, fx, lr.Time))
+	}
 	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
 	err := commitSynced(b)
 	b.Reset()
 	if err != nil {
 		return fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
 	}
+	w.log.done(lr)
 	return nil
 }
 
@@ -372,8 +383,8 @@ const batchReuseBytesMax = 1 << 20
 // bytes with their batch headers; ledger-bench logs 137 WAL bytes for a transfer's 3).
 func batchBytes(fx *ledger.Effects) int {
 	records := len(fx.Opened) + len(fx.Frozen) + 2*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
-		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 1
-	return 64 * records
+		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 2
+	return 64*records + 8*EventCount(fx) // and the event log record's references
 }
 
 func (w *Writer) set(k, v []byte) {
