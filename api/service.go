@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -39,6 +40,7 @@ type Service struct {
 	ledger  *actors.Ledger
 	metrics *Metrics
 	chart   *rules.Chart // the trial balance's; nil: rules.Default
+	events  *events.Sequencer
 }
 
 // NewService serves l; m counts results (nil: not counted).

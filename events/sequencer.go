@@ -51,9 +51,11 @@ const (
 	// entry's first sequence plus a multiple of it, so they are the same after a restart.
 	BatchEventsMax = 4096
 	// StoreReadEventsMax is how many events a follower reads from the store at a time.
-	StoreReadEventsMax = 64 * 1024
-	// FollowersMax is how many followers the stream serves at once.
-	FollowersMax = 64
+	StoreReadEventsMax = 16 * 1024
+	// FollowersMax is how many followers the stream serves at once: with RingEventsMax and
+	// StoreReadEventsMax, what bounds the stream's memory (about 50 MB of ring plus a few MB
+	// a follower).
+	FollowersMax = 32
 	// RetainEventsDefault is how many of the newest events retention keeps by default.
 	RetainEventsDefault = 100_000_000
 	// retentionInterval is how often retention runs.
@@ -102,10 +104,9 @@ type Config struct {
 
 // Stats are the stream's figures, read by the metrics adapter.
 type Stats struct {
-	Last      atomic.Uint64 // the last sequence durable and streamed
-	Horizon   atomic.Uint64 // the oldest sequence kept
-	Followers atomic.Int64
-	// Lag is the largest lag of a follower behind Last, in events, as of its last batch.
+	Last         atomic.Uint64 // the last sequence durable and streamed
+	Horizon      atomic.Uint64 // the oldest sequence kept
+	Followers    atomic.Int64
 	IndexBatches atomic.Uint64
 	StoreReads   atomic.Uint64 // batches followers read from the store (behind the ring)
 	Trims        atomic.Uint64
@@ -130,7 +131,10 @@ type Sequencer struct {
 	quit  chan struct{}
 	done  chan struct{}
 	stop  sync.Once
-	next  uint64 // the sequencer goroutine's: the next sequence to give
+	// end is closed by EndFollowers: followers end, the sequencer goes on numbering.
+	end     chan struct{}
+	endOnce sync.Once
+	next    uint64 // the sequencer goroutine's: the next sequence to give
 
 	mu     sync.RWMutex
 	last   uint64        // the last sequence durable (indexed)
@@ -151,7 +155,7 @@ func Start(store *storage.Store, cfg Config) (*Sequencer, error) {
 		return nil, err
 	}
 	s := &Sequencer{cfg: cfg, store: store, w: store.IndexWriter(), in: make(chan round, InboxRoundsMax),
-		quit: make(chan struct{}), done: make(chan struct{}), next: st.Next, last: st.Next - 1,
+		quit: make(chan struct{}), done: make(chan struct{}), end: make(chan struct{}), next: st.Next, last: st.Next - 1,
 		notify: make(chan struct{})}
 	s.Stats.Horizon.Store(st.Horizon)
 	for len(st.Unindexed) > 0 {
@@ -192,8 +196,15 @@ func (s *Sequencer) Committed(lr storage.LogRound, ev *storage.RoundEvents) {
 	}
 }
 
-// Stop indexes what has arrived and stops; followers end with ErrStopped.
+// EndFollowers ends every follower (with ErrStopped) and refuses new ones, while the
+// sequencer goes on numbering what the writers commit: shutdown calls it first, so that
+// gRPC's graceful stop does not wait for streams that never end.
+func (s *Sequencer) EndFollowers() { s.endOnce.Do(func() { close(s.end) }) }
+
+// Stop indexes what has arrived and stops; followers end with ErrStopped. Stop the writers
+// first: a round committed after Stop is indexed on the next start.
 func (s *Sequencer) Stop() {
+	s.EndFollowers()
 	s.stop.Do(func() { close(s.quit) })
 	<-s.done
 }
@@ -347,6 +358,11 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, fn func([]Event) er
 	if next == 0 {
 		next = 1
 	}
+	select {
+	case <-s.end:
+		return ErrStopped
+	default:
+	}
 	if s.Stats.Followers.Add(1) > FollowersMax {
 		s.Stats.Followers.Add(-1)
 		return ErrTooManyFollowers
@@ -373,7 +389,7 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, fn func([]Event) er
 				continue
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-s.quit:
+			case <-s.end:
 				return ErrStopped
 			}
 		}
@@ -387,6 +403,11 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, fn func([]Event) er
 			}
 		}
 		buf = appendBatch(buf[:0], c, next)
+		select {
+		case <-s.end:
+			return ErrStopped
+		default:
+		}
 		if err := fn(buf); err != nil {
 			return err
 		}

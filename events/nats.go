@@ -1,0 +1,179 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Headers of the NATS messages: a message carries the consecutive events First..Last of
+// one batch (see Follow), and JetStream de-duplicates it by its first sequence.
+const (
+	HeaderLast = "Ledger-Seq-Last"
+	// publishRetryMax is the longest wait between two attempts at one message.
+	publishRetryMax = 5 * time.Second
+	// publishTimeout bounds one attempt (the acknowledgement included).
+	publishTimeout = 10 * time.Second
+)
+
+// PublisherConfig configures the NATS JetStream publisher.
+type PublisherConfig struct {
+	URL     string
+	Stream  string // the JetStream stream, made if missing
+	Subject string // where the events go; the stream's only subject
+	// Encode makes a message's payload from a batch (a SubscribeResponse: the API's
+	// encoding, so that a consumer decodes both the same way).
+	Encode func([]Event) ([]byte, error)
+	Logger *slog.Logger
+}
+
+// PublisherStats are the publisher's figures.
+type PublisherStats struct {
+	Acked  atomic.Uint64 // the last sequence JetStream acknowledged
+	Errors atomic.Uint64 // attempts that failed (each retried)
+}
+
+// Publisher publishes the stream to NATS JetStream: one message per batch of events, with
+// Nats-Msg-Id set to the batch's first sequence (JetStream drops a copy it has seen within
+// its duplicates window) and Ledger-Seq-Last to its last. Batches are the same after a
+// restart (Follow's boundaries depend only on the index), and a restart resumes after the
+// last sequence the stream holds (its last message's Ledger-Seq-Last), so nothing is sent
+// twice even past the window. Messages are published one at a time, each retried until
+// acknowledged, so the stream holds them in order with no gap.
+type Publisher struct {
+	cfg    PublisherConfig
+	seq    *Sequencer
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan struct{}
+	Stats  PublisherStats
+	once   sync.Once
+}
+
+// ErrForeignStream: the JetStream stream holds sequences this store never had.
+var ErrForeignStream = errors.New("events: the JetStream stream holds sequences past this store's")
+
+// StartPublisher connects (and keeps reconnecting) to NATS and publishes in the background.
+func StartPublisher(seq *Sequencer, cfg PublisherConfig) (*Publisher, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	nc, err := nats.Connect(cfg.URL, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+		nats.Name("ledgerd events"))
+	if err != nil {
+		return nil, fmt.Errorf("events: nats %s: %w", cfg.URL, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Publisher{cfg: cfg, seq: seq, nc: nc, cancel: cancel, done: make(chan struct{})}
+	go p.run(ctx)
+	return p, nil
+}
+
+// Stop stops publishing (what is not acknowledged is published after the restart).
+func (p *Publisher) Stop() {
+	p.once.Do(func() {
+		p.cancel()
+		<-p.done
+		p.nc.Close()
+	})
+}
+
+func (p *Publisher) run(ctx context.Context) {
+	defer close(p.done)
+	js, err := jetstream.New(p.nc)
+	if err != nil {
+		p.cfg.Logger.Error("events: jetstream", "err", err)
+		return
+	}
+	var last uint64
+	err = p.retry(ctx, func(ctx context.Context) error {
+		last, err = p.resume(ctx, js)
+		return err
+	})
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			p.cfg.Logger.Error("events: not publishing to NATS", "err", err)
+		}
+		return
+	}
+	p.Stats.Acked.Store(last)
+	p.cfg.Logger.Info("events: publishing to NATS", "stream", p.cfg.Stream, "subject", p.cfg.Subject, "after", last)
+	err = p.seq.Follow(ctx, last+1, func(batch []Event) error {
+		data, err := p.cfg.Encode(batch)
+		if err != nil {
+			return err
+		}
+		first, end := batch[0].Seq, batch[len(batch)-1].Seq
+		msg := nats.NewMsg(p.cfg.Subject)
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, strconv.FormatUint(first, 10))
+		msg.Header.Set(HeaderLast, strconv.FormatUint(end, 10))
+		if err := p.retry(ctx, func(ctx context.Context) error { _, err := js.PublishMsg(ctx, msg); return err }); err != nil {
+			return err
+		}
+		p.Stats.Acked.Store(end)
+		return nil
+	})
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) {
+		p.cfg.Logger.Error("events: NATS publisher stopped", "err", err)
+	}
+}
+
+// resume makes the stream if missing and reads the last sequence it holds.
+func (p *Publisher) resume(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: p.cfg.Stream, Subjects: []string{p.cfg.Subject},
+		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, p.cfg.Subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return p.seq.Horizon() - 1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	last, err := strconv.ParseUint(m.Header.Get(HeaderLast), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("events: the stream's last message has no %s: %w", HeaderLast, errPermanent)
+	}
+	if last > p.seq.Last() {
+		return 0, fmt.Errorf("%w (%d, this store's last is %d): %w", ErrForeignStream, last, p.seq.Last(), errPermanent)
+	}
+	return last, nil
+}
+
+var errPermanent = errors.New("not retried")
+
+// retry runs fn until it succeeds, ctx ends or it fails for good, waiting longer after each
+// failure (up to publishRetryMax).
+func (p *Publisher) retry(ctx context.Context, fn func(context.Context) error) error {
+	wait := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err := fn(actx)
+		cancel()
+		if err == nil || errors.Is(err, errPermanent) || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		p.Stats.Errors.Add(1)
+		p.cfg.Logger.Warn("events: NATS publish failed; retrying", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, publishRetryMax)
+	}
+}
