@@ -37,12 +37,12 @@ func (s *Service) Subscribe(req *ledgerv1.SubscribeRequest, stream grpc.ServerSt
 		return status.Errorf(codes.OutOfRange, "from_sequence %d is past the stream's last sequence %d",
 			req.GetFromSequence(), s.events.Last())
 	}
+	var scratch EncodeScratch
+	size := 0 // the last message's, to size the next one's buffer
 	err := s.events.Follow(stream.Context(), next, func(batch []events.Event) error {
-		resp := &ledgerv1.SubscribeResponse{Events: make([]*ledgerv1.Event, len(batch))}
-		for i := range batch {
-			resp.Events[i] = EventToProto(&batch[i])
-		}
-		return stream.Send(resp)
+		m := &encoded{b: EncodeEvents(make([]byte, 0, max(size, 64*len(batch))), batch, &scratch)}
+		size = len(m.b)
+		return stream.SendMsg(m)
 	})
 	return eventsStatus(err)
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -55,7 +57,8 @@ func NewService(l *actors.Ledger, m *Metrics, opts ...Option) *Service {
 // NewServer returns a gRPC server with the ledger and admin services, the standard health
 // service (reported by the returned *health.Server) and server reflection registered.
 func NewServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RequestBytesMax)}, opts...)
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RequestBytesMax),
+		grpc.ForceServerCodecV2(serverCodec{proto: encoding.GetCodecV2(protoenc.Name)})}, opts...)
 	if svc.metrics != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(svc.metrics.unaryInterceptor))
 	}

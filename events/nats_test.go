@@ -33,18 +33,11 @@ func startNATS(t *testing.T) *natsserver.Server {
 	return s
 }
 
-func encode(batch []events.Event) ([]byte, error) {
-	resp := &ledgerv1.SubscribeResponse{Events: make([]*ledgerv1.Event, len(batch))}
-	for i := range batch {
-		resp.Events[i] = api.EventToProto(&batch[i])
-	}
-	return proto.Marshal(resp)
-}
-
 func publish(t *testing.T, url string, seq *events.Sequencer) *events.Publisher {
 	t.Helper()
+	var scratch api.EncodeScratch
 	p, err := events.StartPublisher(seq, events.PublisherConfig{URL: url, Stream: "EVENTS", Subject: "ledger.events",
-		Encode: encode})
+		Encode: func(batch []events.Event) ([]byte, error) { return api.EncodeEvents(nil, batch, &scratch), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,9 @@ import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/events"
-	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
 // natsFlags configure the publication of the event stream to NATS JetStream.
@@ -36,8 +34,10 @@ func startPublisher(n natsFlags, seq *events.Sequencer, m *api.Metrics) (publish
 	if n.url == "" {
 		return publisher{}, nil
 	}
+	var scratch api.EncodeScratch // the publisher encodes one batch at a time
 	p, err := events.StartPublisher(seq, events.PublisherConfig{URL: n.url, Stream: n.stream, Subject: n.subject,
-		Encode: encodeEvents, Logger: slog.Default()})
+		Encode: func(batch []events.Event) ([]byte, error) { return api.EncodeEvents(nil, batch, &scratch), nil },
+		Logger: slog.Default()})
 	if err != nil {
 		return publisher{}, err
 	}
@@ -53,13 +53,4 @@ func startPublisher(n natsFlags, seq *events.Sequencer, m *api.Metrics) (publish
 			func() float64 { return float64(p.Stats.Errors.Load()) }),
 	)
 	return publisher{p: p}, nil
-}
-
-// encodeEvents is a NATS message's payload: the batch as a SubscribeResponse.
-func encodeEvents(batch []events.Event) ([]byte, error) {
-	resp := &ledgerv1.SubscribeResponse{Events: make([]*ledgerv1.Event, len(batch))}
-	for i := range batch {
-		resp.Events[i] = api.EventToProto(&batch[i])
-	}
-	return proto.Marshal(resp)
 }
