@@ -39,7 +39,7 @@ func (s *Service) Subscribe(req *ledgerv1.SubscribeRequest, stream grpc.ServerSt
 	}
 	var scratch EncodeScratch
 	size := 0 // the last message's, to size the next one's buffer
-	err := s.events.Follow(stream.Context(), next, func(batch []events.Event) error {
+	err := s.events.Follow(stream.Context(), next, events.FollowOptions{Coalesce: true}, func(batch []events.Event) error {
 		m := &encoded{b: EncodeEvents(make([]byte, 0, max(size, 64*len(batch))), batch, &scratch)}
 		size = len(m.b)
 		return stream.SendMsg(m)

@@ -84,7 +84,7 @@ func followGRPC(addr string, seq *events.Sequencer) (*follower, error) {
 func followDirect(seq *events.Sequencer) *follower {
 	f, ctx := newFollower(seq)
 	go func() {
-		f.done <- seq.Follow(ctx, 1, func(batch []events.Event) error {
+		f.done <- seq.Follow(ctx, 1, events.FollowOptions{Coalesce: true}, func(batch []events.Event) error {
 			f.seen.Store(batch[len(batch)-1].Seq)
 			return nil
 		})

@@ -106,7 +106,7 @@ func (p *Publisher) run(ctx context.Context) {
 	}
 	p.Stats.Acked.Store(last)
 	p.cfg.Logger.Info("events: publishing to NATS", "stream", p.cfg.Stream, "subject", p.cfg.Subject, "after", last)
-	err = p.seq.Follow(ctx, last+1, func(batch []Event) error {
+	err = p.seq.Follow(ctx, last+1, FollowOptions{}, func(batch []Event) error {
 		data, err := p.cfg.Encode(batch)
 		if err != nil {
 			return err

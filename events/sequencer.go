@@ -351,10 +351,19 @@ type follower struct {
 	pending []chunk // read from the store, not yet handed
 }
 
+// FollowOptions are a follower's.
+type FollowOptions struct {
+	// Coalesce lets a batch span index entries (up to BatchEventsMax events) when they are
+	// at hand: fewer, larger messages when commits are small. Batches then depend on timing,
+	// so a follower that names messages by their first sequence (NATS) must not.
+	Coalesce bool
+}
+
 // Follow hands fn the stream's events from sequence next on, in batches of consecutive
-// events (at most BatchEventsMax, never spanning two entries of the index), until ctx ends,
-// fn fails, or the sequencer stops. A batch and its events are valid during the call only.
-func (s *Sequencer) Follow(ctx context.Context, next uint64, fn func([]Event) error) error {
+// events (at most BatchEventsMax, never spanning two entries of the index unless
+// opts.Coalesce), until ctx ends, fn fails, or the sequencer stops. A batch and its events
+// are valid during the call only.
+func (s *Sequencer) Follow(ctx context.Context, next uint64, opts FollowOptions, fn func([]Event) error) error {
 	if next == 0 {
 		next = 1
 	}
@@ -402,7 +411,10 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, fn func([]Event) er
 				return err
 			}
 		}
-		buf = appendBatch(buf[:0], c, next)
+		buf = appendBatch(buf[:0], c, next, BatchEventsMax)
+		if opts.Coalesce {
+			buf = s.coalesce(f, buf, next+uint64(len(buf)), last)
+		}
 		select {
 		case <-s.end:
 			return ErrStopped
@@ -414,6 +426,29 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, fn func([]Event) er
 		next += uint64(len(buf))
 		f.next.Store(next)
 	}
+}
+
+// coalesce appends to buf the events from seq on that are at hand (in the ring, or read from
+// the store already), up to BatchEventsMax and last.
+func (s *Sequencer) coalesce(f *follower, buf []Event, seq, last uint64) []Event {
+	for len(buf) < BatchEventsMax && seq <= last {
+		s.mu.RLock()
+		c, ok := s.ringChunk(seq)
+		s.mu.RUnlock()
+		if !ok {
+			if len(f.pending) == 0 || f.pending[len(f.pending)-1].End() <= seq {
+				return buf
+			}
+			var err error
+			if c, err = s.stored(f, seq, last); err != nil {
+				return buf
+			}
+		}
+		n := len(buf)
+		buf = appendBatch(buf, c, seq, BatchEventsMax-n)
+		seq += uint64(len(buf) - n)
+	}
+	return buf
 }
 
 // ringChunk finds the ring's entry holding seq (under mu).
@@ -468,11 +503,11 @@ func (s *Sequencer) stored(f *follower, seq, last uint64) (chunk, error) {
 	return f.pending[0], nil
 }
 
-// appendBatch appends the events of c from seq up to the end of seq's batch: batches start at
-// c.First plus a multiple of BatchEventsMax.
-func appendBatch(dst []Event, c chunk, seq uint64) []Event {
+// appendBatch appends the events of c from seq up to the end of seq's batch (batches start at
+// c.First plus a multiple of BatchEventsMax), and at most n.
+func appendBatch(dst []Event, c chunk, seq uint64, n int) []Event {
 	off := int(seq - c.First)
-	end := min(int(c.Events), (off/BatchEventsMax+1)*BatchEventsMax)
+	end := min(int(c.Events), (off/BatchEventsMax+1)*BatchEventsMax, off+n)
 	ev := c.ev
 	nt, np := len(ev.Transfers), len(ev.Postings)
 	// The order events: walk to the order holding off.

@@ -77,7 +77,7 @@ func follow(t *testing.T, seq *events.Sequencer, next, until uint64) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := errors.New("done")
-	err := seq.Follow(ctx, next, func(batch []events.Event) error {
+	err := seq.Follow(ctx, next, events.FollowOptions{Coalesce: true}, func(batch []events.Event) error {
 		for _, e := range batch {
 			if e.Seq != next {
 				t.Fatalf("event %d after %d: a gap or a repeat", e.Seq, next-1)
@@ -179,7 +179,7 @@ func TestStreamLiveEqualsStored(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = n.seq.Follow(ctx, 1, func(batch []events.Event) error {
+		_ = n.seq.Follow(ctx, 1, events.FollowOptions{}, func(batch []events.Event) error {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, e := range batch {
@@ -263,7 +263,7 @@ func TestRetentionTrims(t *testing.T) {
 	if h == 1 || last+1-h < 500 {
 		t.Fatalf("horizon %d, last %d: retention kept too little or nothing was trimmed", h, last)
 	}
-	err := n.seq.Follow(context.Background(), 1, func([]events.Event) error { return nil })
+	err := n.seq.Follow(context.Background(), 1, events.FollowOptions{}, func([]events.Event) error { return nil })
 	var te *events.TrimmedError
 	if !errors.As(err, &te) || te.Oldest != h {
 		t.Fatalf("follow from 1: %v, want trimmed with oldest %d", err, h)

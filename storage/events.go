@@ -91,10 +91,19 @@ var eventsHorizonKey = []byte{prefixMeta, 'e', 'v', 'e', 'n', 't', 's', '-', 'h'
 // A ledger round's log record holds references, not copies: each transfer record the round
 // wrote as (id, state, result), and each posting as (account, timestamp). Postings are never
 // rewritten; a transfer record is rewritten only to change its state and result, which the
-// reference keeps as they were. A reference costs about 6 bytes against some 45 for a copy;
-// the live stream is served from memory, so only a consumer catching up reads them back.
-// Values: version, time, transfers, postings, then the references (ids and timestamps as
-// zig-zag deltas from the previous one).
+// reference keeps as they were. Values: version, time, transfers, postings, then the
+// references. A transfer is its id as a zig-zag delta from the previous one, its state and
+// its result. A posting of a transfer the round wrote, at that transfer's timestamp, on its
+// debit or credit account (most postings) is one byte: the transfer's position as a delta
+// from the previous such posting's, and the side; any other posting (a leg's, an expiry's) is
+// a zero, its account and its timestamp (a zig-zag delta from the previous posting's). About 5 bytes a transfer, against
+// some 45 for a copy; the live stream is served from memory, so only a consumer catching up
+// reads them back.
+const (
+	postingRefOfTransfer = 1 << 0 // the posting is of transfer (previous + delta), ...
+	postingRefCredit     = 1 << 1 // ... on its credit account (else its debit account)
+)
+
 func appendLedgerLog(dst []byte, fx *ledger.Effects, time uint64) []byte {
 	dst = append(dst[:0], recordVersion)
 	dst = av(dst, time)
@@ -108,14 +117,46 @@ func appendLedgerLog(dst []byte, fx *ledger.Effects, time uint64) []byte {
 		prev = t.ID
 	}
 	prev = 0
+	j := 0 // the transfer the previous posting of a transfer named
 	for i := range fx.Postings {
 		p := &fx.Postings[i]
-		dst = av(dst, p.Account)
-		dst = av(dst, zigzag(p.Timestamp-prev))
+		if k, credit, ok := postingOf(fx.Transfers, j, p); ok {
+			ref := uint64(k-j)<<2 | postingRefOfTransfer
+			if credit {
+				ref |= postingRefCredit
+			}
+			dst = av(dst, ref)
+			j = k
+		} else {
+			dst = append(dst, 0) // postingRefOfTransfer clear
+			dst = av(dst, p.Account)
+			dst = av(dst, zigzag(p.Timestamp-prev))
+		}
 		prev = p.Timestamp
 	}
 	return dst
 }
+
+// postingOf finds the transfer of ts, from j on (a few places ahead at most), that p is a
+// posting of: same id and timestamp, on its debit or credit account.
+func postingOf(ts []ledger.Transfer, j int, p *ledger.Posting) (k int, credit, ok bool) {
+	for k = j; k < len(ts) && k < j+postingRefLookAhead; k++ {
+		t := &ts[k]
+		if t.ID != p.TransferID || t.Timestamp != p.Timestamp {
+			continue
+		}
+		switch p.Account {
+		case t.DebitAccountID:
+			return k, false, true
+		case t.CreditAccountID:
+			return k, true, true
+		}
+	}
+	return 0, false, false
+}
+
+// postingRefLookAhead bounds postingOf's search.
+const postingRefLookAhead = 4
 
 func zigzag(d uint64) uint64   { return d<<1 ^ uint64(int64(d)>>63) }
 func unzigzag(z uint64) uint64 { return z>>1 ^ -(z & 1) }
@@ -506,23 +547,6 @@ func (v *Reader) ledgerRound(key, val []byte) (*RoundEvents, error) {
 		ids[i] = prev
 		out.Transfers[i] = ledger.Transfer{ID: prev, State: ledger.TransferState(r.rawByte()), Result: ledger.TransferResult(r.rawByte())}
 	}
-	prev = 0
-	var pk [postingKeyLen]byte
-	for i := range out.Postings {
-		account := r.uvarint()
-		prev += unzigzag(r.uvarint())
-		k := postingKey(pk[:0], account, prev)
-		found, err := v.get(k, func(val []byte) (err error) { out.Postings[i], err = decodePosting(k, val); return err })
-		if err == nil && !found {
-			err = fmt.Errorf("storage: event log %x names posting %x, which is not stored", key, k)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if err := r.done("event log", key); err != nil {
-		return nil, err
-	}
 	stored := make(map[uint64]ledger.Transfer, nt)
 	if err := v.Transfers(slices.Clone(ids), func(t ledger.Transfer) { stored[t.ID] = t }); err != nil {
 		return nil, err
@@ -535,6 +559,42 @@ func (v *Reader) ledgerRound(key, val []byte) (*RoundEvents, error) {
 		}
 		s.State, s.Result = t.State, t.Result
 		*t = s
+	}
+	prev = 0
+	j := 0
+	var pk [postingKeyLen]byte
+	for i := range out.Postings {
+		ref := r.uvarint()
+		var account, ts uint64
+		if ref&postingRefOfTransfer != 0 {
+			j += int(ref >> 2)
+			if j >= len(out.Transfers) {
+				return nil, fmt.Errorf("storage: event log %x: posting %d names transfer %d of %d", key, i, j, nt)
+			}
+			t := &out.Transfers[j]
+			account, ts = t.DebitAccountID, t.Timestamp
+			if ref&postingRefCredit != 0 {
+				account = t.CreditAccountID
+			}
+		} else {
+			if ref != 0 {
+				return nil, fmt.Errorf("storage: event log %x: malformed posting %d", key, i)
+			}
+			account = r.uvarint()
+			ts = prev + unzigzag(r.uvarint())
+		}
+		prev = ts
+		k := postingKey(pk[:0], account, ts)
+		found, err := v.get(k, func(val []byte) (err error) { out.Postings[i], err = decodePosting(k, val); return err })
+		if err == nil && !found {
+			err = fmt.Errorf("storage: event log %x names posting %x, which is not stored", key, k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := r.done("event log", key); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -621,4 +681,81 @@ func changedExceptions(db pebble.Reader, orders []OrderWrite, dst [][]int) ([][]
 func sameException(a, b *payment.Exception) bool {
 	return a.Kind == b.Kind && a.Step == b.Step && a.Txn == b.Txn && a.Amount == b.Amount && a.Note == b.Note &&
 		a.Refund == b.Refund && a.Created == b.Created && a.Updated == b.Updated
+}
+
+// verifyEvents checks the event stream's keys: each log's rounds are gapless (from 1, or from
+// where retention trimmed it), the index entries are consecutive from the horizon, each names
+// a logged round with its event count, each log's rounds are indexed in order with no gap up
+// to its watermark, and every round past a watermark is only waiting for its sequences.
+func verifyEvents(v *Reader, problems []string) ([]string, error) {
+	horizon := uint64(1)
+	if _, err := v.get(eventsHorizonKey, func(val []byte) error {
+		if len(val) != 8 {
+			return fmt.Errorf("storage: events horizon %x: malformed", val)
+		}
+		horizon = be.Uint64(val)
+		return nil
+	}); err != nil {
+		return problems, err
+	}
+	logged := map[uint16]map[uint64]uint32{} // log -> round -> events
+	first, last := map[uint16]uint64{}, map[uint16]uint64{}
+	lo, hi := prefixBounds(prefixEventLog)
+	if err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		lr, err := logHead(k, val)
+		if err != nil {
+			problems = append(problems, err.Error())
+			return true, nil
+		}
+		if logged[lr.Log] == nil {
+			logged[lr.Log], first[lr.Log] = map[uint64]uint32{}, lr.Round
+			if lr.Round != 1 && horizon == 1 {
+				problems = append(problems, fmt.Sprintf("event log %d starts at round %d, nothing trimmed", lr.Log, lr.Round))
+			}
+		} else if lr.Round != last[lr.Log]+1 {
+			problems = append(problems, fmt.Sprintf("event log %d: round %d after %d", lr.Log, lr.Round, last[lr.Log]))
+		}
+		logged[lr.Log][lr.Round], last[lr.Log] = lr.Events, lr.Round
+		return true, nil
+	}); err != nil {
+		return problems, err
+	}
+	indexed := map[uint16]uint64{}
+	next := horizon
+	lo, hi = prefixBounds(prefixEventIndex)
+	if err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		e, err := decodeIndexEntry(k, val)
+		switch {
+		case err != nil:
+			problems = append(problems, err.Error())
+			return true, nil
+		case e.First != next:
+			problems = append(problems, fmt.Sprintf("event index: entry at %d, expected %d", e.First, next))
+		case indexed[e.Log] != 0 && e.Round != indexed[e.Log]+1:
+			problems = append(problems, fmt.Sprintf("event index: log %d round %d after round %d", e.Log, e.Round, indexed[e.Log]))
+		case logged[e.Log][e.Round] != e.Events:
+			problems = append(problems, fmt.Sprintf("event index: log %d round %d has %d events, the index says %d",
+				e.Log, e.Round, logged[e.Log][e.Round], e.Events))
+		}
+		next, indexed[e.Log] = e.End(), e.Round
+		return true, nil
+	}); err != nil {
+		return problems, err
+	}
+	lo, hi = prefixBounds(prefixLogIndexed)
+	err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		if len(k) != 3 || len(val) != 8 {
+			problems = append(problems, fmt.Sprintf("log watermark %x: malformed", k))
+			return true, nil
+		}
+		log, mark := be.Uint16(k[1:]), be.Uint64(val)
+		if got, ok := indexed[log]; ok && got != mark {
+			problems = append(problems, fmt.Sprintf("event log %d: indexed to round %d, its watermark says %d", log, got, mark))
+		}
+		if mark > last[log] {
+			problems = append(problems, fmt.Sprintf("event log %d: watermark %d past its last round %d", log, mark, last[log]))
+		}
+		return true, nil
+	})
+	return problems, err
 }

@@ -29,6 +29,19 @@
 //	c <shard>                          the shard's last timestamp
 //	m shards                           the number of shards the store was made with
 //	m format                           the key layout and record encoding version
+//	e <log> <round>                    event stream: one commit's events in a writer's log
+//	                                   (log = ledger shard, or PaymentLogBase + payment shard;
+//	                                   rounds gapless per log from 1): a ledger round's
+//	                                   references (transfer id, state, result; posting
+//	                                   account, timestamp), a payment round's orders
+//	E <first sequence>                 event stream index: the global sequences of one logged
+//	                                   round (log, round, events, time), written by the
+//	                                   sequencer in synced batches after the round is durable
+//	L <log>                            the log's last round that has global sequences
+//	m events-horizon                   the oldest sequence retention kept
+//
+// (The payment layer's keys are in orders.go.) The event stream's design is in package
+// events and docs/ARCHITECTURE.md.
 //
 // Values are a version byte and canonical unsigned varints (encoding.go), so the small
 // numbers of a ledger take a byte or two; an account's 128-bit totals are LEB128 numbers of up
