@@ -44,8 +44,11 @@ const (
 	// IndexBatchRoundsMax is how many rounds one index batch numbers at most.
 	IndexBatchRoundsMax = 1024
 	// RingEventsMax is how many of the newest events are kept in memory for followers that
-	// keep up (about 100 bytes each); older ones are read from the store.
-	RingEventsMax = 1 << 19
+	// keep up (about 110 bytes each: some 110 MB, 3 s of the bench's peak rate); older ones
+	// are read from the store, several times slower (point reads of the postings). With
+	// 512k, a subscriber starved of CPU for under 2 s on the loaded 2-core machine fell out
+	// of it in 2 of 5 runs and caught up only after the load ended.
+	RingEventsMax = 1 << 20
 	// BatchEventsMax is how many events a follower is handed at once (one gRPC message or
 	// one NATS message); batches never span two commits' index entries and start at the
 	// entry's first sequence plus a multiple of it, so they are the same after a restart.
@@ -53,8 +56,8 @@ const (
 	// StoreReadEventsMax is how many events a follower reads from the store at a time.
 	StoreReadEventsMax = 16 * 1024
 	// FollowersMax is how many followers the stream serves at once: with RingEventsMax and
-	// StoreReadEventsMax, what bounds the stream's memory (about 50 MB of ring plus a few MB
-	// a follower).
+	// StoreReadEventsMax, what bounds the stream's memory (about 110 MB of ring, shared,
+	// plus a few MB a follower).
 	FollowersMax = 32
 	// RetainEventsDefault is how many of the newest events retention keeps by default.
 	RetainEventsDefault = 100_000_000
