@@ -161,13 +161,15 @@ func (c *Config) setDefaults() {
 type EventSink interface {
 	// Capturing reports whether Committed wants the round's events (someone follows).
 	Capturing() bool
+	// Begin is called before a round's commit starts; its answer goes to Committed.
+	Begin() uint64
 	// Committed takes a durable round, in the log's commit order.
-	Committed(lr storage.LogRound, ev *storage.RoundEvents)
+	Committed(lr storage.LogRound, mark uint64, ev *storage.RoundEvents)
 }
 
 // publish hands a durable round to the event sink: the copies of its transfer records and
 // postings only while someone follows (one allocation each per round).
-func publish(sink EventSink, lr storage.LogRound, fx *ledger.Effects) {
+func publish(sink EventSink, lr storage.LogRound, mark uint64, fx *ledger.Effects) {
 	if sink == nil || lr.Events == 0 {
 		return
 	}
@@ -175,7 +177,7 @@ func publish(sink EventSink, lr storage.LogRound, fx *ledger.Effects) {
 	if sink.Capturing() {
 		ev = &storage.RoundEvents{Transfers: slices.Clone(fx.Transfers), Postings: slices.Clone(fx.Postings)}
 	}
-	sink.Committed(lr, ev)
+	sink.Committed(lr, mark, ev)
 }
 
 // orDefault sets *v to d when *v is the zero value.

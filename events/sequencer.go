@@ -8,9 +8,10 @@
 // returns, the committer hands the round (log, round, event count, and the events themselves
 // while anyone follows the stream) to the Sequencer, before anything of the round is
 // answered or sent on. The sequencer's goroutine takes what has arrived, gives each round the
-// next global sequences, writes them as index entries (`E <first sequence>`) in one synced
-// batch, and only then shows them to followers: an event is streamed once both it and its
-// sequence are durable, so a sequence never names two events, across crashes too. After a
+// next global sequences and writes them as index entries (`E <first sequence>`) in one batch,
+// not synced; it shows them to followers once a later synced commit of any writer (see
+// Begin), or its own sync when none comes, made them durable: an event is streamed once both
+// it and its sequence are durable, so a sequence never names two events, across crashes too. After a
 // crash, Start indexes the rounds that are in their logs but not in the index (by their
 // time, each log in its own order) before any writer commits again.
 //
@@ -63,6 +64,9 @@ const (
 	RetainEventsDefault = 100_000_000
 	// retentionInterval is how often retention runs.
 	retentionInterval = time.Second
+	// syncDelayMax is how long index batches wait for a writer's synced commit to make them
+	// durable before the sequencer syncs the WAL itself (the store is idle).
+	syncDelayMax = 2 * time.Millisecond
 )
 
 // ErrTrimmed: a follower asked for events retention deleted. TrimmedError says the oldest one
@@ -116,8 +120,16 @@ type Stats struct {
 }
 
 type round struct {
-	lr storage.LogRound
-	ev *storage.RoundEvents // nil: not captured
+	lr   storage.LogRound
+	ev   *storage.RoundEvents // nil: not captured
+	mark uint64               // Begin's answer before the round's commit started
+}
+
+// pending is an index batch written and not yet known durable.
+type pending struct {
+	gen     uint64
+	entries []storage.IndexEntry
+	rounds  []round
 }
 
 type chunk struct {
@@ -146,7 +158,11 @@ type Sequencer struct {
 	ringN  int           // events in ring
 
 	capturing atomic.Int32 // followers: while any, committers hand their events too
-	followers sync.Map     // *follower -> struct{}
+	// written counts the index batches whose (unsynced) write has returned: a commit that
+	// starts after batch k's write makes it durable when it is (Begin).
+	written   atomic.Uint64
+	unsynced  []pending // the sequencer goroutine's: written, not yet shown
+	followers sync.Map  // *follower -> struct{}
 	Stats     Stats
 }
 
@@ -173,6 +189,10 @@ func Start(store *storage.Store, cfg Config) (*Sequencer, error) {
 		}
 		st.Unindexed = st.Unindexed[n:]
 	}
+	if err := s.sync(); err != nil {
+		_ = s.w.Close()
+		return nil, err
+	}
 	s.Stats.Last.Store(s.last)
 	go s.loop()
 	return s, nil
@@ -181,10 +201,16 @@ func Start(store *storage.Store, cfg Config) (*Sequencer, error) {
 // Capturing reports whether committers should hand their rounds' events (someone follows).
 func (s *Sequencer) Capturing() bool { return s.capturing.Load() > 0 }
 
-// Committed takes a durable round (lr.Events > 0) and its events (nil when not captured).
-// Committers call it after their commit returned and before anything of the round is
-// answered or sent, in their commit order. It waits while the inbox is full.
-func (s *Sequencer) Committed(lr storage.LogRound, ev *storage.RoundEvents) {
+// Begin is what a committer calls before it commits a round, and hands back with the round
+// to Committed: the index batches written before the commit started, which its synced
+// commit makes durable (the WAL is one sequence, synced as a prefix).
+func (s *Sequencer) Begin() uint64 { return s.written.Load() }
+
+// Committed takes a durable round (lr.Events > 0), its events (nil when not captured) and
+// what Begin answered before its commit. Committers call it after their commit returned and
+// before anything of the round is answered or sent, in their commit order. It waits while
+// the inbox is full.
+func (s *Sequencer) Committed(lr storage.LogRound, mark uint64, ev *storage.RoundEvents) {
 	if lr.Events == 0 {
 		return
 	}
@@ -193,7 +219,7 @@ func (s *Sequencer) Committed(lr storage.LogRound, ev *storage.RoundEvents) {
 			ev.Count(), lr.Events))
 	}
 	select {
-	case s.in <- round{lr: lr, ev: ev}:
+	case s.in <- round{lr: lr, ev: ev, mark: mark}:
 	case <-s.quit:
 		// Stopping: the round is durable in its log and is indexed on restart.
 	}
@@ -217,6 +243,9 @@ func (s *Sequencer) loop() {
 	defer func() { _ = s.w.Close() }()
 	ticker := time.NewTicker(retentionInterval)
 	defer ticker.Stop()
+	syncTimer := time.NewTimer(time.Hour)
+	syncTimer.Stop()
+	defer syncTimer.Stop()
 	batch := make([]round, 0, IndexBatchRoundsMax)
 	for {
 		batch = batch[:0]
@@ -226,24 +255,16 @@ func (s *Sequencer) loop() {
 		case <-ticker.C:
 			s.retain()
 			continue
-		case <-s.quit:
-			for {
-				select {
-				case r := <-s.in:
-					batch = append(batch, r)
-					if len(batch) < IndexBatchRoundsMax {
-						continue
-					}
-				default:
-				}
-				if len(batch) == 0 {
-					return
-				}
-				if s.index(batch) != nil {
-					return
-				}
-				batch = batch[:0]
+		case <-syncTimer.C:
+			// Nothing committed since the last index batch to make it durable: sync.
+			if err := s.sync(); err != nil {
+				s.fail(err)
+				return
 			}
+			continue
+		case <-s.quit:
+			s.drain(batch)
+			return
 		}
 	gather:
 		for len(batch) < IndexBatchRoundsMax {
@@ -254,15 +275,68 @@ func (s *Sequencer) loop() {
 				break gather
 			}
 		}
+		// The rounds' commits prove the batches written before they started durable.
+		var proof uint64
+		for _, r := range batch {
+			proof = max(proof, r.mark)
+		}
+		s.show(proof)
 		if err := s.index(batch); err != nil {
-			s.cfg.Fatal(err)
-			<-s.quit
+			s.fail(err)
 			return
+		}
+		if len(s.unsynced) > 0 {
+			syncTimer.Reset(syncDelayMax)
 		}
 	}
 }
 
-// index gives the rounds their sequences, makes them durable, and shows them to followers.
+// drain indexes what has arrived when stopping, syncs and shows it.
+func (s *Sequencer) drain(batch []round) {
+	for {
+		select {
+		case r := <-s.in:
+			batch = append(batch, r)
+			if len(batch) < IndexBatchRoundsMax {
+				continue
+			}
+		default:
+		}
+		if len(batch) > 0 {
+			if err := s.index(batch); err != nil {
+				s.fail(err)
+				return
+			}
+			batch = batch[:0]
+			continue
+		}
+		if err := s.sync(); err != nil {
+			s.fail(err)
+		}
+		return
+	}
+}
+
+func (s *Sequencer) fail(err error) {
+	s.cfg.Fatal(err)
+	<-s.quit
+}
+
+// sync makes every index batch written durable (one synced WAL record) and shows them.
+func (s *Sequencer) sync() error {
+	if len(s.unsynced) == 0 {
+		return nil
+	}
+	gen := s.written.Load()
+	if err := s.store.SyncWAL(); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	s.show(gen)
+	return nil
+}
+
+// index gives the rounds their sequences and writes them (not synced: a later synced
+// commit, or sync, makes them durable, and show then shows them to followers).
 func (s *Sequencer) index(batch []round) error {
 	entries := make([]storage.IndexEntry, len(batch))
 	for i, r := range batch {
@@ -273,19 +347,36 @@ func (s *Sequencer) index(batch []round) error {
 		return fmt.Errorf("events: %w", err)
 	}
 	s.Stats.IndexBatches.Add(1)
+	gen := s.written.Load() + 1
+	s.unsynced = append(s.unsynced, pending{gen: gen, entries: entries, rounds: slices.Clone(batch)})
+	s.written.Store(gen)
+	return nil
+}
+
+// show makes the index batches up to gen (durable) visible to followers.
+func (s *Sequencer) show(gen uint64) {
+	n := 0
+	for n < len(s.unsynced) && s.unsynced[n].gen <= gen {
+		n++
+	}
+	if n == 0 {
+		return
+	}
 	s.mu.Lock()
-	for i, e := range entries {
-		// INVARIANT: sequences are gapless: each entry starts where the last one ended.
-		if e.First != s.last+1 {
-			panic(fmt.Sprintf("events: entry at %d after %d", e.First, s.last))
+	for _, p := range s.unsynced[:n] {
+		for i, e := range p.entries {
+			// INVARIANT: sequences are gapless: each entry starts where the last one ended.
+			if e.First != s.last+1 {
+				panic(fmt.Sprintf("events: entry at %d after %d", e.First, s.last))
+			}
+			s.last = e.End() - 1
+			if p.rounds[i].ev == nil {
+				s.ring, s.ringN = s.ring[:0], 0
+				continue
+			}
+			s.ring = append(s.ring, chunk{IndexEntry: e, ev: p.rounds[i].ev})
+			s.ringN += int(e.Events)
 		}
-		s.last = e.End() - 1
-		if batch[i].ev == nil {
-			s.ring, s.ringN = s.ring[:0], 0
-			continue
-		}
-		s.ring = append(s.ring, chunk{IndexEntry: e, ev: batch[i].ev})
-		s.ringN += int(e.Events)
 	}
 	drop := 0
 	for s.ringN > RingEventsMax && drop < len(s.ring)-1 {
@@ -298,8 +389,8 @@ func (s *Sequencer) index(batch []round) error {
 	close(s.notify)
 	s.notify = make(chan struct{})
 	s.mu.Unlock()
+	s.unsynced = slices.Delete(s.unsynced, 0, n)
 	s.Stats.Last.Store(s.last)
-	return nil
 }
 
 // retain trims the oldest events past RetainEvents, at a commit's boundary.

@@ -83,7 +83,9 @@ func follow(t *testing.T, seq *events.Sequencer, next, until uint64) []string {
 				t.Fatalf("event %d after %d: a gap or a repeat", e.Seq, next-1)
 			}
 			next++
-			out = append(out, describe(e))
+			if e.Seq <= until {
+				out = append(out, describe(e))
+			}
 		}
 		if next > until {
 			return done

@@ -397,7 +397,8 @@ func (s *Store) IndexWriter() *IndexWriter {
 }
 
 // Commit writes index entries (consecutive sequences, each log's rounds in order) as one
-// synced batch, with each log's watermark.
+// batch, with each log's watermark, not synced: the next synced commit of any writer that
+// starts after it returns, or Store.SyncWAL, makes it durable.
 func (w *IndexWriter) Commit(entries []IndexEntry) error {
 	clear(w.logs)
 	for _, e := range entries {
@@ -414,12 +415,17 @@ func (w *IndexWriter) Commit(entries []IndexEntry) error {
 			panic(err)
 		}
 	}
-	err := commitSynced(w.batch)
+	err := pebbleWrite(func() error { return w.batch.Commit(pebble.NoSync) })
 	w.batch.Reset()
 	if err != nil {
 		return fmt.Errorf("storage: commit event index: %w", err)
 	}
 	return nil
+}
+
+// SyncWAL makes everything written so far durable (one synced WAL record).
+func (s *Store) SyncWAL() error {
+	return pebbleWrite(func() error { return s.db.LogData(nil, pebble.Sync) })
 }
 
 // Trim deletes the events below horizon, which must be the first sequence of an index
