@@ -165,7 +165,7 @@ func unzigzag(z uint64) uint64 { return z>>1 ^ -(z & 1) }
 // A payment round's log record holds copies of its orders (orders are few and rewritten
 // often): version, time, orders, and per order its id, its record and its changed exception
 // records' indices.
-func appendPaymentLog(dst []byte, orders []OrderWrite, changed [][]int, time uint64, scratch []byte) []byte {
+func appendPaymentLog(dst []byte, orders []OrderWrite, changed [][]int, time uint64, scratch []byte) ([]byte, []byte) {
 	dst = append(dst[:0], recordVersion)
 	dst = av(dst, time)
 	dst = av(dst, uint64(len(orders)))
@@ -179,7 +179,7 @@ func appendPaymentLog(dst []byte, orders []OrderWrite, changed [][]int, time uin
 			dst = av(dst, uint64(k))
 		}
 	}
-	return dst
+	return dst, scratch
 }
 
 func encodeIndexEntry(dst []byte, e IndexEntry) []byte {

@@ -182,7 +182,10 @@ type OrderWrite struct {
 type OrderWriter struct {
 	w       *Writer
 	changed [][]int
-	scratch []byte
+	// logBuf and orderBuf are the event log record's buffers, never the writer's key and
+	// value buffers (set keeps the value it was given as the next value buffer: the log
+	// record would be encoded into itself).
+	logBuf, orderBuf []byte
 }
 
 // OrderWriter returns the writer of payment shard shard.
@@ -215,8 +218,10 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 			now = max(now, ow.Order.Updated)
 		}
 		lr = ww.log.next(n, now)
-		w.scratch = appendPaymentLog(w.scratch, orders, w.changed, lr.Time, ww.val)
-		ww.set(eventLogKey(ww.key, lr.Log, lr.Round), w.scratch)
+		w.logBuf, w.orderBuf = appendPaymentLog(w.logBuf, orders, w.changed, lr.Time, w.orderBuf)
+		if err := ww.batch.Set(eventLogKey(ww.key, lr.Log, lr.Round), w.logBuf, nil); err != nil {
+			panic(err) // only on a closed batch: a bug
+		}
 	}
 	for _, ow := range orders {
 		o := ow.Order
