@@ -1,13 +1,17 @@
 package events_test
 
 import (
+	"context"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ledgercore/ledger/events"
 )
 
 func reviewNATS(t *testing.T, dir string, port int) *natsserver.Server {
@@ -65,5 +69,43 @@ func TestReviewNATSOutageLongerThanRetentionLosesEvents(t *testing.T) {
 		t.Fatalf("after the outage NATS acknowledged %d of %d (horizon %d, acknowledged before the outage %d): "+
 			"events %d..%d are trimmed and never published; the publisher stopped", got, last, n.seq.Horizon(), acked,
 			got+1, n.seq.Horizon()-1)
+	}
+}
+
+// TestReviewSubscribersStarveNATSPublisher: the NATS publisher counts against FollowersMax
+// like any gRPC subscriber, and Follow's ErrTooManyFollowers ends it for good (run logs it
+// and returns). Clients holding FollowersMax subscriptions when the publisher attaches (at
+// start, or while NATS is still unreachable and resume retries) stop publication to NATS
+// until the next restart.
+func TestReviewSubscribersStarveNATSPublisher(t *testing.T) {
+	ns := startNATS(t)
+	n := startNode(t, vfs.NewMem(), 0)
+	defer n.stop(t)
+	openAccounts(t, n.l)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range events.FollowersMax {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = n.seq.Follow(ctx, 1, events.FollowOptions{}, func([]events.Event) error { return nil })
+		}()
+	}
+	for n.seq.Stats.Followers.Load() < events.FollowersMax {
+		time.Sleep(time.Millisecond)
+	}
+	p := publish(t, ns.ClientURL(), n.seq)
+	defer p.Stop()
+	time.Sleep(500 * time.Millisecond) // the publisher attaches, and is refused
+	cancel()                           // the subscribers leave
+	wg.Wait()
+	workload(t, n.l, rand.New(rand.NewPCG(25, 26)), 1000, 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Stats.Acked.Load() < n.seq.Last() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, last := p.Stats.Acked.Load(), n.seq.Last(); got < last {
+		t.Fatalf("NATS acknowledged %d of %d: the publisher, refused while %d subscribers followed, never retried",
+			got, last, events.FollowersMax)
 	}
 }
