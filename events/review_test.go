@@ -127,3 +127,48 @@ func TestReviewFullyTrimmedLogLosesEventsAfterCrash(t *testing.T) {
 		t.Errorf("after the restart the stream ends at %d, want %d (the transfer and its 2 postings)", got, want)
 	}
 }
+
+// TestReviewVerifyFlagsFullyTrimmedLog: a healthy store whose log retention emptied fails
+// storage.Verify ("watermark past its last round"): verifyEvents compares the watermark with
+// the log's last record, which retention deleted.
+func TestReviewVerifyFlagsFullyTrimmedLog(t *testing.T) {
+	fs := vfs.NewMem()
+	n := reviewStart(t, fs, 50)
+	a0, b0 := reviewAccounts(0)
+	a1, b1 := reviewAccounts(1)
+	if _, err := n.l.CreateAccounts([]ledger.Account{{ID: a0, Ledger: 1, Code: 1}, {ID: b0, Ledger: 1, Code: 1},
+		{ID: a1, Ledger: 1, Code: 1}, {ID: b1, Ledger: 1, Code: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	id := uint64(1000)
+	tr := func(shard uint32, dr, cr uint64) {
+		t.Helper()
+		if _, err := n.l.CreateTransfers([]ledger.Transfer{{ID: reviewID(&id, shard), DebitAccountID: dr, CreditAccountID: cr,
+			Amount: 1, Ledger: 1, Code: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr(0, a0, b0)
+	log0Last := n.seq.Last()
+	for range 60 {
+		tr(1, a1, b1)
+	}
+	for deadline := time.Now().Add(10 * time.Second); n.seq.Horizon() <= log0Last+3 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.seq.Horizon() <= log0Last+3 {
+		t.Fatalf("horizon %d: log 0 not trimmed", n.seq.Horizon())
+	}
+	n.l.Stop()
+	n.seq.Stop()
+	rep, err := storage.Verify(n.store.Live(), 2)
+	if cerr := n.store.Close(); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) > 0 {
+		t.Fatalf("a healthy store, log 0 trimmed by retention: Verify reports %v", rep.Problems)
+	}
+}
