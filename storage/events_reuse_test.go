@@ -9,11 +9,11 @@ import (
 	"github.com/ledgercore/ledger/ledger/payment"
 )
 
-// TestReviewPaymentLogRecordsSurviveReuse: an OrderWriter commits several rounds, and each
+// TestPaymentLogRecordsSurviveBufferReuse (regression, fixed by 30e9d60): an OrderWriter commits several rounds, and each
 // round's event log record must read back as the orders it wrote. The writer hands its log
 // record buffer (w.scratch) to ww.set, which keeps it as ww.val; the next commit then passes
 // that same array to appendPaymentLog both as dst and as the scratch encodeOrder writes into.
-func TestReviewPaymentLogRecordsSurviveReuse(t *testing.T) {
+func TestPaymentLogRecordsSurviveBufferReuse(t *testing.T) {
 	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
