@@ -52,13 +52,13 @@ func reviewStart(t *testing.T, fs vfs.FS, retain uint64) *node {
 	return &node{store: store, seq: seq, l: l}
 }
 
-// TestReviewFullyTrimmedLogLosesEventsAfterCrash: retention deletes every log record of a
-// log whose rounds are all below the horizon, but keeps its watermark (L <log>). After a
-// restart the writer's logCursor finds the log empty and numbers rounds from 1 again, below
-// the watermark; a crash between such a round's commit and its indexing then leaves it
-// durable in its log but never indexed (EventsState takes rounds <= watermark as indexed):
-// its events are lost from the stream, silently (no gap in the sequence).
-func TestReviewFullyTrimmedLogLosesEventsAfterCrash(t *testing.T) {
+// TestFullyTrimmedLogRoundsSurviveCrash (regression): retention deletes every log record of
+// a log whose rounds are all below the horizon, but keeps its watermark (L <log>). After a
+// restart the writer numbered rounds from 1 again, below the watermark; a crash between such
+// a round's commit and its indexing then left it durable in its log but never indexed
+// (EventsState takes rounds <= watermark as indexed): its events were lost from the stream,
+// silently. The writer now numbers its rounds after the watermark too.
+func TestFullyTrimmedLogRoundsSurviveCrash(t *testing.T) {
 	fs := vfs.NewMem()
 	n := reviewStart(t, fs, 50)
 	a0, b0 := reviewAccounts(0)
@@ -128,10 +128,10 @@ func TestReviewFullyTrimmedLogLosesEventsAfterCrash(t *testing.T) {
 	}
 }
 
-// TestReviewVerifyFlagsFullyTrimmedLog: a healthy store whose log retention emptied fails
-// storage.Verify ("watermark past its last round"): verifyEvents compares the watermark with
-// the log's last record, which retention deleted.
-func TestReviewVerifyFlagsFullyTrimmedLog(t *testing.T) {
+// TestVerifyAcceptsFullyTrimmedLog (regression): a healthy store whose log retention emptied
+// failed storage.Verify ("watermark past its last round"): verifyEvents compared the
+// watermark with the log's last record, which retention deleted.
+func TestVerifyAcceptsFullyTrimmedLog(t *testing.T) {
 	fs := vfs.NewMem()
 	n := reviewStart(t, fs, 50)
 	a0, b0 := reviewAccounts(0)
