@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -29,9 +31,9 @@ const (
 const PaymentLogBase = 0x8000
 
 // LogRound names one commit's events in one log: the round (gapless per log, from 1), how
-// many events it holds, and the time it was written (the ledger shard's clock, or the payment
-// shard's; it orders the rounds of different logs that a crash left without global
-// sequences).
+// many events it holds, and the time it was written (the store's log clock, one counter for
+// every log, never below the writer's clock; it orders the rounds of different logs that a
+// crash left without global sequences: see logClock).
 type LogRound struct {
 	Log    uint16
 	Round  uint64
@@ -253,15 +255,94 @@ func (r *reader) skip(n uint64) {
 type logCursor struct {
 	log    uint16
 	round  uint64 // the last round written
-	time   uint64 // the time of the last round written
+	clock  *logClock
 	loaded bool
 	last   LogRound // what the last commit wrote (Events 0: nothing)
+}
+
+// logClock stamps every log round of the store (LogRound.Time) from one counter: each stamp
+// is the larger of the previous one plus 1 and the writer's clock, taken as the round's
+// batch is built. A round whose commit started after another's commit returned (a split
+// transfer's credit round after its debit round; any round caused by another) therefore has
+// the larger time, whatever the shards' own clocks say, and the rounds a crash left without
+// sequences are numbered at start in that order. It starts from the largest time stored.
+type logClock struct {
+	t    atomic.Uint64
+	once sync.Once
+	err  error
+}
+
+// init reads the largest time stored, once, before the first stamp: the last index entry's
+// and each log's last round's.
+func (c *logClock) init(db *pebble.DB) error {
+	c.once.Do(func() { c.err = c.load(db) })
+	return c.err
+}
+
+func (c *logClock) load(db *pebble.DB) error {
+	var t uint64
+	lo, hi := prefixBounds(prefixEventIndex)
+	if err := (&Reader{r: db}).scan(lo, hi, true, func(k, val []byte) (bool, error) {
+		e, err := decodeIndexEntry(k, val)
+		t = max(t, e.Time)
+		return false, err
+	}); err != nil {
+		return err
+	}
+	lo, hi = prefixBounds(prefixEventLog)
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: event logs: %w", err)
+	}
+	// Each log's last round: seek to the end of each log in turn.
+	for ok := it.First(); ok; {
+		if len(it.Key()) != eventLogKeyLen {
+			_ = it.Close()
+			return fmt.Errorf("storage: event log %x: bad key", it.Key())
+		}
+		log := be.Uint16(it.Key()[1:])
+		end := hi
+		if log != 0xffff {
+			end = eventLogKey(nil, log+1, 0)
+		}
+		if it.SeekLT(end) {
+			lr, err := logHead(it.Key(), it.Value())
+			if err != nil {
+				_ = it.Close()
+				return err
+			}
+			t = max(t, lr.Time)
+		}
+		if log == 0xffff {
+			break
+		}
+		ok = it.SeekGE(end)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("storage: event logs: %w", err)
+	}
+	c.t.Store(t)
+	return nil
+}
+
+// next stamps a round: the larger of the previous stamp plus 1 and now.
+func (c *logClock) next(now uint64) uint64 {
+	for {
+		prev := c.t.Load()
+		t := max(prev+1, now)
+		if c.t.CompareAndSwap(prev, t) {
+			return t
+		}
+	}
 }
 
 // load finds the log's last round in the store, once.
 func (c *logCursor) load(db *pebble.DB) error {
 	if c.loaded {
 		return nil
+	}
+	if err := c.clock.init(db); err != nil {
+		return err
 	}
 	lo := eventLogKey(nil, c.log, 0)
 	hi := eventLogKey(nil, c.log+1, 0)
@@ -278,7 +359,7 @@ func (c *logCursor) load(db *pebble.DB) error {
 			_ = it.Close()
 			return err
 		}
-		c.round, c.time = lr.Round, lr.Time
+		c.round = lr.Round
 	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("storage: event log %d: %w", c.log, err)
@@ -300,16 +381,17 @@ func (c *logCursor) load(db *pebble.DB) error {
 	return nil
 }
 
-// next names the round a commit of n events at time now writes; the time never goes back.
+// next names the round a commit of n events writes, stamped by the store's log clock (now:
+// the writer's clock).
 func (c *logCursor) next(n int, now uint64) LogRound {
-	return LogRound{Log: c.log, Round: c.round + 1, Events: uint32(n), Time: max(now, c.time)}
+	return LogRound{Log: c.log, Round: c.round + 1, Events: uint32(n), Time: c.clock.next(now)}
 }
 
 // done records that lr was committed.
 func (c *logCursor) done(lr LogRound) {
 	c.last = lr
 	if lr.Events > 0 {
-		c.round, c.time = lr.Round, lr.Time
+		c.round = lr.Round
 	}
 }
 
@@ -371,9 +453,9 @@ func (s *Store) EventsState() (EventsState, error) {
 		st.Unindexed = append(st.Unindexed, lr)
 		return true, nil
 	})
-	// Rounds of different logs in the order of their times (each log's times never go
-	// back, so each log keeps its own order): a split transfer's credit round comes after
-	// the debit round it follows, whose time is earlier.
+	// Rounds in the order of their times (one store-wide counter, taken as each round's
+	// batch is built, so each log keeps its own order): a split transfer's credit round,
+	// whose commit started after its debit round's returned, comes after it.
 	slices.SortStableFunc(st.Unindexed, func(a, b LogRound) int {
 		if a.Time != b.Time {
 			return cmpU64(a.Time, b.Time)

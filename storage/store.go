@@ -99,6 +99,7 @@ type Store struct {
 	shards   uint32
 	stalls   *stalls
 	readOnly bool
+	logClock logClock // stamps every log round (LogRound.Time)
 }
 
 // ErrNoShardCount: asked to open a store with the number of shards it has, but it has none
@@ -284,7 +285,7 @@ type Writer struct {
 // Writer returns the writer for a shard.
 func (s *Store) Writer(shard uint32) *Writer {
 	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
-		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard)}}
+		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard), clock: &s.logClock}}
 }
 
 // Commit writes a round's effects (frozen: see ledger.Effects.Freeze), its event log record

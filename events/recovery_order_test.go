@@ -14,15 +14,16 @@ import (
 	"github.com/ledgercore/ledger/storage"
 )
 
-// TestReviewRecoveryOrdersByShardClocks: rounds a crash left unindexed are numbered at start
-// by their time, which is each shard's own clock. Shard clocks do not agree (one past the
+// TestRecoveryNumbersSplitCreditAfterDebit (regression): rounds a crash left unindexed are
+// numbered at start by their time, which was each shard's own clock (now one store-wide
+// counter, storage's logClock). Shard clocks do not agree (one past the
 // last when the wall clock stood still or stepped back within ClockSkewMax, or a shard
 // pinned ahead after a step forward): a shard that stamped many transfers runs ahead of an
 // idle one. A split transfer's credit round on the idle shard then gets a lower time than
 // the debit round that caused it, and after the crash the credit posting is streamed before
 // the debit round: not commit order, against README ("a split transfer's credit posting ...
 // comes after the debit").
-func TestReviewRecoveryOrdersByShardClocks(t *testing.T) {
+func TestRecoveryNumbersSplitCreditAfterDebit(t *testing.T) {
 	fs := vfs.NewMem()
 	store, err := storage.Open("db", storage.Options{FS: fs, Shards: 2, CacheBytes: 1 << 20})
 	if err != nil {
