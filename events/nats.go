@@ -18,7 +18,9 @@ import (
 // one batch (see Follow), and JetStream de-duplicates it by its first sequence.
 const (
 	HeaderLast = "Ledger-Seq-Last"
-	// publishRetryMax is the longest wait between two attempts at one message.
+	// publishRetryMin and publishRetryMax are the shortest and longest wait between two
+	// attempts at one message, or two starts of the publisher.
+	publishRetryMin = 50 * time.Millisecond
 	publishRetryMax = 5 * time.Second
 	// publishTimeout bounds one attempt (the acknowledgement included).
 	publishTimeout = 10 * time.Second
@@ -37,8 +39,9 @@ type PublisherConfig struct {
 
 // PublisherStats are the publisher's figures.
 type PublisherStats struct {
-	Acked  atomic.Uint64 // the last sequence JetStream acknowledged
-	Errors atomic.Uint64 // attempts that failed (each retried)
+	Acked    atomic.Uint64 // the last sequence JetStream acknowledged
+	Errors   atomic.Uint64 // attempts that failed (each retried)
+	Restarts atomic.Uint64 // times the publisher started again after a failure
 }
 
 // Publisher publishes the stream to NATS JetStream: one message per batch of events, with
@@ -56,12 +59,17 @@ type Publisher struct {
 	done   chan struct{}
 	Stats  PublisherStats
 	once   sync.Once
+	hold   *RetentionHold // at the first sequence not acknowledged
 }
+
+// ErrStreamBehind: the JetStream stream ends below the oldest event this store keeps.
+var ErrStreamBehind = errors.New("events: the JetStream stream is behind this store's retention")
 
 // ErrForeignStream: the JetStream stream holds sequences this store never had.
 var ErrForeignStream = errors.New("events: the JetStream stream holds sequences past this store's")
 
 // StartPublisher connects (and keeps reconnecting) to NATS and publishes in the background.
+// From now on retention keeps every event the publisher has not had acknowledged.
 func StartPublisher(seq *Sequencer, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -72,7 +80,7 @@ func StartPublisher(seq *Sequencer, cfg PublisherConfig) (*Publisher, error) {
 		return nil, fmt.Errorf("events: nats %s: %w", cfg.URL, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Publisher{cfg: cfg, seq: seq, nc: nc, cancel: cancel, done: make(chan struct{})}
+	p := &Publisher{cfg: cfg, seq: seq, nc: nc, cancel: cancel, done: make(chan struct{}), hold: seq.HoldRetention()}
 	go p.run(ctx)
 	return p, nil
 }
@@ -86,27 +94,62 @@ func (p *Publisher) Stop() {
 	})
 }
 
+// run publishes until stopped: after a failure it can recover from (Follow refused, a read
+// of the store failed) it starts again from what the stream holds, waiting longer after
+// each failure in a row (up to publishRetryMax). It gives up only on a permanent error
+// (logged): a foreign stream, or one that ends below this store's retention horizon.
 func (p *Publisher) run(ctx context.Context) {
 	defer close(p.done)
+	defer p.hold.Release()
 	js, err := jetstream.New(p.nc)
 	if err != nil {
 		p.cfg.Logger.Error("events: jetstream", "err", err)
 		return
 	}
+	wait := publishRetryMin
+	for {
+		before := p.Stats.Acked.Load()
+		err := p.publish(ctx, js)
+		switch {
+		case ctx.Err() != nil || errors.Is(err, ErrStopped):
+			return
+		case errors.Is(err, errPermanent):
+			p.cfg.Logger.Error("events: not publishing to NATS", "err", err)
+			return
+		}
+		if p.Stats.Acked.Load() != before {
+			wait = publishRetryMin
+		}
+		p.Stats.Restarts.Add(1)
+		p.cfg.Logger.Warn("events: NATS publisher failed; starting again", "err", err, "in", wait,
+			"acked", p.Stats.Acked.Load(), "lag_events", p.lag())
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		wait = min(2*wait, publishRetryMax)
+	}
+}
+
+// lag is how many durable events JetStream has not acknowledged.
+func (p *Publisher) lag() uint64 { return p.seq.Last() - min(p.seq.Last(), p.Stats.Acked.Load()) }
+
+// publish resumes after what the stream holds and publishes until it fails.
+func (p *Publisher) publish(ctx context.Context, js jetstream.JetStream) error {
 	var last uint64
-	err = p.retry(ctx, func(ctx context.Context) error {
+	err := p.retry(ctx, func(ctx context.Context) error {
+		var err error
 		last, err = p.resume(ctx, js)
 		return err
 	})
 	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			p.cfg.Logger.Error("events: not publishing to NATS", "err", err)
-		}
-		return
+		return err
 	}
+	p.hold.Move(last + 1)
 	p.Stats.Acked.Store(last)
 	p.cfg.Logger.Info("events: publishing to NATS", "stream", p.cfg.Stream, "subject", p.cfg.Subject, "after", last)
-	err = p.seq.Follow(ctx, last+1, FollowOptions{}, func(batch []Event) error {
+	return p.seq.Follow(ctx, last+1, FollowOptions{Reserved: true}, func(batch []Event) error {
 		data, err := p.cfg.Encode(batch)
 		if err != nil {
 			return err
@@ -120,11 +163,9 @@ func (p *Publisher) run(ctx context.Context) {
 			return err
 		}
 		p.Stats.Acked.Store(end)
+		p.hold.Move(end + 1)
 		return nil
 	})
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrStopped) {
-		p.cfg.Logger.Error("events: NATS publisher stopped", "err", err)
-	}
 }
 
 // resume makes the stream if missing and reads the last sequence it holds.
@@ -148,6 +189,12 @@ func (p *Publisher) resume(ctx context.Context, js jetstream.JetStream) (uint64,
 	if last > p.seq.Last() {
 		return 0, fmt.Errorf("%w (%d, this store's last is %d): %w", ErrForeignStream, last, p.seq.Last(), errPermanent)
 	}
+	if h := p.seq.Horizon(); last+1 < h {
+		// Published nowhere and deleted here (the publisher was off while retention ran, or
+		// the stream lost messages): skipping them would be a silent gap.
+		return 0, fmt.Errorf("%w: the stream ends at %d and this store keeps events from %d on: %d..%d are trimmed: %w",
+			ErrStreamBehind, last, h, last+1, h-1, errPermanent)
+	}
 	return last, nil
 }
 
@@ -156,7 +203,7 @@ var errPermanent = errors.New("not retried")
 // retry runs fn until it succeeds, ctx ends or it fails for good, waiting longer after each
 // failure (up to publishRetryMax).
 func (p *Publisher) retry(ctx context.Context, fn func(context.Context) error) error {
-	wait := 50 * time.Millisecond
+	wait := publishRetryMin
 	for {
 		actx, cancel := context.WithTimeout(ctx, publishTimeout)
 		err := fn(actx)

@@ -60,6 +60,9 @@ const (
 	// StoreReadEventsMax, what bounds the stream's memory (about 110 MB of ring, shared,
 	// plus a few MB a follower).
 	FollowersMax = 32
+	// ReservedFollowersMax is how many reserved followers (FollowOptions.Reserved: the NATS
+	// publisher) are served at once, beside FollowersMax.
+	ReservedFollowersMax = 1
 	// RetainEventsDefault is how many of the newest events retention keeps by default.
 	RetainEventsDefault = 100_000_000
 	// retentionInterval is how often retention runs.
@@ -73,7 +76,8 @@ const (
 // kept.
 var ErrTrimmed = errors.New("events: trimmed by retention")
 
-// ErrTooManyFollowers: FollowersMax followers are already served.
+// ErrTooManyFollowers: FollowersMax followers (or ReservedFollowersMax reserved ones) are
+// already served.
 var ErrTooManyFollowers = errors.New("events: too many followers")
 
 // ErrStopped: the sequencer stopped.
@@ -117,6 +121,9 @@ type Stats struct {
 	IndexBatches atomic.Uint64
 	StoreReads   atomic.Uint64 // batches followers read from the store (behind the ring)
 	Trims        atomic.Uint64
+	// RetentionHeld is how many events beyond RetainEvents retention kept at its last run
+	// because a RetentionHold (the NATS publisher's position) asked it to.
+	RetentionHeld atomic.Uint64
 }
 
 type round struct {
@@ -163,8 +170,39 @@ type Sequencer struct {
 	written   atomic.Uint64
 	unsynced  []pending // the sequencer goroutine's: written, not yet shown
 	followers sync.Map  // *follower -> struct{}
-	Stats     Stats
+	holds     sync.Map  // *RetentionHold -> struct{}
+	// subscribers and reserved count the followers against FollowersMax and
+	// ReservedFollowersMax.
+	subscribers, reserved atomic.Int64
+	Stats                 Stats
 }
+
+// RetentionHold keeps retention from trimming the events from its position on: a follower
+// that must see every event (the NATS publisher) holds them until it has handed them on.
+type RetentionHold struct {
+	s  *Sequencer
+	at atomic.Uint64 // the first sequence kept; 0: all
+}
+
+// HoldRetention keeps every event until the hold moves (Move) or is released (Release).
+func (s *Sequencer) HoldRetention() *RetentionHold {
+	h := &RetentionHold{s: s}
+	s.holds.Store(h, struct{}{})
+	return h
+}
+
+// Move lets retention trim the events below next (a hold never moves back).
+func (h *RetentionHold) Move(next uint64) {
+	for {
+		at := h.at.Load()
+		if next <= at || h.at.CompareAndSwap(at, next) {
+			return
+		}
+	}
+}
+
+// Release ends the hold.
+func (h *RetentionHold) Release() { h.s.holds.Delete(h) }
 
 // Start reads where the stream stands, indexes the rounds a crash left without sequences,
 // and starts the sequencer. Start it before anything commits to the store.
@@ -399,9 +437,21 @@ func (s *Sequencer) retain() {
 	last := s.Stats.Last.Load()
 	horizon := s.Stats.Horizon.Load()
 	if keep == 0 || last < keep || last+1-keep <= horizon {
+		s.Stats.RetentionHeld.Store(0)
 		return
 	}
 	target := last + 1 - keep
+	// Never past a hold (the NATS publisher's next sequence): those events are not
+	// published yet.
+	want := target
+	s.holds.Range(func(k, _ any) bool {
+		target = min(target, k.(*RetentionHold).at.Load())
+		return true
+	})
+	s.Stats.RetentionHeld.Store(want - target)
+	if target <= horizon {
+		return
+	}
 	v := s.store.Snapshot()
 	defer v.Close()
 	var at uint64
@@ -447,6 +497,9 @@ type follower struct {
 
 // FollowOptions are a follower's.
 type FollowOptions struct {
+	// Reserved: the follower does not count against FollowersMax (at most
+	// ReservedFollowersMax are): subscribers cannot crowd out the NATS publisher.
+	Reserved bool
 	// Coalesce lets a batch span index entries (up to BatchEventsMax events) when they are
 	// at hand: fewer, larger messages when commits are small. Batches then depend on timing,
 	// so a follower that names messages by their first sequence (NATS) must not.
@@ -466,10 +519,16 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, opts FollowOptions,
 		return ErrStopped
 	default:
 	}
-	if s.Stats.Followers.Add(1) > FollowersMax {
-		s.Stats.Followers.Add(-1)
+	count, limit := &s.subscribers, int64(FollowersMax)
+	if opts.Reserved {
+		count, limit = &s.reserved, ReservedFollowersMax
+	}
+	if count.Add(1) > limit {
+		count.Add(-1)
 		return ErrTooManyFollowers
 	}
+	defer count.Add(-1)
+	s.Stats.Followers.Add(1)
 	defer s.Stats.Followers.Add(-1)
 	s.capturing.Add(1)
 	defer s.capturing.Add(-1)

@@ -51,6 +51,9 @@ func startPublisher(n natsFlags, seq *events.Sequencer, m *api.Metrics) (publish
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ledger_events_nats_errors_total",
 			Help: "Attempts to publish to NATS JetStream that failed (each is retried)."},
 			func() float64 { return float64(p.Stats.Errors.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ledger_events_nats_restarts_total",
+			Help: "Times the NATS publisher started again after a failure (logged)."},
+			func() float64 { return float64(p.Stats.Restarts.Load()) }),
 	)
 	return publisher{p: p}, nil
 }
