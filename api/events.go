@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -22,6 +23,19 @@ var errEventsOff = errors.New("the event stream is off on this server")
 // WithEvents serves the event stream of seq (Subscribe).
 func WithEvents(seq *events.Sequencer) Option { return func(s *Service) { s.events = seq } }
 
+// SubscribeSendTimeoutDefault is how long one message to a subscriber may wait for the
+// subscriber to read (gRPC's flow control) before the subscription is cut off: a client that
+// stops reading would otherwise hold one of the FollowersMax slots for ever.
+const SubscribeSendTimeoutDefault = 30 * time.Second
+
+// WithSubscribeSendTimeout sets the subscribers' send deadline (SubscribeSendTimeoutDefault).
+func WithSubscribeSendTimeout(d time.Duration) Option {
+	return func(s *Service) { s.sendTimeout = d }
+}
+
+// errSlowSubscriber: a message to the subscriber waited past the send deadline.
+var errSlowSubscriber = errors.New("events: the subscriber did not read within the send deadline; subscribe again from the last sequence processed")
+
 // Subscribe implements LedgerService: the event stream from from_sequence+1 (or the oldest
 // event kept), in messages of consecutive events, until the client goes away.
 func (s *Service) Subscribe(req *ledgerv1.SubscribeRequest, stream grpc.ServerStreamingServer[ledgerv1.SubscribeResponse]) error {
@@ -37,12 +51,38 @@ func (s *Service) Subscribe(req *ledgerv1.SubscribeRequest, stream grpc.ServerSt
 		return status.Errorf(codes.OutOfRange, "from_sequence %d is past the stream's last sequence %d",
 			req.GetFromSequence(), s.events.Last())
 	}
+	timeout := s.sendTimeout
+	if timeout <= 0 {
+		timeout = SubscribeSendTimeoutDefault
+	}
+	// A send blocks while the client does not read, and nothing but the stream's end
+	// unblocks it: one goroutine per subscriber sends, one message at a time, and the
+	// handler ends the stream (which ends the blocked send) when a message waits past the
+	// deadline.
+	msgs, sent := make(chan *encoded), make(chan error, 1)
+	defer close(msgs)
+	go func() {
+		for m := range msgs {
+			sent <- stream.SendMsg(m)
+		}
+	}()
+	deadline := time.NewTimer(timeout)
+	deadline.Stop()
+	defer deadline.Stop()
 	var scratch EncodeScratch
 	size := 0 // the last message's, to size the next one's buffer
 	err := s.events.Follow(stream.Context(), next, events.FollowOptions{Coalesce: true}, func(batch []events.Event) error {
 		m := &encoded{b: EncodeEvents(make([]byte, 0, max(size, 64*len(batch))), batch, &scratch)}
 		size = len(m.b)
-		return stream.SendMsg(m)
+		msgs <- m // the sender waits for it: the previous send returned
+		deadline.Reset(timeout)
+		select {
+		case err := <-sent:
+			deadline.Stop()
+			return err
+		case <-deadline.C:
+			return fmt.Errorf("%w (%s)", errSlowSubscriber, timeout)
+		}
 	})
 	return eventsStatus(err)
 }
@@ -61,7 +101,7 @@ func eventsStatus(err error) error {
 			st = d
 		}
 		return st.Err()
-	case errors.Is(err, events.ErrTooManyFollowers):
+	case errors.Is(err, events.ErrTooManyFollowers), errors.Is(err, errSlowSubscriber):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, events.ErrStopped):
 		return status.Error(codes.Unavailable, err.Error())

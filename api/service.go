@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -43,6 +44,8 @@ type Service struct {
 	metrics *Metrics
 	chart   *rules.Chart // the trial balance's; nil: rules.Default
 	events  *events.Sequencer
+	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
+	sendTimeout time.Duration
 }
 
 // NewService serves l; m counts results (nil: not counted).
