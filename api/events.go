@@ -154,7 +154,7 @@ func (m *Metrics) WatchEvents(seq *events.Sequencer) {
 			func() float64 { return float64(st.Followers.Load()) }),
 		gauge("ledger_events_follower_lag_events", "The largest lag of a follower behind the stream's last sequence, in events.",
 			func() float64 { return float64(seq.Lag()) }),
-		counter("ledger_events_index_batches_total", "Synced batches of global sequences the sequencer wrote.",
+		counter("ledger_events_index_batches_total", "Batches of global sequences the sequencer wrote (unsynced; shown once durable).",
 			func() float64 { return float64(st.IndexBatches.Load()) }),
 		counter("ledger_events_store_reads_total", "Reads of events from the store by followers behind the in-memory ring.",
 			func() float64 { return float64(st.StoreReads.Load()) }),

@@ -22,6 +22,11 @@ const (
 	// attempts at one message, or two starts of the publisher.
 	publishRetryMin = 50 * time.Millisecond
 	publishRetryMax = 5 * time.Second
+	// PublishBytesMax bounds a message's payload, under the NATS server's max_payload (1 MiB
+	// by default): a batch of BatchEventsMax events of payment orders can be larger, and
+	// is then cut into several messages (greedily, so the cuts are the same after a
+	// restart, which resumes at one of them). An event larger than it goes alone.
+	PublishBytesMax = 512 << 10
 	// publishTimeout bounds one attempt (the acknowledgement included).
 	publishTimeout = 10 * time.Second
 )
@@ -31,9 +36,10 @@ type PublisherConfig struct {
 	URL     string
 	Stream  string // the JetStream stream, made if missing
 	Subject string // where the events go; the stream's only subject
-	// Encode makes a message's payload from a batch (a SubscribeResponse: the API's
-	// encoding, so that a consumer decodes both the same way).
-	Encode func([]Event) ([]byte, error)
+	// Encode appends a batch's encoding to dst: a message's payload (a SubscribeResponse:
+	// the API's encoding, so that a consumer decodes both the same way). The encoding of
+	// a batch must be its events' encodings one after the other (a repeated field).
+	Encode func(dst []byte, batch []Event) ([]byte, error)
 	Logger *slog.Logger
 }
 
@@ -84,6 +90,9 @@ func StartPublisher(seq *Sequencer, cfg PublisherConfig) (*Publisher, error) {
 	go p.run(ctx)
 	return p, nil
 }
+
+// Done is closed when the publisher has stopped: Stop was called, or it gave up (logged).
+func (p *Publisher) Done() <-chan struct{} { return p.done }
 
 // Stop stops publishing (what is not acknowledged is published after the restart).
 func (p *Publisher) Stop() {
@@ -150,28 +159,46 @@ func (p *Publisher) publish(ctx context.Context, js jetstream.JetStream) error {
 	p.Stats.Acked.Store(last)
 	p.cfg.Logger.Info("events: publishing to NATS", "stream", p.cfg.Stream, "subject", p.cfg.Subject, "after", last)
 	return p.seq.Follow(ctx, last+1, FollowOptions{Reserved: true}, func(batch []Event) error {
-		data, err := p.cfg.Encode(batch)
-		if err != nil {
-			return err
+		for len(batch) > 0 {
+			// As many events as fit in PublishBytesMax (one at least).
+			var data []byte
+			n := 0
+			for n < len(batch) {
+				before := len(data)
+				var err error
+				if data, err = p.cfg.Encode(data, batch[n:n+1]); err != nil {
+					return err
+				}
+				if len(data) > PublishBytesMax && n > 0 {
+					data = data[:before]
+					break
+				}
+				n++
+			}
+			first, end := batch[0].Seq, batch[n-1].Seq
+			msg := nats.NewMsg(p.cfg.Subject)
+			msg.Data = data
+			msg.Header.Set(jetstream.MsgIDHeader, strconv.FormatUint(first, 10))
+			msg.Header.Set(HeaderLast, strconv.FormatUint(end, 10))
+			if err := p.retry(ctx, func(ctx context.Context) error { _, err := js.PublishMsg(ctx, msg); return err }); err != nil {
+				return err
+			}
+			p.Stats.Acked.Store(end)
+			p.hold.Move(end + 1)
+			batch = batch[n:]
 		}
-		first, end := batch[0].Seq, batch[len(batch)-1].Seq
-		msg := nats.NewMsg(p.cfg.Subject)
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, strconv.FormatUint(first, 10))
-		msg.Header.Set(HeaderLast, strconv.FormatUint(end, 10))
-		if err := p.retry(ctx, func(ctx context.Context) error { _, err := js.PublishMsg(ctx, msg); return err }); err != nil {
-			return err
-		}
-		p.Stats.Acked.Store(end)
-		p.hold.Move(end + 1)
 		return nil
 	})
 }
 
-// resume makes the stream if missing and reads the last sequence it holds.
+// resume makes the stream if missing (an existing stream's configuration is the operator's:
+// it is not changed) and reads the last sequence it holds.
 func (p *Publisher) resume(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: p.cfg.Stream, Subjects: []string{p.cfg.Subject},
-		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	st, err := js.Stream(ctx, p.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: p.cfg.Stream, Subjects: []string{p.cfg.Subject},
+			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute})
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ledgercore/ledger/events"
 )
@@ -153,4 +156,64 @@ func TestNATSPublisherStartsAgainAfterFailure(t *testing.T) {
 	workload(t, n.l, rand.New(rand.NewPCG(27, 28)), 500, 2)
 	waitAcked(t, p, n.seq)
 	readStream(t, ns.ClientURL(), n.seq.Last())
+}
+
+// TestNATSMessagesBoundedByBytes: a batch whose encoding passes PublishBytesMax is cut into
+// several messages (a message past the server's max_payload is refused for ever), each
+// naming its own consecutive range; an existing stream's configuration is left as it is.
+func TestNATSMessagesBoundedByBytes(t *testing.T) {
+	ns := startNATS(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	cfg := jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ledger.events"}, Duplicates: 7 * time.Minute,
+		MaxMsgSize: 1 << 20}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, vfs.NewMem(), 0)
+	defer n.stop(t)
+	openAccounts(t, n.l)
+	const eventBytes = 100 << 10
+	p, err := events.StartPublisher(n.seq, events.PublisherConfig{URL: ns.ClientURL(), Stream: "EVENTS", Subject: "ledger.events",
+		Encode: func(dst []byte, batch []events.Event) ([]byte, error) {
+			return append(dst, make([]byte, eventBytes*len(batch))...), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	workload(t, n.l, rand.New(rand.NewPCG(29, 30)), 1000, 2)
+	waitAcked(t, p, n.seq)
+	st, err := js.Stream(ctx, "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Duplicates != cfg.Duplicates || info.Config.MaxMsgSize != cfg.MaxMsgSize {
+		t.Errorf("the stream's configuration was changed: %+v", info.Config)
+	}
+	next := uint64(1)
+	for s := uint64(1); s <= info.State.LastSeq; s++ {
+		m, err := st.GetMsg(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _ := strconv.ParseUint(m.Header.Get(jetstream.MsgIDHeader), 10, 64)
+		last, _ := strconv.ParseUint(m.Header.Get(events.HeaderLast), 10, 64)
+		if first != next || last < first || len(m.Data) != int(last-first+1)*eventBytes || len(m.Data) > events.PublishBytesMax {
+			t.Fatalf("message %d: %d..%d, %d bytes (expected from %d)", s, first, last, len(m.Data), next)
+		}
+		next = last + 1
+	}
+	if next != n.seq.Last()+1 {
+		t.Fatalf("the stream holds up to %d of %d", next-1, n.seq.Last())
+	}
 }

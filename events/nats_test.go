@@ -37,7 +37,9 @@ func publish(t *testing.T, url string, seq *events.Sequencer) *events.Publisher 
 	t.Helper()
 	var scratch api.EncodeScratch
 	p, err := events.StartPublisher(seq, events.PublisherConfig{URL: url, Stream: "EVENTS", Subject: "ledger.events",
-		Encode: func(batch []events.Event) ([]byte, error) { return api.EncodeEvents(nil, batch, &scratch), nil }})
+		Encode: func(dst []byte, batch []events.Event) ([]byte, error) {
+			return api.EncodeEvents(dst, batch, &scratch), nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,12 @@ func TestNATSForeignStream(t *testing.T) {
 	openAccounts(t, n.l)
 	p := publish(t, ns.ClientURL(), n.seq)
 	workload(t, n.l, rand.New(rand.NewPCG(1, 1)), 1000, 2)
-	time.Sleep(300 * time.Millisecond)
+	// The publisher refuses the stream for good (run returns): Stop then returns at once.
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher did not refuse the foreign stream")
+	}
 	p.Stop()
 	if p.Stats.Acked.Load() != 0 {
 		t.Fatalf("published %d to a foreign stream", p.Stats.Acked.Load())

@@ -35,9 +35,11 @@
 //	                                   references (transfer id, state, result; posting
 //	                                   account, timestamp), a payment round's orders
 //	E <first sequence>                 event stream index: the global sequences of one logged
-//	                                   round (log, round, events, time), written by the
-//	                                   sequencer in synced batches after the round is durable
-//	L <log>                            the log's last round that has global sequences
+//	                                   round (log, round, events, time; the time is the
+//	                                   store's log clock, see logClock), written by the
+//	                                   sequencer, unsynced, after the round is durable
+//	L <log>                            the log's last round that has global sequences (a
+//	                                   writer numbers its rounds after it too)
 //	m events-horizon                   the oldest sequence retention kept
 //
 // (The payment layer's keys are in orders.go.) The event stream's design is in package

@@ -36,7 +36,9 @@ func startPublisher(n natsFlags, seq *events.Sequencer, m *api.Metrics) (publish
 	}
 	var scratch api.EncodeScratch // the publisher encodes one batch at a time
 	p, err := events.StartPublisher(seq, events.PublisherConfig{URL: n.url, Stream: n.stream, Subject: n.subject,
-		Encode: func(batch []events.Event) ([]byte, error) { return api.EncodeEvents(nil, batch, &scratch), nil },
+		Encode: func(dst []byte, batch []events.Event) ([]byte, error) {
+			return api.EncodeEvents(dst, batch, &scratch), nil
+		},
 		Logger: slog.Default()})
 	if err != nil {
 		return publisher{}, err
