@@ -175,8 +175,14 @@ func Open(dir string, opts Options) (*Store, error) {
 // formatVersion names the key layout and record encodings; a store of another format is
 // refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
-// business id; payment orders.
-const formatVersion = "ledger-format-4"
+// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon). A
+// format-4 store opened for writing becomes format 5 (its keys mean the same; the stream
+// starts with the next commit), so that a build older than the stream, which would commit
+// rounds without their event log records (events the stream would never show), refuses it.
+const formatVersion = "ledger-format-5"
+
+// formatUpgradable is the format that opening for writing upgrades to formatVersion.
+const formatUpgradable = "ledger-format-4"
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -194,9 +200,15 @@ func (s *Store) checkFormat(readOnly bool) error {
 		return fmt.Errorf("storage: read format: %w", err)
 	}
 	defer closer.Close()
+	if string(v) == formatUpgradable {
+		if readOnly {
+			return nil
+		}
+		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
+	}
 	if string(v) != formatVersion {
-		return fmt.Errorf("%w: it has %q, this build reads only %q; open it with the build that wrote it",
-			ErrFormat, v, formatVersion)
+		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %q); open it with the build that wrote it",
+			ErrFormat, v, formatVersion, formatUpgradable)
 	}
 	return nil
 }
