@@ -448,7 +448,7 @@ func (s *Sequencer) retain() {
 		target = min(target, k.(*RetentionHold).at.Load())
 		return true
 	})
-	s.Stats.RetentionHeld.Store(want - target)
+	s.Stats.RetentionHeld.Store(want - max(target, horizon))
 	if target <= horizon {
 		return
 	}
