@@ -189,6 +189,7 @@ func TestNATSMessagesBoundedByBytes(t *testing.T) {
 	defer p.Stop()
 	workload(t, n.l, rand.New(rand.NewPCG(29, 30)), 1000, 2)
 	waitAcked(t, p, n.seq)
+	acked := p.Stats.Acked.Load()
 	st, err := js.Stream(ctx, "EVENTS")
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +214,7 @@ func TestNATSMessagesBoundedByBytes(t *testing.T) {
 		}
 		next = last + 1
 	}
-	if next != n.seq.Last()+1 {
-		t.Fatalf("the stream holds up to %d of %d", next-1, n.seq.Last())
+	if next <= acked {
+		t.Fatalf("the stream holds up to %d, %d acknowledged", next-1, acked)
 	}
 }
