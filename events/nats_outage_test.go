@@ -17,7 +17,7 @@ import (
 	"github.com/ledgercore/ledger/events"
 )
 
-func reviewNATS(t *testing.T, dir string, port int) *natsserver.Server {
+func natsOn(t *testing.T, dir string, port int) *natsserver.Server {
 	t.Helper()
 	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, JetStream: true,
 		StoreDir: dir, NoLog: true, NoSigs: true})
@@ -38,7 +38,7 @@ func reviewNATS(t *testing.T, dir string, port int) *natsserver.Server {
 // published, nor anything after them. Retention now stops at the publisher's position.
 func TestNATSOutageLongerThanRetentionLosesNothing(t *testing.T) {
 	dir := t.TempDir()
-	ns := reviewNATS(t, dir, -1)
+	ns := natsOn(t, dir, -1)
 	url := ns.ClientURL()
 	n := startNode(t, vfs.NewMem(), 300)
 	defer n.stop(t)
@@ -65,7 +65,7 @@ func TestNATSOutageLongerThanRetentionLosesNothing(t *testing.T) {
 	}
 
 	// NATS comes back on the same port and store.
-	ns = reviewNATS(t, dir, portN)
+	ns = natsOn(t, dir, portN)
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	deadline := time.Now().Add(15 * time.Second)
 	for p.Stats.Acked.Load() < n.seq.Last() && time.Now().Before(deadline) {

@@ -35,8 +35,8 @@ func TestRecoveryNumbersSplitCreditAfterDebit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a0, b0 := reviewAccounts(0)
-	c1, _ := reviewAccounts(1)
+	a0, b0 := accountsOfShard(0)
+	c1, _ := accountsOfShard(1)
 	if _, err := l.CreateAccounts([]ledger.Account{{ID: a0, Ledger: 1, Code: 1}, {ID: b0, Ledger: 1, Code: 1},
 		{ID: c1, Ledger: 1, Code: 1}}); err != nil {
 		t.Fatal(err)
@@ -44,12 +44,12 @@ func TestRecoveryNumbersSplitCreditAfterDebit(t *testing.T) {
 	id := uint64(1000)
 	var busy []ledger.Transfer
 	for range 500 { // shard 0 stamps 500 transfers: its clock runs 500 ns ahead of shard 1's
-		busy = append(busy, ledger.Transfer{ID: reviewID(&id, 0), DebitAccountID: a0, CreditAccountID: b0, Amount: 1, Ledger: 1, Code: 1})
+		busy = append(busy, ledger.Transfer{ID: idOfShard(&id, 0), DebitAccountID: a0, CreditAccountID: b0, Amount: 1, Ledger: 1, Code: 1})
 	}
 	if _, err := l.CreateTransfers(busy); err != nil {
 		t.Fatal(err)
 	}
-	split := reviewID(&id, 0)
+	split := idOfShard(&id, 0)
 	if res, err := l.CreateTransfers([]ledger.Transfer{{ID: split, DebitAccountID: a0, CreditAccountID: c1, Amount: 1, Ledger: 1, Code: 1}}); err != nil {
 		t.Fatalf("split transfer: %v %v", res, err)
 	}
@@ -59,7 +59,7 @@ func TestRecoveryNumbersSplitCreditAfterDebit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	n := reviewStart(t, fs, 0)
+	n := startTwoShards(t, fs, 0)
 	defer n.stop(t)
 	last := n.seq.Last()
 	var debitSeq, creditSeq uint64

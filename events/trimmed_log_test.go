@@ -12,8 +12,8 @@ import (
 	"github.com/ledgercore/ledger/storage"
 )
 
-// reviewAccounts returns two account ids owned by shard s of 2.
-func reviewAccounts(s uint32) (a, b uint64) {
+// accountsOfShard returns two account ids owned by shard s of 2.
+func accountsOfShard(s uint32) (a, b uint64) {
 	for id := uint64(1); ; id++ {
 		if ledger.ShardOf(id, 2) != s {
 			continue
@@ -26,15 +26,15 @@ func reviewAccounts(s uint32) (a, b uint64) {
 	}
 }
 
-// reviewIDs returns the next transfer id from *next whose arbitrating shard is s.
-func reviewID(next *uint64, s uint32) uint64 {
+// idOfShard returns the next transfer id from *next whose arbitrating shard is s.
+func idOfShard(next *uint64, s uint32) uint64 {
 	for ; ledger.IDShard(*next, 2) != s; *next++ {
 	}
 	*next++
 	return *next - 1
 }
 
-func reviewStart(t *testing.T, fs vfs.FS, retain uint64) *node {
+func startTwoShards(t *testing.T, fs vfs.FS, retain uint64) *node {
 	t.Helper()
 	store, err := storage.Open("db", storage.Options{FS: fs, Shards: 2, CacheBytes: 1 << 20})
 	if err != nil {
@@ -60,9 +60,9 @@ func reviewStart(t *testing.T, fs vfs.FS, retain uint64) *node {
 // silently. The writer now numbers its rounds after the watermark too.
 func TestFullyTrimmedLogRoundsSurviveCrash(t *testing.T) {
 	fs := vfs.NewMem()
-	n := reviewStart(t, fs, 50)
-	a0, b0 := reviewAccounts(0)
-	a1, b1 := reviewAccounts(1)
+	n := startTwoShards(t, fs, 50)
+	a0, b0 := accountsOfShard(0)
+	a1, b1 := accountsOfShard(1)
 	if _, err := n.l.CreateAccounts([]ledger.Account{{ID: a0, Ledger: 1, Code: 1}, {ID: b0, Ledger: 1, Code: 1},
 		{ID: a1, Ledger: 1, Code: 1}, {ID: b1, Ledger: 1, Code: 1}}); err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestFullyTrimmedLogRoundsSurviveCrash(t *testing.T) {
 	id := uint64(1000)
 	tr := func(l *actors.Ledger, shard uint32, dr, cr uint64) {
 		t.Helper()
-		res, err := l.CreateTransfers([]ledger.Transfer{{ID: reviewID(&id, shard), DebitAccountID: dr, CreditAccountID: cr,
+		res, err := l.CreateTransfers([]ledger.Transfer{{ID: idOfShard(&id, shard), DebitAccountID: dr, CreditAccountID: cr,
 			Amount: 1, Ledger: 1, Code: 1}})
 		if err != nil {
 			t.Fatal(err)
@@ -121,7 +121,7 @@ func TestFullyTrimmedLogRoundsSurviveCrash(t *testing.T) {
 		t.Errorf("a durable round of log 0 committed after the restart is not seen as unindexed (next %d before, %d after): its events are lost",
 			st0.Next, st.Next)
 	}
-	n = reviewStart(t, fs, 50)
+	n = startTwoShards(t, fs, 50)
 	defer n.stop(t)
 	if got, want := n.seq.Last(), st0.Next-1+3; got != want {
 		t.Errorf("after the restart the stream ends at %d, want %d (the transfer and its 2 postings)", got, want)
@@ -133,9 +133,9 @@ func TestFullyTrimmedLogRoundsSurviveCrash(t *testing.T) {
 // watermark with the log's last record, which retention deleted.
 func TestVerifyAcceptsFullyTrimmedLog(t *testing.T) {
 	fs := vfs.NewMem()
-	n := reviewStart(t, fs, 50)
-	a0, b0 := reviewAccounts(0)
-	a1, b1 := reviewAccounts(1)
+	n := startTwoShards(t, fs, 50)
+	a0, b0 := accountsOfShard(0)
+	a1, b1 := accountsOfShard(1)
 	if _, err := n.l.CreateAccounts([]ledger.Account{{ID: a0, Ledger: 1, Code: 1}, {ID: b0, Ledger: 1, Code: 1},
 		{ID: a1, Ledger: 1, Code: 1}, {ID: b1, Ledger: 1, Code: 1}}); err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestVerifyAcceptsFullyTrimmedLog(t *testing.T) {
 	id := uint64(1000)
 	tr := func(shard uint32, dr, cr uint64) {
 		t.Helper()
-		if _, err := n.l.CreateTransfers([]ledger.Transfer{{ID: reviewID(&id, shard), DebitAccountID: dr, CreditAccountID: cr,
+		if _, err := n.l.CreateTransfers([]ledger.Transfer{{ID: idOfShard(&id, shard), DebitAccountID: dr, CreditAccountID: cr,
 			Amount: 1, Ledger: 1, Code: 1}}); err != nil {
 			t.Fatal(err)
 		}
