@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +128,9 @@ type Config struct {
 	// TransferCacheEntriesMax bounds the finished transfers each shard keeps in memory
 	// (0: ledger.TransferCacheEntriesMax); older ones are read back from storage.
 	TransferCacheEntriesMax int
+	// Events takes every durable round that has events, before anything of it is answered
+	// (the event stream's sequencer); nil: none.
+	Events EventSink
 	// CommitSeconds and CommitPostings observe each round's commit latency and size;
 	// HotFlushLegs observes the legs of each hot-account buffer sent.
 	CommitSeconds, CommitPostings, HotFlushLegs Observer
@@ -151,6 +155,29 @@ func (c *Config) setDefaults() {
 	orDefault[Observer](&c.CommitSeconds, nopObserver{})
 	orDefault[Observer](&c.CommitPostings, nopObserver{})
 	orDefault[Observer](&c.HotFlushLegs, nopObserver{})
+}
+
+// EventSink takes committed rounds for the event stream (events.Sequencer).
+type EventSink interface {
+	// Capturing reports whether Committed wants the round's events (someone follows).
+	Capturing() bool
+	// Begin is called before a round's commit starts; its answer goes to Committed.
+	Begin() uint64
+	// Committed takes a durable round, in the log's commit order.
+	Committed(lr storage.LogRound, mark uint64, ev *storage.RoundEvents)
+}
+
+// publish hands a durable round to the event sink: the copies of its transfer records and
+// postings only while someone follows (one allocation each per round).
+func publish(sink EventSink, lr storage.LogRound, mark uint64, fx *ledger.Effects) {
+	if sink == nil || lr.Events == 0 {
+		return
+	}
+	var ev *storage.RoundEvents
+	if sink.Capturing() {
+		ev = &storage.RoundEvents{Transfers: slices.Clone(fx.Transfers), Postings: slices.Clone(fx.Postings)}
+	}
+	sink.Committed(lr, mark, ev)
 }
 
 // orDefault sets *v to d when *v is the zero value.

@@ -57,7 +57,16 @@ func (s *shard) committer(w *storage.Writer) {
 	defer close(s.done)
 	for r := range s.commits {
 		start := time.Now()
+		var mark uint64
+		if s.l.cfg.Events != nil {
+			mark = s.l.cfg.Events.Begin()
+		}
 		r.Err = w.Commit(r.Effects, r.Clock)
+		if r.Err == nil {
+			// Before anything of the round leaves (close, committedMessage): whatever it
+			// causes on another shard gets a later sequence.
+			publish(s.l.cfg.Events, w.LastRound(), mark, r.Effects)
+		}
 		s.l.cfg.CommitSeconds.Observe(time.Since(start).Seconds())
 		s.l.cfg.CommitPostings.Observe(float64(len(r.Effects.Postings)))
 		close(r.Durable)

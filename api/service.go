@@ -7,13 +7,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -39,6 +43,9 @@ type Service struct {
 	ledger  *actors.Ledger
 	metrics *Metrics
 	chart   *rules.Chart // the trial balance's; nil: rules.Default
+	events  *events.Sequencer
+	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
+	sendTimeout time.Duration
 }
 
 // NewService serves l; m counts results (nil: not counted).
@@ -53,7 +60,8 @@ func NewService(l *actors.Ledger, m *Metrics, opts ...Option) *Service {
 // NewServer returns a gRPC server with the ledger and admin services, the standard health
 // service (reported by the returned *health.Server) and server reflection registered.
 func NewServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RequestBytesMax)}, opts...)
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RequestBytesMax),
+		grpc.ForceServerCodecV2(serverCodec{proto: encoding.GetCodecV2(protoenc.Name)})}, opts...)
 	if svc.metrics != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(svc.metrics.unaryInterceptor))
 	}

@@ -35,6 +35,9 @@ type Config struct {
 	// HotFlushInterval is the embedded ledger's hot-account flush interval (0: its default).
 	HotFlushInterval time.Duration
 	MetricsAddr      string // --addr only: ledgerd's metrics address, to report its CPU and memory
+	// Subscribe follows the event stream during the run (embedded: over gRPC, or in process
+	// with InProcess) and reports whether it kept up.
+	Subscribe bool
 
 	Accounts     int
 	Transfers    int

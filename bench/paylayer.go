@@ -106,7 +106,7 @@ func startPayLayer(c *Config, e *embedded) (*payLayer, error) {
 	gcfg := gateway.Config{Timeout: c.ChannelTimeout, RateLimit: rate.Limit(c.ChannelRate),
 		Burst: max(1, int(c.ChannelRate/10)), MaxInFlight: c.ChannelInFlight, Batch: c.ChannelBatch, QueueLimit: 16 * c.ChannelInFlight}
 	metrics := payments.NewMetrics()
-	p.engine, err = payments.Start(e.store, e.ledger, payments.Config{Setup: setup, Clients: clients, Gateway: gcfg,
+	p.engine, err = payments.Start(e.store, e.ledger, payments.Config{Events: e.seq, Setup: setup, Clients: clients, Gateway: gcfg,
 		Ledgers: []uint32{c.ledgerID()}, Metrics: metrics, Logger: slog.Default()})
 	if err != nil {
 		_ = lis.Close()

@@ -13,6 +13,7 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/client"
+	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
@@ -103,6 +104,8 @@ func (p inProcess) close() error { return nil }
 type embedded struct {
 	target
 	store  *storage.Store
+	seq    *events.Sequencer
+	sub    *follower // --subscribe
 	ledger *actors.Ledger
 	server *grpc.Server
 	pay    *payLayer // the payment layer, when the run uses it
@@ -126,7 +129,12 @@ func startEmbedded(c *Config) (*embedded, error) {
 		return nil, errors.Join(err, e.cleanup())
 	}
 	e.store = store
-	l, err := actors.Start(store, actors.Config{Shards: uint32(c.Shards), HotFlushInterval: c.HotFlushInterval})
+	// The event stream runs as in ledgerd (a ledger's rounds always write their events).
+	if e.seq, err = events.Start(store, events.Config{RetainEvents: events.RetainEventsDefault,
+		Fatal: func(err error) { panic(err) }}); err != nil {
+		return nil, errors.Join(err, e.close())
+	}
+	l, err := actors.Start(store, actors.Config{Shards: uint32(c.Shards), HotFlushInterval: c.HotFlushInterval, Events: e.seq})
 	if err != nil {
 		return nil, errors.Join(err, e.close())
 	}
@@ -138,6 +146,9 @@ func startEmbedded(c *Config) (*embedded, error) {
 	}
 	if c.InProcess {
 		e.target = inProcess{l: l}
+		if c.Subscribe {
+			e.sub = followDirect(e.seq)
+		}
 		if e.pay != nil {
 			e.pay.caller = inProcessPayments{s: api.NewPaymentService(api.Payments(e.pay.engine), nil)}
 		}
@@ -147,7 +158,7 @@ func startEmbedded(c *Config) (*embedded, error) {
 	if err != nil {
 		return nil, errors.Join(err, e.close())
 	}
-	e.server, _ = api.NewServer(api.NewService(l, nil))
+	e.server, _ = api.NewServer(api.NewService(l, nil, api.WithEvents(e.seq)))
 	if e.pay != nil {
 		api.RegisterPayments(e.server, api.Payments(e.pay.engine), nil)
 	}
@@ -157,6 +168,11 @@ func startEmbedded(c *Config) (*embedded, error) {
 		return nil, errors.Join(err, e.close())
 	}
 	e.target = grpcTarget{c: cl}
+	if c.Subscribe {
+		if e.sub, err = followGRPC(lis.Addr().String(), e.seq); err != nil {
+			return nil, errors.Join(err, e.close())
+		}
+	}
 	if e.pay != nil {
 		if err := e.pay.dialPayments(lis.Addr().String()); err != nil {
 			return nil, errors.Join(err, e.close())
@@ -167,6 +183,9 @@ func startEmbedded(c *Config) (*embedded, error) {
 
 func (e *embedded) close() error {
 	var errs []error
+	if e.sub != nil {
+		errs = append(errs, e.sub.finish())
+	}
 	if e.target != nil {
 		errs = append(errs, e.target.close())
 	}
@@ -178,6 +197,9 @@ func (e *embedded) close() error {
 	}
 	if e.ledger != nil {
 		e.ledger.Stop()
+	}
+	if e.seq != nil {
+		e.seq.Stop()
 	}
 	if e.store != nil {
 		errs = append(errs, e.store.Close())

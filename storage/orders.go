@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -201,17 +202,49 @@ type OrderWrite struct {
 
 // OrderWriter writes a payment shard's orders.
 type OrderWriter struct {
-	w *Writer
+	w       *Writer
+	changed [][]int
+	// logBuf and orderBuf are the event log record's buffers, never the writer's key and
+	// value buffers (set keeps the value it was given as the next value buffer: the log
+	// record would be encoded into itself).
+	logBuf, orderBuf []byte
 }
 
 // OrderWriter returns the writer of payment shard shard.
-func (s *Store) OrderWriter(shard uint32) *OrderWriter { return &OrderWriter{w: s.Writer(shard)} }
+func (s *Store) OrderWriter(shard uint32) *OrderWriter {
+	w := s.Writer(shard)
+	w.log.log = uint16(PaymentLogBase + shard)
+	return &OrderWriter{w: w}
+}
 
-// Commit writes orders, and the shard's last order id, as one batch and returns when it is
-// durable. An order's active and open-exception index entries follow its state.
+// Commit writes orders, their event log record (LastRound names it) and the shard's last
+// order id as one batch and returns when it is durable. An order's active and
+// open-exception index entries follow its state.
 func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 	ww := w.w
 	b := ww.batch
+	if err := ww.log.load(ww.db); err != nil {
+		return err
+	}
+	// Which exception records changed is told by the orders' stored records: this shard is
+	// their only writer, so the live store holds what its last commit wrote.
+	var err error
+	if w.changed, err = changedExceptions(ww.db, orders, w.changed); err != nil {
+		return err
+	}
+	var lr LogRound
+	if len(orders) > 0 {
+		n, now := 0, uint64(0)
+		for i, ow := range orders {
+			n += 1 + len(w.changed[i])
+			now = max(now, ow.Order.Updated)
+		}
+		lr = ww.log.next(n, now)
+		w.logBuf, w.orderBuf = appendPaymentLog(w.logBuf, orders, w.changed, lr.Time, w.orderBuf)
+		if err := ww.batch.Set(eventLogKey(ww.key, lr.Log, lr.Round), w.logBuf, nil); err != nil {
+			panic(err) // only on a closed batch: a bug
+		}
+	}
 	for _, ow := range orders {
 		o := ow.Order
 		ww.set(idKey(ww.key, prefixOrder, o.ID), encodeOrder(ww.val, o))
@@ -239,16 +272,26 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 		}
 	}
 	ww.set(orderSeqKey(ww.key, ww.shard), be.AppendUint64(ww.val[:0], lastID))
-	err := commitSynced(b)
+	err = commitSynced(b)
 	b.Reset()
 	if err != nil {
 		return fmt.Errorf("storage: commit payment shard %d: %w", ww.shard, err)
 	}
+	ww.log.done(lr)
 	return nil
 }
 
 // Close releases the writer's batch.
 func (w *OrderWriter) Close() error { return w.w.Close() }
+
+// LastEvents are the events of the last commit of orders (the orders themselves are shared).
+func (w *OrderWriter) LastEvents(orders []OrderWrite) *RoundEvents {
+	ev := &RoundEvents{Orders: make([]OrderEvent, len(orders))}
+	for i, ow := range orders {
+		ev.Orders[i] = OrderEvent{Order: ow.Order, Exceptions: slices.Clone(w.changed[i])}
+	}
+	return ev
+}
 
 func openException(o *payment.Order) bool {
 	for i := range o.Exceptions {

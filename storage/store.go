@@ -29,6 +29,21 @@
 //	c <shard>                          the shard's last timestamp
 //	m shards                           the number of shards the store was made with
 //	m format                           the key layout and record encoding version
+//	e <log> <round>                    event stream: one commit's events in a writer's log
+//	                                   (log = ledger shard, or PaymentLogBase + payment shard;
+//	                                   rounds gapless per log from 1): a ledger round's
+//	                                   references (transfer id, state, result; posting
+//	                                   account, timestamp), a payment round's orders
+//	E <first sequence>                 event stream index: the global sequences of one logged
+//	                                   round (log, round, events, time; the time is the
+//	                                   store's log clock, see logClock), written by the
+//	                                   sequencer, unsynced, after the round is durable
+//	L <log>                            the log's last round that has global sequences (a
+//	                                   writer numbers its rounds after it too)
+//	m events-horizon                   the oldest sequence retention kept
+//
+// (The payment layer's keys are in orders.go.) The event stream's design is in package
+// events and docs/ARCHITECTURE.md.
 //
 // Values are a version byte and canonical unsigned varints (encoding.go), so the small
 // numbers of a ledger take a byte or two; an account's 128-bit totals are LEB128 numbers of up
@@ -86,6 +101,7 @@ type Store struct {
 	shards   uint32
 	stalls   *stalls
 	readOnly bool
+	logClock logClock // stamps every log round (LogRound.Time)
 }
 
 // ErrNoShardCount: asked to open a store with the number of shards it has, but it has none
@@ -159,8 +175,14 @@ func Open(dir string, opts Options) (*Store, error) {
 // formatVersion names the key layout and record encodings; a store of another format is
 // refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
-// business id; payment orders.
-const formatVersion = "ledger-format-4"
+// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon). A
+// format-4 store opened for writing becomes format 5 (its keys mean the same; the stream
+// starts with the next commit), so that a build older than the stream, which would commit
+// rounds without their event log records (events the stream would never show), refuses it.
+const formatVersion = "ledger-format-5"
+
+// formatUpgradable is the format that opening for writing upgrades to formatVersion.
+const formatUpgradable = "ledger-format-4"
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -178,9 +200,15 @@ func (s *Store) checkFormat(readOnly bool) error {
 		return fmt.Errorf("storage: read format: %w", err)
 	}
 	defer closer.Close()
+	if string(v) == formatUpgradable {
+		if readOnly {
+			return nil
+		}
+		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
+	}
 	if string(v) != formatVersion {
-		return fmt.Errorf("%w: it has %q, this build reads only %q; open it with the build that wrote it",
-			ErrFormat, v, formatVersion)
+		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %q); open it with the build that wrote it",
+			ErrFormat, v, formatVersion, formatUpgradable)
 	}
 	return nil
 }
@@ -265,19 +293,24 @@ type Writer struct {
 	shard    uint32
 	batch    *pebble.Batch
 	key, val []byte
+	log      logCursor
 }
 
 // Writer returns the writer for a shard.
 func (s *Store) Writer(shard uint32) *Writer {
 	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
-		val: make([]byte, 0, 128)}
+		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard), clock: &s.logClock}}
 }
 
-// Commit writes a round's effects (frozen: see ledger.Effects.Freeze) and the shard's clock
-// as one batch and returns when the batch is durable (synced WAL).
+// Commit writes a round's effects (frozen: see ledger.Effects.Freeze), its event log record
+// (when it has events; LastRound names it) and the shard's clock as one batch and returns
+// when the batch is durable (synced WAL).
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	if !fx.IsFrozen() {
 		panic("storage: commit of a round whose accounts were not frozen")
+	}
+	if err := w.log.load(w.db); err != nil {
+		return err
 	}
 	// A large round gets a batch allocated at its size at once: Pebble keeps no batch of more
 	// than 1 MiB for reuse, and growing one by doubling allocates and copies it many times.
@@ -328,12 +361,18 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		// A plain delete: a leg delivered twice had its record set twice.
 		w.del(legDoneKey(w.key, k))
 	}
+	var lr LogRound
+	if n := EventCount(fx); n > 0 {
+		lr = w.log.next(n, clock)
+		w.set(eventLogKey(w.key, lr.Log, lr.Round), appendLedgerLog(w.val, fx, lr.Time))
+	}
 	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
 	err := commitSynced(b)
 	b.Reset()
 	if err != nil {
 		return fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
 	}
+	w.log.done(lr)
 	return nil
 }
 
@@ -372,8 +411,8 @@ const batchReuseBytesMax = 1 << 20
 // bytes with their batch headers; ledger-bench logs 137 WAL bytes for a transfer's 3).
 func batchBytes(fx *ledger.Effects) int {
 	records := len(fx.Opened) + len(fx.Frozen) + 2*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
-		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 1
-	return 64 * records
+		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 2
+	return 64*records + 8*EventCount(fx) // and the event log record's references
 }
 
 func (w *Writer) set(k, v []byte) {

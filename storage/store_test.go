@@ -158,6 +158,54 @@ func TestOtherFormatRefused(t *testing.T) {
 	t.Log(err)
 }
 
+// TestFormat4UpgradedOnWrite: a store made before the event stream (format 4) opens; opened
+// for writing it becomes format 5, which a build older than the stream refuses (it would
+// commit rounds without their event log records); opened read-only it stays format 4.
+func TestFormat4UpgradedOnWrite(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := pebble.Open("db", &pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("mformat"), []byte("ledger-format-4"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("mshards"), []byte("1"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	format := func() string {
+		t.Helper()
+		db, err := pebble.Open("db", &pebble.Options{FS: fs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		v, closer, err := db.Get([]byte("mformat"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		return string(v)
+	}
+	s, err := Open("db", Options{FS: fs, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only open of a format-4 store: %v", err)
+	}
+	_ = s.Close()
+	if got := format(); got != "ledger-format-4" {
+		t.Fatalf("read-only open changed the format to %q", got)
+	}
+	s, err = Open("db", Options{FS: fs, Shards: 1})
+	if err != nil {
+		t.Fatalf("open of a format-4 store: %v", err)
+	}
+	_ = s.Close()
+	if got := format(); got != formatVersion {
+		t.Fatalf("format %q after a writable open, want %q", got, formatVersion)
+	}
+}
+
 // TestReadOnlyWritesNothing: a store opened read-only (ledgerctl verify --data-dir) reads, and
 // leaves every file as it was.
 func TestReadOnlyWritesNothing(t *testing.T) {

@@ -21,9 +21,9 @@ type Report struct {
 
 // Verify recomputes every balance from the journal in v and checks the invariants of
 // DESIGN.md that a stored state must meet (ledger.Audit), plus what only storage can see:
-// every pending index entry names a pending transfer, and every posting names a stored
+// every pending index entry names a pending transfer, every posting names a stored
 // transfer of its account with its amount (a transfer booked twice under one id, with other
-// fields, shows here). It returns the problems found (none:
+// fields, shows here), and the event stream's logs and index are gapless and agree. It returns the problems found (none:
 // clean) or the error that stopped it.
 func Verify(v *Reader, shards uint32) (Report, error) {
 	var rep Report
@@ -79,6 +79,9 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 		}
 	}
 	if err := v.ForEachLegResult(func(r ledger.LegResult) error { audit.LegApplied(r); return nil }); err != nil {
+		return rep, err
+	}
+	if problems, err = verifyEvents(v, problems); err != nil {
 		return rep, err
 	}
 	rep.Problems = append(problems, audit.Problems()...)

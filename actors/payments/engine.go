@@ -83,6 +83,8 @@ type Config struct {
 	Now     func() uint64
 	Logger  *slog.Logger
 	Metrics *Metrics
+	// Events takes every durable round of orders (the event stream's sequencer); nil: none.
+	Events actors.EventSink
 }
 
 // Errors of the payment actors.

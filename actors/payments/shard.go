@@ -780,7 +780,20 @@ func (s *shard) flush() {
 func (s *shard) committer() {
 	for job := range s.commits {
 		start := time.Now()
+		var mark uint64
+		if s.e.cfg.Events != nil {
+			mark = s.e.cfg.Events.Begin()
+		}
 		err := s.writer.Commit(job.writes, job.lastID)
+		if sink := s.e.cfg.Events; err == nil && sink != nil {
+			if lr := s.writer.LastRound(); lr.Events > 0 {
+				var ev *storage.RoundEvents
+				if sink.Capturing() {
+					ev = s.writer.LastEvents(job.writes) // the job's orders are copies
+				}
+				sink.Committed(lr, mark, ev)
+			}
+		}
 		s.e.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 		s.e.metrics.commitOrders.Observe(float64(len(job.writes)))
 		s.events <- committedMsg{err: err}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/events"
 )
 
 func TestFlags(t *testing.T) {
@@ -25,6 +26,17 @@ func TestFlags(t *testing.T) {
 		if c, err := parseFlags([]string{"--clock-skew-max", d.String()}); err != nil || c.clockSkewMax != d {
 			t.Errorf("--clock-skew-max %v: %v %v", d, c.clockSkewMax, err)
 		}
+	}
+	if c.eventsRetain != events.RetainEventsDefault || c.events.url != "" || c.events.stream != "LEDGER_EVENTS" ||
+		c.events.subject != "ledger.events" {
+		t.Errorf("event stream defaults: %d %+v", c.eventsRetain, c.events)
+	}
+	if c, err := parseFlags([]string{"--events-retain", "0", "--events-nats", "nats://127.0.0.1:4222"}); err != nil ||
+		c.eventsRetain != 0 || c.events.url != "nats://127.0.0.1:4222" {
+		t.Errorf("event stream flags: %+v %v", c, err)
+	}
+	if _, err := parseFlags([]string{"--events-retain", "-1"}); err == nil {
+		t.Error("--events-retain -1 accepted")
 	}
 	if err := setupLog(config{logFormat: "xml", logLevel: "info"}); err == nil {
 		t.Error("--log-format xml accepted")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -39,6 +40,8 @@ type config struct {
 	pprof                                                   bool
 	drainTimeout, hotFlushInterval, clockSkewMax            time.Duration
 	payments                                                paymentFlags
+	eventsRetain                                            uint64
+	events                                                  natsFlags
 }
 
 func parseFlags(args []string) (config, error) {
@@ -63,6 +66,9 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Uint64Var(&c.eventsRetain, "events-retain", events.RetainEventsDefault,
+		"events the event stream keeps (the newest; 0: all); a subscriber asking for an older one gets OUT_OF_RANGE")
+	c.events.register(fs)
 	c.payments.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -134,7 +140,16 @@ func run(args []string) error {
 		}
 	}()
 	metrics := api.NewMetrics()
-	l, err := actors.Start(store, actors.Config{Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
+	seq, err := events.Start(store, events.Config{RetainEvents: c.eventsRetain, Fatal: func(err error) {
+		slog.Error("ledger stopped: the event stream failed; restart recovers from storage", "err", err)
+		os.Exit(70)
+	}})
+	if err != nil {
+		return err
+	}
+	defer seq.Stop() // after the writers (deferred calls run last first)
+	metrics.WatchEvents(seq)
+	l, err := actors.Start(store, actors.Config{Events: seq, Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
 		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, ClockSkewMax: c.clockSkewMax})
 	if err != nil {
@@ -142,11 +157,17 @@ func run(args []string) error {
 	}
 	defer l.Stop()
 	metrics.WatchLedger(l)
-	pl, err := startPayments(&c.payments, store, l, metrics)
+	pl, err := startPayments(&c.payments, store, l, metrics, seq)
 	if err != nil {
 		return err
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart)))
+	pub, err := startPublisher(c.events, seq, metrics)
+	if err != nil {
+		pl.stop(context.Background())
+		return err
+	}
+	defer pub.stop()
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -175,6 +196,7 @@ func run(args []string) error {
 		return fmt.Errorf("grpc serve: %w", err)
 	}
 	health.Shutdown()
+	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {

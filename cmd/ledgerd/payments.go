@@ -158,7 +158,7 @@ type paymentLayer struct {
 	chart  *rules.Chart // the rules the payment layer posts by, and the trial balance sums by
 }
 
-func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *api.Metrics) (*paymentLayer, error) {
+func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *api.Metrics, sink actors.EventSink) (*paymentLayer, error) {
 	chart := rules.Default()
 	if p.rulesFile != "" {
 		data, err := os.ReadFile(p.rulesFile)
@@ -231,7 +231,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
 	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Secrets: secrets, Gateway: gcfg, Ledgers: ledgers,
-		Metrics: pm})
+		Metrics: pm, Events: sink})
 	if err != nil {
 		pl.close(lis)
 		return nil, err

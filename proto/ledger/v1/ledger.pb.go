@@ -2399,14 +2399,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)\x12'\n" +
 	"#CREATE_TRANSFER_RESULT_ID_IN_FLIGHT\x10*\x12>\n" +
 	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+\x126\n" +
-	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xba\x04\n" +
-	"\rLedgerService\x12U\n" +
-	"\x0eCreateAccounts\x12 .ledger.v1.CreateAccountsRequest\x1a!.ledger.v1.CreateAccountsResponse\x12X\n" +
-	"\x0fCreateTransfers\x12!.ledger.v1.CreateTransfersRequest\x1a\".ledger.v1.CreateTransfersResponse\x12U\n" +
-	"\x0eLookupAccounts\x12 .ledger.v1.LookupAccountsRequest\x1a!.ledger.v1.LookupAccountsResponse\x12X\n" +
-	"\x0fLookupTransfers\x12!.ledger.v1.LookupTransfersRequest\x1a\".ledger.v1.LookupTransfersResponse\x12d\n" +
-	"\x13GetAccountTransfers\x12%.ledger.v1.GetAccountTransfersRequest\x1a&.ledger.v1.GetAccountTransfersResponse\x12a\n" +
-	"\x12GetAccountBalances\x12$.ledger.v1.GetAccountBalancesRequest\x1a%.ledger.v1.GetAccountBalancesResponse2\x9e\x01\n" +
+	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\x9e\x01\n" +
 	"\fAdminService\x12=\n" +
 	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponse\x12O\n" +
 	"\fTrialBalance\x12\x1e.ledger.v1.TrialBalanceRequest\x1a\x1f.ledger.v1.TrialBalanceResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
@@ -2492,24 +2485,12 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	4,  // 31: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
 	4,  // 32: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
 	4,  // 33: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
-	8,  // 34: ledger.v1.LedgerService.CreateAccounts:input_type -> ledger.v1.CreateAccountsRequest
-	11, // 35: ledger.v1.LedgerService.CreateTransfers:input_type -> ledger.v1.CreateTransfersRequest
-	14, // 36: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
-	16, // 37: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
-	19, // 38: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
-	21, // 39: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
-	28, // 40: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	24, // 41: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
-	10, // 42: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
-	13, // 43: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
-	15, // 44: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
-	17, // 45: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
-	20, // 46: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
-	23, // 47: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
-	29, // 48: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	25, // 49: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
-	42, // [42:50] is the sub-list for method output_type
-	34, // [34:42] is the sub-list for method input_type
+	28, // 34: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	24, // 35: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
+	29, // 36: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	25, // 37: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
+	36, // [36:38] is the sub-list for method output_type
+	34, // [34:36] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
 	34, // [34:34] is the sub-list for extension extendee
 	0,  // [0:34] is the sub-list for field type_name
@@ -2528,7 +2509,7 @@ func file_ledger_v1_ledger_proto_init() {
 			NumEnums:      3,
 			NumMessages:   27,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   1,
 		},
 		GoTypes:           file_ledger_v1_ledger_proto_goTypes,
 		DependencyIndexes: file_ledger_v1_ledger_proto_depIdxs,
