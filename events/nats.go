@@ -85,8 +85,12 @@ func StartPublisher(seq *Sequencer, cfg PublisherConfig) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("events: nats %s: %w", cfg.URL, err)
 	}
+	hold := seq.StartHold()
+	if hold == nil {
+		hold = seq.HoldRetention()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Publisher{cfg: cfg, seq: seq, nc: nc, cancel: cancel, done: make(chan struct{}), hold: seq.HoldRetention()}
+	p := &Publisher{cfg: cfg, seq: seq, nc: nc, cancel: cancel, done: make(chan struct{}), hold: hold}
 	go p.run(ctx)
 	return p, nil
 }

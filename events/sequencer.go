@@ -111,6 +111,10 @@ type Config struct {
 	// Fatal is called when the index cannot be written: the process must stop (the rounds
 	// are durable in their logs and are indexed on restart).
 	Fatal func(error)
+	// HoldRetention: retention keeps every event from the start until a publisher takes over
+	// the hold (StartPublisher adopts StartHold): a restart while NATS is down must not trim,
+	// before the publisher has started, what NATS never acknowledged.
+	HoldRetention bool
 }
 
 // Stats are the stream's figures, read by the metrics adapter.
@@ -171,6 +175,7 @@ type Sequencer struct {
 	unsynced  []pending // the sequencer goroutine's: written, not yet shown
 	followers sync.Map  // *follower -> struct{}
 	holds     sync.Map  // *RetentionHold -> struct{}
+	startHold *RetentionHold
 	// subscribers and reserved count the followers against FollowersMax and
 	// ReservedFollowersMax.
 	subscribers, reserved atomic.Int64
@@ -232,9 +237,15 @@ func Start(store *storage.Store, cfg Config) (*Sequencer, error) {
 		return nil, err
 	}
 	s.Stats.Last.Store(s.last)
+	if cfg.HoldRetention {
+		s.startHold = s.HoldRetention() // before the loop: its first retention run sees it
+	}
 	go s.loop()
 	return s, nil
 }
+
+// StartHold is the retention hold Start took (Config.HoldRetention), nil without one.
+func (s *Sequencer) StartHold() *RetentionHold { return s.startHold }
 
 // Capturing reports whether committers should hand their rounds' events (someone follows).
 func (s *Sequencer) Capturing() bool { return s.capturing.Load() > 0 }

@@ -32,12 +32,19 @@ type node struct {
 
 func startNode(t *testing.T, fs vfs.FS, retain uint64) *node {
 	t.Helper()
+	return startNodeWith(t, fs, events.Config{RetainEvents: retain})
+}
+
+// startNodeWith starts a node whose sequencer has cfg (Fatal filled in).
+func startNodeWith(t *testing.T, fs vfs.FS, cfg events.Config) *node {
+	t.Helper()
 	store, err := storage.Open("db", storage.Options{FS: fs, Shards: 4, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fatal := func(err error) { t.Errorf("fatal: %v", err) }
-	seq, err := events.Start(store, events.Config{RetainEvents: retain, Fatal: fatal})
+	cfg.Fatal = fatal
+	seq, err := events.Start(store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

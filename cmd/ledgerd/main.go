@@ -140,7 +140,7 @@ func run(args []string) error {
 		}
 	}()
 	metrics := api.NewMetrics()
-	seq, err := events.Start(store, events.Config{RetainEvents: c.eventsRetain, Fatal: func(err error) {
+	seq, err := events.Start(store, events.Config{RetainEvents: c.eventsRetain, HoldRetention: c.events.url != "", Fatal: func(err error) {
 		slog.Error("ledger stopped: the event stream failed; restart recovers from storage", "err", err)
 		os.Exit(70)
 	}})
