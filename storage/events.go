@@ -166,22 +166,25 @@ func unzigzag(z uint64) uint64 { return z>>1 ^ -(z & 1) }
 
 // A payment round's log record holds copies of its orders (orders are few and rewritten
 // often): version, time, orders, and per order its id, its record and its changed exception
-// records' indices.
-func appendPaymentLog(dst []byte, orders []OrderWrite, changed [][]int, time uint64, scratch []byte) ([]byte, []byte) {
+// records' indices. at[i] is where order i's record lies in the result (the order's own
+// record is written from there, so each order is encoded once).
+func appendPaymentLog(dst []byte, orders []OrderWrite, changed [][]int, time uint64, scratch []byte, at [][2]int) ([]byte, []byte, [][2]int) {
 	dst = append(dst[:0], recordVersion)
 	dst = av(dst, time)
 	dst = av(dst, uint64(len(orders)))
+	at = at[:0]
 	for i, ow := range orders {
 		dst = av(dst, ow.Order.ID)
 		scratch = encodeOrder(scratch, ow.Order)
 		dst = av(dst, uint64(len(scratch)))
+		at = append(at, [2]int{len(dst), len(dst) + len(scratch)})
 		dst = append(dst, scratch...)
 		dst = av(dst, uint64(len(changed[i])))
 		for _, k := range changed[i] {
 			dst = av(dst, uint64(k))
 		}
 	}
-	return dst, scratch
+	return dst, scratch, at
 }
 
 func encodeIndexEntry(dst []byte, e IndexEntry) []byte {

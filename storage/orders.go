@@ -208,6 +208,7 @@ type OrderWriter struct {
 	// value buffers (set keeps the value it was given as the next value buffer: the log
 	// record would be encoded into itself).
 	logBuf, orderBuf []byte
+	at               [][2]int // where each order's record lies in logBuf
 }
 
 // OrderWriter returns the writer of payment shard shard.
@@ -233,21 +234,25 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 		return err
 	}
 	var lr LogRound
-	if len(orders) > 0 {
+	if len(orders) > 0 { // the shard commits no empty round; the writer allows one
 		n, now := 0, uint64(0)
 		for i, ow := range orders {
 			n += 1 + len(w.changed[i])
 			now = max(now, ow.Order.Updated)
 		}
 		lr = ww.log.next(n, now)
-		w.logBuf, w.orderBuf = appendPaymentLog(w.logBuf, orders, w.changed, lr.Time, w.orderBuf)
+		w.logBuf, w.orderBuf, w.at = appendPaymentLog(w.logBuf, orders, w.changed, lr.Time, w.orderBuf, w.at)
 		if err := ww.batch.Set(eventLogKey(ww.key, lr.Log, lr.Round), w.logBuf, nil); err != nil {
 			panic(err) // only on a closed batch: a bug
 		}
 	}
-	for _, ow := range orders {
+	for i, ow := range orders {
 		o := ow.Order
-		ww.set(idKey(ww.key, prefixOrder, o.ID), encodeOrder(ww.val, o))
+		// The order's record is the bytes the log record holds: encoded once. (Set copies; the
+		// writer's value buffer never becomes the log's, see logBuf.)
+		if err := b.Set(idKey(ww.key, prefixOrder, o.ID), w.logBuf[w.at[i][0]:w.at[i][1]], nil); err != nil {
+			panic(err) // only on a closed batch: a bug
+		}
 		if ow.New {
 			ww.set(orderKeyKey(ww.key, o.Form, o.Original, o.Key), be.AppendUint64(ww.val[:0], o.ID))
 			if o.BizID != "" {
