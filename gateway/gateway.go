@@ -286,16 +286,16 @@ type job struct {
 // exchange is the calls sent to the channel together; the loop makes it, a worker sends it.
 type exchange struct {
 	jobs   []*job
-	report func(error) // to the breaker, once the exchange is over
+	report func(error)          // to the breaker, once the exchange is over
+	one    [1]channel.ItemResult // the result of a call alone, without a slice of its own
 }
 
 // finished is a worker's report of one exchange: err when it failed as a whole, else
-// results[i] for jobs[i]; failed when no call of it was answered (the breaker's failure).
+// results[i] for jobs[i].
 type finished struct {
 	x       *exchange
 	results []channel.ItemResult
 	err     error
-	failed  bool
 	took    time.Duration
 }
 
@@ -453,7 +453,7 @@ func (g *Gateway) worker() {
 			err = fmt.Errorf("%w after %v: %w", ErrTimeout, g.cfg.Timeout, err)
 		}
 		cancel()
-		g.done <- finished{x: x, results: results, err: err, failed: err != nil || noneAnswered(results), took: took}
+		g.done <- finished{x: x, results: results, err: err, took: took}
 	}
 }
 
@@ -461,7 +461,8 @@ func (g *Gateway) worker() {
 func (g *Gateway) send1(ctx context.Context, x *exchange) ([]channel.ItemResult, error) {
 	if len(x.jobs) == 1 {
 		res, err := g.call(ctx, x.jobs[0].call)
-		return []channel.ItemResult{{Result: res, Err: err}}, err
+		x.one[0] = channel.ItemResult{Result: res, Err: err}
+		return x.one[:], err
 	}
 	return g.batch(ctx, x.jobs)
 }
@@ -713,7 +714,7 @@ func (g *Gateway) finish(f finished) {
 	switch {
 	case f.err != nil:
 		f.x.report(f.err)
-	case f.failed:
+	case noneAnswered(f.results):
 		f.x.report(errNoneAnswered)
 	default:
 		f.x.report(nil)
