@@ -37,13 +37,14 @@ type wireNotice struct {
 	BizID   string `json:"biz_id"`
 }
 
+func toWire(n Notice) wireNotice {
+	return wireNotice{Op: n.Op.String(), OrderNo: n.OrderNo, Txn: n.Txn, Status: n.Status.String(), Amount: n.Amount, BizID: n.BizID}
+}
+
 // SignNotice encodes n as a notice body and signs it with secret. It does not check n: the
 // channel's side is trusted to send what it means.
 func SignNotice(secret []byte, n Notice) (body []byte, sig string) {
-	body, err := json.Marshal(wireNotice{
-		Op: n.Op.String(), OrderNo: n.OrderNo, Txn: n.Txn,
-		Status: n.Status.String(), Amount: n.Amount, BizID: n.BizID,
-	})
+	body, err := json.Marshal(toWire(n))
 	if err != nil { // strings and an integer always encode
 		panic(fmt.Sprintf("channel: encoding a notice: %v", err))
 	}
@@ -61,10 +62,7 @@ func sign(secret, body []byte) string {
 func SignNotices(secret []byte, ns []Notice) (body []byte, sig string) {
 	ws := make([]wireNotice, len(ns))
 	for i, n := range ns {
-		ws[i] = wireNotice{
-			Op: n.Op.String(), OrderNo: n.OrderNo, Txn: n.Txn,
-			Status: n.Status.String(), Amount: n.Amount, BizID: n.BizID,
-		}
+		ws[i] = toWire(n)
 	}
 	body, err := json.Marshal(ws)
 	if err != nil { // strings and integers always encode
@@ -85,8 +83,7 @@ func ParseNotices(secret []byte, body []byte, sig string) ([]Notice, error) {
 	if err := verify(secret, body, sig); err != nil {
 		return nil, err
 	}
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	many := len(trimmed) > 0 && trimmed[0] == '['
+	many := IsNoticeArray(body)
 	if !many && len(body) > MaxNoticeBytes {
 		return nil, badNotice("body of %d bytes exceeds %d", len(body), MaxNoticeBytes)
 	}
@@ -129,25 +126,30 @@ func verify(secret, body []byte, sig string) error {
 	return nil
 }
 
+// jsonSpace is what JSON allows before a value.
+const jsonSpace = " \t\r\n"
+
+// IsNoticeArray says whether a notice body is many notices (a JSON array) rather than one.
+func IsNoticeArray(body []byte) bool {
+	return bytes.HasPrefix(bytes.TrimLeft(body, jsonSpace), []byte("["))
+}
+
+// DecodeStrict decodes one JSON value into v, refusing unknown fields, repeated or
+// case-folded names, invalid UTF-8 and trailing data (JSON v2 with RejectUnknownMembers).
+func DecodeStrict(body []byte, v any) error { return jsonv2.Unmarshal(body, v, strict) }
+
 // parseSigned decodes a body whose signature was verified: one notice object, or (many)
 // an array of them.
 func parseSigned(body []byte, many bool) ([]Notice, error) {
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != "{["[b2i(many)] {
-		if many {
-			return nil, badNotice("body is not a JSON array")
-		}
+	if !many && !bytes.HasPrefix(bytes.TrimLeft(body, jsonSpace), []byte("{")) {
 		return nil, badNotice("body is not a JSON object")
 	}
 	ws, err := decodeNotices(body, many)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case len(ws) == 0:
+	if len(ws) == 0 {
 		return nil, badNotice("an empty array of notices")
-	case len(ws) > MaxNoticesPerPost:
-		return nil, badNotice("%d notices, more than %d", len(ws), MaxNoticesPerPost)
 	}
 	ns := make([]Notice, len(ws))
 	for i, w := range ws {
@@ -161,13 +163,6 @@ func parseSigned(body []byte, many bool) ([]Notice, error) {
 		ns[i] = n
 	}
 	return ns, nil
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func badNotice(format string, args ...any) error {

@@ -1,7 +1,6 @@
 package payments
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -89,9 +88,9 @@ func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 		switch {
 		case retry != "":
 			http.Error(w, retry, http.StatusServiceUnavailable)
-		case !isArray(body) && answers[0] != "ok":
+		case !channel.IsNoticeArray(body) && answers[0] != "ok":
 			http.Error(w, answers[0], http.StatusBadRequest)
-		case !isArray(body):
+		case !channel.IsNoticeArray(body):
 			_, _ = io.WriteString(w, "OK")
 		default:
 			w.Header().Set("Content-Type", "application/json")
@@ -101,12 +100,6 @@ func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 		}
 	})
 	return mux
-}
-
-// isArray says whether a verified notice body is an array of notices.
-func isArray(body []byte) bool {
-	b := bytes.TrimLeft(body, " \t\r\n")
-	return len(b) > 0 && b[0] == '['
 }
 
 func (e *Engine) refuse(w http.ResponseWriter, name, reason string, code int) {

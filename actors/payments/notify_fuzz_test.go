@@ -278,7 +278,7 @@ func FuzzNotify(f *testing.F) {
 			r.quiet(t)
 			return
 		}
-		if notices != nil && isArray(body) {
+		if notices != nil && channel.IsNoticeArray(body) {
 			if code != http.StatusOK || strings.Contains(rec.Body.String(), `"ok"`) {
 				t.Fatalf("channel %q, notices %+v naming no order: answered %d %s, want 200 refusing each",
 					name, notices, code, strings.TrimSpace(rec.Body.String()))

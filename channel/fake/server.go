@@ -27,8 +27,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	jsonv2 "github.com/go-json-experiment/json"
-
 	"github.com/ledgercore/ledger/channel"
 )
 
@@ -207,7 +205,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var wb channel.WireBatch
-	if err := decodeStrict(body, &wb); err != nil {
+	if err := channel.DecodeStrict(body, &wb); err != nil {
 		writeError(w, http.StatusBadRequest, "malformed batch: "+err.Error())
 		return
 	}
@@ -261,16 +259,10 @@ func readRequest(w http.ResponseWriter, r *http.Request) (channel.WireRequest, i
 		}
 		return wr, http.StatusBadRequest, fmt.Errorf("reading the body: %w", err)
 	}
-	if err := decodeStrict(body, &wr); err != nil {
+	if err := channel.DecodeStrict(body, &wr); err != nil {
 		return wr, http.StatusBadRequest, fmt.Errorf("malformed request: %w", err)
 	}
 	return wr, 0, nil
-}
-
-// decodeStrict decodes one JSON value into v, refusing unknown fields, repeated or
-// case-folded names, invalid UTF-8 and trailing data (JSON v2).
-func decodeStrict(body []byte, v any) error {
-	return jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true))
 }
 
 // validate checks what the channel needs of a request.
