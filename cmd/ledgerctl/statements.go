@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"github.com/ledgercore/ledger/ledger/accounting"
 	"io"
 	"strconv"
 	"text/tabwriter"
@@ -118,7 +119,13 @@ func writeDifferencesCSV(stdout io.Writer, ds []*ledgerv1.StatementDifference) i
 	w := csv.NewWriter(stdout)
 	_ = w.Write(statementHeader)
 	for _, d := range ds {
-		_ = w.Write(differenceCells(d))
+		// The channel's text (order number, txn, note) may start like a formula: escaped as in
+		// every CSV the ledger writes for finance tools.
+		cells := differenceCells(d)
+		for i := range cells {
+			cells[i] = accounting.CSVCell(cells[i])
+		}
+		_ = w.Write(cells)
 	}
 	w.Flush()
 	if w.Error() != nil {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"regexp"
 	"strings"
+
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,5 +155,17 @@ func TestStatementCommands(t *testing.T) {
 	if code != 0 || out != "class,order_no,order_id,txn,op,their_status,their_amount,our_status,our_amount,currency,ledger,booked_in,reversible_out,note\n" ||
 		!strings.Contains(errs, "matched 1") || strings.Contains(errs, "T-CONFLICT") {
 		t.Fatalf("a clean day with a reconciled order: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// The CSV of differences escapes the channel's text that starts like a formula.
+func TestDifferencesCSVEscapesFormulas(t *testing.T) {
+	var out strings.Builder
+	writeDifferencesCSV(&out, []*ledgerv1.StatementDifference{{OrderNo: "=HYPERLINK(1)", Txn: "+1", Note: "@x"}})
+	got := out.String()
+	for _, want := range []string{"'=HYPERLINK(1)", "'+1", "'@x"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("csv %q lacks %q", got, want)
+		}
 	}
 }

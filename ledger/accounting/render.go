@@ -91,7 +91,7 @@ func WriteCSV(w io.Writer, r *Report) error {
 				row, subject = line.Name, "" // transit, total
 			}
 			if err := cw.Write([]string{strconv.FormatUint(uint64(l.Ledger), 10), row, strconv.Itoa(line.Depth), leaf,
-				subject, cell(line.Name), category(&line), line.Side.String(), line.DebitsPosted.String(),
+				subject, CSVCell(line.Name), category(&line), line.Side.String(), line.DebitsPosted.String(),
 				line.CreditsPosted.String(), line.DebitsPending.String(), line.CreditsPending.String(),
 				line.Balance.String(), strconv.FormatUint(line.Accounts, 10), first}); err != nil {
 				return err
@@ -137,9 +137,9 @@ func printable(s string) string {
 	}, s)
 }
 
-// cell is a text cell a spreadsheet reads as text: one that starts like a formula gets an
-// apostrophe first.
-func cell(s string) string {
+// CSVCell is a text cell a spreadsheet reads as text: control characters become spaces, and
+// one that starts like a formula gets an apostrophe first.
+func CSVCell(s string) string {
 	s = printable(s)
 	if s != "" && strings.ContainsRune("=+-@", rune(s[0])) {
 		return "'" + s
