@@ -33,6 +33,8 @@ func orderKeyKey(dst []byte, form payment.Form, original uint64, key string) []b
 	return append(dst, key...)
 }
 
+// bizKey is prefix and a length-prefixed string (a biz id, a channel's name): no such key is
+// a prefix of another's.
 func bizKey(dst []byte, prefix byte, biz string) []byte {
 	dst = append(dst[:0], prefix, byte(len(biz)))
 	return append(dst, biz...)
@@ -312,13 +314,6 @@ func (v *Reader) Order(id uint64) (o *payment.Order, found bool, err error) {
 	key := idKey(nil, prefixOrder, id)
 	found, err = v.get(key, func(val []byte) (err error) { o, err = decodeOrder(key, val); return err })
 	return o, found, err
-}
-
-// OrderByKey finds the order a request's idempotency key names.
-func (v *Reader) OrderByKey(form payment.Form, original uint64, key string) (id uint64, found bool, err error) {
-	var ids [1]uint64
-	err = v.OrdersByKeys([]OrderKey{{Form: form, Original: original, Key: key}}, ids[:])
-	return ids[0], ids[0] != 0, err
 }
 
 // OrderKey names an order by what its idempotency key is unique within: its form, for a

@@ -76,9 +76,10 @@ func TestOrderIndexes(t *testing.T) {
 		want     uint64
 	}{{payment.Pay, 0, "key-1", 42}, {payment.Pay, 0, "key-2", 44}, {payment.Refund, 42, "key-1", 46},
 		{payment.Refund, 43, "key-1", 0}, {payment.Recharge, 0, "key-1", 0}} {
-		id, found, err := v.OrderByKey(tc.form, tc.original, tc.key)
-		if err != nil || found != (tc.want != 0) || id != tc.want {
-			t.Errorf("key %v/%d/%s: %d %v %v", tc.form, tc.original, tc.key, id, found, err)
+		var id [1]uint64
+		err := v.OrdersByKeys([]OrderKey{{tc.form, tc.original, tc.key}}, id[:])
+		if err != nil || id[0] != tc.want {
+			t.Errorf("key %v/%d/%s: %d %v", tc.form, tc.original, tc.key, id[0], err)
 		}
 	}
 	// Many at once, in any order, absent ones among them (a key that is a prefix of a stored

@@ -16,28 +16,23 @@ const (
 	prefixStmtImport = 'I' // I len(ch) ch date sha256       -> lines: that file was imported
 )
 
-func chanKey(dst []byte, prefix byte, ch string) []byte {
-	dst = append(dst[:0], prefix, byte(len(ch)))
-	return append(dst, ch...)
-}
-
 func txnDayKey(dst []byte, ch string, at, order uint64) []byte {
-	dst = be.AppendUint64(chanKey(dst, prefixTxnDay, ch), at)
+	dst = be.AppendUint64(bizKey(dst, prefixTxnDay, ch), at)
 	return be.AppendUint64(dst, order)
 }
 
 func stmtRecordKey(dst []byte, prefix byte, ch, date, txn string) []byte {
-	dst = append(chanKey(dst, prefix, ch), date...)
+	dst = append(bizKey(dst, prefix, ch), date...)
 	dst = append(dst, byte(len(txn)))
 	return append(dst, txn...)
 }
 
 func stmtSeenKey(dst []byte, ch, txn string) []byte {
-	return append(chanKey(dst, prefixStmtSeen, ch), txn...)
+	return append(bizKey(dst, prefixStmtSeen, ch), txn...)
 }
 
 func stmtImportKey(dst []byte, ch, date string, sum [32]byte) []byte {
-	dst = append(chanKey(dst, prefixStmtImport, ch), date...)
+	dst = append(bizKey(dst, prefixStmtImport, ch), date...)
 	return append(dst, sum[:]...)
 }
 
@@ -55,7 +50,7 @@ func (w *Writer) writeTxnDays(o *payment.Order) {
 // returns false.
 func (v *Reader) OrdersWithTxnsRecorded(ch string, from, to uint64, fn func(id uint64) bool) error {
 	lower, upper := txnDayKey(nil, ch, from, 0), txnDayKey(nil, ch, to, 0)
-	n := len(chanKey(nil, prefixTxnDay, ch))
+	n := len(bizKey(nil, prefixTxnDay, ch))
 	return v.scan(lower, upper, false, func(k, _ []byte) (bool, error) {
 		if len(k) != n+16 {
 			return false, fmt.Errorf("storage: txn day key %x: bad length", k)
@@ -206,7 +201,7 @@ func (v *Reader) StatementSeen(ch, txn string) (date string, found bool, err err
 // StatementImported reports whether a statement of channel ch for date was imported (any
 // file), and whether the file with SHA-256 sum was.
 func (v *Reader) StatementImported(ch, date string, sum [32]byte) (day, file bool, err error) {
-	lower, upper := prefixBounds(append(chanKey(nil, prefixStmtImport, ch), date...)...)
+	lower, upper := prefixBounds(append(bizKey(nil, prefixStmtImport, ch), date...)...)
 	err = v.scan(lower, upper, false, func(k, _ []byte) (bool, error) {
 		day = true
 		file = file || string(k[len(k)-32:]) == string(sum[:])
