@@ -35,7 +35,13 @@ func TestRestartDuringNATSOutageKeepsUnpublished(t *testing.T) {
 	// The restart: events.Start, then the rest of startup takes over a second (actors, payments).
 	n = startNodeWith(t, fs, events.Config{RetainEvents: 300, HoldRetention: true})
 	defer n.stop(t)
-	time.Sleep(1500 * time.Millisecond)
+	// Wait until retention has run and been held (it runs every second): a tick late on a
+	// busy machine must not pass the test with the hold broken.
+	for deadline := time.Now().Add(10 * time.Second); n.seq.Stats.RetentionHeld.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("retention never ran held (horizon %d, NATS's next %d)", n.seq.Horizon(), acked+1)
+		}
+	}
 	if h := n.seq.Horizon(); h > acked+1 {
 		t.Errorf("before the publisher started, retention trimmed to %d past NATS's next %d", h, acked+1)
 	}

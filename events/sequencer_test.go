@@ -197,7 +197,13 @@ func TestStreamLiveEqualsStored(t *testing.T) {
 			return nil
 		})
 	}()
-	time.Sleep(20 * time.Millisecond) // the follower attaches: rounds from here are captured
+	// The follower attaches: rounds from here are captured, and it reads them from the ring.
+	for deadline := time.Now().Add(10 * time.Second); !n.seq.Capturing(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower never attached")
+		}
+	}
+	storeReads := n.seq.Stats.StoreReads.Load()
 	workload(t, n.l, rand.New(rand.NewPCG(1, 2)), 1000, 30)
 	time.Sleep(1200 * time.Millisecond) // holds with a 1 s timeout expire
 	last := n.seq.Last()
@@ -207,9 +213,15 @@ func TestStreamLiveEqualsStored(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	// Live means from memory: a follower that fell back to the store would compare the store
+	// with itself.
+	readsFromStore := n.seq.Stats.StoreReads.Load() - storeReads
 	n.stop(t)
 	if uint64(len(live)) != last || last < 2000 {
 		t.Fatalf("live follower saw %d events of %d", len(live), last)
+	}
+	if readsFromStore != 0 {
+		t.Fatalf("the live follower read %d batches from the store, not the ring", readsFromStore)
 	}
 	n = startNode(t, fs, 0)
 	defer n.stop(t)
@@ -230,7 +242,7 @@ func TestStreamLiveEqualsStored(t *testing.T) {
 	for _, state := range []string{"State:1", "State:2", "State:3", "State:4", "State:5", "State:6", "State:7"} {
 		found := false
 		for _, e := range live {
-			if contains(e, state+" ") {
+			if strings.Contains(e, state+" ") {
 				found = true
 				break
 			}
@@ -245,15 +257,6 @@ func TestStreamLiveEqualsStored(t *testing.T) {
 		t.Fatalf("after the restart: %d events", len(more))
 	}
 	t.Logf("%d events: %v", last, kinds)
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 // TestRetentionTrims: with retention by count, a follower asking for a trimmed sequence
