@@ -74,6 +74,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -175,14 +176,15 @@ func Open(dir string, opts Options) (*Store, error) {
 // formatVersion names the key layout and record encodings; a store of another format is
 // refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
-// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon). A
-// format-4 store opened for writing becomes format 5 (its keys mean the same; the stream
-// starts with the next commit), so that a build older than the stream, which would commit
-// rounds without their event log records (events the stream would never show), refuses it.
-const formatVersion = "ledger-format-5"
+// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon).
+// Format 6: payment log records compressed (paymentLogCompressed). A format-4 or format-5
+// store opened for writing becomes format 6 (its keys and records mean the same, and this
+// build reads them all), so that an older build, which would commit rounds without their event
+// log records (4) or cannot read the compressed ones (5), refuses it.
+const formatVersion = "ledger-format-6"
 
-// formatUpgradable is the format that opening for writing upgrades to formatVersion.
-const formatUpgradable = "ledger-format-4"
+// formatsUpgradable are the formats that opening for writing upgrades to formatVersion.
+var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5"}
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -200,15 +202,15 @@ func (s *Store) checkFormat(readOnly bool) error {
 		return fmt.Errorf("storage: read format: %w", err)
 	}
 	defer closer.Close()
-	if string(v) == formatUpgradable {
+	if slices.Contains(formatsUpgradable, string(v)) {
 		if readOnly {
 			return nil
 		}
 		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
 	}
 	if string(v) != formatVersion {
-		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %q); open it with the build that wrote it",
-			ErrFormat, v, formatVersion, formatUpgradable)
+		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %s); open it with the build that wrote it",
+			ErrFormat, v, formatVersion, strings.Join(formatsUpgradable, ", "))
 	}
 	return nil
 }
