@@ -159,15 +159,22 @@ func TestOtherFormatRefused(t *testing.T) {
 }
 
 // TestFormat4UpgradedOnWrite: a store made before the event stream (format 4) opens; opened
-// for writing it becomes format 5, which a build older than the stream refuses (it would
-// commit rounds without their event log records); opened read-only it stays format 4.
+// for writing it becomes the current format, which a build older than the stream refuses (it would
+// commit rounds without their event log records); opened read-only it stays format 4. The
+// same holds for a store made before accounting days (format 5).
 func TestFormat4UpgradedOnWrite(t *testing.T) {
+	for _, old := range formatsUpgradable {
+		t.Run(old, func(t *testing.T) { testFormatUpgradedOnWrite(t, old) })
+	}
+}
+
+func testFormatUpgradedOnWrite(t *testing.T, old string) {
 	fs := vfs.NewMem()
 	db, err := pebble.Open("db", &pebble.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Set([]byte("mformat"), []byte("ledger-format-4"), pebble.Sync); err != nil {
+	if err := db.Set([]byte("mformat"), []byte(old), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Set([]byte("mshards"), []byte("1"), pebble.Sync); err != nil {
@@ -193,7 +200,7 @@ func TestFormat4UpgradedOnWrite(t *testing.T) {
 		t.Fatalf("read-only open of a format-4 store: %v", err)
 	}
 	_ = s.Close()
-	if got := format(); got != "ledger-format-4" {
+	if got := format(); got != old {
 		t.Fatalf("read-only open changed the format to %q", got)
 	}
 	s, err = Open("db", Options{FS: fs, Shards: 1})
