@@ -379,3 +379,11 @@ func decodeEOD(key, val []byte) (EODRecord, error) {
 	rec.Result = append([]byte(nil), r.b...)
 	return rec, nil
 }
+
+// SnapshotBalance reads an account's closing balance of day (zero when none is stored).
+func (v *Reader) SnapshotBalance(day ledger.Day, id uint64) (b ledger.Balance, err error) {
+	var key [snapshotKeyLen]byte
+	k := snapshotKey(key[:0], day, id)
+	_, err = v.get(k, func(val []byte) (derr error) { b, derr = decodeSnapshot(k, val); return derr })
+	return b, err
+}
