@@ -177,14 +177,17 @@ func Open(dir string, opts Options) (*Store, error) {
 // refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
 // business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon).
-// Format 6: payment log records compressed (paymentLogCompressed). A format-4 or format-5
-// store opened for writing becomes format 6 (its keys and records mean the same, and this
-// build reads them all), so that an older build, which would commit rounds without their event
-// log records (4) or cannot read the compressed ones (5), refuses it.
-const formatVersion = "ledger-format-6"
+// Format 6: payment log records compressed (paymentLogCompressed). Format 7: accounting
+// days: a posting and an outbox leg end with their day (absent in older records, which read
+// as day 0), and the day keys (d, w, z, n). A store of format 4 to 6 opened for writing
+// becomes format 7 (its keys and records mean the same, and this build reads them all), so
+// that an older build refuses it: one would commit rounds without their event log records
+// (4), cannot read compressed log records (5), or would misread a posting that ends with
+// its day (4 to 6).
+const formatVersion = "ledger-format-7"
 
 // formatsUpgradable are the formats that opening for writing upgrades to formatVersion.
-var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5"}
+var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6"}
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -368,6 +371,10 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		lr = w.log.next(n, clock)
 		w.set(eventLogKey(w.key, lr.Log, lr.Round), appendLedgerLog(w.val, fx, lr.Time))
 	}
+	for _, d := range fx.Days {
+		w.set(dayStartKey(w.key, d.Day, w.shard), be.AppendUint64(w.val[:0], d.Clock))
+		w.set(shardDayKey(w.key, w.shard), be.AppendUint32(w.val[:0], uint32(d.Day)))
+	}
 	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
 	err := commitSynced(b)
 	b.Reset()
@@ -413,7 +420,7 @@ const batchReuseBytesMax = 1 << 20
 // bytes with their batch headers; ledger-bench logs 137 WAL bytes for a transfer's 3).
 func batchBytes(fx *ledger.Effects) int {
 	records := len(fx.Opened) + len(fx.Frozen) + 2*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
-		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 2
+		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 2*len(fx.Days) + 2
 	return 64*records + 8*EventCount(fx) // and the event log record's references
 }
 

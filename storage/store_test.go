@@ -158,11 +158,10 @@ func TestOtherFormatRefused(t *testing.T) {
 	t.Log(err)
 }
 
-// TestOlderFormatsUpgradedOnWrite: a store made before the event stream (format 4), or before
-// payment log records were compressed (format 5), opens; opened for writing it becomes the
-// current format, which the builds that wrote it refuse (one would commit rounds without their
-// event log records, the other cannot read the compressed ones); opened read-only it keeps its
-// format.
+// TestOlderFormatsUpgradedOnWrite: a store made before the event stream (format 4), before
+// payment log records were compressed (format 5) or before accounting days (format 6) opens;
+// opened for writing it becomes the current format, which the builds that wrote it refuse;
+// opened read-only it keeps its format.
 func TestOlderFormatsUpgradedOnWrite(t *testing.T) {
 	for _, old := range formatsUpgradable {
 		t.Run(old, func(t *testing.T) { testUpgradedOnWrite(t, old) })
