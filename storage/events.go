@@ -174,9 +174,17 @@ func unzigzag(z uint64) uint64 { return z>>1 ^ -(z & 1) }
 // compaction). Version 1 (recordVersion) held the time, then the body uncompressed.
 const paymentLogCompressed = 2
 
-// paymentLogBodyMax bounds what a compressed payment log record may claim to expand to (a
-// round writes at most 8190 orders of a few hundred bytes each).
+// paymentLogBodyMax bounds what a compressed payment log record may claim to expand to. A
+// round's body larger than that (thousands of orders of the largest size) is written
+// uncompressed, as a version 1 record, which reads with no bound but its own size: what the
+// writer writes, the reader reads.
 const paymentLogBodyMax = 64 << 20
+
+// orderEntryMin is the fewest bytes an order takes in a payment log body (its id, its
+// record's length, the record, which is some thirty fields of a byte or more, and its
+// exception count): an order count beyond the body's length over it is malformed, and is not
+// allocated for.
+const orderEntryMin = 32
 
 // appendPaymentBody encodes a round's orders as a payment log record's body. at[i] is where
 // order i's record lies in the result (the order's own record is written from there, so each
@@ -198,8 +206,14 @@ func appendPaymentBody(dst []byte, orders []OrderWrite, changed [][]int, scratch
 	return dst, scratch, at
 }
 
-// appendPaymentLog makes a payment log record of a round's body.
+// appendPaymentLog makes a payment log record of a round's body: compressed, or as version 1
+// when the body is beyond paymentLogBodyMax.
 func appendPaymentLog(dst []byte, time uint64, events int, body []byte) []byte {
+	if len(body) > paymentLogBodyMax {
+		dst = append(dst[:0], recordVersion)
+		dst = av(dst, time)
+		return append(dst, body...)
+	}
 	dst = append(dst[:0], paymentLogCompressed)
 	dst = av(dst, time)
 	dst = av(dst, uint64(events))
@@ -223,7 +237,7 @@ func paymentLogBody(key, v []byte) (time uint64, events uint64, body []byte, err
 	case paymentLogCompressed:
 		time, events = r.uvarint(), r.uvarint()
 		n, derr := s2.DecodedLen(r.b)
-		if r.bad || derr != nil || n > paymentLogBodyMax {
+		if r.bad || derr != nil || n > paymentLogBodyMax || events == 0 {
 			return 0, 0, nil, fmt.Errorf("storage: event log record %x: malformed", key)
 		}
 		body, derr = s2.Decode(make([]byte, n), r.b)
@@ -808,7 +822,7 @@ func paymentRound(key, val []byte) (*RoundEvents, error) {
 	}
 	r := reader{b: body}
 	n := r.uvarint()
-	if r.bad || n > uint64(len(body)) {
+	if r.bad || n > uint64(len(body))/orderEntryMin {
 		return nil, fmt.Errorf("storage: event log %x: malformed", key)
 	}
 	out := &RoundEvents{Orders: make([]OrderEvent, n)}

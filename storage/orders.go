@@ -219,6 +219,7 @@ type OrderWriter struct {
 	// ActiveOrdersMax of those. marks are the commit's changes to it, kept once durable.
 	active map[uint64]activeMark
 	marks  []idMark
+	seen   map[uint64]struct{} // a commit's orders (each once)
 }
 
 // activeMark is what an OrderWriter knows of an order's active index key.
@@ -244,7 +245,7 @@ type idMark struct {
 func (s *Store) OrderWriter(shard uint32) *OrderWriter {
 	w := s.Writer(shard)
 	w.log.log = uint16(PaymentLogBase + shard)
-	return &OrderWriter{w: w, active: map[uint64]activeMark{}}
+	return &OrderWriter{w: w, active: map[uint64]activeMark{}, seen: map[uint64]struct{}{}}
 }
 
 // writeActive keeps the active index of ow's order: the key is set when the order becomes
@@ -275,9 +276,19 @@ func (w *OrderWriter) writeActive(ow OrderWrite) {
 // Commit writes orders, their event log record (LastRound names it) and the shard's last
 // order id as one batch and returns when it is durable. An order's active and
 // open-exception index entries follow its state.
+//
+// Each order is in orders at most once (the active index is written from what the writer
+// knows of each order's last commit): an order twice is refused, and nothing is written.
 func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 	ww := w.w
 	b := ww.batch
+	clear(w.seen)
+	for _, ow := range orders {
+		if _, twice := w.seen[ow.Order.ID]; twice {
+			return fmt.Errorf("storage: payment shard %d: order %d twice in one commit", ww.shard, ow.Order.ID)
+		}
+		w.seen[ow.Order.ID] = struct{}{}
+	}
 	if err := ww.log.load(ww.db); err != nil {
 		return err
 	}

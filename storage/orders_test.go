@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -379,4 +380,86 @@ func clone(o *payment.Order) *payment.Order {
 	c.Instruments = slices.Clone(o.Instruments)
 	c.Exceptions = slices.Clone(o.Exceptions)
 	return &c
+}
+
+// TestPaymentLogLargeBodyUncompressed: a round whose body is beyond what a compressed record
+// may claim is written as a version 1 record, which reads back (what the writer writes, the
+// reader reads); a compressed record claiming that much is refused.
+func TestPaymentLogLargeBodyUncompressed(t *testing.T) {
+	var writes [][]int
+	var ws []OrderWrite
+	for i := range 5 {
+		o := testOrder()
+		o.ID, o.Exceptions = uint64(i+1), nil
+		o.Txn = strings.Repeat(string(rune('a'+i)), paymentLogBodyMax/4) // five of these pass the bound
+		ws = append(ws, OrderWrite{Order: o})
+		writes = append(writes, nil)
+	}
+	body, _, _ := appendPaymentBody(nil, ws, writes, nil, nil)
+	if len(body) <= paymentLogBodyMax {
+		t.Fatalf("body of %d bytes, not beyond %d", len(body), paymentLogBodyMax)
+	}
+	rec := appendPaymentLog(nil, 9, len(ws), body)
+	if rec[0] != recordVersion {
+		t.Fatalf("a body of %d bytes written as version %d", len(body), rec[0])
+	}
+	key := eventLogKey(nil, PaymentLogBase, 1)
+	ev, err := paymentRound(key, rec)
+	if err != nil || len(ev.Orders) != len(ws) || ev.Orders[4].Order.Txn != ws[4].Order.Txn {
+		t.Fatalf("read back: %v", err)
+	}
+	if lr, err := logHead(key, rec); err != nil || lr.Events != uint32(len(ws)) {
+		t.Fatalf("head %+v %v", lr, err)
+	}
+}
+
+// TestPaymentLogMalformedCounts: a compressed record whose head counts no events, or whose
+// body claims more orders than its bytes could hold, is refused, by the head's reader and
+// the body's alike, without allocating for the claim.
+func TestPaymentLogMalformedCounts(t *testing.T) {
+	key := eventLogKey(nil, PaymentLogBase, 1)
+	body, _, _ := appendPaymentBody(nil, []OrderWrite{{Order: testOrder()}}, [][]int{nil}, nil, nil)
+	zero := appendPaymentLog(nil, 9, 0, body)
+	if _, err := logHead(key, zero); err == nil {
+		t.Error("logHead took a head of no events")
+	}
+	if _, err := paymentRound(key, zero); err == nil {
+		t.Error("paymentRound took a head of no events")
+	}
+	huge := av(nil, 1<<40) // an order count, and nothing else
+	huge = append(huge, make([]byte, 4096)...)
+	allocs := testing.AllocsPerRun(1, func() {
+		if _, err := paymentRound(key, appendPaymentLog(nil, 9, 1, huge)); err == nil {
+			t.Error("a body claiming 2^40 orders was read")
+		}
+	})
+	if allocs > 10 {
+		t.Errorf("%v allocations to refuse it", allocs)
+	}
+}
+
+// TestOrderWriterRefusesAnOrderTwice: the active index is written from what the writer knows
+// of each order's last commit, so one commit may hold an order once; twice is refused and
+// nothing is written.
+func TestOrderWriterRefusesAnOrderTwice(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := s.OrderWriter(0)
+	defer w.Close()
+	o := testOrder()
+	o.Exceptions = nil
+	done := clone(o)
+	done.Stage = payment.StageDone
+	if err := w.Commit([]OrderWrite{{Order: o, New: true}, {Order: done}}, 50); err == nil {
+		t.Fatal("a commit of one order twice was taken")
+	}
+	if _, found, err := s.Live().Order(o.ID); found || err != nil {
+		t.Fatalf("the refused commit wrote the order (%v)", err)
+	}
+	if err := w.Commit([]OrderWrite{{Order: o, New: true}}, 50); err != nil {
+		t.Fatalf("the writer after a refused commit: %v", err)
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ledgercore/ledger/actors"
@@ -40,7 +41,9 @@ const (
 	// RequestInboxMax bounds the callers' requests waiting for a shard; past it a request is
 	// refused with ErrOverloaded.
 	RequestInboxMax = 4096
-	// RoundOrdersMax bounds the orders one commit writes.
+	// RoundOrdersMax bounds the orders one commit writes, give or take one message's: a
+	// round that reaches it while the last one commits takes nothing more until that one is
+	// durable.
 	RoundOrdersMax = 8190
 	// TickDefault is how often a shard looks for queries and retries that are due.
 	TickDefault = 100 * time.Millisecond
@@ -118,6 +121,8 @@ type Engine struct {
 	loops    sync.WaitGroup
 	log      *slog.Logger
 	metrics  *Metrics
+
+	commitHook atomic.Pointer[func(orders int)] // tests: runs before each commit, with its size
 }
 
 // Reply answers one request of Create: the order as it stands, durable, for ResultOK and

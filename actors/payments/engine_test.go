@@ -561,3 +561,92 @@ func TestCopyRoundIsDeepAndApart(t *testing.T) {
 		t.Fatalf("copies share memory: %+v %+v %+v", c.Instruments, got[2].Order.Instruments, a.Exceptions)
 	}
 }
+
+// TestRoundsKeepTheirBound: while a commit is slow, a shard gathers the next round up to
+// RoundOrdersMax orders (and the message that reaches it) and then takes nothing else until
+// the commit is durable: requests wait in the inbox. (Without the bound, every request that
+// came during a slow commit went into one round, whose log record may outgrow what a record
+// holds.)
+func TestRoundsKeepTheirBound(t *testing.T) {
+	w := newWorld(t, fake.Config{Seed: 1, Latency: time.Millisecond})
+	w.openAccounts()
+	s := w.engine.shards[0]
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var sizes []int
+	var first sync.Once
+	hook := func(orders int) {
+		mu.Lock()
+		sizes = append(sizes, orders)
+		mu.Unlock()
+		first.Do(func() { <-gate }) // the first commit is slow
+	}
+	w.engine.commitHook.Store(&hook)
+	defer w.engine.commitHook.Store(nil)
+	// Messages of orders that all go to shard 0, as Create would send them.
+	var n int
+	var dones []chan error
+	msg := func(orders int) *createMsg {
+		done := make(chan error, 1)
+		dones = append(dones, done)
+		m := &createMsg{done: done}
+		for len(m.reqs) < orders {
+			k := fmt.Sprint("k", n)
+			n++
+			r := payment.Request{Key: k, BizID: k, Form: payment.Recharge, Ledger: 1, Amount: 10, To: alice,
+				Channel: "bank", ChannelAccount: "card-1"}
+			if w.engine.shardOfKey(&r) == s {
+				m.idx = append(m.idx, len(m.reqs))
+				m.reqs = append(m.reqs, r)
+			}
+		}
+		m.replies = make([]Reply, len(m.reqs))
+		return m
+	}
+	const per = 5000 // two messages fill a round
+	msgs := []*createMsg{msg(10), msg(per), msg(per), msg(per), msg(per)}
+	if err := s.request(msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		started := len(sizes) > 0
+		mu.Unlock()
+		if started {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first commit did not start")
+		}
+	}
+	for _, m := range msgs[1:] {
+		if err := s.request(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The shard takes two messages and stops (the round is full); one without the bound
+	// takes the other two as well, in the time given here.
+	for deadline := time.Now().Add(10 * time.Second); len(s.requests) > 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shard took %d of 4 messages in 10s", 4-len(s.requests))
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if len(s.requests) != 2 {
+		t.Errorf("the shard took %d of 4 messages while its round was full", 4-len(s.requests))
+	}
+	close(gate)
+	for _, done := range dones {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, size := range sizes {
+		if size > 2*per {
+			t.Errorf("a round of %d orders: RoundOrdersMax is %d, a message holds %d", size, RoundOrdersMax, per)
+		}
+	}
+	t.Logf("commits of %v orders", sizes)
+}

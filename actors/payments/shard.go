@@ -46,7 +46,7 @@ type (
 		rs  []ledger.TransferResult
 		err error
 	}
-	committedMsg struct{ err error }
+	committedMsg struct{ err error } // on the shard's durable channel, not its events
 )
 
 type answer struct {
@@ -99,6 +99,7 @@ type shard struct {
 	cur        *round
 	committing *round
 	commits    chan commitJob
+	durable    chan committedMsg // the committer's answers, apart from events: a full round waits for them alone
 	writer     *storage.OrderWriter
 	pipe       *pipe
 	failed     error
@@ -131,7 +132,7 @@ func newShard(e *Engine, id, n uint32) (*shard, error) {
 		events: make(chan any, 4*e.cfg.ActiveOrdersMax+RequestInboxMax), quit: make(chan struct{}),
 		done: make(chan struct{}), orders: map[uint64]*payment.Order{}, keys: map[keyRef]uint64{}, cur: newRound(),
 		sched: map[uint64]uint64{}, accounts: map[uint64]ledger.Account{},
-		commits: make(chan commitJob, 1), writer: e.store.OrderWriter(id)}
+		commits: make(chan commitJob, 1), durable: make(chan committedMsg, 1), writer: e.store.OrderWriter(id)}
 	s.pipe = newPipe(e.ledger, s)
 	v, err := e.store.DurableSnapshot()
 	if err != nil {
@@ -228,7 +229,23 @@ func (s *shard) loop() {
 	}
 	s.flush()
 	for {
+		if s.full() {
+			// The round is as large as a round may be and the last one is not durable yet:
+			// take nothing else until it is (requests wait in their inbox, or are refused
+			// when it is full; events wait in theirs).
+			select {
+			case c := <-s.durable:
+				s.handle(c)
+			case <-s.quit:
+				s.shutdown()
+				return
+			}
+			s.flush()
+			continue
+		}
 		select {
+		case c := <-s.durable:
+			s.handle(c)
 		case m := <-s.events:
 			s.handle(m)
 		case m := <-s.requests:
@@ -240,8 +257,11 @@ func (s *shard) loop() {
 			return
 		}
 		// Take what else is waiting before committing: that is the group in group commit.
-		for n := 0; n < RoundOrdersMax && len(s.cur.order) < RoundOrdersMax; n++ {
+		for n := 0; n < RoundOrdersMax && !s.full(); n++ {
 			select {
+			case c := <-s.durable:
+				s.handle(c)
+				continue
 			case m := <-s.events:
 				s.handle(m)
 				continue
@@ -264,10 +284,7 @@ func (s *shard) shutdown() {
 			s.flush()
 			continue
 		}
-		m := <-s.events
-		if c, ok := m.(committedMsg); ok {
-			s.handle(c)
-		}
+		s.handle(<-s.durable)
 	}
 	close(s.commits)
 	s.pipe.stop()
@@ -763,6 +780,11 @@ func (s *shard) gauges() {
 	s.oldestGauge.Store(oldest)
 }
 
+// full reports whether the current round holds RoundOrdersMax orders or more while the last
+// one commits: it may grow no more (one message may take it past the bound by what it
+// writes, at most CreateBatchMax orders and their originals).
+func (s *shard) full() bool { return s.committing != nil && len(s.cur.order) >= RoundOrdersMax }
+
 // flush starts the commit of the current round when none is running.
 func (s *shard) flush() {
 	if s.committing != nil || s.cur.empty() || s.failed != nil {
@@ -781,6 +803,9 @@ func (s *shard) flush() {
 
 func (s *shard) committer() {
 	for job := range s.commits {
+		if h := s.e.commitHook.Load(); h != nil {
+			(*h)(len(job.writes))
+		}
 		start := time.Now()
 		var mark uint64
 		if s.e.cfg.Events != nil {
@@ -798,7 +823,7 @@ func (s *shard) committer() {
 		}
 		s.e.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 		s.e.metrics.commitOrders.Observe(float64(len(job.writes)))
-		s.events <- committedMsg{err: err}
+		s.durable <- committedMsg{err: err}
 	}
 }
 
