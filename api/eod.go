@@ -29,7 +29,7 @@ func (s *Service) RunEndOfDay(ctx context.Context, req *ledgerv1.RunEndOfDayRequ
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		day = st.Day
+		day = st.Open()
 	} else {
 		var err error
 		if day, err = ledger.ParseDay(req.GetDate()); err != nil {

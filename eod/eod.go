@@ -128,6 +128,9 @@ type Runner struct {
 	store *storage.Store
 	mu    sync.Mutex // one end of day at a time
 	Stats Stats
+	// at, when set (tests), is called after each phase is recorded, and with PhaseTrial
+	// when the trial balance passed, before the archive is recorded.
+	at func(Phase)
 }
 
 // NewRunner makes a runner.
@@ -173,6 +176,17 @@ type Status struct {
 	// Last is the latest day's end-of-day record (found: there is one).
 	Last  Result
 	Found bool
+}
+
+// Open is the day an end of day closes when none is named: the latest recorded day while
+// its end of day is not closed (interrupted, drain timeout, trial balance failed: it runs
+// again), else the current day. After a switch the current day is already the next one, so
+// it is never the day to close while the day before is open.
+func (st Status) Open() ledger.Day {
+	if st.Found && st.Last.Outcome != OutcomeClosed {
+		return st.Last.Day
+	}
+	return st.Day
 }
 
 // Status reads where the accounting days stand, on a durable view.

@@ -105,7 +105,13 @@ func (r *Runner) phases(ctx context.Context, rec *storage.EODRecord) (Result, er
 			rec.Result = b
 		}
 		res.Phase, res.Outcome = p, o
-		return r.store.PutEOD(rec)
+		if err := r.store.PutEOD(rec); err != nil {
+			return err
+		}
+		if r.at != nil {
+			r.at(p)
+		}
+		return nil
 	}
 	if rec.Phase == 0 {
 		if err := save(PhaseStarted, OutcomeRunning, nil); err != nil {
@@ -164,6 +170,9 @@ func (r *Runner) phases(ctx context.Context, rec *storage.EODRecord) (Result, er
 		return res, save(PhaseTrial, OutcomeTrialFailed, &recorded{Report: &rep})
 	}
 	step("trial balance: passed")
+	if r.at != nil {
+		r.at(PhaseTrial)
+	}
 	if err := save(PhaseArchived, OutcomeClosed, &recorded{Report: &rep}); err != nil {
 		return res, err
 	}

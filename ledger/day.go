@@ -1,6 +1,9 @@
 package ledger
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+)
 
 // Day is an accounting day (会计日) as the number yyyymmdd (20261126 is 26 November 2026).
 // It is a logical value of the ledger, not a reading of a clock: each shard has a current
@@ -39,7 +42,9 @@ func ParseDay(s string) (Day, error) {
 		return 0, fmt.Errorf("ledger: day %q: want YYYY-MM-DD", s)
 	}
 	day, ok := MakeDay(y, m, d)
-	if !ok || (len(s) == 10 && day.String() != s) {
+	// Sscanf reads a number from fewer digits than its width and leaves what follows it
+	// unread: the date must write back as s ("2026112x" is not 2026-11-02).
+	if !ok || (len(s) == 10 && day.String() != s) || (len(s) == 8 && strconv.FormatUint(uint64(day), 10) != s) {
 		return 0, fmt.Errorf("ledger: day %q: no such date (from %v to %v)", s, DayMin, DayMax)
 	}
 	return day, nil

@@ -24,7 +24,8 @@ func TestDayArithmeticMatchesTheCalendar(t *testing.T) {
 		}
 		d = d.Next()
 	}
-	for _, bad := range []string{"2026-02-29", "2026-13-01", "2026-1-01", "1969-12-31", "x", "", "2026-11-26x", "20261131"} {
+	for _, bad := range []string{"2026-02-29", "2026-13-01", "2026-1-01", "1969-12-31", "x", "", "2026-11-26x", "20261131",
+		"2026112x", "2026 126", "2026+1+1", "202611 6", "+0261126", "2026-1-126", " 2026-1-26"} {
 		if _, err := ledger.ParseDay(bad); err == nil {
 			t.Errorf("ParseDay(%q) took it", bad)
 		}

@@ -21,7 +21,7 @@ func endOfDay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl eod", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
-	date := fs.String("date", "", "the accounting day to close, YYYY-MM-DD (empty: the current one)")
+	date := fs.String("date", "", "the accounting day to close, YYYY-MM-DD (empty: the day an earlier run left open, else the current one)")
 	status := fs.Bool("status", false, "print the current accounting day and the last end of day, run nothing")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long to wait for ledgerd")
 	if err := fs.Parse(args); err != nil {

@@ -76,7 +76,7 @@ func parseFlags(args []string) (config, error) {
 	c.events.register(fs)
 	c.payments.register(fs)
 	firstDay := fs.String("first-day", "", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own")
-	fs.StringVar(&c.eodAt, "eod-at", "", "run end of day for the current accounting day every day at HH:MM UTC (empty: only on request)")
+	fs.StringVar(&c.eodAt, "eod-at", "", "run end of day for the current accounting day every day at HH:MM UTC (empty: only on request); a run that does not close its day is logged and tried again first at the next one")
 	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -89,11 +89,11 @@ func parseFlags(args []string) (config, error) {
 		c.firstDay = d
 	}
 	if c.eodAt != "" {
-		var h, m int
-		if n, err := fmt.Sscanf(c.eodAt, "%2d:%2d", &h, &m); n != 2 || err != nil || len(c.eodAt) != 5 || h > 23 || m > 59 || h < 0 || m < 0 {
-			return c, fmt.Errorf("--eod-at must be HH:MM (UTC), not %q", c.eodAt)
+		m, err := parseEODAt(c.eodAt)
+		if err != nil {
+			return c, err
 		}
-		c.eodAtMinute = h*60 + m
+		c.eodAtMinute = m
 	}
 	if c.eodDrainTimeout < time.Second || c.eodDrainTimeout > time.Hour {
 		return c, fmt.Errorf("--eod-drain-timeout must be 1s to 1h, not %v", c.eodDrainTimeout)
@@ -290,36 +290,73 @@ func serveMetrics(c config, m *api.Metrics, health healthChecker) (*http.Server,
 	return srv, nil
 }
 
-// scheduleEndOfDay runs end of day for the current accounting day every day at minute
-// (past midnight, UTC) of the wall clock, and logs the outcome (a failure also sets
-// ledger_eod_last_failure). The accounting day itself never comes from the clock: the
-// schedule only decides when to close whatever day is current.
+// parseEODAt reads --eod-at: exactly HH:MM, 00:00 to 23:59, as minutes past midnight.
+func parseEODAt(s string) (int, error) {
+	digit := func(i int) (int, bool) { return int(s[i] - '0'), s[i] >= '0' && s[i] <= '9' }
+	if len(s) == 5 && s[2] == ':' {
+		h1, ok1 := digit(0)
+		h2, ok2 := digit(1)
+		m1, ok3 := digit(3)
+		m2, ok4 := digit(4)
+		h, m := h1*10+h2, m1*10+m2
+		if ok1 && ok2 && ok3 && ok4 && h < 24 && m < 60 {
+			return h*60 + m, nil
+		}
+	}
+	return 0, fmt.Errorf("--eod-at must be HH:MM (UTC, 00:00 to 23:59), not %q", s)
+}
+
+// nextEndOfDay is the first time strictly after now that is minute past midnight, UTC (the
+// wall clock's zone and its summer time play no part).
+func nextEndOfDay(now time.Time, minute int) time.Time {
+	now = now.UTC()
+	next := time.Date(now.Year(), now.Month(), now.Day(), 0, minute, 0, 0, time.UTC)
+	if !next.After(now) {
+		next = next.AddDate(0, 0, 1)
+	}
+	return next
+}
+
+// scheduleEndOfDay runs end of day every day at minute (past midnight, UTC) of the wall
+// clock (runScheduledEndOfDay). A time missed while ledgerd was down is not caught up: the
+// next run is at the next minute after the start. The accounting day itself never comes
+// from the clock: the schedule only decides when to close whatever day is open.
 func scheduleEndOfDay(ctx context.Context, r *eod.Runner, minute int) {
 	for {
-		now := time.Now().UTC()
-		next := time.Date(now.Year(), now.Month(), now.Day(), 0, minute, 0, 0, time.UTC)
-		if !next.After(now) {
-			next = next.AddDate(0, 0, 1)
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(next)):
+		case <-time.After(time.Until(nextEndOfDay(time.Now(), minute))):
 		}
+		runScheduledEndOfDay(ctx, r, slog.Default())
+	}
+}
+
+// runScheduledEndOfDay is one scheduled end of day: it closes the day an earlier run left
+// open (interrupted, drain timed out, trial balance failed), if any, then the current day.
+// A run that does not close its day is logged as an error (ledger_eod_last_failure is set)
+// and stops there: the next scheduled run tries that day again, first.
+func runScheduledEndOfDay(ctx context.Context, r *eod.Runner, log *slog.Logger) {
+	for range 2 { // at most the day left open, then the current one
 		st, err := r.Status()
 		if err != nil {
-			slog.Error("scheduled end of day: status", "err", err)
-			continue
+			log.Error("scheduled end of day: status", "err", err)
+			return
 		}
-		res, err := r.Run(ctx, st.Day)
+		day := st.Open()
+		res, err := r.Run(ctx, day)
 		switch {
 		case err != nil:
-			slog.Error("scheduled end of day", "day", st.Day.String(), "err", err)
+			log.Error("scheduled end of day", "day", day.String(), "err", err)
+			return
 		case res.Outcome != eod.OutcomeClosed:
-			slog.Error("scheduled end of day did not close the day", "day", st.Day.String(), "phase", res.Phase.String(),
+			log.Error("scheduled end of day did not close the day", "day", day.String(), "phase", res.Phase.String(),
 				"outcome", res.Outcome.String(), "steps", res.Steps, "stuck", res.Stuck)
-		default:
-			slog.Info("scheduled end of day: closed", "day", st.Day.String(), "steps", res.Steps)
+			return
+		}
+		log.Info("scheduled end of day: closed", "day", day.String(), "steps", res.Steps)
+		if day == st.Day {
+			return
 		}
 	}
 }

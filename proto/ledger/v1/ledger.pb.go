@@ -1746,7 +1746,8 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 
 type RunEndOfDayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The day to close, YYYY-MM-DD; empty: the current accounting day.
+	// The day to close, YYYY-MM-DD; empty: the day an earlier run left open (interrupted,
+	// drain timed out, trial balance failed), else the current accounting day.
 	Date          string `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

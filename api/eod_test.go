@@ -1,0 +1,381 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/eod"
+	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage"
+	"github.com/ledgercore/ledger/storage/storagetest"
+)
+
+const eodFirstDay ledger.Day = 20261126
+
+type eodFixture struct {
+	*fixture
+	runner  *eod.Runner
+	metrics *Metrics
+	fs      *storagetest.StallFS
+}
+
+// newEODFixture serves a two-shard ledger on eodFirstDay with end of day and its metrics:
+// the channel receivable (1), a hot merchant (2) and users 10 to 19.
+func newEODFixture(t *testing.T) *eodFixture {
+	t.Helper()
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	store, err := storage.Open("db", storage.Options{FS: fs, Shards: 2, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: eodFirstDay, HotFlushInterval: 5 * time.Millisecond,
+		Fatal: func(err error) { t.Errorf("fatal: %v", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	r := eod.NewRunner(l, store, eod.Config{DrainTimeout: 10 * time.Second})
+	m.WatchEndOfDay(r)
+	srv, _ := NewServer(NewService(l, m, WithEndOfDay(r)))
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		fs.Resume()
+		_ = conn.Close()
+		srv.Stop()
+		l.Stop()
+		_ = store.Close()
+	})
+	f := &eodFixture{fixture: &fixture{client: ledgerv1.NewLedgerServiceClient(conn), admin: ledgerv1.NewAdminServiceClient(conn),
+		ledger: l, store: store, ctx: context.Background()}, runner: r, metrics: m, fs: fs}
+	as := []*ledgerv1.Account{{Id: 1, Ledger: 1, Code: 1122, Flags: &ledgerv1.AccountFlags{Internal: true}},
+		{Id: 2, Ledger: 1, Code: 2002, Flags: &ledgerv1.AccountFlags{Internal: true, Hot: true}}}
+	for id := uint64(10); id < 20; id++ {
+		as = append(as, &ledgerv1.Account{Id: id, Ledger: 1, Code: 2001})
+	}
+	f.accounts(t, as...)
+	return f
+}
+
+// pay sends n transfers from id on: deposits, user to user, user to the hot merchant.
+func (f *eodFixture) pay(t *testing.T, id uint64, n int) {
+	t.Helper()
+	ts := make([]*ledgerv1.Transfer, n)
+	for i := range ts {
+		u := 10 + uint64(i%10)
+		switch i % 3 {
+		case 0:
+			ts[i] = tr(id+uint64(i), 1, u, 100+uint64(i))
+		case 1:
+			ts[i] = tr(id+uint64(i), u, 10+uint64((i+3)%10), 7)
+		case 2:
+			ts[i] = tr(id+uint64(i), u, 2, 5)
+		}
+	}
+	for i, r := range f.transfers(t, ts...) {
+		if r != "ok" {
+			t.Fatalf("transfer %d: %s", ts[i].GetId(), r)
+		}
+	}
+}
+
+// dayState is what the store holds of accounting days around eodFirstDay: each shard's day,
+// the day starts, the end-of-day records (times included) and the snapshots.
+func (f *eodFixture) dayState(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	err := f.ledger.Read(func(v *storage.Reader) error {
+		for s := range uint32(2) {
+			d, found, err := v.ShardDay(s)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "shard %d day %v %v\n", s, d, found)
+		}
+		for d := eodFirstDay.Prev(); d <= eodFirstDay+4; d = d.Next() {
+			starts, found, err := v.DayStarts(d, 2)
+			if err != nil {
+				return err
+			}
+			rec, rfound, err := v.EOD(d)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "%v starts %v %v record %v %+v\n", d, starts, found, rfound, rec)
+			if err := v.ForEachSnapshot(d, func(id uint64, bal ledger.Balance) error {
+				fmt.Fprintf(&b, "  z %d %+v\n", id, bal)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// metric is the value of the counter or gauge with the labels (name, value pairs), or -1 if
+// there is no such series.
+func (f *eodFixture) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := f.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, s := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range s.GetLabel() {
+					found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue series
+				}
+			}
+			if s.GetCounter() != nil {
+				return s.GetCounter().GetValue()
+			}
+			return s.GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func (f *eodFixture) checkMetrics(t *testing.T, what string, want map[string]float64) {
+	t.Helper()
+	for k, w := range want {
+		parts := strings.Split(k, " ")
+		if got := f.metric(t, parts[0], parts[1:]...); got != w {
+			t.Errorf("%s: %s = %v, want %v", what, k, got, w)
+		}
+	}
+}
+
+func wantCode(t *testing.T, what string, err error, code codes.Code, text string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), text) {
+		t.Errorf("%s: %v, want %v with %q", what, err, code, text)
+	}
+}
+
+// TestEndOfDayOverGRPC: RunEndOfDay closes the current day and answers its phases and trial
+// balance; GetEndOfDayStatus follows; a closed day answers its record; every refusal has its
+// code and changes nothing in the store; a failed trial balance answers its differences,
+// blocks the next day and sets the failure gauges, which a passing run clears; the metrics
+// count as documented.
+func TestEndOfDayOverGRPC(t *testing.T) {
+	f := newEODFixture(t)
+	ctx := f.ctx
+	f.pay(t, 1000, 90)
+
+	st, err := f.admin.GetEndOfDayStatus(ctx, &ledgerv1.GetEndOfDayStatusRequest{})
+	if err != nil || st.GetCurrentDate() != "2026-11-26" || st.GetLastDate() != "" || st.GetLastPhase() != "" {
+		t.Fatalf("status of a new store: %v %v", st, err)
+	}
+	f.checkMetrics(t, "new", map[string]float64{"ledger_eod_runs_total": 0, "ledger_eod_last_failure": 0,
+		"ledger_eod_last_closed_day": 0, "ledger_eod_outcomes_total outcome closed": 0})
+
+	before := f.dayState(t)
+	for _, c := range []struct{ date, text string }{
+		{"2026-11-27", "has not begun"}, {"2026-11-25", "has no end-of-day record"}, {"2026-13-01", "no such date"},
+		{"2026-02-29", "no such date"}, {"2026112x", "no such date"}, {"yesterday", "want YYYY-MM-DD"},
+	} {
+		_, err := f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{Date: c.date})
+		wantCode(t, c.date, err, codes.InvalidArgument, c.text)
+	}
+	if after := f.dayState(t); after != before {
+		t.Fatalf("refused runs changed the store:\n%s\nthen\n%s", before, after)
+	}
+	f.checkMetrics(t, "after refusals", map[string]float64{"ledger_eod_runs_total": 0})
+
+	res, err := f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := strings.Join(res.GetSteps(), "\n")
+	if res.GetDate() != "2026-11-26" || res.GetPhase() != "archived" || res.GetOutcome() != "closed" || !res.GetPassed() ||
+		len(res.GetDifferences()) != 0 || len(res.GetStuck()) != 0 || len(res.GetSteps()) != 5 ||
+		!strings.Contains(steps, "switch: new work goes to 2026-11-27") || !strings.Contains(steps, "drain: buffers sent, no leg of 2026-11-26 in flight") ||
+		!strings.Contains(steps, "snapshot: 14 closing balances of 2026-11-26") || !strings.Contains(steps, "trial balance: passed") ||
+		!strings.Contains(steps, "archive: 2026-11-26 closed and sealed") {
+		t.Fatalf("run: %v", res)
+	}
+	// The deposits: 30 of 100+i for i = 0, 3, ..., 87; the hot merchant got 30 of 5.
+	deposits := uint64(0)
+	for i := uint64(0); i < 90; i += 3 {
+		deposits += 100 + i
+	}
+	for _, want := range []string{"accounting day 2026-11-26\n", "trial balance of 2026-11-26: PASSED\n",
+		fmt.Sprintf("1122   channel receivable   asset      debit   %d ", deposits), "  2002   merchant balance     liability  credit  0              150 "} {
+		if !strings.Contains(res.GetReport(), want) {
+			t.Errorf("report lacks %q:\n%s", want, res.GetReport())
+		}
+	}
+	st, err = f.admin.GetEndOfDayStatus(ctx, &ledgerv1.GetEndOfDayStatusRequest{})
+	if err != nil || st.GetCurrentDate() != "2026-11-27" || st.GetLastDate() != "2026-11-26" || st.GetLastPhase() != "archived" ||
+		st.GetLastOutcome() != "closed" {
+		t.Fatalf("status after the run: %v %v", st, err)
+	}
+	f.checkMetrics(t, "closed", map[string]float64{"ledger_eod_runs_total": 1, "ledger_eod_outcomes_total outcome closed": 1,
+		"ledger_eod_outcomes_total outcome trial_failed": 0, "ledger_eod_outcomes_total outcome drain_timeout": 0,
+		"ledger_eod_last_failure": 0, "ledger_eod_last_closed_day": 20261126, "ledger_eod_trial_balance_failed ledger 1": 0})
+	if s := f.metric(t, "ledger_eod_last_run_seconds"); s <= 0 || s > 30 {
+		t.Errorf("ledger_eod_last_run_seconds = %v", s)
+	}
+
+	// The closed day again: its record, nothing run, nothing changed.
+	before = f.dayState(t)
+	again, err := f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{Date: "2026-11-26"})
+	if err != nil || !again.GetPassed() || again.GetOutcome() != "closed" || again.GetReport() != res.GetReport() ||
+		len(again.GetSteps()) != 1 || again.GetSteps()[0] != "closed before: the recorded result" {
+		t.Fatalf("the closed day again: %v %v", again, err)
+	}
+	for _, c := range []struct{ date, text string }{{"2026-11-28", "has not begun"}, {"2026-11-25", "has no end-of-day record"}} {
+		_, err := f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{Date: c.date})
+		wantCode(t, c.date, err, codes.InvalidArgument, c.text)
+	}
+	if after := f.dayState(t); after != before {
+		t.Fatalf("the closed day's run changed the store:\n%s\nthen\n%s", before, after)
+	}
+	f.checkMetrics(t, "recorded", map[string]float64{"ledger_eod_runs_total": 1, "ledger_eod_outcomes_total outcome closed": 1})
+
+	// 2026-11-27 stops after a snapshot in which user 10 lost a unit: its trial balance fails.
+	f.pay(t, 2000, 9)
+	rec := storage.EODRecord{Day: eodFirstDay.Next(), Phase: uint8(eod.PhaseDrained), Outcome: uint8(eod.OutcomeRunning)}
+	if err := f.store.PutEOD(&rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ledger.SwitchDay(ctx, eodFirstDay.Next().Next()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ledger.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func(lose uint64) {
+		t.Helper()
+		w := f.store.WriteSnapshot(eodFirstDay.Next())
+		err := f.ledger.Read(func(v *storage.Reader) error {
+			return v.ForEachAccount(func(a ledger.Account) error {
+				if a.ID == 10 {
+					a.Balance.CreditsPosted.Lo -= lose
+				}
+				if a.Balance == (ledger.Balance{}) {
+					return nil
+				}
+				return w.Add(a.ID, a.Balance)
+			})
+		})
+		if cerr := w.Close(); err != nil || cerr != nil {
+			t.Fatal(err, cerr)
+		}
+	}
+	snapshot(1)
+	rec.Phase = uint8(eod.PhaseSnapshot)
+	if err := f.store.PutEOD(&rec); err != nil {
+		t.Fatal(err)
+	}
+	failed, err := f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{Date: "2026-11-27"})
+	if err != nil || failed.GetPassed() || failed.GetOutcome() != "trial balance failed" || failed.GetPhase() != "trial balance" ||
+		!strings.Contains(strings.Join(failed.GetDifferences(), "\n"), "account 10: opening") ||
+		!strings.Contains(failed.GetReport(), "account 10: opening") {
+		t.Fatalf("failed trial balance: %v %v", failed, err)
+	}
+	f.checkMetrics(t, "failed", map[string]float64{"ledger_eod_runs_total": 2, "ledger_eod_outcomes_total outcome closed": 1,
+		"ledger_eod_outcomes_total outcome trial_failed": 1, "ledger_eod_last_failure": 1,
+		"ledger_eod_trial_balance_failed ledger 1": 1, "ledger_eod_last_closed_day": 20261126})
+	st, err = f.admin.GetEndOfDayStatus(ctx, &ledgerv1.GetEndOfDayStatusRequest{})
+	if err != nil || st.GetCurrentDate() != "2026-11-28" || st.GetLastDate() != "2026-11-27" || st.GetLastOutcome() != "trial balance failed" {
+		t.Fatalf("status after the failure: %v %v", st, err)
+	}
+	before = f.dayState(t)
+	_, err = f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{Date: "2026-11-28"})
+	wantCode(t, "the day after a failed day", err, codes.FailedPrecondition, "2026-11-27 stands at trial balance (trial balance failed)")
+	if after := f.dayState(t); after != before {
+		t.Fatalf("the precondition's refusal changed the store:\n%s\nthen\n%s", before, after)
+	}
+
+	// Fixed: a run without a date closes the day left open (not the current 2026-11-28) and
+	// clears the failure gauges.
+	snapshot(0)
+	fixed, err := f.admin.RunEndOfDay(ctx, &ledgerv1.RunEndOfDayRequest{})
+	if err != nil || !fixed.GetPassed() || fixed.GetDate() != "2026-11-27" || fixed.GetOutcome() != "closed" {
+		t.Fatalf("run after the fix: %v %v", fixed, err)
+	}
+	f.checkMetrics(t, "fixed", map[string]float64{"ledger_eod_runs_total": 3, "ledger_eod_outcomes_total outcome closed": 2,
+		"ledger_eod_outcomes_total outcome trial_failed": 1, "ledger_eod_last_failure": 0,
+		"ledger_eod_trial_balance_failed ledger 1": 0, "ledger_eod_last_closed_day": 20261127})
+}
+
+// TestEndOfDayConcurrentRunAborted: a run while another runs (here: stalled on a disk that
+// stopped answering) is ABORTED, whatever day it names; the first one then closes the day.
+func TestEndOfDayConcurrentRunAborted(t *testing.T) {
+	f := newEODFixture(t)
+	f.pay(t, 1000, 30)
+	f.fs.Stall()
+	first := make(chan error, 1)
+	go func() {
+		res, err := f.admin.RunEndOfDay(f.ctx, &ledgerv1.RunEndOfDayRequest{Date: "2026-11-26"})
+		if err == nil && !res.GetPassed() {
+			err = fmt.Errorf("not closed: %v", res)
+		}
+		first <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.fs.Waiting() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first run never reached the disk")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// (A run without a date reads the status first, on a durable view: it would wait for
+	// the disk like the first run.)
+	for _, date := range []string{"2026-11-26", "2026-11-27", "2026-11-25"} {
+		_, err := f.admin.RunEndOfDay(f.ctx, &ledgerv1.RunEndOfDayRequest{Date: date})
+		wantCode(t, "a second run "+date, err, codes.Aborted, "an end of day is running")
+	}
+	f.fs.Resume()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.admin.GetEndOfDayStatus(f.ctx, &ledgerv1.GetEndOfDayStatusRequest{})
+	if err != nil || st.GetCurrentDate() != "2026-11-27" || st.GetLastOutcome() != "closed" {
+		t.Fatalf("status: %v %v", st, err)
+	}
+	f.checkMetrics(t, "after", map[string]float64{"ledger_eod_runs_total": 1, "ledger_eod_outcomes_total outcome closed": 1})
+}
+
+// TestEndOfDayUnimplemented: a service without a runner answers UNIMPLEMENTED.
+func TestEndOfDayUnimplemented(t *testing.T) {
+	f := newFixture(t, 1)
+	_, err := f.admin.RunEndOfDay(f.ctx, &ledgerv1.RunEndOfDayRequest{})
+	wantCode(t, "run", err, codes.Unimplemented, "not configured")
+	_, err = f.admin.GetEndOfDayStatus(f.ctx, &ledgerv1.GetEndOfDayStatusRequest{})
+	wantCode(t, "status", err, codes.Unimplemented, "not configured")
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/eod"
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/storage"
+	"log/slog"
+)
+
+// TestEODAtFlag: --eod-at takes exactly HH:MM from 00:00 to 23:59 and nothing else, with an
+// error that names the flag and the value.
+func TestEODAtFlag(t *testing.T) {
+	for s, want := range map[string]int{"00:00": 0, "00:01": 1, "09:30": 570, "23:59": 1439, "12:00": 720} {
+		if c, err := parseFlags([]string{"--eod-at", s}); err != nil || c.eodAtMinute != want || c.eodAt != s {
+			t.Errorf("--eod-at %s: %d %v, want %d", s, c.eodAtMinute, err, want)
+		}
+	}
+	for _, s := range []string{"24:00", "23:60", "7:30", "07:3", "0730", "07-30", "1:305", "+1:30", " 1:30", "1:3 0",
+		"12:3x", "-1:30", "07:30 ", "07:30:00", "ab:cd", "１２:００"} {
+		_, err := parseFlags([]string{"--eod-at", s})
+		if err == nil || !strings.Contains(err.Error(), "--eod-at must be HH:MM") || !strings.Contains(err.Error(), s) {
+			t.Errorf("--eod-at %q: %v", s, err)
+		}
+	}
+	if c, err := parseFlags(nil); err != nil || c.eodAt != "" || c.eodDrainTimeout != eod.DrainTimeoutDefault {
+		t.Errorf("defaults: %q %v %v", c.eodAt, c.eodDrainTimeout, err)
+	}
+	for _, args := range [][]string{{"--eod-drain-timeout", "999ms"}, {"--eod-drain-timeout", "61m"}, {"--first-day", "2026-02-30"},
+		{"--first-day", "26-11-2026"}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+	if c, err := parseFlags([]string{"--first-day", "2026-11-26"}); err != nil || c.firstDay != 20261126 {
+		t.Errorf("--first-day: %v %v", c.firstDay, err)
+	}
+}
+
+// TestNextEndOfDay: the next run is the first HH:MM UTC strictly after now: later today,
+// or tomorrow once past (across midnight, the end of a month and a year, a leap day); after
+// downtime it is the next one after the start, not the one missed; the zone of now and its
+// summer time change nothing.
+func TestNextEndOfDay(t *testing.T) {
+	utc := func(s string) time.Time {
+		t.Helper()
+		v, err := time.Parse("2006-01-02 15:04:05.999", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, c := range []struct {
+		now    string
+		minute int
+		want   string
+	}{
+		{"2026-11-26 10:00:00", 23*60 + 30, "2026-11-26 23:30:00"},
+		{"2026-11-26 23:29:59.999", 23*60 + 30, "2026-11-26 23:30:00"},
+		{"2026-11-26 23:30:00", 23*60 + 30, "2026-11-27 23:30:00"}, // at the minute: it ran
+		{"2026-11-26 23:45:00", 23*60 + 30, "2026-11-27 23:30:00"},
+		{"2026-11-26 23:59:59", 0, "2026-11-27 00:00:00"}, // across midnight
+		{"2026-11-27 00:00:00", 0, "2026-11-28 00:00:00"},
+		{"2026-11-30 12:00:00", 5, "2026-12-01 00:05:00"},
+		{"2026-12-31 23:00:00", 30, "2027-01-01 00:30:00"},
+		{"2028-02-28 22:00:00", 21 * 60, "2028-02-29 21:00:00"},
+		{"2026-11-29 08:00:00", 23*60 + 30, "2026-11-29 23:30:00"}, // down since 11-26: no catch-up run
+	} {
+		if got := nextEndOfDay(utc(c.now), c.minute); !got.Equal(utc(c.want)) || got.Location() != time.UTC {
+			t.Errorf("now %s, minute %d: %v, want %s", c.now, c.minute, got, c.want)
+		}
+	}
+	// Summer time: New York goes from EDT to EST on 2026-11-01 and from EST to EDT on
+	// 2027-03-14; the run stays at the same UTC minute.
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, c := range []struct{ now, want string }{
+		{"2026-11-01 01:30:00", "2026-11-01 23:30:00"}, {"2026-11-01 20:00:00", "2026-11-02 23:30:00"},
+		{"2027-03-14 03:30:00", "2027-03-14 23:30:00"}, {"2027-03-14 19:45:00", "2027-03-15 23:30:00"},
+	} {
+		local, err := time.ParseInLocation("2006-01-02 15:04:05", c.now, ny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := nextEndOfDay(local, 23*60+30); !got.Equal(utc(c.want)) {
+			t.Errorf("now %s New York (%v UTC): %v, want %s", c.now, local.UTC(), got.UTC(), c.want)
+		}
+	}
+}
+
+// TestScheduledEndOfDayRetriesTheOpenDay: a scheduled run whose trial balance fails is
+// logged as an error and leaves the day open; the next scheduled run tries that day again
+// first (not the current day, which the failed day blocks), and once it closes, closes the
+// current day too.
+func TestScheduledEndOfDayRetriesTheOpenDay(t *testing.T) {
+	const day ledger.Day = 20261126
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	l, err := actors.Start(store, actors.Config{Shards: 1, FirstDay: day})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	if _, err := l.CreateAccounts([]ledger.Account{{ID: 1, Ledger: 1, Code: 1122}, {ID: 10, Ledger: 1, Code: 2001}}); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 10, Amount: 70, Ledger: 1, Code: 1}}); err != nil || rs[0] != ledger.ResultOK {
+		t.Fatal(rs, err)
+	}
+	ctx := context.Background()
+	// A run of day that stopped after a snapshot in which account 10 lost a unit.
+	rec := storage.EODRecord{Day: day, Phase: uint8(eod.PhaseDrained), Outcome: uint8(eod.OutcomeRunning)}
+	if err := store.PutEOD(&rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SwitchDay(ctx, day.Next()); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func(credit10 uint64) {
+		w := store.WriteSnapshot(day)
+		for id, b := range map[uint64]ledger.Balance{1: {DebitsPosted: ledger.U128(70)}, 10: {CreditsPosted: ledger.U128(credit10)}} {
+			if err := w.Add(id, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snapshot(69)
+	rec.Phase = uint8(eod.PhaseSnapshot)
+	if err := store.PutEOD(&rec); err != nil {
+		t.Fatal(err)
+	}
+	r := eod.NewRunner(l, store, eod.Config{})
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+
+	runScheduledEndOfDay(ctx, r, log)
+	if !strings.Contains(logs.String(), `level=ERROR msg="scheduled end of day did not close the day" day=2026-11-26 phase="trial balance" outcome="trial balance failed"`) ||
+		strings.Contains(logs.String(), "2026-11-27") || !r.Stats.LastFailed.Load() {
+		t.Fatalf("failed run's log:\n%s", logs.String())
+	}
+	st, err := r.Status()
+	if err != nil || st.Day != day.Next() || st.Last.Day != day || st.Last.Outcome != eod.OutcomeTrialFailed || st.Open() != day {
+		t.Fatalf("status after the failed run: %+v %v", st, err)
+	}
+
+	logs.Reset()
+	runScheduledEndOfDay(ctx, r, log) // still failing: tried again, the same error
+	if !strings.Contains(logs.String(), `msg="scheduled end of day did not close the day" day=2026-11-26`) || strings.Contains(logs.String(), "2026-11-27") {
+		t.Fatalf("second failed run's log:\n%s", logs.String())
+	}
+
+	snapshot(70) // the cause fixed
+	logs.Reset()
+	runScheduledEndOfDay(ctx, r, log)
+	text := logs.String()
+	if strings.Contains(text, "ERROR") || !strings.Contains(text, `msg="scheduled end of day: closed" day=2026-11-26`) ||
+		!strings.Contains(text, `msg="scheduled end of day: closed" day=2026-11-27`) || r.Stats.LastFailed.Load() {
+		t.Fatalf("run after the fix, log:\n%s", text)
+	}
+	st, err = r.Status()
+	if err != nil || st.Day != day.Next().Next() || st.Last.Day != day.Next() || st.Last.Outcome != eod.OutcomeClosed || st.Open() != st.Day {
+		t.Fatalf("status after the fix: %+v %v", st, err)
+	}
+
+	logs.Reset()
+	runScheduledEndOfDay(ctx, r, log) // an ordinary day: only the current day
+	if strings.Contains(logs.String(), "ERROR") || strings.Count(logs.String(), "scheduled end of day: closed") != 1 ||
+		!strings.Contains(logs.String(), `day=2026-11-28`) {
+		t.Fatalf("ordinary run's log:\n%s", logs.String())
+	}
+}
