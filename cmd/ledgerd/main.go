@@ -42,6 +42,7 @@ type config struct {
 	payments                                                paymentFlags
 	eventsRetain                                            uint64
 	events                                                  natsFlags
+	recon                                                   reconFlags
 }
 
 func parseFlags(args []string) (config, error) {
@@ -70,6 +71,7 @@ func parseFlags(args []string) (config, error) {
 		"events the event stream keeps (the newest; 0: all); a subscriber asking for an older one gets OUT_OF_RANGE")
 	c.events.register(fs)
 	c.payments.register(fs)
+	c.recon.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -94,6 +96,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.clockSkewMax < 100*time.Millisecond || c.clockSkewMax > time.Hour {
 		return c, fmt.Errorf("--clock-skew-max must be 100ms to 1h, not %v", c.clockSkewMax)
+	}
+	if err := c.recon.check(); err != nil {
+		return c, err
 	}
 	return c, c.payments.check()
 }
@@ -167,6 +172,12 @@ func run(args []string) error {
 		return err
 	}
 	defer pub.stop()
+	rec, err := startRecon(c.recon, seq, store, pl, metrics)
+	if err != nil {
+		pl.stop(context.Background())
+		return err
+	}
+	defer rec.stop() // before the sequencer stops (deferred calls run last first)
 	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
@@ -197,6 +208,7 @@ func run(args []string) error {
 	}
 	health.Shutdown()
 	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
+	rec.stop()         // before the payment engine its confirmations read stops
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
