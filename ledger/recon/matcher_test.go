@@ -108,9 +108,6 @@ func (sc *script) unknown(id uint64) {
 	sc.apply(o, e)
 }
 
-// posting is a posting event at the script's time (it moves the clock, nothing else).
-func (sc *script) tick() { sc.events = append(sc.events, event{t: nil, o: nil, exc: -2}) }
-
 // feed gives the matcher the events from the script (ticks carry the time they were made).
 func feed(m *Matcher, evs []event, times []uint64, first uint64) {
 	for i, e := range evs {
