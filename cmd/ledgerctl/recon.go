@@ -116,7 +116,7 @@ func printFindings(stdout io.Writer, fs []*ledgerv1.ReconFinding) int {
 				d.GetStep(), d.GetTransferId(), cell(d.GetExpected()), cell(d.GetFound()))
 		}
 		if n := f.GetMoreDifferences(); n > 0 {
-			fmt.Fprintf(w, "%s\t... and %d more\t\t\t\t\t\n", cell(findingID(f.GetKey())), n)
+			fmt.Fprintf(w, "%s\t... and %d more\n", cell(findingID(f.GetKey())), n)
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -262,12 +262,11 @@ type followConfig struct {
 	now    func() uint64
 }
 
-// followTick is how often recon --follow looks at the wall clock; followRetry how long it
-// waits before following again after the stream broke.
-const (
-	followTick  = time.Second
-	followRetry = time.Second
-)
+// followTick is how often recon --follow looks at the wall clock (tests shorten it);
+// followRetry how long it waits before following again after the stream broke.
+var followTick = time.Second
+
+const followRetry = time.Second
 
 // followWidths are the column widths of recon --follow's lines (a stream: no table to align
 // after the fact).
