@@ -246,7 +246,7 @@ func recon(args []string, stdout, stderr io.Writer) int {
 	case *from != 0:
 		return c.fail("--from needs --follow")
 	case *biz == "":
-		return c.fail("--biz-id or --follow is required")
+		return c.fail("--biz-id is required (or --follow)")
 	}
 	return c.call(func(ctx context.Context, pc ledgerv1.PaymentServiceClient) int {
 		resp, err := pc.ReconcileBizId(ctx, &ledgerv1.ReconcileBizIdRequest{BizId: *biz})
