@@ -131,6 +131,10 @@ type Config struct {
 	// Events takes every durable round that has events, before anything of it is answered
 	// (the event stream's sequencer); nil: none.
 	Events EventSink
+	// FirstDay is the accounting day a store without days starts on (a new store, or one
+	// older than days); 0: the UTC date of the wall clock at that start. A store that has
+	// days keeps its own.
+	FirstDay ledger.Day
 	// CommitSeconds and CommitPostings observe each round's commit latency and size;
 	// HotFlushLegs observes the legs of each hot-account buffer sent.
 	CommitSeconds, CommitPostings, HotFlushLegs Observer
@@ -221,6 +225,13 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	cfg.setDefaults()
 	if cfg.Shards != store.Shards() {
 		return nil, fmt.Errorf("actors: %d shards over a store of %d", cfg.Shards, store.Shards())
+	}
+	first := cfg.FirstDay
+	if first == 0 {
+		first = ledger.DayOfUnix(time.Now().Unix())
+	}
+	if err := store.InitDays(first); err != nil {
+		return nil, err
 	}
 	books, err := driver.Recover(store.Live(), cfg.Shards)
 	if err != nil {
@@ -455,6 +466,30 @@ func (l *Ledger) drain(ctx context.Context) error {
 		case <-done:
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// SwitchDay switches every shard to accounting day day (ledger.Book.SwitchDay), each at its
+// place in its own stream, and returns once every switch is durable. Transfers keep flowing:
+// those a shard runs before its switch are of the day before, those after of day. A shard
+// already on day (or later) switches nothing. It returns ctx's error if ctx ends first.
+func (l *Ledger) SwitchDay(ctx context.Context, day ledger.Day) error {
+	if err := l.enter(); err != nil {
+		return err
+	}
+	defer l.active.Done()
+	dones := make([]chan struct{}, len(l.pids))
+	for i, pid := range l.pids {
+		dones[i] = make(chan struct{})
+		l.system.Root.Send(pid, switchDayMessage{day: day, done: dones[i]})
+	}
+	for i, done := range dones {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("actors: shard %d did not switch to %v: %w", i, day, ctx.Err())
 		}
 	}
 	return nil

@@ -1,6 +1,9 @@
 package actors
 
-import "github.com/ledgercore/ledger/ledger/driver"
+import (
+	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
+)
 
 // reply answers a part and gives back what its shard admitted for it (Ledger.admit): a shard
 // counts a request from its admission until its answer, so that a stall (a slow disk, a slow
@@ -19,3 +22,10 @@ type stopMessage struct{ done chan<- struct{} }
 // drainMessage asks a shard to flush its buffers and to close done once every leg in its
 // outbox at that moment has been answered.
 type drainMessage struct{ done chan struct{} }
+
+// switchDayMessage asks a shard to switch to an accounting day and to close done once the
+// switch is durable.
+type switchDayMessage struct {
+	day  ledger.Day
+	done chan struct{}
+}

@@ -107,6 +107,8 @@ func (s *shard) Receive(ctx actor.Context) {
 		s.d.Recover()
 	case hotFlushMessage:
 		s.d.HotFlush()
+	case switchDayMessage:
+		s.d.SwitchDay(m.day, func() { close(m.done) })
 	case drainMessage:
 		s.d.Drain(func() { close(m.done) })
 	case *stopMessage:

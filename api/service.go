@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
@@ -44,6 +45,7 @@ type Service struct {
 	metrics *Metrics
 	chart   *rules.Chart // the trial balance's; nil: rules.Default
 	events  *events.Sequencer
+	eod     *eod.Runner // end of day; nil: not served
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
 	sendTimeout time.Duration
 }

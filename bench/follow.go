@@ -20,35 +20,58 @@ import (
 // follower follows the event stream during a run (--subscribe) and samples its lag: does the
 // stream keep up with the writes?
 type follower struct {
-	seq     *events.Sequencer
+	last    func() (uint64, error) // the stream's last sequence
 	cancel  context.CancelFunc
 	done    chan error
 	seen    atomic.Uint64 // the last sequence received
 	maxLag  atomic.Uint64
+	after   uint64 // the sequence the follower started after
 	started time.Time
 }
 
 // followerCatchUpMax bounds how long the end of a run waits for the follower.
 const followerCatchUpMax = 2 * time.Minute
 
-func newFollower(seq *events.Sequencer) (*follower, context.Context) {
+func newFollower(last func() (uint64, error), after uint64) (*follower, context.Context) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &follower{seq: seq, cancel: cancel, done: make(chan error, 1), started: time.Now()}
+	f := &follower{last: last, cancel: cancel, done: make(chan error, 1), after: after, started: time.Now()}
+	f.seen.Store(after)
 	go f.sample(ctx)
 	return f, ctx
 }
 
-// followGRPC follows over gRPC, as a downstream consumer would.
-func followGRPC(addr string, seq *events.Sequencer) (*follower, error) {
+// sequencerLast is an embedded stream's last sequence.
+func sequencerLast(seq *events.Sequencer) func() (uint64, error) {
+	return func() (uint64, error) { return seq.Last(), nil }
+}
+
+// scrapedLast is a remote ledgerd's last sequence, from its metrics.
+func scrapedLast(metricsAddr string) func() (uint64, error) {
+	return func() (uint64, error) {
+		last, found := uint64(0), false
+		err := scrapeMetrics(metricsAddr, func(name string, v float64) {
+			if name == "ledger_events_last_sequence" {
+				last, found = uint64(v), true
+			}
+		})
+		if err == nil && !found {
+			err = fmt.Errorf("bench: %s has no ledger_events_last_sequence", metricsAddr)
+		}
+		return last, err
+	}
+}
+
+// followGRPC follows over gRPC from the sequence after after, as a downstream consumer would.
+func followGRPC(addr string, after uint64, last func() (uint64, error)) (*follower, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
-	f, ctx := newFollower(seq)
+	f, ctx := newFollower(last, after)
 	desc := &grpc.StreamDesc{StreamName: "Subscribe", ServerStreams: true}
 	stream, err := conn.NewStream(ctx, desc, ledgerv1.LedgerService_Subscribe_FullMethodName, grpc.ForceCodec(rawCodec{}))
 	if err == nil {
-		err = stream.SendMsg(&ledgerv1.SubscribeRequest{})
+		err = stream.SendMsg(&ledgerv1.SubscribeRequest{FromSequence: after})
 	}
 	if err == nil {
 		err = stream.CloseSend()
@@ -82,7 +105,7 @@ func followGRPC(addr string, seq *events.Sequencer) (*follower, error) {
 
 // followDirect follows in process (with --in-process).
 func followDirect(seq *events.Sequencer) *follower {
-	f, ctx := newFollower(seq)
+	f, ctx := newFollower(sequencerLast(seq), 0)
 	go func() {
 		f.done <- seq.Follow(ctx, 1, events.FollowOptions{Coalesce: true}, func(batch []events.Event) error {
 			f.seen.Store(batch[len(batch)-1].Seq)
@@ -98,7 +121,8 @@ func (f *follower) sample(ctx context.Context) {
 	for {
 		select {
 		case <-t.C:
-			if last, seen := f.seq.Last(), f.seen.Load(); last > seen && last-seen > f.maxLag.Load() {
+			last, err := f.last()
+			if seen := f.seen.Load(); err == nil && last > seen && last-seen > f.maxLag.Load() {
 				f.maxLag.Store(last - seen)
 			}
 		case <-ctx.Done():
@@ -110,7 +134,11 @@ func (f *follower) sample(ctx context.Context) {
 // finish waits for the follower to reach the stream's end, reports, and stops it.
 func (f *follower) finish() error {
 	end := time.Now()
-	last := f.seq.Last()
+	last, err := f.last()
+	if err != nil {
+		f.cancel()
+		return err
+	}
 	for f.seen.Load() < last && time.Since(end) < followerCatchUpMax {
 		select {
 		case err := <-f.done:
@@ -121,12 +149,12 @@ func (f *follower) finish() error {
 	}
 	behind := time.Since(end)
 	f.cancel()
-	err := <-f.done
+	err = <-f.done
 	if errors.Is(err, context.Canceled) || errors.Is(err, events.ErrStopped) || isCanceled(err) {
 		err = nil
 	}
 	fmt.Fprintf(os.Stderr, "event stream: %d events followed, largest lag %d events (sampled every 100 ms), caught up %v after the run\n",
-		f.seen.Load(), f.maxLag.Load(), behind.Round(time.Millisecond))
+		f.seen.Load()-f.after, f.maxLag.Load(), behind.Round(time.Millisecond))
 	if f.seen.Load() < last {
 		return fmt.Errorf("bench: the follower did not catch up (%d of %d)", f.seen.Load(), last)
 	}

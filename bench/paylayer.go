@@ -1,14 +1,12 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -205,33 +203,10 @@ func (o *orderCounts) add(state, result string, v float64) {
 	o.failedBy[result] += v
 }
 
-// scrapeOrders reads the order counters from ledgerd's /metrics (the text format).
+// scrapeOrders reads the order counters from ledgerd's /metrics.
 func scrapeOrders(addr string) (orderCounts, error) {
 	var oc orderCounts
-	hc := http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return oc, fmt.Errorf("bench: scrape %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		// Exemplars follow " # "; the value is the field after the labels.
-		line, _, _ = strings.Cut(line, " # ")
-		name, rest, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			continue
-		}
+	err := scrapeMetrics(addr, func(name string, v float64) {
 		switch {
 		case strings.HasPrefix(name, "ledger_payment_orders_total{"):
 			label := func(l string) string {
@@ -243,8 +218,8 @@ func scrapeOrders(addr string) (orderCounts, error) {
 		case name == "ledger_payment_orders_in_flight":
 			oc.inFlight = v
 		}
-	}
-	return oc, sc.Err()
+	})
+	return oc, err
 }
 
 func (p *payLayer) close() error {

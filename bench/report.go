@@ -404,34 +404,48 @@ type processSample struct {
 
 // scrapeProcess reads ledgerd's process collector from its metrics address.
 func scrapeProcess(addr string) processSample {
-	if addr == "" {
-		return processSample{}
-	}
-	hc := http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return processSample{}
-	}
-	defer resp.Body.Close()
 	var s processSample
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
+	if addr == "" {
+		return s
+	}
+	_ = scrapeMetrics(addr, func(name string, v float64) {
 		switch name {
 		case "process_cpu_seconds_total":
 			s.cpuSeconds, s.ok = v, true
 		case "process_resident_memory_bytes":
 			s.rssBytes = uint64(v)
 		}
-	}
+	})
 	return s
+}
+
+// scrapeMetrics reads ledgerd's /metrics (the text format) and hands fn each sample's name
+// (with its labels) and value.
+func scrapeMetrics(addr string, fn func(name string, v float64)) error {
+	hc := http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return fmt.Errorf("bench: scrape %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// Exemplars follow " # "; the value is the field after the labels.
+		line, _, _ := strings.Cut(sc.Text(), " # ")
+		name, rest, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
+			fn(name, v)
+		}
+	}
+	return sc.Err()
 }
 
 // Median returns the run with the median throughput, annotated with the spread of all runs.

@@ -30,8 +30,9 @@ func newHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(latencyMinMicros, latencyMaxMicros, latencyDigits)
 }
 
-// Run runs one benchmark and returns its result.
-func Run(ctx context.Context, c Config) (*Result, error) {
+// Run runs one benchmark and returns its result. A run whose target fails to close (a
+// follower of the event stream that did not keep up, with --subscribe) fails.
+func Run(ctx context.Context, c Config) (_ *Result, err error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -43,15 +44,24 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			return nil, err
 		}
 		emb, tgt = e, e.target
-		defer e.close()
 	} else {
-		r, err := dialRemote(c.Addr)
+		r, err := dialRemote(&c)
 		if err != nil {
 			return nil, err
 		}
 		tgt = r
-		defer r.close()
 	}
+	defer func() {
+		var cerr error
+		if emb != nil {
+			cerr = emb.close()
+		} else {
+			cerr = tgt.close()
+		}
+		if err == nil && cerr != nil {
+			err = fmt.Errorf("bench: closing the ledger: %w", cerr)
+		}
+	}()
 	var pay *payLayer
 	switch {
 	case emb != nil:

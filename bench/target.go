@@ -169,7 +169,7 @@ func startEmbedded(c *Config) (*embedded, error) {
 	}
 	e.target = grpcTarget{c: cl}
 	if c.Subscribe {
-		if e.sub, err = followGRPC(lis.Addr().String(), e.seq); err != nil {
+		if e.sub, err = followGRPC(lis.Addr().String(), 0, sequencerLast(e.seq)); err != nil {
 			return nil, errors.Join(err, e.close())
 		}
 	}
@@ -214,12 +214,39 @@ func (e *embedded) cleanup() error {
 	return nil
 }
 
-type remote struct{ grpcTarget }
+type remote struct {
+	grpcTarget
+	sub *follower
+}
 
-func dialRemote(addr string) (target, error) {
-	cl, err := client.Dial(addr, client.Options{})
+// dialRemote connects to ledgerd at c.Addr; with c.Subscribe it follows the event stream from
+// its next sequence (what the run writes), its head read from ledgerd's metrics.
+func dialRemote(c *Config) (target, error) {
+	if c.Subscribe && c.MetricsAddr == "" {
+		return nil, errors.New("bench: --subscribe with --addr needs --metrics-addr (the stream's head is read there)")
+	}
+	cl, err := client.Dial(c.Addr, client.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	return remote{grpcTarget{c: cl}}, nil
+	r := &remote{grpcTarget: grpcTarget{c: cl}}
+	if c.Subscribe {
+		last := scrapedLast(c.MetricsAddr)
+		head, err := last()
+		if err == nil {
+			r.sub, err = followGRPC(c.Addr, head, last)
+		}
+		if err != nil {
+			return nil, errors.Join(err, cl.Close())
+		}
+	}
+	return r, nil
+}
+
+func (r *remote) close() error {
+	var errs []error
+	if r.sub != nil {
+		errs = append(errs, r.sub.finish())
+	}
+	return errors.Join(append(errs, r.grpcTarget.close())...)
 }

@@ -286,7 +286,7 @@ type job struct {
 // exchange is the calls sent to the channel together; the loop makes it, a worker sends it.
 type exchange struct {
 	jobs   []*job
-	report func(error)          // to the breaker, once the exchange is over
+	report func(error)           // to the breaker, once the exchange is over
 	one    [1]channel.ItemResult // the result of a call alone, without a slice of its own
 }
 

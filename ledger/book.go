@@ -28,6 +28,7 @@ type Book struct {
 	elsewhere map[uint64]struct{} // ids another shard is booking (LoadClaimedElsewhere)
 
 	clock     uint64 // the last timestamp handed out
+	day       Day    // the accounting day of the postings this shard makes (SwitchDay)
 	recording bool   // inside a linked chain: keep undo entries
 	cacheMax  int    // transfers (and applied legs) kept in memory before Trim forgets them
 	pinned    int    // transfers the last Trim had to keep (pins)
@@ -89,6 +90,25 @@ func (b *Book) tick(now uint64) uint64 {
 	}
 	b.clock = now
 	return now
+}
+
+// Day is the shard's accounting day: the day of the postings it makes now.
+func (b *Book) Day() Day { return b.day }
+
+// LoadDay sets the shard's accounting day as stored (recovery, or the store's first day).
+func (b *Book) LoadDay(d Day) { b.day = d }
+
+// SwitchDay makes d the day of every posting this shard makes from now on, at a point of
+// its serialized stream, and records the switch in fx (DayStart) to be stored with the
+// round. Credit legs and answers that arrive later for transfers of an earlier day are
+// still booked on their transfer's day (Leg.Day). d must be later than the current day.
+func (b *Book) SwitchDay(d Day, fx *Effects) {
+	if d <= b.day || !d.Valid() {
+		panic(fmt.Sprintf("ledger: INVARIANT: shard %d switching from day %v to %v", b.shard, b.day, d))
+	}
+	b.begin(fx)
+	b.day = d
+	fx.Days = append(fx.Days, DayStart{Day: d, Clock: b.clock})
 }
 
 // LoadClock makes every later timestamp greater than ts (recovery).
@@ -332,6 +352,16 @@ type Effects struct {
 	Forget []LegForget
 	// LegsForgotten: records of applied legs to delete (their senders will not send again).
 	LegsForgotten []LegKey
+	// Days: the accounting days the shard switched to in the round (SwitchDay), to store.
+	Days []DayStart
+}
+
+// DayStart records that a shard switched to an accounting day: every posting the shard
+// writes afterwards has a timestamp above Clock, and every posting it makes itself (not a
+// credit leg's or an answer's, which carry their transfer's day) is of Day or later.
+type DayStart struct {
+	Day   Day
+	Clock uint64
 }
 
 // Reset empties fx for the next round.
@@ -349,6 +379,7 @@ func (fx *Effects) Reset() {
 	fx.Awaits = fx.Awaits[:0]
 	fx.Forget = fx.Forget[:0]
 	fx.LegsForgotten = fx.LegsForgotten[:0]
+	fx.Days = fx.Days[:0]
 	fx.epoch = 0
 }
 
@@ -385,7 +416,7 @@ func (fx *Effects) IsFrozen() bool { return fx.frozen }
 // Empty reports whether the round changed nothing.
 func (fx *Effects) Empty() bool {
 	return len(fx.Accounts) == 0 && len(fx.Transfers) == 0 && len(fx.LegsDone) == 0 &&
-		len(fx.OutboxDone) == 0 && len(fx.LegsOut) == 0 && len(fx.LegsForgotten) == 0
+		len(fx.OutboxDone) == 0 && len(fx.LegsOut) == 0 && len(fx.LegsForgotten) == 0 && len(fx.Days) == 0
 }
 
 // begin ties fx to a round of b.
@@ -412,6 +443,9 @@ func (b *Book) post(a *accountState, p Posting, fx *Effects) {
 			p.Op, p.Amount, p.Held, p.TransferID, a.ID, a.Balance))
 	}
 	p.Account = a.ID
+	if p.Day == 0 {
+		p.Day = b.day
+	}
 	p.History = a.Flags&AccountHistory != 0
 	p.After = a.Balance
 	fx.Postings = append(fx.Postings, p)

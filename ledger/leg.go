@@ -42,6 +42,11 @@ type Leg struct {
 	Held         uint64 // for LegCreditPostHeld: the held amount released
 	Ledger       uint32
 	From         uint32
+	// Day is the accounting day of the transfer's debit side: the credit side and the
+	// answer's postings are booked on it too, so that both halves of a split transfer, and
+	// the transit account between them, belong to one day (0: a leg older than days, booked
+	// on the credit shard's day).
+	Day Day
 	// Refusable: the credit account limits its credits and may refuse the leg (the debit
 	// shard holds the amount meanwhile: see StateInFlight). No other leg may be refused.
 	Refusable   bool
@@ -123,7 +128,7 @@ func (b *Book) applyLeg(now uint64, l *Leg, fx *Effects) TransferResult {
 	ts := b.tick(now)
 	op := l.Kind.op()
 	b.post(a, Posting{Timestamp: ts, TransferID: l.TransferID, Op: op, Amount: l.Amount,
-		Held: l.Held, Split: true}, fx)
+		Held: l.Held, Split: true, Day: l.Day}, fx)
 	b.moveTransit(l.Ledger, ts, op.Mirror(), l.Amount, l.Held, fx)
 	return ResultOK
 }
@@ -197,13 +202,13 @@ func (b *Book) settle(now uint64, l *Leg, r TransferResult, fx *Effects) {
 	case r == ResultOK:
 		ts := b.tick(now)
 		b.post(dr, Posting{Timestamp: ts, TransferID: l.TransferID, Op: OpDebitPostHeld, Amount: l.Amount,
-			Held: l.Amount, Split: true}, fx)
+			Held: l.Amount, Split: true, Day: l.Day}, fx)
 		b.moveTransit(l.Ledger, ts, OpCreditPostHeld, l.Amount, l.Amount, fx)
 		t.State = StatePosted
 	default:
 		ts := b.tick(now)
 		b.post(dr, Posting{Timestamp: ts, TransferID: l.TransferID, Op: OpDebitRelease, Amount: l.Amount,
-			Split: true}, fx)
+			Split: true, Day: l.Day}, fx)
 		b.moveTransit(l.Ledger, ts, OpCreditRelease, l.Amount, 0, fx)
 		t.State, t.Result = StateFailed, r
 	}

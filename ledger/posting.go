@@ -36,10 +36,13 @@ type Posting struct {
 	TransferID uint64
 	Amount     uint64
 	Held       uint64 // for the PostHeld operations: the pending amount released
-	Op         PostingOp
-	Split      bool    // the other side is this shard's transit account
-	History    bool    // the account is flagged history (GetAccountBalances shows its postings)
-	After      Balance // the account's balance right after this posting: its latest posting's
+	// Day is the accounting day the posting belongs to, fixed when it is written: the day
+	// of its transfer's debit side (Book.SwitchDay); 0 for postings older than days.
+	Day     Day
+	Op      PostingOp
+	Split   bool    // the other side is this shard's transit account
+	History bool    // the account is flagged history (GetAccountBalances shows its postings)
+	After   Balance // the account's balance right after this posting: its latest posting's
 	// After is the account's balance
 }
 

@@ -396,7 +396,7 @@ func (b *Book) move(transferID uint64, ledger uint32, ts uint64, dr, cr *account
 	}
 	b.moveTransit(ledger, ts, debitOp.Mirror(), amount, held, fx)
 	l := Leg{LegKey: LegKey{TransferID: transferID, Kind: kind}, Account: credit.ID,
-		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard, Event: b.event,
+		DebitAccount: dr.ID, Amount: amount, Held: held, Ledger: ledger, From: b.shard, Event: b.event, Day: b.day,
 		Refusable: refusable,
 		Buffered:  credit.Flags&AccountHot != 0 && (kind == LegCreditPost || kind == LegCreditPostHeld)}
 	b.setOutbox(l)

@@ -48,6 +48,16 @@ func (x Uint128) Sub64(v uint64) (Uint128, bool) {
 	return Uint128{Hi: hi, Lo: lo}, true
 }
 
+// Sub returns x-y, and false if y is greater than x (x is then returned unchanged).
+func (x Uint128) Sub(y Uint128) (Uint128, bool) {
+	lo, b := bits.Sub64(x.Lo, y.Lo, 0)
+	hi, b := bits.Sub64(x.Hi, y.Hi, b)
+	if b != 0 {
+		return x, false
+	}
+	return Uint128{Hi: hi, Lo: lo}, true
+}
+
 // Cmp is -1, 0 or +1 as x is less than, equal to or greater than y.
 func (x Uint128) Cmp(y Uint128) int {
 	switch {

@@ -19,6 +19,11 @@ const (
 	prefixMeta     = 'm' // m name                   -> value
 	// b len(biz) biz transferID -> (empty): the transfers of a business id
 	prefixTransferBiz = 'b'
+	// Accounting days (end of day: eod.go).
+	prefixShardDay = 'd' // d shard               -> the shard's accounting day
+	prefixDayStart = 'w' // w day shard           -> the shard's clock when it switched to the day
+	prefixSnapshot = 'z' // z day account         -> the account's closing balance of the day
+	prefixEOD      = 'n' // n day                 -> the day's end-of-day record
 )
 
 const (
@@ -28,6 +33,7 @@ const (
 	legDoneKeyLen = 1 + 8 + 1
 	pendingKeyLen = 1 + 2 + 8
 	legValLen     = 8 + 8 + 8 + 4 + 1
+	legDayValLen  = legValLen + 4 // with the transfer's accounting day (format 7)
 )
 
 const legRefusable = 1 << 0
@@ -271,7 +277,11 @@ func encodePosting(dst []byte, p *ledger.Posting) []byte {
 	dst = av(dst, p.TransferID)
 	dst = av(dst, p.Amount)
 	dst = av(dst, p.Held)
-	return appendBalance(dst, &p.After)
+	dst = appendBalance(dst, &p.After)
+	if p.Day != 0 {
+		dst = av(dst, uint64(p.Day)) // absent in records older than format 7: day 0
+	}
+	return dst
 }
 
 func decodePosting(key, v []byte) (ledger.Posting, error) {
@@ -291,6 +301,11 @@ func decodePosting(key, v []byte) (ledger.Posting, error) {
 		Split: flags&postingSplit != 0, History: flags&postingHistory != 0,
 		TransferID: r.uvarint(), Amount: r.uvarint(), Held: r.uvarint()}
 	p.After = r.balance()
+	if len(r.b) > 0 && !r.bad {
+		if p.Day = ledger.Day(r.uint32()); p.Day == 0 {
+			r.bad = true // written only when it is not 0
+		}
+	}
 	return p, r.done("posting", key)
 }
 
@@ -303,18 +318,25 @@ func encodeLeg(dst []byte, l *ledger.Leg) []byte {
 	if l.Refusable {
 		flags |= legRefusable
 	}
-	return append(dst, flags)
+	dst = append(dst, flags)
+	if l.Day != 0 {
+		dst = be.AppendUint32(dst, uint32(l.Day))
+	}
+	return dst
 }
 
 func decodeLeg(key, v []byte) (ledger.Leg, error) {
-	if len(key) != outboxKeyLen || len(v) != legValLen {
+	if len(key) != outboxKeyLen || len(v) != legValLen && len(v) != legDayValLen {
 		return ledger.Leg{}, fmt.Errorf("storage: outbox record %x: bad length %d", key, len(v))
 	}
 	l := ledger.Leg{Account: be.Uint64(key[1:]), From: uint32(be.Uint16(key[9:])),
 		LegKey:       ledger.LegKey{TransferID: be.Uint64(key[11:]), Kind: ledger.LegKind(key[19])},
 		DebitAccount: be.Uint64(v), Amount: be.Uint64(v[8:]), Held: be.Uint64(v[16:]),
 		Ledger: be.Uint32(v[24:]), Refusable: v[28]&legRefusable != 0}
-	if !l.Kind.Valid() || v[28]&^legRefusable != 0 {
+	if len(v) == legDayValLen {
+		l.Day = ledger.Day(be.Uint32(v[legValLen:]))
+	}
+	if !l.Kind.Valid() || v[28]&^legRefusable != 0 || len(v) == legDayValLen && l.Day == 0 {
 		return ledger.Leg{}, fmt.Errorf("storage: outbox record %x: bad kind or flags", key)
 	}
 	return l, nil

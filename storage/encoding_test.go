@@ -23,9 +23,9 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if got, err := decodeTransfer(key, encodeTransfer(nil, &tr)); err != nil || got != tr {
 		t.Errorf("transfer: %+v %v", got, err)
 	}
-	for _, history := range []bool{false, true} {
+	for i, history := range []bool{false, true, false} {
 		p := ledger.Posting{Account: 3, Timestamp: 99, TransferID: 5, Amount: 10, Held: 20,
-			Op: ledger.OpCreditPostHeld, Split: true, History: history}
+			Op: ledger.OpCreditPostHeld, Split: true, History: history, Day: ledger.Day(20261126 * (i % 2))}
 		if history {
 			p.After = a.Balance
 		}
@@ -33,12 +33,41 @@ func TestRecordsRoundTrip(t *testing.T) {
 			t.Errorf("posting: %+v %v", got, err)
 		}
 	}
-	for _, refusable := range []bool{false, true} {
+	for i, refusable := range []bool{false, true, true} {
 		l := ledger.Leg{LegKey: ledger.LegKey{TransferID: 5, Kind: ledger.LegCreditHold}, Account: 2, DebitAccount: 1,
-			Amount: 3, Held: 4, Ledger: 7, From: 300, Refusable: refusable}
+			Amount: 3, Held: 4, Ledger: 7, From: 300, Refusable: refusable, Day: ledger.Day(20261126 * (i % 2))}
 		if got, err := decodeLeg(outboxKey(nil, &l), encodeLeg(nil, &l)); err != nil || got != l {
 			t.Errorf("leg: %+v %v", got, err)
 		}
+	}
+}
+
+// TestRecordsOlderThanDays: a format-5 posting or outbox leg (no day at its end) reads as day
+// 0, and is written again byte for byte; a day of 0 written out is refused (not canonical).
+func TestRecordsOlderThanDays(t *testing.T) {
+	p := ledger.Posting{Account: 3, Timestamp: 99, TransferID: 5, Amount: 10, Op: ledger.OpDebitPost}
+	old := encodePosting(nil, &p) // Day 0 writes no day: the format-5 bytes
+	key := postingKey(nil, p.Account, p.Timestamp)
+	if got, err := decodePosting(key, old); err != nil || got.Day != 0 {
+		t.Fatalf("format-5 posting: %+v %v", got, err)
+	}
+	if _, err := decodePosting(key, append(old, 0)); err == nil {
+		t.Error("a posting ending with day 0 was taken")
+	}
+	p.Day = 20261126
+	if got, err := decodePosting(key, encodePosting(nil, &p)); err != nil || got.Day != 20261126 || len(encodePosting(nil, &p)) != len(old)+4 {
+		t.Errorf("posting with a day: %+v %v", got, err)
+	}
+	l := ledger.Leg{LegKey: ledger.LegKey{TransferID: 5, Kind: ledger.LegCreditPost}, Account: 2, DebitAccount: 1, Amount: 3, Ledger: 7}
+	oldLeg := encodeLeg(nil, &l)
+	if len(oldLeg) != legValLen {
+		t.Fatalf("a leg of no day is %d bytes, the format-5 length is %d", len(oldLeg), legValLen)
+	}
+	if got, err := decodeLeg(outboxKey(nil, &l), oldLeg); err != nil || got.Day != 0 {
+		t.Errorf("format-5 leg: %+v %v", got, err)
+	}
+	if _, err := decodeLeg(outboxKey(nil, &l), append(oldLeg, 0, 0, 0, 0)); err == nil {
+		t.Error("a leg ending with day 0 was taken")
 	}
 }
 

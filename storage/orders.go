@@ -206,18 +206,70 @@ type OrderWrite struct {
 type OrderWriter struct {
 	w       *Writer
 	changed [][]int
-	// logBuf and orderBuf are the event log record's buffers, never the writer's key and
-	// value buffers (set keeps the value it was given as the next value buffer: the log
-	// record would be encoded into itself).
-	logBuf, orderBuf []byte
-	at               [][2]int // where each order's record lies in logBuf
+	// logBuf, bodyBuf and orderBuf are the event log record's buffers, never the writer's
+	// key and value buffers (set keeps the value it was given as the next value buffer: the
+	// log record would be encoded into itself).
+	logBuf, bodyBuf, orderBuf []byte
+	at                        [][2]int // where each order's record lies in bodyBuf
+
+	// active remembers the orders whose active index key this writer set and has not
+	// deleted, so that the key is written when an order becomes active and when it stops
+	// being so, not with every change of the order (a payment is written three times or
+	// more on its way). Only active orders are held, and a shard holds at most
+	// ActiveOrdersMax of those. marks are the commit's changes to it, kept once durable.
+	active map[uint64]activeMark
+	marks  []idMark
+}
+
+// activeMark is what an OrderWriter knows of an order's active index key.
+type activeMark uint8
+
+const (
+	activeUnset activeMark = iota // (in marks) the key was deleted
+	// activeSet: the writer set the key, which may have been set before by another process
+	// (an order active at a restart): a plain delete removes it.
+	activeSet
+	// activeSetOnce: the writer set the key of an order it wrote new, the key's only set
+	// ever (order ids are never reused): a single delete removes it, and when the two meet
+	// in a flush or a compaction both vanish.
+	activeSetOnce
+)
+
+type idMark struct {
+	id   uint64
+	mark activeMark
 }
 
 // OrderWriter returns the writer of payment shard shard.
 func (s *Store) OrderWriter(shard uint32) *OrderWriter {
 	w := s.Writer(shard)
 	w.log.log = uint16(PaymentLogBase + shard)
-	return &OrderWriter{w: w}
+	return &OrderWriter{w: w, active: map[uint64]activeMark{}}
+}
+
+// writeActive keeps the active index of ow's order: the key is set when the order becomes
+// active and deleted when it stops being so. An order the writer knows nothing of (last
+// written by an earlier process, or not since) that is active has the key set again; one
+// that is not has it deleted (a delete of a key that is not there changes nothing).
+func (w *OrderWriter) writeActive(ow OrderWrite) {
+	ww, o := w.w, ow.Order
+	mark, known := w.active[o.ID]
+	switch active := o.Active(); {
+	case active && known:
+	case active:
+		mark = activeSet
+		if ow.New {
+			mark = activeSetOnce
+		}
+		ww.set(activeKey(ww.key, ww.shard, o.ID), nil)
+		w.marks = append(w.marks, idMark{id: o.ID, mark: mark})
+	case known && mark == activeSetOnce:
+		ww.singleDel(activeKey(ww.key, ww.shard, o.ID))
+		w.marks = append(w.marks, idMark{id: o.ID, mark: activeUnset})
+	case known || !ow.New:
+		ww.del(activeKey(ww.key, ww.shard, o.ID))
+		w.marks = append(w.marks, idMark{id: o.ID, mark: activeUnset})
+	}
 }
 
 // Commit writes orders, their event log record (LastRound names it) and the shard's last
@@ -243,16 +295,18 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 			now = max(now, ow.Order.Updated)
 		}
 		lr = ww.log.next(n, now)
-		w.logBuf, w.orderBuf, w.at = appendPaymentLog(w.logBuf, orders, w.changed, lr.Time, w.orderBuf, w.at)
+		w.bodyBuf, w.orderBuf, w.at = appendPaymentBody(w.bodyBuf, orders, w.changed, w.orderBuf, w.at)
+		w.logBuf = appendPaymentLog(w.logBuf, lr.Time, n, w.bodyBuf)
 		if err := ww.batch.Set(eventLogKey(ww.key, lr.Log, lr.Round), w.logBuf, nil); err != nil {
 			panic(err) // only on a closed batch: a bug
 		}
 	}
+	w.marks = w.marks[:0]
 	for i, ow := range orders {
 		o := ow.Order
-		// The order's record is the bytes the log record holds: encoded once. (Set copies; the
-		// writer's value buffer never becomes the log's, see logBuf.)
-		if err := b.Set(idKey(ww.key, prefixOrder, o.ID), w.logBuf[w.at[i][0]:w.at[i][1]], nil); err != nil {
+		// The order's record is the bytes the log record's body holds: encoded once. (Set
+		// copies; the writer's value buffer never becomes the body's, see bodyBuf.)
+		if err := b.Set(idKey(ww.key, prefixOrder, o.ID), w.bodyBuf[w.at[i][0]:w.at[i][1]], nil); err != nil {
 			panic(err) // only on a closed batch: a bug
 		}
 		if ow.New {
@@ -261,11 +315,7 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 				ww.set(be.AppendUint64(bizKey(ww.key, prefixOrderBiz, o.BizID), o.ID), nil)
 			}
 		}
-		if o.Active() {
-			ww.set(activeKey(ww.key, ww.shard, o.ID), nil)
-		} else {
-			ww.del(activeKey(ww.key, ww.shard, o.ID))
-		}
+		w.writeActive(ow)
 		if openException(o) {
 			ww.set(idKey(ww.key, prefixOpen, o.ID), nil)
 		} else if len(o.Exceptions) > 0 {
@@ -283,6 +333,13 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 	b.Reset()
 	if err != nil {
 		return fmt.Errorf("storage: commit payment shard %d: %w", ww.shard, err)
+	}
+	for _, m := range w.marks {
+		if m.mark == activeUnset {
+			delete(w.active, m.id)
+		} else {
+			w.active[m.id] = m.mark
+		}
 	}
 	ww.log.done(lr)
 	return nil

@@ -1,8 +1,11 @@
 package storage
 
 import (
+	"context"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -240,4 +243,140 @@ func TestPaymentLogRounds(t *testing.T) {
 	if err != nil || len(rep.Problems) > 0 {
 		t.Fatalf("verify: %v %v", rep.Problems, err)
 	}
+}
+
+// TestPaymentLogVersions: a payment log record of version 1 (the body uncompressed, written
+// by format-5 builds) still reads, with its event count taken from its body; a compressed one
+// that is cut, claims a body too large, or holds another count than its body is refused.
+func TestPaymentLogVersions(t *testing.T) {
+	o := testOrder()
+	writes := []OrderWrite{{Order: o, New: true}}
+	body, _, _ := appendPaymentBody(nil, writes, [][]int{{0}}, nil, nil)
+	key := eventLogKey(nil, PaymentLogBase, 1)
+	v1 := av(append([]byte(nil), recordVersion), 77)
+	v1 = append(v1, body...)
+	v2 := appendPaymentLog(nil, 77, 2, body)
+	if len(v2) >= len(v1) {
+		t.Logf("compressed %d bytes, uncompressed %d (one order compresses little)", len(v2), len(v1))
+	}
+	for name, rec := range map[string][]byte{"version 1": v1, "compressed": v2} {
+		lr, err := logHead(key, rec)
+		if err != nil || lr.Time != 77 || lr.Events != 2 {
+			t.Fatalf("%s: head %+v %v", name, lr, err)
+		}
+		ev, err := paymentRound(key, rec)
+		if err != nil || len(ev.Orders) != 1 || !reflect.DeepEqual(ev.Orders[0].Order, o) ||
+			!reflect.DeepEqual(ev.Orders[0].Exceptions, []int{0}) {
+			t.Fatalf("%s: %+v %v", name, ev, err)
+		}
+	}
+	bad := map[string][]byte{
+		"cut":           v2[:len(v2)-3],
+		"count":         appendPaymentLog(nil, 77, 3, body),
+		"version":       append([]byte{9}, v2[1:]...),
+		"empty":         nil,
+		"claims 1 GiB":  append(av([]byte{paymentLogCompressed, 1, 2}, 1<<30), 0, 0, 0),
+		"no body":       {paymentLogCompressed, 1, 2},
+		"garbage bytes": append([]byte{paymentLogCompressed, 1, 2}, 5, 0xff, 0xff, 0xff),
+	}
+	for name, rec := range bad {
+		if ev, err := paymentRound(key, rec); err == nil {
+			t.Errorf("%s: read as %+v", name, ev)
+		}
+	}
+}
+
+// TestActiveIndexAcrossWriters: an order's active index key is set when it becomes active and
+// deleted when it stops being so, whichever writer (process) wrote it before: an order
+// active across a restart is set again by the new writer, so its deletion must remove every
+// earlier set, also once flushes and compactions have spread them over levels. Checked
+// against a model after each step, and after a full compaction.
+func TestActiveIndexAcrossWriters(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(7, 9))
+	active := map[uint64]bool{}
+	orders := map[uint64]*payment.Order{}
+	w := s.OrderWriter(0)
+	next := uint64(1)
+	check := func(step int) {
+		t.Helper()
+		v := s.Live()
+		var got []uint64
+		if err := v.ForEachActiveOrder(0, func(o *payment.Order) error { got = append(got, o.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		var want []uint64
+		for id, a := range active {
+			if a {
+				want = append(want, id)
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d: active %v, want %v", step, got, want)
+		}
+	}
+	for step := range 300 {
+		var ws []OrderWrite
+		seen := map[uint64]bool{}
+		for range 1 + rng.IntN(4) {
+			if rng.IntN(3) == 0 || len(orders) == 0 {
+				o := testOrder()
+				o.ID, o.Key, o.Exceptions = next, fmt.Sprint("k", next), nil
+				o.Stage = payment.StageAwait
+				if rng.IntN(4) == 0 {
+					o.Stage = payment.StageDone // new and final at once: never indexed
+				}
+				next++
+				orders[o.ID] = o
+				ws = append(ws, OrderWrite{Order: clone(o), New: true})
+				seen[o.ID] = true
+				continue
+			}
+			id := 1 + rng.Uint64N(next-1)
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			o := orders[id]
+			o.Stage = payment.StageAwait // active again (a duplicate payment reopens an order)
+			if rng.IntN(2) == 0 {
+				o.Stage = payment.StageDone
+			}
+			o.Version++
+			ws = append(ws, OrderWrite{Order: clone(o)})
+		}
+		if err := w.Commit(ws, next); err != nil {
+			t.Fatal(err)
+		}
+		for _, ow := range ws {
+			active[ow.Order.ID] = ow.Order.Active()
+		}
+		check(step)
+		switch rng.IntN(10) {
+		case 0: // a restart: the new writer knows nothing of what the last one set
+			_ = w.Close()
+			w = s.OrderWriter(0)
+		case 1, 2, 3:
+			if err := s.db.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_ = w.Close()
+	if err := s.db.Compact(context.Background(), []byte{prefixActive}, []byte{prefixActive + 1}, true); err != nil {
+		t.Fatal(err)
+	}
+	check(-1)
+}
+
+func clone(o *payment.Order) *payment.Order {
+	c := *o
+	c.Instruments = slices.Clone(o.Instruments)
+	c.Exceptions = slices.Clone(o.Exceptions)
+	return &c
 }

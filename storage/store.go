@@ -74,6 +74,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -178,14 +179,18 @@ func Open(dir string, opts Options) (*Store, error) {
 // formatVersion names the key layout and record encodings; a store of another format is
 // refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
-// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon). A
-// format-4 store opened for writing becomes format 5 (its keys mean the same; the stream
-// starts with the next commit), so that a build older than the stream, which would commit
-// rounds without their event log records (events the stream would never show), refuses it.
-const formatVersion = "ledger-format-5"
+// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon).
+// Format 6: payment log records compressed (paymentLogCompressed). Format 7: accounting
+// days: a posting and an outbox leg end with their day (absent in older records, which read
+// as day 0), and the day keys (d, w, z, n). A store of format 4 to 6 opened for writing
+// becomes format 7 (its keys and records mean the same, and this build reads them all), so
+// that an older build refuses it: one would commit rounds without their event log records
+// (4), cannot read compressed log records (5), or would misread a posting that ends with
+// its day (4 to 6).
+const formatVersion = "ledger-format-7"
 
-// formatUpgradable is the format that opening for writing upgrades to formatVersion.
-const formatUpgradable = "ledger-format-4"
+// formatsUpgradable are the formats that opening for writing upgrades to formatVersion.
+var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6"}
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -203,15 +208,15 @@ func (s *Store) checkFormat(readOnly bool) error {
 		return fmt.Errorf("storage: read format: %w", err)
 	}
 	defer closer.Close()
-	if string(v) == formatUpgradable {
+	if slices.Contains(formatsUpgradable, string(v)) {
 		if readOnly {
 			return nil
 		}
 		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
 	}
 	if string(v) != formatVersion {
-		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %q); open it with the build that wrote it",
-			ErrFormat, v, formatVersion, formatUpgradable)
+		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %s); open it with the build that wrote it",
+			ErrFormat, v, formatVersion, strings.Join(formatsUpgradable, ", "))
 	}
 	return nil
 }
@@ -369,6 +374,10 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		lr = w.log.next(n, clock)
 		w.set(eventLogKey(w.key, lr.Log, lr.Round), appendLedgerLog(w.val, fx, lr.Time))
 	}
+	for _, d := range fx.Days {
+		w.set(dayStartKey(w.key, d.Day, w.shard), be.AppendUint64(w.val[:0], d.Clock))
+		w.set(shardDayKey(w.key, w.shard), be.AppendUint32(w.val[:0], uint32(d.Day)))
+	}
 	w.set(clockKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
 	err := commitSynced(b)
 	b.Reset()
@@ -414,7 +423,7 @@ const batchReuseBytesMax = 1 << 20
 // bytes with their batch headers; ledger-bench logs 137 WAL bytes for a transfer's 3).
 func batchBytes(fx *ledger.Effects) int {
 	records := len(fx.Opened) + len(fx.Frozen) + 2*len(fx.Transfers) + len(fx.Postings) + len(fx.LegsOut) +
-		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 2
+		len(fx.OutboxDone) + len(fx.LegsDone) + len(fx.LegsForgotten) + 2*len(fx.Days) + 2
 	return 64*records + 8*EventCount(fx) // and the event log record's references
 }
 

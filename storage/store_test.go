@@ -158,16 +158,23 @@ func TestOtherFormatRefused(t *testing.T) {
 	t.Log(err)
 }
 
-// TestFormat4UpgradedOnWrite: a store made before the event stream (format 4) opens; opened
-// for writing it becomes format 5, which a build older than the stream refuses (it would
-// commit rounds without their event log records); opened read-only it stays format 4.
-func TestFormat4UpgradedOnWrite(t *testing.T) {
+// TestOlderFormatsUpgradedOnWrite: a store made before the event stream (format 4), before
+// payment log records were compressed (format 5) or before accounting days (format 6) opens;
+// opened for writing it becomes the current format, which the builds that wrote it refuse;
+// opened read-only it keeps its format.
+func TestOlderFormatsUpgradedOnWrite(t *testing.T) {
+	for _, old := range formatsUpgradable {
+		t.Run(old, func(t *testing.T) { testUpgradedOnWrite(t, old) })
+	}
+}
+
+func testUpgradedOnWrite(t *testing.T, old string) {
 	fs := vfs.NewMem()
 	db, err := pebble.Open("db", &pebble.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Set([]byte("mformat"), []byte("ledger-format-4"), pebble.Sync); err != nil {
+	if err := db.Set([]byte("mformat"), []byte(old), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Set([]byte("mshards"), []byte("1"), pebble.Sync); err != nil {
@@ -190,15 +197,15 @@ func TestFormat4UpgradedOnWrite(t *testing.T) {
 	}
 	s, err := Open("db", Options{FS: fs, ReadOnly: true})
 	if err != nil {
-		t.Fatalf("read-only open of a format-4 store: %v", err)
+		t.Fatalf("read-only open of a %s store: %v", old, err)
 	}
 	_ = s.Close()
-	if got := format(); got != "ledger-format-4" {
+	if got := format(); got != old {
 		t.Fatalf("read-only open changed the format to %q", got)
 	}
 	s, err = Open("db", Options{FS: fs, Shards: 1})
 	if err != nil {
-		t.Fatalf("open of a format-4 store: %v", err)
+		t.Fatalf("open of a %s store: %v", old, err)
 	}
 	_ = s.Close()
 	if got := format(); got != formatVersion {

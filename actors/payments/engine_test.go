@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -381,8 +382,7 @@ func TestShutdownAfterFailure(t *testing.T) {
 	s.pipe = &pipe{in: make(chan []ledger.Transfer), done: make(chan struct{})}
 	close(s.pipe.done)
 	o := &payment.Order{ID: 1, State: payment.Processing, Stage: payment.StageAwait}
-	w := &storage.OrderWrite{Order: o}
-	s.cur.writes[1], s.cur.order = w, append(s.cur.order, w)
+	s.cur.writes[1], s.cur.order = 0, append(s.cur.order, storage.OrderWrite{Order: o})
 	done1 := make(chan error, 1)
 	s.handle(&createMsg{done: done1})
 	if err := <-done1; err == nil {
@@ -534,4 +534,30 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("difference: %v", d)
 	}
 	t.Log(r.Differences[0])
+}
+
+// TestCopyRoundIsDeepAndApart: the committer's copy of a round equals its orders, and no
+// order of the copy shares memory with the shard's or with another's (the shard goes on
+// changing its orders, and the event stream keeps the copies).
+func TestCopyRoundIsDeepAndApart(t *testing.T) {
+	a := &payment.Order{ID: 1, Instruments: []payment.Instrument{{Kind: payment.Card, Amount: 5}, {Kind: payment.Balance, Amount: 6}},
+		Exceptions: []payment.Exception{{Kind: payment.DuplicatePayment, Amount: 5}}}
+	b := &payment.Order{ID: 2}
+	c := &payment.Order{ID: 3, Instruments: []payment.Instrument{{Kind: payment.Coupon, Amount: 1}}}
+	ws := []storage.OrderWrite{{Order: a, New: true}, {Order: b, Txns: true}, {Order: c}}
+	got := copyRound(ws)
+	for i := range ws {
+		if !reflect.DeepEqual(got[i].Order, ws[i].Order) || got[i].New != ws[i].New || got[i].Txns != ws[i].Txns {
+			t.Fatalf("write %d copied as %+v, want %+v", i, got[i], ws[i])
+		}
+		if got[i].Order == ws[i].Order {
+			t.Fatalf("write %d: the copy is the order", i)
+		}
+	}
+	// Growing one copy's slices must not reach its neighbour's, nor the shard's.
+	got[0].Order.Instruments = append(got[0].Order.Instruments, payment.Instrument{Kind: payment.Coupon, Amount: 99})
+	got[0].Order.Exceptions[0].Amount = 77
+	if c.Instruments[0].Amount != 1 || got[2].Order.Instruments[0].Amount != 1 || a.Exceptions[0].Amount != 5 {
+		t.Fatalf("copies share memory: %+v %+v %+v", c.Instruments, got[2].Order.Instruments, a.Exceptions)
+	}
 }

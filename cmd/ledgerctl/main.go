@@ -9,6 +9,10 @@
 //	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
 //	ledgerctl trial-balance --addr HOST:PORT [--ledger N] [--csv] [--strict]
 //	                                    the trial balance of a running ledgerd, by its chart
+//	ledgerctl eod --addr HOST:PORT [--date YYYY-MM-DD] [--status]
+//	                                    end of day: close an accounting day (switch, drain,
+//	                                    snapshot, trial balance, archive); its phases and trial
+//	                                    balance; exit 1 when the day is not closed
 //	ledgerctl channels                  the payment channels: degraded, circuit, in flight, queued
 //	ledgerctl channel degrade|restore NAME
 //	                                    switch a payment channel off (degraded) or on again
@@ -101,6 +105,7 @@ const usage = `usage:
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
   ledgerctl chart [--rules FILE]
   ledgerctl trial-balance [--addr HOST:PORT] [--ledger N] [--csv] [--strict]
+  ledgerctl eod [--addr HOST:PORT] [--date YYYY-MM-DD] [--status]
   ledgerctl channels [--addr HOST:PORT]
   ledgerctl channel degrade|restore [--addr HOST:PORT] NAME
   ledgerctl orders [--addr HOST:PORT] ID...
@@ -132,6 +137,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return chart(args[1:], stdout, stderr)
 	case "trial-balance":
 		return trialBalance(args[1:], stdout, stderr)
+	case "eod":
+		return endOfDay(args[1:], stdout, stderr)
 	case "channels":
 		return channels(args[1:], stdout, stderr)
 	case "channel":

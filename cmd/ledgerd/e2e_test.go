@@ -341,7 +341,9 @@ func TestMetricsAndHealth(t *testing.T) {
 		"ledger_channel_rejections_total": true, "ledger_channel_request_seconds": true,
 		// Only with --events-nats (a lag gauge without a publisher would alert for nothing).
 		"ledger_events_nats_acked_sequence": true, "ledger_events_nats_lag_events": true,
-		"ledger_events_nats_errors_total": true, "ledger_events_nats_restarts_total": true}
+		"ledger_events_nats_errors_total": true, "ledger_events_nats_restarts_total": true,
+		// Per ledger, once an end of day ran its trial balance.
+		"ledger_eod_trial_balance_failed": true}
 	var documented []string
 	name := regexp.MustCompile("`(ledger_[a-z0-9_]+)")
 	for _, line := range strings.Split(string(readme), "\n") {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/storage"
@@ -43,6 +44,10 @@ type config struct {
 	eventsRetain                                            uint64
 	events                                                  natsFlags
 	recon                                                   reconFlags
+	firstDay                                                ledger.Day
+	eodAt                                                   string // HH:MM UTC; empty: no schedule
+	eodAtMinute                                             int    // eodAt in minutes past midnight
+	eodDrainTimeout                                         time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -72,8 +77,28 @@ func parseFlags(args []string) (config, error) {
 	c.events.register(fs)
 	c.payments.register(fs)
 	c.recon.register(fs)
+	firstDay := fs.String("first-day", "", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own")
+	fs.StringVar(&c.eodAt, "eod-at", "", "run end of day for the current accounting day every day at HH:MM UTC (empty: only on request)")
+	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *firstDay != "" {
+		d, err := ledger.ParseDay(*firstDay)
+		if err != nil {
+			return c, fmt.Errorf("--first-day: %w", err)
+		}
+		c.firstDay = d
+	}
+	if c.eodAt != "" {
+		var h, m int
+		if n, err := fmt.Sscanf(c.eodAt, "%2d:%2d", &h, &m); n != 2 || err != nil || len(c.eodAt) != 5 || h > 23 || m > 59 || h < 0 || m < 0 {
+			return c, fmt.Errorf("--eod-at must be HH:MM (UTC), not %q", c.eodAt)
+		}
+		c.eodAtMinute = h*60 + m
+	}
+	if c.eodDrainTimeout < time.Second || c.eodDrainTimeout > time.Hour {
+		return c, fmt.Errorf("--eod-drain-timeout must be 1s to 1h, not %v", c.eodDrainTimeout)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -156,7 +181,8 @@ func run(args []string) error {
 	metrics.WatchEvents(seq)
 	l, err := actors.Start(store, actors.Config{Events: seq, Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
-		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, ClockSkewMax: c.clockSkewMax})
+		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, ClockSkewMax: c.clockSkewMax,
+		FirstDay: c.firstDay})
 	if err != nil {
 		return err
 	}
@@ -178,7 +204,14 @@ func run(args []string) error {
 		return err
 	}
 	defer rec.stop() // before the sequencer stops (deferred calls run last first)
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq)))
+	runner := eod.NewRunner(l, store, eod.Config{Chart: pl.chart, DrainTimeout: c.eodDrainTimeout})
+	metrics.WatchEndOfDay(runner)
+	scheduleCtx, stopSchedule := context.WithCancel(context.Background())
+	defer stopSchedule()
+	if c.eodAt != "" {
+		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
+	}
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -207,6 +240,7 @@ func run(args []string) error {
 		return fmt.Errorf("grpc serve: %w", err)
 	}
 	health.Shutdown()
+	stopSchedule()
 	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
 	rec.stop()         // before the payment engine its confirmations read stops
 	stopped := make(chan struct{})
@@ -266,4 +300,38 @@ func serveMetrics(c config, m *api.Metrics, health healthChecker) (*http.Server,
 		}
 	}()
 	return srv, nil
+}
+
+// scheduleEndOfDay runs end of day for the current accounting day every day at minute
+// (past midnight, UTC) of the wall clock, and logs the outcome (a failure also sets
+// ledger_eod_last_failure). The accounting day itself never comes from the clock: the
+// schedule only decides when to close whatever day is current.
+func scheduleEndOfDay(ctx context.Context, r *eod.Runner, minute int) {
+	for {
+		now := time.Now().UTC()
+		next := time.Date(now.Year(), now.Month(), now.Day(), 0, minute, 0, 0, time.UTC)
+		if !next.After(now) {
+			next = next.AddDate(0, 0, 1)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		st, err := r.Status()
+		if err != nil {
+			slog.Error("scheduled end of day: status", "err", err)
+			continue
+		}
+		res, err := r.Run(ctx, st.Day)
+		switch {
+		case err != nil:
+			slog.Error("scheduled end of day", "day", st.Day.String(), "err", err)
+		case res.Outcome != eod.OutcomeClosed:
+			slog.Error("scheduled end of day did not close the day", "day", st.Day.String(), "phase", res.Phase.String(),
+				"outcome", res.Outcome.String(), "steps", res.Steps, "stuck", res.Stuck)
+		default:
+			slog.Info("scheduled end of day: closed", "day", st.Day.String(), "steps", res.Steps)
+		}
+	}
 }

@@ -233,8 +233,18 @@ type Driver struct {
 	legsSent []uint64     // Legs messages sent, per shard
 	legsSeen []seenWindow // Legs messages received, per shard
 
+	// Accounting days: the last day switch known durable, and who waits for one.
+	dayDurable ledger.Day
+	dayWaits   []dayWait
+
 	claimState
 	hotState
+}
+
+// dayWait is a SwitchDay waiting for its switch to be durable.
+type dayWait struct {
+	day  ledger.Day
+	done func()
 }
 
 // New makes a driver over book, which recovery loaded from store.
@@ -254,7 +264,48 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 	d.claimState.init(n)
 	d.hotState.init()
 	d.Gauges.Outbox.Store(int64(book.OutboxLen()))
+	d.dayDurable = book.Day()
 	return d
+}
+
+// SwitchDay makes day the accounting day of the postings this shard makes from now on (the
+// point is this call's place in the shard's stream of inputs) and calls done once the switch
+// is durable, with every round before it. Holds due by now expire first, on the day they
+// are due in. A day at or before the shard's current day switches nothing: done is called
+// once the switch to it (or past it) is durable. Once the switch's round is durable, the
+// shard's hot-account buffers are sent, so that a buffer holds the legs of one day.
+func (d *Driver) SwitchDay(day ledger.Day, done func()) {
+	if !d.live() {
+		return
+	}
+	if day > d.book.Day() {
+		before := len(d.fx.LegsOut)
+		d.book.Expire(d.cfg.Now(), d.fx)
+		d.watchLegs(before, nil)
+		d.book.SwitchDay(day, d.fx)
+		d.wake()
+	}
+	if day <= d.dayDurable {
+		done()
+		return
+	}
+	d.dayWaits = append(d.dayWaits, dayWait{day: day, done: done})
+}
+
+// daySwitched takes a durable round's day switches: buffers go, and the waits are answered.
+func (d *Driver) daySwitched(days []ledger.DayStart) {
+	d.dayDurable = days[len(days)-1].Day
+	d.flushBuffers(FlushDrain)
+	kept := d.dayWaits[:0]
+	for _, w := range d.dayWaits {
+		if w.day <= d.dayDurable {
+			w.done()
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(d.dayWaits[len(kept):])
+	d.dayWaits = kept
 }
 
 // live reports whether the driver takes inputs.
@@ -624,6 +675,10 @@ func (d *Driver) completed(r *Round) {
 		d.forgetTo[f.To] = append(d.forgetTo[f.To], f.LegKey)
 	}
 	d.sendLegs(fx) // takes the forgets bound where legs go anyway
+	if len(fx.Days) > 0 {
+		d.daySwitched(fx.Days)
+		d.Gauges.Buffered.Store(int64(d.bufferedLegs))
+	}
 	d.sendAnswers(fx)
 	d.sendForgets()
 	for _, f := range r.forgetAcks {

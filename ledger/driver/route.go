@@ -129,6 +129,7 @@ type RecoveryStore interface {
 	Transfer(id uint64) (ledger.Transfer, bool, error)
 	ForEachPending(shard uint32, fn func(ledger.Transfer) error) error
 	Clock(shard uint32) (uint64, error)
+	ShardDay(shard uint32) (ledger.Day, bool, error)
 }
 
 // Recover rebuilds each shard's book from storage: accounts, pending transfers (with their
@@ -172,6 +173,11 @@ func Recover(v RecoveryStore, shards uint32) ([]*ledger.Book, error) {
 			return nil, err
 		}
 		b.LoadClock(clock)
+		day, _, err := v.ShardDay(shard)
+		if err != nil {
+			return nil, err
+		}
+		b.LoadDay(day) // 0 in a store whose days were never started (storage.Store.InitDays)
 	}
 	return books, nil
 }

@@ -52,7 +52,10 @@ func (o *Order) exception(s *Setup, x Exception, now uint64) Effects {
 func (o *Order) due(s *Setup, steps uint64) []ledger.Transfer {
 	steps &^= o.Done | o.inflight
 	o.inflight |= steps
-	var out []ledger.Transfer
+	if steps == 0 {
+		return nil
+	}
+	out := make([]ledger.Transfer, 0, bits.OnesCount64(steps))
 	for steps != 0 {
 		step := bits.TrailingZeros64(steps)
 		steps &^= 1 << step

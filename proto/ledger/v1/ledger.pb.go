@@ -1744,6 +1744,264 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 	return 0
 }
 
+type RunEndOfDayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The day to close, YYYY-MM-DD; empty: the current accounting day.
+	Date          string `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunEndOfDayRequest) Reset() {
+	*x = RunEndOfDayRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunEndOfDayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunEndOfDayRequest) ProtoMessage() {}
+
+func (x *RunEndOfDayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunEndOfDayRequest.ProtoReflect.Descriptor instead.
+func (*RunEndOfDayRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RunEndOfDayRequest) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+type RunEndOfDayResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Date  string                 `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	// The last phase completed: started, switched, drained, snapshot, trial balance, archived.
+	Phase string `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	// running, drain timeout, trial balance failed, closed.
+	Outcome string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// The day is closed: its trial balance passed and it is archived.
+	Passed bool `protobuf:"varint,4,opt,name=passed,proto3" json:"passed,omitempty"`
+	// What this call did, phase by phase.
+	Steps []string `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The trial balance's differences (exact amounts), if it ran.
+	Differences []string `protobuf:"bytes,6,rep,name=differences,proto3" json:"differences,omitempty"`
+	// The day's legs still in flight after a drain timeout.
+	Stuck []string `protobuf:"bytes,7,rep,name=stuck,proto3" json:"stuck,omitempty"`
+	// The day's trial balance as an aligned table, if it ran.
+	Report        string `protobuf:"bytes,8,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunEndOfDayResponse) Reset() {
+	*x = RunEndOfDayResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunEndOfDayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunEndOfDayResponse) ProtoMessage() {}
+
+func (x *RunEndOfDayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunEndOfDayResponse.ProtoReflect.Descriptor instead.
+func (*RunEndOfDayResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RunEndOfDayResponse) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *RunEndOfDayResponse) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RunEndOfDayResponse) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *RunEndOfDayResponse) GetPassed() bool {
+	if x != nil {
+		return x.Passed
+	}
+	return false
+}
+
+func (x *RunEndOfDayResponse) GetSteps() []string {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *RunEndOfDayResponse) GetDifferences() []string {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+func (x *RunEndOfDayResponse) GetStuck() []string {
+	if x != nil {
+		return x.Stuck
+	}
+	return nil
+}
+
+func (x *RunEndOfDayResponse) GetReport() string {
+	if x != nil {
+		return x.Report
+	}
+	return ""
+}
+
+type GetEndOfDayStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEndOfDayStatusRequest) Reset() {
+	*x = GetEndOfDayStatusRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEndOfDayStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEndOfDayStatusRequest) ProtoMessage() {}
+
+func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEndOfDayStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetEndOfDayStatusRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+}
+
+type GetEndOfDayStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The accounting day new postings are written in.
+	CurrentDate string `protobuf:"bytes,1,opt,name=current_date,json=currentDate,proto3" json:"current_date,omitempty"`
+	// The latest day that has an end-of-day record, its phase and outcome (empty: none).
+	LastDate      string `protobuf:"bytes,2,opt,name=last_date,json=lastDate,proto3" json:"last_date,omitempty"`
+	LastPhase     string `protobuf:"bytes,3,opt,name=last_phase,json=lastPhase,proto3" json:"last_phase,omitempty"`
+	LastOutcome   string `protobuf:"bytes,4,opt,name=last_outcome,json=lastOutcome,proto3" json:"last_outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEndOfDayStatusResponse) Reset() {
+	*x = GetEndOfDayStatusResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEndOfDayStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEndOfDayStatusResponse) ProtoMessage() {}
+
+func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEndOfDayStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetEndOfDayStatusResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetEndOfDayStatusResponse) GetCurrentDate() string {
+	if x != nil {
+		return x.CurrentDate
+	}
+	return ""
+}
+
+func (x *GetEndOfDayStatusResponse) GetLastDate() string {
+	if x != nil {
+		return x.LastDate
+	}
+	return ""
+}
+
+func (x *GetEndOfDayStatusResponse) GetLastPhase() string {
+	if x != nil {
+		return x.LastPhase
+	}
+	return ""
+}
+
+func (x *GetEndOfDayStatusResponse) GetLastOutcome() string {
+	if x != nil {
+		return x.LastOutcome
+	}
+	return ""
+}
+
 type TrialBalanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The ledger (currency) to report; 0: every ledger that has accounts.
@@ -1754,7 +2012,7 @@ type TrialBalanceRequest struct {
 
 func (x *TrialBalanceRequest) Reset() {
 	*x = TrialBalanceRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2024,7 @@ func (x *TrialBalanceRequest) String() string {
 func (*TrialBalanceRequest) ProtoMessage() {}
 
 func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2037,7 @@ func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceRequest.ProtoReflect.Descriptor instead.
 func (*TrialBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TrialBalanceRequest) GetLedger() uint32 {
@@ -1806,7 +2064,7 @@ type TrialBalanceResponse struct {
 
 func (x *TrialBalanceResponse) Reset() {
 	*x = TrialBalanceResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +2076,7 @@ func (x *TrialBalanceResponse) String() string {
 func (*TrialBalanceResponse) ProtoMessage() {}
 
 func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +2089,7 @@ func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceResponse.ProtoReflect.Descriptor instead.
 func (*TrialBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TrialBalanceResponse) GetLedgers() []*TrialBalanceLedger {
@@ -1873,7 +2131,7 @@ type TrialBalanceLedger struct {
 
 func (x *TrialBalanceLedger) Reset() {
 	*x = TrialBalanceLedger{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2143,7 @@ func (x *TrialBalanceLedger) String() string {
 func (*TrialBalanceLedger) ProtoMessage() {}
 
 func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2156,7 @@ func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLedger.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLedger) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TrialBalanceLedger) GetLedger() uint32 {
@@ -1967,7 +2225,7 @@ type TrialBalanceLine struct {
 
 func (x *TrialBalanceLine) Reset() {
 	*x = TrialBalanceLine{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2237,7 @@ func (x *TrialBalanceLine) String() string {
 func (*TrialBalanceLine) ProtoMessage() {}
 
 func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2250,7 @@ func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLine.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLine) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TrialBalanceLine) GetCode() uint32 {
@@ -2094,7 +2352,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2364,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2377,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 type VerifyResponse struct {
@@ -2135,7 +2393,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2405,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2418,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyResponse) GetProblems() []string {
@@ -2291,7 +2549,25 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	" \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPostedJ\x04\b\x03\x10\a\"z\n" +
 	"\x1aGetAccountBalancesResponse\x125\n" +
 	"\bbalances\x18\x01 \x03(\v2\x19.ledger.v1.AccountBalanceR\bbalances\x12%\n" +
-	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"-\n" +
+	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"(\n" +
+	"\x12RunEndOfDayRequest\x12\x12\n" +
+	"\x04date\x18\x01 \x01(\tR\x04date\"\xd7\x01\n" +
+	"\x13RunEndOfDayResponse\x12\x12\n" +
+	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06passed\x18\x04 \x01(\bR\x06passed\x12\x14\n" +
+	"\x05steps\x18\x05 \x03(\tR\x05steps\x12 \n" +
+	"\vdifferences\x18\x06 \x03(\tR\vdifferences\x12\x14\n" +
+	"\x05stuck\x18\a \x03(\tR\x05stuck\x12\x16\n" +
+	"\x06report\x18\b \x01(\tR\x06report\"\x1a\n" +
+	"\x18GetEndOfDayStatusRequest\"\x9d\x01\n" +
+	"\x19GetEndOfDayStatusResponse\x12!\n" +
+	"\fcurrent_date\x18\x01 \x01(\tR\vcurrentDate\x12\x1b\n" +
+	"\tlast_date\x18\x02 \x01(\tR\blastDate\x12\x1d\n" +
+	"\n" +
+	"last_phase\x18\x03 \x01(\tR\tlastPhase\x12!\n" +
+	"\flast_outcome\x18\x04 \x01(\tR\vlastOutcome\"-\n" +
 	"\x13TrialBalanceRequest\x12\x16\n" +
 	"\x06ledger\x18\x01 \x01(\rR\x06ledger\"\x8d\x01\n" +
 	"\x14TrialBalanceResponse\x127\n" +
@@ -2399,10 +2675,12 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)\x12'\n" +
 	"#CREATE_TRANSFER_RESULT_ID_IN_FLIGHT\x10*\x12>\n" +
 	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+\x126\n" +
-	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\x9e\x01\n" +
+	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xcc\x02\n" +
 	"\fAdminService\x12=\n" +
 	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponse\x12O\n" +
-	"\fTrialBalance\x12\x1e.ledger.v1.TrialBalanceRequest\x1a\x1f.ledger.v1.TrialBalanceResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\fTrialBalance\x12\x1e.ledger.v1.TrialBalanceRequest\x1a\x1f.ledger.v1.TrialBalanceResponse\x12L\n" +
+	"\vRunEndOfDay\x12\x1d.ledger.v1.RunEndOfDayRequest\x1a\x1e.ledger.v1.RunEndOfDayResponse\x12^\n" +
+	"\x11GetEndOfDayStatus\x12#.ledger.v1.GetEndOfDayStatusRequest\x1a$.ledger.v1.GetEndOfDayStatusResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -2417,7 +2695,7 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(TransferState)(0),                  // 0: ledger.v1.TransferState
 	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
@@ -2443,12 +2721,16 @@ var file_ledger_v1_ledger_proto_goTypes = []any{
 	(*GetAccountBalancesRequest)(nil),   // 21: ledger.v1.GetAccountBalancesRequest
 	(*AccountBalance)(nil),              // 22: ledger.v1.AccountBalance
 	(*GetAccountBalancesResponse)(nil),  // 23: ledger.v1.GetAccountBalancesResponse
-	(*TrialBalanceRequest)(nil),         // 24: ledger.v1.TrialBalanceRequest
-	(*TrialBalanceResponse)(nil),        // 25: ledger.v1.TrialBalanceResponse
-	(*TrialBalanceLedger)(nil),          // 26: ledger.v1.TrialBalanceLedger
-	(*TrialBalanceLine)(nil),            // 27: ledger.v1.TrialBalanceLine
-	(*VerifyRequest)(nil),               // 28: ledger.v1.VerifyRequest
-	(*VerifyResponse)(nil),              // 29: ledger.v1.VerifyResponse
+	(*RunEndOfDayRequest)(nil),          // 24: ledger.v1.RunEndOfDayRequest
+	(*RunEndOfDayResponse)(nil),         // 25: ledger.v1.RunEndOfDayResponse
+	(*GetEndOfDayStatusRequest)(nil),    // 26: ledger.v1.GetEndOfDayStatusRequest
+	(*GetEndOfDayStatusResponse)(nil),   // 27: ledger.v1.GetEndOfDayStatusResponse
+	(*TrialBalanceRequest)(nil),         // 28: ledger.v1.TrialBalanceRequest
+	(*TrialBalanceResponse)(nil),        // 29: ledger.v1.TrialBalanceResponse
+	(*TrialBalanceLedger)(nil),          // 30: ledger.v1.TrialBalanceLedger
+	(*TrialBalanceLine)(nil),            // 31: ledger.v1.TrialBalanceLine
+	(*VerifyRequest)(nil),               // 32: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),              // 33: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
@@ -2476,21 +2758,25 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	4,  // 22: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
 	4,  // 23: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
 	22, // 24: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
-	26, // 25: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
-	27, // 26: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
-	27, // 27: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
-	27, // 28: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
-	27, // 29: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
+	30, // 25: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
+	31, // 26: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
+	31, // 27: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
+	31, // 28: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
+	31, // 29: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
 	4,  // 30: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
 	4,  // 31: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
 	4,  // 32: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
 	4,  // 33: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
-	28, // 34: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	24, // 35: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
-	29, // 36: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	25, // 37: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
-	36, // [36:38] is the sub-list for method output_type
-	34, // [34:36] is the sub-list for method input_type
+	32, // 34: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	28, // 35: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
+	24, // 36: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
+	26, // 37: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
+	33, // 38: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	29, // 39: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
+	25, // 40: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
+	27, // 41: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
+	38, // [38:42] is the sub-list for method output_type
+	34, // [34:38] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
 	34, // [34:34] is the sub-list for extension extendee
 	0,  // [0:34] is the sub-list for field type_name
@@ -2507,7 +2793,7 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

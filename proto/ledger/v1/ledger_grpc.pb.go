@@ -25,8 +25,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_Verify_FullMethodName       = "/ledger.v1.AdminService/Verify"
-	AdminService_TrialBalance_FullMethodName = "/ledger.v1.AdminService/TrialBalance"
+	AdminService_Verify_FullMethodName            = "/ledger.v1.AdminService/Verify"
+	AdminService_TrialBalance_FullMethodName      = "/ledger.v1.AdminService/TrialBalance"
+	AdminService_RunEndOfDay_FullMethodName       = "/ledger.v1.AdminService/RunEndOfDay"
+	AdminService_GetEndOfDayStatus_FullMethodName = "/ledger.v1.AdminService/GetEndOfDayStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -45,6 +47,16 @@ type AdminServiceClient interface {
 	// drained" while split legs are in flight), and every account's code names a leaf subject
 	// ("unclassified" otherwise; such accounts still count in the ledger's total).
 	TrialBalance(ctx context.Context, in *TrialBalanceRequest, opts ...grpc.CallOption) (*TrialBalanceResponse, error)
+	// RunEndOfDay closes an accounting day in its phases (switch new work to the next day,
+	// drain the day's legs and buffers, snapshot the closing balances, trial balance of the
+	// day, archive), resuming a run a crash interrupted; a closed day answers its recorded
+	// result. Transfers keep flowing meanwhile. INVALID_ARGUMENT: not a date, a day not begun,
+	// or a past day without a record; FAILED_PRECONDITION: the day before is not closed;
+	// ABORTED: another end of day is running. A failed trial balance or a drain timeout is an
+	// answer (passed false), not an error.
+	RunEndOfDay(ctx context.Context, in *RunEndOfDayRequest, opts ...grpc.CallOption) (*RunEndOfDayResponse, error)
+	// GetEndOfDayStatus answers the current accounting day and the latest end-of-day record.
+	GetEndOfDayStatus(ctx context.Context, in *GetEndOfDayStatusRequest, opts ...grpc.CallOption) (*GetEndOfDayStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -75,6 +87,26 @@ func (c *adminServiceClient) TrialBalance(ctx context.Context, in *TrialBalanceR
 	return out, nil
 }
 
+func (c *adminServiceClient) RunEndOfDay(ctx context.Context, in *RunEndOfDayRequest, opts ...grpc.CallOption) (*RunEndOfDayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunEndOfDayResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunEndOfDay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetEndOfDayStatus(ctx context.Context, in *GetEndOfDayStatusRequest, opts ...grpc.CallOption) (*GetEndOfDayStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEndOfDayStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetEndOfDayStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -91,6 +123,16 @@ type AdminServiceServer interface {
 	// drained" while split legs are in flight), and every account's code names a leaf subject
 	// ("unclassified" otherwise; such accounts still count in the ledger's total).
 	TrialBalance(context.Context, *TrialBalanceRequest) (*TrialBalanceResponse, error)
+	// RunEndOfDay closes an accounting day in its phases (switch new work to the next day,
+	// drain the day's legs and buffers, snapshot the closing balances, trial balance of the
+	// day, archive), resuming a run a crash interrupted; a closed day answers its recorded
+	// result. Transfers keep flowing meanwhile. INVALID_ARGUMENT: not a date, a day not begun,
+	// or a past day without a record; FAILED_PRECONDITION: the day before is not closed;
+	// ABORTED: another end of day is running. A failed trial balance or a drain timeout is an
+	// answer (passed false), not an error.
+	RunEndOfDay(context.Context, *RunEndOfDayRequest) (*RunEndOfDayResponse, error)
+	// GetEndOfDayStatus answers the current accounting day and the latest end-of-day record.
+	GetEndOfDayStatus(context.Context, *GetEndOfDayStatusRequest) (*GetEndOfDayStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -106,6 +148,12 @@ func (UnimplementedAdminServiceServer) Verify(context.Context, *VerifyRequest) (
 }
 func (UnimplementedAdminServiceServer) TrialBalance(context.Context, *TrialBalanceRequest) (*TrialBalanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TrialBalance not implemented")
+}
+func (UnimplementedAdminServiceServer) RunEndOfDay(context.Context, *RunEndOfDayRequest) (*RunEndOfDayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunEndOfDay not implemented")
+}
+func (UnimplementedAdminServiceServer) GetEndOfDayStatus(context.Context, *GetEndOfDayStatusRequest) (*GetEndOfDayStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEndOfDayStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -164,6 +212,42 @@ func _AdminService_TrialBalance_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RunEndOfDay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunEndOfDayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunEndOfDay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunEndOfDay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunEndOfDay(ctx, req.(*RunEndOfDayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetEndOfDayStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEndOfDayStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetEndOfDayStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetEndOfDayStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetEndOfDayStatus(ctx, req.(*GetEndOfDayStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -178,6 +262,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TrialBalance",
 			Handler:    _AdminService_TrialBalance_Handler,
+		},
+		{
+			MethodName: "RunEndOfDay",
+			Handler:    _AdminService_RunEndOfDay_Handler,
+		},
+		{
+			MethodName: "GetEndOfDayStatus",
+			Handler:    _AdminService_GetEndOfDayStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,61 @@
+package api
+
+import (
+	"math"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ledgercore/ledger/eod"
+)
+
+// WatchEndOfDay exports the end-of-day runner's counters and gauges, read at scrape time.
+func (m *Metrics) WatchEndOfDay(r *eod.Runner) {
+	m.Registry.MustRegister(&eodCollector{r: r})
+}
+
+var (
+	descEODRuns = prometheus.NewDesc("ledger_eod_runs_total",
+		"End-of-day runs that ran a phase (a closed day answered from its record is not counted).", nil, nil)
+	descEODOutcomes = prometheus.NewDesc("ledger_eod_outcomes_total",
+		"End-of-day runs by outcome: closed, trial_failed, drain_timeout.", []string{"outcome"}, nil)
+	descEODFailed = prometheus.NewDesc("ledger_eod_last_failure",
+		"1 when the last end-of-day run failed (trial balance failed or drain timed out): alert on it.", nil, nil)
+	descEODTrialFailed = prometheus.NewDesc("ledger_eod_trial_balance_failed",
+		"1 when the ledger's last end-of-day trial balance failed, per ledger.", []string{"ledger"}, nil)
+	descEODLastClosed = prometheus.NewDesc("ledger_eod_last_closed_day",
+		"The last accounting day archived, as yyyymmdd (0: none since the start).", nil, nil)
+	descEODSeconds = prometheus.NewDesc("ledger_eod_last_run_seconds",
+		"How long the last end-of-day run took.", nil, nil)
+)
+
+type eodCollector struct{ r *eod.Runner }
+
+func (c *eodCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEODRuns, descEODOutcomes, descEODFailed, descEODTrialFailed, descEODLastClosed, descEODSeconds} {
+		ch <- d
+	}
+}
+
+func (c *eodCollector) Collect(ch chan<- prometheus.Metric) {
+	s := &c.r.Stats
+	ch <- prometheus.MustNewConstMetric(descEODRuns, prometheus.CounterValue, float64(s.Runs.Load()))
+	ch <- prometheus.MustNewConstMetric(descEODOutcomes, prometheus.CounterValue, float64(s.Closed.Load()), "closed")
+	ch <- prometheus.MustNewConstMetric(descEODOutcomes, prometheus.CounterValue, float64(s.TrialFailures.Load()), "trial_failed")
+	ch <- prometheus.MustNewConstMetric(descEODOutcomes, prometheus.CounterValue, float64(s.DrainTimeouts.Load()), "drain_timeout")
+	failed := 0.0
+	if s.LastFailed.Load() {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descEODFailed, prometheus.GaugeValue, failed)
+	s.FailedLedgers.Range(func(k, v any) bool {
+		f := 0.0
+		if v.(bool) {
+			f = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descEODTrialFailed, prometheus.GaugeValue, f, strconv.FormatUint(uint64(k.(uint32)), 10))
+		return true
+	})
+	ch <- prometheus.MustNewConstMetric(descEODLastClosed, prometheus.GaugeValue, float64(s.LastClosedDay.Load()))
+	ch <- prometheus.MustNewConstMetric(descEODSeconds, prometheus.GaugeValue, math.Float64frombits(s.LastRunSeconds.Load()))
+}
