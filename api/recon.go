@@ -47,6 +47,7 @@ var reconKinds = map[ledgerv1.ReconFindingKind]recon.Kind{
 	ledgerv1.ReconFindingKind_RECON_FINDING_KIND_NOT_FINAL:         recon.KindNotFinal,
 	ledgerv1.ReconFindingKind_RECON_FINDING_KIND_PENDING:           recon.KindPending,
 	ledgerv1.ReconFindingKind_RECON_FINDING_KIND_OVERFLOW:          recon.KindOverflow,
+	ledgerv1.ReconFindingKind_RECON_FINDING_KIND_UNVERIFIABLE:      recon.KindUnverifiable,
 }
 
 // ReconKindToProto is the wire's kind of a matcher's kind (UNSPECIFIED for one it does not

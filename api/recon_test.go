@@ -119,7 +119,7 @@ func TestReconFindingsAPI(t *testing.T) {
 	write = append(write, recon.Finding{BizID: "biz-3", Kind: recon.KindAmount, First: 40, Closed: 43, Orders: []uint64{4},
 		Differences: []payment.Difference{{Kind: payment.DiffChannel, Order: 4, Expected: "the channel moving the order's 100",
 			Found: "exception 0 amount_mismatch: txn T1 amount 90 (open)"}}})
-	if n, err := f.store.CommitRecon(storage.ReconWrite{Findings: write, Checkpoint: 80, Now: reconNow}); err != nil || n != len(write) {
+	if n, err := f.store.CommitRecon(storage.ReconWrite{Findings: write, Checkpoint: 80, Now: reconNow}); err != nil || n.Recorded != len(write) {
 		t.Fatalf("CommitRecon: %d %v", n, err)
 	}
 

@@ -3,14 +3,19 @@
 // that saw only part of a biz id's life against the store, and records what is unmatched as
 // durable findings (storage.ReconFinding) in one synced batch with the new checkpoint.
 //
-// Restart: the checkpoint is the sequence before the oldest window still open (every event up
-// to it belongs to a closed window), and each window closed past it is recorded with the
-// sequence it took its events up to; a restart follows from the checkpoint and skips those
-// windows' events, so nothing is reported twice and nothing is missed. A finding's id is
-// (biz id, kind, first sequence): recording it again changes nothing.
+// Restart: the checkpoint is the sequence before the oldest window still open or not yet
+// recorded (every event up to it belongs to a recorded window), and each window recorded past
+// it is kept with the sequences it took its events from and through; a restart follows from
+// the checkpoint and skips exactly those windows' events, so nothing is reported twice and
+// nothing is missed. A finding's id is (biz id, kind, first sequence; for a ledger finding of
+// the store's check, a digest of its differences): recording it again changes nothing.
+//
+// The runner holds retention from its checkpoint (events.Sequencer.HoldRetention), released
+// when it stops, and is a reserved follower of the stream (subscribers cannot crowd it out).
 package nrtrecon
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +39,15 @@ const (
 	tickInterval = time.Second
 	// retryDelay is how long the runner waits before following again after an error.
 	retryDelay = time.Second
+	// ConfirmAttemptsMax is how many steps in a row the store's check of a partial window may
+	// fail before the window is recorded as an unverifiable finding (with the last error).
+	ConfirmAttemptsMax = 5
 )
+
+// ErrUnverifiable: the store's check of a biz id can never be made (Config.Confirm wraps it,
+// e.g. around payments.ErrReconcileTooLarge): the window is recorded as an unverifiable
+// finding at once, not retried.
+var ErrUnverifiable = errors.New("nrtrecon: the biz id cannot be checked against the store")
 
 // Config configures a Runner.
 type Config struct {
@@ -42,7 +55,9 @@ type Config struct {
 	Store   *storage.Store
 	Setup   *payment.Setup
 	Matcher recon.Config
-	// Confirm is the three-way check of a biz id against the store (payments.Engine.Reconcile).
+	// Confirm is the three-way check of a biz id against the store (payments.Engine.Reconcile);
+	// an error wrapping ErrUnverifiable is permanent, any other is retried (at most
+	// ConfirmAttemptsMax steps).
 	Confirm func(biz string) ([]payment.Difference, error)
 	Now     func() uint64 // wall clock, ns; nil: time.Now
 	Grace   time.Duration // 0: GraceDefault
@@ -51,34 +66,50 @@ type Config struct {
 
 // Stats are the runner's figures, read by the metrics adapter.
 type Stats struct {
-	Matched    atomic.Uint64
-	Unmatched  [8]atomic.Uint64 // findings by kind, indexed as recon.Kinds
-	Recorded   atomic.Uint64    // findings new to the store (not recorded before)
-	Pending    atomic.Int64
-	Tracked    atomic.Int64
-	Overflow   atomic.Uint64
-	Trimmed    atomic.Uint64 // times the checkpoint was trimmed by retention (restarted from the oldest kept)
-	Errors     atomic.Uint64 // follow, confirm or commit errors (each retried)
-	Next       atomic.Uint64 // the next sequence to read
-	Checkpoint atomic.Uint64
+	Matched   atomic.Uint64
+	Unmatched [9]atomic.Uint64 // findings by kind, indexed as recon.Kinds
+	Recorded  atomic.Uint64    // findings new to the store (not recorded before)
+	Settled   atomic.Uint64    // pending or not_final findings resolved by a later matched window
+	Pending   atomic.Int64
+	Tracked   atomic.Int64
+	Kept      atomic.Int64 // orders and transfers kept across the open windows
+	Overflow  atomic.Uint64
+	Ignored   atomic.Uint64 // plain transfers with a biz id and no payment window open
+	// Trimmed counts gaps: events trimmed by retention before the runner read them (the open
+	// windows were made partial, and it went on from the oldest kept).
+	Trimmed        atomic.Uint64
+	Errors         atomic.Uint64 // follow, confirm or commit errors (each retried)
+	ConfirmRetries atomic.Uint64 // store checks that failed and were retried
+	Next           atomic.Uint64 // the next sequence to read
+	Checkpoint     atomic.Uint64
 }
 
 // Runner is the reconciliation goroutine.
 type Runner struct {
-	cfg    Config
-	log    *slog.Logger
-	mu     sync.Mutex // the matcher and what is not yet committed
-	m      *recon.Matcher
-	next   uint64
-	closed []storage.ReconClosedWindow
-	found  []recon.Finding
-	// unconfirmed are partial windows the store could not check yet (retried each step; the
-	// checkpoint stays before them).
-	unconfirmed []recon.Window
-	cancel      context.CancelFunc
-	stop        sync.Once
-	done        chan struct{}
-	Stats       Stats
+	cfg     Config
+	log     *slog.Logger
+	mu      sync.Mutex // the matcher and what is not yet committed
+	m       *recon.Matcher
+	next    uint64
+	closed  []storage.ReconClosedWindow
+	settled []storage.ReconSettled
+	found   []recon.Finding
+	// unconfirmed are partial windows the store could not check yet (retried each step, at
+	// most ConfirmAttemptsMax; the checkpoint stays before them).
+	unconfirmed []unconfirmed
+	// past are the sequences through which the windows recorded past the checkpoint went (at
+	// most recon.SkipMax: a restart skips them).
+	past   throughs
+	hold   *events.RetentionHold
+	cancel context.CancelFunc
+	stop   sync.Once
+	done   chan struct{}
+	Stats  Stats
+}
+
+type unconfirmed struct {
+	w        recon.Window
+	attempts int
 }
 
 // Start loads the checkpoint and starts following.
@@ -99,18 +130,32 @@ func Start(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The hold keeps every event until it moves to the checkpoint: taken before the checkpoint
+	// is read, retention cannot trim past it in between.
+	hold := cfg.Seq.HoldRetention()
 	v := cfg.Store.Snapshot()
 	defer v.Close()
 	cp, err := v.ReconCheckpoint()
 	if err != nil {
+		hold.Release()
 		return nil, err
 	}
-	if err := v.ReconClosed(func(c storage.ReconClosedWindow) { m.Skip(c.BizID, c.Through) }); err != nil {
+	var past throughs
+	err = v.ReconClosed(func(c storage.ReconClosedWindow) {
+		if err == nil {
+			err = m.Skip(c.BizID, c.First, c.Through)
+			past = append(past, c.Through)
+		}
+	})
+	heap.Init(&past)
+	if err != nil {
+		hold.Release()
 		return nil, err
 	}
+	hold.Move(cp + 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{cfg: cfg, log: cfg.Logger.With("component", "recon"), m: m, next: cp + 1, cancel: cancel,
-		done: make(chan struct{})}
+		done: make(chan struct{}), hold: hold, past: past}
 	r.Stats.Next.Store(cp + 1)
 	r.Stats.Checkpoint.Store(cp)
 	go r.loop(ctx)
@@ -137,6 +182,7 @@ func (r *Runner) Lag() uint64 {
 
 func (r *Runner) loop(ctx context.Context) {
 	defer close(r.done)
+	defer r.hold.Release()
 	ticks := make(chan struct{})
 	go func() {
 		t := time.NewTicker(tickInterval)
@@ -156,16 +202,17 @@ func (r *Runner) loop(ctx context.Context) {
 		r.mu.Lock()
 		from := r.next
 		r.mu.Unlock()
-		err := r.cfg.Seq.Follow(ctx, from, events.FollowOptions{Coalesce: true}, r.batch)
+		err := r.cfg.Seq.Follow(ctx, from, events.FollowOptions{Coalesce: true, Reserved: true}, r.batch)
 		var trimmed *events.TrimmedError
 		switch {
 		case ctx.Err() != nil || errors.Is(err, events.ErrStopped):
 			return
 		case errors.As(err, &trimmed):
 			r.Stats.Trimmed.Add(1)
-			r.log.Error("reconciliation: events trimmed by retention before they were reconciled; following on from the oldest kept (the windows of the events lost are reconciled against the store)",
+			r.log.Error("reconciliation: events trimmed by retention before they were reconciled; following on from the oldest kept (the windows open are made partial: checked against the store)",
 				"asked", trimmed.Asked, "oldest", trimmed.Oldest)
 			r.mu.Lock()
+			r.m.Gap()
 			r.next = trimmed.Oldest
 			r.Stats.Next.Store(r.next)
 			r.mu.Unlock()
@@ -222,20 +269,41 @@ func (r *Runner) tick() {
 // flush confirms and records the windows closed (and moves the checkpoint); with idle, it
 // commits a moved checkpoint even when nothing closed. Under mu.
 func (r *Runner) flush(idle bool) error {
-	windows := append(r.unconfirmed, r.m.Take()...)
+	// The windows recorded past the checkpoint are bounded (a restart holds them all): past
+	// the bound, the oldest open windows are evicted (overflow findings) so that it moves.
+	for len(r.past)+len(r.closed) >= recon.SkipMax && r.m.EvictOldest(fmt.Sprintf(
+		"more than %d windows recorded past the checkpoint", recon.SkipMax)) {
+	}
+	pending := r.unconfirmed
 	r.unconfirmed = nil
+	for _, w := range r.m.Take() {
+		pending = append(pending, unconfirmed{w: w})
+	}
 	var confirmErr error
-	for _, w := range windows {
+	for _, u := range pending {
+		w := u.w
 		if w.Partial {
 			diffs, err := r.cfg.Confirm(w.BizID)
-			if err != nil {
-				r.unconfirmed = append(r.unconfirmed, w)
+			switch {
+			case err == nil:
+				r.m.Confirm(&w, diffs)
+			case errors.Is(err, ErrUnverifiable):
+				r.m.Unverifiable(&w, err.Error())
+			case u.attempts+1 >= ConfirmAttemptsMax:
+				r.Stats.ConfirmRetries.Add(1)
+				r.m.Unverifiable(&w, fmt.Sprintf("failed %d times: %v", u.attempts+1, err))
+			default:
+				r.Stats.ConfirmRetries.Add(1)
+				r.unconfirmed = append(r.unconfirmed, unconfirmed{w: w, attempts: u.attempts + 1})
 				confirmErr = err
 				continue
 			}
-			r.m.Confirm(&w, diffs)
 		}
-		r.closed = append(r.closed, storage.ReconClosedWindow{BizID: w.BizID, Through: w.Closed})
+		r.closed = append(r.closed, storage.ReconClosedWindow{BizID: w.BizID, First: w.First, Through: w.Closed})
+		if w.Matched() && len(w.OrderIDs) > 0 {
+			r.settled = append(r.settled, storage.ReconSettled{BizID: w.BizID, First: w.First, Closed: w.Closed,
+				Orders: w.OrderIDs})
+		}
 		for _, f := range w.Findings {
 			r.found = append(r.found, f)
 			r.log.Warn("reconciliation: unmatched when the window closed", "biz_id", f.BizID, "kind", f.Kind,
@@ -249,18 +317,20 @@ func (r *Runner) flush(idle bool) error {
 		r.Stats.Unmatched[i].Store(st.Unmatched[k])
 	}
 	r.Stats.Pending.Store(int64(st.Pending))
-	r.Stats.Tracked.Store(int64(st.Tracked))
+	r.Stats.Tracked.Store(int64(st.Tracked + len(r.unconfirmed)))
+	r.Stats.Kept.Store(int64(st.Kept))
+	r.Stats.Ignored.Store(st.Ignored)
 	if st.Overflow > r.Stats.Overflow.Load() {
-		r.log.Error("reconciliation: too many biz ids in their windows; the oldest were evicted unreconciled",
-			"evicted_total", st.Overflow)
+		r.log.Error("reconciliation: windows overflowed their bounds; reported unreconciled as overflow findings",
+			"overflow_total", st.Overflow)
 	}
 	r.Stats.Overflow.Store(st.Overflow)
 	cp := r.next - 1
 	if oldest := r.m.Oldest(); oldest != 0 {
 		cp = min(cp, oldest-1)
 	}
-	for _, w := range r.unconfirmed {
-		cp = min(cp, w.First-1)
+	for _, u := range r.unconfirmed {
+		cp = min(cp, u.w.First-1)
 	}
 	if confirmErr != nil {
 		r.Stats.Errors.Add(1)
@@ -270,16 +340,38 @@ func (r *Runner) flush(idle bool) error {
 	if len(r.found) == 0 && len(r.closed) == 0 && (!idle || cp == r.Stats.Checkpoint.Load()) {
 		return nil
 	}
-	n, err := r.cfg.Store.CommitRecon(storage.ReconWrite{Findings: r.found, Closed: r.closed, Checkpoint: cp,
-		Now: r.cfg.Now()})
+	n, err := r.cfg.Store.CommitRecon(storage.ReconWrite{Findings: r.found, Closed: r.closed, Settled: r.settled,
+		Checkpoint: cp, Now: r.cfg.Now()})
 	if err != nil {
 		// Kept, and committed with the next step: a checkpoint never passes an unrecorded finding.
 		return fmt.Errorf("nrtrecon: %w", err)
 	}
-	r.Stats.Recorded.Add(uint64(n))
+	r.Stats.Recorded.Add(uint64(n.Recorded))
+	r.Stats.Settled.Add(uint64(n.Settled))
 	r.Stats.Checkpoint.Store(cp)
-	r.found, r.closed = r.found[:0], r.closed[:0]
+	r.hold.Move(cp + 1)
+	for _, c := range r.closed {
+		heap.Push(&r.past, c.Through)
+	}
+	for len(r.past) > 0 && r.past[0] <= cp { // deleted with the checkpoint's batch
+		heap.Pop(&r.past)
+	}
+	r.found, r.closed, r.settled = r.found[:0], r.closed[:0], r.settled[:0]
 	return nil
+}
+
+// throughs is a min-heap of the windows recorded past the checkpoint, by Through.
+type throughs []uint64
+
+func (h throughs) Len() int           { return len(h) }
+func (h throughs) Less(i, j int) bool { return h[i] < h[j] }
+func (h throughs) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *throughs) Push(x any)        { *h = append(*h, x.(uint64)) }
+func (h *throughs) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func firstDiff(f recon.Finding) string {

@@ -46,7 +46,10 @@ type world struct {
 	notices map[string][]channel.Notice // pay notices by order number, as the channel sent them
 }
 
-func newWorld(t *testing.T, cfg fake.Config) *world {
+func newWorld(t *testing.T, cfg fake.Config) *world { return newWorldRetain(t, cfg, 0) }
+
+// newWorldRetain is newWorld with retention keeping the newest retain events (0: all).
+func newWorldRetain(t *testing.T, cfg fake.Config, retain uint64) *world {
 	w := &world{t: t, notices: map[string][]channel.Notice{}}
 	w.notify = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -68,7 +71,7 @@ func newWorld(t *testing.T, cfg fake.Config) *world {
 	if w.store, err = storage.Open(dir, storage.Options{Shards: 1, CacheBytes: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if w.seq, err = events.Start(w.store, events.Config{Fatal: func(err error) { t.Error(err) }}); err != nil {
+	if w.seq, err = events.Start(w.store, events.Config{RetainEvents: retain, Fatal: func(err error) { t.Error(err) }}); err != nil {
 		t.Fatal(err)
 	}
 	if w.ledger, err = actors.Start(w.store, actors.Config{Shards: 1, Events: w.seq}); err != nil {
@@ -280,9 +283,18 @@ func TestInjectedAnomalies(t *testing.T) {
 	w := newWorld(t, channelConfig())
 	r := w.start(t)
 	orders := w.recharge(0, 30, amount)
-	time.Sleep(300 * time.Millisecond) // some windows open, some events read
-	r.Stop()                           // a restart with windows open
+	for deadline := time.Now().Add(10 * time.Second); r.Stats.Tracked.Load() == 0 || r.Stats.Next.Load() == 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("no window opened")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.Stop() // a restart with windows open (a window lasts 1s of event time and 1s of grace)
 	first := r.Stats.Checkpoint.Load()
+	if r.Stats.Tracked.Load() == 0 || first+1 >= r.Stats.Next.Load() {
+		t.Fatalf("no window open at the restart: tracked %d, checkpoint %d, next %d", r.Stats.Tracked.Load(), first,
+			r.Stats.Next.Load())
+	}
 	r = w.start(t)
 	defer r.Stop()
 	for id, biz := range w.recharge(30, 30, amount) {
@@ -320,8 +332,9 @@ func TestInjectedAnomalies(t *testing.T) {
 	}
 }
 
-// TestRestartFromZero: with the checkpoint lost (a run that starts over from the first event),
-// recording the same findings again changes nothing; resolving is durable and refused twice.
+// TestRestartFromZero: with the checkpoint lost (moved back to 0: a run that starts over from
+// the first event), a run from zero records nothing new: the same events make the same
+// findings; resolving is durable and refused twice.
 func TestRestartFromZero(t *testing.T) {
 	w := newWorld(t, channelConfig())
 	r := w.start(t)
@@ -343,14 +356,20 @@ func TestRestartFromZero(t *testing.T) {
 	if _, err := w.store.ResolveReconFinding("nope", f.Kind, f.First, "", 2); err == nil {
 		t.Fatal("resolved a finding that does not exist")
 	}
-	// The same findings again (as a run from sequence 1 would make them): nothing changes.
-	var again []recon.Finding
-	for _, f := range all {
-		again = append(again, f.Finding)
+	if _, err := w.store.CommitRecon(storage.ReconWrite{Checkpoint: 0, Now: 9}); err != nil {
+		t.Fatal(err)
 	}
-	n, err := w.store.CommitRecon(storage.ReconWrite{Findings: again, Checkpoint: r.Stats.Checkpoint.Load(), Now: 9})
-	if err != nil || n != 0 {
-		t.Fatalf("recorded again: %d, %v", n, err)
+	r = w.start(t)
+	defer r.Stop()
+	if r.Stats.Next.Load() != 1 {
+		t.Fatalf("the run starts at %d, not from zero", r.Stats.Next.Load())
+	}
+	quiet(t, r)
+	if r.Stats.Matched.Load() == 0 || r.Stats.Unmatched[1].Load()+r.Stats.Unmatched[0].Load() == 0 {
+		t.Fatalf("the run from zero reconciled nothing again: matched %d", r.Stats.Matched.Load())
+	}
+	if n := r.Stats.Recorded.Load(); n != 0 {
+		t.Fatalf("the run from zero recorded %d findings again", n)
 	}
 	after, all2 := recorded(t, w.store)
 	if fmt.Sprint(after) != fmt.Sprint(got) || !all2[0].Resolved || all2[0].Note != "refunded by ops ticket 7" {

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/recon"
@@ -12,7 +13,7 @@ import (
 const (
 	prefixReconFinding = 'F' // F len(biz) biz len(kind) kind first -> finding
 	prefixReconOpen    = 'f' // same                                -> (empty) the finding is not resolved
-	prefixReconClosed  = 'W' // W through len(biz) biz              -> (empty) a window of biz took its events up to through
+	prefixReconClosed  = 'W' // W through len(biz) biz              -> first: a window of biz took its events first..through
 )
 
 var reconCheckpointKey = []byte{prefixMeta, 'r', 'e', 'c', 'o', 'n', '-', 'c', 'h', 'e', 'c', 'k', 'p', 'o', 'i', 'n', 't'}
@@ -27,7 +28,8 @@ var ErrReconFindingResolved = errors.New("storage: the reconciliation finding is
 const ReconNoteBytesMax = payment.NoteBytesMax
 
 // ReconFinding is a finding of near-real-time reconciliation as recorded: what the matcher
-// found, and whether a finance user resolved it (with a note). Its id is (BizID, Kind, First).
+// found, and whether it was resolved (with a note: a finance user's, or the runner's when a
+// later window of the biz id settled a pending order). Its id is (BizID, Kind, First).
 type ReconFinding struct {
 	recon.Finding
 	Resolved         bool
@@ -115,77 +117,157 @@ func decodeReconFinding(key, v []byte) (*ReconFinding, error) {
 	return f, nil
 }
 
-// ReconClosedWindow is a window the reconciliation closed: of BizID, taking its events up to
-// sequence Through.
+// ReconClosedWindow is a window the reconciliation closed and recorded: of BizID, taking its
+// events from sequence First through sequence Through.
 type ReconClosedWindow struct {
-	BizID   string
-	Through uint64
+	BizID          string
+	First, Through uint64
+}
+
+// ReconSettled is a window that matched: its biz id's open pending and not_final findings of
+// earlier windows (First below this one's) whose orders are all among Orders (final and clean
+// now) are resolved with the note "settled at sequence Closed".
+type ReconSettled struct {
+	BizID         string
+	First, Closed uint64
+	Orders        []uint64
 }
 
 // ReconWrite is what one step of near-real-time reconciliation makes durable, in one synced
 // batch: new findings (one already recorded under the same id is left as it is: recording
-// a finding again changes nothing), the windows closed, and the checkpoint (every event up to
-// it belongs to a closed window), below which the closed windows are forgotten.
+// a finding again changes nothing), the windows closed, the pending findings settled, and the
+// checkpoint (every event up to it belongs to a closed window), at or below which the closed
+// windows are deleted in the same batch.
 type ReconWrite struct {
 	Findings   []recon.Finding
 	Closed     []ReconClosedWindow
+	Settled    []ReconSettled
 	Checkpoint uint64
 	Now        uint64
 }
 
-// CommitRecon writes w as one synced batch and answers how many findings were new. Only the
+// reconSettleKinds are the kinds a later matched window settles.
+var reconSettleKinds = []recon.Kind{recon.KindPending, recon.KindNotFinal}
+
+// ReconCommitted is what CommitRecon changed: findings new to the store, and findings
+// settled (resolved by a later matched window).
+type ReconCommitted struct{ Recorded, Settled int }
+
+// CommitRecon writes w as one synced batch and answers what it changed. Only the
 // reconciliation runner writes findings; it is one goroutine.
-func (s *Store) CommitRecon(w ReconWrite) (recorded int, err error) {
+func (s *Store) CommitRecon(w ReconWrite) (ReconCommitted, error) {
+	n, err := s.commitRecon(w)
+	if err != nil {
+		return ReconCommitted{}, err
+	}
+	return n, nil
+}
+
+func (s *Store) commitRecon(w ReconWrite) (n ReconCommitted, err error) {
 	s.reconMu.Lock()
 	defer s.reconMu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
 	var key, val []byte
-	seen := map[string]bool{} // two findings of one id in one write
+	seen := map[string]*ReconFinding{} // the findings new in this write (or read to settle), by key
+	stored := map[string]bool{}        // of them, those read from the store
 	for i := range w.Findings {
 		f := &w.Findings[i]
 		if f.BizID == "" || len(f.BizID) > 255 || len(f.Kind) == 0 || len(f.Kind) > 255 {
-			return 0, fmt.Errorf("storage: recon finding %q %q: bad key", f.BizID, f.Kind)
+			return n, fmt.Errorf("storage: recon finding %q %q: bad key", f.BizID, f.Kind)
 		}
 		key = reconFindingKey(key, prefixReconFinding, f.BizID, f.Kind, f.First)
 		found, err := s.Live().get(key, func([]byte) error { return nil })
 		if err != nil {
-			return 0, err
+			return n, err
 		}
-		if found || seen[string(key)] {
+		if found || seen[string(key)] != nil {
 			continue
 		}
-		seen[string(key)] = true
-		rec := &ReconFinding{Finding: *f, Created: w.Now, Updated: w.Now}
-		if err := b.Set(key, encodeReconFinding(val, rec), nil); err != nil {
-			return 0, err
+		seen[string(key)] = &ReconFinding{Finding: *f, Created: w.Now, Updated: w.Now}
+		n.Recorded++
+	}
+	// Settled: the open pending and not_final findings, recorded before or in this write.
+	for _, st := range w.Settled {
+		settle := func(f *ReconFinding) {
+			if f.Resolved || f.First >= st.First || !slices.Contains(reconSettleKinds, f.Kind) {
+				return
+			}
+			for _, id := range f.Orders {
+				if !slices.Contains(st.Orders, id) {
+					return
+				}
+			}
+			f.Resolved, f.Note, f.Updated = true, fmt.Sprintf("settled at sequence %d", st.Closed), w.Now
+			n.Settled++
 		}
-		if err := b.Set(reconFindingKey(nil, prefixReconOpen, f.BizID, f.Kind, f.First), nil, nil); err != nil {
-			return 0, err
+		for _, kind := range reconSettleKinds {
+			lower := reconFindingKey(nil, prefixReconOpen, st.BizID, kind, 0)
+			upper := reconFindingKey(nil, prefixReconOpen, st.BizID, kind, st.First)
+			err := s.Live().scan(lower, upper, false, func(k, _ []byte) (bool, error) {
+				fk := append([]byte{prefixReconFinding}, k[1:]...)
+				if seen[string(fk)] != nil {
+					return true, nil
+				}
+				var f *ReconFinding
+				found, err := s.Live().get(fk, func(val []byte) (err error) { f, err = decodeReconFinding(fk, val); return err })
+				if err == nil && !found {
+					err = fmt.Errorf("storage: recon finding %x is indexed but missing", fk)
+				}
+				if err != nil {
+					return false, err
+				}
+				seen[string(fk)], stored[string(fk)] = f, true
+				return true, nil
+			})
+			if err != nil {
+				return n, err
+			}
 		}
-		recorded++
+		for _, f := range seen {
+			if f.BizID == st.BizID {
+				settle(f)
+			}
+		}
+	}
+	for k, f := range seen {
+		if stored[k] && !f.Resolved {
+			continue // read to settle, not settled: unchanged
+		}
+		if err := b.Set([]byte(k), encodeReconFinding(val, f), nil); err != nil {
+			return n, err
+		}
+		open := reconFindingKey(nil, prefixReconOpen, f.BizID, f.Kind, f.First)
+		if f.Resolved {
+			err = b.Delete(open, nil)
+		} else {
+			err = b.Set(open, nil, nil)
+		}
+		if err != nil {
+			return n, err
+		}
 	}
 	for _, c := range w.Closed {
 		if len(c.BizID) > 255 {
-			return 0, fmt.Errorf("storage: recon window of %q: bad key", c.BizID)
+			return n, fmt.Errorf("storage: recon window of %q: bad key", c.BizID)
 		}
 		if c.Through > w.Checkpoint {
-			if err := b.Set(reconClosedKey(key, c.Through, c.BizID), nil, nil); err != nil {
-				return 0, err
+			if err := b.Set(reconClosedKey(key, c.Through, c.BizID), be.AppendUint64(nil, c.First), nil); err != nil {
+				return n, err
 			}
 		}
 	}
 	lower, _ := prefixBounds(prefixReconClosed)
 	if err := b.DeleteRange(lower, reconClosedKey(nil, w.Checkpoint+1, ""), nil); err != nil {
-		return 0, err
+		return n, err
 	}
 	if err := b.Set(reconCheckpointKey, be.AppendUint64(nil, w.Checkpoint), nil); err != nil {
-		return 0, err
+		return n, err
 	}
 	if err := commitSynced(b); err != nil {
-		return 0, fmt.Errorf("storage: commit reconciliation: %w", err)
+		return n, fmt.Errorf("storage: commit reconciliation: %w", err)
 	}
-	return recorded, nil
+	return n, nil
 }
 
 // ReconCheckpoint is the last sequence near-real-time reconciliation processed in full (0:
@@ -205,11 +287,11 @@ func (v *Reader) ReconCheckpoint() (uint64, error) {
 // ReconClosed calls fn with the windows closed past the checkpoint.
 func (v *Reader) ReconClosed(fn func(ReconClosedWindow)) error {
 	lower, upper := prefixBounds(prefixReconClosed)
-	return v.scan(lower, upper, false, func(k, _ []byte) (bool, error) {
-		if len(k) < 10 || int(k[9]) != len(k)-10 {
+	return v.scan(lower, upper, false, func(k, val []byte) (bool, error) {
+		if len(k) < 10 || int(k[9]) != len(k)-10 || len(val) != 8 {
 			return false, fmt.Errorf("storage: recon window key %x: bad length", k)
 		}
-		fn(ReconClosedWindow{Through: be.Uint64(k[1:9]), BizID: string(k[10:])})
+		fn(ReconClosedWindow{Through: be.Uint64(k[1:9]), BizID: string(k[10:]), First: be.Uint64(val)})
 		return true, nil
 	})
 }

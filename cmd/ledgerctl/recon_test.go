@@ -97,9 +97,10 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestReconFollowAndFindings: against an in-process server with a live event stream,
-// recon --follow prints the seeded anomaly (a ledger transfer carrying a biz id no payment
-// order accounts for) once when its window closes, nothing for a payment that matched, and
-// at the interrupt a summary, exiting 0; it recorded nothing. Then findings written the way
+// recon --follow prints the seeded anomaly (a plain ledger transfer carrying a payment's biz id
+// within its window, which no payment order accounts for) once when its window closes,
+// nothing for a payment that matched nor for a plain transfer whose biz id has no payment
+// window (ignored), and at the interrupt a summary, exiting 0; it recorded nothing. Then findings written the way
 // ledgerd's runner writes them are listed, resolved, refused when resolved again or unknown.
 func TestReconFollowAndFindings(t *testing.T) {
 	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
@@ -158,11 +159,17 @@ func TestReconFollowAndFindings(t *testing.T) {
 	if err != nil || reps[0].Result != payment.ResultOK {
 		t.Fatalf("payment: %+v %v", reps, err)
 	}
-	if rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 777, DebitAccountID: 1, CreditAccountID: 2, Amount: 5, Ledger: 1,
-		Code: 1, BizID: "stray"}}); err != nil || rs[0] != ledger.ResultOK {
-		t.Fatalf("stray transfer: %v %v", rs, err)
+	reps, err = engine.Create([]payment.Request{{Key: "k2", BizID: "pay-bad", Form: payment.Transfer, Ledger: 1, Amount: 100,
+		From: 1, To: 2}})
+	if err != nil || reps[0].Result != payment.ResultOK {
+		t.Fatalf("payment: %+v %v", reps, err)
 	}
-	line := regexp.MustCompile(`(?m)^\d+/ledger/stray +ledger +stray +- +\d+-\d+ +1 +unmatched transfer 777: expected a transfer of a payment order, found a transfer with no order's id`)
+	if rs, err := l.CreateTransfers([]ledger.Transfer{{ID: 777, DebitAccountID: 1, CreditAccountID: 2, Amount: 5, Ledger: 1,
+		Code: 1, BizID: "pay-bad"}, {ID: 778, DebitAccountID: 1, CreditAccountID: 2, Amount: 5, Ledger: 1,
+		Code: 1, BizID: "stray"}}); err != nil || rs[0] != ledger.ResultOK || rs[1] != ledger.ResultOK {
+		t.Fatalf("stray transfers: %v %v", rs, err)
+	}
+	line := regexp.MustCompile(`(?m)^\d+/ledger/pay-bad +ledger +pay-bad +- +\d+-\d+ +1 +unmatched transfer 777: expected a transfer of a payment order, found a transfer with no order's id`)
 	deadline := time.Now().Add(10 * time.Second)
 	for !line.MatchString(out.String()) {
 		if time.Now().After(deadline) {
@@ -181,7 +188,7 @@ func TestReconFollowAndFindings(t *testing.T) {
 		t.Fatal("recon --follow did not end at the interrupt")
 	}
 	got := out.String()
-	if n := len(line.FindAllString(got, -1)); n != 1 || strings.Contains(got, "pay-ok") ||
+	if n := len(line.FindAllString(got, -1)); n != 1 || strings.Contains(got, "pay-ok") || strings.Contains(got, "stray") ||
 		!strings.HasPrefix(got, "ID ") || !strings.Contains(got, "2 windows closed, 1 matched, 1 findings (ledger 1); 0 windows still open") ||
 		!strings.HasSuffix(got, "nothing recorded\n") {
 		t.Fatalf("printed %d times:\n%s%s", n, got, errs.String())

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ledgercore/ledger/actors/payments"
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger/payment"
@@ -65,6 +67,9 @@ func startRecon(f reconFlags, seq *events.Sequencer, store *storage.Store, pl *p
 		Matcher: recon.Config{Window: uint64(f.window), BizMax: f.bizMax}, Grace: f.grace, Logger: slog.Default(),
 		Confirm: func(biz string) ([]payment.Difference, error) {
 			rec, err := pl.engine.Reconcile(biz)
+			if errors.Is(err, payments.ErrReconcileTooLarge) {
+				err = fmt.Errorf("%w: %w", nrtrecon.ErrUnverifiable, err)
+			}
 			return rec.Differences, err
 		}})
 	if err != nil {
@@ -88,15 +93,23 @@ func registerReconMetrics(reg *prometheus.Registry, r *nrtrecon.Runner) {
 			func() float64 { return float64(r.Stats.Recorded.Load()) }),
 		gauge("ledger_recon_pending", "Biz id windows extended because an order was not final when they first closed.",
 			func() float64 { return float64(r.Stats.Pending.Load()) }),
-		gauge("ledger_recon_tracked", "Biz ids with an open window (at most --recon-biz-max).",
+		gauge("ledger_recon_tracked", "Biz ids with an open window (at most --recon-biz-max), or closed and waiting for the store's check.",
 			func() float64 { return float64(r.Stats.Tracked.Load()) }),
+		gauge("ledger_recon_kept", "Orders and transfers kept across the open windows (at most 1,000,000).",
+			func() float64 { return float64(r.Stats.Kept.Load()) }),
+		counter("ledger_recon_ignored_total", "Plain ledger transfers with a biz id and no payment window open (not reconciled).",
+			func() float64 { return float64(r.Stats.Ignored.Load()) }),
+		counter("ledger_recon_settled_total", "Pending or not_final findings resolved because a later window of the biz id matched.",
+			func() float64 { return float64(r.Stats.Settled.Load()) }),
+		counter("ledger_recon_confirm_retries_total", "Store checks of partial windows that failed (retried, at most 5 steps, then an unverifiable finding).",
+			func() float64 { return float64(r.Stats.ConfirmRetries.Load()) }),
 		gauge("ledger_recon_lag_events", "Durable events the reconciliation has not read yet.",
 			func() float64 { return float64(r.Lag()) }),
 		gauge("ledger_recon_checkpoint_sequence", "The last sequence reconciled in full (durable).",
 			func() float64 { return float64(r.Stats.Checkpoint.Load()) }),
-		counter("ledger_recon_window_overflow_total", "Windows evicted unreconciled by --recon-biz-max or the per-biz bounds (each also an overflow finding).",
+		counter("ledger_recon_window_overflow_total", "Windows overflowed unreconciled by --recon-biz-max or the bounds on what windows keep (each also one overflow finding).",
 			func() float64 { return float64(r.Stats.Overflow.Load()) }),
-		counter("ledger_recon_trimmed_total", "Times the checkpoint was trimmed by retention and reconciliation went on from the oldest event kept.",
+		counter("ledger_recon_trimmed_total", "Gaps: events trimmed by retention before reconciliation read them (the open windows were made partial; it went on from the oldest event kept).",
 			func() float64 { return float64(r.Stats.Trimmed.Load()) }),
 		counter("ledger_recon_errors_total", "Follow, confirmation or commit errors (each retried).",
 			func() float64 { return float64(r.Stats.Errors.Load()) }),

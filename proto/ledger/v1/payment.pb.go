@@ -776,8 +776,12 @@ const (
 	ReconFindingKind_RECON_FINDING_KIND_NOT_FINAL ReconFindingKind = 6
 	// An order still waits on its channel at the second close (not an anomaly).
 	ReconFindingKind_RECON_FINDING_KIND_PENDING ReconFindingKind = 7
-	// The window was evicted unreconciled (too many business ids, orders or transfers at once).
+	// The window overflowed unreconciled (too many business ids, orders or transfers at once).
 	ReconFindingKind_RECON_FINDING_KIND_OVERFLOW ReconFindingKind = 8
+	// The window saw only part of the business id's life and the store's three-way check of it
+	// could not be made (too many orders or transfers, or failing past the retries): its
+	// verdict is unknown; the difference says why.
+	ReconFindingKind_RECON_FINDING_KIND_UNVERIFIABLE ReconFindingKind = 9
 )
 
 // Enum value maps for ReconFindingKind.
@@ -792,6 +796,7 @@ var (
 		6: "RECON_FINDING_KIND_NOT_FINAL",
 		7: "RECON_FINDING_KIND_PENDING",
 		8: "RECON_FINDING_KIND_OVERFLOW",
+		9: "RECON_FINDING_KIND_UNVERIFIABLE",
 	}
 	ReconFindingKind_value = map[string]int32{
 		"RECON_FINDING_KIND_UNSPECIFIED":       0,
@@ -803,6 +808,7 @@ var (
 		"RECON_FINDING_KIND_NOT_FINAL":         6,
 		"RECON_FINDING_KIND_PENDING":           7,
 		"RECON_FINDING_KIND_OVERFLOW":          8,
+		"RECON_FINDING_KIND_UNVERIFIABLE":      9,
 	}
 )
 
@@ -3082,9 +3088,13 @@ func (x *ListChannelsResponse) GetChannels() []*ChannelStatus {
 type ReconFindingKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Not empty, at most 64 bytes.
-	BizId         string           `protobuf:"bytes,1,opt,name=biz_id,json=bizId,proto3" json:"biz_id,omitempty"`
-	Kind          ReconFindingKind `protobuf:"varint,2,opt,name=kind,proto3,enum=ledger.v1.ReconFindingKind" json:"kind,omitempty"`
-	FirstSequence uint64           `protobuf:"varint,3,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
+	BizId string           `protobuf:"bytes,1,opt,name=biz_id,json=bizId,proto3" json:"biz_id,omitempty"`
+	Kind  ReconFindingKind `protobuf:"varint,2,opt,name=kind,proto3,enum=ledger.v1.ReconFindingKind" json:"kind,omitempty"`
+	// The sequence of the window's first event; for a LEDGER finding of the store's three-way
+	// check (a window that saw only part of the business id's life), a digest of its
+	// differences with the top bit set (at or above 2^63, never a sequence): the same
+	// differences found again by a later window are the same finding.
+	FirstSequence uint64 `protobuf:"varint,3,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3231,7 +3241,7 @@ func (x *ReconDifference) GetFound() string {
 type ReconFinding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   *ReconFindingKey       `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// The window: its first event is key.first_sequence, its last closed_sequence.
+	// The window's last event (its first is key.first_sequence unless that is a digest).
 	ClosedSequence uint64 `protobuf:"varint,2,opt,name=closed_sequence,json=closedSequence,proto3" json:"closed_sequence,omitempty"`
 	// The orders the finding is about, ascending (may be empty: a transfer of no order).
 	OrderIds []uint64 `protobuf:"varint,3,rep,packed,name=order_ids,json=orderIds,proto3" json:"order_ids,omitempty"`
@@ -3884,7 +3894,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x1b\n" +
 	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x02\x12\x16\n" +
-	"\x12CIRCUIT_STATE_OPEN\x10\x03*\xd9\x02\n" +
+	"\x12CIRCUIT_STATE_OPEN\x10\x03*\xfe\x02\n" +
 	"\x10ReconFindingKind\x12\"\n" +
 	"\x1eRECON_FINDING_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19RECON_FINDING_KIND_LEDGER\x10\x01\x12(\n" +
@@ -3894,7 +3904,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"!RECON_FINDING_KIND_SETTLE_REFUSED\x10\x05\x12 \n" +
 	"\x1cRECON_FINDING_KIND_NOT_FINAL\x10\x06\x12\x1e\n" +
 	"\x1aRECON_FINDING_KIND_PENDING\x10\a\x12\x1f\n" +
-	"\x1bRECON_FINDING_KIND_OVERFLOW\x10\b*x\n" +
+	"\x1bRECON_FINDING_KIND_OVERFLOW\x10\b\x12#\n" +
+	"\x1fRECON_FINDING_KIND_UNVERIFIABLE\x10\t*x\n" +
 	"\x11ReconFindingState\x12#\n" +
 	"\x1fRECON_FINDING_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RECON_FINDING_STATE_OPEN\x10\x01\x12 \n" +
