@@ -59,9 +59,12 @@ type Config struct {
 	// an error wrapping ErrUnverifiable is permanent, any other is retried (at most
 	// ConfirmAttemptsMax steps).
 	Confirm func(biz string) ([]payment.Difference, error)
-	Now     func() uint64 // wall clock, ns; nil: time.Now
-	Grace   time.Duration // 0: GraceDefault
-	Logger  *slog.Logger
+	// ConfirmAttempts is how many steps in a row Confirm may fail for a window before it is
+	// recorded as unverifiable; 0: ConfirmAttemptsMax.
+	ConfirmAttempts int
+	Now             func() uint64 // wall clock, ns; nil: time.Now
+	Grace           time.Duration // 0: GraceDefault
+	Logger          *slog.Logger
 }
 
 // Stats are the runner's figures, read by the metrics adapter.
@@ -122,6 +125,9 @@ func Start(cfg Config) (*Runner, error) {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = GraceDefault
+	}
+	if cfg.ConfirmAttempts == 0 {
+		cfg.ConfirmAttempts = ConfirmAttemptsMax
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -289,7 +295,7 @@ func (r *Runner) flush(idle bool) error {
 				r.m.Confirm(&w, diffs)
 			case errors.Is(err, ErrUnverifiable):
 				r.m.Unverifiable(&w, err.Error())
-			case u.attempts+1 >= ConfirmAttemptsMax:
+			case u.attempts+1 >= r.cfg.ConfirmAttempts:
 				r.Stats.ConfirmRetries.Add(1)
 				r.m.Unverifiable(&w, fmt.Sprintf("failed %d times: %v", u.attempts+1, err))
 			default:
