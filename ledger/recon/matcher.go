@@ -92,7 +92,7 @@ const (
 	// remembered; the oldest one forgotten raises the floor of every biz id not remembered.
 	FloorsMax = 1_000_000
 	// SkipMax is how many windows of a previous run (Skip) the matcher holds at once.
-	SkipMax = 4_000_000
+	SkipMax = 1_000_000
 	// DifferencesMax is the most differences one finding lists (it counts the rest in More).
 	DifferencesMax = 32
 	// StoreFindingBit marks the First of a ledger finding that the store's three-way check
