@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // OverloadedRetryDelay is the wait the overload refusal suggests before a retry: about one
@@ -38,6 +39,10 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrStatementUnavailable):
 		return codes.Unavailable
+	case errors.Is(err, storage.ErrReconFindingNotFound):
+		return codes.NotFound
+	case errors.Is(err, storage.ErrReconFindingResolved):
+		return codes.FailedPrecondition
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -161,7 +161,7 @@ func (m *Metrics) WatchEvents(seq *events.Sequencer) {
 		counter("ledger_events_trims_total", "Times retention trimmed the oldest events.",
 			func() float64 { return float64(st.Trims.Load()) }),
 		gauge("ledger_events_retention_held_events",
-			"Events past --events-retain that retention keeps because the NATS publisher has not published them.",
+			"Events past --events-retain that retention keeps because the NATS publisher has not published them or the reconciliation (--recon-follow) has not reconciled them.",
 			func() float64 { return float64(st.RetentionHeld.Load()) }),
 	)
 }

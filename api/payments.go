@@ -254,6 +254,7 @@ func (s *PaymentService) ReconcileBizId(_ context.Context, req *ledgerv1.Reconci
 		DifferencesTotal: uint32(len(r.Differences))}
 	for _, d := range r.Differences[:min(len(r.Differences), ReconDifferencesMax)] {
 		resp.Differences = append(resp.Differences, d.String())
+		resp.DifferenceDetails = append(resp.DifferenceDetails, ReconDifferenceToProto(&d))
 	}
 	return resp, nil
 }

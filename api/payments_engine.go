@@ -53,3 +53,5 @@ func (p paymentActors) Reconcile(bizID string) (BizRecon, error) {
 	}
 	return BizRecon{Orders: r.Orders, Transfers: r.Transfers, Differences: r.Differences}, err
 }
+
+var _ ReconEngine = paymentActors{}

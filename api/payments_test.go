@@ -734,8 +734,10 @@ func TestReconcileBizId(t *testing.T) {
 		"many": {Orders: 0, Transfers: len(many), Differences: many}}
 	for biz, want := range map[string]*ledgerv1.ReconcileBizIdResponse{
 		"clean": {Orders: 2, Transfers: 9},
-		"off":   {Orders: 1, Transfers: 3, DifferencesTotal: 1, Differences: []string{miss.String()}},
-		"none":  {},
+		"off": {Orders: 1, Transfers: 3, DifferencesTotal: 1, Differences: []string{miss.String()},
+			DifferenceDetails: []*ledgerv1.ReconDifference{{Kind: "missing", OrderId: 2, Step: 13,
+				TransferId: payment.TransferID(2, 13), Expected: miss.Expected, Found: miss.Found}}},
+		"none": {},
 	} {
 		got, err := f.client.ReconcileBizId(f.ctx, &ledgerv1.ReconcileBizIdRequest{BizId: biz})
 		if err != nil || !proto.Equal(got, want) {

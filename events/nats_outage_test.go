@@ -129,18 +129,20 @@ func TestSubscribersDoNotStarveNATSPublisher(t *testing.T) {
 }
 
 // TestNATSPublisherStartsAgainAfterFailure: a publisher whose Follow fails (here: the reserved
-// slot is taken) starts again, with backoff, instead of stopping for good.
+// slots are taken) starts again, with backoff, instead of stopping for good.
 func TestNATSPublisherStartsAgainAfterFailure(t *testing.T) {
 	ns := startNATS(t)
 	n := startNode(t, vfs.NewMem(), 0)
 	defer n.stop(t)
 	openAccounts(t, n.l)
 	ctx, cancel := context.WithCancel(context.Background())
-	taken := make(chan error, 1)
-	go func() {
-		taken <- n.seq.Follow(ctx, 1, events.FollowOptions{Reserved: true}, func([]events.Event) error { return nil })
-	}()
-	for n.seq.Stats.Followers.Load() < 1 {
+	taken := make(chan error, events.ReservedFollowersMax)
+	for range events.ReservedFollowersMax {
+		go func() {
+			taken <- n.seq.Follow(ctx, 1, events.FollowOptions{Reserved: true}, func([]events.Event) error { return nil })
+		}()
+	}
+	for n.seq.Stats.Followers.Load() < events.ReservedFollowersMax {
 		time.Sleep(time.Millisecond)
 	}
 	p := publish(t, ns.ClientURL(), n.seq)
@@ -152,7 +154,9 @@ func TestNATSPublisherStartsAgainAfterFailure(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
-	<-taken
+	for range events.ReservedFollowersMax {
+		<-taken
+	}
 	workload(t, n.l, rand.New(rand.NewPCG(27, 28)), 500, 2)
 	waitAcked(t, p, n.seq)
 	readStream(t, ns.ClientURL(), n.seq.Last())

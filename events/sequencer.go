@@ -61,8 +61,9 @@ const (
 	// plus a few MB a follower).
 	FollowersMax = 32
 	// ReservedFollowersMax is how many reserved followers (FollowOptions.Reserved: the NATS
-	// publisher) are served at once, beside FollowersMax.
-	ReservedFollowersMax = 1
+	// publisher and the reconciliation runner, nrtrecon) are served at once, beside
+	// FollowersMax.
+	ReservedFollowersMax = 2
 	// RetainEventsDefault is how many of the newest events retention keeps by default.
 	RetainEventsDefault = 100_000_000
 	// retentionInterval is how often retention runs.
@@ -509,7 +510,8 @@ type follower struct {
 // FollowOptions are a follower's.
 type FollowOptions struct {
 	// Reserved: the follower does not count against FollowersMax (at most
-	// ReservedFollowersMax are): subscribers cannot crowd out the NATS publisher.
+	// ReservedFollowersMax are): subscribers cannot crowd out the NATS publisher or the
+	// reconciliation runner.
 	Reserved bool
 	// Coalesce lets a batch span index entries (up to BatchEventsMax events) when they are
 	// at hand: fewer, larger messages when commits are small. Batches then depend on timing,

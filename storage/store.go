@@ -75,6 +75,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -103,6 +104,8 @@ type Store struct {
 	stalls   *stalls
 	readOnly bool
 	logClock logClock // stamps every log round (LogRound.Time)
+	// reconMu serializes writes of reconciliation findings (record if absent, resolve).
+	reconMu sync.Mutex
 }
 
 // ErrNoShardCount: asked to open a store with the number of shards it has, but it has none

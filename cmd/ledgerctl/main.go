@@ -24,6 +24,16 @@
 //	                                    an operator's resolution of an open exception record
 //	ledgerctl recon --biz-id BIZ        reconcile a business id: its payment orders, their
 //	                                    channel outcomes and its ledger transfers agree
+//	ledgerctl recon --follow [--from SEQ] [--window D] [--grace D]
+//	                                    follow the event stream, join it by business id within
+//	                                    a window and print each finding when its window closes,
+//	                                    until interrupted; records nothing (the operator's view;
+//	                                    ledgerd --recon-follow records findings)
+//	ledgerctl recon-findings [--all] [--after ID] [--limit N] [--csv]
+//	                                    the findings ledgerd --recon-follow recorded, not
+//	                                    resolved (--all: every one), as a table or CSV
+//	ledgerctl resolve-recon [--note TEXT] ID
+//	                                    a finance user's resolution of a finding
 //	ledgerctl statement --channel NAME --date YYYY-MM-DD [--csv]
 //	                                    reconcile a channel's signed daily statement (ledgerd
 //	                                    fetches it from the channel); the differences as a
@@ -37,7 +47,9 @@
 // tables (amounts in minor units), and take their flags before or after their arguments.
 // They exit 0 when done, 1 when something named was not found (an order, a channel) or a
 // resolution was refused (its result on stderr), 2 when they could not run; recon exits 0
-// when everything agrees, 1 when it found differences (printed one a line); statement exits
+// when everything agrees, 1 when it found differences (printed one a line); recon --follow
+// exits 0 when interrupted (SIGINT, SIGTERM) after a summary line, 2 when it cannot follow;
+// resolve-recon exits 1 for an unknown finding or one resolved already; statement exits
 // 0 when the statement and the books agree, 1 when it found differences (each recorded), 2
 // when it could not run (nothing written).
 //
@@ -102,6 +114,9 @@ const usage = `usage:
   ledgerctl exceptions [--addr HOST:PORT] --statements [--all] [--limit N]
   ledgerctl resolve [--addr HOST:PORT] ORDER INDEX refund|close [--note TEXT]
   ledgerctl recon [--addr HOST:PORT] --biz-id BIZ
+  ledgerctl recon --follow [--addr HOST:PORT] [--from SEQ] [--window D] [--grace D]
+  ledgerctl recon-findings [--addr HOST:PORT] [--all] [--after ID] [--limit N] [--csv]
+  ledgerctl resolve-recon [--addr HOST:PORT] [--note TEXT] ID
   ledgerctl statement [--addr HOST:PORT] --channel NAME --date YYYY-MM-DD [--csv]
   ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse
 `
@@ -140,6 +155,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statement(args[1:], stdout, stderr)
 	case "resolve-statement":
 		return resolveStatement(args[1:], stdout, stderr)
+	case "recon-findings":
+		return reconFindings(args[1:], stdout, stderr)
+	case "resolve-recon":
+		return resolveRecon(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	reconlib "github.com/ledgercore/ledger/ledger/recon"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -27,7 +28,6 @@ var paymentUsage = map[string]string{
 	"orders":          "ledgerctl orders [--addr HOST:PORT] ID... | --biz-id BIZ [--limit N]",
 	"exceptions":      "ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N] | --statements [--after-channel C --after-date D --after-txn T]",
 	"resolve":         "ledgerctl resolve [--addr HOST:PORT] [--note TEXT] ORDER INDEX refund|close",
-	"recon":           "ledgerctl recon [--addr HOST:PORT] --biz-id BIZ",
 }
 
 // payCmd is one payment command being run: its flags, then its connection to ledgerd.
@@ -228,14 +228,25 @@ func orders(args []string, stdout, stderr io.Writer) int {
 func recon(args []string, stdout, stderr io.Writer) int {
 	c := newPayCmd("recon", stdout, stderr)
 	biz := c.fs.String("biz-id", "", "the business id to reconcile")
+	follow := c.fs.Bool("follow", false, "follow the event stream and print what is unmatched when each biz id's window closes, until interrupted (records nothing: the operator's view; ledgerd --recon-follow records findings)")
+	from := c.fs.Uint64("from", 0, "--follow: the first event sequence to read (0: the oldest kept)")
+	window := c.fs.Duration("window", time.Duration(reconlib.WindowDefault), "--follow: the window on event time from a biz id's first event (1s to 24h)")
+	grace := c.fs.Duration("grace", 5*time.Second, "--follow: how long past a window's end an idle stream waits for the wall clock (0 to 1h)")
 	if code := c.parse(args); code >= 0 {
 		return code
 	}
 	switch {
 	case len(c.args) > 0:
 		return c.fail("unexpected arguments %q", c.args)
+	case *follow && *biz != "":
+		return c.fail("give --biz-id or --follow, not both")
+	case *follow:
+		return reconFollow(c, followConfig{from: *from, window: *window, grace: *grace, tick: followTick,
+			now: func() uint64 { return uint64(time.Now().UnixNano()) }})
+	case *from != 0:
+		return c.fail("--from needs --follow")
 	case *biz == "":
-		return c.fail("--biz-id is required")
+		return c.fail("--biz-id is required (or --follow)")
 	}
 	return c.call(func(ctx context.Context, pc ledgerv1.PaymentServiceClient) int {
 		resp, err := pc.ReconcileBizId(ctx, &ledgerv1.ReconcileBizIdRequest{BizId: *biz})

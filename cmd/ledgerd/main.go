@@ -43,6 +43,7 @@ type config struct {
 	payments                                                paymentFlags
 	eventsRetain                                            uint64
 	events                                                  natsFlags
+	recon                                                   reconFlags
 	firstDay                                                ledger.Day
 	eodAt                                                   string // HH:MM UTC; empty: no schedule
 	eodAtMinute                                             int    // eodAt in minutes past midnight
@@ -75,6 +76,7 @@ func parseFlags(args []string) (config, error) {
 		"events the event stream keeps (the newest; 0: all); a subscriber asking for an older one gets OUT_OF_RANGE")
 	c.events.register(fs)
 	c.payments.register(fs)
+	c.recon.register(fs)
 	firstDay := fs.String("first-day", "", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own")
 	fs.StringVar(&c.eodAt, "eod-at", "", "run end of day for the current accounting day every day at HH:MM UTC (empty: only on request); a run that does not close its day is logged and tried again first at the next one")
 	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
@@ -119,6 +121,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.clockSkewMax < 100*time.Millisecond || c.clockSkewMax > time.Hour {
 		return c, fmt.Errorf("--clock-skew-max must be 100ms to 1h, not %v", c.clockSkewMax)
+	}
+	if err := c.recon.check(); err != nil {
+		return c, err
 	}
 	return c, c.payments.check()
 }
@@ -193,6 +198,12 @@ func run(args []string) error {
 		return err
 	}
 	defer pub.stop()
+	rec, err := startRecon(c.recon, seq, store, pl, metrics)
+	if err != nil {
+		pl.stop(context.Background())
+		return err
+	}
+	defer rec.stop() // before the sequencer stops (deferred calls run last first)
 	runner := eod.NewRunner(l, store, eod.Config{Chart: pl.chart, DrainTimeout: c.eodDrainTimeout})
 	metrics.WatchEndOfDay(runner)
 	scheduleCtx, stopSchedule := context.WithCancel(context.Background())
@@ -231,6 +242,7 @@ func run(args []string) error {
 	health.Shutdown()
 	stopSchedule()
 	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
+	rec.stop()         // before the payment engine its confirmations read stops
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {

@@ -156,6 +156,7 @@ type paymentLayer struct {
 	fakes  []*fake.Server
 	addr   string
 	chart  *rules.Chart // the rules the payment layer posts by, and the trial balance sums by
+	setup  *payment.Setup
 }
 
 func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *api.Metrics, sink actors.EventSink) (*paymentLayer, error) {
@@ -230,6 +231,7 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		MaxInFlight: p.channelFlight, Batch: p.channelBatch, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
+	pl.setup = setup
 	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Secrets: secrets, Gateway: gcfg, Ledgers: ledgers,
 		Metrics: pm, Events: sink})
 	if err != nil {

@@ -755,6 +755,142 @@ func (CircuitState) EnumDescriptor() ([]byte, []int) {
 	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{8}
 }
 
+// ReconFindingKind is what a reconciliation finding is about (README, "Near-real-time
+// reconciliation").
+type ReconFindingKind int32
+
+const (
+	// Not set: refused as INVALID_ARGUMENT.
+	ReconFindingKind_RECON_FINDING_KIND_UNSPECIFIED ReconFindingKind = 0
+	// The three-way check (ReconcileBizId's rules) found differences.
+	ReconFindingKind_RECON_FINDING_KIND_LEDGER ReconFindingKind = 1
+	// An order opened a duplicate_payment exception record within the window.
+	ReconFindingKind_RECON_FINDING_KIND_DUPLICATE_PAYMENT ReconFindingKind = 2
+	// An order opened an amount_mismatch exception record within the window.
+	ReconFindingKind_RECON_FINDING_KIND_AMOUNT_MISMATCH ReconFindingKind = 3
+	// An order opened a status_conflict exception record within the window.
+	ReconFindingKind_RECON_FINDING_KIND_STATUS_CONFLICT ReconFindingKind = 4
+	// An order opened a settle_refused exception record within the window.
+	ReconFindingKind_RECON_FINDING_KIND_SETTLE_REFUSED ReconFindingKind = 5
+	// An order was not final at the second close and waits on nothing the channel owes.
+	ReconFindingKind_RECON_FINDING_KIND_NOT_FINAL ReconFindingKind = 6
+	// An order still waits on its channel at the second close (not an anomaly).
+	ReconFindingKind_RECON_FINDING_KIND_PENDING ReconFindingKind = 7
+	// The window overflowed unreconciled (too many business ids, orders or transfers at once).
+	ReconFindingKind_RECON_FINDING_KIND_OVERFLOW ReconFindingKind = 8
+	// The window saw only part of the business id's life and the store's three-way check of it
+	// could not be made (too many orders or transfers, or failing past the retries): its
+	// verdict is unknown; the difference says why.
+	ReconFindingKind_RECON_FINDING_KIND_UNVERIFIABLE ReconFindingKind = 9
+)
+
+// Enum value maps for ReconFindingKind.
+var (
+	ReconFindingKind_name = map[int32]string{
+		0: "RECON_FINDING_KIND_UNSPECIFIED",
+		1: "RECON_FINDING_KIND_LEDGER",
+		2: "RECON_FINDING_KIND_DUPLICATE_PAYMENT",
+		3: "RECON_FINDING_KIND_AMOUNT_MISMATCH",
+		4: "RECON_FINDING_KIND_STATUS_CONFLICT",
+		5: "RECON_FINDING_KIND_SETTLE_REFUSED",
+		6: "RECON_FINDING_KIND_NOT_FINAL",
+		7: "RECON_FINDING_KIND_PENDING",
+		8: "RECON_FINDING_KIND_OVERFLOW",
+		9: "RECON_FINDING_KIND_UNVERIFIABLE",
+	}
+	ReconFindingKind_value = map[string]int32{
+		"RECON_FINDING_KIND_UNSPECIFIED":       0,
+		"RECON_FINDING_KIND_LEDGER":            1,
+		"RECON_FINDING_KIND_DUPLICATE_PAYMENT": 2,
+		"RECON_FINDING_KIND_AMOUNT_MISMATCH":   3,
+		"RECON_FINDING_KIND_STATUS_CONFLICT":   4,
+		"RECON_FINDING_KIND_SETTLE_REFUSED":    5,
+		"RECON_FINDING_KIND_NOT_FINAL":         6,
+		"RECON_FINDING_KIND_PENDING":           7,
+		"RECON_FINDING_KIND_OVERFLOW":          8,
+		"RECON_FINDING_KIND_UNVERIFIABLE":      9,
+	}
+)
+
+func (x ReconFindingKind) Enum() *ReconFindingKind {
+	p := new(ReconFindingKind)
+	*p = x
+	return p
+}
+
+func (x ReconFindingKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReconFindingKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_ledger_v1_payment_proto_enumTypes[9].Descriptor()
+}
+
+func (ReconFindingKind) Type() protoreflect.EnumType {
+	return &file_ledger_v1_payment_proto_enumTypes[9]
+}
+
+func (x ReconFindingKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReconFindingKind.Descriptor instead.
+func (ReconFindingKind) EnumDescriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{9}
+}
+
+// ReconFindingState is whether a finance user resolved a finding.
+type ReconFindingState int32
+
+const (
+	ReconFindingState_RECON_FINDING_STATE_UNSPECIFIED ReconFindingState = 0
+	// Not resolved.
+	ReconFindingState_RECON_FINDING_STATE_OPEN ReconFindingState = 1
+	// Resolved with a note.
+	ReconFindingState_RECON_FINDING_STATE_RESOLVED ReconFindingState = 2
+)
+
+// Enum value maps for ReconFindingState.
+var (
+	ReconFindingState_name = map[int32]string{
+		0: "RECON_FINDING_STATE_UNSPECIFIED",
+		1: "RECON_FINDING_STATE_OPEN",
+		2: "RECON_FINDING_STATE_RESOLVED",
+	}
+	ReconFindingState_value = map[string]int32{
+		"RECON_FINDING_STATE_UNSPECIFIED": 0,
+		"RECON_FINDING_STATE_OPEN":        1,
+		"RECON_FINDING_STATE_RESOLVED":    2,
+	}
+)
+
+func (x ReconFindingState) Enum() *ReconFindingState {
+	p := new(ReconFindingState)
+	*p = x
+	return p
+}
+
+func (x ReconFindingState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReconFindingState) Descriptor() protoreflect.EnumDescriptor {
+	return file_ledger_v1_payment_proto_enumTypes[10].Descriptor()
+}
+
+func (ReconFindingState) Type() protoreflect.EnumType {
+	return &file_ledger_v1_payment_proto_enumTypes[10]
+}
+
+func (x ReconFindingState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReconFindingState.Descriptor instead.
+func (ReconFindingState) EnumDescriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{10}
+}
+
 // Instrument is one part of a combined payment (or, on a refund order, the part of one
 // original instrument that the refund returns).
 type Instrument struct {
@@ -1728,8 +1864,10 @@ type ReconcileBizIdResponse struct {
 	Transfers uint32 `protobuf:"varint,3,opt,name=transfers,proto3" json:"transfers,omitempty"`
 	// How many differences were found (differences lists the first 1,000).
 	DifferencesTotal uint32 `protobuf:"varint,4,opt,name=differences_total,json=differencesTotal,proto3" json:"differences_total,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The same differences as differences, field by field.
+	DifferenceDetails []*ReconDifference `protobuf:"bytes,5,rep,name=difference_details,json=differenceDetails,proto3" json:"difference_details,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ReconcileBizIdResponse) Reset() {
@@ -1788,6 +1926,13 @@ func (x *ReconcileBizIdResponse) GetDifferencesTotal() uint32 {
 		return x.DifferencesTotal
 	}
 	return 0
+}
+
+func (x *ReconcileBizIdResponse) GetDifferenceDetails() []*ReconDifference {
+	if x != nil {
+		return x.DifferenceDetails
+	}
+	return nil
 }
 
 // GetOrdersByBizIdResponse has the orders of a business id.
@@ -2938,6 +3083,495 @@ func (x *ListChannelsResponse) GetChannels() []*ChannelStatus {
 	return nil
 }
 
+// ReconFindingKey names a finding: the business id, the kind and the sequence of the first
+// event of its window. The same events give the same key after a restart.
+type ReconFindingKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Not empty, at most 64 bytes.
+	BizId string           `protobuf:"bytes,1,opt,name=biz_id,json=bizId,proto3" json:"biz_id,omitempty"`
+	Kind  ReconFindingKind `protobuf:"varint,2,opt,name=kind,proto3,enum=ledger.v1.ReconFindingKind" json:"kind,omitempty"`
+	// The sequence of the window's first event; for a LEDGER finding of the store's three-way
+	// check (a window that saw only part of the business id's life), a digest of its
+	// differences with the top bit set (at or above 2^63, never a sequence): the same
+	// differences found again by a later window are the same finding.
+	FirstSequence uint64 `protobuf:"varint,3,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconFindingKey) Reset() {
+	*x = ReconFindingKey{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconFindingKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconFindingKey) ProtoMessage() {}
+
+func (x *ReconFindingKey) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconFindingKey.ProtoReflect.Descriptor instead.
+func (*ReconFindingKey) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReconFindingKey) GetBizId() string {
+	if x != nil {
+		return x.BizId
+	}
+	return ""
+}
+
+func (x *ReconFindingKey) GetKind() ReconFindingKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ReconFindingKind_RECON_FINDING_KIND_UNSPECIFIED
+}
+
+func (x *ReconFindingKey) GetFirstSequence() uint64 {
+	if x != nil {
+		return x.FirstSequence
+	}
+	return 0
+}
+
+// ReconDifference is one exact disagreement: its kind (missing, fields, unmatched, state,
+// amount, channel, exception), the order, step and transfer it is about (0 where they do not
+// apply), what was expected and what was found.
+type ReconDifference struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	OrderId       uint64                 `protobuf:"varint,2,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	Step          uint32                 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	TransferId    uint64                 `protobuf:"varint,4,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Expected      string                 `protobuf:"bytes,5,opt,name=expected,proto3" json:"expected,omitempty"`
+	Found         string                 `protobuf:"bytes,6,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconDifference) Reset() {
+	*x = ReconDifference{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconDifference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconDifference) ProtoMessage() {}
+
+func (x *ReconDifference) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconDifference.ProtoReflect.Descriptor instead.
+func (*ReconDifference) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReconDifference) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ReconDifference) GetOrderId() uint64 {
+	if x != nil {
+		return x.OrderId
+	}
+	return 0
+}
+
+func (x *ReconDifference) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ReconDifference) GetTransferId() uint64 {
+	if x != nil {
+		return x.TransferId
+	}
+	return 0
+}
+
+func (x *ReconDifference) GetExpected() string {
+	if x != nil {
+		return x.Expected
+	}
+	return ""
+}
+
+func (x *ReconDifference) GetFound() string {
+	if x != nil {
+		return x.Found
+	}
+	return ""
+}
+
+// ReconFinding is one thing still unmatched when a business id's window closed, as recorded.
+type ReconFinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *ReconFindingKey       `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The window's last event (its first is key.first_sequence unless that is a digest).
+	ClosedSequence uint64 `protobuf:"varint,2,opt,name=closed_sequence,json=closedSequence,proto3" json:"closed_sequence,omitempty"`
+	// The orders the finding is about, ascending (may be empty: a transfer of no order).
+	OrderIds []uint64 `protobuf:"varint,3,rep,packed,name=order_ids,json=orderIds,proto3" json:"order_ids,omitempty"`
+	// The exact differences, at most 32; more_differences counts the rest.
+	Differences     []*ReconDifference `protobuf:"bytes,4,rep,name=differences,proto3" json:"differences,omitempty"`
+	MoreDifferences uint32             `protobuf:"varint,5,opt,name=more_differences,json=moreDifferences,proto3" json:"more_differences,omitempty"`
+	State           ReconFindingState  `protobuf:"varint,6,opt,name=state,proto3,enum=ledger.v1.ReconFindingState" json:"state,omitempty"`
+	// The finance user's note, once resolved.
+	Note string `protobuf:"bytes,7,opt,name=note,proto3" json:"note,omitempty"`
+	// When the finding was recorded, and when it last changed (resolved), Unix nanoseconds.
+	Created       uint64 `protobuf:"varint,8,opt,name=created,proto3" json:"created,omitempty"`
+	Updated       uint64 `protobuf:"varint,9,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconFinding) Reset() {
+	*x = ReconFinding{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconFinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconFinding) ProtoMessage() {}
+
+func (x *ReconFinding) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconFinding.ProtoReflect.Descriptor instead.
+func (*ReconFinding) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReconFinding) GetKey() *ReconFindingKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ReconFinding) GetClosedSequence() uint64 {
+	if x != nil {
+		return x.ClosedSequence
+	}
+	return 0
+}
+
+func (x *ReconFinding) GetOrderIds() []uint64 {
+	if x != nil {
+		return x.OrderIds
+	}
+	return nil
+}
+
+func (x *ReconFinding) GetDifferences() []*ReconDifference {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+func (x *ReconFinding) GetMoreDifferences() uint32 {
+	if x != nil {
+		return x.MoreDifferences
+	}
+	return 0
+}
+
+func (x *ReconFinding) GetState() ReconFindingState {
+	if x != nil {
+		return x.State
+	}
+	return ReconFindingState_RECON_FINDING_STATE_UNSPECIFIED
+}
+
+func (x *ReconFinding) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *ReconFinding) GetCreated() uint64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *ReconFinding) GetUpdated() uint64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+// ListReconFindingsRequest asks for a page of findings.
+type ListReconFindingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// List resolved findings too; otherwise only those not resolved.
+	IncludeResolved bool `protobuf:"varint,1,opt,name=include_resolved,json=includeResolved,proto3" json:"include_resolved,omitempty"`
+	// Only findings after this one in key order (unset: from the first); the previous page's
+	// next_after. It need not name a finding that exists.
+	After *ReconFindingKey `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many findings (1 to 1,000; 0 means 100).
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReconFindingsRequest) Reset() {
+	*x = ListReconFindingsRequest{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReconFindingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReconFindingsRequest) ProtoMessage() {}
+
+func (x *ListReconFindingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReconFindingsRequest.ProtoReflect.Descriptor instead.
+func (*ListReconFindingsRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListReconFindingsRequest) GetIncludeResolved() bool {
+	if x != nil {
+		return x.IncludeResolved
+	}
+	return false
+}
+
+func (x *ListReconFindingsRequest) GetAfter() *ReconFindingKey {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ListReconFindingsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListReconFindingsResponse is a page of findings.
+type ListReconFindingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The findings, ordered by their keys (business id length, business id, kind, first
+	// sequence): a stable order, in which pages neither skip nor repeat a finding.
+	Findings []*ReconFinding `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
+	// The after of the next page when more findings follow this page; unset at the end.
+	NextAfter     *ReconFindingKey `protobuf:"bytes,2,opt,name=next_after,json=nextAfter,proto3" json:"next_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReconFindingsResponse) Reset() {
+	*x = ListReconFindingsResponse{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReconFindingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReconFindingsResponse) ProtoMessage() {}
+
+func (x *ListReconFindingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReconFindingsResponse.ProtoReflect.Descriptor instead.
+func (*ListReconFindingsResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListReconFindingsResponse) GetFindings() []*ReconFinding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *ListReconFindingsResponse) GetNextAfter() *ReconFindingKey {
+	if x != nil {
+		return x.NextAfter
+	}
+	return nil
+}
+
+// ResolveReconFindingRequest names a finding and the note to resolve it with.
+type ResolveReconFindingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The finding; required.
+	Key *ReconFindingKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The finance user's note, kept on the finding; printable UTF-8, at most 256 bytes.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveReconFindingRequest) Reset() {
+	*x = ResolveReconFindingRequest{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveReconFindingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveReconFindingRequest) ProtoMessage() {}
+
+func (x *ResolveReconFindingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveReconFindingRequest.ProtoReflect.Descriptor instead.
+func (*ResolveReconFindingRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ResolveReconFindingRequest) GetKey() *ReconFindingKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ResolveReconFindingRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// ResolveReconFindingResponse has the finding as resolved (durable).
+type ResolveReconFindingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Finding       *ReconFinding          `protobuf:"bytes,1,opt,name=finding,proto3" json:"finding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveReconFindingResponse) Reset() {
+	*x = ResolveReconFindingResponse{}
+	mi := &file_ledger_v1_payment_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveReconFindingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveReconFindingResponse) ProtoMessage() {}
+
+func (x *ResolveReconFindingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_payment_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveReconFindingResponse.ProtoReflect.Descriptor instead.
+func (*ResolveReconFindingResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_payment_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ResolveReconFindingResponse) GetFinding() *ReconFinding {
+	if x != nil {
+		return x.Finding
+	}
+	return nil
+}
+
 var File_ledger_v1_payment_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_payment_proto_rawDesc = "" +
@@ -3020,12 +3654,13 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x06biz_id\x18\x01 \x01(\tR\x05bizId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\".\n" +
 	"\x15ReconcileBizIdRequest\x12\x15\n" +
-	"\x06biz_id\x18\x01 \x01(\tR\x05bizId\"\x9d\x01\n" +
+	"\x06biz_id\x18\x01 \x01(\tR\x05bizId\"\xe8\x01\n" +
 	"\x16ReconcileBizIdResponse\x12 \n" +
 	"\vdifferences\x18\x01 \x03(\tR\vdifferences\x12\x16\n" +
 	"\x06orders\x18\x02 \x01(\rR\x06orders\x12\x1c\n" +
 	"\ttransfers\x18\x03 \x01(\rR\ttransfers\x12+\n" +
-	"\x11differences_total\x18\x04 \x01(\rR\x10differencesTotal\"n\n" +
+	"\x11differences_total\x18\x04 \x01(\rR\x10differencesTotal\x12I\n" +
+	"\x12difference_details\x18\x05 \x03(\v2\x1a.ledger.v1.ReconDifferenceR\x11differenceDetails\"n\n" +
 	"\x18GetOrdersByBizIdResponse\x12/\n" +
 	"\x06orders\x18\x01 \x03(\v2\x17.ledger.v1.PaymentOrderR\x06orders\x12!\n" +
 	"\ftransfer_ids\x18\x02 \x03(\x04R\vtransferIds\"\xe0\x01\n" +
@@ -3123,7 +3758,42 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2\x18.ledger.v1.ChannelStatusR\x06status\"\x15\n" +
 	"\x13ListChannelsRequest\"L\n" +
 	"\x14ListChannelsResponse\x124\n" +
-	"\bchannels\x18\x01 \x03(\v2\x18.ledger.v1.ChannelStatusR\bchannels*\xab\x01\n" +
+	"\bchannels\x18\x01 \x03(\v2\x18.ledger.v1.ChannelStatusR\bchannels\"\x80\x01\n" +
+	"\x0fReconFindingKey\x12\x15\n" +
+	"\x06biz_id\x18\x01 \x01(\tR\x05bizId\x12/\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1b.ledger.v1.ReconFindingKindR\x04kind\x12%\n" +
+	"\x0efirst_sequence\x18\x03 \x01(\x04R\rfirstSequence\"\xa7\x01\n" +
+	"\x0fReconDifference\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x19\n" +
+	"\border_id\x18\x02 \x01(\x04R\aorderId\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x12\x1f\n" +
+	"\vtransfer_id\x18\x04 \x01(\x04R\n" +
+	"transferId\x12\x1a\n" +
+	"\bexpected\x18\x05 \x01(\tR\bexpected\x12\x14\n" +
+	"\x05found\x18\x06 \x01(\tR\x05found\"\xe7\x02\n" +
+	"\fReconFinding\x12,\n" +
+	"\x03key\x18\x01 \x01(\v2\x1a.ledger.v1.ReconFindingKeyR\x03key\x12'\n" +
+	"\x0fclosed_sequence\x18\x02 \x01(\x04R\x0eclosedSequence\x12\x1b\n" +
+	"\torder_ids\x18\x03 \x03(\x04R\borderIds\x12<\n" +
+	"\vdifferences\x18\x04 \x03(\v2\x1a.ledger.v1.ReconDifferenceR\vdifferences\x12)\n" +
+	"\x10more_differences\x18\x05 \x01(\rR\x0fmoreDifferences\x122\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1c.ledger.v1.ReconFindingStateR\x05state\x12\x12\n" +
+	"\x04note\x18\a \x01(\tR\x04note\x12\x18\n" +
+	"\acreated\x18\b \x01(\x04R\acreated\x12\x18\n" +
+	"\aupdated\x18\t \x01(\x04R\aupdated\"\x8d\x01\n" +
+	"\x18ListReconFindingsRequest\x12)\n" +
+	"\x10include_resolved\x18\x01 \x01(\bR\x0fincludeResolved\x120\n" +
+	"\x05after\x18\x02 \x01(\v2\x1a.ledger.v1.ReconFindingKeyR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x8b\x01\n" +
+	"\x19ListReconFindingsResponse\x123\n" +
+	"\bfindings\x18\x01 \x03(\v2\x17.ledger.v1.ReconFindingR\bfindings\x129\n" +
+	"\n" +
+	"next_after\x18\x02 \x01(\v2\x1a.ledger.v1.ReconFindingKeyR\tnextAfter\"^\n" +
+	"\x1aResolveReconFindingRequest\x12,\n" +
+	"\x03key\x18\x01 \x01(\v2\x1a.ledger.v1.ReconFindingKeyR\x03key\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"P\n" +
+	"\x1bResolveReconFindingResponse\x121\n" +
+	"\afinding\x18\x01 \x01(\v2\x17.ledger.v1.ReconFindingR\afinding*\xab\x01\n" +
 	"\vPaymentForm\x12\x1c\n" +
 	"\x18PAYMENT_FORM_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PAYMENT_FORM_RECHARGE\x10\x01\x12\x19\n" +
@@ -3224,7 +3894,22 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x1b\n" +
 	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x02\x12\x16\n" +
-	"\x12CIRCUIT_STATE_OPEN\x10\x032\xa5\x06\n" +
+	"\x12CIRCUIT_STATE_OPEN\x10\x03*\xfe\x02\n" +
+	"\x10ReconFindingKind\x12\"\n" +
+	"\x1eRECON_FINDING_KIND_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19RECON_FINDING_KIND_LEDGER\x10\x01\x12(\n" +
+	"$RECON_FINDING_KIND_DUPLICATE_PAYMENT\x10\x02\x12&\n" +
+	"\"RECON_FINDING_KIND_AMOUNT_MISMATCH\x10\x03\x12&\n" +
+	"\"RECON_FINDING_KIND_STATUS_CONFLICT\x10\x04\x12%\n" +
+	"!RECON_FINDING_KIND_SETTLE_REFUSED\x10\x05\x12 \n" +
+	"\x1cRECON_FINDING_KIND_NOT_FINAL\x10\x06\x12\x1e\n" +
+	"\x1aRECON_FINDING_KIND_PENDING\x10\a\x12\x1f\n" +
+	"\x1bRECON_FINDING_KIND_OVERFLOW\x10\b\x12#\n" +
+	"\x1fRECON_FINDING_KIND_UNVERIFIABLE\x10\t*x\n" +
+	"\x11ReconFindingState\x12#\n" +
+	"\x1fRECON_FINDING_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18RECON_FINDING_STATE_OPEN\x10\x01\x12 \n" +
+	"\x1cRECON_FINDING_STATE_RESOLVED\x10\x022\xeb\a\n" +
 	"\x0ePaymentService\x12U\n" +
 	"\x0eCreatePayments\x12 .ledger.v1.CreatePaymentsRequest\x1a!.ledger.v1.CreatePaymentsResponse\x12F\n" +
 	"\tGetOrders\x12\x1b.ledger.v1.GetOrdersRequest\x1a\x1c.ledger.v1.GetOrdersResponse\x12[\n" +
@@ -3234,7 +3919,9 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x10ResolveException\x12\".ledger.v1.ResolveExceptionRequest\x1a#.ledger.v1.ResolveExceptionResponse\x12X\n" +
 	"\x0fImportStatement\x12!.ledger.v1.ImportStatementRequest\x1a\".ledger.v1.ImportStatementResponse\x12a\n" +
 	"\x12SetChannelDegraded\x12$.ledger.v1.SetChannelDegradedRequest\x1a%.ledger.v1.SetChannelDegradedResponse\x12O\n" +
-	"\fListChannels\x12\x1e.ledger.v1.ListChannelsRequest\x1a\x1f.ledger.v1.ListChannelsResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\fListChannels\x12\x1e.ledger.v1.ListChannelsRequest\x1a\x1f.ledger.v1.ListChannelsResponse\x12^\n" +
+	"\x11ListReconFindings\x12#.ledger.v1.ListReconFindingsRequest\x1a$.ledger.v1.ListReconFindingsResponse\x12d\n" +
+	"\x13ResolveReconFinding\x12%.ledger.v1.ResolveReconFindingRequest\x1a&.ledger.v1.ResolveReconFindingResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_payment_proto_rawDescOnce sync.Once
@@ -3248,105 +3935,128 @@ func file_ledger_v1_payment_proto_rawDescGZIP() []byte {
 	return file_ledger_v1_payment_proto_rawDescData
 }
 
-var file_ledger_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ledger_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_ledger_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_ledger_v1_payment_proto_goTypes = []any{
-	(PaymentForm)(0),                   // 0: ledger.v1.PaymentForm
-	(InstrumentKind)(0),                // 1: ledger.v1.InstrumentKind
-	(PaymentState)(0),                  // 2: ledger.v1.PaymentState
-	(PaymentResult)(0),                 // 3: ledger.v1.PaymentResult
-	(ExceptionKind)(0),                 // 4: ledger.v1.ExceptionKind
-	(ExceptionState)(0),                // 5: ledger.v1.ExceptionState
-	(StatementClass)(0),                // 6: ledger.v1.StatementClass
-	(Resolution)(0),                    // 7: ledger.v1.Resolution
-	(CircuitState)(0),                  // 8: ledger.v1.CircuitState
-	(*Instrument)(nil),                 // 9: ledger.v1.Instrument
-	(*PaymentRequest)(nil),             // 10: ledger.v1.PaymentRequest
-	(*PaymentException)(nil),           // 11: ledger.v1.PaymentException
-	(*PaymentOrder)(nil),               // 12: ledger.v1.PaymentOrder
-	(*CreatePaymentsRequest)(nil),      // 13: ledger.v1.CreatePaymentsRequest
-	(*CreatePaymentsResult)(nil),       // 14: ledger.v1.CreatePaymentsResult
-	(*CreatePaymentsResponse)(nil),     // 15: ledger.v1.CreatePaymentsResponse
-	(*GetOrdersRequest)(nil),           // 16: ledger.v1.GetOrdersRequest
-	(*GetOrdersResponse)(nil),          // 17: ledger.v1.GetOrdersResponse
-	(*GetOrdersByBizIdRequest)(nil),    // 18: ledger.v1.GetOrdersByBizIdRequest
-	(*ReconcileBizIdRequest)(nil),      // 19: ledger.v1.ReconcileBizIdRequest
-	(*ReconcileBizIdResponse)(nil),     // 20: ledger.v1.ReconcileBizIdResponse
-	(*GetOrdersByBizIdResponse)(nil),   // 21: ledger.v1.GetOrdersByBizIdResponse
-	(*ListExceptionsRequest)(nil),      // 22: ledger.v1.ListExceptionsRequest
-	(*StatementKey)(nil),               // 23: ledger.v1.StatementKey
-	(*StatementDifference)(nil),        // 24: ledger.v1.StatementDifference
-	(*StatementException)(nil),         // 25: ledger.v1.StatementException
-	(*ListExceptionsResponse)(nil),     // 26: ledger.v1.ListExceptionsResponse
-	(*ResolveExceptionRequest)(nil),    // 27: ledger.v1.ResolveExceptionRequest
-	(*ResolveExceptionResponse)(nil),   // 28: ledger.v1.ResolveExceptionResponse
-	(*ImportStatementRequest)(nil),     // 29: ledger.v1.ImportStatementRequest
-	(*ImportStatementResponse)(nil),    // 30: ledger.v1.ImportStatementResponse
-	(*ChannelStatus)(nil),              // 31: ledger.v1.ChannelStatus
-	(*SetChannelDegradedRequest)(nil),  // 32: ledger.v1.SetChannelDegradedRequest
-	(*SetChannelDegradedResponse)(nil), // 33: ledger.v1.SetChannelDegradedResponse
-	(*ListChannelsRequest)(nil),        // 34: ledger.v1.ListChannelsRequest
-	(*ListChannelsResponse)(nil),       // 35: ledger.v1.ListChannelsResponse
-	(CreateTransferResult)(0),          // 36: ledger.v1.CreateTransferResult
+	(PaymentForm)(0),                    // 0: ledger.v1.PaymentForm
+	(InstrumentKind)(0),                 // 1: ledger.v1.InstrumentKind
+	(PaymentState)(0),                   // 2: ledger.v1.PaymentState
+	(PaymentResult)(0),                  // 3: ledger.v1.PaymentResult
+	(ExceptionKind)(0),                  // 4: ledger.v1.ExceptionKind
+	(ExceptionState)(0),                 // 5: ledger.v1.ExceptionState
+	(StatementClass)(0),                 // 6: ledger.v1.StatementClass
+	(Resolution)(0),                     // 7: ledger.v1.Resolution
+	(CircuitState)(0),                   // 8: ledger.v1.CircuitState
+	(ReconFindingKind)(0),               // 9: ledger.v1.ReconFindingKind
+	(ReconFindingState)(0),              // 10: ledger.v1.ReconFindingState
+	(*Instrument)(nil),                  // 11: ledger.v1.Instrument
+	(*PaymentRequest)(nil),              // 12: ledger.v1.PaymentRequest
+	(*PaymentException)(nil),            // 13: ledger.v1.PaymentException
+	(*PaymentOrder)(nil),                // 14: ledger.v1.PaymentOrder
+	(*CreatePaymentsRequest)(nil),       // 15: ledger.v1.CreatePaymentsRequest
+	(*CreatePaymentsResult)(nil),        // 16: ledger.v1.CreatePaymentsResult
+	(*CreatePaymentsResponse)(nil),      // 17: ledger.v1.CreatePaymentsResponse
+	(*GetOrdersRequest)(nil),            // 18: ledger.v1.GetOrdersRequest
+	(*GetOrdersResponse)(nil),           // 19: ledger.v1.GetOrdersResponse
+	(*GetOrdersByBizIdRequest)(nil),     // 20: ledger.v1.GetOrdersByBizIdRequest
+	(*ReconcileBizIdRequest)(nil),       // 21: ledger.v1.ReconcileBizIdRequest
+	(*ReconcileBizIdResponse)(nil),      // 22: ledger.v1.ReconcileBizIdResponse
+	(*GetOrdersByBizIdResponse)(nil),    // 23: ledger.v1.GetOrdersByBizIdResponse
+	(*ListExceptionsRequest)(nil),       // 24: ledger.v1.ListExceptionsRequest
+	(*StatementKey)(nil),                // 25: ledger.v1.StatementKey
+	(*StatementDifference)(nil),         // 26: ledger.v1.StatementDifference
+	(*StatementException)(nil),          // 27: ledger.v1.StatementException
+	(*ListExceptionsResponse)(nil),      // 28: ledger.v1.ListExceptionsResponse
+	(*ResolveExceptionRequest)(nil),     // 29: ledger.v1.ResolveExceptionRequest
+	(*ResolveExceptionResponse)(nil),    // 30: ledger.v1.ResolveExceptionResponse
+	(*ImportStatementRequest)(nil),      // 31: ledger.v1.ImportStatementRequest
+	(*ImportStatementResponse)(nil),     // 32: ledger.v1.ImportStatementResponse
+	(*ChannelStatus)(nil),               // 33: ledger.v1.ChannelStatus
+	(*SetChannelDegradedRequest)(nil),   // 34: ledger.v1.SetChannelDegradedRequest
+	(*SetChannelDegradedResponse)(nil),  // 35: ledger.v1.SetChannelDegradedResponse
+	(*ListChannelsRequest)(nil),         // 36: ledger.v1.ListChannelsRequest
+	(*ListChannelsResponse)(nil),        // 37: ledger.v1.ListChannelsResponse
+	(*ReconFindingKey)(nil),             // 38: ledger.v1.ReconFindingKey
+	(*ReconDifference)(nil),             // 39: ledger.v1.ReconDifference
+	(*ReconFinding)(nil),                // 40: ledger.v1.ReconFinding
+	(*ListReconFindingsRequest)(nil),    // 41: ledger.v1.ListReconFindingsRequest
+	(*ListReconFindingsResponse)(nil),   // 42: ledger.v1.ListReconFindingsResponse
+	(*ResolveReconFindingRequest)(nil),  // 43: ledger.v1.ResolveReconFindingRequest
+	(*ResolveReconFindingResponse)(nil), // 44: ledger.v1.ResolveReconFindingResponse
+	(CreateTransferResult)(0),           // 45: ledger.v1.CreateTransferResult
 }
 var file_ledger_v1_payment_proto_depIdxs = []int32{
 	1,  // 0: ledger.v1.Instrument.kind:type_name -> ledger.v1.InstrumentKind
 	0,  // 1: ledger.v1.PaymentRequest.form:type_name -> ledger.v1.PaymentForm
-	9,  // 2: ledger.v1.PaymentRequest.instruments:type_name -> ledger.v1.Instrument
+	11, // 2: ledger.v1.PaymentRequest.instruments:type_name -> ledger.v1.Instrument
 	4,  // 3: ledger.v1.PaymentException.kind:type_name -> ledger.v1.ExceptionKind
 	5,  // 4: ledger.v1.PaymentException.state:type_name -> ledger.v1.ExceptionState
 	0,  // 5: ledger.v1.PaymentOrder.form:type_name -> ledger.v1.PaymentForm
-	9,  // 6: ledger.v1.PaymentOrder.instruments:type_name -> ledger.v1.Instrument
+	11, // 6: ledger.v1.PaymentOrder.instruments:type_name -> ledger.v1.Instrument
 	2,  // 7: ledger.v1.PaymentOrder.state:type_name -> ledger.v1.PaymentState
 	3,  // 8: ledger.v1.PaymentOrder.result:type_name -> ledger.v1.PaymentResult
-	36, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
-	11, // 10: ledger.v1.PaymentOrder.exceptions:type_name -> ledger.v1.PaymentException
-	10, // 11: ledger.v1.CreatePaymentsRequest.requests:type_name -> ledger.v1.PaymentRequest
+	45, // 9: ledger.v1.PaymentOrder.ledger_result:type_name -> ledger.v1.CreateTransferResult
+	13, // 10: ledger.v1.PaymentOrder.exceptions:type_name -> ledger.v1.PaymentException
+	12, // 11: ledger.v1.CreatePaymentsRequest.requests:type_name -> ledger.v1.PaymentRequest
 	3,  // 12: ledger.v1.CreatePaymentsResult.result:type_name -> ledger.v1.PaymentResult
-	12, // 13: ledger.v1.CreatePaymentsResult.order:type_name -> ledger.v1.PaymentOrder
-	14, // 14: ledger.v1.CreatePaymentsResponse.results:type_name -> ledger.v1.CreatePaymentsResult
-	12, // 15: ledger.v1.GetOrdersResponse.orders:type_name -> ledger.v1.PaymentOrder
-	12, // 16: ledger.v1.GetOrdersByBizIdResponse.orders:type_name -> ledger.v1.PaymentOrder
-	23, // 17: ledger.v1.ListExceptionsRequest.after_statement:type_name -> ledger.v1.StatementKey
-	6,  // 18: ledger.v1.StatementDifference.class:type_name -> ledger.v1.StatementClass
-	23, // 19: ledger.v1.StatementException.key:type_name -> ledger.v1.StatementKey
-	24, // 20: ledger.v1.StatementException.difference:type_name -> ledger.v1.StatementDifference
-	5,  // 21: ledger.v1.StatementException.state:type_name -> ledger.v1.ExceptionState
-	11, // 22: ledger.v1.ListExceptionsResponse.exceptions:type_name -> ledger.v1.PaymentException
-	25, // 23: ledger.v1.ListExceptionsResponse.statement_exceptions:type_name -> ledger.v1.StatementException
-	23, // 24: ledger.v1.ListExceptionsResponse.next_after_statement:type_name -> ledger.v1.StatementKey
-	7,  // 25: ledger.v1.ResolveExceptionRequest.resolution:type_name -> ledger.v1.Resolution
-	23, // 26: ledger.v1.ResolveExceptionRequest.statement:type_name -> ledger.v1.StatementKey
-	3,  // 27: ledger.v1.ResolveExceptionResponse.result:type_name -> ledger.v1.PaymentResult
-	12, // 28: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
-	25, // 29: ledger.v1.ResolveExceptionResponse.statement:type_name -> ledger.v1.StatementException
-	24, // 30: ledger.v1.ImportStatementResponse.differences:type_name -> ledger.v1.StatementDifference
-	8,  // 31: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
-	31, // 32: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
-	31, // 33: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
-	13, // 34: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
-	16, // 35: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
-	18, // 36: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
-	19, // 37: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
-	22, // 38: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
-	27, // 39: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
-	29, // 40: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
-	32, // 41: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
-	34, // 42: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
-	15, // 43: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
-	17, // 44: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
-	21, // 45: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
-	20, // 46: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
-	26, // 47: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
-	28, // 48: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
-	30, // 49: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
-	33, // 50: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
-	35, // 51: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
-	43, // [43:52] is the sub-list for method output_type
-	34, // [34:43] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	14, // 13: ledger.v1.CreatePaymentsResult.order:type_name -> ledger.v1.PaymentOrder
+	16, // 14: ledger.v1.CreatePaymentsResponse.results:type_name -> ledger.v1.CreatePaymentsResult
+	14, // 15: ledger.v1.GetOrdersResponse.orders:type_name -> ledger.v1.PaymentOrder
+	39, // 16: ledger.v1.ReconcileBizIdResponse.difference_details:type_name -> ledger.v1.ReconDifference
+	14, // 17: ledger.v1.GetOrdersByBizIdResponse.orders:type_name -> ledger.v1.PaymentOrder
+	25, // 18: ledger.v1.ListExceptionsRequest.after_statement:type_name -> ledger.v1.StatementKey
+	6,  // 19: ledger.v1.StatementDifference.class:type_name -> ledger.v1.StatementClass
+	25, // 20: ledger.v1.StatementException.key:type_name -> ledger.v1.StatementKey
+	26, // 21: ledger.v1.StatementException.difference:type_name -> ledger.v1.StatementDifference
+	5,  // 22: ledger.v1.StatementException.state:type_name -> ledger.v1.ExceptionState
+	13, // 23: ledger.v1.ListExceptionsResponse.exceptions:type_name -> ledger.v1.PaymentException
+	27, // 24: ledger.v1.ListExceptionsResponse.statement_exceptions:type_name -> ledger.v1.StatementException
+	25, // 25: ledger.v1.ListExceptionsResponse.next_after_statement:type_name -> ledger.v1.StatementKey
+	7,  // 26: ledger.v1.ResolveExceptionRequest.resolution:type_name -> ledger.v1.Resolution
+	25, // 27: ledger.v1.ResolveExceptionRequest.statement:type_name -> ledger.v1.StatementKey
+	3,  // 28: ledger.v1.ResolveExceptionResponse.result:type_name -> ledger.v1.PaymentResult
+	14, // 29: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
+	27, // 30: ledger.v1.ResolveExceptionResponse.statement:type_name -> ledger.v1.StatementException
+	26, // 31: ledger.v1.ImportStatementResponse.differences:type_name -> ledger.v1.StatementDifference
+	8,  // 32: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
+	33, // 33: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
+	33, // 34: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
+	9,  // 35: ledger.v1.ReconFindingKey.kind:type_name -> ledger.v1.ReconFindingKind
+	38, // 36: ledger.v1.ReconFinding.key:type_name -> ledger.v1.ReconFindingKey
+	39, // 37: ledger.v1.ReconFinding.differences:type_name -> ledger.v1.ReconDifference
+	10, // 38: ledger.v1.ReconFinding.state:type_name -> ledger.v1.ReconFindingState
+	38, // 39: ledger.v1.ListReconFindingsRequest.after:type_name -> ledger.v1.ReconFindingKey
+	40, // 40: ledger.v1.ListReconFindingsResponse.findings:type_name -> ledger.v1.ReconFinding
+	38, // 41: ledger.v1.ListReconFindingsResponse.next_after:type_name -> ledger.v1.ReconFindingKey
+	38, // 42: ledger.v1.ResolveReconFindingRequest.key:type_name -> ledger.v1.ReconFindingKey
+	40, // 43: ledger.v1.ResolveReconFindingResponse.finding:type_name -> ledger.v1.ReconFinding
+	15, // 44: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
+	18, // 45: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
+	20, // 46: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
+	21, // 47: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
+	24, // 48: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
+	29, // 49: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
+	31, // 50: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
+	34, // 51: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
+	36, // 52: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
+	41, // 53: ledger.v1.PaymentService.ListReconFindings:input_type -> ledger.v1.ListReconFindingsRequest
+	43, // 54: ledger.v1.PaymentService.ResolveReconFinding:input_type -> ledger.v1.ResolveReconFindingRequest
+	17, // 55: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
+	19, // 56: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
+	23, // 57: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
+	22, // 58: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
+	28, // 59: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
+	30, // 60: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
+	32, // 61: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
+	35, // 62: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
+	37, // 63: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
+	42, // 64: ledger.v1.PaymentService.ListReconFindings:output_type -> ledger.v1.ListReconFindingsResponse
+	44, // 65: ledger.v1.PaymentService.ResolveReconFinding:output_type -> ledger.v1.ResolveReconFindingResponse
+	55, // [55:66] is the sub-list for method output_type
+	44, // [44:55] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_payment_proto_init() }
@@ -3360,8 +4070,8 @@ func file_ledger_v1_payment_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_payment_proto_rawDesc), len(file_ledger_v1_payment_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   27,
+			NumEnums:      11,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

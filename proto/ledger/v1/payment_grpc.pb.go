@@ -25,15 +25,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PaymentService_CreatePayments_FullMethodName     = "/ledger.v1.PaymentService/CreatePayments"
-	PaymentService_GetOrders_FullMethodName          = "/ledger.v1.PaymentService/GetOrders"
-	PaymentService_GetOrdersByBizId_FullMethodName   = "/ledger.v1.PaymentService/GetOrdersByBizId"
-	PaymentService_ReconcileBizId_FullMethodName     = "/ledger.v1.PaymentService/ReconcileBizId"
-	PaymentService_ListExceptions_FullMethodName     = "/ledger.v1.PaymentService/ListExceptions"
-	PaymentService_ResolveException_FullMethodName   = "/ledger.v1.PaymentService/ResolveException"
-	PaymentService_ImportStatement_FullMethodName    = "/ledger.v1.PaymentService/ImportStatement"
-	PaymentService_SetChannelDegraded_FullMethodName = "/ledger.v1.PaymentService/SetChannelDegraded"
-	PaymentService_ListChannels_FullMethodName       = "/ledger.v1.PaymentService/ListChannels"
+	PaymentService_CreatePayments_FullMethodName      = "/ledger.v1.PaymentService/CreatePayments"
+	PaymentService_GetOrders_FullMethodName           = "/ledger.v1.PaymentService/GetOrders"
+	PaymentService_GetOrdersByBizId_FullMethodName    = "/ledger.v1.PaymentService/GetOrdersByBizId"
+	PaymentService_ReconcileBizId_FullMethodName      = "/ledger.v1.PaymentService/ReconcileBizId"
+	PaymentService_ListExceptions_FullMethodName      = "/ledger.v1.PaymentService/ListExceptions"
+	PaymentService_ResolveException_FullMethodName    = "/ledger.v1.PaymentService/ResolveException"
+	PaymentService_ImportStatement_FullMethodName     = "/ledger.v1.PaymentService/ImportStatement"
+	PaymentService_SetChannelDegraded_FullMethodName  = "/ledger.v1.PaymentService/SetChannelDegraded"
+	PaymentService_ListChannels_FullMethodName        = "/ledger.v1.PaymentService/ListChannels"
+	PaymentService_ListReconFindings_FullMethodName   = "/ledger.v1.PaymentService/ListReconFindings"
+	PaymentService_ResolveReconFinding_FullMethodName = "/ledger.v1.PaymentService/ResolveReconFinding"
 )
 
 // PaymentServiceClient is the client API for PaymentService service.
@@ -81,6 +83,17 @@ type PaymentServiceClient interface {
 	SetChannelDegraded(ctx context.Context, in *SetChannelDegradedRequest, opts ...grpc.CallOption) (*SetChannelDegradedResponse, error)
 	// ListChannels returns the status of every payment channel, by name.
 	ListChannels(ctx context.Context, in *ListChannelsRequest, opts ...grpc.CallOption) (*ListChannelsResponse, error)
+	// ListReconFindings pages through the findings of near-real-time reconciliation (ledgerd
+	// --recon-follow): what was still unmatched when a business id's window closed, in the
+	// order of their keys. Every read shows durable state only. Findings stay in the store
+	// whether or not the server runs the reconciliation now; with none, the list is empty.
+	// Answers INVALID_ARGUMENT for a limit past 1,000 or a malformed after key.
+	ListReconFindings(ctx context.Context, in *ListReconFindingsRequest, opts ...grpc.CallOption) (*ListReconFindingsResponse, error)
+	// ResolveReconFinding marks a finding resolved with a finance user's note (the record keeps
+	// what was found; a repair is made by new postings, never by editing history). Answers
+	// NOT_FOUND for an unknown finding, FAILED_PRECONDITION for one resolved already,
+	// INVALID_ARGUMENT for a malformed key or note; nothing is written then.
+	ResolveReconFinding(ctx context.Context, in *ResolveReconFindingRequest, opts ...grpc.CallOption) (*ResolveReconFindingResponse, error)
 }
 
 type paymentServiceClient struct {
@@ -181,6 +194,26 @@ func (c *paymentServiceClient) ListChannels(ctx context.Context, in *ListChannel
 	return out, nil
 }
 
+func (c *paymentServiceClient) ListReconFindings(ctx context.Context, in *ListReconFindingsRequest, opts ...grpc.CallOption) (*ListReconFindingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReconFindingsResponse)
+	err := c.cc.Invoke(ctx, PaymentService_ListReconFindings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *paymentServiceClient) ResolveReconFinding(ctx context.Context, in *ResolveReconFindingRequest, opts ...grpc.CallOption) (*ResolveReconFindingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveReconFindingResponse)
+	err := c.cc.Invoke(ctx, PaymentService_ResolveReconFinding_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PaymentServiceServer is the server API for PaymentService service.
 // All implementations must embed UnimplementedPaymentServiceServer
 // for forward compatibility.
@@ -226,6 +259,17 @@ type PaymentServiceServer interface {
 	SetChannelDegraded(context.Context, *SetChannelDegradedRequest) (*SetChannelDegradedResponse, error)
 	// ListChannels returns the status of every payment channel, by name.
 	ListChannels(context.Context, *ListChannelsRequest) (*ListChannelsResponse, error)
+	// ListReconFindings pages through the findings of near-real-time reconciliation (ledgerd
+	// --recon-follow): what was still unmatched when a business id's window closed, in the
+	// order of their keys. Every read shows durable state only. Findings stay in the store
+	// whether or not the server runs the reconciliation now; with none, the list is empty.
+	// Answers INVALID_ARGUMENT for a limit past 1,000 or a malformed after key.
+	ListReconFindings(context.Context, *ListReconFindingsRequest) (*ListReconFindingsResponse, error)
+	// ResolveReconFinding marks a finding resolved with a finance user's note (the record keeps
+	// what was found; a repair is made by new postings, never by editing history). Answers
+	// NOT_FOUND for an unknown finding, FAILED_PRECONDITION for one resolved already,
+	// INVALID_ARGUMENT for a malformed key or note; nothing is written then.
+	ResolveReconFinding(context.Context, *ResolveReconFindingRequest) (*ResolveReconFindingResponse, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
 
@@ -262,6 +306,12 @@ func (UnimplementedPaymentServiceServer) SetChannelDegraded(context.Context, *Se
 }
 func (UnimplementedPaymentServiceServer) ListChannels(context.Context, *ListChannelsRequest) (*ListChannelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListChannels not implemented")
+}
+func (UnimplementedPaymentServiceServer) ListReconFindings(context.Context, *ListReconFindingsRequest) (*ListReconFindingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReconFindings not implemented")
+}
+func (UnimplementedPaymentServiceServer) ResolveReconFinding(context.Context, *ResolveReconFindingRequest) (*ResolveReconFindingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveReconFinding not implemented")
 }
 func (UnimplementedPaymentServiceServer) mustEmbedUnimplementedPaymentServiceServer() {}
 func (UnimplementedPaymentServiceServer) testEmbeddedByValue()                        {}
@@ -446,6 +496,42 @@ func _PaymentService_ListChannels_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PaymentService_ListReconFindings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReconFindingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).ListReconFindings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_ListReconFindings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).ListReconFindings(ctx, req.(*ListReconFindingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PaymentService_ResolveReconFinding_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveReconFindingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).ResolveReconFinding(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_ResolveReconFinding_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).ResolveReconFinding(ctx, req.(*ResolveReconFindingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PaymentService_ServiceDesc is the grpc.ServiceDesc for PaymentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -488,6 +574,14 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListChannels",
 			Handler:    _PaymentService_ListChannels_Handler,
+		},
+		{
+			MethodName: "ListReconFindings",
+			Handler:    _PaymentService_ListReconFindings_Handler,
+		},
+		{
+			MethodName: "ResolveReconFinding",
+			Handler:    _PaymentService_ResolveReconFinding_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
