@@ -14,8 +14,8 @@ import (
 func TestTinyPayments(t *testing.T) {
 	for name, inProcess := range map[string]bool{"grpc": false, "in process": true} {
 		t.Run(name, func(t *testing.T) {
-			c := Config{Workload: Payments, Accounts: 30, Orders: 600, Batch: 20, Concurrency: 3, Shards: 2, Seed: 3,
-				InProcess: inProcess, ChannelLatency: 2 * time.Millisecond, DrainTimeout: 20 * time.Second, RefundAfter: 20 * time.Millisecond,
+			c := Config{Workload: Payments, Accounts: 30, Orders: 3000, Batch: 20, Concurrency: 3, Shards: 2, Seed: 3,
+				InProcess: inProcess, ChannelLatency: 2 * time.Millisecond, DrainTimeout: 20 * time.Second, RefundAfter: 50 * time.Millisecond,
 				DataDir: filepath.Join(t.TempDir(), "data")}
 			res, err := Run(context.Background(), c)
 			if err != nil {
