@@ -45,6 +45,13 @@ type drainWait struct {
 // buffer takes a durable round's buffered leg.
 func (d *Driver) buffer(l ledger.Leg) {
 	b, ok := d.buffers[l.Account]
+	if ok && b[0].Day != l.Day {
+		// A buffer holds legs of one accounting day: a leg of another day (booked after
+		// a day switch in the round that switched) sends the buffer first.
+		d.flushAccount(l.Account, b, FlushDrain)
+		d.sendLegsTo()
+		b, ok = nil, false
+	}
 	if !ok && len(d.spareBuffers) > 0 {
 		b = d.spareBuffers[len(d.spareBuffers)-1]
 		d.spareBuffers = d.spareBuffers[:len(d.spareBuffers)-1]
