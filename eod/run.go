@@ -53,7 +53,7 @@ func (r *Runner) run(ctx context.Context, day ledger.Day, opts Options) (Result,
 				"ends", end.Format(time.RFC3339), "now", now.UTC().Format(time.RFC3339))
 		}
 	}
-	start := r.cfg.Now()
+	start := time.Now() // the run's duration only
 	r.Stats.Runs.Add(1)
 	defer r.Refresh()
 	res := Result{Day: day}
@@ -66,7 +66,7 @@ func (r *Runner) run(ctx context.Context, day ledger.Day, opts Options) (Result,
 	if err == nil {
 		err = r.archive(ctx, fresh, &res)
 	}
-	r.Stats.LastRunSeconds.Store(math.Float64bits(r.cfg.Now().Sub(start).Seconds()))
+	r.Stats.LastRunSeconds.Store(math.Float64bits(time.Since(start).Seconds()))
 	if err != nil {
 		return res, err
 	}
