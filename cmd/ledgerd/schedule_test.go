@@ -186,7 +186,7 @@ func TestScheduledEndOfDay(t *testing.T) {
 	// Down for two days: the two due days close, in order, and no other.
 	text = run("2026-11-30 12:00:00")
 	if strings.Contains(text, "ERROR") || strings.Count(text, "scheduled end of day: closed") != 2 ||
-		strings.Index(text, "day=2026-11-28") > strings.Index(text, "day=2026-11-29") || strings.Index(text, "day=2026-11-28") < 0 {
+		!strings.Contains(text, "day=2026-11-28") || strings.Index(text, "day=2026-11-28") > strings.Index(text, "day=2026-11-29") {
 		t.Fatalf("catch-up log:\n%s", text)
 	}
 	if st, err := r.Status(); err != nil || st.Day != 20261130 || len(st.Open) != 0 {
