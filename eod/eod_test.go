@@ -120,6 +120,9 @@ func TestEndOfDayUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var sent atomic.Uint64
 	wg := load(t, l, ids, 20261126, stop, &sent)
+	var stopOnce sync.Once
+	stopLoad := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer stopLoad() // before the ledger stops, also when the test fails
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, day := range []ledger.Day{firstDay, firstDay.Next()} {
@@ -144,8 +147,7 @@ func TestEndOfDayUnderLoad(t *testing.T) {
 			t.Fatalf("eod %v again: %+v %v", day, again, err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if sent.Load() == 0 || t.Failed() {
 		t.Fatalf("load: %d transfers", sent.Load())
 	}

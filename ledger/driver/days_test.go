@@ -106,3 +106,32 @@ func TestHotBufferHoldsOneDay(t *testing.T) {
 		t.Fatalf("legs messages by day %v, want [[%v] [%v]]", days, testDay, testDay.Next())
 	}
 }
+
+// TestDrainWaitsForTheAnswersRound: a leg answered in a round not durable yet is gone from
+// the book's outbox but not from the store's: a drain then waits for that round, so that a
+// durable read after the drain finds no leg left.
+func TestDrainWaitsForTheAnswersRound(t *testing.T) {
+	c, _, leg := legBench(t)
+	c.deliver(envelope{1, leg})
+	answers := only[*Answers](t, c.take(1))
+	d, h := c.drivers[0], c.hosts[0]
+	d.Receive(answers)
+	h.woken = 0
+	d.Wake() // the answer's round is sealed, not committed
+	if len(h.rounds) != 1 || d.book.OutboxLen() != 0 {
+		t.Fatalf("rounds %d, outbox %d", len(h.rounds), d.book.OutboxLen())
+	}
+	drained := false
+	d.Drain(func() { drained = true })
+	n := 0
+	if err := c.store.Live().ForEachOutboxLeg(func(ledger.Leg) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if drained || n != 1 {
+		t.Fatalf("drained %v with %d legs in the stored outbox", drained, n)
+	}
+	c.run(0)
+	if !drained {
+		t.Fatal("not drained once the answer's round is durable")
+	}
+}
