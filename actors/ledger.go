@@ -227,6 +227,9 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 		return nil, fmt.Errorf("actors: %d shards over a store of %d", cfg.Shards, store.Shards())
 	}
 	first := cfg.FirstDay
+	if first != 0 && (!first.Valid() || !first.Next().Valid()) {
+		return nil, fmt.Errorf("actors: first accounting day %v: a date from %v to %v (a day with a next day)", uint32(first), ledger.DayMin, ledger.DayMax.Prev())
+	}
 	if first == 0 {
 		first = ledger.DayOfUnix(time.Now().Unix())
 	}
@@ -476,6 +479,9 @@ func (l *Ledger) drain(ctx context.Context) error {
 // those a shard runs before its switch are of the day before, those after of day. A shard
 // already on day (or later) switches nothing. It returns ctx's error if ctx ends first.
 func (l *Ledger) SwitchDay(ctx context.Context, day ledger.Day) error {
+	if !day.Valid() {
+		return fmt.Errorf("actors: switch to %v: not a date from %v to %v", uint32(day), ledger.DayMin, ledger.DayMax)
+	}
 	if err := l.enter(); err != nil {
 		return err
 	}

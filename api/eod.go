@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,34 +25,77 @@ func (s *Service) RunEndOfDay(ctx context.Context, req *ledgerv1.RunEndOfDayRequ
 	if s.eod == nil {
 		return nil, status.Error(codes.Unimplemented, "end of day is not configured")
 	}
-	var day ledger.Day
+	opts := eod.Options{Early: req.GetEarly()}
 	if req.GetDate() == "" {
-		st, err := s.eod.Status()
+		rs, err := s.eod.RunDue(ctx, opts)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, eodStatus(ctx, err)
 		}
-		day = st.Open()
-	} else {
-		var err error
-		if day, err = ledger.ParseDay(req.GetDate()); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+		if len(rs) == 0 {
+			st, err := s.eod.Status()
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			return nil, status.Errorf(codes.FailedPrecondition, "no day is due: the current accounting day %v ends at %s UTC; ask for early to close it now",
+				st.Day, eod.DayEnd(st.Day).Format(time.DateTime))
 		}
+		last := rs[len(rs)-1]
+		var steps []string
+		for _, r := range rs[:len(rs)-1] {
+			steps = append(steps, fmt.Sprintf("%v: %v (%v)", r.Day, r.Outcome, r.Phase))
+		}
+		last.Steps = append(steps, last.Steps...)
+		return eodResponse(&last)
 	}
-	res, err := s.eod.Run(ctx, day)
+	day, err := ledger.ParseDay(req.GetDate())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	res, err := s.eod.Run(ctx, day, opts)
+	if err != nil {
+		return nil, eodStatus(ctx, err)
+	}
+	return eodResponse(&res)
+}
+
+// AcceptEndOfDay implements AdminService.
+func (s *Service) AcceptEndOfDay(ctx context.Context, req *ledgerv1.AcceptEndOfDayRequest) (*ledgerv1.AcceptEndOfDayResponse, error) {
+	if s.eod == nil {
+		return nil, status.Error(codes.Unimplemented, "end of day is not configured")
+	}
+	day, err := ledger.ParseDay(req.GetDate())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	res, err := s.eod.Accept(ctx, day, req.GetNote())
+	if err != nil {
+		return nil, eodStatus(ctx, err)
+	}
+	out, err := eodResponse(&res)
+	if err != nil {
+		return nil, err
+	}
+	return &ledgerv1.AcceptEndOfDayResponse{Result: out}, nil
+}
+
+func eodStatus(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, eod.ErrInvalid):
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, eod.ErrPrecondition):
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, eod.ErrBusy):
-		return nil, status.Error(codes.Aborted, err.Error())
-	case err != nil && ctx.Err() != nil:
-		return nil, status.FromContextError(ctx.Err()).Err()
-	case err != nil:
-		return nil, toStatus(err)
+		return status.Error(codes.Aborted, err.Error())
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
 	}
+	return toStatus(err)
+}
+
+func eodResponse(res *eod.Result) (*ledgerv1.RunEndOfDayResponse, error) {
 	out := &ledgerv1.RunEndOfDayResponse{Date: res.Day.String(), Phase: res.Phase.String(), Outcome: res.Outcome.String(),
-		Passed: res.Outcome == eod.OutcomeClosed, Steps: res.Steps, Stuck: res.Stuck}
+		Passed: res.Outcome == eod.OutcomeClosed || res.Outcome == eod.OutcomeTrialPassed, Steps: res.Steps, Stuck: res.Stuck,
+		Archived: res.Archived(), Note: res.Note, Early: res.Early}
 	if res.Report != nil {
 		out.Differences = res.Report.Differences
 		var b bytes.Buffer
@@ -74,6 +119,9 @@ func (s *Service) GetEndOfDayStatus(ctx context.Context, _ *ledgerv1.GetEndOfDay
 	out := &ledgerv1.GetEndOfDayStatusResponse{CurrentDate: st.Day.String()}
 	if st.Found {
 		out.LastDate, out.LastPhase, out.LastOutcome = st.Last.Day.String(), st.Last.Phase.String(), st.Last.Outcome.String()
+	}
+	for _, o := range st.Open {
+		out.Open = append(out.Open, fmt.Sprintf("%v: %v, %v", o.Day, o.Phase, o.Outcome))
 	}
 	return out, nil
 }

@@ -20,11 +20,13 @@ var (
 	descEODOutcomes = prometheus.NewDesc("ledger_eod_outcomes_total",
 		"End-of-day runs by outcome: closed, trial_failed, drain_timeout.", []string{"outcome"}, nil)
 	descEODFailed = prometheus.NewDesc("ledger_eod_last_failure",
-		"1 when the last end-of-day run failed (trial balance failed or drain timed out): alert on it.", nil, nil)
+		"1 when a day switched away from is not archived and its last trial balance failed or its drain timed out (from the stored records): alert on it.", nil, nil)
+	descEODDaysOpen = prometheus.NewDesc("ledger_eod_days_open",
+		"Accounting days switched away from and not archived (from the stored records): alert when it stays above 1.", nil, nil)
 	descEODTrialFailed = prometheus.NewDesc("ledger_eod_trial_balance_failed",
-		"1 when the ledger's last end-of-day trial balance failed, per ledger.", []string{"ledger"}, nil)
+		"1 when the trial balance of a day not archived fails for the ledger, per ledger (from the stored records).", []string{"ledger"}, nil)
 	descEODLastClosed = prometheus.NewDesc("ledger_eod_last_closed_day",
-		"The last accounting day archived, as yyyymmdd (0: none since the start).", nil, nil)
+		"The latest accounting day archived, as yyyymmdd (0: none).", nil, nil)
 	descEODSeconds = prometheus.NewDesc("ledger_eod_last_run_seconds",
 		"How long the last end-of-day run took.", nil, nil)
 )
@@ -32,7 +34,7 @@ var (
 type eodCollector struct{ r *eod.Runner }
 
 func (c *eodCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEODRuns, descEODOutcomes, descEODFailed, descEODTrialFailed, descEODLastClosed, descEODSeconds} {
+	for _, d := range []*prometheus.Desc{descEODRuns, descEODOutcomes, descEODFailed, descEODDaysOpen, descEODTrialFailed, descEODLastClosed, descEODSeconds} {
 		ch <- d
 	}
 }
@@ -48,6 +50,7 @@ func (c *eodCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descEODFailed, prometheus.GaugeValue, failed)
+	ch <- prometheus.MustNewConstMetric(descEODDaysOpen, prometheus.GaugeValue, float64(s.DaysOpen.Load()))
 	s.FailedLedgers.Range(func(k, v any) bool {
 		f := 0.0
 		if v.(bool) {

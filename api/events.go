@@ -133,7 +133,8 @@ func PostingToProto(p *ledger.Posting) *ledgerv1.Posting {
 	return &ledgerv1.Posting{AccountId: p.Account, Timestamp: p.Timestamp, TransferId: p.TransferID,
 		Op: ledgerv1.PostingOp(p.Op), Amount: p.Amount, Held: p.Held, Split: p.Split,
 		DebitsPending: u128ToProto(p.After.DebitsPending), DebitsPosted: u128ToProto(p.After.DebitsPosted),
-		CreditsPending: u128ToProto(p.After.CreditsPending), CreditsPosted: u128ToProto(p.After.CreditsPosted)}
+		CreditsPending: u128ToProto(p.After.CreditsPending), CreditsPosted: u128ToProto(p.After.CreditsPosted),
+		Day: uint32(p.Day)}
 }
 
 // WatchEvents exports the event stream's figures.

@@ -42,7 +42,8 @@ func randomBatch(rng *rand.Rand, n int, orders, long bool) []events.Event {
 			u := func() ledger.Uint128 { return ledger.Uint128{Lo: rng.Uint64N(3) * rng.Uint64(), Hi: rng.Uint64N(2)} }
 			e.Posting = &ledger.Posting{Account: rng.Uint64N(100), Timestamp: rng.Uint64(), TransferID: rng.Uint64(),
 				Amount: rng.Uint64N(1000), Held: rng.Uint64N(2), Op: ledger.PostingOp(1 + rng.IntN(8)), Split: rng.IntN(2) == 0,
-				After: ledger.Balance{DebitsPending: u(), DebitsPosted: u(), CreditsPending: u(), CreditsPosted: u()}}
+				After: ledger.Balance{DebitsPending: u(), DebitsPosted: u(), CreditsPending: u(), CreditsPosted: u()},
+				Day:   ledger.Day(rng.Uint32N(2) * (20261101 + rng.Uint32N(30)))}
 		default:
 			o := &payment.Order{ID: rng.Uint64N(1000) + 1, BizID: "b", Exceptions: []payment.Exception{{Kind: 1, Note: strings.Repeat("n", rng.IntN(note))}}}
 			e.Order = o

@@ -121,7 +121,8 @@ func appendPosting(b []byte, p *ledger.Posting) []byte {
 	b = appendTotal(b, 8, p.After.DebitsPending)
 	b = appendTotal(b, 9, p.After.DebitsPosted)
 	b = appendTotal(b, 10, p.After.CreditsPending)
-	return appendTotal(b, 11, p.After.CreditsPosted)
+	b = appendTotal(b, 11, p.After.CreditsPosted)
+	return appendUint(b, 12, uint64(p.Day))
 }
 
 func appendTotal(b []byte, n protowire.Number, x ledger.Uint128) []byte {

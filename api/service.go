@@ -295,7 +295,7 @@ func (s *Service) GetAccountBalances(_ context.Context, req *ledgerv1.GetAccount
 			resp.Balances = append(resp.Balances, &ledgerv1.AccountBalance{Timestamp: p.Timestamp,
 				TransferId: p.TransferID, DebitsPending: u128ToProto(p.After.DebitsPending),
 				DebitsPosted: u128ToProto(p.After.DebitsPosted), CreditsPending: u128ToProto(p.After.CreditsPending),
-				CreditsPosted: u128ToProto(p.After.CreditsPosted)})
+				CreditsPosted: u128ToProto(p.After.CreditsPosted), Day: uint32(p.Day)})
 		}
 		return nil
 	})

@@ -444,7 +444,7 @@ func TestHistory(t *testing.T) {
 	var sum uint64
 	for i, b := range bal.GetBalances() {
 		sum += uint64(i+1) * 10
-		if small(b.GetCreditsPosted()) != sum || b.GetTransferId() != uint64(i+1) {
+		if small(b.GetCreditsPosted()) != sum || b.GetTransferId() != uint64(i+1) || !ledger.Day(b.GetDay()).Valid() {
 			t.Errorf("balance %d: %v, want credits %d", i, b, sum)
 		}
 	}

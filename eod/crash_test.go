@@ -173,7 +173,7 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 	l, store, ids := world(t, fs)
 	before := crashTransfers(seed, 1000, 300, ids)
 	send(t, l, before)
-	res, err := NewRunner(l, store, Config{}).Run(ctx, firstDay)
+	res, err := NewRunner(l, store, Config{Now: afterDays}).Run(ctx, firstDay, Options{})
 	if err != nil || res.Outcome != OutcomeClosed {
 		t.Fatalf("uninterrupted: %+v %v", res, err)
 	}
@@ -187,15 +187,16 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 		half    bool // switch shard 0 only in the crashed store
 		late    bool // transfers of the next day are sent before the crash
 		recPh   Phase
+		recOut  Outcome
 		curDay  ledger.Day
 		shards1 ledger.Day // shard 1's day after the crash
 	}{
-		{"before the switch", PhaseStarted, false, false, PhaseStarted, firstDay, firstDay},
-		{"one shard switched", PhaseStarted, true, false, PhaseStarted, firstDay, firstDay},
-		{"switched", PhaseSwitched, false, true, PhaseSwitched, firstDay.Next(), firstDay.Next()},
-		{"drained", PhaseDrained, false, true, PhaseDrained, firstDay.Next(), firstDay.Next()},
-		{"snapshot", PhaseSnapshot, false, true, PhaseSnapshot, firstDay.Next(), firstDay.Next()},
-		{"trial passed, archive not recorded", PhaseTrial, false, true, PhaseSnapshot, firstDay.Next(), firstDay.Next()},
+		{"before the switch", PhaseStarted, false, false, PhaseStarted, OutcomeRunning, firstDay, firstDay},
+		{"one shard switched", PhaseStarted, true, false, PhaseStarted, OutcomeRunning, firstDay, firstDay},
+		{"switched", PhaseSwitched, false, true, PhaseSwitched, OutcomeRunning, firstDay.Next(), firstDay.Next()},
+		{"drained", PhaseDrained, false, true, PhaseDrained, OutcomeRunning, firstDay.Next(), firstDay.Next()},
+		{"snapshot", PhaseSnapshot, false, true, PhaseSnapshot, OutcomeRunning, firstDay.Next(), firstDay.Next()},
+		{"trial passed, archive not recorded", PhaseTrial, false, true, PhaseTrial, OutcomeTrialPassed, firstDay.Next(), firstDay.Next()},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			mem := vfs.NewCrashableMem()
@@ -208,7 +209,7 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 			sent := append([]ledger.Transfer(nil), before...)
 			late := crashTransfers(seed+1, 5000, 60, ids)
 			var crashed *vfs.MemFS
-			r := NewRunner(l, store, Config{})
+			r := NewRunner(l, store, Config{Now: afterDays})
 			r.at = func(p Phase) {
 				if p != c.at || crashed != nil {
 					return
@@ -218,7 +219,7 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 				}
 				crashed = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
 			}
-			if res, err := r.Run(ctx, firstDay); err != nil || res.Outcome != OutcomeClosed || crashed == nil {
+			if res, err := r.Run(ctx, firstDay, Options{}); err != nil || res.Outcome != OutcomeClosed || crashed == nil {
 				t.Fatalf("run before the crash: %+v %v", res, err)
 			}
 			l.Stop()
@@ -240,10 +241,10 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 			}
 			l = startOn(t, store)
 			defer l.Stop()
-			r = NewRunner(l, store, Config{})
+			r = NewRunner(l, store, Config{Now: afterDays})
 			st, err := r.Status()
 			if err != nil || st.Day != c.curDay || !st.Found || st.Last.Day != firstDay || st.Last.Phase != c.recPh ||
-				st.Last.Outcome != OutcomeRunning || st.Open() != firstDay {
+				st.Last.Outcome != c.recOut || len(st.Open) != btoi(c.curDay > firstDay) {
 				t.Fatalf("status after the crash: %+v %v", st, err)
 			}
 			if err := l.Read(func(v *storage.Reader) error {
@@ -255,7 +256,7 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			res, err := r.Run(ctx, st.Open())
+			res, err := r.Run(ctx, firstDay, Options{})
 			if err != nil || res.Outcome != OutcomeClosed || res.Phase != PhaseArchived {
 				t.Fatalf("run after the crash: %+v %v", res, err)
 			}
@@ -283,10 +284,17 @@ func TestEndOfDayResumesAfterACrash(t *testing.T) {
 				days[tr.ID] = firstDay.Next()
 			}
 			checkBooked(t, l, days, sent)
-			res, err = r.Run(ctx, firstDay.Next())
+			res, err = r.Run(ctx, firstDay.Next(), Options{})
 			if err != nil || res.Outcome != OutcomeClosed {
 				t.Fatalf("the next day: %+v %v", res, err)
 			}
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

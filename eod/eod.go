@@ -14,9 +14,20 @@
 //     opening (the day before's snapshot) moved by the day's postings, and the trial
 //     balance of the closing balances (accounting.DayBuilder).
 //  5. archive: a day whose trial balance passed is closed: its record, snapshot and report
-//     are sealed (no run changes them again) and the next day may be closed. There is no
-//     archive storage: the day's postings stay where they are; archive means sealed. A day
-//     that failed is not archived; the run reports the differences, and it may be run again.
+//     are sealed (no run changes them again). There is no archive storage: the day's
+//     postings stay where they are; archive means sealed. Days are archived in order: a day
+//     whose trial balance passed waits (OutcomeTrialPassed) until every earlier day is
+//     archived, and its trial balance is checked again then (an earlier day's snapshot,
+//     its opening, may have been recomputed meanwhile). A day that failed is not archived;
+//     the run reports the differences. Running it again recomputes its snapshot and trial
+//     balance from the store; an operator may instead accept its differences with a note
+//     (Accept), recorded with them, and the day is archived as accepted with differences.
+//
+// The switch never waits for earlier days: the end of day of a day switches, drains,
+// snapshots and checks it whatever earlier days' outcomes, so one failed day does not stop
+// accounting days; only the archive waits. A day is closed (its switch) only once its
+// calendar end (UTC) has passed, unless the caller asks for early (logged, and recorded in
+// the day's record): the wall clock decides only that, it never stamps a posting.
 //
 // The day of a posting is its transfer's: a split transfer's credit leg and its answer carry
 // the day of its debit side, so a day boundary never separates a transfer's two halves and
@@ -27,6 +38,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,11 +79,14 @@ const (
 	OutcomeRunning      Outcome = 1 + iota // running, or interrupted by a crash: run it again
 	OutcomeDrainTimeout                    // legs of the day still in flight: run it again
 	OutcomeTrialFailed                     // the trial balance failed: the day stays open
-	OutcomeClosed                          // archived
+	OutcomeClosed                          // the trial balance passed; archived
+	OutcomeTrialPassed                     // the trial balance passed; waits for an earlier day to be archived
+	OutcomeAccepted                        // the trial balance failed and an operator accepted its differences (archived once every earlier day is)
 	outcomeLast
 )
 
-var outcomeNames = [...]string{"", "running", "drain timeout", "trial balance failed", "closed"}
+var outcomeNames = [...]string{"", "running", "drain timeout", "trial balance failed", "closed",
+	"trial balance passed, waiting for an earlier day", "accepted with differences"}
 
 func (o Outcome) String() string {
 	if o < outcomeLast {
@@ -91,12 +106,17 @@ const (
 	StuckLegsMax = 10
 )
 
-// ErrInvalid: the day asked for cannot be closed now (not a date, in the future, already
-// past without a record); nothing was changed.
-var ErrInvalid = errors.New("eod: invalid day")
+// ErrInvalid: the day asked for cannot be closed (not a date, no next day, in the future,
+// already past without a record), or a note is missing or too long; nothing was changed.
+var ErrInvalid = errors.New("eod: invalid request")
 
-// ErrPrecondition: the day before is not closed yet.
-var ErrPrecondition = errors.New("eod: the day before is not closed")
+// ErrPrecondition: the day cannot be closed now (its calendar end has not come and early was
+// not asked), or its differences cannot be accepted (its trial balance did not fail);
+// nothing was changed.
+var ErrPrecondition = errors.New("eod: precondition failed")
+
+// NoteBytesMax bounds the note of an acceptance.
+const NoteBytesMax = 1000
 
 // ErrBusy: another end of day is running.
 var ErrBusy = errors.New("eod: an end of day is running")
@@ -106,19 +126,39 @@ type Config struct {
 	Chart         *rules.Chart // nil: rules.Default
 	DrainTimeout  time.Duration
 	SwitchTimeout time.Duration
-	Now           func() time.Time // for the record's times only; nil: time.Now
+	// Now is the wall clock: for the record's times, and to tell whether a day's calendar
+	// end has passed (never to stamp a posting); nil: time.Now.
+	Now func() time.Time
+	// Log takes the warnings (an early close, an acceptance); nil: slog.Default().
+	Log *slog.Logger
 }
 
-// Stats are the runner's counters and gauges, read by the metrics adapter.
+// Options are a run's requests.
+type Options struct {
+	// Early: close the day even though its calendar end (UTC) has not come yet.
+	Early bool
+}
+
+// Stats are the runner's counters and gauges, read by the metrics adapter. The gauges are
+// derived from the stored end-of-day records (Refresh), at the start and after every run,
+// so that a restart neither clears nor invents an alert.
 type Stats struct {
 	Runs           atomic.Uint64 // runs that did a phase (not those answered from a record)
 	DrainTimeouts  atomic.Uint64
 	TrialFailures  atomic.Uint64
 	Closed         atomic.Uint64 // days archived
-	LastFailed     atomic.Bool   // the last run's trial balance failed or its drain timed out
-	LastClosedDay  atomic.Uint32 // yyyymmdd of the last day archived
 	LastRunSeconds atomic.Uint64 // math.Float64bits of the last run's duration
-	FailedLedgers  sync.Map      // ledger (uint32) -> bool: its last trial balance failed
+	// LastFailed: some day switched away from is not archived and its last trial balance
+	// failed, or its drain timed out.
+	LastFailed atomic.Bool
+	// DaysOpen: days switched away from and not archived.
+	DaysOpen      atomic.Int64
+	LastClosedDay atomic.Uint32 // yyyymmdd of the latest day archived (0: none)
+	// FailedLedgers: ledger (uint32) -> bool: the trial balance of a day not archived fails
+	// for it (false: the ledger is in a report and no such day fails for it).
+	FailedLedgers sync.Map
+	// RefreshErrors counts failed reads of the records (the gauges keep their last values).
+	RefreshErrors atomic.Uint64
 }
 
 // Runner runs end of day over a running ledger.
@@ -147,7 +187,12 @@ func NewRunner(l *actors.Ledger, store *storage.Store, cfg Config) *Runner {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Runner{cfg: cfg, l: l, store: store}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	r := &Runner{cfg: cfg, l: l, store: store}
+	r.Refresh()
+	return r
 }
 
 // Result is what a run did, or what the record of a day holds.
@@ -161,12 +206,23 @@ type Result struct {
 	Report *accounting.DayReport
 	// Stuck names the legs of the day still in flight after a drain timeout.
 	Stuck []string
+	// Early: the day was closed before its calendar end, on request.
+	Early bool
+	// Note is the operator's note of an acceptance (OutcomeAccepted).
+	Note string
 }
+
+// Archived reports whether the day is archived (closed, or accepted with differences).
+func (res *Result) Archived() bool { return res.Phase == PhaseArchived }
 
 // recorded is what the record's Result bytes hold.
 type recorded struct {
 	Report *accounting.DayReport `json:",omitempty"`
 	Stuck  []string              `json:",omitempty"`
+	Early  bool                  `json:",omitempty"`
+	// Note and Accepted (Unix ns): the operator's acceptance of the differences.
+	Note     string `json:",omitempty"`
+	Accepted uint64 `json:",omitempty"`
 }
 
 // Status is where the accounting days stand.
@@ -176,17 +232,13 @@ type Status struct {
 	// Last is the latest day's end-of-day record (found: there is one).
 	Last  Result
 	Found bool
+	// Open are the days switched away from (before Day) and not archived, oldest first.
+	Open []Result
 }
 
-// Open is the day an end of day closes when none is named: the latest recorded day while
-// its end of day is not closed (interrupted, drain timeout, trial balance failed: it runs
-// again), else the current day. After a switch the current day is already the next one, so
-// it is never the day to close while the day before is open.
-func (st Status) Open() ledger.Day {
-	if st.Found && st.Last.Outcome != OutcomeClosed {
-		return st.Last.Day
-	}
-	return st.Day
+// DayEnd is the calendar end of day: the next day's midnight, UTC.
+func DayEnd(day ledger.Day) time.Time {
+	return time.Date(int(day/10000), time.Month(day/100%100), int(day%100)+1, 0, 0, 0, 0, time.UTC)
 }
 
 // Status reads where the accounting days stand, on a durable view.
@@ -198,15 +250,89 @@ func (r *Runner) Status() (Status, error) {
 			return err
 		}
 		st.Day = day
-		rec, found, err := v.LastEOD()
-		if err != nil || !found {
-			return err
-		}
-		st.Found = true
-		st.Last, err = fromRecord(&rec)
-		return err
+		return v.ForEachEOD(func(rec *storage.EODRecord) error {
+			res, err := fromRecord(rec)
+			if err != nil {
+				return err
+			}
+			st.Found, st.Last = true, res
+			if rec.Day < day && !res.Archived() {
+				st.Open = append(st.Open, res)
+			}
+			return nil
+		})
 	})
 	return st, err
+}
+
+// Refresh derives the gauges from the stored records (NewRunner and every run call it).
+func (r *Runner) Refresh() {
+	var (
+		lastFailed bool
+		open       int64
+		closed     ledger.Day
+		failed     = map[uint32]bool{}
+		lastReport *accounting.DayReport
+	)
+	note := func(rep *accounting.DayReport, fails bool) {
+		for l, f := range failedLedgers(rep) {
+			failed[l] = failed[l] || (fails && f)
+		}
+	}
+	err := r.l.Read(func(v *storage.Reader) error {
+		cur, err := currentDay(v, r.l.Shards())
+		if err != nil {
+			return err
+		}
+		return v.ForEachEOD(func(rec *storage.EODRecord) error {
+			if Phase(rec.Phase) == PhaseArchived {
+				closed, lastReport = rec.Day, nil
+				if len(rec.Result) > 0 {
+					res, err := fromRecord(rec)
+					if err != nil {
+						return err
+					}
+					lastReport = res.Report
+				}
+				return nil
+			}
+			o := Outcome(rec.Outcome)
+			if rec.Day < cur {
+				open++
+				lastFailed = lastFailed || o == OutcomeTrialFailed || o == OutcomeDrainTimeout
+			}
+			if len(rec.Result) > 0 {
+				res, err := fromRecord(rec)
+				if err != nil {
+					return err
+				}
+				if res.Report != nil {
+					note(res.Report, o == OutcomeTrialFailed)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		r.Stats.RefreshErrors.Add(1)
+		r.cfg.Log.Error("end of day: reading the records for the gauges", "err", err)
+		return
+	}
+	if lastReport != nil {
+		note(lastReport, false)
+	}
+	r.Stats.LastFailed.Store(lastFailed)
+	r.Stats.DaysOpen.Store(open)
+	r.Stats.LastClosedDay.Store(uint32(closed))
+	r.Stats.FailedLedgers.Range(func(k, _ any) bool {
+		if _, ok := failed[k.(uint32)]; !ok {
+			r.Stats.FailedLedgers.Delete(k)
+		}
+		return true
+	})
+	for l, f := range failed {
+		r.Stats.FailedLedgers.Store(l, f)
+	}
 }
 
 // currentDay is the lowest day of the shards.
@@ -234,7 +360,7 @@ func fromRecord(rec *storage.EODRecord) (Result, error) {
 		if err := json.Unmarshal(rec.Result, &x); err != nil {
 			return res, fmt.Errorf("eod: record of %v: %w", rec.Day, err)
 		}
-		res.Report, res.Stuck = x.Report, x.Stuck
+		res.Report, res.Stuck, res.Early, res.Note = x.Report, x.Stuck, x.Early, x.Note
 	}
 	return res, nil
 }

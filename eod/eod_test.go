@@ -116,17 +116,20 @@ func TestEndOfDayUnderLoad(t *testing.T) {
 	l, store, ids := world(t, fs)
 	defer store.Close()
 	defer l.Stop()
-	r := NewRunner(l, store, Config{DrainTimeout: 20 * time.Second})
+	r := NewRunner(l, store, Config{Now: afterDays, DrainTimeout: 20 * time.Second})
 	stop := make(chan struct{})
 	var sent atomic.Uint64
 	wg := load(t, l, ids, 20261126, stop, &sent)
+	var stopOnce sync.Once
+	stopLoad := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer stopLoad() // before the ledger stops, also when the test fails
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, day := range []ledger.Day{firstDay, firstDay.Next()} {
 		for before := sent.Load(); sent.Load() < before+2000 && !t.Failed(); {
 			time.Sleep(5 * time.Millisecond)
 		}
-		res, err := r.Run(ctx, day)
+		res, err := r.Run(ctx, day, Options{})
 		if err != nil {
 			t.Fatalf("eod %v: %v", day, err)
 		}
@@ -138,14 +141,13 @@ func TestEndOfDayUnderLoad(t *testing.T) {
 			t.Fatalf("eod %v: %v %v, steps %q, stuck %q, differences %q", day, res.Phase, res.Outcome, res.Steps, res.Stuck, diffs)
 		}
 		t.Logf("%v: %q, %d transfers sent so far", day, res.Steps, sent.Load())
-		again, err := r.Run(ctx, day)
+		again, err := r.Run(ctx, day, Options{})
 		if err != nil || again.Outcome != OutcomeClosed || again.Report == nil || !again.Report.Passed ||
 			len(again.Report.Movements) != len(res.Report.Movements) || again.Report.Movements[0] != res.Report.Movements[0] {
 			t.Fatalf("eod %v again: %+v %v", day, again, err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if sent.Load() == 0 || t.Failed() {
 		t.Fatalf("load: %d transfers", sent.Load())
 	}
@@ -174,43 +176,75 @@ func TestEndOfDayUnderLoad(t *testing.T) {
 	}
 }
 
-// TestEndOfDayRefusesBadDays: a day in the future, a past day without a record, the day
-// after one not closed, and a non-date change nothing.
+// TestEndOfDayRefusesBadDays: a day in the future, a past day without a record, a non-date
+// and the last day (no next day to switch to) change nothing, and nothing panics.
 func TestEndOfDayRefusesBadDays(t *testing.T) {
 	fs := vfs.NewMem()
 	l, store, _ := world(t, fs)
 	defer store.Close()
 	defer l.Stop()
-	r := NewRunner(l, store, Config{})
+	r := NewRunner(l, store, Config{Now: afterDays})
 	ctx := context.Background()
 	for _, c := range []struct {
 		day  ledger.Day
 		want error
-	}{{firstDay.Next(), ErrInvalid}, {firstDay.Prev(), ErrInvalid}, {20261131, ErrInvalid}, {0, ErrInvalid}} {
-		if _, err := r.Run(ctx, c.day); !errors.Is(err, c.want) {
+	}{{firstDay.Next(), ErrInvalid}, {firstDay.Prev(), ErrInvalid}, {20261131, ErrInvalid}, {0, ErrInvalid}, {ledger.DayMax, ErrInvalid}} {
+		if _, err := r.Run(ctx, c.day, Options{Early: true}); !errors.Is(err, c.want) {
 			t.Errorf("day %v: %v, want %v", c.day, err, c.want)
 		}
 	}
 	if st, err := r.Status(); err != nil || st.Day != firstDay || st.Found {
 		t.Fatalf("bad days changed something: %+v %v", st, err)
 	}
-	if _, err := r.Run(ctx, firstDay); err != nil {
-		t.Fatal(err)
-	}
-	// Spoil the closed day's record so that the next day's precondition fails.
-	rec := storage.EODRecord{Day: firstDay, Phase: uint8(PhaseTrial), Outcome: uint8(OutcomeTrialFailed)}
-	if err := store.PutEOD(&rec); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Run(ctx, firstDay.Next()); !errors.Is(err, ErrPrecondition) {
-		t.Fatalf("the day after a failed day: %v", err)
+	if res, err := r.Run(ctx, firstDay, Options{}); err != nil || !res.Archived() {
+		t.Fatal(res, err)
 	}
 }
 
-// TestEndOfDayReportsATamperedSnapshot: a closing balance changed after the snapshot makes
-// the trial balance fail with the account's exact difference, blocks the archive, sets the
-// failure gauge, and a run again gives the same answer.
-func TestEndOfDayReportsATamperedSnapshot(t *testing.T) {
+// TestEndOfDayOnTheLastDay: a store whose first day is the last one a ledger knows is
+// refused at the start; end of day of that day is refused before any phase, and no shard
+// panics.
+func TestEndOfDayOnTheLastDay(t *testing.T) {
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: ledger.DayMax}); err == nil {
+		l.Stop()
+		t.Fatal("a ledger started on the last day")
+	}
+	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: ledger.DayMax.Prev(),
+		Fatal: func(err error) { t.Errorf("fatal: %v", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	r := NewRunner(l, store, Config{Now: afterDays, SwitchTimeout: 5 * time.Second})
+	ctx := context.Background()
+	if res, err := r.Run(ctx, ledger.DayMax.Prev(), Options{Early: true}); err != nil || !res.Archived() {
+		t.Fatalf("the day before the last: %+v %v", res, err)
+	}
+	if _, err := r.Run(ctx, ledger.DayMax, Options{Early: true}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("the last day: %v", err)
+	}
+	if err := l.SwitchDay(ctx, ledger.DayMax.Next()); err == nil {
+		t.Fatal("a switch past the last day")
+	}
+	rs, err := l.CreateAccounts([]ledger.Account{{ID: 5, Ledger: 1, Code: 2001}})
+	if err != nil || rs[0] != ledger.AccountResultOK {
+		t.Fatalf("the ledger after: %v %v", rs, err)
+	}
+	if st, err := r.Status(); err != nil || st.Day != ledger.DayMax || st.Last.Day != ledger.DayMax.Prev() {
+		t.Fatalf("status %+v %v", st, err)
+	}
+}
+
+// TestEndOfDayRecomputesAFailedDay: a closing balance changed after the snapshot makes the
+// trial balance fail with the account's exact difference, blocks the archive and sets the
+// failure gauges; running the day again recomputes its snapshot from the store (a false
+// alarm), which passes, and the day is archived.
+func TestEndOfDayRecomputesAFailedDay(t *testing.T) {
 	fs := vfs.NewMem()
 	l, store, _ := world(t, fs)
 	defer store.Close()
@@ -219,7 +253,7 @@ func TestEndOfDayReportsATamperedSnapshot(t *testing.T) {
 	if err != nil || rs[0] != ledger.ResultOK {
 		t.Fatal(rs, err)
 	}
-	r := NewRunner(l, store, Config{})
+	r := NewRunner(l, store, Config{Now: afterDays})
 	ctx := context.Background()
 	rec := storage.EODRecord{Day: firstDay, Phase: uint8(PhaseDrained), Outcome: uint8(OutcomeRunning)}
 	if err := store.PutEOD(&rec); err != nil {
@@ -244,26 +278,37 @@ func TestEndOfDayReportsATamperedSnapshot(t *testing.T) {
 	if err := store.PutEOD(&rec); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		res, err := r.Run(ctx, firstDay)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Outcome != OutcomeTrialFailed || res.Report.Passed || !r.Stats.LastFailed.Load() {
-			t.Fatalf("%+v", res)
-		}
-		text := strings.Join(res.Report.Differences, "\n")
-		for _, want := range []string{"account 10: opening [posted 0/0 pending 0/0] moved by [posted +0/+70 pending +0-0/+0-0] is [posted 0/70 pending 0/0], closing is [posted 0/69 pending 0/0]",
-			"unbalanced: posted debits 70, posted credits 69"} {
-			if !strings.Contains(text, want) {
-				t.Errorf("differences lack %q:\n%s", want, text)
-			}
-		}
-		if f, _ := r.Stats.FailedLedgers.Load(uint32(1)); f != true {
-			t.Error("ledger 1 not marked failed")
+	res, err := r.Run(ctx, firstDay, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != OutcomeTrialFailed || res.Report.Passed || res.Archived() || !r.Stats.LastFailed.Load() || r.Stats.DaysOpen.Load() != 1 {
+		t.Fatalf("%+v, gauges %v %d", res, r.Stats.LastFailed.Load(), r.Stats.DaysOpen.Load())
+	}
+	text := strings.Join(res.Report.Differences, "\n")
+	for _, want := range []string{"account 10: opening [posted 0/0 pending 0/0] moved by [posted +0/+70 pending +0-0/+0-0] is [posted 0/70 pending 0/0], closing is [posted 0/69 pending 0/0]",
+		"unbalanced: posted debits 70, posted credits 69"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("differences lack %q:\n%s", want, text)
 		}
 	}
-	if _, err := r.Run(ctx, firstDay.Next()); !errors.Is(err, ErrPrecondition) {
-		t.Fatalf("the day after a failed one: %v", err)
+	if f, _ := r.Stats.FailedLedgers.Load(uint32(1)); f != true {
+		t.Error("ledger 1 not marked failed")
+	}
+	// A restart keeps the alert: the gauges come from the records.
+	r = NewRunner(l, store, Config{Now: afterDays})
+	if f, _ := r.Stats.FailedLedgers.Load(uint32(1)); f != true || !r.Stats.LastFailed.Load() || r.Stats.DaysOpen.Load() != 1 {
+		t.Fatalf("after a restart: failed %v, open %d, ledger 1 %v", r.Stats.LastFailed.Load(), r.Stats.DaysOpen.Load(), f)
+	}
+	res, err = r.Run(ctx, firstDay, Options{})
+	if err != nil || res.Outcome != OutcomeClosed || !res.Archived() || !res.Report.Passed {
+		t.Fatalf("run again: %+v %v", res, err)
+	}
+	if f, _ := r.Stats.FailedLedgers.Load(uint32(1)); f != false || r.Stats.LastFailed.Load() || r.Stats.DaysOpen.Load() != 0 ||
+		r.Stats.LastClosedDay.Load() != uint32(firstDay) {
+		t.Fatalf("gauges after the close: failed %v, open %d, ledger 1 %v, closed %d", r.Stats.LastFailed.Load(), r.Stats.DaysOpen.Load(), f, r.Stats.LastClosedDay.Load())
 	}
 }
+
+// afterDays is a wall clock after every test day's calendar end.
+func afterDays() time.Time { return time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) }

@@ -1,50 +1,109 @@
 package eod
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/storage"
 )
 
-// Run closes day: it checks that day may be closed now, then runs (or resumes) its phases.
-// A day already closed answers its record. Bad input changes nothing and answers ErrInvalid
-// or ErrPrecondition; a drain timeout or a failed trial balance is a Result, not an error.
-func (r *Runner) Run(ctx context.Context, day ledger.Day) (Result, error) {
+// Run closes day: it checks that day may be closed now, then runs (or resumes) its phases,
+// then archives, in order, every day that may be archived. An archived day answers its
+// record; a day whose trial balance failed is recomputed from the store. Bad input changes
+// nothing and answers ErrInvalid or ErrPrecondition; a drain timeout or a failed trial
+// balance is a Result, not an error.
+func (r *Runner) Run(ctx context.Context, day ledger.Day, opts Options) (Result, error) {
 	if !r.mu.TryLock() {
 		return Result{}, ErrBusy
 	}
 	defer r.mu.Unlock()
-	if !day.Valid() {
-		return Result{}, fmt.Errorf("%w: %v is not a date", ErrInvalid, uint32(day))
+	return r.run(ctx, day, opts)
+}
+
+func (r *Runner) run(ctx context.Context, day ledger.Day, opts Options) (Result, error) {
+	if !day.Valid() || !day.Next().Valid() {
+		return Result{}, fmt.Errorf("%w: %v is not a date with a next day (from %v to %v)", ErrInvalid, uint32(day), ledger.DayMin, ledger.DayMax.Prev())
 	}
-	rec, err := r.admit(day)
-	if err != nil || rec.Outcome == uint8(OutcomeClosed) {
-		if err != nil {
-			return Result{}, err
-		}
+	rec, meta, err := r.admit(day)
+	if err != nil {
+		return Result{}, err
+	}
+	if Phase(rec.Phase) == PhaseArchived {
 		res, err := fromRecord(&rec)
-		res.Steps = []string{"closed before: the recorded result"}
+		res.Steps = []string{"archived before: the recorded result"}
 		return res, err
 	}
-	start := r.cfg.Now()
+	if Phase(rec.Phase) < PhaseSwitched && !meta.Early {
+		now, end := r.cfg.Now(), DayEnd(day)
+		if now.Before(end) {
+			if !opts.Early {
+				return Result{}, fmt.Errorf("%w: %v has not ended: it ends at %s UTC, it is %s; ask for early to close it now",
+					ErrPrecondition, day, end.Format(time.DateTime), now.UTC().Format(time.DateTime))
+			}
+			meta.Early = true
+			r.cfg.Log.Warn("end of day: closing a day before its calendar end, on request", "day", day.String(),
+				"ends", end.Format(time.RFC3339), "now", now.UTC().Format(time.RFC3339))
+		}
+	}
+	start := time.Now() // the run's duration only
 	r.Stats.Runs.Add(1)
-	res, err := r.phases(ctx, &rec)
-	r.Stats.LastRunSeconds.Store(math.Float64bits(r.cfg.Now().Sub(start).Seconds()))
+	defer r.Refresh()
+	res := Result{Day: day}
+	if Outcome(rec.Outcome) == OutcomeTrialFailed {
+		rec.Phase = uint8(PhaseDrained) // recompute the snapshot and the trial balance from the store
+		res.Steps = append(res.Steps, fmt.Sprintf("the trial balance of %v failed before: its snapshot and trial balance are recomputed from the store", day))
+	}
+	fresh := map[ledger.Day]bool{}
+	err = r.phases(ctx, &rec, meta, &res, fresh)
+	if err == nil {
+		err = r.archive(ctx, fresh, &res)
+	}
+	r.Stats.LastRunSeconds.Store(math.Float64bits(time.Since(start).Seconds()))
+	if err != nil {
+		return res, err
+	}
+	return r.result(day, res.Steps)
+}
+
+// result reads day's record as a Result, with steps.
+func (r *Runner) result(day ledger.Day, steps []string) (Result, error) {
+	var res Result
+	err := r.l.Read(func(v *storage.Reader) error {
+		rec, found, err := v.EOD(day)
+		if err != nil || !found {
+			return cmp.Or(err, fmt.Errorf("eod: the record of %v is gone", day))
+		}
+		res, err = fromRecord(&rec)
+		return err
+	})
+	res.Steps = steps
 	return res, err
 }
 
-// admit reads the day's record and checks that day may be run: it has a record not closed
-// (a run to resume or repeat), or it is the current day and the day before it is closed.
-func (r *Runner) admit(day ledger.Day) (rec storage.EODRecord, err error) {
+// admit reads the day's record and checks that day may be run: it has a record (a run to
+// resume or repeat, or an archived day), or it is the current day. Earlier days' outcomes do
+// not matter: the cutover never waits for them (only the archive does).
+func (r *Runner) admit(day ledger.Day) (rec storage.EODRecord, meta recorded, err error) {
 	err = r.l.Read(func(v *storage.Reader) error {
 		var found bool
-		if rec, found, err = v.EOD(day); err != nil || found {
+		if rec, found, err = v.EOD(day); err != nil {
 			return err
+		}
+		if found {
+			if len(rec.Result) > 0 {
+				if err := json.Unmarshal(rec.Result, &meta); err != nil {
+					return fmt.Errorf("eod: record of %v: %w", day, err)
+				}
+			}
+			return nil
 		}
 		cur, err := currentDay(v, r.l.Shards())
 		if err != nil {
@@ -57,23 +116,9 @@ func (r *Runner) admit(day ledger.Day) (rec storage.EODRecord, err error) {
 			return fmt.Errorf("%w: %v is before the current accounting day %v and has no end-of-day record", ErrInvalid, day, cur)
 		}
 		rec = storage.EODRecord{Day: day}
-		if _, first, err := r.first(v, day); err != nil || first {
-			return err
-		}
-		prev, found, err := v.EOD(day.Prev())
-		switch {
-		case err != nil:
-			return err
-		case !found || prev.Outcome != uint8(OutcomeClosed):
-			what := "has no end-of-day record"
-			if found {
-				what = fmt.Sprintf("stands at %v (%v)", Phase(prev.Phase), Outcome(prev.Outcome))
-			}
-			return fmt.Errorf("%w: %v %s; run end of day for it first", ErrPrecondition, day.Prev(), what)
-		}
 		return nil
 	})
-	return rec, err
+	return rec, meta, err
 }
 
 // first reads the clocks at which the shards began day, and whether day is the store's first
@@ -87,35 +132,42 @@ func (r *Runner) first(v *storage.Reader, day ledger.Day) (starts []uint64, firs
 	return starts, !before, err
 }
 
-// phases runs the phases rec has not completed, recording each.
-func (r *Runner) phases(ctx context.Context, rec *storage.EODRecord) (Result, error) {
-	res := Result{Day: rec.Day}
-	step := func(format string, args ...any) { res.Steps = append(res.Steps, fmt.Sprintf(format, args...)) }
-	save := func(p Phase, o Outcome, body *recorded) error {
-		rec.Phase, rec.Outcome, rec.Updated = uint8(p), uint8(o), uint64(r.cfg.Now().UnixNano())
-		if rec.Started == 0 {
-			rec.Started = rec.Updated
-		}
-		rec.Result = nil
-		if body != nil {
-			b, err := json.Marshal(body)
-			if err != nil {
-				return err
-			}
-			rec.Result = b
-		}
-		res.Phase, res.Outcome = p, o
-		if err := r.store.PutEOD(rec); err != nil {
+// put writes rec with phase, outcome and body (meta's fields kept), durably.
+func (r *Runner) put(rec *storage.EODRecord, p Phase, o Outcome, meta recorded, body recorded) error {
+	rec.Phase, rec.Outcome, rec.Updated = uint8(p), uint8(o), uint64(r.cfg.Now().UnixNano())
+	if rec.Started == 0 {
+		rec.Started = rec.Updated
+	}
+	body.Early, body.Note, body.Accepted = meta.Early, meta.Note, meta.Accepted
+	rec.Result = nil
+	if body.Report != nil || len(body.Stuck) > 0 || body.Early || body.Note != "" || body.Accepted != 0 {
+		b, err := json.Marshal(body)
+		if err != nil {
 			return err
 		}
-		if r.at != nil {
-			r.at(p)
-		}
-		return nil
+		rec.Result = b
 	}
+	if err := r.store.PutEOD(rec); err != nil {
+		return err
+	}
+	if r.at != nil {
+		r.at(p)
+	}
+	return nil
+}
+
+// phases runs the phases rec has not completed, up to the trial balance, recording each.
+// A day whose trial balance passed is recorded as OutcomeTrialPassed (fresh): archive
+// archives it.
+func (r *Runner) phases(ctx context.Context, rec *storage.EODRecord, meta recorded, res *Result, fresh map[ledger.Day]bool) error {
+	step := func(format string, args ...any) { res.Steps = append(res.Steps, fmt.Sprintf(format, args...)) }
+	save := func(p Phase, o Outcome, body recorded) error { return r.put(rec, p, o, meta, body) }
 	if rec.Phase == 0 {
-		if err := save(PhaseStarted, OutcomeRunning, nil); err != nil {
-			return res, err
+		if err := save(PhaseStarted, OutcomeRunning, recorded{}); err != nil {
+			return err
+		}
+		if meta.Early {
+			step("early: %v is closed before its calendar end (%s UTC), on request", rec.Day, DayEnd(rec.Day).Format(time.DateTime))
 		}
 	}
 	if Phase(rec.Phase) < PhaseSwitched {
@@ -123,67 +175,251 @@ func (r *Runner) phases(ctx context.Context, rec *storage.EODRecord) (Result, er
 		err := r.l.SwitchDay(sctx, rec.Day.Next())
 		cancel()
 		if err != nil {
-			return res, fmt.Errorf("eod: switch to %v: %w", rec.Day.Next(), err)
+			return fmt.Errorf("eod: switch to %v: %w", rec.Day.Next(), err)
 		}
 		step("switch: new work goes to %v", rec.Day.Next())
-		if err := save(PhaseSwitched, OutcomeRunning, nil); err != nil {
-			return res, err
+		if err := save(PhaseSwitched, OutcomeRunning, recorded{}); err != nil {
+			return err
 		}
 	}
 	if Phase(rec.Phase) < PhaseDrained {
 		stuck, err := r.drain(ctx, rec.Day)
 		if err != nil {
-			return res, err
+			return err
 		}
 		if len(stuck) > 0 {
 			step("drain: %d legs of %v still in flight after %v", len(stuck), rec.Day, r.cfg.DrainTimeout)
 			r.Stats.DrainTimeouts.Add(1)
-			r.Stats.LastFailed.Store(true)
 			res.Stuck = stuck
-			return res, save(PhaseSwitched, OutcomeDrainTimeout, &recorded{Stuck: stuck})
+			return save(PhaseSwitched, OutcomeDrainTimeout, recorded{Stuck: stuck})
 		}
 		step("drain: buffers sent, no leg of %v in flight", rec.Day)
-		if err := save(PhaseDrained, OutcomeRunning, nil); err != nil {
-			return res, err
+		if err := save(PhaseDrained, OutcomeRunning, recorded{}); err != nil {
+			return err
 		}
 	}
 	if Phase(rec.Phase) < PhaseSnapshot {
 		n, err := r.snapshot(ctx, rec.Day)
 		if err != nil {
-			return res, err
+			return err
 		}
 		step("snapshot: %d closing balances of %v", n, rec.Day)
-		if err := save(PhaseSnapshot, OutcomeRunning, nil); err != nil {
-			return res, err
+		if err := save(PhaseSnapshot, OutcomeRunning, recorded{}); err != nil {
+			return err
 		}
+	}
+	if Phase(rec.Phase) >= PhaseTrial {
+		return nil // passed or accepted, waiting for the archive
+	}
+	// The trial balance opens from the day before's snapshot: a day before that has none
+	// yet (its drain timed out, or a crash) runs its phases first; its legs are drained,
+	// since this day's are.
+	if err := r.before(ctx, rec.Day, res, fresh); err != nil {
+		return err
 	}
 	rep, err := r.trial(ctx, rec.Day)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.Report = &rep
-	r.noteLedgers(&rep)
 	if !rep.Passed {
 		step("trial balance: FAILED, %d differences; %v is not archived", len(rep.Differences), rec.Day)
 		r.Stats.TrialFailures.Add(1)
-		r.Stats.LastFailed.Store(true)
-		return res, save(PhaseTrial, OutcomeTrialFailed, &recorded{Report: &rep})
+		return save(PhaseTrial, OutcomeTrialFailed, recorded{Report: &rep})
 	}
 	step("trial balance: passed")
-	if r.at != nil {
-		r.at(PhaseTrial)
-	}
-	if err := save(PhaseArchived, OutcomeClosed, &recorded{Report: &rep}); err != nil {
-		return res, err
-	}
-	step("archive: %v closed and sealed", rec.Day)
-	r.Stats.Closed.Add(1)
-	r.Stats.LastFailed.Store(false)
-	r.Stats.LastClosedDay.Store(uint32(rec.Day))
-	return res, nil
+	fresh[rec.Day] = true
+	return save(PhaseTrial, OutcomeTrialPassed, recorded{Report: &rep})
 }
 
-func (r *Runner) noteLedgers(rep *accounting.DayReport) {
+// before runs the phases of the day before day, if it is not the store's first and has no
+// snapshot yet.
+func (r *Runner) before(ctx context.Context, day ledger.Day, res *Result, fresh map[ledger.Day]bool) error {
+	var (
+		prev  storage.EODRecord
+		meta  recorded
+		found bool
+		first bool
+	)
+	err := r.l.Read(func(v *storage.Reader) error {
+		var err error
+		if _, first, err = r.first(v, day); err != nil || first {
+			return err
+		}
+		if prev, found, err = v.EOD(day.Prev()); err != nil || !found {
+			return cmp.Or(err, fmt.Errorf("eod: %v has no end-of-day record", day.Prev()))
+		}
+		if len(prev.Result) > 0 {
+			return json.Unmarshal(prev.Result, &meta)
+		}
+		return nil
+	})
+	if err != nil || first || Phase(prev.Phase) >= PhaseSnapshot {
+		return err
+	}
+	res.Steps = append(res.Steps, fmt.Sprintf("%v has no snapshot yet (%v): its phases run first", prev.Day, Outcome(prev.Outcome)))
+	sub := Result{Day: prev.Day}
+	err = r.phases(ctx, &prev, meta, &sub, fresh)
+	for _, s := range sub.Steps {
+		res.Steps = append(res.Steps, fmt.Sprintf("%v: %s", prev.Day, s))
+	}
+	if err == nil && Phase(prev.Phase) < PhaseSnapshot {
+		err = fmt.Errorf("eod: %v could not be snapshot (%v): the trial balance of %v needs it", prev.Day, Outcome(prev.Outcome), day)
+	}
+	return err
+}
+
+// archive archives, oldest first, every day whose trial balance passed (checked again
+// unless it ran in this run: an earlier day's snapshot may have been recomputed since) or
+// whose differences were accepted, up to the first day that may not be archived.
+func (r *Runner) archive(ctx context.Context, fresh map[ledger.Day]bool, res *Result) error {
+	var recs []storage.EODRecord
+	err := r.l.Read(func(v *storage.Reader) error {
+		return v.ForEachEOD(func(rec *storage.EODRecord) error {
+			if Phase(rec.Phase) != PhaseArchived {
+				recs = append(recs, *rec)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	step := func(format string, args ...any) { res.Steps = append(res.Steps, fmt.Sprintf(format, args...)) }
+	for i := range recs {
+		rec := &recs[i]
+		var meta recorded
+		if len(rec.Result) > 0 {
+			if err := json.Unmarshal(rec.Result, &meta); err != nil {
+				return fmt.Errorf("eod: record of %v: %w", rec.Day, err)
+			}
+		}
+		body := recorded{Report: meta.Report}
+		switch Outcome(rec.Outcome) {
+		case OutcomeTrialPassed:
+			if !fresh[rec.Day] {
+				rep, err := r.trial(ctx, rec.Day)
+				if err != nil {
+					return err
+				}
+				if !rep.Passed {
+					step("archive: the trial balance of %v, checked again, FAILED: %d differences", rec.Day, len(rep.Differences))
+					r.Stats.TrialFailures.Add(1)
+					return r.put(rec, PhaseTrial, OutcomeTrialFailed, meta, recorded{Report: &rep})
+				}
+				step("archive: the trial balance of %v, checked again, passed", rec.Day)
+				body.Report = &rep
+			}
+			if err := r.put(rec, PhaseArchived, OutcomeClosed, meta, body); err != nil {
+				return err
+			}
+			r.Stats.Closed.Add(1)
+			step("archive: %v closed and sealed", rec.Day)
+		case OutcomeAccepted:
+			if err := r.put(rec, PhaseArchived, OutcomeAccepted, meta, body); err != nil {
+				return err
+			}
+			r.Stats.Closed.Add(1)
+			step("archive: %v sealed, accepted with differences (%q)", rec.Day, meta.Note)
+		default:
+			if i+1 < len(recs) && res.Day > rec.Day {
+				step("archive: %v waits for %v (%v, %v) to be archived", res.Day, rec.Day, Phase(rec.Phase), Outcome(rec.Outcome))
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// Accept accepts the differences of day, whose trial balance failed, with an operator's
+// note: the acceptance is recorded with the differences (durably), and the day is archived
+// as accepted with differences once every earlier day is archived (then, or by a later run).
+func (r *Runner) Accept(ctx context.Context, day ledger.Day, note string) (Result, error) {
+	if !r.mu.TryLock() {
+		return Result{}, ErrBusy
+	}
+	defer r.mu.Unlock()
+	switch {
+	case !day.Valid():
+		return Result{}, fmt.Errorf("%w: %v is not a date", ErrInvalid, uint32(day))
+	case strings.TrimSpace(note) == "":
+		return Result{}, fmt.Errorf("%w: accepting differences needs a note", ErrInvalid)
+	case len(note) > NoteBytesMax || !utf8.ValidString(note):
+		return Result{}, fmt.Errorf("%w: a note is at most %d bytes of UTF-8", ErrInvalid, NoteBytesMax)
+	}
+	var (
+		rec   storage.EODRecord
+		found bool
+	)
+	if err := r.l.Read(func(v *storage.Reader) (err error) { rec, found, err = v.EOD(day); return err }); err != nil {
+		return Result{}, err
+	}
+	if !found || Outcome(rec.Outcome) != OutcomeTrialFailed {
+		what := "has no end-of-day record"
+		if found {
+			what = fmt.Sprintf("stands at %v (%v)", Phase(rec.Phase), Outcome(rec.Outcome))
+		}
+		return Result{}, fmt.Errorf("%w: %v %s: only a failed trial balance's differences can be accepted", ErrPrecondition, day, what)
+	}
+	var meta recorded
+	if err := json.Unmarshal(rec.Result, &meta); err != nil || meta.Report == nil {
+		return Result{}, fmt.Errorf("eod: record of %v: no differences to accept (%v)", day, err)
+	}
+	defer r.Refresh()
+	meta.Note, meta.Accepted = note, uint64(r.cfg.Now().UnixNano())
+	if err := r.put(&rec, PhaseTrial, OutcomeAccepted, meta, recorded{Report: meta.Report}); err != nil {
+		return Result{}, err
+	}
+	r.cfg.Log.Warn("end of day: differences accepted", "day", day.String(), "differences", len(meta.Report.Differences), "note", note)
+	res := Result{Day: day, Steps: []string{fmt.Sprintf("accepted: the %d differences of %v, with the note %q", len(meta.Report.Differences), day, note)}}
+	if err := r.archive(ctx, map[ledger.Day]bool{}, &res); err != nil {
+		return res, err
+	}
+	return r.result(day, res.Steps)
+}
+
+// RunDue closes every day that is due, in order: the days switched away from and not
+// archived (resumed, drains retried, failed trial balances recomputed), then the current
+// day while its calendar end (UTC) has passed (catching up after downtime), and with
+// opts.Early the current day once more even if it has not ended. A run that does not
+// archive its day does not stop the next day's (the cutover never waits); an error does.
+// It answers each run's result, oldest first (none: no day was due).
+func (r *Runner) RunDue(ctx context.Context, opts Options) ([]Result, error) {
+	st, err := r.Status()
+	if err != nil {
+		return nil, err
+	}
+	var out []Result
+	for _, o := range st.Open {
+		res, err := r.Run(ctx, o.Day, Options{})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+	}
+	early := opts.Early
+	for {
+		st, err := r.Status()
+		if err != nil {
+			return out, err
+		}
+		due := !r.cfg.Now().Before(DayEnd(st.Day))
+		if !due && !early {
+			return out, nil
+		}
+		res, err := r.Run(ctx, st.Day, Options{Early: !due})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+		early = early && due
+		if res.Phase < PhaseSwitched {
+			return out, fmt.Errorf("eod: %v did not switch (%v)", st.Day, res.Outcome)
+		}
+	}
+}
+
+func failedLedgers(rep *accounting.DayReport) map[uint32]bool {
 	failed := map[uint32]bool{}
 	for _, l := range rep.Trial.Ledgers {
 		failed[l.Ledger] = false
@@ -198,9 +434,7 @@ func (r *Runner) noteLedgers(rep *accounting.DayReport) {
 			}
 		}
 	}
-	for l, f := range failed {
-		r.Stats.FailedLedgers.Store(l, f)
-	}
+	return failed
 }
 
 func isInfo(d string) bool { return len(d) >= 12 && d[:12] == "unclassified" }

@@ -115,6 +115,13 @@ func (b *Book) applyLeg(now uint64, l *Leg, fx *Effects) TransferResult {
 	if !l.Kind.Valid() || !b.Owns(l.Account) {
 		panic(fmt.Sprintf("ledger: INVARIANT: leg %+v delivered to shard %d", *l, b.shard))
 	}
+	if l.Day > b.day {
+		// The sender is on a later day than this shard (it switched first): switch here
+		// too, before the posting, so that the day's start on this shard precedes every
+		// posting of the day (the day's postings are found from it). A host normally does
+		// this itself first (ledger/driver, which expires due holds before the switch).
+		b.SwitchDay(l.Day, fx)
+	}
 	a, ok := b.accounts[l.Account]
 	if r := refusal(l, a, ok); r != ResultOK {
 		if !l.Refusable {

@@ -50,8 +50,8 @@ func eodKey(dst []byte, day ledger.Day) []byte {
 // store, or one older than days: its postings have no day and count in the first day). Its
 // day start is clock 0: every posting of the store is of that day or later.
 func (s *Store) InitDays(day ledger.Day) error {
-	if !day.Valid() {
-		return fmt.Errorf("storage: first accounting day %v is not a date", day)
+	if !day.Valid() || !day.Next().Valid() {
+		return fmt.Errorf("storage: first accounting day %v is not a date with a next day", day)
 	}
 	v := s.Live()
 	_, found, err := v.ShardDay(0)
@@ -386,4 +386,16 @@ func (v *Reader) SnapshotBalance(day ledger.Day, id uint64) (b ledger.Balance, e
 	k := snapshotKey(key[:0], day, id)
 	_, err = v.get(k, func(val []byte) (derr error) { b, derr = decodeSnapshot(k, val); return derr })
 	return b, err
+}
+
+// ForEachEOD calls fn for every day's end-of-day record, oldest day first.
+func (v *Reader) ForEachEOD(fn func(*EODRecord) error) error {
+	lo, hi := prefixBounds(prefixEOD)
+	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		rec, err := decodeEOD(k, val)
+		if err != nil {
+			return false, err
+		}
+		return true, fn(&rec)
+	})
 }

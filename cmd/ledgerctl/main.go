@@ -9,10 +9,12 @@
 //	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
 //	ledgerctl trial-balance --addr HOST:PORT [--ledger N] [--csv] [--strict]
 //	                                    the trial balance of a running ledgerd, by its chart
-//	ledgerctl eod --addr HOST:PORT [--date YYYY-MM-DD] [--status]
+//	ledgerctl eod --addr HOST:PORT [--date YYYY-MM-DD] [--early] [--status]
 //	                                    end of day: close an accounting day (switch, drain,
 //	                                    snapshot, trial balance, archive); its phases and trial
-//	                                    balance; exit 1 when the day is not closed
+//	                                    balance; exit 1 when the day is not archived
+//	ledgerctl eod --addr HOST:PORT --date YYYY-MM-DD --accept --note TEXT
+//	                                    accept a failed day's differences, with a note
 //	ledgerctl channels                  the payment channels: degraded, circuit, in flight, queued
 //	ledgerctl channel degrade|restore NAME
 //	                                    switch a payment channel off (degraded) or on again
@@ -105,7 +107,8 @@ const usage = `usage:
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
   ledgerctl chart [--rules FILE]
   ledgerctl trial-balance [--addr HOST:PORT] [--ledger N] [--csv] [--strict]
-  ledgerctl eod [--addr HOST:PORT] [--date YYYY-MM-DD] [--status]
+  ledgerctl eod [--addr HOST:PORT] [--date YYYY-MM-DD] [--early] [--status]
+  ledgerctl eod [--addr HOST:PORT] --date YYYY-MM-DD --accept --note TEXT
   ledgerctl channels [--addr HOST:PORT]
   ledgerctl channel degrade|restore [--addr HOST:PORT] NAME
   ledgerctl orders [--addr HOST:PORT] ID...

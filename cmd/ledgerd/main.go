@@ -78,7 +78,7 @@ func parseFlags(args []string) (config, error) {
 	c.payments.register(fs)
 	c.recon.register(fs)
 	firstDay := fs.String("first-day", "", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own")
-	fs.StringVar(&c.eodAt, "eod-at", "", "run end of day for the current accounting day every day at HH:MM UTC (empty: only on request); a run that does not close its day is logged and tried again first at the next one")
+	fs.StringVar(&c.eodAt, "eod-at", "", "close every accounting day that is due (its calendar end, UTC, has passed), in order, at the start and every day at HH:MM UTC (empty: only on request); a day not archived is logged and tried again at the next run")
 	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -87,6 +87,9 @@ func parseFlags(args []string) (config, error) {
 		d, err := ledger.ParseDay(*firstDay)
 		if err != nil {
 			return c, fmt.Errorf("--first-day: %w", err)
+		}
+		if !d.Next().Valid() {
+			return c, fmt.Errorf("--first-day: %v has no next day (the last day is %v)", d, ledger.DayMax)
 		}
 		c.firstDay = d
 	}
@@ -329,46 +332,42 @@ func nextEndOfDay(now time.Time, minute int) time.Time {
 	return next
 }
 
-// scheduleEndOfDay runs end of day every day at minute (past midnight, UTC) of the wall
-// clock (runScheduledEndOfDay). A time missed while ledgerd was down is not caught up: the
-// next run is at the next minute after the start. The accounting day itself never comes
-// from the clock: the schedule only decides when to close whatever day is open.
+// scheduleEndOfDay closes every day that is due (runScheduledEndOfDay): at the start,
+// catching up the days that ended while ledgerd was down, then every day at minute (past
+// midnight, UTC) of the wall clock. The clock decides only when a day is due (its calendar
+// end, UTC, has passed): a posting's day is the shard's, never the clock's.
 func scheduleEndOfDay(ctx context.Context, r *eod.Runner, minute int) {
 	for {
+		runScheduledEndOfDay(ctx, r, slog.Default())
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(nextEndOfDay(time.Now(), minute))):
 		}
-		runScheduledEndOfDay(ctx, r, slog.Default())
 	}
 }
 
-// runScheduledEndOfDay is one scheduled end of day: it closes the day an earlier run left
-// open (interrupted, drain timed out, trial balance failed), if any, then the current day.
-// A run that does not close its day is logged as an error (ledger_eod_last_failure is set)
-// and stops there: the next scheduled run tries that day again, first.
+// runScheduledEndOfDay is one scheduled end of day: it closes every day that is due, in
+// order (eod.Runner.RunDue): the days earlier runs left open (interrupted, drain timed out,
+// trial balance failed: run again, recomputed), then each day whose calendar end has
+// passed. A day not archived is logged as an error (ledger_eod_last_failure and
+// ledger_eod_days_open show it) and tried again at the next scheduled run; it does not stop
+// the next day's switch (a day whose trial balance passed waits, logged, for it).
 func runScheduledEndOfDay(ctx context.Context, r *eod.Runner, log *slog.Logger) {
-	for range 2 { // at most the day left open, then the current one
-		st, err := r.Status()
-		if err != nil {
-			log.Error("scheduled end of day: status", "err", err)
-			return
-		}
-		day := st.Open()
-		res, err := r.Run(ctx, day)
+	rs, err := r.RunDue(ctx, eod.Options{})
+	for _, res := range rs {
 		switch {
-		case err != nil:
-			log.Error("scheduled end of day", "day", day.String(), "err", err)
-			return
-		case res.Outcome != eod.OutcomeClosed:
-			log.Error("scheduled end of day did not close the day", "day", day.String(), "phase", res.Phase.String(),
+		case res.Archived():
+			log.Info("scheduled end of day: closed", "day", res.Day.String(), "outcome", res.Outcome.String(), "steps", res.Steps)
+		case res.Outcome == eod.OutcomeTrialPassed:
+			log.Warn("scheduled end of day: trial balance passed, the day waits for an earlier day to be archived", "day", res.Day.String(),
+				"steps", res.Steps)
+		default:
+			log.Error("scheduled end of day did not close the day", "day", res.Day.String(), "phase", res.Phase.String(),
 				"outcome", res.Outcome.String(), "steps", res.Steps, "stuck", res.Stuck)
-			return
 		}
-		log.Info("scheduled end of day: closed", "day", day.String(), "steps", res.Steps)
-		if day == st.Day {
-			return
-		}
+	}
+	if err != nil {
+		log.Error("scheduled end of day", "err", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func TestEODAtFlag(t *testing.T) {
 		t.Errorf("defaults: %q %v %v", c.eodAt, c.eodDrainTimeout, err)
 	}
 	for _, args := range [][]string{{"--eod-drain-timeout", "999ms"}, {"--eod-drain-timeout", "61m"}, {"--first-day", "2026-02-30"},
-		{"--first-day", "26-11-2026"}} {
+		{"--first-day", "26-11-2026"}, {"--first-day", "9999-12-31"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q accepted", args)
 		}
@@ -98,12 +99,13 @@ func TestNextEndOfDay(t *testing.T) {
 	}
 }
 
-// TestScheduledEndOfDayRetriesTheOpenDay: a scheduled run whose trial balance fails is
-// logged as an error and leaves the day open; the next scheduled run tries that day again
-// first (not the current day, which the failed day blocks), and once it closes, closes the
-// current day too.
-func TestScheduledEndOfDayRetriesTheOpenDay(t *testing.T) {
-	const day ledger.Day = 20261126
+// TestScheduledEndOfDay: a scheduled run closes the days that are due (calendar end
+// passed, UTC) and no other; a day whose trial balance fails is logged as an error, stays
+// open, and is tried again (recomputed) at each run, while the next days still switch and
+// check (one that passes waits, logged, for it); once the cause is fixed both are archived,
+// in order; after downtime every due day closes, in order.
+func TestScheduledEndOfDay(t *testing.T) {
+	const day ledger.Day = 20261125
 	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -121,14 +123,32 @@ func TestScheduledEndOfDayRetriesTheOpenDay(t *testing.T) {
 		t.Fatal(rs, err)
 	}
 	ctx := context.Background()
-	// A run of day that stopped after a snapshot in which account 10 lost a unit.
-	rec := storage.EODRecord{Day: day, Phase: uint8(eod.PhaseDrained), Outcome: uint8(eod.OutcomeRunning)}
-	if err := store.PutEOD(&rec); err != nil {
-		t.Fatal(err)
+	var now atomic.Int64
+	at := func(s string) {
+		v, err := time.Parse(time.DateTime, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now.Store(v.UnixNano())
 	}
-	if err := l.SwitchDay(ctx, day.Next()); err != nil {
-		t.Fatal(err)
+	at("2026-11-25 23:59:59")
+	r := eod.NewRunner(l, store, eod.Config{Now: func() time.Time { return time.Unix(0, now.Load()).UTC() }})
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	run := func(when string) string {
+		t.Helper()
+		at(when)
+		logs.Reset()
+		runScheduledEndOfDay(ctx, r, log)
+		return logs.String()
 	}
+	if text := run("2026-11-25 23:59:59"); text != "" {
+		t.Fatalf("a run before the day's end:\n%s", text)
+	}
+	if text := run("2026-11-26 00:05:00"); strings.Count(text, "level=") != 1 || !strings.Contains(text, `msg="scheduled end of day: closed" day=2026-11-25 outcome=closed`) {
+		t.Fatalf("the first day:\n%s", text)
+	}
+	// The closing balance 2026-11-26 opens from loses a unit of account 10.
 	snapshot := func(credit10 uint64) {
 		w := store.WriteSnapshot(day)
 		for id, b := range map[uint64]ledger.Balance{1: {DebitsPosted: ledger.U128(70)}, 10: {CreditsPosted: ledger.U128(credit10)}} {
@@ -141,47 +161,35 @@ func TestScheduledEndOfDayRetriesTheOpenDay(t *testing.T) {
 		}
 	}
 	snapshot(69)
-	rec.Phase = uint8(eod.PhaseSnapshot)
-	if err := store.PutEOD(&rec); err != nil {
-		t.Fatal(err)
+	text := run("2026-11-27 00:05:00")
+	if strings.Count(text, "level=") != 1 || !strings.Contains(text, `level=ERROR msg="scheduled end of day did not close the day" day=2026-11-26 phase="trial balance" outcome="trial balance failed"`) ||
+		!r.Stats.LastFailed.Load() || r.Stats.DaysOpen.Load() != 1 {
+		t.Fatalf("failed run's log:\n%s", text)
 	}
-	r := eod.NewRunner(l, store, eod.Config{})
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-
-	runScheduledEndOfDay(ctx, r, log)
-	if !strings.Contains(logs.String(), `level=ERROR msg="scheduled end of day did not close the day" day=2026-11-26 phase="trial balance" outcome="trial balance failed"`) ||
-		strings.Contains(logs.String(), "2026-11-27") || !r.Stats.LastFailed.Load() {
-		t.Fatalf("failed run's log:\n%s", logs.String())
+	// A day later: 2026-11-26 tried again (failing), 2026-11-27 closes but waits for it.
+	text = run("2026-11-28 00:05:00")
+	if strings.Count(text, "level=") != 2 || !strings.Contains(text, `level=ERROR msg="scheduled end of day did not close the day" day=2026-11-26`) ||
+		!strings.Contains(text, `level=WARN msg="scheduled end of day: trial balance passed, the day waits for an earlier day to be archived" day=2026-11-27`) ||
+		r.Stats.DaysOpen.Load() != 2 {
+		t.Fatalf("second failed run's log:\n%s", text)
 	}
 	st, err := r.Status()
-	if err != nil || st.Day != day.Next() || st.Last.Day != day || st.Last.Outcome != eod.OutcomeTrialFailed || st.Open() != day {
-		t.Fatalf("status after the failed run: %+v %v", st, err)
+	if err != nil || st.Day != 20261128 || len(st.Open) != 2 || st.Open[0].Outcome != eod.OutcomeTrialFailed || st.Open[1].Outcome != eod.OutcomeTrialPassed {
+		t.Fatalf("status after the failed runs: %+v %v", st, err)
 	}
-
-	logs.Reset()
-	runScheduledEndOfDay(ctx, r, log) // still failing: tried again, the same error
-	if !strings.Contains(logs.String(), `msg="scheduled end of day did not close the day" day=2026-11-26`) || strings.Contains(logs.String(), "2026-11-27") {
-		t.Fatalf("second failed run's log:\n%s", logs.String())
-	}
-
 	snapshot(70) // the cause fixed
-	logs.Reset()
-	runScheduledEndOfDay(ctx, r, log)
-	text := logs.String()
+	text = run("2026-11-28 00:10:00")
 	if strings.Contains(text, "ERROR") || !strings.Contains(text, `msg="scheduled end of day: closed" day=2026-11-26`) ||
-		!strings.Contains(text, `msg="scheduled end of day: closed" day=2026-11-27`) || r.Stats.LastFailed.Load() {
+		!strings.Contains(text, `msg="scheduled end of day: closed" day=2026-11-27`) || r.Stats.LastFailed.Load() || r.Stats.DaysOpen.Load() != 0 {
 		t.Fatalf("run after the fix, log:\n%s", text)
 	}
-	st, err = r.Status()
-	if err != nil || st.Day != day.Next().Next() || st.Last.Day != day.Next() || st.Last.Outcome != eod.OutcomeClosed || st.Open() != st.Day {
-		t.Fatalf("status after the fix: %+v %v", st, err)
+	// Down for two days: the two due days close, in order, and no other.
+	text = run("2026-11-30 12:00:00")
+	if strings.Contains(text, "ERROR") || strings.Count(text, "scheduled end of day: closed") != 2 ||
+		!strings.Contains(text, "day=2026-11-28") || strings.Index(text, "day=2026-11-28") > strings.Index(text, "day=2026-11-29") {
+		t.Fatalf("catch-up log:\n%s", text)
 	}
-
-	logs.Reset()
-	runScheduledEndOfDay(ctx, r, log) // an ordinary day: only the current day
-	if strings.Contains(logs.String(), "ERROR") || strings.Count(logs.String(), "scheduled end of day: closed") != 1 ||
-		!strings.Contains(logs.String(), `day=2026-11-28`) {
-		t.Fatalf("ordinary run's log:\n%s", logs.String())
+	if st, err := r.Status(); err != nil || st.Day != 20261130 || len(st.Open) != 0 {
+		t.Fatalf("status after the catch-up: %+v %v", st, err)
 	}
 }

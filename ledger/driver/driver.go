@@ -279,17 +279,23 @@ func (d *Driver) SwitchDay(day ledger.Day, done func()) {
 		return
 	}
 	if day > d.book.Day() {
-		before := len(d.fx.LegsOut)
-		d.book.Expire(d.cfg.Now(), d.fx)
-		d.watchLegs(before, nil)
-		d.book.SwitchDay(day, d.fx)
-		d.wake()
+		d.switchDay(day)
 	}
 	if day <= d.dayDurable {
 		done()
 		return
 	}
 	d.dayWaits = append(d.dayWaits, dayWait{day: day, done: done})
+}
+
+// switchDay switches the book to day (later than its own) in the round being gathered:
+// holds due by now expire first, on the day they are due in.
+func (d *Driver) switchDay(day ledger.Day) {
+	before := len(d.fx.LegsOut)
+	d.book.Expire(d.cfg.Now(), d.fx)
+	d.watchLegs(before, nil)
+	d.book.SwitchDay(day, d.fx)
+	d.wake()
 }
 
 // daySwitched takes a durable round's day switches: buffers go, and the waits are answered.
@@ -392,6 +398,18 @@ func (d *Driver) legs(m *Legs) {
 			}
 			d.stats.StaleLegs.Add(1)
 		}
+	}
+	// A leg of a day later than this shard's (its sender switched first: the explicit switch
+	// to that day has not reached this shard yet, or a crash stopped it) switches this shard
+	// to that day first, in this round, so that the day's start is stored before the leg's
+	// posting and the day's per-account seek finds it. The explicit switch then finds the
+	// shard on the day and only waits for it to be durable.
+	var latest ledger.Day
+	for i := range legs {
+		latest = max(latest, legs[i].Day)
+	}
+	if latest > d.book.Day() {
+		d.switchDay(latest)
 	}
 	d.book.ApplyLegs(d.cfg.Now(), legs, d.fx)
 	if len(m.Forget) > 0 {

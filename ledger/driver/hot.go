@@ -45,6 +45,13 @@ type drainWait struct {
 // buffer takes a durable round's buffered leg.
 func (d *Driver) buffer(l ledger.Leg) {
 	b, ok := d.buffers[l.Account]
+	if ok && b[0].Day != l.Day {
+		// A buffer holds legs of one accounting day: a leg of another day (booked after
+		// a day switch in the round that switched) sends the buffer first.
+		d.flushAccount(l.Account, b, FlushDrain)
+		d.sendLegsTo()
+		b, ok = nil, false
+	}
 	if !ok && len(d.spareBuffers) > 0 {
 		b = d.spareBuffers[len(d.spareBuffers)-1]
 		d.spareBuffers = d.spareBuffers[:len(d.spareBuffers)-1]
@@ -123,7 +130,7 @@ func (d *Driver) flushAlong() {
 }
 
 // Drain flushes the buffers and calls done once every leg in the outbox now has been
-// answered (at once when there is none).
+// answered and the answer's round is durable (at once when there is none).
 func (d *Driver) Drain(done func()) {
 	if !d.live() {
 		return
@@ -132,6 +139,17 @@ func (d *Driver) Drain(done func()) {
 	d.Gauges.Buffered.Store(int64(d.bufferedLegs))
 	left := make(map[ledger.LegKey]struct{}, d.book.OutboxLen())
 	d.book.Outbox(func(l ledger.Leg) { left[l.LegKey] = struct{}{} })
+	// Legs answered in a round not durable yet are gone from the book's outbox but not from
+	// the store's: wait for that round too (completed crosses them off), so that a durable
+	// read after the drain finds no leg the drain took for answered.
+	for _, r := range d.fx.Answered {
+		left[r.LegKey] = struct{}{}
+	}
+	if d.inflight != nil {
+		for _, r := range d.inflight.Effects.Answered {
+			left[r.LegKey] = struct{}{}
+		}
+	}
 	if len(left) == 0 {
 		done()
 		return

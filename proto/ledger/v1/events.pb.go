@@ -349,8 +349,12 @@ type Posting struct {
 	DebitsPosted   *Uint128 `protobuf:"bytes,9,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
 	CreditsPending *Uint128 `protobuf:"bytes,10,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
 	CreditsPosted  *Uint128 `protobuf:"bytes,11,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The accounting day the posting belongs to, as yyyymmdd (its transfer's day: a split
+	// transfer's credit and answer carry its debit side's); 0: unknown (written before
+	// accounting days existed).
+	Day           uint32 `protobuf:"varint,12,opt,name=day,proto3" json:"day,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Posting) Reset() {
@@ -460,6 +464,13 @@ func (x *Posting) GetCreditsPosted() *Uint128 {
 	return nil
 }
 
+func (x *Posting) GetDay() uint32 {
+	if x != nil {
+		return x.Day
+	}
+	return 0
+}
+
 var File_ledger_v1_events_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_events_proto_rawDesc = "" +
@@ -476,7 +487,7 @@ const file_ledger_v1_events_proto_rawDesc = "" +
 	"\aposting\x18\x03 \x01(\v2\x12.ledger.v1.PostingH\x00R\aposting\x12/\n" +
 	"\x05order\x18\x04 \x01(\v2\x17.ledger.v1.PaymentOrderH\x00R\x05order\x12;\n" +
 	"\texception\x18\x05 \x01(\v2\x1b.ledger.v1.PaymentExceptionH\x00R\texceptionB\x06\n" +
-	"\x04kind\"\xbb\x03\n" +
+	"\x04kind\"\xcd\x03\n" +
 	"\aPosting\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\x04R\taccountId\x12\x1c\n" +
@@ -491,7 +502,8 @@ const file_ledger_v1_events_proto_rawDesc = "" +
 	"\rdebits_posted\x18\t \x01(\v2\x12.ledger.v1.Uint128R\fdebitsPosted\x12;\n" +
 	"\x0fcredits_pending\x18\n" +
 	" \x01(\v2\x12.ledger.v1.Uint128R\x0ecreditsPending\x129\n" +
-	"\x0ecredits_posted\x18\v \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPosted*\x93\x02\n" +
+	"\x0ecredits_posted\x18\v \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPosted\x12\x10\n" +
+	"\x03day\x18\f \x01(\rR\x03day*\x93\x02\n" +
 	"\tPostingOp\x12\x1a\n" +
 	"\x16POSTING_OP_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15POSTING_OP_DEBIT_POST\x10\x01\x12\x19\n" +

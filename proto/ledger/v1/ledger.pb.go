@@ -1615,8 +1615,10 @@ type AccountBalance struct {
 	DebitsPosted   *Uint128 `protobuf:"bytes,8,opt,name=debits_posted,json=debitsPosted,proto3" json:"debits_posted,omitempty"`
 	CreditsPending *Uint128 `protobuf:"bytes,9,opt,name=credits_pending,json=creditsPending,proto3" json:"credits_pending,omitempty"`
 	CreditsPosted  *Uint128 `protobuf:"bytes,10,opt,name=credits_posted,json=creditsPosted,proto3" json:"credits_posted,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The posting's accounting day, as yyyymmdd; 0: unknown (written before accounting days).
+	Day           uint32 `protobuf:"varint,11,opt,name=day,proto3" json:"day,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccountBalance) Reset() {
@@ -1691,6 +1693,13 @@ func (x *AccountBalance) GetCreditsPosted() *Uint128 {
 	return nil
 }
 
+func (x *AccountBalance) GetDay() uint32 {
+	if x != nil {
+		return x.Day
+	}
+	return 0
+}
+
 type GetAccountBalancesResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Balances []*AccountBalance      `protobuf:"bytes,1,rep,name=balances,proto3" json:"balances,omitempty"`
@@ -1746,9 +1755,12 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 
 type RunEndOfDayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The day to close, YYYY-MM-DD; empty: the day an earlier run left open (interrupted,
-	// drain timed out, trial balance failed), else the current accounting day.
-	Date          string `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	// The day to close, YYYY-MM-DD; empty: every day that is due, in order (those an earlier
+	// run left open, then each day whose calendar end, UTC, has passed); the answer is the
+	// last day's.
+	Date string `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	// Close the day even though its calendar end (UTC) has not come yet (logged and recorded).
+	Early         bool `protobuf:"varint,2,opt,name=early,proto3" json:"early,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1790,14 +1802,22 @@ func (x *RunEndOfDayRequest) GetDate() string {
 	return ""
 }
 
+func (x *RunEndOfDayRequest) GetEarly() bool {
+	if x != nil {
+		return x.Early
+	}
+	return false
+}
+
 type RunEndOfDayResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Date  string                 `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
 	// The last phase completed: started, switched, drained, snapshot, trial balance, archived.
 	Phase string `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
-	// running, drain timeout, trial balance failed, closed.
+	// running, drain timeout, trial balance failed, trial balance passed (waits for an
+	// earlier day), closed, accepted with differences.
 	Outcome string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	// The day is closed: its trial balance passed and it is archived.
+	// The day's trial balance passed.
 	Passed bool `protobuf:"varint,4,opt,name=passed,proto3" json:"passed,omitempty"`
 	// What this call did, phase by phase.
 	Steps []string `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
@@ -1806,7 +1826,13 @@ type RunEndOfDayResponse struct {
 	// The day's legs still in flight after a drain timeout.
 	Stuck []string `protobuf:"bytes,7,rep,name=stuck,proto3" json:"stuck,omitempty"`
 	// The day's trial balance as an aligned table, if it ran.
-	Report        string `protobuf:"bytes,8,opt,name=report,proto3" json:"report,omitempty"`
+	Report string `protobuf:"bytes,8,opt,name=report,proto3" json:"report,omitempty"`
+	// The day is archived (closed, or accepted with differences): nothing changes it again.
+	Archived bool `protobuf:"varint,9,opt,name=archived,proto3" json:"archived,omitempty"`
+	// The operator's note when the day's differences were accepted.
+	Note string `protobuf:"bytes,10,opt,name=note,proto3" json:"note,omitempty"`
+	// The day was closed before its calendar end, on request.
+	Early         bool `protobuf:"varint,11,opt,name=early,proto3" json:"early,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1897,6 +1923,125 @@ func (x *RunEndOfDayResponse) GetReport() string {
 	return ""
 }
 
+func (x *RunEndOfDayResponse) GetArchived() bool {
+	if x != nil {
+		return x.Archived
+	}
+	return false
+}
+
+func (x *RunEndOfDayResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *RunEndOfDayResponse) GetEarly() bool {
+	if x != nil {
+		return x.Early
+	}
+	return false
+}
+
+type AcceptEndOfDayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The day whose differences to accept, YYYY-MM-DD.
+	Date string `protobuf:"bytes,1,opt,name=date,proto3" json:"date,omitempty"`
+	// Why the differences are accepted (required, at most 1,000 bytes).
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptEndOfDayRequest) Reset() {
+	*x = AcceptEndOfDayRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptEndOfDayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptEndOfDayRequest) ProtoMessage() {}
+
+func (x *AcceptEndOfDayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptEndOfDayRequest.ProtoReflect.Descriptor instead.
+func (*AcceptEndOfDayRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AcceptEndOfDayRequest) GetDate() string {
+	if x != nil {
+		return x.Date
+	}
+	return ""
+}
+
+func (x *AcceptEndOfDayRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type AcceptEndOfDayResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *RunEndOfDayResponse   `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcceptEndOfDayResponse) Reset() {
+	*x = AcceptEndOfDayResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptEndOfDayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptEndOfDayResponse) ProtoMessage() {}
+
+func (x *AcceptEndOfDayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptEndOfDayResponse.ProtoReflect.Descriptor instead.
+func (*AcceptEndOfDayResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AcceptEndOfDayResponse) GetResult() *RunEndOfDayResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 type GetEndOfDayStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1905,7 +2050,7 @@ type GetEndOfDayStatusRequest struct {
 
 func (x *GetEndOfDayStatusRequest) Reset() {
 	*x = GetEndOfDayStatusRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2062,7 @@ func (x *GetEndOfDayStatusRequest) String() string {
 func (*GetEndOfDayStatusRequest) ProtoMessage() {}
 
 func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2075,7 @@ func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndOfDayStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetEndOfDayStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 type GetEndOfDayStatusResponse struct {
@@ -1938,16 +2083,19 @@ type GetEndOfDayStatusResponse struct {
 	// The accounting day new postings are written in.
 	CurrentDate string `protobuf:"bytes,1,opt,name=current_date,json=currentDate,proto3" json:"current_date,omitempty"`
 	// The latest day that has an end-of-day record, its phase and outcome (empty: none).
-	LastDate      string `protobuf:"bytes,2,opt,name=last_date,json=lastDate,proto3" json:"last_date,omitempty"`
-	LastPhase     string `protobuf:"bytes,3,opt,name=last_phase,json=lastPhase,proto3" json:"last_phase,omitempty"`
-	LastOutcome   string `protobuf:"bytes,4,opt,name=last_outcome,json=lastOutcome,proto3" json:"last_outcome,omitempty"`
+	LastDate    string `protobuf:"bytes,2,opt,name=last_date,json=lastDate,proto3" json:"last_date,omitempty"`
+	LastPhase   string `protobuf:"bytes,3,opt,name=last_phase,json=lastPhase,proto3" json:"last_phase,omitempty"`
+	LastOutcome string `protobuf:"bytes,4,opt,name=last_outcome,json=lastOutcome,proto3" json:"last_outcome,omitempty"`
+	// The days switched away from and not archived, oldest first, each as
+	// "YYYY-MM-DD: phase, outcome".
+	Open          []string `protobuf:"bytes,5,rep,name=open,proto3" json:"open,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetEndOfDayStatusResponse) Reset() {
 	*x = GetEndOfDayStatusResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2107,7 @@ func (x *GetEndOfDayStatusResponse) String() string {
 func (*GetEndOfDayStatusResponse) ProtoMessage() {}
 
 func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2120,7 @@ func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndOfDayStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetEndOfDayStatusResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetEndOfDayStatusResponse) GetCurrentDate() string {
@@ -2003,6 +2151,13 @@ func (x *GetEndOfDayStatusResponse) GetLastOutcome() string {
 	return ""
 }
 
+func (x *GetEndOfDayStatusResponse) GetOpen() []string {
+	if x != nil {
+		return x.Open
+	}
+	return nil
+}
+
 type TrialBalanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The ledger (currency) to report; 0: every ledger that has accounts.
@@ -2013,7 +2168,7 @@ type TrialBalanceRequest struct {
 
 func (x *TrialBalanceRequest) Reset() {
 	*x = TrialBalanceRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2180,7 @@ func (x *TrialBalanceRequest) String() string {
 func (*TrialBalanceRequest) ProtoMessage() {}
 
 func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2193,7 @@ func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceRequest.ProtoReflect.Descriptor instead.
 func (*TrialBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TrialBalanceRequest) GetLedger() uint32 {
@@ -2065,7 +2220,7 @@ type TrialBalanceResponse struct {
 
 func (x *TrialBalanceResponse) Reset() {
 	*x = TrialBalanceResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2232,7 @@ func (x *TrialBalanceResponse) String() string {
 func (*TrialBalanceResponse) ProtoMessage() {}
 
 func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2245,7 @@ func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceResponse.ProtoReflect.Descriptor instead.
 func (*TrialBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TrialBalanceResponse) GetLedgers() []*TrialBalanceLedger {
@@ -2132,7 +2287,7 @@ type TrialBalanceLedger struct {
 
 func (x *TrialBalanceLedger) Reset() {
 	*x = TrialBalanceLedger{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2299,7 @@ func (x *TrialBalanceLedger) String() string {
 func (*TrialBalanceLedger) ProtoMessage() {}
 
 func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2312,7 @@ func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLedger.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLedger) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TrialBalanceLedger) GetLedger() uint32 {
@@ -2226,7 +2381,7 @@ type TrialBalanceLine struct {
 
 func (x *TrialBalanceLine) Reset() {
 	*x = TrialBalanceLine{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2393,7 @@ func (x *TrialBalanceLine) String() string {
 func (*TrialBalanceLine) ProtoMessage() {}
 
 func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2406,7 @@ func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLine.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLine) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TrialBalanceLine) GetCode() uint32 {
@@ -2353,7 +2508,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2520,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2533,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{31}
 }
 
 type VerifyResponse struct {
@@ -2394,7 +2549,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2561,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2574,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VerifyResponse) GetProblems() []string {
@@ -2538,7 +2693,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\ttransfers\x18\x01 \x03(\v2\x13.ledger.v1.TransferR\ttransfers\x12%\n" +
 	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"M\n" +
 	"\x19GetAccountBalancesRequest\x120\n" +
-	"\x06filter\x18\x01 \x01(\v2\x18.ledger.v1.AccountFilterR\x06filter\"\xc1\x02\n" +
+	"\x06filter\x18\x01 \x01(\v2\x18.ledger.v1.AccountFilterR\x06filter\"\xd3\x02\n" +
 	"\x0eAccountBalance\x12\x1c\n" +
 	"\ttimestamp\x18\x01 \x01(\x04R\ttimestamp\x12\x1f\n" +
 	"\vtransfer_id\x18\x02 \x01(\x04R\n" +
@@ -2547,12 +2702,14 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\rdebits_posted\x18\b \x01(\v2\x12.ledger.v1.Uint128R\fdebitsPosted\x12;\n" +
 	"\x0fcredits_pending\x18\t \x01(\v2\x12.ledger.v1.Uint128R\x0ecreditsPending\x129\n" +
 	"\x0ecredits_posted\x18\n" +
-	" \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPostedJ\x04\b\x03\x10\a\"z\n" +
+	" \x01(\v2\x12.ledger.v1.Uint128R\rcreditsPosted\x12\x10\n" +
+	"\x03day\x18\v \x01(\rR\x03dayJ\x04\b\x03\x10\a\"z\n" +
 	"\x1aGetAccountBalancesResponse\x125\n" +
 	"\bbalances\x18\x01 \x03(\v2\x19.ledger.v1.AccountBalanceR\bbalances\x12%\n" +
-	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\"(\n" +
+	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\">\n" +
 	"\x12RunEndOfDayRequest\x12\x12\n" +
-	"\x04date\x18\x01 \x01(\tR\x04date\"\xd7\x01\n" +
+	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
+	"\x05early\x18\x02 \x01(\bR\x05early\"\x9d\x02\n" +
 	"\x13RunEndOfDayResponse\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
@@ -2561,14 +2718,24 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x05steps\x18\x05 \x03(\tR\x05steps\x12 \n" +
 	"\vdifferences\x18\x06 \x03(\tR\vdifferences\x12\x14\n" +
 	"\x05stuck\x18\a \x03(\tR\x05stuck\x12\x16\n" +
-	"\x06report\x18\b \x01(\tR\x06report\"\x1a\n" +
-	"\x18GetEndOfDayStatusRequest\"\x9d\x01\n" +
+	"\x06report\x18\b \x01(\tR\x06report\x12\x1a\n" +
+	"\barchived\x18\t \x01(\bR\barchived\x12\x12\n" +
+	"\x04note\x18\n" +
+	" \x01(\tR\x04note\x12\x14\n" +
+	"\x05early\x18\v \x01(\bR\x05early\"?\n" +
+	"\x15AcceptEndOfDayRequest\x12\x12\n" +
+	"\x04date\x18\x01 \x01(\tR\x04date\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"P\n" +
+	"\x16AcceptEndOfDayResponse\x126\n" +
+	"\x06result\x18\x01 \x01(\v2\x1e.ledger.v1.RunEndOfDayResponseR\x06result\"\x1a\n" +
+	"\x18GetEndOfDayStatusRequest\"\xb1\x01\n" +
 	"\x19GetEndOfDayStatusResponse\x12!\n" +
 	"\fcurrent_date\x18\x01 \x01(\tR\vcurrentDate\x12\x1b\n" +
 	"\tlast_date\x18\x02 \x01(\tR\blastDate\x12\x1d\n" +
 	"\n" +
 	"last_phase\x18\x03 \x01(\tR\tlastPhase\x12!\n" +
-	"\flast_outcome\x18\x04 \x01(\tR\vlastOutcome\"-\n" +
+	"\flast_outcome\x18\x04 \x01(\tR\vlastOutcome\x12\x12\n" +
+	"\x04open\x18\x05 \x03(\tR\x04open\"-\n" +
 	"\x13TrialBalanceRequest\x12\x16\n" +
 	"\x06ledger\x18\x01 \x01(\rR\x06ledger\"\x8d\x01\n" +
 	"\x14TrialBalanceResponse\x127\n" +
@@ -2676,12 +2843,13 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)\x12'\n" +
 	"#CREATE_TRANSFER_RESULT_ID_IN_FLIGHT\x10*\x12>\n" +
 	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+\x126\n" +
-	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xcc\x02\n" +
+	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xa3\x03\n" +
 	"\fAdminService\x12=\n" +
 	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponse\x12O\n" +
 	"\fTrialBalance\x12\x1e.ledger.v1.TrialBalanceRequest\x1a\x1f.ledger.v1.TrialBalanceResponse\x12L\n" +
 	"\vRunEndOfDay\x12\x1d.ledger.v1.RunEndOfDayRequest\x1a\x1e.ledger.v1.RunEndOfDayResponse\x12^\n" +
-	"\x11GetEndOfDayStatus\x12#.ledger.v1.GetEndOfDayStatusRequest\x1a$.ledger.v1.GetEndOfDayStatusResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\x11GetEndOfDayStatus\x12#.ledger.v1.GetEndOfDayStatusRequest\x1a$.ledger.v1.GetEndOfDayStatusResponse\x12U\n" +
+	"\x0eAcceptEndOfDay\x12 .ledger.v1.AcceptEndOfDayRequest\x1a!.ledger.v1.AcceptEndOfDayResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -2696,7 +2864,7 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(TransferState)(0),                  // 0: ledger.v1.TransferState
 	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
@@ -2724,14 +2892,16 @@ var file_ledger_v1_ledger_proto_goTypes = []any{
 	(*GetAccountBalancesResponse)(nil),  // 23: ledger.v1.GetAccountBalancesResponse
 	(*RunEndOfDayRequest)(nil),          // 24: ledger.v1.RunEndOfDayRequest
 	(*RunEndOfDayResponse)(nil),         // 25: ledger.v1.RunEndOfDayResponse
-	(*GetEndOfDayStatusRequest)(nil),    // 26: ledger.v1.GetEndOfDayStatusRequest
-	(*GetEndOfDayStatusResponse)(nil),   // 27: ledger.v1.GetEndOfDayStatusResponse
-	(*TrialBalanceRequest)(nil),         // 28: ledger.v1.TrialBalanceRequest
-	(*TrialBalanceResponse)(nil),        // 29: ledger.v1.TrialBalanceResponse
-	(*TrialBalanceLedger)(nil),          // 30: ledger.v1.TrialBalanceLedger
-	(*TrialBalanceLine)(nil),            // 31: ledger.v1.TrialBalanceLine
-	(*VerifyRequest)(nil),               // 32: ledger.v1.VerifyRequest
-	(*VerifyResponse)(nil),              // 33: ledger.v1.VerifyResponse
+	(*AcceptEndOfDayRequest)(nil),       // 26: ledger.v1.AcceptEndOfDayRequest
+	(*AcceptEndOfDayResponse)(nil),      // 27: ledger.v1.AcceptEndOfDayResponse
+	(*GetEndOfDayStatusRequest)(nil),    // 28: ledger.v1.GetEndOfDayStatusRequest
+	(*GetEndOfDayStatusResponse)(nil),   // 29: ledger.v1.GetEndOfDayStatusResponse
+	(*TrialBalanceRequest)(nil),         // 30: ledger.v1.TrialBalanceRequest
+	(*TrialBalanceResponse)(nil),        // 31: ledger.v1.TrialBalanceResponse
+	(*TrialBalanceLedger)(nil),          // 32: ledger.v1.TrialBalanceLedger
+	(*TrialBalanceLine)(nil),            // 33: ledger.v1.TrialBalanceLine
+	(*VerifyRequest)(nil),               // 34: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),              // 35: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
@@ -2759,28 +2929,31 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	4,  // 22: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
 	4,  // 23: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
 	22, // 24: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
-	30, // 25: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
-	31, // 26: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
-	31, // 27: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
-	31, // 28: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
-	31, // 29: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
-	4,  // 30: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
-	4,  // 31: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
-	4,  // 32: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
-	4,  // 33: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
-	32, // 34: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	28, // 35: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
-	24, // 36: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
-	26, // 37: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
-	33, // 38: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	29, // 39: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
-	25, // 40: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
-	27, // 41: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
-	38, // [38:42] is the sub-list for method output_type
-	34, // [34:38] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	25, // 25: ledger.v1.AcceptEndOfDayResponse.result:type_name -> ledger.v1.RunEndOfDayResponse
+	32, // 26: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
+	33, // 27: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
+	33, // 28: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
+	33, // 29: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
+	33, // 30: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
+	4,  // 31: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
+	4,  // 32: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
+	4,  // 33: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
+	4,  // 34: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
+	34, // 35: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	30, // 36: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
+	24, // 37: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
+	28, // 38: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
+	26, // 39: ledger.v1.AdminService.AcceptEndOfDay:input_type -> ledger.v1.AcceptEndOfDayRequest
+	35, // 40: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	31, // 41: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
+	25, // 42: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
+	29, // 43: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
+	27, // 44: ledger.v1.AdminService.AcceptEndOfDay:output_type -> ledger.v1.AcceptEndOfDayResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }
@@ -2794,7 +2967,7 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	AdminService_TrialBalance_FullMethodName      = "/ledger.v1.AdminService/TrialBalance"
 	AdminService_RunEndOfDay_FullMethodName       = "/ledger.v1.AdminService/RunEndOfDay"
 	AdminService_GetEndOfDayStatus_FullMethodName = "/ledger.v1.AdminService/GetEndOfDayStatus"
+	AdminService_AcceptEndOfDay_FullMethodName    = "/ledger.v1.AdminService/AcceptEndOfDay"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -49,14 +50,24 @@ type AdminServiceClient interface {
 	TrialBalance(ctx context.Context, in *TrialBalanceRequest, opts ...grpc.CallOption) (*TrialBalanceResponse, error)
 	// RunEndOfDay closes an accounting day in its phases (switch new work to the next day,
 	// drain the day's legs and buffers, snapshot the closing balances, trial balance of the
-	// day, archive), resuming a run a crash interrupted; a closed day answers its recorded
-	// result. Transfers keep flowing meanwhile. INVALID_ARGUMENT: not a date, a day not begun,
-	// or a past day without a record; FAILED_PRECONDITION: the day before is not closed;
-	// ABORTED: another end of day is running. A failed trial balance or a drain timeout is an
-	// answer (passed false), not an error.
+	// day, archive), resuming a run a crash interrupted; an archived day answers its recorded
+	// result, and a day whose trial balance failed is recomputed from the store. The switch
+	// never waits for earlier days; a day is archived only once its trial balance passed (or
+	// its differences were accepted) and every earlier day is archived. Transfers keep flowing
+	// meanwhile. INVALID_ARGUMENT: not a date, a day not begun, a past day without a record,
+	// or a day with no next day; FAILED_PRECONDITION: the day has not ended yet (UTC) and
+	// early is not set; ABORTED: another end of day is running. A failed trial balance or a
+	// drain timeout is an answer (archived false), not an error.
 	RunEndOfDay(ctx context.Context, in *RunEndOfDayRequest, opts ...grpc.CallOption) (*RunEndOfDayResponse, error)
-	// GetEndOfDayStatus answers the current accounting day and the latest end-of-day record.
+	// GetEndOfDayStatus answers the current accounting day, the latest end-of-day record and
+	// the days not archived.
 	GetEndOfDayStatus(ctx context.Context, in *GetEndOfDayStatusRequest, opts ...grpc.CallOption) (*GetEndOfDayStatusResponse, error)
+	// AcceptEndOfDay accepts the differences of a day whose trial balance failed, with an
+	// operator's note: recorded durably with the differences, and the day is archived as
+	// "accepted with differences" once every earlier day is archived. INVALID_ARGUMENT: not a
+	// date, or no note (or one over 1,000 bytes); FAILED_PRECONDITION: the day's trial balance
+	// did not fail (no record, running, passed, archived); ABORTED: an end of day is running.
+	AcceptEndOfDay(ctx context.Context, in *AcceptEndOfDayRequest, opts ...grpc.CallOption) (*AcceptEndOfDayResponse, error)
 }
 
 type adminServiceClient struct {
@@ -107,6 +118,16 @@ func (c *adminServiceClient) GetEndOfDayStatus(ctx context.Context, in *GetEndOf
 	return out, nil
 }
 
+func (c *adminServiceClient) AcceptEndOfDay(ctx context.Context, in *AcceptEndOfDayRequest, opts ...grpc.CallOption) (*AcceptEndOfDayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcceptEndOfDayResponse)
+	err := c.cc.Invoke(ctx, AdminService_AcceptEndOfDay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -125,14 +146,24 @@ type AdminServiceServer interface {
 	TrialBalance(context.Context, *TrialBalanceRequest) (*TrialBalanceResponse, error)
 	// RunEndOfDay closes an accounting day in its phases (switch new work to the next day,
 	// drain the day's legs and buffers, snapshot the closing balances, trial balance of the
-	// day, archive), resuming a run a crash interrupted; a closed day answers its recorded
-	// result. Transfers keep flowing meanwhile. INVALID_ARGUMENT: not a date, a day not begun,
-	// or a past day without a record; FAILED_PRECONDITION: the day before is not closed;
-	// ABORTED: another end of day is running. A failed trial balance or a drain timeout is an
-	// answer (passed false), not an error.
+	// day, archive), resuming a run a crash interrupted; an archived day answers its recorded
+	// result, and a day whose trial balance failed is recomputed from the store. The switch
+	// never waits for earlier days; a day is archived only once its trial balance passed (or
+	// its differences were accepted) and every earlier day is archived. Transfers keep flowing
+	// meanwhile. INVALID_ARGUMENT: not a date, a day not begun, a past day without a record,
+	// or a day with no next day; FAILED_PRECONDITION: the day has not ended yet (UTC) and
+	// early is not set; ABORTED: another end of day is running. A failed trial balance or a
+	// drain timeout is an answer (archived false), not an error.
 	RunEndOfDay(context.Context, *RunEndOfDayRequest) (*RunEndOfDayResponse, error)
-	// GetEndOfDayStatus answers the current accounting day and the latest end-of-day record.
+	// GetEndOfDayStatus answers the current accounting day, the latest end-of-day record and
+	// the days not archived.
 	GetEndOfDayStatus(context.Context, *GetEndOfDayStatusRequest) (*GetEndOfDayStatusResponse, error)
+	// AcceptEndOfDay accepts the differences of a day whose trial balance failed, with an
+	// operator's note: recorded durably with the differences, and the day is archived as
+	// "accepted with differences" once every earlier day is archived. INVALID_ARGUMENT: not a
+	// date, or no note (or one over 1,000 bytes); FAILED_PRECONDITION: the day's trial balance
+	// did not fail (no record, running, passed, archived); ABORTED: an end of day is running.
+	AcceptEndOfDay(context.Context, *AcceptEndOfDayRequest) (*AcceptEndOfDayResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -154,6 +185,9 @@ func (UnimplementedAdminServiceServer) RunEndOfDay(context.Context, *RunEndOfDay
 }
 func (UnimplementedAdminServiceServer) GetEndOfDayStatus(context.Context, *GetEndOfDayStatusRequest) (*GetEndOfDayStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetEndOfDayStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) AcceptEndOfDay(context.Context, *AcceptEndOfDayRequest) (*AcceptEndOfDayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcceptEndOfDay not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -248,6 +282,24 @@ func _AdminService_GetEndOfDayStatus_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AcceptEndOfDay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcceptEndOfDayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AcceptEndOfDay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AcceptEndOfDay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AcceptEndOfDay(ctx, req.(*AcceptEndOfDayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +322,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetEndOfDayStatus",
 			Handler:    _AdminService_GetEndOfDayStatus_Handler,
+		},
+		{
+			MethodName: "AcceptEndOfDay",
+			Handler:    _AdminService_AcceptEndOfDay_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
