@@ -247,7 +247,11 @@ func (r *Runner) batch(evs []events.Event) error {
 		case e.Posting != nil:
 			r.m.Posting(e.Seq, e.Posting)
 		case e.Order != nil:
-			r.m.Order(e.Seq, e.Order, e.Exception)
+			if e.Exact {
+				r.m.OrderExact(e.Seq, e.Order, e.Exception, e.Opened)
+			} else {
+				r.m.Order(e.Seq, e.Order, e.Exception)
+			}
 		}
 	}
 	r.next = evs[len(evs)-1].Seq + 1

@@ -34,16 +34,23 @@
 //  1. Every exception record an order opened within the window, one finding per kind
 //     (duplicate_payment, amount_mismatch, status_conflict, settle_refused): the channel and
 //     the order disagreed, even though the books hold it in suspense. The stream names the
-//     records each commit opened or changed (exception events); a record is opened within
-//     the window when its order's whole life was seen, when an earlier version of the order
-//     in the window did not have it, or when its first exception event in the window shows a
-//     record created at or after the biz id's floor.
+//     records each commit opened or changed (exception events). When it also says whether
+//     the commit opened the record (OrderExact: the server's stream, payment log records of
+//     version 3 on), a record is reported exactly when an event of it in the window says its
+//     commit opened it: no timestamp enters. Otherwise (Order: records logged before, or a
+//     client of the wire stream, which does not carry it) a record is opened within the
+//     window when its order's whole life was seen, when an earlier version of the order in
+//     the window did not have it, or when its first exception event in the window shows a
+//     record created at or after the biz id's floor; that rule can miss a record stamped
+//     before a close or a restart's floor but committed after it.
 //  2. The three-way check (payment.Reconcile) over the orders' last versions and the
 //     transfers' last states seen: KindLedger with its differences. When the window did not
 //     see the whole life of what it holds (an order created before the floor, a payment
 //     transfer of an order not seen, a gap in the stream), it is Partial: the stream alone
 //     cannot tell a transfer committed before the window from a missing one, so the host
-//     checks the biz id against the store (Confirm) instead.
+//     checks the biz id against the store (Confirm) instead. A ledger finding is named (its
+//     First) by a digest of its differences (DiffDigest), whether the stream's check or the
+//     store's made it: the same differences found again are the same finding.
 //  3. KindPending or KindNotFinal, as above.
 //
 // A window with no finding and every order final is matched.
@@ -95,9 +102,9 @@ const (
 	SkipMax = 1_000_000
 	// DifferencesMax is the most differences one finding lists (it counts the rest in More).
 	DifferencesMax = 32
-	// StoreFindingBit marks the First of a ledger finding that the store's three-way check
-	// found (Confirm): its First is a digest of its differences, not a sequence, so the same
-	// differences found again by a later window of the biz id are the same finding.
+	// StoreFindingBit marks the First of a ledger finding (the stream's three-way check or
+	// the store's, Confirm): its First is a digest of its differences, not a sequence, so the
+	// same differences found again, by either check or a later window, are the same finding.
 	StoreFindingBit = 1 << 63
 )
 
@@ -147,8 +154,9 @@ func exceptionKind(k payment.ExceptionKind) Kind {
 
 // Finding is one thing still unmatched when a biz id's window closed. Its identity is
 // (BizID, Kind, First): the same events give the same findings after a restart. First is the
-// sequence of the window's first event, except for a ledger finding of the store's check
-// (StoreFindingBit).
+// sequence of the window's first event, except for a ledger finding, whose First is the
+// digest of its differences (StoreFindingBit set), whether the stream's three-way check or
+// the store's (Confirm) made it.
 type Finding struct {
 	BizID  string
 	Kind   Kind
@@ -253,6 +261,13 @@ type orderSeen struct {
 	openedIn uint64
 	// excSeen bit k: an exception event of record k was seen in the window.
 	excSeen uint64
+	// exactKnown bit k: an Exact exception event of record k was seen (the stream said
+	// whether its commit opened it); exactOpened bit k: one said it opened it.
+	exactKnown, exactOpened uint64
+	// legacy: an event of the order in the window was not Exact (logged before the stream
+	// said which records a commit opened): records the stream said nothing exact about are
+	// judged by the timestamp rule.
+	legacy bool
 }
 
 type span struct{ first, through uint64 }
@@ -431,9 +446,24 @@ func (m *Matcher) Transfer(seq uint64, t *ledger.Transfer) {
 	b.transfers[t.ID] = *t
 }
 
-// Order takes an order event: the order as a commit wrote it, and exception >= 0 when the
-// event is about its exception record of that index (the commit opened or changed it).
+// Order takes an order event of a stream that does not say which exception records a commit
+// opened (a payment log record of version 1 or 2, or a client of the wire stream): the order
+// as a commit wrote it, and exception >= 0 when the event is about its exception record of
+// that index (the commit opened or changed it). Whether a record was opened within the window
+// is then inferred (see the package comment).
 func (m *Matcher) Order(seq uint64, o *payment.Order, exception int) {
+	m.order(seq, o, exception, false, false)
+}
+
+// OrderExact takes an order event of a stream that says which exception records each commit
+// opened (events.Event.Exact): with exception >= 0, opened tells whether the commit opened the
+// record (else it changed it). A record is then reported by the window exactly when an event
+// of it in the window says its commit opened it.
+func (m *Matcher) OrderExact(seq uint64, o *payment.Order, exception int, opened bool) {
+	m.order(seq, o, exception, true, opened)
+}
+
+func (m *Matcher) order(seq uint64, o *payment.Order, exception int, exact, opened bool) {
 	m.event(o.Updated)
 	b := m.take(seq, o.BizID, true)
 	if b == nil {
@@ -453,13 +483,24 @@ func (m *Matcher) Order(seq uint64, o *payment.Order, exception int) {
 		seen = &orderSeen{first: o.Version, opened: len(o.Exceptions)}
 		b.orders[o.ID] = seen
 	}
+	seen.legacy = seen.legacy || !exact
 	if o.Version < seen.first { // out of order within the window: the earliest version counts
 		seen.first, seen.opened = o.Version, len(o.Exceptions)
 	}
 	if seen.o == nil || o.Version >= seen.o.Version {
 		seen.o = clone(o)
 	}
-	if exception >= 0 && exception < len(o.Exceptions) && exception < 64 && seen.excSeen&(1<<exception) == 0 {
+	if exception < 0 || exception >= len(o.Exceptions) || exception >= 64 {
+		return
+	}
+	if exact {
+		seen.exactKnown |= 1 << exception
+		if opened {
+			seen.exactOpened |= 1 << exception
+		}
+		return
+	}
+	if seen.excSeen&(1<<exception) == 0 {
 		seen.excSeen |= 1 << exception
 		if o.Exceptions[exception].Created >= b.floor {
 			seen.openedIn |= 1 << exception
@@ -628,8 +669,15 @@ func (m *Matcher) verdict(b *biz) Window {
 		s := b.orders[id]
 		whole := s.o.Created >= b.floor
 		for k := range s.o.Exceptions {
-			if !whole && k < s.opened && (k >= 64 || s.openedIn&(1<<k) == 0) {
-				continue // opened before the window
+			switch {
+			case k < 64 && s.exactKnown&(1<<k) != 0:
+				if s.exactOpened&(1<<k) == 0 {
+					continue // the stream said its commits in the window only changed it
+				}
+			case !s.legacy:
+				continue // exact events of the order, none about it: opened before the window
+			case !whole && k < s.opened && (k >= 64 || s.openedIn&(1<<k) == 0):
+				continue // opened before the window (the timestamp rule)
 			}
 			x := &s.o.Exceptions[k]
 			kind := exceptionKind(x.Kind)
@@ -653,7 +701,9 @@ func (m *Matcher) verdict(b *biz) Window {
 		}
 		slices.SortFunc(transfers, func(x, y ledger.Transfer) int { return cmpU64(x.ID, y.ID) })
 		if diffs := payment.Reconcile(m.s, orders, transfers); len(diffs) > 0 {
-			w.add(KindLedger, ids, diffs)
+			// Named by its differences, as the store's check names its finding: the same
+			// difference found by the stream and by the store is one finding.
+			w.addAt(KindLedger, DiffDigest(diffs), ids, diffs)
 		}
 	}
 	// 3. Orders still not final at the second close.
