@@ -101,7 +101,7 @@ func registerReconMetrics(reg *prometheus.Registry, r *nrtrecon.Runner) {
 			func() float64 { return float64(r.Stats.Ignored.Load()) }),
 		counter("ledger_recon_settled_total", "Pending or not_final findings resolved because a later window of the biz id matched.",
 			func() float64 { return float64(r.Stats.Settled.Load()) }),
-		counter("ledger_recon_confirm_retries_total", "Store checks of partial windows that failed (retried, at most 5 steps, then an unverifiable finding).",
+		counter("ledger_recon_confirm_retries_total", "Store checks of partial windows that failed (retried with backoff for a minute, then an unverifiable finding).",
 			func() float64 { return float64(r.Stats.ConfirmRetries.Load()) }),
 		gauge("ledger_recon_lag_events", "Durable events the reconciliation has not read yet.",
 			func() float64 { return float64(r.Lag()) }),

@@ -214,6 +214,9 @@ type Config struct {
 	StoreVerdict bool
 	// KeptMax bounds the orders and transfers kept across the open windows; 0: TrackedMax.
 	KeptMax int
+	// SkipMax bounds the windows of a previous run the matcher holds (Skip), and so the
+	// windows a host may record past its checkpoint; 0: SkipMax (tests lower it).
+	SkipMax int
 }
 
 // Validate checks the configuration, filling in defaults.
@@ -227,6 +230,9 @@ func (c *Config) Validate() error {
 	if c.KeptMax == 0 {
 		c.KeptMax = TrackedMax
 	}
+	if c.SkipMax == 0 {
+		c.SkipMax = SkipMax
+	}
 	switch {
 	case c.Window < WindowMin || c.Window > WindowMax:
 		return fmt.Errorf("recon: the window must be 1s to 24h, not %dns", c.Window)
@@ -234,6 +240,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("recon: the biz ids tracked must be 1 to %d, not %d", BizMaxLimit, c.BizMax)
 	case c.KeptMax < 1 || c.KeptMax > TrackedMax:
 		return fmt.Errorf("recon: the orders and transfers kept must be 1 to %d, not %d", TrackedMax, c.KeptMax)
+	case c.SkipMax < 1 || c.SkipMax > SkipMax:
+		return fmt.Errorf("recon: the windows to skip must be 1 to %d, not %d", SkipMax, c.SkipMax)
 	}
 	return nil
 }
@@ -329,15 +337,15 @@ func New(s *payment.Setup, cfg Config) (*Matcher, error) {
 		stats: Stats{Unmatched: map[Kind]uint64{}}}, nil
 }
 
-// ErrSkipFull: Skip was given more than SkipMax windows.
-var ErrSkipFull = fmt.Errorf("recon: more than %d closed windows to skip", SkipMax)
+// ErrSkipFull: Skip was given more than Config.SkipMax windows.
+var ErrSkipFull = errors.New("recon: more closed windows to skip than the matcher holds (Config.SkipMax)")
 
 // Skip tells the matcher that a previous run closed a window of biz id that took its events
 // from sequence first through sequence through: those events of the biz id are ignored (they
 // were reconciled already). Only such windows are skipped: the events of biz id outside them
 // are taken. Give them in any order, before the events.
 func (m *Matcher) Skip(bizID string, first, through uint64) error {
-	if m.skipN >= SkipMax {
+	if m.skipN >= m.cfg.SkipMax {
 		return ErrSkipFull
 	}
 	m.skip[bizID] = append(m.skip[bizID], span{first, through})
