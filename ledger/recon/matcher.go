@@ -14,7 +14,11 @@
 // Opened + Window. A plain ledger transfer (a ledger client's, not a payment order's) joins the
 // open window of its biz id when there is one, and is then judged by the three-way rules (a
 // transfer with no order is a difference); when there is none it is ignored: not tracked, no
-// finding. An event whose time is at or past a window's end closes it first, then opens a new
+// finding. A payment order without a biz id is joined by its order key instead (OrderKey:
+// "order", U+001F, its id), with the transfers of its steps (they carry no biz id either); the
+// key names its window and findings where a biz id would. No payment order's biz id is such a
+// key (it must be printable), and a plain transfer carrying one as its biz id joins nothing;
+// plain transfers without a biz id are not joined. An event whose time is at or past a window's end closes it first, then opens a new
 // window of its own. When a window closes with an order of the biz id not final, the window
 // is extended once, by Window from the close (counted as pending); at the second close an
 // order that still waits on its channel (UNKNOWN, or sent and awaiting its outcome) is
@@ -71,11 +75,31 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 )
+
+// OrderKeyPrefix begins the join key of a payment order without a biz id (OrderKey): the
+// unit separator (U+001F) is not printable, and a payment order's biz id must be printable
+// (payment.ResultBizIDNotPrintable), so no order's biz id is such a key.
+const OrderKeyPrefix = "order\x1f"
+
+// OrderKey is the join key of payment order id when it has no biz id: its window, findings and
+// closed windows are named by it where a biz id would be ("order", U+001F, the id in decimal).
+func OrderKey(id uint64) string { return OrderKeyPrefix + strconv.FormatUint(id, 10) }
+
+// OrderOfKey is the order an OrderKey names.
+func OrderOfKey(key string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(key, OrderKeyPrefix)
+	if !ok || rest == "" || rest[0] == '0' {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(rest, 10, 64)
+	return id, err == nil
+}
 
 // Limits and defaults (units last).
 const (
@@ -435,8 +459,17 @@ func (m *Matcher) Posting(seq uint64, p *ledger.Posting) { m.event(p.Timestamp) 
 // Transfer takes a transfer event (a transfer record written: new, or its state changed).
 func (m *Matcher) Transfer(seq uint64, t *ledger.Transfer) {
 	m.event(t.Timestamp)
-	_, _, ok := payment.StepOf(t.ID)
-	b := m.take(seq, t.BizID, ok && !payment.IsStatementTransfer(t.ID))
+	order, _, ok := payment.StepOf(t.ID)
+	pay := ok && !payment.IsStatementTransfer(t.ID)
+	key := t.BizID
+	switch {
+	case key == "" && pay:
+		key = OrderKey(order) // a transfer of an order without a biz id
+	case !pay && strings.HasPrefix(key, OrderKeyPrefix):
+		m.stats.Ignored++ // a plain transfer never joins an order's own window
+		return
+	}
+	b := m.take(seq, key, pay)
 	if b == nil {
 		return
 	}
@@ -473,7 +506,11 @@ func (m *Matcher) OrderExact(seq uint64, o *payment.Order, exception int, opened
 
 func (m *Matcher) order(seq uint64, o *payment.Order, exception int, exact, opened bool) {
 	m.event(o.Updated)
-	b := m.take(seq, o.BizID, true)
+	key := o.BizID
+	if key == "" {
+		key = OrderKey(o.ID)
+	}
+	b := m.take(seq, key, true)
 	if b == nil {
 		return
 	}

@@ -6,6 +6,7 @@ package recon
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/ledgercore/ledger/channel"
@@ -303,5 +304,53 @@ func TestExceptionReportedOnceExactAndLegacy(t *testing.T) {
 				t.Errorf("findings %v, want the duplicate once, in the first of two windows", got)
 			}
 		})
+	}
+}
+
+// TestNoBizIDJoinedByOrder: a payment order without a biz id (the API allows it) is joined by
+// its order key with its transfers: its amount mismatch and duplicate payment are reported
+// under the key; plain transfers without a biz id, or carrying the key as their biz id, stay
+// unjoined (ignored).
+func TestNoBizIDJoinedByOrder(t *testing.T) {
+	sc := newScript(t)
+	sc.recharge(1, "", 100)
+	sc.at(sec)
+	sc.notice(1, channel.Succeeded, "T1", 90) // amount mismatch
+	sc.at(sec)
+	sc.notice(1, channel.Succeeded, "T2", 100) // duplicate payment
+	evs := append(slices.Clone(sc.events), event{t: plain(10_001, "", sc.now), exc: -1},
+		event{t: plain(10_002, OrderKey(1), sc.now), exc: -1})
+	ws, m := run(t, sc, Config{Window: 60 * sec}, evs)
+	t.Logf("exceptions on the order: %d; windows:\n%s stats %+v", len(sc.orders[1].Exceptions), summary(ws), m.Stats())
+	if len(ws) != 1 || ws[0].BizID != OrderKey(1) || ws[0].Partial || ws[0].Transfers == 0 {
+		t.Fatalf("windows %+v", ws)
+	}
+	var kinds []Kind
+	for _, f := range ws[0].Findings {
+		kinds = append(kinds, f.Kind)
+	}
+	if fmt.Sprint(kinds) != "[duplicate_payment amount_mismatch]" || m.Stats().Ignored != 1 {
+		t.Fatalf("findings %v, ignored %d", kinds, m.Stats().Ignored)
+	}
+}
+
+func TestOrderKey(t *testing.T) {
+	for _, id := range []uint64{1, 42, payment.OrderIDMax} {
+		if got, ok := OrderOfKey(OrderKey(id)); !ok || got != id {
+			t.Errorf("%d: %d %v", id, got, ok)
+		}
+	}
+	for _, s := range []string{"", "order:1", "order\x1f", "order\x1f01", "order\x1f1x", "xorder\x1f1", "order\x1f-1",
+		"order\x1f99999999999999999999"} {
+		if id, ok := OrderOfKey(s); ok {
+			t.Errorf("%q read as order %d", s, id)
+		}
+	}
+	// No payment order's biz id is a key: the payment layer refuses a biz id not printable.
+	accounts := func(a uint64) (ledger.Account, bool) { return ledger.Account{ID: a, Ledger: 1, Code: 2001}, true }
+	sc := newScript(t)
+	if _, res := payment.New(sc.s, &payment.Request{Key: "k", BizID: OrderKey(7), Form: payment.Recharge, Ledger: 1,
+		Amount: 1, To: 1, Channel: "bank"}, 1, sc.now, accounts, nil); res != payment.ResultBizIDNotPrintable {
+		t.Fatalf("a biz id that is an order key: %v", res)
 	}
 }
