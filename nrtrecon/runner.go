@@ -48,6 +48,9 @@ const (
 	ConfirmRetryDefault = time.Minute
 	ConfirmBackoffMin   = 100 * time.Millisecond
 	ConfirmBackoffMax   = 10 * time.Second
+	// HoldMaxDefault is how many durable events past its checkpoint the runner may hold
+	// from retention by default (Config.HoldMax): past it, it releases its hold.
+	HoldMaxDefault = 50_000_000
 )
 
 // ErrUnverifiable: the store's check of a biz id can never be made (Config.Confirm wraps it,
@@ -70,7 +73,13 @@ type Config struct {
 	ConfirmRetryFor time.Duration
 	Now             func() uint64 // wall clock, ns; nil: time.Now
 	Grace           time.Duration // 0: GraceDefault
-	Logger          *slog.Logger
+	// HoldMax caps the retention hold: when more than HoldMax durable events lie past the
+	// durable checkpoint (a runner stuck, or a window held open), the runner releases its
+	// hold, logs at ERROR and counts it (Stats.HoldReleased): retention may then trim what it
+	// has not reconciled, and the gap is handled as any other (the open windows are made
+	// partial). It holds again once back within HoldMax/2. 0: HoldMaxDefault.
+	HoldMax uint64
+	Logger  *slog.Logger
 }
 
 // Stats are the runner's figures, read by the metrics adapter.
@@ -89,6 +98,8 @@ type Stats struct {
 	Trimmed        atomic.Uint64
 	Errors         atomic.Uint64 // follow, confirm or commit errors (each retried)
 	ConfirmRetries atomic.Uint64 // store checks that failed and were retried
+	PlainDropped   atomic.Uint64 // plain transfers not tracked past a window's recon.PlainPerBizMax
+	HoldReleased   atomic.Uint64 // retention holds released past HoldMax
 	Next           atomic.Uint64 // the next sequence to read
 	Checkpoint     atomic.Uint64
 }
@@ -110,11 +121,15 @@ type Runner struct {
 	// most skipMax: a restart skips them).
 	past    throughs
 	skipMax int
-	hold    *events.RetentionHold
-	cancel  context.CancelFunc
-	stop    sync.Once
-	done    chan struct{}
-	Stats   Stats
+	// holdMu guards hold and held: released by the ticker (HoldMax) even while a step is
+	// stuck under mu.
+	holdMu sync.Mutex
+	hold   *events.RetentionHold
+	held   bool
+	cancel context.CancelFunc
+	stop   sync.Once
+	done   chan struct{}
+	Stats  Stats
 }
 
 type unconfirmed struct {
@@ -141,6 +156,9 @@ func Start(cfg Config) (*Runner, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.HoldMax == 0 {
+		cfg.HoldMax = HoldMaxDefault
 	}
 	if err := cfg.Matcher.Validate(); err != nil {
 		return nil, err
@@ -178,7 +196,7 @@ func Start(cfg Config) (*Runner, error) {
 	hold.Move(cp + 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{cfg: cfg, log: cfg.Logger.With("component", "recon"), m: m, next: cp + 1, cancel: cancel,
-		done: make(chan struct{}), hold: hold, past: past, skipMax: cfg.Matcher.SkipMax}
+		done: make(chan struct{}), hold: hold, held: true, past: past, skipMax: cfg.Matcher.SkipMax}
 	r.Stats.Next.Store(cp + 1)
 	r.Stats.Checkpoint.Store(cp)
 	go r.loop(ctx)
@@ -205,7 +223,14 @@ func (r *Runner) Lag() uint64 {
 
 func (r *Runner) loop(ctx context.Context) {
 	defer close(r.done)
-	defer r.hold.Release()
+	defer func() {
+		r.holdMu.Lock()
+		defer r.holdMu.Unlock()
+		if r.held {
+			r.hold.Release()
+			r.held = false
+		}
+	}()
 	ticks := make(chan struct{})
 	go func() {
 		t := time.NewTicker(tickInterval)
@@ -216,6 +241,7 @@ func (r *Runner) loop(ctx context.Context) {
 				close(ticks)
 				return
 			case <-t.C:
+				r.capHold()
 				r.tick()
 			}
 		}
@@ -279,7 +305,9 @@ func (r *Runner) batch(evs []events.Event) error {
 // tick closes, on the wall clock, the windows of an idle stream: only once every durable event
 // is read, and a grace period past their end.
 func (r *Runner) tick() {
-	r.mu.Lock()
+	if !r.mu.TryLock() {
+		return // a step is running (it flushes); the ticker never waits, so capHold runs
+	}
 	defer r.mu.Unlock()
 	if r.next <= r.cfg.Seq.Last() {
 		return
@@ -324,6 +352,7 @@ func (r *Runner) flush(idle bool) error {
 	r.Stats.Tracked.Store(int64(st.Tracked + len(r.unconfirmed)))
 	r.Stats.Kept.Store(int64(st.Kept))
 	r.Stats.Ignored.Store(st.Ignored)
+	r.Stats.PlainDropped.Store(st.PlainDropped)
 	if st.Overflow > r.Stats.Overflow.Load() {
 		r.log.Error("reconciliation: windows overflowed their bounds; reported unreconciled as overflow findings",
 			"overflow_total", st.Overflow)
@@ -346,7 +375,7 @@ func (r *Runner) flush(idle bool) error {
 	r.Stats.Recorded.Add(uint64(n.Recorded))
 	r.Stats.Settled.Add(uint64(n.Settled))
 	r.Stats.Checkpoint.Store(cp)
-	r.hold.Move(cp + 1)
+	r.moveHold(cp)
 	for _, c := range r.closed {
 		heap.Push(&r.past, c.Through)
 	}
@@ -355,6 +384,37 @@ func (r *Runner) flush(idle bool) error {
 	}
 	r.found, r.closed, r.settled = r.found[:0], r.closed[:0], r.settled[:0]
 	return nil
+}
+
+// moveHold moves the retention hold to the durable checkpoint cp; a hold released (HoldMax)
+// is taken again once the checkpoint is back within HoldMax/2 of the stream's end.
+func (r *Runner) moveHold(cp uint64) {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	if !r.held {
+		if last := r.cfg.Seq.Last(); last > cp && last-cp > r.cfg.HoldMax/2 {
+			return
+		}
+		r.hold, r.held = r.cfg.Seq.HoldRetention(), true
+		r.log.Warn("reconciliation: holding retention again", "checkpoint", cp)
+	}
+	r.hold.Move(cp + 1)
+}
+
+// capHold releases the retention hold when more than HoldMax durable events lie past the
+// durable checkpoint (never waiting for mu: a stuck step cannot keep it).
+func (r *Runner) capHold() {
+	r.holdMu.Lock()
+	defer r.holdMu.Unlock()
+	cp, last := r.Stats.Checkpoint.Load(), r.cfg.Seq.Last()
+	if !r.held || last <= cp || last-cp <= r.cfg.HoldMax {
+		return
+	}
+	r.hold.Release()
+	r.held = false
+	r.Stats.HoldReleased.Add(1)
+	r.log.Error("reconciliation: too far behind; the retention hold is released (retention may trim events not yet reconciled; a gap makes the open windows partial)",
+		"checkpoint", cp, "last", last, "hold_max", r.cfg.HoldMax)
 }
 
 // confirm records u's window, once its store check (when Partial) is made or cannot be; a check

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,4 +153,63 @@ func TestSkipBoundHeldAcrossAStep(t *testing.T) {
 	}
 	r = w.startWith(t, recon.Config{SkipMax: skipMax}, time.Hour, confirm)
 	r.Stop()
+}
+
+// TestHoldCapped: a runner whose checkpoint is stuck (a window whose store check keeps
+// failing) holds retention only up to HoldMax events past it: then it releases the hold
+// (counted), retention trims what it has not reconciled, and a restart from the stuck
+// checkpoint meets the gap (counted, the open windows made partial) and goes on; once the
+// checkpoint is back within HoldMax/2 the runner holds again.
+func TestHoldCapped(t *testing.T) {
+	w := newWorldRetain(t, fake.Config{Seed: 1, Latency: 5 * time.Millisecond}, 10)
+	w.account2(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	start := func() *Runner {
+		r, err := Start(Config{Seq: w.seq, Store: w.store, Setup: w.setup, Grace: time.Second, HoldMax: 20,
+			Matcher: recon.Config{Window: recon.WindowMin}, ConfirmRetryFor: time.Hour,
+			Confirm: func(biz string) ([]payment.Difference, error) {
+				if failing.Load() {
+					return nil, errors.New("store check unavailable")
+				}
+				return w.confirm(biz)
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := start()
+	w.strayPaymentTransfer(t, "stuck", 999)
+	waitFor(t, "the store check was not tried", func() bool { return r.Stats.ConfirmRetries.Load() > 0 })
+	stuck := r.Stats.Checkpoint.Load()
+	for i := range 40 { // more than HoldMax past the checkpoint
+		if rs, err := w.ledger.CreateTransfers([]ledger.Transfer{{ID: uint64(100 + i), DebitAccountID: 1,
+			CreditAccountID: 2, Amount: 1, Ledger: 1, Code: 1}}); err != nil || rs[0] != ledger.ResultOK {
+			t.Fatal(err, rs)
+		}
+	}
+	waitFor(t, "the hold was not released", func() bool { return r.Stats.HoldReleased.Load() == 1 })
+	waitFor(t, "retention did not trim past the stuck checkpoint", func() bool { return w.seq.Horizon() > stuck+1 })
+	if cp := r.Stats.Checkpoint.Load(); cp != stuck {
+		t.Fatalf("checkpoint moved from %d to %d", stuck, cp)
+	}
+	// The store answers again: the checkpoint catches up and the hold is taken again.
+	failing.Store(false)
+	quiet(t, r)
+	r.holdMu.Lock()
+	held := r.held
+	r.holdMu.Unlock()
+	if !held {
+		t.Fatal("the hold was not taken again once the checkpoint caught up")
+	}
+	r.Stop()
+	// A restart from the stuck checkpoint (moved back to it) meets the trimmed events.
+	if _, err := w.store.CommitRecon(storage.ReconWrite{Checkpoint: stuck, Now: 1}); err != nil {
+		t.Fatal(err)
+	}
+	r = start()
+	defer r.Stop()
+	waitFor(t, "the gap was not met", func() bool { return r.Stats.Trimmed.Load() == 1 })
+	quiet(t, r)
 }

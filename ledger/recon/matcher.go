@@ -66,7 +66,10 @@
 // TransfersPerBizMax transfers are kept for one window, and TrackedMax orders and transfers
 // across all windows: the window that would pass one of them is overflowed: what it kept is
 // dropped at once, its further events are only counted, and it reports one KindOverflow
-// finding when it closes.
+// finding when it closes. Plain transfers have a smaller bound of their own,
+// PlainPerBizMax a window: past it the window drops the plain transfers it kept, tracks no
+// more (counted in Stats.PlainDropped) and is Partial, its three-way verdict the store's;
+// its orders' exception records are still reported, and its orders still kept.
 package recon
 
 import (
@@ -119,6 +122,11 @@ const (
 	OrdersPerBizMax    = 64
 	TransfersPerBizMax = 64 * 48
 	TrackedMax         = 1_000_000
+	// PlainPerBizMax bounds the plain transfers (not a payment order's) one window tracks:
+	// past it the window drops them, tracks no more, and is Partial (its three-way verdict is
+	// the store's), so that a ledger client's transfers carrying a payment's biz id cannot
+	// overflow the payment's window and hide its own findings.
+	PlainPerBizMax = 256
 	// FloorsMax is how many biz ids' floors (the time their last window closed) are
 	// remembered; the oldest one forgotten raises the floor of every biz id not remembered.
 	FloorsMax = 1_000_000
@@ -281,6 +289,9 @@ type Stats struct {
 	Skipped   uint64          // events of windows a previous run closed already (Skip)
 	Ignored   uint64          // plain transfers with a biz id and no open window (not tracked)
 	Dropped   uint64          // events of overflowed windows (counted only)
+	// PlainDropped: plain transfers a window did not track past PlainPerBizMax (its verdict
+	// left to the store).
+	PlainDropped uint64
 	Gaps      uint64          // gaps in the stream (Gap): the open windows were made partial
 }
 
@@ -313,6 +324,8 @@ type biz struct {
 	floor      uint64 // orders created before it: their whole life was not seen
 	extended   bool
 	partial    bool // a gap in the stream (Gap)
+	plain      int  // plain transfers kept
+	plainOver  bool // more than PlainPerBizMax plain transfers: none kept, the verdict the store's
 	overflowed string
 	dropped    uint64 // events of the window not kept (overflowed)
 	// overOrders and overTransfers: what an overflowed window had kept when it overflowed.
@@ -474,6 +487,13 @@ func (m *Matcher) Transfer(seq uint64, t *ledger.Transfer) {
 		return
 	}
 	if _, had := b.transfers[t.ID]; !had {
+		if !pay && (b.plainOver || b.plain >= PlainPerBizMax) {
+			if !b.plainOver {
+				m.dropPlain(b)
+			}
+			m.stats.PlainDropped++
+			return
+		}
 		if len(b.transfers) >= TransfersPerBizMax {
 			m.overflow(b, fmt.Sprintf("more than %d transfers in the window", TransfersPerBizMax))
 			return
@@ -483,8 +503,23 @@ func (m *Matcher) Transfer(seq uint64, t *ledger.Transfer) {
 			return
 		}
 		m.kept++
+		if !pay {
+			b.plain++
+		}
 	}
 	b.transfers[t.ID] = *t
+}
+
+// dropPlain drops the plain transfers b kept: past PlainPerBizMax it tracks none, and its
+// three-way verdict is the store's.
+func (m *Matcher) dropPlain(b *biz) {
+	for id := range b.transfers {
+		if _, _, ok := payment.StepOf(id); !ok || payment.IsStatementTransfer(id) {
+			delete(b.transfers, id)
+			m.kept--
+		}
+	}
+	b.plain, b.plainOver = 0, true
 }
 
 // Order takes an order event of a stream that does not say which exception records a commit
@@ -738,7 +773,7 @@ func (m *Matcher) verdict(b *biz) Window {
 		}
 	}
 	// 2. The three-way check, when the window saw the whole life of what it holds.
-	w.Partial = m.cfg.StoreVerdict || b.partial || partial(b)
+	w.Partial = m.cfg.StoreVerdict || b.partial || b.plainOver || partial(b)
 	if !w.Partial {
 		transfers := make([]ledger.Transfer, 0, len(b.transfers))
 		for _, t := range b.transfers {

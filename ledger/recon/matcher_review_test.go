@@ -354,3 +354,32 @@ func TestOrderKey(t *testing.T) {
 		t.Fatalf("a biz id that is an order key: %v", res)
 	}
 }
+
+// TestPlainTransfersDoNotMaskAnomaly: a ledger client's plain transfers with a payment's biz
+// id (client-chosen), more than a window may track, do not overflow the payment's window:
+// past PlainPerBizMax the window stops tracking them and is Partial (the store's verdict),
+// and the payment's amount mismatch is still reported.
+func TestPlainTransfersDoNotMaskAnomaly(t *testing.T) {
+	sc := newScript(t)
+	sc.recharge(1, "shop-7", 100)
+	sc.at(sec)
+	sc.notice(1, channel.Succeeded, "T1", 90) // amount mismatch
+	m, _ := New(sc.s, Config{Window: 60 * sec})
+	feed(m, sc.events[:1], nil, 1)
+	seq := uint64(2)
+	for i := range TransfersPerBizMax + 1 {
+		m.Transfer(seq, plain(uint64(10_000+i), "shop-7", sc.now))
+		seq++
+	}
+	feed(m, sc.events[1:], nil, seq)
+	m.Advance(sc.now + 10*WindowMax)
+	m.Advance(sc.now + 20*WindowMax)
+	ws := m.Take()
+	t.Logf("windows:\n%s", summary(ws))
+	if st := m.Stats(); st.Overflow != 0 || st.PlainDropped != TransfersPerBizMax+1-PlainPerBizMax || st.Kept != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if len(ws) != 1 || !ws[0].Partial || len(ws[0].Findings) != 1 || ws[0].Findings[0].Kind != KindAmount {
+		t.Errorf("the amount mismatch is masked by another client's plain transfers: %+v", ws)
+	}
+}
