@@ -292,7 +292,7 @@ type Stats struct {
 	// PlainDropped: plain transfers a window did not track past PlainPerBizMax (its verdict
 	// left to the store).
 	PlainDropped uint64
-	Gaps      uint64          // gaps in the stream (Gap): the open windows were made partial
+	Gaps         uint64 // gaps in the stream (Gap): the open windows were made partial
 }
 
 type orderSeen struct {
