@@ -340,8 +340,27 @@ func (r *Runner) flush(idle bool) error {
 	// the bound, the oldest window holding the checkpoint back is closed unreconciled (an
 	// open one as overflow, one waiting for its store check as unverifiable) so that it moves.
 	cp := r.checkpoint()
-	for len(r.past)+len(r.closed) > r.skipMax && r.beyond(cp) > r.skipMax && r.release(now) {
-		cp = r.checkpoint()
+	if len(r.past)+len(r.closed) > r.skipMax {
+		ts := make([]uint64, 0, len(r.past)+len(r.closed)) // every Through, ascending
+		ts = append(ts, r.past...)
+		for _, c := range r.closed {
+			ts = append(ts, c.Through)
+		}
+		slices.Sort(ts)
+		for {
+			if i, _ := slices.BinarySearch(ts, cp+1); len(ts)-i <= r.skipMax {
+				break
+			}
+			n := len(r.closed)
+			if !r.release(now) {
+				break
+			}
+			for _, c := range r.closed[n:] {
+				i, _ := slices.BinarySearch(ts, c.Through)
+				ts = slices.Insert(ts, i, c.Through)
+			}
+			cp = r.checkpoint()
+		}
 	}
 	st := r.m.Stats()
 	r.Stats.Matched.Store(st.Matched)
@@ -482,22 +501,6 @@ func (r *Runner) checkpoint() uint64 {
 		cp = min(cp, u.w.First-1)
 	}
 	return cp
-}
-
-// beyond counts the windows recorded, or to be, past cp (what a restart from cp skips).
-func (r *Runner) beyond(cp uint64) int {
-	n := 0
-	for _, t := range r.past {
-		if t > cp {
-			n++
-		}
-	}
-	for _, c := range r.closed {
-		if c.Through > cp {
-			n++
-		}
-	}
-	return n
 }
 
 // release closes the oldest window holding the checkpoint back, unreconciled: an open one as
