@@ -7,11 +7,12 @@
 // recorded (every event up to it belongs to a recorded window), and each window recorded past
 // it is kept with the sequences it took its events from and through; a restart follows from
 // the checkpoint and skips exactly those windows' events, so nothing is reported twice and
-// nothing is missed. A finding's id is (biz id, kind, first sequence; for a ledger finding of
-// the store's check, a digest of its differences): recording it again changes nothing.
+// nothing is missed. A finding's id is (biz id or order key, kind, first sequence; for a ledger
+// finding, a digest of its differences): recording it again changes nothing.
 //
 // The runner holds retention from its checkpoint (events.Sequencer.HoldRetention), released
-// when it stops, and is a reserved follower of the stream (subscribers cannot crowd it out).
+// when it stops or when more than Config.HoldMax events lie past its checkpoint, and is a
+// reserved follower of the stream (subscribers cannot crowd it out).
 package nrtrecon
 
 import (
