@@ -96,12 +96,21 @@ func (e *TrimmedError) Unwrap() error { return ErrTrimmed }
 // Event is one event of the stream: exactly one of Transfer, Posting and Order is set; an
 // exception event has Order and Exception >= 0 (the record's index in Order.Exceptions).
 // Its pointers are shared: read, never change.
+//
+// Exact (an order event and its exception events): the commit's log record says which
+// exception records the commit opened; Opened (an exception event, when Exact): the commit
+// opened the record (the order's previous version had fewer), else it changed one the order
+// had. Commits logged before the records said so (payment log versions 1 and 2) are not
+// Exact. Neither is carried over the wire (api's event encoding): they are for in-process
+// consumers (the reconciliation runner).
 type Event struct {
 	Seq       uint64
 	Transfer  *ledger.Transfer
 	Posting   *ledger.Posting
 	Order     *payment.Order
 	Exception int
+	Exact     bool
+	Opened    bool
 }
 
 // Config configures a Sequencer.
@@ -695,9 +704,10 @@ func appendBatch(dst []Event, c chunk, seq uint64, n int) []Event {
 			e.Posting = &ev.Postings[i-nt]
 		default:
 			o := &ev.Orders[oi]
-			e.Order = o.Order
+			e.Order, e.Exact = o.Order, o.Exact
 			if ox >= 0 {
 				e.Exception = o.Exceptions[ox]
+				e.Opened = o.Exact && o.Opened[ox]
 			}
 			if ox++; ox == len(o.Exceptions) {
 				oi, ox = oi+1, -1

@@ -18,14 +18,15 @@ import (
 	"github.com/ledgercore/ledger/storage"
 )
 
-// startWith starts a runner of window 1s and grace 1s whose store check is confirm.
-func (w *world) startWith(t *testing.T, mc recon.Config, attempts int, confirm func(string) ([]payment.Difference, error)) *Runner {
+// startWith starts a runner of window 1s and grace 1s whose store check is confirm, retried
+// for retryFor (0: ConfirmRetryDefault).
+func (w *world) startWith(t *testing.T, mc recon.Config, retryFor time.Duration, confirm func(string) ([]payment.Difference, error)) *Runner {
 	t.Helper()
 	if mc.Window == 0 {
 		mc.Window = recon.WindowMin
 	}
 	r, err := Start(Config{Seq: w.seq, Store: w.store, Setup: w.setup, Matcher: mc, Grace: time.Second,
-		ConfirmAttempts: attempts, Confirm: confirm})
+		ConfirmRetryFor: retryFor, Confirm: confirm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestUnconfirmedWindowNotSkipped(t *testing.T) {
 		}
 		return w.confirm(biz)
 	}
-	r := w.startWith(t, recon.Config{}, 1000, confirm)
+	r := w.startWith(t, recon.Config{}, time.Hour, confirm)
 	w.strayPaymentTransfer(t, "X", 999)
 	waitFor(t, "the first window was not checked", func() bool { return r.Stats.ConfirmRetries.Load() > 0 })
 	// A later recharge of X, seen whole: recorded without the store.
@@ -120,7 +121,7 @@ func TestUnconfirmedWindowNotSkipped(t *testing.T) {
 		t.Fatalf("before the restart: %v", got)
 	}
 	failing.Store(false)
-	r = w.startWith(t, recon.Config{}, 1000, confirm)
+	r = w.startWith(t, recon.Config{}, time.Hour, confirm)
 	defer r.Stop()
 	quiet(t, r)
 	_, all := recorded(t, w.store)
@@ -136,13 +137,13 @@ func TestUnconfirmedWindowNotSkipped(t *testing.T) {
 }
 
 // TestUnverifiable: a store check that can never be made records an unverifiable finding at
-// once; one that keeps failing is retried ConfirmAttempts steps, counted, then recorded as
-// unverifiable; either way the checkpoint moves on.
+// once; one that keeps failing is retried with backoff for ConfirmRetryFor (here 1.5 s),
+// counted, then recorded as unverifiable; either way the checkpoint moves on.
 func TestUnverifiable(t *testing.T) {
 	w := newWorld(t, fake.Config{Seed: 1, Latency: 5 * time.Millisecond})
 	w.account2(t)
 	var calls atomic.Int64
-	r := w.startWith(t, recon.Config{}, 3, func(biz string) ([]payment.Difference, error) {
+	r := w.startWith(t, recon.Config{}, 1500*time.Millisecond, func(biz string) ([]payment.Difference, error) {
 		calls.Add(1)
 		if biz == "big" {
 			return nil, fmt.Errorf("%w: too many transfers", ErrUnverifiable)
@@ -155,13 +156,17 @@ func TestUnverifiable(t *testing.T) {
 	waitFor(t, "not recorded", func() bool { got, _ := recorded(t, w.store); return len(got) == 2 })
 	quiet(t, r)
 	got, all := recorded(t, w.store)
-	if fmt.Sprint(got) != "map[big:[unverifiable] flaky:[unverifiable]]" || calls.Load() != 4 ||
-		r.Stats.ConfirmRetries.Load() != 3 || r.Stats.Checkpoint.Load() != w.seq.Last() {
+	// flaky: checked at its close, then at least once more before 1.5 s had passed since (the
+	// backoff starts at 100 ms; the idle runner steps each second), then past it.
+	if fmt.Sprint(got) != "map[big:[unverifiable] flaky:[unverifiable]]" || calls.Load() < 4 ||
+		r.Stats.ConfirmRetries.Load() != uint64(calls.Load()-1) || r.Stats.Checkpoint.Load() != w.seq.Last() {
 		t.Fatalf("findings %v, calls %d, retries %d, checkpoint %d of %d", got, calls.Load(),
 			r.Stats.ConfirmRetries.Load(), r.Stats.Checkpoint.Load(), w.seq.Last())
 	}
 	for _, f := range all {
-		if want := map[string]string{"big": "too many transfers", "flaky": "failed 3 times: disk on fire"}[f.BizID]; !strings.Contains(f.Differences[0].Found, want) {
+		want := map[string]string{"big": "too many transfers",
+			"flaky": fmt.Sprintf("failed %d times over ", calls.Load()-1)}[f.BizID]
+		if !strings.Contains(f.Differences[0].Found, want) || (f.BizID == "flaky" && !strings.Contains(f.Differences[0].Found, "disk on fire")) {
 			t.Fatalf("%s: %v", f.BizID, f.Differences)
 		}
 	}

@@ -56,6 +56,12 @@ func (e IndexEntry) End() uint64 { return e.First + uint64(e.Events) }
 type OrderEvent struct {
 	Order      *payment.Order
 	Exceptions []int
+	// Exact: the log record says which of Exceptions the commit opened (a record of version
+	// paymentLogFlagged or paymentLogFlaggedRaw); Opened[i] then tells whether it opened
+	// Exceptions[i] (an index beyond the order's previous record count) or changed a record
+	// the order had. Records of versions 1 and 2 do not say: Exact false, Opened nil.
+	Exact  bool
+	Opened []bool
 }
 
 // RoundEvents are one commit's events in stream order: its transfer records, then its
@@ -167,12 +173,26 @@ func unzigzag(z uint64) uint64 { return z>>1 ^ -(z & 1) }
 
 // A payment round's log record holds copies of its orders (orders are few and rewritten
 // often). Its body: the orders, and per order its id, its record and its changed exception
-// records' indices. The record is paymentLogCompressed, the round's time, its event count,
+// records, each written as its index k shifted left by one, the low bit set when the commit
+// opened the record (k beyond the order's previous record count) and clear when it changed a
+// record the order had. The record is paymentLogFlagged, the round's time, its event count,
 // then the body compressed with S2 (a round's orders share most of their strings and the high
 // bytes of their times: about a third of the bytes, measured on the payments bench, for some
 // 2 ns a byte; every byte saved is saved again in the WAL, the memtable, the flush and each
-// compaction). Version 1 (recordVersion) held the time, then the body uncompressed.
-const paymentLogCompressed = 2
+// compaction); a body beyond paymentLogBodyMax is written uncompressed as
+// paymentLogFlaggedRaw (the version, the time, the event count, the body).
+//
+// Earlier versions, still read: version 1 (recordVersion) held the time, then the body
+// uncompressed; version 2 (paymentLogCompressed) is paymentLogFlagged's layout; in both a
+// changed record is written as its bare index, saying not whether the commit opened it.
+// Builds before version 3 refuse a record of version 3 or 4 as of an unknown version (their
+// logHead and paymentLogBody), so no store format change is needed: such a build fails to
+// open the store rather than misread it.
+const (
+	paymentLogCompressed = 2
+	paymentLogFlagged    = 3
+	paymentLogFlaggedRaw = 4
+)
 
 // paymentLogBodyMax bounds what a compressed payment log record may claim to expand to. A
 // round's body larger than that (thousands of orders of the largest size) is written
@@ -206,16 +226,28 @@ func appendPaymentBody(dst []byte, orders []OrderWrite, changed [][]int, scratch
 	return dst, scratch, at
 }
 
-// appendPaymentLog makes a payment log record of a round's body: compressed, or as version 1
-// when the body is beyond paymentLogBodyMax.
+// appendPaymentLog makes a payment log record of a round's body (its changed exception records
+// flagged): paymentLogFlagged, or paymentLogFlaggedRaw when the body is beyond
+// paymentLogBodyMax.
 func appendPaymentLog(dst []byte, time uint64, events int, body []byte) []byte {
 	if len(body) > paymentLogBodyMax {
-		dst = append(dst[:0], recordVersion)
-		dst = av(dst, time)
+		return appendPaymentLogAs(dst, paymentLogFlaggedRaw, time, events, body)
+	}
+	return appendPaymentLogAs(dst, paymentLogFlagged, time, events, body)
+}
+
+// appendPaymentLogAs makes a payment log record of the given version (the older ones are
+// written by tests only).
+func appendPaymentLogAs(dst []byte, version byte, time uint64, events int, body []byte) []byte {
+	dst = append(dst[:0], version)
+	dst = av(dst, time)
+	switch version {
+	case recordVersion:
+		return append(dst, body...)
+	case paymentLogFlaggedRaw:
+		dst = av(dst, uint64(events))
 		return append(dst, body...)
 	}
-	dst = append(dst[:0], paymentLogCompressed)
-	dst = av(dst, time)
 	dst = av(dst, uint64(events))
 	head := len(dst)
 	dst = slices.Grow(dst, s2.MaxEncodedLen(len(body)))
@@ -224,29 +256,36 @@ func appendPaymentLog(dst []byte, time uint64, events int, body []byte) []byte {
 }
 
 // paymentLogBody is a payment log record's time, its event count (0 in a version 1 record,
-// which does not hold it) and its body.
-func paymentLogBody(key, v []byte) (time uint64, events uint64, body []byte, err error) {
+// which does not hold it), its body, and whether the body's changed exception records are
+// flagged (versions 3 and 4).
+func paymentLogBody(key, v []byte) (time uint64, events uint64, body []byte, flagged bool, err error) {
 	if len(v) == 0 {
-		return 0, 0, nil, fmt.Errorf("storage: event log record %x: empty", key)
+		return 0, 0, nil, false, fmt.Errorf("storage: event log record %x: empty", key)
 	}
 	r := reader{b: v[1:]}
 	switch v[0] {
 	case recordVersion:
 		time = r.uvarint()
-		return time, 0, r.b, nil
-	case paymentLogCompressed:
+		return time, 0, r.b, false, nil
+	case paymentLogFlaggedRaw:
+		time, events = r.uvarint(), r.uvarint()
+		if r.bad || events == 0 {
+			return 0, 0, nil, false, fmt.Errorf("storage: event log record %x: malformed", key)
+		}
+		return time, events, r.b, true, nil
+	case paymentLogCompressed, paymentLogFlagged:
 		time, events = r.uvarint(), r.uvarint()
 		n, derr := s2.DecodedLen(r.b)
 		if r.bad || derr != nil || n > paymentLogBodyMax || events == 0 {
-			return 0, 0, nil, fmt.Errorf("storage: event log record %x: malformed", key)
+			return 0, 0, nil, false, fmt.Errorf("storage: event log record %x: malformed", key)
 		}
 		body, derr = s2.Decode(make([]byte, n), r.b)
 		if derr != nil {
-			return 0, 0, nil, fmt.Errorf("storage: event log record %x: malformed: %w", key, derr)
+			return 0, 0, nil, false, fmt.Errorf("storage: event log record %x: malformed: %w", key, derr)
 		}
-		return time, events, body, nil
+		return time, events, body, v[0] == paymentLogFlagged, nil
 	}
-	return 0, 0, nil, fmt.Errorf("storage: event log record %x: unknown version", key)
+	return 0, 0, nil, false, fmt.Errorf("storage: event log record %x: unknown version", key)
 }
 
 func encodeIndexEntry(dst []byte, e IndexEntry) []byte {
@@ -283,7 +322,8 @@ func logHead(key, v []byte) (LogRound, error) {
 	lr := LogRound{Log: be.Uint16(key[1:]), Round: be.Uint64(key[3:])}
 	var n uint64
 	r := reader{b: v}
-	if len(v) > 0 && v[0] == paymentLogCompressed && lr.Log >= PaymentLogBase {
+	if len(v) > 0 && lr.Log >= PaymentLogBase &&
+		(v[0] == paymentLogCompressed || v[0] == paymentLogFlagged || v[0] == paymentLogFlaggedRaw) {
 		r.b = v[1:]
 		lr.Time, n = r.uvarint(), r.uvarint()
 	} else if err := r.version("event log", key); err != nil {
@@ -816,7 +856,7 @@ func (r *reader) rawByte() byte {
 }
 
 func paymentRound(key, val []byte) (*RoundEvents, error) {
-	_, events, body, err := paymentLogBody(key, val)
+	_, events, body, flagged, err := paymentLogBody(key, val)
 	if err != nil {
 		return nil, err
 	}
@@ -842,9 +882,13 @@ func paymentRound(key, val []byte) (*RoundEvents, error) {
 			r.bad = true
 			ex = 0
 		}
-		oe := OrderEvent{Order: o}
+		oe := OrderEvent{Order: o, Exact: flagged}
 		for range ex {
 			k := r.uvarint()
+			if flagged {
+				oe.Opened = append(oe.Opened, k&1 == 1)
+				k >>= 1
+			}
 			if k >= uint64(len(o.Exceptions)) {
 				r.bad = true
 			}
@@ -859,7 +903,8 @@ func paymentRound(key, val []byte) (*RoundEvents, error) {
 }
 
 // changedExceptions lists, per order, the exception records that differ from the order's
-// stored record (all of a new order's).
+// stored record (all of a new order's), each as its index k shifted left by one, the low bit
+// set when the commit opens the record (k beyond the stored record's count).
 func changedExceptions(db pebble.Reader, orders []OrderWrite, dst [][]int) ([][]int, error) {
 	dst = dst[:0]
 	v := &Reader{r: db}
@@ -875,8 +920,11 @@ func changedExceptions(db pebble.Reader, orders []OrderWrite, dst [][]int) ([][]
 				}
 			}
 			for k := range o.Exceptions {
-				if prev == nil || k >= len(prev.Exceptions) || !sameException(&prev.Exceptions[k], &o.Exceptions[k]) {
-					ks = append(ks, k)
+				switch {
+				case prev == nil || k >= len(prev.Exceptions):
+					ks = append(ks, k<<1|1)
+				case !sameException(&prev.Exceptions[k], &o.Exceptions[k]):
+					ks = append(ks, k<<1)
 				}
 			}
 		}

@@ -239,6 +239,11 @@ func TestPaymentLogRounds(t *testing.T) {
 			if wantEx := k == 0 && round > 0; (len(oe.Exceptions) == 1) != wantEx {
 				t.Fatalf("round %d order %d: changed exceptions %v", round+1, k, oe.Exceptions)
 			}
+			// The record is opened by the second round's commit and changed by the later ones:
+			// the commit's comparison with the stored previous version says which.
+			if !oe.Exact || (len(oe.Exceptions) == 1 && !reflect.DeepEqual(oe.Opened, []bool{round == 1})) {
+				t.Fatalf("round %d order %d: exact %v opened %v", round+1, k, oe.Exact, oe.Opened)
+			}
 		}
 	}
 	rep, err := Verify(v, 1)
@@ -248,33 +253,64 @@ func TestPaymentLogRounds(t *testing.T) {
 }
 
 // TestPaymentLogVersions: a payment log record of version 1 (the body uncompressed, written
-// by format-5 builds) still reads, with its event count taken from its body; a compressed one
-// that is cut, claims a body too large, or holds another count than its body is refused.
+// by format-5 builds) and of version 2 (compressed, written before the changed exception
+// records were flagged) still read, their changed records' bare indices not saying whether
+// the commit opened them (Exact false); a record of version 3 (compressed) or 4 (a body
+// beyond the bound, uncompressed) reads each index with its flag; a compressed one that is
+// cut, claims a body too large, or holds another count than its body is refused, as is a
+// version no build wrote (what a build before version 3 does with a record of version 3).
 func TestPaymentLogVersions(t *testing.T) {
 	o := testOrder()
+	o.Exceptions = append(o.Exceptions, o.Exceptions[0])
+	o.Exceptions[1].Txn = "another"
 	writes := []OrderWrite{{Order: o, New: true}}
-	body, _, _ := appendPaymentBody(nil, writes, [][]int{{0}}, nil, nil)
+	legacy, _, _ := appendPaymentBody(nil, writes, [][]int{{0}}, nil, nil)
+	flagged, _, _ := appendPaymentBody(nil, writes, [][]int{{0 << 1, 1<<1 | 1}}, nil, nil)
 	key := eventLogKey(nil, PaymentLogBase, 1)
-	v1 := av(append([]byte(nil), recordVersion), 77)
-	v1 = append(v1, body...)
-	v2 := appendPaymentLog(nil, 77, 2, body)
-	if len(v2) >= len(v1) {
-		t.Logf("compressed %d bytes, uncompressed %d (one order compresses little)", len(v2), len(v1))
+	v1 := appendPaymentLogAs(nil, recordVersion, 77, 0, legacy)
+	v2 := appendPaymentLogAs(nil, paymentLogCompressed, 77, 2, legacy)
+	v3 := appendPaymentLog(nil, 77, 3, flagged)
+	v4 := appendPaymentLogAs(nil, paymentLogFlaggedRaw, 77, 3, flagged)
+	if v3[0] != paymentLogFlagged {
+		t.Fatalf("a small body written as version %d", v3[0])
 	}
-	for name, rec := range map[string][]byte{"version 1": v1, "compressed": v2} {
-		lr, err := logHead(key, rec)
-		if err != nil || lr.Time != 77 || lr.Events != 2 {
+	for name, tc := range map[string]struct {
+		rec    []byte
+		events uint32
+		exc    []int
+		exact  bool
+		opened []bool
+	}{
+		"version 1":   {v1, 2, []int{0}, false, nil},
+		"compressed":  {v2, 2, []int{0}, false, nil},
+		"flagged":     {v3, 3, []int{0, 1}, true, []bool{false, true}},
+		"flagged raw": {v4, 3, []int{0, 1}, true, []bool{false, true}},
+	} {
+		lr, err := logHead(key, tc.rec)
+		if err != nil || lr.Time != 77 || lr.Events != tc.events {
 			t.Fatalf("%s: head %+v %v", name, lr, err)
 		}
-		ev, err := paymentRound(key, rec)
+		ev, err := paymentRound(key, tc.rec)
 		if err != nil || len(ev.Orders) != 1 || !reflect.DeepEqual(ev.Orders[0].Order, o) ||
-			!reflect.DeepEqual(ev.Orders[0].Exceptions, []int{0}) {
+			!reflect.DeepEqual(ev.Orders[0].Exceptions, tc.exc) || ev.Orders[0].Exact != tc.exact ||
+			!reflect.DeepEqual(ev.Orders[0].Opened, tc.opened) {
 			t.Fatalf("%s: %+v %v", name, ev, err)
 		}
 	}
+	for _, ver := range []byte{5, 9} {
+		for _, rec := range [][]byte{append([]byte{ver}, v3[1:]...), append([]byte{ver}, v4[1:]...)} {
+			if _, err := logHead(key, rec); err == nil || !strings.Contains(err.Error(), "unknown version") {
+				t.Errorf("version %d: head %v", ver, err)
+			}
+		}
+	}
+	body := legacy
 	bad := map[string][]byte{
 		"cut":           v2[:len(v2)-3],
-		"count":         appendPaymentLog(nil, 77, 3, body),
+		"cut flagged":   v3[:len(v3)-3],
+		"count":         appendPaymentLogAs(nil, paymentLogCompressed, 77, 3, body),
+		"count flagged": appendPaymentLog(nil, 77, 2, flagged),
+		"raw no events": appendPaymentLogAs(nil, paymentLogFlaggedRaw, 77, 0, flagged),
 		"version":       append([]byte{9}, v2[1:]...),
 		"empty":         nil,
 		"claims 1 GiB":  append(av([]byte{paymentLogCompressed, 1, 2}, 1<<30), 0, 0, 0),
@@ -384,8 +420,8 @@ func clone(o *payment.Order) *payment.Order {
 }
 
 // TestPaymentLogLargeBodyUncompressed: a round whose body is beyond what a compressed record
-// may claim is written as a version 1 record, which reads back (what the writer writes, the
-// reader reads); a compressed record claiming that much is refused.
+// may claim is written uncompressed (version 4, paymentLogFlaggedRaw), which reads back (what
+// the writer writes, the reader reads); a compressed record claiming that much is refused.
 func TestPaymentLogLargeBodyUncompressed(t *testing.T) {
 	var writes [][]int
 	var ws []OrderWrite
@@ -401,7 +437,7 @@ func TestPaymentLogLargeBodyUncompressed(t *testing.T) {
 		t.Fatalf("body of %d bytes, not beyond %d", len(body), paymentLogBodyMax)
 	}
 	rec := appendPaymentLog(nil, 9, len(ws), body)
-	if rec[0] != recordVersion {
+	if rec[0] != paymentLogFlaggedRaw {
 		t.Fatalf("a body of %d bytes written as version %d", len(body), rec[0])
 	}
 	key := eventLogKey(nil, PaymentLogBase, 1)

@@ -30,6 +30,7 @@ import (
 	"github.com/ledgercore/ledger/gateway"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/recon"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -444,13 +445,29 @@ type Recon struct {
 }
 
 // Reconcile checks a biz id's orders, their channel outcomes and the ledger transfers carrying
-// it against each other (payment.Reconcile), all read on one durable snapshot.
+// it against each other (payment.Reconcile), all read on one durable snapshot. A
+// reconciliation join key of an order without a biz id (recon.OrderKey) checks that order and
+// the transfers of its steps that carry no biz id.
 func (e *Engine) Reconcile(biz string) (Recon, error) {
 	var r Recon
 	var orders []*payment.Order
 	var transfers []ledger.Transfer
 	err := e.read(func(v *storage.Reader) error {
 		var err error
+		if id, ok := recon.OrderOfKey(biz); ok {
+			o, found, err := v.Order(id)
+			if err != nil {
+				return err
+			}
+			if found && o.BizID == "" {
+				orders = append(orders, o)
+			}
+			return v.Transfers(payment.TransferIDs(id), func(t ledger.Transfer) {
+				if t.BizID == "" {
+					transfers = append(transfers, t)
+				}
+			})
+		}
 		if orders, err = ordersOfBiz(v, biz, ReconcileMax+1); err != nil {
 			return err
 		}

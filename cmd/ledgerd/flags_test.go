@@ -6,6 +6,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/events"
+	"github.com/ledgercore/ledger/nrtrecon"
 )
 
 func TestFlags(t *testing.T) {
@@ -37,6 +38,15 @@ func TestFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--events-retain", "-1"}); err == nil {
 		t.Error("--events-retain -1 accepted")
+	}
+	if c.recon.holdMax != nrtrecon.HoldMaxDefault {
+		t.Errorf("--recon-hold-max default %d", c.recon.holdMax)
+	}
+	if c, err := parseFlags([]string{"--recon-follow", "--recon-hold-max", "7"}); err != nil || c.recon.holdMax != 7 {
+		t.Errorf("--recon-hold-max 7: %d %v", c.recon.holdMax, err)
+	}
+	if _, err := parseFlags([]string{"--recon-follow", "--recon-hold-max", "0"}); err == nil {
+		t.Error("--recon-hold-max 0 accepted")
 	}
 	if err := setupLog(config{logFormat: "xml", logLevel: "info"}); err == nil {
 		t.Error("--log-format xml accepted")

@@ -23,12 +23,14 @@ type reconFlags struct {
 	follow        bool
 	window, grace time.Duration
 	bizMax        int
+	holdMax       uint64
 }
 
 func (r *reconFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.follow, "recon-follow", false, "reconcile the event stream near real time: join by biz id within --recon-window and record what is unmatched as findings")
 	fs.DurationVar(&r.window, "recon-window", time.Duration(recon.WindowDefault), "the reconciliation window, on event time, from a biz id's first event (1s to 24h)")
 	fs.IntVar(&r.bizMax, "recon-biz-max", recon.BizMaxDefault, "the most biz ids reconciled at once; beyond it the oldest window is reported as an overflow finding")
+	fs.Uint64Var(&r.holdMax, "recon-hold-max", nrtrecon.HoldMaxDefault, "the most durable events past its checkpoint the reconciliation keeps from retention; beyond it the hold is released (logged at ERROR, ledger_recon_hold_released_total) and retention may trim what it has not reconciled")
 	fs.DurationVar(&r.grace, "recon-grace", nrtrecon.GraceDefault, "how long past a window's end an idle stream waits before the wall clock closes it (1s to 1h)")
 }
 
@@ -42,6 +44,9 @@ func (r *reconFlags) check() error {
 	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("--recon-window or --recon-biz-max: %w", err)
+	}
+	if r.holdMax == 0 {
+		return fmt.Errorf("--recon-hold-max must be positive")
 	}
 	if r.grace < time.Second || r.grace > time.Hour {
 		return fmt.Errorf("--recon-grace must be 1s to 1h, not %v", r.grace)
@@ -64,7 +69,7 @@ func startRecon(f reconFlags, seq *events.Sequencer, store *storage.Store, pl *p
 		return reconRunner{}, nil
 	}
 	r, err := nrtrecon.Start(nrtrecon.Config{Seq: seq, Store: store, Setup: pl.setup,
-		Matcher: recon.Config{Window: uint64(f.window), BizMax: f.bizMax}, Grace: f.grace, Logger: slog.Default(),
+		Matcher: recon.Config{Window: uint64(f.window), BizMax: f.bizMax}, Grace: f.grace, HoldMax: f.holdMax, Logger: slog.Default(),
 		Confirm: func(biz string) ([]payment.Difference, error) {
 			rec, err := pl.engine.Reconcile(biz)
 			if errors.Is(err, payments.ErrReconcileTooLarge) {
@@ -99,9 +104,13 @@ func registerReconMetrics(reg *prometheus.Registry, r *nrtrecon.Runner) {
 			func() float64 { return float64(r.Stats.Kept.Load()) }),
 		counter("ledger_recon_ignored_total", "Plain ledger transfers with a biz id and no payment window open (not reconciled).",
 			func() float64 { return float64(r.Stats.Ignored.Load()) }),
+		counter("ledger_recon_plain_dropped_total", "Plain ledger transfers a payment window did not track past its bound of 256 (the window's three-way verdict left to the store).",
+			func() float64 { return float64(r.Stats.PlainDropped.Load()) }),
+		counter("ledger_recon_hold_released_total", "Times the reconciliation released its retention hold, more than --recon-hold-max events behind (retention may trim what it has not reconciled).",
+			func() float64 { return float64(r.Stats.HoldReleased.Load()) }),
 		counter("ledger_recon_settled_total", "Pending or not_final findings resolved because a later window of the biz id matched.",
 			func() float64 { return float64(r.Stats.Settled.Load()) }),
-		counter("ledger_recon_confirm_retries_total", "Store checks of partial windows that failed (retried, at most 5 steps, then an unverifiable finding).",
+		counter("ledger_recon_confirm_retries_total", "Store checks of partial windows that failed (retried with backoff for a minute, then an unverifiable finding).",
 			func() float64 { return float64(r.Stats.ConfirmRetries.Load()) }),
 		gauge("ledger_recon_lag_events", "Durable events the reconciliation has not read yet.",
 			func() float64 { return float64(r.Lag()) }),

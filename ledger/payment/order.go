@@ -280,6 +280,15 @@ func TransferID(id uint64, step int) uint64 {
 	return transferIDBit | id<<6 | uint64(step)
 }
 
+// TransferIDs are the ids of every ledger transfer order id may book (one a step).
+func TransferIDs(id uint64) []uint64 {
+	out := make([]uint64, 0, stepsMax-1)
+	for step := 1; step < stepsMax; step++ {
+		out = append(out, TransferID(id, step))
+	}
+	return out
+}
+
 // StepOf is the inverse of TransferID.
 func StepOf(transferID uint64) (id uint64, step int, ok bool) {
 	if transferID&transferIDBit == 0 {

@@ -14,7 +14,11 @@
 // Opened + Window. A plain ledger transfer (a ledger client's, not a payment order's) joins the
 // open window of its biz id when there is one, and is then judged by the three-way rules (a
 // transfer with no order is a difference); when there is none it is ignored: not tracked, no
-// finding. An event whose time is at or past a window's end closes it first, then opens a new
+// finding. A payment order without a biz id is joined by its order key instead (OrderKey:
+// "order", U+001F, its id), with the transfers of its steps (they carry no biz id either); the
+// key names its window and findings where a biz id would. No payment order's biz id is such a
+// key (it must be printable), and a plain transfer carrying one as its biz id joins nothing;
+// plain transfers without a biz id are not joined. An event whose time is at or past a window's end closes it first, then opens a new
 // window of its own. When a window closes with an order of the biz id not final, the window
 // is extended once, by Window from the close (counted as pending); at the second close an
 // order that still waits on its channel (UNKNOWN, or sent and awaiting its outcome) is
@@ -34,16 +38,23 @@
 //  1. Every exception record an order opened within the window, one finding per kind
 //     (duplicate_payment, amount_mismatch, status_conflict, settle_refused): the channel and
 //     the order disagreed, even though the books hold it in suspense. The stream names the
-//     records each commit opened or changed (exception events); a record is opened within
-//     the window when its order's whole life was seen, when an earlier version of the order
-//     in the window did not have it, or when its first exception event in the window shows a
-//     record created at or after the biz id's floor.
+//     records each commit opened or changed (exception events). When it also says whether
+//     the commit opened the record (OrderExact: the server's stream, payment log records of
+//     version 3 on), a record is reported exactly when an event of it in the window says its
+//     commit opened it: no timestamp enters. Otherwise (Order: records logged before, or a
+//     client of the wire stream, which does not carry it) a record is opened within the
+//     window when its order's whole life was seen, when an earlier version of the order in
+//     the window did not have it, or when its first exception event in the window shows a
+//     record created at or after the biz id's floor; that rule can miss a record stamped
+//     before a close or a restart's floor but committed after it.
 //  2. The three-way check (payment.Reconcile) over the orders' last versions and the
 //     transfers' last states seen: KindLedger with its differences. When the window did not
 //     see the whole life of what it holds (an order created before the floor, a payment
 //     transfer of an order not seen, a gap in the stream), it is Partial: the stream alone
 //     cannot tell a transfer committed before the window from a missing one, so the host
-//     checks the biz id against the store (Confirm) instead.
+//     checks the biz id against the store (Confirm) instead. A ledger finding is named (its
+//     First) by a digest of its differences (DiffDigest), whether the stream's check or the
+//     store's made it: the same differences found again are the same finding.
 //  3. KindPending or KindNotFinal, as above.
 //
 // A window with no finding and every order final is matched.
@@ -55,7 +66,10 @@
 // TransfersPerBizMax transfers are kept for one window, and TrackedMax orders and transfers
 // across all windows: the window that would pass one of them is overflowed: what it kept is
 // dropped at once, its further events are only counted, and it reports one KindOverflow
-// finding when it closes.
+// finding when it closes. Plain transfers have a smaller bound of their own,
+// PlainPerBizMax a window: past it the window drops the plain transfers it kept, tracks no
+// more (counted in Stats.PlainDropped) and is Partial, its three-way verdict the store's;
+// its orders' exception records are still reported, and its orders still kept.
 package recon
 
 import (
@@ -64,11 +78,31 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 )
+
+// OrderKeyPrefix begins the join key of a payment order without a biz id (OrderKey): the
+// unit separator (U+001F) is not printable, and a payment order's biz id must be printable
+// (payment.ResultBizIDNotPrintable), so no order's biz id is such a key.
+const OrderKeyPrefix = "order\x1f"
+
+// OrderKey is the join key of payment order id when it has no biz id: its window, findings and
+// closed windows are named by it where a biz id would be ("order", U+001F, the id in decimal).
+func OrderKey(id uint64) string { return OrderKeyPrefix + strconv.FormatUint(id, 10) }
+
+// OrderOfKey is the order an OrderKey names.
+func OrderOfKey(key string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(key, OrderKeyPrefix)
+	if !ok || rest == "" || rest[0] == '0' {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(rest, 10, 64)
+	return id, err == nil
+}
 
 // Limits and defaults (units last).
 const (
@@ -88,6 +122,11 @@ const (
 	OrdersPerBizMax    = 64
 	TransfersPerBizMax = 64 * 48
 	TrackedMax         = 1_000_000
+	// PlainPerBizMax bounds the plain transfers (not a payment order's) one window tracks:
+	// past it the window drops them, tracks no more, and is Partial (its three-way verdict is
+	// the store's), so that a ledger client's transfers carrying a payment's biz id cannot
+	// overflow the payment's window and hide its own findings.
+	PlainPerBizMax = 256
 	// FloorsMax is how many biz ids' floors (the time their last window closed) are
 	// remembered; the oldest one forgotten raises the floor of every biz id not remembered.
 	FloorsMax = 1_000_000
@@ -95,9 +134,9 @@ const (
 	SkipMax = 1_000_000
 	// DifferencesMax is the most differences one finding lists (it counts the rest in More).
 	DifferencesMax = 32
-	// StoreFindingBit marks the First of a ledger finding that the store's three-way check
-	// found (Confirm): its First is a digest of its differences, not a sequence, so the same
-	// differences found again by a later window of the biz id are the same finding.
+	// StoreFindingBit marks the First of a ledger finding (the stream's three-way check or
+	// the store's, Confirm): its First is a digest of its differences, not a sequence, so the
+	// same differences found again, by either check or a later window, are the same finding.
 	StoreFindingBit = 1 << 63
 )
 
@@ -147,8 +186,9 @@ func exceptionKind(k payment.ExceptionKind) Kind {
 
 // Finding is one thing still unmatched when a biz id's window closed. Its identity is
 // (BizID, Kind, First): the same events give the same findings after a restart. First is the
-// sequence of the window's first event, except for a ledger finding of the store's check
-// (StoreFindingBit).
+// sequence of the window's first event, except for a ledger finding, whose First is the
+// digest of its differences (StoreFindingBit set), whether the stream's three-way check or
+// the store's (Confirm) made it.
 type Finding struct {
 	BizID  string
 	Kind   Kind
@@ -206,6 +246,9 @@ type Config struct {
 	StoreVerdict bool
 	// KeptMax bounds the orders and transfers kept across the open windows; 0: TrackedMax.
 	KeptMax int
+	// SkipMax bounds the windows of a previous run the matcher holds (Skip), and so the
+	// windows a host may record past its checkpoint; 0: SkipMax (tests lower it).
+	SkipMax int
 }
 
 // Validate checks the configuration, filling in defaults.
@@ -219,6 +262,9 @@ func (c *Config) Validate() error {
 	if c.KeptMax == 0 {
 		c.KeptMax = TrackedMax
 	}
+	if c.SkipMax == 0 {
+		c.SkipMax = SkipMax
+	}
 	switch {
 	case c.Window < WindowMin || c.Window > WindowMax:
 		return fmt.Errorf("recon: the window must be 1s to 24h, not %dns", c.Window)
@@ -226,6 +272,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("recon: the biz ids tracked must be 1 to %d, not %d", BizMaxLimit, c.BizMax)
 	case c.KeptMax < 1 || c.KeptMax > TrackedMax:
 		return fmt.Errorf("recon: the orders and transfers kept must be 1 to %d, not %d", TrackedMax, c.KeptMax)
+	case c.SkipMax < 1 || c.SkipMax > SkipMax:
+		return fmt.Errorf("recon: the windows to skip must be 1 to %d, not %d", SkipMax, c.SkipMax)
 	}
 	return nil
 }
@@ -241,7 +289,10 @@ type Stats struct {
 	Skipped   uint64          // events of windows a previous run closed already (Skip)
 	Ignored   uint64          // plain transfers with a biz id and no open window (not tracked)
 	Dropped   uint64          // events of overflowed windows (counted only)
-	Gaps      uint64          // gaps in the stream (Gap): the open windows were made partial
+	// PlainDropped: plain transfers a window did not track past PlainPerBizMax (its verdict
+	// left to the store).
+	PlainDropped uint64
+	Gaps         uint64 // gaps in the stream (Gap): the open windows were made partial
 }
 
 type orderSeen struct {
@@ -253,6 +304,13 @@ type orderSeen struct {
 	openedIn uint64
 	// excSeen bit k: an exception event of record k was seen in the window.
 	excSeen uint64
+	// exactKnown bit k: an Exact exception event of record k was seen (the stream said
+	// whether its commit opened it); exactOpened bit k: one said it opened it.
+	exactKnown, exactOpened uint64
+	// legacy: an event of the order in the window was not Exact (logged before the stream
+	// said which records a commit opened): records the stream said nothing exact about are
+	// judged by the timestamp rule.
+	legacy bool
 }
 
 type span struct{ first, through uint64 }
@@ -266,6 +324,8 @@ type biz struct {
 	floor      uint64 // orders created before it: their whole life was not seen
 	extended   bool
 	partial    bool // a gap in the stream (Gap)
+	plain      int  // plain transfers kept
+	plainOver  bool // more than PlainPerBizMax plain transfers: none kept, the verdict the store's
 	overflowed string
 	dropped    uint64 // events of the window not kept (overflowed)
 	// overOrders and overTransfers: what an overflowed window had kept when it overflowed.
@@ -314,15 +374,15 @@ func New(s *payment.Setup, cfg Config) (*Matcher, error) {
 		stats: Stats{Unmatched: map[Kind]uint64{}}}, nil
 }
 
-// ErrSkipFull: Skip was given more than SkipMax windows.
-var ErrSkipFull = fmt.Errorf("recon: more than %d closed windows to skip", SkipMax)
+// ErrSkipFull: Skip was given more than Config.SkipMax windows.
+var ErrSkipFull = errors.New("recon: more closed windows to skip than the matcher holds (Config.SkipMax)")
 
 // Skip tells the matcher that a previous run closed a window of biz id that took its events
 // from sequence first through sequence through: those events of the biz id are ignored (they
 // were reconciled already). Only such windows are skipped: the events of biz id outside them
 // are taken. Give them in any order, before the events.
 func (m *Matcher) Skip(bizID string, first, through uint64) error {
-	if m.skipN >= SkipMax {
+	if m.skipN >= m.cfg.SkipMax {
 		return ErrSkipFull
 	}
 	m.skip[bizID] = append(m.skip[bizID], span{first, through})
@@ -412,12 +472,28 @@ func (m *Matcher) Posting(seq uint64, p *ledger.Posting) { m.event(p.Timestamp) 
 // Transfer takes a transfer event (a transfer record written: new, or its state changed).
 func (m *Matcher) Transfer(seq uint64, t *ledger.Transfer) {
 	m.event(t.Timestamp)
-	_, _, ok := payment.StepOf(t.ID)
-	b := m.take(seq, t.BizID, ok && !payment.IsStatementTransfer(t.ID))
+	order, _, ok := payment.StepOf(t.ID)
+	pay := ok && !payment.IsStatementTransfer(t.ID)
+	key := t.BizID
+	switch {
+	case key == "" && pay:
+		key = OrderKey(order) // a transfer of an order without a biz id
+	case !pay && strings.HasPrefix(key, OrderKeyPrefix):
+		m.stats.Ignored++ // a plain transfer never joins an order's own window
+		return
+	}
+	b := m.take(seq, key, pay)
 	if b == nil {
 		return
 	}
 	if _, had := b.transfers[t.ID]; !had {
+		if !pay && (b.plainOver || b.plain >= PlainPerBizMax) {
+			if !b.plainOver {
+				m.dropPlain(b)
+			}
+			m.stats.PlainDropped++
+			return
+		}
 		if len(b.transfers) >= TransfersPerBizMax {
 			m.overflow(b, fmt.Sprintf("more than %d transfers in the window", TransfersPerBizMax))
 			return
@@ -427,15 +503,49 @@ func (m *Matcher) Transfer(seq uint64, t *ledger.Transfer) {
 			return
 		}
 		m.kept++
+		if !pay {
+			b.plain++
+		}
 	}
 	b.transfers[t.ID] = *t
 }
 
-// Order takes an order event: the order as a commit wrote it, and exception >= 0 when the
-// event is about its exception record of that index (the commit opened or changed it).
+// dropPlain drops the plain transfers b kept: past PlainPerBizMax it tracks none, and its
+// three-way verdict is the store's.
+func (m *Matcher) dropPlain(b *biz) {
+	for id := range b.transfers {
+		if _, _, ok := payment.StepOf(id); !ok || payment.IsStatementTransfer(id) {
+			delete(b.transfers, id)
+			m.kept--
+		}
+	}
+	b.plain, b.plainOver = 0, true
+}
+
+// Order takes an order event of a stream that does not say which exception records a commit
+// opened (a payment log record of version 1 or 2, or a client of the wire stream): the order
+// as a commit wrote it, and exception >= 0 when the event is about its exception record of
+// that index (the commit opened or changed it). Whether a record was opened within the window
+// is then inferred (see the package comment).
 func (m *Matcher) Order(seq uint64, o *payment.Order, exception int) {
+	m.order(seq, o, exception, false, false)
+}
+
+// OrderExact takes an order event of a stream that says which exception records each commit
+// opened (events.Event.Exact): with exception >= 0, opened tells whether the commit opened the
+// record (else it changed it). A record is then reported by the window exactly when an event
+// of it in the window says its commit opened it.
+func (m *Matcher) OrderExact(seq uint64, o *payment.Order, exception int, opened bool) {
+	m.order(seq, o, exception, true, opened)
+}
+
+func (m *Matcher) order(seq uint64, o *payment.Order, exception int, exact, opened bool) {
 	m.event(o.Updated)
-	b := m.take(seq, o.BizID, true)
+	key := o.BizID
+	if key == "" {
+		key = OrderKey(o.ID)
+	}
+	b := m.take(seq, key, true)
 	if b == nil {
 		return
 	}
@@ -453,13 +563,24 @@ func (m *Matcher) Order(seq uint64, o *payment.Order, exception int) {
 		seen = &orderSeen{first: o.Version, opened: len(o.Exceptions)}
 		b.orders[o.ID] = seen
 	}
+	seen.legacy = seen.legacy || !exact
 	if o.Version < seen.first { // out of order within the window: the earliest version counts
 		seen.first, seen.opened = o.Version, len(o.Exceptions)
 	}
 	if seen.o == nil || o.Version >= seen.o.Version {
 		seen.o = clone(o)
 	}
-	if exception >= 0 && exception < len(o.Exceptions) && exception < 64 && seen.excSeen&(1<<exception) == 0 {
+	if exception < 0 || exception >= len(o.Exceptions) || exception >= 64 {
+		return
+	}
+	if exact {
+		seen.exactKnown |= 1 << exception
+		if opened {
+			seen.exactOpened |= 1 << exception
+		}
+		return
+	}
+	if seen.excSeen&(1<<exception) == 0 {
 		seen.excSeen |= 1 << exception
 		if o.Exceptions[exception].Created >= b.floor {
 			seen.openedIn |= 1 << exception
@@ -628,8 +749,15 @@ func (m *Matcher) verdict(b *biz) Window {
 		s := b.orders[id]
 		whole := s.o.Created >= b.floor
 		for k := range s.o.Exceptions {
-			if !whole && k < s.opened && (k >= 64 || s.openedIn&(1<<k) == 0) {
-				continue // opened before the window
+			switch {
+			case k < 64 && s.exactKnown&(1<<k) != 0:
+				if s.exactOpened&(1<<k) == 0 {
+					continue // the stream said its commits in the window only changed it
+				}
+			case !s.legacy:
+				continue // exact events of the order, none about it: opened before the window
+			case !whole && k < s.opened && (k >= 64 || s.openedIn&(1<<k) == 0):
+				continue // opened before the window (the timestamp rule)
 			}
 			x := &s.o.Exceptions[k]
 			kind := exceptionKind(x.Kind)
@@ -645,7 +773,7 @@ func (m *Matcher) verdict(b *biz) Window {
 		}
 	}
 	// 2. The three-way check, when the window saw the whole life of what it holds.
-	w.Partial = m.cfg.StoreVerdict || b.partial || partial(b)
+	w.Partial = m.cfg.StoreVerdict || b.partial || b.plainOver || partial(b)
 	if !w.Partial {
 		transfers := make([]ledger.Transfer, 0, len(b.transfers))
 		for _, t := range b.transfers {
@@ -653,7 +781,9 @@ func (m *Matcher) verdict(b *biz) Window {
 		}
 		slices.SortFunc(transfers, func(x, y ledger.Transfer) int { return cmpU64(x.ID, y.ID) })
 		if diffs := payment.Reconcile(m.s, orders, transfers); len(diffs) > 0 {
-			w.add(KindLedger, ids, diffs)
+			// Named by its differences, as the store's check names its finding: the same
+			// difference found by the stream and by the store is one finding.
+			w.addAt(KindLedger, DiffDigest(diffs), ids, diffs)
 		}
 	}
 	// 3. Orders still not final at the second close.

@@ -52,9 +52,9 @@ func TestPlainTransfersOpenNoWindow(t *testing.T) {
 	}
 }
 
-// TestOverflowOnce: a window that passes its bound reports one overflow finding when it
-// closes; its further events are only counted (none dropped silently, no finding per 3073
-// transfers).
+// TestOverflowOnce: a window that passes its bound (payment transfers, here of orders it did
+// not see) reports one overflow finding when it closes; its further events are only counted
+// (none dropped silently, no finding per 3073 transfers).
 func TestOverflowOnce(t *testing.T) {
 	sc := newScript(t)
 	sc.recharge(1, "payroll", 100)
@@ -62,8 +62,9 @@ func TestOverflowOnce(t *testing.T) {
 	feed(m, sc.events, nil, 1)
 	seq := uint64(len(sc.events)) + 1
 	const n = 20_000
-	for i := range n {
-		m.Transfer(seq, plain(uint64(100+i), "payroll", sc.now))
+	for i := range n { // payment transfers (plain ones have their own bound: PlainPerBizMax)
+		pt := plain(payment.TransferID(uint64(2+i/20), 1+i%20), "payroll", sc.now)
+		m.Transfer(seq, pt)
 		seq++
 	}
 	if ws := m.Take(); len(ws) != 0 {

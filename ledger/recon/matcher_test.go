@@ -19,6 +19,9 @@ type event struct {
 	t   *ledger.Transfer
 	o   *payment.Order
 	exc int
+	// exact: the event says whether its commit opened exception record exc (opened), as a
+	// payment log record of version 3 does; legacy streams (exact false) do not.
+	exact, opened bool
 }
 
 // script runs payment orders through their state machines and writes down the events the
@@ -53,10 +56,11 @@ func (sc *script) order(o *payment.Order) {
 	c.Exceptions = slices.Clone(o.Exceptions)
 	prev := sc.committed[o.ID]
 	sc.committed[o.ID] = &c
-	sc.events = append(sc.events, event{o: &c, exc: -1})
+	sc.events = append(sc.events, event{o: &c, exc: -1, exact: true})
 	for k := range o.Exceptions {
-		if prev == nil || k >= len(prev.Exceptions) || prev.Exceptions[k] != o.Exceptions[k] {
-			sc.events = append(sc.events, event{o: &c, exc: k})
+		opened := prev == nil || k >= len(prev.Exceptions)
+		if opened || prev.Exceptions[k] != o.Exceptions[k] {
+			sc.events = append(sc.events, event{o: &c, exc: k, exact: true, opened: opened})
 		}
 	}
 }
@@ -122,6 +126,8 @@ func feed(m *Matcher, evs []event, times []uint64, first uint64) {
 		switch {
 		case e.t != nil:
 			m.Transfer(seq, e.t)
+		case e.o != nil && e.exact:
+			m.OrderExact(seq, e.o, e.exc, e.opened)
 		case e.o != nil:
 			m.Order(seq, e.o, e.exc)
 		default:
