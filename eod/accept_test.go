@@ -266,3 +266,52 @@ func TestRunDueCapsTheCatchUp(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashedRecomputeIsNotAccepted: a crash as the recomputation of a failed day begins to
+// replace its snapshot (what a crash between two batches of it also finds) leaves, after
+// recovery, a record that says the snapshot is being recomputed, not the old failed trial
+// balance: Accept refuses it and the next run recomputes.
+func TestCrashedRecomputeIsNotAccepted(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	l, store, _ := world(t, mem)
+	send(t, l, []ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 10, Amount: 70, Ledger: 1, Code: 1}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := NewRunner(l, store, Config{Now: afterDays})
+	var crashed *vfs.MemFS
+	r.at = func(p Phase) {
+		if p == PhaseSnapshot && r.Stats.TrialFailures.Load() == 0 {
+			tamperOpening(t, store, firstDay, 10, ledger.Balance{CreditsPosted: ledger.U128(69)})
+		}
+	}
+	r.snapshotStarts = func(ledger.Day) {
+		if r.Stats.TrialFailures.Load() == 1 && crashed == nil { // the recomputation's snapshot
+			crashed = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+		}
+	}
+	if res, err := r.Run(ctx, firstDay, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if _, err := r.Run(ctx, firstDay, Options{}); err != nil || crashed == nil {
+		t.Fatalf("the recomputation: %v, crash taken %v", err, crashed != nil)
+	}
+	l.Stop()
+	_ = store.Close()
+	store, err := storage.Open("db", storage.Options{FS: crashed, Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	l = startOn(t, store)
+	defer l.Stop()
+	r = NewRunner(l, store, Config{Now: afterDays})
+	if st, err := r.Status(); err != nil || len(st.Open) != 1 || st.Open[0].Outcome != OutcomeRecomputing || !r.Stats.LastFailed.Load() {
+		t.Fatalf("after the crash: %+v %v, failed %v", st.Open, err, r.Stats.LastFailed.Load())
+	}
+	if _, err := r.Accept(ctx, firstDay, "known"); !errors.Is(err, ErrPrecondition) {
+		t.Fatalf("accepting a day whose recomputation a crash cut off: %v", err)
+	}
+	if res, err := r.Run(ctx, firstDay, Options{}); err != nil || res.Outcome != OutcomeClosed || !res.Report.Passed {
+		t.Fatalf("run after the crash: %+v %v", res, err)
+	}
+}

@@ -205,6 +205,8 @@ type Runner struct {
 	// at, when set (tests), is called after each phase is recorded, and with PhaseTrial
 	// when the trial balance passed, before the archive is recorded.
 	at func(Phase)
+	// snapshotStarts, when set (tests), is called as a snapshot is about to be written.
+	snapshotStarts func(ledger.Day)
 	// archived is the latest day archived (0: none, or not known yet). Days are archived in
 	// order, so every record before it is archived: Status, Refresh and archive read the
 	// records from it on, not every archived day's report again.

@@ -588,6 +588,9 @@ func (r *Runner) snapshot(ctx context.Context, day ledger.Day) (int, error) {
 		if err != nil {
 			return err
 		}
+		if r.snapshotStarts != nil {
+			r.snapshotStarts(day)
+		}
 		w := r.store.WriteSnapshot(day)
 		err = v.ForEachDayAccount(storage.DayQuery{Day: day, First: first, Starts: starts}, func(a *storage.DayAccount) error {
 			if n++; n%1024 == 0 && ctx.Err() != nil {
