@@ -218,6 +218,7 @@ type Ledger struct {
 	ticker      *time.Ticker
 	tickEnd     chan struct{}
 	once        sync.Once
+	drainIDs    atomic.Uint64 // names each drain, for its cancel
 }
 
 // Start recovers every shard from the store and starts the shard actors.
@@ -459,20 +460,29 @@ func (l *Ledger) Drain(ctx context.Context) error {
 }
 
 func (l *Ledger) drain(ctx context.Context) error {
+	id := l.drainIDs.Add(1)
 	dones := make([]chan struct{}, len(l.pids))
 	for i, pid := range l.pids {
 		dones[i] = make(chan struct{})
-		l.system.Root.Send(pid, drainMessage{done: dones[i]})
+		l.system.Root.Send(pid, drainMessage{id: id, done: dones[i]})
 	}
 	for _, done := range dones {
 		select {
 		case <-done:
 		case <-ctx.Done():
+			// The shards forget the drain (each after its drainMessage: one sender's
+			// messages arrive in order), not holding its legs' keys until they are answered.
+			for _, pid := range l.pids {
+				l.system.Root.Send(pid, cancelDrainMessage{id: id})
+			}
 			return ctx.Err()
 		}
 	}
 	return nil
 }
+
+// DrainsWaiting is how many drains a shard holds, waiting for legs.
+func (l *Ledger) DrainsWaiting(shard int) int64 { return l.shards[shard].d.Gauges.Drains.Load() }
 
 // SwitchDay switches every shard to accounting day day (ledger.Book.SwitchDay), each at its
 // place in its own stream, and returns once every switch is durable. Transfers keep flowing:

@@ -21,7 +21,14 @@ type stopMessage struct{ done chan<- struct{} }
 
 // drainMessage asks a shard to flush its buffers and to close done once every leg in its
 // outbox at that moment has been answered.
-type drainMessage struct{ done chan struct{} }
+type drainMessage struct {
+	id   uint64
+	done chan struct{}
+}
+
+// cancelDrainMessage tells a shard that the caller of drain id stopped waiting (its context
+// ended): the shard forgets the drain and the legs it waited for.
+type cancelDrainMessage struct{ id uint64 }
 
 // switchDayMessage asks a shard to switch to an accounting day and to close done once the
 // switch is durable.

@@ -110,7 +110,9 @@ func (s *shard) Receive(ctx actor.Context) {
 	case switchDayMessage:
 		s.d.SwitchDay(m.day, func() { close(m.done) })
 	case drainMessage:
-		s.d.Drain(func() { close(m.done) })
+		s.d.Drain(m.id, func() { close(m.done) })
+	case cancelDrainMessage:
+		s.d.CancelDrain(m.id)
 	case *stopMessage:
 		if s.flushTimer != nil {
 			s.flushTimer.Stop()

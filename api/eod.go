@@ -96,6 +96,10 @@ func eodResponse(res *eod.Result) (*ledgerv1.RunEndOfDayResponse, error) {
 	out := &ledgerv1.RunEndOfDayResponse{Date: res.Day.String(), Phase: res.Phase.String(), Outcome: res.Outcome.String(),
 		Passed: res.Outcome == eod.OutcomeClosed || res.Outcome == eod.OutcomeTrialPassed, Steps: res.Steps, Stuck: res.Stuck,
 		Archived: res.Archived(), Note: res.Note, Early: res.Early}
+	if res.Superseded {
+		out.Steps = append(out.Steps, fmt.Sprintf("the acceptance of %v (note %q) is superseded: its trial balance, checked again when it was to be archived, differed from the differences accepted (now: %v)",
+			res.Day, res.Note, res.Outcome))
+	}
 	if res.Report != nil {
 		out.Differences = res.Report.Differences
 		var b bytes.Buffer

@@ -20,7 +20,7 @@ var (
 	descEODOutcomes = prometheus.NewDesc("ledger_eod_outcomes_total",
 		"End-of-day runs by outcome: closed, trial_failed, drain_timeout.", []string{"outcome"}, nil)
 	descEODFailed = prometheus.NewDesc("ledger_eod_last_failure",
-		"1 when a day switched away from is not archived and its last trial balance failed or its drain timed out (from the stored records): alert on it.", nil, nil)
+		"1 when a day switched away from is not archived and its last trial balance failed, its drain timed out or its recomputation was interrupted (from the stored records): alert on it.", nil, nil)
 	descEODDaysOpen = prometheus.NewDesc("ledger_eod_days_open",
 		"Accounting days switched away from and not archived (from the stored records): alert when it stays above 1.", nil, nil)
 	descEODTrialFailed = prometheus.NewDesc("ledger_eod_trial_balance_failed",
@@ -29,12 +29,17 @@ var (
 		"The latest accounting day archived, as yyyymmdd (0: none).", nil, nil)
 	descEODSeconds = prometheus.NewDesc("ledger_eod_last_run_seconds",
 		"How long the last end-of-day run took.", nil, nil)
+	descEODScheduleErrors = prometheus.NewDesc("ledger_eod_schedule_errors_total",
+		"Scheduled end-of-day runs (--eod-at) that failed; each is retried with backoff.", nil, nil)
+	descEODDueDays = prometheus.NewDesc("ledger_eod_due_days",
+		"Accounting days whose calendar end (UTC) has passed and that are not switched away from: alert when above 0 for long.", nil, nil)
 )
 
 type eodCollector struct{ r *eod.Runner }
 
 func (c *eodCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEODRuns, descEODOutcomes, descEODFailed, descEODDaysOpen, descEODTrialFailed, descEODLastClosed, descEODSeconds} {
+	for _, d := range []*prometheus.Desc{descEODRuns, descEODOutcomes, descEODFailed, descEODDaysOpen, descEODTrialFailed, descEODLastClosed, descEODSeconds,
+		descEODScheduleErrors, descEODDueDays} {
 		ch <- d
 	}
 }
@@ -61,4 +66,6 @@ func (c *eodCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 	ch <- prometheus.MustNewConstMetric(descEODLastClosed, prometheus.GaugeValue, float64(s.LastClosedDay.Load()))
 	ch <- prometheus.MustNewConstMetric(descEODSeconds, prometheus.GaugeValue, math.Float64frombits(s.LastRunSeconds.Load()))
+	ch <- prometheus.MustNewConstMetric(descEODScheduleErrors, prometheus.CounterValue, float64(s.ScheduleErrors.Load()))
+	ch <- prometheus.MustNewConstMetric(descEODDueDays, prometheus.GaugeValue, float64(c.r.DueDays()))
 }

@@ -452,3 +452,19 @@ func TestEndOfDayUnimplemented(t *testing.T) {
 	_, err = f.admin.GetEndOfDayStatus(f.ctx, &ledgerv1.GetEndOfDayStatusRequest{})
 	wantCode(t, "status", err, codes.Unimplemented, "not configured")
 }
+
+// TestEndOfDayResponseSaysSuperseded: an answer about a day whose acceptance was superseded
+// (checked again at the archive) says so, with the note, whatever its outcome now.
+func TestEndOfDayResponseSaysSuperseded(t *testing.T) {
+	for _, o := range []eod.Outcome{eod.OutcomeClosed, eod.OutcomeTrialFailed} {
+		res := eod.Result{Day: eodFirstDay, Phase: eod.PhaseArchived, Outcome: o, Note: "INC-1", Superseded: true}
+		out, err := eodResponse(&res)
+		if err != nil || out.GetNote() != "INC-1" || !strings.Contains(strings.Join(out.GetSteps(), "\n"), `(note "INC-1") is superseded`) {
+			t.Errorf("%v: %v %v", o, out, err)
+		}
+		res.Superseded = false
+		if out, err := eodResponse(&res); err != nil || strings.Contains(strings.Join(out.GetSteps(), "\n"), "superseded") {
+			t.Errorf("%v, not superseded: %v %v", o, out, err)
+		}
+	}
+}

@@ -20,8 +20,11 @@
 //     archived, and its trial balance is checked again then (an earlier day's snapshot,
 //     its opening, may have been recomputed meanwhile). A day that failed is not archived;
 //     the run reports the differences. Running it again recomputes its snapshot and trial
-//     balance from the store; an operator may instead accept its differences with a note
-//     (Accept), recorded with them, and the day is archived as accepted with differences.
+//     balance from the store (recorded as OutcomeRecomputing first, so that an interrupted
+//     recomputation never leaves a failed day with a partial snapshot); an operator may
+//     instead accept its differences with a note (Accept, which runs the trial balance
+//     again and accepts only the differences recorded), recorded with them, and the day is
+//     archived as accepted with differences, its trial balance checked again then.
 //
 // The switch never waits for earlier days: the end of day of a day switches, drains,
 // snapshots and checks it whatever earlier days' outcomes, so one failed day does not stop
@@ -82,11 +85,15 @@ const (
 	OutcomeClosed                          // the trial balance passed; archived
 	OutcomeTrialPassed                     // the trial balance passed; waits for an earlier day to be archived
 	OutcomeAccepted                        // the trial balance failed and an operator accepted its differences (archived once every earlier day is)
+	// OutcomeRecomputing: a failed day's snapshot is being replaced (recorded before the
+	// old one is touched): until its trial balance runs again its snapshot may be partial
+	// and it has no report; run it again (it cannot be accepted).
+	OutcomeRecomputing
 	outcomeLast
 )
 
 var outcomeNames = [...]string{"", "running", "drain timeout", "trial balance failed", "closed",
-	"trial balance passed, waiting for an earlier day", "accepted with differences"}
+	"trial balance passed, waiting for an earlier day", "accepted with differences", "recomputing (snapshot incomplete)"}
 
 func (o Outcome) String() string {
 	if o < outcomeLast {
@@ -131,7 +138,13 @@ type Config struct {
 	Now func() time.Time
 	// Log takes the warnings (an early close, an acceptance); nil: slog.Default().
 	Log *slog.Logger
+	// CatchUpDaysMax bounds the days one RunDue runs (0: CatchUpDaysMaxDefault); the rest
+	// are due at the next call.
+	CatchUpDaysMax int
 }
+
+// CatchUpDaysMaxDefault is the default Config.CatchUpDaysMax.
+const CatchUpDaysMaxDefault = 31
 
 // Options are a run's requests.
 type Options struct {
@@ -149,7 +162,7 @@ type Stats struct {
 	Closed         atomic.Uint64 // days archived
 	LastRunSeconds atomic.Uint64 // math.Float64bits of the last run's duration
 	// LastFailed: some day switched away from is not archived and its last trial balance
-	// failed, or its drain timed out.
+	// failed, its drain timed out, or its recomputation was interrupted.
 	LastFailed atomic.Bool
 	// DaysOpen: days switched away from and not archived.
 	DaysOpen      atomic.Int64
@@ -159,6 +172,27 @@ type Stats struct {
 	FailedLedgers sync.Map
 	// RefreshErrors counts failed reads of the records (the gauges keep their last values).
 	RefreshErrors atomic.Uint64
+	// CurrentDay is the current day (yyyymmdd) as the last Refresh read it: only end of day
+	// switches days, and every run refreshes.
+	CurrentDay atomic.Uint32
+	// ScheduleErrors counts scheduled runs that failed (ledgerd's --eod-at schedule, which
+	// retries them).
+	ScheduleErrors atomic.Uint64
+}
+
+// DueDays is how many days have a calendar end (UTC) that has passed and are not switched
+// away from: the current day once its end passed, and each day after it up to yesterday.
+// Above 0 for long, the schedule (or the operator) is not closing days.
+func (r *Runner) DueDays() int64 {
+	cur := ledger.Day(r.Stats.CurrentDay.Load())
+	if cur == 0 {
+		return 0
+	}
+	late := r.cfg.Now().Sub(DayEnd(cur))
+	if late < 0 {
+		return 0
+	}
+	return int64(late/(24*time.Hour)) + 1
 }
 
 // Runner runs end of day over a running ledger.
@@ -171,6 +205,12 @@ type Runner struct {
 	// at, when set (tests), is called after each phase is recorded, and with PhaseTrial
 	// when the trial balance passed, before the archive is recorded.
 	at func(Phase)
+	// snapshotStarts, when set (tests), is called as a snapshot is about to be written.
+	snapshotStarts func(ledger.Day)
+	// archived is the latest day archived (0: none, or not known yet). Days are archived in
+	// order, so every record before it is archived: Status, Refresh and archive read the
+	// records from it on, not every archived day's report again.
+	archived atomic.Uint32
 }
 
 // NewRunner makes a runner.
@@ -190,9 +230,44 @@ func NewRunner(l *actors.Ledger, store *storage.Store, cfg Config) *Runner {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.CatchUpDaysMax <= 0 {
+		cfg.CatchUpDaysMax = CatchUpDaysMaxDefault
+	}
 	r := &Runner{cfg: cfg, l: l, store: store}
 	r.Refresh()
 	return r
+}
+
+// CatchUpDaysMax is the most days one RunDue runs (Config.CatchUpDaysMax).
+func (r *Runner) CatchUpDaysMax() int { return r.cfg.CatchUpDaysMax }
+
+// from is the first day whose record Status, Refresh and archive read: the latest archived
+// day (its record gives the last closed day), found once by a scan of the records' headers.
+func (r *Runner) from(v *storage.Reader) (ledger.Day, error) {
+	if d := r.archived.Load(); d != 0 {
+		return ledger.Day(d), nil
+	}
+	var last ledger.Day
+	err := v.ForEachEOD(func(rec *storage.EODRecord) error {
+		if Phase(rec.Phase) == PhaseArchived {
+			last = rec.Day
+		}
+		return nil
+	})
+	if err == nil && last != 0 {
+		r.noteArchived(last)
+	}
+	return last, err
+}
+
+// noteArchived records that day is archived (the latest, days being archived in order).
+func (r *Runner) noteArchived(day ledger.Day) {
+	for {
+		d := r.archived.Load()
+		if uint32(day) <= d || r.archived.CompareAndSwap(d, uint32(day)) {
+			return
+		}
+	}
 }
 
 // Result is what a run did, or what the record of a day holds.
@@ -208,8 +283,13 @@ type Result struct {
 	Stuck []string
 	// Early: the day was closed before its calendar end, on request.
 	Early bool
-	// Note is the operator's note of an acceptance (OutcomeAccepted).
+	// Note is the operator's note of an acceptance (OutcomeAccepted; kept when the
+	// acceptance is superseded).
 	Note string
+	// Superseded: the day was accepted with differences, and its trial balance, checked
+	// again when it was to be archived, differed from them: it passed (the day is closed as
+	// passed) or had other differences (the day is back to failed, with the new ones).
+	Superseded bool
 }
 
 // Archived reports whether the day is archived (closed, or accepted with differences).
@@ -223,6 +303,9 @@ type recorded struct {
 	// Note and Accepted (Unix ns): the operator's acceptance of the differences.
 	Note     string `json:",omitempty"`
 	Accepted uint64 `json:",omitempty"`
+	// Superseded (Unix ns): the trial balance checked again at the archive no longer had
+	// the accepted differences.
+	Superseded uint64 `json:",omitempty"`
 }
 
 // Status is where the accounting days stand.
@@ -250,7 +333,11 @@ func (r *Runner) Status() (Status, error) {
 			return err
 		}
 		st.Day = day
-		return v.ForEachEOD(func(rec *storage.EODRecord) error {
+		from, err := r.from(v)
+		if err != nil {
+			return err
+		}
+		return v.ForEachEODFrom(from, func(rec *storage.EODRecord) error {
 			res, err := fromRecord(rec)
 			if err != nil {
 				return err
@@ -265,7 +352,8 @@ func (r *Runner) Status() (Status, error) {
 	return st, err
 }
 
-// Refresh derives the gauges from the stored records (NewRunner and every run call it).
+// Refresh derives the gauges from the stored records (NewRunner and every run call it): the
+// latest archived day's and those after it.
 func (r *Runner) Refresh() {
 	var (
 		lastFailed bool
@@ -279,12 +367,16 @@ func (r *Runner) Refresh() {
 			failed[l] = failed[l] || (fails && f)
 		}
 	}
-	err := r.l.Read(func(v *storage.Reader) error {
-		cur, err := currentDay(v, r.l.Shards())
+	var cur ledger.Day
+	err := r.l.Read(func(v *storage.Reader) (err error) {
+		if cur, err = currentDay(v, r.l.Shards()); err != nil {
+			return err
+		}
+		from, err := r.from(v)
 		if err != nil {
 			return err
 		}
-		return v.ForEachEOD(func(rec *storage.EODRecord) error {
+		return v.ForEachEODFrom(from, func(rec *storage.EODRecord) error {
 			if Phase(rec.Phase) == PhaseArchived {
 				closed, lastReport = rec.Day, nil
 				if len(rec.Result) > 0 {
@@ -299,7 +391,7 @@ func (r *Runner) Refresh() {
 			o := Outcome(rec.Outcome)
 			if rec.Day < cur {
 				open++
-				lastFailed = lastFailed || o == OutcomeTrialFailed || o == OutcomeDrainTimeout
+				lastFailed = lastFailed || o == OutcomeTrialFailed || o == OutcomeDrainTimeout || o == OutcomeRecomputing
 			}
 			if len(rec.Result) > 0 {
 				res, err := fromRecord(rec)
@@ -321,6 +413,7 @@ func (r *Runner) Refresh() {
 	if lastReport != nil {
 		note(lastReport, false)
 	}
+	r.Stats.CurrentDay.Store(uint32(cur))
 	r.Stats.LastFailed.Store(lastFailed)
 	r.Stats.DaysOpen.Store(open)
 	r.Stats.LastClosedDay.Store(uint32(closed))
@@ -360,7 +453,7 @@ func fromRecord(rec *storage.EODRecord) (Result, error) {
 		if err := json.Unmarshal(rec.Result, &x); err != nil {
 			return res, fmt.Errorf("eod: record of %v: %w", rec.Day, err)
 		}
-		res.Report, res.Stuck, res.Early, res.Note = x.Report, x.Stuck, x.Early, x.Note
+		res.Report, res.Stuck, res.Early, res.Note, res.Superseded = x.Report, x.Stuck, x.Early, x.Note, x.Superseded != 0
 	}
 	return res, nil
 }

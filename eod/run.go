@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -57,9 +58,15 @@ func (r *Runner) run(ctx context.Context, day ledger.Day, opts Options) (Result,
 	r.Stats.Runs.Add(1)
 	defer r.Refresh()
 	res := Result{Day: day}
-	if Outcome(rec.Outcome) == OutcomeTrialFailed {
-		rec.Phase = uint8(PhaseDrained) // recompute the snapshot and the trial balance from the store
-		res.Steps = append(res.Steps, fmt.Sprintf("the trial balance of %v failed before: its snapshot and trial balance are recomputed from the store", day))
+	if o := Outcome(rec.Outcome); o == OutcomeTrialFailed || o == OutcomeRecomputing {
+		// Recompute the snapshot and the trial balance from the store. The record says so,
+		// durably, before the old snapshot is touched: a crash or an error while it is
+		// replaced leaves a day that says its snapshot is incomplete (it cannot be accepted),
+		// not a failed trial balance whose report no longer matches its snapshot.
+		if err := r.put(&rec, PhaseDrained, OutcomeRecomputing, meta, recorded{}); err != nil {
+			return res, err
+		}
+		res.Steps = append(res.Steps, fmt.Sprintf("the trial balance of %v failed before (%v): its snapshot and trial balance are recomputed from the store", day, o))
 	}
 	fresh := map[ledger.Day]bool{}
 	err = r.phases(ctx, &rec, meta, &res, fresh)
@@ -138,9 +145,9 @@ func (r *Runner) put(rec *storage.EODRecord, p Phase, o Outcome, meta recorded, 
 	if rec.Started == 0 {
 		rec.Started = rec.Updated
 	}
-	body.Early, body.Note, body.Accepted = meta.Early, meta.Note, meta.Accepted
+	body.Early, body.Note, body.Accepted, body.Superseded = meta.Early, meta.Note, meta.Accepted, meta.Superseded
 	rec.Result = nil
-	if body.Report != nil || len(body.Stuck) > 0 || body.Early || body.Note != "" || body.Accepted != 0 {
+	if body.Report != nil || len(body.Stuck) > 0 || body.Early || body.Note != "" || body.Accepted != 0 || body.Superseded != 0 {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
@@ -149,6 +156,9 @@ func (r *Runner) put(rec *storage.EODRecord, p Phase, o Outcome, meta recorded, 
 	}
 	if err := r.store.PutEOD(rec); err != nil {
 		return err
+	}
+	if p == PhaseArchived {
+		r.noteArchived(rec.Day)
 	}
 	if r.at != nil {
 		r.at(p)
@@ -275,7 +285,11 @@ func (r *Runner) before(ctx context.Context, day ledger.Day, res *Result, fresh 
 func (r *Runner) archive(ctx context.Context, fresh map[ledger.Day]bool, res *Result) error {
 	var recs []storage.EODRecord
 	err := r.l.Read(func(v *storage.Reader) error {
-		return v.ForEachEOD(func(rec *storage.EODRecord) error {
+		from, err := r.from(v)
+		if err != nil {
+			return err
+		}
+		return v.ForEachEODFrom(from, func(rec *storage.EODRecord) error {
 			if Phase(rec.Phase) != PhaseArchived {
 				recs = append(recs, *rec)
 			}
@@ -316,6 +330,35 @@ func (r *Runner) archive(ctx context.Context, fresh map[ledger.Day]bool, res *Re
 			r.Stats.Closed.Add(1)
 			step("archive: %v closed and sealed", rec.Day)
 		case OutcomeAccepted:
+			if !fresh[rec.Day] {
+				// The opening (the day before's snapshot) may have been recomputed since the
+				// acceptance: the differences sealed must be the ones accepted.
+				rep, err := r.trial(ctx, rec.Day)
+				if err != nil {
+					return err
+				}
+				if !sameDifferences(&rep, meta.Report) {
+					meta.Superseded = uint64(r.cfg.Now().UnixNano())
+					if rep.Passed {
+						if err := r.put(rec, PhaseArchived, OutcomeClosed, meta, recorded{Report: &rep}); err != nil {
+							return err
+						}
+						r.Stats.Closed.Add(1)
+						r.cfg.Log.Warn("end of day: an accepted day passed when checked again; archived as passed", "day", rec.Day.String(), "note", meta.Note)
+						step("archive: the trial balance of %v, accepted with %d differences (%q), checked again, passed: closed and sealed as passed, the acceptance noted as superseded",
+							rec.Day, len(meta.Report.Differences), meta.Note)
+						continue
+					}
+					step("archive: the trial balance of %v, accepted with %d differences (%q), checked again, has other differences (%d): the acceptance is superseded, %v is failed again",
+						rec.Day, len(meta.Report.Differences), meta.Note, len(rep.Differences), rec.Day)
+					r.Stats.TrialFailures.Add(1)
+					r.cfg.Log.Error("end of day: an accepted day's differences changed when checked again; the acceptance is superseded",
+						"day", rec.Day.String(), "accepted", len(meta.Report.Differences), "now", len(rep.Differences), "note", meta.Note)
+					return r.put(rec, PhaseTrial, OutcomeTrialFailed, meta, recorded{Report: &rep})
+				}
+				step("archive: the trial balance of %v, checked again, has the %d differences accepted", rec.Day, len(rep.Differences))
+				body.Report = &rep
+			}
 			if err := r.put(rec, PhaseArchived, OutcomeAccepted, meta, body); err != nil {
 				return err
 			}
@@ -332,8 +375,14 @@ func (r *Runner) archive(ctx context.Context, fresh map[ledger.Day]bool, res *Re
 }
 
 // Accept accepts the differences of day, whose trial balance failed, with an operator's
-// note: the acceptance is recorded with the differences (durably), and the day is archived
-// as accepted with differences once every earlier day is archived (then, or by a later run).
+// note. Only a failed trial balance whose snapshot and report are complete may be accepted
+// (not a day whose recomputation is running or was interrupted): its trial balance is run
+// again on the stored snapshot, and if its differences are not the recorded ones (those the
+// operator saw) nothing is accepted: the new report is recorded and answered with
+// ErrPrecondition. Otherwise the acceptance is recorded with the differences (durably), and
+// the day is archived as accepted with differences once every earlier day is archived (then,
+// or by a later run, which checks its differences again). Accepting again with the same note
+// (a retry after a lost answer) answers the recorded result.
 func (r *Runner) Accept(ctx context.Context, day ledger.Day, note string) (Result, error) {
 	if !r.mu.TryLock() {
 		return Result{}, ErrBusy
@@ -350,38 +399,78 @@ func (r *Runner) Accept(ctx context.Context, day ledger.Day, note string) (Resul
 	var (
 		rec   storage.EODRecord
 		found bool
+		meta  recorded
 	)
 	if err := r.l.Read(func(v *storage.Reader) (err error) { rec, found, err = v.EOD(day); return err }); err != nil {
 		return Result{}, err
 	}
-	if !found || Outcome(rec.Outcome) != OutcomeTrialFailed {
+	if found && len(rec.Result) > 0 {
+		if err := json.Unmarshal(rec.Result, &meta); err != nil {
+			return Result{}, fmt.Errorf("eod: record of %v: %w", day, err)
+		}
+	}
+	if found && meta.Accepted != 0 && meta.Note == note && Outcome(rec.Outcome) != OutcomeTrialFailed && Outcome(rec.Outcome) != OutcomeRecomputing {
+		return r.result(day, []string{fmt.Sprintf("accepted before with this note: the recorded result of %v", day)})
+	}
+	if !found || Outcome(rec.Outcome) != OutcomeTrialFailed || Phase(rec.Phase) != PhaseTrial || meta.Report == nil {
 		what := "has no end-of-day record"
 		if found {
 			what = fmt.Sprintf("stands at %v (%v)", Phase(rec.Phase), Outcome(rec.Outcome))
 		}
 		return Result{}, fmt.Errorf("%w: %v %s: only a failed trial balance's differences can be accepted", ErrPrecondition, day, what)
 	}
-	var meta recorded
-	if err := json.Unmarshal(rec.Result, &meta); err != nil || meta.Report == nil {
-		return Result{}, fmt.Errorf("eod: record of %v: no differences to accept (%v)", day, err)
-	}
 	defer r.Refresh()
-	meta.Note, meta.Accepted = note, uint64(r.cfg.Now().UnixNano())
-	if err := r.put(&rec, PhaseTrial, OutcomeAccepted, meta, recorded{Report: meta.Report}); err != nil {
+	rep, err := r.trial(ctx, day)
+	if err != nil {
 		return Result{}, err
 	}
-	r.cfg.Log.Warn("end of day: differences accepted", "day", day.String(), "differences", len(meta.Report.Differences), "note", note)
-	res := Result{Day: day, Steps: []string{fmt.Sprintf("accepted: the %d differences of %v, with the note %q", len(meta.Report.Differences), day, note)}}
-	if err := r.archive(ctx, map[ledger.Day]bool{}, &res); err != nil {
+	if !sameDifferences(&rep, meta.Report) {
+		o := OutcomeTrialFailed
+		if rep.Passed {
+			o = OutcomeTrialPassed // archived (checked again) by the next run
+		}
+		if err := r.put(&rec, PhaseTrial, o, meta, recorded{Report: &rep}); err != nil {
+			return Result{}, err
+		}
+		res := Result{Day: day, Phase: PhaseTrial, Outcome: o, Report: &rep, Early: meta.Early, Note: meta.Note, Superseded: meta.Superseded != 0,
+			Steps: []string{fmt.Sprintf("not accepted: the trial balance of %v, run again, differs from the one recorded: %d differences, not %d", day, len(rep.Differences), len(meta.Report.Differences))}}
+		return res, fmt.Errorf("%w: the trial balance of %v changed since it was reported (%d differences, not %d): nothing accepted; the new differences: %s",
+			ErrPrecondition, day, len(rep.Differences), len(meta.Report.Differences), listDifferences(rep.Differences))
+	}
+	meta.Note, meta.Accepted, meta.Superseded = note, uint64(r.cfg.Now().UnixNano()), 0
+	if err := r.put(&rec, PhaseTrial, OutcomeAccepted, meta, recorded{Report: &rep}); err != nil {
+		return Result{}, err
+	}
+	r.cfg.Log.Warn("end of day: differences accepted", "day", day.String(), "differences", len(rep.Differences), "note", note)
+	res := Result{Day: day, Steps: []string{fmt.Sprintf("accepted: the %d differences of %v, checked again on its snapshot, with the note %q", len(rep.Differences), day, note)}}
+	if err := r.archive(ctx, map[ledger.Day]bool{day: true}, &res); err != nil {
 		return res, err
 	}
 	return r.result(day, res.Steps)
 }
 
+// sameDifferences reports whether rep has exactly the outcome and differences of was.
+func sameDifferences(rep, was *accounting.DayReport) bool {
+	return was != nil && rep.Passed == was.Passed && slices.Equal(rep.Differences, was.Differences)
+}
+
+// listDifferencesMax bounds the differences an error names.
+const listDifferencesMax = 10
+
+func listDifferences(ds []string) string {
+	if len(ds) <= listDifferencesMax {
+		return strings.Join(ds, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(ds[:listDifferencesMax], "; "), len(ds)-listDifferencesMax)
+}
+
 // RunDue closes every day that is due, in order: the days switched away from and not
 // archived (resumed, drains retried, failed trial balances recomputed), then the current
 // day while its calendar end (UTC) has passed (catching up after downtime), and with
-// opts.Early the current day once more even if it has not ended. A run that does not
+// opts.Early the current day once more even if it has not ended; at most
+// Config.CatchUpDaysMax days a call, but always the current day's switch when it is due, so
+// that failed days never stop the days (a cap is logged and said in the last result's
+// steps: the rest are due at the next call). A run that does not
 // archive its day does not stop the next day's (the cutover never waits); an error does.
 // It answers each run's result, oldest first (none: no day was due).
 func (r *Runner) RunDue(ctx context.Context, opts Options) ([]Result, error) {
@@ -390,14 +479,25 @@ func (r *Runner) RunDue(ctx context.Context, opts Options) ([]Result, error) {
 		return nil, err
 	}
 	var out []Result
-	for _, o := range st.Open {
+	limit := r.cfg.CatchUpDaysMax
+	capped := func() {
+		r.cfg.Log.Warn("end of day: catch-up capped: the days still due run at the next call", "days", len(out),
+			"last", out[len(out)-1].Day.String())
+		out[len(out)-1].Steps = append(out[len(out)-1].Steps,
+			fmt.Sprintf("catch-up: %d days run, the most one call runs (%d, and always one switch); the days still due run at the next call", len(out), limit))
+	}
+	for i, o := range st.Open {
+		if i == limit {
+			capped()
+			break
+		}
 		res, err := r.Run(ctx, o.Day, Options{})
 		if err != nil {
 			return out, err
 		}
 		out = append(out, res)
 	}
-	early := opts.Early
+	early, switched := opts.Early, false
 	for {
 		st, err := r.Status()
 		if err != nil {
@@ -407,12 +507,16 @@ func (r *Runner) RunDue(ctx context.Context, opts Options) ([]Result, error) {
 		if !due && !early {
 			return out, nil
 		}
+		if switched && len(out) >= limit {
+			capped()
+			return out, nil
+		}
 		res, err := r.Run(ctx, st.Day, Options{Early: !due})
 		if err != nil {
 			return out, err
 		}
 		out = append(out, res)
-		early = early && due
+		early, switched = early && due, true
 		if res.Phase < PhaseSwitched {
 			return out, fmt.Errorf("eod: %v did not switch (%v)", st.Day, res.Outcome)
 		}
@@ -484,6 +588,9 @@ func (r *Runner) snapshot(ctx context.Context, day ledger.Day) (int, error) {
 		if err != nil {
 			return err
 		}
+		if r.snapshotStarts != nil {
+			r.snapshotStarts(day)
+		}
 		w := r.store.WriteSnapshot(day)
 		err = v.ForEachDayAccount(storage.DayQuery{Day: day, First: first, Starts: starts}, func(a *storage.DayAccount) error {
 			if n++; n%1024 == 0 && ctx.Err() != nil {
@@ -496,7 +603,7 @@ func (r *Runner) snapshot(ctx context.Context, day ledger.Day) (int, error) {
 			return w.Add(a.ID, closing)
 		})
 		if err != nil {
-			_ = w.Close()
+			w.Discard() // never a partial snapshot committed on an error
 			return err
 		}
 		return w.Close()

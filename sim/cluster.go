@@ -266,8 +266,9 @@ func (c *Cluster) drain() {
 	for _, h := range c.hosts {
 		c.drainsOpen++
 		epoch := c.epoch
+		id := uint64(c.stats.Drains)
 		h.input(func() {
-			h.d.Drain(func() {
+			h.d.Drain(id, func() {
 				if c.epoch == epoch {
 					c.drainsOpen--
 				}

@@ -266,7 +266,11 @@ type SnapshotWriter struct {
 }
 
 // WriteSnapshot starts the day's snapshot; any snapshot of the day written before (by an end
-// of day a crash interrupted) is deleted in the same batch as the first balances.
+// of day a crash interrupted, or a failed day's, recomputed) is deleted in the same batch as
+// the first balances. A snapshot of more than SnapshotBatchRecordsMax balances is committed
+// in several batches: until Close returns, what is stored for the day may be partial, and
+// the caller's record must say so (eod records the phase before and after). Discard, not
+// Close, ends a snapshot that failed.
 func (s *Store) WriteSnapshot(day ledger.Day) *SnapshotWriter {
 	w := &SnapshotWriter{s: s, day: day, batch: s.db.NewBatch()}
 	_ = w.batch.DeleteRange(snapshotKey(nil, day, 0), eodSnapshotEnd(day), nil)
@@ -298,6 +302,10 @@ func (w *SnapshotWriter) flush() error {
 	}
 	return nil
 }
+
+// Discard releases the batch without writing what it holds (the balances since the last
+// full batch; on the first batch, the deletion of the old snapshot too).
+func (w *SnapshotWriter) Discard() { _ = w.batch.Close() }
 
 // Close writes what is left, durably, and releases the batch.
 func (w *SnapshotWriter) Close() error {
@@ -389,9 +397,12 @@ func (v *Reader) SnapshotBalance(day ledger.Day, id uint64) (b ledger.Balance, e
 }
 
 // ForEachEOD calls fn for every day's end-of-day record, oldest day first.
-func (v *Reader) ForEachEOD(fn func(*EODRecord) error) error {
-	lo, hi := prefixBounds(prefixEOD)
-	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+func (v *Reader) ForEachEOD(fn func(*EODRecord) error) error { return v.ForEachEODFrom(0, fn) }
+
+// ForEachEODFrom calls fn for the end-of-day record of every day from day on, oldest first.
+func (v *Reader) ForEachEODFrom(day ledger.Day, fn func(*EODRecord) error) error {
+	_, hi := prefixBounds(prefixEOD)
+	return v.scan(eodKey(nil, day), hi, false, func(k, val []byte) (bool, error) {
 		rec, err := decodeEOD(k, val)
 		if err != nil {
 			return false, err

@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -332,17 +333,70 @@ func nextEndOfDay(now time.Time, minute int) time.Time {
 	return next
 }
 
+// A scheduled end of day that fails (ErrBusy: an operator's run at that minute; a switch
+// timeout; a store error) is tried again after scheduleRetryFirst, the wait doubling up to
+// scheduleRetryMax, until a run succeeds or the next --eod-at comes (which runs as usual).
+const (
+	scheduleRetryFirst = time.Minute
+	scheduleRetryMax   = 30 * time.Minute
+)
+
+// schedule runs end of day at --eod-at (scheduleEndOfDay).
+type schedule struct {
+	minute int                                              // past midnight, UTC
+	run    func(ctx context.Context) (more bool, err error) // one scheduled end of day; more: capped, days still due
+	now    func() time.Time
+	after  func(time.Duration) <-chan time.Time
+	errors *atomic.Uint64 // failed runs (ledger_eod_schedule_errors_total)
+	log    *slog.Logger
+}
+
 // scheduleEndOfDay closes every day that is due (runScheduledEndOfDay): at the start,
 // catching up the days that ended while ledgerd was down, then every day at minute (past
-// midnight, UTC) of the wall clock. The clock decides only when a day is due (its calendar
-// end, UTC, has passed): a posting's day is the shard's, never the clock's.
+// midnight, UTC) of the wall clock, and again with backoff after a run that failed. The
+// clock decides only when a day is due (its calendar end, UTC, has passed): a posting's
+// day is the shard's, never the clock's.
 func scheduleEndOfDay(ctx context.Context, r *eod.Runner, minute int) {
+	log := slog.Default()
+	s := schedule{minute: minute, now: time.Now, after: time.After, errors: &r.Stats.ScheduleErrors, log: log,
+		run: func(ctx context.Context) (bool, error) { return runScheduledEndOfDay(ctx, r, log) }}
+	s.loop(ctx)
+}
+
+// loop runs s.run now, then at each next minute past midnight; a run that fails is retried
+// after a backoff (scheduleRetryFirst doubling to scheduleRetryMax), never past the next
+// scheduled run, and a run capped with days still due runs again at once, until ctx ends.
+func (s *schedule) loop(ctx context.Context) {
+	var retry time.Duration
 	for {
-		runScheduledEndOfDay(ctx, r, slog.Default())
+		more, err := s.run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		now := s.now()
+		at := nextEndOfDay(now, s.minute)
+		wait := at.Sub(now)
+		if err == nil {
+			retry = 0
+			if more {
+				wait = 0
+			}
+		} else {
+			s.errors.Add(1)
+			retry = min(max(2*retry, scheduleRetryFirst), scheduleRetryMax)
+			if now.Add(retry).Before(at) {
+				wait = retry
+				s.log.Error("scheduled end of day failed: trying again", "err", err, "in", retry.String())
+			} else {
+				retry = 0
+				s.log.Error("scheduled end of day failed: trying again at the next scheduled run", "err", err,
+					"at", at.Format(time.RFC3339))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Until(nextEndOfDay(time.Now(), minute))):
+		case <-s.after(wait):
 		}
 	}
 }
@@ -352,8 +406,10 @@ func scheduleEndOfDay(ctx context.Context, r *eod.Runner, minute int) {
 // trial balance failed: run again, recomputed), then each day whose calendar end has
 // passed. A day not archived is logged as an error (ledger_eod_last_failure and
 // ledger_eod_days_open show it) and tried again at the next scheduled run; it does not stop
-// the next day's switch (a day whose trial balance passed waits, logged, for it).
-func runScheduledEndOfDay(ctx context.Context, r *eod.Runner, log *slog.Logger) {
+// the next day's switch (a day whose trial balance passed waits, logged, for it). An error
+// (the run stopped: ledger_eod_due_days shows the days still due) is logged and answered;
+// more says the run was capped (eod.Config.CatchUpDaysMax) and days may still be due.
+func runScheduledEndOfDay(ctx context.Context, r *eod.Runner, log *slog.Logger) (more bool, err error) {
 	rs, err := r.RunDue(ctx, eod.Options{})
 	for _, res := range rs {
 		switch {
@@ -370,4 +426,5 @@ func runScheduledEndOfDay(ctx context.Context, r *eod.Runner, log *slog.Logger) 
 	if err != nil {
 		log.Error("scheduled end of day", "err", err)
 	}
+	return err == nil && len(rs) >= r.CatchUpDaysMax() && r.DueDays() > 0, err
 }

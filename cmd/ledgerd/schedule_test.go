@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -191,5 +192,73 @@ func TestScheduledEndOfDay(t *testing.T) {
 	}
 	if st, err := r.Status(); err != nil || st.Day != 20261130 || len(st.Open) != 0 {
 		t.Fatalf("status after the catch-up: %+v %v", st, err)
+	}
+}
+
+// TestScheduleRetriesWithBackoff: a scheduled run that fails is retried after 1 minute, the
+// wait doubling up to 30 minutes, never past the next scheduled run (which then runs as
+// usual, its own failure starting the backoff again); each failure is counted and logged at
+// ERROR; a success waits for the next scheduled run, and a capped run (more days due) runs
+// again at once.
+func TestScheduleRetriesWithBackoff(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		start string
+		fails int
+		more  bool
+		want  []time.Duration
+	}{
+		{"backoff", "2026-11-26 00:01:00", 8, false, []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute,
+			16 * time.Minute, 30 * time.Minute, 30 * time.Minute, 30 * time.Minute, 24*time.Hour - 122*time.Minute}},
+		{"until the next run", "2026-11-26 23:50:00", 6, false, []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute,
+			3 * time.Minute, time.Minute, 2 * time.Minute, 24*time.Hour - 3*time.Minute}},
+		{"capped", "2026-11-26 00:01:00", 1, true, []time.Duration{time.Minute, 0, 0, 0}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			now, err := time.Parse(time.DateTime, c.start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var (
+				waits  []time.Duration
+				errs   atomic.Uint64
+				logs   bytes.Buffer
+				runs   int
+				failed = errors.New("eod: an end of day is running")
+			)
+			s := schedule{minute: 0, now: func() time.Time { return now }, errors: &errs, log: slog.New(slog.NewTextHandler(&logs, nil)),
+				after: func(d time.Duration) <-chan time.Time {
+					waits = append(waits, d)
+					now = now.Add(d)
+					ch := make(chan time.Time, 1)
+					ch <- now
+					return ch
+				},
+				run: func(context.Context) (bool, error) {
+					runs++
+					if runs == len(c.want)+1 {
+						cancel()
+						return false, nil
+					}
+					if runs <= c.fails {
+						return false, failed
+					}
+					return c.more, nil
+				}}
+			s.loop(ctx)
+			if len(waits) != len(c.want) {
+				t.Fatalf("waits %v, want %v", waits, c.want)
+			}
+			for i := range waits {
+				if waits[i] != c.want[i] {
+					t.Fatalf("waits %v, want %v", waits, c.want)
+				}
+			}
+			if errs.Load() != uint64(c.fails) || strings.Count(logs.String(), "level=ERROR") != c.fails {
+				t.Errorf("errors counted %d, logged %d, want %d:\n%s", errs.Load(), strings.Count(logs.String(), "level=ERROR"), c.fails, logs.String())
+			}
+		})
 	}
 }

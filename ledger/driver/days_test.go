@@ -122,7 +122,7 @@ func TestDrainWaitsForTheAnswersRound(t *testing.T) {
 		t.Fatalf("rounds %d, outbox %d", len(h.rounds), d.book.OutboxLen())
 	}
 	drained := false
-	d.Drain(func() { drained = true })
+	d.Drain(1, func() { drained = true })
 	n := 0
 	if err := c.store.Live().ForEachOutboxLeg(func(ledger.Leg) error { n++; return nil }); err != nil {
 		t.Fatal(err)
@@ -133,5 +133,36 @@ func TestDrainWaitsForTheAnswersRound(t *testing.T) {
 	c.run(0)
 	if !drained {
 		t.Fatal("not drained once the answer's round is durable")
+	}
+}
+
+// TestCancelledDrainIsForgotten: a drain whose caller stopped waiting (a timeout, a cancel)
+// is removed with the legs it waited for, and its done is never called; other drains keep
+// waiting and end when the legs are answered.
+func TestCancelledDrainIsForgotten(t *testing.T) {
+	c, _, leg := legBench(t)
+	d := c.drivers[0]
+	var done [3]int
+	for id := range uint64(3) {
+		d.Drain(id+1, func() { done[id]++ })
+	}
+	if d.DrainsWaiting() != 3 || d.Gauges.Drains.Load() != 3 {
+		t.Fatalf("drains waiting %d (gauge %d), want 3", d.DrainsWaiting(), d.Gauges.Drains.Load())
+	}
+	d.CancelDrain(2)
+	d.CancelDrain(2) // again: nothing
+	d.CancelDrain(9) // never there
+	if d.DrainsWaiting() != 2 || d.Gauges.Drains.Load() != 2 {
+		t.Fatalf("after a cancel: drains waiting %d (gauge %d), want 2", d.DrainsWaiting(), d.Gauges.Drains.Load())
+	}
+	c.deliver(envelope{1, leg})
+	c.deliver(c.take(1)...) // the answer
+	c.run(0)
+	if done != [3]int{1, 0, 1} || d.DrainsWaiting() != 0 || d.Gauges.Drains.Load() != 0 {
+		t.Fatalf("done %v, drains waiting %d (gauge %d): want [1 0 1] and none", done, d.DrainsWaiting(), d.Gauges.Drains.Load())
+	}
+	d.CancelDrain(1) // ended already: nothing
+	if done != [3]int{1, 0, 1} {
+		t.Fatalf("done %v after cancelling an ended drain", done)
 	}
 }

@@ -130,6 +130,7 @@ type Gauges struct {
 	Outbox   atomic.Int64 // unanswered legs
 	Oldest   atomic.Int64 // when the oldest unanswered leg was first sent (Unix ns), 0: none
 	Buffered atomic.Int64 // legs in hot-account buffers, not yet sent
+	Drains   atomic.Int64 // drains waiting for legs (DrainsWaiting)
 }
 
 // Part is the share of one request that one shard runs: its events and their results. The
@@ -270,8 +271,10 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 
 // SwitchDay makes day the accounting day of the postings this shard makes from now on (the
 // point is this call's place in the shard's stream of inputs) and calls done once the switch
-// is durable, with every round before it. Holds due by now expire first, on the day they
-// are due in. A day at or before the shard's current day switches nothing: done is called
+// is durable, with every round before it. One expiry sweep runs first: holds due by now
+// expire on the day they are due in, at most ledger.ExpiriesPerSweepMax of them; holds past
+// that many, or parked (their leg in flight), expire at later sweeps, on the new day (the
+// old day's closing balance holds them pending; the release is the new day's posting). A day at or before the shard's current day switches nothing: done is called
 // once the switch to it (or past it) is durable. Once the switch's round is durable, the
 // shard's hot-account buffers are sent, so that a buffer holds the legs of one day.
 func (d *Driver) SwitchDay(day ledger.Day, done func()) {
@@ -288,8 +291,8 @@ func (d *Driver) SwitchDay(day ledger.Day, done func()) {
 	d.dayWaits = append(d.dayWaits, dayWait{day: day, done: done})
 }
 
-// switchDay switches the book to day (later than its own) in the round being gathered:
-// holds due by now expire first, on the day they are due in.
+// switchDay switches the book to day (later than its own) in the round being gathered,
+// after one expiry sweep (bounded: see SwitchDay).
 func (d *Driver) switchDay(day ledger.Day) {
 	before := len(d.fx.LegsOut)
 	d.book.Expire(d.cfg.Now(), d.fx)

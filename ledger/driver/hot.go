@@ -38,6 +38,7 @@ func (h *hotState) init() { h.buffers = make(map[uint64][]ledger.Leg) }
 
 // drainWait is a Drain waiting for the legs still unanswered when it came.
 type drainWait struct {
+	id   uint64
 	left map[ledger.LegKey]struct{}
 	done func()
 }
@@ -130,8 +131,9 @@ func (d *Driver) flushAlong() {
 }
 
 // Drain flushes the buffers and calls done once every leg in the outbox now has been
-// answered and the answer's round is durable (at once when there is none).
-func (d *Driver) Drain(done func()) {
+// answered and the answer's round is durable (at once when there is none). id names the
+// drain for CancelDrain (the caller's choice; ids of drains waiting at once differ).
+func (d *Driver) Drain(id uint64, done func()) {
 	if !d.live() {
 		return
 	}
@@ -154,8 +156,26 @@ func (d *Driver) Drain(done func()) {
 		done()
 		return
 	}
-	d.drains = append(d.drains, &drainWait{left: left, done: done})
+	d.drains = append(d.drains, &drainWait{id: id, left: left, done: done})
+	d.Gauges.Drains.Store(int64(len(d.drains)))
 }
+
+// CancelDrain forgets the drain id (its caller stopped waiting: a timeout, a cancel) without
+// calling its done, with the legs it waited for; a drain that ended already is not there.
+func (d *Driver) CancelDrain(id uint64) {
+	kept := d.drains[:0]
+	for _, w := range d.drains {
+		if w.id != id {
+			kept = append(kept, w)
+		}
+	}
+	clear(d.drains[len(kept):])
+	d.drains = kept
+	d.Gauges.Drains.Store(int64(len(d.drains)))
+}
+
+// DrainsWaiting is how many drains wait for legs.
+func (d *Driver) DrainsWaiting() int { return len(d.drains) }
 
 // answeredDrain crosses an answered leg off the drains waiting for it.
 func (d *Driver) answeredDrain(k ledger.LegKey) {
@@ -170,4 +190,5 @@ func (d *Driver) answeredDrain(k ledger.LegKey) {
 	}
 	clear(d.drains[len(kept):])
 	d.drains = kept
+	d.Gauges.Drains.Store(int64(len(d.drains)))
 }
