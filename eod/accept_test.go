@@ -3,6 +3,7 @@ package eod
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -313,5 +314,71 @@ func TestCrashedRecomputeIsNotAccepted(t *testing.T) {
 	}
 	if res, err := r.Run(ctx, firstDay, Options{}); err != nil || res.Outcome != OutcomeClosed || !res.Report.Passed {
 		t.Fatalf("run after the crash: %+v %v", res, err)
+	}
+}
+
+// TestAcceptWaitsForTheOpening: a day's trial balance opens from the day before's snapshot,
+// so while that day is being recomputed (its snapshot may be partial) the day cannot be
+// accepted, and nothing of it is written; and a note once accepted and superseded does not
+// answer for a day that was run again since.
+func TestAcceptWaitsForTheOpening(t *testing.T) {
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: firstDay, TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	const n = 1500 // more than the 1,024 accounts between two checks of the context
+	as := []ledger.Account{{ID: 1, Ledger: 1, Code: 1122, Flags: ledger.AccountInternal}}
+	var ts []ledger.Transfer
+	for id := uint64(10); id < 10+n; id++ {
+		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 2001})
+		ts = append(ts, ledger.Transfer{ID: id, DebitAccountID: 1, CreditAccountID: id, Amount: 5, Ledger: 1, Code: 1})
+	}
+	for i := 0; i < len(as); i += 500 {
+		if _, err := l.CreateAccounts(as[i:min(i+500, len(as))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(t, l, ts)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := NewRunner(l, store, Config{Now: afterDays})
+	d1, d2 := firstDay, firstDay.Next()
+	tampered := false
+	r.at = func(p Phase) {
+		if p == PhaseSnapshot && !tampered {
+			tampered = true
+			tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(4)})
+		}
+	}
+	if res, err := r.Run(ctx, d1, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
+		t.Fatalf("d1: %+v %v", res, err)
+	}
+	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
+		t.Fatalf("d2: %+v %v", res, err)
+	}
+	ended, end := context.WithCancel(ctx)
+	end()
+	if _, err := r.Run(ended, d1, Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("d1's recomputation with an ended context: %v", err)
+	}
+	var before storage.EODRecord
+	if err := l.Read(func(v *storage.Reader) (err error) { before, _, err = v.EOD(d2); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.Accept(ctx, d2, "known"); !errors.Is(err, ErrPrecondition) || res.Outcome == OutcomeAccepted {
+		t.Fatalf("accepting d2 while d1 is recomputed: %+v %v", res, err)
+	}
+	var after storage.EODRecord
+	if err := l.Read(func(v *storage.Reader) (err error) { after, _, err = v.EOD(d2); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("the refused acceptance changed d2's record:\n%+v\n%+v", before, after)
 	}
 }

@@ -409,8 +409,23 @@ func (r *Runner) Accept(ctx context.Context, day ledger.Day, note string) (Resul
 			return Result{}, fmt.Errorf("eod: record of %v: %w", day, err)
 		}
 	}
-	if found && meta.Accepted != 0 && meta.Note == note && Outcome(rec.Outcome) != OutcomeTrialFailed && Outcome(rec.Outcome) != OutcomeRecomputing {
+	// The same acceptance again (a reply lost): the recorded result, while the day stands
+	// accepted, or once it is archived (an acceptance superseded by a pass at the archive);
+	// not for a day that was run again since and stands anywhere else.
+	accepted := Outcome(rec.Outcome) == OutcomeAccepted && meta.Superseded == 0
+	if found && meta.Accepted != 0 && meta.Note == note && (accepted || Phase(rec.Phase) == PhaseArchived) {
 		return r.result(day, []string{fmt.Sprintf("accepted before with this note: the recorded result of %v", day)})
+	}
+	// The day's opening is the day before's snapshot: while that one is incomplete (being
+	// recomputed, or not taken yet) a trial balance of this day says nothing.
+	var prev storage.EODRecord
+	var prevFound bool
+	if err := r.l.Read(func(v *storage.Reader) (err error) { prev, prevFound, err = v.EOD(day.Prev()); return err }); err != nil {
+		return Result{}, err
+	}
+	if prevFound && (Outcome(prev.Outcome) == OutcomeRecomputing || Phase(prev.Phase) < PhaseSnapshot) {
+		return Result{}, fmt.Errorf("%w: %v's opening is %v's snapshot, which stands at %v (%v): run %v's end of day first",
+			ErrPrecondition, day, day.Prev(), Phase(prev.Phase), Outcome(prev.Outcome), day.Prev())
 	}
 	if !found || Outcome(rec.Outcome) != OutcomeTrialFailed || Phase(rec.Phase) != PhaseTrial || meta.Report == nil {
 		what := "has no end-of-day record"

@@ -361,10 +361,10 @@ func TestRestartFromZero(t *testing.T) {
 	}
 	r = w.start(t)
 	defer r.Stop()
-	if r.Stats.Next.Load() != 1 {
-		t.Fatalf("the run starts at %d, not from zero", r.Stats.Next.Load())
-	}
 	quiet(t, r)
+	// It reconciled the old events again (from the old checkpoint there would be none to
+	// match): it started from zero. (Its next sequence, read right after the start, raced
+	// with the run: it had moved on already on a busy machine.)
 	if r.Stats.Matched.Load() == 0 || r.Stats.Unmatched[1].Load()+r.Stats.Unmatched[0].Load() == 0 {
 		t.Fatalf("the run from zero reconciled nothing again: matched %d", r.Stats.Matched.Load())
 	}
