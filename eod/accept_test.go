@@ -382,3 +382,41 @@ func TestAcceptWaitsForTheOpening(t *testing.T) {
 		t.Fatalf("the refused acceptance changed d2's record:\n%+v\n%+v", before, after)
 	}
 }
+
+// TestOpenDayErrorDoesNotStopTheSwitch: an open day that cannot be run again is reported,
+// and the current day still switches: one broken day does not keep every posting after it
+// on the same day.
+func TestOpenDayErrorDoesNotStopTheSwitch(t *testing.T) {
+	l, store, _ := world(t, vfs.NewMem())
+	defer store.Close()
+	defer l.Stop()
+	send(t, l, []ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 10, Amount: 70, Ledger: 1, Code: 1}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d1, d2 := firstDay, firstDay.Next()
+	now := DayEnd(d2).Add(time.Hour) // d2 due too
+	r := NewRunner(l, store, Config{Now: func() time.Time { return now }})
+	r.at = func(p Phase) {
+		if p == PhaseSnapshot {
+			tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(69)})
+		}
+	}
+	if res, err := r.Run(ctx, d1, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
+		t.Fatalf("d1: %+v %v", res, err)
+	}
+	r.at = nil
+	broken := errors.New("d1 cannot be read")
+	r.runFails = func(day ledger.Day) error {
+		if day == d1 {
+			return broken
+		}
+		return nil
+	}
+	rs, err := r.RunDue(ctx, Options{})
+	if !errors.Is(err, broken) {
+		t.Fatalf("the broken day's error was not reported: %v", err)
+	}
+	if len(rs) != 1 || rs[0].Day != d2 || rs[0].Phase < PhaseSwitched {
+		t.Fatalf("d2 did not switch because d1 failed: %+v", rs)
+	}
+}

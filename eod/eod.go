@@ -207,6 +207,8 @@ type Runner struct {
 	at func(Phase)
 	// snapshotStarts, when set (tests), is called as a snapshot is about to be written.
 	snapshotStarts func(ledger.Day)
+	// runFails, when set (tests), is an error for a run of a day before it starts.
+	runFails func(ledger.Day) error
 	// archived is the latest day archived (0: none, or not known yet). Days are archived in
 	// order, so every record before it is archived: Status, Refresh and archive read the
 	// records from it on, not every archived day's report again.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -30,6 +31,11 @@ func (r *Runner) Run(ctx context.Context, day ledger.Day, opts Options) (Result,
 }
 
 func (r *Runner) run(ctx context.Context, day ledger.Day, opts Options) (Result, error) {
+	if r.runFails != nil {
+		if err := r.runFails(day); err != nil {
+			return Result{}, err
+		}
+	}
 	if !day.Valid() || !day.Next().Valid() {
 		return Result{}, fmt.Errorf("%w: %v is not a date with a next day (from %v to %v)", ErrInvalid, uint32(day), ledger.DayMin, ledger.DayMax.Prev())
 	}
@@ -495,23 +501,41 @@ func (r *Runner) RunDue(ctx context.Context, opts Options) ([]Result, error) {
 	}
 	var out []Result
 	limit := r.cfg.CatchUpDaysMax
-	capped := func() {
+	capped := func(out []Result) {
 		r.cfg.Log.Warn("end of day: catch-up capped: the days still due run at the next call", "days", len(out),
 			"last", out[len(out)-1].Day.String())
 		out[len(out)-1].Steps = append(out[len(out)-1].Steps,
 			fmt.Sprintf("catch-up: %d days run, the most one call runs (%d, and always one switch); the days still due run at the next call", len(out), limit))
 	}
-	for i, o := range st.Open {
+	// The open days, in order (a day archives only after the days before it). An error on one
+	// of them is logged and returned, and does not keep the current day from its switch.
+	open := st.Open
+	var errs []error
+	for i, o := range open {
 		if i == limit {
-			capped()
+			if len(out) > 0 {
+				capped(out)
+			}
 			break
 		}
 		res, err := r.Run(ctx, o.Day, Options{})
 		if err != nil {
-			return out, err
+			if ctx.Err() != nil {
+				return out, err
+			}
+			r.cfg.Log.Error("end of day: an open day could not be run again; the current day goes on", "day", o.Day.String(), "err", err)
+			errs = append(errs, fmt.Errorf("eod: %v: %w", o.Day, err))
+			continue
 		}
 		out = append(out, res)
 	}
+	out, err = r.runCurrent(ctx, opts, out, limit, capped)
+	return out, errors.Join(append(errs, err)...)
+}
+
+// runCurrent switches the current day, and every day after it that is due, in order (the
+// catch-up: at most limit days run in the call).
+func (r *Runner) runCurrent(ctx context.Context, opts Options, out []Result, limit int, capped func([]Result)) ([]Result, error) {
 	early, switched := opts.Early, false
 	for {
 		st, err := r.Status()
@@ -523,7 +547,7 @@ func (r *Runner) RunDue(ctx context.Context, opts Options) ([]Result, error) {
 			return out, nil
 		}
 		if switched && len(out) >= limit {
-			capped()
+			capped(out)
 			return out, nil
 		}
 		res, err := r.Run(ctx, st.Day, Options{Early: !due})
