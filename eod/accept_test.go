@@ -33,45 +33,16 @@ func snapshotRecords(t *testing.T, l *actors.Ledger, day ledger.Day) int {
 // recomputed (not "trial balance failed" with the old report): Accept refuses it, the alert
 // stays up, and the next run recomputes the whole snapshot.
 func TestInterruptedRecomputeIsNotAccepted(t *testing.T) {
-	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, store := bigWorld(t)
 	defer store.Close()
-	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: firstDay, TickInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer l.Stop()
-	const n = 1500 // more than the 1,024 accounts between two checks of the context
-	as := []ledger.Account{{ID: 1, Ledger: 1, Code: 1122, Flags: ledger.AccountInternal}}
-	var ts []ledger.Transfer
-	for id := uint64(10); id < 10+n; id++ {
-		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 2001})
-		ts = append(ts, ledger.Transfer{ID: id, DebitAccountID: 1, CreditAccountID: id, Amount: 5, Ledger: 1, Code: 1})
-	}
-	for i := 0; i < len(as); i += 500 {
-		if _, err := l.CreateAccounts(as[i:min(i+500, len(as))]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	send(t, l, ts)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r := NewRunner(l, store, Config{Now: afterDays})
-	tampered := false
-	r.at = func(p Phase) {
-		if p == PhaseSnapshot && !tampered {
-			tampered = true
-			tamperOpening(t, store, firstDay, 10, ledger.Balance{CreditsPosted: ledger.U128(4)})
-		}
-	}
-	if res, err := r.Run(ctx, firstDay, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("%+v %v", res, err)
-	}
+	failDay(t, ctx, r, store, firstDay, 4)
 	before := snapshotRecords(t, l, firstDay)
-	if before < n+1 { // the accounts, and transit accounts with a balance
-		t.Fatalf("snapshot records %d, want at least %d", before, n+1)
+	if before < nBig+1 { // the accounts, and transit accounts with a balance
+		t.Fatalf("snapshot records %d, want at least %d", before, nBig+1)
 	}
 	ended, end := context.WithCancel(ctx)
 	end()
@@ -114,16 +85,7 @@ func TestAcceptedDayCheckedAgainAtArchive(t *testing.T) {
 	defer cancel()
 	r := NewRunner(l, store, Config{Now: afterDays})
 	d1, d2 := firstDay, firstDay.Next()
-	tampered := false
-	r.at = func(p Phase) {
-		if p == PhaseSnapshot && !tampered {
-			tampered = true
-			tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(69)})
-		}
-	}
-	if res, err := r.Run(ctx, d1, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("d1: %+v %v", res, err)
-	}
+	failDay(t, ctx, r, store, d1, 69)
 	send(t, l, []ledger.Transfer{{ID: 2, DebitAccountID: 1, CreditAccountID: 11, Amount: 5, Ledger: 1, Code: 1}})
 	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
 		t.Fatalf("d2: %+v %v", res, err)
@@ -164,16 +126,7 @@ func TestAcceptChecksTheDifferences(t *testing.T) {
 	defer cancel()
 	r := NewRunner(l, store, Config{Now: afterDays})
 	d1, d2 := firstDay, firstDay.Next()
-	tampered := false
-	r.at = func(p Phase) {
-		if p == PhaseSnapshot && !tampered {
-			tampered = true
-			tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(69)})
-		}
-	}
-	if res, err := r.Run(ctx, d1, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("d1: %+v %v", res, err)
-	}
+	failDay(t, ctx, r, store, d1, 69)
 	send(t, l, []ledger.Transfer{{ID: 2, DebitAccountID: 1, CreditAccountID: 11, Amount: 5, Ledger: 1, Code: 1}})
 	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
 		t.Fatalf("d2: %+v %v", res, err)
@@ -322,43 +275,14 @@ func TestCrashedRecomputeIsNotAccepted(t *testing.T) {
 // accepted, and nothing of it is written; and a note once accepted and superseded does not
 // answer for a day that was run again since.
 func TestAcceptWaitsForTheOpening(t *testing.T) {
-	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, store := bigWorld(t)
 	defer store.Close()
-	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: firstDay, TickInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer l.Stop()
-	const n = 1500 // more than the 1,024 accounts between two checks of the context
-	as := []ledger.Account{{ID: 1, Ledger: 1, Code: 1122, Flags: ledger.AccountInternal}}
-	var ts []ledger.Transfer
-	for id := uint64(10); id < 10+n; id++ {
-		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 2001})
-		ts = append(ts, ledger.Transfer{ID: id, DebitAccountID: 1, CreditAccountID: id, Amount: 5, Ledger: 1, Code: 1})
-	}
-	for i := 0; i < len(as); i += 500 {
-		if _, err := l.CreateAccounts(as[i:min(i+500, len(as))]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	send(t, l, ts)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r := NewRunner(l, store, Config{Now: afterDays})
 	d1, d2 := firstDay, firstDay.Next()
-	tampered := false
-	r.at = func(p Phase) {
-		if p == PhaseSnapshot && !tampered {
-			tampered = true
-			tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(4)})
-		}
-	}
-	if res, err := r.Run(ctx, d1, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("d1: %+v %v", res, err)
-	}
+	failDay(t, ctx, r, store, d1, 4)
 	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
 		t.Fatalf("d2: %+v %v", res, err)
 	}
@@ -396,15 +320,7 @@ func TestOpenDayErrorDoesNotStopTheSwitch(t *testing.T) {
 	d1, d2 := firstDay, firstDay.Next()
 	now := DayEnd(d2).Add(time.Hour) // d2 due too
 	r := NewRunner(l, store, Config{Now: func() time.Time { return now }})
-	r.at = func(p Phase) {
-		if p == PhaseSnapshot {
-			tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(69)})
-		}
-	}
-	if res, err := r.Run(ctx, d1, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("d1: %+v %v", res, err)
-	}
-	r.at = nil
+	failDay(t, ctx, r, store, d1, 69)
 	broken := errors.New("d1 cannot be read")
 	r.runFails = func(day ledger.Day) error {
 		if day == d1 {
@@ -419,4 +335,51 @@ func TestOpenDayErrorDoesNotStopTheSwitch(t *testing.T) {
 	if len(rs) != 1 || rs[0].Day != d2 || rs[0].Phase < PhaseSwitched {
 		t.Fatalf("d2 did not switch because d1 failed: %+v", rs)
 	}
+}
+
+// failDay runs day's end of day with account 10's closing balance tampered to credit at its
+// snapshot: its trial balance fails on that account.
+func failDay(t *testing.T, ctx context.Context, r *Runner, store *storage.Store, day ledger.Day, credit uint64) {
+	t.Helper()
+	tampered := false
+	r.at = func(p Phase) {
+		if p == PhaseSnapshot && !tampered {
+			tampered = true
+			tamperOpening(t, store, day, 10, ledger.Balance{CreditsPosted: ledger.U128(credit)})
+		}
+	}
+	defer func() { r.at = nil }()
+	if res, err := r.Run(ctx, day, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
+		t.Fatalf("%v: %+v %v, want its trial balance failed", day, res, err)
+	}
+}
+
+// nBig is more accounts than a snapshot or trial balance reads between two checks of its
+// context (1,024).
+const nBig = 1500
+
+// bigWorld is a ledger of nBig accounts, each credited 5 by account 1.
+func bigWorld(t *testing.T) (*actors.Ledger, *storage.Store) {
+	t.Helper()
+	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: firstDay, TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := []ledger.Account{{ID: 1, Ledger: 1, Code: 1122, Flags: ledger.AccountInternal}}
+	var ts []ledger.Transfer
+	for id := uint64(10); id < 10+nBig; id++ {
+		as = append(as, ledger.Account{ID: id, Ledger: 1, Code: 2001})
+		ts = append(ts, ledger.Transfer{ID: id, DebitAccountID: 1, CreditAccountID: id, Amount: 5, Ledger: 1, Code: 1})
+	}
+	for i := 0; i < len(as); i += 500 {
+		if _, err := l.CreateAccounts(as[i:min(i+500, len(as))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(t, l, ts)
+	return l, store
 }
