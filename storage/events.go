@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -196,7 +197,7 @@ const (
 
 // paymentLogBodyMax bounds what a compressed payment log record may claim to expand to. A
 // round's body larger than that (thousands of orders of the largest size) is written
-// uncompressed, as a version 1 record, which reads with no bound but its own size: what the
+// uncompressed (paymentLogFlaggedRaw), which reads with no bound but its own size: what the
 // writer writes, the reader reads.
 const paymentLogBodyMax = 64 << 20
 
@@ -250,8 +251,9 @@ func appendPaymentLogAs(dst []byte, version byte, time uint64, events int, body 
 	}
 	dst = av(dst, uint64(events))
 	head := len(dst)
-	dst = slices.Grow(dst, s2.MaxEncodedLen(len(body)))
-	z := s2.Encode(dst[head:head+s2.MaxEncodedLen(len(body))], body)
+	m := s2.MaxEncodedLen(len(body))
+	dst = slices.Grow(dst, m)
+	z := s2.Encode(dst[head:head+m], body)
 	return dst[:head+len(z)]
 }
 
@@ -565,24 +567,14 @@ func (s *Store) EventsState() (EventsState, error) {
 	// whose commit started after its debit round's returned, comes after it.
 	slices.SortStableFunc(st.Unindexed, func(a, b LogRound) int {
 		if a.Time != b.Time {
-			return cmpU64(a.Time, b.Time)
+			return cmp.Compare(a.Time, b.Time)
 		}
 		if a.Log != b.Log {
 			return int(a.Log) - int(b.Log)
 		}
-		return cmpU64(a.Round, b.Round)
+		return cmp.Compare(a.Round, b.Round)
 	})
 	return st, err
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // IndexWriter writes the event stream's index: the sequencer's, one goroutine owns it.
@@ -818,9 +810,9 @@ func (v *Reader) postingsAt(keys []postingAt, out []ledger.Posting) error {
 	}
 	slices.SortFunc(keys, func(a, b postingAt) int {
 		if a.account != b.account {
-			return cmpU64(a.account, b.account)
+			return cmp.Compare(a.account, b.account)
 		}
-		return cmpU64(a.ts, b.ts)
+		return cmp.Compare(a.ts, b.ts)
 	})
 	it, err := v.postingsIter()
 	if err != nil {

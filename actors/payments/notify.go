@@ -85,12 +85,13 @@ func (e *Engine) NotifyHandler(secrets map[string][]byte) http.Handler {
 				answers[i] = "ok"
 			}
 		}
+		many := channel.IsNoticeArray(body)
 		switch {
 		case retry != "":
 			http.Error(w, retry, http.StatusServiceUnavailable)
-		case !channel.IsNoticeArray(body) && answers[0] != "ok":
+		case !many && answers[0] != "ok":
 			http.Error(w, answers[0], http.StatusBadRequest)
-		case !channel.IsNoticeArray(body):
+		case !many:
 			_, _ = io.WriteString(w, "OK")
 		default:
 			w.Header().Set("Content-Type", "application/json")

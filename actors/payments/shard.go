@@ -341,8 +341,8 @@ type probeMsg struct {
 	done chan struct{}
 }
 
-// write puts o in the current round.
-func (s *shard) write(o *payment.Order, isNew bool) {
+// write puts o in the current round and answers where it stands in it.
+func (s *shard) write(o *payment.Order, isNew bool) int {
 	i, ok := s.cur.writes[o.ID]
 	if !ok {
 		i = len(s.cur.order)
@@ -350,6 +350,7 @@ func (s *shard) write(o *payment.Order, isNew bool) {
 		s.cur.order = append(s.cur.order, storage.OrderWrite{Order: o})
 	}
 	s.cur.order[i].New = s.cur.order[i].New || isNew
+	return i
 }
 
 // after runs fn once everything changed so far is durable.
@@ -443,13 +444,13 @@ func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
 			"order", o.ID, "biz_id", o.BizID, "dropped", o.Dropped)
 	}
 	if o.Version != v {
-		s.write(o, false)
+		i := s.write(o, false)
 		if payment.TxnCount(o) != txns {
-			s.cur.order[s.cur.writes[o.ID]].Txns = true // index the txn it recorded by when (channel reconciliation)
+			s.cur.order[i].Txns = true // index the txn it recorded by when (channel reconciliation)
 		}
 	}
 	if !final && o.State.Final() {
-		s.cur.final = append(s.cur.final, clone(o)) // counted once durable, once
+		s.cur.final = append(s.cur.final, o.Clone()) // counted once durable, once
 	}
 	for _, x := range o.Exceptions[n:] {
 		s.cur.opened = append(s.cur.opened, x.Kind)
@@ -538,7 +539,7 @@ func (s *shard) repeat(m *createMsg, i int, id uint64) {
 		m.replies[i] = Reply{Result: payment.ResultKeyReused}
 		return
 	}
-	m.replies[i] = Reply{Result: payment.ResultExists, Order: clone(o)}
+	m.replies[i] = Reply{Result: payment.ResultExists, Order: o.Clone()}
 }
 
 func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
@@ -576,7 +577,7 @@ func (s *shard) createOne(m *createMsg, i int, ref keyRef, now uint64) {
 	if orig != nil {
 		s.write(orig, false)
 	}
-	m.replies[i] = Reply{Result: payment.ResultOK, Order: clone(o)}
+	m.replies[i] = Reply{Result: payment.ResultOK, Order: o.Clone()}
 	s.run(o, o.Begin(s.e.cfg.Setup, now))
 }
 
@@ -626,7 +627,7 @@ func (s *shard) resolve(m *resolveMsg) {
 		e, res = o.Resolve(s.e.cfg.Setup, m.index, m.how, m.note, s.now())
 		return e
 	})
-	c := clone(o)
+	c := o.Clone()
 	s.evict(o)
 	s.after(func(err error) { m.done <- answer{result: res, order: c, err: err} })
 }
@@ -910,7 +911,8 @@ func (s *shard) fail(err error) {
 	}
 }
 
-// copyRound copies a round's writes, their orders deeply, for the committer (and the event
+// copyRound copies a round's writes, their orders deeply as payment.Order.Clone does (a
+// slice field added to the order must be copied by both), for the committer (and the event
 // stream, which keeps them): in four allocations however many orders, where a clone of each
 // made three apiece.
 func copyRound(ws []storage.OrderWrite) []storage.OrderWrite {
@@ -937,14 +939,6 @@ func copyRound(ws []storage.OrderWrite) []storage.OrderWrite {
 		out[i] = storage.OrderWrite{Order: o, New: w.New, Txns: w.Txns}
 	}
 	return out
-}
-
-// clone is a deep copy of an order, for a reply or a commit.
-func clone(o *payment.Order) *payment.Order {
-	c := *o
-	c.Instruments = append([]payment.Instrument(nil), o.Instruments...)
-	c.Exceptions = append([]payment.Exception(nil), o.Exceptions...)
-	return &c
 }
 
 // dueEntry is an order that wants its tick at a time.

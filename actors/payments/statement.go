@@ -516,10 +516,11 @@ func (e *Engine) ledgerOf(currency string) (uint32, bool) {
 // the ledger cannot take yet waits for the next time; one it refuses is noted on the record.
 func (e *Engine) resumeStatementRecords() error {
 	var due []*payment.StatementRecord
+	var dueTs []ledger.Transfer // the transfer each of due waits for
 	err := e.ledger.Read(func(v *storage.Reader) error {
 		return v.StatementRecords(false, "", "", "", func(r *payment.StatementRecord) bool {
-			if _, ok := r.Due(e.cfg.Setup); ok {
-				due = append(due, r)
+			if t, ok := r.Due(e.cfg.Setup); ok {
+				due, dueTs = append(due, r), append(dueTs, t)
 			}
 			return true
 		})
@@ -529,12 +530,8 @@ func (e *Engine) resumeStatementRecords() error {
 	}
 	for len(due) > 0 {
 		n := min(len(due), ledger.BatchEventsMax)
-		batch := due[:n]
-		due = due[n:]
-		ts := make([]ledger.Transfer, n)
-		for i, r := range batch {
-			ts[i], _ = r.Due(e.cfg.Setup)
-		}
+		batch, ts := due[:n], dueTs[:n]
+		due, dueTs = due[n:], dueTs[n:]
 		rs, err := e.ledger.CreateTransfers(ts)
 		if err != nil {
 			return fmt.Errorf("payments: statement records' postings: %w", err)

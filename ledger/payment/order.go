@@ -376,3 +376,11 @@ type Exception struct {
 func (e *Exception) Booked() bool {
 	return (e.Kind == DuplicatePayment || e.Kind == AmountMismatch) && e.Amount > 0
 }
+
+// Clone is a deep copy of o (an empty slice of it copies as nil).
+func (o *Order) Clone() *Order {
+	c := *o
+	c.Instruments = append([]Instrument(nil), o.Instruments...)
+	c.Exceptions = append([]Exception(nil), o.Exceptions...)
+	return &c
+}

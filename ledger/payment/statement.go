@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -129,7 +128,7 @@ func (o *Order) StatementNews(s *Setup, l *channel.StatementLine, now uint64) bo
 	if l.Currency != s.Currency(o.Ledger) {
 		return false
 	}
-	c := o.cloneForTrial()
+	c := o.Clone()
 	n := l.Notice()
 	n.BizID = o.BizID
 	v := c.Version
@@ -146,13 +145,6 @@ func (o *Order) StatementNews(s *Setup, l *channel.StatementLine, now uint64) bo
 		}
 	}
 	return TxnCount(c) > TxnCount(o) || c.Stage != o.Stage
-}
-
-func (o *Order) cloneForTrial() *Order {
-	c := *o
-	c.Instruments = slices.Clone(o.Instruments)
-	c.Exceptions = slices.Clone(o.Exceptions)
-	return &c
 }
 
 // LineClass is what a statement line is to the books.
