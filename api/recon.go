@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"unicode"
-	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -170,7 +168,7 @@ func (s *PaymentService) ResolveReconFinding(_ context.Context, req *ledgerv1.Re
 	if len(note) > ReconNoteBytesMax {
 		return nil, toStatus(invalid("note: %d bytes; at most %d", len(note), ReconNoteBytesMax))
 	}
-	if !printableText(note) {
+	if !payment.Printable(note) {
 		return nil, toStatus(invalid("note: not printable UTF-8 (control characters)"))
 	}
 	f, err := re.ResolveReconFinding(biz, kind, first, note)
@@ -178,14 +176,4 @@ func (s *PaymentService) ResolveReconFinding(_ context.Context, req *ledgerv1.Re
 		return nil, toStatus(err)
 	}
 	return &ledgerv1.ResolveReconFindingResponse{Finding: ReconFindingToProto(f)}, nil
-}
-
-// printableText reports whether s is UTF-8 without control characters.
-func printableText(s string) bool {
-	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
 }

@@ -365,7 +365,8 @@ func bigWorld(t *testing.T) (*actors.Ledger, *storage.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: firstDay, TickInterval: 10 * time.Millisecond})
+	l, err := actors.Start(store, actors.Config{Shards: 2, FirstDay: firstDay, TickInterval: 10 * time.Millisecond,
+		Fatal: func(err error) { t.Errorf("fatal: %v", err) }})
 	if err != nil {
 		t.Fatal(err)
 	}

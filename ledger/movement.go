@@ -13,9 +13,6 @@ func (m *Movement) Add(p *Posting) bool { return m.add(p.Op, p.Amount, p.Held) }
 // AddMirror counts a split posting's other side, on its shard's transit account.
 func (m *Movement) AddMirror(p *Posting) bool { return m.add(p.Op.Mirror(), p.Amount, p.Held) }
 
-// Empty reports whether nothing moved.
-func (m *Movement) Empty() bool { return m.In == Balance{} && m.Out == Balance{} }
-
 func (m *Movement) add(op PostingOp, amount, held uint64) bool {
 	switch op {
 	case OpDebitPost:

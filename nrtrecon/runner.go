@@ -387,7 +387,7 @@ func (r *Runner) flush(idle bool) error {
 		return nil
 	}
 	n, err := r.cfg.Store.CommitRecon(storage.ReconWrite{Findings: r.found, Closed: r.closed, Settled: r.settled,
-		Checkpoint: cp, Now: r.cfg.Now()})
+		Checkpoint: cp, Now: now})
 	if err != nil {
 		// Kept, and committed with the next step: a checkpoint never passes an unrecorded finding.
 		return fmt.Errorf("nrtrecon: %w", err)

@@ -155,20 +155,12 @@ type ReconCommitted struct{ Recorded, Settled int }
 
 // CommitRecon writes w as one synced batch and answers what it changed. Only the
 // reconciliation runner writes findings; it is one goroutine.
-func (s *Store) CommitRecon(w ReconWrite) (ReconCommitted, error) {
-	n, err := s.commitRecon(w)
-	if err != nil {
-		return ReconCommitted{}, err
-	}
-	return n, nil
-}
-
-func (s *Store) commitRecon(w ReconWrite) (n ReconCommitted, err error) {
+func (s *Store) CommitRecon(w ReconWrite) (n ReconCommitted, err error) {
 	s.reconMu.Lock()
 	defer s.reconMu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
-	var key, val []byte
+	var key []byte
 	seen := map[string]*ReconFinding{} // the findings new in this write (or read to settle), by key
 	stored := map[string]bool{}        // of them, those read from the store
 	for i := range w.Findings {
@@ -234,7 +226,7 @@ func (s *Store) commitRecon(w ReconWrite) (n ReconCommitted, err error) {
 		if stored[k] && !f.Resolved {
 			continue // read to settle, not settled: unchanged
 		}
-		if err := b.Set([]byte(k), encodeReconFinding(val, f), nil); err != nil {
+		if err := b.Set([]byte(k), encodeReconFinding(nil, f), nil); err != nil {
 			return n, err
 		}
 		open := reconFindingKey(nil, prefixReconOpen, f.BizID, f.Kind, f.First)

@@ -136,9 +136,9 @@ func checkShape(s *Setup, r *Request) Result {
 		return ResultAmountMustNotBeZero
 	case len(r.ChannelAccount) > ChannelAccountBytesMax:
 		return ResultChannelAccountTooLong
-	case !printable(r.BizID):
+	case !Printable(r.BizID):
 		return ResultBizIDNotPrintable
-	case !printable(r.ChannelAccount):
+	case !Printable(r.ChannelAccount):
 		return ResultChannelAccountNotPrintable
 	case r.Channel != "" && !s.Channel(r.Channel):
 		return ResultChannelUnknown
@@ -223,7 +223,9 @@ func checkInstruments(r *Request) Result {
 }
 
 // printable reports whether s is UTF-8 without control characters.
-func printable(s string) bool {
+// Printable reports whether s is UTF-8 without control characters (what a key, a biz id or
+// an operator's note may be).
+func Printable(s string) bool {
 	for _, r := range s {
 		if r == utf8.RuneError || !unicode.IsPrint(r) {
 			return false

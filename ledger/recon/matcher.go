@@ -73,6 +73,7 @@
 package recon
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -568,7 +569,7 @@ func (m *Matcher) order(seq uint64, o *payment.Order, exception int, exact, open
 		seen.first, seen.opened = o.Version, len(o.Exceptions)
 	}
 	if seen.o == nil || o.Version >= seen.o.Version {
-		seen.o = clone(o)
+		seen.o = o.Clone()
 	}
 	if exception < 0 || exception >= len(o.Exceptions) || exception >= 64 {
 		return
@@ -779,7 +780,7 @@ func (m *Matcher) verdict(b *biz) Window {
 		for _, t := range b.transfers {
 			transfers = append(transfers, t)
 		}
-		slices.SortFunc(transfers, func(x, y ledger.Transfer) int { return cmpU64(x.ID, y.ID) })
+		slices.SortFunc(transfers, func(x, y ledger.Transfer) int { return cmp.Compare(x.ID, y.ID) })
 		if diffs := payment.Reconcile(m.s, orders, transfers); len(diffs) > 0 {
 			// Named by its differences, as the store's check names its finding: the same
 			// difference found by the stream and by the store is one finding.
@@ -991,21 +992,4 @@ func (m *Matcher) overflowWindow(b *biz) Window {
 		Found: fmt.Sprintf("overflowed unreconciled (%s) with %d orders and %d transfers seen; %d later events of it only counted",
 			b.overflowed, len(ids), b.overTransfers, b.dropped)}})
 	return w
-}
-
-func clone(o *payment.Order) *payment.Order {
-	c := *o
-	c.Instruments = slices.Clone(o.Instruments)
-	c.Exceptions = slices.Clone(o.Exceptions)
-	return &c
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
