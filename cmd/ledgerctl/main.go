@@ -55,10 +55,10 @@
 // 0 when the statement and the books agree, 1 when it found differences (each recorded), 2
 // when it could not run (nothing written).
 //
-// verify recomputes every balance from the journal and checks the invariants of DESIGN.md
-// (double entry per ledger, balances equal their postings, no overdraft, transit equals the
-// outbox). It prints what differs and exits 0 when clean, 1 when it found problems, 2 when it
-// could not run.
+// verify recomputes every balance from the journal and checks the invariants of
+// docs/ARCHITECTURE.md (double entry per ledger, balances equal their postings, no
+// overdraft, transit equals the outbox). It prints what differs and exits 0 when clean, 1
+// when it found problems, 2 when it could not run.
 //
 // trial-balance sums every account into its subject of ledgerd's chart of accounts, per ledger
 // (currency), on a durable snapshot, and prints a table per ledger (subjects as a tree, then
