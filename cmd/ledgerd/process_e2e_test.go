@@ -282,7 +282,8 @@ func testLog(t *testing.T, ledgerd string) {
 }
 
 // testHelp: --help exits 0 for every command, and for every subcommand ledgerctl's usage
-// lists, printing its usage and no log line.
+// lists, printing its usage and no log line; the README documents every flag of ledgerd and
+// fakechannel.
 func testHelp(t *testing.T, bins map[string]string) {
 	run := func(bin string, args ...string) string {
 		t.Helper()
@@ -294,9 +295,19 @@ func testHelp(t *testing.T, bins map[string]string) {
 		}
 		return string(out)
 	}
-	run("ledgerd", "--help")
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flagName := regexp.MustCompile(`(?m)^  -([a-z-]+)`)
+	for _, bin := range []string{"ledgerd", "fakechannel"} {
+		for _, m := range flagName.FindAllStringSubmatch(run(bin, "--help"), -1) {
+			if !strings.Contains(string(readme), "`--"+m[1]+"`") {
+				t.Errorf("the README does not document %s --%s", bin, m[1])
+			}
+		}
+	}
 	run("ledgerd", "-h")
-	run("fakechannel", "--help")
 	run("ledger-bench", "--help")
 	usage := run("ledgerctl", "--help")
 	run("ledgerctl", "help")
