@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ledgercore/ledger/internal/logging"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
@@ -248,8 +249,10 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	}
 	l := &Ledger{cfg: cfg, store: store, admitted: make([]driver.Admission, cfg.Shards), tickEnd: make(chan struct{})}
 	l.startClock(books)
+	// Proto.Actor logs its routine events (the system started, dead letters) at info: they go
+	// to the process's log at debug level, its errors as errors.
 	l.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.Default().With("component", "protoactor")
+		return slog.New(logging.Demote(slog.Default().Handler())).With("component", "protoactor")
 	}))
 	l.pids = make([]*actor.PID, cfg.Shards)
 	l.dispatchers = make([]*ownGoroutine, cfg.Shards)

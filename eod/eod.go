@@ -1,7 +1,7 @@
-// Package eod runs end of day (日终): it closes an accounting day in the ordered phases of
-// DOMAIN.md, each recorded durably in the day's end-of-day record (storage.EODRecord), so
-// that a run a crash interrupted resumes where it stopped and a run for a closed day answers
-// the recorded result:
+// Package eod runs end of day (日终): it closes an accounting day in the ordered phases below
+// (docs/ARCHITECTURE.md, "Accounting days and end of day"), each recorded durably in the
+// day's end-of-day record (storage.EODRecord), so that a run a crash interrupted resumes
+// where it stopped and a run for a closed day answers the recorded result:
 //
 //  1. switch: every shard switches new work to the next day, each at a point of its own
 //     stream (actors.Ledger.SwitchDay); transfers keep flowing, there is no global lock.

@@ -5,9 +5,9 @@ import (
 	"sort"
 )
 
-// Audit recomputes balances from the journal and checks the invariants of DESIGN.md that a
-// stored state must meet: (1) per ledger, credits equal debits over all accounts, transit
-// accounts included; (2) every stored balance equals the sum of its account's postings;
+// Audit recomputes balances from the journal and checks the invariants
+// (docs/ARCHITECTURE.md) that a stored state must meet: (1) per ledger, credits equal debits
+// over all accounts, transit accounts included; (2) every stored balance equals the sum of its account's postings;
 // every posting's balance-after equals the running sum of the postings before it;
 // (5) no account flagged debits_must_not_exceed_credits is overdrawn, holds included;
 // (6) what the transit accounts hold is exactly what the outboxes still carry.

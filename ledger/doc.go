@@ -97,7 +97,7 @@
 //
 // # Invariants
 //
-// Audit checks the invariants of DESIGN.md on a stored state. Inside the Book, a posting that
-// does not fit is a broken invariant and panics: the shard stops, and the process recovers
-// from storage.
+// Audit checks the invariants (docs/ARCHITECTURE.md, "Invariants") on a stored state.
+// Inside the Book, a posting that does not fit is a broken invariant and panics: the shard
+// stops, and the process recovers from storage.
 package ledger

@@ -13,7 +13,7 @@ import (
 
 // TestPostingRules runs the scripts in testdata/: open accounts, transfer, hold, post, void,
 // expire, deliver split legs, crash and recover. After every command the store is audited
-// against the invariants of DESIGN.md; a problem fails the test. Regenerate the expected
+// against the invariants (docs/ARCHITECTURE.md); a problem fails the test. Regenerate the expected
 // output with -rewrite and review the diff.
 func TestPostingRules(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {

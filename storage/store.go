@@ -71,11 +71,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -106,6 +108,19 @@ type Store struct {
 	logClock logClock // stamps every log round (LogRound.Time)
 	// reconMu serializes writes of reconciliation findings (record if absent, resolve).
 	reconMu sync.Mutex
+}
+
+// ErrLocked: another process has the store open (a running ledgerd). Pebble locks the
+// store's LOCK file for as long as it is open, read-only opens too.
+var ErrLocked = errors.New("another process holds the store")
+
+// lockHeld reports whether err is Pebble's failure to take the store's lock because another
+// process holds it: fcntl's bare EAGAIN or EACCES. A LOCK file that cannot be created (no
+// permission) fails with a *fs.PathError instead, which is not this.
+func lockHeld(err error) bool {
+	var errno syscall.Errno
+	var pathErr *fs.PathError
+	return errors.As(err, &errno) && (errno == syscall.EAGAIN || errno == syscall.EACCES) && !errors.As(err, &pathErr)
 }
 
 // ErrNoShardCount: asked to open a store with the number of shards it has, but it has none
@@ -161,6 +176,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	po.EventListener = &listener
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
+	if lockHeld(err) {
+		return nil, fmt.Errorf("storage: open %s: %w (its LOCK file: %w)", dir, ErrLocked, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}

@@ -19,9 +19,9 @@ type Report struct {
 	OutboxLegs uint64
 }
 
-// Verify recomputes every balance from the journal in v and checks the invariants of
-// DESIGN.md that a stored state must meet (ledger.Audit), plus what only storage can see:
-// every pending index entry names a pending transfer, every posting names a stored
+// Verify recomputes every balance from the journal in v and checks the invariants
+// (docs/ARCHITECTURE.md) that a stored state must meet (ledger.Audit), plus what only
+// storage can see: every pending index entry names a pending transfer, every posting names a stored
 // transfer of its account with its amount (a transfer booked twice under one id, with other
 // fields, shows here), and the event stream's logs and index are gapless and agree. It returns the problems found (none:
 // clean) or the error that stopped it.

@@ -25,35 +25,54 @@ import (
 
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/channel/fake"
+	"github.com/ledgercore/ledger/internal/logging"
 )
 
 // demoSecret signs notices when no --secret-file is given: for a demo only.
 const demoSecret = fake.DemoSecret
 
+// Exit status: 0 stopped by SIGINT or SIGTERM (or --help), 1 failed, 2 bad flags.
 func main() {
-	err := run(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fakechannel:", err)
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var usage usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &usage):
+		slog.Error("fakechannel: bad flags (fakechannel --help lists them)", "err", usage.err)
+		os.Exit(2)
+	default:
+		slog.Error("fakechannel failed", "err", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a mistake in the command line (exit status 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
 
 type options struct {
 	cfg             fake.Config
 	addr            string
 	secretFile      string
+	logFormat       string
 	logLevel        string
 	shutdownTimeout time.Duration
 }
 
+// parseFlags reads the flags; --help prints the usage to out.
 func parseFlags(args []string, out io.Writer) (options, error) {
 	var o options
 	c := &o.cfg
 	fs := flag.NewFlagSet("fakechannel", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard) // a bad flag is logged, not printed with the usage
+	fs.Usage = func() {
+		fs.SetOutput(out)
+		fmt.Fprintln(out, "usage: fakechannel [flags]")
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7071", "listen address (port 0 picks one; ledgerd has 7070)")
 	fs.StringVar(&o.secretFile, "secret-file", "", "file holding the HMAC secret shared with the ledger (default: a demo secret, with a warning)")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of every random choice (with each request's order_no)")
@@ -75,6 +94,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&c.CallbackAttempts, "callback-attempts", fake.CallbackAttemptsDefault, "posts of one notice before it is abandoned")
 	fs.DurationVar(&c.CallbackBackoff, "callback-backoff", fake.CallbackBackoffDefault, "wait before a notice's second post, doubling after")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for outcomes and notices still due")
+	fs.StringVar(&o.logFormat, "log-format", logging.FormatText, "log format: text or json (every line, flag errors too)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -85,22 +105,26 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	return o, nil
 }
 
-func run(args []string, stderr io.Writer) error {
-	o, err := parseFlags(args, stderr)
+func run(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	format, level := logging.FlagValues(args)
+	log, err := logging.Setup(stderr, format, level)
 	if err != nil {
+		_, _ = logging.Setup(stderr, logging.FormatText, "info")
+		return usageError{err}
+	}
+	o, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	if err != nil {
+		return usageError{err}
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	o.cfg.Logger = log
 	if o.cfg.Secret, err = readSecret(o.secretFile, log); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	srv, err := fake.Start(o.addr, o.cfg)
 	if err != nil {
 		return err

@@ -14,7 +14,7 @@ import (
 
 func TestHelp(t *testing.T) {
 	var out bytes.Buffer
-	if err := run([]string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) {
+	if err := run([]string{"--help"}, &out, &bytes.Buffer{}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
 	if !strings.Contains(out.String(), "-dup-pay-rate") {
@@ -34,7 +34,7 @@ func TestFlags(t *testing.T) {
 		t.Fatal("an argument was accepted")
 	}
 	var out bytes.Buffer
-	if err := run([]string{"--fail-rate", "2", "--addr", "127.0.0.1:0"}, &out); err == nil || !strings.Contains(err.Error(), "fail rate") {
+	if err := run([]string{"--fail-rate", "2", "--addr", "127.0.0.1:0"}, &bytes.Buffer{}, &out); err == nil || !strings.Contains(err.Error(), "fail rate") {
 		t.Fatalf("--fail-rate 2: %v", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -17,13 +16,14 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/bench"
+	"github.com/ledgercore/ledger/internal/logging"
 )
 
+// Exit status: 0 the run passed (or --help), 1 it failed or could not run.
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "ledger-bench:", err)
-		}
+	err := run(os.Args[1:])
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "ledger-bench:", err)
 		os.Exit(1)
 	}
 }
@@ -96,7 +96,9 @@ func run(args []string) error {
 		c.Progress = os.Stderr
 	}
 	// Only warnings and errors: the progress line and the summary are the output.
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if _, err := logging.Setup(os.Stderr, logging.FormatText, "warn"); err != nil {
+		return err
+	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {

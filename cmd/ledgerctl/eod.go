@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,13 +28,11 @@ func endOfDay(args []string, stdout, stderr io.Writer) int {
 	accept := fs.Bool("accept", false, "accept the differences of --date, whose trial balance failed, with --note: the day is archived as accepted with differences")
 	note := fs.String("note", "", "with --accept: why the differences are accepted (required, recorded)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long to wait for ledgerd")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	rest, code := parseArgs(fs, args)
+	if code >= 0 {
+		return code
 	}
-	if fs.NArg() > 0 {
+	if len(rest) > 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}

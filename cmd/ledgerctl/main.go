@@ -55,10 +55,10 @@
 // 0 when the statement and the books agree, 1 when it found differences (each recorded), 2
 // when it could not run (nothing written).
 //
-// verify recomputes every balance from the journal and checks the invariants of DESIGN.md
-// (double entry per ledger, balances equal their postings, no overdraft, transit equals the
-// outbox). It prints what differs and exits 0 when clean, 1 when it found problems, 2 when it
-// could not run.
+// verify recomputes every balance from the journal and checks the invariants of
+// docs/ARCHITECTURE.md (double entry per ledger, balances equal their postings, no
+// overdraft, transit equals the outbox). It prints what differs and exits 0 when clean, 1
+// when it found problems, 2 when it could not run.
 //
 // trial-balance sums every account into its subject of ledgerd's chart of accounts, per ledger
 // (currency), on a durable snapshot, and prints a table per ledger (subjects as a tree, then
@@ -171,10 +171,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "the store of a stopped ledgerd")
 	addr := fs.String("addr", "", "the gRPC address of a running ledgerd")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for a running ledgerd")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	rest, code := parseArgs(fs, args[1:])
+	if code >= 0 {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "verify: unexpected arguments %q\n%s", rest, usage)
 		return 2
 	}
 	if (*dataDir == "") == (*addr == "") {
@@ -203,6 +205,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// parseArgs parses fs's flags wherever they stand among the positional arguments, before,
+// between or after them (as in "accounts 1 2 --addr HOST:PORT"); "--" ends the flags. It
+// answers the positional arguments and the exit status to return, or -1 to go on: 0 for
+// --help (its usage printed), 2 for a bad flag.
+func parseArgs(fs *flag.FlagSet, args []string) (positional []string, code int) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0
+			}
+			return nil, 2
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, -1
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), -1
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
 func verifyStore(dir string) (storage.Report, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return storage.Report{}, err
@@ -210,6 +236,9 @@ func verifyStore(dir string) (storage.Report, error) {
 	// Read-only: verifying a stopped store must not change it (no WAL replayed into a new
 	// sstable, no format or shard records written).
 	store, err := storage.Open(dir, storage.Options{ReadOnly: true})
+	if errors.Is(err, storage.ErrLocked) {
+		return storage.Report{}, fmt.Errorf("%w: a running ledgerd holds it; verify it through ledgerd with --addr HOST:PORT instead of --data-dir", err)
+	}
 	if err != nil {
 		return storage.Report{}, err
 	}
@@ -260,14 +289,12 @@ func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
 	limit := fs.Uint("limit", 100, "history: at most this many transfers")
 	reversed := fs.Bool("reversed", false, "history: newest first")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for ledgerd")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	rest, code := parseArgs(fs, args)
+	if code >= 0 {
+		return code
 	}
-	ids := make([]uint64, 0, fs.NArg())
-	for _, a := range fs.Args() {
+	ids := make([]uint64, 0, len(rest))
+	for _, a := range rest {
 		id, err := strconv.ParseUint(a, 10, 64)
 		if err != nil || id == 0 {
 			fmt.Fprintf(stderr, "%q is not an id\n", a)
@@ -344,10 +371,12 @@ func chart(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl chart", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("rules", "", "a rules file (YAML) to validate and print (default: the rules that ship with ledgerd)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	rest, code := parseArgs(fs, args)
+	if code >= 0 {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "chart: unexpected arguments %q\n%s", rest, usage)
 		return 2
 	}
 	c := rules.Default()
@@ -413,13 +442,11 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 	asCSV := fs.Bool("csv", false, "write CSV for finance tools (the differences go to stderr)")
 	strict := fs.Bool("strict", false, "the end of a day: transit not drained and unclassified accounts fail (exit 1) too")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for ledgerd")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	rest, code := parseArgs(fs, args)
+	if code >= 0 {
+		return code
 	}
-	if fs.NArg() > 0 || *ledgerID > math.MaxUint32 {
+	if len(rest) > 0 || *ledgerID > math.MaxUint32 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}

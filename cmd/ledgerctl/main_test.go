@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -141,6 +144,14 @@ func TestLookups(t *testing.T) {
 	if code := run([]string{"history", "--addr", addr, "2"}, &out, &errs); code != 0 || !strings.Contains(out.String(), `"id":"7"`) {
 		t.Errorf("history: exit %d\n%s", code, out.String())
 	}
+	// Flags after the arguments, or between them.
+	for _, args := range [][]string{{"accounts", "1", "2", "--addr", addr}, {"accounts", "1", "--addr", addr, "2"},
+		{"history", "2", "--addr", addr, "--limit", "5", "--reversed"}, {"transfers", "7", "--addr=" + addr}} {
+		out.Reset()
+		if code := run(args, &out, &errs); code != 0 || !strings.Contains(out.String(), `"id":"`) {
+			t.Errorf("%q: exit %d\n%s%s", args, code, out.String(), errs.String())
+		}
+	}
 	if code := run([]string{"transfers", "--addr", addr, "7", "8"}, &out, &errs); code != 1 {
 		t.Errorf("a missing transfer: exit %d, want 1", code)
 	}
@@ -170,5 +181,31 @@ func TestChart(t *testing.T) {
 	if code := run([]string{"chart", "--rules", bad}, &out, &errs); code != 1 ||
 		!strings.Contains(errs.String(), "rules.yaml:4: transaction_codes[0].entries: unbalanced") {
 		t.Fatalf("bad rules: exit %d\n%s", code, errs.String())
+	}
+}
+
+// TestParseArgs: flags stand anywhere among the positional arguments; "--" ends them.
+func TestParseArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		positional []string
+		code       int
+		addr       string
+	}{
+		{[]string{"1", "2", "--addr", "x:1"}, []string{"1", "2"}, -1, "x:1"},
+		{[]string{"--addr", "x:1", "1", "2"}, []string{"1", "2"}, -1, "x:1"},
+		{[]string{"1", "--addr=x:1", "2"}, []string{"1", "2"}, -1, "x:1"},
+		{[]string{"1", "--", "--addr", "2"}, []string{"1", "--addr", "2"}, -1, "d"},
+		{[]string{"1", "--help"}, nil, 0, "d"},
+		{[]string{"1", "--bogus"}, nil, 2, "d"},
+		{nil, nil, -1, "d"},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		addr := fs.String("addr", "d", "")
+		positional, code := parseArgs(fs, tc.args)
+		if code != tc.code || !slices.Equal(positional, tc.positional) || *addr != tc.addr {
+			t.Errorf("%q: %q %d %s, want %q %d %s", tc.args, positional, code, *addr, tc.positional, tc.code, tc.addr)
+		}
 	}
 }

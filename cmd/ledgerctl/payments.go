@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -54,28 +53,12 @@ func newPayCmd(name string, stdout, stderr io.Writer) *payCmd {
 	return c
 }
 
-// parse parses flags and positional arguments in any order (flags after the arguments too,
-// as in "resolve 7 0 close --note refunded"); "--" ends the flags. It answers the exit
-// status to return, or -1 to go on: 0 for --help, 2 for a bad flag.
+// parse parses the command's flags and positional arguments (parseArgs). It answers the exit
+// status to return, or -1 to go on.
 func (c *payCmd) parse(args []string) int {
-	for {
-		if err := c.fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		rest := c.fs.Args()
-		if len(rest) == 0 {
-			return -1
-		}
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			c.args = append(c.args, rest...)
-			return -1
-		}
-		c.args = append(c.args, rest[0])
-		args = rest[1:]
-	}
+	var code int
+	c.args, code = parseArgs(c.fs, args)
+	return code
 }
 
 // fail prints a usage error and answers exit status 2.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"testing"
 	"time"
 
@@ -48,10 +50,15 @@ func TestFlags(t *testing.T) {
 	if _, err := parseFlags([]string{"--recon-follow", "--recon-hold-max", "0"}); err == nil {
 		t.Error("--recon-hold-max 0 accepted")
 	}
-	if err := setupLog(config{logFormat: "xml", logLevel: "info"}); err == nil {
-		t.Error("--log-format xml accepted")
+	if _, err := parseFlags([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("--help: %v", err)
 	}
-	if err := setupLog(config{logFormat: "json", logLevel: "loud"}); err == nil {
-		t.Error("--log-level loud accepted")
+	if c, err := parseFlags([]string{"--first-day", "2026-01-31"}); err != nil || c.firstDay.String() != "2026-01-31" {
+		t.Errorf("--first-day: %v %v", c.firstDay, err)
+	}
+	for _, bad := range []string{"2026-02-30", "9999-12-31"} {
+		if _, err := parseFlags([]string{"--first-day", bad}); err == nil {
+			t.Errorf("--first-day %s accepted", bad)
+		}
 	}
 }

@@ -1,5 +1,10 @@
 // Command ledgerd is the ledger server: gRPC on --listen, Prometheus metrics and /healthz on
 // --metrics-listen, data in Pebble under --data-dir.
+//
+// Exit status: 0 stopped cleanly by SIGTERM or SIGINT, whenever it came (during start-up too:
+// what had started stops in order and the store closes); 1 failed to start or to serve; 2 bad
+// flags; 70 a shard or the event stream stopped on a broken invariant or a storage error
+// (restart recovers from the store).
 package main
 
 import (
@@ -7,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,22 +24,43 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/events"
+	"github.com/ledgercore/ledger/internal/logging"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/storage"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	// The handler is in place before anything starts: a SIGTERM or SIGINT at any point of the
+	// start-up (store open, recovery) stops it cleanly instead of killing the process.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	err := run(os.Args[1:], stop)
+	var usage usageError
+	switch {
+	case err == nil:
+		slog.Info("ledgerd stopped")
+	case errors.Is(err, flag.ErrHelp): // the usage is printed
+	case errors.As(err, &usage):
+		slog.Error("ledgerd: bad flags (ledgerd --help lists them)", "err", usage.err)
+		os.Exit(2)
+	default:
 		slog.Error("ledgerd failed", "err", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a mistake in the command line (exit status 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
 
 type config struct {
 	dataDir, listen, metricsListen, logFormat, logLevel     string
@@ -51,10 +78,13 @@ type config struct {
 	eodDrainTimeout                                         time.Duration
 }
 
-func parseFlags(args []string) (config, error) {
-	var c config
+// newFlagSet defines ledgerd's flags into c. It prints nothing: run prints --help's usage to
+// stdout, and a bad flag is logged.
+func newFlagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("ledgerd", flag.ContinueOnError)
-	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the Pebble store (created if missing)")
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the Pebble store (created if missing, once every listener is bound)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen address (port 0 picks a free port)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "127.0.0.1:9464", "HTTP address for /metrics and /healthz (empty: off)")
 	fs.IntVar(&c.shards, "shards", 0, fmt.Sprintf("number of shard actors, fixed when the store is made (0: the store's own, or %d for a new store)", actors.ShardsDefault))
@@ -71,28 +101,34 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", logging.FormatText, "log format: text or json (every line, flag errors too)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug adds Pebble's, Proto.Actor's and gRPC's routine lines)")
 	fs.Uint64Var(&c.eventsRetain, "events-retain", events.RetainEventsDefault,
 		"events the event stream keeps (the newest; 0: all); a subscriber asking for an older one gets OUT_OF_RANGE")
 	c.events.register(fs)
 	c.payments.register(fs)
 	c.recon.register(fs)
-	firstDay := fs.String("first-day", "", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own")
-	fs.StringVar(&c.eodAt, "eod-at", "", "close every accounting day that is due (its calendar end, UTC, has passed), in order, at the start and every day at HH:MM UTC (empty: only on request); a day not archived is logged and tried again at the next run")
-	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
-	if err := fs.Parse(args); err != nil {
-		return c, err
-	}
-	if *firstDay != "" {
-		d, err := ledger.ParseDay(*firstDay)
+	fs.Func("first-day", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own", func(s string) error {
+		d, err := ledger.ParseDay(s)
 		if err != nil {
-			return c, fmt.Errorf("--first-day: %w", err)
+			return err
 		}
 		if !d.Next().Valid() {
-			return c, fmt.Errorf("--first-day: %v has no next day (the last day is %v)", d, ledger.DayMax)
+			return fmt.Errorf("%v has no next day (the last day is %v)", d, ledger.DayMax)
 		}
 		c.firstDay = d
+		return nil
+	})
+	fs.StringVar(&c.eodAt, "eod-at", "", "close every accounting day that is due (its calendar end, UTC, has passed), in order, at the start and every day at HH:MM UTC (empty: only on request); a day not archived is logged and tried again at the next run")
+	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
+	return fs
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := newFlagSet(&c)
+	if err := fs.Parse(args); err != nil {
+		return c, err
 	}
 	if c.eodAt != "" {
 		m, err := parseEODAt(c.eodAt)
@@ -132,39 +168,115 @@ func parseFlags(args []string) (config, error) {
 	return c, c.payments.check()
 }
 
-func setupLog(c config) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+// configure sets up the log (every line of the process goes through its one handler) and
+// reads the flags. For --help it prints the usage to stdout and answers flag.ErrHelp.
+func configure(args []string) (config, error) {
+	format, level := logging.FlagValues(args)
+	if _, err := logging.Setup(os.Stderr, format, level); err != nil {
+		_, _ = logging.Setup(os.Stderr, logging.FormatText, "info")
+		return config{}, usageError{err}
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch c.logFormat {
-	case "text":
-		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
-	case "json":
-		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
-	default:
-		return fmt.Errorf("--log-format must be text or json, not %q", c.logFormat)
+	c, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs := newFlagSet(&config{})
+		fs.SetOutput(os.Stdout)
+		fmt.Fprintln(os.Stdout, "usage: ledgerd [flags]")
+		fs.PrintDefaults()
+		return c, err
 	}
-	return nil
+	if err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
 }
 
-func run(args []string) error {
-	c, err := parseFlags(args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+// interrupted reports a SIGTERM or SIGINT that came during start-up, after step: run then
+// returns, and what has started stops in order (its deferred calls), the store last.
+func interrupted(stop <-chan os.Signal, step string) bool {
+	select {
+	case s := <-stop:
+		slog.Info("signal during start-up: stopping before serving", "signal", s.String(), "after", step)
+		return true
+	default:
+		return false
+	}
+}
+
+// listeners are every address ledgerd serves, bound before the store is opened: a start that
+// fails on a port taken creates no store.
+type listeners struct {
+	grpc, metrics, notify net.Listener // metrics: nil when --metrics-listen is empty
+}
+
+func listen(c config) (*listeners, error) {
+	var ls listeners
+	var err error
+	if ls.grpc, err = net.Listen("tcp", c.listen); err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	if c.metricsListen != "" {
+		if ls.metrics, err = net.Listen("tcp", c.metricsListen); err != nil {
+			ls.close()
+			return nil, fmt.Errorf("--metrics-listen: %w", err)
 		}
-		return err
 	}
-	if err := setupLog(c); err != nil {
-		return err
+	if ls.notify, err = net.Listen("tcp", c.payments.notifyListen); err != nil {
+		ls.close()
+		return nil, fmt.Errorf("--notify-listen: %w", err)
 	}
-	start := time.Now()
+	return &ls, nil
+}
+
+// close closes the listeners; those a server took over are closed already (a second close
+// only errs).
+func (ls *listeners) close() {
+	for _, l := range []net.Listener{ls.grpc, ls.metrics, ls.notify} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+}
+
+// metricsAddr is the bound metrics address, or "" when off.
+func (ls *listeners) metricsAddr() string {
+	if ls.metrics == nil {
+		return ""
+	}
+	return ls.metrics.Addr().String()
+}
+
+// openStore opens the store in --data-dir, making it (with the default shards) if it is new.
+func openStore(c config) (*storage.Store, error) {
 	store, err := storage.Open(c.dataDir, storage.Options{Shards: uint32(c.shards), CacheBytes: c.cacheBytes})
 	if errors.Is(err, storage.ErrNoShardCount) {
 		store, err = storage.Open(c.dataDir, storage.Options{Shards: actors.ShardsDefault, CacheBytes: c.cacheBytes})
 	}
+	if errors.Is(err, storage.ErrLocked) {
+		return nil, fmt.Errorf("%w: is another ledgerd running on it? stop it, or give this one another --data-dir", err)
+	}
+	return store, err
+}
+
+func run(args []string, stop <-chan os.Signal) error {
+	c, err := configure(args)
+	if err != nil {
+		return err
+	}
+	slog.Info("ledgerd starting", "data_dir", c.dataDir, "pid", os.Getpid())
+	pc, err := loadPayments(&c.payments)
+	if err != nil {
+		return err
+	}
+	lis, err := listen(c)
+	if err != nil {
+		return err
+	}
+	defer lis.close()
+	if interrupted(stop, "listeners bound") {
+		return nil
+	}
+	start := time.Now()
+	store, err := openStore(c)
 	if err != nil {
 		return err
 	}
@@ -173,6 +285,9 @@ func run(args []string) error {
 			slog.Error("close store", "err", err)
 		}
 	}()
+	if interrupted(stop, "store opened") {
+		return nil
+	}
 	metrics := api.NewMetrics()
 	seq, err := events.Start(store, events.Config{RetainEvents: c.eventsRetain, HoldRetention: c.events.url != "", Fatal: func(err error) {
 		slog.Error("ledger stopped: the event stream failed; restart recovers from storage", "err", err)
@@ -192,22 +307,27 @@ func run(args []string) error {
 	}
 	defer l.Stop()
 	metrics.WatchLedger(l)
-	pl, err := startPayments(&c.payments, store, l, metrics, seq)
+	if interrupted(stop, "ledger recovered") {
+		return nil
+	}
+	pl, err := startPayments(&c.payments, pc, lis.notify, store, l, metrics, seq)
 	if err != nil {
 		return err
 	}
+	defer pl.stop(context.Background()) // before the ledger stops; at once if stopped already
 	pub, err := startPublisher(c.events, seq, metrics)
 	if err != nil {
-		pl.stop(context.Background())
 		return err
 	}
 	defer pub.stop()
 	rec, err := startRecon(c.recon, seq, store, pl, metrics)
 	if err != nil {
-		pl.stop(context.Background())
 		return err
 	}
 	defer rec.stop() // before the sequencer stops (deferred calls run last first)
+	if interrupted(stop, "payments recovered") {
+		return nil
+	}
 	runner := eod.NewRunner(l, store, eod.Config{Chart: pl.chart, DrainTimeout: c.eodDrainTimeout})
 	metrics.WatchEndOfDay(runner)
 	scheduleCtx, stopSchedule := context.WithCancel(context.Background())
@@ -217,28 +337,16 @@ func run(args []string) error {
 	}
 	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
-	lis, err := net.Listen("tcp", c.listen)
-	if err != nil {
-		pl.stop(context.Background())
-		return err
-	}
-	httpSrv, err := serveMetrics(c, metrics, health)
-	if err != nil {
-		pl.stop(context.Background())
-		return err
-	}
+	httpSrv := serveMetrics(c, lis.metrics, metrics, health)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.LedgerService", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.PaymentService", healthpb.HealthCheckResponse_SERVING)
-	slog.Info("ledgerd serving", "grpc", lis.Addr().String(), "metrics", c.metricsListen, "notify", pl.addr,
-		"data_dir", c.dataDir, "shards", store.Shards(), "recovered_in", time.Since(start).Round(time.Millisecond))
-
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	go func() { serveErr <- srv.Serve(lis.grpc) }()
+	slog.Info("ledgerd serving", "grpc", lis.grpc.Addr().String(), "metrics", lis.metricsAddr(), "notify", pl.addr,
+		"data_dir", c.dataDir, "shards", store.Shards(), "recovered_in", time.Since(start).Round(time.Millisecond))
 	select {
-	case s := <-sig:
+	case s := <-stop:
 		slog.Info("shutting down", "signal", s.String())
 	case err := <-serveErr:
 		return fmt.Errorf("grpc serve: %w", err)
@@ -247,12 +355,19 @@ func run(args []string) error {
 	stopSchedule()
 	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
 	rec.stop()         // before the payment engine its confirmations read stops
+	drain(c, srv, pl, l, httpSrv)
+	return nil
+}
+
+// drain stops serving: requests in flight finish (for --drain-timeout, then they are
+// cancelled), the payment layer stops, then the ledger, then the metrics server.
+func drain(c config, srv *grpc.Server, pl *paymentLayer, l *actors.Ledger, httpSrv *http.Server) {
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(c.drainTimeout):
-		slog.Warn("drain timeout: cancelling requests still in flight")
+		slog.Warn("drain timeout: cancelling requests still in flight", "after", c.drainTimeout)
 		srv.Stop()
 	}
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), c.drainTimeout)
@@ -264,17 +379,16 @@ func run(args []string) error {
 		defer cancel()
 		_ = httpSrv.Shutdown(ctx)
 	}
-	slog.Info("ledgerd stopped")
-	return nil
 }
 
 type healthChecker interface {
 	Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error)
 }
 
-func serveMetrics(c config, m *api.Metrics, health healthChecker) (*http.Server, error) {
-	if c.metricsListen == "" {
-		return nil, nil
+// serveMetrics serves /metrics and /healthz (and pprof with --pprof) on lis; nil lis: off.
+func serveMetrics(c config, lis net.Listener, m *api.Metrics, health healthChecker) *http.Server {
+	if lis == nil {
+		return nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry, EnableOpenMetrics: true}))
@@ -293,17 +407,13 @@ func serveMetrics(c config, m *api.Metrics, health healthChecker) (*http.Server,
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	lis, err := net.Listen("tcp", c.metricsListen)
-	if err != nil {
-		return nil, err
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			slog.Error("metrics server", "err", err)
 		}
 	}()
-	return srv, nil
+	return srv
 }
 
 // parseEODAt reads --eod-at: exactly HH:MM, 00:00 to 23:59, as minutes past midnight.

@@ -85,7 +85,7 @@ func (l *list) Set(s string) error {
 
 func (p *paymentFlags) register(fs *flag.FlagSet) {
 	p.channels, p.secrets, p.ledgers = pairs{}, pairs{}, pairs{}
-	fs.StringVar(&p.rulesFile, "rules", "", "chart of accounts and transaction codes (YAML; default: the built-in chart, see `ledgerctl chart`)")
+	fs.StringVar(&p.rulesFile, "rules", "", "chart of accounts and transaction codes (YAML; default: the built-in chart, which 'ledgerctl chart' prints)")
 	fs.Var(p.channels, "channel", "an external payment channel, `NAME=URL` of its HTTP API (repeatable)")
 	fs.Var(p.secrets, "channel-secret", "`NAME=FILE`: the file holding the HMAC secret (at least 16 bytes) channel NAME signs its callbacks and daily statements with; required for every --channel (repeatable)")
 	fs.Var(&p.fakeChannels, "fake-channel", "start a simulated channel `NAME` in process, for demos (repeatable; its secret is the demo secret unless --channel-secret names one)")
@@ -151,74 +151,89 @@ const fakeNoticeBatch = 64
 // paymentLayer is the running payment layer: its actors, its callback endpoint and the
 // simulated channels.
 type paymentLayer struct {
-	engine *payments.Engine
-	notify *http.Server
-	fakes  []*fake.Server
-	addr   string
-	chart  *rules.Chart // the rules the payment layer posts by, and the trial balance sums by
-	setup  *payment.Setup
+	engine  *payments.Engine
+	notify  *http.Server
+	fakes   []*fake.Server
+	addr    string
+	chart   *rules.Chart // the rules the payment layer posts by, and the trial balance sums by
+	setup   *payment.Setup
+	stopped bool
 }
 
-func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *api.Metrics, sink actors.EventSink) (*paymentLayer, error) {
-	chart := rules.Default()
+// paymentConfig is what the payment layer reads from files and flags: read before the store
+// opens, so that a mistake in a rules file or a secret fails the start before it creates
+// anything.
+type paymentConfig struct {
+	chart   *rules.Chart
+	setup   *payment.Setup
+	names   []string          // the channels, external then simulated
+	secrets map[string][]byte // by channel
+	ledgers []uint32
+}
+
+func loadPayments(p *paymentFlags) (*paymentConfig, error) {
+	pc := &paymentConfig{chart: rules.Default(), secrets: map[string][]byte{}}
 	if p.rulesFile != "" {
 		data, err := os.ReadFile(p.rulesFile)
 		if err != nil {
 			return nil, err
 		}
-		if chart, err = rules.Load(p.rulesFile, data); err != nil {
+		if pc.chart, err = rules.Load(p.rulesFile, data); err != nil {
 			return nil, err
 		}
 	}
-	names := append(slices.Sorted(maps.Keys(p.channels)), p.fakeChannels...)
+	pc.names = append(slices.Sorted(maps.Keys(p.channels)), p.fakeChannels...)
 	currencies := map[uint32]string{}
-	var ledgers []uint32
 	for ls, cur := range p.ledgers {
 		n, _ := strconv.ParseUint(ls, 10, 32)
 		currencies[uint32(n)] = cur
-		ledgers = append(ledgers, uint32(n))
+		pc.ledgers = append(pc.ledgers, uint32(n))
 	}
-	slices.Sort(ledgers)
-	setup, err := payment.NewSetup(chart, payment.DefaultCodes, names)
-	if err != nil {
+	slices.Sort(pc.ledgers)
+	var err error
+	if pc.setup, err = payment.NewSetup(pc.chart, payment.DefaultCodes, pc.names); err != nil {
 		return nil, err
 	}
-	setup.Currencies = currencies
-	lis, err := net.Listen("tcp", p.notifyListen)
-	if err != nil {
-		return nil, fmt.Errorf("--notify-listen: %w", err)
+	pc.setup.Currencies = currencies
+	for _, name := range pc.names {
+		file, ok := p.secrets[name]
+		if !ok {
+			slog.Warn("simulated payment channel uses the public demo secret; pass --channel-secret to use another", "channel", name)
+			pc.secrets[name] = []byte(fake.DemoSecret)
+			continue
+		}
+		secret, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		secret = []byte(strings.TrimSpace(string(secret)))
+		if len(secret) < 16 {
+			return nil, fmt.Errorf("--channel-secret %s: the secret in %s is shorter than 16 bytes", name, file)
+		}
+		pc.secrets[name] = secret
 	}
+	return pc, nil
+}
+
+// startPayments starts the payment layer on the recovered ledger, serving the channels'
+// callbacks on lis (bound before the store opened).
+func startPayments(p *paymentFlags, pc *paymentConfig, lis net.Listener, store *storage.Store, l *actors.Ledger, m *api.Metrics,
+	sink actors.EventSink) (*paymentLayer, error) {
 	base := p.notifyURL
 	if base == "" {
 		base = "http://" + lis.Addr().String()
 	}
-	pl := &paymentLayer{addr: lis.Addr().String(), chart: chart}
-	secrets := map[string][]byte{}
+	pl := &paymentLayer{addr: lis.Addr().String(), chart: pc.chart, setup: pc.setup}
 	clients := map[string]channel.Client{}
 	hc := &http.Client{Timeout: p.channelTimeout, Transport: channel.NewHTTPTransport(p.channelFlight)}
-	for _, name := range names {
-		secret := []byte(fake.DemoSecret)
-		if file, ok := p.secrets[name]; ok {
-			if secret, err = os.ReadFile(file); err != nil {
-				pl.close(lis)
-				return nil, err
-			}
-			secret = []byte(strings.TrimSpace(string(secret)))
-			if len(secret) < 16 {
-				pl.close(lis)
-				return nil, fmt.Errorf("--channel-secret %s: the secret in %s is shorter than 16 bytes", name, file)
-			}
-		} else {
-			slog.Warn("simulated payment channel uses the public demo secret; pass --channel-secret to use another", "channel", name)
-		}
-		secrets[name] = secret
+	for _, name := range pc.names {
 		url := p.channels[name]
 		if url == "" {
-			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: secret, Seed: p.fakeSeed, Latency: p.fakeLatency,
+			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: pc.secrets[name], Seed: p.fakeSeed, Latency: p.fakeLatency,
 				FailRate: p.fakeFailRate, CallbackConcurrency: fakeCallbacks, MaxPendingCallbacks: 16 * fakeCallbacks * 100, NoticeBatch: fakeNoticeBatch,
 				Logger: slog.Default().With("fake_channel", name)})
 			if err != nil {
-				pl.close(lis)
+				pl.close()
 				return nil, err
 			}
 			pl.fakes = append(pl.fakes, f)
@@ -231,18 +246,19 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 		MaxInFlight: p.channelFlight, Batch: p.channelBatch, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
-	pl.setup = setup
-	pl.engine, err = payments.Start(store, l, payments.Config{Setup: setup, Clients: clients, Secrets: secrets, Gateway: gcfg, Ledgers: ledgers,
-		Metrics: pm, Events: sink})
+	var err error
+	pl.engine, err = payments.Start(store, l, payments.Config{Setup: pc.setup, Clients: clients, Secrets: pc.secrets, Gateway: gcfg,
+		Ledgers: pc.ledgers, Metrics: pm, Events: sink})
 	if err != nil {
-		pl.close(lis)
+		pl.close()
 		return nil, err
 	}
 	if err := pm.Register(m.Registry, pl.engine); err != nil {
-		pl.close(lis)
+		_ = pl.engine.Stop(context.Background())
+		pl.close()
 		return nil, err
 	}
-	pl.notify = &http.Server{Handler: pl.engine.NotifyHandler(secrets), ReadHeaderTimeout: 10 * time.Second,
+	pl.notify = &http.Server{Handler: pl.engine.NotifyHandler(pc.secrets), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := pl.notify.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -252,10 +268,8 @@ func startPayments(p *paymentFlags, store *storage.Store, l *actors.Ledger, m *a
 	return pl, nil
 }
 
-func (pl *paymentLayer) close(lis net.Listener) {
-	if lis != nil {
-		_ = lis.Close()
-	}
+// close closes the simulated channels.
+func (pl *paymentLayer) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, f := range pl.fakes {
@@ -264,13 +278,17 @@ func (pl *paymentLayer) close(lis net.Listener) {
 }
 
 // stop stops taking callbacks, then the payment actors (what they decided goes out), then
-// the simulated channels. The ledger stops after it.
+// the simulated channels. The ledger stops after it. A second stop does nothing.
 func (pl *paymentLayer) stop(ctx context.Context) {
+	if pl.stopped {
+		return
+	}
+	pl.stopped = true
 	if err := pl.notify.Shutdown(ctx); err != nil {
 		slog.Warn("notify server shutdown", "err", err)
 	}
 	if err := pl.engine.Stop(ctx); err != nil {
 		slog.Warn("payment actors stopped with calls in flight; their orders query after a restart", "err", err)
 	}
-	pl.close(nil)
+	pl.close()
 }
