@@ -59,9 +59,9 @@ func statement(args []string, stdout, stderr io.Writer) int {
 		if r.GetAgain() {
 			again = " (imported before)"
 		}
-		fmt.Fprintf(summary, "statement of %s for %s%s: %d lines; matched %d, duplicate %d, long %d, amount_mismatch %d, "+
+		fmt.Fprintf(summary, "statement of %s for %s%s: %d lines; matched %d, duplicate %d, held %d, long %d, amount_mismatch %d, "+
 			"status_mismatch %d, short %d; pending %d; applied %d, not applied %d; new records %d\n", *name, *date, again,
-			r.GetLines(), r.GetMatched(), r.GetDuplicate(), r.GetLong(), r.GetAmountMismatch(), r.GetStatusMismatch(),
+			r.GetLines(), r.GetMatched(), r.GetDuplicate(), r.GetHeld(), r.GetLong(), r.GetAmountMismatch(), r.GetStatusMismatch(),
 			r.GetShort(), r.GetPending(), r.GetApplied(), r.GetNotApplied(), r.GetNewRecords())
 		var code int
 		if *asCSV {

@@ -590,6 +590,10 @@ const (
 	StatementClass_STATEMENT_CLASS_STATUS_MISMATCH StatementClass = 5
 	// The books hold a txn that moved money and no statement has it.
 	StatementClass_STATEMENT_CLASS_SHORT StatementClass = 6
+	// A collection for an order that did not succeed (another amount than asked, or a second
+	// collection), which the books hold in suspense under the order's exception record: that
+	// record decides it; not a difference.
+	StatementClass_STATEMENT_CLASS_HELD StatementClass = 7
 )
 
 // Enum value maps for StatementClass.
@@ -602,6 +606,7 @@ var (
 		4: "STATEMENT_CLASS_AMOUNT_MISMATCH",
 		5: "STATEMENT_CLASS_STATUS_MISMATCH",
 		6: "STATEMENT_CLASS_SHORT",
+		7: "STATEMENT_CLASS_HELD",
 	}
 	StatementClass_value = map[string]int32{
 		"STATEMENT_CLASS_UNSPECIFIED":     0,
@@ -611,6 +616,7 @@ var (
 		"STATEMENT_CLASS_AMOUNT_MISMATCH": 4,
 		"STATEMENT_CLASS_STATUS_MISMATCH": 5,
 		"STATEMENT_CLASS_SHORT":           6,
+		"STATEMENT_CLASS_HELD":            7,
 	}
 )
 
@@ -2690,8 +2696,10 @@ type ImportStatementResponse struct {
 	// Records this import wrote (the others existed).
 	NewRecords uint32 `protobuf:"varint,11,opt,name=new_records,json=newRecords,proto3" json:"new_records,omitempty"`
 	// The same file was imported before.
-	Again         bool                   `protobuf:"varint,12,opt,name=again,proto3" json:"again,omitempty"`
-	Differences   []*StatementDifference `protobuf:"bytes,13,rep,name=differences,proto3" json:"differences,omitempty"`
+	Again       bool                   `protobuf:"varint,12,opt,name=again,proto3" json:"again,omitempty"`
+	Differences []*StatementDifference `protobuf:"bytes,13,rep,name=differences,proto3" json:"differences,omitempty"`
+	// Lines held by an exception record of their order (STATEMENT_CLASS_HELD).
+	Held          uint32 `protobuf:"varint,14,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2815,6 +2823,13 @@ func (x *ImportStatementResponse) GetDifferences() []*StatementDifference {
 		return x.Differences
 	}
 	return nil
+}
+
+func (x *ImportStatementResponse) GetHeld() uint32 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
 }
 
 // ChannelStatus is a payment channel's state.
@@ -3727,7 +3742,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\tstatement\x18\x03 \x01(\v2\x1d.ledger.v1.StatementExceptionR\tstatement\"F\n" +
 	"\x16ImportStatementRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04date\x18\x02 \x01(\tR\x04date\"\xb1\x03\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\"\xc5\x03\n" +
 	"\x17ImportStatementResponse\x12\x14\n" +
 	"\x05lines\x18\x01 \x01(\rR\x05lines\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\rR\aapplied\x12\x1f\n" +
@@ -3744,7 +3759,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\vnew_records\x18\v \x01(\rR\n" +
 	"newRecords\x12\x14\n" +
 	"\x05again\x18\f \x01(\bR\x05again\x12@\n" +
-	"\vdifferences\x18\r \x03(\v2\x1e.ledger.v1.StatementDifferenceR\vdifferences\"\xa7\x01\n" +
+	"\vdifferences\x18\r \x03(\v2\x1e.ledger.v1.StatementDifferenceR\vdifferences\x12\x12\n" +
+	"\x04held\x18\x0e \x01(\rR\x04held\"\xa7\x01\n" +
 	"\rChannelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\x121\n" +
@@ -3875,7 +3891,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x14EXCEPTION_STATE_OPEN\x10\x02\x12\x1d\n" +
 	"\x19EXCEPTION_STATE_REFUNDING\x10\x03\x12\x1d\n" +
 	"\x19EXCEPTION_STATE_UNBOOKING\x10\x04\x12\x1c\n" +
-	"\x18EXCEPTION_STATE_RESOLVED\x10\x05*\xec\x01\n" +
+	"\x18EXCEPTION_STATE_RESOLVED\x10\x05*\x86\x02\n" +
 	"\x0eStatementClass\x12\x1f\n" +
 	"\x1bSTATEMENT_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17STATEMENT_CLASS_MATCHED\x10\x01\x12\x1d\n" +
@@ -3883,7 +3899,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x14STATEMENT_CLASS_LONG\x10\x03\x12#\n" +
 	"\x1fSTATEMENT_CLASS_AMOUNT_MISMATCH\x10\x04\x12#\n" +
 	"\x1fSTATEMENT_CLASS_STATUS_MISMATCH\x10\x05\x12\x19\n" +
-	"\x15STATEMENT_CLASS_SHORT\x10\x06*m\n" +
+	"\x15STATEMENT_CLASS_SHORT\x10\x06\x12\x18\n" +
+	"\x14STATEMENT_CLASS_HELD\x10\a*m\n" +
 	"\n" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x15\n" +
