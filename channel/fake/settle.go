@@ -159,6 +159,7 @@ func noticeOf(r channel.Request, txn string, res channel.Result) channel.Notice 
 // txn) or another amount than asked (Mismatch, Paid).
 type PayFault struct {
 	OrderNo  string
+	BizID    string
 	DupPay   bool
 	Mismatch bool
 	Asked    uint64
@@ -176,7 +177,7 @@ func (s *Server) PayFaults() []PayFault {
 		if rec.req.Op != channel.Pay || rec.result.Status != channel.Succeeded || !(rec.fate.dupPay || rec.fate.mismatch) {
 			continue
 		}
-		pf := PayFault{OrderNo: no, DupPay: rec.fate.dupPay, Mismatch: rec.fate.mismatch, Asked: rec.req.Amount,
+		pf := PayFault{OrderNo: no, BizID: rec.req.BizID, DupPay: rec.fate.dupPay, Mismatch: rec.fate.mismatch, Asked: rec.req.Amount,
 			Paid: rec.result.Amount, Txns: []string{rec.result.Txn}}
 		if rec.fate.dupPay {
 			pf.Txns = append(pf.Txns, rec.dupTxn)

@@ -35,10 +35,13 @@ import (
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/channel/fake"
 	"github.com/ledgercore/ledger/eod"
+	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/gateway"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/recon"
 	"github.com/ledgercore/ledger/ledger/rules"
+	"github.com/ledgercore/ledger/nrtrecon"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -63,6 +66,11 @@ const (
 	OrdersMax     = 100_000
 	// createBatch is how many requests go to the payment actors at once.
 	createBatch = 64
+	// reconWindow and reconGrace are near-real-time reconciliation's window and grace (on
+	// the run's clock): the day's orders settle within a window of their first event, and
+	// the windows still open at midnight close when the clock moves.
+	reconWindow = 10 * time.Minute
+	reconGrace  = time.Second
 	// runAfterMidnight is how long after the day's end the run imports its statement (past
 	// the statement's midnight tolerance, payment.StatementTolerance).
 	runAfterMidnight = 10 * time.Minute
@@ -108,6 +116,8 @@ type run struct {
 	cfg    Config
 	clock  *clock
 	store  *storage.Store
+	seq    *events.Sequencer
+	recon  *nrtrecon.Runner
 	ledger *actors.Ledger
 	engine *payments.Engine
 	fake   *fake.Server
@@ -222,8 +232,12 @@ func (w *run) start() error {
 	if w.store, err = storage.Open(cfg.Dir, storage.Options{Shards: cfg.Shards}); err != nil {
 		return err
 	}
+	fatal := func(err error) { w.fatal.CompareAndSwap(nil, &err) }
+	if w.seq, err = events.Start(w.store, events.Config{Fatal: fatal}); err != nil {
+		return err
+	}
 	if w.ledger, err = actors.Start(w.store, actors.Config{Shards: w.store.Shards(), Now: w.clock.nanos, FirstDay: cfg.Date,
-		Fatal: func(err error) { w.fatal.CompareAndSwap(nil, &err) }}); err != nil {
+		Events: w.seq, Fatal: fatal}); err != nil {
 		return err
 	}
 	w.chart = rules.Default()
@@ -238,7 +252,16 @@ func (w *run) start() error {
 	w.engine, err = payments.Start(w.store, w.ledger, payments.Config{Setup: setup, Ledgers: []uint32{1}, Now: w.clock.nanos,
 		Clients: map[string]channel.Client{cfg.Channel: client}, Secrets: secrets, Logger: cfg.Log,
 		Gateway: gateway.Config{Timeout: 300 * time.Millisecond, RateLimit: 1e6, Burst: 1000, MaxInFlight: 64, QueueLimit: 4096},
-		Tick:    20 * time.Millisecond})
+		Tick:    20 * time.Millisecond, Events: w.seq})
+	if err != nil {
+		return err
+	}
+	w.recon, err = nrtrecon.Start(nrtrecon.Config{Seq: w.seq, Store: w.store, Setup: setup, Now: w.clock.nanos, Logger: cfg.Log,
+		Matcher: recon.Config{Window: uint64(reconWindow)}, Grace: reconGrace,
+		Confirm: func(biz string) ([]payment.Difference, error) {
+			r, err := w.engine.Reconcile(biz)
+			return r.Differences, err
+		}})
 	if err != nil {
 		return err
 	}
@@ -252,6 +275,9 @@ func (w *run) stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var errs []error
+	if w.recon != nil {
+		w.recon.Stop()
+	}
 	if w.notify != nil {
 		errs = append(errs, w.notify.Close())
 	}
@@ -263,6 +289,9 @@ func (w *run) stop() error {
 	}
 	if w.ledger != nil {
 		w.ledger.Stop()
+	}
+	if w.seq != nil {
+		w.seq.Stop()
 	}
 	if w.store != nil {
 		errs = append(errs, w.store.Close())
@@ -340,6 +369,9 @@ func (w *run) day(ctx context.Context) error {
 	}
 	rep.Statement = st
 	w.progress("  statement of %v: %d lines, %d differences", cfg.Date, st.Lines, len(st.Differences))
+	if err := w.reconciled(ctx); err != nil {
+		return err
+	}
 	if err := w.collect(done); err != nil {
 		return err
 	}
@@ -472,6 +504,29 @@ func (w *run) settle(ctx context.Context, ids []uint64) ([]*payment.Order, error
 	}
 }
 
+// reconciled waits until near-real-time reconciliation has read every event and closed and
+// recorded every window (the clock is past midnight: idle windows close), and stops it.
+func (w *run) reconciled(ctx context.Context) error {
+	r := w.recon
+	deadline := time.Now().Add(w.cfg.SettleTimeout)
+	for r.Lag() > 0 || r.Stats.Tracked.Load() > 0 || r.Stats.Checkpoint.Load()+1 < r.Stats.Next.Load() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("day: near-real-time reconciliation did not finish in %v: lag %d, %d biz ids tracked, checkpoint %d, next %d",
+				w.cfg.SettleTimeout, r.Lag(), r.Stats.Tracked.Load(), r.Stats.Checkpoint.Load(), r.Stats.Next.Load())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(settlePoll):
+		}
+	}
+	r.Stop()
+	w.recon = nil
+	w.rep.ReconMatched = r.Stats.Matched.Load()
+	w.progress("  near-real-time reconciliation: %d windows matched, %d findings", w.rep.ReconMatched, r.Stats.Recorded.Load())
+	return nil
+}
+
 // collect reads what reconciliation recorded: the orders' exception records, the
 // statement's records, and the three-way check of every biz id.
 func (w *run) collect(done []*payment.Order) error {
@@ -490,6 +545,16 @@ func (w *run) collect(done []*payment.Order) error {
 	}
 	for _, r := range recs {
 		rep.StatementRecords = append(rep.StatementRecords, *r)
+	}
+	fs, err := w.engine.ReconFindings(true, "", "", 0, payments.ListMax)
+	if err != nil {
+		return err
+	}
+	if len(fs) == payments.ListMax {
+		return fmt.Errorf("day: more than %d recon findings: make the day smaller", payments.ListMax)
+	}
+	for _, f := range fs {
+		rep.ReconFindings = append(rep.ReconFindings, *f)
 	}
 	bizs := map[string]bool{}
 	for _, o := range done {

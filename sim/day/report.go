@@ -16,6 +16,8 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/recon"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // Report is what a day injected and what reconciliation found.
@@ -33,6 +35,8 @@ type Report struct {
 	StatementRecords []payment.StatementRecord
 	BizIDs           int // biz ids checked three ways
 	ThreeWay         []ThreeWayFound
+	ReconFindings    []storage.ReconFinding // near-real-time reconciliation's
+	ReconMatched     uint64                 // its windows closed matched
 	// Anomalies are the injected ones, each with where it was found; Unexplained are
 	// findings no injected anomaly accounts for.
 	Anomalies   []Anomaly
@@ -101,6 +105,14 @@ func exceptionKind(kind payment.ExceptionKind) string {
 	return fmt.Sprintf("exception record (%v)", kind)
 }
 
+func reconWhere(biz string, kind recon.Kind) string {
+	return fmt.Sprintf("%s of biz id %s", reconKind(kind), biz)
+}
+
+func reconKind(kind recon.Kind) string {
+	return fmt.Sprintf("near-real-time finding (%v)", kind)
+}
+
 func statementWhere(txn string, class payment.LineClass) string {
 	return fmt.Sprintf("%s of txn %s", statementKind(class), txn)
 }
@@ -126,6 +138,9 @@ func (r *Report) judge() {
 		s := &r.StatementRecords[i]
 		found[statementWhere(s.Txn, s.Class)]++
 	}
+	for _, f := range r.ReconFindings {
+		found[reconWhere(f.BizID, f.Kind)]++
+	}
 	for _, d := range r.ThreeWay {
 		found[fmt.Sprintf("three-way difference of biz id %s: %v", d.BizID, d.Difference)]++
 	}
@@ -148,12 +163,14 @@ func (r *Report) judge() {
 			a := Anomaly{Kind: "duplicate payment", What: fmt.Sprintf("duplicate payment of order %d (%s collected %d twice: %s)", id, f.OrderNo, f.Paid,
 				strings.Join(f.Txns, ", "))}
 			claim(&a, exceptionWhere(id, payment.DuplicatePayment))
+			claim(&a, reconWhere(f.BizID, recon.KindDuplicate))
 			r.Anomalies = append(r.Anomalies, a)
 		}
 		if f.Mismatch {
 			a := Anomaly{Kind: "amount mismatch", What: fmt.Sprintf("amount mismatch of order %d (%s: asked %d, collected %d, txn %s)", id, f.OrderNo, f.Asked,
 				f.Paid, f.Txns[0])}
 			claim(&a, exceptionWhere(id, payment.AmountMismatch))
+			claim(&a, reconWhere(f.BizID, recon.KindAmount))
 			r.Anomalies = append(r.Anomalies, a)
 		}
 	}
