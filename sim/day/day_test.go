@@ -11,6 +11,8 @@ import (
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
+	"github.com/ledgercore/ledger/ledger/recon"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // faults are the channel's rates of the tests' days: every kind of anomaly, often enough that
@@ -62,11 +64,12 @@ func TestJudge(t *testing.T) {
 	base := func() *Report {
 		return &Report{
 			EndOfDay:        eod.Result{Outcome: eod.OutcomeClosed},
-			PayFaults:       []fake.PayFault{{OrderNo: "P7", DupPay: true, Paid: 10, Txns: []string{"A", "B"}}},
+			PayFaults:       []fake.PayFault{{OrderNo: "P7", BizID: "b7", DupPay: true, Paid: 10, Txns: []string{"A", "B"}}},
 			StatementFaults: []fake.Fault{{Kind: fake.FaultDrop, Txn: "T1", OrderNo: "P8"}},
 			Exceptions:      []ExceptionFound{{Order: 7, Kind: payment.DuplicatePayment, Txn: "B"}},
 			StatementRecords: []payment.StatementRecord{{Channel: "demo",
 				Match: payment.Match{Class: payment.LineShort, Txn: "T1"}}},
+			ReconFindings: []storage.ReconFinding{{Finding: recon.Finding{BizID: "b7", Kind: recon.KindDuplicate}}},
 		}
 	}
 	r := base()
@@ -75,13 +78,15 @@ func TestJudge(t *testing.T) {
 		t.Fatalf("the right findings: not exact: %+v", r)
 	}
 	for name, spoil := range map[string]func(*Report){
-		"missed":           func(r *Report) { r.StatementRecords = nil },
-		"found twice":      func(r *Report) { r.Exceptions = append(r.Exceptions, r.Exceptions[0]) },
-		"another kind":     func(r *Report) { r.Exceptions[0].Kind = payment.AmountMismatch },
-		"another order":    func(r *Report) { r.Exceptions[0].Order = 8 },
-		"another class":    func(r *Report) { r.StatementRecords[0].Class = payment.LineLong },
-		"unexplained":      func(r *Report) { r.ThreeWay = []ThreeWayFound{{BizID: "b"}} },
-		"trial not passed": func(r *Report) { r.EndOfDay.Outcome = eod.OutcomeTrialFailed },
+		"missed":            func(r *Report) { r.StatementRecords = nil },
+		"found twice":       func(r *Report) { r.Exceptions = append(r.Exceptions, r.Exceptions[0]) },
+		"another kind":      func(r *Report) { r.Exceptions[0].Kind = payment.AmountMismatch },
+		"another order":     func(r *Report) { r.Exceptions[0].Order = 8 },
+		"another class":     func(r *Report) { r.StatementRecords[0].Class = payment.LineLong },
+		"unexplained":       func(r *Report) { r.ThreeWay = []ThreeWayFound{{BizID: "b"}} },
+		"recon missed":      func(r *Report) { r.ReconFindings = nil },
+		"recon another biz": func(r *Report) { r.ReconFindings[0].BizID = "b8" },
+		"trial not passed":  func(r *Report) { r.EndOfDay.Outcome = eod.OutcomeTrialFailed },
 	} {
 		r := base()
 		spoil(r)
