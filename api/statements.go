@@ -79,6 +79,9 @@ func (s *PaymentService) ImportStatement(ctx context.Context, req *ledgerv1.Impo
 	for i := range r.Differences {
 		resp.Differences = append(resp.Differences, DifferenceToProto(&r.Differences[i]))
 	}
+	for i := range r.Held {
+		resp.HeldLines = append(resp.HeldLines, DifferenceToProto(&r.Held[i]))
+	}
 	return resp, nil
 }
 

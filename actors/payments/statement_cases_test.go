@@ -436,9 +436,10 @@ func TestStatementAmountMismatchOrderNotMatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Counts[payment.LineHeld] != 1 || rep.NewRecords != 0 || !rep.Clean() {
-		t.Fatalf("order %v (%v, amount %d) and a line of succeeded 990: %v, %d records, want one held line and no record",
-			o.State, o.Result, o.Amount, rep.Counts, rep.NewRecords)
+	if rep.Counts[payment.LineHeld] != 1 || rep.NewRecords != 0 || !rep.Clean() || len(rep.Held) != 1 || rep.Held[0].Order != id ||
+		rep.Held[0].TheirAmount != 990 {
+		t.Fatalf("order %v (%v, amount %d) and a line of succeeded 990: %v, %d records, held %+v, want one held line listed and no record",
+			o.State, o.Result, o.Amount, rep.Counts, rep.NewRecords, rep.Held)
 	}
 }
 

@@ -72,6 +72,12 @@ func statement(args []string, stdout, stderr io.Writer) int {
 		if code != 0 {
 			return code
 		}
+		if held := r.GetHeldLines(); len(held) > 0 && !*asCSV {
+			fmt.Fprintf(stdout, "\n%d line(s) held by an exception record of their order (not differences: ledgerctl exceptions shows the records):\n", r.GetHeld())
+			if code := printDifferences(stdout, held); code != 0 {
+				return code
+			}
+		}
 		if n := r.GetLong() + r.GetAmountMismatch() + r.GetStatusMismatch() + r.GetShort(); n > 0 {
 			if listed := uint32(len(r.GetDifferences())); listed < n {
 				fmt.Fprintf(summary, "%d more differences not listed: ledgerctl exceptions --statements\n", n-listed)

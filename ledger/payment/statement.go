@@ -284,6 +284,17 @@ func (s *Setup) long(m Match, ledgers Ledgers, why string) Match {
 	return money(m)
 }
 
+// heldBy reports whether an exception record of kind of the order is about txn (whatever
+// its step: a record resolved still accounts for the money it held).
+func (o *Order) heldBy(txn string, kind ExceptionKind) bool {
+	for k := range o.Exceptions {
+		if x := &o.Exceptions[k]; x.Kind == kind && x.Txn == txn && txn != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // money sets In or Out from the two sides' amounts: a collection (pay) adds to what the
 // channel holds for the platform, a payout or refund takes from it.
 func money(m Match) Match {
@@ -332,6 +343,12 @@ func matchOwn(m Match, o *Order, ours *ChannelTxn) Match {
 		case !ours.Own:
 			m.Class, m.Note = LineDuplicate, "held by "+ours.What
 			return m
+		case o.Outcome == OutcomeMismatch && !o.heldBy(m.Txn, AmountMismatch):
+			// The order failed (AMOUNT_MISMATCH) and no record holds what the channel
+			// collected (the order had no room for one): the books do not hold the money.
+			m.OurStatus, m.OurAmount = channel.Failed, 0
+			m.Class, m.Note = LineStatus, fmt.Sprintf("the order is %v (amount_mismatch: it asked %d) and no record holds the %d the channel collected under txn %s",
+				o.State, o.Amount, m.TheirAmount, m.Txn)
 		case o.Outcome == OutcomeMismatch:
 			// The channel collected another amount than the order's: the order failed
 			// (AMOUNT_MISMATCH) and its record holds what was collected. The line agrees with

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/channel/fake"
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/ledger"
@@ -65,11 +66,11 @@ func TestJudge(t *testing.T) {
 		return &Report{
 			EndOfDay:        eod.Result{Outcome: eod.OutcomeClosed},
 			PayFaults:       []fake.PayFault{{OrderNo: "P7", BizID: "b7", DupPay: true, Paid: 10, Txns: []string{"A", "B"}}},
-			StatementFaults: []fake.Fault{{Kind: fake.FaultDrop, Txn: "T1", OrderNo: "P8"}},
-			Exceptions:      []ExceptionFound{{Order: 7, Kind: payment.DuplicatePayment, Txn: "B"}},
+			StatementFaults: []fake.Fault{{Kind: fake.FaultDrop, Txn: "T1", OrderNo: "P8", Op: channel.Pay, Amount: 40}},
+			Exceptions:      []ExceptionFound{{Order: 7, Kind: payment.DuplicatePayment, Txn: "B", Amount: 10}},
 			StatementRecords: []payment.StatementRecord{{Channel: "demo",
-				Match: payment.Match{Class: payment.LineShort, Txn: "T1"}}},
-			ReconFindings: []storage.ReconFinding{{Finding: recon.Finding{BizID: "b7", Kind: recon.KindDuplicate}}},
+				Match: payment.Match{Class: payment.LineShort, Txn: "T1", OurStatus: channel.Succeeded, OurAmount: 40, Out: 40}}},
+			ReconFindings: []storage.ReconFinding{{Finding: recon.Finding{BizID: "b7", Kind: recon.KindDuplicate, Orders: []uint64{7}}}},
 		}
 	}
 	r := base()
@@ -85,12 +86,22 @@ func TestJudge(t *testing.T) {
 		"another class":     func(r *Report) { r.StatementRecords[0].Class = payment.LineLong },
 		"unexplained":       func(r *Report) { r.ThreeWay = []ThreeWayFound{{BizID: "b"}} },
 		"recon missed":      func(r *Report) { r.ReconFindings = nil },
+		"exception amount":  func(r *Report) { r.Exceptions[0].Amount = 11 },
+		"exception txn":     func(r *Report) { r.Exceptions[0].Txn = "C" },
+		"booked in":         func(r *Report) { r.StatementRecords[0].In = 40 },
+		"reversible out":    func(r *Report) { r.StatementRecords[0].Out = 47 },
+		"their amount":      func(r *Report) { r.StatementRecords[0].TheirAmount = 40 },
+		"recon orders":      func(r *Report) { r.ReconFindings[0].Orders = []uint64{8} },
+		"applied lines":     func(r *Report) { r.Statement.Applied = 1 },
+		"not judged":        func(r *Report) { r.judged = false },
 		"recon another biz": func(r *Report) { r.ReconFindings[0].BizID = "b8" },
 		"trial not passed":  func(r *Report) { r.EndOfDay.Outcome = eod.OutcomeTrialFailed },
 	} {
 		r := base()
 		spoil(r)
-		r.judge()
+		if name != "not judged" {
+			r.judge()
+		}
 		if r.Exact() {
 			t.Errorf("%s: exact", name)
 		}

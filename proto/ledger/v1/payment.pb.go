@@ -2699,7 +2699,10 @@ type ImportStatementResponse struct {
 	Again       bool                   `protobuf:"varint,12,opt,name=again,proto3" json:"again,omitempty"`
 	Differences []*StatementDifference `protobuf:"bytes,13,rep,name=differences,proto3" json:"differences,omitempty"`
 	// Lines held by an exception record of their order (STATEMENT_CLASS_HELD).
-	Held          uint32 `protobuf:"varint,14,opt,name=held,proto3" json:"held,omitempty"`
+	Held uint32 `protobuf:"varint,14,opt,name=held,proto3" json:"held,omitempty"`
+	// At most 1,000 of the held lines: not differences (the order's exception record, listed
+	// by ListExceptions, decides their money), shown so that an operator sees them.
+	HeldLines     []*StatementDifference `protobuf:"bytes,15,rep,name=held_lines,json=heldLines,proto3" json:"held_lines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2830,6 +2833,13 @@ func (x *ImportStatementResponse) GetHeld() uint32 {
 		return x.Held
 	}
 	return 0
+}
+
+func (x *ImportStatementResponse) GetHeldLines() []*StatementDifference {
+	if x != nil {
+		return x.HeldLines
+	}
+	return nil
 }
 
 // ChannelStatus is a payment channel's state.
@@ -3742,7 +3752,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\tstatement\x18\x03 \x01(\v2\x1d.ledger.v1.StatementExceptionR\tstatement\"F\n" +
 	"\x16ImportStatementRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04date\x18\x02 \x01(\tR\x04date\"\xc5\x03\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\"\x84\x04\n" +
 	"\x17ImportStatementResponse\x12\x14\n" +
 	"\x05lines\x18\x01 \x01(\rR\x05lines\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\rR\aapplied\x12\x1f\n" +
@@ -3760,7 +3770,9 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"newRecords\x12\x14\n" +
 	"\x05again\x18\f \x01(\bR\x05again\x12@\n" +
 	"\vdifferences\x18\r \x03(\v2\x1e.ledger.v1.StatementDifferenceR\vdifferences\x12\x12\n" +
-	"\x04held\x18\x0e \x01(\rR\x04held\"\xa7\x01\n" +
+	"\x04held\x18\x0e \x01(\rR\x04held\x12=\n" +
+	"\n" +
+	"held_lines\x18\x0f \x03(\v2\x1e.ledger.v1.StatementDifferenceR\theldLines\"\xa7\x01\n" +
 	"\rChannelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\x121\n" +
@@ -4035,45 +4047,46 @@ var file_ledger_v1_payment_proto_depIdxs = []int32{
 	14, // 29: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
 	27, // 30: ledger.v1.ResolveExceptionResponse.statement:type_name -> ledger.v1.StatementException
 	26, // 31: ledger.v1.ImportStatementResponse.differences:type_name -> ledger.v1.StatementDifference
-	8,  // 32: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
-	33, // 33: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
-	33, // 34: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
-	9,  // 35: ledger.v1.ReconFindingKey.kind:type_name -> ledger.v1.ReconFindingKind
-	38, // 36: ledger.v1.ReconFinding.key:type_name -> ledger.v1.ReconFindingKey
-	39, // 37: ledger.v1.ReconFinding.differences:type_name -> ledger.v1.ReconDifference
-	10, // 38: ledger.v1.ReconFinding.state:type_name -> ledger.v1.ReconFindingState
-	38, // 39: ledger.v1.ListReconFindingsRequest.after:type_name -> ledger.v1.ReconFindingKey
-	40, // 40: ledger.v1.ListReconFindingsResponse.findings:type_name -> ledger.v1.ReconFinding
-	38, // 41: ledger.v1.ListReconFindingsResponse.next_after:type_name -> ledger.v1.ReconFindingKey
-	38, // 42: ledger.v1.ResolveReconFindingRequest.key:type_name -> ledger.v1.ReconFindingKey
-	40, // 43: ledger.v1.ResolveReconFindingResponse.finding:type_name -> ledger.v1.ReconFinding
-	15, // 44: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
-	18, // 45: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
-	20, // 46: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
-	21, // 47: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
-	24, // 48: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
-	29, // 49: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
-	31, // 50: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
-	34, // 51: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
-	36, // 52: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
-	41, // 53: ledger.v1.PaymentService.ListReconFindings:input_type -> ledger.v1.ListReconFindingsRequest
-	43, // 54: ledger.v1.PaymentService.ResolveReconFinding:input_type -> ledger.v1.ResolveReconFindingRequest
-	17, // 55: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
-	19, // 56: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
-	23, // 57: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
-	22, // 58: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
-	28, // 59: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
-	30, // 60: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
-	32, // 61: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
-	35, // 62: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
-	37, // 63: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
-	42, // 64: ledger.v1.PaymentService.ListReconFindings:output_type -> ledger.v1.ListReconFindingsResponse
-	44, // 65: ledger.v1.PaymentService.ResolveReconFinding:output_type -> ledger.v1.ResolveReconFindingResponse
-	55, // [55:66] is the sub-list for method output_type
-	44, // [44:55] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	26, // 32: ledger.v1.ImportStatementResponse.held_lines:type_name -> ledger.v1.StatementDifference
+	8,  // 33: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
+	33, // 34: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
+	33, // 35: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
+	9,  // 36: ledger.v1.ReconFindingKey.kind:type_name -> ledger.v1.ReconFindingKind
+	38, // 37: ledger.v1.ReconFinding.key:type_name -> ledger.v1.ReconFindingKey
+	39, // 38: ledger.v1.ReconFinding.differences:type_name -> ledger.v1.ReconDifference
+	10, // 39: ledger.v1.ReconFinding.state:type_name -> ledger.v1.ReconFindingState
+	38, // 40: ledger.v1.ListReconFindingsRequest.after:type_name -> ledger.v1.ReconFindingKey
+	40, // 41: ledger.v1.ListReconFindingsResponse.findings:type_name -> ledger.v1.ReconFinding
+	38, // 42: ledger.v1.ListReconFindingsResponse.next_after:type_name -> ledger.v1.ReconFindingKey
+	38, // 43: ledger.v1.ResolveReconFindingRequest.key:type_name -> ledger.v1.ReconFindingKey
+	40, // 44: ledger.v1.ResolveReconFindingResponse.finding:type_name -> ledger.v1.ReconFinding
+	15, // 45: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
+	18, // 46: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
+	20, // 47: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
+	21, // 48: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
+	24, // 49: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
+	29, // 50: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
+	31, // 51: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
+	34, // 52: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
+	36, // 53: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
+	41, // 54: ledger.v1.PaymentService.ListReconFindings:input_type -> ledger.v1.ListReconFindingsRequest
+	43, // 55: ledger.v1.PaymentService.ResolveReconFinding:input_type -> ledger.v1.ResolveReconFindingRequest
+	17, // 56: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
+	19, // 57: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
+	23, // 58: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
+	22, // 59: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
+	28, // 60: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
+	30, // 61: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
+	32, // 62: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
+	35, // 63: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
+	37, // 64: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
+	42, // 65: ledger.v1.PaymentService.ListReconFindings:output_type -> ledger.v1.ListReconFindingsResponse
+	44, // 66: ledger.v1.PaymentService.ResolveReconFinding:output_type -> ledger.v1.ResolveReconFindingResponse
+	56, // [56:67] is the sub-list for method output_type
+	45, // [45:56] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_payment_proto_init() }
