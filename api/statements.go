@@ -75,9 +75,12 @@ func (s *PaymentService) ImportStatement(ctx context.Context, req *ledgerv1.Impo
 	resp := &ledgerv1.ImportStatementResponse{Lines: uint32(r.Lines), Applied: uint32(r.Applied),
 		NotApplied: uint32(r.NotApplied), Matched: c(payment.LineMatched), Duplicate: c(payment.LineDuplicate),
 		Long: c(payment.LineLong), AmountMismatch: c(payment.LineAmount), StatusMismatch: c(payment.LineStatus),
-		Short: c(payment.LineShort), Pending: uint32(r.Pending), NewRecords: uint32(r.NewRecords), Again: r.Again}
+		Short: c(payment.LineShort), Held: c(payment.LineHeld), Pending: uint32(r.Pending), NewRecords: uint32(r.NewRecords), Again: r.Again}
 	for i := range r.Differences {
 		resp.Differences = append(resp.Differences, DifferenceToProto(&r.Differences[i]))
+	}
+	for i := range r.Held {
+		resp.HeldLines = append(resp.HeldLines, DifferenceToProto(&r.Held[i]))
 	}
 	return resp, nil
 }

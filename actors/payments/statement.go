@@ -76,6 +76,9 @@ type StatementReport struct {
 	// Differences lists at most StatementReportMax differences per class: by class, order
 	// number, txn.
 	Differences []payment.Match
+	// Held lists at most StatementReportMax held lines (payment.LineHeld: not differences,
+	// the money held by an exception record of their order), by order number, txn.
+	Held []payment.Match
 	// NewRecords counts the records this import wrote; the others existed.
 	NewRecords int
 	// Again: this file was imported before.
@@ -361,6 +364,9 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 		matches = append(matches, shorts...)
 		for _, m := range matches {
 			rep.Counts[m.Class]++
+			if m.Class == payment.LineHeld && len(rep.Held) < StatementReportMax {
+				rep.Held = append(rep.Held, m)
+			}
 			if !m.Class.Difference() {
 				continue
 			}
@@ -396,6 +402,7 @@ func (e *Engine) matchStatement(name string, day payment.Day, lines []channel.St
 		return nil
 	})
 	slices.SortStableFunc(rep.Differences, payment.CompareMatches)
+	slices.SortStableFunc(rep.Held, payment.CompareMatches)
 	rep.NewRecords = len(records)
 	rep.Cleared = len(cleared)
 	return append(records, cleared...), seen, err

@@ -420,8 +420,9 @@ func TestStatementTxnOnTwoDaysBookedOnce(t *testing.T) {
 // TestStatementAmountMismatchOrderNotMatched: an order that failed with AMOUNT_MISMATCH (the
 // channel collected 990 of 1,000; the order is FAILED, the 990 in suspense on its record) is
 // not "matched" by the channel's line of 990 succeeded: matched means the order's own status
-// and amount are the line's. Like a second collection of a failed order, it is a
-// status_mismatch.
+// and amount are the line's. Like a second collection of a failed order, it is held: the
+// order's amount_mismatch record holds the 990 and decides it, so the statement makes no
+// second record of the same money.
 func TestStatementAmountMismatchOrderNotMatched(t *testing.T) {
 	const date = "2026-11-26"
 	r := newStubRig(t, &stubChannel{do: func(q channel.Request) channel.Result {
@@ -435,8 +436,10 @@ func TestStatementAmountMismatchOrderNotMatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Counts[payment.LineMatched] == 1 || rep.Counts[payment.LineStatus] != 1 {
-		t.Fatalf("order %v (%v, amount %d) and a line of succeeded 990: %v, want one status_mismatch", o.State, o.Result, o.Amount, rep.Counts)
+	if rep.Counts[payment.LineHeld] != 1 || rep.NewRecords != 0 || !rep.Clean() || len(rep.Held) != 1 || rep.Held[0].Order != id ||
+		rep.Held[0].TheirAmount != 990 {
+		t.Fatalf("order %v (%v, amount %d) and a line of succeeded 990: %v, %d records, held %+v, want one held line listed and no record",
+			o.State, o.Result, o.Amount, rep.Counts, rep.NewRecords, rep.Held)
 	}
 }
 

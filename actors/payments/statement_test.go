@@ -185,9 +185,9 @@ func TestStatementDay(t *testing.T) {
 
 	// Derived from the books as they stand: every collection the books hold for a failed order
 	// (an AMOUNT_MISMATCH's, a second collection of it or of a declined order, the held-back
-	// order's too) whose line the statement has is a status mismatch (the order failed, the
-	// channel says the request succeeded), each held by the order's record; every second
-	// collection of a succeeded order a duplicate line.
+	// order's too) whose line the statement has is held (the order failed, the channel says
+	// the request succeeded, and the order's record holds the money: no statement record);
+	// every second collection of a succeeded order a duplicate line.
 	expectedOn := func(on []channel.StatementLine) (status []string, duplicates int) {
 		t.Helper()
 		os, err := w.engine.Orders(append(slices.Clone(ids), append(slices.Clone(withdraws), held)...))
@@ -223,7 +223,6 @@ func TestStatementDay(t *testing.T) {
 		for c, txn := range want {
 			wants[c] = []string{txn}
 		}
-		wants[payment.LineStatus] = append(wants[payment.LineStatus], mismatched()...)
 		for c := range wants {
 			slices.Sort(wants[c])
 			slices.Sort(got[c])
@@ -236,6 +235,9 @@ func TestStatementDay(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(wants) || rep.Clean() || rep.Again != again || rep.Pending != 0 {
 			t.Fatalf("report %+v\ndifferences %v, want %v", rep, got, wants)
 		}
+		if held := mismatched(); rep.Counts[payment.LineHeld] != len(held) || len(held) == 0 {
+			t.Fatalf("%d held lines, the failed orders hold %d", rep.Counts[payment.LineHeld], len(held))
+		}
 		if _, n := expected(); rep.Counts[payment.LineDuplicate] != n {
 			t.Fatalf("%d duplicate lines, the succeeded orders recorded %d", rep.Counts[payment.LineDuplicate], n)
 		}
@@ -245,7 +247,7 @@ func TestStatementDay(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(rep, false)
-	if rep.Applied != 1 || rep.NewRecords != 4+len(mismatched()) {
+	if rep.Applied != 1 || rep.NewRecords != 4 {
 		t.Fatalf("applied %d (want the held-back order's line), %d new records", rep.Applied, rep.NewRecords)
 	}
 	heldTxn := ""
@@ -258,7 +260,7 @@ func TestStatementDay(t *testing.T) {
 		t.Fatalf("the statement did not settle the held-back order: %v txn %q, the line's %q", o.State, o.Txn, heldTxn)
 	} else {
 		status, n := expected()
-		t.Logf("the held-back order: %v (%v), %d lines at the channel; %d status mismatches, %d duplicate lines expected", o.State, o.Outcome, heldLines, len(status), n)
+		t.Logf("the held-back order: %v (%v), %d lines at the channel; %d held lines, %d duplicate lines expected", o.State, o.Outcome, heldLines, len(status), n)
 	}
 	w.handler.Store(func() *http.Handler { h := w.engine.NotifyHandler(map[string][]byte{"bank": secret}); return &h }())
 	w.client.quiet.Store(false)
@@ -288,8 +290,8 @@ func TestStatementDay(t *testing.T) {
 	}
 	check(again, true)
 	recs := statementRecords(t, w)
-	if len(recs) != 4+len(mismatched()) {
-		t.Fatalf("%d records, want %d", len(recs), 4+len(mismatched()))
+	if len(recs) != 4 {
+		t.Fatalf("%d records, want 4", len(recs))
 	}
 	if got := w.balance(suspense); got != inSuspense {
 		t.Fatalf("suspense %d after re-imports, %d before (booked twice?)", got, inSuspense)
@@ -310,13 +312,13 @@ func TestStatementDay(t *testing.T) {
 	if res, _, _ := w.engine.ResolveStatement("bank", date, "nope", payment.ResolveClose, ""); res != payment.ResultExceptionNotFound {
 		t.Fatalf("an unknown record: %v", res)
 	}
-	if len(statementRecords(t, w)) != 3+len(mismatched()) {
+	if len(statementRecords(t, w)) != 3 {
 		t.Fatal("the resolved record is still listed open")
 	}
 	// Fetched from the channel itself (not tampered): the true day, clean but for the
-	// records already made. Its status mismatches are derived from its own lines: it also
-	// has the held-back order's second collection, if the channel made one (cut from the
-	// tampered file; applied by its callback since, a status mismatch if the order failed).
+	// records already made. Its held lines are derived from its own lines: it also has the
+	// held-back order's second collection, if the channel made one (cut from the tampered
+	// file; applied by its callback since, held if the order failed).
 	own, _, _, err := w.fake.Statement(date)
 	if err != nil {
 		t.Fatal(err)
@@ -326,10 +328,10 @@ func TestStatementDay(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err = w.engine.ImportStatement(context.Background(), "bank", date)
-	ownStatus, _ := expectedOn(ownLines) // the books after it (it may have applied that collection)
+	ownHeld, _ := expectedOn(ownLines) // the books after it (it may have applied that collection)
 	if err != nil || rep.Counts[payment.LineShort] != 0 || rep.Counts[payment.LineLong] != 0 || rep.Counts[payment.LineAmount] != 0 ||
-		rep.Counts[payment.LineStatus] != len(ownStatus) {
-		t.Fatalf("the channel's own statement: %v %+v, want %d status mismatches %v", err, rep, len(ownStatus), ownStatus)
+		rep.Counts[payment.LineStatus] != 0 || rep.Counts[payment.LineHeld] != len(ownHeld) {
+		t.Fatalf("the channel's own statement: %v %+v, want %d held lines %v", err, rep, len(ownHeld), ownHeld)
 	}
 	if _, err := w.engine.ImportStatement(context.Background(), "nope", date); !errors.Is(err, ErrUnknownChannel) {
 		t.Fatalf("an unknown channel: %v", err)

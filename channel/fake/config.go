@@ -54,6 +54,17 @@ type Config struct {
 	DupPayRate      float64 // succeeded Pays that succeed a second time under a second txn
 	MismatchRate    float64 // succeeded Pays whose amount differs from the one asked
 
+	// Statement faults: the channel's statement misreports what it did (its books are wrong,
+	// not its answers and notices). Only the own succeeded txn of a request that had no
+	// duplicate payment and no amount mismatch is faulted, each with at most one fault, drawn
+	// from (Seed, the txn) with one draw against the rates in this order: so that each fault
+	// is exactly one difference in the ledger's reconciliation (StatementFaults lists them).
+	// Together they are at most 1.
+	StatementDropRate   float64 // the txn is left out of the statement (the ledger finds it short)
+	StatementAmountRate float64 // its line shows another amount (amount_mismatch)
+	StatementStatusRate float64 // its line says failed (status_mismatch)
+	StatementLongRate   float64 // a line follows it of a payment no one asked for (long)
+
 	CallbackDelay time.Duration // before a notice's first post
 	TimeoutHold   time.Duration // how long a held answer waits (0: TimeoutHoldDefault)
 
@@ -82,11 +93,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	for name, r := range map[string]float64{
 		"fail rate": c.FailRate, "timeout rate": c.TimeoutRate, "dup callback rate": c.DupCallbackRate,
-		"dup pay rate": c.DupPayRate, "mismatch rate": c.MismatchRate,
+		"dup pay rate": c.DupPayRate, "mismatch rate": c.MismatchRate, "statement drop rate": c.StatementDropRate,
+		"statement amount rate": c.StatementAmountRate, "statement status rate": c.StatementStatusRate,
+		"statement long rate": c.StatementLongRate,
 	} {
 		if !(r >= 0 && r <= 1) {
 			return c, fmt.Errorf("fake: %s %v is not in [0, 1]", name, r)
 		}
+	}
+	if sum := c.StatementDropRate + c.StatementAmountRate + c.StatementStatusRate + c.StatementLongRate; sum > 1 {
+		return c, fmt.Errorf("fake: the statement fault rates add up to %v, more than 1", sum)
 	}
 	for name, d := range map[string]time.Duration{
 		"latency": c.Latency, "jitter": c.Jitter, "callback delay": c.CallbackDelay, "timeout hold": c.TimeoutHold,

@@ -64,3 +64,58 @@ func (f fate) paidAmount(amount uint64) uint64 {
 	}
 	return amount + d
 }
+
+// A StatementFault is how the channel's statement misreports one of its txns
+// (Config.StatementDropRate and the rest).
+type StatementFault uint8
+
+// Statement faults.
+const (
+	FaultNone   StatementFault = iota
+	FaultDrop                  // the txn is left out
+	FaultAmount                // its line shows another amount
+	FaultStatus                // its line says failed
+	FaultLong                  // a line of a payment no one asked for (the line is the fault)
+)
+
+var faultNames = [...]string{FaultNone: "none", FaultDrop: "drop", FaultAmount: "amount", FaultStatus: "status", FaultLong: "long"}
+
+func (f StatementFault) String() string {
+	if int(f) < len(faultNames) {
+		return faultNames[f]
+	}
+	return fmt.Sprintf("fault(%d)", uint8(f))
+}
+
+// statementSalt keeps the statement faults' draws apart from the requests' fates.
+const statementSalt = 0x5174_7e3e_a7f0_0d11
+
+// drawStatementFault is the fault of the statement line of txn id moving amount: its kind,
+// the amount its line shows (FaultAmount: amount moved by 1 to 10% of it, at least 1, down
+// when that stays above 0), and for FaultLong the txn id of the line that follows it. One
+// draw against the rates decides the kind, and every draw is made whatever the kind.
+func drawStatementFault(c *Config, id string, amount uint64) (kind StatementFault, shown uint64, long string) {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	r := rand.New(rand.NewPCG(c.Seed^statementSalt, h.Sum64()))
+	u := r.Float64()
+	delta := 1 + r.Uint64()%max(amount/10, 1)
+	long = fmt.Sprintf("FC%016X", r.Uint64())
+	shown = amount
+	switch {
+	case u < c.StatementDropRate:
+		kind = FaultDrop
+	case u < c.StatementDropRate+c.StatementAmountRate:
+		kind = FaultAmount
+		if delta < amount {
+			shown = amount - delta
+		} else {
+			shown = amount + delta
+		}
+	case u < c.StatementDropRate+c.StatementAmountRate+c.StatementStatusRate:
+		kind = FaultStatus
+	case u < c.StatementDropRate+c.StatementAmountRate+c.StatementStatusRate+c.StatementLongRate:
+		kind = FaultLong
+	}
+	return kind, shown, long
+}

@@ -41,6 +41,7 @@ type record struct {
 	result    channel.Result
 	collected uint64 // Pay: the sum of its succeeded txns
 	refunded  uint64 // Pay: the sum of its succeeded refunds
+	dupTxn    string // Pay: the txn of its second collection, if any
 }
 
 // Server is a simulated channel. It is an http.Handler; Start also serves it.

@@ -1,6 +1,7 @@
 package fake
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -667,4 +668,101 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestStatementFaults: each fault misreports one clean succeeded txn on the statement (left
+// out, another amount, failed, followed by a line no one asked for), as StatementFaults
+// lists it; the channel's answers are the truth; a failed txn, a duplicate payment and an
+// amount mismatch are never faulted; a txn's fault is drawn from the seed and the txn alone.
+func TestStatementFaults(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	const date = "2026-11-26"
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		kind StatementFault
+	}{
+		{"drop", Config{StatementDropRate: 1}, FaultDrop},
+		{"amount", Config{StatementAmountRate: 1}, FaultAmount},
+		{"status", Config{StatementStatusRate: 1}, FaultStatus},
+		{"long", Config{StatementLongRate: 1}, FaultLong},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := c.cfg
+			cfg.Seed, cfg.Sync, cfg.Now = 5, true, func() time.Time { return now }
+			e := start(t, cfg)
+			res := e.do(t, pay("p-1", 1000))
+			if res.Status != channel.Succeeded || res.Amount != 1000 {
+				t.Fatalf("the channel's answer is faulted: %+v", res)
+			}
+			body, _, _, err := e.srv.render(date, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, err := channel.ParseStatement(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			faults := e.srv.StatementFaults(date)
+			if len(faults) != 1 || faults[0].Kind != c.kind || faults[0].Date != date {
+				t.Fatalf("faults %+v, want one %v", faults, c.kind)
+			}
+			f := faults[0]
+			switch c.kind {
+			case FaultDrop:
+				if len(lines) != 0 || f.Txn != res.Txn || f.Amount != 1000 {
+					t.Fatalf("dropped: lines %+v, fault %+v", lines, f)
+				}
+			case FaultAmount:
+				if len(lines) != 1 || lines[0].Txn != res.Txn || lines[0].Amount != f.Shown || f.Shown == 1000 ||
+					f.Shown < 900 || f.Shown > 1100 || lines[0].Status != channel.Succeeded {
+					t.Fatalf("amount: lines %+v, fault %+v", lines, f)
+				}
+			case FaultStatus:
+				if len(lines) != 1 || lines[0].Txn != res.Txn || lines[0].Status != channel.Failed || lines[0].Amount != 0 {
+					t.Fatalf("status: lines %+v, fault %+v", lines, f)
+				}
+			case FaultLong:
+				if len(lines) != 2 || f.Txn == res.Txn || f.OrderNo != "EXT-"+f.Txn {
+					t.Fatalf("long: lines %+v, fault %+v", lines, f)
+				}
+				for _, l := range lines {
+					if l.Txn == f.Txn && (l.OrderNo != f.OrderNo || l.Amount != 1000 || l.Status != channel.Succeeded || l.Op != channel.Pay) {
+						t.Fatalf("the long line %+v, fault %+v", l, f)
+					}
+				}
+			}
+			if q := e.query(t, channel.Pay, "p-1"); q.Txn != res.Txn || q.Amount != 1000 || q.Status != channel.Succeeded {
+				t.Fatalf("the query answer is faulted: %+v", q)
+			}
+		})
+	}
+
+	// Never faulted: a failure, a duplicate payment's collections, an amount mismatch.
+	for name, cfg := range map[string]Config{"failed": {FailRate: 1}, "dup pay": {DupPayRate: 1}, "mismatch": {MismatchRate: 1}} {
+		cfg.Seed, cfg.Sync, cfg.Now = 5, true, func() time.Time { return now }
+		cfg.StatementDropRate = 1
+		e := start(t, cfg)
+		e.do(t, pay("p-1", 1000))
+		if fs := e.srv.StatementFaults(date); len(fs) != 0 {
+			t.Errorf("%s: faulted %+v", name, fs)
+		}
+	}
+
+	// The draw is the txn's: the same seed and txn give the same fault, whatever the rates of
+	// the kinds after it.
+	c := Config{Seed: 9, StatementDropRate: 0.3, StatementAmountRate: 0.3}
+	for i := range 200 {
+		id := fmt.Sprintf("FC%04d", i)
+		k1, s1, l1 := drawStatementFault(&c, id, 5000)
+		c2 := c
+		c2.StatementStatusRate, c2.StatementLongRate = 0.2, 0.2
+		k2, s2, l2 := drawStatementFault(&c2, id, 5000)
+		if k1 != FaultNone && (k1 != k2 || s1 != s2 || l1 != l2) {
+			t.Fatalf("txn %s: %v %d %s, then %v %d %s", id, k1, s1, l1, k2, s2, l2)
+		}
+	}
+	if _, err := New(Config{Secret: secret, StatementDropRate: 0.6, StatementLongRate: 0.6}); err == nil {
+		t.Fatal("fault rates adding up to 1.2 taken")
+	}
 }

@@ -1,7 +1,9 @@
 package fake
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ledgercore/ledger/channel"
@@ -17,6 +19,10 @@ type txn struct {
 	amount      uint64
 	currency    string
 	completedAt time.Time // UTC
+	// fault is how the statement misreports it (FaultLong: the txn is the statement's
+	// invention); shown is the amount its line shows.
+	fault StatementFault
+	shown uint64
 }
 
 // book holds every txn by the UTC date of its completion.
@@ -57,14 +63,30 @@ func (s *Server) settleLocked(rec *record) []channel.Notice {
 	r, f := rec.req, rec.fate
 	now := s.cfg.Now().UTC()
 	res := s.outcome(rec)
-	res.Txn = s.book.add(s.txnOf(r, f.txns[0], res, now))
+	dupPay := f.dupPay && r.Op == channel.Pay && res.Status == channel.Succeeded
+	own := s.txnOf(r, f.txns[0], res, now)
+	// Statement faults only on a txn that is otherwise clean, so that each is one difference.
+	var long txn
+	if res.Status == channel.Succeeded && !(r.Op == channel.Pay && (f.mismatch || dupPay)) {
+		var longID string
+		own.fault, own.shown, longID = drawStatementFault(&s.cfg, own.id, own.amount)
+		if own.fault == FaultLong {
+			own.fault = FaultNone
+			long = txn{id: longID, op: channel.Pay, orderNo: "EXT-" + longID, status: channel.Succeeded,
+				amount: own.amount, shown: own.amount, currency: own.currency, completedAt: now, fault: FaultLong}
+		}
+	}
+	res.Txn = s.book.add(own)
+	if long.id != "" {
+		s.book.add(long)
+	}
 	rec.result = res
 	notices := []channel.Notice{noticeOf(r, res.Txn, res)}
-	dupPay := f.dupPay && r.Op == channel.Pay && res.Status == channel.Succeeded
 	if r.Op == channel.Pay && res.Status == channel.Succeeded {
 		rec.collected += res.Amount
 		if dupPay {
 			id := s.book.add(s.txnOf(r, f.txns[1], res, now))
+			rec.dupTxn = id
 			rec.collected += res.Amount
 			notices = append(notices, noticeOf(r, id, res))
 		}
@@ -126,9 +148,43 @@ func (s *Server) refundRefusal(r channel.Request) string {
 
 func (s *Server) txnOf(r channel.Request, id string, res channel.Result, at time.Time) txn {
 	return txn{id: id, op: r.Op, orderNo: r.OrderNo, original: r.Original, status: res.Status,
-		amount: res.Amount, currency: r.Currency, completedAt: at}
+		amount: res.Amount, shown: res.Amount, currency: r.Currency, completedAt: at}
 }
 
 func noticeOf(r channel.Request, txn string, res channel.Result) channel.Notice {
 	return channel.Notice{Op: r.Op, OrderNo: r.OrderNo, Txn: txn, Status: res.Status, Amount: res.Amount, BizID: r.BizID}
+}
+
+// A PayFault is a succeeded Pay the channel collected wrongly: twice (DupPay, under a second
+// txn) or another amount than asked (Mismatch, Paid).
+type PayFault struct {
+	OrderNo  string
+	BizID    string
+	DupPay   bool
+	Mismatch bool
+	Asked    uint64
+	Paid     uint64 // per collection
+	Txns     []string
+}
+
+// PayFaults lists the Pays settled so far that collected twice or another amount, by
+// order_no: the duplicate payments and amount mismatches the ledger should record.
+func (s *Server) PayFaults() []PayFault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []PayFault
+	for no, rec := range s.records {
+		if rec.req.Op != channel.Pay || rec.result.Status != channel.Succeeded || !(rec.fate.dupPay || rec.fate.mismatch) {
+			continue
+		}
+		pf := PayFault{OrderNo: no, BizID: rec.req.BizID, DupPay: rec.fate.dupPay, Mismatch: rec.fate.mismatch, Asked: rec.req.Amount,
+			Paid: rec.result.Amount, Txns: []string{rec.result.Txn}}
+		if rec.fate.dupPay {
+			pf.Txns = append(pf.Txns, rec.dupTxn)
+		}
+		pf.Mismatch = pf.Mismatch && pf.Paid != pf.Asked
+		out = append(out, pf)
+	}
+	slices.SortFunc(out, func(a, b PayFault) int { return cmp.Compare(a.OrderNo, b.OrderNo) })
+	return out
 }

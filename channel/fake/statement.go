@@ -158,7 +158,8 @@ func (s *Server) everyStatement() {
 	}()
 }
 
-// renderCSV is a statement's bytes: its txns by completion time, then txn.
+// renderCSV is a statement's bytes: its txns by completion time, then txn, as the statement
+// faults misreport them.
 func renderCSV(date string, txns []txn) ([]byte, error) {
 	slices.SortStableFunc(txns, func(a, b txn) int {
 		if c := a.completedAt.Compare(b.completedAt); c != 0 {
@@ -170,9 +171,16 @@ func renderCSV(date string, txns []txn) ([]byte, error) {
 	w := csv.NewWriter(&buf)
 	_ = w.Write(StatementHeader) // errors stay in w, reported by Error
 	for _, t := range txns {
+		status, amount := t.status, t.shown
+		switch t.fault {
+		case FaultDrop:
+			continue
+		case FaultStatus:
+			status, amount = channel.Failed, 0
+		}
 		_ = w.Write([]string{
-			date, t.id, t.op.String(), t.orderNo, t.original, t.status.String(),
-			strconv.FormatUint(t.amount, 10), t.currency, t.completedAt.Format(time.RFC3339Nano),
+			date, t.id, t.op.String(), t.orderNo, t.original, status.String(),
+			strconv.FormatUint(amount, 10), t.currency, t.completedAt.Format(time.RFC3339Nano),
 		})
 	}
 	w.Flush()
@@ -208,4 +216,30 @@ func writeWhole(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// A Fault is a statement fault the channel made (Config.StatementDropRate and the rest).
+type Fault struct {
+	Date    string // the statement's (YYYY-MM-DD)
+	Kind    StatementFault
+	Txn     string // the txn misreported, or (FaultLong) the line invented
+	OrderNo string
+	Op      channel.Op
+	Amount  uint64 // what the txn moved (FaultLong: what the line says)
+	Shown   uint64 // FaultAmount: what its line says
+}
+
+// StatementFaults lists the statement faults of date (YYYY-MM-DD, UTC) by txn: what a
+// reconciliation of its statement should find, and nothing else.
+func (s *Server) StatementFaults(date string) []Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Fault
+	for _, t := range s.book.byDate[date] {
+		if t.fault != FaultNone {
+			out = append(out, Fault{Date: date, Kind: t.fault, Txn: t.id, OrderNo: t.orderNo, Op: t.op, Amount: t.amount, Shown: t.shown})
+		}
+	}
+	slices.SortFunc(out, func(a, b Fault) int { return cmp.Compare(a.Txn, b.Txn) })
+	return out
 }

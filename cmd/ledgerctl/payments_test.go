@@ -273,7 +273,7 @@ func TestPaymentCommands(t *testing.T) {
 	}
 	before := updated.AddDate(0, 0, -2).Format(time.DateOnly) // over, even just after midnight
 	if code, out, errs = ctl("statement", "--addr", addr, "--channel", "demo", "--date", before); code != 0 ||
-		!strings.Contains(out, ": 0 lines; matched 0, duplicate 0, long 0") || !strings.HasSuffix(out, "no differences\n") {
+		!strings.Contains(out, ": 0 lines; matched 0, duplicate 0, held 0, long 0") || !strings.HasSuffix(out, "no differences\n") {
 		t.Fatalf("statement of the day before: exit %d\n%s%s", code, out, errs)
 	}
 	if code, _, errs = ctl("statement", "--addr", addr, "--channel", "nope", "--date", date); code != 2 || !strings.Contains(errs, "NotFound") {

@@ -59,9 +59,9 @@ func statement(args []string, stdout, stderr io.Writer) int {
 		if r.GetAgain() {
 			again = " (imported before)"
 		}
-		fmt.Fprintf(summary, "statement of %s for %s%s: %d lines; matched %d, duplicate %d, long %d, amount_mismatch %d, "+
+		fmt.Fprintf(summary, "statement of %s for %s%s: %d lines; matched %d, duplicate %d, held %d, long %d, amount_mismatch %d, "+
 			"status_mismatch %d, short %d; pending %d; applied %d, not applied %d; new records %d\n", *name, *date, again,
-			r.GetLines(), r.GetMatched(), r.GetDuplicate(), r.GetLong(), r.GetAmountMismatch(), r.GetStatusMismatch(),
+			r.GetLines(), r.GetMatched(), r.GetDuplicate(), r.GetHeld(), r.GetLong(), r.GetAmountMismatch(), r.GetStatusMismatch(),
 			r.GetShort(), r.GetPending(), r.GetApplied(), r.GetNotApplied(), r.GetNewRecords())
 		var code int
 		if *asCSV {
@@ -71,6 +71,12 @@ func statement(args []string, stdout, stderr io.Writer) int {
 		}
 		if code != 0 {
 			return code
+		}
+		if held := r.GetHeldLines(); len(held) > 0 && !*asCSV {
+			fmt.Fprintf(stdout, "\n%d line(s) held by an exception record of their order (not differences: ledgerctl exceptions shows the records):\n", r.GetHeld())
+			if code := printDifferences(stdout, held); code != 0 {
+				return code
+			}
 		}
 		if n := r.GetLong() + r.GetAmountMismatch() + r.GetStatusMismatch() + r.GetShort(); n > 0 {
 			if listed := uint32(len(r.GetDifferences())); listed < n {

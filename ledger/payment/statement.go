@@ -169,11 +169,17 @@ const (
 	LineStatus
 	// LineShort is not a line: a txn that moved money in the books and is on no statement.
 	LineShort
+	// LineHeld: a collection for an order that did not succeed (the channel collected another
+	// amount than asked, or collected again), which the books hold with its amount in
+	// suspense under the order's exception record: the line agrees with the books, and the
+	// exception record (found when the callback came) is where the anomaly is decided, so it
+	// is not a difference of the statement (no second record of the same money).
+	LineHeld
 	lineClasses
 )
 
 var lineClassNames = [...]string{LineMatched: "matched", LineDuplicate: "duplicate", LineLong: "long",
-	LineAmount: "amount_mismatch", LineStatus: "status_mismatch", LineShort: "short"}
+	LineAmount: "amount_mismatch", LineStatus: "status_mismatch", LineShort: "short", LineHeld: "held"}
 
 func (c LineClass) String() string {
 	if c < lineClasses && lineClassNames[c] != "" {
@@ -278,6 +284,17 @@ func (s *Setup) long(m Match, ledgers Ledgers, why string) Match {
 	return money(m)
 }
 
+// heldBy reports whether an exception record of kind of the order is about txn (whatever
+// its step: a record resolved still accounts for the money it held).
+func (o *Order) heldBy(txn string, kind ExceptionKind) bool {
+	for k := range o.Exceptions {
+		if x := &o.Exceptions[k]; x.Kind == kind && x.Txn == txn && txn != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // money sets In or Out from the two sides' amounts: a collection (pay) adds to what the
 // channel holds for the platform, a payout or refund takes from it.
 func money(m Match) Match {
@@ -320,18 +337,24 @@ func matchOwn(m Match, o *Order, ours *ChannelTxn) Match {
 			return m
 		case !ours.Own && o.State != Succeeded:
 			// A second collection of an order that did not succeed: the money is held by its
-			// record, and the channel says the request succeeded while the order failed.
-			m.Class, m.Note = LineStatus, fmt.Sprintf("the order is %v; the channel collected under txn %s (held by %s)", o.State, m.Txn, ours.What)
+			// record, which decides it.
+			m.Class, m.Note = LineHeld, fmt.Sprintf("the order is %v; the channel collected under txn %s (held by %s)", o.State, m.Txn, ours.What)
 			return m
 		case !ours.Own:
 			m.Class, m.Note = LineDuplicate, "held by "+ours.What
 			return m
+		case o.Outcome == OutcomeMismatch && !o.heldBy(m.Txn, AmountMismatch):
+			// The order failed (AMOUNT_MISMATCH) and no record holds what the channel
+			// collected (the order had no room for one): the books do not hold the money.
+			m.OurStatus, m.OurAmount = channel.Failed, 0
+			m.Class, m.Note = LineStatus, fmt.Sprintf("the order is %v (amount_mismatch: it asked %d) and no record holds the %d the channel collected under txn %s",
+				o.State, o.Amount, m.TheirAmount, m.Txn)
 		case o.Outcome == OutcomeMismatch:
 			// The channel collected another amount than the order's: the order failed
 			// (AMOUNT_MISMATCH) and its record holds what was collected. The line agrees with
-			// the txn as the books hold it, not with the order: as a second collection of a
-			// failed order, a status mismatch that books nothing.
-			m.Class, m.Note = LineStatus, fmt.Sprintf("the order is %v (amount_mismatch: it asked %d); the channel collected %d under txn %s",
+			// the txn as the books hold it: held, as a second collection of a failed order;
+			// the record decides the money.
+			m.Class, m.Note = LineHeld, fmt.Sprintf("the order is %v (amount_mismatch: it asked %d); the channel collected %d under txn %s",
 				o.State, o.Amount, m.TheirAmount, m.Txn)
 			if ours.Holder != "" {
 				m.Note += " (held by " + ours.Holder + ")"

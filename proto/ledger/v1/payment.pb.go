@@ -590,6 +590,10 @@ const (
 	StatementClass_STATEMENT_CLASS_STATUS_MISMATCH StatementClass = 5
 	// The books hold a txn that moved money and no statement has it.
 	StatementClass_STATEMENT_CLASS_SHORT StatementClass = 6
+	// A collection for an order that did not succeed (another amount than asked, or a second
+	// collection), which the books hold in suspense under the order's exception record: that
+	// record decides it; not a difference.
+	StatementClass_STATEMENT_CLASS_HELD StatementClass = 7
 )
 
 // Enum value maps for StatementClass.
@@ -602,6 +606,7 @@ var (
 		4: "STATEMENT_CLASS_AMOUNT_MISMATCH",
 		5: "STATEMENT_CLASS_STATUS_MISMATCH",
 		6: "STATEMENT_CLASS_SHORT",
+		7: "STATEMENT_CLASS_HELD",
 	}
 	StatementClass_value = map[string]int32{
 		"STATEMENT_CLASS_UNSPECIFIED":     0,
@@ -611,6 +616,7 @@ var (
 		"STATEMENT_CLASS_AMOUNT_MISMATCH": 4,
 		"STATEMENT_CLASS_STATUS_MISMATCH": 5,
 		"STATEMENT_CLASS_SHORT":           6,
+		"STATEMENT_CLASS_HELD":            7,
 	}
 )
 
@@ -2690,8 +2696,13 @@ type ImportStatementResponse struct {
 	// Records this import wrote (the others existed).
 	NewRecords uint32 `protobuf:"varint,11,opt,name=new_records,json=newRecords,proto3" json:"new_records,omitempty"`
 	// The same file was imported before.
-	Again         bool                   `protobuf:"varint,12,opt,name=again,proto3" json:"again,omitempty"`
-	Differences   []*StatementDifference `protobuf:"bytes,13,rep,name=differences,proto3" json:"differences,omitempty"`
+	Again       bool                   `protobuf:"varint,12,opt,name=again,proto3" json:"again,omitempty"`
+	Differences []*StatementDifference `protobuf:"bytes,13,rep,name=differences,proto3" json:"differences,omitempty"`
+	// Lines held by an exception record of their order (STATEMENT_CLASS_HELD).
+	Held uint32 `protobuf:"varint,14,opt,name=held,proto3" json:"held,omitempty"`
+	// At most 1,000 of the held lines: not differences (the order's exception record, listed
+	// by ListExceptions, decides their money), shown so that an operator sees them.
+	HeldLines     []*StatementDifference `protobuf:"bytes,15,rep,name=held_lines,json=heldLines,proto3" json:"held_lines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2813,6 +2824,20 @@ func (x *ImportStatementResponse) GetAgain() bool {
 func (x *ImportStatementResponse) GetDifferences() []*StatementDifference {
 	if x != nil {
 		return x.Differences
+	}
+	return nil
+}
+
+func (x *ImportStatementResponse) GetHeld() uint32 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
+func (x *ImportStatementResponse) GetHeldLines() []*StatementDifference {
+	if x != nil {
+		return x.HeldLines
 	}
 	return nil
 }
@@ -3727,7 +3752,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\tstatement\x18\x03 \x01(\v2\x1d.ledger.v1.StatementExceptionR\tstatement\"F\n" +
 	"\x16ImportStatementRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
-	"\x04date\x18\x02 \x01(\tR\x04date\"\xb1\x03\n" +
+	"\x04date\x18\x02 \x01(\tR\x04date\"\x84\x04\n" +
 	"\x17ImportStatementResponse\x12\x14\n" +
 	"\x05lines\x18\x01 \x01(\rR\x05lines\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\rR\aapplied\x12\x1f\n" +
@@ -3744,7 +3769,10 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\vnew_records\x18\v \x01(\rR\n" +
 	"newRecords\x12\x14\n" +
 	"\x05again\x18\f \x01(\bR\x05again\x12@\n" +
-	"\vdifferences\x18\r \x03(\v2\x1e.ledger.v1.StatementDifferenceR\vdifferences\"\xa7\x01\n" +
+	"\vdifferences\x18\r \x03(\v2\x1e.ledger.v1.StatementDifferenceR\vdifferences\x12\x12\n" +
+	"\x04held\x18\x0e \x01(\rR\x04held\x12=\n" +
+	"\n" +
+	"held_lines\x18\x0f \x03(\v2\x1e.ledger.v1.StatementDifferenceR\theldLines\"\xa7\x01\n" +
 	"\rChannelStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bdegraded\x18\x02 \x01(\bR\bdegraded\x121\n" +
@@ -3875,7 +3903,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x14EXCEPTION_STATE_OPEN\x10\x02\x12\x1d\n" +
 	"\x19EXCEPTION_STATE_REFUNDING\x10\x03\x12\x1d\n" +
 	"\x19EXCEPTION_STATE_UNBOOKING\x10\x04\x12\x1c\n" +
-	"\x18EXCEPTION_STATE_RESOLVED\x10\x05*\xec\x01\n" +
+	"\x18EXCEPTION_STATE_RESOLVED\x10\x05*\x86\x02\n" +
 	"\x0eStatementClass\x12\x1f\n" +
 	"\x1bSTATEMENT_CLASS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17STATEMENT_CLASS_MATCHED\x10\x01\x12\x1d\n" +
@@ -3883,7 +3911,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x14STATEMENT_CLASS_LONG\x10\x03\x12#\n" +
 	"\x1fSTATEMENT_CLASS_AMOUNT_MISMATCH\x10\x04\x12#\n" +
 	"\x1fSTATEMENT_CLASS_STATUS_MISMATCH\x10\x05\x12\x19\n" +
-	"\x15STATEMENT_CLASS_SHORT\x10\x06*m\n" +
+	"\x15STATEMENT_CLASS_SHORT\x10\x06\x12\x18\n" +
+	"\x14STATEMENT_CLASS_HELD\x10\a*m\n" +
 	"\n" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -4018,45 +4047,46 @@ var file_ledger_v1_payment_proto_depIdxs = []int32{
 	14, // 29: ledger.v1.ResolveExceptionResponse.order:type_name -> ledger.v1.PaymentOrder
 	27, // 30: ledger.v1.ResolveExceptionResponse.statement:type_name -> ledger.v1.StatementException
 	26, // 31: ledger.v1.ImportStatementResponse.differences:type_name -> ledger.v1.StatementDifference
-	8,  // 32: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
-	33, // 33: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
-	33, // 34: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
-	9,  // 35: ledger.v1.ReconFindingKey.kind:type_name -> ledger.v1.ReconFindingKind
-	38, // 36: ledger.v1.ReconFinding.key:type_name -> ledger.v1.ReconFindingKey
-	39, // 37: ledger.v1.ReconFinding.differences:type_name -> ledger.v1.ReconDifference
-	10, // 38: ledger.v1.ReconFinding.state:type_name -> ledger.v1.ReconFindingState
-	38, // 39: ledger.v1.ListReconFindingsRequest.after:type_name -> ledger.v1.ReconFindingKey
-	40, // 40: ledger.v1.ListReconFindingsResponse.findings:type_name -> ledger.v1.ReconFinding
-	38, // 41: ledger.v1.ListReconFindingsResponse.next_after:type_name -> ledger.v1.ReconFindingKey
-	38, // 42: ledger.v1.ResolveReconFindingRequest.key:type_name -> ledger.v1.ReconFindingKey
-	40, // 43: ledger.v1.ResolveReconFindingResponse.finding:type_name -> ledger.v1.ReconFinding
-	15, // 44: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
-	18, // 45: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
-	20, // 46: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
-	21, // 47: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
-	24, // 48: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
-	29, // 49: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
-	31, // 50: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
-	34, // 51: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
-	36, // 52: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
-	41, // 53: ledger.v1.PaymentService.ListReconFindings:input_type -> ledger.v1.ListReconFindingsRequest
-	43, // 54: ledger.v1.PaymentService.ResolveReconFinding:input_type -> ledger.v1.ResolveReconFindingRequest
-	17, // 55: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
-	19, // 56: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
-	23, // 57: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
-	22, // 58: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
-	28, // 59: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
-	30, // 60: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
-	32, // 61: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
-	35, // 62: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
-	37, // 63: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
-	42, // 64: ledger.v1.PaymentService.ListReconFindings:output_type -> ledger.v1.ListReconFindingsResponse
-	44, // 65: ledger.v1.PaymentService.ResolveReconFinding:output_type -> ledger.v1.ResolveReconFindingResponse
-	55, // [55:66] is the sub-list for method output_type
-	44, // [44:55] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	26, // 32: ledger.v1.ImportStatementResponse.held_lines:type_name -> ledger.v1.StatementDifference
+	8,  // 33: ledger.v1.ChannelStatus.circuit:type_name -> ledger.v1.CircuitState
+	33, // 34: ledger.v1.SetChannelDegradedResponse.status:type_name -> ledger.v1.ChannelStatus
+	33, // 35: ledger.v1.ListChannelsResponse.channels:type_name -> ledger.v1.ChannelStatus
+	9,  // 36: ledger.v1.ReconFindingKey.kind:type_name -> ledger.v1.ReconFindingKind
+	38, // 37: ledger.v1.ReconFinding.key:type_name -> ledger.v1.ReconFindingKey
+	39, // 38: ledger.v1.ReconFinding.differences:type_name -> ledger.v1.ReconDifference
+	10, // 39: ledger.v1.ReconFinding.state:type_name -> ledger.v1.ReconFindingState
+	38, // 40: ledger.v1.ListReconFindingsRequest.after:type_name -> ledger.v1.ReconFindingKey
+	40, // 41: ledger.v1.ListReconFindingsResponse.findings:type_name -> ledger.v1.ReconFinding
+	38, // 42: ledger.v1.ListReconFindingsResponse.next_after:type_name -> ledger.v1.ReconFindingKey
+	38, // 43: ledger.v1.ResolveReconFindingRequest.key:type_name -> ledger.v1.ReconFindingKey
+	40, // 44: ledger.v1.ResolveReconFindingResponse.finding:type_name -> ledger.v1.ReconFinding
+	15, // 45: ledger.v1.PaymentService.CreatePayments:input_type -> ledger.v1.CreatePaymentsRequest
+	18, // 46: ledger.v1.PaymentService.GetOrders:input_type -> ledger.v1.GetOrdersRequest
+	20, // 47: ledger.v1.PaymentService.GetOrdersByBizId:input_type -> ledger.v1.GetOrdersByBizIdRequest
+	21, // 48: ledger.v1.PaymentService.ReconcileBizId:input_type -> ledger.v1.ReconcileBizIdRequest
+	24, // 49: ledger.v1.PaymentService.ListExceptions:input_type -> ledger.v1.ListExceptionsRequest
+	29, // 50: ledger.v1.PaymentService.ResolveException:input_type -> ledger.v1.ResolveExceptionRequest
+	31, // 51: ledger.v1.PaymentService.ImportStatement:input_type -> ledger.v1.ImportStatementRequest
+	34, // 52: ledger.v1.PaymentService.SetChannelDegraded:input_type -> ledger.v1.SetChannelDegradedRequest
+	36, // 53: ledger.v1.PaymentService.ListChannels:input_type -> ledger.v1.ListChannelsRequest
+	41, // 54: ledger.v1.PaymentService.ListReconFindings:input_type -> ledger.v1.ListReconFindingsRequest
+	43, // 55: ledger.v1.PaymentService.ResolveReconFinding:input_type -> ledger.v1.ResolveReconFindingRequest
+	17, // 56: ledger.v1.PaymentService.CreatePayments:output_type -> ledger.v1.CreatePaymentsResponse
+	19, // 57: ledger.v1.PaymentService.GetOrders:output_type -> ledger.v1.GetOrdersResponse
+	23, // 58: ledger.v1.PaymentService.GetOrdersByBizId:output_type -> ledger.v1.GetOrdersByBizIdResponse
+	22, // 59: ledger.v1.PaymentService.ReconcileBizId:output_type -> ledger.v1.ReconcileBizIdResponse
+	28, // 60: ledger.v1.PaymentService.ListExceptions:output_type -> ledger.v1.ListExceptionsResponse
+	30, // 61: ledger.v1.PaymentService.ResolveException:output_type -> ledger.v1.ResolveExceptionResponse
+	32, // 62: ledger.v1.PaymentService.ImportStatement:output_type -> ledger.v1.ImportStatementResponse
+	35, // 63: ledger.v1.PaymentService.SetChannelDegraded:output_type -> ledger.v1.SetChannelDegradedResponse
+	37, // 64: ledger.v1.PaymentService.ListChannels:output_type -> ledger.v1.ListChannelsResponse
+	42, // 65: ledger.v1.PaymentService.ListReconFindings:output_type -> ledger.v1.ListReconFindingsResponse
+	44, // 66: ledger.v1.PaymentService.ResolveReconFinding:output_type -> ledger.v1.ResolveReconFindingResponse
+	56, // [56:67] is the sub-list for method output_type
+	45, // [45:56] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_payment_proto_init() }
