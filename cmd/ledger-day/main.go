@@ -19,12 +19,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/ledgercore/ledger/internal/logging"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/sim/day"
 )
@@ -75,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (c day.Config, details *bool, e
 		"the accounting day to run (YYYY-MM-DD); it must have ended, with 10 minutes to spare, on this machine's clock (UTC)")
 	details = fs.Bool("details", false, "list every injected anomaly (else only those not found exactly once)")
 	logLevel := fs.String("log-level", "error", "the components' log level: debug, info, warn or error (to stderr)")
+	logFormat := fs.String("log-format", logging.FormatText, "the components' log format: text or json")
 	fs.StringVar(&c.Dir, "data-dir", "day-data", "the new store's directory (must not hold one)")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the orders and of the channel's faults")
 	fs.IntVar(&c.Users, "users", 50, fmt.Sprintf("users who pay (2 to %d)", day.UsersMax))
@@ -99,10 +100,9 @@ func parseFlags(args []string, stderr io.Writer) (c day.Config, details *bool, e
 	if c.Date, err = ledger.ParseDay(*date); err != nil {
 		return c, nil, fmt.Errorf("--date: %w", err)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return c, nil, fmt.Errorf("--log-level: %w", err)
+	// One handler for every line, the actor system's included (it logs through slog's default).
+	if c.Log, err = logging.Setup(stderr, *logFormat, *logLevel); err != nil {
+		return c, nil, err
 	}
-	c.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	return c, details, nil
 }
