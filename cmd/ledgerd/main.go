@@ -49,6 +49,7 @@ type config struct {
 	eodAt                                                   string // HH:MM UTC; empty: no schedule
 	eodAtMinute                                             int    // eodAt in minutes past midnight
 	eodDrainTimeout                                         time.Duration
+	backupRoot                                              string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -80,6 +81,7 @@ func parseFlags(args []string) (config, error) {
 	c.recon.register(fs)
 	firstDay := fs.String("first-day", "", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own")
 	fs.StringVar(&c.eodAt, "eod-at", "", "close every accounting day that is due (its calendar end, UTC, has passed), in order, at the start and every day at HH:MM UTC (empty: only on request); a day not archived is logged and tried again at the next run")
+	fs.StringVar(&c.backupRoot, "backup-root", "backups", "where AdminService.Backup (ledgerctl backup NAME) writes copies of the store, NAME under it (made when needed; empty: backups off)")
 	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -215,7 +217,7 @@ func run(args []string) error {
 	if c.eodAt != "" {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner)))
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner), api.WithBackups(c.backupRoot, metrics.Registry)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
