@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
@@ -127,6 +128,17 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.clockSkewMax < 100*time.Millisecond || c.clockSkewMax > time.Hour {
 		return c, fmt.Errorf("--clock-skew-max must be 100ms to 1h, not %v", c.clockSkewMax)
+	}
+	if c.backupRoot != "" {
+		root, err1 := filepath.Abs(c.backupRoot)
+		data, err2 := filepath.Abs(c.dataDir)
+		if err := errors.Join(err1, err2); err != nil {
+			return c, err
+		}
+		if rel, err := filepath.Rel(data, root); err == nil && filepath.IsLocal(rel) || root == data {
+			return c, fmt.Errorf("--backup-root %s is inside --data-dir %s: a backup must not be inside the store it copies", c.backupRoot, c.dataDir)
+		}
+		c.backupRoot = root
 	}
 	if err := c.recon.check(); err != nil {
 		return c, err
