@@ -353,6 +353,16 @@ func (l *Ledger) Read(fn func(v *storage.Reader) error) error {
 	return errors.Join(fn(v), v.Close())
 }
 
+// Backup writes a consistent copy of the store into dir, while the ledger serves
+// (storage.Store.Backup).
+func (l *Ledger) Backup(dir string) (storage.BackupInfo, error) {
+	if err := l.enter(); err != nil {
+		return storage.BackupInfo{}, err
+	}
+	defer l.active.Done()
+	return l.store.Backup(dir)
+}
+
 // StorageStats are the storage engine's figures.
 func (l *Ledger) StorageStats() storage.Stats { return l.store.Stats() }
 

@@ -43,6 +43,12 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, storage.ErrReconFindingResolved):
 		return codes.FailedPrecondition
+	case errors.Is(err, ErrBackupsOff):
+		return codes.FailedPrecondition
+	case errors.Is(err, ErrBackupRunning):
+		return codes.Aborted
+	case errors.Is(err, storage.ErrBackupExists):
+		return codes.AlreadyExists
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -46,6 +46,7 @@ type Service struct {
 	chart   *rules.Chart // the trial balance's; nil: rules.Default
 	events  *events.Sequencer
 	eod     *eod.Runner // end of day; nil: not served
+	backups *backups    // nil: backups are off
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
 	sendTimeout time.Duration
 }

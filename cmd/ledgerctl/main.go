@@ -44,6 +44,8 @@
 //	                                    the records of statement imports
 //	ledgerctl resolve-statement CHANNEL DATE TXN close|reverse [--note TEXT]
 //	                                    an operator's resolution of a statement record
+//	ledgerctl backup [--verify] NAME    a consistent copy of a running ledgerd's store, in NAME
+//	                                    under its --backup-root (exit 1: --verify found problems)
 //
 // The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
 // tables (amounts in minor units), and take their flags before or after their arguments.
@@ -122,6 +124,7 @@ const usage = `usage:
   ledgerctl resolve-recon [--addr HOST:PORT] [--note TEXT] ID
   ledgerctl statement [--addr HOST:PORT] --channel NAME --date YYYY-MM-DD [--csv]
   ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse
+  ledgerctl backup [--addr HOST:PORT] [--verify] NAME
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -162,6 +165,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return reconFindings(args[1:], stdout, stderr)
 	case "resolve-recon":
 		return resolveRecon(args[1:], stdout, stderr)
+	case "backup":
+		return backup(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -230,21 +235,11 @@ func parseArgs(fs *flag.FlagSet, args []string) (positional []string, code int) 
 }
 
 func verifyStore(dir string) (storage.Report, error) {
-	if _, err := os.Stat(dir); err != nil {
-		return storage.Report{}, err
-	}
-	// Read-only: verifying a stopped store must not change it (no WAL replayed into a new
-	// sstable, no format or shard records written).
-	store, err := storage.Open(dir, storage.Options{ReadOnly: true})
+	rep, err := storage.VerifyDir(dir)
 	if errors.Is(err, storage.ErrLocked) {
-		return storage.Report{}, fmt.Errorf("%w: a running ledgerd holds it; verify it through ledgerd with --addr HOST:PORT instead of --data-dir", err)
+		return rep, fmt.Errorf("%w: a running ledgerd holds it; verify it through ledgerd with --addr HOST:PORT instead of --data-dir", err)
 	}
-	if err != nil {
-		return storage.Report{}, err
-	}
-	snap := store.Snapshot()
-	rep, err := storage.Verify(snap, store.Shards())
-	return rep, errors.Join(err, snap.Close(), store.Close())
+	return rep, err
 }
 
 func verifyRemote(addr string, timeout time.Duration) (storage.Report, error) {

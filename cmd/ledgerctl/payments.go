@@ -27,6 +27,7 @@ var paymentUsage = map[string]string{
 	"orders":          "ledgerctl orders [--addr HOST:PORT] ID... | --biz-id BIZ [--limit N]",
 	"exceptions":      "ledgerctl exceptions [--addr HOST:PORT] [--all] [--after ID] [--limit N] | --statements [--after-channel C --after-date D --after-txn T]",
 	"resolve":         "ledgerctl resolve [--addr HOST:PORT] [--note TEXT] ORDER INDEX refund|close",
+	"backup":          "ledgerctl backup [--addr HOST:PORT] [--verify] [--timeout D] NAME   (NAME: a new directory under ledgerd's --backup-root)",
 }
 
 // payCmd is one payment command being run: its flags, then its connection to ledgerd.

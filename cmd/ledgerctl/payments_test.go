@@ -286,7 +286,8 @@ func TestPaymentCommands(t *testing.T) {
 func TestPaymentCommandsArgs(t *testing.T) {
 	for _, args := range [][]string{{"channels", "--help"}, {"channel", "--help"}, {"channel", "degrade", "--help"},
 		{"channel", "restore", "-h"}, {"orders", "--help"}, {"exceptions", "--help"}, {"resolve", "--help"},
-		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}, {"statement", "--help"}, {"resolve-statement", "-h"}} {
+		{"resolve", "1", "0", "close", "--help"}, {"recon", "--help"}, {"statement", "--help"}, {"resolve-statement", "-h"},
+		{"backup", "--help"}, {"backup", "x", "--help"}} {
 		if code, _, errs := ctl(args...); code != 0 || !strings.Contains(errs, "usage: ledgerctl ") {
 			t.Errorf("%q: exit %d, want 0\n%s", args, code, errs)
 		}
@@ -322,6 +323,8 @@ func TestPaymentCommandsArgs(t *testing.T) {
 		{[]string{"resolve-statement", "demo", "2026-11-26", "T1"}, "want CHANNEL DATE TXN close|reverse"},
 		{[]string{"resolve-statement", "demo", "2026-11-26", "T1", "refund"}, `resolution "refund": want close or reverse`},
 		{[]string{"recon", "--biz-id", "b", "x"}, `unexpected arguments ["x"]`},
+		{[]string{"backup"}, "want one NAME, not 0 arguments"},
+		{[]string{"backup", "a", "b", "--verify"}, "want one NAME, not 2 arguments"},
 	} {
 		if code, out, errs := ctl(c.args...); code != 2 || out != "" || !strings.Contains(errs, c.err) {
 			t.Errorf("%q: exit %d, want 2 and %q\n%s%s", c.args, code, c.err, out, errs)

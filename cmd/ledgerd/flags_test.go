@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -49,6 +50,18 @@ func TestFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--recon-follow", "--recon-hold-max", "0"}); err == nil {
 		t.Error("--recon-hold-max 0 accepted")
+	}
+	for _, args := range [][]string{{"--data-dir", "d", "--backup-root", "d/backups"}, {"--data-dir", "d", "--backup-root", "d"},
+		{"--data-dir", "./d/", "--backup-root", "d/x/../b"}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%q: a backup root inside the store accepted", args)
+		}
+	}
+	if c, err := parseFlags([]string{"--data-dir", "d", "--backup-root", "d-backups"}); err != nil || !filepath.IsAbs(c.backupRoot) {
+		t.Errorf("--backup-root beside the store: %q %v", c.backupRoot, err)
+	}
+	if c, err := parseFlags([]string{"--backup-root", ""}); err != nil || c.backupRoot != "" {
+		t.Errorf("--backup-root empty (off): %q %v", c.backupRoot, err)
 	}
 	if _, err := parseFlags([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)

@@ -19,6 +19,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -76,6 +77,7 @@ type config struct {
 	eodAt                                                   string // HH:MM UTC; empty: no schedule
 	eodAtMinute                                             int    // eodAt in minutes past midnight
 	eodDrainTimeout                                         time.Duration
+	backupRoot                                              string
 }
 
 // newFlagSet defines ledgerd's flags into c. It prints nothing: run prints --help's usage to
@@ -120,6 +122,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 		return nil
 	})
 	fs.StringVar(&c.eodAt, "eod-at", "", "close every accounting day that is due (its calendar end, UTC, has passed), in order, at the start and every day at HH:MM UTC (empty: only on request); a day not archived is logged and tried again at the next run")
+	fs.StringVar(&c.backupRoot, "backup-root", "backups", "where AdminService.Backup (ledgerctl backup NAME) writes copies of the store, NAME under it (made when needed; empty: backups off)")
 	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
 	return fs
 }
@@ -161,6 +164,17 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.clockSkewMax < 100*time.Millisecond || c.clockSkewMax > time.Hour {
 		return c, fmt.Errorf("--clock-skew-max must be 100ms to 1h, not %v", c.clockSkewMax)
+	}
+	if c.backupRoot != "" {
+		root, err1 := filepath.Abs(c.backupRoot)
+		data, err2 := filepath.Abs(c.dataDir)
+		if err := errors.Join(err1, err2); err != nil {
+			return c, err
+		}
+		if rel, err := filepath.Rel(data, root); err == nil && filepath.IsLocal(rel) || root == data {
+			return c, fmt.Errorf("--backup-root %s is inside --data-dir %s: a backup must not be inside the store it copies", c.backupRoot, c.dataDir)
+		}
+		c.backupRoot = root
 	}
 	if err := c.recon.check(); err != nil {
 		return c, err
@@ -335,7 +349,7 @@ func run(args []string, stop <-chan os.Signal) error {
 	if c.eodAt != "" {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner)))
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner), api.WithBackups(c.backupRoot, metrics.Registry)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	httpSrv := serveMetrics(c, lis.metrics, metrics, health)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

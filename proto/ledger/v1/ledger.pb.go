@@ -1753,6 +1753,148 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 	return 0
 }
 
+type BackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new directory, relative to the backup root (e.g. "2026-11-27"); it must not exist.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Then verify the copy as `ledgerctl verify --data-dir` would (every balance recomputed
+	// from its journal, read only): the answer lists what differs. A full scan of the copy.
+	Verify        bool `protobuf:"varint,2,opt,name=verify,proto3" json:"verify,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BackupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackupRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+type BackupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The copy's absolute path on the server.
+	Path  string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Files uint32 `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	Bytes uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// How long the copy took, in milliseconds (the verification not included).
+	Millis uint64 `protobuf:"varint,4,opt,name=millis,proto3" json:"millis,omitempty"`
+	// With verify: true when the copy was verified, and what differs (empty: clean).
+	Verified      bool     `protobuf:"varint,5,opt,name=verified,proto3" json:"verified,omitempty"`
+	Problems      []string `protobuf:"bytes,6,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupResponse) Reset() {
+	*x = BackupResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupResponse) ProtoMessage() {}
+
+func (x *BackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
+func (*BackupResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BackupResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackupResponse) GetFiles() uint32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetMillis() uint64 {
+	if x != nil {
+		return x.Millis
+	}
+	return 0
+}
+
+func (x *BackupResponse) GetVerified() bool {
+	if x != nil {
+		return x.Verified
+	}
+	return false
+}
+
+func (x *BackupResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
 type RunEndOfDayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The day to close, YYYY-MM-DD; empty: every day that is due, in order (those an earlier
@@ -1767,7 +1909,7 @@ type RunEndOfDayRequest struct {
 
 func (x *RunEndOfDayRequest) Reset() {
 	*x = RunEndOfDayRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1921,7 @@ func (x *RunEndOfDayRequest) String() string {
 func (*RunEndOfDayRequest) ProtoMessage() {}
 
 func (x *RunEndOfDayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1934,7 @@ func (x *RunEndOfDayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEndOfDayRequest.ProtoReflect.Descriptor instead.
 func (*RunEndOfDayRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RunEndOfDayRequest) GetDate() string {
@@ -1839,7 +1981,7 @@ type RunEndOfDayResponse struct {
 
 func (x *RunEndOfDayResponse) Reset() {
 	*x = RunEndOfDayResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1993,7 @@ func (x *RunEndOfDayResponse) String() string {
 func (*RunEndOfDayResponse) ProtoMessage() {}
 
 func (x *RunEndOfDayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2006,7 @@ func (x *RunEndOfDayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEndOfDayResponse.ProtoReflect.Descriptor instead.
 func (*RunEndOfDayResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RunEndOfDayResponse) GetDate() string {
@@ -1956,7 +2098,7 @@ type AcceptEndOfDayRequest struct {
 
 func (x *AcceptEndOfDayRequest) Reset() {
 	*x = AcceptEndOfDayRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2110,7 @@ func (x *AcceptEndOfDayRequest) String() string {
 func (*AcceptEndOfDayRequest) ProtoMessage() {}
 
 func (x *AcceptEndOfDayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2123,7 @@ func (x *AcceptEndOfDayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptEndOfDayRequest.ProtoReflect.Descriptor instead.
 func (*AcceptEndOfDayRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AcceptEndOfDayRequest) GetDate() string {
@@ -2007,7 +2149,7 @@ type AcceptEndOfDayResponse struct {
 
 func (x *AcceptEndOfDayResponse) Reset() {
 	*x = AcceptEndOfDayResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2161,7 @@ func (x *AcceptEndOfDayResponse) String() string {
 func (*AcceptEndOfDayResponse) ProtoMessage() {}
 
 func (x *AcceptEndOfDayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2174,7 @@ func (x *AcceptEndOfDayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptEndOfDayResponse.ProtoReflect.Descriptor instead.
 func (*AcceptEndOfDayResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AcceptEndOfDayResponse) GetResult() *RunEndOfDayResponse {
@@ -2050,7 +2192,7 @@ type GetEndOfDayStatusRequest struct {
 
 func (x *GetEndOfDayStatusRequest) Reset() {
 	*x = GetEndOfDayStatusRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2204,7 @@ func (x *GetEndOfDayStatusRequest) String() string {
 func (*GetEndOfDayStatusRequest) ProtoMessage() {}
 
 func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2217,7 @@ func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndOfDayStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetEndOfDayStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
 }
 
 type GetEndOfDayStatusResponse struct {
@@ -2095,7 +2237,7 @@ type GetEndOfDayStatusResponse struct {
 
 func (x *GetEndOfDayStatusResponse) Reset() {
 	*x = GetEndOfDayStatusResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2249,7 @@ func (x *GetEndOfDayStatusResponse) String() string {
 func (*GetEndOfDayStatusResponse) ProtoMessage() {}
 
 func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2262,7 @@ func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndOfDayStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetEndOfDayStatusResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetEndOfDayStatusResponse) GetCurrentDate() string {
@@ -2168,7 +2310,7 @@ type TrialBalanceRequest struct {
 
 func (x *TrialBalanceRequest) Reset() {
 	*x = TrialBalanceRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2322,7 @@ func (x *TrialBalanceRequest) String() string {
 func (*TrialBalanceRequest) ProtoMessage() {}
 
 func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2335,7 @@ func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceRequest.ProtoReflect.Descriptor instead.
 func (*TrialBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TrialBalanceRequest) GetLedger() uint32 {
@@ -2220,7 +2362,7 @@ type TrialBalanceResponse struct {
 
 func (x *TrialBalanceResponse) Reset() {
 	*x = TrialBalanceResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2374,7 @@ func (x *TrialBalanceResponse) String() string {
 func (*TrialBalanceResponse) ProtoMessage() {}
 
 func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2387,7 @@ func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceResponse.ProtoReflect.Descriptor instead.
 func (*TrialBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TrialBalanceResponse) GetLedgers() []*TrialBalanceLedger {
@@ -2287,7 +2429,7 @@ type TrialBalanceLedger struct {
 
 func (x *TrialBalanceLedger) Reset() {
 	*x = TrialBalanceLedger{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2441,7 @@ func (x *TrialBalanceLedger) String() string {
 func (*TrialBalanceLedger) ProtoMessage() {}
 
 func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2454,7 @@ func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLedger.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLedger) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TrialBalanceLedger) GetLedger() uint32 {
@@ -2381,7 +2523,7 @@ type TrialBalanceLine struct {
 
 func (x *TrialBalanceLine) Reset() {
 	*x = TrialBalanceLine{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2393,7 +2535,7 @@ func (x *TrialBalanceLine) String() string {
 func (*TrialBalanceLine) ProtoMessage() {}
 
 func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2406,7 +2548,7 @@ func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLine.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLine) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TrialBalanceLine) GetCode() uint32 {
@@ -2508,7 +2650,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2662,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2675,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{31}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{33}
 }
 
 type VerifyResponse struct {
@@ -2549,7 +2691,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2703,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2716,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{32}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VerifyResponse) GetProblems() []string {
@@ -2706,7 +2848,17 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x03day\x18\v \x01(\rR\x03dayJ\x04\b\x03\x10\a\"z\n" +
 	"\x1aGetAccountBalancesResponse\x125\n" +
 	"\bbalances\x18\x01 \x03(\v2\x19.ledger.v1.AccountBalanceR\bbalances\x12%\n" +
-	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\">\n" +
+	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\";\n" +
+	"\rBackupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xa0\x01\n" +
+	"\x0eBackupResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\rR\x05files\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x16\n" +
+	"\x06millis\x18\x04 \x01(\x04R\x06millis\x12\x1a\n" +
+	"\bverified\x18\x05 \x01(\bR\bverified\x12\x1a\n" +
+	"\bproblems\x18\x06 \x03(\tR\bproblems\">\n" +
 	"\x12RunEndOfDayRequest\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
 	"\x05early\x18\x02 \x01(\bR\x05early\"\x9d\x02\n" +
@@ -2843,13 +2995,14 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"1CREATE_TRANSFER_RESULT_PENDING_TRANSFER_IN_FLIGHT\x10)\x12'\n" +
 	"#CREATE_TRANSFER_RESULT_ID_IN_FLIGHT\x10*\x12>\n" +
 	":CREATE_TRANSFER_RESULT_PENDING_TRANSFER_HAS_DIFFERENT_CODE\x10+\x126\n" +
-	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xa3\x03\n" +
+	"2CREATE_TRANSFER_RESULT_CHAIN_IDS_MUST_BE_DIFFERENT\x10,2\xe2\x03\n" +
 	"\fAdminService\x12=\n" +
 	"\x06Verify\x12\x18.ledger.v1.VerifyRequest\x1a\x19.ledger.v1.VerifyResponse\x12O\n" +
 	"\fTrialBalance\x12\x1e.ledger.v1.TrialBalanceRequest\x1a\x1f.ledger.v1.TrialBalanceResponse\x12L\n" +
 	"\vRunEndOfDay\x12\x1d.ledger.v1.RunEndOfDayRequest\x1a\x1e.ledger.v1.RunEndOfDayResponse\x12^\n" +
 	"\x11GetEndOfDayStatus\x12#.ledger.v1.GetEndOfDayStatusRequest\x1a$.ledger.v1.GetEndOfDayStatusResponse\x12U\n" +
-	"\x0eAcceptEndOfDay\x12 .ledger.v1.AcceptEndOfDayRequest\x1a!.ledger.v1.AcceptEndOfDayResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
+	"\x0eAcceptEndOfDay\x12 .ledger.v1.AcceptEndOfDayRequest\x1a!.ledger.v1.AcceptEndOfDayResponse\x12=\n" +
+	"\x06Backup\x12\x18.ledger.v1.BackupRequest\x1a\x19.ledger.v1.BackupResponseB7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -2864,7 +3017,7 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(TransferState)(0),                  // 0: ledger.v1.TransferState
 	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
@@ -2890,18 +3043,20 @@ var file_ledger_v1_ledger_proto_goTypes = []any{
 	(*GetAccountBalancesRequest)(nil),   // 21: ledger.v1.GetAccountBalancesRequest
 	(*AccountBalance)(nil),              // 22: ledger.v1.AccountBalance
 	(*GetAccountBalancesResponse)(nil),  // 23: ledger.v1.GetAccountBalancesResponse
-	(*RunEndOfDayRequest)(nil),          // 24: ledger.v1.RunEndOfDayRequest
-	(*RunEndOfDayResponse)(nil),         // 25: ledger.v1.RunEndOfDayResponse
-	(*AcceptEndOfDayRequest)(nil),       // 26: ledger.v1.AcceptEndOfDayRequest
-	(*AcceptEndOfDayResponse)(nil),      // 27: ledger.v1.AcceptEndOfDayResponse
-	(*GetEndOfDayStatusRequest)(nil),    // 28: ledger.v1.GetEndOfDayStatusRequest
-	(*GetEndOfDayStatusResponse)(nil),   // 29: ledger.v1.GetEndOfDayStatusResponse
-	(*TrialBalanceRequest)(nil),         // 30: ledger.v1.TrialBalanceRequest
-	(*TrialBalanceResponse)(nil),        // 31: ledger.v1.TrialBalanceResponse
-	(*TrialBalanceLedger)(nil),          // 32: ledger.v1.TrialBalanceLedger
-	(*TrialBalanceLine)(nil),            // 33: ledger.v1.TrialBalanceLine
-	(*VerifyRequest)(nil),               // 34: ledger.v1.VerifyRequest
-	(*VerifyResponse)(nil),              // 35: ledger.v1.VerifyResponse
+	(*BackupRequest)(nil),               // 24: ledger.v1.BackupRequest
+	(*BackupResponse)(nil),              // 25: ledger.v1.BackupResponse
+	(*RunEndOfDayRequest)(nil),          // 26: ledger.v1.RunEndOfDayRequest
+	(*RunEndOfDayResponse)(nil),         // 27: ledger.v1.RunEndOfDayResponse
+	(*AcceptEndOfDayRequest)(nil),       // 28: ledger.v1.AcceptEndOfDayRequest
+	(*AcceptEndOfDayResponse)(nil),      // 29: ledger.v1.AcceptEndOfDayResponse
+	(*GetEndOfDayStatusRequest)(nil),    // 30: ledger.v1.GetEndOfDayStatusRequest
+	(*GetEndOfDayStatusResponse)(nil),   // 31: ledger.v1.GetEndOfDayStatusResponse
+	(*TrialBalanceRequest)(nil),         // 32: ledger.v1.TrialBalanceRequest
+	(*TrialBalanceResponse)(nil),        // 33: ledger.v1.TrialBalanceResponse
+	(*TrialBalanceLedger)(nil),          // 34: ledger.v1.TrialBalanceLedger
+	(*TrialBalanceLine)(nil),            // 35: ledger.v1.TrialBalanceLine
+	(*VerifyRequest)(nil),               // 36: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),              // 37: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
@@ -2929,28 +3084,30 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	4,  // 22: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
 	4,  // 23: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
 	22, // 24: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
-	25, // 25: ledger.v1.AcceptEndOfDayResponse.result:type_name -> ledger.v1.RunEndOfDayResponse
-	32, // 26: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
-	33, // 27: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
-	33, // 28: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
-	33, // 29: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
-	33, // 30: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
+	27, // 25: ledger.v1.AcceptEndOfDayResponse.result:type_name -> ledger.v1.RunEndOfDayResponse
+	34, // 26: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
+	35, // 27: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
+	35, // 28: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
+	35, // 29: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
+	35, // 30: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
 	4,  // 31: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
 	4,  // 32: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
 	4,  // 33: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
 	4,  // 34: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
-	34, // 35: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	30, // 36: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
-	24, // 37: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
-	28, // 38: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
-	26, // 39: ledger.v1.AdminService.AcceptEndOfDay:input_type -> ledger.v1.AcceptEndOfDayRequest
-	35, // 40: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	31, // 41: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
-	25, // 42: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
-	29, // 43: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
-	27, // 44: ledger.v1.AdminService.AcceptEndOfDay:output_type -> ledger.v1.AcceptEndOfDayResponse
-	40, // [40:45] is the sub-list for method output_type
-	35, // [35:40] is the sub-list for method input_type
+	36, // 35: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	32, // 36: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
+	26, // 37: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
+	30, // 38: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
+	28, // 39: ledger.v1.AdminService.AcceptEndOfDay:input_type -> ledger.v1.AcceptEndOfDayRequest
+	24, // 40: ledger.v1.AdminService.Backup:input_type -> ledger.v1.BackupRequest
+	37, // 41: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	33, // 42: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
+	27, // 43: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
+	31, // 44: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
+	29, // 45: ledger.v1.AdminService.AcceptEndOfDay:output_type -> ledger.v1.AcceptEndOfDayResponse
+	25, // 46: ledger.v1.AdminService.Backup:output_type -> ledger.v1.BackupResponse
+	41, // [41:47] is the sub-list for method output_type
+	35, // [35:41] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -2967,7 +3124,7 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

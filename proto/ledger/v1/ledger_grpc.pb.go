@@ -30,6 +30,7 @@ const (
 	AdminService_RunEndOfDay_FullMethodName       = "/ledger.v1.AdminService/RunEndOfDay"
 	AdminService_GetEndOfDayStatus_FullMethodName = "/ledger.v1.AdminService/GetEndOfDayStatus"
 	AdminService_AcceptEndOfDay_FullMethodName    = "/ledger.v1.AdminService/AcceptEndOfDay"
+	AdminService_Backup_FullMethodName            = "/ledger.v1.AdminService/Backup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -68,6 +69,15 @@ type AdminServiceClient interface {
 	// date, or no note (or one over 1,000 bytes); FAILED_PRECONDITION: the day's trial balance
 	// did not fail (no record, running, passed, archived); ABORTED: an end of day is running.
 	AcceptEndOfDay(ctx context.Context, in *AcceptEndOfDayRequest, opts ...grpc.CallOption) (*AcceptEndOfDayResponse, error)
+	// Backup writes a consistent copy of the running store into a new directory under the
+	// server's backup root (ledgerd --backup-root), while it serves: every write answered
+	// before the call is in it. The copy is a store of its own (ledgerd --data-dir on it
+	// recovers it as after a crash); on the store's file system its tables are hard links,
+	// so it takes seconds and little space at first. One backup at a time. INVALID_ARGUMENT:
+	// the name is empty, absolute or leaves the root; ALREADY_EXISTS: the directory exists;
+	// FAILED_PRECONDITION: backups are off (no root); ABORTED: a backup is running. A failed
+	// backup removes what it wrote.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error)
 }
 
 type adminServiceClient struct {
@@ -128,6 +138,16 @@ func (c *adminServiceClient) AcceptEndOfDay(ctx context.Context, in *AcceptEndOf
 	return out, nil
 }
 
+func (c *adminServiceClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BackupResponse)
+	err := c.cc.Invoke(ctx, AdminService_Backup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -164,6 +184,15 @@ type AdminServiceServer interface {
 	// date, or no note (or one over 1,000 bytes); FAILED_PRECONDITION: the day's trial balance
 	// did not fail (no record, running, passed, archived); ABORTED: an end of day is running.
 	AcceptEndOfDay(context.Context, *AcceptEndOfDayRequest) (*AcceptEndOfDayResponse, error)
+	// Backup writes a consistent copy of the running store into a new directory under the
+	// server's backup root (ledgerd --backup-root), while it serves: every write answered
+	// before the call is in it. The copy is a store of its own (ledgerd --data-dir on it
+	// recovers it as after a crash); on the store's file system its tables are hard links,
+	// so it takes seconds and little space at first. One backup at a time. INVALID_ARGUMENT:
+	// the name is empty, absolute or leaves the root; ALREADY_EXISTS: the directory exists;
+	// FAILED_PRECONDITION: backups are off (no root); ABORTED: a backup is running. A failed
+	// backup removes what it wrote.
+	Backup(context.Context, *BackupRequest) (*BackupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -188,6 +217,9 @@ func (UnimplementedAdminServiceServer) GetEndOfDayStatus(context.Context, *GetEn
 }
 func (UnimplementedAdminServiceServer) AcceptEndOfDay(context.Context, *AcceptEndOfDayRequest) (*AcceptEndOfDayResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AcceptEndOfDay not implemented")
+}
+func (UnimplementedAdminServiceServer) Backup(context.Context, *BackupRequest) (*BackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -300,6 +332,24 @@ func _AdminService_AcceptEndOfDay_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Backup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Backup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Backup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Backup(ctx, req.(*BackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -326,6 +376,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AcceptEndOfDay",
 			Handler:    _AdminService_AcceptEndOfDay_Handler,
+		},
+		{
+			MethodName: "Backup",
+			Handler:    _AdminService_Backup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

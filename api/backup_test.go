@@ -1,0 +1,161 @@
+package api
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage"
+)
+
+// TestBackupUnderLoad: a backup taken while transfers flow on four shards holds every
+// transfer answered before it was asked for, verifies clean (balances recomputed from its
+// journal, split legs in flight included), and opens as a store of its own; bad names, an
+// existing directory, a second backup at once and a server without a root are refused and
+// write nothing.
+func TestBackupUnderLoad(t *testing.T) {
+	root := t.TempDir()
+	store, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{Shards: 4, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := actors.Start(store, actors.Config{Shards: 4, Fatal: func(err error) { t.Errorf("fatal: %v", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		l.Stop()
+		_ = store.Close()
+	}()
+	s := NewService(l, nil, WithBackups(root, nil))
+	ctx := context.Background()
+	const accounts = 64
+	var as []*ledgerv1.Account
+	for id := uint64(1); id <= accounts; id++ {
+		as = append(as, &ledgerv1.Account{Id: id, Ledger: 1, Code: 1})
+	}
+	if resp, err := s.CreateAccounts(ctx, &ledgerv1.CreateAccountsRequest{Accounts: as}); err != nil || len(resp.GetResults()) > 0 {
+		t.Fatalf("accounts: %v %v", resp, err)
+	}
+
+	// Load: four writers, each its own ids, batches of 50 between random accounts.
+	var (
+		mu    sync.Mutex
+		acked []uint64
+		next  atomic.Uint64
+		stop  atomic.Bool
+		wg    sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := uint64(0); !stop.Load(); n++ {
+				var ts []*ledgerv1.Transfer
+				var ids []uint64
+				for range 50 {
+					id := next.Add(1)
+					d := 1 + (id*7+uint64(w))%accounts
+					c := 1 + (id*13+n)%accounts
+					if c == d {
+						c = 1 + c%accounts
+					}
+					ts = append(ts, &ledgerv1.Transfer{Id: id, DebitAccountId: d, CreditAccountId: c, Amount: 1 + id%100, Ledger: 1, Code: 1})
+					ids = append(ids, id)
+				}
+				resp, err := s.CreateTransfers(ctx, &ledgerv1.CreateTransfersRequest{Transfers: ts})
+				if err != nil || len(resp.GetResults()) > 0 {
+					t.Errorf("transfers: %v %v", resp.GetResults(), err)
+					return
+				}
+				mu.Lock()
+				acked = append(acked, ids...)
+				mu.Unlock()
+			}
+		}()
+	}
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 5000 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	before := append([]uint64(nil), acked...) // answered before the backup was asked for
+	mu.Unlock()
+	resp, err := s.Backup(ctx, &ledgerv1.BackupRequest{Name: "nightly/1", Verify: true})
+	stop.Store(true)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetPath() != filepath.Join(root, "nightly", "1") || !resp.GetVerified() || len(resp.GetProblems()) > 0 || resp.GetFiles() == 0 {
+		t.Fatalf("backup: %+v", resp)
+	}
+
+	copyStore, err := storage.Open(resp.GetPath(), storage.Options{CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copyStore.Close()
+	if copyStore.Shards() != 4 {
+		t.Fatalf("the copy has %d shards", copyStore.Shards())
+	}
+	v := copyStore.Snapshot()
+	found := map[uint64]bool{}
+	for i := 0; i < len(before); i += 8190 {
+		if err := v.Transfers(before[i:min(i+8190, len(before))], func(tr ledger.Transfer) { found[tr.ID] = true }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = v.Close()
+	for _, id := range before {
+		if !found[id] {
+			t.Fatalf("transfer %d was answered before the backup and is not in it (%d of %d found)", id, len(found), len(before))
+		}
+	}
+	v = copyStore.Snapshot()
+	rep, err := storage.Verify(v, 4)
+	_ = v.Close()
+	if err != nil || len(rep.Problems) > 0 {
+		t.Fatalf("the opened copy: %v %v", rep.Problems, err)
+	}
+
+	// Refusals, each writing nothing.
+	entries := func() int {
+		n := 0
+		_ = filepath.WalkDir(root, func(string, os.DirEntry, error) error { n++; return nil })
+		return n
+	}
+	had := entries()
+	for name, want := range map[string]codes.Code{"": codes.InvalidArgument, "../out": codes.InvalidArgument,
+		"/tmp/x": codes.InvalidArgument, "nightly/1": codes.AlreadyExists, "a/../../b": codes.InvalidArgument} {
+		if _, err := s.Backup(ctx, &ledgerv1.BackupRequest{Name: name}); status.Code(err) != want {
+			t.Errorf("backup %q: %v, want %v", name, err, want)
+		}
+	}
+	s.backups.running.Lock()
+	if _, err := s.Backup(ctx, &ledgerv1.BackupRequest{Name: "second"}); status.Code(err) != codes.Aborted {
+		t.Errorf("a second backup at once: %v", err)
+	}
+	s.backups.running.Unlock()
+	if _, err := NewService(l, nil).Backup(ctx, &ledgerv1.BackupRequest{Name: "x"}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("backups off: %v", err)
+	}
+	if n := entries(); n != had {
+		t.Errorf("refused backups wrote %d entries", n-had)
+	}
+}

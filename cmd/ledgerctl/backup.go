@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+)
+
+// backup has a running ledgerd write a consistent copy of its store into NAME under its
+// --backup-root, and prints where and how big. Exit 0: written (and, with --verify, clean);
+// 1: written, and its verification found problems (listed); 2: not written (bad name, the
+// directory exists, backups off, another backup running, ledgerd unreachable).
+func backup(args []string, stdout, stderr io.Writer) int {
+	c := newPayCmd("backup", stdout, stderr)
+	verify := c.fs.Bool("verify", false, "then verify the copy (every balance recomputed from its journal, on ledgerd's host)")
+	*c.timeout = time.Hour
+	if code := c.parse(args); code >= 0 {
+		return code
+	}
+	if len(c.args) != 1 {
+		return c.fail("want one NAME, not %d arguments", len(c.args))
+	}
+	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintf(stderr, "backup: %v\n", err)
+		return 2
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *c.timeout)
+	defer cancel()
+	resp, err := ledgerv1.NewAdminServiceClient(conn).Backup(ctx, &ledgerv1.BackupRequest{Name: c.args[0], Verify: *verify})
+	if err != nil {
+		return c.rpcError(err, "")
+	}
+	fmt.Fprintf(stdout, "backup %s: %d files, %d bytes, written in %v\n", resp.GetPath(), resp.GetFiles(), resp.GetBytes(),
+		time.Duration(resp.GetMillis())*time.Millisecond)
+	if !resp.GetVerified() {
+		return 0
+	}
+	if len(resp.GetProblems()) == 0 {
+		fmt.Fprintln(stdout, "verified: clean")
+		return 0
+	}
+	fmt.Fprintf(stdout, "verified: %d problem(s)\n", len(resp.GetProblems()))
+	for _, p := range resp.GetProblems() {
+		fmt.Fprintf(stdout, "  %s\n", p)
+	}
+	return 1
+}
