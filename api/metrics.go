@@ -162,7 +162,11 @@ var (
 	descWALBytes    = prometheus.NewDesc("ledger_storage_wal_bytes_total", "Bytes written to the write-ahead log.", nil, nil)
 	descTableBytes  = prometheus.NewDesc("ledger_storage_sstable_bytes_written_total",
 		"Bytes written to sstables by flushes and compactions (divided by the WAL bytes: write amplification).", nil, nil)
-	descDisk    = prometheus.NewDesc("ledger_storage_disk_bytes", "Disk space the store uses.", nil, nil)
+	descDisk     = prometheus.NewDesc("ledger_storage_disk_bytes", "Disk space the store uses.", nil, nil)
+	descDiskFree = prometheus.NewDesc("ledger_storage_disk_free_bytes",
+		"Free space of the file system the store is on, that ledgerd may use (what df shows as available).", nil, nil)
+	descDiskSize = prometheus.NewDesc("ledger_storage_disk_size_bytes",
+		"Size of the file system the store is on.", nil, nil)
 	descTransit = prometheus.NewDesc("ledger_transit_balance",
 		"Credits minus debits posted to all transit accounts of a ledger: money between the legs of split transfers.",
 		[]string{"ledger"}, nil)
@@ -175,7 +179,7 @@ func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 		descCommitErrors, descResent, descStaleLegs, descDupMessages,
 		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descClockSkew,
 		descClockJumps, descStalls, descStallSeconds, descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels,
-		descWALBytes, descTableBytes, descDisk} {
+		descWALBytes, descTableBytes, descDisk, descDiskFree, descDiskSize} {
 		ch <- d
 	}
 }
@@ -213,6 +217,10 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		{descDisk, prometheus.GaugeValue, float64(ss.DiskBytes)},
 	} {
 		ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v)
+	}
+	if ss.DiskKnown {
+		ch <- prometheus.MustNewConstMetric(descDiskFree, prometheus.GaugeValue, float64(ss.DiskFreeBytes))
+		ch <- prometheus.MustNewConstMetric(descDiskSize, prometheus.GaugeValue, float64(ss.DiskSizeBytes))
 	}
 	now := time.Now()
 	for s := 0; s < int(c.l.Shards()); s++ {

@@ -20,6 +20,11 @@ type Stats struct {
 	WALBytes            uint64  // bytes written to the write-ahead log
 	SSTableBytesWritten uint64  // bytes written to sstables by flushes and compactions
 	DiskBytes           uint64  // disk space the store uses
+	// DiskFreeBytes and DiskSizeBytes are the free space (what this process may still use,
+	// without the blocks reserved for root) and the size of the file system the store is on;
+	// DiskKnown is false when the file system does not tell (an in-memory one).
+	DiskFreeBytes, DiskSizeBytes uint64
+	DiskKnown                    bool
 }
 
 // stalls counts Pebble's write stalls through its event listener.
@@ -51,7 +56,7 @@ func (s *Store) Stats() Stats {
 		stallNanos += time.Now().UnixNano() - b
 	}
 	total := m.Total()
-	return Stats{
+	st := Stats{
 		WriteStalls:         s.stalls.count.Load(),
 		WriteStallSeconds:   time.Duration(stallNanos).Seconds(),
 		Flushes:             m.Flush.Count,
@@ -63,4 +68,9 @@ func (s *Store) Stats() Stats {
 		SSTableBytesWritten: total.TableBytesFlushed + total.TableBytesCompacted,
 		DiskBytes:           m.DiskSpaceUsage(),
 	}
+	// One statfs call: cheap enough for every scrape.
+	if u, err := s.fs.GetDiskUsage(s.dir); err == nil {
+		st.DiskFreeBytes, st.DiskSizeBytes, st.DiskKnown = u.AvailBytes, u.TotalBytes, true
+	}
+	return st
 }

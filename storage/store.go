@@ -102,6 +102,8 @@ type Options struct {
 // Store is the ledger's Pebble database.
 type Store struct {
 	db       *pebble.DB
+	fs       vfs.FS // the store's file system and directory, for Stats' disk usage
+	dir      string
 	shards   uint32
 	stalls   *stalls
 	readOnly bool
@@ -182,7 +184,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, shards: opts.Shards, stalls: st, readOnly: opts.ReadOnly}
+	s := &Store{db: db, fs: po.FS, dir: dir, shards: opts.Shards, stalls: st, readOnly: opts.ReadOnly}
 	if err := s.checkFormat(opts.ReadOnly); err != nil {
 		_ = db.Close()
 		return nil, err
