@@ -20,6 +20,7 @@ import (
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
@@ -46,6 +47,8 @@ type Service struct {
 	chart   *rules.Chart // the trial balance's; nil: rules.Default
 	events  *events.Sequencer
 	eod     *eod.Runner // end of day; nil: not served
+	// currencies name the ledgers' currencies for reports (nil: none known).
+	currencies accounting.Currencies
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
 	sendTimeout time.Duration
 }

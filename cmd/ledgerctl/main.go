@@ -441,13 +441,14 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)
 		return 2
 	}
+	currencies := api.TrialBalanceCurrencies(resp)
 	if *asCSV {
-		err = accounting.WriteCSV(stdout, &rep)
+		err = accounting.WriteCSV(stdout, &rep, currencies)
 		for _, d := range rep.Differences {
 			fmt.Fprintln(stderr, d)
 		}
 	} else {
-		err = accounting.WriteTable(stdout, &rep)
+		err = accounting.WriteTable(stdout, &rep, currencies)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)

@@ -215,7 +215,8 @@ func run(args []string) error {
 	if c.eodAt != "" {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner)))
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
+		api.WithCurrencies(pl.setup.Currencies)))
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
