@@ -217,7 +217,7 @@ func run(args []string) error {
 	}
 	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
 		api.WithCurrencies(pl.setup.Currencies)))
-	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
+	api.RegisterPayments(srv, api.Payments(pl.engine), metrics, api.WithOrderCurrency(pl.setup.Currency))
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		pl.stop(context.Background())
