@@ -261,7 +261,7 @@ func recon(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "agree: no difference")
 			return 0
 		}
-		fmt.Fprintf(stdout, "%d differences:\n", total)
+		fmt.Fprintf(stdout, "%d differences (amounts in minor units):\n", total)
 		for _, d := range resp.GetDifferences() {
 			fmt.Fprintf(stdout, "  %s\n", cell(d))
 		}

@@ -249,7 +249,7 @@ func TestPaymentCommands(t *testing.T) {
 		t.Fatalf("create transfer: %v %v", tr, err)
 	}
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "biz 1"); code != 1 ||
-		!strings.HasPrefix(out, "biz id \"biz 1\": 1 orders, 2 ledger transfers\n1 differences:\n  unmatched transfer 77: ") {
+		!strings.HasPrefix(out, "biz id \"biz 1\": 1 orders, 2 ledger transfers\n1 differences (amounts in minor units):\n  unmatched transfer 77: ") {
 		t.Fatalf("recon with a stray transfer: exit %d\n%s%s", code, out, errs)
 	}
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "none"); code != 0 || !strings.Contains(out, "0 orders, 0 ledger transfers") {
