@@ -1825,7 +1825,9 @@ type RunEndOfDayResponse struct {
 	Differences []string `protobuf:"bytes,6,rep,name=differences,proto3" json:"differences,omitempty"`
 	// The day's legs still in flight after a drain timeout.
 	Stuck []string `protobuf:"bytes,7,rep,name=stuck,proto3" json:"stuck,omitempty"`
-	// The day's trial balance as an aligned table, if it ran.
+	// The day's trial balance as an aligned table, if it ran: amounts in each ledger's currency
+	// the server names (ledgerd --payment-ledger), by its ISO 4217 decimals, or in minor units
+	// for a ledger it names none for (said in the table); differences keeps exact minor units.
 	Report string `protobuf:"bytes,8,opt,name=report,proto3" json:"report,omitempty"`
 	// The day is archived (closed, or accepted with differences): nothing changes it again.
 	Archived bool `protobuf:"varint,9,opt,name=archived,proto3" json:"archived,omitempty"`
