@@ -349,8 +349,9 @@ func run(args []string, stop <-chan os.Signal) error {
 	if c.eodAt != "" {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner), api.WithBackups(c.backupRoot, metrics.Registry)))
-	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
+	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
+		api.WithBackups(c.backupRoot, metrics.Registry), api.WithCurrencies(pl.setup.Currencies)))
+	api.RegisterPayments(srv, api.Payments(pl.engine), metrics, api.WithOrderCurrency(pl.setup.Currency))
 	httpSrv := serveMetrics(c, lis.metrics, metrics, health)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.LedgerService", healthpb.HealthCheckResponse_SERVING)
