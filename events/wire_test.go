@@ -119,3 +119,27 @@ func benchRound() *storage.RoundEvents {
 	}
 	return ev
 }
+
+// BenchmarkWindowDecode: what an in-process follower that wants structs (Follow) pays for
+// the ring's ledger rounds being kept encoded.
+func BenchmarkWindowDecode(b *testing.B) {
+	ev := benchRound()
+	var x encoder
+	w := x.encode(1, ev)
+	n := ev.Count()
+	c := chunk{IndexEntry: storage.IndexEntry{First: 1, LogRound: storage.LogRound{Events: uint32(n)}}, w: w}
+	var d decoded
+	buf := make([]Event, 0, BatchEventsMax)
+	b.ReportAllocs()
+	for b.Loop() {
+		for from := 0; from < n; from += BatchEventsMax {
+			d.t, d.p = d.t[:0], d.p[:0]
+			sp := span{c: c, from: from, to: min(n, from+BatchEventsMax)}
+			var err error
+			if buf, err = sp.appendEvents(buf[:0], &d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+}
