@@ -246,68 +246,86 @@ func (x *encoder) encode(first uint64, ev *storage.RoundEvents) *wireRound {
 var errWire = errors.New("events: the window's encoding does not read back")
 
 // decodeWire reads back one event of the window (b: AppendWire's bytes for it) into e, with
-// its transfer record or posting written to t or p.
+// its transfer record or posting written to t or p. It reads only what AppendWire writes
+// (one-byte tags, varints and bytes), field by field without a call per field: in-process
+// followers that want structs decode every event of the ring's ledger rounds.
 func decodeWire(b []byte, e *Event, t *ledger.Transfer, p *ledger.Posting) error {
-	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 || num != fieldResponseEvents || typ != protowire.BytesType {
-		return errWire
-	}
-	body, m := protowire.ConsumeBytes(b[n:])
-	if m < 0 || n+m != len(b) {
+	num, _, body, i := nextField(b, 0)
+	if i != len(b) || num != fieldResponseEvents || body == nil {
 		return errWire
 	}
 	*e = Event{Exception: -1}
-	return eachField(body, func(num protowire.Number, v uint64, inner []byte) error {
-		switch num {
-		case fieldEventSequence:
-			e.Seq = v
-		case fieldEventTransfer:
-			*t = ledger.Transfer{}
-			e.Transfer = t
-			return decodeTransfer(inner, t)
-		case fieldEventPosting:
-			*p = ledger.Posting{}
-			e.Posting = p
-			return decodePosting(inner, p)
-		default:
-			return errWire
-		}
-		return nil
-	})
-}
-
-// eachField calls fn with each field of a message: a varint's value, or a bytes field's
-// bytes.
-func eachField(b []byte, fn func(num protowire.Number, v uint64, inner []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errWire
-		}
-		b = b[n:]
+	for j := 0; j < len(body); {
 		var v uint64
 		var inner []byte
-		switch typ {
-		case protowire.VarintType:
-			v, n = protowire.ConsumeVarint(b)
-		case protowire.BytesType:
-			inner, n = protowire.ConsumeBytes(b)
+		if num, v, inner, j = nextField(body, j); j < 0 {
+			return errWire
+		}
+		var err error
+		switch {
+		case num == fieldEventSequence && inner == nil:
+			e.Seq = v
+		case num == fieldEventTransfer && inner != nil:
+			*t = ledger.Transfer{}
+			e.Transfer, err = t, decodeTransfer(inner, t)
+		case num == fieldEventPosting && inner != nil:
+			*p = ledger.Posting{}
+			e.Posting, err = p, decodePosting(inner, p)
 		default:
 			return errWire
 		}
-		if n < 0 {
-			return errWire
-		}
-		b = b[n:]
-		if err := fn(num, v, inner); err != nil {
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// nextField reads the field at b[i:]: its number and its varint's value, or its bytes (not
+// nil, for a bytes field); next is where the next field starts, -1 when b does not read.
+func nextField(b []byte, i int) (num byte, v uint64, inner []byte, next int) {
+	if i >= len(b) || b[i] >= 0x80 {
+		return 0, 0, nil, -1
+	}
+	tag := b[i]
+	num = tag >> 3
+	if v, i = readVarint(b, i+1); i < 0 {
+		return 0, 0, nil, -1
+	}
+	switch protowire.Type(tag & 7) {
+	case protowire.VarintType:
+		return num, v, nil, i
+	case protowire.BytesType:
+		if v > uint64(len(b)-i) {
+			return 0, 0, nil, -1
+		}
+		end := i + int(v)
+		return num, 0, b[i:end:end], end
+	}
+	return 0, 0, nil, -1
+}
+
+// readVarint reads the varint at b[i:] and where it ends (-1: it does not read).
+func readVarint(b []byte, i int) (uint64, int) {
+	var v uint64
+	for shift := uint(0); shift < 64 && i < len(b); shift += 7 {
+		c := b[i]
+		i++
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return v, i
+		}
+	}
+	return 0, -1
+}
+
 func decodeTransfer(b []byte, t *ledger.Transfer) error {
-	return eachField(b, func(num protowire.Number, v uint64, inner []byte) error {
+	for i := 0; i < len(b); {
+		num, v, inner, next := nextField(b, i)
+		if next < 0 || (inner != nil) != (num == 8 || num == 10) {
+			return errWire
+		}
+		i = next
 		switch num {
 		case 1:
 			t.ID = v
@@ -324,13 +342,13 @@ func decodeTransfer(b []byte, t *ledger.Transfer) error {
 		case 7:
 			t.Code = uint32(v)
 		case 8:
-			return eachField(inner, func(num protowire.Number, v uint64, _ []byte) error {
-				if num < 1 || num > 4 || v != 1 {
+			for j := 0; j < len(inner); {
+				var f byte
+				if f, v, _, j = nextField(inner, j); j < 0 || f < 1 || f > transferFlagFields || v != 1 {
 					return errWire
 				}
-				t.Flags |= ledger.TransferFlags(1) << (num - 1)
-				return nil
-			})
+				t.Flags |= ledger.TransferFlags(1) << (f - 1)
+			}
 		case 9:
 			t.Timeout = uint32(v)
 		case 10:
@@ -346,12 +364,18 @@ func decodeTransfer(b []byte, t *ledger.Transfer) error {
 		default:
 			return fmt.Errorf("%w: transfer field %d", errWire, num)
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func decodePosting(b []byte, p *ledger.Posting) error {
-	return eachField(b, func(num protowire.Number, v uint64, inner []byte) error {
+	for i := 0; i < len(b); {
+		num, v, inner, next := nextField(b, i)
+		if next < 0 || (inner != nil) != (num >= 8 && num <= 11) {
+			return errWire
+		}
+		i = next
+		var err error
 		switch num {
 		case 1:
 			p.Account = v
@@ -368,32 +392,39 @@ func decodePosting(b []byte, p *ledger.Posting) error {
 		case 7:
 			p.Split = v != 0
 		case 8:
-			return decodeTotal(inner, &p.After.DebitsPending)
+			err = decodeTotal(inner, &p.After.DebitsPending)
 		case 9:
-			return decodeTotal(inner, &p.After.DebitsPosted)
+			err = decodeTotal(inner, &p.After.DebitsPosted)
 		case 10:
-			return decodeTotal(inner, &p.After.CreditsPending)
+			err = decodeTotal(inner, &p.After.CreditsPending)
 		case 11:
-			return decodeTotal(inner, &p.After.CreditsPosted)
+			err = decodeTotal(inner, &p.After.CreditsPosted)
 		case 12:
 			p.Day = ledger.Day(v)
 		default:
 			return fmt.Errorf("%w: posting field %d", errWire, num)
 		}
-		return nil
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func decodeTotal(b []byte, x *ledger.Uint128) error {
-	return eachField(b, func(num protowire.Number, v uint64, _ []byte) error {
-		switch num {
-		case fieldUint128Lo:
+	for i := 0; i < len(b); {
+		num, v, inner, next := nextField(b, i)
+		switch {
+		case next < 0 || inner != nil:
+			return errWire
+		case num == fieldUint128Lo:
 			x.Lo = v
-		case fieldUint128Hi:
+		case num == fieldUint128Hi:
 			x.Hi = v
 		default:
 			return errWire
 		}
-		return nil
-	})
+		i = next
+	}
+	return nil
 }
