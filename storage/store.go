@@ -129,6 +129,29 @@ func lockHeld(err error) bool {
 // (a new or foreign directory).
 var ErrNoShardCount = errors.New("storage: not a ledger store (no shard count); give the number of shards to make one")
 
+// ErrNotAStore: the directory holds files but no store (no manifest): a copy cut off, or
+// another program's files. Opening would make a new, empty store among them.
+var ErrNotAStore = errors.New("storage: the directory holds files but no store (no MANIFEST): not opened, nothing written")
+
+// checkNotForeign refuses a directory that has files and no Pebble manifest: Pebble would
+// make a new store in it (a backup cut off before its manifest was copied would open as an
+// empty ledger).
+func checkNotForeign(fs vfs.FS, dir string) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	names, err := fs.List(dir)
+	if err != nil || len(names) == 0 {
+		return nil // missing or empty: a new store
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "MANIFEST-") || n == "CURRENT" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrNotAStore, dir)
+}
+
 // ErrShardsMismatch: the store was made with another number of shards.
 var ErrShardsMismatch = errors.New("storage: the store was made with another number of shards")
 
@@ -149,6 +172,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = cacheBytesDefault
+	}
+	if err := checkNotForeign(opts.FS, dir); err != nil {
+		return nil, err
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()

@@ -1755,7 +1755,8 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 
 type BackupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new directory, relative to the backup root (e.g. "2026-11-27"); it must not exist.
+	// The new directory's name in the backup root (e.g. "2026-11-27"; one path element); it
+	// must not exist.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Then verify the copy as `ledgerctl verify --data-dir` would (every balance recomputed
 	// from its journal, read only): the answer lists what differs. A full scan of the copy.
@@ -1816,9 +1817,13 @@ type BackupResponse struct {
 	Bytes uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// How long the copy took, in milliseconds (the verification not included).
 	Millis uint64 `protobuf:"varint,4,opt,name=millis,proto3" json:"millis,omitempty"`
-	// With verify: true when the copy was verified, and what differs (empty: clean).
-	Verified      bool     `protobuf:"varint,5,opt,name=verified,proto3" json:"verified,omitempty"`
-	Problems      []string `protobuf:"bytes,6,rep,name=problems,proto3" json:"problems,omitempty"`
+	// With verify: true when the copy was verified, and what differs (empty: clean; at most
+	// the first 1,000 problems, problem_count counts them all).
+	Verified bool     `protobuf:"varint,5,opt,name=verified,proto3" json:"verified,omitempty"`
+	Problems []string `protobuf:"bytes,6,rep,name=problems,proto3" json:"problems,omitempty"`
+	// With verify: why the copy, written, could not be verified (verified is false).
+	VerifyError   string `protobuf:"bytes,7,opt,name=verify_error,json=verifyError,proto3" json:"verify_error,omitempty"`
+	ProblemCount  uint32 `protobuf:"varint,8,opt,name=problem_count,json=problemCount,proto3" json:"problem_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1893,6 +1898,20 @@ func (x *BackupResponse) GetProblems() []string {
 		return x.Problems
 	}
 	return nil
+}
+
+func (x *BackupResponse) GetVerifyError() string {
+	if x != nil {
+		return x.VerifyError
+	}
+	return ""
+}
+
+func (x *BackupResponse) GetProblemCount() uint32 {
+	if x != nil {
+		return x.ProblemCount
+	}
+	return 0
 }
 
 type RunEndOfDayRequest struct {
@@ -2865,14 +2884,16 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\";\n" +
 	"\rBackupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xa0\x01\n" +
+	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xe8\x01\n" +
 	"\x0eBackupResponse\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\rR\x05files\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x16\n" +
 	"\x06millis\x18\x04 \x01(\x04R\x06millis\x12\x1a\n" +
 	"\bverified\x18\x05 \x01(\bR\bverified\x12\x1a\n" +
-	"\bproblems\x18\x06 \x03(\tR\bproblems\">\n" +
+	"\bproblems\x18\x06 \x03(\tR\bproblems\x12!\n" +
+	"\fverify_error\x18\a \x01(\tR\vverifyError\x12#\n" +
+	"\rproblem_count\x18\b \x01(\rR\fproblemCount\">\n" +
 	"\x12RunEndOfDayRequest\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
 	"\x05early\x18\x02 \x01(\bR\x05early\"\x9d\x02\n" +
