@@ -29,6 +29,12 @@ func WithEvents(seq *events.Sequencer) Option { return func(s *Service) { s.even
 // stops reading would otherwise hold one of the FollowersMax slots for ever.
 const SubscribeSendTimeoutDefault = 30 * time.Second
 
+// SubscribeLinger is how long a subscriber at the head of the stream waits for more events
+// before it is sent what it has (events.FollowOptions.Linger), unless it has a full batch:
+// under a load of small commits each message carries several commits' events instead of
+// one, for at most that much latency.
+const SubscribeLinger = 5 * time.Millisecond
+
 // WithSubscribeSendTimeout sets the subscribers' send deadline (SubscribeSendTimeoutDefault).
 func WithSubscribeSendTimeout(d time.Duration) Option {
 	return func(s *Service) { s.sendTimeout = d }
@@ -72,7 +78,7 @@ func (s *Service) Subscribe(req *ledgerv1.SubscribeRequest, stream grpc.ServerSt
 	defer deadline.Stop()
 	var scratch EncodeScratch
 	encode := func(dst []byte, batch []events.Event) []byte { return EncodeEvents(dst, batch, &scratch) }
-	err := s.events.FollowWire(stream.Context(), next, events.FollowOptions{Coalesce: true}, encode, func(b events.WireBatch) error {
+	err := s.events.FollowWire(stream.Context(), next, events.FollowOptions{Coalesce: true, Linger: SubscribeLinger}, encode, func(b events.WireBatch) error {
 		// The window's bytes as they are (encoded once for every follower, never changed).
 		msgs <- &encoded{parts: slices.Clone(b.Parts)} // the sender waits for it: the previous send returned
 		deadline.Reset(timeout)

@@ -576,6 +576,12 @@ type FollowOptions struct {
 	// at hand: fewer, larger messages when commits are small. Batches then depend on timing,
 	// so a follower that names messages by their first sequence (NATS) must not.
 	Coalesce bool
+	// Linger (with Coalesce): a follower at the head of the stream, with fewer than
+	// BatchEventsMax events to take, waits up to this long for more before it takes them:
+	// fewer, larger batches when commits are small and many (each batch is a message, and a
+	// message costs a subscriber's server far more than an event), at that much latency.
+	// 0: none.
+	Linger time.Duration
 }
 
 // Follow hands fn the stream's events from sequence next on, in batches of consecutive
@@ -718,6 +724,8 @@ func (s *Sequencer) follow(ctx context.Context, next uint64, opts FollowOptions,
 	s.followers.Store(f, struct{}{})
 	defer s.followers.Delete(f)
 	spans := make([]span, 0, 16)
+	var linger *time.Timer // one per follower that lingers
+	lingered := false      // this batch waited its Linger already
 	for {
 		if h := s.Horizon(); next < h {
 			return &TrimmedError{Asked: next, Oldest: h}
@@ -735,6 +743,19 @@ func (s *Sequencer) follow(ctx context.Context, next uint64, opts FollowOptions,
 			case <-s.end:
 				return ErrStopped
 			}
+		}
+		if opts.Coalesce && opts.Linger > 0 && !lingered && last-next+1 < BatchEventsMax {
+			lingered = true
+			if linger == nil {
+				linger = time.NewTimer(opts.Linger)
+				defer linger.Stop()
+			} else {
+				linger.Reset(opts.Linger)
+			}
+			if err := s.lingerFor(ctx, linger, next, wait); err != nil {
+				return err
+			}
+			continue // what came meanwhile is taken too
 		}
 		if !inRing {
 			var err error
@@ -760,6 +781,31 @@ func (s *Sequencer) follow(ctx context.Context, next uint64, opts FollowOptions,
 		}
 		next += uint64(n)
 		f.next.Store(next)
+		lingered = false
+	}
+}
+
+// lingerFor waits until the timer t fires or BatchEventsMax events from next are durable,
+// whichever is first; wait is the notification of the last sequence read.
+func (s *Sequencer) lingerFor(ctx context.Context, t *time.Timer, next uint64, wait <-chan struct{}) error {
+	for {
+		select {
+		case <-wait:
+			s.mu.RLock()
+			last := s.last
+			wait = s.notify
+			s.mu.RUnlock()
+			if last+1-next >= BatchEventsMax {
+				t.Stop() // Go 1.23 timers: nothing stale to drain before the next Reset
+				return nil
+			}
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.end:
+			return ErrStopped
+		}
 	}
 }
 
