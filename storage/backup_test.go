@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// TestOpenRefusesAForeignDirectory: a directory that holds files but no store (a copy cut off
-// before its manifest, another program's files) is not opened as a new, empty store among
-// them; a missing or empty directory is a new store.
+// TestOpenRefusesAForeignDirectory: a directory that holds a store's files but no manifest (a
+// copy cut off before it) is not opened as a new, empty store among them; a missing or empty
+// directory, or one of other files, is a new store.
 func TestOpenRefusesAForeignDirectory(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "000005.sst"), []byte("half a table"), 0o640); err != nil {
@@ -21,7 +21,12 @@ func TestOpenRefusesAForeignDirectory(t *testing.T) {
 	if names, _ := os.ReadDir(dir); len(names) != 1 {
 		t.Fatalf("the refused open wrote: %v", names)
 	}
-	for _, d := range []string{filepath.Join(t.TempDir(), "new"), t.TempDir()} {
+	// A directory with other files (an operator's log) is a new store's.
+	withLog := t.TempDir()
+	if err := os.WriteFile(filepath.Join(withLog, "ledgerd.log"), []byte("a log line"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(t.TempDir(), "new"), t.TempDir(), withLog} {
 		s, err := Open(d, Options{Shards: 1})
 		if err != nil {
 			t.Fatalf("a new store in %s: %v", d, err)
