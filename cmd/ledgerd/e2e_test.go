@@ -345,7 +345,10 @@ func TestMetricsAndHealth(t *testing.T) {
 		"ledger_events_nats_acked_sequence": true, "ledger_events_nats_lag_events": true,
 		"ledger_events_nats_errors_total": true, "ledger_events_nats_restarts_total": true,
 		// Per ledger, once an end of day ran its trial balance.
-		"ledger_eod_trial_balance_failed": true}
+		"ledger_eod_trial_balance_failed": true,
+		// Only with --backup-root (backups are off by default).
+		"ledger_backups_total": true, "ledger_backup_last_success_timestamp_seconds": true,
+		"ledger_backup_last_duration_seconds": true, "ledger_backup_last_bytes": true}
 	var documented []string
 	name := regexp.MustCompile("`(ledger_[a-z0-9_]+)")
 	for _, line := range strings.Split(string(readme), "\n") {
