@@ -27,6 +27,7 @@ type Metrics struct {
 	payments        *prometheus.CounterVec
 	paymentCounter  [paymentForms][256]prometheus.Counter
 	requestSeconds  *prometheus.HistogramVec
+	authDenials     *prometheus.CounterVec
 	// CommitSeconds, CommitPostings and HotFlushLegs go into actors.Config.
 	CommitSeconds  prometheus.Histogram
 	CommitPostings prometheus.Histogram
@@ -56,8 +57,19 @@ func NewMetrics() *Metrics {
 	m.HotFlushLegs = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_hot_flush_legs",
 		Help:    "Legs per hot-account buffer flush: the inflows one aggregated delivery carries.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
+	m.authDenials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_auth_denials_total",
+		Help: "Calls refused by authentication (UNAUTHENTICATED) or authorisation (PERMISSION_DENIED), by gRPC method (or notify) and reason: missing, malformed, bad_token, unknown_cert, role, unlisted."},
+		[]string{"method", "reason"})
 	m.Registry.MustRegister(m.transfers, m.accounts, m.payments, m.requestSeconds, m.CommitSeconds, m.CommitPostings,
-		m.HotFlushLegs)
+		m.HotFlushLegs, m.authDenials)
+	// The zero series of the commonest denial, per method: increase() then counts a first
+	// denial instead of missing it (a series that appears at 1 has no increase).
+	for method, a := range methodRoles {
+		if a&accessOpen == 0 {
+			m.authDenials.WithLabelValues(method, "missing")
+		}
+	}
+	m.authDenials.WithLabelValues(NotifyMethod, "missing")
 	for r := 1; r < 256; r++ {
 		if name := ledger.TransferResult(r).String(); name != "unknown" {
 			m.transferCounter[r] = m.transfers.WithLabelValues(name)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/ledger"
 )
 
@@ -28,7 +29,9 @@ const (
 
 // Config is one benchmark run.
 type Config struct {
-	Addr      string // a running ledgerd; empty runs an embedded ledger
+	Addr string // a running ledgerd; empty runs an embedded ledger
+	// Security is how to reach Addr: TLS and a bearer token (zero: plaintext, none).
+	Security  client.Security
 	InProcess bool   // embedded only: call the ledger directly, skipping gRPC
 	DataDir   string // embedded only: the store's directory (empty: a temporary one)
 	Shards    int    // embedded only

@@ -10,9 +10,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/events"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
@@ -62,8 +62,12 @@ func scrapedLast(metricsAddr string) func() (uint64, error) {
 }
 
 // followGRPC follows over gRPC from the sequence after after, as a downstream consumer would.
-func followGRPC(addr string, after uint64, last func() (uint64, error)) (*follower, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func followGRPC(addr string, sec client.Security, after uint64, last func() (uint64, error)) (*follower, error) {
+	opts, err := sec.DialOptions()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -14,12 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ledgercore/ledger/actors/payments"
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/channel/fake"
+	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/gateway"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
@@ -126,8 +126,12 @@ type discard struct{}
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
 
 // dialPayments makes p call PaymentService at addr over gRPC.
-func (p *payLayer) dialPayments(addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (p *payLayer) dialPayments(addr string, sec client.Security) error {
+	opts, err := sec.DialOptions()
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

@@ -68,7 +68,7 @@ func Run(ctx context.Context, c Config) (_ *Result, err error) {
 		pay = emb.pay
 	case c.paymentLayer():
 		pay = &payLayer{metricsAddr: c.MetricsAddr}
-		if err := pay.dialPayments(c.Addr); err != nil {
+		if err := pay.dialPayments(c.Addr, c.Security); err != nil {
 			return nil, err
 		}
 		defer pay.close()

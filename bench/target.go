@@ -169,12 +169,12 @@ func startEmbedded(c *Config) (*embedded, error) {
 	}
 	e.target = grpcTarget{c: cl}
 	if c.Subscribe {
-		if e.sub, err = followGRPC(lis.Addr().String(), 0, sequencerLast(e.seq)); err != nil {
+		if e.sub, err = followGRPC(lis.Addr().String(), client.Security{}, 0, sequencerLast(e.seq)); err != nil {
 			return nil, errors.Join(err, e.close())
 		}
 	}
 	if e.pay != nil {
-		if err := e.pay.dialPayments(lis.Addr().String()); err != nil {
+		if err := e.pay.dialPayments(lis.Addr().String(), client.Security{}); err != nil {
 			return nil, errors.Join(err, e.close())
 		}
 	}
@@ -225,7 +225,7 @@ func dialRemote(c *Config) (target, error) {
 	if c.Subscribe && c.MetricsAddr == "" {
 		return nil, errors.New("bench: --subscribe with --addr needs --metrics-addr (the stream's head is read there)")
 	}
-	cl, err := client.Dial(c.Addr, client.Options{})
+	cl, err := client.Dial(c.Addr, client.Options{Security: c.Security})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
@@ -234,7 +234,7 @@ func dialRemote(c *Config) (target, error) {
 		last := scrapedLast(c.MetricsAddr)
 		head, err := last()
 		if err == nil {
-			r.sub, err = followGRPC(c.Addr, head, last)
+			r.sub, err = followGRPC(c.Addr, c.Security, head, last)
 		}
 		if err != nil {
 			return nil, errors.Join(err, cl.Close())

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
@@ -47,6 +46,8 @@ type Options struct {
 	// RequestTimeout: an auto-batched request ends by the latest deadline of its callers,
 	// and at the latest RequestTimeout after it was formed.
 	RequestTimeout time.Duration
+	// Security is how Dial reaches a ledgerd with TLS and a token (zero: plaintext, none).
+	Security Security
 }
 
 // Client talks to one ledgerd. It is safe for concurrent use.
@@ -60,10 +61,14 @@ type Client struct {
 	stopped sync.WaitGroup
 }
 
-// Dial connects to ledgerd at addr (plaintext).
+// Dial connects to ledgerd at addr, with the TLS and token of opts.Security (zero: plaintext).
 func Dial(addr string, opts Options) (*Client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)))
+	dialOpts, err := opts.Security.DialOptions()
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
+	}
+	conn, err := grpc.NewClient(addr, append(dialOpts,
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)))...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}

@@ -36,6 +36,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("ledger-bench", flag.ContinueOnError)
 	fs.BoolVar(&embedded, "embedded", true, "run a ledger in this process (the default; --addr turns it off)")
 	fs.StringVar(&c.Addr, "addr", "", "drive a running ledgerd at host:port instead")
+	c.Security.RegisterFlags(fs) // --token-file, --tls-ca, ... for --addr
 	fs.BoolVar(&c.InProcess, "in-process", false, "embedded: call the ledger directly, skipping gRPC")
 	fs.BoolVar(&c.Subscribe, "subscribe", false, "follow the event stream during the run and report its lag (embedded: from its start, over gRPC or, with --in-process, directly; --addr: from the sequence after the last one at the start, over gRPC, its head read from --metrics-addr)")
 	fs.StringVar(&c.DataDir, "data-dir", "", "embedded: the store's directory (default: a temporary one, removed after)")

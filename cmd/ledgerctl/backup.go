@@ -6,9 +6,6 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -27,7 +24,7 @@ func backup(args []string, stdout, stderr io.Writer) int {
 	if len(c.args) != 1 {
 		return c.fail("want one NAME, not %d arguments", len(c.args))
 	}
-	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(*c.addr, c.sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "backup: %v\n", err)
 		return 2

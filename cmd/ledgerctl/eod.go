@@ -7,9 +7,7 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/ledgercore/ledger/client"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -28,6 +26,8 @@ func endOfDay(args []string, stdout, stderr io.Writer) int {
 	accept := fs.Bool("accept", false, "accept the differences of --date, whose trial balance failed, with --note: the day is archived as accepted with differences")
 	note := fs.String("note", "", "with --accept: why the differences are accepted (required, recorded)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "how long to wait for ledgerd")
+	var sec client.Security
+	sec.RegisterFlags(fs)
 	rest, code := parseArgs(fs, args)
 	if code >= 0 {
 		return code
@@ -44,7 +44,7 @@ func endOfDay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "eod: --note goes with --accept")
 		return 2
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(*addr, sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "eod: %v\n", err)
 		return 2

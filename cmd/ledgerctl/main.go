@@ -90,12 +90,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
@@ -130,6 +129,11 @@ const usage = `usage:
   ledgerctl statement [--addr HOST:PORT] --channel NAME --date YYYY-MM-DD [--csv]
   ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse
   ledgerctl backup [--addr HOST:PORT] [--verify] NAME
+  ledgerctl token [--out FILE] ROLE NAME   make a bearer token and its --auth-tokens line
+
+Every command that calls ledgerd takes --token-file FILE (or $LEDGER_TOKEN_FILE, or the token
+in $LEDGER_TOKEN), --tls, --tls-ca FILE, --tls-server-name NAME, --tls-cert FILE and
+--tls-key FILE (or $LEDGER_TLS, $LEDGER_TLS_CA, ...): README, Security.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -172,6 +176,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return resolveRecon(args[1:], stdout, stderr)
 	case "backup":
 		return backup(args[1:], stdout, stderr)
+	case "token":
+		return token(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -181,6 +187,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "the store of a stopped ledgerd")
 	addr := fs.String("addr", "", "the gRPC address of a running ledgerd")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for a running ledgerd")
+	var sec client.Security
+	sec.RegisterFlags(fs)
 	rest, code := parseArgs(fs, args[1:])
 	if code >= 0 {
 		return code
@@ -198,7 +206,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *dataDir != "" {
 		rep, err = verifyStore(*dataDir)
 	} else {
-		rep, err = verifyRemote(*addr, *timeout)
+		rep, err = verifyRemote(*addr, sec, *timeout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "verify: %v\n", err)
@@ -247,8 +255,8 @@ func verifyStore(dir string) (storage.Report, error) {
 	return rep, err
 }
 
-func verifyRemote(addr string, timeout time.Duration) (storage.Report, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func verifyRemote(addr string, sec client.Security, timeout time.Duration) (storage.Report, error) {
+	conn, err := dial(addr, sec)
 	if err != nil {
 		return storage.Report{}, err
 	}
@@ -289,6 +297,8 @@ func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
 	limit := fs.Uint("limit", 100, "history: at most this many transfers")
 	reversed := fs.Bool("reversed", false, "history: newest first")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for ledgerd")
+	var sec client.Security
+	sec.RegisterFlags(fs)
 	rest, code := parseArgs(fs, args)
 	if code >= 0 {
 		return code
@@ -306,7 +316,7 @@ func lookup(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(*addr, sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
 		return 2
@@ -442,6 +452,8 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 	asCSV := fs.Bool("csv", false, "write CSV for finance tools (the differences go to stderr)")
 	strict := fs.Bool("strict", false, "the end of a day: transit not drained and unclassified accounts fail (exit 1) too")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for ledgerd")
+	var sec client.Security
+	sec.RegisterFlags(fs)
 	rest, code := parseArgs(fs, args)
 	if code >= 0 {
 		return code
@@ -450,7 +462,7 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(*addr, sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)
 		return 2

@@ -209,3 +209,39 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestToken(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run([]string{"token", "writer", "payments-svc"}, &out, &errs); code != 0 {
+		t.Fatalf("token: %d %s", code, errs.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "token: lt_") || !strings.HasPrefix(lines[1], "line:  writer payments-svc sha256:") {
+		t.Fatalf("token printed %q", out.String())
+	}
+	tok, line := strings.TrimPrefix(lines[0], "token: "), strings.TrimPrefix(lines[1], "line:  ")
+	creds, err := api.ParseCredentials("tokens", []byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := creds.Token(tok); !ok || p.Role != api.RoleWriter || p.Name != "payments-svc" {
+		t.Errorf("the line does not grant the token: %+v %v", p, ok)
+	}
+
+	file := filepath.Join(t.TempDir(), "ops.token")
+	out.Reset()
+	if code := run([]string{"token", "operator", "ops", "--out", file}, &out, &errs); code != 0 ||
+		!strings.HasPrefix(out.String(), "operator ops sha256:") || strings.Contains(out.String(), "lt_") {
+		t.Fatalf("token --out: %d %q %s", code, out.String(), errs.String())
+	}
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("token file: %v %v", st, err)
+	}
+	for _, args := range [][]string{{"token", "admin", "x"}, {"token", "channel", "acme"}, {"token", "reader"},
+		{"token", "reader", "x", "--out", file}} {
+		errs.Reset()
+		if code := run(args, &out, &errs); code != 2 {
+			t.Errorf("%q: exit %d %s", args, code, errs.String())
+		}
+	}
+}

@@ -10,11 +10,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/money"
 	reconlib "github.com/ledgercore/ledger/ledger/recon"
@@ -38,6 +37,7 @@ type payCmd struct {
 	fs      *flag.FlagSet
 	addr    *string
 	timeout *time.Duration
+	sec     client.Security
 	args    []string // the positional arguments
 	stdout  io.Writer
 	stderr  io.Writer
@@ -53,6 +53,7 @@ func newPayCmd(name string, stdout, stderr io.Writer) *payCmd {
 	}
 	c.addr = c.fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
 	c.timeout = c.fs.Duration("timeout", 30*time.Second, "how long to wait for ledgerd")
+	c.sec.RegisterFlags(c.fs)
 	return c
 }
 
@@ -72,7 +73,7 @@ func (c *payCmd) fail(format string, args ...any) int {
 
 // call runs fn with a PaymentService client of --addr, within --timeout.
 func (c *payCmd) call(fn func(ctx context.Context, pc ledgerv1.PaymentServiceClient) int) int {
-	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(*c.addr, c.sec)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "%s: %v\n", c.name, err)
 		return 2

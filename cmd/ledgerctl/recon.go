@@ -16,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/ledgercore/ledger/api"
@@ -532,7 +531,7 @@ func reconFollow(c *payCmd, cfg followConfig) int {
 	if cfg.grace < 0 || cfg.grace > time.Hour {
 		return c.fail("--grace must be 0 to 1h, not %v", cfg.grace)
 	}
-	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(*c.addr, c.sec)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "%s: %v\n", c.name, err)
 		return 2

@@ -78,6 +78,7 @@ type config struct {
 	eodAtMinute                                             int    // eodAt in minutes past midnight
 	eodDrainTimeout                                         time.Duration
 	backupRoot                                              string
+	security                                                securityFlags
 }
 
 // newFlagSet defines ledgerd's flags into c. It prints nothing: run prints --help's usage to
@@ -110,6 +111,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	c.events.register(fs)
 	c.payments.register(fs)
 	c.recon.register(fs)
+	c.security.register(fs)
 	fs.Func("first-day", "the accounting day (YYYY-MM-DD) a store without days starts on (empty: today, UTC); a store with days keeps its own", func(s string) error {
 		d, err := ledger.ParseDay(s)
 		if err != nil {
@@ -178,6 +180,9 @@ func parseFlags(args []string) (config, error) {
 		c.backupRoot = root
 	}
 	if err := c.recon.check(); err != nil {
+		return c, err
+	}
+	if err := errors.Join(c.security.check(), c.security.checkWith(&c.payments)); err != nil {
 		return c, err
 	}
 	return c, c.payments.check()
@@ -282,6 +287,14 @@ func run(args []string, stop <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
+	sec, err := loadSecurity(c.security)
+	if err != nil {
+		return err
+	}
+	if err := checkExposure(c, net.DefaultResolver.LookupIPAddr); err != nil {
+		return usageError{err}
+	}
+	pc.notifyTLS, pc.notifyAuth = sec.tls, sec.notifyHandler
 	lis, err := listen(c)
 	if err != nil {
 		return err
@@ -304,6 +317,7 @@ func run(args []string, stop <-chan os.Signal) error {
 		return nil
 	}
 	metrics := api.NewMetrics()
+	sec.count(metrics)
 	seq, err := events.Start(store, events.Config{RetainEvents: c.eventsRetain, HoldRetention: c.events.url != "", Fatal: func(err error) {
 		slog.Error("ledger stopped: the event stream failed; restart recovers from storage", "err", err)
 		os.Exit(70)
@@ -351,7 +365,7 @@ func run(args []string, stop <-chan os.Signal) error {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
 	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
-		api.WithBackups(c.backupRoot, c.dataDir, metrics.Registry), api.WithCurrencies(pl.setup.Currencies)))
+		api.WithBackups(c.backupRoot, c.dataDir, metrics.Registry), api.WithCurrencies(pl.setup.Currencies)), sec.grpcOptions()...)
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics, api.WithOrderCurrency(pl.setup.Currency))
 	httpSrv := serveMetrics(c, lis.metrics, metrics, health)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

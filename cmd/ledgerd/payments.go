@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -169,6 +170,10 @@ type paymentConfig struct {
 	names   []string          // the channels, external then simulated
 	secrets map[string][]byte // by channel
 	ledgers []uint32
+	// notifyTLS serves the notify endpoint over TLS (nil: plaintext); notifyAuth wraps its
+	// handler (security.notifyHandler; nil: none).
+	notifyTLS  *tls.Config
+	notifyAuth func(http.Handler) http.Handler
 }
 
 func loadPayments(p *paymentFlags) (*paymentConfig, error) {
@@ -222,6 +227,12 @@ func startPayments(p *paymentFlags, pc *paymentConfig, lis net.Listener, store *
 	base := p.notifyURL
 	if base == "" {
 		base = "http://" + lis.Addr().String()
+		if pc.notifyTLS != nil {
+			base = "https://" + lis.Addr().String()
+		}
+	}
+	if pc.notifyTLS != nil {
+		lis = tls.NewListener(lis, pc.notifyTLS)
 	}
 	pl := &paymentLayer{addr: lis.Addr().String(), chart: pc.chart, setup: pc.setup}
 	clients := map[string]channel.Client{}
@@ -258,7 +269,11 @@ func startPayments(p *paymentFlags, pc *paymentConfig, lis net.Listener, store *
 		pl.close()
 		return nil, err
 	}
-	pl.notify = &http.Server{Handler: pl.engine.NotifyHandler(pc.secrets), ReadHeaderTimeout: 10 * time.Second,
+	handler := pl.engine.NotifyHandler(pc.secrets)
+	if pc.notifyAuth != nil {
+		handler = pc.notifyAuth(handler)
+	}
+	pl.notify = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := pl.notify.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
