@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/ledgercore/ledger/ledger"
 )
 
@@ -101,16 +100,16 @@ type postingRef struct{ transfer, account, amount, at uint64 }
 // forward walk over the transfers (a look-up per posting took six times as long).
 func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, error) {
 	slices.SortFunc(refs, func(a, b postingRef) int { return cmp.Compare(a.transfer, b.transfer) })
-	lo, hi := prefixBounds(prefixTransfer)
-	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return problems, fmt.Errorf("storage: iterate: %w", err)
-	}
+	transfers := v.renewingIter(prefixBounds(prefixTransfer))
 	var t ledger.Transfer
 	found := false
 	var key [accountKeyLen]byte
 	for i, r := range refs {
 		if i == 0 || r.transfer != refs[i-1].transfer {
+			it, err := transfers.iter()
+			if err != nil {
+				return problems, errors.Join(err, transfers.Close())
+			}
 			k := idKey(key[:0], prefixTransfer, r.transfer)
 			found = it.SeekGE(k) && bytes.Equal(it.Key(), k)
 			if found {
@@ -119,7 +118,7 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 					t, err = decodeTransfer(it.Key(), val)
 				}
 				if err != nil {
-					return problems, errors.Join(err, it.Close())
+					return problems, errors.Join(err, transfers.Close())
 				}
 			}
 		}
@@ -135,5 +134,5 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 				r.account, r.at, r.amount, t.ID, t.Amount))
 		}
 	}
-	return problems, it.Close()
+	return problems, transfers.Close()
 }

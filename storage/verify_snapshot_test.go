@@ -1,0 +1,183 @@
+package storage
+
+import (
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// busyStore is a one-shard store of accounts 1 to accounts with a writer that books rounds of
+// transfers between them.
+type busyStore struct {
+	t        testing.TB
+	s        *Store
+	b        *ledger.Book
+	w        *Writer
+	rng      *rand.Rand
+	accounts uint64
+	next     uint64 // the next transfer id
+}
+
+func newBusyStore(t testing.TB, accounts uint64, iterKeys int) *busyStore {
+	t.Helper()
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20, SnapshotIterKeysMax: iterKeys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	bs := &busyStore{t: t, s: s, b: ledger.NewBook(0, 1), w: s.Writer(0), rng: rand.New(rand.NewPCG(1, 2)),
+		accounts: accounts, next: 1 << 20}
+	t.Cleanup(func() { _ = bs.w.Close() })
+	as := make([]ledger.Account, accounts)
+	for i := range as {
+		as[i] = ledger.Account{ID: uint64(i) + 1, Ledger: 1, Code: 1}
+	}
+	var fx ledger.Effects
+	bs.b.CreateAccounts(1, as, make([]ledger.AccountResult, len(as)), &fx)
+	fx.Freeze()
+	if err := bs.w.Commit(&fx, bs.b.Clock()); err != nil {
+		t.Fatal(err)
+	}
+	return bs
+}
+
+// round books n transfers between random accounts in one round.
+func (bs *busyStore) round(n int) {
+	ts := make([]ledger.Transfer, n)
+	for i := range ts {
+		d := bs.rng.Uint64N(bs.accounts) + 1
+		c := d%bs.accounts + 1
+		ts[i] = ledger.Transfer{ID: bs.next, DebitAccountID: d, CreditAccountID: c, Amount: bs.rng.Uint64N(100) + 1, Ledger: 1, Code: 1}
+		bs.next++
+	}
+	var fx ledger.Effects
+	rs := make([]ledger.TransferResult, n)
+	bs.b.CreateTransfers(bs.b.Clock()+1, ts, rs, &fx)
+	for i, r := range rs {
+		if r != ledger.ResultOK {
+			bs.t.Fatalf("transfer %d: %v", ts[i].ID, r)
+		}
+	}
+	fx.Freeze()
+	if err := bs.w.Commit(&fx, bs.b.Clock()); err != nil {
+		bs.t.Fatal(err)
+	}
+}
+
+// TestVerifyUnderWritesSeesOneSnapshot: Verify reads a snapshot with many short iterators (a
+// few keys each here), while rounds that move every account's balance commit. It finds no
+// problem, and reports exactly what one iterator per scan reports of the same snapshot.
+func TestVerifyUnderWritesSeesOneSnapshot(t *testing.T) {
+	bs := newBusyStore(t, 50, 7)
+	for range 20 {
+		bs.round(100)
+	}
+	snap := bs.s.Snapshot()
+	defer snap.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 60; i++ { // bounded: the race detector slows Verify more than the rounds
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			bs.round(50)
+			if i%10 == 0 {
+				if err := bs.s.db.Flush(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	var reps []Report
+	for range 3 {
+		rep, err := Verify(snap, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, rep)
+	}
+	close(stop)
+	wg.Wait()
+	bs.s.iterKeys = 0 // one iterator per scan
+	want, err := Verify(snap, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want.Problems) != 0 || want.Postings != 2*20*100 || want.Accounts != 50 {
+		t.Fatalf("one iterator: %+v", want)
+	}
+	for i, rep := range reps {
+		if !slices.Equal(rep.Problems, want.Problems) || rep.Accounts != want.Accounts || rep.Postings != want.Postings ||
+			rep.OutboxLegs != want.OutboxLegs {
+			t.Fatalf("verify %d under writes: %+v, one iterator: %+v", i, rep, want)
+		}
+	}
+	if rep, err := Verify(bs.s.Live(), 1); err != nil || len(rep.Problems) != 0 || rep.Postings <= want.Postings {
+		t.Fatalf("the store after the writes: %+v %v", rep, err)
+	}
+}
+
+// TestVerifyChunksReleaseZombies measures what a long Verify scan pins on disk while the
+// store compacts under writes. The postings scan is paused every pause keys: a round commits,
+// the memtable is flushed and the whole key space compacted (every table of the version the
+// scan started on is replaced), then the scan goes on for another pause keys and the zombie
+// bytes (tables out of the LSM that an iterator still holds) are sampled. One iterator for
+// the whole scan holds every table it started on until it ends; iterators of
+// Options.SnapshotIterKeysMax keys release them within one part.
+func TestVerifyChunksReleaseZombies(t *testing.T) {
+	const pause = 2000
+	measure := func(iterKeys int) (zombieMax, diskMax, diskStart uint64) {
+		bs := newBusyStore(t, 1000, iterKeys)
+		for range 20 {
+			bs.round(1000)
+		}
+		if err := bs.s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
+			t.Fatal(err)
+		}
+		diskStart = bs.s.Stats().DiskBytes
+		snap := bs.s.Snapshot()
+		defer snap.Close()
+		n := 0
+		err := snap.ForEachPosting(func(ledger.Posting) error {
+			n++
+			switch n % (2 * pause) {
+			case 0:
+				bs.round(1000)
+				if err := bs.s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
+					return err
+				}
+			case pause:
+				st := bs.s.Stats()
+				zombieMax, diskMax = max(zombieMax, st.ZombieTableBytes), max(diskMax, st.DiskBytes)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 10*pause {
+			t.Fatalf("%d postings: too few to measure", n)
+		}
+		return zombieMax, diskMax, diskStart
+	}
+	oneZombies, oneDisk, oneStart := measure(-1)
+	partZombies, partDisk, partStart := measure(1000)
+	t.Logf("one iterator:    zombie tables up to %d bytes, disk %d -> up to %d bytes", oneZombies, oneStart, oneDisk)
+	t.Logf("1000-key parts:  zombie tables up to %d bytes, disk %d -> up to %d bytes", partZombies, partStart, partDisk)
+	if oneZombies < 1<<20 {
+		t.Fatalf("one iterator pinned %d bytes of a %d-byte store: the measurement does not see the pinning", oneZombies, oneStart)
+	}
+	if partZombies != 0 {
+		t.Fatalf("parts of 1000 keys still hold %d bytes of zombie tables %d keys after a compaction", partZombies, pause)
+	}
+}
