@@ -135,10 +135,10 @@ func TestVerifyUnderWritesSeesOneSnapshot(t *testing.T) {
 // the whole scan holds every table it started on until it ends; iterators of
 // Options.SnapshotIterKeysMax keys release them within one part.
 func TestVerifyChunksReleaseZombies(t *testing.T) {
-	const pause = 2000
+	const pause = 1000
 	measure := func(iterKeys int) (zombieMax, diskMax, diskStart uint64) {
 		bs := newBusyStore(t, 1000, iterKeys)
-		for range 20 {
+		for range 10 {
 			bs.round(1000)
 		}
 		if err := bs.s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
@@ -171,13 +171,13 @@ func TestVerifyChunksReleaseZombies(t *testing.T) {
 		return zombieMax, diskMax, diskStart
 	}
 	oneZombies, oneDisk, oneStart := measure(-1)
-	partZombies, partDisk, partStart := measure(1000)
+	partZombies, partDisk, partStart := measure(500)
 	t.Logf("one iterator:    zombie tables up to %d bytes, disk %d -> up to %d bytes", oneZombies, oneStart, oneDisk)
-	t.Logf("1000-key parts:  zombie tables up to %d bytes, disk %d -> up to %d bytes", partZombies, partStart, partDisk)
+	t.Logf("500-key parts:   zombie tables up to %d bytes, disk %d -> up to %d bytes", partZombies, partStart, partDisk)
 	if oneZombies < 1<<20 {
 		t.Fatalf("one iterator pinned %d bytes of a %d-byte store: the measurement does not see the pinning", oneZombies, oneStart)
 	}
 	if partZombies != 0 {
-		t.Fatalf("parts of 1000 keys still hold %d bytes of zombie tables %d keys after a compaction", partZombies, pause)
+		t.Fatalf("parts of 500 keys still hold %d bytes of zombie tables %d keys after a compaction", partZombies, pause)
 	}
 }

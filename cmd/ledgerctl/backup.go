@@ -6,9 +6,6 @@ import (
 	"io"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -20,13 +17,15 @@ func backup(args []string, stdout, stderr io.Writer) int {
 	c := newPayCmd("backup", stdout, stderr)
 	verify := c.fs.Bool("verify", false, "then verify the copy (every balance recomputed from its journal, on ledgerd's host)")
 	*c.timeout = time.Hour
+	*c.addr = adminAddrDefault
+	c.fs.Lookup("addr").DefValue, c.fs.Lookup("addr").Usage = adminAddrDefault, adminAddrHelp
 	if code := c.parse(args); code >= 0 {
 		return code
 	}
 	if len(c.args) != 1 {
 		return c.fail("want one NAME, not %d arguments", len(c.args))
 	}
-	conn, err := grpc.NewClient(*c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dialAdmin(*c.addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "backup: %v\n", err)
 		return 2

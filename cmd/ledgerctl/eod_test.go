@@ -14,6 +14,7 @@ import (
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -35,7 +36,9 @@ func TestEndOfDayCommand(t *testing.T) {
 	defer l.Stop()
 	// 00:05 UTC the day after: the first day is due, no later one.
 	r := eod.NewRunner(l, store, eod.Config{Now: func() time.Time { return time.Date(2026, 11, 27, 0, 5, 0, 0, time.UTC) }})
-	srv, _ := api.NewServer(api.NewService(l, nil, api.WithEndOfDay(r)))
+	svc := api.NewService(l, nil, api.WithEndOfDay(r))
+	srv, _ := api.NewServer(svc)
+	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -86,7 +86,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -174,7 +176,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "", "the store of a stopped ledgerd")
-	addr := fs.String("addr", "", "the gRPC address of a running ledgerd")
+	addr := fs.String("addr", "", "the admin address of a running ledgerd (its --admin-listen, e.g. "+adminAddrDefault+")")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for a running ledgerd")
 	rest, code := parseArgs(fs, args[1:])
 	if code >= 0 {
@@ -243,7 +245,7 @@ func verifyStore(dir string) (storage.Report, error) {
 }
 
 func verifyRemote(addr string, timeout time.Duration) (storage.Report, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dialAdmin(addr)
 	if err != nil {
 		return storage.Report{}, err
 	}
@@ -432,7 +434,7 @@ func chart(args []string, stdout, stderr io.Writer) int {
 func trialBalance(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl trial-balance", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
+	addr := fs.String("addr", adminAddrDefault, adminAddrHelp)
 	ledgerID := fs.Uint("ledger", 0, "only this ledger (currency); 0: every ledger")
 	asCSV := fs.Bool("csv", false, "write CSV for finance tools (the differences go to stderr)")
 	strict := fs.Bool("strict", false, "the end of a day: transit not drained and unclassified accounts fail (exit 1) too")
@@ -445,7 +447,7 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dialAdmin(*addr)
 	if err != nil {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)
 		return 2
@@ -482,4 +484,25 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		return 3 // balanced; transit in flight or unclassified accounts (routine while traffic flows)
 	}
 	return 0
+}
+
+// adminAddrDefault is ledgerd's --admin-listen default: the commands of AdminService (verify,
+// trial-balance, eod, backup) talk to it there, and only there.
+const (
+	adminAddrDefault = "127.0.0.1:7073"
+	adminAddrHelp    = "the admin address of a running ledgerd (its --admin-listen)"
+)
+
+// dialAdmin connects to ledgerd's admin address. A call that meets a server without
+// AdminService (ledgerd's --listen, say) answers UNIMPLEMENTED with a hint at the address.
+func dialAdmin(addr string) (*grpc.ClientConn, error) {
+	hint := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if status.Code(err) == codes.Unimplemented {
+			return status.Errorf(codes.Unimplemented, "%s (is %s ledgerd's --admin-listen address? AdminService is served there only)",
+				status.Convert(err).Message(), addr)
+		}
+		return err
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithChainUnaryInterceptor(hint))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/rules"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -41,7 +42,9 @@ func TestTrialBalanceCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Stop()
-	srv, _ := api.NewServer(api.NewService(l, nil, api.WithChart(chart)))
+	svc := api.NewService(l, nil, api.WithChart(chart))
+	srv, _ := api.NewServer(svc)
+	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
