@@ -39,26 +39,38 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 	}
 	var problems []string
 	refs := make([]postingRef, 0, 1024)
-	err = v.ForEachPosting(func(p ledger.Posting) error {
-		l, ok := ledgers[p.Account]
-		if !ok {
-			problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
-			return nil
-		}
-		audit.Posting(p, l)
-		rep.Postings++
-		refs = append(refs, postingRef{transfer: p.TransferID, account: p.Account, amount: p.Amount, at: p.Timestamp})
-		if len(refs) == verifyRefsMax {
+	// The postings are scanned verifyRefsMax at a time, each lot checked against its
+	// transfers between two scans: no iterator of the postings stays open (pinning its
+	// tables) while a lot is checked.
+	from, hi := prefixBounds(prefixPosting)
+	for from != nil {
+		var resume []byte
+		err = v.scan(from, hi, false, func(k, val []byte) (bool, error) {
+			p, err := decodePosting(k, val)
+			if err != nil {
+				return false, err
+			}
+			l, ok := ledgers[p.Account]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
+				return true, nil
+			}
+			audit.Posting(p, l)
+			rep.Postings++
+			refs = append(refs, postingRef{transfer: p.TransferID, account: p.Account, amount: p.Amount, at: p.Timestamp})
+			if len(refs) == verifyRefsMax {
+				resume = append(append(make([]byte, 0, len(k)+1), k...), 0) // the next key up
+				return false, nil
+			}
+			return true, nil
+		})
+		if err == nil {
 			problems, err = postingsMatch(v, refs, problems)
-			refs = refs[:0]
 		}
-		return err
-	})
-	if err == nil {
-		problems, err = postingsMatch(v, refs, problems)
-	}
-	if err != nil {
-		return rep, err
+		if err != nil {
+			return rep, err
+		}
+		refs, from = refs[:0], resume
 	}
 	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
 		if l.From >= shards {

@@ -1,11 +1,17 @@
 package storage
 
 import (
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ledgercore/ledger/ledger"
 )
@@ -174,10 +180,138 @@ func TestVerifyChunksReleaseZombies(t *testing.T) {
 	partZombies, partDisk, partStart := measure(500)
 	t.Logf("one iterator:    zombie tables up to %d bytes, disk %d -> up to %d bytes", oneZombies, oneStart, oneDisk)
 	t.Logf("500-key parts:   zombie tables up to %d bytes, disk %d -> up to %d bytes", partZombies, partStart, partDisk)
-	if oneZombies < 1<<20 {
+	if oneZombies < oneStart/4 {
 		t.Fatalf("one iterator pinned %d bytes of a %d-byte store: the measurement does not see the pinning", oneZombies, oneStart)
 	}
 	if partZombies != 0 {
 		t.Fatalf("parts of 500 keys still hold %d bytes of zombie tables %d keys after a compaction", partZombies, pause)
+	}
+}
+
+// TestVerifyLargeStore measures Verify on a copy of the store in $LEDGER_VERIFY_STORE (made,
+// say, by ledger-bench --data-dir), with one iterator per scan (as before) and with
+// iterators of SnapshotIterKeysMaxDefault keys: first alone, then under a write load that
+// forces compactions. The load writes again, with the same values, one key in 500 of the
+// store (so Verify's answer cannot change), a 16th of the key space every 250 ms, flushes, and
+// compacts that range: every table overlaps some key written, so the compactions rewrite all
+// of them in turn, as
+// ledgerd's own flushes do (a posting's key leads with its account, so a flush overlaps all
+// of Lbase, and its compaction, after 32 flushes, rewrites Lbase). It samples the disk used
+// and the zombie tables every 50 ms while Verify runs.
+func TestVerifyLargeStore(t *testing.T) {
+	src := os.Getenv("LEDGER_VERIFY_STORE")
+	if src == "" {
+		t.Skip("LEDGER_VERIFY_STORE names no store to measure")
+	}
+	for _, mode := range []struct {
+		name     string
+		iterKeys int
+	}{{"one iterator per scan", -1}, {"64Ki-key iterators", 0}, {"one iterator per scan", -1}, {"64Ki-key iterators", 0}} {
+		dir := filepath.Join(t.TempDir(), "db")
+		if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(dir, Options{SnapshotIterKeysMax: mode.iterKeys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
+			t.Fatal(err)
+		}
+		quiet := verifyTimed(t, s, nil)
+		loaded := verifyTimed(t, s, sampleKeys(t, s, 500))
+		t.Logf("%s: alone %v; under load %v, disk %d MB -> up to %d MB, zombie tables up to %d MB (mean %.1f MB), snapshot-pinned %d MB",
+			mode.name, quiet.took.Round(time.Millisecond), loaded.took.Round(time.Millisecond), loaded.diskStart>>20,
+			loaded.diskMax>>20, loaded.zombieMax>>20, float64(loaded.zombieSum)/float64(max(loaded.samples, 1))/(1<<20), loaded.pinned>>20)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type verifyRun struct {
+	took                                  time.Duration
+	diskStart, diskMax, zombieMax, pinned uint64
+	zombieSum, samples                    uint64 // for the mean
+}
+
+// sampleKeys copies every nth key of s with its value.
+func sampleKeys(t *testing.T, s *Store, n int) [][2][]byte {
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kvs [][2][]byte
+	i := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if i++; i%n == 0 {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				t.Fatal(err)
+			}
+			kvs = append(kvs, [2][]byte{slices.Clone(it.Key()), slices.Clone(v)})
+		}
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return kvs
+}
+
+// verifyTimed runs Verify on a snapshot of s while, every 50 ms, it samples the disk and
+// zombie tables and (with load) every 250 ms writes the next 16th of load's keys again,
+// flushes and compacts their range.
+func verifyTimed(t *testing.T, s *Store, load [][2][]byte) verifyRun {
+	t.Helper()
+	var run verifyRun
+	start := s.Stats()
+	run.diskStart = start.DiskBytes
+	began := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		snap := s.Snapshot()
+		rep, err := Verify(snap, s.Shards())
+		if err == nil && len(rep.Problems) > 0 {
+			err = fmt.Errorf("problems: %v", rep.Problems[:min(3, len(rep.Problems))])
+		}
+		done <- errors.Join(err, snap.Close())
+	}()
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			run.took = time.Since(began)
+			run.pinned = s.Stats().SnapshotPinnedBytes - start.SnapshotPinnedBytes
+			return run
+		case <-time.After(50 * time.Millisecond):
+		}
+		st := s.Stats()
+		run.diskMax, run.zombieMax = max(run.diskMax, st.DiskBytes), max(run.zombieMax, st.ZombieTableBytes)
+		run.zombieSum += st.ZombieTableBytes
+		run.samples++
+		if load == nil {
+			continue
+		}
+		// Every 5 samples the next 16th of the key space: its sampled keys written again,
+		// flushed, and compacted (every table in it rewritten).
+		if i%5 != 4 {
+			continue
+		}
+		part := load[(i/5%16)*len(load)/16 : (i/5%16+1)*len(load)/16]
+		b := s.db.NewBatch()
+		for _, kv := range part {
+			_ = b.Set(kv[0], kv[1], nil)
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.Compact(t.Context(), part[0][0], append(slices.Clone(part[len(part)-1][0]), 0), false); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
