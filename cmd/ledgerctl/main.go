@@ -1,19 +1,19 @@
 // Command ledgerctl is the operator's command line.
 //
 //	ledgerctl verify --data-dir DIR     verify a stopped store
-//	ledgerctl verify --addr HOST:PORT   verify a running ledgerd (on a consistent snapshot)
+//	ledgerctl verify --addr ADMIN       verify a running ledgerd (on a consistent snapshot)
 //	ledgerctl accounts --addr HOST:PORT ID...           look accounts up (JSON lines)
 //	ledgerctl transfers --addr HOST:PORT ID...          look transfers up (JSON lines)
 //	ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
 //	                                    an account's transfers in posting order
 //	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
-//	ledgerctl trial-balance --addr HOST:PORT [--ledger N] [--csv] [--strict]
+//	ledgerctl trial-balance --addr ADMIN [--ledger N] [--csv] [--strict]
 //	                                    the trial balance of a running ledgerd, by its chart
-//	ledgerctl eod --addr HOST:PORT [--date YYYY-MM-DD] [--early] [--status]
+//	ledgerctl eod --addr ADMIN [--date YYYY-MM-DD] [--early] [--status]
 //	                                    end of day: close an accounting day (switch, drain,
 //	                                    snapshot, trial balance, archive); its phases and trial
 //	                                    balance; exit 1 when the day is not archived
-//	ledgerctl eod --addr HOST:PORT --date YYYY-MM-DD --accept --note TEXT
+//	ledgerctl eod --addr ADMIN --date YYYY-MM-DD --accept --note TEXT
 //	                                    accept a failed day's differences, with a note
 //	ledgerctl channels                  the payment channels: degraded, circuit, in flight, queued
 //	ledgerctl channel degrade|restore NAME
@@ -46,6 +46,10 @@
 //	                                    an operator's resolution of a statement record
 //	ledgerctl backup [--verify] NAME    a consistent copy of a running ledgerd's store, in NAME
 //	                                    under its --backup-root (exit 1: --verify found problems)
+//
+// The admin commands (verify --addr, trial-balance, eod, backup) talk to ledgerd's admin
+// address, its --admin-listen: their --addr is that (default 127.0.0.1:7073; verify has no
+// default), and AdminService is on no other address.
 //
 // The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
 // tables (amounts in minor units), and take their flags before or after their arguments.
@@ -105,14 +109,14 @@ func main() {
 
 const usage = `usage:
   ledgerctl verify --data-dir DIR     verify a stopped store
-  ledgerctl verify --addr HOST:PORT   verify a running ledgerd
+  ledgerctl verify --addr ADMIN       verify a running ledgerd
   ledgerctl accounts --addr HOST:PORT ID...
   ledgerctl transfers --addr HOST:PORT ID...
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
   ledgerctl chart [--rules FILE]
-  ledgerctl trial-balance [--addr HOST:PORT] [--ledger N] [--csv] [--strict]
-  ledgerctl eod [--addr HOST:PORT] [--date YYYY-MM-DD] [--early] [--status]
-  ledgerctl eod [--addr HOST:PORT] --date YYYY-MM-DD --accept --note TEXT
+  ledgerctl trial-balance [--addr ADMIN] [--ledger N] [--csv] [--strict]
+  ledgerctl eod [--addr ADMIN] [--date YYYY-MM-DD] [--early] [--status]
+  ledgerctl eod [--addr ADMIN] --date YYYY-MM-DD --accept --note TEXT
   ledgerctl channels [--addr HOST:PORT]
   ledgerctl channel degrade|restore [--addr HOST:PORT] NAME
   ledgerctl orders [--addr HOST:PORT] ID...
@@ -126,7 +130,10 @@ const usage = `usage:
   ledgerctl resolve-recon [--addr HOST:PORT] [--note TEXT] ID
   ledgerctl statement [--addr HOST:PORT] --channel NAME --date YYYY-MM-DD [--csv]
   ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse
-  ledgerctl backup [--addr HOST:PORT] [--verify] NAME
+  ledgerctl backup [--addr ADMIN] [--verify] NAME
+
+ADMIN is ledgerd's admin address, its --admin-listen (default 127.0.0.1:7073); HOST:PORT
+its --listen (default 127.0.0.1:7070).
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
