@@ -52,7 +52,7 @@ func newBusyStore(t testing.TB, accounts uint64, iterKeys int) *busyStore {
 }
 
 // round books n transfers between random accounts in one round.
-func (bs *busyStore) round(n int) {
+func (bs *busyStore) round(n int) error {
 	ts := make([]ledger.Transfer, n)
 	for i := range ts {
 		d := bs.rng.Uint64N(bs.accounts) + 1
@@ -65,12 +65,21 @@ func (bs *busyStore) round(n int) {
 	bs.b.CreateTransfers(bs.b.Clock()+1, ts, rs, &fx)
 	for i, r := range rs {
 		if r != ledger.ResultOK {
-			bs.t.Fatalf("transfer %d: %v", ts[i].ID, r)
+			return fmt.Errorf("transfer %d: %v", ts[i].ID, r)
 		}
 	}
 	fx.Freeze()
-	if err := bs.w.Commit(&fx, bs.b.Clock()); err != nil {
-		bs.t.Fatal(err)
+	return bs.w.Commit(&fx, bs.b.Clock())
+}
+
+// rounds books count rounds of n transfers, failing the test on an error (from the test's
+// goroutine only).
+func (bs *busyStore) rounds(count, n int) {
+	bs.t.Helper()
+	for range count {
+		if err := bs.round(n); err != nil {
+			bs.t.Fatal(err)
+		}
 	}
 }
 
@@ -79,9 +88,7 @@ func (bs *busyStore) round(n int) {
 // problem, and reports exactly what one iterator per scan reports of the same snapshot.
 func TestVerifyUnderWritesSeesOneSnapshot(t *testing.T) {
 	bs := newBusyStore(t, 50, 7)
-	for range 20 {
-		bs.round(100)
-	}
+	bs.rounds(20, 100)
 	snap := bs.s.Snapshot()
 	defer snap.Close()
 	stop := make(chan struct{})
@@ -95,7 +102,10 @@ func TestVerifyUnderWritesSeesOneSnapshot(t *testing.T) {
 				return
 			default:
 			}
-			bs.round(50)
+			if err := bs.round(50); err != nil {
+				t.Error(err)
+				return
+			}
 			if i%10 == 0 {
 				if err := bs.s.db.Flush(); err != nil {
 					t.Error(err)
@@ -144,9 +154,7 @@ func TestVerifyChunksReleaseZombies(t *testing.T) {
 	const pause = 1000
 	measure := func(iterKeys int) (zombieMax, diskMax, diskStart uint64) {
 		bs := newBusyStore(t, 1000, iterKeys)
-		for range 10 {
-			bs.round(1000)
-		}
+		bs.rounds(10, 1000)
 		if err := bs.s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +166,9 @@ func TestVerifyChunksReleaseZombies(t *testing.T) {
 			n++
 			switch n % (2 * pause) {
 			case 0:
-				bs.round(1000)
+				if err := bs.round(1000); err != nil {
+					return err
+				}
 				if err := bs.s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
 					return err
 				}
