@@ -4,11 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,7 +27,8 @@ import (
 // write nothing.
 func TestBackupUnderLoad(t *testing.T) {
 	root := t.TempDir()
-	store, err := storage.Open(filepath.Join(t.TempDir(), "db"), storage.Options{Shards: 4, CacheBytes: 1 << 20})
+	storeDir := filepath.Join(t.TempDir(), "db")
+	store, err := storage.Open(storeDir, storage.Options{Shards: 4, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +40,7 @@ func TestBackupUnderLoad(t *testing.T) {
 		l.Stop()
 		_ = store.Close()
 	}()
-	s := NewService(l, nil, WithBackups(root, nil))
+	s := NewService(l, nil, WithBackups(root, storeDir, nil))
 	ctx := context.Background()
 	const accounts = 64
 	var as []*ledgerv1.Account
@@ -96,14 +99,24 @@ func TestBackupUnderLoad(t *testing.T) {
 	mu.Lock()
 	before := append([]uint64(nil), acked...) // answered before the backup was asked for
 	mu.Unlock()
-	resp, err := s.Backup(ctx, &ledgerv1.BackupRequest{Name: "nightly/1", Verify: true})
+	// A backup of this name cut off before (a kill) left its hidden partial directory.
+	if err := os.MkdirAll(filepath.Join(root, ".nightly-1.partial", "junk"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Backup(ctx, &ledgerv1.BackupRequest{Name: "nightly-1", Verify: true})
 	stop.Store(true)
 	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetPath() != filepath.Join(root, "nightly", "1") || !resp.GetVerified() || len(resp.GetProblems()) > 0 || resp.GetFiles() == 0 {
+	if resp.GetPath() != filepath.Join(root, "nightly-1") || !resp.GetVerified() || len(resp.GetProblems()) > 0 || resp.GetFiles() == 0 {
 		t.Fatalf("backup: %+v", resp)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".nightly-1.partial")); !os.IsNotExist(err) {
+		t.Fatalf("the partial directory is still there: %v", err)
+	}
+	if done, ok := storage.BackupCompleted(resp.GetPath()); !ok || time.Since(done) > time.Minute {
+		t.Fatalf("the backup's marker: %v %v", done, ok)
 	}
 
 	copyStore, err := storage.Open(resp.GetPath(), storage.Options{CacheBytes: 1 << 20})
@@ -140,9 +153,17 @@ func TestBackupUnderLoad(t *testing.T) {
 		_ = filepath.WalkDir(root, func(string, os.DirEntry, error) error { n++; return nil })
 		return n
 	}
-	had := entries()
+	had := 0
+	if err := os.Symlink(t.TempDir(), filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	had = entries()
 	for name, want := range map[string]codes.Code{"": codes.InvalidArgument, "../out": codes.InvalidArgument,
-		"/tmp/x": codes.InvalidArgument, "nightly/1": codes.AlreadyExists, "a/../../b": codes.InvalidArgument} {
+		"/tmp/x": codes.InvalidArgument, "nightly-1": codes.AlreadyExists, "a/../../b": codes.InvalidArgument,
+		// Inside an earlier backup (which a name Pebble reads as its marker would spoil), through a
+		// link out of the root, hidden (a partial backup's), too long.
+		"nightly-1/marker.format-version.000099.025": codes.InvalidArgument, "link/escaped": codes.InvalidArgument,
+		"link": codes.AlreadyExists, ".nightly-2.partial": codes.InvalidArgument, strings.Repeat("a", 129): codes.InvalidArgument} {
 		if _, err := s.Backup(ctx, &ledgerv1.BackupRequest{Name: name}); status.Code(err) != want {
 			t.Errorf("backup %q: %v, want %v", name, err, want)
 		}
@@ -154,6 +175,20 @@ func TestBackupUnderLoad(t *testing.T) {
 	s.backups.running.Unlock()
 	if _, err := NewService(l, nil).Backup(ctx, &ledgerv1.BackupRequest{Name: "x"}); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("backups off: %v", err)
+	}
+	// A restart reads the time of the newest complete backup back (the stale-backup alert
+	// must not fire after every restart).
+	if got := testutil.ToFloat64(NewService(l, nil, WithBackups(root, storeDir, nil)).backups.metrics.lastSuccess); got < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("the last backup after a restart: %v", got)
+	}
+	// A root holding the store (or inside it): refused, nothing written.
+	for _, r := range []string{filepath.Dir(storeDir), filepath.Join(storeDir, "backups")} {
+		if _, err := NewService(l, nil, WithBackups(r, storeDir, nil)).Backup(ctx, &ledgerv1.BackupRequest{Name: "x"}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("root %s and store %s: %v", r, storeDir, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(storeDir), "x")); !os.IsNotExist(err) {
+		t.Errorf("a refused backup wrote beside the store: %v", err)
 	}
 	if n := entries(); n != had {
 		t.Errorf("refused backups wrote %d entries", n-had)

@@ -45,7 +45,7 @@ func (s *Service) RunEndOfDay(ctx context.Context, req *ledgerv1.RunEndOfDayRequ
 			steps = append(steps, fmt.Sprintf("%v: %v (%v)", r.Day, r.Outcome, r.Phase))
 		}
 		last.Steps = append(steps, last.Steps...)
-		return eodResponse(&last)
+		return eodResponse(&last, s.currencies)
 	}
 	day, err := ledger.ParseDay(req.GetDate())
 	if err != nil {
@@ -55,7 +55,7 @@ func (s *Service) RunEndOfDay(ctx context.Context, req *ledgerv1.RunEndOfDayRequ
 	if err != nil {
 		return nil, eodStatus(ctx, err)
 	}
-	return eodResponse(&res)
+	return eodResponse(&res, s.currencies)
 }
 
 // AcceptEndOfDay implements AdminService.
@@ -71,7 +71,7 @@ func (s *Service) AcceptEndOfDay(ctx context.Context, req *ledgerv1.AcceptEndOfD
 	if err != nil {
 		return nil, eodStatus(ctx, err)
 	}
-	out, err := eodResponse(&res)
+	out, err := eodResponse(&res, s.currencies)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func eodStatus(ctx context.Context, err error) error {
 	return toStatus(err)
 }
 
-func eodResponse(res *eod.Result) (*ledgerv1.RunEndOfDayResponse, error) {
+func eodResponse(res *eod.Result, currencies accounting.Currencies) (*ledgerv1.RunEndOfDayResponse, error) {
 	out := &ledgerv1.RunEndOfDayResponse{Date: res.Day.String(), Phase: res.Phase.String(), Outcome: res.Outcome.String(),
 		Passed: res.Outcome == eod.OutcomeClosed || res.Outcome == eod.OutcomeTrialPassed, Steps: res.Steps, Stuck: res.Stuck,
 		Archived: res.Archived(), Note: res.Note, Early: res.Early}
@@ -103,7 +103,7 @@ func eodResponse(res *eod.Result) (*ledgerv1.RunEndOfDayResponse, error) {
 	if res.Report != nil {
 		out.Differences = res.Report.Differences
 		var b bytes.Buffer
-		if err := accounting.WriteDayTable(&b, res.Report); err != nil {
+		if err := accounting.WriteDayTable(&b, res.Report, currencies); err != nil {
 			return nil, toStatus(err)
 		}
 		out.Report = b.String()

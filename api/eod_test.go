@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,8 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
+	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 	"github.com/ledgercore/ledger/storage/storagetest"
@@ -250,9 +253,9 @@ func TestEndOfDayOverGRPC(t *testing.T) {
 	for i := uint64(0); i < 90; i += 3 {
 		deposits += 100 + i
 	}
-	for _, want := range []string{"accounting day 2026-11-26\n", "trial balance of 2026-11-26: PASSED\n",
-		fmt.Sprintf("1122   channel receivable   asset      debit   %d ", deposits), "  2002   merchant balance     liability  credit  0              150 "} {
-		if !strings.Contains(res.GetReport(), want) {
+	for _, want := range []string{`accounting day 2026-11-26\n`, `trial balance of 2026-11-26: PASSED\n`,
+		fmt.Sprintf(`1122 +channel receivable +asset +debit +%d `, deposits), `  2002 +merchant balance +liability +credit +0 +150 `} {
+		if !regexp.MustCompile(want).MatchString(res.GetReport()) {
 			t.Errorf("report lacks %q:\n%s", want, res.GetReport())
 		}
 	}
@@ -460,13 +463,34 @@ func TestEndOfDayUnimplemented(t *testing.T) {
 func TestEndOfDayResponseSaysSuperseded(t *testing.T) {
 	for _, o := range []eod.Outcome{eod.OutcomeClosed, eod.OutcomeTrialFailed} {
 		res := eod.Result{Day: eodFirstDay, Phase: eod.PhaseArchived, Outcome: o, Note: "INC-1", Superseded: true}
-		out, err := eodResponse(&res)
+		out, err := eodResponse(&res, nil)
 		if err != nil || out.GetNote() != "INC-1" || !strings.Contains(strings.Join(out.GetSteps(), "\n"), `(note "INC-1") is superseded`) {
 			t.Errorf("%v: %v %v", o, out, err)
 		}
 		res.Superseded = false
-		if out, err := eodResponse(&res); err != nil || strings.Contains(strings.Join(out.GetSteps(), "\n"), "superseded") {
+		if out, err := eodResponse(&res, nil); err != nil || strings.Contains(strings.Join(out.GetSteps(), "\n"), "superseded") {
 			t.Errorf("%v, not superseded: %v %v", o, out, err)
+		}
+	}
+}
+
+// TestEndOfDayReportCurrency: the day's table prints each ledger's amounts in the currency the
+// service names for it, and a ledger it does not name in minor units.
+func TestEndOfDayReportCurrency(t *testing.T) {
+	b := accounting.NewDayBuilder(rules.Default(), eodFirstDay)
+	moved := ledger.Movement{In: ledger.Balance{DebitsPosted: ledger.U128(6898101)}}
+	b.Add(ledger.Account{ID: 1, Ledger: 1, Code: 1122, Balance: ledger.Balance{DebitsPosted: ledger.U128(6898101)}}, ledger.Balance{}, &moved)
+	b.Add(ledger.Account{ID: 2, Ledger: 2, Code: 1122, Balance: ledger.Balance{DebitsPosted: ledger.U128(6898101)}}, ledger.Balance{}, &moved)
+	rep := b.Report()
+	res := eod.Result{Day: eodFirstDay, Phase: eod.PhaseTrial, Outcome: eod.OutcomeTrialFailed, Report: &rep}
+	out, err := eodResponse(&res, accounting.Currencies{1: "CNY"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ledger 1, amounts in CNY", "68,981.01", "ledger 2, amounts in minor units", "6898101",
+		"(currency -: amounts in minor units"} {
+		if !strings.Contains(out.GetReport(), want) {
+			t.Errorf("the report has no %q:\n%s", want, out.GetReport())
 		}
 	}
 }

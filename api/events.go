@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,12 @@ func WithEvents(seq *events.Sequencer) Option { return func(s *Service) { s.even
 // subscriber to read (gRPC's flow control) before the subscription is cut off: a client that
 // stops reading would otherwise hold one of the FollowersMax slots for ever.
 const SubscribeSendTimeoutDefault = 30 * time.Second
+
+// SubscribeLinger is how long a subscriber at the head of the stream waits for more events
+// before it is sent what it has (events.FollowOptions.Linger), unless it has a full batch:
+// under a load of small commits each message carries several commits' events instead of
+// one, for at most that much latency.
+const SubscribeLinger = 5 * time.Millisecond
 
 // WithSubscribeSendTimeout sets the subscribers' send deadline (SubscribeSendTimeoutDefault).
 func WithSubscribeSendTimeout(d time.Duration) Option {
@@ -70,11 +77,10 @@ func (s *Service) Subscribe(req *ledgerv1.SubscribeRequest, stream grpc.ServerSt
 	deadline.Stop()
 	defer deadline.Stop()
 	var scratch EncodeScratch
-	size := 0 // the last message's, to size the next one's buffer
-	err := s.events.Follow(stream.Context(), next, events.FollowOptions{Coalesce: true}, func(batch []events.Event) error {
-		m := &encoded{b: EncodeEvents(make([]byte, 0, max(size, 64*len(batch))), batch, &scratch)}
-		size = len(m.b)
-		msgs <- m // the sender waits for it: the previous send returned
+	encode := func(dst []byte, batch []events.Event) []byte { return EncodeEvents(dst, batch, &scratch) }
+	err := s.events.FollowWire(stream.Context(), next, events.FollowOptions{Coalesce: true, Linger: SubscribeLinger}, encode, func(b events.WireBatch) error {
+		// The window's bytes as they are (encoded once for every follower, never changed).
+		msgs <- &encoded{parts: slices.Clone(b.Parts)} // the sender waits for it: the previous send returned
 		deadline.Reset(timeout)
 		select {
 		case err := <-sent:
@@ -157,6 +163,10 @@ func (m *Metrics) WatchEvents(seq *events.Sequencer) {
 			func() float64 { return float64(seq.Lag()) }),
 		counter("ledger_events_index_batches_total", "Batches of global sequences the sequencer wrote (unsynced; shown once durable).",
 			func() float64 { return float64(st.IndexBatches.Load()) }),
+		gauge("ledger_events_window_events", "Events in the stream's in-memory window (events.RingEventsMax; filled only while someone follows).",
+			func() float64 { return float64(st.RingEvents.Load()) }),
+		gauge("ledger_events_window_bytes", "Bytes the stream's in-memory window holds (events.RingBytesMax): ledger rounds encoded for the wire, payment rounds estimated.",
+			func() float64 { return float64(st.RingBytes.Load()) }),
 		counter("ledger_events_store_reads_total", "Reads of events from the store by followers behind the in-memory ring.",
 			func() float64 { return float64(st.StoreReads.Load()) }),
 		counter("ledger_events_trims_total", "Times retention trimmed the oldest events.",

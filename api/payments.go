@@ -102,18 +102,56 @@ type PaymentService struct {
 	ledgerv1.UnimplementedPaymentServiceServer
 	engine  PaymentEngine
 	metrics *Metrics
+	// currency is the ISO 4217 code of a ledger's currency, for the orders and exception
+	// records it answers (nil: none known).
+	currency func(ledger uint32) string
+}
+
+// PaymentOption configures a PaymentService.
+type PaymentOption func(*PaymentService)
+
+// WithOrderCurrency names the currency of each order's ledger (ISO 4217; ledgerd gives the
+// payment layer's, the one its channels are asked in): the orders and exception records it
+// answers carry it, for clients to print their amounts in. Events do not carry it.
+func WithOrderCurrency(currency func(ledger uint32) string) PaymentOption {
+	return func(s *PaymentService) { s.currency = currency }
 }
 
 // NewPaymentService serves e; m counts results (nil: not counted).
-func NewPaymentService(e PaymentEngine, m *Metrics) *PaymentService {
-	return &PaymentService{engine: e, metrics: m}
+func NewPaymentService(e PaymentEngine, m *Metrics, opts ...PaymentOption) *PaymentService {
+	s := &PaymentService{engine: e, metrics: m}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// order is o on the wire with its currency.
+func (s *PaymentService) order(o *payment.Order) *ledgerv1.PaymentOrder {
+	out := OrderToProto(o)
+	if s.currency != nil {
+		out.Currency = s.currency(o.Ledger)
+		for _, x := range out.Exceptions {
+			x.Currency = out.Currency
+		}
+	}
+	return out
+}
+
+// exception is exception k of o on the wire with its currency.
+func (s *PaymentService) exception(o *payment.Order, k int) *ledgerv1.PaymentException {
+	out := ExceptionToProto(o, k)
+	if s.currency != nil {
+		out.Currency = s.currency(o.Ledger)
+	}
+	return out
 }
 
 // RegisterPayments registers the payment service on srv, typically the server from NewServer
 // before it serves (whose interceptor then times the payment calls too); m counts results (nil:
 // not counted).
-func RegisterPayments(srv *grpc.Server, e PaymentEngine, m *Metrics) *PaymentService {
-	ps := NewPaymentService(e, m)
+func RegisterPayments(srv *grpc.Server, e PaymentEngine, m *Metrics, opts ...PaymentOption) *PaymentService {
+	ps := NewPaymentService(e, m, opts...)
 	ledgerv1.RegisterPaymentServiceServer(srv, ps)
 	return ps
 }
@@ -166,7 +204,7 @@ func (s *PaymentService) CreatePayments(_ context.Context, req *ledgerv1.CreateP
 			if rep.Order == nil {
 				return nil, toStatus(fmt.Errorf("payment engine answered %v without an order to request %d", rep.Result, i))
 			}
-			res.Order = OrderToProto(rep.Order)
+			res.Order = s.order(rep.Order)
 		}
 		s.metrics.countPayment(reqs[i].Form, rep.Result)
 		resp.Results[i] = res
@@ -190,7 +228,7 @@ func (s *PaymentService) GetOrders(_ context.Context, req *ledgerv1.GetOrdersReq
 	resp := &ledgerv1.GetOrdersResponse{}
 	for _, o := range orders {
 		if o != nil {
-			resp.Orders = append(resp.Orders, OrderToProto(o))
+			resp.Orders = append(resp.Orders, s.order(o))
 		}
 	}
 	return resp, nil
@@ -229,7 +267,7 @@ func (s *PaymentService) GetOrdersByBizId(_ context.Context, req *ledgerv1.GetOr
 		if o == nil {
 			continue
 		}
-		resp.Orders = append(resp.Orders, OrderToProto(o))
+		resp.Orders = append(resp.Orders, s.order(o))
 	}
 	if resp.TransferIds, err = s.engine.TransfersByBizID(biz, ledger.BatchEventsMax); err != nil {
 		return nil, toStatus(err)
@@ -288,7 +326,7 @@ func (s *PaymentService) ListExceptions(_ context.Context, req *ledgerv1.ListExc
 		last = o.ID
 		for k := range o.Exceptions {
 			if req.GetIncludeResolved() || o.Exceptions[k].Step != payment.ExcResolved {
-				resp.Exceptions = append(resp.Exceptions, ExceptionToProto(o, k))
+				resp.Exceptions = append(resp.Exceptions, s.exception(o, k))
 			}
 		}
 	}
@@ -319,7 +357,7 @@ func (s *PaymentService) ResolveException(_ context.Context, req *ledgerv1.Resol
 	}
 	resp := &ledgerv1.ResolveExceptionResponse{Result: ledgerv1.PaymentResult(result)}
 	if order != nil {
-		resp.Order = OrderToProto(order)
+		resp.Order = s.order(order)
 	}
 	return resp, nil
 }

@@ -755,3 +755,45 @@ func TestReconcileBizId(t *testing.T) {
 		t.Errorf("difference %q, want %q", miss.String(), want)
 	}
 }
+
+// TestOrderCurrency: with the currency of each ledger named, the orders and exception records
+// the service answers carry their ledger's (none where it names none); without, none at all.
+func TestOrderCurrency(t *testing.T) {
+	e := newFakeEngine()
+	named := NewPaymentService(e, nil, WithOrderCurrency(func(l uint32) string {
+		return map[uint32]string{1: "CNY"}[l]
+	}))
+	ctx := context.Background()
+	if _, err := named.CreatePayments(ctx, &ledgerv1.CreatePaymentsRequest{Requests: []*ledgerv1.PaymentRequest{
+		recharge("a", 6898101), recharge("b", 5)}}); err != nil {
+		t.Fatal(err)
+	}
+	e.orders[2].Ledger = 2
+	for _, o := range e.orders {
+		o.Exceptions = []payment.Exception{{Kind: payment.AmountMismatch, Step: payment.ExcOpen, Txn: "T", Amount: 7}}
+	}
+	check := func(s *PaymentService, want map[uint64]string) {
+		t.Helper()
+		orders, err := s.GetOrders(ctx, &ledgerv1.GetOrdersRequest{Ids: []uint64{1, 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range orders.GetOrders() {
+			if o.GetCurrency() != want[o.GetId()] || o.GetExceptions()[0].GetCurrency() != want[o.GetId()] {
+				t.Errorf("order %d: currency %q, its exception's %q; want %q", o.GetId(), o.GetCurrency(),
+					o.GetExceptions()[0].GetCurrency(), want[o.GetId()])
+			}
+		}
+		excs, err := s.ListExceptions(ctx, &ledgerv1.ListExceptionsRequest{})
+		if err != nil || len(excs.GetExceptions()) != 2 {
+			t.Fatalf("exceptions: %v %v", excs, err)
+		}
+		for _, x := range excs.GetExceptions() {
+			if x.GetCurrency() != want[x.GetOrderId()] {
+				t.Errorf("exception of order %d: currency %q, want %q", x.GetOrderId(), x.GetCurrency(), want[x.GetOrderId()])
+			}
+		}
+	}
+	check(named, map[uint64]string{1: "CNY"})
+	check(NewPaymentService(e, nil), nil)
+}

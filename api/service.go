@@ -19,6 +19,7 @@ import (
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/payment"
 	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
@@ -47,6 +48,8 @@ type Service struct {
 	eod     *eod.Runner // end of day; nil: not served
 	backups *backups    // nil: backups are off
 	verify  *verifyGate
+	// currencies name the ledgers' currencies for reports (nil: none known).
+	currencies accounting.Currencies
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
 	sendTimeout time.Duration
 }

@@ -23,6 +23,11 @@ type Option func(*Service)
 // that ship with the server, rules.Default).
 func WithChart(chart *rules.Chart) Option { return func(s *Service) { s.chart = chart } }
 
+// WithCurrencies names the ledgers' currencies (ISO 4217 codes, ledgerd --payment-ledger): the
+// trial balance carries each ledger's, and the end of day's table prints its amounts in it. A
+// ledger it does not name has no known currency (its amounts print in minor units).
+func WithCurrencies(c accounting.Currencies) Option { return func(s *Service) { s.currencies = c } }
+
 // TrialBalance implements AdminService: the trial balance of every account (of req.ledger, or
 // all) on a durable snapshot, by the service's chart.
 func (s *Service) TrialBalance(ctx context.Context, req *ledgerv1.TrialBalanceRequest) (*ledgerv1.TrialBalanceResponse, error) {
@@ -58,15 +63,17 @@ func (s *Service) TrialBalance(ctx context.Context, req *ledgerv1.TrialBalanceRe
 	if !rep.Balanced {
 		slog.Error("trial balance: the books do not balance", "differences", len(rep.Differences), "first", rep.Differences[0])
 	}
-	return TrialBalanceToProto(&rep), nil
+	return TrialBalanceToProto(&rep, s.currencies), nil
 }
 
-// TrialBalanceToProto is rep on the wire.
-func TrialBalanceToProto(rep *accounting.Report) *ledgerv1.TrialBalanceResponse {
+// TrialBalanceToProto is rep on the wire, each ledger with its currency's ISO 4217 code (empty
+// when currencies name none).
+func TrialBalanceToProto(rep *accounting.Report, currencies accounting.Currencies) *ledgerv1.TrialBalanceResponse {
 	resp := &ledgerv1.TrialBalanceResponse{Balanced: rep.Balanced, Differences: rep.Differences}
 	for i := range rep.Ledgers {
 		l := &rep.Ledgers[i]
-		pl := &ledgerv1.TrialBalanceLedger{Ledger: l.Ledger, Transit: lineToProto(&l.Transit), Total: lineToProto(&l.Total)}
+		pl := &ledgerv1.TrialBalanceLedger{Ledger: l.Ledger, Transit: lineToProto(&l.Transit), Total: lineToProto(&l.Total),
+			Currency: currencies[l.Ledger]}
 		for j := range l.Subjects {
 			pl.Subjects = append(pl.Subjects, lineToProto(&l.Subjects[j]))
 		}
@@ -87,6 +94,18 @@ func lineToProto(l *accounting.Line) *ledgerv1.TrialBalanceLine {
 		p.Category = l.Category.String()
 	}
 	return p
+}
+
+// TrialBalanceCurrencies are the currencies a trial balance on the wire names, by ledger (for
+// printing it; a ledger with none is left out).
+func TrialBalanceCurrencies(resp *ledgerv1.TrialBalanceResponse) accounting.Currencies {
+	out := accounting.Currencies{}
+	for _, pl := range resp.GetLedgers() {
+		if c := pl.GetCurrency(); c != "" {
+			out[pl.GetLedger()] = c
+		}
+	}
+	return out
 }
 
 // TrialBalanceFromProto is a trial balance read from the wire (for printing it).

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"maps"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -64,7 +67,7 @@ func TestTrialBalance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back := TrialBalanceToProto(&rep); back.String() != resp.String() {
+	if back := TrialBalanceToProto(&rep, TrialBalanceCurrencies(resp)); back.String() != resp.String() {
 		t.Errorf("round trip:\n%v\n%v", back, resp)
 	}
 
@@ -99,5 +102,22 @@ func TestTrialBalanceTransit(t *testing.T) {
 	d := resp.GetDifferences()
 	if !resp.GetBalanced() || len(d) != 1 || !strings.Contains(d[0], "ledger 1: transit not drained: ") || !strings.Contains(d[0], "posted credits 70") {
 		t.Fatalf("balanced %v, differences %q", resp.GetBalanced(), d)
+	}
+}
+
+// TestTrialBalanceCurrency: each ledger of the trial balance carries the currency the service
+// names for it (none for a ledger it does not name), and the client reads them back.
+func TestTrialBalanceCurrency(t *testing.T) {
+	rep := accounting.Report{Balanced: true, Ledgers: []accounting.Ledger{{Ledger: 1}, {Ledger: 2}}}
+	for i := range rep.Ledgers {
+		l := &rep.Ledgers[i]
+		l.Transit.Balance, l.Total.Balance = new(big.Int), new(big.Int)
+	}
+	resp := TrialBalanceToProto(&rep, accounting.Currencies{1: "CNY", 3: "JPY"})
+	if c1, c2 := resp.GetLedgers()[0].GetCurrency(), resp.GetLedgers()[1].GetCurrency(); c1 != "CNY" || c2 != "" {
+		t.Fatalf("currencies %q, %q; want CNY and none", c1, c2)
+	}
+	if got := TrialBalanceCurrencies(resp); !maps.Equal(got, accounting.Currencies{1: "CNY"}) {
+		t.Fatalf("read back %v", got)
 	}
 }

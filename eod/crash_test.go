@@ -100,7 +100,7 @@ func dayTable(t *testing.T, rep *accounting.DayReport) string {
 		t.Fatal("no report")
 	}
 	var b bytes.Buffer
-	if err := accounting.WriteDayTable(&b, rep); err != nil {
+	if err := accounting.WriteDayTable(&b, rep, nil); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()

@@ -45,19 +45,26 @@ const (
 	// IndexBatchRoundsMax is how many rounds one index batch numbers at most.
 	IndexBatchRoundsMax = 1024
 	// RingEventsMax is how many of the newest events are kept in memory for followers that
-	// keep up (about 110 bytes each: some 110 MB, 3 s of the bench's peak rate); older ones
-	// are read from the store, several times slower (point reads of the postings). With
-	// 512k, a subscriber starved of CPU for under 2 s on the loaded 2-core machine fell out
-	// of it in 2 of 5 runs and caught up only after the load ended.
+	// keep up (3 s of the bench's peak rate); older ones are read from the store, several
+	// times slower (point reads of the postings). With 512k, a subscriber starved of CPU for
+	// under 2 s on the loaded 2-core machine fell out of it in 2 of 5 runs and caught up only
+	// after the load ended. A ledger round's events are kept encoded for the wire (about 50
+	// bytes an event with its offset on the bench: some 50 MB), a payment round's as structs.
 	RingEventsMax = 1 << 20
+	// RingBytesMax bounds the ring by bytes too (whichever bound is reached first): long biz
+	// ids make the events of a ledger round larger, up to some 8 KiB each. A payment round
+	// counts ringOrderEventBytes an event (an estimate: its orders are kept as structs).
+	RingBytesMax = 128 << 20
+	// ringOrderEventBytes is what an event of a payment round counts against RingBytesMax.
+	ringOrderEventBytes = 1024
 	// BatchEventsMax is how many events a follower is handed at once (one gRPC message or
 	// one NATS message); batches never span two commits' index entries and start at the
 	// entry's first sequence plus a multiple of it, so they are the same after a restart.
 	BatchEventsMax = 4096
 	// StoreReadEventsMax is how many events a follower reads from the store at a time.
 	StoreReadEventsMax = 16 * 1024
-	// FollowersMax is how many followers the stream serves at once: with RingEventsMax and
-	// StoreReadEventsMax, what bounds the stream's memory (about 110 MB of ring, shared,
+	// FollowersMax is how many followers the stream serves at once: with RingBytesMax and
+	// StoreReadEventsMax, what bounds the stream's memory (at most 128 MiB of ring, shared,
 	// plus a few MB a follower).
 	FollowersMax = 32
 	// ReservedFollowersMax is how many reserved followers (FollowOptions.Reserved: the NATS
@@ -134,6 +141,8 @@ type Stats struct {
 	Followers    atomic.Int64
 	IndexBatches atomic.Uint64
 	StoreReads   atomic.Uint64 // batches followers read from the store (behind the ring)
+	RingEvents   atomic.Int64  // events in the ring
+	RingBytes    atomic.Int64  // what the ring holds, in bytes (RingBytesMax)
 	Trims        atomic.Uint64
 	// RetentionHeld is how many events beyond RetainEvents retention kept at its last run
 	// because a RetentionHold (the NATS publisher's position) asked it to.
@@ -142,9 +151,13 @@ type Stats struct {
 
 type round struct {
 	lr   storage.LogRound
-	ev   *storage.RoundEvents // nil: not captured
+	ev   *storage.RoundEvents // nil: not captured, or encoded (w)
+	w    *wireRound           // a captured ledger round, encoded once numbered
 	mark uint64               // Begin's answer before the round's commit started
 }
+
+// captured reports whether the round's events are at hand.
+func (r *round) captured() bool { return r.ev != nil || r.w != nil }
 
 // pending is an index batch written and not yet known durable.
 type pending struct {
@@ -153,9 +166,20 @@ type pending struct {
 	rounds  []round
 }
 
+// chunk is an index entry with its events: encoded (w: a ledger round in the ring) or as
+// structs (ev: a payment round, or one read from the store).
 type chunk struct {
 	storage.IndexEntry
 	ev *storage.RoundEvents
+	w  *wireRound
+}
+
+// size is what the chunk costs the ring, in bytes.
+func (c *chunk) size() int {
+	if c.w != nil {
+		return c.w.size()
+	}
+	return int(c.Events) * ringOrderEventBytes
 }
 
 // Sequencer gives committed rounds their global sequences and serves them to followers.
@@ -177,6 +201,10 @@ type Sequencer struct {
 	notify chan struct{} // closed when last moves
 	ring   []chunk       // the newest captured entries, contiguous, ending at last
 	ringN  int           // events in ring
+	ringB  int           // bytes in ring (chunk.size)
+	// ringEventsMax and ringBytesMax are RingEventsMax and RingBytesMax (tests set others).
+	ringEventsMax, ringBytesMax int
+	enc                         encoder // the sequencer goroutine's
 
 	capturing atomic.Int32 // followers: while any, committers hand their events too
 	// written counts the index batches whose (unsynced) write has returned: a commit that
@@ -228,7 +256,7 @@ func Start(store *storage.Store, cfg Config) (*Sequencer, error) {
 	}
 	s := &Sequencer{cfg: cfg, store: store, w: store.IndexWriter(), in: make(chan round, InboxRoundsMax),
 		quit: make(chan struct{}), done: make(chan struct{}), end: make(chan struct{}), next: st.Next, last: st.Next - 1,
-		notify: make(chan struct{})}
+		notify: make(chan struct{}), ringEventsMax: RingEventsMax, ringBytesMax: RingBytesMax}
 	s.Stats.Horizon.Store(st.Horizon)
 	for len(st.Unindexed) > 0 {
 		n := min(len(st.Unindexed), IndexBatchRoundsMax)
@@ -409,6 +437,21 @@ func (s *Sequencer) index(batch []round) error {
 	gen := s.written.Load() + 1
 	s.unsynced = append(s.unsynced, pending{gen: gen, entries: entries, rounds: slices.Clone(batch)})
 	s.written.Store(gen)
+	// A ledger round captured is encoded for the wire now that it has its sequences, once
+	// for every follower, and its structs are dropped: the ring then holds no pointer per
+	// event for the garbage collector, and gRPC subscribers are sent its bytes as they are.
+	// A payment round keeps its structs (few orders; the in-process consumers want what
+	// the wire does not carry, Event.Exact and Opened).
+	p := &s.unsynced[len(s.unsynced)-1]
+	for i := range p.rounds {
+		r := &p.rounds[i]
+		if r.ev == nil || len(r.ev.Orders) > 0 {
+			continue
+		}
+		if w := s.enc.encode(entries[i].First, r.ev); w != nil {
+			r.w, r.ev = w, nil
+		}
+	}
 	return nil
 }
 
@@ -429,22 +472,29 @@ func (s *Sequencer) show(gen uint64) {
 				panic(fmt.Sprintf("events: entry at %d after %d", e.First, s.last))
 			}
 			s.last = e.End() - 1
-			if p.rounds[i].ev == nil {
-				s.ring, s.ringN = s.ring[:0], 0
+			r := &p.rounds[i]
+			if !r.captured() {
+				clear(s.ring) // no pointer left to what the ring dropped
+				s.ring, s.ringN, s.ringB = s.ring[:0], 0, 0
 				continue
 			}
-			s.ring = append(s.ring, chunk{IndexEntry: e, ev: p.rounds[i].ev})
+			c := chunk{IndexEntry: e, ev: r.ev, w: r.w}
+			s.ring = append(s.ring, c)
 			s.ringN += int(e.Events)
+			s.ringB += c.size()
 		}
 	}
 	drop := 0
-	for s.ringN > RingEventsMax && drop < len(s.ring)-1 {
+	for (s.ringN > s.ringEventsMax || s.ringB > s.ringBytesMax) && drop < len(s.ring)-1 {
 		s.ringN -= int(s.ring[drop].Events)
+		s.ringB -= s.ring[drop].size()
 		drop++
 	}
 	if drop > 0 {
 		s.ring = slices.Delete(s.ring, 0, drop)
 	}
+	s.Stats.RingEvents.Store(int64(s.ringN))
+	s.Stats.RingBytes.Store(int64(s.ringB))
 	close(s.notify)
 	s.notify = make(chan struct{})
 	s.mu.Unlock()
@@ -526,13 +576,128 @@ type FollowOptions struct {
 	// at hand: fewer, larger messages when commits are small. Batches then depend on timing,
 	// so a follower that names messages by their first sequence (NATS) must not.
 	Coalesce bool
+	// Linger (with Coalesce): a follower at the head of the stream, with fewer than
+	// BatchEventsMax events to take, waits up to this long for more before it takes them:
+	// fewer, larger batches when commits are small and many (each batch is a message, and a
+	// message costs a subscriber's server far more than an event), at that much latency.
+	// 0: none.
+	Linger time.Duration
 }
 
 // Follow hands fn the stream's events from sequence next on, in batches of consecutive
 // events (at most BatchEventsMax, never spanning two entries of the index unless
 // opts.Coalesce), until ctx ends, fn fails, or the sequencer stops. A batch and its events
-// are valid during the call only.
+// are valid during the call only. The ring's ledger rounds are kept encoded: Follow decodes
+// them (FollowWire does not).
 func (s *Sequencer) Follow(ctx context.Context, next uint64, opts FollowOptions, fn func([]Event) error) error {
+	buf := make([]Event, 0, BatchEventsMax)
+	var d decoded
+	return s.follow(ctx, next, opts, func(spans []span, _ int) error {
+		buf = buf[:0]
+		d.t, d.p = d.t[:0], d.p[:0]
+		for i := range spans {
+			var err error
+			if buf, err = spans[i].appendEvents(buf, &d); err != nil {
+				return err
+			}
+		}
+		return fn(buf)
+	})
+}
+
+// WireBatch is a batch of events in the stream's wire encoding: Parts, one after the other,
+// are a SubscribeResponse (proto/ledger/v1) holding the events First to First+Events-1.
+// The bytes of Parts are never changed (a transport may hold them after the call); the
+// slice Parts is valid during the call only.
+type WireBatch struct {
+	First  uint64
+	Events int
+	Parts  [][]byte
+}
+
+// FollowWire is Follow for a follower that sends the events on as the wire has them (gRPC
+// subscribers): the ring's ledger rounds, encoded once when numbered, are handed as they
+// are, shared by every follower; the other events (payment rounds, and what a follower
+// behind the ring reads from the store) are encoded with encode, which appends a batch of
+// events as a SubscribeResponse (api.EncodeEvents), into a buffer of the batch's own.
+func (s *Sequencer) FollowWire(ctx context.Context, next uint64, opts FollowOptions,
+	encode func(dst []byte, batch []Event) []byte, fn func(WireBatch) error) error {
+	var parts [][]byte
+	var evs []Event
+	return s.follow(ctx, next, opts, func(spans []span, n int) error {
+		parts = parts[:0]
+		for i := 0; i < len(spans); i++ {
+			sp := &spans[i]
+			if w := sp.c.w; w != nil {
+				parts = append(parts, w.b[w.off[sp.from]:w.off[sp.to]:w.off[sp.to]])
+				continue
+			}
+			// Consecutive spans of structs are encoded together.
+			evs = evs[:0]
+			var err error
+			for ; i < len(spans) && spans[i].c.w == nil; i++ {
+				if evs, err = spans[i].appendEvents(evs, nil); err != nil { // structs: nothing to decode
+					return err
+				}
+			}
+			i--
+			parts = append(parts, encode(make([]byte, 0, 64*len(evs)), evs))
+		}
+		return fn(WireBatch{First: spans[0].c.First + uint64(spans[0].from), Events: n, Parts: parts})
+	})
+}
+
+// span is the events from..to-1 of an entry (offsets in it).
+type span struct {
+	c        chunk
+	from, to int
+}
+
+// decoded holds a batch's transfer records and postings decoded from the ring; the events
+// handed point into it, so it never grows during a batch (BatchEventsMax of each).
+type decoded struct {
+	t []ledger.Transfer
+	p []ledger.Posting
+}
+
+// appendEvents appends the span's events to dst.
+func (sp *span) appendEvents(dst []Event, d *decoded) ([]Event, error) {
+	w := sp.c.w
+	if w == nil {
+		return appendStructs(dst, sp.c, sp.from, sp.to), nil
+	}
+	if cap(d.t) < BatchEventsMax {
+		d.t, d.p = make([]ledger.Transfer, 0, BatchEventsMax), make([]ledger.Posting, 0, BatchEventsMax)
+	}
+	h, _ := slices.BinarySearch(w.history, uint32(sp.from))
+	for i := sp.from; i < sp.to; i++ {
+		if len(d.t) == cap(d.t) || len(d.p) == cap(d.p) {
+			return dst, errors.New("events: a batch past BatchEventsMax") // never: batches are at most that
+		}
+		var e Event
+		t, p := d.t[:len(d.t)+1], d.p[:len(d.p)+1]
+		if err := decodeWire(w.b[w.off[i]:w.off[i+1]], &e, &t[len(t)-1], &p[len(p)-1]); err != nil {
+			return dst, fmt.Errorf("%w: sequence %d", err, sp.c.First+uint64(i))
+		}
+		if e.Seq != sp.c.First+uint64(i) {
+			return dst, fmt.Errorf("%w: sequence %d reads %d", errWire, sp.c.First+uint64(i), e.Seq)
+		}
+		if e.Transfer != nil {
+			d.t = t
+		} else {
+			d.p = p
+			if h < len(w.history) && w.history[h] == uint32(i) {
+				e.Posting.History = true
+				h++
+			}
+		}
+		dst = append(dst, e)
+	}
+	return dst, nil
+}
+
+// follow is Follow's loop: it hands fn each batch as spans of entries (n events in all).
+func (s *Sequencer) follow(ctx context.Context, next uint64, opts FollowOptions, fn func(spans []span, n int) error) error {
 	if next == 0 {
 		next = 1
 	}
@@ -558,7 +723,9 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, opts FollowOptions,
 	f.next.Store(next)
 	s.followers.Store(f, struct{}{})
 	defer s.followers.Delete(f)
-	buf := make([]Event, 0, BatchEventsMax)
+	spans := make([]span, 0, 16)
+	var linger *time.Timer // one per follower that lingers
+	lingered := false      // this batch waited its Linger already
 	for {
 		if h := s.Horizon(); next < h {
 			return &TrimmedError{Asked: next, Oldest: h}
@@ -577,6 +744,19 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, opts FollowOptions,
 				return ErrStopped
 			}
 		}
+		if opts.Coalesce && opts.Linger > 0 && !lingered && last-next+1 < BatchEventsMax {
+			lingered = true
+			if linger == nil {
+				linger = time.NewTimer(opts.Linger)
+				defer linger.Stop()
+			} else {
+				linger.Reset(opts.Linger)
+			}
+			if err := s.lingerFor(ctx, linger, next, wait); err != nil {
+				return err
+			}
+			continue // what came meanwhile is taken too
+		}
 		if !inRing {
 			var err error
 			if c, err = s.stored(f, next, last); err != nil {
@@ -586,44 +766,71 @@ func (s *Sequencer) Follow(ctx context.Context, next uint64, opts FollowOptions,
 				return err
 			}
 		}
-		buf = appendBatch(buf[:0], c, next, BatchEventsMax)
+		var n int
+		spans, n = appendSpan(spans[:0], c, next, BatchEventsMax)
 		if opts.Coalesce {
-			buf = s.coalesce(f, buf, next+uint64(len(buf)), last)
+			spans, n = s.coalesce(f, spans, n, next+uint64(n), last)
 		}
 		select {
 		case <-s.end:
 			return ErrStopped
 		default:
 		}
-		if err := fn(buf); err != nil {
+		if err := fn(spans, n); err != nil {
 			return err
 		}
-		next += uint64(len(buf))
+		next += uint64(n)
 		f.next.Store(next)
+		lingered = false
 	}
 }
 
-// coalesce appends to buf the events from seq on that are at hand (in the ring, or read from
-// the store already), up to BatchEventsMax and last.
-func (s *Sequencer) coalesce(f *follower, buf []Event, seq, last uint64) []Event {
-	for len(buf) < BatchEventsMax && seq <= last {
+// lingerFor waits until the timer t fires or BatchEventsMax events from next are durable,
+// whichever is first; wait is the notification of the last sequence read.
+func (s *Sequencer) lingerFor(ctx context.Context, t *time.Timer, next uint64, wait <-chan struct{}) error {
+	for {
+		select {
+		case <-wait:
+			s.mu.RLock()
+			last := s.last
+			wait = s.notify
+			s.mu.RUnlock()
+			if last+1-next >= BatchEventsMax {
+				t.Stop() // Go 1.23 timers: nothing stale to drain before the next Reset
+				return nil
+			}
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.end:
+			return ErrStopped
+		}
+	}
+}
+
+// coalesce appends to spans the events from seq on that are at hand (in the ring, or read
+// from the store already), up to BatchEventsMax in all (n so far) and last.
+func (s *Sequencer) coalesce(f *follower, spans []span, n int, seq, last uint64) ([]span, int) {
+	for n < BatchEventsMax && seq <= last {
 		s.mu.RLock()
 		c, ok := s.ringChunk(seq)
 		s.mu.RUnlock()
 		if !ok {
 			if len(f.pending) == 0 || f.pending[len(f.pending)-1].End() <= seq {
-				return buf
+				return spans, n
 			}
 			var err error
 			if c, err = s.stored(f, seq, last); err != nil {
-				return buf
+				return spans, n
 			}
 		}
-		n := len(buf)
-		buf = appendBatch(buf, c, seq, BatchEventsMax-n)
-		seq += uint64(len(buf) - n)
+		var k int
+		spans, k = appendSpan(spans, c, seq, BatchEventsMax-n)
+		n += k
+		seq += uint64(k)
 	}
-	return buf
+	return spans, n
 }
 
 // ringChunk finds the ring's entry holding seq (under mu).
@@ -678,11 +885,16 @@ func (s *Sequencer) stored(f *follower, seq, last uint64) (chunk, error) {
 	return f.pending[0], nil
 }
 
-// appendBatch appends the events of c from seq up to the end of seq's batch (batches start at
-// c.First plus a multiple of BatchEventsMax), and at most n.
-func appendBatch(dst []Event, c chunk, seq uint64, n int) []Event {
+// appendSpan appends the span of c from seq up to the end of seq's batch (batches start at
+// c.First plus a multiple of BatchEventsMax), and at most n events; it answers how many.
+func appendSpan(dst []span, c chunk, seq uint64, n int) ([]span, int) {
 	off := int(seq - c.First)
 	end := min(int(c.Events), (off/BatchEventsMax+1)*BatchEventsMax, off+n)
+	return append(dst, span{c: c, from: off, to: end}), end - off
+}
+
+// appendStructs appends the events off..end-1 of c, kept as structs.
+func appendStructs(dst []Event, c chunk, off, end int) []Event {
 	ev := c.ev
 	nt, np := len(ev.Transfers), len(ev.Postings)
 	// The order events: walk to the order holding off.

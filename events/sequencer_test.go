@@ -30,13 +30,13 @@ type node struct {
 	l     *actors.Ledger
 }
 
-func startNode(t *testing.T, fs vfs.FS, retain uint64) *node {
+func startNode(t testing.TB, fs vfs.FS, retain uint64) *node {
 	t.Helper()
 	return startNodeWith(t, fs, events.Config{RetainEvents: retain})
 }
 
 // startNodeWith starts a node whose sequencer has cfg (Fatal filled in).
-func startNodeWith(t *testing.T, fs vfs.FS, cfg events.Config) *node {
+func startNodeWith(t testing.TB, fs vfs.FS, cfg events.Config) *node {
 	t.Helper()
 	store, err := storage.Open("db", storage.Options{FS: fs, Shards: 4, CacheBytes: 1 << 20})
 	if err != nil {
@@ -55,7 +55,7 @@ func startNodeWith(t *testing.T, fs vfs.FS, cfg events.Config) *node {
 	return &node{store: store, seq: seq, l: l}
 }
 
-func (n *node) stop(t *testing.T) {
+func (n *node) stop(t testing.TB) {
 	n.l.Stop()
 	n.seq.Stop()
 	if err := n.store.Close(); err != nil {
@@ -108,7 +108,7 @@ func follow(t *testing.T, seq *events.Sequencer, next, until uint64) []string {
 // workload runs a seeded mix over accounts on every shard: plain transfers, holds (some
 // expiring), posts and voids, refusals, and transfers to credit-limited accounts on other
 // shards (in flight, then posted or failed).
-func workload(t *testing.T, l *actors.Ledger, rng *rand.Rand, base uint64, rounds int) {
+func workload(t testing.TB, l *actors.Ledger, rng *rand.Rand, base uint64, rounds int) {
 	t.Helper()
 	var holds []uint64
 	for r := range rounds {
@@ -156,7 +156,7 @@ func workload(t *testing.T, l *actors.Ledger, rng *rand.Rand, base uint64, round
 	}
 }
 
-func openAccounts(t *testing.T, l *actors.Ledger) {
+func openAccounts(t testing.TB, l *actors.Ledger) {
 	t.Helper()
 	var as []ledger.Account
 	for id := uint64(1); id <= 12; id++ {

@@ -138,8 +138,13 @@ func stress(t *testing.T, seed uint64, batch int) {
 			switch sent := client.sawCalls(n); {
 			case o.Kind == Rejected && sent != 0:
 				t.Fatalf("%s rejected (%v) but reached the client", n, o.Err)
-			case o.Kind != Rejected && sent != 1:
-				t.Fatalf("%s %v but the client saw it %d times", n, o.Kind, sent)
+			case o.Kind == Answered && sent != 1:
+				t.Fatalf("%s answered but the client saw it %d times", n, sent)
+			case o.Kind == Unknown && sent > 1:
+				// Unknown means it may have reached the channel: once at most (a Stop that
+				// gives up answers Unknown for calls handed to a worker not yet sent: safe,
+				// they are queried, never sent again).
+				t.Fatalf("%s unknown but the client saw it %d times", n, sent)
 			}
 		}
 	}

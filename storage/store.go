@@ -73,6 +73,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,6 +144,38 @@ func lockHeld(err error) bool {
 // (a new or foreign directory).
 var ErrNoShardCount = errors.New("storage: not a ledger store (no shard count); give the number of shards to make one")
 
+// ErrNotAStore: the directory holds a store's files but no manifest: a copy cut off before
+// its manifest (Pebble writes it after the tables). Opening would make a new, empty store
+// among them.
+var ErrNotAStore = errors.New("storage: the directory holds a store's files (tables, logs, options) but no MANIFEST: a partial copy, not opened, nothing written")
+
+// pebbleFile matches the names of a store's own files other than its manifest.
+var pebbleFile = regexp.MustCompile(`^([0-9]+\.(sst|log|blob)|OPTIONS-[0-9]+|marker\..*)$`)
+
+// checkNotForeign refuses a directory that has a store's files and no manifest: Pebble would
+// make a new store in it (a copy cut off before its manifest was copied would open as an
+// empty ledger). Other files (a log an operator keeps there) do not count.
+func checkNotForeign(fs vfs.FS, dir string) error {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil // missing: a new store
+	}
+	partial := false
+	for _, n := range names {
+		if strings.HasPrefix(n, "MANIFEST-") || n == "CURRENT" {
+			return nil
+		}
+		partial = partial || pebbleFile.MatchString(n)
+	}
+	if partial {
+		return fmt.Errorf("%w: %s", ErrNotAStore, dir)
+	}
+	return nil
+}
+
 // ErrShardsMismatch: the store was made with another number of shards.
 var ErrShardsMismatch = errors.New("storage: the store was made with another number of shards")
 
@@ -163,6 +196,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = cacheBytesDefault
+	}
+	if err := checkNotForeign(opts.FS, dir); err != nil {
+		return nil, err
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()

@@ -11,8 +11,9 @@ import (
 
 // backup has a running ledgerd write a consistent copy of its store into NAME under its
 // --backup-root, and prints where and how big. Exit 0: written (and, with --verify, clean);
-// 1: written, and its verification found problems (listed); 2: not written (bad name, the
-// directory exists, backups off, another backup running, ledgerd unreachable).
+// 1: written, and its verification found problems (listed) or could not run; 2: not written
+// (bad name, the directory exists, backups off, another backup running, ledgerd unreachable;
+// a call cut off by a timeout may have written it: look in the root).
 func backup(args []string, stdout, stderr io.Writer) int {
 	c := newPayCmd("backup", stdout, stderr)
 	verify := c.fs.Bool("verify", false, "then verify the copy (every balance recomputed from its journal, on ledgerd's host)")
@@ -39,14 +40,21 @@ func backup(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "backup %s: %d files, %d bytes, written in %v\n", resp.GetPath(), resp.GetFiles(), resp.GetBytes(),
 		time.Duration(resp.GetMillis())*time.Millisecond)
-	if !resp.GetVerified() {
+	switch {
+	case resp.GetVerifyError() != "":
+		fmt.Fprintf(stdout, "written, but not verified: %s\n", resp.GetVerifyError())
+		return 1
+	case !resp.GetVerified():
 		return 0
-	}
-	if len(resp.GetProblems()) == 0 {
+	case resp.GetProblemCount() == 0:
 		fmt.Fprintln(stdout, "verified: clean")
 		return 0
 	}
-	fmt.Fprintf(stdout, "verified: %d problem(s)\n", len(resp.GetProblems()))
+	fmt.Fprintf(stdout, "verified: %d problem(s)", resp.GetProblemCount())
+	if n := len(resp.GetProblems()); uint32(n) < resp.GetProblemCount() {
+		fmt.Fprintf(stdout, ", the first %d:", n)
+	}
+	fmt.Fprintln(stdout)
 	for _, p := range resp.GetProblems() {
 		fmt.Fprintf(stdout, "  %s\n", p)
 	}

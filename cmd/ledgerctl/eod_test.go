@@ -14,6 +14,7 @@ import (
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -36,7 +37,7 @@ func TestEndOfDayCommand(t *testing.T) {
 	defer l.Stop()
 	// 00:05 UTC the day after: the first day is due, no later one.
 	r := eod.NewRunner(l, store, eod.Config{Now: func() time.Time { return time.Date(2026, 11, 27, 0, 5, 0, 0, time.UTC) }})
-	svc := api.NewService(l, nil, api.WithEndOfDay(r))
+	svc := api.NewService(l, nil, api.WithEndOfDay(r), api.WithCurrencies(accounting.Currencies{1: "CNY"}))
 	srv, _ := api.NewServer(svc)
 	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -71,16 +72,16 @@ func TestEndOfDayCommand(t *testing.T) {
   archive: 2026-11-26 closed and sealed
 
 accounting day 2026-11-26
-LEDGER  DEBITS POSTED  CREDITS POSTED  DEBITS HELD  DEBITS RELEASED  CREDITS HELD  CREDITS RELEASED
-1       1234           1234            0            0                0             0
+LEDGER  CURRENCY  DEBITS POSTED  CREDITS POSTED  DEBITS HELD  DEBITS RELEASED  CREDITS HELD  CREDITS RELEASED
+1       CNY               12.34           12.34         0.00             0.00          0.00              0.00
 
 closing balances
-ledger 1
+ledger 1, amounts in CNY
 SUBJECT  NAME                 CATEGORY   SIDE    DEBITS POSTED  CREDITS POSTED  DEBITS PENDING  CREDITS PENDING  BALANCE  ACCOUNTS
-1000     assets               asset      debit   1234           0               0               0                1234     1
-  1122   channel receivable   asset      debit   1234           0               0               0                1234     1
+1000     assets               asset      debit           12.34            0.00            0.00             0.00    12.34         1
+  1122   channel receivable   asset      debit           12.34            0.00            0.00             0.00    12.34         1
 `
-	wantTail := `total                                    debit   1234           1234            0               0                0        2
+	wantTail := `total                                    debit           12.34           12.34            0.00             0.00     0.00         2
 balanced
 trial balance of 2026-11-26: PASSED
 2026-11-26: closed (archived)

@@ -52,7 +52,9 @@
 // default), and AdminService is on no other address.
 //
 // The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
-// tables (amounts in minor units), and take their flags before or after their arguments.
+// tables (amounts in their currency, by its ISO 4217 decimals: 10.00 under CURRENCY CNY for
+// 1000 minor units; minor units under currency "-" when ledgerd names none), and take their
+// flags before or after their arguments.
 // They exit 0 when done, 1 when something named was not found (an order, a channel) or a
 // resolution was refused (its result on stderr), 2 when they could not run; recon exits 0
 // when everything agrees, 1 when it found differences (printed one a line); recon --follow
@@ -68,8 +70,11 @@
 //
 // trial-balance sums every account into its subject of ledgerd's chart of accounts, per ledger
 // (currency), on a durable snapshot, and prints a table per ledger (subjects as a tree, then
-// transit, unclassified accounts and the total; amounts in minor units), the differences and
-// "balanced" or "NOT balanced"; --csv writes the lines as CSV instead (differences on stderr).
+// transit, unclassified accounts and the total; amounts in the ledger's currency, named in the
+// ledger's heading, or minor units when ledgerd names none), the differences and "balanced" or
+// "NOT balanced"; --csv writes the lines as CSV instead (differences on stderr), with the
+// ledger's currency code and the amounts as exact decimals in its units (minor units and an
+// empty currency when none is known).
 // It exits 0 when the books balance with no difference, 1 when they do not balance (or, with
 // --strict, for any difference), 3 when they balance with differences (transit not drained,
 // unclassified accounts: routine while traffic flows), 2 when it could not run.
@@ -472,13 +477,14 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)
 		return 2
 	}
+	currencies := api.TrialBalanceCurrencies(resp)
 	if *asCSV {
-		err = accounting.WriteCSV(stdout, &rep)
+		err = accounting.WriteCSV(stdout, &rep, currencies)
 		for _, d := range rep.Differences {
 			fmt.Fprintln(stderr, d)
 		}
 	} else {
-		err = accounting.WriteTable(stdout, &rep)
+		err = accounting.WriteTable(stdout, &rep, currencies)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)

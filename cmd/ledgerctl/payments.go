@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/ledgercore/ledger/ledger/accounting"
+	"github.com/ledgercore/ledger/ledger/money"
 	reconlib "github.com/ledgercore/ledger/ledger/recon"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
@@ -243,7 +245,7 @@ func recon(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "agree: no difference")
 			return 0
 		}
-		fmt.Fprintf(stdout, "%d differences:\n", total)
+		fmt.Fprintf(stdout, "%d differences (amounts in minor units):\n", total)
 		for _, d := range resp.GetDifferences() {
 			fmt.Fprintf(stdout, "  %s\n", cell(d))
 		}
@@ -254,16 +256,23 @@ func recon(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
+// printOrders prints orders as a table, their amounts in their currency (minor units when the
+// server names none: currency "-"), then their exception records.
 func printOrders(stdout io.Writer, orders []*ledgerv1.PaymentOrder) int {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tFORM\tSTATE\tRESULT\tAMOUNT\tCHANNEL\tCHANNEL ORDER NO\tTXN\tBIZ ID\tFLAGGED")
+	rows := [][]string{{"ID", "FORM", "STATE", "RESULT", "AMOUNT", "CURRENCY", "CHANNEL", "CHANNEL ORDER NO", "TXN", "BIZ ID", "FLAGGED"}}
 	var excs []*ledgerv1.PaymentException
 	for _, o := range orders {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%t\n", o.GetId(),
+		cur := money.Of(o.GetCurrency())
+		rows = append(rows, []string{strconv.FormatUint(o.GetId(), 10),
 			enumName(o.GetForm().String(), "PAYMENT_FORM_"), enumName(o.GetState().String(), "PAYMENT_STATE_"),
-			enumName(o.GetResult().String(), "PAYMENT_RESULT_"), o.GetAmount(), cell(o.GetChannel()),
-			cell(o.GetChannelOrderNo()), cell(o.GetChannelTxn()), cell(o.GetBizId()), o.GetFlagged())
+			enumName(o.GetResult().String(), "PAYMENT_RESULT_"), cur.FormatUint64(o.GetAmount()), cur.Label(), cell(o.GetChannel()),
+			cell(o.GetChannelOrderNo()), cell(o.GetChannelTxn()), cell(o.GetBizId()), strconv.FormatBool(o.GetFlagged())})
 		excs = append(excs, o.GetExceptions()...)
+	}
+	accounting.AlignRight(rows, 4)
+	for _, row := range rows {
+		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	if err := w.Flush(); err != nil {
 		return 2
@@ -317,13 +326,20 @@ func exceptions(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
+// printExceptions prints exception records as a table, their amounts in their order's currency
+// (minor units when the server names none: currency "-").
 func printExceptions(stdout io.Writer, excs []*ledgerv1.PaymentException) int {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ORDER\tINDEX\tKIND\tSTATE\tTXN\tAMOUNT\tNOTE\tBIZ ID")
+	rows := [][]string{{"ORDER", "INDEX", "KIND", "STATE", "TXN", "AMOUNT", "CURRENCY", "NOTE", "BIZ ID"}}
 	for _, x := range excs {
-		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", x.GetOrderId(), x.GetIndex(),
+		cur := money.Of(x.GetCurrency())
+		rows = append(rows, []string{strconv.FormatUint(x.GetOrderId(), 10), strconv.FormatUint(uint64(x.GetIndex()), 10),
 			enumName(x.GetKind().String(), "EXCEPTION_KIND_"), enumName(x.GetState().String(), "EXCEPTION_STATE_"),
-			cell(x.GetTxn()), x.GetAmount(), cell(x.GetNote()), cell(x.GetBizId()))
+			cell(x.GetTxn()), cur.FormatUint64(x.GetAmount()), cur.Label(), cell(x.GetNote()), cell(x.GetBizId())})
+	}
+	accounting.AlignRight(rows, 5)
+	for _, row := range rows {
+		fmt.Fprintln(w, strings.Join(row, "\t"))
 	}
 	if err := w.Flush(); err != nil {
 		return 2

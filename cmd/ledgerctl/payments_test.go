@@ -156,7 +156,7 @@ func TestPaymentCommands(t *testing.T) {
 		}
 	}
 	no := fmt.Sprintf("P%d", id)
-	row := regexp.MustCompile(fmt.Sprintf(`(?m)^%d +recharge +succeeded +ok +1000 +demo +%s +\S+ +biz 1 +false$`, id, no))
+	row := regexp.MustCompile(fmt.Sprintf(`(?m)^%d +recharge +succeeded +ok +10\.00 +CNY +demo +%s +\S+ +biz 1 +false$`, id, no))
 	code, out, errs = ctl("orders", "--addr", addr, fmt.Sprint(id))
 	if code != 0 || !strings.HasPrefix(out, "ID ") || !strings.Contains(out, "CHANNEL ORDER NO") || !row.MatchString(out) {
 		t.Fatalf("orders: exit %d\n%s%s", code, out, errs)
@@ -188,7 +188,7 @@ func TestPaymentCommands(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("notice: %s", resp.Status)
 	}
-	excRow := regexp.MustCompile(fmt.Sprintf(`(?m)^%d +0 +status_conflict +open +late-txn +1000 +the channel reported .* +biz 1$`, id))
+	excRow := regexp.MustCompile(fmt.Sprintf(`(?m)^%d +0 +status_conflict +open +late-txn +10\.00 +CNY +the channel reported .* +biz 1$`, id))
 	code, out, errs = ctl("exceptions", "--addr", addr)
 	if code != 0 || !strings.HasPrefix(out, "ORDER  INDEX  KIND") || !excRow.MatchString(out) {
 		t.Fatalf("exceptions: exit %d\n%s%s", code, out, errs)
@@ -216,7 +216,7 @@ func TestPaymentCommands(t *testing.T) {
 	if code, out, _ = ctl("exceptions", "--addr", addr); code != 0 || strings.Count(out, "\n") != 1 {
 		t.Fatalf("exceptions after resolving: exit %d\n%s", code, out)
 	}
-	resolved := regexp.MustCompile(fmt.Sprintf(`(?m)^%d +0 +status_conflict +resolved +late-txn +1000 +checked with the bank +biz 1$`, id))
+	resolved := regexp.MustCompile(fmt.Sprintf(`(?m)^%d +0 +status_conflict +resolved +late-txn +10\.00 +CNY +checked with the bank +biz 1$`, id))
 	if code, out, _ = ctl("exceptions", "--addr", addr, "--all", "--after", "0", "--limit", "10"); code != 0 || !resolved.MatchString(out) {
 		t.Fatalf("exceptions --all: exit %d\n%s", code, out)
 	}
@@ -249,7 +249,7 @@ func TestPaymentCommands(t *testing.T) {
 		t.Fatalf("create transfer: %v %v", tr, err)
 	}
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "biz 1"); code != 1 ||
-		!strings.HasPrefix(out, "biz id \"biz 1\": 1 orders, 2 ledger transfers\n1 differences:\n  unmatched transfer 77: ") {
+		!strings.HasPrefix(out, "biz id \"biz 1\": 1 orders, 2 ledger transfers\n1 differences (amounts in minor units):\n  unmatched transfer 77: ") {
 		t.Fatalf("recon with a stray transfer: exit %d\n%s%s", code, out, errs)
 	}
 	if code, out, errs = ctl("recon", "--addr", addr, "--biz-id", "none"); code != 0 || !strings.Contains(out, "0 orders, 0 ledger transfers") {

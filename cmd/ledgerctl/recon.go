@@ -81,7 +81,9 @@ func diffCount(f *ledgerv1.ReconFinding) uint64 {
 }
 
 // printFindings prints findings as two aligned tables: one line per finding, then one line
-// per difference (the amounts in the differences are in minor units of the order's currency).
+// per difference, and a note that the amounts in the differences are in minor units of the
+// order's currency: their text is the finding's durable record, and names its digest, so it
+// is printed as recorded (the orders' tables show the amounts in their currency).
 func printFindings(stdout io.Writer, fs []*ledgerv1.ReconFinding) int {
 	if len(fs) == 0 {
 		fmt.Fprintln(stdout, "no findings")
@@ -122,11 +124,15 @@ func printFindings(stdout io.Writer, fs []*ledgerv1.ReconFinding) int {
 	if err := w.Flush(); err != nil {
 		return 2
 	}
+	if header {
+		fmt.Fprintln(stdout, "(amounts in EXPECTED and FOUND are minor units of the order's currency: see ledgerctl orders)")
+	}
 	return 0
 }
 
 // findingsHeader is the CSV header of recon-findings --csv: one record per difference (a
-// finding without any has one, its difference cells empty).
+// finding without any has one, its difference cells empty). The amounts in expected and found
+// are minor units of the order's currency, as recorded.
 var findingsHeader = []string{"id", "biz_id", "kind", "state", "orders", "first_sequence", "closed_sequence",
 	"created", "updated", "note", "differences_total", "difference", "difference_kind", "order_id", "step",
 	"transfer_id", "expected", "found"}

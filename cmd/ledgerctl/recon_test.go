@@ -51,6 +51,7 @@ func TestReconFindingsRender(t *testing.T) {
 ID                        DIFFERENCE  ORDER  STEP  TRANSFER  EXPECTED                            FOUND
 40/amount_mismatch/biz/7  channel     4      0     0         the channel moving the order's 100  exception 0 amount_mismatch: txn T1 amount 90 (open)
 40/amount_mismatch/biz/7  ... and 2 more
+(amounts in EXPECTED and FOUND are minor units of the order's currency: see ledgerctl orders)
 `
 	if got := out.String(); got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
-	"github.com/ledgercore/ledger/ledger/accounting"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ledgercore/ledger/ledger/accounting"
+	"github.com/ledgercore/ledger/ledger/money"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
@@ -18,7 +20,10 @@ func init() {
 	paymentUsage["resolve-statement"] = "ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse"
 }
 
-// statementHeader is the CSV header of a statement report, one line per difference.
+// statementHeader is the CSV header of a statement report, one line per difference. The
+// amounts (their_amount, our_amount, booked_in, reversible_out) are exact decimals in the
+// currency's units ("68981.01"); when currency is empty (the line's code is not an ISO 4217
+// currency) they are integers in minor units.
 var statementHeader = []string{"class", "order_no", "order_id", "txn", "op", "their_status", "their_amount",
 	"our_status", "our_amount", "currency", "ledger", "booked_in", "reversible_out", "note"}
 
@@ -88,15 +93,23 @@ func statement(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-func differenceCells(d *ledgerv1.StatementDifference) []string {
+// differenceCells are a difference's cells: for people (table), the amounts in the currency's
+// units with separators and the currency "-" when unknown; for machines, exact decimals and
+// the currency empty when unknown (the amounts then in minor units).
+func differenceCells(d *ledgerv1.StatementDifference, table bool) []string {
+	cur := money.Of(d.GetCurrency())
+	amount, code := cur.DecimalUint64, cur.Code
+	if table {
+		amount, code = cur.FormatUint64, cur.Label()
+	}
 	return []string{enumName(d.GetClass().String(), "STATEMENT_CLASS_"), d.GetOrderNo(), strconv.FormatUint(d.GetOrderId(), 10),
-		d.GetTxn(), d.GetOp(), d.GetTheirStatus(), strconv.FormatUint(d.GetTheirAmount(), 10), d.GetOurStatus(),
-		strconv.FormatUint(d.GetOurAmount(), 10), d.GetCurrency(), strconv.FormatUint(uint64(d.GetLedger()), 10),
-		strconv.FormatUint(d.GetBookedIn(), 10), strconv.FormatUint(d.GetReversibleOut(), 10), d.GetNote()}
+		d.GetTxn(), d.GetOp(), d.GetTheirStatus(), amount(d.GetTheirAmount()), d.GetOurStatus(),
+		amount(d.GetOurAmount()), code, strconv.FormatUint(uint64(d.GetLedger()), 10),
+		amount(d.GetBookedIn()), amount(d.GetReversibleOut()), d.GetNote()}
 }
 
-// printDifferences prints differences as an aligned table, amounts in minor units of their
-// currency.
+// printDifferences prints differences as an aligned table, amounts in their currency's units
+// (minor units when the line's currency is not one ISO 4217 lists: currency "-").
 func printDifferences(stdout io.Writer, ds []*ledgerv1.StatementDifference) int {
 	if len(ds) == 0 {
 		fmt.Fprintln(stdout, "no differences")
@@ -105,7 +118,7 @@ func printDifferences(stdout io.Writer, ds []*ledgerv1.StatementDifference) int 
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "CLASS\tORDER NO\tORDER\tTXN\tOP\tTHEIRS\tAMOUNT\tOURS\tAMOUNT\tCURRENCY\tLEDGER\tBOOKED IN\tREVERSIBLE OUT\t NOTE\t")
 	for _, d := range ds {
-		cells := differenceCells(d)
+		cells := differenceCells(d, true)
 		for i, s := range cells {
 			cells[i] = cell(s)
 		}
@@ -127,7 +140,7 @@ func writeDifferencesCSV(stdout io.Writer, ds []*ledgerv1.StatementDifference) i
 	for _, d := range ds {
 		// The channel's text (order number, txn, note) may start like a formula: escaped as in
 		// every CSV the ledger writes for finance tools.
-		cells := differenceCells(d)
+		cells := differenceCells(d, false)
 		for i := range cells {
 			cells[i] = accounting.CSVCell(cells[i])
 		}
@@ -148,18 +161,8 @@ func statementExceptions(c *payCmd, all bool, limit uint, after *ledgerv1.Statem
 		if err != nil {
 			return c.rpcError(err, "")
 		}
-		w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "CHANNEL\tDATE\tTXN\tCLASS\tSTATE\tORDER NO\tTHEIRS\tOURS\tCURRENCY\tBOOKED IN\tREVERSIBLE OUT\tNOTE")
-		for _, x := range resp.GetStatementExceptions() {
-			k, d := x.GetKey(), x.GetDifference()
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s %d\t%s %d\t%s\t%d\t%d\t%s\n", cell(k.GetChannel()), k.GetDate(),
-				cell(k.GetTxn()), enumName(d.GetClass().String(), "STATEMENT_CLASS_"),
-				enumName(x.GetState().String(), "EXCEPTION_STATE_"), cell(d.GetOrderNo()), cell(d.GetTheirStatus()),
-				d.GetTheirAmount(), cell(d.GetOurStatus()), d.GetOurAmount(), cell(d.GetCurrency()), d.GetBookedIn(),
-				d.GetReversibleOut(), cell(d.GetNote()))
-		}
-		if err := w.Flush(); err != nil {
-			return 2
+		if code := printStatementRecords(c.stdout, resp.GetStatementExceptions()); code != 0 {
+			return code
 		}
 		if n := resp.GetNextAfterStatement(); n != nil {
 			fmt.Fprintf(c.stderr, "more: ledgerctl exceptions --statements --after-channel %s --after-date %s --after-txn %s\n",
@@ -167,6 +170,31 @@ func statementExceptions(c *payCmd, all bool, limit uint, after *ledgerv1.Statem
 		}
 		return 0
 	})
+}
+
+// printStatementRecords prints statement records as a table, the amounts in the line's
+// currency (minor units when it is not one ISO 4217 lists: currency "-").
+func printStatementRecords(stdout io.Writer, xs []*ledgerv1.StatementException) int {
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	rows := [][]string{{"CHANNEL", "DATE", "TXN", "CLASS", "STATE", "ORDER NO", "THEIRS", "AMOUNT", "OURS", "AMOUNT", "CURRENCY",
+		"BOOKED IN", "REVERSIBLE OUT", "NOTE"}}
+	for _, x := range xs {
+		k, d := x.GetKey(), x.GetDifference()
+		cur := money.Of(d.GetCurrency())
+		rows = append(rows, []string{cell(k.GetChannel()), cell(k.GetDate()), cell(k.GetTxn()),
+			enumName(d.GetClass().String(), "STATEMENT_CLASS_"), enumName(x.GetState().String(), "EXCEPTION_STATE_"),
+			cell(d.GetOrderNo()), cell(d.GetTheirStatus()), cur.FormatUint64(d.GetTheirAmount()), cell(d.GetOurStatus()),
+			cur.FormatUint64(d.GetOurAmount()), cur.Label(), cur.FormatUint64(d.GetBookedIn()),
+			cur.FormatUint64(d.GetReversibleOut()), cell(d.GetNote())})
+	}
+	accounting.AlignRight(rows, 7, 9, 11, 12)
+	for _, row := range rows {
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	if err := w.Flush(); err != nil {
+		return 2
+	}
+	return 0
 }
 
 // resolveStatement applies an operator's resolution to a statement record. Exit 1 when the

@@ -90,7 +90,7 @@ func TestStatementCommands(t *testing.T) {
 		t.Fatalf("statement of a day not over: exit %d\n%s%s", code, out, errs)
 	}
 	clock.Store(time.Date(2026, 11, 27, 0, 10, 0, 0, time.UTC).UnixNano()) // the day is over
-	longRow := regexp.MustCompile(`(?m)^ +long +P999999 +0 +\S+ +pay +succeeded +42 +- +0 +CNY +1 +42 +0 +no such order$`)
+	longRow := regexp.MustCompile(`(?m)^ +long +P999999 +0 +\S+ +pay +succeeded +0\.42 +- +0\.00 +CNY +1 +0\.42 +0\.00 +no such order$`)
 	for range 2 {
 		if code, out, errs := ctl("statement", "--channel", "demo", "--date", date, "--addr", addr); code != 1 || !longRow.MatchString(out) {
 			t.Fatalf("statement with a long line: exit %d\n%s%s", code, out, errs)
@@ -98,11 +98,12 @@ func TestStatementCommands(t *testing.T) {
 	}
 	code, out, errs := ctl("statement", "--channel", "demo", "--date", date, "--addr", addr, "--csv")
 	if code != 1 || !strings.HasPrefix(out, "class,order_no,order_id,txn,op,their_status,their_amount,our_status,our_amount,currency,ledger,booked_in,reversible_out,note\nlong,P999999,0,") ||
+		!strings.Contains(out, ",pay,succeeded,0.42,,0.00,CNY,1,0.42,0.00,no such order\n") ||
 		!strings.Contains(errs, "(imported before)") || !strings.Contains(errs, "new records 0") {
 		t.Fatalf("statement --csv: exit %d\n%s%s", code, out, errs)
 	}
 	txn := strings.Split(strings.Split(out, "\n")[1], ",")[3]
-	recRow := regexp.MustCompile(fmt.Sprintf(`(?m)^demo +%s +%s +long +open +P999999 +succeeded 42 +- 0 +CNY +42 +0 +no such order$`, date, txn))
+	recRow := regexp.MustCompile(fmt.Sprintf(`(?m)^demo +%s +%s +long +open +P999999 +succeeded +0\.42 +- +0\.00 +CNY +0\.42 +0\.00 +no such order$`, date, txn))
 	if code, out, errs = ctl("exceptions", "--addr", addr, "--statements"); code != 0 || !recRow.MatchString(out) {
 		t.Fatalf("exceptions --statements: exit %d\n%s%s", code, out, errs)
 	}
@@ -166,6 +167,35 @@ func TestDifferencesCSVEscapesFormulas(t *testing.T) {
 	for _, want := range []string{"'=HYPERLINK(1)", "'+1", "'@x"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("csv %q lacks %q", got, want)
+		}
+	}
+}
+
+// TestDifferenceCells: a difference's amounts are in its currency's units, with separators in
+// the table and exact decimals in the CSV; a currency ISO 4217 does not list leaves them in
+// minor units ("-" in the table, empty in the CSV).
+func TestDifferenceCells(t *testing.T) {
+	for _, tc := range []struct {
+		d          *ledgerv1.StatementDifference
+		table, csv string
+	}{
+		{&ledgerv1.StatementDifference{TheirAmount: 6898101, OurAmount: 5, Currency: "CNY", BookedIn: 6898096},
+			"68,981.01 0.05 CNY 68,980.96 0.00", "68981.01 0.05 CNY 68980.96 0.00"},
+		{&ledgerv1.StatementDifference{TheirAmount: 1200, OurAmount: 1000, Currency: "JPY", ReversibleOut: 200},
+			"1,200 1,000 JPY 0 200", "1200 1000 JPY 0 200"},
+		{&ledgerv1.StatementDifference{TheirAmount: 6898101, Currency: "ZZZ", BookedIn: 6898101},
+			"6898101 0 - 6898101 0", "6898101 0  6898101 0"},
+	} {
+		for _, table := range []bool{true, false} {
+			c := differenceCells(tc.d, table)
+			got := strings.Join([]string{c[6], c[8], c[9], c[11], c[12]}, " ")
+			want := tc.csv
+			if table {
+				want = tc.table
+			}
+			if got != want {
+				t.Errorf("%v (table %t): %q, want %q", tc.d, table, got, want)
+			}
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/rules"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
@@ -42,7 +43,7 @@ func TestTrialBalanceCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Stop()
-	svc := api.NewService(l, nil, api.WithChart(chart))
+	svc := api.NewService(l, nil, api.WithChart(chart), api.WithCurrencies(accounting.Currencies{1: "CNY"}))
 	srv, _ := api.NewServer(svc)
 	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,15 +62,17 @@ func TestTrialBalanceCommand(t *testing.T) {
 	addr := lis.Addr().String()
 	var out, errs bytes.Buffer
 	if code := run([]string{"trial-balance", "--addr", addr}, &out, &errs); code != 0 ||
-		!strings.Contains(out.String(), "\n  11     bank         asset      debit   1234") ||
-		!strings.Contains(out.String(), "\n2        liabilities  liability  credit  0              1234") ||
+		!strings.HasPrefix(out.String(), "ledger 1, amounts in CNY\n") ||
+		!strings.Contains(out.String(), "\n  11     bank         asset      debit           12.34            0.00") ||
+		!strings.Contains(out.String(), "\n2        liabilities  liability  credit           0.00           12.34") ||
 		!strings.HasSuffix(out.String(), "\nbalanced\n") {
 		t.Errorf("table: exit %d\n%s%s", code, out.String(), errs.String())
 	}
 	out.Reset()
 	if code := run([]string{"trial-balance", "--addr", addr, "--csv"}, &out, &errs); code != 0 ||
-		!strings.HasPrefix(out.String(), "ledger,row,depth,leaf,subject,name,category,side,debits_posted,credits_posted,debits_pending,credits_pending,balance,accounts,first_account\n"+
-			"1,subject,0,false,1,assets,asset,debit,1234,0,0,0,1234,1,\n") || !strings.Contains(out.String(), "\n1,total,0,,,total,,debit,1234,1234,0,0,0,2,\n") {
+		!strings.HasPrefix(out.String(), "ledger,currency,row,depth,leaf,subject,name,category,side,debits_posted,credits_posted,debits_pending,credits_pending,balance,accounts,first_account\n"+
+			"1,CNY,subject,0,false,1,assets,asset,debit,12.34,0.00,0.00,0.00,12.34,1,\n") ||
+		!strings.Contains(out.String(), "\n1,CNY,total,0,,,total,,debit,12.34,12.34,0.00,0.00,0.00,2,\n") {
 		t.Errorf("csv: exit %d\n%s%s", code, out.String(), errs.String())
 	}
 
@@ -85,13 +88,14 @@ func TestTrialBalanceCommand(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"trial-balance", "--addr", addr}, &out, &errs); code != 3 ||
 		!strings.Contains(out.String(), "ledger 1: unclassified: 1 accounts (from 3): code 2 names subject 2 (liabilities), which has subjects under it") ||
-		!strings.Contains(out.String(), "\nledger 2\n") || !strings.HasSuffix(out.String(), "\nbalanced, with differences\n") {
+		!strings.Contains(out.String(), "\nledger 2, amounts in minor units (no currency known)\n") || !strings.HasSuffix(out.String(), "\nbalanced, with differences\n") {
 		t.Errorf("differences: exit %d\n%s%s", code, out.String(), errs.String())
 	}
 	out.Reset()
 	errs.Reset()
 	if code := run([]string{"trial-balance", "--addr", addr, "--csv", "--strict"}, &out, &errs); code != 1 ||
-		!strings.Contains(out.String(), "\n1,unclassified,0,,2,unclassified code 2: 1 accounts (3),,debit,0,6,0,0,-6,1,3\n") ||
+		!strings.Contains(out.String(), "\n1,CNY,unclassified,0,,2,unclassified code 2: 1 accounts (3),,debit,0.00,0.06,0.00,0.00,-0.06,1,3\n") ||
+		!strings.Contains(out.String(), "\n2,,total,0,,,total,,debit,0,0,0,0,0,2,\n") ||
 		!strings.Contains(errs.String(), "ledger 1: unclassified: 1 accounts (from 3)") {
 		t.Errorf("csv differences: exit %d\n%s%s", code, out.String(), errs.String())
 	}

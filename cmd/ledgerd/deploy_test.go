@@ -352,7 +352,7 @@ func TestScrapeAgainstDeploy(t *testing.T) {
 	bin := build(t, dir, "./cmd/ledgerd")
 	metricsAddr := freePort(t)
 	srv := start(t, bin, filepath.Join(dir, "data"), "--shards", "2", "--metrics-listen", metricsAddr,
-		"--fake-channel", "demo", "--recon-follow")
+		"--fake-channel", "demo", "--recon-follow", "--backup-root", filepath.Join(dir, "backups"))
 	defer func() { _ = srv.cmd.Process.Kill(); <-srv.exited }()
 
 	// Two accounts on different shards and a transfer between them: a gRPC request, a split

@@ -52,7 +52,8 @@ func TestFlags(t *testing.T) {
 		t.Error("--recon-hold-max 0 accepted")
 	}
 	for _, args := range [][]string{{"--data-dir", "d", "--backup-root", "d/backups"}, {"--data-dir", "d", "--backup-root", "d"},
-		{"--data-dir", "./d/", "--backup-root", "d/x/../b"}} {
+		{"--data-dir", "./d/", "--backup-root", "d/x/../b"}, {"--data-dir", "backups/nightly", "--backup-root", "backups"},
+		{"--data-dir", "/srv/ledger/data", "--backup-root", "/srv/ledger"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q: a backup root inside the store accepted", args)
 		}
@@ -60,8 +61,8 @@ func TestFlags(t *testing.T) {
 	if c, err := parseFlags([]string{"--data-dir", "d", "--backup-root", "d-backups"}); err != nil || !filepath.IsAbs(c.backupRoot) {
 		t.Errorf("--backup-root beside the store: %q %v", c.backupRoot, err)
 	}
-	if c, err := parseFlags([]string{"--backup-root", ""}); err != nil || c.backupRoot != "" {
-		t.Errorf("--backup-root empty (off): %q %v", c.backupRoot, err)
+	if c, err := parseFlags(nil); err != nil || c.backupRoot != "" {
+		t.Errorf("--backup-root by default (off): %q %v", c.backupRoot, err)
 	}
 	if _, err := parseFlags([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)

@@ -128,7 +128,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 		return nil
 	})
 	fs.StringVar(&c.eodAt, "eod-at", "", "close every accounting day that is due (its calendar end, UTC, has passed), in order, at the start and every day at HH:MM UTC (empty: only on request); a day not archived is logged and tried again at the next run")
-	fs.StringVar(&c.backupRoot, "backup-root", "backups", "where AdminService.Backup (ledgerctl backup NAME) writes copies of the store, NAME under it (made when needed; empty: backups off)")
+	fs.StringVar(&c.backupRoot, "backup-root", "", "where AdminService.Backup (ledgerctl backup NAME) writes copies of the store, NAME under it (made when needed; not inside --data-dir nor holding it; empty: backups off)")
 	fs.DurationVar(&c.eodDrainTimeout, "eod-drain-timeout", eod.DrainTimeoutDefault, "how long end of day waits for the day's split legs in flight")
 	return fs
 }
@@ -183,8 +183,9 @@ func parseFlags(args []string) (config, error) {
 		if err := errors.Join(err1, err2); err != nil {
 			return c, err
 		}
-		if rel, err := filepath.Rel(data, root); err == nil && filepath.IsLocal(rel) || root == data {
-			return c, fmt.Errorf("--backup-root %s is inside --data-dir %s: a backup must not be inside the store it copies", c.backupRoot, c.dataDir)
+		inside := func(a, b string) bool { rel, err := filepath.Rel(b, a); return err == nil && filepath.IsLocal(rel) }
+		if root == data || inside(root, data) || inside(data, root) {
+			return c, fmt.Errorf("--backup-root %s and --data-dir %s are one inside the other: a backup must not be inside the store it copies, nor the store among the backups (restore from a copy elsewhere)", c.backupRoot, c.dataDir)
 		}
 		c.backupRoot = root
 	}
@@ -381,9 +382,10 @@ func run(args []string, stop <-chan os.Signal) error {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
 	svc := api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
-		api.WithBackups(c.backupRoot, metrics.Registry), api.WithVerifyInterval(c.verifyInterval))
+		api.WithBackups(c.backupRoot, c.dataDir, metrics.Registry), api.WithCurrencies(pl.setup.Currencies),
+		api.WithVerifyInterval(c.verifyInterval))
 	srv, health := api.NewServer(svc)
-	api.RegisterPayments(srv, api.Payments(pl.engine), metrics)
+	api.RegisterPayments(srv, api.Payments(pl.engine), metrics, api.WithOrderCurrency(pl.setup.Currency))
 	adminSrv, adminHealth := api.NewAdminServer(svc)
 	httpSrv := serveMetrics(c, lis.metrics, metrics, health)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

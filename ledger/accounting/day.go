@@ -5,6 +5,8 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/ledgercore/ledger/ledger"
@@ -159,26 +161,39 @@ func movementText(m *ledger.Movement) string {
 		m.In.DebitsPending, m.Out.DebitsPending, m.In.CreditsPending, m.Out.CreditsPending)
 }
 
-// WriteDayTable prints a day's trial balance for people: the day's movements per ledger, the
-// trial balance of the closing balances (WriteTable), the day's differences, and the verdict.
-func WriteDayTable(w io.Writer, r *DayReport) error {
+// WriteDayTable prints a day's trial balance for people: the day's movements per ledger, in
+// its currency (minor units when it has no known currency), the trial balance of the closing
+// balances (WriteTable), the day's differences (amounts in minor units), and the verdict.
+func WriteDayTable(w io.Writer, r *DayReport, currencies Currencies) error {
 	fmt.Fprintf(w, "accounting day %v\n", r.Day)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LEDGER\tDEBITS POSTED\tCREDITS POSTED\tDEBITS HELD\tDEBITS RELEASED\tCREDITS HELD\tCREDITS RELEASED")
+	unknown := false
+	rows := [][]string{{"LEDGER", "CURRENCY", "DEBITS POSTED", "CREDITS POSTED", "DEBITS HELD", "DEBITS RELEASED",
+		"CREDITS HELD", "CREDITS RELEASED"}}
 	for _, m := range r.Movements {
-		fmt.Fprintf(tw, "%d\t%v\t%v\t%v\t%v\t%v\t%v\n", m.Ledger, m.In.DebitsPosted, m.In.CreditsPosted,
-			m.In.DebitsPending, m.Out.DebitsPending, m.In.CreditsPending, m.Out.CreditsPending)
+		cur := currencies.Of(m.Ledger)
+		unknown = unknown || !cur.Known()
+		rows = append(rows, []string{strconv.FormatUint(uint64(m.Ledger), 10), cur.Label(), cur.Format(m.In.DebitsPosted.Big()),
+			cur.Format(m.In.CreditsPosted.Big()), cur.Format(m.In.DebitsPending.Big()), cur.Format(m.Out.DebitsPending.Big()),
+			cur.Format(m.In.CreditsPending.Big()), cur.Format(m.Out.CreditsPending.Big())})
+	}
+	AlignRight(rows, 2, 3, 4, 5, 6, 7)
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if unknown {
+		fmt.Fprintln(w, "(currency -: amounts in minor units, no currency known)")
+	}
 	fmt.Fprintln(w, "\nclosing balances")
-	if err := WriteTable(w, &r.Trial); err != nil {
+	if err := WriteTable(w, &r.Trial, currencies); err != nil {
 		return err
 	}
 	day := r.Differences[:len(r.Differences)-len(r.Trial.Differences)]
 	if len(day) > 0 {
-		fmt.Fprintf(w, "\n%d difference(s) of the day:\n", len(day))
+		fmt.Fprintf(w, "\n%d difference(s) of the day (amounts in minor units):\n", len(day))
 		for _, d := range day {
 			fmt.Fprintf(w, "  %s\n", d)
 		}

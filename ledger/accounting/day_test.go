@@ -41,7 +41,7 @@ func TestDayTrialBalanceGolden(t *testing.T) {
 				}
 				r := b.Report()
 				var out bytes.Buffer
-				if err := WriteDayTable(&out, &r); err != nil {
+				if err := WriteDayTable(&out, &r, testCurrencies); err != nil {
 					t.Fatal(err)
 				}
 				return out.Bytes()

@@ -8,27 +8,55 @@ import (
 	"strings"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf8"
+
+	"github.com/ledgercore/ledger/ledger/money"
 )
 
+// Currencies name each ledger's currency by its ISO 4217 code (ledgerd --payment-ledger); a
+// ledger it does not name (or a nil map) has no known currency, and its amounts print in
+// minor units.
+type Currencies map[uint32]string
+
+// Of is ledger l's currency.
+func (c Currencies) Of(l uint32) money.Currency { return money.Of(c[l]) }
+
+// heading names a ledger and the unit of its amounts.
+func heading(l uint32, cur money.Currency) string {
+	if !cur.Known() {
+		return fmt.Sprintf("ledger %d, amounts in minor units (no currency known)", l)
+	}
+	return fmt.Sprintf("ledger %d, amounts in %s", l, cur.Code)
+}
+
 // WriteTable prints the report for people: per ledger, the subjects as an indented tree, the
-// transit accounts, the unclassified accounts and the total, in aligned columns (amounts in
-// minor units); then the differences, and "balanced" or "NOT balanced".
-func WriteTable(w io.Writer, r *Report) error {
+// transit accounts, the unclassified accounts and the total, in aligned columns, the amounts
+// in the ledger's currency (68,981.01 for 6898101 minor units of CNY; minor units when the
+// ledger has no known currency), right-aligned; then the differences (their amounts in minor
+// units: they are the report's exact record), and "balanced" or "NOT balanced".
+func WriteTable(w io.Writer, r *Report, currencies Currencies) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i := range r.Ledgers {
 		l := &r.Ledgers[i]
 		if i > 0 {
 			fmt.Fprintln(tw)
 		}
-		fmt.Fprintf(tw, "ledger %d\n", l.Ledger)
-		fmt.Fprintln(tw, "SUBJECT\tNAME\tCATEGORY\tSIDE\tDEBITS POSTED\tCREDITS POSTED\tDEBITS PENDING\tCREDITS PENDING\tBALANCE\tACCOUNTS")
+		cur := currencies.Of(l.Ledger)
+		fmt.Fprintln(tw, heading(l.Ledger, cur))
+		rows := [][]string{{"SUBJECT", "NAME", "CATEGORY", "SIDE", "DEBITS POSTED", "CREDITS POSTED", "DEBITS PENDING",
+			"CREDITS PENDING", "BALANCE", "ACCOUNTS"}}
 		for _, line := range lines(l) {
 			name := line.Name
 			if line.Category == 0 && line.Account == 0 {
 				name = "" // transit, total: named in the subject column
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\t%d\n", tableSubject(&line), printable(name), category(&line),
-				line.Side, line.DebitsPosted, line.CreditsPosted, line.DebitsPending, line.CreditsPending, line.Balance, line.Accounts)
+			rows = append(rows, []string{tableSubject(&line), printable(name), category(&line), line.Side.String(),
+				cur.Format(line.DebitsPosted.Big()), cur.Format(line.CreditsPosted.Big()), cur.Format(line.DebitsPending.Big()),
+				cur.Format(line.CreditsPending.Big()), cur.Format(line.Balance), strconv.FormatUint(line.Accounts, 10)})
+		}
+		AlignRight(rows, 4, 5, 6, 7, 8, 9)
+		for _, row := range rows {
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -42,13 +70,32 @@ func WriteTable(w io.Writer, r *Report) error {
 		if len(r.Differences) == 1 {
 			plural = ""
 		}
-		fmt.Fprintf(w, "\n%d difference%s:\n", len(r.Differences), plural)
+		fmt.Fprintf(w, "\n%d difference%s (amounts in minor units):\n", len(r.Differences), plural)
 		for _, d := range r.Differences {
 			fmt.Fprintf(w, "  %s\n", d)
 		}
 	}
 	_, err := fmt.Fprintln(w, verdict(r))
 	return err
+}
+
+// AlignRight pads the cells of columns cols on the left to the widest of each column (in
+// runes), header row included: numbers line up on their last digit in a table that aligns
+// its columns on the left (text/tabwriter).
+func AlignRight(rows [][]string, cols ...int) {
+	for _, c := range cols {
+		width := 0
+		for _, row := range rows {
+			if c < len(row) {
+				width = max(width, utf8.RuneCountInString(row[c]))
+			}
+		}
+		for _, row := range rows {
+			if c < len(row) {
+				row[c] = strings.Repeat(" ", width-utf8.RuneCountInString(row[c])) + row[c]
+			}
+		}
+	}
 }
 
 // verdict is the report's last line.
@@ -63,23 +110,27 @@ func verdict(r *Report) string {
 }
 
 // CSVHeader is the first record WriteCSV writes.
-var CSVHeader = []string{"ledger", "row", "depth", "leaf", "subject", "name", "category", "side", "debits_posted",
+var CSVHeader = []string{"ledger", "currency", "row", "depth", "leaf", "subject", "name", "category", "side", "debits_posted",
 	"credits_posted", "debits_pending", "credits_pending", "balance", "accounts", "first_account"}
 
 // WriteCSV writes the report's lines as CSV for finance tools (the header is CSVHeader): the
 // subjects in tree order, then the transit accounts, the unclassified accounts by code and the
-// total, per ledger. `row` says which (subject, transit, unclassified, total); `depth` and
+// total, per ledger. `currency` is the ledger's ISO 4217 code, and the amounts (debits_posted
+// to balance) are exact decimals in its units, without separators ("68981.01", "-0.05"); for
+// a ledger with no known currency, `currency` is empty and the amounts are integers in minor
+// units. `row` says which (subject, transit, unclassified, total); `depth` and
 // `leaf` say where a subject stands, so that summing only leaves (or only depth 0) counts each
 // account once; `first_account` is an unclassified line's smallest account id. A text cell
 // that a spreadsheet would read as a formula starts with an apostrophe. The differences are
 // not part of it.
-func WriteCSV(w io.Writer, r *Report) error {
+func WriteCSV(w io.Writer, r *Report, currencies Currencies) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(CSVHeader); err != nil {
 		return err
 	}
 	for i := range r.Ledgers {
 		l := &r.Ledgers[i]
+		cur := currencies.Of(l.Ledger)
 		for _, line := range lines(l) {
 			row, subject, leaf, first := "subject", strconv.FormatUint(uint64(line.Code), 10), "", ""
 			switch {
@@ -90,10 +141,10 @@ func WriteCSV(w io.Writer, r *Report) error {
 			default:
 				row, subject = line.Name, "" // transit, total
 			}
-			if err := cw.Write([]string{strconv.FormatUint(uint64(l.Ledger), 10), row, strconv.Itoa(line.Depth), leaf,
-				subject, CSVCell(line.Name), category(&line), line.Side.String(), line.DebitsPosted.String(),
-				line.CreditsPosted.String(), line.DebitsPending.String(), line.CreditsPending.String(),
-				line.Balance.String(), strconv.FormatUint(line.Accounts, 10), first}); err != nil {
+			if err := cw.Write([]string{strconv.FormatUint(uint64(l.Ledger), 10), cur.Code, row, strconv.Itoa(line.Depth),
+				leaf, subject, CSVCell(line.Name), category(&line), line.Side.String(), cur.Decimal(line.DebitsPosted.Big()),
+				cur.Decimal(line.CreditsPosted.Big()), cur.Decimal(line.DebitsPending.Big()), cur.Decimal(line.CreditsPending.Big()),
+				cur.Decimal(line.Balance), strconv.FormatUint(line.Accounts, 10), first}); err != nil {
 				return err
 			}
 		}

@@ -20,6 +20,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
+// testCurrencies are the golden cases' currencies: ledger 1 is CNY (2 decimals), 392 JPY (0)
+// and 414 KWD (3); 998 names a code ISO 4217 does not list, and every other ledger (840) has
+// none: their amounts print in minor units.
+var testCurrencies = Currencies{1: "CNY", 392: "JPY", 414: "KWD", 998: "ABC"}
+
 // TestTrialBalanceGolden runs each testdata/*.accounts case and compares the table and the CSV
 // with its .golden file (go test -update rewrites them). A case's lines:
 //
@@ -38,11 +43,11 @@ func TestTrialBalanceGolden(t *testing.T) {
 			chart, accounts := readCase(t, file)
 			rep := TrialBalance(chart, slices.Values(accounts))
 			var got bytes.Buffer
-			if err := WriteTable(&got, &rep); err != nil {
+			if err := WriteTable(&got, &rep, testCurrencies); err != nil {
 				t.Fatal(err)
 			}
 			got.WriteString("--- csv\n")
-			if err := WriteCSV(&got, &rep); err != nil {
+			if err := WriteCSV(&got, &rep, testCurrencies); err != nil {
 				t.Fatal(err)
 			}
 			golden := strings.TrimSuffix(file, ".accounts") + ".golden"
@@ -62,9 +67,9 @@ func TestTrialBalanceGolden(t *testing.T) {
 			slices.Reverse(accounts)
 			again := TrialBalance(chart, slices.Values(accounts))
 			var b bytes.Buffer
-			_ = WriteTable(&b, &again)
+			_ = WriteTable(&b, &again, testCurrencies)
 			b.WriteString("--- csv\n")
-			_ = WriteCSV(&b, &again)
+			_ = WriteCSV(&b, &again, testCurrencies)
 			if !bytes.Equal(b.Bytes(), got.Bytes()) {
 				t.Errorf("the report depends on the order of the accounts:\n%s", b.String())
 			}
@@ -234,7 +239,7 @@ func TestCSVCells(t *testing.T) {
 		2: {Code: 2, Name: "tab\there", Category: rules.Liability}}, Codes: map[string]*rules.Code{}}
 	rep := TrialBalance(c, slices.Values([]ledger.Account{{ID: 1, Ledger: 1, Code: 1}, {ID: 2, Ledger: 1, Code: 2}}))
 	var out bytes.Buffer
-	if err := WriteCSV(&out, &rep); err != nil {
+	if err := WriteCSV(&out, &rep, nil); err != nil {
 		t.Fatal(err)
 	}
 	if s := out.String(); !strings.Contains(s, `'=HYPERLINK(""x"")`) || !strings.Contains(s, ",tab here,") {

@@ -45,6 +45,9 @@ import (
 	"github.com/ledgercore/ledger/storage"
 )
 
+// currency is the day's ledger 1's.
+const currency = "CNY"
+
 // Account codes of the default chart the day opens accounts under (ledgerctl chart).
 const (
 	codeUser     = 2001
@@ -250,7 +253,7 @@ func (w *run) start() error {
 	if err != nil {
 		return err
 	}
-	setup.Currencies = map[uint32]string{1: "CNY"}
+	setup.Currencies = map[uint32]string{1: currency}
 	client := channel.NewHTTPClient(w.fake.URL(), "http://"+lis.Addr().String()+payments.NotifyPath+cfg.Channel,
 		&http.Client{Timeout: 3 * time.Second, Transport: channel.NewHTTPTransport(64)})
 	secrets := map[string][]byte{cfg.Channel: secret}

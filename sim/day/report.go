@@ -292,7 +292,7 @@ func (r *Report) Write(w io.Writer, details bool) error {
 	fmt.Fprintf(w, "\n== orders of %v\n%s\n", r.Date, r.formsLine())
 	fmt.Fprintf(w, "\n== end of day of %v: %v\n", r.Date, r.EndOfDay.Outcome)
 	if r.EndOfDay.Report != nil {
-		if err := accounting.WriteDayTable(w, r.EndOfDay.Report); err != nil {
+		if err := accounting.WriteDayTable(w, r.EndOfDay.Report, accounting.Currencies{1: currency}); err != nil {
 			return err
 		}
 	}

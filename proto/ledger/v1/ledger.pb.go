@@ -1755,7 +1755,8 @@ func (x *GetAccountBalancesResponse) GetNextTimestamp() uint64 {
 
 type BackupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new directory, relative to the backup root (e.g. "2026-11-27"); it must not exist.
+	// The new directory's name in the backup root (e.g. "2026-11-27"; one path element); it
+	// must not exist.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Then verify the copy as `ledgerctl verify --data-dir` would (every balance recomputed
 	// from its journal, read only): the answer lists what differs. A full scan of the copy.
@@ -1816,9 +1817,13 @@ type BackupResponse struct {
 	Bytes uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	// How long the copy took, in milliseconds (the verification not included).
 	Millis uint64 `protobuf:"varint,4,opt,name=millis,proto3" json:"millis,omitempty"`
-	// With verify: true when the copy was verified, and what differs (empty: clean).
-	Verified      bool     `protobuf:"varint,5,opt,name=verified,proto3" json:"verified,omitempty"`
-	Problems      []string `protobuf:"bytes,6,rep,name=problems,proto3" json:"problems,omitempty"`
+	// With verify: true when the copy was verified, and what differs (empty: clean; at most
+	// the first 1,000 problems, problem_count counts them all).
+	Verified bool     `protobuf:"varint,5,opt,name=verified,proto3" json:"verified,omitempty"`
+	Problems []string `protobuf:"bytes,6,rep,name=problems,proto3" json:"problems,omitempty"`
+	// With verify: why the copy, written, could not be verified (verified is false).
+	VerifyError   string `protobuf:"bytes,7,opt,name=verify_error,json=verifyError,proto3" json:"verify_error,omitempty"`
+	ProblemCount  uint32 `protobuf:"varint,8,opt,name=problem_count,json=problemCount,proto3" json:"problem_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1895,6 +1900,20 @@ func (x *BackupResponse) GetProblems() []string {
 	return nil
 }
 
+func (x *BackupResponse) GetVerifyError() string {
+	if x != nil {
+		return x.VerifyError
+	}
+	return ""
+}
+
+func (x *BackupResponse) GetProblemCount() uint32 {
+	if x != nil {
+		return x.ProblemCount
+	}
+	return 0
+}
+
 type RunEndOfDayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The day to close, YYYY-MM-DD; empty: every day that is due, in order (those an earlier
@@ -1967,7 +1986,9 @@ type RunEndOfDayResponse struct {
 	Differences []string `protobuf:"bytes,6,rep,name=differences,proto3" json:"differences,omitempty"`
 	// The day's legs still in flight after a drain timeout.
 	Stuck []string `protobuf:"bytes,7,rep,name=stuck,proto3" json:"stuck,omitempty"`
-	// The day's trial balance as an aligned table, if it ran.
+	// The day's trial balance as an aligned table, if it ran: amounts in each ledger's currency
+	// the server names (ledgerd --payment-ledger), by its ISO 4217 decimals, or in minor units
+	// for a ledger it names none for (said in the table); differences keeps exact minor units.
 	Report string `protobuf:"bytes,8,opt,name=report,proto3" json:"report,omitempty"`
 	// The day is archived (closed, or accepted with differences): nothing changes it again.
 	Archived bool `protobuf:"varint,9,opt,name=archived,proto3" json:"archived,omitempty"`
@@ -2422,7 +2443,12 @@ type TrialBalanceLedger struct {
 	// The accounts whose code names no leaf subject of the chart, by id.
 	Unclassified []*TrialBalanceLine `protobuf:"bytes,4,rep,name=unclassified,proto3" json:"unclassified,omitempty"`
 	// Every account of the ledger.
-	Total         *TrialBalanceLine `protobuf:"bytes,5,opt,name=total,proto3" json:"total,omitempty"`
+	Total *TrialBalanceLine `protobuf:"bytes,5,opt,name=total,proto3" json:"total,omitempty"`
+	// The ledger's currency, an ISO 4217 code (ledgerd --payment-ledger LEDGER=CURRENCY); empty
+	// when the server names none. The amounts stay integers in minor units: a client prints
+	// them in the currency's units by moving the decimal point by its ISO 4217 minor unit (CNY
+	// 2: 6898101 is 68,981.01; JPY 0; KWD 3), and an empty or unknown code as minor units.
+	Currency      string `protobuf:"bytes,6,opt,name=currency,proto3" json:"currency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2490,6 +2516,13 @@ func (x *TrialBalanceLedger) GetTotal() *TrialBalanceLine {
 		return x.Total
 	}
 	return nil
+}
+
+func (x *TrialBalanceLedger) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
 }
 
 // TrialBalanceLine is one line of a trial balance. Amounts are in the ledger's minor units.
@@ -2851,14 +2884,16 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0enext_timestamp\x18\x02 \x01(\x04R\rnextTimestamp\";\n" +
 	"\rBackupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xa0\x01\n" +
+	"\x06verify\x18\x02 \x01(\bR\x06verify\"\xe8\x01\n" +
 	"\x0eBackupResponse\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\rR\x05files\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x16\n" +
 	"\x06millis\x18\x04 \x01(\x04R\x06millis\x12\x1a\n" +
 	"\bverified\x18\x05 \x01(\bR\bverified\x12\x1a\n" +
-	"\bproblems\x18\x06 \x03(\tR\bproblems\">\n" +
+	"\bproblems\x18\x06 \x03(\tR\bproblems\x12!\n" +
+	"\fverify_error\x18\a \x01(\tR\vverifyError\x12#\n" +
+	"\rproblem_count\x18\b \x01(\rR\fproblemCount\">\n" +
 	"\x12RunEndOfDayRequest\x12\x12\n" +
 	"\x04date\x18\x01 \x01(\tR\x04date\x12\x14\n" +
 	"\x05early\x18\x02 \x01(\bR\x05early\"\x9d\x02\n" +
@@ -2893,13 +2928,14 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x14TrialBalanceResponse\x127\n" +
 	"\aledgers\x18\x01 \x03(\v2\x1d.ledger.v1.TrialBalanceLedgerR\aledgers\x12\x1a\n" +
 	"\bbalanced\x18\x02 \x01(\bR\bbalanced\x12 \n" +
-	"\vdifferences\x18\x03 \x03(\tR\vdifferences\"\x90\x02\n" +
+	"\vdifferences\x18\x03 \x03(\tR\vdifferences\"\xac\x02\n" +
 	"\x12TrialBalanceLedger\x12\x16\n" +
 	"\x06ledger\x18\x01 \x01(\rR\x06ledger\x127\n" +
 	"\bsubjects\x18\x02 \x03(\v2\x1b.ledger.v1.TrialBalanceLineR\bsubjects\x125\n" +
 	"\atransit\x18\x03 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\atransit\x12?\n" +
 	"\funclassified\x18\x04 \x03(\v2\x1b.ledger.v1.TrialBalanceLineR\funclassified\x121\n" +
-	"\x05total\x18\x05 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\x05total\"\xe2\x03\n" +
+	"\x05total\x18\x05 \x01(\v2\x1b.ledger.v1.TrialBalanceLineR\x05total\x12\x1a\n" +
+	"\bcurrency\x18\x06 \x01(\tR\bcurrency\"\xe2\x03\n" +
 	"\x10TrialBalanceLine\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +

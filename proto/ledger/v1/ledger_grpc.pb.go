@@ -71,12 +71,14 @@ type AdminServiceClient interface {
 	AcceptEndOfDay(ctx context.Context, in *AcceptEndOfDayRequest, opts ...grpc.CallOption) (*AcceptEndOfDayResponse, error)
 	// Backup writes a consistent copy of the running store into a new directory under the
 	// server's backup root (ledgerd --backup-root), while it serves: every write answered
-	// before the call is in it. The copy is a store of its own (ledgerd --data-dir on it
-	// recovers it as after a crash); on the store's file system its tables are hard links,
-	// so it takes seconds and little space at first. One backup at a time. INVALID_ARGUMENT:
-	// the name is empty, absolute or leaves the root; ALREADY_EXISTS: the directory exists;
-	// FAILED_PRECONDITION: backups are off (no root); ABORTED: a backup is running. A failed
-	// backup removes what it wrote.
+	// before the call is in it. The copy is a store of its own (ledgerd --data-dir on a copy
+	// of it recovers it as after a crash); on the store's file system its tables are hard
+	// links, so it takes seconds and little space at first. It is written under a hidden
+	// name and renamed only once complete (with a LEDGER-BACKUP marker): a backup cut off
+	// leaves nothing under its name. One backup at a time. INVALID_ARGUMENT: the name is not
+	// 1 to 128 of [A-Za-z0-9._-] starting with a letter or digit; ALREADY_EXISTS: the
+	// directory exists; FAILED_PRECONDITION: backups are off (no root), or the root and the
+	// store overlap; ABORTED: a backup is running. A failed backup removes what it wrote.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (*BackupResponse, error)
 }
 
@@ -186,12 +188,14 @@ type AdminServiceServer interface {
 	AcceptEndOfDay(context.Context, *AcceptEndOfDayRequest) (*AcceptEndOfDayResponse, error)
 	// Backup writes a consistent copy of the running store into a new directory under the
 	// server's backup root (ledgerd --backup-root), while it serves: every write answered
-	// before the call is in it. The copy is a store of its own (ledgerd --data-dir on it
-	// recovers it as after a crash); on the store's file system its tables are hard links,
-	// so it takes seconds and little space at first. One backup at a time. INVALID_ARGUMENT:
-	// the name is empty, absolute or leaves the root; ALREADY_EXISTS: the directory exists;
-	// FAILED_PRECONDITION: backups are off (no root); ABORTED: a backup is running. A failed
-	// backup removes what it wrote.
+	// before the call is in it. The copy is a store of its own (ledgerd --data-dir on a copy
+	// of it recovers it as after a crash); on the store's file system its tables are hard
+	// links, so it takes seconds and little space at first. It is written under a hidden
+	// name and renamed only once complete (with a LEDGER-BACKUP marker): a backup cut off
+	// leaves nothing under its name. One backup at a time. INVALID_ARGUMENT: the name is not
+	// 1 to 128 of [A-Za-z0-9._-] starting with a letter or digit; ALREADY_EXISTS: the
+	// directory exists; FAILED_PRECONDITION: backups are off (no root), or the root and the
+	// store overlap; ABORTED: a backup is running. A failed backup removes what it wrote.
 	Backup(context.Context, *BackupRequest) (*BackupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -1138,7 +1138,10 @@ type PaymentException struct {
 	// When the record was opened, Unix nanoseconds.
 	Created uint64 `protobuf:"varint,9,opt,name=created,proto3" json:"created,omitempty"`
 	// When the record last changed, Unix nanoseconds.
-	Updated       uint64 `protobuf:"varint,10,opt,name=updated,proto3" json:"updated,omitempty"`
+	Updated uint64 `protobuf:"varint,10,opt,name=updated,proto3" json:"updated,omitempty"`
+	// The currency of the order's ledger, an ISO 4217 code (ledgerd --payment-ledger), which
+	// amount is in minor units of; empty when the server names none (events carry it empty).
+	Currency      string `protobuf:"bytes,11,opt,name=currency,proto3" json:"currency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1243,6 +1246,13 @@ func (x *PaymentException) GetUpdated() uint64 {
 	return 0
 }
 
+func (x *PaymentException) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
 // PaymentOrder is a payment order as it stands; every field is durable. The fields up to
 // instruments are the request's (a refund's ledger, accounts, channel and instruments are
 // taken from its original); the rest is the order's progress.
@@ -1303,7 +1313,11 @@ type PaymentOrder struct {
 	Exceptions []*PaymentException `protobuf:"bytes,23,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
 	// The ledger transfers of the order that are durable, in ascending step order (look them up
 	// with LedgerService.LookupTransfers).
-	TransferIds   []uint64 `protobuf:"varint,24,rep,packed,name=transfer_ids,json=transferIds,proto3" json:"transfer_ids,omitempty"`
+	TransferIds []uint64 `protobuf:"varint,24,rep,packed,name=transfer_ids,json=transferIds,proto3" json:"transfer_ids,omitempty"`
+	// The currency of the order's ledger, an ISO 4217 code (ledgerd --payment-ledger), which
+	// the amounts are in minor units of; empty when the server names none (events carry it
+	// empty). Clients print amounts in its units by its ISO 4217 minor unit (CNY 2, JPY 0).
+	Currency      string `protobuf:"bytes,25,opt,name=currency,proto3" json:"currency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1504,6 +1518,13 @@ func (x *PaymentOrder) GetTransferIds() []uint64 {
 		return x.TransferIds
 	}
 	return nil
+}
+
+func (x *PaymentOrder) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
 }
 
 // CreatePaymentsRequest carries the requests of one call.
@@ -3621,7 +3642,7 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x0fchannel_account\x18\t \x01(\tR\x0echannelAccount\x12*\n" +
 	"\x11original_order_id\x18\n" +
 	" \x01(\x04R\x0foriginalOrderId\x127\n" +
-	"\vinstruments\x18\v \x03(\v2\x15.ledger.v1.InstrumentR\vinstruments\"\xab\x02\n" +
+	"\vinstruments\x18\v \x03(\v2\x15.ledger.v1.InstrumentR\vinstruments\"\xc7\x02\n" +
 	"\x10PaymentException\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\x04R\aorderId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12,\n" +
@@ -3633,7 +3654,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\x06biz_id\x18\b \x01(\tR\x05bizId\x12\x18\n" +
 	"\acreated\x18\t \x01(\x04R\acreated\x12\x18\n" +
 	"\aupdated\x18\n" +
-	" \x01(\x04R\aupdated\"\x91\a\n" +
+	" \x01(\x04R\aupdated\x12\x1a\n" +
+	"\bcurrency\x18\v \x01(\tR\bcurrency\"\xad\a\n" +
 	"\fPaymentOrder\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x15\n" +
@@ -3662,7 +3684,8 @@ const file_ledger_v1_payment_proto_rawDesc = "" +
 	"\n" +
 	"exceptions\x18\x17 \x03(\v2\x1b.ledger.v1.PaymentExceptionR\n" +
 	"exceptions\x12!\n" +
-	"\ftransfer_ids\x18\x18 \x03(\x04R\vtransferIds\"N\n" +
+	"\ftransfer_ids\x18\x18 \x03(\x04R\vtransferIds\x12\x1a\n" +
+	"\bcurrency\x18\x19 \x01(\tR\bcurrency\"N\n" +
 	"\x15CreatePaymentsRequest\x125\n" +
 	"\brequests\x18\x01 \x03(\v2\x19.ledger.v1.PaymentRequestR\brequests\"\x8d\x01\n" +
 	"\x14CreatePaymentsResult\x12\x14\n" +
