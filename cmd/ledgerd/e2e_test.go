@@ -365,7 +365,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	lis := freePort(t)
 	cmd := exec.Command(ledgerd, "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0", "--notify-listen", "127.0.0.1:0", "--metrics-listen", lis, "--shards", "2", "--fake-channel", "demo",
-		"--recon-follow")
+		"--recon-follow", "--backup-root", filepath.Join(dir, "backups")) // the backup metrics are served with backups on
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
