@@ -58,7 +58,9 @@ func newEODFixture(t *testing.T) *eodFixture {
 	now.Store(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	r := eod.NewRunner(l, store, eod.Config{DrainTimeout: 10 * time.Second, Now: func() time.Time { return time.Unix(0, now.Load()).UTC() }})
 	m.WatchEndOfDay(r)
-	srv, _ := NewServer(NewService(l, m, WithEndOfDay(r)))
+	svc := NewService(l, m, WithEndOfDay(r), WithVerifyInterval(0))
+	srv, _ := NewServer(svc)
+	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",

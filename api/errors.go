@@ -45,8 +45,10 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrBackupsOff):
 		return codes.FailedPrecondition
-	case errors.Is(err, ErrBackupRunning):
+	case errors.Is(err, ErrBackupRunning), errors.Is(err, ErrVerifyRunning):
 		return codes.Aborted
+	case errors.Is(err, ErrVerifyRate):
+		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrBackupExists):
 		return codes.AlreadyExists
 	case errors.Is(err, context.Canceled):
@@ -65,8 +67,12 @@ func toStatus(err error) error {
 		return nil
 	}
 	s := status.New(codeOf(err), err.Error())
-	if errors.Is(err, actors.ErrOverloaded) {
+	var rateErr verifyRateError
+	switch {
+	case errors.Is(err, actors.ErrOverloaded):
 		s = withRetryDelay(s, OverloadedRetryDelay)
+	case errors.As(err, &rateErr):
+		s = withRetryDelay(s, rateErr.wait)
 	}
 	return s.Err()
 }

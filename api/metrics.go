@@ -179,6 +179,10 @@ var (
 		"Free space of the file system the store is on, that ledgerd may use (what df shows as available).", nil, nil)
 	descDiskSize = prometheus.NewDesc("ledger_storage_disk_size_bytes",
 		"Size of the file system the store is on.", nil, nil)
+	descZombieBytes = prometheus.NewDesc("ledger_storage_zombie_table_bytes",
+		"SSTables compacted out of the store that an open iterator still holds on disk (a long read pins them).", nil, nil)
+	descSnapshotPinned = prometheus.NewDesc("ledger_storage_snapshot_pinned_bytes_total",
+		"Bytes of keys flushes and compactions kept only because an open snapshot could see them.", nil, nil)
 	descTransit = prometheus.NewDesc("ledger_transit_balance",
 		"Credits minus debits posted to all transit accounts of a ledger: money between the legs of split transfers.",
 		[]string{"ledger"}, nil)
@@ -191,7 +195,7 @@ func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 		descCommitErrors, descResent, descStaleLegs, descDupMessages,
 		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descClockSkew,
 		descClockJumps, descStalls, descStallSeconds, descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels,
-		descWALBytes, descTableBytes, descDisk, descDiskFree, descDiskSize} {
+		descWALBytes, descTableBytes, descDisk, descDiskFree, descDiskSize, descZombieBytes, descSnapshotPinned} {
 		ch <- d
 	}
 }
@@ -227,6 +231,8 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		{descWALBytes, prometheus.CounterValue, float64(ss.WALBytes)},
 		{descTableBytes, prometheus.CounterValue, float64(ss.SSTableBytesWritten)},
 		{descDisk, prometheus.GaugeValue, float64(ss.DiskBytes)},
+		{descZombieBytes, prometheus.GaugeValue, float64(ss.ZombieTableBytes)},
+		{descSnapshotPinned, prometheus.CounterValue, float64(ss.SnapshotPinnedBytes)},
 	} {
 		ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v)
 	}

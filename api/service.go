@@ -6,7 +6,6 @@ package api
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -48,6 +47,7 @@ type Service struct {
 	events  *events.Sequencer
 	eod     *eod.Runner // end of day; nil: not served
 	backups *backups    // nil: backups are off
+	verify  *verifyGate
 	// currencies name the ledgers' currencies for reports (nil: none known).
 	currencies accounting.Currencies
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
@@ -56,28 +56,45 @@ type Service struct {
 
 // NewService serves l; m counts results (nil: not counted).
 func NewService(l *actors.Ledger, m *Metrics, opts ...Option) *Service {
-	s := &Service{ledger: l, metrics: m}
+	s := &Service{ledger: l, metrics: m, verify: newVerifyGate(VerifyIntervalDefault, m)}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
 }
 
-// NewServer returns a gRPC server with the ledger and admin services, the standard health
-// service (reported by the returned *health.Server) and server reflection registered.
+// NewServer returns a gRPC server with the ledger service, the standard health service
+// (reported by the returned *health.Server) and server reflection registered. The admin
+// service is not on it: NewAdminServer serves it on a listener of its own.
 func NewServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	srv := newServer(svc, opts)
+	ledgerv1.RegisterLedgerServiceServer(srv, svc)
+	return srv, registerCommon(srv)
+}
+
+// NewAdminServer returns a gRPC server with the admin service (Verify, TrialBalance, end of
+// day, Backup), its own health service and server reflection registered: ledgerd serves it on
+// --admin-listen, apart from the clients' --listen.
+func NewAdminServer(svc *Service, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	srv := newServer(svc, opts)
+	ledgerv1.RegisterAdminServiceServer(srv, svc)
+	return srv, registerCommon(srv)
+}
+
+func newServer(svc *Service, opts []grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(RequestBytesMax),
 		grpc.ForceServerCodecV2(serverCodec{proto: encoding.GetCodecV2(protoenc.Name)})}, opts...)
 	if svc.metrics != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(svc.metrics.unaryInterceptor))
 	}
-	srv := grpc.NewServer(opts...)
-	ledgerv1.RegisterLedgerServiceServer(srv, svc)
-	ledgerv1.RegisterAdminServiceServer(srv, svc)
+	return grpc.NewServer(opts...)
+}
+
+func registerCommon(srv *grpc.Server) *health.Server {
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
-	return srv, hs
+	return hs
 }
 
 func checkBatch(n int, what string) error {
@@ -307,21 +324,4 @@ func (s *Service) GetAccountBalances(_ context.Context, req *ledgerv1.GetAccount
 		return nil, toStatus(err)
 	}
 	return resp, nil
-}
-
-// Verify implements AdminService.
-func (s *Service) Verify(_ context.Context, _ *ledgerv1.VerifyRequest) (*ledgerv1.VerifyResponse, error) {
-	var rep storage.Report
-	err := s.ledger.Read(func(v *storage.Reader) (err error) {
-		rep, err = storage.Verify(v, s.ledger.Shards())
-		return err
-	})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if len(rep.Problems) > 0 {
-		slog.Error("verify found problems", "count", len(rep.Problems), "first", rep.Problems[0])
-	}
-	return &ledgerv1.VerifyResponse{Problems: rep.Problems, Accounts: rep.Accounts, Postings: rep.Postings,
-		OutboxLegs: rep.OutboxLegs}, nil
 }

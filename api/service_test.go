@@ -51,7 +51,9 @@ func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := NewServer(NewService(l, NewMetrics()))
+	svc := NewService(l, NewMetrics(), WithVerifyInterval(0))
+	srv, _ := NewServer(svc)
+	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",

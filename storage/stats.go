@@ -20,6 +20,10 @@ type Stats struct {
 	WALBytes            uint64  // bytes written to the write-ahead log
 	SSTableBytesWritten uint64  // bytes written to sstables by flushes and compactions
 	DiskBytes           uint64  // disk space the store uses
+	// ZombieTableBytes are sstables no longer in the LSM that an open iterator still holds
+	// (on disk until it closes); SnapshotPinnedBytes is the running total of keys flushes and
+	// compactions kept only because a snapshot could see them.
+	ZombieTableBytes, SnapshotPinnedBytes uint64
 	// DiskFreeBytes and DiskSizeBytes are the free space (what this process may still use,
 	// without the blocks reserved for root) and the size of the file system the store is on;
 	// DiskKnown is false when the file system does not tell (an in-memory one).
@@ -67,6 +71,8 @@ func (s *Store) Stats() Stats {
 		WALBytes:            m.WAL.BytesWritten,
 		SSTableBytesWritten: total.TableBytesFlushed + total.TableBytesCompacted,
 		DiskBytes:           m.DiskSpaceUsage(),
+		ZombieTableBytes:    m.Table.ZombieSize,
+		SnapshotPinnedBytes: m.Snapshots.PinnedSize,
 	}
 	// One statfs call: cheap enough for every scrape.
 	if u, err := s.fs.GetDiskUsage(s.dir); err == nil {

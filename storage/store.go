@@ -98,7 +98,20 @@ type Options struct {
 	CacheBytes int64
 	// ReadOnly opens an existing store without writing to it (for verifying a stopped store).
 	ReadOnly bool
+	// SnapshotIterKeysMax is the most keys (or seeks) one iterator of a snapshot serves in a
+	// long read before it is closed and the next opened (0: SnapshotIterKeysMaxDefault;
+	// negative: one iterator per scan, as before, for measurements).
+	SnapshotIterKeysMax int
 }
+
+// SnapshotIterKeysMaxDefault is how many keys (or seeks) one iterator of a snapshot serves
+// in a long read (Verify's whole-store scan) before it is closed and another opened: an open
+// iterator holds the version of the LSM it started on, so every table a compaction makes
+// obsolete meanwhile stays on disk (a zombie, Stats.ZombieTableBytes) until it closes. The
+// snapshot itself pins no table, only the older versions of keys written after it, which
+// compactions keep (Stats.SnapshotPinnedBytes). 64Ki keys take some tens of milliseconds to
+// read; opening an iterator costs microseconds.
+const SnapshotIterKeysMaxDefault = 1 << 16
 
 // Store is the ledger's Pebble database.
 type Store struct {
@@ -108,6 +121,7 @@ type Store struct {
 	shards   uint32
 	stalls   *stalls
 	readOnly bool
+	iterKeys int      // Options.SnapshotIterKeysMax, resolved (0: unbounded)
 	logClock logClock // stamps every log round (LogRound.Time)
 	// reconMu serializes writes of reconciliation findings (record if absent, resolve).
 	reconMu sync.Mutex
@@ -220,7 +234,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, fs: po.FS, dir: dir, shards: opts.Shards, stalls: st, readOnly: opts.ReadOnly}
+	s := &Store{db: db, fs: po.FS, dir: dir, shards: opts.Shards, stalls: st, readOnly: opts.ReadOnly,
+		iterKeys: max(opts.SnapshotIterKeysMax, 0)}
+	if opts.SnapshotIterKeysMax == 0 {
+		s.iterKeys = SnapshotIterKeysMaxDefault
+	}
 	if err := s.checkFormat(opts.ReadOnly); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -312,11 +330,14 @@ func (s *Store) Close() error { return s.db.Close() }
 
 // Reader reads the store: either the live store (Live) or a consistent snapshot of it
 // (Snapshot, DurableSnapshot).
-type Reader struct{ r pebble.Reader }
+type Reader struct {
+	r        pebble.Reader
+	iterKeys int // on a snapshot, the most keys one iterator reads in a scan (0: unbounded)
+}
 
 // Snapshot takes a consistent view of the store, which may include rounds whose commit has not
 // returned yet (not yet durable); Close it when done.
-func (s *Store) Snapshot() *Reader { return &Reader{r: s.db.NewSnapshot()} }
+func (s *Store) Snapshot() *Reader { return &Reader{r: s.db.NewSnapshot(), iterKeys: s.iterKeys} }
 
 // DurableSnapshot takes a consistent view of the store in which everything is durable: a
 // snapshot, then a synced WAL record written after it (see "Durable reads" above). It costs
@@ -332,7 +353,7 @@ func (s *Store) DurableSnapshot() (*Reader, error) {
 			return nil, fmt.Errorf("storage: sync for a durable read: %w", err)
 		}
 	}
-	return &Reader{r: snap}, nil
+	return &Reader{r: snap, iterKeys: s.iterKeys}, nil
 }
 
 // durableReadHook, when set (by a test), runs between a durable snapshot's two steps: what
@@ -689,30 +710,110 @@ func (v *Reader) Clock(shard uint32) (uint64, error) {
 	return c, err
 }
 
-// scan calls fn for every key in [lower, upper).
+// scan calls fn for every key in [lower, upper). On a snapshot it reads at most
+// Options.SnapshotIterKeysMax keys with one iterator, then opens the next at the key after (before)
+// the last: the view is the snapshot's throughout, and no iterator pins the store's tables
+// for a whole long scan (renewingIter says why).
 func (v *Reader) scan(lower, upper []byte, reverse bool, fn func(k, val []byte) (more bool, err error)) error {
+	for {
+		resume, err := v.scanPart(lower, upper, reverse, fn)
+		if err != nil || resume == nil {
+			return err
+		}
+		if reverse {
+			upper = resume
+		} else {
+			lower = resume
+		}
+	}
+}
+
+// scanPart is one iterator's part of scan: it answers the bound to resume from (nil: done).
+func (v *Reader) scanPart(lower, upper []byte, reverse bool, fn func(k, val []byte) (more bool, err error)) (resume []byte, err error) {
 	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return fmt.Errorf("storage: iterate: %w", err)
+		return nil, fmt.Errorf("storage: iterate: %w", err)
 	}
 	valid := it.First
 	next := it.Next
 	if reverse {
 		valid, next = it.Last, it.Prev
 	}
+	keysMax := v.iterKeysMax()
+	n := 0
 	for ok := valid(); ok; ok = next() {
 		val, err := it.ValueAndErr()
 		if err != nil {
 			_ = it.Close()
-			return fmt.Errorf("storage: iterate: %w", err)
+			return nil, fmt.Errorf("storage: iterate: %w", err)
 		}
 		more, err := fn(it.Key(), val)
 		if err != nil || !more {
 			_ = it.Close()
-			return err
+			return nil, err
+		}
+		if n++; n == keysMax {
+			// Forward: the next key up is the last one with a zero byte appended;
+			// backward: the upper bound is exclusive, the last key itself.
+			resume = append(make([]byte, 0, len(it.Key())+1), it.Key()...)
+			if !reverse {
+				resume = append(resume, 0)
+			}
+			return resume, it.Close()
 		}
 	}
-	return it.Close()
+	return nil, it.Close()
+}
+
+// iterKeysMax is how many keys one iterator of v reads in a long scan; 0: unbounded (the
+// live store: a new iterator would see later writes).
+func (v *Reader) iterKeysMax() int {
+	if _, snap := v.r.(*pebble.Snapshot); snap {
+		return v.iterKeys
+	}
+	return 0
+}
+
+// renewingIter is an iterator for seeks (SeekGE, SeekLT), closed and opened again after
+// iterKeysMax uses on a snapshot, for the reason SnapshotIterKeysMaxDefault gives.
+type renewingIter struct {
+	v            *Reader
+	lower, upper []byte
+	it           *pebble.Iterator
+	uses         int
+}
+
+func (v *Reader) renewingIter(lower, upper []byte) *renewingIter {
+	return &renewingIter{v: v, lower: lower, upper: upper}
+}
+
+// iter is the iterator for the next seek.
+func (r *renewingIter) iter() (*pebble.Iterator, error) {
+	if keysMax := r.v.iterKeysMax(); r.it != nil && keysMax > 0 && r.uses >= keysMax {
+		err := r.it.Close()
+		r.it = nil
+		if err != nil {
+			return nil, fmt.Errorf("storage: iterate: %w", err)
+		}
+	}
+	if r.it == nil {
+		it, err := r.v.r.NewIter(&pebble.IterOptions{LowerBound: r.lower, UpperBound: r.upper})
+		if err != nil {
+			return nil, fmt.Errorf("storage: iterate: %w", err)
+		}
+		r.it, r.uses = it, 0
+	}
+	r.uses++
+	return r.it, nil
+}
+
+func (r *renewingIter) Close() error {
+	if r.it == nil {
+		return nil
+	}
+	err := r.it.Close()
+	r.it = nil
+	return err
 }
 
 func prefixBounds(prefix ...byte) ([]byte, []byte) {
@@ -725,14 +826,14 @@ func prefixBounds(prefix ...byte) ([]byte, []byte) {
 // included.
 func (v *Reader) ForEachAccount(fn func(ledger.Account) error) error {
 	lo, hi := prefixBounds(prefixAccount)
-	it, err := v.postingsIter()
-	if err != nil {
-		return err
-	}
-	err = v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+	it := v.renewingIter(prefixBounds(prefixPosting))
+	err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		a, err := decodeAccount(k, val)
 		if err == nil {
-			err = v.balance(it, &a)
+			var pit *pebble.Iterator
+			if pit, err = it.iter(); err == nil {
+				err = v.balance(pit, &a)
+			}
 		}
 		if err != nil {
 			return false, err

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/ledgercore/ledger/ledger"
 )
 
@@ -40,26 +39,38 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 	}
 	var problems []string
 	refs := make([]postingRef, 0, 1024)
-	err = v.ForEachPosting(func(p ledger.Posting) error {
-		l, ok := ledgers[p.Account]
-		if !ok {
-			problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
-			return nil
-		}
-		audit.Posting(p, l)
-		rep.Postings++
-		refs = append(refs, postingRef{transfer: p.TransferID, account: p.Account, amount: p.Amount, at: p.Timestamp})
-		if len(refs) == verifyRefsMax {
+	// The postings are scanned verifyRefsMax at a time, each lot checked against its
+	// transfers between two scans: no iterator of the postings stays open (pinning its
+	// tables) while a lot is checked.
+	from, hi := prefixBounds(prefixPosting)
+	for from != nil {
+		var resume []byte
+		err = v.scan(from, hi, false, func(k, val []byte) (bool, error) {
+			p, err := decodePosting(k, val)
+			if err != nil {
+				return false, err
+			}
+			l, ok := ledgers[p.Account]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
+				return true, nil
+			}
+			audit.Posting(p, l)
+			rep.Postings++
+			refs = append(refs, postingRef{transfer: p.TransferID, account: p.Account, amount: p.Amount, at: p.Timestamp})
+			if len(refs) == verifyRefsMax {
+				resume = append(append(make([]byte, 0, len(k)+1), k...), 0) // the next key up
+				return false, nil
+			}
+			return true, nil
+		})
+		if err == nil {
 			problems, err = postingsMatch(v, refs, problems)
-			refs = refs[:0]
 		}
-		return err
-	})
-	if err == nil {
-		problems, err = postingsMatch(v, refs, problems)
-	}
-	if err != nil {
-		return rep, err
+		if err != nil {
+			return rep, err
+		}
+		refs, from = refs[:0], resume
 	}
 	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
 		if l.From >= shards {
@@ -101,16 +112,16 @@ type postingRef struct{ transfer, account, amount, at uint64 }
 // forward walk over the transfers (a look-up per posting took six times as long).
 func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, error) {
 	slices.SortFunc(refs, func(a, b postingRef) int { return cmp.Compare(a.transfer, b.transfer) })
-	lo, hi := prefixBounds(prefixTransfer)
-	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return problems, fmt.Errorf("storage: iterate: %w", err)
-	}
+	transfers := v.renewingIter(prefixBounds(prefixTransfer))
 	var t ledger.Transfer
 	found := false
 	var key [accountKeyLen]byte
 	for i, r := range refs {
 		if i == 0 || r.transfer != refs[i-1].transfer {
+			it, err := transfers.iter()
+			if err != nil {
+				return problems, errors.Join(err, transfers.Close())
+			}
 			k := idKey(key[:0], prefixTransfer, r.transfer)
 			found = it.SeekGE(k) && bytes.Equal(it.Key(), k)
 			if found {
@@ -119,7 +130,7 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 					t, err = decodeTransfer(it.Key(), val)
 				}
 				if err != nil {
-					return problems, errors.Join(err, it.Close())
+					return problems, errors.Join(err, transfers.Close())
 				}
 			}
 		}
@@ -135,5 +146,5 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 				r.account, r.at, r.amount, t.ID, t.Amount))
 		}
 	}
-	return problems, it.Close()
+	return problems, transfers.Close()
 }

@@ -18,13 +18,15 @@ func backup(args []string, stdout, stderr io.Writer) int {
 	c := newPayCmd("backup", stdout, stderr)
 	verify := c.fs.Bool("verify", false, "then verify the copy (every balance recomputed from its journal, on ledgerd's host)")
 	*c.timeout = time.Hour
+	*c.addr = adminAddrDefault
+	c.fs.Lookup("addr").DefValue, c.fs.Lookup("addr").Usage = adminAddrDefault, adminAddrHelp
 	if code := c.parse(args); code >= 0 {
 		return code
 	}
 	if len(c.args) != 1 {
 		return c.fail("want one NAME, not %d arguments", len(c.args))
 	}
-	conn, err := dial(*c.addr, c.sec)
+	conn, err := dialAdmin(*c.addr, c.sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "backup: %v\n", err)
 		return 2

@@ -19,7 +19,7 @@ import (
 func endOfDay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl eod", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
+	addr := fs.String("addr", adminAddrDefault, adminAddrHelp)
 	date := fs.String("date", "", "the accounting day to close, YYYY-MM-DD (empty: every day that is due, in order: those left open, then each day whose calendar end, UTC, has passed)")
 	status := fs.Bool("status", false, "print the current accounting day, the last end of day and the days not archived, run nothing")
 	early := fs.Bool("early", false, "close the day even though its calendar end (UTC) has not come (logged and recorded)")
@@ -44,7 +44,7 @@ func endOfDay(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "eod: --note goes with --accept")
 		return 2
 	}
-	conn, err := dial(*addr, sec)
+	conn, err := dialAdmin(*addr, sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "eod: %v\n", err)
 		return 2

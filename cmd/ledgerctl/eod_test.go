@@ -15,6 +15,7 @@ import (
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/accounting"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -36,7 +37,9 @@ func TestEndOfDayCommand(t *testing.T) {
 	defer l.Stop()
 	// 00:05 UTC the day after: the first day is due, no later one.
 	r := eod.NewRunner(l, store, eod.Config{Now: func() time.Time { return time.Date(2026, 11, 27, 0, 5, 0, 0, time.UTC) }})
-	srv, _ := api.NewServer(api.NewService(l, nil, api.WithEndOfDay(r), api.WithCurrencies(accounting.Currencies{1: "CNY"})))
+	svc := api.NewService(l, nil, api.WithEndOfDay(r), api.WithCurrencies(accounting.Currencies{1: "CNY"}))
+	srv, _ := api.NewServer(svc)
+	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,19 +1,19 @@
 // Command ledgerctl is the operator's command line.
 //
 //	ledgerctl verify --data-dir DIR     verify a stopped store
-//	ledgerctl verify --addr HOST:PORT   verify a running ledgerd (on a consistent snapshot)
+//	ledgerctl verify --addr ADMIN       verify a running ledgerd (on a consistent snapshot)
 //	ledgerctl accounts --addr HOST:PORT ID...           look accounts up (JSON lines)
 //	ledgerctl transfers --addr HOST:PORT ID...          look transfers up (JSON lines)
 //	ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
 //	                                    an account's transfers in posting order
 //	ledgerctl chart [--rules FILE]      the chart of accounts and the transaction codes
-//	ledgerctl trial-balance --addr HOST:PORT [--ledger N] [--csv] [--strict]
+//	ledgerctl trial-balance --addr ADMIN [--ledger N] [--csv] [--strict]
 //	                                    the trial balance of a running ledgerd, by its chart
-//	ledgerctl eod --addr HOST:PORT [--date YYYY-MM-DD] [--early] [--status]
+//	ledgerctl eod --addr ADMIN [--date YYYY-MM-DD] [--early] [--status]
 //	                                    end of day: close an accounting day (switch, drain,
 //	                                    snapshot, trial balance, archive); its phases and trial
 //	                                    balance; exit 1 when the day is not archived
-//	ledgerctl eod --addr HOST:PORT --date YYYY-MM-DD --accept --note TEXT
+//	ledgerctl eod --addr ADMIN --date YYYY-MM-DD --accept --note TEXT
 //	                                    accept a failed day's differences, with a note
 //	ledgerctl channels                  the payment channels: degraded, circuit, in flight, queued
 //	ledgerctl channel degrade|restore NAME
@@ -46,6 +46,10 @@
 //	                                    an operator's resolution of a statement record
 //	ledgerctl backup [--verify] NAME    a consistent copy of a running ledgerd's store, in NAME
 //	                                    under its --backup-root (exit 1: --verify found problems)
+//
+// The admin commands (verify --addr, trial-balance, eod, backup) talk to ledgerd's admin
+// address, its --admin-listen: their --addr is that (default 127.0.0.1:7073; verify has no
+// default), and AdminService is on no other address.
 //
 // The payment commands take --addr HOST:PORT (default 127.0.0.1:7070) and --timeout, print
 // tables (amounts in their currency, by its ISO 4217 decimals: 10.00 under CURRENCY CNY for
@@ -90,6 +94,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -107,14 +114,14 @@ func main() {
 
 const usage = `usage:
   ledgerctl verify --data-dir DIR     verify a stopped store
-  ledgerctl verify --addr HOST:PORT   verify a running ledgerd
+  ledgerctl verify --addr ADMIN       verify a running ledgerd
   ledgerctl accounts --addr HOST:PORT ID...
   ledgerctl transfers --addr HOST:PORT ID...
   ledgerctl history --addr HOST:PORT [--limit N] [--reversed] ACCOUNT
   ledgerctl chart [--rules FILE]
-  ledgerctl trial-balance [--addr HOST:PORT] [--ledger N] [--csv] [--strict]
-  ledgerctl eod [--addr HOST:PORT] [--date YYYY-MM-DD] [--early] [--status]
-  ledgerctl eod [--addr HOST:PORT] --date YYYY-MM-DD --accept --note TEXT
+  ledgerctl trial-balance [--addr ADMIN] [--ledger N] [--csv] [--strict]
+  ledgerctl eod [--addr ADMIN] [--date YYYY-MM-DD] [--early] [--status]
+  ledgerctl eod [--addr ADMIN] --date YYYY-MM-DD --accept --note TEXT
   ledgerctl channels [--addr HOST:PORT]
   ledgerctl channel degrade|restore [--addr HOST:PORT] NAME
   ledgerctl orders [--addr HOST:PORT] ID...
@@ -128,12 +135,14 @@ const usage = `usage:
   ledgerctl resolve-recon [--addr HOST:PORT] [--note TEXT] ID
   ledgerctl statement [--addr HOST:PORT] --channel NAME --date YYYY-MM-DD [--csv]
   ledgerctl resolve-statement [--addr HOST:PORT] [--note TEXT] CHANNEL DATE TXN close|reverse
-  ledgerctl backup [--addr HOST:PORT] [--verify] NAME
+  ledgerctl backup [--addr ADMIN] [--verify] NAME
   ledgerctl token [--out FILE] ROLE NAME   make a bearer token and its --auth-tokens line
 
-Every command that calls ledgerd takes --token-file FILE (or $LEDGER_TOKEN_FILE, or the token
-in $LEDGER_TOKEN), --tls, --tls-ca FILE, --tls-server-name NAME, --tls-cert FILE and
---tls-key FILE (or $LEDGER_TLS, $LEDGER_TLS_CA, ...): README, Security.
+ADMIN is ledgerd's admin address, its --admin-listen (default 127.0.0.1:7073); HOST:PORT
+its --listen (default 127.0.0.1:7070). Every command that calls ledgerd takes --token-file
+FILE (or $LEDGER_TOKEN_FILE, or the token in $LEDGER_TOKEN), --tls, --tls-ca FILE,
+--tls-server-name NAME, --tls-cert FILE and --tls-key FILE (or $LEDGER_TLS, $LEDGER_TLS_CA,
+...): README, Security.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -185,7 +194,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "", "the store of a stopped ledgerd")
-	addr := fs.String("addr", "", "the gRPC address of a running ledgerd")
+	addr := fs.String("addr", "", "the admin address of a running ledgerd (its --admin-listen, e.g. "+adminAddrDefault+")")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for a running ledgerd")
 	var sec client.Security
 	sec.RegisterFlags(fs)
@@ -256,7 +265,7 @@ func verifyStore(dir string) (storage.Report, error) {
 }
 
 func verifyRemote(addr string, sec client.Security, timeout time.Duration) (storage.Report, error) {
-	conn, err := dial(addr, sec)
+	conn, err := dialAdmin(addr, sec)
 	if err != nil {
 		return storage.Report{}, err
 	}
@@ -447,7 +456,7 @@ func chart(args []string, stdout, stderr io.Writer) int {
 func trialBalance(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ledgerctl trial-balance", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:7070", "the gRPC address of a running ledgerd")
+	addr := fs.String("addr", adminAddrDefault, adminAddrHelp)
 	ledgerID := fs.Uint("ledger", 0, "only this ledger (currency); 0: every ledger")
 	asCSV := fs.Bool("csv", false, "write CSV for finance tools (the differences go to stderr)")
 	strict := fs.Bool("strict", false, "the end of a day: transit not drained and unclassified accounts fail (exit 1) too")
@@ -462,7 +471,7 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	conn, err := dial(*addr, sec)
+	conn, err := dialAdmin(*addr, sec)
 	if err != nil {
 		fmt.Fprintf(stderr, "trial-balance: %v\n", err)
 		return 2
@@ -500,4 +509,29 @@ func trialBalance(args []string, stdout, stderr io.Writer) int {
 		return 3 // balanced; transit in flight or unclassified accounts (routine while traffic flows)
 	}
 	return 0
+}
+
+// adminAddrDefault is ledgerd's --admin-listen default: the commands of AdminService (verify,
+// trial-balance, eod, backup) talk to it there, and only there.
+const (
+	adminAddrDefault = "127.0.0.1:7073"
+	adminAddrHelp    = "the admin address of a running ledgerd (its --admin-listen)"
+)
+
+// dialAdmin connects to ledgerd's admin address. A call that meets a server without
+// AdminService (ledgerd's --listen, say) answers UNIMPLEMENTED with a hint at the address.
+func dialAdmin(addr string, sec client.Security) (*grpc.ClientConn, error) {
+	hint := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if status.Code(err) == codes.Unimplemented {
+			return status.Errorf(codes.Unimplemented, "%s (is %s ledgerd's --admin-listen address? AdminService is served there only)",
+				status.Convert(err).Message(), addr)
+		}
+		return err
+	}
+	opts, err := sec.DialOptions()
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient(addr, append(opts, grpc.WithChainUnaryInterceptor(hint))...)
 }

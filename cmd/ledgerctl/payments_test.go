@@ -23,13 +23,13 @@ import (
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
 
-// ledgerd is a ledgerd process started for a test: its gRPC and callback addresses.
+// ledgerd is a ledgerd process started for a test: its gRPC, admin and callback addresses.
 type ledgerd struct {
-	grpc, notify string
-	fake         string // the simulated channel's URL
+	grpc, admin, notify string
+	fake                string // the simulated channel's URL
 }
 
-var servingPattern = regexp.MustCompile(`"ledgerd serving" grpc=(\S+) .*notify=(\S+)`)
+var servingPattern = regexp.MustCompile(`"ledgerd serving" grpc=(\S+) admin=(\S+) .*notify=(\S+)`)
 
 var fakePattern = regexp.MustCompile(`simulated payment channel started.* url=(\S+)`)
 
@@ -45,7 +45,7 @@ func startLedgerd(t *testing.T) ledgerd {
 		t.Fatalf("build ledgerd: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-		"--metrics-listen", "", "--notify-listen", "127.0.0.1:0", "--fake-channel", "demo",
+		"--admin-listen", "127.0.0.1:0", "--metrics-listen", "", "--notify-listen", "127.0.0.1:0", "--fake-channel", "demo",
 		"--fake-latency", "1ms", "--shards", "2")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -79,7 +79,7 @@ func startLedgerd(t *testing.T) ledgerd {
 	})
 	select {
 	case m := <-found:
-		return ledgerd{grpc: m[1], notify: m[2], fake: <-fakeURL}
+		return ledgerd{grpc: m[1], admin: m[2], notify: m[3], fake: <-fakeURL}
 	case err := <-exited:
 		t.Fatalf("ledgerd exited before serving: %v", err)
 	case <-time.After(60 * time.Second):
@@ -226,7 +226,7 @@ func TestPaymentCommands(t *testing.T) {
 
 	// ledgerd's trial balance sums by the chart it posts by: the payment layer's accounts are
 	// classified, and the books balance (transit may still carry split legs: exit 0 or 1).
-	code, out, errs = ctl("trial-balance", "--addr", addr)
+	code, out, errs = ctl("trial-balance", "--addr", srv.admin)
 	if code > 1 || !strings.HasPrefix(out, "ledger ") || strings.Contains(out, "unclassified") ||
 		!regexp.MustCompile(`(?m)^  1122 +channel receivable +asset +debit +[1-9]`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^balanced`).MatchString(out) {

@@ -13,6 +13,7 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/accounting"
 	"github.com/ledgercore/ledger/ledger/rules"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -42,7 +43,9 @@ func TestTrialBalanceCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Stop()
-	srv, _ := api.NewServer(api.NewService(l, nil, api.WithChart(chart), api.WithCurrencies(accounting.Currencies{1: "CNY"})))
+	svc := api.NewService(l, nil, api.WithChart(chart), api.WithCurrencies(accounting.Currencies{1: "CNY"}))
+	srv, _ := api.NewServer(svc)
+	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

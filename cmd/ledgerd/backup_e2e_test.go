@@ -26,7 +26,7 @@ func TestBackupOfARunningServer(t *testing.T) {
 	root := filepath.Join(dir, "backups")
 	srv := start(t, ledgerd, filepath.Join(dir, "data"), "--backup-root", root)
 	defer func() { _ = srv.cmd.Process.Kill() }()
-	client, _, closeConn := dial(t, srv.addr)
+	client, _, closeConn := dial(t, srv)
 	defer closeConn()
 	ctx := context.Background()
 	var as []*ledgerv1.Account
@@ -80,7 +80,7 @@ func TestBackupOfARunningServer(t *testing.T) {
 	mu.Lock()
 	before := append([]uint64(nil), acked...)
 	mu.Unlock()
-	out, err := exec.Command(ledgerctl, "backup", "--addr", srv.addr, "--verify", "first").CombinedOutput()
+	out, err := exec.Command(ledgerctl, "backup", "--addr", srv.admin, "--verify", "first").CombinedOutput()
 	stop.Store(true)
 	wg.Wait()
 	if err != nil || !regexp.MustCompile(`(?m)^verified: clean$`).Match(out) {
@@ -97,7 +97,7 @@ func TestBackupOfARunningServer(t *testing.T) {
 
 	restored := start(t, ledgerd, string(m[1]))
 	defer func() { _ = restored.cmd.Process.Kill() }()
-	rc, admin, closeRestored := dial(t, restored.addr)
+	rc, admin, closeRestored := dial(t, restored)
 	defer closeRestored()
 	for i := 0; i < len(before); i += 8190 {
 		ids := before[i:min(i+8190, len(before))]
@@ -109,7 +109,7 @@ func TestBackupOfARunningServer(t *testing.T) {
 	if v, err := admin.Verify(ctx, &ledgerv1.VerifyRequest{}); err != nil || len(v.GetProblems()) > 0 {
 		t.Fatalf("verify on the restored server: %v %v", v.GetProblems(), err)
 	}
-	if out, err := exec.Command(ledgerctl, "backup", "--addr", srv.addr, "first").CombinedOutput(); err == nil {
+	if out, err := exec.Command(ledgerctl, "backup", "--addr", srv.admin, "first").CombinedOutput(); err == nil {
 		t.Fatalf("a second backup into the same directory: %s", out)
 	}
 }

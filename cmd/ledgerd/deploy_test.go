@@ -359,7 +359,7 @@ func TestScrapeAgainstDeploy(t *testing.T) {
 	for ledger.ShardOf(b, 2) == ledger.ShardOf(a, 2) {
 		b++
 	}
-	client, _, closeConn := dial(t, srv.addr)
+	client, _, closeConn := dial(t, srv)
 	defer closeConn()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -20,7 +20,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
@@ -41,6 +44,7 @@ func build(t *testing.T, dir, pkg string) string {
 type server struct {
 	cmd    *exec.Cmd
 	addr   string
+	admin  string // the admin service's address (--admin-listen)
 	notify string // the callback endpoint's address
 	exited chan error
 }
@@ -48,14 +52,16 @@ type server struct {
 var (
 	addrPattern   = regexp.MustCompile(`grpc=(\S+)`)
 	notifyPattern = regexp.MustCompile(`notify=(\S+)`)
+	adminPattern  = regexp.MustCompile(`admin=(\S+)`)
 )
 
-// start runs ledgerd on dataDir with free ports (gRPC and the payment callbacks) and waits
-// until it serves; extra flags come last, so they override those defaults.
+// start runs ledgerd on dataDir with free ports (gRPC, admin and the payment callbacks), no
+// limit on Verify's rate (tests verify often), and waits until it serves; extra flags come
+// last, so they override those defaults.
 func start(t *testing.T, bin, dataDir string, extra ...string) *server {
 	t.Helper()
 	args := append([]string{"--data-dir", dataDir, "--listen", "127.0.0.1:0", "--notify-listen", "127.0.0.1:0",
-		"--metrics-listen", "", "--shards", "4", "--hot-flush-interval", "50ms"}, extra...)
+		"--admin-listen", "127.0.0.1:0", "--verify-interval", "0", "--metrics-listen", "", "--shards", "4", "--hot-flush-interval", "50ms"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -85,6 +91,9 @@ func start(t *testing.T, bin, dataDir string, extra ...string) *server {
 		if n := notifyPattern.FindStringSubmatch(m[0]); n != nil {
 			s.notify = n[1]
 		}
+		if a := adminPattern.FindStringSubmatch(m[0]); a != nil {
+			s.admin = a[1]
+		}
 	case err := <-s.exited:
 		t.Fatalf("ledgerd exited before serving: %v", err)
 	case <-time.After(30 * time.Second):
@@ -104,16 +113,55 @@ func freePort(t *testing.T) string {
 	return lis.Addr().String()
 }
 
-func dial(t *testing.T, addr string) (ledgerv1.LedgerServiceClient, ledgerv1.AdminServiceClient, func()) {
+// dial connects to s's ledger service (s.addr) and admin service (s.admin; none when empty).
+func dial(t *testing.T, s *server) (ledgerv1.LedgerServiceClient, ledgerv1.AdminServiceClient, func()) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ledgerv1.NewLedgerServiceClient(conn), ledgerv1.NewAdminServiceClient(conn), func() { _ = conn.Close() }
+	if s.admin == "" {
+		return ledgerv1.NewLedgerServiceClient(conn), nil, func() { _ = conn.Close() }
+	}
+	adminConn, err := grpc.NewClient(s.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ledgerv1.NewLedgerServiceClient(conn), ledgerv1.NewAdminServiceClient(adminConn),
+		func() { _ = conn.Close(); _ = adminConn.Close() }
 }
 
 const e2eAccounts = 64
+
+// checkAdminApart: the admin service answers on --admin-listen only (with health and
+// reflection there too), and ledgerctl pointed at the clients' port says where to look.
+func checkAdminApart(ctx context.Context, t *testing.T, srv *server, ledgerctl string) {
+	t.Helper()
+	clients, err := grpc.NewClient(srv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clients.Close()
+	if _, err := ledgerv1.NewAdminServiceClient(clients).Verify(ctx, &ledgerv1.VerifyRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("AdminService.Verify on --listen: %v, want UNIMPLEMENTED", err)
+	}
+	admin, err := grpc.NewClient(srv.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	h, err := healthpb.NewHealthClient(admin).Check(ctx, &healthpb.HealthCheckRequest{Service: "ledger.v1.AdminService"})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health of the admin service on --admin-listen: %v %v", h, err)
+	}
+	if _, err := ledgerv1.NewLedgerServiceClient(admin).LookupAccounts(ctx, &ledgerv1.LookupAccountsRequest{Ids: []uint64{1}}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("LedgerService on --admin-listen: %v, want UNIMPLEMENTED", err)
+	}
+	out, err := exec.Command(ledgerctl, "verify", "--addr", srv.addr).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--admin-listen") {
+		t.Errorf("ledgerctl verify --addr on --listen: %v\n%s", err, out)
+	}
+}
 
 // TestKillUnderLoad starts ledgerd as a real process, loads it with transfers from several
 // clients (a quarter of them into a hot account), kills it with SIGKILL mid-load, restarts it, and checks that every acknowledged
@@ -130,7 +178,7 @@ func TestKillUnderLoad(t *testing.T) {
 	dataDir := filepath.Join(dir, "data")
 
 	srv := start(t, ledgerd, dataDir)
-	client, _, closeConn := dial(t, srv.addr)
+	client, _, closeConn := dial(t, srv)
 	ctx := context.Background()
 	var accounts []*ledgerv1.Account
 	for id := uint64(1); id <= e2eAccounts; id++ {
@@ -216,7 +264,7 @@ func TestKillUnderLoad(t *testing.T) {
 	}
 
 	srv = start(t, ledgerd, dataDir)
-	client, admin, closeConn := dial(t, srv.addr)
+	client, admin, closeConn := dial(t, srv)
 	defer closeConn()
 	present := map[uint64]*ledgerv1.Transfer{}
 	ids := make([]uint64, 0, len(sent))
@@ -284,9 +332,10 @@ func TestKillUnderLoad(t *testing.T) {
 	if err != nil || len(v.GetProblems()) > 0 {
 		t.Fatalf("verify on the running server: %v %v", v.GetProblems(), err)
 	}
-	if out, err := exec.Command(ledgerctl, "verify", "--addr", srv.addr).CombinedOutput(); err != nil {
+	if out, err := exec.Command(ledgerctl, "verify", "--addr", srv.admin).CombinedOutput(); err != nil {
 		t.Fatalf("ledgerctl verify --addr: %v\n%s", err, out)
 	}
+	checkAdminApart(ctx, t, srv, ledgerctl)
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -315,8 +364,8 @@ func TestMetricsAndHealth(t *testing.T) {
 	ledgerd := build(t, dir, "./cmd/ledgerd")
 	lis := freePort(t)
 	cmd := exec.Command(ledgerd, "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-		"--notify-listen", "127.0.0.1:0", "--metrics-listen", lis, "--shards", "2", "--fake-channel", "demo",
-		"--recon-follow")
+		"--admin-listen", "127.0.0.1:0", "--notify-listen", "127.0.0.1:0", "--metrics-listen", lis, "--shards", "2", "--fake-channel", "demo",
+		"--recon-follow", "--backup-root", filepath.Join(dir, "backups")) // the backup metrics are served with backups on
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func TestEndOfDayKilled(t *testing.T) {
 	}
 
 	srv := start(t, ledgerd, dataDir, "--first-day", "2026-11-26")
-	client, _, closeConn := dial(t, srv.addr)
+	client, _, closeConn := dial(t, srv)
 	accounts := []*ledgerv1.Account{{Id: 1, Ledger: 1, Code: 1122, Flags: &ledgerv1.AccountFlags{Internal: true}}}
 	for id := uint64(10); id < 30; id++ {
 		accounts = append(accounts, &ledgerv1.Account{Id: id, Ledger: 1, Code: 2001})
@@ -68,7 +68,7 @@ func TestEndOfDayKilled(t *testing.T) {
 	closeConn()
 	// --early: the days of this test end (UTC) whenever it runs (the wall clock only decides
 	// whether a day may close, so the dates are named and closed early).
-	run := exec.Command(ledgerctl, "eod", "--addr", srv.addr, "--timeout", "20s", "--date", "2026-11-26", "--early")
+	run := exec.Command(ledgerctl, "eod", "--addr", srv.admin, "--timeout", "20s", "--date", "2026-11-26", "--early")
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -81,18 +81,18 @@ func TestEndOfDayKilled(t *testing.T) {
 
 	srv = start(t, ledgerd, dataDir, "--first-day", "2026-12-31") // a store with days keeps its own
 	defer func() { _ = srv.cmd.Process.Kill(); <-srv.exited }()
-	code, out := ctl(srv.addr, "--date", "2026-11-26", "--early")
+	code, out := ctl(srv.admin, "--date", "2026-11-26", "--early")
 	if code != 0 || !strings.Contains(out, "trial balance of 2026-11-26: PASSED\n") || !strings.HasSuffix(out, "2026-11-26: closed (archived)\n") {
 		t.Fatalf("eod after the kill: exit %d\n%s", code, out)
 	}
-	code, out = ctl(srv.addr, "--status")
+	code, out = ctl(srv.admin, "--status")
 	if code != 0 || out != "current accounting day  2026-11-27\nlast end of day         2026-11-26: archived, closed\n" {
 		t.Fatalf("status: exit %d\n%s", code, out)
 	}
-	client, _, closeConn = dial(t, srv.addr)
+	client, _, closeConn = dial(t, srv)
 	defer closeConn()
 	pay(client, 10000)
-	code, out = ctl(srv.addr, "--date", "2026-11-27", "--early")
+	code, out = ctl(srv.admin, "--date", "2026-11-27", "--early")
 	if code != 0 || !strings.Contains(out, "trial balance of 2026-11-27: PASSED\n") || !strings.HasSuffix(out, "2026-11-27: closed (archived)\n") {
 		t.Fatalf("eod of the next day: exit %d\n%s", code, out)
 	}

@@ -151,7 +151,7 @@ func TestSubscribeAcrossKill(t *testing.T) {
 	dataDir := filepath.Join(dir, "data")
 	addr := freePort(t) // the same address after the restart: the subscriber dials it again
 	srv := start(t, ledgerd, dataDir, "--listen", addr)
-	client, _, closeConn := dial(t, addr)
+	client, _, closeConn := dial(t, srv)
 	defer closeConn()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

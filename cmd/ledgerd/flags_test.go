@@ -76,3 +76,30 @@ func TestFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminListenFlags: the admin service listens on loopback only; Verify's interval is
+// bounded.
+func TestAdminListenFlags(t *testing.T) {
+	c, err := parseFlags(nil)
+	if err != nil || c.adminListen != "127.0.0.1:7073" || c.verifyInterval != 10*time.Second {
+		t.Fatalf("defaults: %q %v %v", c.adminListen, c.verifyInterval, err)
+	}
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:7073", "localhost:7073", "127.0.0.2:1"} {
+		if _, err := parseFlags([]string{"--admin-listen", addr}); err != nil {
+			t.Errorf("--admin-listen %s: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{":7073", "0.0.0.0:7073", "[::]:7073", "10.0.0.1:7073", "example.com:7073", "7073"} {
+		if _, err := parseFlags([]string{"--admin-listen", addr}); err == nil {
+			t.Errorf("--admin-listen %s accepted", addr)
+		}
+	}
+	for _, bad := range []string{"-1s", "25h"} {
+		if _, err := parseFlags([]string{"--verify-interval", bad}); err == nil {
+			t.Errorf("--verify-interval %s accepted", bad)
+		}
+	}
+	if c, err := parseFlags([]string{"--verify-interval", "0"}); err != nil || c.verifyInterval != 0 {
+		t.Errorf("--verify-interval 0: %v %v", c.verifyInterval, err)
+	}
+}

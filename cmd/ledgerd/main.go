@@ -1,5 +1,6 @@
-// Command ledgerd is the ledger server: gRPC on --listen, Prometheus metrics and /healthz on
-// --metrics-listen, data in Pebble under --data-dir.
+// Command ledgerd is the ledger server: gRPC on --listen, the admin service on --admin-listen
+// (loopback), Prometheus metrics and /healthz on --metrics-listen, data in Pebble under
+// --data-dir.
 //
 // Exit status: 0 stopped cleanly by SIGTERM or SIGINT, whenever it came (during start-up too:
 // what had started stops in order and the store closes); 1 failed to start or to serve; 2 bad
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -79,6 +81,8 @@ type config struct {
 	eodDrainTimeout                                         time.Duration
 	backupRoot                                              string
 	security                                                securityFlags
+	adminListen                                             string
+	verifyInterval                                          time.Duration
 }
 
 // newFlagSet defines ledgerd's flags into c. It prints nothing: run prints --help's usage to
@@ -89,6 +93,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Usage = func() {}
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the Pebble store (created if missing, once every listener is bound)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen address (port 0 picks a free port)")
+	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:7073", "gRPC address of the admin service (Verify, TrialBalance, end of day, Backup), apart from --listen; a loopback address only (port 0 picks a free port)")
+	fs.DurationVar(&c.verifyInterval, "verify-interval", api.VerifyIntervalDefault, "least time between the starts of two AdminService.Verify calls (0: no limit; one runs at a time whatever it is)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "127.0.0.1:9464", "HTTP address for /metrics and /healthz (empty: off)")
 	fs.IntVar(&c.shards, "shards", 0, fmt.Sprintf("number of shard actors, fixed when the store is made (0: the store's own, or %d for a new store)", actors.ShardsDefault))
 	fs.IntVar(&c.shardRequestsMax, "shard-requests-max", actors.ShardRequestsMaxDefault,
@@ -147,6 +153,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := checkAdminListen(c.adminListen); err != nil {
+		return c, err
+	}
+	if c.verifyInterval < 0 || c.verifyInterval > 24*time.Hour {
+		return c, fmt.Errorf("--verify-interval must be 0 to 24h, not %v", c.verifyInterval)
 	}
 	if c.shards < 0 || c.shards > 256 {
 		return c, fmt.Errorf("--shards must be 1 to 256 (or 0), not %d", c.shards)
@@ -222,10 +234,25 @@ func interrupted(stop <-chan os.Signal, step string) bool {
 	}
 }
 
+// checkAdminListen refuses an --admin-listen address that is not loopback: the admin service
+// (Verify, end of day, backups) has no TLS or authentication of its own, so only a process on
+// the host may reach it. (When TLS and tokens come, issue 11 items 1 and 2, this becomes their
+// general rule for every listener off loopback.)
+func checkAdminListen(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--admin-listen %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--admin-listen %q is not a loopback address (127.0.0.1, ::1 or localhost): the admin service has no authentication, so only this host may reach it", addr)
+}
+
 // listeners are every address ledgerd serves, bound before the store is opened: a start that
 // fails on a port taken creates no store.
 type listeners struct {
-	grpc, metrics, notify net.Listener // metrics: nil when --metrics-listen is empty
+	grpc, admin, metrics, notify net.Listener // metrics: nil when --metrics-listen is empty
 }
 
 func listen(c config) (*listeners, error) {
@@ -233,6 +260,10 @@ func listen(c config) (*listeners, error) {
 	var err error
 	if ls.grpc, err = net.Listen("tcp", c.listen); err != nil {
 		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	if ls.admin, err = net.Listen("tcp", c.adminListen); err != nil {
+		ls.close()
+		return nil, fmt.Errorf("--admin-listen: %w", err)
 	}
 	if c.metricsListen != "" {
 		if ls.metrics, err = net.Listen("tcp", c.metricsListen); err != nil {
@@ -250,7 +281,7 @@ func listen(c config) (*listeners, error) {
 // close closes the listeners; those a server took over are closed already (a second close
 // only errs).
 func (ls *listeners) close() {
-	for _, l := range []net.Listener{ls.grpc, ls.metrics, ls.notify} {
+	for _, l := range []net.Listener{ls.grpc, ls.admin, ls.metrics, ls.notify} {
 		if l != nil {
 			_ = l.Close()
 		}
@@ -364,17 +395,23 @@ func run(args []string, stop <-chan os.Signal) error {
 	if c.eodAt != "" {
 		go scheduleEndOfDay(scheduleCtx, runner, c.eodAtMinute)
 	}
-	srv, health := api.NewServer(api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
-		api.WithBackups(c.backupRoot, c.dataDir, metrics.Registry), api.WithCurrencies(pl.setup.Currencies)), sec.grpcOptions()...)
+	svc := api.NewService(l, metrics, api.WithChart(pl.chart), api.WithEvents(seq), api.WithEndOfDay(runner),
+		api.WithBackups(c.backupRoot, c.dataDir, metrics.Registry), api.WithCurrencies(pl.setup.Currencies),
+		api.WithVerifyInterval(c.verifyInterval))
+	srv, health := api.NewServer(svc, sec.grpcOptions()...)
 	api.RegisterPayments(srv, api.Payments(pl.engine), metrics, api.WithOrderCurrency(pl.setup.Currency))
+	adminSrv, adminHealth := api.NewAdminServer(svc, sec.grpcOptions()...) // the operator role when --auth-tokens
 	httpSrv := serveMetrics(c, lis.metrics, metrics, health)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.LedgerService", healthpb.HealthCheckResponse_SERVING)
 	health.SetServingStatus("ledger.v1.PaymentService", healthpb.HealthCheckResponse_SERVING)
-	serveErr := make(chan error, 1)
+	adminHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	adminHealth.SetServingStatus("ledger.v1.AdminService", healthpb.HealthCheckResponse_SERVING)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(lis.grpc) }()
-	slog.Info("ledgerd serving", "grpc", lis.grpc.Addr().String(), "metrics", lis.metricsAddr(), "notify", pl.addr,
-		"data_dir", c.dataDir, "shards", store.Shards(), "recovered_in", time.Since(start).Round(time.Millisecond))
+	go func() { serveErr <- adminSrv.Serve(lis.admin) }()
+	slog.Info("ledgerd serving", "grpc", lis.grpc.Addr().String(), "admin", lis.admin.Addr().String(), "metrics", lis.metricsAddr(),
+		"notify", pl.addr, "data_dir", c.dataDir, "shards", store.Shards(), "recovered_in", time.Since(start).Round(time.Millisecond))
 	select {
 	case s := <-stop:
 		slog.Info("shutting down", "signal", s.String())
@@ -382,23 +419,33 @@ func run(args []string, stop <-chan os.Signal) error {
 		return fmt.Errorf("grpc serve: %w", err)
 	}
 	health.Shutdown()
+	adminHealth.Shutdown()
 	stopSchedule()
 	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
 	rec.stop()         // before the payment engine its confirmations read stops
-	drain(c, srv, pl, l, httpSrv)
+	drain(c, []*grpc.Server{srv, adminSrv}, pl, l, httpSrv)
 	return nil
 }
 
-// drain stops serving: requests in flight finish (for --drain-timeout, then they are
-// cancelled), the payment layer stops, then the ledger, then the metrics server.
-func drain(c config, srv *grpc.Server, pl *paymentLayer, l *actors.Ledger, httpSrv *http.Server) {
+// drain stops serving: requests in flight on every server finish (for --drain-timeout, then
+// they are cancelled), the payment layer stops, then the ledger, then the metrics server.
+func drain(c config, srvs []*grpc.Server, pl *paymentLayer, l *actors.Ledger, httpSrv *http.Server) {
 	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
+	go func() {
+		var wg sync.WaitGroup
+		for _, srv := range srvs {
+			wg.Go(srv.GracefulStop)
+		}
+		wg.Wait()
+		close(stopped)
+	}()
 	select {
 	case <-stopped:
 	case <-time.After(c.drainTimeout):
 		slog.Warn("drain timeout: cancelling requests still in flight", "after", c.drainTimeout)
-		srv.Stop()
+		for _, srv := range srvs {
+			srv.Stop()
+		}
 	}
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), c.drainTimeout)
 	pl.stop(stopCtx)

@@ -209,7 +209,12 @@ func newPayEnv(t *testing.T, fakeArgs []string, extra ...string) *payEnv {
 	e.conn = conn
 	e.pay = ledgerv1.NewPaymentServiceClient(conn)
 	e.led = ledgerv1.NewLedgerServiceClient(conn)
-	e.admin = ledgerv1.NewAdminServiceClient(conn)
+	adminConn, err := grpc.NewClient(e.srv.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = adminConn.Close() })
+	e.admin = ledgerv1.NewAdminServiceClient(adminConn)
 	if e.setup, err = payment.NewSetup(rules.Default(), payment.DefaultCodes, []string{payChannel}); err != nil {
 		t.Fatal(err)
 	}
@@ -909,7 +914,7 @@ func TestPaymentsEndToEnd(t *testing.T) {
 func TestPaymentsSurviveSIGKILL(t *testing.T) {
 	// Fixed ports, so that the client reconnects and the channel's callbacks reach the
 	// restarted process.
-	e := newPayEnv(t, faultyFake, "--listen", freePort(t), "--notify-listen", freePort(t))
+	e := newPayEnv(t, faultyFake, "--listen", freePort(t), "--admin-listen", freePort(t), "--notify-listen", freePort(t))
 	e.stuckOK = true
 	ctx := context.Background()
 	e.openAccounts(ctx)

@@ -127,7 +127,7 @@ func TestProcess(t *testing.T) {
 // ledgerdArgs start ledgerd on data with every port free and the payment layer and the
 // reconciliation running, so that start-up has all its steps.
 func ledgerdArgs(data string, extra ...string) []string {
-	return append([]string{"--data-dir", data, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+	return append([]string{"--data-dir", data, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--notify-listen", "127.0.0.1:0", "--shards", "2", "--fake-channel", "demo", "--recon-follow"}, extra...)
 }
 
@@ -144,7 +144,7 @@ func testSignals(t *testing.T, ledgerd, ledgerctl string) {
 	p.waitFor("ledgerd starting")
 	serving := p.waitFor("ledgerd serving")
 	startup := time.Since(began)
-	c, _, closeConn := dial(t, addrPattern.FindStringSubmatch(serving)[1])
+	c, _, closeConn := dial(t, &server{addr: addrPattern.FindStringSubmatch(serving)[1]})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.CreateAccounts(ctx, &ledgerv1.CreateAccountsRequest{Accounts: []*ledgerv1.Account{
@@ -195,14 +195,14 @@ func testSignals(t *testing.T, ledgerd, ledgerctl string) {
 	}
 }
 
-// testPortTaken: a start that fails on a port taken (each of the three) creates no store.
+// testPortTaken: a start that fails on a port taken (each of the four) creates no store.
 func testPortTaken(t *testing.T, ledgerd string) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	for _, flag := range []string{"--listen", "--metrics-listen", "--notify-listen"} {
+	for _, flag := range []string{"--listen", "--admin-listen", "--metrics-listen", "--notify-listen"} {
 		data := filepath.Join(t.TempDir(), "data")
 		p := startProc(t, ledgerd, ledgerdArgs(data, flag, taken.Addr().String())...)
 		if code := p.exit(); code != 1 || !strings.Contains(p.log(), flag+": listen tcp") ||
