@@ -68,16 +68,21 @@ var wantAccess = map[string]string{
 
 var roleLetter = map[Role]string{RoleReader: "r", RoleWriter: "w", RoleOperator: "o", RoleChannel: "c"}
 
-// servedMethods are the methods ledgerd's gRPC server registers (the ledger, admin and
-// payment services, health and reflection), and whether each streams.
+// servedMethods are the methods ledgerd's gRPC servers register (the clients' server: the
+// ledger and payment services; the admin server: the admin service; both health and
+// reflection), and whether each streams.
 func servedMethods(t *testing.T) map[string]bool {
 	t.Helper()
-	srv, _ := NewServer(NewService(nil, nil))
+	svc := NewService(nil, nil)
+	srv, _ := NewServer(svc)
 	RegisterPayments(srv, nil, nil)
+	admin, _ := NewAdminServer(svc)
 	out := map[string]bool{}
-	for svc, info := range srv.GetServiceInfo() {
-		for _, m := range info.Methods {
-			out["/"+svc+"/"+m.Name] = m.IsClientStream || m.IsServerStream
+	for _, s := range []*grpc.Server{srv, admin} {
+		for name, info := range s.GetServiceInfo() {
+			for _, m := range info.Methods {
+				out["/"+name+"/"+m.Name] = m.IsClientStream || m.IsServerStream
+			}
 		}
 	}
 	return out

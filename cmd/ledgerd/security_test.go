@@ -245,20 +245,21 @@ func TestTLSAuthEndToEnd(t *testing.T) {
 		"--tls-cert", serverCert, "--tls-key", serverKey, "--tls-client-ca", caFile, "--auth-tokens", tokens)
 	defer func() { _ = srv.cmd.Process.Kill(); <-srv.exited }()
 
-	conn := func(sec client.Security) *grpc.ClientConn {
+	connTo := func(addr string, sec client.Security) *grpc.ClientConn {
 		t.Helper()
 		sec.CAFile, sec.ServerName = caFile, "localhost"
 		opts, err := sec.DialOptions()
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := grpc.NewClient(srv.addr, opts...)
+		c, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
+	conn := func(sec client.Security) *grpc.ClientConn { t.Helper(); return connTo(srv.addr, sec) }
 	writer := ledgerv1.NewLedgerServiceClient(conn(client.Security{Token: writerToken, CertFile: svcCert, KeyFile: svcKey}))
 	reader := ledgerv1.NewLedgerServiceClient(conn(client.Security{TokenFile: readerFile, CertFile: svcCert, KeyFile: svcKey}))
 	nobody := conn(client.Security{CertFile: svcCert, KeyFile: svcKey})
@@ -291,7 +292,9 @@ func TestTLSAuthEndToEnd(t *testing.T) {
 	if err != nil || len(got.GetAccounts()) != 1 || got.GetAccounts()[0].GetCreditsPosted().GetLo() != 5 {
 		t.Fatalf("reader looks up the credit: %v %v", got, err)
 	}
-	if v, err := ledgerv1.NewAdminServiceClient(opsConn).Verify(ctx, &ledgerv1.VerifyRequest{}); err != nil || len(v.GetProblems()) > 0 {
+	// The admin service (its own listener) takes the same credentials: the operator's.
+	opsAdmin := ledgerv1.NewAdminServiceClient(connTo(srv.admin, client.Security{CertFile: opsCert, KeyFile: opsKey}))
+	if v, err := opsAdmin.Verify(ctx, &ledgerv1.VerifyRequest{}); err != nil || len(v.GetProblems()) > 0 {
 		t.Errorf("operator by certificate verifies: %v %v", v, err)
 	}
 	if h, err := healthpb.NewHealthClient(nobody).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil ||
@@ -305,7 +308,7 @@ func TestTLSAuthEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"creditsPosted":"5"`) {
 		t.Errorf("ledgerctl accounts with a reader token: %v\n%s", err, out)
 	}
-	cmd := exec.Command(ctl, "verify", "--addr", srv.addr)
+	cmd := exec.Command(ctl, "verify", "--addr", srv.admin)
 	cmd.Env = append(os.Environ(), client.EnvToken+"="+readerToken, client.EnvCA+"="+caFile, client.EnvCert+"="+svcCert,
 		client.EnvKey+"="+svcKey)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "PermissionDenied") {
