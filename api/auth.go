@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,8 +116,10 @@ func (a access) allows(r Role) bool {
 	return false // RoleChannel: no gRPC method
 }
 
-// methodRoles is the one table of who may call each gRPC method. Only a writer moves money
-// or makes accounts; only an operator changes the server's state otherwise (end of day,
+// methodRoles is the one table of who may call each gRPC method. A writer moves money and
+// makes accounts; an operator moves money only through suspense, by its decisions (an
+// exception's refund, a statement record's reversal, a statement import's bookings); only an
+// operator changes the server's state otherwise (end of day,
 // backups, channel switches, resolutions, statement imports) or runs the whole-store scans.
 // Health is open (load balancers probe it without credentials); reflection needs any
 // authenticated caller but a channel (the schema is public in the repository, but anonymous
@@ -339,13 +342,16 @@ func CertificateIdentities(cert *x509.Certificate) []string {
 	return append(ids, cert.EmailAddresses...)
 }
 
+// tokenName is what NewToken takes as a caller's name: a word the tokens file reads back.
+var tokenName = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,128}$`)
+
 // NewToken makes a random bearer token and the tokens-file line that grants it role as name.
 func NewToken(role Role, name string) (token, line string, err error) {
 	if role == RoleChannel {
 		return "", "", errors.New("a channel has no token: map its client certificate with a cert: line")
 	}
-	if name == "" || strings.ContainsAny(name, " \t\r\n#") {
-		return "", "", fmt.Errorf("name %q: want a word without spaces or #", name)
+	if !tokenName.MatchString(name) {
+		return "", "", fmt.Errorf("name %q: want 1 to 128 of A-Z a-z 0-9 . _ @ -", name)
 	}
 	b := make([]byte, TokenBytes)
 	if _, err := rand.Read(b); err != nil {

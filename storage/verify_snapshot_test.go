@@ -124,7 +124,7 @@ func TestVerifyUnderWritesSeesOneSnapshot(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	bs.s.iterKeys = 0 // one iterator per scan
+	snap.iterKeys = 0 // one iterator per scan, on the same snapshot
 	want, err := Verify(snap, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -234,19 +235,19 @@ func interrupted(stop <-chan os.Signal, step string) bool {
 	}
 }
 
-// checkAdminListen refuses an --admin-listen address that is not loopback: the admin service
-// (Verify, end of day, backups) has no TLS or authentication of its own, so only a process on
-// the host may reach it. (When TLS and tokens come, issue 11 items 1 and 2, this becomes their
-// general rule for every listener off loopback.)
+// checkAdminListen refuses an --admin-listen address that is not loopback, with or without
+// TLS and tokens: the admin service (Verify, end of day, backups, the whole-store scans) is
+// reached from ledgerd's host only; with --auth-tokens it also takes the operator's
+// credentials, as --listen's services take theirs.
 func checkAdminListen(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--admin-listen %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+	if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("--admin-listen %q is not a loopback address (127.0.0.1, ::1 or localhost): the admin service has no authentication, so only this host may reach it", addr)
+	return fmt.Errorf("--admin-listen %q is not a loopback address (127.0.0.1, ::1 or localhost): the admin service is reached from ledgerd's host only", addr)
 }
 
 // listeners are every address ledgerd serves, bound before the store is opened: a start that
