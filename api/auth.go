@@ -241,6 +241,7 @@ func LoadCredentials(file string) (*Credentials, error) {
 func ParseCredentials(file string, data []byte) (*Credentials, error) {
 	c := &Credentials{certs: map[string]Principal{}}
 	hashes := map[[sha256.Size]byte]int{}
+	roles := map[string]nameRole{} // a name's role, and the line that gave it first
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), AuthFileBytesMax)
 	for n := 1; sc.Scan(); n++ {
@@ -248,7 +249,7 @@ func ParseCredentials(file string, data []byte) (*Credentials, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if err := c.parseLine(line, n, hashes); err != nil {
+		if err := c.parseLine(line, n, hashes, roles); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", file, n, err)
 		}
 	}
@@ -261,7 +262,13 @@ func ParseCredentials(file string, data []byte) (*Credentials, error) {
 	return c, nil
 }
 
-func (c *Credentials) parseLine(line string, n int, hashes map[[sha256.Size]byte]int) error {
+// nameRole is the role a caller's name has in the tokens file, and the line that gave it.
+type nameRole struct {
+	role Role
+	line int
+}
+
+func (c *Credentials) parseLine(line string, n int, hashes map[[sha256.Size]byte]int, roles map[string]nameRole) error {
 	fields := strings.Fields(line)
 	if len(fields) != 3 {
 		return fmt.Errorf("want ROLE NAME sha256:HEX or ROLE NAME cert:IDENTITY, not %d fields", len(fields))
@@ -271,6 +278,13 @@ func (c *Credentials) parseLine(line string, n int, hashes map[[sha256.Size]byte
 		return err
 	}
 	p := Principal{Role: role, Name: fields[1]}
+	// A name may have several credentials (a token and a certificate, or two tokens while one
+	// is rotated), all with one role: a name with two roles would make the log ambiguous.
+	if first, ok := roles[p.Name]; ok && first.role != role {
+		return fmt.Errorf("name %q is %v here and %v at line %d: one role per name", p.Name, role, first.role, first.line)
+	} else if !ok {
+		roles[p.Name] = nameRole{role, n}
+	}
 	kind, value, _ := strings.Cut(fields[2], ":")
 	switch kind {
 	case "sha256":
@@ -302,6 +316,9 @@ func (c *Credentials) parseLine(line string, n int, hashes map[[sha256.Size]byte
 	}
 	return nil
 }
+
+// Certificates is how many certificate identities (cert: lines) the credentials map.
+func (c *Credentials) Certificates() int { return len(c.certs) }
 
 // Token answers the principal of a bearer token. Every hash is compared, in constant time,
 // whatever matches: the time taken says nothing of which one did.

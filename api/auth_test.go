@@ -304,17 +304,21 @@ func TestParseCredentialsErrors(t *testing.T) {
 		{"channel acme cert:", "tokens:1: cert: empty identity"},
 		{"reader a cert:x\noperator b cert:x", "tokens:2: certificate identity \"x\" given twice"},
 		{"reader a b sha256:" + hash, "tokens:1: want ROLE NAME sha256:HEX or ROLE NAME cert:IDENTITY, not 4 fields"},
+		{"reader alice sha256:" + hash + "\noperator alice cert:alice.example", "tokens:2: name \"alice\" is operator here and reader at line 1"},
 	} {
 		_, err := ParseCredentials("tokens", []byte(tc.file))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.file, err, tc.want)
 		}
 	}
-	c, err := ParseCredentials("tokens", []byte("# ops\n  operator ops-1 sha256:"+hash+"  \nchannel acme cert:acme.example\n"))
+	// One name, one role, several credentials (a token being rotated, a certificate).
+	other := strings.Repeat("cd", sha256.Size)
+	c, err := ParseCredentials("tokens", []byte("# ops\n  operator ops-1 sha256:"+hash+"  \nchannel acme cert:acme.example\n"+
+		"operator ops-1 sha256:"+other+"\noperator ops-1 cert:ops.example\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.tokens) != 1 || c.certs["acme.example"] != (Principal{RoleChannel, "acme"}) {
+	if len(c.tokens) != 2 || c.certs["acme.example"] != (Principal{RoleChannel, "acme"}) || c.certs["ops.example"] != (Principal{RoleOperator, "ops-1"}) {
 		t.Errorf("parsed %+v", c)
 	}
 }

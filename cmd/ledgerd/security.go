@@ -89,6 +89,11 @@ func loadSecurity(s securityFlags) (*security, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--auth-tokens: %w", err)
 		}
+		if n := creds.Certificates(); n > 0 && !sec.mtls {
+			// Without client certificates those lines can never match: a caller the operator
+			// meant to let in would be refused with no hint why.
+			return nil, fmt.Errorf("--auth-tokens %s maps %d certificate identities (cert:), which need --tls-client-ca", s.authTokens, n)
+		}
 		sec.creds = creds
 	}
 	return sec, nil

@@ -115,6 +115,14 @@ func TestSecurityFlags(t *testing.T) {
 	if _, err := loadSecurity(securityFlags{authTokens: bad}); err == nil || !strings.Contains(err.Error(), bad+":2: sha256") {
 		t.Errorf("a bad tokens file: %v", err)
 	}
+	// Certificate identities without client certificates could never match: refused.
+	certs := filepath.Join(dir, "certs")
+	if err := os.WriteFile(certs, []byte("operator ops cert:ops-box\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadSecurity(securityFlags{authTokens: certs}); err == nil || !strings.Contains(err.Error(), "need --tls-client-ca") {
+		t.Errorf("cert: lines without --tls-client-ca: %v", err)
+	}
 }
 
 // TestNotifyMTLS: under mTLS, a callback's certificate must map to role channel with the
