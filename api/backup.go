@@ -80,8 +80,14 @@ func newestBackup(root string) time.Time {
 
 // overlap reports whether the root and the store's directory are one inside the other (or
 // the same), symbolic links resolved as far as the paths exist.
-func (b *backups) overlap() bool {
-	root, store := resolve(b.root), resolve(b.storeDir)
+func (b *backups) overlap() bool { return BackupOverlaps(b.root, b.storeDir) }
+
+// BackupOverlaps reports whether a backup root and a store's directory are the same or one
+// inside the other, symbolic links resolved as far as the paths exist: a backup must not be
+// inside the store it copies, nor a store among the backups (ledgerd refuses it at start, and
+// Backup again at each call).
+func BackupOverlaps(root, storeDir string) bool {
+	root, store := resolve(root), resolve(storeDir)
 	inside := func(a, b string) bool { rel, err := filepath.Rel(b, a); return err == nil && filepath.IsLocal(rel) }
 	return root == store || inside(root, store) || inside(store, root)
 }

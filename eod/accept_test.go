@@ -77,19 +77,7 @@ func TestInterruptedRecomputeIsNotAccepted(t *testing.T) {
 // as closed (passed), its acceptance noted as superseded, not sealed with differences that
 // do not exist.
 func TestAcceptedDayCheckedAgainAtArchive(t *testing.T) {
-	l, store, _ := world(t, vfs.NewMem())
-	defer store.Close()
-	defer l.Stop()
-	send(t, l, []ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 10, Amount: 70, Ledger: 1, Code: 1}})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	r := NewRunner(l, store, Config{Now: afterDays})
-	d1, d2 := firstDay, firstDay.Next()
-	failDay(t, ctx, r, store, d1, 69)
-	send(t, l, []ledger.Transfer{{ID: 2, DebitAccountID: 1, CreditAccountID: 11, Amount: 5, Ledger: 1, Code: 1}})
-	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("d2: %+v %v", res, err)
-	}
+	ctx, r, _, d1, d2 := secondDayFailed(t)
 	const note = "account 10 one unit: known"
 	if res, err := r.Accept(ctx, d2, note); err != nil || res.Outcome != OutcomeAccepted || res.Archived() {
 		t.Fatalf("accept d2: %+v %v", res, err)
@@ -118,19 +106,7 @@ func TestAcceptedDayCheckedAgainAtArchive(t *testing.T) {
 // refused; an accepted day whose differences changed by the time it is archived goes back
 // to failed with the new report, its acceptance marked superseded.
 func TestAcceptChecksTheDifferences(t *testing.T) {
-	l, store, _ := world(t, vfs.NewMem())
-	defer store.Close()
-	defer l.Stop()
-	send(t, l, []ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 10, Amount: 70, Ledger: 1, Code: 1}})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	r := NewRunner(l, store, Config{Now: afterDays})
-	d1, d2 := firstDay, firstDay.Next()
-	failDay(t, ctx, r, store, d1, 69)
-	send(t, l, []ledger.Transfer{{ID: 2, DebitAccountID: 1, CreditAccountID: 11, Amount: 5, Ledger: 1, Code: 1}})
-	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
-		t.Fatalf("d2: %+v %v", res, err)
-	}
+	ctx, r, store, d1, d2 := secondDayFailed(t)
 	// d2's opening changes after its report: the acceptance of the old report is refused.
 	tamperOpening(t, store, d1, 10, ledger.Balance{CreditsPosted: ledger.U128(68)})
 	const note = "INC-8: account 10, checked against the bank"
@@ -335,6 +311,26 @@ func TestOpenDayErrorDoesNotStopTheSwitch(t *testing.T) {
 	if len(rs) != 1 || rs[0].Day != d2 || rs[0].Phase < PhaseSwitched {
 		t.Fatalf("d2 did not switch because d1 failed: %+v", rs)
 	}
+}
+
+// secondDayFailed is the ledger of two days whose first day's snapshot was tampered (account
+// 10 one unit short at its close, failDay), so that the second day's trial balance fails
+// only because its opening is wrong: answered with both days' end of day run.
+func secondDayFailed(t *testing.T) (ctx context.Context, r *Runner, store *storage.Store, d1, d2 ledger.Day) {
+	t.Helper()
+	l, store, _ := world(t, vfs.NewMem())
+	t.Cleanup(func() { l.Stop(); _ = store.Close() })
+	send(t, l, []ledger.Transfer{{ID: 1, DebitAccountID: 1, CreditAccountID: 10, Amount: 70, Ledger: 1, Code: 1}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	r = NewRunner(l, store, Config{Now: afterDays})
+	d1, d2 = firstDay, firstDay.Next()
+	failDay(t, ctx, r, store, d1, 69)
+	send(t, l, []ledger.Transfer{{ID: 2, DebitAccountID: 1, CreditAccountID: 11, Amount: 5, Ledger: 1, Code: 1}})
+	if res, err := r.Run(ctx, d2, Options{}); err != nil || res.Outcome != OutcomeTrialFailed {
+		t.Fatalf("d2: %+v %v", res, err)
+	}
+	return ctx, r, store, d1, d2
 }
 
 // failDay runs day's end of day with account 10's closing balance tampered to credit at its

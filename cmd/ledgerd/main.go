@@ -186,8 +186,7 @@ func parseFlags(args []string) (config, error) {
 		if err := errors.Join(err1, err2); err != nil {
 			return c, err
 		}
-		inside := func(a, b string) bool { rel, err := filepath.Rel(b, a); return err == nil && filepath.IsLocal(rel) }
-		if root == data || inside(root, data) || inside(data, root) {
+		if api.BackupOverlaps(root, data) {
 			return c, fmt.Errorf("--backup-root %s and --data-dir %s are one inside the other: a backup must not be inside the store it copies, nor the store among the backups (restore from a copy elsewhere)", c.backupRoot, c.dataDir)
 		}
 		c.backupRoot = root
