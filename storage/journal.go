@@ -55,6 +55,9 @@ const (
 // holds: twice this, 12 bytes each and a map entry per account).
 const PostingTailMax = 1 << 18
 
+// postingTailMaxMax bounds Options.PostingTailMax: the tail indexes its postings with int32.
+const postingTailMaxMax = 1 << 30
+
 // PageEntriesMax is the most postings one index page lists.
 const PageEntriesMax = 1 << 12
 
@@ -209,6 +212,34 @@ func (t *postingTail) rotate(clock uint64) {
 	t.mu.Unlock()
 }
 
+// latest answers account's latest timestamp after paged up to clock (found false: none); ok
+// false when the tail no longer holds the postings after paged.
+func (t *postingTail) latest(account, paged, clock uint64) (ts uint64, found, ok bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	gens := [2]*tailGen{t.cur, t.prev}
+	switch {
+	case t.cur.after == paged:
+		gens[1] = nil
+	case t.prev != nil && t.prev.after == paged:
+	default:
+		return 0, false, false
+	}
+	for _, g := range gens {
+		if g == nil {
+			continue
+		}
+		i, has := g.latest[account]
+		for has && i >= 0 {
+			if t := g.ts[i]; t <= clock {
+				return t, true, true
+			}
+			i = g.prev[i]
+		}
+	}
+	return 0, false, true
+}
+
 // times appends to dst account's timestamps after paged up to clock, newest first; false when
 // the tail no longer holds the postings after paged (pages were written twice since).
 func (t *postingTail) times(dst []uint64, account, paged, clock uint64) ([]uint64, bool) {
@@ -283,6 +314,9 @@ func (v *Reader) shardView(shard uint32) (*shardView, error) {
 // oldest first, and answers the mark.
 func (v *Reader) tailTimes(dst []uint64, account uint64) ([]uint64, uint64, error) {
 	shard := ledger.ShardOf(account, v.s.shards)
+	if shard >= v.s.shards {
+		return dst, 0, nil // a transit id of a shard the store lacks: no such account
+	}
 	sv, err := v.shardView(shard)
 	if err != nil {
 		return dst, 0, err
@@ -301,6 +335,32 @@ func (v *Reader) tailTimes(dst []uint64, account uint64) ([]uint64, uint64, erro
 	return append(dst, sv.own[account]...), sv.paged, nil
 }
 
+// tailLatest answers the timestamp of account's latest posting after its shard's paged mark
+// (found false: none), without copying the account's tail.
+func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, err error) {
+	shard := ledger.ShardOf(account, v.s.shards)
+	if shard >= v.s.shards {
+		return 0, false, nil
+	}
+	sv, err := v.shardView(shard)
+	if err != nil {
+		return 0, false, err
+	}
+	if sv.own == nil {
+		var ok bool
+		if ts, found, ok = v.s.tails[shard].latest(account, sv.paged, sv.clock); ok {
+			return ts, found, nil
+		}
+		if err := v.readTail(shard, sv); err != nil {
+			return 0, false, err
+		}
+	}
+	if own := sv.own[account]; len(own) > 0 {
+		return own[len(own)-1], true, nil
+	}
+	return 0, false, nil
+}
+
 // readTail reads a shard's tail in v from the journal (at most PostingTailMax postings, and a
 // round's), for a reader whose view the shared tail no longer holds.
 func (v *Reader) readTail(shard uint32, sv *shardView) error {
@@ -314,14 +374,18 @@ func (v *Reader) readTail(shard uint32, sv *shardView) error {
 		own[account] = append(own[account], be.Uint64(k[3:]))
 		return true, nil
 	})
+	if err != nil {
+		return err
+	}
 	sv.own = own
-	return err
+	return nil
 }
 
 // postingCursor reads accounts' postings through their index pages and the journal, reusing
 // its iterators and buffers; Close it when done.
 type postingCursor struct {
 	v       *Reader
+	snap    *pebble.Snapshot // on the live store, the snapshot the cursor reads
 	pages   *renewingIter
 	journal *renewingIter
 	tail    []uint64
@@ -330,11 +394,24 @@ type postingCursor struct {
 }
 
 func (v *Reader) postingCursor() *postingCursor {
-	return &postingCursor{v: v, pages: v.renewingIter(prefixBounds(prefixPage)),
-		journal: v.renewingIter(prefixBounds(prefixJournal))}
+	c := &postingCursor{}
+	if _, snap := v.r.(*pebble.Snapshot); !snap {
+		// The live store: a shard's marks, clock, pages and journal must be read in one view,
+		// or pages written between two reads would list postings the tail shows too.
+		c.snap = v.s.db.NewSnapshot()
+		v = &Reader{r: c.snap, s: v.s, iterKeys: v.s.iterKeys}
+	}
+	c.v, c.pages, c.journal = v, v.renewingIter(prefixBounds(prefixPage)), v.renewingIter(prefixBounds(prefixJournal))
+	return c
 }
 
-func (c *postingCursor) Close() error { return errors.Join(c.pages.Close(), c.journal.Close()) }
+func (c *postingCursor) Close() error {
+	err := errors.Join(c.pages.Close(), c.journal.Close())
+	if c.snap != nil {
+		err = errors.Join(err, c.snap.Close())
+	}
+	return err
+}
 
 // posting reads account's posting at ts from the journal.
 func (c *postingCursor) posting(account, ts uint64) (ledger.Posting, error) {
@@ -358,11 +435,8 @@ func (c *postingCursor) posting(account, ts uint64) (ledger.Posting, error) {
 
 // latest answers the timestamp of account's latest posting (found false: none).
 func (c *postingCursor) latest(account uint64) (ts uint64, found bool, err error) {
-	if c.tail, _, err = c.v.tailTimes(c.tail[:0], account); err != nil || len(c.tail) > 0 {
-		if len(c.tail) > 0 {
-			return c.tail[len(c.tail)-1], true, err
-		}
-		return 0, false, err
+	if ts, found, err = c.v.tailLatest(account); err != nil || found {
+		return ts, found, err
 	}
 	it, err := c.pages.iter()
 	if err != nil {
@@ -553,6 +627,13 @@ func (s *Store) upgrade() error {
 func (s *Store) moveToJournal(lo, hi []byte) error {
 	w := &Writer{db: s.db, batch: s.db.NewBatch()}
 	defer func() { _ = w.batch.Close() }()
+	// What an interrupted upgrade wrote goes first: the older build may have written since.
+	for _, prefix := range []byte{prefixJournal, prefixPage, prefixPaged} {
+		lo, hi := prefixBounds(prefix)
+		if err := w.batch.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+	}
 	records := 0
 	flush := func() error {
 		if err := pebbleWrite(func() error { return w.batch.Commit(pebble.NoSync) }); err != nil {

@@ -255,6 +255,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if s.tailMax = opts.PostingTailMax; s.tailMax <= 0 {
 		s.tailMax = PostingTailMax
 	}
+	s.tailMax = min(s.tailMax, postingTailMaxMax)
 	if err := s.checkFormat(opts.ReadOnly); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -407,6 +408,7 @@ type Writer struct {
 	log      logCursor
 	tail     *postingTail
 	tailMax  int
+	failed   error // the commit that failed: the writer takes no more
 }
 
 // Writer returns the writer for a shard.
@@ -422,6 +424,10 @@ func (s *Store) Writer(shard uint32) *Writer {
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	if !fx.IsFrozen() {
 		panic("storage: commit of a round whose accounts were not frozen")
+	}
+	if w.failed != nil {
+		// A failed commit's postings are in the tail: no later round may commit after it.
+		return w.failed
 	}
 	if err := w.log.load(w.db); err != nil {
 		return err
@@ -501,7 +507,8 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	err := commitSynced(b)
 	b.Reset()
 	if err != nil {
-		return fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+		w.failed = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+		return w.failed
 	}
 	w.log.done(lr)
 	if paging {

@@ -26,6 +26,9 @@ type Report struct {
 // clean) or the error that stopped it.
 func Verify(v *Reader, shards uint32) (Report, error) {
 	var rep Report
+	if shards != v.s.shards {
+		return rep, fmt.Errorf("storage: verify %d shards of a store of %d", shards, v.s.shards)
+	}
 	audit := ledger.NewAudit(shards)
 	ledgers := map[uint64]uint32{}
 	err := v.ForEachAccount(func(a ledger.Account) error {
