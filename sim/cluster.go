@@ -144,7 +144,7 @@ func (c *Cluster) Trace() uint64 { return c.trace.Sum64() }
 // open opens the store on the file system and starts a driver per shard on what it recovers.
 func (c *Cluster) open() error {
 	store, err := storage.Open("db", storage.Options{FS: c.fs, Shards: shards, CacheBytes: 1 << 20,
-		PostingTailMax: simPostingTailMax})
+		PostingTailMax: simPostingTailMax, PagingAccountsPerRound: 4})
 	if err != nil {
 		return err
 	}

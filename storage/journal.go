@@ -50,10 +50,13 @@ const (
 	pagedKeyLen   = 1 + 2
 )
 
-// PostingTailMax is how many postings a shard indexes in memory before it writes them to index
-// pages (and, with the tail it keeps for readers of the previous pages' time, the most it
-// holds: twice this, 12 bytes each and a map entry per account).
-const PostingTailMax = 1 << 18
+// PostingTailMax is how many postings a shard indexes in memory before it seals them and
+// writes their index pages. A shard holds at most three such generations (the current, the
+// sealed one being paged, the one paged last for older readers), 12 bytes a posting and a
+// map entry per account in each: some 100 MB at 1,000,000 accounts. The larger it is, the more
+// postings an account's page lists: measured at 1,000,000 accounts (uniform), 2^18 left most
+// pages one posting long and wrote more than postings keyed by account had; 2^20 came level.
+const PostingTailMax = 1 << 20
 
 // postingTailMaxMax bounds Options.PostingTailMax: the tail indexes its postings with int32.
 const postingTailMaxMax = 1 << 30
@@ -108,15 +111,14 @@ func pageBounds(account uint64) ([]byte, []byte) {
 	return lo, idKey(nil, prefixPage, account+1)
 }
 
-// encodePage encodes the timestamps ts (ascending, the last one in the key): the version,
-// the count, the first and then each one's distance from the one before.
+// encodePage encodes the timestamps ts (strictly ascending, the last one in the key): the
+// version, the count, then from the last back each one's distance from the one before it (a
+// page of one posting is two bytes).
 func encodePage(dst []byte, ts []uint64) []byte {
 	dst = append(dst[:0], recordVersion)
 	dst = av(dst, uint64(len(ts)))
-	var prev uint64
-	for _, t := range ts {
-		dst = av(dst, t-prev)
-		prev = t
+	for i := len(ts) - 1; i > 0; i-- {
+		dst = av(dst, ts[i]-ts[i-1])
 	}
 	return dst
 }
@@ -134,36 +136,39 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 	if n == 0 || n > PageEntriesMax {
 		return dst, fmt.Errorf("storage: index page %x: %d entries", key, n)
 	}
-	var t uint64
-	for i := uint64(0); i < n && !r.bad; i++ {
+	start := len(dst)
+	t := be.Uint64(key[9:])
+	dst = append(dst, t)
+	for i := uint64(1); i < n && !r.bad; i++ {
 		d := r.uvarint()
-		if i > 0 && d == 0 {
-			r.bad = true // timestamps strictly ascend
+		if d == 0 || d > t {
+			r.bad = true // timestamps strictly ascend, from 1
 		}
-		t += d
+		t -= d
 		dst = append(dst, t)
 	}
 	if err := r.done("index page", key); err != nil {
-		return dst, err
+		return dst[:start], err
 	}
-	if t != be.Uint64(key[9:]) {
-		return dst, fmt.Errorf("storage: index page %x ends at %d, not at its key's timestamp", key, t)
-	}
+	slices.Reverse(dst[start:])
 	return dst, nil
 }
 
-// postingTail indexes in memory a shard's postings after its paged mark: the current
-// generation (since the last pages were written) and the one before it, kept for readers
-// whose snapshot predates the last pages.
+// postingTail indexes in memory a shard's postings after its paged mark, in generations:
+// the current one (postings since the last seal), a sealed one while its pages are being
+// written (a chunk of accounts each round, so that no round writes them all), and the one
+// whose pages were written last, kept for readers whose snapshot predates them.
 type postingTail struct {
-	mu        sync.RWMutex
-	cur, prev *tailGen
+	mu                sync.RWMutex
+	prev, sealed, cur *tailGen
+	sealedAccounts    []uint64 // the sealed generation's accounts, sorted: pages are written in this order
+	sealedNext        int      // the next of sealedAccounts to write pages for
 }
 
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
 // its latest one.
 type tailGen struct {
-	after  uint64           // the paged mark the generation started from: it holds postings after it
+	after  uint64           // the mark the generation started from: it holds postings after it
 	latest map[uint64]int32 // account -> the index of its latest posting in ts
 	ts     []uint64
 	prev   []int32 // per posting, the index of the account's one before it (-1: none)
@@ -204,12 +209,20 @@ func (t *postingTail) addRound(ps []ledger.Posting) {
 	t.mu.Unlock()
 }
 
-// rotate starts a new generation after pages for the current one were committed, through
-// clock; the current one is kept for readers whose snapshot predates them.
-func (t *postingTail) rotate(clock uint64) {
-	t.mu.Lock()
-	t.prev, t.cur = t.cur, newTailGen(clock)
-	t.mu.Unlock()
+// from answers the generations that hold the postings after paged, newest first (none: the
+// tail no longer holds them). The caller holds t.mu.
+func (t *postingTail) from(paged uint64) []*tailGen {
+	gens := make([]*tailGen, 0, 3)
+	for _, g := range []*tailGen{t.cur, t.sealed, t.prev} {
+		if g == nil {
+			continue
+		}
+		gens = append(gens, g)
+		if g.after == paged {
+			return gens
+		}
+	}
+	return nil
 }
 
 // latest answers account's latest timestamp after paged up to clock (found false: none); ok
@@ -217,18 +230,8 @@ func (t *postingTail) rotate(clock uint64) {
 func (t *postingTail) latest(account, paged, clock uint64) (ts uint64, found, ok bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	gens := [2]*tailGen{t.cur, t.prev}
-	switch {
-	case t.cur.after == paged:
-		gens[1] = nil
-	case t.prev != nil && t.prev.after == paged:
-	default:
-		return 0, false, false
-	}
+	gens := t.from(paged)
 	for _, g := range gens {
-		if g == nil {
-			continue
-		}
 		i, has := g.latest[account]
 		for has && i >= 0 {
 			if t := g.ts[i]; t <= clock {
@@ -237,42 +240,105 @@ func (t *postingTail) latest(account, paged, clock uint64) (ts uint64, found, ok
 			i = g.prev[i]
 		}
 	}
-	return 0, false, true
+	return 0, false, gens != nil
 }
 
 // times appends to dst account's timestamps after paged up to clock, newest first; false when
-// the tail no longer holds the postings after paged (pages were written twice since).
+// the tail no longer holds the postings after paged.
 func (t *postingTail) times(dst []uint64, account, paged, clock uint64) ([]uint64, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	switch {
-	case t.cur.after == paged:
-		return t.cur.times(dst, account, clock), true
-	case t.prev != nil && t.prev.after == paged:
-		dst = t.cur.times(dst, account, clock)
-		return t.prev.times(dst, account, clock), true
+	gens := t.from(paged)
+	for _, g := range gens {
+		dst = g.times(dst, account, clock)
 	}
-	return dst, false
+	return dst, gens != nil
 }
 
-// writePages writes the index pages of the tail's current generation and the paged mark
-// through clock into w's batch; the caller rotates the tail once the batch is durable.
-func (w *Writer) writePages(clock uint64) {
-	g := w.tail.cur
-	var ts []uint64
-	for account, i := range g.latest {
+// pagingAccountsMin is the fewest accounts' pages of a sealed generation a round writes.
+const pagingAccountsMin = 64
+
+// page writes into w's batch what this round does for the index: when the current generation
+// is full, it seals it (its end in the paged mark's record) and starts a new one; while a
+// sealed generation has accounts left, the pages of the next of them, in step with the new
+// generation's postings (done when it is half full: each round pays a share, and no round
+// writes them all), and with the last ones the paged mark at the sealed generation's end. It answers whether the sealed generation's pages
+// are complete with this round (the caller then retires it, once the round is durable).
+func (w *Writer) page(clock uint64) (complete bool) {
+	t := w.tail
+	if t.sealed == nil {
+		if len(t.cur.ts) < w.tailMax {
+			return false
+		}
+		t.mu.Lock()
+		t.sealed, t.cur = t.cur, newTailGen(clock)
+		t.mu.Unlock()
+		t.sealedAccounts = t.sealedAccounts[:0]
+		for account := range t.sealed.latest {
+			t.sealedAccounts = append(t.sealedAccounts, account)
+		}
+		slices.Sort(t.sealedAccounts)
+		t.sealedNext = 0
+		// The mark stays where it is; its record says where the sealed generation ends, so
+		// that a restart seals the same postings and writes the same pages again.
+		w.set(pagedKey(w.key, w.shard), be.AppendUint64(be.AppendUint64(w.val[:0], t.sealed.after), clock))
+		return false
+	}
+	// Paced by the new generation: its pages are done by the time it is half full, a
+	// share of them each round as its postings come (all at once if it is full already).
+	total := len(t.sealedAccounts)
+	end := total
+	if len(t.cur.ts) < w.tailMax {
+		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(total), 2*uint64(total)*uint64(len(t.cur.ts))/uint64(w.tailMax))))
+	}
+	if w.pagingAccounts > 0 { // a fixed number a round (tests)
+		end = t.sealedNext + w.pagingAccounts
+	}
+	end = min(end, total)
+	g := t.sealed
+	ts := w.pageTimes[:0]
+	for _, account := range t.sealedAccounts[t.sealedNext:end] {
 		ts = ts[:0]
-		for ; i >= 0; i = g.prev[i] {
+		for i := g.latest[account]; i >= 0; i = g.prev[i] {
 			ts = append(ts, g.ts[i])
 		}
 		slices.Reverse(ts)
 		for len(ts) > 0 {
-			n := min(len(ts), pageEntriesMax)
-			w.set(pageKey(w.key, account, ts[n-1]), encodePage(w.val, ts[:n]))
-			ts = ts[n:]
+			k := min(len(ts), pageEntriesMax)
+			w.set(pageKey(w.key, account, ts[k-1]), encodePage(w.val, ts[:k]))
+			ts = ts[k:]
 		}
 	}
-	w.set(pagedKey(w.key, w.shard), be.AppendUint64(w.val[:0], clock))
+	w.pageTimes = ts
+	t.sealedNext = end
+	if end < len(t.sealedAccounts) {
+		return false
+	}
+	w.set(pagedKey(w.key, w.shard), be.AppendUint64(w.val[:0], t.cur.after))
+	return true
+}
+
+// retire makes the sealed generation, whose pages and mark are durable, the one kept for older
+// readers.
+func (t *postingTail) retire() {
+	t.mu.Lock()
+	t.prev, t.sealed = t.sealed, nil
+	t.mu.Unlock()
+	t.sealedAccounts, t.sealedNext = t.sealedAccounts[:0], 0
+}
+
+// decodePaged decodes a paged mark's record: the mark, and the end of the sealed generation
+// whose pages are being written (0: none).
+func decodePaged(shard uint32, val []byte) (paged, sealed uint64, err error) {
+	switch len(val) {
+	case 8:
+		return be.Uint64(val), 0, nil
+	case 16:
+		if paged, sealed = be.Uint64(val), be.Uint64(val[8:]); sealed > paged {
+			return paged, sealed, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("storage: paged mark of shard %d: bad record %x", shard, val)
 }
 
 // shardView is what a reader knows of a shard: its paged mark and clock in the reader's view,
@@ -281,6 +347,7 @@ func (w *Writer) writePages(clock uint64) {
 type shardView struct {
 	loaded       bool
 	paged, clock uint64
+	sealed       uint64              // the end of the generation being paged (0: none)
 	own          map[uint64][]uint64 // account -> timestamps after paged, ascending
 }
 
@@ -294,12 +361,9 @@ func (v *Reader) shardView(shard uint32) (*shardView, error) {
 	}
 	var key [pagedKeyLen]byte
 	var err error
-	if _, err = v.get(pagedKey(key[:0], shard), func(val []byte) error {
-		if len(val) != 8 {
-			return fmt.Errorf("storage: paged mark of shard %d: bad length", shard)
-		}
-		sv.paged = be.Uint64(val)
-		return nil
+	if _, err = v.get(pagedKey(key[:0], shard), func(val []byte) (err error) {
+		sv.paged, sv.sealed, err = decodePaged(shard, val)
+		return err
 	}); err != nil {
 		return nil, err
 	}
@@ -337,28 +401,28 @@ func (v *Reader) tailTimes(dst []uint64, account uint64) ([]uint64, uint64, erro
 
 // tailLatest answers the timestamp of account's latest posting after its shard's paged mark
 // (found false: none), without copying the account's tail.
-func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, err error) {
+func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, paged uint64, err error) {
 	shard := ledger.ShardOf(account, v.s.shards)
 	if shard >= v.s.shards {
-		return 0, false, nil
+		return 0, false, 0, nil
 	}
 	sv, err := v.shardView(shard)
 	if err != nil {
-		return 0, false, err
+		return 0, false, 0, err
 	}
 	if sv.own == nil {
 		var ok bool
 		if ts, found, ok = v.s.tails[shard].latest(account, sv.paged, sv.clock); ok {
-			return ts, found, nil
+			return ts, found, sv.paged, nil
 		}
 		if err := v.readTail(shard, sv); err != nil {
-			return 0, false, err
+			return 0, false, 0, err
 		}
 	}
 	if own := sv.own[account]; len(own) > 0 {
-		return own[len(own)-1], true, nil
+		return own[len(own)-1], true, sv.paged, nil
 	}
-	return 0, false, nil
+	return 0, false, sv.paged, nil
 }
 
 // readTail reads a shard's tail in v from the journal (at most PostingTailMax postings, and a
@@ -435,7 +499,8 @@ func (c *postingCursor) posting(account, ts uint64) (ledger.Posting, error) {
 
 // latest answers the timestamp of account's latest posting (found false: none).
 func (c *postingCursor) latest(account uint64) (ts uint64, found bool, err error) {
-	if ts, found, err = c.v.tailLatest(account); err != nil || found {
+	var paged uint64
+	if ts, found, paged, err = c.v.tailLatest(account); err != nil || found {
 		return ts, found, err
 	}
 	it, err := c.pages.iter()
@@ -443,7 +508,11 @@ func (c *postingCursor) latest(account uint64) (ts uint64, found bool, err error
 		return 0, false, err
 	}
 	var key [pageKeyLen]byte
-	if !it.SeekLT(pageKey(key[:0], account, ^uint64(0))) || be.Uint64(it.Key()[1:]) != account {
+	k := pageKey(key[:0], account, paged+1) // the last page up to the mark
+	if paged == ^uint64(0) {
+		k = idKey(key[:0], prefixPage, account+1)
+	}
+	if !it.SeekLT(k) || be.Uint64(it.Key()[1:]) != account {
 		return 0, false, it.Error()
 	}
 	if len(it.Key()) != pageKeyLen {
@@ -475,30 +544,38 @@ func (c *postingCursor) balance(a *ledger.Account) error {
 // (posting), nothing else of the cursor.
 func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts uint64) (bool, error)) error {
 	var err error
-	if c.tail, _, err = c.v.tailTimes(c.tail[:0], account); err != nil {
+	var paged uint64
+	if c.tail, paged, err = c.v.tailTimes(c.tail[:0], account); err != nil {
 		return err
 	}
 	tail := c.tail // fn may use the cursor (posting), not tailTimes
-	emit := func(ts []uint64) (more bool, err error) {
+	// Pages list postings up to the mark, top (those of a generation being paged, after it,
+	// are in the tail). emit answers whether the call is done: fn stopped, or the postings
+	// passed lo or hi; forward, past top and not past hi, it answers pagesDone (the tail
+	// follows).
+	const more, pagesDone, done = 0, 1, 2
+	emit := func(ts []uint64, top uint64) (int, error) {
 		for j := range ts {
 			t := ts[j]
 			if reverse {
 				t = ts[len(ts)-1-j]
 			}
-			if t < lo || t > hi {
-				if reverse && t < lo || !reverse && t > hi {
-					return false, nil
-				}
+			switch {
+			case reverse && t < lo, !reverse && t > hi:
+				return done, nil
+			case !reverse && t > top:
+				return pagesDone, nil
+			case t < lo || t > top:
 				continue
 			}
-			if more, err := fn(t); err != nil || !more {
-				return false, err
+			if next, err := fn(t); err != nil || !next {
+				return done, err
 			}
 		}
-		return true, nil
+		return more, nil
 	}
 	if reverse {
-		if more, err := emit(tail); err != nil || !more {
+		if r, err := emit(tail, hi); err != nil || r == done {
 			return err
 		}
 	}
@@ -527,15 +604,19 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 		if c.page, err = decodePage(c.page[:0], k, val); err != nil {
 			return err
 		}
-		if more, err := emit(c.page); err != nil || !more {
+		r, err := emit(c.page, min(hi, paged))
+		if err != nil || r == done {
 			return err
+		}
+		if r == pagesDone {
+			break
 		}
 	}
 	if err := it.Error(); err != nil {
 		return err
 	}
 	if !reverse {
-		_, err := emit(tail)
+		_, err := emit(tail, hi)
 		return err
 	}
 	return nil
@@ -548,7 +629,9 @@ func (c *postingCursor) step(it *pebble.Iterator, reverse bool) bool {
 	return it.Next()
 }
 
-// loadTails rebuilds every shard's tail from the journal after its paged mark.
+// loadTails rebuilds every shard's tail from the journal after its paged mark: a generation
+// being paged when the store closed is sealed again, to the same end, and its pages are
+// written again from its first account (the same records).
 func (s *Store) loadTails() error {
 	s.tails = make([]*postingTail, s.shards)
 	v := s.Live()
@@ -558,16 +641,29 @@ func (s *Store) loadTails() error {
 			return err
 		}
 		t := &postingTail{cur: newTailGen(sv.paged)}
+		if sv.sealed != 0 {
+			t.sealed, t.cur = t.cur, newTailGen(sv.sealed)
+		}
 		lo, hi := journalShardBounds(shard)
 		err = v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, _ []byte) (bool, error) {
 			if len(k) != journalKeyLen {
 				return false, fmt.Errorf("storage: journal record %x: bad key", k)
 			}
-			t.cur.add(be.Uint64(k[11:]), be.Uint64(k[3:]))
+			g, ts := t.cur, be.Uint64(k[3:])
+			if t.sealed != nil && ts <= sv.sealed {
+				g = t.sealed
+			}
+			g.add(be.Uint64(k[11:]), ts)
 			return true, nil
 		})
 		if err != nil {
 			return err
+		}
+		if t.sealed != nil {
+			for account := range t.sealed.latest {
+				t.sealedAccounts = append(t.sealedAccounts, account)
+			}
+			slices.Sort(t.sealedAccounts)
 		}
 		s.tails[shard] = t
 	}

@@ -190,7 +190,7 @@ func TestConcurrentSnapshots(t *testing.T) {
 	defer func(n int) { pageEntriesMax = n }(pageEntriesMax)
 	pageEntriesMax = 3
 	const shards = 2
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: shards, PostingTailMax: 8})
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: shards, PostingTailMax: 8, PagingAccountsPerRound: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,6 +111,10 @@ type Options struct {
 	// PostingTailMax is how many postings a shard indexes in memory before it writes them to
 	// index pages (0: PostingTailMax; small values test the pages).
 	PostingTailMax int
+	// PagingAccountsPerRound, when set, is how many accounts' index pages a round writes
+	// while a sealed generation is paged (0: paced by the new generation's postings; small
+	// values test the paging).
+	PagingAccountsPerRound int
 }
 
 // SnapshotIterKeysMaxDefault is how many keys (or seeks) one iterator of a snapshot serves
@@ -124,13 +128,14 @@ const SnapshotIterKeysMaxDefault = 1 << 16
 
 // Store is the ledger's Pebble database.
 type Store struct {
-	db       *pebble.DB
-	fs       vfs.FS // the store's file system and directory, for Stats' disk usage
-	dir      string
-	shards   uint32
-	stalls   *stalls
-	readOnly bool
-	iterKeys int // Options.SnapshotIterKeysMax, resolved (0: unbounded)
+	db             *pebble.DB
+	fs             vfs.FS // the store's file system and directory, for Stats' disk usage
+	dir            string
+	shards         uint32
+	stalls         *stalls
+	readOnly       bool
+	iterKeys       int // Options.SnapshotIterKeysMax, resolved (0: unbounded)
+	pagingAccounts int // Options.PagingAccountsPerRound, resolved
 	// upgradeFrom is the older format the store has (formatsUpgradable), until upgrade.
 	upgradeFrom string
 	tailMax     int            // Options.PostingTailMax, resolved
@@ -256,6 +261,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.tailMax = PostingTailMax
 	}
 	s.tailMax = min(s.tailMax, postingTailMaxMax)
+	s.pagingAccounts = max(opts.PagingAccountsPerRound, 0)
 	if err := s.checkFormat(opts.ReadOnly); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -408,14 +414,18 @@ type Writer struct {
 	log      logCursor
 	tail     *postingTail
 	tailMax  int
-	failed   error // the commit that failed: the writer takes no more
+	// pagingAccounts is Options.PagingAccountsPerRound, resolved.
+	pagingAccounts int
+	failed         error // the commit that failed: the writer takes no more
+	// pageTimes is page's buffer.
+	pageTimes []uint64
 }
 
 // Writer returns the writer for a shard.
 func (s *Store) Writer(shard uint32) *Writer {
 	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
 		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard), clock: &s.logClock}, tail: s.tails[shard],
-		tailMax: s.tailMax}
+		tailMax: s.tailMax, pagingAccounts: s.pagingAccounts}
 }
 
 // Commit writes a round's effects (frozen: see ledger.Effects.Freeze), its event log record
@@ -477,10 +487,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	// The round's postings are in the tail before they are durable: a reader sees them only
 	// once its snapshot has the round's clock, which commits with them.
 	w.tail.addRound(fx.Postings)
-	paging := len(w.tail.cur.ts) >= w.tailMax
-	if paging {
-		w.writePages(clock)
-	}
+	paged := w.page(clock)
 	for i := range fx.LegsOut {
 		w.set(outboxKey(w.key, &fx.LegsOut[i]), encodeLeg(w.val, &fx.LegsOut[i]))
 	}
@@ -511,8 +518,8 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		return w.failed
 	}
 	w.log.done(lr)
-	if paging {
-		w.tail.rotate(clock)
+	if paged {
+		w.tail.retire()
 	}
 	return nil
 }

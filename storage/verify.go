@@ -43,14 +43,14 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 	var problems []string
 	refs := make([]postingRef, 0, 1024)
 	// What the index pages must list: per shard, the journal's postings up to its paged mark.
-	paged := make([]uint64, shards)
+	paged, sealed := make([]uint64, shards), make([]uint64, shards)
 	toPage := make([]uint64, shards)
 	for s := range shards {
 		sv, err := v.shardView(s)
 		if err != nil {
 			return rep, err
 		}
-		paged[s] = sv.paged
+		paged[s], sealed[s] = sv.paged, sv.sealed
 	}
 	// The postings are scanned verifyRefsMax at a time, each lot checked against its
 	// transfers between two scans: no iterator of the postings stays open (pinning its
@@ -93,7 +93,7 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 		}
 		refs, from = refs[:0], resume
 	}
-	if problems, err = verifyPages(v, shards, paged, toPage, problems); err != nil {
+	if problems, err = verifyPages(v, shards, paged, sealed, toPage, problems); err != nil {
 		return rep, err
 	}
 	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
@@ -175,9 +175,10 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 
 // verifyPages checks the index pages against the journal: each lists postings of its account
 // (strictly ascending across the account's pages) that are in the journal, up to the paged
-// mark of the account's shard, and they list as many postings per shard as the journal has
-// up to that mark (toPage): every such posting exactly once.
-func verifyPages(v *Reader, shards uint32, paged, toPage []uint64, problems []string) ([]string, error) {
+// mark of the account's shard (or, while a sealed generation is paged, up to its end: those
+// the readers do not use yet), and they list as many postings per shard up to the mark as
+// the journal has (toPage): every such posting exactly once.
+func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, problems []string) ([]string, error) {
 	listed := make([]uint64, shards)
 	refs := make([]postingAt, 0, 1024)
 	var ts []uint64
@@ -197,13 +198,15 @@ func verifyPages(v *Reader, shards uint32, paged, toPage []uint64, problems []st
 			}
 			shard := ledger.ShardOf(a, shards)
 			for _, t := range ts {
-				if t <= last || t > paged[shard] {
+				if t <= last || t > max(paged[shard], sealed[shard]) {
 					problems = append(problems, fmt.Sprintf("index page %x: account %d's posting at %d is out of order or past its shard's paged mark %d",
-						k, a, t, paged[shard]))
+						k, a, t, max(paged[shard], sealed[shard])))
 					continue
 				}
 				last = t
-				listed[shard]++
+				if t <= paged[shard] {
+					listed[shard]++
+				}
 				refs = append(refs, postingAt{account: a, ts: t})
 			}
 			if len(refs) >= verifyRefsMax {
