@@ -484,7 +484,7 @@ func (c *postingCursor) posting(account, ts uint64) (ledger.Posting, error) {
 		return ledger.Posting{}, err
 	}
 	k := journalKey(c.key[:0], ledger.ShardOf(account, c.v.s.shards), ts, account)
-	if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+	if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) { // by prefix: the tables' bloom filters skip most
 		if err := it.Error(); err != nil {
 			return ledger.Posting{}, err
 		}
