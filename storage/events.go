@@ -809,15 +809,7 @@ func (v *Reader) postingsAt(keys []postingAt, out []ledger.Posting) error {
 		return nil
 	}
 	shards := v.s.shards
-	slices.SortFunc(keys, func(a, b postingAt) int {
-		if sa, sb := ledger.ShardOf(a.account, shards), ledger.ShardOf(b.account, shards); sa != sb {
-			return cmp.Compare(sa, sb)
-		}
-		if a.ts != b.ts {
-			return cmp.Compare(a.ts, b.ts)
-		}
-		return cmp.Compare(a.account, b.account)
-	})
+	sortJournalOrder(keys, shards)
 	lo, hi := prefixBounds(prefixJournal)
 	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {

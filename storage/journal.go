@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -784,4 +785,18 @@ func (s *Store) moveToJournal(lo, hi []byte) error {
 		w.set(pagedKey(w.key, shard), be.AppendUint64(w.val[:0], clock))
 	}
 	return flush()
+}
+
+// sortJournalOrder sorts postings in the journal's key order (shard, timestamp, account), for
+// one forward walk of an iterator.
+func sortJournalOrder(ps []postingAt, shards uint32) {
+	slices.SortFunc(ps, func(a, b postingAt) int {
+		if sa, sb := ledger.ShardOf(a.account, shards), ledger.ShardOf(b.account, shards); sa != sb {
+			return cmp.Compare(sa, sb)
+		}
+		if a.ts != b.ts {
+			return cmp.Compare(a.ts, b.ts)
+		}
+		return cmp.Compare(a.account, b.account)
+	})
 }

@@ -280,41 +280,15 @@ func TestUpgradeAgainAfterOldBuildWrote(t *testing.T) {
 		r.round(0)
 	}
 	_ = r.w.Close()
-	toFormat7 := func(s *Store) {
-		b := s.db.NewBatch()
-		lo, hi := prefixBounds(prefixJournal)
-		if err := s.Live().scan(lo, hi, false, func(k, val []byte) (bool, error) {
-			_, p, err := decodeJournal(k, val)
-			if err == nil {
-				err = b.Set(postingKey(nil, p.Account, p.Timestamp), val, nil)
-			}
-			return err == nil, err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		_ = b.DeleteRange(lo, hi, nil)
-		_ = b.Set([]byte("mformat"), []byte("ledger-format-7"), nil)
-		if err := b.Commit(pebble.Sync); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// A format-7 store with 6 postings of the account, the pages and mark of format 8 gone.
-	toFormat7(s)
-	b := s.db.NewBatch()
-	for _, prefix := range []byte{prefixPage, prefixPaged} {
-		lo, hi := prefixBounds(prefix)
-		_ = b.DeleteRange(lo, hi, nil)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	toFormat7(t, s)
 	// The interrupted upgrade: moveToJournal's batches reached the disk, not the final one.
 	lo, hi := prefixBounds(prefixPosting)
 	if err := s.moveToJournal(lo, hi); err != nil {
 		t.Fatal(err)
 	}
 	// The older build runs again: two more postings, under h, its clock with them.
-	b = s.db.NewBatch()
+	b := s.db.NewBatch()
 	bal := r.bal[r.ids[0]]
 	for range 2 {
 		r.clock++

@@ -284,26 +284,7 @@ func TestUpgradeMovesPostings(t *testing.T) {
 		j.round(5)
 	}
 	_ = j.w.Close()
-	// Back to format 7: each posting under h account timestamp, no journal, pages or mark.
-	b := s.db.NewBatch()
-	lo, hi := prefixBounds(prefixJournal)
-	if err := s.Live().scan(lo, hi, false, func(k, val []byte) (bool, error) {
-		_, p, err := decodeJournal(k, val)
-		if err == nil {
-			err = b.Set(postingKey(nil, p.Account, p.Timestamp), val, nil)
-		}
-		return err == nil, err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, prefix := range []byte{prefixJournal, prefixPage, prefixPaged} {
-		lo, hi := prefixBounds(prefix)
-		_ = b.DeleteRange(lo, hi, nil)
-	}
-	_ = b.Set([]byte("mformat"), []byte("ledger-format-7"), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
+	toFormat7(t, s)
 	_ = s.Close()
 
 	if _, err := Open("db", Options{FS: fs, ReadOnly: true}); err == nil {
@@ -321,7 +302,7 @@ func TestUpgradeMovesPostings(t *testing.T) {
 	if rep, err := Verify(s.Live(), 1); err != nil || len(rep.Problems) != 0 || rep.Postings == 0 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
-	lo, hi = prefixBounds(prefixPosting)
+	lo, hi := prefixBounds(prefixPosting)
 	if err := s.Live().scan(lo, hi, false, func(k, _ []byte) (bool, error) {
 		return false, fmt.Errorf("old posting %x left", k)
 	}); err != nil {
@@ -385,4 +366,29 @@ func TestPagingAcrossRestarts(t *testing.T) {
 	}
 	_ = j.w.Close()
 	_ = s.Close()
+}
+
+// toFormat7 rewrites a store as format 7 had it: each posting under h account timestamp, no
+// journal, pages or paged marks.
+func toFormat7(t *testing.T, s *Store) {
+	t.Helper()
+	b := s.db.NewBatch()
+	lo, hi := prefixBounds(prefixJournal)
+	if err := s.Live().scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		_, p, err := decodeJournal(k, val)
+		if err == nil {
+			err = b.Set(postingKey(nil, p.Account, p.Timestamp), val, nil)
+		}
+		return err == nil, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []byte{prefixJournal, prefixPage, prefixPaged} {
+		lo, hi := prefixBounds(prefix)
+		_ = b.DeleteRange(lo, hi, nil)
+	}
+	_ = b.Set([]byte("mformat"), []byte("ledger-format-7"), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -235,15 +235,7 @@ func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, probl
 // pagedInJournal checks that the postings refs (from index pages) are in the journal.
 func pagedInJournal(v *Reader, refs []postingAt, problems []string) ([]string, error) {
 	shards := v.s.shards
-	slices.SortFunc(refs, func(a, b postingAt) int {
-		if sa, sb := ledger.ShardOf(a.account, shards), ledger.ShardOf(b.account, shards); sa != sb {
-			return cmp.Compare(sa, sb)
-		}
-		if a.ts != b.ts {
-			return cmp.Compare(a.ts, b.ts)
-		}
-		return cmp.Compare(a.account, b.account)
-	})
+	sortJournalOrder(refs, shards)
 	journal := v.renewingIter(prefixBounds(prefixJournal))
 	var key [journalKeyLen]byte
 	for _, r := range refs {
