@@ -53,10 +53,10 @@ const (
 
 // PostingTailMax is how many postings a shard indexes in memory before it seals them and
 // writes their index pages. A shard holds at most three such generations (the current, the
-// sealed one being paged, the one paged last for older readers), 12 bytes a posting and a
-// map entry per account in each: some 100 MB at 1,000,000 accounts. The larger it is, the more
-// postings an account's page lists: measured at 1,000,000 accounts (uniform), 2^18 left most
-// pages one posting long and wrote more than postings keyed by account had; 2^20 came level.
+// sealed one being paged, the one paged last for older readers), 12 bytes a posting and a map
+// entry and an id per account in each: some 100 MB per shard at 1,000,000 accounts. The
+// larger it is, the more postings an account's page lists: at 1,000,000 accounts with uniform
+// traffic, 2^18 left most pages one posting long (bench/RESULTS.md, session 9).
 const PostingTailMax = 1 << 20
 
 // postingTailMaxMax bounds Options.PostingTailMax: the tail indexes its postings with int32.
@@ -142,7 +142,7 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 	dst = append(dst, t)
 	for i := uint64(1); i < n && !r.bad; i++ {
 		d := r.uvarint()
-		if d == 0 || d > t {
+		if d == 0 || d >= t {
 			r.bad = true // timestamps strictly ascend, from 1
 		}
 		t -= d
@@ -162,17 +162,17 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 type postingTail struct {
 	mu                sync.RWMutex
 	prev, sealed, cur *tailGen
-	sealedAccounts    []uint64 // the sealed generation's accounts, sorted: pages are written in this order
-	sealedNext        int      // the next of sealedAccounts to write pages for
+	sealedNext        int // the next of the sealed generation's accounts to write pages for
 }
 
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
 // its latest one.
 type tailGen struct {
-	after  uint64           // the mark the generation started from: it holds postings after it
-	latest map[uint64]int32 // account -> the index of its latest posting in ts
-	ts     []uint64
-	prev   []int32 // per posting, the index of the account's one before it (-1: none)
+	after    uint64           // the mark the generation started from: it holds postings after it
+	latest   map[uint64]int32 // account -> the index of its latest posting in ts
+	ts       []uint64
+	prev     []int32  // per posting, the index of the account's one before it (-1: none)
+	accounts []uint64 // in the order of their first posting: the order pages are written in
 }
 
 func newTailGen(after uint64) *tailGen {
@@ -183,22 +183,11 @@ func (g *tailGen) add(account, ts uint64) {
 	p, ok := g.latest[account]
 	if !ok {
 		p = -1
+		g.accounts = append(g.accounts, account)
 	}
 	g.latest[account] = int32(len(g.ts))
 	g.ts = append(g.ts, ts)
 	g.prev = append(g.prev, p)
-}
-
-// times appends to dst account's timestamps in g up to clock, newest first.
-func (g *tailGen) times(dst []uint64, account, clock uint64) []uint64 {
-	i, ok := g.latest[account]
-	for ok && i >= 0 {
-		if t := g.ts[i]; t <= clock {
-			dst = append(dst, t)
-		}
-		i = g.prev[i]
-	}
-	return dst
 }
 
 // addRound indexes a round's postings before its commit.
@@ -210,50 +199,58 @@ func (t *postingTail) addRound(ps []ledger.Posting) {
 	t.mu.Unlock()
 }
 
-// from answers the generations that hold the postings after paged, newest first (none: the
-// tail no longer holds them). The caller holds t.mu.
-func (t *postingTail) from(paged uint64) []*tailGen {
-	gens := make([]*tailGen, 0, 3)
-	for _, g := range []*tailGen{t.cur, t.sealed, t.prev} {
+// tailChain walks an account's postings in a tail, newest first, without the tail's lock: a
+// generation's entries below the length it had when the chain was taken are never written
+// again (the writer only appends).
+type tailChain struct {
+	gens  [3]chainGen
+	n, g  int
+	clock uint64
+}
+
+type chainGen struct {
+	ts   []uint64
+	prev []int32
+	i    int32 // the next entry (-1: none)
+}
+
+// chain takes account's chain of postings after paged up to clock; false when the tail no
+// longer holds the postings after paged.
+func (t *postingTail) chain(account, paged, clock uint64) (c tailChain, ok bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	c.clock = clock
+	for _, g := range [3]*tailGen{t.cur, t.sealed, t.prev} {
 		if g == nil {
 			continue
 		}
-		gens = append(gens, g)
-		if g.after == paged {
-			return gens
-		}
-	}
-	return nil
-}
-
-// latest answers account's latest timestamp after paged up to clock (found false: none); ok
-// false when the tail no longer holds the postings after paged.
-func (t *postingTail) latest(account, paged, clock uint64) (ts uint64, found, ok bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	gens := t.from(paged)
-	for _, g := range gens {
 		i, has := g.latest[account]
-		for has && i >= 0 {
-			if t := g.ts[i]; t <= clock {
-				return t, true, true
-			}
-			i = g.prev[i]
+		if !has {
+			i = -1
+		}
+		c.gens[c.n] = chainGen{ts: g.ts, prev: g.prev, i: i}
+		c.n++
+		if g.after == paged {
+			return c, true
 		}
 	}
-	return 0, false, gens != nil
+	return tailChain{}, false
 }
 
-// times appends to dst account's timestamps after paged up to clock, newest first; false when
-// the tail no longer holds the postings after paged.
-func (t *postingTail) times(dst []uint64, account, paged, clock uint64) ([]uint64, bool) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	gens := t.from(paged)
-	for _, g := range gens {
-		dst = g.times(dst, account, clock)
+// next answers the next timestamp, newest first, up to the chain's clock (false: no more).
+func (c *tailChain) next() (uint64, bool) {
+	for c.g < c.n {
+		g := &c.gens[c.g]
+		for g.i >= 0 {
+			t := g.ts[g.i]
+			g.i = g.prev[g.i]
+			if t <= c.clock {
+				return t, true
+			}
+		}
+		c.g++
 	}
-	return dst, gens != nil
+	return 0, false
 }
 
 // pagingAccountsMin is the fewest accounts' pages of a sealed generation a round writes.
@@ -274,11 +271,6 @@ func (w *Writer) page(clock uint64) (complete bool) {
 		t.mu.Lock()
 		t.sealed, t.cur = t.cur, newTailGen(clock)
 		t.mu.Unlock()
-		t.sealedAccounts = t.sealedAccounts[:0]
-		for account := range t.sealed.latest {
-			t.sealedAccounts = append(t.sealedAccounts, account)
-		}
-		slices.Sort(t.sealedAccounts)
 		t.sealedNext = 0
 		// The mark stays where it is; its record says where the sealed generation ends, so
 		// that a restart seals the same postings and writes the same pages again.
@@ -287,18 +279,19 @@ func (w *Writer) page(clock uint64) (complete bool) {
 	}
 	// Paced by the new generation: its pages are done by the time it is half full, a
 	// share of them each round as its postings come (all at once if it is full already).
-	total := len(t.sealedAccounts)
+	accounts := t.sealed.accounts
+	total := len(accounts)
 	end := total
 	if len(t.cur.ts) < w.tailMax {
 		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(total), 2*uint64(total)*uint64(len(t.cur.ts))/uint64(w.tailMax))))
 	}
-	if w.pagingAccounts > 0 { // a fixed number a round (tests)
+	if w.pagingAccounts > 0 && len(t.cur.ts) < w.tailMax { // a fixed number a round (tests)
 		end = t.sealedNext + w.pagingAccounts
 	}
 	end = min(end, total)
 	g := t.sealed
 	ts := w.pageTimes[:0]
-	for _, account := range t.sealedAccounts[t.sealedNext:end] {
+	for _, account := range accounts[t.sealedNext:end] {
 		ts = ts[:0]
 		for i := g.latest[account]; i >= 0; i = g.prev[i] {
 			ts = append(ts, g.ts[i])
@@ -312,7 +305,7 @@ func (w *Writer) page(clock uint64) (complete bool) {
 	}
 	w.pageTimes = ts
 	t.sealedNext = end
-	if end < len(t.sealedAccounts) {
+	if end < total {
 		return false
 	}
 	w.set(pagedKey(w.key, w.shard), be.AppendUint64(w.val[:0], t.cur.after))
@@ -325,7 +318,7 @@ func (t *postingTail) retire() {
 	t.mu.Lock()
 	t.prev, t.sealed = t.sealed, nil
 	t.mu.Unlock()
-	t.sealedAccounts, t.sealedNext = t.sealedAccounts[:0], 0
+	t.sealedNext = 0
 }
 
 // decodePaged decodes a paged mark's record: the mark, and the end of the sealed generation
@@ -375,55 +368,46 @@ func (v *Reader) shardView(shard uint32) (*shardView, error) {
 	return sv, nil
 }
 
-// tailTimes appends to dst the timestamps of account's postings after its shard's paged mark,
-// oldest first, and answers the mark.
-func (v *Reader) tailTimes(dst []uint64, account uint64) ([]uint64, uint64, error) {
+// tailChain answers account's postings after its shard's paged mark, newest first, and the
+// mark.
+func (v *Reader) tailChain(account uint64) (ch tailChain, paged uint64, err error) {
 	shard := ledger.ShardOf(account, v.s.shards)
 	if shard >= v.s.shards {
-		return dst, 0, nil // a transit id of a shard the store lacks: no such account
+		return tailChain{}, 0, nil // a transit id of a shard the store lacks: no such account
 	}
 	sv, err := v.shardView(shard)
 	if err != nil {
-		return dst, 0, err
+		return tailChain{}, 0, err
 	}
 	if sv.own == nil {
-		n := len(dst)
 		var ok bool
-		if dst, ok = v.s.tails[shard].times(dst, account, sv.paged, sv.clock); ok {
-			slices.Reverse(dst[n:])
-			return dst, sv.paged, nil
+		if ch, ok = v.s.tails[shard].chain(account, sv.paged, sv.clock); ok {
+			return ch, sv.paged, nil
 		}
 		if err := v.readTail(shard, sv); err != nil {
-			return dst[:n], 0, err
+			return tailChain{}, 0, err
 		}
 	}
-	return append(dst, sv.own[account]...), sv.paged, nil
+	// The reader's own tail, ascending, as a chain of one generation.
+	own := sv.own[account]
+	prev := make([]int32, len(own))
+	for i := range prev {
+		prev[i] = int32(i) - 1
+	}
+	ch = tailChain{n: 1, clock: sv.clock}
+	ch.gens[0] = chainGen{ts: own, prev: prev, i: int32(len(own)) - 1}
+	return ch, sv.paged, nil
 }
 
 // tailLatest answers the timestamp of account's latest posting after its shard's paged mark
-// (found false: none), without copying the account's tail.
+// (found false: none), and the mark.
 func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, paged uint64, err error) {
-	shard := ledger.ShardOf(account, v.s.shards)
-	if shard >= v.s.shards {
-		return 0, false, 0, nil
-	}
-	sv, err := v.shardView(shard)
+	ch, paged, err := v.tailChain(account)
 	if err != nil {
 		return 0, false, 0, err
 	}
-	if sv.own == nil {
-		var ok bool
-		if ts, found, ok = v.s.tails[shard].latest(account, sv.paged, sv.clock); ok {
-			return ts, found, sv.paged, nil
-		}
-		if err := v.readTail(shard, sv); err != nil {
-			return 0, false, 0, err
-		}
-	}
-	if own := sv.own[account]; len(own) > 0 {
-		return own[len(own)-1], true, sv.paged, nil
-	}
-	return 0, false, sv.paged, nil
+	ts, found = ch.next()
+	return ts, found, paged, nil
 }
 
 // readTail reads a shard's tail in v from the journal (at most PostingTailMax postings, and a
@@ -544,12 +528,10 @@ func (c *postingCursor) balance(a *ledger.Account) error {
 // ascending, or descending when reverse, until it answers false. fn may read postings
 // (posting), nothing else of the cursor.
 func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts uint64) (bool, error)) error {
-	var err error
-	var paged uint64
-	if c.tail, paged, err = c.v.tailTimes(c.tail[:0], account); err != nil {
+	ch, paged, err := c.v.tailChain(account)
+	if err != nil {
 		return err
 	}
-	tail := c.tail // fn may use the cursor (posting), not tailTimes
 	// Pages list postings up to the mark, top (those of a generation being paged, after it,
 	// are in the tail). emit answers whether the call is done: fn stopped, or the postings
 	// passed lo or hi; forward, past top and not past hi, it answers pagesDone (the tail
@@ -575,9 +557,14 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 		}
 		return more, nil
 	}
-	if reverse {
-		if r, err := emit(tail, hi); err != nil || r == done {
-			return err
+	if reverse { // the tail first, newest first, as far as fn wants
+		for t, ok := ch.next(); ok && t >= lo; t, ok = ch.next() {
+			if t > hi {
+				continue
+			}
+			if next, err := fn(t); err != nil || !next {
+				return err
+			}
 		}
 	}
 	it, err := c.pages.iter()
@@ -613,14 +600,17 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 			break
 		}
 	}
-	if err := it.Error(); err != nil {
+	if err := it.Error(); err != nil || reverse {
 		return err
 	}
-	if !reverse {
-		_, err := emit(tail, hi)
-		return err
+	// Forward, the tail last: its postings from lo on, oldest first.
+	c.tail = c.tail[:0]
+	for t, ok := ch.next(); ok && t >= lo; t, ok = ch.next() {
+		c.tail = append(c.tail, t)
 	}
-	return nil
+	slices.Reverse(c.tail)
+	_, err = emit(c.tail, hi)
+	return err
 }
 
 func (c *postingCursor) step(it *pebble.Iterator, reverse bool) bool {
@@ -659,12 +649,6 @@ func (s *Store) loadTails() error {
 		})
 		if err != nil {
 			return err
-		}
-		if t.sealed != nil {
-			for account := range t.sealed.latest {
-				t.sealedAccounts = append(t.sealedAccounts, account)
-			}
-			slices.Sort(t.sealedAccounts)
 		}
 		s.tails[shard] = t
 	}
