@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -203,13 +202,13 @@ func TestConcurrentSnapshots(t *testing.T) {
 		ids = append(ids, r.ids...)
 	}
 	var stop atomic.Bool
-	var wg sync.WaitGroup
+	var wg, writers sync.WaitGroup
 	for sh, r := range ws {
-		wg.Add(1)
+		writers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer writers.Done()
 			rng := rand.New(rand.NewPCG(uint64(sh), 9))
-			for !stop.Load() {
+			for range 300 { // a bounded run, the same work under -race
 				n := 1 + rng.IntN(5)
 				acc := make([]int, n)
 				for i := range acc {
@@ -250,7 +249,7 @@ func TestConcurrentSnapshots(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(2 * time.Second)
+	writers.Wait()
 	stop.Store(true)
 	wg.Wait()
 	close(errs)
