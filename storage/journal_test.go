@@ -332,7 +332,11 @@ func TestPagingAcrossRestarts(t *testing.T) {
 	j := newJournalWorld(t, s, 7)
 	rng := rand.New(rand.NewPCG(7, 7))
 	sealedSeen, restarts := 0, 0
-	for r := range 120 {
+	rounds := 120
+	if raceOn {
+		rounds = 40
+	}
+	for r := range rounds {
 		j.round(4)
 		if s.tails[0].sealed != nil {
 			sealedSeen++
