@@ -96,7 +96,8 @@ func (s *simLedger) check(ok bool, format string, args ...any) {
 }
 
 func (s *simLedger) open() {
-	store, err := storage.Open("db", storage.Options{FS: s.fs, Shards: s.shards, CacheBytes: 1 << 20})
+	store, err := storage.Open("db", storage.Options{FS: s.fs, Shards: s.shards, CacheBytes: 1 << 20,
+		PostingTailMax: 64, PagingAccountsPerRound: 4}) // small: postings go to index pages many times a run, over several rounds
 	s.check(err == nil, "open store: %v", err)
 	s.store = store
 	// A tiny transfer cache: the shards forget and re-read transfers all the time, and trim

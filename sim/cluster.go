@@ -143,7 +143,8 @@ func (c *Cluster) Trace() uint64 { return c.trace.Sum64() }
 
 // open opens the store on the file system and starts a driver per shard on what it recovers.
 func (c *Cluster) open() error {
-	store, err := storage.Open("db", storage.Options{FS: c.fs, Shards: shards, CacheBytes: 1 << 20})
+	store, err := storage.Open("db", storage.Options{FS: c.fs, Shards: shards, CacheBytes: 1 << 20,
+		PostingTailMax: simPostingTailMax, PagingAccountsPerRound: 4})
 	if err != nil {
 		return err
 	}
@@ -676,3 +677,7 @@ func (c *Cluster) Flushes() [simulation.FlushReasons]uint64 {
 	}
 	return out
 }
+
+// simPostingTailMax is the stores' storage.Options.PostingTailMax: small, so that shards write
+// their postings to index pages many times a run, crashes and restarts among them.
+const simPostingTailMax = 64

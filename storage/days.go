@@ -10,8 +10,8 @@ import (
 
 // Accounting days and end of day. Each shard stores its current day (d) and, for every day
 // it switched to, its clock at the switch (w): every posting it wrote afterwards has a later
-// timestamp, so the postings of a day and later are found by a seek per account, not a scan
-// of the whole journal. End of day stores each account's closing balance of the day (z; an
+// timestamp, so the postings of a day and later are found through each account's index
+// from there, not by a scan of the whole journal. End of day stores each account's closing balance of the day (z; an
 // account whose four totals are all zero has none) and one record per day (n) with the
 // phase it reached and its outcome.
 
@@ -130,11 +130,8 @@ type DayQuery struct {
 // accounts' movements (one per shard and ledger), which it sums from the split postings of
 // their shards' accounts.
 func (v *Reader) ForEachDayAccount(q DayQuery, fn func(*DayAccount) error) error {
-	it, err := v.postingsIter()
-	if err != nil {
-		return err
-	}
-	defer it.Close()
+	c := v.postingCursor()
+	defer c.Close()
 	opening, err := v.openingIter(q)
 	if err != nil {
 		return err
@@ -142,7 +139,6 @@ func (v *Reader) ForEachDayAccount(q DayQuery, fn func(*DayAccount) error) error
 	defer opening.close()
 	transit := map[uint64]*[2]ledger.Movement{} // day, later
 	lo, hi := prefixBounds(prefixAccount)
-	var key [postingKeyLen]byte
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		a, err := decodeAccount(k, val)
 		if err != nil {
@@ -160,22 +156,19 @@ func (v *Reader) ForEachDayAccount(q DayQuery, fn func(*DayAccount) error) error
 		}
 		shard := ledger.ShardOf(a.ID, uint32(len(q.Starts)))
 		var tm *[2]ledger.Movement
-		for ok := it.SeekGE(postingKey(key[:0], a.ID, q.Starts[shard]+1)); ok && be.Uint64(it.Key()[1:]) == a.ID; ok = it.Next() {
-			pv, err := it.ValueAndErr()
-			if err != nil {
-				return false, fmt.Errorf("storage: read posting: %w", err)
-			}
-			p, err := decodePosting(it.Key(), pv)
+		moved := false
+		err = c.times(a.ID, q.Starts[shard]+1, ^uint64(0), false, func(ts uint64) (bool, error) {
+			p, err := c.posting(a.ID, ts)
 			if err != nil {
 				return false, err
 			}
-			d.Account.Balance = p.After
+			d.Account.Balance, moved = p.After, true
 			m := 1
 			switch day := ledger.DayOf(&p, q.Day, q.First); {
 			case day == q.Day:
 				m = 0
 			case day < q.Day:
-				continue // a late leg of an earlier day, closed in that day's snapshot
+				return true, nil // a late leg of an earlier day, closed in that day's snapshot
 			}
 			if !(&[2]*ledger.Movement{&d.Day, &d.Later})[m].Add(&p) {
 				return false, fmt.Errorf("storage: account %d: movements pass 2^128", a.ID)
@@ -192,12 +185,13 @@ func (v *Reader) ForEachDayAccount(q DayQuery, fn func(*DayAccount) error) error
 					return false, fmt.Errorf("storage: transit of shard %d: movements pass 2^128", shard)
 				}
 			}
-		}
-		if err := it.Error(); err != nil {
+			return true, nil
+		})
+		if err != nil {
 			return false, err
 		}
-		if d.Account.Balance == (ledger.Balance{}) { // no posting since the day's start
-			if err := v.balance(it, &d.Account); err != nil {
+		if !moved { // no posting since the day's start
+			if err := c.balance(&d.Account); err != nil {
 				return false, err
 			}
 		}

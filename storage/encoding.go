@@ -11,7 +11,7 @@ import (
 const (
 	prefixAccount  = 'a' // a id                     -> account
 	prefixTransfer = 't' // t id                     -> transfer
-	prefixPosting  = 'h' // h account timestamp      -> posting
+	prefixPosting  = 'h' // h account timestamp      -> posting (format 7 and older; now the journal: journal.go)
 	prefixPending  = 'p' // p shard id               -> (empty) the transfer is pending
 	prefixOutbox   = 'o' // o account shard transferID kind -> leg (account: the credit account)
 	prefixLegDone  = 'l' // l transferID kind        -> result
@@ -284,8 +284,18 @@ func encodePosting(dst []byte, p *ledger.Posting) []byte {
 	return dst
 }
 
-func decodePosting(key, v []byte) (ledger.Posting, error) {
-	if len(key) != postingKeyLen || len(v) < 3 {
+// decodeOldPosting decodes a posting record of the layout before the journal (format 7 and
+// older: h account timestamp), which opening the store for writing moves to the journal.
+func decodeOldPosting(key, v []byte) (ledger.Posting, error) {
+	if len(key) != postingKeyLen {
+		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad key", key)
+	}
+	return decodePosting(be.Uint64(key[1:]), be.Uint64(key[9:]), key, v)
+}
+
+// decodePosting decodes the record of account's posting at ts (key: its key, for errors).
+func decodePosting(account, ts uint64, key, v []byte) (ledger.Posting, error) {
+	if len(v) < 3 {
 		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad length %d", key, len(v))
 	}
 	r := reader{b: v}
@@ -297,7 +307,7 @@ func decodePosting(key, v []byte) (ledger.Posting, error) {
 		return ledger.Posting{}, fmt.Errorf("storage: posting record %x: bad op or flags", key)
 	}
 	r.b = v[3:]
-	p := ledger.Posting{Account: be.Uint64(key[1:]), Timestamp: be.Uint64(key[9:]), Op: op,
+	p := ledger.Posting{Account: account, Timestamp: ts, Op: op,
 		Split: flags&postingSplit != 0, History: flags&postingHistory != 0,
 		TransferID: r.uvarint(), Amount: r.uvarint(), Held: r.uvarint()}
 	p.After = r.balance()

@@ -29,7 +29,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 		if history {
 			p.After = a.Balance
 		}
-		if got, err := decodePosting(postingKey(nil, p.Account, p.Timestamp), encodePosting(nil, &p)); err != nil || got != p {
+		if got, err := decodeOldPosting(postingKey(nil, p.Account, p.Timestamp), encodePosting(nil, &p)); err != nil || got != p {
 			t.Errorf("posting: %+v %v", got, err)
 		}
 	}
@@ -48,14 +48,14 @@ func TestRecordsOlderThanDays(t *testing.T) {
 	p := ledger.Posting{Account: 3, Timestamp: 99, TransferID: 5, Amount: 10, Op: ledger.OpDebitPost}
 	old := encodePosting(nil, &p) // Day 0 writes no day: the format-5 bytes
 	key := postingKey(nil, p.Account, p.Timestamp)
-	if got, err := decodePosting(key, old); err != nil || got.Day != 0 {
+	if got, err := decodeOldPosting(key, old); err != nil || got.Day != 0 {
 		t.Fatalf("format-5 posting: %+v %v", got, err)
 	}
-	if _, err := decodePosting(key, append(old, 0)); err == nil {
+	if _, err := decodeOldPosting(key, append(old, 0)); err == nil {
 		t.Error("a posting ending with day 0 was taken")
 	}
 	p.Day = 20261126
-	if got, err := decodePosting(key, encodePosting(nil, &p)); err != nil || got.Day != 20261126 || len(encodePosting(nil, &p)) != len(old)+4 {
+	if got, err := decodeOldPosting(key, encodePosting(nil, &p)); err != nil || got.Day != 20261126 || len(encodePosting(nil, &p)) != len(old)+4 {
 		t.Errorf("posting with a day: %+v %v", got, err)
 	}
 	l := ledger.Leg{LegKey: ledger.LegKey{TransferID: 5, Kind: ledger.LegCreditPost}, Account: 2, DebitAccount: 1, Amount: 3, Ledger: 7}
@@ -106,8 +106,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(byte(2), postingKey(nil, 1, 2), encodePosting(nil, &ledger.Posting{History: true}))
 	o := testOrder()
 	f.Add(byte(4), idKey(nil, prefixOrder, o.ID), encodeOrder(nil, o))
+	f.Add(byte(5), pageKey(nil, 1, 9), encodePage(nil, []uint64{3, 4, 9}))
 	f.Fuzz(func(t *testing.T, which byte, key, val []byte) {
-		switch which % 5 {
+		switch which % 6 {
 		case 0:
 			if x, err := decodeTransfer(key, val); err == nil && !bytes.Equal(encodeTransfer(nil, &x), val) {
 				t.Fatalf("transfer %+v does not round-trip", x)
@@ -117,7 +118,7 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("account %+v does not round-trip", x)
 			}
 		case 2:
-			if x, err := decodePosting(key, val); err == nil && !bytes.Equal(encodePosting(nil, &x), val) {
+			if x, err := decodeOldPosting(key, val); err == nil && !bytes.Equal(encodePosting(nil, &x), val) {
 				t.Fatalf("posting %+v does not round-trip", x)
 			}
 		case 3:
@@ -127,6 +128,10 @@ func FuzzDecode(f *testing.F) {
 		case 4:
 			if x, err := decodeOrder(key, val); err == nil && val[0] == orderVersion && !bytes.Equal(encodeOrder(nil, x), val) {
 				t.Fatalf("order %+v does not round-trip", x)
+			}
+		case 5:
+			if x, err := decodePage(nil, key, val); err == nil && !bytes.Equal(encodePage(nil, x), val) {
+				t.Fatalf("index page %v does not round-trip", x)
 			}
 		}
 	})
@@ -181,7 +186,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 	fx.Postings = append(fx.Postings, ledger.Posting{Account: 2, Timestamp: b.Clock() + 1, TransferID: 1,
 		Op: ledger.OpCreditPost, Amount: 1, After: after})
 	fx.Freeze()
-	if err := w.Commit(&fx, b.Clock()); err != nil {
+	if err := w.Commit(&fx, b.Clock()+1); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, _ := s.Live().Account(2); got.CreditsPosted != after.CreditsPosted {

@@ -808,26 +808,23 @@ func (v *Reader) postingsAt(keys []postingAt, out []ledger.Posting) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	slices.SortFunc(keys, func(a, b postingAt) int {
-		if a.account != b.account {
-			return cmp.Compare(a.account, b.account)
-		}
-		return cmp.Compare(a.ts, b.ts)
-	})
-	it, err := v.postingsIter()
+	shards := v.s.shards
+	sortJournalOrder(keys, shards)
+	lo, hi := prefixBounds(prefixJournal)
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return err
+		return fmt.Errorf("storage: iterate: %w", err)
 	}
-	var pk [postingKeyLen]byte
+	var pk [journalKeyLen]byte
 	for _, at := range keys {
-		k := postingKey(pk[:0], at.account, at.ts)
+		k := journalKey(pk[:0], ledger.ShardOf(at.account, shards), at.ts, at.account)
 		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
 			_ = it.Close()
 			return fmt.Errorf("posting %x is not stored", k)
 		}
 		val, err := it.ValueAndErr()
 		if err == nil {
-			out[at.i], err = decodePosting(k, val)
+			out[at.i], err = decodePosting(at.account, at.ts, k, val)
 		}
 		if err != nil {
 			_ = it.Close()

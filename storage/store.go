@@ -14,9 +14,15 @@
 //	                                   the balance after its latest posting
 //	t <transfer id>                    transfer, as the client sent it, plus timestamp, state
 //	                                   and (for a failed transfer) the refusal
-//	h <account id> <timestamp>         posting: the journal entry of one movement on the
+//	j <shard> <timestamp> <account id> posting: the journal entry of one movement on the
 //	                                   account (transfer id, op, amount, held amount, split
-//	                                   flag) and the account's balance after it
+//	                                   flag, day) and the account's balance after it, keyed by
+//	                                   time so that every round appends (journal.go)
+//	i <account id> <last timestamp>    index page: the timestamps of up to PageEntriesMax of
+//	                                   the account's postings, the last in the key
+//	x <shard>                          the shard's paged mark: the clock up to which its
+//	                                   postings are in index pages (later ones: its tail, in
+//	                                   memory)
 //	p <shard> <transfer id>            the transfer is pending on that shard (for recovery)
 //	o <account> <shard> <transfer id> <kind>
 //	                                   outbox: a credit leg to the account that the shard
@@ -102,6 +108,13 @@ type Options struct {
 	// long read before it is closed and the next opened (0: SnapshotIterKeysMaxDefault;
 	// negative: one iterator per scan, as before, for measurements).
 	SnapshotIterKeysMax int
+	// PostingTailMax is how many postings a shard indexes in memory before it writes them to
+	// index pages (0: PostingTailMax; small values test the pages).
+	PostingTailMax int
+	// PagingAccountsPerRound, when set, is how many accounts' index pages a round writes
+	// while a sealed generation is paged (0: paced by the new generation's postings; small
+	// values test the paging).
+	PagingAccountsPerRound int
 }
 
 // SnapshotIterKeysMaxDefault is how many keys (or seeks) one iterator of a snapshot serves
@@ -115,14 +128,19 @@ const SnapshotIterKeysMaxDefault = 1 << 16
 
 // Store is the ledger's Pebble database.
 type Store struct {
-	db       *pebble.DB
-	fs       vfs.FS // the store's file system and directory, for Stats' disk usage
-	dir      string
-	shards   uint32
-	stalls   *stalls
-	readOnly bool
-	iterKeys int      // Options.SnapshotIterKeysMax, resolved (0: unbounded)
-	logClock logClock // stamps every log round (LogRound.Time)
+	db             *pebble.DB
+	fs             vfs.FS // the store's file system and directory, for Stats' disk usage
+	dir            string
+	shards         uint32
+	stalls         *stalls
+	readOnly       bool
+	iterKeys       int // Options.SnapshotIterKeysMax, resolved (0: unbounded)
+	pagingAccounts int // Options.PagingAccountsPerRound, resolved
+	// upgradeFrom is the older format the store has (formatsUpgradable), until upgrade.
+	upgradeFrom string
+	tailMax     int            // Options.PostingTailMax, resolved
+	logClock    logClock       // stamps every log round (LogRound.Time)
+	tails       []*postingTail // per shard: its postings after its paged mark (journal.go)
 	// reconMu serializes writes of reconciliation findings (record if absent, resolve).
 	reconMu sync.Mutex
 }
@@ -239,6 +257,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.SnapshotIterKeysMax == 0 {
 		s.iterKeys = SnapshotIterKeysMaxDefault
 	}
+	if s.tailMax = opts.PostingTailMax; s.tailMax <= 0 {
+		s.tailMax = PostingTailMax
+	}
+	s.tailMax = min(s.tailMax, postingTailMaxMax)
+	s.pagingAccounts = max(opts.PagingAccountsPerRound, 0)
 	if err := s.checkFormat(opts.ReadOnly); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -247,11 +270,21 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := s.upgrade(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.loadTails(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 // formatVersion names the key layout and record encodings; a store of another format is
-// refused rather than misread. Format 3: 128-bit account totals, the outbox keyed by credit
+// refused rather than misread. Format 8: postings in the journal, keyed by time, and index
+// pages (journal.go), where format 7 and older had them keyed by account (h account
+// timestamp); opening an older store for writing moves its postings (upgrade). Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
 // business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon).
 // Format 6: payment log records compressed (paymentLogCompressed). Format 7: accounting
@@ -261,10 +294,10 @@ func Open(dir string, opts Options) (*Store, error) {
 // that an older build refuses it: one would commit rounds without their event log records
 // (4), cannot read compressed log records (5), or would misread a posting that ends with
 // its day (4 to 6).
-const formatVersion = "ledger-format-7"
+const formatVersion = "ledger-format-8"
 
 // formatsUpgradable are the formats that opening for writing upgrades to formatVersion.
-var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6"}
+var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6", "ledger-format-7"}
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -283,10 +316,8 @@ func (s *Store) checkFormat(readOnly bool) error {
 	}
 	defer closer.Close()
 	if slices.Contains(formatsUpgradable, string(v)) {
-		if readOnly {
-			return nil
-		}
-		return s.db.Set(key, []byte(formatVersion), pebble.Sync)
+		s.upgradeFrom = string(v) // after checkShards: upgrade
+		return nil
 	}
 	if string(v) != formatVersion {
 		return fmt.Errorf("%w: it has %q, this build reads only %q (and upgrades %s); open it with the build that wrote it",
@@ -332,12 +363,14 @@ func (s *Store) Close() error { return s.db.Close() }
 // (Snapshot, DurableSnapshot).
 type Reader struct {
 	r        pebble.Reader
-	iterKeys int // on a snapshot, the most keys one iterator reads in a scan (0: unbounded)
+	s        *Store
+	iterKeys int         // on a snapshot, the most keys one iterator reads in a scan (0: unbounded)
+	views    []shardView // per shard, once read (journal.go)
 }
 
 // Snapshot takes a consistent view of the store, which may include rounds whose commit has not
 // returned yet (not yet durable); Close it when done.
-func (s *Store) Snapshot() *Reader { return &Reader{r: s.db.NewSnapshot(), iterKeys: s.iterKeys} }
+func (s *Store) Snapshot() *Reader { return &Reader{r: s.db.NewSnapshot(), s: s, iterKeys: s.iterKeys} }
 
 // DurableSnapshot takes a consistent view of the store in which everything is durable: a
 // snapshot, then a synced WAL record written after it (see "Durable reads" above). It costs
@@ -353,7 +386,7 @@ func (s *Store) DurableSnapshot() (*Reader, error) {
 			return nil, fmt.Errorf("storage: sync for a durable read: %w", err)
 		}
 	}
-	return &Reader{r: snap, iterKeys: s.iterKeys}, nil
+	return &Reader{r: snap, s: s, iterKeys: s.iterKeys}, nil
 }
 
 // durableReadHook, when set (by a test), runs between a durable snapshot's two steps: what
@@ -362,7 +395,7 @@ var durableReadHook func()
 
 // Live reads the store as it is at each read, including rounds not yet durable. Only the
 // shards read it, for what they must know before their own round, which commits after it.
-func (s *Store) Live() *Reader { return &Reader{r: s.db} }
+func (s *Store) Live() *Reader { return &Reader{r: s.db, s: s} }
 
 // Close releases a snapshot (a no-op for Live).
 func (v *Reader) Close() error {
@@ -379,12 +412,20 @@ type Writer struct {
 	batch    *pebble.Batch
 	key, val []byte
 	log      logCursor
+	tail     *postingTail
+	tailMax  int
+	// pagingAccounts is Options.PagingAccountsPerRound, resolved.
+	pagingAccounts int
+	failed         error // the commit that failed: the writer takes no more
+	// pageTimes is page's buffer.
+	pageTimes []uint64
 }
 
 // Writer returns the writer for a shard.
 func (s *Store) Writer(shard uint32) *Writer {
 	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
-		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard), clock: &s.logClock}}
+		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard), clock: &s.logClock}, tail: s.tails[shard],
+		tailMax: s.tailMax, pagingAccounts: s.pagingAccounts}
 }
 
 // Commit writes a round's effects (frozen: see ledger.Effects.Freeze), its event log record
@@ -393,6 +434,10 @@ func (s *Store) Writer(shard uint32) *Writer {
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	if !fx.IsFrozen() {
 		panic("storage: commit of a round whose accounts were not frozen")
+	}
+	if w.failed != nil {
+		// A failed commit's postings are in the tail: no later round may commit after it.
+		return w.failed
 	}
 	if err := w.log.load(w.db); err != nil {
 		return err
@@ -431,8 +476,18 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	}
 	for i := range fx.Postings {
 		p := &fx.Postings[i]
-		w.set(postingKey(w.key, p.Account, p.Timestamp), encodePosting(w.val, p))
+		if p.Timestamp > clock || p.Timestamp <= w.tail.cur.after {
+			// The index would lose it: the tail holds postings after the paged mark up to
+			// the clock in the reader's snapshot.
+			panic(fmt.Sprintf("storage: INVARIANT: posting of account %d at %d, outside the round's clock (%d, %d]",
+				p.Account, p.Timestamp, w.tail.cur.after, clock))
+		}
+		w.set(journalKey(w.key, w.shard, p.Timestamp, p.Account), encodePosting(w.val, p))
 	}
+	// The round's postings are in the tail before they are durable: a reader sees them only
+	// once its snapshot has the round's clock, which commits with them.
+	w.tail.addRound(fx.Postings)
+	paged := w.page(clock)
 	for i := range fx.LegsOut {
 		w.set(outboxKey(w.key, &fx.LegsOut[i]), encodeLeg(w.val, &fx.LegsOut[i]))
 	}
@@ -459,9 +514,13 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	err := commitSynced(b)
 	b.Reset()
 	if err != nil {
-		return fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+		w.failed = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+		return w.failed
 	}
 	w.log.done(lr)
+	if paged {
+		w.tail.retire()
+	}
 	return nil
 }
 
@@ -574,13 +633,13 @@ func (v *Reader) AccountInfo(id uint64) (info ledger.AccountInfo, found bool, er
 }
 
 // Accounts reads many accounts, in the order of ids, and calls fn for each one found. One
-// iterator over the postings serves them all: making an iterator costs more than the seek
-// that finds an account's latest posting.
+// cursor over the postings serves them all: making iterators costs more than the seeks that
+// find an account's latest posting.
 func (v *Reader) Accounts(ids []uint64, fn func(ledger.Account)) (err error) {
-	var it *pebble.Iterator
+	var c *postingCursor
 	defer func() {
-		if it != nil {
-			err = errors.Join(err, it.Close())
+		if c != nil {
+			err = errors.Join(err, c.Close())
 		}
 	}()
 	var key [accountKeyLen]byte
@@ -594,48 +653,14 @@ func (v *Reader) Accounts(ids []uint64, fn func(ledger.Account)) (err error) {
 		if !found {
 			continue
 		}
-		if it == nil {
-			if it, err = v.postingsIter(); err != nil {
-				return err
-			}
+		if c == nil {
+			c = v.postingCursor()
 		}
-		if err := v.balance(it, &a); err != nil {
+		if err := c.balance(&a); err != nil {
 			return err
 		}
 		fn(a)
 	}
-	return nil
-}
-
-func (v *Reader) postingsIter() (*pebble.Iterator, error) {
-	lo, hi := prefixBounds(prefixPosting)
-	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return nil, fmt.Errorf("storage: iterate: %w", err)
-	}
-	return it, nil
-}
-
-// balance sets a client account's balance from its latest posting (none: zero), using an
-// iterator over the postings.
-func (v *Reader) balance(it *pebble.Iterator, a *ledger.Account) error {
-	if a.ID >= ledger.TransitIDMin {
-		return nil // transit balances are in their records
-	}
-	var key [postingKeyLen]byte
-	if !it.SeekLT(idKey(key[:0], prefixPosting, a.ID+1)) || be.Uint64(it.Key()[1:]) != a.ID {
-		a.Balance = ledger.Balance{}
-		return it.Error()
-	}
-	val, err := it.ValueAndErr()
-	if err != nil {
-		return fmt.Errorf("storage: read posting: %w", err)
-	}
-	p, err := decodePosting(it.Key(), val)
-	if err != nil {
-		return err
-	}
-	a.Balance = p.After
 	return nil
 }
 
@@ -826,21 +851,18 @@ func prefixBounds(prefix ...byte) ([]byte, []byte) {
 // included.
 func (v *Reader) ForEachAccount(fn func(ledger.Account) error) error {
 	lo, hi := prefixBounds(prefixAccount)
-	it := v.renewingIter(prefixBounds(prefixPosting))
+	c := v.postingCursor()
 	err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		a, err := decodeAccount(k, val)
 		if err == nil {
-			var pit *pebble.Iterator
-			if pit, err = it.iter(); err == nil {
-				err = v.balance(pit, &a)
-			}
+			err = c.balance(&a)
 		}
 		if err != nil {
 			return false, err
 		}
 		return true, fn(a)
 	})
-	return errors.Join(err, it.Close())
+	return errors.Join(err, c.Close())
 }
 
 // ForEachTransitAccount calls fn for every transit account.
@@ -923,11 +945,12 @@ func (v *Reader) InflowsInTransit(sums map[uint64]ledger.Uint128) error {
 	return nil
 }
 
-// ForEachPosting calls fn for every journal entry, account by account, oldest first.
+// ForEachPosting calls fn for every journal entry, shard by shard, in the order they were
+// written.
 func (v *Reader) ForEachPosting(fn func(ledger.Posting) error) error {
-	lo, hi := prefixBounds(prefixPosting)
+	lo, hi := prefixBounds(prefixJournal)
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
-		p, err := decodePosting(k, val)
+		_, p, err := decodeJournal(k, val)
 		if err != nil {
 			return false, err
 		}
@@ -961,20 +984,15 @@ type PostingFilter struct {
 // Postings returns an account's postings that match f, and the timestamp to continue from
 // (0 when there is no more).
 func (v *Reader) Postings(f PostingFilter) ([]ledger.Posting, uint64, error) {
-	lo := postingKey(nil, f.Account, f.TimestampMin)
-	var hi []byte
-	if f.TimestampMax == 0 || f.TimestampMax == ^uint64(0) {
-		hi = idKey(nil, prefixPosting, f.Account+1)
-		if f.Account == ^uint64(0) {
-			hi = []byte{prefixPosting + 1}
-		}
-	} else {
-		hi = postingKey(nil, f.Account, f.TimestampMax+1)
+	hi := f.TimestampMax
+	if hi == 0 {
+		hi = ^uint64(0)
 	}
 	var out []ledger.Posting
 	var next uint64
-	err := v.scan(lo, hi, f.Reversed, func(k, val []byte) (bool, error) {
-		p, err := decodePosting(k, val)
+	c := v.postingCursor()
+	err := c.times(f.Account, f.TimestampMin, hi, f.Reversed, func(ts uint64) (bool, error) {
+		p, err := c.posting(f.Account, ts)
 		if err != nil {
 			return false, err
 		}
@@ -989,7 +1007,7 @@ func (v *Reader) Postings(f PostingFilter) ([]ledger.Posting, uint64, error) {
 		out = append(out, p)
 		return true, nil
 	})
-	return out, next, err
+	return out, next, errors.Join(err, c.Close())
 }
 
 // slogLogger sends Pebble's log to the process's structured log: its chatter at debug level,

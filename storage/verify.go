@@ -26,6 +26,9 @@ type Report struct {
 // clean) or the error that stopped it.
 func Verify(v *Reader, shards uint32) (Report, error) {
 	var rep Report
+	if shards != v.s.shards {
+		return rep, fmt.Errorf("storage: verify %d shards of a store of %d", shards, v.s.shards)
+	}
 	audit := ledger.NewAudit(shards)
 	ledgers := map[uint64]uint32{}
 	err := v.ForEachAccount(func(a ledger.Account) error {
@@ -39,16 +42,34 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 	}
 	var problems []string
 	refs := make([]postingRef, 0, 1024)
+	// What the index pages must list: per shard, the journal's postings up to its paged mark.
+	paged, sealed := make([]uint64, shards), make([]uint64, shards)
+	toPage := make([]uint64, shards)
+	for s := range shards {
+		sv, err := v.shardView(s)
+		if err != nil {
+			return rep, err
+		}
+		paged[s], sealed[s] = sv.paged, sv.sealed
+	}
 	// The postings are scanned verifyRefsMax at a time, each lot checked against its
 	// transfers between two scans: no iterator of the postings stays open (pinning its
 	// tables) while a lot is checked.
-	from, hi := prefixBounds(prefixPosting)
+	from, hi := prefixBounds(prefixJournal)
 	for from != nil {
 		var resume []byte
 		err = v.scan(from, hi, false, func(k, val []byte) (bool, error) {
-			p, err := decodePosting(k, val)
+			shard, p, err := decodeJournal(k, val)
 			if err != nil {
 				return false, err
+			}
+			if shard >= shards || ledger.ShardOf(p.Account, shards) != shard {
+				problems = append(problems, fmt.Sprintf("posting of account %d at %d in the journal of shard %d",
+					p.Account, p.Timestamp, shard))
+				return true, nil
+			}
+			if p.Timestamp <= paged[shard] {
+				toPage[shard]++
 			}
 			l, ok := ledgers[p.Account]
 			if !ok {
@@ -71,6 +92,9 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 			return rep, err
 		}
 		refs, from = refs[:0], resume
+	}
+	if problems, err = verifyPages(v, shards, paged, sealed, toPage, problems); err != nil {
+		return rep, err
 	}
 	err = v.ForEachOutboxLeg(func(l ledger.Leg) error {
 		if l.From >= shards {
@@ -147,4 +171,85 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 		}
 	}
 	return problems, transfers.Close()
+}
+
+// verifyPages checks the index pages against the journal: each lists postings of its account
+// (strictly ascending across the account's pages) that are in the journal, up to the paged
+// mark of the account's shard (or, while a sealed generation is paged, up to its end: those
+// the readers do not use yet), and they list as many postings per shard up to the mark as
+// the journal has (toPage): every such posting exactly once.
+func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, problems []string) ([]string, error) {
+	listed := make([]uint64, shards)
+	refs := make([]postingAt, 0, 1024)
+	var ts []uint64
+	var account, last uint64
+	first := true
+	from, hi := prefixBounds(prefixPage)
+	for from != nil {
+		var resume []byte
+		err := v.scan(from, hi, false, func(k, val []byte) (bool, error) {
+			var err error
+			if ts, err = decodePage(ts[:0], k, val); err != nil {
+				return false, err
+			}
+			a := be.Uint64(k[1:])
+			if first || a != account {
+				account, last, first = a, 0, false
+			}
+			shard := ledger.ShardOf(a, shards)
+			for _, t := range ts {
+				if t <= last || t > max(paged[shard], sealed[shard]) {
+					problems = append(problems, fmt.Sprintf("index page %x: account %d's posting at %d is out of order or past its shard's paged mark %d",
+						k, a, t, max(paged[shard], sealed[shard])))
+					continue
+				}
+				last = t
+				if t <= paged[shard] {
+					listed[shard]++
+				}
+				refs = append(refs, postingAt{account: a, ts: t})
+			}
+			if len(refs) >= verifyRefsMax {
+				resume = append(append(make([]byte, 0, len(k)+1), k...), 0)
+				return false, nil
+			}
+			return true, nil
+		})
+		if err != nil {
+			return problems, err
+		}
+		if problems, err = pagedInJournal(v, refs, problems); err != nil {
+			return problems, err
+		}
+		refs, from = refs[:0], resume
+	}
+	for s := range shards {
+		if listed[s] != toPage[s] {
+			problems = append(problems, fmt.Sprintf("shard %d: index pages list %d postings, the journal has %d up to the paged mark %d",
+				s, listed[s], toPage[s], paged[s]))
+		}
+	}
+	return problems, nil
+}
+
+// pagedInJournal checks that the postings refs (from index pages) are in the journal.
+func pagedInJournal(v *Reader, refs []postingAt, problems []string) ([]string, error) {
+	shards := v.s.shards
+	sortJournalOrder(refs, shards)
+	journal := v.renewingIter(prefixBounds(prefixJournal))
+	var key [journalKeyLen]byte
+	for _, r := range refs {
+		it, err := journal.iter()
+		if err != nil {
+			return problems, errors.Join(err, journal.Close())
+		}
+		k := journalKey(key[:0], ledger.ShardOf(r.account, shards), r.ts, r.account)
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			if err := it.Error(); err != nil {
+				return problems, errors.Join(err, journal.Close())
+			}
+			problems = append(problems, fmt.Sprintf("index pages list account %d's posting at %d, which is not in the journal", r.account, r.ts))
+		}
+	}
+	return problems, journal.Close()
 }

@@ -63,7 +63,7 @@ func TestVerifyExitCodes(t *testing.T) {
 		Op: ledger.OpDebitPost, Amount: 1, After: after})
 	fx.Freeze()
 	w = s.Writer(0)
-	if err := w.Commit(&fx, b.Clock()); err != nil {
+	if err := w.Commit(&fx, b.Clock()+1); err != nil {
 		t.Fatal(err)
 	}
 	_ = w.Close()

@@ -1,0 +1,786 @@
+package storage
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// The journal and its index of postings by account (format 8).
+//
+// A posting is written once, to its shard's journal, keyed by time:
+//
+//	j shard timestamp account -> posting
+//
+// A shard's clock only grows, so each round's postings go to the end of its shard's journal:
+// a memtable flush makes tables that overlap nothing below them, which compactions move down
+// the tree instead of merging them into it. (Keyed by account, as before format 8, every
+// flush overlapped all of Lbase, and compactions rewrote every posting several times: more
+// than half of the CPU of a write-heavy run.)
+//
+// An account's postings are found through its index pages,
+//
+//	i account last -> the timestamps of up to PageEntriesMax of its postings, the last `last`
+//
+// which a shard writes for every posting it made since its previous pages once
+// PostingTailMax of them have gathered, with, in the same batch,
+//
+//	x shard -> the shard's clock through which its postings are in pages (its paged mark)
+//
+// so that an account gets one index key for the many postings it had between two writes of
+// pages, not one key for each. The postings after the paged mark (the shard's tail) are
+// indexed in memory (postingTail), by the writer before each commit, and rebuilt from the
+// journal when the store opens. A reader sees, of a shard's tail, the postings up to the
+// shard's clock in its snapshot: a round's postings are in the tail before its commit, and
+// not in the reader's snapshot unless the commit is.
+
+const (
+	prefixJournal = 'j'
+	prefixPage    = 'i'
+	prefixPaged   = 'x'
+
+	journalKeyLen = 1 + 2 + 8 + 8
+	pageKeyLen    = 1 + 8 + 8
+	pagedKeyLen   = 1 + 2
+)
+
+// PostingTailMax is how many postings a shard indexes in memory before it seals them and
+// writes their index pages. A shard holds at most three such generations (the current, the
+// sealed one being paged, the one paged last for older readers), 12 bytes a posting and a map
+// entry and an id per account in each: some 100 MB per shard at 1,000,000 accounts. The
+// larger it is, the more postings an account's page lists: at 1,000,000 accounts with uniform
+// traffic, 2^18 left most pages one posting long (bench/RESULTS.md, session 9).
+const PostingTailMax = 1 << 20
+
+// postingTailMaxMax bounds Options.PostingTailMax: the tail indexes its postings with int32.
+const postingTailMaxMax = 1 << 30
+
+// PageEntriesMax is the most postings one index page lists.
+const PageEntriesMax = 1 << 12
+
+// pageEntriesMax is what writers put in a page (less in tests).
+var pageEntriesMax = PageEntriesMax
+
+func journalKey(dst []byte, shard uint32, ts, account uint64) []byte {
+	dst = append(dst[:0], prefixJournal)
+	dst = be.AppendUint16(dst, uint16(shard))
+	dst = be.AppendUint64(dst, ts)
+	return be.AppendUint64(dst, account)
+}
+
+func journalShardBounds(shard uint32) ([]byte, []byte) {
+	lo := be.AppendUint16([]byte{prefixJournal}, uint16(shard))
+	hi := be.AppendUint16([]byte{prefixJournal}, uint16(shard+1))
+	if shard == 0xffff {
+		hi = []byte{prefixJournal + 1}
+	}
+	return lo, hi
+}
+
+// decodeJournal decodes a journal record.
+func decodeJournal(key, val []byte) (shard uint32, p ledger.Posting, err error) {
+	if len(key) != journalKeyLen || key[0] != prefixJournal {
+		return 0, p, fmt.Errorf("storage: journal record %x: bad key", key)
+	}
+	p, err = decodePosting(be.Uint64(key[11:]), be.Uint64(key[3:]), key, val)
+	return uint32(be.Uint16(key[1:])), p, err
+}
+
+func pageKey(dst []byte, account, last uint64) []byte {
+	dst = idKey(dst, prefixPage, account)
+	return be.AppendUint64(dst, last)
+}
+
+func pagedKey(dst []byte, shard uint32) []byte {
+	dst = append(dst[:0], prefixPaged)
+	return be.AppendUint16(dst, uint16(shard))
+}
+
+// pageBounds bounds the index pages of an account.
+func pageBounds(account uint64) ([]byte, []byte) {
+	lo := idKey(nil, prefixPage, account)
+	if account == ^uint64(0) {
+		return lo, []byte{prefixPage + 1}
+	}
+	return lo, idKey(nil, prefixPage, account+1)
+}
+
+// encodePage encodes the timestamps ts (strictly ascending, the last one in the key): the
+// version, the count, then from the last back each one's distance from the one before it (a
+// page of one posting is two bytes).
+func encodePage(dst []byte, ts []uint64) []byte {
+	dst = append(dst[:0], recordVersion)
+	dst = av(dst, uint64(len(ts)))
+	for i := len(ts) - 1; i > 0; i-- {
+		dst = av(dst, ts[i]-ts[i-1])
+	}
+	return dst
+}
+
+// decodePage appends a page's timestamps (ascending) to dst.
+func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
+	if len(key) != pageKeyLen {
+		return dst, fmt.Errorf("storage: index page %x: bad key", key)
+	}
+	r := reader{b: val}
+	if err := r.version("index page", key); err != nil {
+		return dst, err
+	}
+	n := r.uvarint()
+	if n == 0 || n > PageEntriesMax {
+		return dst, fmt.Errorf("storage: index page %x: %d entries", key, n)
+	}
+	start := len(dst)
+	t := be.Uint64(key[9:])
+	dst = append(dst, t)
+	for i := uint64(1); i < n && !r.bad; i++ {
+		d := r.uvarint()
+		if d == 0 || d >= t {
+			r.bad = true // timestamps strictly ascend, from 1
+		}
+		t -= d
+		dst = append(dst, t)
+	}
+	if err := r.done("index page", key); err != nil {
+		return dst[:start], err
+	}
+	slices.Reverse(dst[start:])
+	return dst, nil
+}
+
+// postingTail indexes in memory a shard's postings after its paged mark, in generations:
+// the current one (postings since the last seal), a sealed one while its pages are being
+// written (a chunk of accounts each round, so that no round writes them all), and the one
+// whose pages were written last, kept for readers whose snapshot predates them.
+type postingTail struct {
+	mu                sync.RWMutex
+	prev, sealed, cur *tailGen
+	sealedNext        int // the next of the sealed generation's accounts to write pages for
+}
+
+// tailGen is one generation of a tail: its postings' timestamps, each account's chained from
+// its latest one.
+type tailGen struct {
+	after    uint64           // the mark the generation started from: it holds postings after it
+	latest   map[uint64]int32 // account -> the index of its latest posting in ts
+	ts       []uint64
+	prev     []int32  // per posting, the index of the account's one before it (-1: none)
+	accounts []uint64 // in the order of their first posting: the order pages are written in
+}
+
+func newTailGen(after uint64) *tailGen {
+	return &tailGen{after: after, latest: map[uint64]int32{}}
+}
+
+func (g *tailGen) add(account, ts uint64) {
+	p, ok := g.latest[account]
+	if !ok {
+		p = -1
+		g.accounts = append(g.accounts, account)
+	}
+	g.latest[account] = int32(len(g.ts))
+	g.ts = append(g.ts, ts)
+	g.prev = append(g.prev, p)
+}
+
+// addRound indexes a round's postings before its commit.
+func (t *postingTail) addRound(ps []ledger.Posting) {
+	t.mu.Lock()
+	for i := range ps {
+		t.cur.add(ps[i].Account, ps[i].Timestamp)
+	}
+	t.mu.Unlock()
+}
+
+// tailChain walks an account's postings in a tail, newest first, without the tail's lock: a
+// generation's entries below the length it had when the chain was taken are never written
+// again (the writer only appends).
+type tailChain struct {
+	gens  [3]chainGen
+	n, g  int
+	clock uint64
+}
+
+type chainGen struct {
+	ts   []uint64
+	prev []int32
+	i    int32 // the next entry (-1: none)
+}
+
+// chain takes account's chain of postings after paged up to clock; false when the tail no
+// longer holds the postings after paged.
+func (t *postingTail) chain(account, paged, clock uint64) (c tailChain, ok bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	c.clock = clock
+	for _, g := range [3]*tailGen{t.cur, t.sealed, t.prev} {
+		if g == nil {
+			continue
+		}
+		i, has := g.latest[account]
+		if !has {
+			i = -1
+		}
+		c.gens[c.n] = chainGen{ts: g.ts, prev: g.prev, i: i}
+		c.n++
+		if g.after == paged {
+			return c, true
+		}
+	}
+	return tailChain{}, false
+}
+
+// next answers the next timestamp, newest first, up to the chain's clock (false: no more).
+func (c *tailChain) next() (uint64, bool) {
+	for c.g < c.n {
+		g := &c.gens[c.g]
+		for g.i >= 0 {
+			t := g.ts[g.i]
+			g.i = g.prev[g.i]
+			if t <= c.clock {
+				return t, true
+			}
+		}
+		c.g++
+	}
+	return 0, false
+}
+
+// pagingAccountsMin is the fewest accounts' pages of a sealed generation a round writes.
+const pagingAccountsMin = 64
+
+// page writes into w's batch what this round does for the index: when the current generation
+// is full, it seals it (its end in the paged mark's record) and starts a new one; while a
+// sealed generation has accounts left, the pages of the next of them, in step with the new
+// generation's postings (done when it is half full: each round pays a share, and no round
+// writes them all), and with the last ones the paged mark at the sealed generation's end. It answers whether the sealed generation's pages
+// are complete with this round (the caller then retires it, once the round is durable).
+func (w *Writer) page(clock uint64) (complete bool) {
+	t := w.tail
+	if t.sealed == nil {
+		if len(t.cur.ts) < w.tailMax {
+			return false
+		}
+		t.mu.Lock()
+		t.sealed, t.cur = t.cur, newTailGen(clock)
+		t.mu.Unlock()
+		t.sealedNext = 0
+		// The mark stays where it is; its record says where the sealed generation ends, so
+		// that a restart seals the same postings and writes the same pages again.
+		w.set(pagedKey(w.key, w.shard), be.AppendUint64(be.AppendUint64(w.val[:0], t.sealed.after), clock))
+		return false
+	}
+	// Paced by the new generation: its pages are done by the time it is half full, a
+	// share of them each round as its postings come (all at once if it is full already).
+	accounts := t.sealed.accounts
+	total := len(accounts)
+	end := total
+	if len(t.cur.ts) < w.tailMax {
+		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(total), 2*uint64(total)*uint64(len(t.cur.ts))/uint64(w.tailMax))))
+	}
+	if w.pagingAccounts > 0 && len(t.cur.ts) < w.tailMax { // a fixed number a round (tests)
+		end = t.sealedNext + w.pagingAccounts
+	}
+	end = min(end, total)
+	g := t.sealed
+	ts := w.pageTimes[:0]
+	for _, account := range accounts[t.sealedNext:end] {
+		ts = ts[:0]
+		for i := g.latest[account]; i >= 0; i = g.prev[i] {
+			ts = append(ts, g.ts[i])
+		}
+		slices.Reverse(ts)
+		for len(ts) > 0 {
+			k := min(len(ts), pageEntriesMax)
+			w.set(pageKey(w.key, account, ts[k-1]), encodePage(w.val, ts[:k]))
+			ts = ts[k:]
+		}
+	}
+	w.pageTimes = ts
+	t.sealedNext = end
+	if end < total {
+		return false
+	}
+	w.set(pagedKey(w.key, w.shard), be.AppendUint64(w.val[:0], t.cur.after))
+	return true
+}
+
+// retire makes the sealed generation, whose pages and mark are durable, the one kept for older
+// readers.
+func (t *postingTail) retire() {
+	t.mu.Lock()
+	t.prev, t.sealed = t.sealed, nil
+	t.mu.Unlock()
+	t.sealedNext = 0
+}
+
+// decodePaged decodes a paged mark's record: the mark, and the end of the sealed generation
+// whose pages are being written (0: none).
+func decodePaged(shard uint32, val []byte) (paged, sealed uint64, err error) {
+	switch len(val) {
+	case 8:
+		return be.Uint64(val), 0, nil
+	case 16:
+		if paged, sealed = be.Uint64(val), be.Uint64(val[8:]); sealed > paged {
+			return paged, sealed, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("storage: paged mark of shard %d: bad record %x", shard, val)
+}
+
+// shardView is what a reader knows of a shard: its paged mark and clock in the reader's view,
+// and, when the shared tail no longer holds the postings after that mark, its own tail read
+// from the journal.
+type shardView struct {
+	loaded       bool
+	paged, clock uint64
+	sealed       uint64              // the end of the generation being paged (0: none)
+	own          map[uint64][]uint64 // account -> timestamps after paged, ascending
+}
+
+func (v *Reader) shardView(shard uint32) (*shardView, error) {
+	if v.views == nil {
+		v.views = make([]shardView, v.s.shards)
+	}
+	sv := &v.views[shard]
+	if sv.loaded {
+		return sv, nil
+	}
+	var key [pagedKeyLen]byte
+	var err error
+	if _, err = v.get(pagedKey(key[:0], shard), func(val []byte) (err error) {
+		sv.paged, sv.sealed, err = decodePaged(shard, val)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if sv.clock, err = v.Clock(shard); err != nil {
+		return nil, err
+	}
+	sv.loaded = true
+	return sv, nil
+}
+
+// tailChain answers account's postings after its shard's paged mark, newest first, and the
+// mark.
+func (v *Reader) tailChain(account uint64) (ch tailChain, paged uint64, err error) {
+	shard := ledger.ShardOf(account, v.s.shards)
+	if shard >= v.s.shards {
+		return tailChain{}, 0, nil // a transit id of a shard the store lacks: no such account
+	}
+	sv, err := v.shardView(shard)
+	if err != nil {
+		return tailChain{}, 0, err
+	}
+	if sv.own == nil {
+		var ok bool
+		if ch, ok = v.s.tails[shard].chain(account, sv.paged, sv.clock); ok {
+			return ch, sv.paged, nil
+		}
+		if err := v.readTail(shard, sv); err != nil {
+			return tailChain{}, 0, err
+		}
+	}
+	// The reader's own tail, ascending, as a chain of one generation.
+	own := sv.own[account]
+	prev := make([]int32, len(own))
+	for i := range prev {
+		prev[i] = int32(i) - 1
+	}
+	ch = tailChain{n: 1, clock: sv.clock}
+	ch.gens[0] = chainGen{ts: own, prev: prev, i: int32(len(own)) - 1}
+	return ch, sv.paged, nil
+}
+
+// tailLatest answers the timestamp of account's latest posting after its shard's paged mark
+// (found false: none), and the mark.
+func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, paged uint64, err error) {
+	ch, paged, err := v.tailChain(account)
+	if err != nil {
+		return 0, false, 0, err
+	}
+	ts, found = ch.next()
+	return ts, found, paged, nil
+}
+
+// readTail reads a shard's tail in v from the journal (at most PostingTailMax postings, and a
+// round's), for a reader whose view the shared tail no longer holds.
+func (v *Reader) readTail(shard uint32, sv *shardView) error {
+	own := map[uint64][]uint64{}
+	lo, hi := journalShardBounds(shard)
+	err := v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, _ []byte) (bool, error) {
+		if len(k) != journalKeyLen {
+			return false, fmt.Errorf("storage: journal record %x: bad key", k)
+		}
+		account := be.Uint64(k[11:])
+		own[account] = append(own[account], be.Uint64(k[3:]))
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	sv.own = own
+	return nil
+}
+
+// postingCursor reads accounts' postings through their index pages and the journal, reusing
+// its iterators and buffers; Close it when done.
+type postingCursor struct {
+	v       *Reader
+	snap    *pebble.Snapshot // on the live store, the snapshot the cursor reads
+	pages   *renewingIter
+	journal *renewingIter
+	tail    []uint64
+	page    []uint64
+	key     [journalKeyLen]byte
+}
+
+func (v *Reader) postingCursor() *postingCursor {
+	c := &postingCursor{}
+	if _, snap := v.r.(*pebble.Snapshot); !snap {
+		// The live store: a shard's marks, clock, pages and journal must be read in one view,
+		// or pages written between two reads would list postings the tail shows too.
+		c.snap = v.s.db.NewSnapshot()
+		v = &Reader{r: c.snap, s: v.s, iterKeys: v.s.iterKeys}
+	}
+	c.v, c.pages, c.journal = v, v.renewingIter(prefixBounds(prefixPage)), v.renewingIter(prefixBounds(prefixJournal))
+	return c
+}
+
+func (c *postingCursor) Close() error {
+	err := errors.Join(c.pages.Close(), c.journal.Close())
+	if c.snap != nil {
+		err = errors.Join(err, c.snap.Close())
+	}
+	return err
+}
+
+// posting reads account's posting at ts from the journal.
+func (c *postingCursor) posting(account, ts uint64) (ledger.Posting, error) {
+	it, err := c.journal.iter()
+	if err != nil {
+		return ledger.Posting{}, err
+	}
+	k := journalKey(c.key[:0], ledger.ShardOf(account, c.v.s.shards), ts, account)
+	if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) { // by prefix: the tables' bloom filters skip most
+		if err := it.Error(); err != nil {
+			return ledger.Posting{}, err
+		}
+		return ledger.Posting{}, fmt.Errorf("storage: account %d: indexed posting at %d is not in the journal", account, ts)
+	}
+	val, err := it.ValueAndErr()
+	if err != nil {
+		return ledger.Posting{}, fmt.Errorf("storage: read posting: %w", err)
+	}
+	return decodePosting(account, ts, k, val)
+}
+
+// latest answers the timestamp of account's latest posting (found false: none).
+func (c *postingCursor) latest(account uint64) (ts uint64, found bool, err error) {
+	var paged uint64
+	if ts, found, paged, err = c.v.tailLatest(account); err != nil || found {
+		return ts, found, err
+	}
+	it, err := c.pages.iter()
+	if err != nil {
+		return 0, false, err
+	}
+	var key [pageKeyLen]byte
+	k := pageKey(key[:0], account, paged+1) // the last page up to the mark
+	if paged == ^uint64(0) {
+		k = idKey(key[:0], prefixPage, account+1)
+	}
+	if !it.SeekLT(k) || be.Uint64(it.Key()[1:]) != account {
+		return 0, false, it.Error()
+	}
+	if len(it.Key()) != pageKeyLen {
+		return 0, false, fmt.Errorf("storage: index page %x: bad key", it.Key())
+	}
+	return be.Uint64(it.Key()[9:]), true, nil
+}
+
+// balance sets a client account's balance from its latest posting (none: zero).
+func (c *postingCursor) balance(a *ledger.Account) error {
+	if a.ID >= ledger.TransitIDMin {
+		return nil // transit balances are in their records
+	}
+	ts, found, err := c.latest(a.ID)
+	if err != nil || !found {
+		a.Balance = ledger.Balance{}
+		return err
+	}
+	p, err := c.posting(a.ID, ts)
+	if err != nil {
+		return err
+	}
+	a.Balance = p.After
+	return nil
+}
+
+// times calls fn with the timestamps of account's postings from lo to hi (inclusive),
+// ascending, or descending when reverse, until it answers false. fn may read postings
+// (posting), nothing else of the cursor.
+func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts uint64) (bool, error)) error {
+	ch, paged, err := c.v.tailChain(account)
+	if err != nil {
+		return err
+	}
+	// Pages list postings up to the mark, top (those of a generation being paged, after it,
+	// are in the tail). emit answers whether the call is done: fn stopped, or the postings
+	// passed lo or hi; forward, past top and not past hi, it answers pagesDone (the tail
+	// follows).
+	const more, pagesDone, done = 0, 1, 2
+	emit := func(ts []uint64, top uint64) (int, error) {
+		for j := range ts {
+			t := ts[j]
+			if reverse {
+				t = ts[len(ts)-1-j]
+			}
+			switch {
+			case reverse && t < lo, !reverse && t > hi:
+				return done, nil
+			case !reverse && t > top:
+				return pagesDone, nil
+			case t < lo || t > top:
+				continue
+			}
+			if next, err := fn(t); err != nil || !next {
+				return done, err
+			}
+		}
+		return more, nil
+	}
+	if reverse { // the tail first, newest first, as far as fn wants
+		for t, ok := ch.next(); ok && t >= lo; t, ok = ch.next() {
+			if t > hi {
+				continue
+			}
+			if next, err := fn(t); err != nil || !next {
+				return err
+			}
+		}
+	}
+	it, err := c.pages.iter()
+	if err != nil {
+		return err
+	}
+	var key [pageKeyLen]byte
+	plo, phi := pageBounds(account)
+	ok := it.SeekGE(pageKey(key[:0], account, lo))
+	if reverse {
+		ok = it.SeekGE(pageKey(key[:0], account, hi))
+		if !ok || bytes.Compare(it.Key(), phi) >= 0 {
+			ok = it.SeekLT(phi)
+		}
+	}
+	for ; ok; ok = c.step(it, reverse) {
+		k := it.Key()
+		if bytes.Compare(k, plo) < 0 || bytes.Compare(k, phi) >= 0 {
+			break
+		}
+		val, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("storage: read index page: %w", err)
+		}
+		if c.page, err = decodePage(c.page[:0], k, val); err != nil {
+			return err
+		}
+		r, err := emit(c.page, min(hi, paged))
+		if err != nil || r == done {
+			return err
+		}
+		if r == pagesDone {
+			break
+		}
+	}
+	if err := it.Error(); err != nil || reverse {
+		return err
+	}
+	// Forward, the tail last: its postings from lo on, oldest first.
+	c.tail = c.tail[:0]
+	for t, ok := ch.next(); ok && t >= lo; t, ok = ch.next() {
+		c.tail = append(c.tail, t)
+	}
+	slices.Reverse(c.tail)
+	_, err = emit(c.tail, hi)
+	return err
+}
+
+func (c *postingCursor) step(it *pebble.Iterator, reverse bool) bool {
+	if reverse {
+		return it.Prev()
+	}
+	return it.Next()
+}
+
+// loadTails rebuilds every shard's tail from the journal after its paged mark: a generation
+// being paged when the store closed is sealed again, to the same end, and its pages are
+// written again from its first account (the same records).
+func (s *Store) loadTails() error {
+	s.tails = make([]*postingTail, s.shards)
+	v := s.Live()
+	for shard := range s.shards {
+		sv, err := v.shardView(shard)
+		if err != nil {
+			return err
+		}
+		t := &postingTail{cur: newTailGen(sv.paged)}
+		if sv.sealed != 0 {
+			t.sealed, t.cur = t.cur, newTailGen(sv.sealed)
+		}
+		lo, hi := journalShardBounds(shard)
+		err = v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, _ []byte) (bool, error) {
+			if len(k) != journalKeyLen {
+				return false, fmt.Errorf("storage: journal record %x: bad key", k)
+			}
+			g, ts := t.cur, be.Uint64(k[3:])
+			if t.sealed != nil && ts <= sv.sealed {
+				g = t.sealed
+			}
+			g.add(be.Uint64(k[11:]), ts)
+			return true, nil
+		})
+		if err != nil {
+			return err
+		}
+		s.tails[shard] = t
+	}
+	return nil
+}
+
+// upgradeBatchRecordsMax is how many records one batch of an upgrade writes.
+const upgradeBatchRecordsMax = 1 << 16
+
+// upgrade brings a store of an older format (formatsUpgradable) to formatVersion: it moves the
+// postings, keyed by account before format 8, to the journal and index pages, then deletes
+// them and sets the format in one synced batch. A crash before that batch leaves the older
+// format with its postings, and the next open moves them again, writing the same records. A
+// read-only open of an older store that has postings is refused: it cannot be read until
+// they are moved.
+func (s *Store) upgrade() error {
+	if s.upgradeFrom == "" {
+		return nil
+	}
+	lo, hi := prefixBounds(prefixPosting)
+	has := false
+	if err := (&Reader{r: s.db}).scan(lo, hi, false, func([]byte, []byte) (bool, error) {
+		has = true
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	if s.readOnly {
+		if has {
+			return fmt.Errorf("%w: it has %q, whose postings this build reads once they are moved to its journal: "+
+				"open it for writing once (start ledgerd on it) to move them", ErrFormat, s.upgradeFrom)
+		}
+		return nil
+	}
+	if has {
+		if err := s.moveToJournal(lo, hi); err != nil {
+			return fmt.Errorf("storage: upgrade from %s: %w", s.upgradeFrom, err)
+		}
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return err
+	}
+	if err := b.Set([]byte{prefixMeta, 'f', 'o', 'r', 'm', 'a', 't'}, []byte(formatVersion), nil); err != nil {
+		return err
+	}
+	if err := commitSynced(b); err != nil {
+		return fmt.Errorf("storage: upgrade from %s: %w", s.upgradeFrom, err)
+	}
+	s.upgradeFrom = ""
+	return nil
+}
+
+// moveToJournal writes every posting of the older layout (lo..hi) to the journal, and index
+// pages for all of them with each shard's paged mark at its clock.
+func (s *Store) moveToJournal(lo, hi []byte) error {
+	w := &Writer{db: s.db, batch: s.db.NewBatch()}
+	defer func() { _ = w.batch.Close() }()
+	// What an interrupted upgrade wrote goes first: the older build may have written since.
+	for _, prefix := range []byte{prefixJournal, prefixPage, prefixPaged} {
+		lo, hi := prefixBounds(prefix)
+		if err := w.batch.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+	}
+	records := 0
+	flush := func() error {
+		if err := pebbleWrite(func() error { return w.batch.Commit(pebble.NoSync) }); err != nil {
+			return err
+		}
+		w.batch.Reset()
+		records = 0
+		return nil
+	}
+	marks := make([]uint64, s.shards)
+	var ts []uint64
+	var account uint64
+	page := func() {
+		if len(ts) > 0 {
+			w.set(pageKey(w.key, account, ts[len(ts)-1]), encodePage(w.val, ts))
+			records++
+			ts = ts[:0]
+		}
+	}
+	v := &Reader{r: s.db}
+	err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		p, err := decodeOldPosting(k, val)
+		if err != nil {
+			return false, err
+		}
+		if p.Account != account || len(ts) == pageEntriesMax {
+			page()
+			account = p.Account
+		}
+		shard := ledger.ShardOf(p.Account, s.shards)
+		w.set(journalKey(w.key, shard, p.Timestamp, p.Account), val)
+		records++
+		ts = append(ts, p.Timestamp)
+		marks[shard] = max(marks[shard], p.Timestamp)
+		if records >= upgradeBatchRecordsMax {
+			return true, flush()
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	page()
+	for shard := range s.shards {
+		clock, err := v.Clock(shard)
+		if err != nil {
+			return err
+		}
+		if marks[shard] > clock {
+			return fmt.Errorf("shard %d has a posting at %d, after its clock %d", shard, marks[shard], clock)
+		}
+		w.set(pagedKey(w.key, shard), be.AppendUint64(w.val[:0], clock))
+	}
+	return flush()
+}
+
+// sortJournalOrder sorts postings in the journal's key order (shard, timestamp, account), for
+// one forward walk of an iterator.
+func sortJournalOrder(ps []postingAt, shards uint32) {
+	slices.SortFunc(ps, func(a, b postingAt) int {
+		if sa, sb := ledger.ShardOf(a.account, shards), ledger.ShardOf(b.account, shards); sa != sb {
+			return cmp.Compare(sa, sb)
+		}
+		if a.ts != b.ts {
+			return cmp.Compare(a.ts, b.ts)
+		}
+		return cmp.Compare(a.account, b.account)
+	})
+}
