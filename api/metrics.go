@@ -2,12 +2,16 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/ledgercore/ledger/actors"
@@ -28,6 +32,7 @@ type Metrics struct {
 	paymentCounter  [paymentForms][256]prometheus.Counter
 	requestSeconds  *prometheus.HistogramVec
 	authDenials     *prometheus.CounterVec
+	panics          *prometheus.CounterVec
 	// CommitSeconds, CommitPostings and HotFlushLegs go into actors.Config.
 	CommitSeconds  prometheus.Histogram
 	CommitPostings prometheus.Histogram
@@ -60,8 +65,11 @@ func NewMetrics() *Metrics {
 	m.authDenials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_auth_denials_total",
 		Help: "Calls refused by authentication (UNAUTHENTICATED) or authorisation (PERMISSION_DENIED), by gRPC method (or notify) and reason: missing, malformed, bad_token, unknown_cert, role, unlisted."},
 		[]string{"method", "reason"})
+	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_grpc_panics_total",
+		Help: "Calls whose handler panicked, by gRPC method: answered INTERNAL, the process serves on. Any is a bug."},
+		[]string{"method"})
 	m.Registry.MustRegister(m.transfers, m.accounts, m.payments, m.requestSeconds, m.CommitSeconds, m.CommitPostings,
-		m.HotFlushLegs, m.authDenials)
+		m.HotFlushLegs, m.authDenials, m.panics)
 	// The zero series of the commonest denial, per method: increase() then counts a first
 	// denial instead of missing it (a series that appears at 1 has no increase).
 	for method, a := range methodRoles {
@@ -70,6 +78,9 @@ func NewMetrics() *Metrics {
 		}
 	}
 	m.authDenials.WithLabelValues(NotifyMethod, "missing")
+	for method := range methodRoles { // at 0 from the start, for increase() to see a first panic
+		m.panics.WithLabelValues(method)
+	}
 	for r := 1; r < 256; r++ {
 		if name := ledger.TransferResult(r).String(); name != "unknown" {
 			m.transferCounter[r] = m.transfers.WithLabelValues(name)
@@ -118,6 +129,17 @@ func (m *Metrics) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 	resp, err := handler(ctx, req)
 	m.requestSeconds.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
 	return resp, err
+}
+
+// recovered logs and counts a handler's panic; the call is answered INTERNAL.
+func (m *Metrics) recovered(ctx context.Context, p any) error {
+	method, _ := grpc.Method(ctx)
+	slog.Error("api: a call's handler panicked (a bug); answered INTERNAL", "method", method, "panic", fmt.Sprint(p),
+		"stack", string(debug.Stack()))
+	if m != nil {
+		m.panics.WithLabelValues(method).Inc()
+	}
+	return status.Error(codes.Internal, "internal error (logged)")
 }
 
 // WatchLedger exports the running ledger's gauges and counters, read at scrape time.
