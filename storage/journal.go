@@ -211,8 +211,8 @@ type tailChain struct {
 
 type chainGen struct {
 	ts   []uint64
-	prev []int32
-	i    int32 // the next entry (-1: none)
+	prev []int32 // nil: ts is one account's, ascending (a reader's own tail)
+	i    int32   // the next entry (-1: none)
 }
 
 // chain takes account's chain of postings after paged up to clock; false when the tail no
@@ -244,7 +244,11 @@ func (c *tailChain) next() (uint64, bool) {
 		g := &c.gens[c.g]
 		for g.i >= 0 {
 			t := g.ts[g.i]
-			g.i = g.prev[g.i]
+			if g.prev == nil {
+				g.i--
+			} else {
+				g.i = g.prev[g.i]
+			}
 			if t <= c.clock {
 				return t, true
 			}
@@ -391,12 +395,8 @@ func (v *Reader) tailChain(account uint64) (ch tailChain, paged uint64, err erro
 	}
 	// The reader's own tail, ascending, as a chain of one generation.
 	own := sv.own[account]
-	prev := make([]int32, len(own))
-	for i := range prev {
-		prev[i] = int32(i) - 1
-	}
 	ch = tailChain{n: 1, clock: sv.clock}
-	ch.gens[0] = chainGen{ts: own, prev: prev, i: int32(len(own)) - 1}
+	ch.gens[0] = chainGen{ts: own, i: int32(len(own)) - 1}
 	return ch, sv.paged, nil
 }
 

@@ -125,25 +125,10 @@ func checkJournalReads(t *testing.T, what string, v *Reader, model map[uint64][]
 			}
 		}
 		for _, reversed := range []bool{false, true} {
-			var got []ledger.Posting
-			f := PostingFilter{Account: id, TimestampMin: lo, TimestampMax: hi, Limit: 1 + rng.IntN(5), Reversed: reversed}
-			for {
-				page, next, err := v.Postings(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, page...)
-				if next == 0 {
-					break
-				}
-				if reversed {
-					f.TimestampMax = next
-				} else {
-					f.TimestampMin = next
-				}
-			}
-			if reversed {
-				slices.Reverse(got)
+			got, err := postingsPaged(v, PostingFilter{Account: id, TimestampMin: lo, TimestampMax: hi,
+				Limit: 1 + rng.IntN(5), Reversed: reversed})
+			if err != nil {
+				t.Fatal(err)
 			}
 			if !slices.Equal(got, inRange) {
 				t.Fatalf("%s: account %d [%d, %d] reversed %v: %d postings, want %d", what, id, lo, hi, reversed, len(got), len(inRange))
@@ -395,4 +380,60 @@ func toFormat7(t *testing.T, s *Store) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// postingsPaged reads f's postings f.Limit at a time, continuing from each answer's next, and
+// answers them oldest first.
+func postingsPaged(v *Reader, f PostingFilter) ([]ledger.Posting, error) {
+	var all []ledger.Posting
+	for n := 0; ; n++ {
+		if n > 1_000_000 {
+			return all, fmt.Errorf("account %d: the pages never end", f.Account)
+		}
+		ps, next, err := v.Postings(f)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, ps...)
+		if next == 0 {
+			break
+		}
+		if f.Reversed {
+			f.TimestampMax = next
+		} else {
+			f.TimestampMin = next
+		}
+	}
+	if f.Reversed {
+		slices.Reverse(all)
+	}
+	return all, nil
+}
+
+// TestTailAheadOfCommitUnseen: a round's postings enter the shared tail before its batch
+// commits (Writer.Commit); until the shard's clock in a reader's view has the round, no
+// balance or history read shows them (reads show only durable state).
+func TestTailAheadOfCommitUnseen(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	j := newJournalWorld(t, s, 9)
+	for range 10 {
+		j.round(3)
+	}
+	snap := s.Snapshot()
+	defer snap.Close()
+	// What Commit does before its batch is durable: the next round's postings in the tail.
+	clock := j.b.Clock()
+	a, _ := j.b.Account(1)
+	after := a.Balance
+	after.CreditsPosted, _ = after.CreditsPosted.Add64(5)
+	j.w.tail.addRound([]ledger.Posting{{Account: 1, Timestamp: clock + 1, TransferID: 999, Op: ledger.OpCreditPost,
+		Amount: 5, After: after}})
+	rng := rand.New(rand.NewPCG(9, 9))
+	checkJournalReads(t, "snapshot before the round", snap, j.model, rng)
+	checkJournalReads(t, "live, the round not committed", s.Live(), j.model, rng)
+	_ = j.w.Close()
 }

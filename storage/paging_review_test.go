@@ -55,28 +55,10 @@ func prCheck(v *Reader, ids []uint64, rng *rand.Rand) error {
 			}
 		}
 		for _, reversed := range []bool{false, true} {
-			var all []ledger.Posting
-			f := PostingFilter{Account: id, TimestampMin: lo, TimestampMax: hi, Limit: 1 + rng.IntN(4), Reversed: reversed}
-			for n := 0; ; n++ {
-				if n > 10000 {
-					return fmt.Errorf("account %d: no end", id)
-				}
-				ps, next, err := v.Postings(f)
-				if err != nil {
-					return err
-				}
-				all = append(all, ps...)
-				if next == 0 {
-					break
-				}
-				if reversed {
-					f.TimestampMax = next
-				} else {
-					f.TimestampMin = next
-				}
-			}
-			if reversed {
-				slices.Reverse(all)
+			all, err := postingsPaged(v, PostingFilter{Account: id, TimestampMin: lo, TimestampMax: hi,
+				Limit: 1 + rng.IntN(4), Reversed: reversed})
+			if err != nil {
+				return err
 			}
 			if !slices.Equal(all, in) {
 				return fmt.Errorf("account %d [%d,%d] reversed %v: %d postings, journal %d", id, lo, hi, reversed, len(all), len(in))
