@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -173,7 +174,39 @@ type tailGen struct {
 	latest   map[uint64]int32 // account -> the index of its latest posting in ts
 	ts       []uint64
 	prev     []int32  // per posting, the index of the account's one before it (-1: none)
-	accounts []uint64 // in the order of their first posting: the order pages are written in
+	accounts []uint64 // in the order of their first posting; when sealed, by id range (seal)
+}
+
+// seal orders a generation's accounts, which its pages are written in, by id range: into 256
+// runs by their highest 8 bits that differ, each run in first-posting order (a counting
+// sort: two passes, a few milliseconds at 1,000,000 accounts, where a full sort took 170 ms
+// of one round). The share of pages a round writes is then a narrow run of the index's keys,
+// not keys all over it, so the table a flush makes of them overlaps only the older pages of
+// that run, and its compaction rewrites those, not every page (see tableSpan).
+func (g *tailGen) seal() {
+	a := g.accounts
+	if len(a) < 2 {
+		return
+	}
+	var diff uint64
+	for _, v := range a[1:] {
+		diff |= v ^ a[0]
+	}
+	shift := max(bits.Len64(diff)-8, 0)
+	var start [257]int
+	for _, v := range a {
+		start[v>>shift&0xff+1]++
+	}
+	for d := 1; d <= 256; d++ {
+		start[d] += start[d-1]
+	}
+	out := make([]uint64, len(a))
+	for _, v := range a {
+		d := v >> shift & 0xff
+		out[start[d]] = v
+		start[d]++
+	}
+	g.accounts = out
 }
 
 func newTailGen(after uint64) *tailGen {
@@ -277,6 +310,7 @@ func (w *Writer) page(clock uint64) (complete bool) {
 		t.sealed, t.cur = t.cur, newTailGen(clock)
 		t.mu.Unlock()
 		t.sealedNext = 0
+		t.sealed.seal()
 		// The mark stays where it is; its record says where the sealed generation ends, so
 		// that a restart seals the same postings and writes the same pages again.
 		w.set(pagedKey(w.key, w.shard), be.AppendUint64(be.AppendUint64(w.val[:0], t.sealed.after), clock))
@@ -650,6 +684,9 @@ func (s *Store) loadTails() error {
 		})
 		if err != nil {
 			return err
+		}
+		if t.sealed != nil {
+			t.sealed.seal()
 		}
 		s.tails[shard] = t
 	}

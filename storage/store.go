@@ -115,6 +115,9 @@ type Options struct {
 	// while a sealed generation is paged (0: paced by the new generation's postings; small
 	// values test the paging).
 	PagingAccountsPerRound int
+	// wholeTables (tests) leaves Pebble's tables unsplit by tableSpan, so that a compaction
+	// rewrites every table its key range overlaps.
+	wholeTables bool
 }
 
 // SnapshotIterKeysMaxDefault is how many keys (or seeks) one iterator of a snapshot serves
@@ -207,6 +210,39 @@ const (
 	memTableBytes = 8 << 20
 )
 
+// tableSpan keeps every sstable Pebble writes, flushed or compacted, to the keys of one kind
+// (its prefix byte), and of one shard or log for the kinds that hold a stream per shard or log
+// (streamKinds): a table ends where its first key's span ends (Pebble's SpanPolicyFunc).
+//
+// Most of what a round writes goes to the ends of streams that only grow: each shard's journal,
+// the transfer records (ids the clients give, in the bench rising), each log's event records,
+// the event index. Tables that hold the end of one stream and the end of another also span
+// the first one's history between them, so each compaction of such a table into Lbase
+// rewrote every Lbase table of that history: a flush's few kilobytes of event index and
+// round records were merged into megabytes of older index, log and page tables each time.
+// Logged compaction by compaction over 10,000,000 transfers at batch 8190 (10,000 accounts,
+// one shard), that was 3.0 of the 5.1 GB compactions wrote; with a table per stream a
+// stream's new tables overlap nothing below and move down without being rewritten. With the
+// pages written by id range (tailGen.seal), sstable bytes written fell from 9.8 to 3.5
+// GB for the 1.5 GB that came in (bench/RESULTS.md, session 10). The price is more, smaller
+// tables: a stream's tables keep the size its flushes gave them as they move down.
+func tableSpan(start []byte) (pebble.SpanPolicy, []byte, error) {
+	if len(start) == 0 || start[0] == 0xff {
+		return pebble.SpanPolicy{}, nil, nil
+	}
+	if streamKinds[start[0]] && len(start) >= 3 {
+		if id := be.Uint16(start[1:3]); id != 0xffff {
+			return pebble.SpanPolicy{}, be.AppendUint16([]byte{start[0]}, id+1), nil
+		}
+	}
+	return pebble.SpanPolicy{}, []byte{start[0] + 1}, nil
+}
+
+// streamKinds: the kinds whose keys start with a 2-byte shard or log after the prefix, each
+// shard's or log's keys a stream of its own (journal, event log, pending transfers, active
+// orders).
+var streamKinds = [256]bool{prefixJournal: true, prefixEventLog: true, prefixPending: true, prefixActive: true}
+
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.Shards > ledger.ShardsMax {
@@ -233,6 +269,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		L0CompactionThreshold: 32,
 		L0StopWritesThreshold: 256,
 		LBaseMaxBytes:         512 << 20,
+	}
+	if !opts.wholeTables {
+		po.Experimental.SpanPolicyFunc = tableSpan
 	}
 	for i := range po.Levels {
 		// Bloom filters make the look-up of a new transfer id (absent, the common case) cheap.

@@ -1,0 +1,147 @@
+package storage
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// TestTableSpanEnds: where a table that starts at a key must end.
+func TestTableSpanEnds(t *testing.T) {
+	for _, c := range []struct {
+		start, end []byte
+	}{
+		{[]byte{prefixTransfer, 0, 0, 0, 0, 0, 0, 0, 7}, []byte{prefixTransfer + 1}},
+		{[]byte{prefixJournal, 0, 3, 9, 9}, []byte{prefixJournal, 0, 4}},
+		{[]byte{prefixEventLog, 0x80, 0x00, 1}, []byte{prefixEventLog, 0x80, 0x01}},
+		{[]byte{prefixJournal, 0xff, 0xff, 1}, []byte{prefixJournal + 1}},
+		{[]byte{prefixJournal, 0}, []byte{prefixJournal + 1}}, // too short for a shard
+		{[]byte{prefixAccount}, []byte{prefixAccount + 1}},
+		{[]byte{0xff, 1}, nil},
+		{nil, nil},
+	} {
+		_, end, err := tableSpan(c.start)
+		if err != nil || !bytes.Equal(end, c.end) {
+			t.Errorf("tableSpan(%x) = %x, %v; want %x", c.start, end, err, c.end)
+		}
+		if end != nil && bytes.Compare(end, c.start) <= 0 {
+			t.Errorf("tableSpan(%x) ends at %x, not after its start", c.start, end)
+		}
+	}
+}
+
+// TestTablesHoldOneStream: flushed and compacted, no sstable holds the keys of two kinds, or
+// of two shards' journals or two logs, however the keys were mixed in the batches.
+func TestTablesHoldOneStream(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	kinds := []func(i uint64) []byte{
+		func(i uint64) []byte { return journalKey(nil, uint32(i%2), i, rng.Uint64N(100)) },
+		func(i uint64) []byte { return eventLogKey(nil, []uint16{0, 1, PaymentLogBase}[i%3], i) },
+		func(i uint64) []byte { return idKey(nil, prefixTransfer, i) },
+		func(i uint64) []byte { return idKey(nil, prefixEventIndex, i) },
+		func(i uint64) []byte { return pageKey(nil, rng.Uint64N(1000), i) },
+		func(i uint64) []byte { return clockKey(nil, uint32(i%2)) },
+		func(i uint64) []byte { return pagedKey(nil, uint32(i%2)) },
+	}
+	val := make([]byte, 100)
+	for round := range uint64(30) {
+		b := s.db.NewBatch()
+		for i := range uint64(300) {
+			k := kinds[rng.IntN(len(kinds))](round*300 + i)
+			if err := b.Set(k, val, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		if round%5 == 4 {
+			if err := s.db.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(when string) int {
+		levels, err := s.db.SSTables()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for l, tables := range levels {
+			for _, tb := range tables {
+				n++
+				lo, hi := tb.Smallest.UserKey, tb.Largest.UserKey
+				if _, end, _ := tableSpan(lo); end != nil && bytes.Compare(hi, end) >= 0 {
+					t.Errorf("%s: L%d table %s holds %x .. %x, past its span's end %x", when, l, tb.FileNum, lo, hi, end)
+				}
+			}
+		}
+		return n
+	}
+	if n := check("flushed"); n < len(kinds) {
+		t.Fatalf("flushed into %d tables", n)
+	}
+	if err := s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
+		t.Fatal(err)
+	}
+	check("compacted")
+}
+
+// TestSealOrdersByIDRange: a sealed generation's accounts, the order its pages are written
+// in, run by id range (each account once), and keep their first-posting order within a run.
+func TestSealOrdersByIDRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []struct {
+		name string
+		id   func(i int) uint64
+		n    int
+	}{
+		{"consecutive", func(i int) uint64 { return 1_000_000 + uint64(i) }, 5000},
+		{"random", func(int) uint64 { return rng.Uint64() }, 5000},
+		{"small", func(int) uint64 { return rng.Uint64N(300) }, 200},
+		{"one", func(int) uint64 { return 42 }, 1},
+		{"top bit", func(i int) uint64 { return uint64(i%2)<<63 | uint64(i) }, 1000},
+	} {
+		g := newTailGen(0)
+		for i := range c.n {
+			g.add(c.id(i), uint64(i+1))
+		}
+		first := slices.Clone(g.accounts)
+		g.seal()
+		if got, want := slices.Sorted(slices.Values(g.accounts)), slices.Sorted(slices.Values(first)); !slices.Equal(got, want) {
+			t.Fatalf("%s: sealed accounts are not the generation's", c.name)
+		}
+		// The run of an id: its 8 highest bits that differ among the accounts.
+		var diff uint64
+		for _, v := range first {
+			diff |= v ^ first[0]
+		}
+		shift := 0
+		for diff>>shift > 0xff {
+			shift++
+		}
+		pos := map[uint64]int{}
+		for i, v := range first {
+			pos[v] = i
+		}
+		for i := 1; i < len(g.accounts); i++ {
+			a, b := g.accounts[i-1], g.accounts[i]
+			ra, rb := a>>shift&0xff, b>>shift&0xff
+			if ra > rb || ra == rb && pos[a] > pos[b] {
+				t.Fatalf("%s: %#x (run %d) before %#x (run %d)", c.name, a, ra, b, rb)
+			}
+		}
+		if c.name == "consecutive" && !slices.IsSorted(g.accounts) {
+			t.Fatalf("%s: not sorted (runs of %d ids)", c.name, 1<<shift)
+		}
+	}
+}
