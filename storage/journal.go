@@ -174,18 +174,26 @@ type tailGen struct {
 	latest   map[uint64]int32 // account -> the index of its latest posting in ts
 	ts       []uint64
 	prev     []int32  // per posting, the index of the account's one before it (-1: none)
-	accounts []uint64 // in the order of their first posting; when sealed, by id range (seal)
+	accounts []uint64 // in the order of their first posting; when sealed, by id (seal)
+	// runEnds: when sealed, where each run of accounts ends (seal); accounts[:sorted] are
+	// sorted, and the runs after it are sorted as the pages reach them (sortTo).
+	runEnds []int
+	sorted  int
 }
 
-// seal orders a generation's accounts, which its pages are written in, by id range: into 256
-// runs by their highest 8 bits that differ, each run in first-posting order (a counting
-// sort: two passes, a few milliseconds at 1,000,000 accounts, where a full sort took 170 ms
-// of one round). The share of pages a round writes is then a narrow run of the index's keys,
-// not keys all over it, so the table a flush makes of them overlaps only the older pages of
-// that run, and its compaction rewrites those, not every page (see tableSpan).
+// seal orders a generation's accounts, which its pages are written in, by id: the share of
+// pages a round writes is then one narrow run of the index's keys, not keys all over it, so
+// the table a flush makes of them overlaps only the older pages of that run, and its
+// compaction rewrites those, not every page (see tableSpan). Logged over 10M transfers, page
+// compactions wrote 3.9 GB in first-posting order, 1.4 GB in runs of 64 ids each unsorted,
+// 0.34 GB sorted. A sort of 1,000,000 ids takes 170 ms, too long for one round: seal puts
+// them into 256 runs by their highest 8 bits that differ (a counting sort, two passes), and
+// sortTo sorts each run when the pages reach it.
 func (g *tailGen) seal() {
 	a := g.accounts
+	g.runEnds, g.sorted = g.runEnds[:0], 0
 	if len(a) < 2 {
+		g.sorted = len(a)
 		return
 	}
 	var diff uint64
@@ -193,20 +201,38 @@ func (g *tailGen) seal() {
 		diff |= v ^ a[0]
 	}
 	shift := max(bits.Len64(diff)-8, 0)
-	var start [257]int
+	var at [257]int
 	for _, v := range a {
-		start[v>>shift&0xff+1]++
+		at[v>>shift&0xff+1]++
 	}
 	for d := 1; d <= 256; d++ {
-		start[d] += start[d-1]
+		at[d] += at[d-1]
 	}
 	out := make([]uint64, len(a))
 	for _, v := range a {
 		d := v >> shift & 0xff
-		out[start[d]] = v
-		start[d]++
+		out[at[d]] = v
+		at[d]++
+	}
+	for d, end := range at[:256] {
+		if end > 0 && (d == 0 || end > at[d-1]) {
+			g.runEnds = append(g.runEnds, end)
+		}
 	}
 	g.accounts = out
+}
+
+// sortTo sorts the sealed accounts' runs up to the one that holds accounts[n-1].
+func (g *tailGen) sortTo(n int) {
+	for _, end := range g.runEnds {
+		if g.sorted >= n {
+			return
+		}
+		if end > g.sorted {
+			slices.Sort(g.accounts[g.sorted:end])
+			g.sorted = end
+		}
+	}
 }
 
 func newTailGen(after uint64) *tailGen {
@@ -329,6 +355,7 @@ func (w *Writer) page(clock uint64) (complete bool) {
 	}
 	end = min(end, total)
 	g := t.sealed
+	g.sortTo(end)
 	ts := w.pageTimes[:0]
 	for _, account := range accounts[t.sealedNext:end] {
 		ts = ts[:0]

@@ -96,9 +96,10 @@ func TestTablesHoldOneStream(t *testing.T) {
 	check("compacted")
 }
 
-// TestSealOrdersByIDRange: a sealed generation's accounts, the order its pages are written
-// in, run by id range (each account once), and keep their first-posting order within a run.
-func TestSealOrdersByIDRange(t *testing.T) {
+// TestSealOrdersByID: a sealed generation's accounts, the order its pages are written in,
+// are each account once, and as far as sortTo was asked, the smallest ids in order: each
+// run sorted when reached, never all at once.
+func TestSealOrdersByID(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, c := range []struct {
 		name string
@@ -110,38 +111,29 @@ func TestSealOrdersByIDRange(t *testing.T) {
 		{"small", func(int) uint64 { return rng.Uint64N(300) }, 200},
 		{"one", func(int) uint64 { return 42 }, 1},
 		{"top bit", func(i int) uint64 { return uint64(i%2)<<63 | uint64(i) }, 1000},
+		{"skewed", func(i int) uint64 { return uint64(i%7) << (8 * (i % 8)) }, 3000},
 	} {
 		g := newTailGen(0)
 		for i := range c.n {
 			g.add(c.id(i), uint64(i+1))
 		}
-		first := slices.Clone(g.accounts)
+		want := slices.Sorted(slices.Values(g.accounts))
 		g.seal()
-		if got, want := slices.Sorted(slices.Values(g.accounts)), slices.Sorted(slices.Values(first)); !slices.Equal(got, want) {
+		if len(g.runEnds) > 256 || len(g.runEnds) > 0 && g.runEnds[len(g.runEnds)-1] != len(want) {
+			t.Fatalf("%s: runs end at %v", c.name, g.runEnds)
+		}
+		if got := slices.Sorted(slices.Values(g.accounts)); !slices.Equal(got, want) {
 			t.Fatalf("%s: sealed accounts are not the generation's", c.name)
 		}
-		// The run of an id: its 8 highest bits that differ among the accounts.
-		var diff uint64
-		for _, v := range first {
-			diff |= v ^ first[0]
-		}
-		shift := 0
-		for diff>>shift > 0xff {
-			shift++
-		}
-		pos := map[uint64]int{}
-		for i, v := range first {
-			pos[v] = i
-		}
-		for i := 1; i < len(g.accounts); i++ {
-			a, b := g.accounts[i-1], g.accounts[i]
-			ra, rb := a>>shift&0xff, b>>shift&0xff
-			if ra > rb || ra == rb && pos[a] > pos[b] {
-				t.Fatalf("%s: %#x (run %d) before %#x (run %d)", c.name, a, ra, b, rb)
+		for n := 0; n <= len(want); n += 1 + rng.IntN(max(len(want)/10, 1)) {
+			g.sortTo(n)
+			if g.sorted < n || !slices.Equal(g.accounts[:n], want[:n]) {
+				t.Fatalf("%s: after sortTo(%d) (sorted %d) the first accounts are not the smallest in order", c.name, n, g.sorted)
 			}
 		}
-		if c.name == "consecutive" && !slices.IsSorted(g.accounts) {
-			t.Fatalf("%s: not sorted (runs of %d ids)", c.name, 1<<shift)
+		g.sortTo(len(want))
+		if !slices.Equal(g.accounts, want) {
+			t.Fatalf("%s: not sorted after sortTo(all)", c.name)
 		}
 	}
 }
