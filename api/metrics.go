@@ -193,8 +193,10 @@ var (
 		"Pebble's estimate of the bytes to compact before the LSM is stable.", nil, nil)
 	descL0Files     = prometheus.NewDesc("ledger_storage_l0_files", "SSTables in L0 (many: compactions are behind).", nil, nil)
 	descL0Sublevels = prometheus.NewDesc("ledger_storage_l0_sublevels", "L0 sublevels: L0's read amplification.", nil, nil)
-	descWALBytes    = prometheus.NewDesc("ledger_storage_wal_bytes_total", "Bytes written to the write-ahead log.", nil, nil)
-	descTableBytes  = prometheus.NewDesc("ledger_storage_sstable_bytes_written_total",
+	descTables      = prometheus.NewDesc("ledger_storage_tables",
+		"SSTables in all levels (each holds one key kind, or one shard's or log's keys of a kind).", nil, nil)
+	descWALBytes   = prometheus.NewDesc("ledger_storage_wal_bytes_total", "Bytes written to the write-ahead log.", nil, nil)
+	descTableBytes = prometheus.NewDesc("ledger_storage_sstable_bytes_written_total",
 		"Bytes written to sstables by flushes and compactions (divided by the WAL bytes: write amplification).", nil, nil)
 	descDisk     = prometheus.NewDesc("ledger_storage_disk_bytes", "Disk space the store uses.", nil, nil)
 	descDiskFree = prometheus.NewDesc("ledger_storage_disk_free_bytes",
@@ -217,7 +219,7 @@ func (c *ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
 		descCommitErrors, descResent, descStaleLegs, descDupMessages,
 		descQueued, descQueuedEvents, descOutbox, descOldest, descBuffered, descHotFlushes, descTransit, descClockSkew,
 		descClockJumps, descStalls, descStallSeconds, descFlushes, descCompactions, descDebt, descL0Files, descL0Sublevels,
-		descWALBytes, descTableBytes, descDisk, descDiskFree, descDiskSize, descZombieBytes, descSnapshotPinned} {
+		descTables, descWALBytes, descTableBytes, descDisk, descDiskFree, descDiskSize, descZombieBytes, descSnapshotPinned} {
 		ch <- d
 	}
 }
@@ -250,6 +252,7 @@ func (c *ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		{descDebt, prometheus.GaugeValue, float64(ss.CompactionDebtBytes)},
 		{descL0Files, prometheus.GaugeValue, float64(ss.L0Files)},
 		{descL0Sublevels, prometheus.GaugeValue, float64(ss.L0Sublevels)},
+		{descTables, prometheus.GaugeValue, float64(ss.Tables)},
 		{descWALBytes, prometheus.CounterValue, float64(ss.WALBytes)},
 		{descTableBytes, prometheus.CounterValue, float64(ss.SSTableBytesWritten)},
 		{descDisk, prometheus.GaugeValue, float64(ss.DiskBytes)},

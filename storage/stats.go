@@ -17,6 +17,7 @@ type Stats struct {
 	CompactionDebtBytes uint64  // Pebble's estimate of the bytes to compact before the LSM is stable
 	L0Files             int64   // sstables in L0
 	L0Sublevels         int32   // read amplification of L0
+	Tables              int64   // sstables in all levels (tables hold one key kind each: tableSpan)
 	WALBytes            uint64  // bytes written to the write-ahead log
 	SSTableBytesWritten uint64  // bytes written to sstables by flushes and compactions
 	DiskBytes           uint64  // disk space the store uses
@@ -68,6 +69,7 @@ func (s *Store) Stats() Stats {
 		CompactionDebtBytes: m.Compact.EstimatedDebt,
 		L0Files:             m.Levels[0].TablesCount,
 		L0Sublevels:         m.Levels[0].Sublevels,
+		Tables:              total.TablesCount,
 		WALBytes:            m.WAL.BytesWritten,
 		SSTableBytesWritten: total.TableBytesFlushed + total.TableBytesCompacted,
 		DiskBytes:           m.DiskSpaceUsage(),

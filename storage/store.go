@@ -230,7 +230,10 @@ func tableSpan(start []byte) (pebble.SpanPolicy, []byte, error) {
 	if len(start) == 0 || start[0] == 0xff {
 		return pebble.SpanPolicy{}, nil, nil
 	}
-	if streamKinds[start[0]] && len(start) >= 3 {
+	// A start key of just the kind and an id is where the rest of a range deletion begins
+	// once Pebble cut it at a span's end, not a record (those are longer): spanning one id
+	// from there would cut the deletion into a table for every id up to 0xffff.
+	if streamKinds[start[0]] && len(start) > 3 {
 		if id := be.Uint16(start[1:3]); id != 0xffff {
 			return pebble.SpanPolicy{}, be.AppendUint16([]byte{start[0]}, id+1), nil
 		}

@@ -19,7 +19,8 @@ func TestTableSpanEnds(t *testing.T) {
 		{[]byte{prefixJournal, 0, 3, 9, 9}, []byte{prefixJournal, 0, 4}},
 		{[]byte{prefixEventLog, 0x80, 0x00, 1}, []byte{prefixEventLog, 0x80, 0x01}},
 		{[]byte{prefixJournal, 0xff, 0xff, 1}, []byte{prefixJournal + 1}},
-		{[]byte{prefixJournal, 0}, []byte{prefixJournal + 1}}, // too short for a shard
+		{[]byte{prefixJournal, 0}, []byte{prefixJournal + 1}},    // too short for a shard
+		{[]byte{prefixJournal, 0, 5}, []byte{prefixJournal + 1}}, // a range deletion's piece
 		{[]byte{prefixAccount}, []byte{prefixAccount + 1}},
 		{[]byte{0xff, 1}, nil},
 		{nil, nil},
@@ -35,7 +36,8 @@ func TestTableSpanEnds(t *testing.T) {
 }
 
 // TestTablesHoldOneStream: flushed and compacted, no sstable holds the keys of two kinds, or
-// of two shards' journals or two logs, however the keys were mixed in the batches.
+// of two shards' journals or two logs, however the keys were mixed in the batches (point keys:
+// a range deletion's pieces may share a table, TestRangeDeletionPiecesBounded).
 func TestTablesHoldOneStream(t *testing.T) {
 	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2})
 	if err != nil {
@@ -80,10 +82,13 @@ func TestTablesHoldOneStream(t *testing.T) {
 			for _, tb := range tables {
 				n++
 				lo, hi := tb.Smallest.UserKey, tb.Largest.UserKey
-				if _, end, _ := tableSpan(lo); end != nil && bytes.Compare(hi, end) >= 0 {
-					t.Errorf("%s: L%d table %s holds %x .. %x, past its span's end %x", when, l, tb.FileNum, lo, hi, end)
+				if lo[0] != hi[0] || streamKinds[lo[0]] && !bytes.Equal(lo[1:3], hi[1:3]) {
+					t.Errorf("%s: L%d table %s holds %x .. %x: two kinds, shards or logs", when, l, tb.FileNum, lo, hi)
 				}
 			}
+		}
+		if st := s.Stats(); st.Tables != int64(n) {
+			t.Errorf("%s: Stats counts %d tables, the levels hold %d", when, st.Tables, n)
 		}
 		return n
 	}
@@ -98,7 +103,8 @@ func TestTablesHoldOneStream(t *testing.T) {
 
 // TestSealOrdersByID: a sealed generation's accounts, the order its pages are written in,
 // are each account once, and as far as sortTo was asked, the smallest ids in order: each
-// run sorted when reached, never all at once.
+// run sorted when reached, and no run longer than a 256th of them or runMin, however the ids
+// cluster.
 func TestSealOrdersByID(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, c := range []struct {
@@ -111,7 +117,13 @@ func TestSealOrdersByID(t *testing.T) {
 		{"small", func(int) uint64 { return rng.Uint64N(300) }, 200},
 		{"one", func(int) uint64 { return 42 }, 1},
 		{"top bit", func(i int) uint64 { return uint64(i%2)<<63 | uint64(i) }, 1000},
-		{"skewed", func(i int) uint64 { return uint64(i%7) << (8 * (i % 8)) }, 3000},
+		{"skewed", func(i int) uint64 { return uint64(i) << (8 * (i % 8)) }, 3000},
+		{"clients and a platform account", func(i int) uint64 {
+			if i == 0 {
+				return 1<<62 | 1<<61
+			}
+			return uint64(i)
+		}, 5000},
 	} {
 		g := newTailGen(0)
 		for i := range c.n {
@@ -119,8 +131,15 @@ func TestSealOrdersByID(t *testing.T) {
 		}
 		want := slices.Sorted(slices.Values(g.accounts))
 		g.seal()
-		if len(g.runEnds) > 256 || len(g.runEnds) > 0 && g.runEnds[len(g.runEnds)-1] != len(want) {
+		if len(g.runEnds) > 0 && g.runEnds[len(g.runEnds)-1] != len(want) {
 			t.Fatalf("%s: runs end at %v", c.name, g.runEnds)
+		}
+		from := 0
+		for _, end := range g.runEnds {
+			if end <= from || end-from > max(len(want)/256, runMin) {
+				t.Fatalf("%s: a run of %d accounts (%d to %d)", c.name, end-from, from, end)
+			}
+			from = end
 		}
 		if got := slices.Sorted(slices.Values(g.accounts)); !slices.Equal(got, want) {
 			t.Fatalf("%s: sealed accounts are not the generation's", c.name)
@@ -135,5 +154,51 @@ func TestSealOrdersByID(t *testing.T) {
 		if !slices.Equal(g.accounts, want) {
 			t.Fatalf("%s: not sorted after sortTo(all)", c.name)
 		}
+	}
+}
+
+// TestRangeDeletionPiecesBounded: a range deletion over a stream kind that outlives its
+// compaction (a snapshot holds what it deletes) is cut at span ends; its pieces, which start
+// at the kind and an id, must not be spanned id by id (65,541 tables before the fix).
+func TestRangeDeletionPiecesBounded(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	val := make([]byte, 20)
+	set := func(b *pebble.Batch, from, n uint64) {
+		for i := range n {
+			if err := b.Set(journalKey(nil, uint32(i%2), from+i, i), val, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b := s.db.NewBatch()
+	set(b, 1_000_000, 20_000)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	b = s.db.NewBatch()
+	if err := b.DeleteRange([]byte{prefixJournal}, []byte{prefixJournal + 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	set(b, 1_100_000, 60_000)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Compact(t.Context(), journalKey(nil, 1, 1_100_000, 0), []byte{prefixJournal + 1}, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Stats().Tables; n > 100 {
+		t.Fatalf("%d tables after compacting a range deletion over the journal", n)
 	}
 }
