@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTinyRuns runs the harness on tiny workloads in each mode and checks what it reports:
@@ -89,5 +90,44 @@ func TestMedian(t *testing.T) {
 	if m.TransfersPerSecond != 2 || m.LatencyP99Ms != 7 || m.RunsMin != 1 || m.RunsMax != 3 ||
 		m.P99Min != 5 || m.P99Max != 9 || len(m.Runs) != 3 {
 		t.Errorf("median: %+v", m)
+	}
+}
+
+// TestTenthRates: each tenth of a run's transfers is timed once, however the answers' counts
+// fall across the tenths' bounds; a run cut short, or one whose answers reach two tenths at
+// once, has no rates.
+func TestTenthRates(t *testing.T) {
+	r := &runner{cfg: &Config{Transfers: 100}, start: time.Now()}
+	for range 18 { // 90 of 100: the tenth tenth not reached
+		time.Sleep(time.Millisecond)
+		r.answered(5)
+	}
+	if got := r.tenthRates(); got != nil {
+		t.Fatalf("a run cut short: %v, want none", got)
+	}
+	time.Sleep(time.Millisecond)
+	r.answered(10)
+	got := r.tenthRates()
+	if len(got) != 10 {
+		t.Fatalf("%d tenths, want 10", len(got))
+	}
+	for k, rate := range got {
+		if rate <= 0 || rate > 10/time.Millisecond.Seconds() {
+			t.Fatalf("tenth %d: %v transfers/s, for 10 transfers a millisecond or more apart", k+1, rate)
+		}
+	}
+
+	r = &runner{cfg: &Config{Transfers: 25}, start: time.Now()}
+	for _, n := range []int64{1, 2, 7, 1, 9, 5} {
+		time.Sleep(time.Millisecond)
+		r.answered(n)
+	}
+	for k := range r.tenths {
+		if r.tenths[k].Load() == 0 {
+			t.Fatalf("tenth %d never reached", k+1)
+		}
+	}
+	if got := r.tenthRates(); got != nil {
+		t.Fatalf("answers that reached two tenths at once: %v, want none", got)
 	}
 }

@@ -70,6 +70,13 @@ type Result struct {
 	WriteStallSeconds   float64 `json:"storage_write_stall_seconds,omitempty"`
 	WALBytesPerTransfer float64 `json:"storage_wal_bytes_per_transfer,omitempty"`
 	WriteAmplification  float64 `json:"storage_write_amplification,omitempty"`
+	// DiskBytesPerTransfer is the store's size on disk at the end over the transfers made
+	// (embedded, or a remote ledgerd's ledger_storage_disk_bytes); Tables its sstables.
+	DiskBytesPerTransfer float64 `json:"storage_disk_bytes_per_transfer,omitempty"`
+	Tables               int64   `json:"storage_tables,omitempty"`
+	// TenthsPerSecond is the rate of each tenth of the run's transfers, in order: whether the
+	// rate holds from the first tenth to the last.
+	TenthsPerSecond []float64 `json:"tenths_transfers_per_second,omitempty"`
 
 	BalanceCheck string `json:"balance_check"`
 
@@ -133,7 +140,7 @@ func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *h
 	res := &Result{Accounts: c.Accounts, Transfers: c.Transfers, Batch: c.Batch, Concurrency: c.Concurrency,
 		Distribution: c.Distribution, Pending: c.Pending, ClientBatch: c.ClientBatching, Shadow: c.Shadow, Seed: c.Seed,
 		DurationSeconds: elapsed.Seconds(), TransfersFailed: r.failed.Load(), Requests: r.requests.Load(),
-		RequestErrors: r.errs.Load(), ThroughputSeries: series,
+		RequestErrors: r.errs.Load(), ThroughputSeries: series, TenthsPerSecond: r.tenthRates(),
 		LatencyP50Ms: ms(request.ValueAtQuantile(50)), LatencyP90Ms: ms(request.ValueAtQuantile(90)),
 		LatencyP99Ms: ms(request.ValueAtQuantile(99)), LatencyP999Ms: ms(request.ValueAtQuantile(99.9)),
 		LatencyMaxMs: ms(request.Max()), TransferLatencyP50Ms: ms(transfer.ValueAtQuantile(50)),
@@ -240,6 +247,15 @@ func (res *Result) storage(before, after storage.Stats) {
 	if wal > 0 {
 		res.WriteAmplification = float64(after.SSTableBytesWritten-before.SSTableBytesWritten) / wal
 	}
+	res.disk(after.DiskBytes, after.Tables)
+}
+
+// disk records the store's size and tables at the end of the run.
+func (res *Result) disk(bytes uint64, tables int64) {
+	if res.TransfersOK > 0 && bytes > 0 {
+		res.DiskBytesPerTransfer = float64(bytes) / float64(res.TransfersOK)
+	}
+	res.Tables = tables
 }
 
 // WriteText prints the summary a person reads.
@@ -293,17 +309,34 @@ func (res *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, ", %.1f allocs and %.0f bytes per transfer", res.AllocsPerTransfer, res.BytesPerTransfer)
 	}
 	fmt.Fprintln(w)
+	if len(res.TenthsPerSecond) == 10 {
+		fmt.Fprint(w, "by tenth       ")
+		for _, r := range res.TenthsPerSecond {
+			fmt.Fprintf(w, " %.0f", r)
+		}
+		fmt.Fprintf(w, " transfers/s (the last %.0f%% of the first)\n", 100*res.TenthsPerSecond[9]/res.TenthsPerSecond[0])
+	}
 	if res.WALBytesPerTransfer > 0 {
-		fmt.Fprintf(w, "storage         %d write stalls (%.2fs), %.0f WAL bytes per transfer, write amplification %.1f\n",
+		fmt.Fprintf(w, "storage         %d write stalls (%.2fs), %.0f WAL bytes per transfer, write amplification %.1f",
 			res.WriteStalls, res.WriteStallSeconds, res.WALBytesPerTransfer, res.WriteAmplification)
+		res.writeDisk(w)
+		fmt.Fprintln(w)
 	}
 	if res.ServerCPUSeconds > 0 {
-		fmt.Fprintf(w, "ledgerd         %.2f CPU s, RSS %.1f MiB\n", res.ServerCPUSeconds, float64(res.ServerRSSBytes)/(1<<20))
+		fmt.Fprintf(w, "ledgerd         %.2f CPU s, RSS %.1f MiB", res.ServerCPUSeconds, float64(res.ServerRSSBytes)/(1<<20))
+		res.writeDisk(w)
+		fmt.Fprintln(w)
 	}
 	if res.FirstError != "" {
 		fmt.Fprintf(w, "first error     %s\n", res.FirstError)
 	}
 	fmt.Fprintf(w, "balance check   %s\n", res.BalanceCheck)
+}
+
+func (res *Result) writeDisk(w io.Writer) {
+	if res.DiskBytesPerTransfer > 0 {
+		fmt.Fprintf(w, ", store %.0f bytes per transfer on disk in %d sstables", res.DiskBytesPerTransfer, res.Tables)
+	}
 }
 
 // WriteJSON writes the result as one JSON object.
@@ -400,6 +433,8 @@ type processSample struct {
 	ok         bool
 	cpuSeconds float64
 	rssBytes   uint64
+	diskBytes  uint64 // the store's (ledger_storage_disk_bytes)
+	tables     int64  // its sstables (ledger_storage_tables)
 }
 
 // scrapeProcess reads ledgerd's process collector from its metrics address.
@@ -414,6 +449,10 @@ func scrapeProcess(addr string) processSample {
 			s.cpuSeconds, s.ok = v, true
 		case "process_resident_memory_bytes":
 			s.rssBytes = uint64(v)
+		case "ledger_storage_disk_bytes":
+			s.diskBytes = uint64(v)
+		case "ledger_storage_tables":
+			s.tables = int64(v)
 		}
 	})
 	return s

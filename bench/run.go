@@ -202,6 +202,42 @@ type runner struct {
 	requests atomic.Int64
 	errs     atomic.Int64
 	firstErr atomic.Value
+	start    time.Time
+	tenths   [10]atomic.Int64 // when the answered count reached each tenth of the run (ns after start)
+}
+
+// answered counts n transfers answered, and notes the time the count reaches each tenth of the
+// run's transfers (each tenth is reached by exactly one call: the counts' ranges are disjoint).
+func (r *runner) answered(n int64) {
+	now := r.done.Add(n)
+	total := int64(r.cfg.Transfers)
+	var at int64
+	for k := range int64(10) {
+		if b := ((k+1)*total + 9) / 10; now-n < b && b <= now {
+			if at == 0 {
+				at = max(int64(time.Since(r.start)), 1)
+			}
+			r.tenths[k].Store(at)
+		}
+	}
+}
+
+// tenthRates are the transfers per second of each tenth of the run (nil when a tenth was not
+// reached, the run cut short, or one answer reached two tenths: a run too short to divide).
+func (r *runner) tenthRates() []float64 {
+	total := int64(r.cfg.Transfers)
+	rates := make([]float64, 0, 10)
+	var from, at int64
+	for k := range int64(10) {
+		t := r.tenths[k].Load()
+		if t <= at {
+			return nil
+		}
+		to := ((k+1)*total + 9) / 10
+		rates = append(rates, float64(to-from)/time.Duration(t-at).Seconds())
+		from, at = to, t
+	}
+	return rates
 }
 
 // worker is one client loop: it takes batches until the run's transfers are all issued.
@@ -254,8 +290,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	series := []float64{}
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
+	r.start = time.Now()
 	go r.progress(stopProgress, progressDone, &series)
-	start := time.Now()
+	start := r.start
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Add(1)
@@ -322,6 +359,7 @@ func (m *meter) fill(res *Result, embedded bool, units int64, allocs, bytes *flo
 		end := scrapeProcess(m.metricsAddr)
 		res.ServerCPUSeconds = end.cpuSeconds - m.remote.cpuSeconds
 		res.ServerRSSBytes = end.rssBytes
+		res.disk(end.diskBytes, end.tables)
 	}
 }
 
@@ -472,13 +510,13 @@ func (w *worker) send(ctx context.Context, ts []*ledgerv1.Transfer) bool {
 		w.r.errs.Add(1)
 		w.r.firstErr.CompareAndSwap(nil, err)
 		w.r.failed.Add(int64(len(ts)))
-		w.r.done.Add(int64(len(ts)))
+		w.r.answered(int64(len(ts)))
 		return false
 	}
 	_ = w.request.RecordValue(max(micros, latencyMinMicros))
 	_ = w.transfer.RecordValues(max(micros, latencyMinMicros), int64(len(ts)))
 	w.r.failed.Add(int64(failed))
-	w.r.done.Add(int64(len(ts)))
+	w.r.answered(int64(len(ts)))
 	return failed == 0
 }
 
