@@ -179,6 +179,7 @@ type tailGen struct {
 	// sorted, and the runs after it are sorted as the pages reach them (sortTo).
 	runEnds []int
 	sorted  int
+	nextRun int // the first of runEnds past sorted
 }
 
 // seal orders a generation's accounts, which its pages are written in, by id: the share of
@@ -186,20 +187,19 @@ type tailGen struct {
 // the table a flush makes of them overlaps only the older pages of that run, and its
 // compaction rewrites those, not every page (see tableSpan). Logged over 10M transfers, page
 // compactions wrote 3.9 GB in first-posting order, 1.4 GB in runs of 64 ids each unsorted,
-// 0.34 GB sorted. A sort of 1,000,000 ids takes 170 ms, too long for one round: seal splits
-// them into runs of consecutive ids, none longer than runMax (a most-significant-digit radix
-// partition, by the highest 8 bits that differ within each run too long, at most 8 passes;
-// one or two for ids that are dense or random: 8-11 ms and an 8 MB array at 1,000,000
-// accounts, once a generation), and sortTo sorts each run when the pages reach it.
+// 0.34 GB sorted. A sort of 1,000,000 ids takes 100-170 ms, too long for one round: seal
+// splits them into runs of consecutive ids, none longer than the larger of a 128th of them
+// and runMin (a most-significant-digit radix partition, by the highest 8 bits that differ
+// within each run too long: at most 8 passes, one for ids that are dense or random; some
+// 10-25 ms and an 8 MB array at 1,000,000 accounts, once a generation), and sortTo sorts each
+// run when the pages reach it.
 func (g *tailGen) seal() {
 	a := g.accounts
-	g.runEnds, g.sorted = g.runEnds[:0], 0
+	g.runEnds, g.sorted, g.nextRun = g.runEnds[:0], 0, 0
 	if len(a) == 0 {
 		return
 	}
-	out := make([]uint64, len(a))
-	g.runEnds = appendRuns(g.runEnds, a, out, 0, max(len(a)/256, runMin))
-	g.accounts = a
+	g.runEnds = appendRuns(g.runEnds, a, make([]uint64, len(a)), 0, max(len(a)/128, runMin))
 }
 
 // runMin is the longest run seal leaves unsplit whatever the count: sorting 1,024 ids when
@@ -244,14 +244,11 @@ func appendRuns(ends []int, a, scratch []uint64, base, runMax int) []int {
 
 // sortTo sorts the sealed accounts' runs up to the one that holds accounts[n-1].
 func (g *tailGen) sortTo(n int) {
-	for _, end := range g.runEnds {
-		if g.sorted >= n {
-			return
-		}
-		if end > g.sorted {
-			slices.Sort(g.accounts[g.sorted:end])
-			g.sorted = end
-		}
+	for g.sorted < n && g.nextRun < len(g.runEnds) {
+		end := g.runEnds[g.nextRun]
+		slices.Sort(g.accounts[g.sorted:end])
+		g.sorted = end
+		g.nextRun++
 	}
 }
 

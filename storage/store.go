@@ -223,9 +223,10 @@ const (
 // Logged compaction by compaction over 10,000,000 transfers at batch 8190 (10,000 accounts,
 // one shard), that was 3.0 of the 5.1 GB compactions wrote; with a table per stream a
 // stream's new tables overlap nothing below and move down without being rewritten. With the
-// pages written by id range (tailGen.seal), sstable bytes written fell from 9.8 to 3.5
-// GB for the 1.5 GB that came in (bench/RESULTS.md, session 10). The price is more, smaller
-// tables: a stream's tables keep the size its flushes gave them as they move down.
+// pages written in account order (tailGen.seal), flushes and compactions wrote 2.0 GB of
+// sstables where they had written 6.7-8.3, for the 1.5 GB logged (bench/RESULTS.md, session
+// 10). The price is more, smaller tables: a stream's tables keep the size its flushes gave
+// them as they move down.
 func tableSpan(start []byte) (pebble.SpanPolicy, []byte, error) {
 	if len(start) == 0 || start[0] == 0xff {
 		return pebble.SpanPolicy{}, nil, nil
