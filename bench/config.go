@@ -66,6 +66,11 @@ type Config struct {
 	// (Accounts users) by a recharge; Mix weighs the forms ("pay=40,recharge=25,...").
 	Orders int
 	Mix    string
+	// Rate, when set, offers the payments workload's orders open loop at that many a second: a
+	// call of Batch orders falls due every Batch/Rate seconds, Concurrency callers take the
+	// calls as they fall due, and a call's latency counts from when it was due, so a slow
+	// answer that delays the calls after it is counted in them too (no coordinated omission).
+	Rate float64
 	// The payment layer's channel: its name (ledgerd's --fake-channel NAME with --addr), and,
 	// embedded, the simulated channel's latency, the gateway's limits (ledgerd's
 	// --channel-rate, --channel-in-flight, --channel-timeout) and the simulated channel's
@@ -109,6 +114,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Workload != Payments && (c.Batch < 1 || c.Batch > ledger.BatchEventsMax) {
 		errs = append(errs, fmt.Errorf("--batch must be 1 to %d, not %d", ledger.BatchEventsMax, c.Batch))
+	}
+	if c.Rate < 0 || c.Rate > 0 && c.Workload != Payments {
+		errs = append(errs, fmt.Errorf("--rate is orders a second for --workload payments, not %g", c.Rate))
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency must be positive, not %d", c.Concurrency))

@@ -207,6 +207,7 @@ type payRunner struct {
 	requests atomic.Int64
 	errs     atomic.Int64
 	firstErr atomic.Value
+	start    time.Time // when the measured orders' issuing began (open loop: the schedule's zero)
 
 	mu       sync.Mutex
 	refused  map[string]int64 // by result
@@ -299,6 +300,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 			}
 		}
 	}()
+	r.start = start
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Add(1)
@@ -335,7 +337,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 		order.Merge(w.order)
 	}
 	issue := issueEnd.Sub(start)
-	res := &Result{Workload: Payments, Accounts: c.Accounts, Orders: c.Orders, Mix: c.Mix, Batch: c.Batch,
+	res := &Result{Workload: Payments, Accounts: c.Accounts, Orders: c.Orders, Mix: c.Mix, Batch: c.Batch, Rate: c.Rate,
 		Concurrency: c.Concurrency, Seed: c.Seed, Shadow: c.Shadow, Channel: c.Channel,
 		DurationSeconds: issue.Seconds(), Requests: r.requests.Load(), RequestErrors: r.errs.Load(),
 		LatencyP50Ms: ms(call.ValueAtQuantile(50)), LatencyP90Ms: ms(call.ValueAtQuantile(90)),
@@ -551,16 +553,32 @@ func (w *payWorker) loop(ctx context.Context) {
 		for i := range n {
 			w.buf = append(w.buf, w.request(first+i))
 		}
-		w.send(ctx, w.buf)
+		due := time.Time{}
+		if c.Rate > 0 {
+			// Open loop: the call falls due when the schedule reaches its first order.
+			due = w.r.start.Add(time.Duration(float64(first) / c.Rate * float64(time.Second)))
+			if wait := time.Until(due); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		w.send(ctx, w.buf, due)
 	}
 }
 
-// send makes one CreatePayments call and records it.
-func (w *payWorker) send(ctx context.Context, rs []*ledgerv1.PaymentRequest) {
+// send makes one CreatePayments call and records it; its latency counts from due when set
+// (open loop), else from now.
+func (w *payWorker) send(ctx context.Context, rs []*ledgerv1.PaymentRequest, due time.Time) {
 	r := w.r
 	start := time.Now()
+	if due.IsZero() {
+		due = start
+	}
 	results, err := r.pay.caller.createPayments(ctx, rs)
-	micros := time.Since(start).Microseconds()
+	micros := time.Since(due).Microseconds()
 	r.requests.Add(1)
 	r.answered.Add(int64(len(rs)))
 	if err == nil && len(results) != len(rs) {
@@ -648,6 +666,9 @@ func (res *Result) writePaymentsText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nworkload        payments: %d orders (%s), %d users, batch %d, concurrency %d, channel %s",
 		res.Orders, res.Mix, res.Accounts, res.Batch, res.Concurrency, res.Channel)
+	if res.Rate > 0 {
+		fmt.Fprintf(w, ", offered open loop at %.0f orders/s (latency from when each call fell due)", res.Rate)
+	}
 	if res.ChannelLatencyMs > 0 {
 		fmt.Fprintf(w, " (simulated, latency %gms)", res.ChannelLatencyMs)
 	}

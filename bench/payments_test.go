@@ -68,3 +68,22 @@ func TestTransfersChannelDown(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenLoopPayments: with a rate the calls go out on their schedule, not as fast as
+// answers come (1,000 orders at 500 a second: the last call falls due at 1.98 s), and every
+// order is still accepted and final.
+func TestOpenLoopPayments(t *testing.T) {
+	c := Config{Workload: Payments, Accounts: 30, Orders: 1000, Batch: 10, Concurrency: 4, Shards: 1, Seed: 5, Rate: 500,
+		ChannelLatency: 2 * time.Millisecond, DrainTimeout: 20 * time.Second, RefundAfter: 50 * time.Millisecond,
+		DataDir: filepath.Join(t.TempDir(), "data")}
+	res, err := Run(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.BalanceCheck, "ok:") || res.OrdersAccepted != int64(c.Orders) {
+		t.Fatalf("order check: %s; %d accepted", res.BalanceCheck, res.OrdersAccepted)
+	}
+	if res.DurationSeconds < 1.98 || res.Rate != c.Rate {
+		t.Fatalf("issued in %.2fs at offered rate %v: the schedule was not kept", res.DurationSeconds, res.Rate)
+	}
+}

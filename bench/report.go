@@ -99,6 +99,7 @@ type Result struct {
 	// voucher's round trip); "per transfer" ones are per order. TransfersPerSecond is
 	// OrdersCompletedPerSecond (the figure --repeat takes the median of).
 	Orders                           int              `json:"orders,omitempty"`
+	Rate                             float64          `json:"offered_orders_per_second,omitempty"`
 	Mix                              string           `json:"mix,omitempty"`
 	Channel                          string           `json:"channel,omitempty"`
 	ChannelLatencyMs                 float64          `json:"channel_latency_ms,omitempty"`

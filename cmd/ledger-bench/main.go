@@ -60,6 +60,7 @@ func run(args []string) error {
 	fs.Uint64Var(&c.IDBase, "id-base", 0, "first account and transfer id (default: fresh per run)")
 	fs.StringVar(&c.Workload, "workload", bench.Transfers, "transfers (ledger transfers) or payments (payment orders through PaymentService)")
 	fs.IntVar(&c.Orders, "orders", 200_000, "payments: orders to make after funding every user (--accounts users) by a recharge")
+	fs.Float64Var(&c.Rate, "rate", 0, "payments: offer the orders open loop at this many a second (a call of --batch orders falls due every batch/rate seconds; --concurrency callers take them; latency counts from when a call fell due); 0: closed loop")
 	fs.StringVar(&c.Mix, "mix", bench.DefaultMix, "payments: the forms' weights (pay: a third card, a third balance, a third coupon+balance+card; refund: of a payment accepted earlier)")
 	fs.StringVar(&c.Channel, "channel", "demo", "the payment channel's name (with --addr: the one ledgerd runs, e.g. ledgerd --fake-channel demo)")
 	fs.DurationVar(&c.ChannelLatency, "channel-latency", 20*time.Millisecond, "embedded: the simulated channel's latency before it decides a request")
