@@ -117,13 +117,34 @@ func TestTenthRates(t *testing.T) {
 		}
 	}
 
+	// Answers that overshoot a tenth's bound count what they held, and failures do not count:
+	// 7 answers of 15 (a tenth is 10) at 1 ms each, the third half failed.
+	r = &runner{cfg: &Config{Transfers: 105}, start: time.Now()}
+	for i := range 7 {
+		time.Sleep(time.Millisecond)
+		if i == 2 {
+			r.failed.Add(7)
+		}
+		r.answered(15)
+	}
+	var ok int64
+	for k, m := range r.tenths {
+		if m.at == 0 {
+			t.Fatalf("tenth %d never reached", k+1)
+		}
+		ok = m.answered - m.fail
+	}
+	if ok != 105-7 {
+		t.Fatalf("%d succeeded by the last tenth, want %d", ok, 105-7)
+	}
+
 	r = &runner{cfg: &Config{Transfers: 25}, start: time.Now()}
 	for _, n := range []int64{1, 2, 7, 1, 9, 5} {
 		time.Sleep(time.Millisecond)
 		r.answered(n)
 	}
 	for k := range r.tenths {
-		if r.tenths[k].Load() == 0 {
+		if r.tenths[k].at == 0 {
 			t.Fatalf("tenth %d never reached", k+1)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/ledgercore/ledger/client"
@@ -115,7 +116,7 @@ func (c *Config) Validate() error {
 	if c.Workload != Payments && (c.Batch < 1 || c.Batch > ledger.BatchEventsMax) {
 		errs = append(errs, fmt.Errorf("--batch must be 1 to %d, not %d", ledger.BatchEventsMax, c.Batch))
 	}
-	if c.Rate < 0 || c.Rate > 0 && c.Workload != Payments {
+	if !(c.Rate >= 0) || math.IsInf(c.Rate, 0) || c.Rate > 0 && c.Workload != Payments {
 		errs = append(errs, fmt.Errorf("--rate is orders a second for --workload payments, not %g", c.Rate))
 	}
 	if c.Concurrency < 1 {

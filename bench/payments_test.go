@@ -86,4 +86,7 @@ func TestOpenLoopPayments(t *testing.T) {
 	if res.DurationSeconds < 1.98 || res.Rate != c.Rate {
 		t.Fatalf("issued in %.2fs at offered rate %v: the schedule was not kept", res.DurationSeconds, res.Rate)
 	}
+	if res.LateMaxMs <= 0 || res.LateP50Ms > res.LateMaxMs {
+		t.Fatalf("sent late p50 %v, max %v ms: lateness not measured", res.LateP50Ms, res.LateMaxMs)
+	}
 }

@@ -70,8 +70,9 @@ type Result struct {
 	WriteStallSeconds   float64 `json:"storage_write_stall_seconds,omitempty"`
 	WALBytesPerTransfer float64 `json:"storage_wal_bytes_per_transfer,omitempty"`
 	WriteAmplification  float64 `json:"storage_write_amplification,omitempty"`
-	// DiskBytesPerTransfer is the store's size on disk at the end over the transfers made
-	// (embedded, or a remote ledgerd's ledger_storage_disk_bytes); Tables its sstables.
+	// DiskBytesPerTransfer is what the store grew by on disk over the run (its write-ahead log
+	// included), over the transfers made (embedded, or a remote ledgerd's
+	// ledger_storage_disk_bytes); Tables its sstables at the end.
 	DiskBytesPerTransfer float64 `json:"storage_disk_bytes_per_transfer,omitempty"`
 	Tables               int64   `json:"storage_tables,omitempty"`
 	// TenthsPerSecond is the rate of each tenth of the run's transfers, in order: whether the
@@ -98,8 +99,13 @@ type Result struct {
 	// The payments workload. Latencies above are those of CreatePayments calls (the
 	// voucher's round trip); "per transfer" ones are per order. TransfersPerSecond is
 	// OrdersCompletedPerSecond (the figure --repeat takes the median of).
-	Orders                           int              `json:"orders,omitempty"`
-	Rate                             float64          `json:"offered_orders_per_second,omitempty"`
+	Orders int     `json:"orders,omitempty"`
+	Rate   float64 `json:"offered_orders_per_second,omitempty"`
+	// LateP50Ms, LateP99Ms and LateMaxMs (open loop): how long after falling due calls were
+	// sent, for want of a free caller (the harness's own queue, counted in the latency).
+	LateP50Ms                        float64          `json:"sent_late_p50_ms,omitempty"`
+	LateP99Ms                        float64          `json:"sent_late_p99_ms,omitempty"`
+	LateMaxMs                        float64          `json:"sent_late_max_ms,omitempty"`
 	Mix                              string           `json:"mix,omitempty"`
 	Channel                          string           `json:"channel,omitempty"`
 	ChannelLatencyMs                 float64          `json:"channel_latency_ms,omitempty"`
@@ -248,13 +254,14 @@ func (res *Result) storage(before, after storage.Stats) {
 	if wal > 0 {
 		res.WriteAmplification = float64(after.SSTableBytesWritten-before.SSTableBytesWritten) / wal
 	}
-	res.disk(after.DiskBytes, after.Tables)
+	res.disk(before.DiskBytes, after.DiskBytes, after.Tables)
 }
 
-// disk records the store's size and tables at the end of the run.
-func (res *Result) disk(bytes uint64, tables int64) {
-	if res.TransfersOK > 0 && bytes > 0 {
-		res.DiskBytesPerTransfer = float64(bytes) / float64(res.TransfersOK)
+// disk records what the store grew by on disk over the run, per transfer made, and its
+// sstables at the end.
+func (res *Result) disk(before, after uint64, tables int64) {
+	if res.TransfersOK > 0 && after > before {
+		res.DiskBytesPerTransfer = float64(after-before) / float64(res.TransfersOK)
 	}
 	res.Tables = tables
 }
@@ -336,7 +343,7 @@ func (res *Result) WriteText(w io.Writer) {
 
 func (res *Result) writeDisk(w io.Writer) {
 	if res.DiskBytesPerTransfer > 0 {
-		fmt.Fprintf(w, ", store %.0f bytes per transfer on disk in %d sstables", res.DiskBytesPerTransfer, res.Tables)
+		fmt.Fprintf(w, ", store grew %.0f bytes per transfer on disk, %d sstables", res.DiskBytesPerTransfer, res.Tables)
 	}
 }
 

@@ -88,6 +88,9 @@ func Run(ctx context.Context, c Config) (_ *Result, err error) {
 		if err := openAccounts(ctx, &c, tgt); err != nil {
 			return nil, err
 		}
+		if emb != nil { // the storage figures are the transfers', not the accounts'
+			before = emb.store.Stats()
+		}
 		r = &runner{cfg: &c, tgt: tgt}
 		stopBackground, err := alongside(ctx, &c, tgt, pay)
 		if err != nil {
@@ -203,39 +206,52 @@ type runner struct {
 	errs     atomic.Int64
 	firstErr atomic.Value
 	start    time.Time
-	tenths   [10]atomic.Int64 // when the answered count reached each tenth of the run (ns after start)
+	// tenthsMu orders the answers' counting with their tenths: when the answered count
+	// reached each tenth of the run, the transfers answered and failed by then (set once).
+	tenthsMu sync.Mutex
+	tenths   [10]tenthMark
 }
 
-// answered counts n transfers answered, and notes the time the count reaches each tenth of the
-// run's transfers (each tenth is reached by exactly one call: the counts' ranges are disjoint).
+type tenthMark struct {
+	at             time.Duration // after start (0: not reached)
+	answered, fail int64
+}
+
+// answered counts n transfers answered (their failures already counted), and notes when the
+// count reaches each tenth of the run's transfers, with the counts then. Once a request: the
+// lock keeps the marks in the order of the counts.
 func (r *runner) answered(n int64) {
+	r.tenthsMu.Lock()
+	defer r.tenthsMu.Unlock()
 	now := r.done.Add(n)
 	total := int64(r.cfg.Transfers)
-	var at int64
+	m := tenthMark{answered: now}
 	for k := range int64(10) {
 		if b := ((k+1)*total + 9) / 10; now-n < b && b <= now {
-			if at == 0 {
-				at = max(int64(time.Since(r.start)), 1)
+			if m.at == 0 {
+				m.at, m.fail = max(time.Since(r.start), 1), r.failed.Load()
 			}
-			r.tenths[k].Store(at)
+			r.tenths[k] = m
 		}
 	}
 }
 
-// tenthRates are the transfers per second of each tenth of the run (nil when a tenth was not
-// reached, the run cut short, or one answer reached two tenths: a run too short to divide).
+// tenthRates are the transfers per second that succeeded in each tenth of the run (between
+// the answers that reached its bounds: what those answers held, counted), nil when a tenth
+// was not reached (the run cut short, or two-phase holds that failed, whose posts were never
+// sent) or one answer reached two tenths (a run too short to divide).
 func (r *runner) tenthRates() []float64 {
-	total := int64(r.cfg.Transfers)
+	r.tenthsMu.Lock()
+	defer r.tenthsMu.Unlock()
 	rates := make([]float64, 0, 10)
-	var from, at int64
-	for k := range int64(10) {
-		t := r.tenths[k].Load()
-		if t <= at {
+	var last tenthMark
+	for _, m := range r.tenths {
+		if m.at <= last.at {
 			return nil
 		}
-		to := ((k+1)*total + 9) / 10
-		rates = append(rates, float64(to-from)/time.Duration(t-at).Seconds())
-		from, at = to, t
+		ok := (m.answered - m.fail) - (last.answered - last.fail)
+		rates = append(rates, float64(ok)/(m.at-last.at).Seconds())
+		last = m
 	}
 	return rates
 }
@@ -359,7 +375,7 @@ func (m *meter) fill(res *Result, embedded bool, units int64, allocs, bytes *flo
 		end := scrapeProcess(m.metricsAddr)
 		res.ServerCPUSeconds = end.cpuSeconds - m.remote.cpuSeconds
 		res.ServerRSSBytes = end.rssBytes
-		res.disk(end.diskBytes, end.tables)
+		res.disk(m.remote.diskBytes, end.diskBytes, end.tables)
 	}
 }
 
