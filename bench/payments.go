@@ -60,6 +60,11 @@ const (
 	// gathers every metric (over HTTP from a ledgerd), which competes with the run for CPU.
 	drainPoll       = 50 * time.Millisecond
 	fundInFlightMax = 500
+	// fundCallersMax bounds the funding's callers whatever --concurrency is: each checks the
+	// recharges in flight before it sends, so that many callers together overshoot
+	// fundInFlightMax by their batches (at 128 callers of 25, 570 recharges were refused
+	// channel_unavailable).
+	fundCallersMax = 8
 )
 
 // diff is a - b, for the counts that grew.
@@ -426,8 +431,9 @@ func (r *payRunner) fund(ctx context.Context) error {
 	c := r.cfg
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make([]error, c.Concurrency)
-	for i := range c.Concurrency {
+	callers := min(c.Concurrency, fundCallersMax)
+	errs := make([]error, callers)
+	for i := range callers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
