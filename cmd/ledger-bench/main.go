@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -30,7 +31,7 @@ func main() {
 
 func run(args []string) error {
 	var c bench.Config
-	var jsonPath, htmlPath, cpuProfile, memProfile string
+	var jsonPath, htmlPath, cpuProfile, memProfile, tracePath string
 	var embedded, quiet bool
 	var repeat int
 	fs := flag.NewFlagSet("ledger-bench", flag.ContinueOnError)
@@ -77,6 +78,7 @@ func run(args []string) error {
 	fs.StringVar(&jsonPath, "json", "", "write the result as JSON to this file")
 	fs.StringVar(&htmlPath, "html", "", "write a self-contained HTML report to this file")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&tracePath, "trace", "", "write an execution trace of the run to this file (go tool trace; -pprof=sched for where goroutines waited for a core)")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile at the end to this file")
 	fs.BoolVar(&quiet, "quiet", false, "no live progress line")
 	fs.IntVar(&repeat, "repeat", 1, "run the workload this many times (a fresh ledger each time) and report the median run")
@@ -111,6 +113,17 @@ func run(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if tracePath != "" {
+		f, err := os.Create(tracePath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
