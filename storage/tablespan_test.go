@@ -205,3 +205,39 @@ func TestRangeDeletionPiecesBounded(t *testing.T) {
 		t.Fatalf("%d tables after compacting a range deletion over the journal", n)
 	}
 }
+
+// BenchmarkSeal: what sealing a generation of 1,000,000 accounts costs its round (the runs'
+// partition), and what sorting them all as paging reaches them costs in all (spread over the
+// rounds that page them).
+func BenchmarkSeal(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		id   func(rng *rand.Rand, i int) uint64
+	}{
+		{"dense", func(_ *rand.Rand, i int) uint64 { return 1_000_000 + uint64(i) }},
+		{"random", func(rng *rand.Rand, _ int) uint64 { return rng.Uint64() }},
+	} {
+		const n = 1_000_000
+		rng := rand.New(rand.NewPCG(11, 12))
+		ids := make([]uint64, n)
+		for i := range ids {
+			ids[i] = c.id(rng, i)
+		}
+		rng.Shuffle(n, func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+		b.Run(c.name+"/seal", func(b *testing.B) {
+			g := &tailGen{}
+			for b.Loop() {
+				g.accounts = append(g.accounts[:0], ids...)
+				g.seal()
+			}
+		})
+		b.Run(c.name+"/seal+sort", func(b *testing.B) {
+			g := &tailGen{}
+			for b.Loop() {
+				g.accounts = append(g.accounts[:0], ids...)
+				g.seal()
+				g.sortTo(n)
+			}
+		})
+	}
+}
