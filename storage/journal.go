@@ -175,11 +175,10 @@ type tailGen struct {
 	ts       []uint64
 	prev     []int32  // per posting, the index of the account's one before it (-1: none)
 	accounts []uint64 // in the order of their first posting; when sealed, by id (seal)
-	// runEnds: when sealed, where each run of accounts ends (seal); accounts[:sorted] are
-	// sorted, and the runs after it are sorted as the pages reach them (sortTo).
-	runEnds []int
-	sorted  int
-	nextRun int // the first of runEnds past sorted
+	// runEnds: when sealed, where each run of accounts ends (seal); the first sortedRuns runs
+	// are sorted, the others as the pages reach them (sortTo).
+	runEnds    []int
+	sortedRuns int
 }
 
 // seal orders a generation's accounts, which its pages are written in, by id: the share of
@@ -195,7 +194,7 @@ type tailGen struct {
 // run when the pages reach it.
 func (g *tailGen) seal() {
 	a := g.accounts
-	g.runEnds, g.sorted, g.nextRun = g.runEnds[:0], 0, 0
+	g.runEnds, g.sortedRuns = g.runEnds[:0], 0
 	if len(a) == 0 {
 		return
 	}
@@ -244,12 +243,19 @@ func appendRuns(ends []int, a, scratch []uint64, base, runMax int) []int {
 
 // sortTo sorts the sealed accounts' runs up to the one that holds accounts[n-1].
 func (g *tailGen) sortTo(n int) {
-	for g.sorted < n && g.nextRun < len(g.runEnds) {
-		end := g.runEnds[g.nextRun]
-		slices.Sort(g.accounts[g.sorted:end])
-		g.sorted = end
-		g.nextRun++
+	for from := g.sortedEnd(); from < n && g.sortedRuns < len(g.runEnds); g.sortedRuns++ {
+		end := g.runEnds[g.sortedRuns]
+		slices.Sort(g.accounts[from:end])
+		from = end
 	}
+}
+
+// sortedEnd is where the sorted runs end: accounts[:sortedEnd()] are in order.
+func (g *tailGen) sortedEnd() int {
+	if g.sortedRuns == 0 {
+		return 0
+	}
+	return g.runEnds[g.sortedRuns-1]
 }
 
 func newTailGen(after uint64) *tailGen {
@@ -278,7 +284,7 @@ func (t *postingTail) addRound(ps []ledger.Posting) {
 
 // tailChain walks an account's postings in a tail, newest first, without the tail's lock: a
 // generation's entries below the length it had when the chain was taken are never written
-// again (the writer only appends). A generation's accounts, runEnds and sorted are the
+// again (the writer only appends). A generation's accounts, runEnds and sortedRuns are the
 // writer's alone (add, seal, sortTo, Writer.page), never read by a chain.
 type tailChain struct {
 	gens  [3]chainGen
