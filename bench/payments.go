@@ -60,11 +60,6 @@ const (
 	// gathers every metric (over HTTP from a ledgerd), which competes with the run for CPU.
 	drainPoll       = 50 * time.Millisecond
 	fundInFlightMax = 500
-	// fundCallersMax bounds the funding's callers whatever --concurrency is: each checks the
-	// recharges in flight before it sends, so that many callers together overshoot
-	// fundInFlightMax by their batches (at 128 callers of 25, 570 recharges were refused
-	// channel_unavailable).
-	fundCallersMax = 8
 )
 
 // diff is a - b, for the counts that grew.
@@ -257,7 +252,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 		return nil, err
 	}
 	fundStart := time.Now()
-	if err := r.fund(ctx); err != nil {
+	if err := r.fund(ctx, base.final()); err != nil {
 		return nil, err
 	}
 	fundDone, err := r.waitFinal(ctx, base.final()+int64(r.parties.nUsers))
@@ -427,13 +422,38 @@ func (r *payRunner) waitFinal(ctx context.Context, want int64) (orderCounts, err
 }
 
 // fund recharges every user with FundAmount, concurrently, batch by batch.
-func (r *payRunner) fund(ctx context.Context) error {
+func (r *payRunner) fund(ctx context.Context, finalBefore int64) error {
 	c := r.cfg
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	callers := min(c.Concurrency, fundCallersMax)
-	errs := make([]error, callers)
-	for i := range callers {
+	// Paced: at most fundInFlightMax recharges sent and not final, so that none is refused by
+	// the gateway's queues. A caller reserves its batch before it sends: callers that only
+	// read the orders in flight would all see room at once, and overshoot by their batches
+	// (128 callers of 25 had 570 recharges refused channel_unavailable).
+	var mu sync.Mutex
+	var sent int64
+	reserve := func(n int64) error {
+		for {
+			oc, err := r.pay.counts() // final only grows: a stale count errs on the safe side
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			if sent+n-(oc.final()-finalBefore) <= fundInFlightMax {
+				sent += n
+				mu.Unlock()
+				return nil
+			}
+			mu.Unlock()
+			select {
+			case <-time.After(2 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	errs := make([]error, c.Concurrency)
+	for i := range c.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -442,17 +462,13 @@ func (r *payRunner) fund(ctx context.Context) error {
 				if first >= int64(r.parties.nUsers) {
 					return
 				}
-				// Paced: at most fundInFlightMax recharges waiting for the channel, so that
-				// none is refused by the gateway's queues.
-				for ctx.Err() == nil {
-					oc, err := r.pay.counts()
-					if err != nil || oc.inFlight < fundInFlightMax {
-						break
-					}
-					time.Sleep(2 * time.Millisecond)
+				last := min(first+int64(c.Batch), int64(r.parties.nUsers))
+				if err := reserve(last - first); err != nil {
+					errs[i] = err
+					return
 				}
 				var rs []*ledgerv1.PaymentRequest
-				for u := first; u < min(first+int64(c.Batch), int64(r.parties.nUsers)); u++ {
+				for u := first; u < last; u++ {
 					key := fmt.Sprintf("lb%x-fund-%d", c.IDBase, u)
 					rs = append(rs, &ledgerv1.PaymentRequest{IdempotencyKey: key, BizId: key,
 						Form: ledgerv1.PaymentForm_PAYMENT_FORM_RECHARGE, Ledger: c.ledgerID(), Amount: FundAmount,
