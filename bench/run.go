@@ -308,7 +308,6 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	progressDone := make(chan struct{})
 	r.start = time.Now()
 	go r.progress(stopProgress, progressDone, &series)
-	start := r.start
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Add(1)
@@ -318,7 +317,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := time.Since(r.start)
 	close(stopProgress)
 	<-progressDone
 
