@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,14 +119,14 @@ func TestTenthRates(t *testing.T) {
 	}
 
 	// Answers that overshoot a tenth's bound count what they held, and failures do not count:
-	// 7 answers of 15 (a tenth is 10) at 1 ms each, the third half failed.
+	// 15 answers of 7 (a tenth is 10.5) at 1 ms each, the fifth all failed.
 	r = &runner{cfg: &Config{Transfers: 105}, start: time.Now()}
-	for i := range 7 {
+	for i := range 15 {
 		time.Sleep(time.Millisecond)
-		if i == 2 {
+		if i == 4 {
 			r.failed.Add(7)
 		}
-		r.answered(15)
+		r.answered(7)
 	}
 	var ok int64
 	for k, m := range r.tenths {
@@ -136,6 +137,15 @@ func TestTenthRates(t *testing.T) {
 	}
 	if ok != 105-7 {
 		t.Fatalf("%d succeeded by the last tenth, want %d", ok, 105-7)
+	}
+	// The rates, over their tenths' times, give back what succeeded (not 105 tenths' worth).
+	sum, last := 0.0, time.Duration(0)
+	for k, rate := range r.tenthRates() {
+		sum += rate * (r.tenths[k].at - last).Seconds()
+		last = r.tenths[k].at
+	}
+	if math.Abs(sum-float64(105-7)) > 1e-6 {
+		t.Fatalf("the tenths' rates add up to %v transfers, want %d", sum, 105-7)
 	}
 
 	r = &runner{cfg: &Config{Transfers: 25}, start: time.Now()}
