@@ -125,13 +125,14 @@ func (a access) allows(r Role) bool {
 // authenticated caller but a channel (the schema is public in the repository, but anonymous
 // callers learn nothing from the server).
 var methodRoles = map[string]access{
-	ledgerv1.LedgerService_CreateAccounts_FullMethodName:      accessWriter,
-	ledgerv1.LedgerService_CreateTransfers_FullMethodName:     accessWriter,
-	ledgerv1.LedgerService_LookupAccounts_FullMethodName:      readers,
-	ledgerv1.LedgerService_LookupTransfers_FullMethodName:     readers,
-	ledgerv1.LedgerService_GetAccountTransfers_FullMethodName: readers,
-	ledgerv1.LedgerService_GetAccountBalances_FullMethodName:  readers,
-	ledgerv1.LedgerService_Subscribe_FullMethodName:           readers,
+	ledgerv1.LedgerService_CreateAccounts_FullMethodName:        accessWriter,
+	ledgerv1.LedgerService_CreateTransfers_FullMethodName:       accessWriter,
+	ledgerv1.LedgerService_CreateTransfersStream_FullMethodName: accessWriter,
+	ledgerv1.LedgerService_LookupAccounts_FullMethodName:        readers,
+	ledgerv1.LedgerService_LookupTransfers_FullMethodName:       readers,
+	ledgerv1.LedgerService_GetAccountTransfers_FullMethodName:   readers,
+	ledgerv1.LedgerService_GetAccountBalances_FullMethodName:    readers,
+	ledgerv1.LedgerService_Subscribe_FullMethodName:             readers,
 
 	ledgerv1.AdminService_Verify_FullMethodName:            accessOperator,
 	ledgerv1.AdminService_TrialBalance_FullMethodName:      accessOperator,

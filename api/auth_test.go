@@ -31,13 +31,14 @@ import (
 // change to either shows in review: r reader, w writer, o operator, c channel; * anyone,
 // without credentials.
 var wantAccess = map[string]string{
-	"/ledger.v1.LedgerService/CreateAccounts":      "w",
-	"/ledger.v1.LedgerService/CreateTransfers":     "w",
-	"/ledger.v1.LedgerService/LookupAccounts":      "rwo",
-	"/ledger.v1.LedgerService/LookupTransfers":     "rwo",
-	"/ledger.v1.LedgerService/GetAccountTransfers": "rwo",
-	"/ledger.v1.LedgerService/GetAccountBalances":  "rwo",
-	"/ledger.v1.LedgerService/Subscribe":           "rwo",
+	"/ledger.v1.LedgerService/CreateAccounts":        "w",
+	"/ledger.v1.LedgerService/CreateTransfers":       "w",
+	"/ledger.v1.LedgerService/CreateTransfersStream": "w",
+	"/ledger.v1.LedgerService/LookupAccounts":        "rwo",
+	"/ledger.v1.LedgerService/LookupTransfers":       "rwo",
+	"/ledger.v1.LedgerService/GetAccountTransfers":   "rwo",
+	"/ledger.v1.LedgerService/GetAccountBalances":    "rwo",
+	"/ledger.v1.LedgerService/Subscribe":             "rwo",
 
 	"/ledger.v1.AdminService/Verify":            "o",
 	"/ledger.v1.AdminService/TrialBalance":      "o",

@@ -33,6 +33,9 @@ type Metrics struct {
 	requestSeconds  *prometheus.HistogramVec
 	authDenials     *prometheus.CounterVec
 	panics          *prometheus.CounterVec
+	streamRequests  *prometheus.CounterVec // CreateTransfersStream's requests, by code
+	streams         prometheus.Gauge
+	streamBatch     prometheus.Histogram
 	// CommitSeconds, CommitPostings and HotFlushLegs go into actors.Config.
 	CommitSeconds  prometheus.Histogram
 	CommitPostings prometheus.Histogram
@@ -68,8 +71,17 @@ func NewMetrics() *Metrics {
 	m.panics = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_grpc_panics_total",
 		Help: "Calls whose handler panicked, by gRPC method: answered INTERNAL, the process serves on. Any is a bug."},
 		[]string{"method"})
+	m.streamRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_transfer_stream_requests_total",
+		Help: "Requests answered on CreateTransfersStream, by the gRPC code of the answer (OK: the request ran; its transfers are counted in ledger_transfers_total)."},
+		[]string{"code"})
+	m.streams = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ledger_transfer_streams",
+		Help: "CreateTransfersStream streams open."})
+	m.streamBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_transfer_stream_batch_requests",
+		Help:    "Stream requests gathered into one batch to the ledger.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14)})
 	m.Registry.MustRegister(m.transfers, m.accounts, m.payments, m.requestSeconds, m.CommitSeconds, m.CommitPostings,
-		m.HotFlushLegs, m.authDenials, m.panics)
+		m.HotFlushLegs, m.authDenials, m.panics, m.streamRequests, m.streams, m.streamBatch)
+	m.streamRequests.WithLabelValues(codes.OK.String())
 	// The zero series of the commonest denial, per method: increase() then counts a first
 	// denial instead of missing it (a series that appears at 1 has no increase).
 	for method, a := range methodRoles {
@@ -114,6 +126,33 @@ func (m *Metrics) countPayment(f payment.Form, r payment.Result) {
 func (m *Metrics) countTransfer(r ledger.TransferResult) {
 	if m != nil && m.transferCounter[r] != nil {
 		m.transferCounter[r].Inc()
+	}
+}
+
+func (m *Metrics) streamOpened() {
+	if m != nil {
+		m.streams.Inc()
+	}
+}
+
+func (m *Metrics) streamClosed() {
+	if m != nil {
+		m.streams.Dec()
+	}
+}
+
+// countStream counts a gathered batch's requests, all answered with err's code.
+func (m *Metrics) countStream(batch []*streamItem, err error) {
+	if m != nil {
+		m.streamRequests.WithLabelValues(streamCode(err).String()).Add(float64(len(batch)))
+		m.streamBatch.Observe(float64(len(batch)))
+	}
+}
+
+// countStreamRefused counts a stream request refused before it was gathered.
+func (m *Metrics) countStreamRefused(err error) {
+	if m != nil {
+		m.streamRequests.WithLabelValues(streamCode(err).String()).Inc()
 	}
 }
 

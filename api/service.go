@@ -49,6 +49,7 @@ type Service struct {
 	eod     *eod.Runner // end of day; nil: not served
 	backups *backups    // nil: backups are off
 	verify  *verifyGate
+	gather  gatherer // CreateTransfersStream's batches
 	// currencies name the ledgers' currencies for reports (nil: none known).
 	currencies accounting.Currencies
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
@@ -58,6 +59,7 @@ type Service struct {
 // NewService serves l; m counts results (nil: not counted).
 func NewService(l *actors.Ledger, m *Metrics, opts ...Option) *Service {
 	s := &Service{ledger: l, metrics: m, verify: newVerifyGate(VerifyIntervalDefault, m)}
+	s.gather.s = s
 	for _, o := range opts {
 		o(s)
 	}
@@ -143,20 +145,9 @@ func (s *Service) CreateAccounts(_ context.Context, req *ledgerv1.CreateAccounts
 
 // CreateTransfers implements LedgerService.
 func (s *Service) CreateTransfers(_ context.Context, req *ledgerv1.CreateTransfersRequest) (*ledgerv1.CreateTransfersResponse, error) {
-	if err := checkBatch(len(req.GetTransfers()), "transfers"); err != nil {
+	ts, err := transfersFromProto(req.GetTransfers())
+	if err != nil {
 		return nil, toStatus(err)
-	}
-	ts := make([]ledger.Transfer, len(req.GetTransfers()))
-	for i, t := range req.GetTransfers() {
-		// The payment layer's transfers (and its holds) are its own: a client that made one
-		// first, or posted or voided one of its holds, could break a payment's bookkeeping.
-		if t.GetId() >= 1<<63 {
-			return nil, toStatus(invalid("transfers[%d].id: ids from 2^63 are reserved for the payment layer's transfers", i))
-		}
-		if t.GetPendingId() >= 1<<63 {
-			return nil, toStatus(invalid("transfers[%d].pending_id: the payment layer's holds are posted and voided by their orders only", i))
-		}
-		ts[i] = TransferFromProto(t)
 	}
 	results, err := s.ledger.CreateTransfers(ts)
 	if err != nil {
@@ -171,6 +162,26 @@ func (s *Service) CreateTransfers(_ context.Context, req *ledgerv1.CreateTransfe
 		}
 	}
 	return resp, nil
+}
+
+// transfersFromProto checks a CreateTransfers request's transfers and converts them.
+func transfersFromProto(pb []*ledgerv1.Transfer) ([]ledger.Transfer, error) {
+	if err := checkBatch(len(pb), "transfers"); err != nil {
+		return nil, err
+	}
+	ts := make([]ledger.Transfer, len(pb))
+	for i, t := range pb {
+		// The payment layer's transfers (and its holds) are its own: a client that made one
+		// first, or posted or voided one of its holds, could break a payment's bookkeeping.
+		if t.GetId() >= 1<<63 {
+			return nil, invalid("transfers[%d].id: ids from 2^63 are reserved for the payment layer's transfers", i)
+		}
+		if t.GetPendingId() >= 1<<63 {
+			return nil, invalid("transfers[%d].pending_id: the payment layer's holds are posted and voided by their orders only", i)
+		}
+		ts[i] = TransferFromProto(t)
+	}
+	return ts, nil
 }
 
 func checkIDs(ids []uint64) error {

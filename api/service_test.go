@@ -23,11 +23,12 @@ import (
 )
 
 type fixture struct {
-	client ledgerv1.LedgerServiceClient
-	admin  ledgerv1.AdminServiceClient
-	ledger *actors.Ledger
-	store  *storage.Store
-	ctx    context.Context
+	client  ledgerv1.LedgerServiceClient
+	admin   ledgerv1.AdminServiceClient
+	ledger  *actors.Ledger
+	store   *storage.Store
+	metrics *Metrics
+	ctx     context.Context
 }
 
 func newFixture(t *testing.T, shards uint32) *fixture {
@@ -51,7 +52,8 @@ func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := NewService(l, NewMetrics(), WithVerifyInterval(0))
+	m := NewMetrics()
+	svc := NewService(l, m, WithVerifyInterval(0))
 	srv, _ := NewServer(svc)
 	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis := bufconn.Listen(1 << 20)
@@ -70,7 +72,7 @@ func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
 		_ = store.Close()
 	})
 	return &fixture{client: ledgerv1.NewLedgerServiceClient(conn), admin: ledgerv1.NewAdminServiceClient(conn),
-		ledger: l, store: store, ctx: context.Background()}
+		ledger: l, store: store, metrics: m, ctx: context.Background()}
 }
 
 func (f *fixture) accounts(t *testing.T, as ...*ledgerv1.Account) {

@@ -1187,6 +1187,185 @@ func (x *CreateTransfersResponse) GetResults() []*CreateTransfersResult {
 	return nil
 }
 
+// CreateTransfersStreamRequest is one CreateTransfers request on a stream.
+type CreateTransfersStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's name for the request, echoed in its answer (the server does not check that
+	// tags are unique; a caller that reuses one cannot tell its answers apart).
+	Tag uint64 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	// 1 to 8,190 transfers, as CreateTransfersRequest.transfers (a linked chain ends within
+	// the request).
+	Transfers     []*Transfer `protobuf:"bytes,2,rep,name=transfers,proto3" json:"transfers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTransfersStreamRequest) Reset() {
+	*x = CreateTransfersStreamRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTransfersStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTransfersStreamRequest) ProtoMessage() {}
+
+func (x *CreateTransfersStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTransfersStreamRequest.ProtoReflect.Descriptor instead.
+func (*CreateTransfersStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateTransfersStreamRequest) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *CreateTransfersStreamRequest) GetTransfers() []*Transfer {
+	if x != nil {
+		return x.Transfers
+	}
+	return nil
+}
+
+// CreateTransfersStreamAnswer answers one request of the stream.
+type CreateTransfersStreamAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's tag.
+	Tag uint64 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	// As CreateTransfersResponse.results: only the transfers not created, by their index in the
+	// request; none when code is not 0.
+	Results []*CreateTransfersResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	// 0 (OK) when the request ran; else the gRPC status code the CreateTransfers call would have
+	// failed with (3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ...), and none of
+	// its transfers ran, except for 13 INTERNAL or 4 DEADLINE_EXCEEDED, after which their
+	// outcome is unknown (look them up, or send them again).
+	Code uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	// Why, when code is not 0.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTransfersStreamAnswer) Reset() {
+	*x = CreateTransfersStreamAnswer{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTransfersStreamAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTransfersStreamAnswer) ProtoMessage() {}
+
+func (x *CreateTransfersStreamAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTransfersStreamAnswer.ProtoReflect.Descriptor instead.
+func (*CreateTransfersStreamAnswer) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CreateTransfersStreamAnswer) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *CreateTransfersStreamAnswer) GetResults() []*CreateTransfersResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *CreateTransfersStreamAnswer) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CreateTransfersStreamAnswer) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// CreateTransfersStreamResponse carries one or more answers.
+type CreateTransfersStreamResponse struct {
+	state         protoimpl.MessageState         `protogen:"open.v1"`
+	Answers       []*CreateTransfersStreamAnswer `protobuf:"bytes,1,rep,name=answers,proto3" json:"answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTransfersStreamResponse) Reset() {
+	*x = CreateTransfersStreamResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTransfersStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTransfersStreamResponse) ProtoMessage() {}
+
+func (x *CreateTransfersStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTransfersStreamResponse.ProtoReflect.Descriptor instead.
+func (*CreateTransfersStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CreateTransfersStreamResponse) GetAnswers() []*CreateTransfersStreamAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
 type LookupAccountsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ids           []uint64               `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
@@ -1196,7 +1375,7 @@ type LookupAccountsRequest struct {
 
 func (x *LookupAccountsRequest) Reset() {
 	*x = LookupAccountsRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1387,7 @@ func (x *LookupAccountsRequest) String() string {
 func (*LookupAccountsRequest) ProtoMessage() {}
 
 func (x *LookupAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1400,7 @@ func (x *LookupAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupAccountsRequest.ProtoReflect.Descriptor instead.
 func (*LookupAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LookupAccountsRequest) GetIds() []uint64 {
@@ -1240,7 +1419,7 @@ type LookupAccountsResponse struct {
 
 func (x *LookupAccountsResponse) Reset() {
 	*x = LookupAccountsResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1431,7 @@ func (x *LookupAccountsResponse) String() string {
 func (*LookupAccountsResponse) ProtoMessage() {}
 
 func (x *LookupAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1444,7 @@ func (x *LookupAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupAccountsResponse.ProtoReflect.Descriptor instead.
 func (*LookupAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LookupAccountsResponse) GetAccounts() []*Account {
@@ -1284,7 +1463,7 @@ type LookupTransfersRequest struct {
 
 func (x *LookupTransfersRequest) Reset() {
 	*x = LookupTransfersRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1475,7 @@ func (x *LookupTransfersRequest) String() string {
 func (*LookupTransfersRequest) ProtoMessage() {}
 
 func (x *LookupTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1488,7 @@ func (x *LookupTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupTransfersRequest.ProtoReflect.Descriptor instead.
 func (*LookupTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LookupTransfersRequest) GetIds() []uint64 {
@@ -1328,7 +1507,7 @@ type LookupTransfersResponse struct {
 
 func (x *LookupTransfersResponse) Reset() {
 	*x = LookupTransfersResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1519,7 @@ func (x *LookupTransfersResponse) String() string {
 func (*LookupTransfersResponse) ProtoMessage() {}
 
 func (x *LookupTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1532,7 @@ func (x *LookupTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupTransfersResponse.ProtoReflect.Descriptor instead.
 func (*LookupTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LookupTransfersResponse) GetTransfers() []*Transfer {
@@ -1385,7 +1564,7 @@ type AccountFilter struct {
 
 func (x *AccountFilter) Reset() {
 	*x = AccountFilter{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1576,7 @@ func (x *AccountFilter) String() string {
 func (*AccountFilter) ProtoMessage() {}
 
 func (x *AccountFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1589,7 @@ func (x *AccountFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountFilter.ProtoReflect.Descriptor instead.
 func (*AccountFilter) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AccountFilter) GetAccountId() uint64 {
@@ -1471,7 +1650,7 @@ type GetAccountTransfersRequest struct {
 
 func (x *GetAccountTransfersRequest) Reset() {
 	*x = GetAccountTransfersRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1662,7 @@ func (x *GetAccountTransfersRequest) String() string {
 func (*GetAccountTransfersRequest) ProtoMessage() {}
 
 func (x *GetAccountTransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1675,7 @@ func (x *GetAccountTransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountTransfersRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountTransfersRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetAccountTransfersRequest) GetFilter() *AccountFilter {
@@ -1518,7 +1697,7 @@ type GetAccountTransfersResponse struct {
 
 func (x *GetAccountTransfersResponse) Reset() {
 	*x = GetAccountTransfersResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1709,7 @@ func (x *GetAccountTransfersResponse) String() string {
 func (*GetAccountTransfersResponse) ProtoMessage() {}
 
 func (x *GetAccountTransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1722,7 @@ func (x *GetAccountTransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountTransfersResponse.ProtoReflect.Descriptor instead.
 func (*GetAccountTransfersResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetAccountTransfersResponse) GetTransfers() []*Transfer {
@@ -1569,7 +1748,7 @@ type GetAccountBalancesRequest struct {
 
 func (x *GetAccountBalancesRequest) Reset() {
 	*x = GetAccountBalancesRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1760,7 @@ func (x *GetAccountBalancesRequest) String() string {
 func (*GetAccountBalancesRequest) ProtoMessage() {}
 
 func (x *GetAccountBalancesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1773,7 @@ func (x *GetAccountBalancesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountBalancesRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountBalancesRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetAccountBalancesRequest) GetFilter() *AccountFilter {
@@ -1623,7 +1802,7 @@ type AccountBalance struct {
 
 func (x *AccountBalance) Reset() {
 	*x = AccountBalance{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1814,7 @@ func (x *AccountBalance) String() string {
 func (*AccountBalance) ProtoMessage() {}
 
 func (x *AccountBalance) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1827,7 @@ func (x *AccountBalance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountBalance.ProtoReflect.Descriptor instead.
 func (*AccountBalance) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AccountBalance) GetTimestamp() uint64 {
@@ -1711,7 +1890,7 @@ type GetAccountBalancesResponse struct {
 
 func (x *GetAccountBalancesResponse) Reset() {
 	*x = GetAccountBalancesResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1902,7 @@ func (x *GetAccountBalancesResponse) String() string {
 func (*GetAccountBalancesResponse) ProtoMessage() {}
 
 func (x *GetAccountBalancesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1915,7 @@ func (x *GetAccountBalancesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountBalancesResponse.ProtoReflect.Descriptor instead.
 func (*GetAccountBalancesResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetAccountBalancesResponse) GetBalances() []*AccountBalance {
@@ -1767,7 +1946,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1958,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1971,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BackupRequest) GetName() string {
@@ -1830,7 +2009,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2021,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2034,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BackupResponse) GetPath() string {
@@ -1928,7 +2107,7 @@ type RunEndOfDayRequest struct {
 
 func (x *RunEndOfDayRequest) Reset() {
 	*x = RunEndOfDayRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2119,7 @@ func (x *RunEndOfDayRequest) String() string {
 func (*RunEndOfDayRequest) ProtoMessage() {}
 
 func (x *RunEndOfDayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2132,7 @@ func (x *RunEndOfDayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEndOfDayRequest.ProtoReflect.Descriptor instead.
 func (*RunEndOfDayRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RunEndOfDayRequest) GetDate() string {
@@ -2002,7 +2181,7 @@ type RunEndOfDayResponse struct {
 
 func (x *RunEndOfDayResponse) Reset() {
 	*x = RunEndOfDayResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2193,7 @@ func (x *RunEndOfDayResponse) String() string {
 func (*RunEndOfDayResponse) ProtoMessage() {}
 
 func (x *RunEndOfDayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2206,7 @@ func (x *RunEndOfDayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEndOfDayResponse.ProtoReflect.Descriptor instead.
 func (*RunEndOfDayResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RunEndOfDayResponse) GetDate() string {
@@ -2119,7 +2298,7 @@ type AcceptEndOfDayRequest struct {
 
 func (x *AcceptEndOfDayRequest) Reset() {
 	*x = AcceptEndOfDayRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2310,7 @@ func (x *AcceptEndOfDayRequest) String() string {
 func (*AcceptEndOfDayRequest) ProtoMessage() {}
 
 func (x *AcceptEndOfDayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2323,7 @@ func (x *AcceptEndOfDayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptEndOfDayRequest.ProtoReflect.Descriptor instead.
 func (*AcceptEndOfDayRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AcceptEndOfDayRequest) GetDate() string {
@@ -2170,7 +2349,7 @@ type AcceptEndOfDayResponse struct {
 
 func (x *AcceptEndOfDayResponse) Reset() {
 	*x = AcceptEndOfDayResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2361,7 @@ func (x *AcceptEndOfDayResponse) String() string {
 func (*AcceptEndOfDayResponse) ProtoMessage() {}
 
 func (x *AcceptEndOfDayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2374,7 @@ func (x *AcceptEndOfDayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptEndOfDayResponse.ProtoReflect.Descriptor instead.
 func (*AcceptEndOfDayResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AcceptEndOfDayResponse) GetResult() *RunEndOfDayResponse {
@@ -2213,7 +2392,7 @@ type GetEndOfDayStatusRequest struct {
 
 func (x *GetEndOfDayStatusRequest) Reset() {
 	*x = GetEndOfDayStatusRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2404,7 @@ func (x *GetEndOfDayStatusRequest) String() string {
 func (*GetEndOfDayStatusRequest) ProtoMessage() {}
 
 func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2417,7 @@ func (x *GetEndOfDayStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndOfDayStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetEndOfDayStatusRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
 }
 
 type GetEndOfDayStatusResponse struct {
@@ -2258,7 +2437,7 @@ type GetEndOfDayStatusResponse struct {
 
 func (x *GetEndOfDayStatusResponse) Reset() {
 	*x = GetEndOfDayStatusResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2449,7 @@ func (x *GetEndOfDayStatusResponse) String() string {
 func (*GetEndOfDayStatusResponse) ProtoMessage() {}
 
 func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2462,7 @@ func (x *GetEndOfDayStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndOfDayStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetEndOfDayStatusResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetEndOfDayStatusResponse) GetCurrentDate() string {
@@ -2331,7 +2510,7 @@ type TrialBalanceRequest struct {
 
 func (x *TrialBalanceRequest) Reset() {
 	*x = TrialBalanceRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2522,7 @@ func (x *TrialBalanceRequest) String() string {
 func (*TrialBalanceRequest) ProtoMessage() {}
 
 func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2535,7 @@ func (x *TrialBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceRequest.ProtoReflect.Descriptor instead.
 func (*TrialBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TrialBalanceRequest) GetLedger() uint32 {
@@ -2383,7 +2562,7 @@ type TrialBalanceResponse struct {
 
 func (x *TrialBalanceResponse) Reset() {
 	*x = TrialBalanceResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2574,7 @@ func (x *TrialBalanceResponse) String() string {
 func (*TrialBalanceResponse) ProtoMessage() {}
 
 func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2587,7 @@ func (x *TrialBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceResponse.ProtoReflect.Descriptor instead.
 func (*TrialBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TrialBalanceResponse) GetLedgers() []*TrialBalanceLedger {
@@ -2455,7 +2634,7 @@ type TrialBalanceLedger struct {
 
 func (x *TrialBalanceLedger) Reset() {
 	*x = TrialBalanceLedger{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2646,7 @@ func (x *TrialBalanceLedger) String() string {
 func (*TrialBalanceLedger) ProtoMessage() {}
 
 func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[31]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2659,7 @@ func (x *TrialBalanceLedger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLedger.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLedger) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{31}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TrialBalanceLedger) GetLedger() uint32 {
@@ -2556,7 +2735,7 @@ type TrialBalanceLine struct {
 
 func (x *TrialBalanceLine) Reset() {
 	*x = TrialBalanceLine{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +2747,7 @@ func (x *TrialBalanceLine) String() string {
 func (*TrialBalanceLine) ProtoMessage() {}
 
 func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[32]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +2760,7 @@ func (x *TrialBalanceLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrialBalanceLine.ProtoReflect.Descriptor instead.
 func (*TrialBalanceLine) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{32}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TrialBalanceLine) GetCode() uint32 {
@@ -2683,7 +2862,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[33]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2874,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[33]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2887,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{33}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{36}
 }
 
 type VerifyResponse struct {
@@ -2724,7 +2903,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[34]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2915,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[34]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2928,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{34}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VerifyResponse) GetProblems() []string {
@@ -2844,7 +3023,17 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x127\n" +
 	"\x06result\x18\x02 \x01(\x0e2\x1f.ledger.v1.CreateTransferResultR\x06result\"U\n" +
 	"\x17CreateTransfersResponse\x12:\n" +
-	"\aresults\x18\x01 \x03(\v2 .ledger.v1.CreateTransfersResultR\aresults\")\n" +
+	"\aresults\x18\x01 \x03(\v2 .ledger.v1.CreateTransfersResultR\aresults\"c\n" +
+	"\x1cCreateTransfersStreamRequest\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x121\n" +
+	"\ttransfers\x18\x02 \x03(\v2\x13.ledger.v1.TransferR\ttransfers\"\x99\x01\n" +
+	"\x1bCreateTransfersStreamAnswer\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12:\n" +
+	"\aresults\x18\x02 \x03(\v2 .ledger.v1.CreateTransfersResultR\aresults\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"a\n" +
+	"\x1dCreateTransfersStreamResponse\x12@\n" +
+	"\aanswers\x18\x01 \x03(\v2&.ledger.v1.CreateTransfersStreamAnswerR\aanswers\")\n" +
 	"\x15LookupAccountsRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\x04R\x03ids\"H\n" +
 	"\x16LookupAccountsResponse\x12.\n" +
@@ -3053,46 +3242,49 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ledger_v1_ledger_proto_goTypes = []any{
-	(TransferState)(0),                  // 0: ledger.v1.TransferState
-	(CreateAccountResult)(0),            // 1: ledger.v1.CreateAccountResult
-	(CreateTransferResult)(0),           // 2: ledger.v1.CreateTransferResult
-	(*AccountFlags)(nil),                // 3: ledger.v1.AccountFlags
-	(*Uint128)(nil),                     // 4: ledger.v1.Uint128
-	(*Account)(nil),                     // 5: ledger.v1.Account
-	(*TransferFlags)(nil),               // 6: ledger.v1.TransferFlags
-	(*Transfer)(nil),                    // 7: ledger.v1.Transfer
-	(*CreateAccountsRequest)(nil),       // 8: ledger.v1.CreateAccountsRequest
-	(*CreateAccountsResult)(nil),        // 9: ledger.v1.CreateAccountsResult
-	(*CreateAccountsResponse)(nil),      // 10: ledger.v1.CreateAccountsResponse
-	(*CreateTransfersRequest)(nil),      // 11: ledger.v1.CreateTransfersRequest
-	(*CreateTransfersResult)(nil),       // 12: ledger.v1.CreateTransfersResult
-	(*CreateTransfersResponse)(nil),     // 13: ledger.v1.CreateTransfersResponse
-	(*LookupAccountsRequest)(nil),       // 14: ledger.v1.LookupAccountsRequest
-	(*LookupAccountsResponse)(nil),      // 15: ledger.v1.LookupAccountsResponse
-	(*LookupTransfersRequest)(nil),      // 16: ledger.v1.LookupTransfersRequest
-	(*LookupTransfersResponse)(nil),     // 17: ledger.v1.LookupTransfersResponse
-	(*AccountFilter)(nil),               // 18: ledger.v1.AccountFilter
-	(*GetAccountTransfersRequest)(nil),  // 19: ledger.v1.GetAccountTransfersRequest
-	(*GetAccountTransfersResponse)(nil), // 20: ledger.v1.GetAccountTransfersResponse
-	(*GetAccountBalancesRequest)(nil),   // 21: ledger.v1.GetAccountBalancesRequest
-	(*AccountBalance)(nil),              // 22: ledger.v1.AccountBalance
-	(*GetAccountBalancesResponse)(nil),  // 23: ledger.v1.GetAccountBalancesResponse
-	(*BackupRequest)(nil),               // 24: ledger.v1.BackupRequest
-	(*BackupResponse)(nil),              // 25: ledger.v1.BackupResponse
-	(*RunEndOfDayRequest)(nil),          // 26: ledger.v1.RunEndOfDayRequest
-	(*RunEndOfDayResponse)(nil),         // 27: ledger.v1.RunEndOfDayResponse
-	(*AcceptEndOfDayRequest)(nil),       // 28: ledger.v1.AcceptEndOfDayRequest
-	(*AcceptEndOfDayResponse)(nil),      // 29: ledger.v1.AcceptEndOfDayResponse
-	(*GetEndOfDayStatusRequest)(nil),    // 30: ledger.v1.GetEndOfDayStatusRequest
-	(*GetEndOfDayStatusResponse)(nil),   // 31: ledger.v1.GetEndOfDayStatusResponse
-	(*TrialBalanceRequest)(nil),         // 32: ledger.v1.TrialBalanceRequest
-	(*TrialBalanceResponse)(nil),        // 33: ledger.v1.TrialBalanceResponse
-	(*TrialBalanceLedger)(nil),          // 34: ledger.v1.TrialBalanceLedger
-	(*TrialBalanceLine)(nil),            // 35: ledger.v1.TrialBalanceLine
-	(*VerifyRequest)(nil),               // 36: ledger.v1.VerifyRequest
-	(*VerifyResponse)(nil),              // 37: ledger.v1.VerifyResponse
+	(TransferState)(0),                    // 0: ledger.v1.TransferState
+	(CreateAccountResult)(0),              // 1: ledger.v1.CreateAccountResult
+	(CreateTransferResult)(0),             // 2: ledger.v1.CreateTransferResult
+	(*AccountFlags)(nil),                  // 3: ledger.v1.AccountFlags
+	(*Uint128)(nil),                       // 4: ledger.v1.Uint128
+	(*Account)(nil),                       // 5: ledger.v1.Account
+	(*TransferFlags)(nil),                 // 6: ledger.v1.TransferFlags
+	(*Transfer)(nil),                      // 7: ledger.v1.Transfer
+	(*CreateAccountsRequest)(nil),         // 8: ledger.v1.CreateAccountsRequest
+	(*CreateAccountsResult)(nil),          // 9: ledger.v1.CreateAccountsResult
+	(*CreateAccountsResponse)(nil),        // 10: ledger.v1.CreateAccountsResponse
+	(*CreateTransfersRequest)(nil),        // 11: ledger.v1.CreateTransfersRequest
+	(*CreateTransfersResult)(nil),         // 12: ledger.v1.CreateTransfersResult
+	(*CreateTransfersResponse)(nil),       // 13: ledger.v1.CreateTransfersResponse
+	(*CreateTransfersStreamRequest)(nil),  // 14: ledger.v1.CreateTransfersStreamRequest
+	(*CreateTransfersStreamAnswer)(nil),   // 15: ledger.v1.CreateTransfersStreamAnswer
+	(*CreateTransfersStreamResponse)(nil), // 16: ledger.v1.CreateTransfersStreamResponse
+	(*LookupAccountsRequest)(nil),         // 17: ledger.v1.LookupAccountsRequest
+	(*LookupAccountsResponse)(nil),        // 18: ledger.v1.LookupAccountsResponse
+	(*LookupTransfersRequest)(nil),        // 19: ledger.v1.LookupTransfersRequest
+	(*LookupTransfersResponse)(nil),       // 20: ledger.v1.LookupTransfersResponse
+	(*AccountFilter)(nil),                 // 21: ledger.v1.AccountFilter
+	(*GetAccountTransfersRequest)(nil),    // 22: ledger.v1.GetAccountTransfersRequest
+	(*GetAccountTransfersResponse)(nil),   // 23: ledger.v1.GetAccountTransfersResponse
+	(*GetAccountBalancesRequest)(nil),     // 24: ledger.v1.GetAccountBalancesRequest
+	(*AccountBalance)(nil),                // 25: ledger.v1.AccountBalance
+	(*GetAccountBalancesResponse)(nil),    // 26: ledger.v1.GetAccountBalancesResponse
+	(*BackupRequest)(nil),                 // 27: ledger.v1.BackupRequest
+	(*BackupResponse)(nil),                // 28: ledger.v1.BackupResponse
+	(*RunEndOfDayRequest)(nil),            // 29: ledger.v1.RunEndOfDayRequest
+	(*RunEndOfDayResponse)(nil),           // 30: ledger.v1.RunEndOfDayResponse
+	(*AcceptEndOfDayRequest)(nil),         // 31: ledger.v1.AcceptEndOfDayRequest
+	(*AcceptEndOfDayResponse)(nil),        // 32: ledger.v1.AcceptEndOfDayResponse
+	(*GetEndOfDayStatusRequest)(nil),      // 33: ledger.v1.GetEndOfDayStatusRequest
+	(*GetEndOfDayStatusResponse)(nil),     // 34: ledger.v1.GetEndOfDayStatusResponse
+	(*TrialBalanceRequest)(nil),           // 35: ledger.v1.TrialBalanceRequest
+	(*TrialBalanceResponse)(nil),          // 36: ledger.v1.TrialBalanceResponse
+	(*TrialBalanceLedger)(nil),            // 37: ledger.v1.TrialBalanceLedger
+	(*TrialBalanceLine)(nil),              // 38: ledger.v1.TrialBalanceLine
+	(*VerifyRequest)(nil),                 // 39: ledger.v1.VerifyRequest
+	(*VerifyResponse)(nil),                // 40: ledger.v1.VerifyResponse
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: ledger.v1.Account.flags:type_name -> ledger.v1.AccountFlags
@@ -3110,43 +3302,46 @@ var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	7,  // 12: ledger.v1.CreateTransfersRequest.transfers:type_name -> ledger.v1.Transfer
 	2,  // 13: ledger.v1.CreateTransfersResult.result:type_name -> ledger.v1.CreateTransferResult
 	12, // 14: ledger.v1.CreateTransfersResponse.results:type_name -> ledger.v1.CreateTransfersResult
-	5,  // 15: ledger.v1.LookupAccountsResponse.accounts:type_name -> ledger.v1.Account
-	7,  // 16: ledger.v1.LookupTransfersResponse.transfers:type_name -> ledger.v1.Transfer
-	18, // 17: ledger.v1.GetAccountTransfersRequest.filter:type_name -> ledger.v1.AccountFilter
-	7,  // 18: ledger.v1.GetAccountTransfersResponse.transfers:type_name -> ledger.v1.Transfer
-	18, // 19: ledger.v1.GetAccountBalancesRequest.filter:type_name -> ledger.v1.AccountFilter
-	4,  // 20: ledger.v1.AccountBalance.debits_pending:type_name -> ledger.v1.Uint128
-	4,  // 21: ledger.v1.AccountBalance.debits_posted:type_name -> ledger.v1.Uint128
-	4,  // 22: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
-	4,  // 23: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
-	22, // 24: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
-	27, // 25: ledger.v1.AcceptEndOfDayResponse.result:type_name -> ledger.v1.RunEndOfDayResponse
-	34, // 26: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
-	35, // 27: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
-	35, // 28: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
-	35, // 29: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
-	35, // 30: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
-	4,  // 31: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
-	4,  // 32: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
-	4,  // 33: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
-	4,  // 34: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
-	36, // 35: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
-	32, // 36: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
-	26, // 37: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
-	30, // 38: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
-	28, // 39: ledger.v1.AdminService.AcceptEndOfDay:input_type -> ledger.v1.AcceptEndOfDayRequest
-	24, // 40: ledger.v1.AdminService.Backup:input_type -> ledger.v1.BackupRequest
-	37, // 41: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
-	33, // 42: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
-	27, // 43: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
-	31, // 44: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
-	29, // 45: ledger.v1.AdminService.AcceptEndOfDay:output_type -> ledger.v1.AcceptEndOfDayResponse
-	25, // 46: ledger.v1.AdminService.Backup:output_type -> ledger.v1.BackupResponse
-	41, // [41:47] is the sub-list for method output_type
-	35, // [35:41] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	7,  // 15: ledger.v1.CreateTransfersStreamRequest.transfers:type_name -> ledger.v1.Transfer
+	12, // 16: ledger.v1.CreateTransfersStreamAnswer.results:type_name -> ledger.v1.CreateTransfersResult
+	15, // 17: ledger.v1.CreateTransfersStreamResponse.answers:type_name -> ledger.v1.CreateTransfersStreamAnswer
+	5,  // 18: ledger.v1.LookupAccountsResponse.accounts:type_name -> ledger.v1.Account
+	7,  // 19: ledger.v1.LookupTransfersResponse.transfers:type_name -> ledger.v1.Transfer
+	21, // 20: ledger.v1.GetAccountTransfersRequest.filter:type_name -> ledger.v1.AccountFilter
+	7,  // 21: ledger.v1.GetAccountTransfersResponse.transfers:type_name -> ledger.v1.Transfer
+	21, // 22: ledger.v1.GetAccountBalancesRequest.filter:type_name -> ledger.v1.AccountFilter
+	4,  // 23: ledger.v1.AccountBalance.debits_pending:type_name -> ledger.v1.Uint128
+	4,  // 24: ledger.v1.AccountBalance.debits_posted:type_name -> ledger.v1.Uint128
+	4,  // 25: ledger.v1.AccountBalance.credits_pending:type_name -> ledger.v1.Uint128
+	4,  // 26: ledger.v1.AccountBalance.credits_posted:type_name -> ledger.v1.Uint128
+	25, // 27: ledger.v1.GetAccountBalancesResponse.balances:type_name -> ledger.v1.AccountBalance
+	30, // 28: ledger.v1.AcceptEndOfDayResponse.result:type_name -> ledger.v1.RunEndOfDayResponse
+	37, // 29: ledger.v1.TrialBalanceResponse.ledgers:type_name -> ledger.v1.TrialBalanceLedger
+	38, // 30: ledger.v1.TrialBalanceLedger.subjects:type_name -> ledger.v1.TrialBalanceLine
+	38, // 31: ledger.v1.TrialBalanceLedger.transit:type_name -> ledger.v1.TrialBalanceLine
+	38, // 32: ledger.v1.TrialBalanceLedger.unclassified:type_name -> ledger.v1.TrialBalanceLine
+	38, // 33: ledger.v1.TrialBalanceLedger.total:type_name -> ledger.v1.TrialBalanceLine
+	4,  // 34: ledger.v1.TrialBalanceLine.debits_posted:type_name -> ledger.v1.Uint128
+	4,  // 35: ledger.v1.TrialBalanceLine.credits_posted:type_name -> ledger.v1.Uint128
+	4,  // 36: ledger.v1.TrialBalanceLine.debits_pending:type_name -> ledger.v1.Uint128
+	4,  // 37: ledger.v1.TrialBalanceLine.credits_pending:type_name -> ledger.v1.Uint128
+	39, // 38: ledger.v1.AdminService.Verify:input_type -> ledger.v1.VerifyRequest
+	35, // 39: ledger.v1.AdminService.TrialBalance:input_type -> ledger.v1.TrialBalanceRequest
+	29, // 40: ledger.v1.AdminService.RunEndOfDay:input_type -> ledger.v1.RunEndOfDayRequest
+	33, // 41: ledger.v1.AdminService.GetEndOfDayStatus:input_type -> ledger.v1.GetEndOfDayStatusRequest
+	31, // 42: ledger.v1.AdminService.AcceptEndOfDay:input_type -> ledger.v1.AcceptEndOfDayRequest
+	27, // 43: ledger.v1.AdminService.Backup:input_type -> ledger.v1.BackupRequest
+	40, // 44: ledger.v1.AdminService.Verify:output_type -> ledger.v1.VerifyResponse
+	36, // 45: ledger.v1.AdminService.TrialBalance:output_type -> ledger.v1.TrialBalanceResponse
+	30, // 46: ledger.v1.AdminService.RunEndOfDay:output_type -> ledger.v1.RunEndOfDayResponse
+	34, // 47: ledger.v1.AdminService.GetEndOfDayStatus:output_type -> ledger.v1.GetEndOfDayStatusResponse
+	32, // 48: ledger.v1.AdminService.AcceptEndOfDay:output_type -> ledger.v1.AcceptEndOfDayResponse
+	28, // 49: ledger.v1.AdminService.Backup:output_type -> ledger.v1.BackupResponse
+	44, // [44:50] is the sub-list for method output_type
+	38, // [38:44] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }
@@ -3160,7 +3355,7 @@ func file_ledger_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,10 +28,11 @@ var File_ledger_v1_ledger_service_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_ledger_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1eledger/v1/ledger_service.proto\x12\tledger.v1\x1a\x16ledger/v1/events.proto\x1a\x16ledger/v1/ledger.proto2\x84\x05\n" +
+	"\x1eledger/v1/ledger_service.proto\x12\tledger.v1\x1a\x16ledger/v1/events.proto\x1a\x16ledger/v1/ledger.proto2\xf4\x05\n" +
 	"\rLedgerService\x12U\n" +
 	"\x0eCreateAccounts\x12 .ledger.v1.CreateAccountsRequest\x1a!.ledger.v1.CreateAccountsResponse\x12X\n" +
-	"\x0fCreateTransfers\x12!.ledger.v1.CreateTransfersRequest\x1a\".ledger.v1.CreateTransfersResponse\x12U\n" +
+	"\x0fCreateTransfers\x12!.ledger.v1.CreateTransfersRequest\x1a\".ledger.v1.CreateTransfersResponse\x12n\n" +
+	"\x15CreateTransfersStream\x12'.ledger.v1.CreateTransfersStreamRequest\x1a(.ledger.v1.CreateTransfersStreamResponse(\x010\x01\x12U\n" +
 	"\x0eLookupAccounts\x12 .ledger.v1.LookupAccountsRequest\x1a!.ledger.v1.LookupAccountsResponse\x12X\n" +
 	"\x0fLookupTransfers\x12!.ledger.v1.LookupTransfersRequest\x1a\".ledger.v1.LookupTransfersResponse\x12d\n" +
 	"\x13GetAccountTransfers\x12%.ledger.v1.GetAccountTransfersRequest\x1a&.ledger.v1.GetAccountTransfersResponse\x12a\n" +
@@ -39,38 +40,42 @@ const file_ledger_v1_ledger_service_proto_rawDesc = "" +
 	"\tSubscribe\x12\x1b.ledger.v1.SubscribeRequest\x1a\x1c.ledger.v1.SubscribeResponse0\x01B7Z5github.com/ledgercore/ledger/proto/ledger/v1;ledgerv1b\x06proto3"
 
 var file_ledger_v1_ledger_service_proto_goTypes = []any{
-	(*CreateAccountsRequest)(nil),       // 0: ledger.v1.CreateAccountsRequest
-	(*CreateTransfersRequest)(nil),      // 1: ledger.v1.CreateTransfersRequest
-	(*LookupAccountsRequest)(nil),       // 2: ledger.v1.LookupAccountsRequest
-	(*LookupTransfersRequest)(nil),      // 3: ledger.v1.LookupTransfersRequest
-	(*GetAccountTransfersRequest)(nil),  // 4: ledger.v1.GetAccountTransfersRequest
-	(*GetAccountBalancesRequest)(nil),   // 5: ledger.v1.GetAccountBalancesRequest
-	(*SubscribeRequest)(nil),            // 6: ledger.v1.SubscribeRequest
-	(*CreateAccountsResponse)(nil),      // 7: ledger.v1.CreateAccountsResponse
-	(*CreateTransfersResponse)(nil),     // 8: ledger.v1.CreateTransfersResponse
-	(*LookupAccountsResponse)(nil),      // 9: ledger.v1.LookupAccountsResponse
-	(*LookupTransfersResponse)(nil),     // 10: ledger.v1.LookupTransfersResponse
-	(*GetAccountTransfersResponse)(nil), // 11: ledger.v1.GetAccountTransfersResponse
-	(*GetAccountBalancesResponse)(nil),  // 12: ledger.v1.GetAccountBalancesResponse
-	(*SubscribeResponse)(nil),           // 13: ledger.v1.SubscribeResponse
+	(*CreateAccountsRequest)(nil),         // 0: ledger.v1.CreateAccountsRequest
+	(*CreateTransfersRequest)(nil),        // 1: ledger.v1.CreateTransfersRequest
+	(*CreateTransfersStreamRequest)(nil),  // 2: ledger.v1.CreateTransfersStreamRequest
+	(*LookupAccountsRequest)(nil),         // 3: ledger.v1.LookupAccountsRequest
+	(*LookupTransfersRequest)(nil),        // 4: ledger.v1.LookupTransfersRequest
+	(*GetAccountTransfersRequest)(nil),    // 5: ledger.v1.GetAccountTransfersRequest
+	(*GetAccountBalancesRequest)(nil),     // 6: ledger.v1.GetAccountBalancesRequest
+	(*SubscribeRequest)(nil),              // 7: ledger.v1.SubscribeRequest
+	(*CreateAccountsResponse)(nil),        // 8: ledger.v1.CreateAccountsResponse
+	(*CreateTransfersResponse)(nil),       // 9: ledger.v1.CreateTransfersResponse
+	(*CreateTransfersStreamResponse)(nil), // 10: ledger.v1.CreateTransfersStreamResponse
+	(*LookupAccountsResponse)(nil),        // 11: ledger.v1.LookupAccountsResponse
+	(*LookupTransfersResponse)(nil),       // 12: ledger.v1.LookupTransfersResponse
+	(*GetAccountTransfersResponse)(nil),   // 13: ledger.v1.GetAccountTransfersResponse
+	(*GetAccountBalancesResponse)(nil),    // 14: ledger.v1.GetAccountBalancesResponse
+	(*SubscribeResponse)(nil),             // 15: ledger.v1.SubscribeResponse
 }
 var file_ledger_v1_ledger_service_proto_depIdxs = []int32{
 	0,  // 0: ledger.v1.LedgerService.CreateAccounts:input_type -> ledger.v1.CreateAccountsRequest
 	1,  // 1: ledger.v1.LedgerService.CreateTransfers:input_type -> ledger.v1.CreateTransfersRequest
-	2,  // 2: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
-	3,  // 3: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
-	4,  // 4: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
-	5,  // 5: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
-	6,  // 6: ledger.v1.LedgerService.Subscribe:input_type -> ledger.v1.SubscribeRequest
-	7,  // 7: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
-	8,  // 8: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
-	9,  // 9: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
-	10, // 10: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
-	11, // 11: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
-	12, // 12: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
-	13, // 13: ledger.v1.LedgerService.Subscribe:output_type -> ledger.v1.SubscribeResponse
-	7,  // [7:14] is the sub-list for method output_type
-	0,  // [0:7] is the sub-list for method input_type
+	2,  // 2: ledger.v1.LedgerService.CreateTransfersStream:input_type -> ledger.v1.CreateTransfersStreamRequest
+	3,  // 3: ledger.v1.LedgerService.LookupAccounts:input_type -> ledger.v1.LookupAccountsRequest
+	4,  // 4: ledger.v1.LedgerService.LookupTransfers:input_type -> ledger.v1.LookupTransfersRequest
+	5,  // 5: ledger.v1.LedgerService.GetAccountTransfers:input_type -> ledger.v1.GetAccountTransfersRequest
+	6,  // 6: ledger.v1.LedgerService.GetAccountBalances:input_type -> ledger.v1.GetAccountBalancesRequest
+	7,  // 7: ledger.v1.LedgerService.Subscribe:input_type -> ledger.v1.SubscribeRequest
+	8,  // 8: ledger.v1.LedgerService.CreateAccounts:output_type -> ledger.v1.CreateAccountsResponse
+	9,  // 9: ledger.v1.LedgerService.CreateTransfers:output_type -> ledger.v1.CreateTransfersResponse
+	10, // 10: ledger.v1.LedgerService.CreateTransfersStream:output_type -> ledger.v1.CreateTransfersStreamResponse
+	11, // 11: ledger.v1.LedgerService.LookupAccounts:output_type -> ledger.v1.LookupAccountsResponse
+	12, // 12: ledger.v1.LedgerService.LookupTransfers:output_type -> ledger.v1.LookupTransfersResponse
+	13, // 13: ledger.v1.LedgerService.GetAccountTransfers:output_type -> ledger.v1.GetAccountTransfersResponse
+	14, // 14: ledger.v1.LedgerService.GetAccountBalances:output_type -> ledger.v1.GetAccountBalancesResponse
+	15, // 15: ledger.v1.LedgerService.Subscribe:output_type -> ledger.v1.SubscribeResponse
+	8,  // [8:16] is the sub-list for method output_type
+	0,  // [0:8] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

@@ -23,13 +23,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LedgerService_CreateAccounts_FullMethodName      = "/ledger.v1.LedgerService/CreateAccounts"
-	LedgerService_CreateTransfers_FullMethodName     = "/ledger.v1.LedgerService/CreateTransfers"
-	LedgerService_LookupAccounts_FullMethodName      = "/ledger.v1.LedgerService/LookupAccounts"
-	LedgerService_LookupTransfers_FullMethodName     = "/ledger.v1.LedgerService/LookupTransfers"
-	LedgerService_GetAccountTransfers_FullMethodName = "/ledger.v1.LedgerService/GetAccountTransfers"
-	LedgerService_GetAccountBalances_FullMethodName  = "/ledger.v1.LedgerService/GetAccountBalances"
-	LedgerService_Subscribe_FullMethodName           = "/ledger.v1.LedgerService/Subscribe"
+	LedgerService_CreateAccounts_FullMethodName        = "/ledger.v1.LedgerService/CreateAccounts"
+	LedgerService_CreateTransfers_FullMethodName       = "/ledger.v1.LedgerService/CreateTransfers"
+	LedgerService_CreateTransfersStream_FullMethodName = "/ledger.v1.LedgerService/CreateTransfersStream"
+	LedgerService_LookupAccounts_FullMethodName        = "/ledger.v1.LedgerService/LookupAccounts"
+	LedgerService_LookupTransfers_FullMethodName       = "/ledger.v1.LedgerService/LookupTransfers"
+	LedgerService_GetAccountTransfers_FullMethodName   = "/ledger.v1.LedgerService/GetAccountTransfers"
+	LedgerService_GetAccountBalances_FullMethodName    = "/ledger.v1.LedgerService/GetAccountBalances"
+	LedgerService_Subscribe_FullMethodName             = "/ledger.v1.LedgerService/Subscribe"
 )
 
 // LedgerServiceClient is the client API for LedgerService service.
@@ -47,6 +48,19 @@ type LedgerServiceClient interface {
 	// means the same transfer was created before and succeeded; a transfer that failed on the
 	// ledger's state answers its first refusal again (see TRANSFER_STATE_FAILED).
 	CreateTransfers(ctx context.Context, in *CreateTransfersRequest, opts ...grpc.CallOption) (*CreateTransfersResponse, error)
+	// CreateTransfersStream takes CreateTransfers requests on one long-lived stream, each tagged
+	// by the caller, and answers each with its tag once it is final, as CreateTransfers would
+	// (same validation, same results, a success only once durable). The server gathers the
+	// requests of every stream into its own batches, so a caller may send one transfer per
+	// request without paying a call's cost for each. Answers come in the order requests
+	// finish, not the order they were sent, several to a response; requests of one stream run
+	// concurrently, as separate calls do (a request that depends on another, such as posting a
+	// pending transfer, waits for the other's answer). A request refused as a whole is answered
+	// with the gRPC code and message the call would have ended with; the stream goes on. A
+	// request whose stream ends before its answer has an unknown outcome: send it again with
+	// the same ids (EXISTS once booked). Limits: StreamRequestsInFlightMax unanswered requests
+	// per stream (the server reads no more until answers go out).
+	CreateTransfersStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CreateTransfersStreamRequest, CreateTransfersStreamResponse], error)
 	// LookupAccounts returns the accounts that exist among the ids (1 to 8,190), in request
 	// order. Every read shows durable state only: nothing a read shows is undone by a crash.
 	LookupAccounts(ctx context.Context, in *LookupAccountsRequest, opts ...grpc.CallOption) (*LookupAccountsResponse, error)
@@ -95,6 +109,19 @@ func (c *ledgerServiceClient) CreateTransfers(ctx context.Context, in *CreateTra
 	return out, nil
 }
 
+func (c *ledgerServiceClient) CreateTransfersStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CreateTransfersStreamRequest, CreateTransfersStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LedgerService_ServiceDesc.Streams[0], LedgerService_CreateTransfersStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CreateTransfersStreamRequest, CreateTransfersStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LedgerService_CreateTransfersStreamClient = grpc.BidiStreamingClient[CreateTransfersStreamRequest, CreateTransfersStreamResponse]
+
 func (c *ledgerServiceClient) LookupAccounts(ctx context.Context, in *LookupAccountsRequest, opts ...grpc.CallOption) (*LookupAccountsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LookupAccountsResponse)
@@ -137,7 +164,7 @@ func (c *ledgerServiceClient) GetAccountBalances(ctx context.Context, in *GetAcc
 
 func (c *ledgerServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &LedgerService_ServiceDesc.Streams[0], LedgerService_Subscribe_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &LedgerService_ServiceDesc.Streams[1], LedgerService_Subscribe_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +196,19 @@ type LedgerServiceServer interface {
 	// means the same transfer was created before and succeeded; a transfer that failed on the
 	// ledger's state answers its first refusal again (see TRANSFER_STATE_FAILED).
 	CreateTransfers(context.Context, *CreateTransfersRequest) (*CreateTransfersResponse, error)
+	// CreateTransfersStream takes CreateTransfers requests on one long-lived stream, each tagged
+	// by the caller, and answers each with its tag once it is final, as CreateTransfers would
+	// (same validation, same results, a success only once durable). The server gathers the
+	// requests of every stream into its own batches, so a caller may send one transfer per
+	// request without paying a call's cost for each. Answers come in the order requests
+	// finish, not the order they were sent, several to a response; requests of one stream run
+	// concurrently, as separate calls do (a request that depends on another, such as posting a
+	// pending transfer, waits for the other's answer). A request refused as a whole is answered
+	// with the gRPC code and message the call would have ended with; the stream goes on. A
+	// request whose stream ends before its answer has an unknown outcome: send it again with
+	// the same ids (EXISTS once booked). Limits: StreamRequestsInFlightMax unanswered requests
+	// per stream (the server reads no more until answers go out).
+	CreateTransfersStream(grpc.BidiStreamingServer[CreateTransfersStreamRequest, CreateTransfersStreamResponse]) error
 	// LookupAccounts returns the accounts that exist among the ids (1 to 8,190), in request
 	// order. Every read shows durable state only: nothing a read shows is undone by a crash.
 	LookupAccounts(context.Context, *LookupAccountsRequest) (*LookupAccountsResponse, error)
@@ -202,6 +242,9 @@ func (UnimplementedLedgerServiceServer) CreateAccounts(context.Context, *CreateA
 }
 func (UnimplementedLedgerServiceServer) CreateTransfers(context.Context, *CreateTransfersRequest) (*CreateTransfersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateTransfers not implemented")
+}
+func (UnimplementedLedgerServiceServer) CreateTransfersStream(grpc.BidiStreamingServer[CreateTransfersStreamRequest, CreateTransfersStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method CreateTransfersStream not implemented")
 }
 func (UnimplementedLedgerServiceServer) LookupAccounts(context.Context, *LookupAccountsRequest) (*LookupAccountsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LookupAccounts not implemented")
@@ -274,6 +317,13 @@ func _LedgerService_CreateTransfers_Handler(srv interface{}, ctx context.Context
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _LedgerService_CreateTransfersStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LedgerServiceServer).CreateTransfersStream(&grpc.GenericServerStream[CreateTransfersStreamRequest, CreateTransfersStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LedgerService_CreateTransfersStreamServer = grpc.BidiStreamingServer[CreateTransfersStreamRequest, CreateTransfersStreamResponse]
 
 func _LedgerService_LookupAccounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LookupAccountsRequest)
@@ -391,6 +441,12 @@ var LedgerService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CreateTransfersStream",
+			Handler:       _LedgerService_CreateTransfersStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Subscribe",
 			Handler:       _LedgerService_Subscribe_Handler,

@@ -1,0 +1,331 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ledgercore/ledger/actors"
+	"github.com/ledgercore/ledger/ledger"
+	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
+	"github.com/ledgercore/ledger/storage/storagetest"
+)
+
+// outcome is a request's answer as text: "code: message" when refused whole, else each
+// transfer's result name in request order.
+func outcomeOf(code codes.Code, msg string, n int, rs []*ledgerv1.CreateTransfersResult) string {
+	if code != codes.OK {
+		return code.String() + ": " + msg
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "ok"
+	}
+	for _, r := range rs {
+		out[r.GetIndex()] = strings.ToLower(strings.TrimPrefix(r.GetResult().String(), "CREATE_TRANSFER_RESULT_"))
+	}
+	return strings.Join(out, " ")
+}
+
+func (f *fixture) unaryOutcome(t *testing.T, ts []*ledgerv1.Transfer) string {
+	t.Helper()
+	resp, err := f.client.CreateTransfers(f.ctx, &ledgerv1.CreateTransfersRequest{Transfers: ts})
+	st, _ := status.FromError(err)
+	return outcomeOf(st.Code(), st.Message(), len(ts), resp.GetResults())
+}
+
+// streamOutcome sends one request on stream and waits for its answer (the only one awaited).
+func streamOutcome(t *testing.T, stream ledgerv1.LedgerService_CreateTransfersStreamClient, tag uint64, ts []*ledgerv1.Transfer) string {
+	t.Helper()
+	if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: tag, Transfers: ts}); err != nil {
+		t.Fatalf("send %d: %v", tag, err)
+	}
+	resp, err := stream.Recv()
+	if err != nil || len(resp.GetAnswers()) != 1 || resp.GetAnswers()[0].GetTag() != tag {
+		t.Fatalf("answer to %d: %v %v", tag, resp, err)
+	}
+	a := resp.GetAnswers()[0]
+	return outcomeOf(codes.Code(a.GetCode()), a.GetMessage(), len(ts), a.GetResults())
+}
+
+// TestStreamAnswersAsCreateTransfers: every request sent on a stream is answered as the same
+// request sent to CreateTransfers on a ledger in the same state: results, refusals of the
+// whole request (the stream going on after them), open and failing chains, and the balances
+// after.
+func TestStreamAnswersAsCreateTransfers(t *testing.T) {
+	unary, streamed := newFixture(t, 2), newFixture(t, 2)
+	for _, f := range []*fixture{unary, streamed} {
+		f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1},
+			&ledgerv1.Account{Id: 3, Ledger: 1, Code: 1, Flags: &ledgerv1.AccountFlags{DebitsMustNotExceedCredits: true}})
+	}
+	linked := func(t *ledgerv1.Transfer) *ledgerv1.Transfer {
+		t.Flags = &ledgerv1.TransferFlags{Linked: true}
+		return t
+	}
+	pending := tr(30, 1, 2, 9)
+	pending.Flags = &ledgerv1.TransferFlags{Pending: true}
+	post := &ledgerv1.Transfer{Id: 31, PendingId: 30, DebitAccountId: 1, CreditAccountId: 2, Ledger: 1, Code: 1, Amount: 9,
+		Flags: &ledgerv1.TransferFlags{PostPending: true}}
+	tooMany := make([]*ledgerv1.Transfer, 8191)
+	for i := range tooMany {
+		tooMany[i] = tr(uint64(1000+i), 1, 2, 1)
+	}
+	requests := []struct {
+		name string
+		ts   []*ledgerv1.Transfer
+		want string
+	}{
+		{"one", []*ledgerv1.Transfer{tr(1, 1, 2, 5)}, "ok"},
+		{"again", []*ledgerv1.Transfer{tr(1, 1, 2, 5)}, "exists"},
+		{"same id, other amount", []*ledgerv1.Transfer{tr(1, 1, 2, 6)}, "exists_with_different_fields"},
+		{"no such account", []*ledgerv1.Transfer{tr(2, 1, 99, 5)}, "credit_account_not_found"},
+		{"overdraft", []*ledgerv1.Transfer{tr(3, 3, 1, 5)}, "exceeds_credits"},
+		{"several", []*ledgerv1.Transfer{tr(4, 1, 2, 1), tr(5, 2, 1, 2), tr(6, 2, 99, 1)}, "ok ok credit_account_not_found"},
+		{"empty", nil, "InvalidArgument: invalid request: no transfers"},
+		{"reserved id", []*ledgerv1.Transfer{tr(1<<63, 1, 2, 1)},
+			"InvalidArgument: invalid request: transfers[0].id: ids from 2^63 are reserved for the payment layer's transfers"},
+		{"too many", tooMany, "InvalidArgument: invalid request: 8191 transfers; at most 8190 per request"},
+		{"after a refusal", []*ledgerv1.Transfer{tr(7, 1, 2, 1)}, "ok"},
+		{"open chain", []*ledgerv1.Transfer{linked(tr(8, 1, 2, 1)), linked(tr(9, 1, 2, 1))},
+			"linked_event_failed linked_event_chain_open"},
+		{"open chain over shards", []*ledgerv1.Transfer{linked(tr(8, 1, 2, 1)), linked(tr(9, 2, 1, 1))},
+			"linked_event_failed linked_chain_spans_shards"},
+		{"closed then open", []*ledgerv1.Transfer{linked(tr(10, 1, 2, 1)), tr(11, 1, 2, 1), linked(tr(12, 1, 2, 1))},
+			"ok ok linked_event_chain_open"},
+		{"failing chain", []*ledgerv1.Transfer{linked(tr(13, 1, 2, 1)), tr(14, 3, 1, 1)},
+			"linked_event_failed exceeds_credits"},
+		{"pending", []*ledgerv1.Transfer{pending}, "ok"},
+		{"post", []*ledgerv1.Transfer{post}, "ok"},
+	}
+	stream, err := streamed.client.CreateTransfersStream(streamed.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range requests {
+		u := unary.unaryOutcome(t, r.ts)
+		s := streamOutcome(t, stream, uint64(100+i), r.ts)
+		if u != r.want || s != r.want {
+			t.Errorf("%s: CreateTransfers %q, stream %q; want %q", r.name, u, s, r.want)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after CloseSend: %v %v; want the stream's end", resp, err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		u, s := unary.balance(t, id), streamed.balance(t, id)
+		if fmt.Sprint(u.GetDebitsPosted(), u.GetCreditsPosted()) != fmt.Sprint(s.GetDebitsPosted(), s.GetCreditsPosted()) {
+			t.Errorf("account %d: CreateTransfers left %v/%v, the stream %v/%v", id,
+				u.GetDebitsPosted(), u.GetCreditsPosted(), s.GetDebitsPosted(), s.GetCreditsPosted())
+		}
+	}
+}
+
+// TestStreamManyCallers: callers on four streams each send one transfer per request without
+// waiting; every request is answered once, by its tag, every transfer answered ok is booked
+// (the balances add up to exactly the answered transfers), and the requests went to the
+// ledger gathered, in fewer batches than requests.
+func TestStreamManyCallers(t *testing.T) {
+	f := newFixture(t, 2)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	const streams, perStream = 4, 3000
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*streams)
+	for s := range streams {
+		stream, err := f.client.CreateTransfersStream(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(2)
+		go func() { // the sender: one transfer per request, tags s*perStream+i
+			defer wg.Done()
+			for i := range perStream {
+				id := uint64(s*perStream + i + 1)
+				if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: id, Transfers: []*ledgerv1.Transfer{tr(id, 1, 2, id%7+1)}}); err != nil {
+					errs <- fmt.Errorf("send %d: %w", id, err)
+					return
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				errs <- err
+			}
+		}()
+		go func() { // the receiver: every tag once, all ok, then the stream's end
+			defer wg.Done()
+			seen := make([]bool, perStream)
+			for n := 0; ; {
+				resp, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					if n != perStream {
+						errs <- fmt.Errorf("stream %d ended after %d answers of %d", s, n, perStream)
+					}
+					return
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, a := range resp.GetAnswers() {
+					i := int(a.GetTag()) - s*perStream - 1
+					if i < 0 || i >= perStream || seen[i] || a.GetCode() != 0 || len(a.GetResults()) > 0 {
+						errs <- fmt.Errorf("stream %d: unexpected answer %v", s, a)
+						return
+					}
+					seen[i] = true
+					n++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var want uint64
+	for id := uint64(1); id <= streams*perStream; id++ {
+		want += id%7 + 1
+	}
+	if got := small(f.balance(t, 2).GetCreditsPosted()); got != want {
+		t.Fatalf("account 2 has %d credited; the answered transfers make %d", got, want)
+	}
+	var batches dto.Metric
+	if err := f.metrics.streamBatch.Write(&batches); err != nil {
+		t.Fatal(err)
+	}
+	h := batches.GetHistogram()
+	if h.GetSampleSum() != streams*perStream || h.GetSampleCount() >= streams*perStream/4 {
+		t.Fatalf("%v requests in %d batches; want %d requests in fewer than %d", h.GetSampleSum(), h.GetSampleCount(),
+			streams*perStream, streams*perStream/4)
+	}
+}
+
+// TestStreamAnswersOnceDurable: while the disk stalls the round that holds a stream's
+// request, the request is not answered; once the sync returns it is, ok.
+func TestStreamAnswersOnceDurable(t *testing.T) {
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
+	t.Cleanup(fs.Resume)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.Stall()
+	if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: 7, Transfers: []*ledgerv1.Transfer{tr(7, 1, 2, 5)}}); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan *ledgerv1.CreateTransfersStreamResponse, 1)
+	go func() {
+		resp, _ := stream.Recv()
+		answered <- resp
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, found, _ := f.store.Live().Transfer(7); found {
+			break // booked in Pebble, its WAL sync stalled
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled round never became visible")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case resp := <-answered:
+		t.Fatalf("answered %v before the round was durable", resp)
+	case <-time.After(100 * time.Millisecond):
+	}
+	fs.Resume()
+	select {
+	case resp := <-answered:
+		if a := resp.GetAnswers(); len(a) != 1 || a[0].GetTag() != 7 || a[0].GetCode() != 0 || len(a[0].GetResults()) > 0 {
+			t.Fatalf("answer %v; want tag 7 ok", resp)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer once durable")
+	}
+	_ = stream.CloseSend()
+}
+
+// TestStreamQueueLimit: requests of 2,000 transfers each, sent without waiting, fill the
+// gatherer's queue past StreamQueuedTransfersMax; the reader waits for room and every
+// request is answered once, all booked.
+func TestStreamQueueLimit(t *testing.T) {
+	f := newFixture(t, 1)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const requests, per = 40, 2000
+	go func() {
+		for i := range requests {
+			ts := make([]*ledgerv1.Transfer, per)
+			for k := range ts {
+				ts[k] = tr(uint64(i*per+k+1), 1, 2, 1)
+			}
+			if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: ts}); err != nil {
+				return
+			}
+		}
+		_ = stream.CloseSend()
+	}()
+	var tags []uint64
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range resp.GetAnswers() {
+			if a.GetCode() != 0 || len(a.GetResults()) > 0 {
+				t.Fatalf("answer %v", a)
+			}
+			tags = append(tags, a.GetTag())
+		}
+	}
+	slices.Sort(tags)
+	if len(tags) != requests || tags[0] != 0 || tags[requests-1] != requests-1 || len(slices.Compact(tags)) != requests {
+		t.Fatalf("answered tags %v; want 0 to %d once each", tags, requests-1)
+	}
+	if got := small(f.balance(t, 2).GetCreditsPosted()); got != requests*per {
+		t.Fatalf("credited %d; want %d", got, requests*per)
+	}
+}
+
+// TestTakeEndsBatchAtOpenChain: a gathered batch ends after a request that ends inside a
+// linked chain (the chain must fail open, not run on into the next request's transfers) and
+// before the request that would take it past ledger.BatchEventsMax transfers.
+func TestTakeEndsBatchAtOpenChain(t *testing.T) {
+	item := func(n int, open bool) *streamItem {
+		it := &streamItem{ts: make([]ledger.Transfer, n)}
+		if open {
+			it.ts[n-1].Flags = ledger.TransferLinked
+		}
+		return it
+	}
+	a, b, c, d, e := item(2, false), item(3, true), item(1, false), item(ledger.BatchEventsMax, false), item(1, false)
+	g := &gatherer{queue: []*streamItem{a, b, c, d, e}, queued: 2 + 3 + 1 + ledger.BatchEventsMax + 1}
+	for _, want := range [][]*streamItem{{a, b}, {c}, {d}, {e}} {
+		if got := g.take(); !slices.Equal(got, want) {
+			t.Fatalf("batch of %d requests; want %d", len(got), len(want))
+		}
+	}
+	if len(g.queue) != 0 || g.queued != 0 {
+		t.Fatalf("left %d requests, %d transfers queued", len(g.queue), g.queued)
+	}
+}
