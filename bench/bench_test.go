@@ -15,10 +15,12 @@ import (
 // counts, the balance check and the JSON and HTML outputs (never a speed).
 func TestTinyRuns(t *testing.T) {
 	for name, c := range map[string]Config{
-		"uniform grpc":   {Distribution: Uniform, Batch: 100, Concurrency: 3},
-		"hot in process": {Distribution: Hot, HotAccounts: 2, HotPercent: 90, HotFlagged: true, Batch: 64, Concurrency: 2, InProcess: true},
-		"zipf pending":   {Distribution: Zipf, Batch: 50, Concurrency: 2, Pending: true},
-		"batch 1 shadow": {Distribution: Uniform, Batch: 1, Concurrency: 16, Shadow: true},
+		"uniform grpc":    {Distribution: Uniform, Batch: 100, Concurrency: 3},
+		"hot in process":  {Distribution: Hot, HotAccounts: 2, HotPercent: 90, HotFlagged: true, Batch: 64, Concurrency: 2, InProcess: true},
+		"zipf pending":    {Distribution: Zipf, Batch: 50, Concurrency: 2, Pending: true},
+		"batch 1 shadow":  {Distribution: Uniform, Batch: 1, Concurrency: 16, Shadow: true},
+		"streams":         {Distribution: Uniform, Batch: 1, Concurrency: 16, Streams: 3},
+		"streams pending": {Distribution: Zipf, Batch: 7, Concurrency: 4, Streams: 2, Pending: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -33,6 +35,9 @@ func TestTinyRuns(t *testing.T) {
 			}
 			if !strings.HasPrefix(res.BalanceCheck, "ok: debits = credits = acknowledged amount") {
 				t.Errorf("balance check: %s", res.BalanceCheck)
+			}
+			if c.Streams > 0 && res.StreamAnswers != res.Requests {
+				t.Errorf("%d requests, %d answered on the streams", res.Requests, res.StreamAnswers)
 			}
 			if res.LatencyP50Ms <= 0 || res.LatencyMaxMs < res.LatencyP99Ms || res.TransfersPerSecond <= 0 {
 				t.Errorf("latencies: %+v", res)

@@ -57,9 +57,13 @@ type Config struct {
 	// ClientBatching sends each transfer alone through the Go client's automatic batching
 	// (client.CreateTransfer), as upstream services with one transfer at a time would.
 	ClientBatching bool
-	Seed           uint64
-	Shadow         bool
-	IDBase         uint64 // first account and transfer id (0: derived from the clock)
+	// Streams sends each request on one of this many CreateTransfersStream streams (one
+	// connection each) shared by the callers, as a caller in any language can; 0: one
+	// CreateTransfers call per request.
+	Streams int
+	Seed    uint64
+	Shadow  bool
+	IDBase  uint64 // first account and transfer id (0: derived from the clock)
 
 	// Workload is Transfers (the default) or Payments.
 	Workload string
@@ -156,6 +160,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ClientBatching && (c.Batch != 1 || c.InProcess || c.Pending) {
 		errs = append(errs, errors.New("--client-batching goes with --batch 1 over gRPC, without --pending"))
+	}
+	if c.Streams < 0 || c.Streams > StreamsMax {
+		errs = append(errs, fmt.Errorf("--streams must be 0 to %d", StreamsMax))
+	}
+	if c.Streams > 0 && (c.InProcess || c.ClientBatching || c.Workload == Payments) {
+		errs = append(errs, errors.New("--streams is for transfers over gRPC, without --client-batching"))
 	}
 	if c.Addr != "" && (c.InProcess || c.DataDir != "") {
 		errs = append(errs, errors.New("--in-process and --data-dir are for the embedded ledger, not --addr"))

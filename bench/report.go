@@ -38,8 +38,11 @@ type Result struct {
 	HotFlagged   bool    `json:"hot_flagged,omitempty"`
 	Pending      bool    `json:"pending"`
 	ClientBatch  bool    `json:"client_batching"`
-	Shadow       bool    `json:"shadow"`
-	Seed         uint64  `json:"seed"`
+	Streams      int     `json:"streams"`
+	// StreamAnswers is how many answers came back on the transfer streams (--streams).
+	StreamAnswers int64  `json:"stream_answers"`
+	Shadow        bool   `json:"shadow"`
+	Seed          uint64 `json:"seed"`
 
 	DurationSeconds    float64 `json:"duration_seconds"`
 	TransfersPerSecond float64 `json:"transfers_per_second"`
@@ -145,7 +148,7 @@ func ms(micros int64) float64 { return float64(micros) / 1000 }
 func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *hdrhistogram.Histogram,
 	series []float64) *Result {
 	res := &Result{Accounts: c.Accounts, Transfers: c.Transfers, Batch: c.Batch, Concurrency: c.Concurrency,
-		Distribution: c.Distribution, Pending: c.Pending, ClientBatch: c.ClientBatching, Shadow: c.Shadow, Seed: c.Seed,
+		Distribution: c.Distribution, Pending: c.Pending, ClientBatch: c.ClientBatching, Streams: c.Streams, Shadow: c.Shadow, Seed: c.Seed,
 		DurationSeconds: elapsed.Seconds(), TransfersFailed: r.failed.Load(), Requests: r.requests.Load(),
 		RequestErrors: r.errs.Load(), ThroughputSeries: series, TenthsPerSecond: r.tenthRates(),
 		LatencyP50Ms: ms(request.ValueAtQuantile(50)), LatencyP90Ms: ms(request.ValueAtQuantile(90)),
@@ -156,6 +159,9 @@ func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *h
 		res.HotAccounts, res.HotPercent, res.HotFlagged = c.HotAccounts, c.HotPercent, c.HotFlagged
 	}
 	res.TransfersOK = r.done.Load() - res.TransfersFailed
+	if r.pool != nil {
+		res.StreamAnswers = r.pool.answers.Load()
+	}
 	res.TransfersPerSecond = float64(res.TransfersOK) / elapsed.Seconds()
 	res.LatencyBuckets = buckets(request)
 	return res
@@ -290,6 +296,9 @@ func (res *Result) WriteText(w io.Writer) {
 	}
 	if res.ClientBatch {
 		fmt.Fprint(w, ", one transfer per call through the client's auto-batching")
+	}
+	if res.Streams > 0 {
+		fmt.Fprintf(w, ", each request on one of %d CreateTransfersStream streams", res.Streams)
 	}
 	if res.Shadow {
 		fmt.Fprint(w, ", shadow")

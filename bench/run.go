@@ -198,6 +198,7 @@ func openAccounts(ctx context.Context, c *Config, t target) error {
 type runner struct {
 	cfg      *Config
 	tgt      target
+	pool     *streamPool  // --streams: the target's transfer streams
 	issued   atomic.Int64 // transfers handed to workers
 	done     atomic.Int64 // transfers answered
 	failed   atomic.Int64
@@ -271,6 +272,8 @@ type worker struct {
 	batch, posts []*ledgerv1.Transfer // a request's messages; posts: a two-phase run's posts
 	pendingFlags ledgerv1.TransferFlags
 	postFlags    ledgerv1.TransferFlags
+	idx          int                                   // the worker's index (its tag on a stream)
+	streamReq    ledgerv1.CreateTransfersStreamRequest // used again, as msgs
 }
 
 // message hands out the next of the worker's messages (reset releases them all).
@@ -291,12 +294,13 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	c := r.cfg
 	m := startMeter(c.MetricsAddr)
 
+	r.pool = r.streams()
 	workers := make([]*worker, c.Concurrency)
 	for i := range workers {
 		rng := rand.New(rand.NewPCG(c.Seed, uint64(i)))
 		w := &worker{r: r, rng: rng, request: newHistogram(), transfer: newHistogram(),
 			msgs: make([]ledgerv1.Transfer, 2*c.Batch), batch: make([]*ledgerv1.Transfer, 0, c.Batch),
-			posts: make([]*ledgerv1.Transfer, 0, c.Batch)}
+			posts: make([]*ledgerv1.Transfer, 0, c.Batch), idx: i}
 		w.pendingFlags.Pending, w.postFlags.PostPending = true, true
 		if c.Distribution == Zipf {
 			w.zipf = rand.NewZipf(rng, 1.1, 1, uint64(c.Accounts-1))
@@ -510,7 +514,10 @@ func (w *worker) send(ctx context.Context, ts []*ledgerv1.Transfer) bool {
 	start := time.Now()
 	var failed int
 	var err error
-	if b, ok := w.r.tgt.(batcher); ok && w.r.cfg.ClientBatching {
+	if p := w.r.pool; p != nil {
+		w.streamReq.Transfers = ts
+		failed, err = p.create(ctx, w.idx, &w.streamReq)
+	} else if b, ok := w.r.tgt.(batcher); ok && w.r.cfg.ClientBatching {
 		var created bool
 		created, err = b.createTransfer(ctx, ts[0])
 		if !created {
@@ -542,4 +549,15 @@ func (w *worker) posted(ts []*ledgerv1.Transfer) {
 		sum += t.GetAmount()
 	}
 	w.r.amount.Add(sum)
+}
+
+// streams is the run's transfer streams (nil without --streams).
+func (r *runner) streams() *streamPool {
+	switch t := r.tgt.(type) {
+	case grpcTarget:
+		return t.streams
+	case *remote:
+		return t.streams
+	}
+	return nil
 }

@@ -38,7 +38,20 @@ func (g grpcTarget) createTransfer(ctx context.Context, t *ledgerv1.Transfer) (b
 	return r == ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_OK, err
 }
 
-type grpcTarget struct{ c *client.Client }
+type grpcTarget struct {
+	c       *client.Client
+	streams *streamPool // --streams
+}
+
+// dialStreams opens c.Streams transfer streams to addr when asked.
+func (g *grpcTarget) dialStreams(c *Config, addr string, sec client.Security) error {
+	if c.Streams == 0 {
+		return nil
+	}
+	var err error
+	g.streams, err = dialStreams(addr, sec, c.Streams, c.Concurrency)
+	return err
+}
 
 func (g grpcTarget) createAccounts(ctx context.Context, as []*ledgerv1.Account) (int, error) {
 	f, err := g.c.CreateAccounts(ctx, as)
@@ -54,7 +67,13 @@ func (g grpcTarget) lookupAccounts(ctx context.Context, ids []uint64) ([]*ledger
 	return g.c.LookupAccounts(ctx, ids)
 }
 
-func (g grpcTarget) close() error { return g.c.Close() }
+func (g grpcTarget) close() error {
+	var err error
+	if g.streams != nil {
+		err = g.streams.close()
+	}
+	return errors.Join(err, g.c.Close())
+}
 
 // inProcess calls the ledger directly: what the ledger costs without gRPC.
 type inProcess struct{ l *actors.Ledger }
@@ -167,7 +186,11 @@ func startEmbedded(c *Config) (*embedded, error) {
 	if err != nil {
 		return nil, errors.Join(err, e.close())
 	}
-	e.target = grpcTarget{c: cl}
+	g := grpcTarget{c: cl}
+	if err := g.dialStreams(c, lis.Addr().String(), client.Security{}); err != nil {
+		return nil, errors.Join(err, cl.Close(), e.close())
+	}
+	e.target = g
 	if c.Subscribe {
 		if e.sub, err = followGRPC(lis.Addr().String(), client.Security{}, 0, sequencerLast(e.seq)); err != nil {
 			return nil, errors.Join(err, e.close())
@@ -230,6 +253,9 @@ func dialRemote(c *Config) (target, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	r := &remote{grpcTarget: grpcTarget{c: cl}}
+	if err := r.dialStreams(c, c.Addr, c.Security); err != nil {
+		return nil, errors.Join(err, cl.Close())
+	}
 	if c.Subscribe {
 		last := scrapedLast(c.MetricsAddr)
 		head, err := last()
