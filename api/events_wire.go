@@ -66,7 +66,8 @@ func appendMessage(b []byte, n protowire.Number, m []byte) []byte {
 // after the other: the sequencer's window, shared, is never changed).
 type encoded struct{ parts [][]byte }
 
-// serverCodec is gRPC's proto codec, except for encoded messages.
+// serverCodec is gRPC's proto codec, except for encoded messages (sent as they are) and
+// streamRequest (decoded by decodeStreamRequest).
 type serverCodec struct{ proto encoding.CodecV2 }
 
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -82,6 +83,14 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.proto.Marshal(v)
 }
 
-func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*streamRequest); ok {
+		if len(data) == 1 {
+			return decodeStreamRequest(data[0].ReadOnlyData(), r)
+		}
+		return decodeStreamRequest(data.Materialize(), r)
+	}
+	return c.proto.Unmarshal(data, v)
+}
 
 func (c serverCodec) Name() string { return c.proto.Name() }

@@ -171,17 +171,27 @@ func transfersFromProto(pb []*ledgerv1.Transfer) ([]ledger.Transfer, error) {
 	}
 	ts := make([]ledger.Transfer, len(pb))
 	for i, t := range pb {
-		// The payment layer's transfers (and its holds) are its own: a client that made one
-		// first, or posted or voided one of its holds, could break a payment's bookkeeping.
-		if t.GetId() >= 1<<63 {
-			return nil, invalid("transfers[%d].id: ids from 2^63 are reserved for the payment layer's transfers", i)
-		}
-		if t.GetPendingId() >= 1<<63 {
-			return nil, invalid("transfers[%d].pending_id: the payment layer's holds are posted and voided by their orders only", i)
-		}
 		ts[i] = TransferFromProto(t)
 	}
-	return ts, nil
+	return ts, checkTransfers(ts)
+}
+
+// checkTransfers refuses a request's transfers that no client may send.
+func checkTransfers(ts []ledger.Transfer) error {
+	if err := checkBatch(len(ts), "transfers"); err != nil {
+		return err
+	}
+	for i := range ts {
+		// The payment layer's transfers (and its holds) are its own: a client that made one
+		// first, or posted or voided one of its holds, could break a payment's bookkeeping.
+		if ts[i].ID >= 1<<63 {
+			return invalid("transfers[%d].id: ids from 2^63 are reserved for the payment layer's transfers", i)
+		}
+		if ts[i].PendingID >= 1<<63 {
+			return invalid("transfers[%d].pending_id: the payment layer's holds are posted and voided by their orders only", i)
+		}
+	}
+	return nil
 }
 
 func checkIDs(ids []uint64) error {

@@ -211,21 +211,20 @@ func (s *Service) readStream(ctx context.Context, stream grpc.BidiStreamingServe
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		req, err := stream.Recv()
-		if err != nil {
+		var req streamRequest // serverCodec decodes it (stream_wire.go)
+		if err := stream.RecvMsg(&req); err != nil {
 			<-slots
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		}
-		ts, err := transfersFromProto(req.GetTransfers())
-		if err != nil {
+		if err := checkTransfers(req.ts); err != nil {
 			s.metrics.countStreamRefused(err)
-			out <- &ledgerv1.CreateTransfersStreamAnswer{Tag: req.GetTag(), Code: uint32(codeOf(err)), Message: err.Error()}
+			out <- &ledgerv1.CreateTransfersStreamAnswer{Tag: req.tag, Code: uint32(codeOf(err)), Message: err.Error()}
 			continue
 		}
-		it := &streamItem{answer: ledgerv1.CreateTransfersStreamAnswer{Tag: req.GetTag()}, ts: ts, out: out}
+		it := &streamItem{answer: ledgerv1.CreateTransfersStreamAnswer{Tag: req.tag}, ts: req.ts, out: out}
 		if err := s.gather.submit(ctx, it); err != nil {
 			<-slots
 			return status.FromContextError(err).Err()

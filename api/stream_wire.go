@@ -1,0 +1,201 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ledgercore/ledger/ledger"
+)
+
+// streamRequest is a CreateTransfersStreamRequest as the server reads it: serverCodec decodes
+// the wire bytes straight into the ledger's transfers (decodeStreamRequest), without a
+// protobuf message per transfer and its flags: on a stream of one transfer per request that
+// decoding was the largest cost of reading it. It decodes exactly what proto.Unmarshal and
+// TransferFromProto make of the same bytes, errors included (FuzzStreamRequestDecode).
+type streamRequest struct {
+	tag uint64
+	ts  []ledger.Transfer
+}
+
+// Field numbers of CreateTransfersStreamRequest, Transfer and TransferFlags
+// (proto/ledger/v1/ledger.proto).
+const (
+	fieldStreamTag       = 1
+	fieldStreamTransfers = 2
+
+	fieldTransferID        = 1
+	fieldTransferDebit     = 2
+	fieldTransferCredit    = 3
+	fieldTransferAmount    = 4
+	fieldTransferPendingID = 5
+	fieldTransferLedger    = 6
+	fieldTransferCode      = 7
+	fieldTransferFlags     = 8
+	fieldTransferTimeout   = 9
+	fieldTransferBizID     = 10
+	fieldTransferUserData  = 11
+	fieldTransferTimestamp = 12
+	fieldTransferState     = 13
+	fieldTransferResult    = 14
+
+	fieldFlagsLinked      = 1
+	fieldFlagsPending     = 2
+	fieldFlagsPostPending = 3
+	fieldFlagsVoidPending = 4
+)
+
+var errWire = errors.New("api: malformed CreateTransfersStreamRequest")
+
+// decodeStreamRequest decodes b into r (whose slice it reuses). As proto.Unmarshal: a known
+// field of another wire type is an unknown field, skipped; the last of a repeated scalar
+// wins; repeated flags messages merge; a string must be UTF-8.
+func decodeStreamRequest(b []byte, r *streamRequest) error {
+	r.tag, r.ts = 0, r.ts[:0]
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return wireErr(n)
+		}
+		b = b[n:]
+		switch {
+		case num == fieldStreamTag && typ == protowire.VarintType:
+			if r.tag, n = protowire.ConsumeVarint(b); n < 0 {
+				return wireErr(n)
+			}
+		case num == fieldStreamTransfers && typ == protowire.BytesType:
+			var m []byte
+			if m, n = protowire.ConsumeBytes(b); n < 0 {
+				return wireErr(n)
+			}
+			r.ts = append(r.ts, ledger.Transfer{})
+			if err := decodeTransfer(m, &r.ts[len(r.ts)-1]); err != nil {
+				return err
+			}
+		default:
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return wireErr(n)
+			}
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// decodeTransfer decodes one Transfer message into t, as TransferFromProto converts it.
+func decodeTransfer(b []byte, t *ledger.Transfer) error {
+	var flags [5]bool // by field number
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return wireErr(n)
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && num >= fieldTransferID && num <= fieldTransferResult &&
+			num != fieldTransferFlags && num != fieldTransferBizID:
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				return wireErr(n)
+			}
+			setTransferField(t, num, v)
+		case typ == protowire.BytesType && num == fieldTransferFlags:
+			var m []byte
+			if m, n = protowire.ConsumeBytes(b); n < 0 {
+				return wireErr(n)
+			}
+			if err := decodeFlags(m, &flags); err != nil {
+				return err
+			}
+		case typ == protowire.BytesType && num == fieldTransferBizID:
+			var s []byte
+			if s, n = protowire.ConsumeBytes(b); n < 0 {
+				return wireErr(n)
+			}
+			if !utf8.Valid(s) {
+				return fmt.Errorf("%w: biz_id is not UTF-8", errWire)
+			}
+			t.BizID = string(s)
+		default:
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return wireErr(n)
+			}
+		}
+		b = b[n:]
+	}
+	t.Flags = 0
+	for num, bit := range [...]ledger.TransferFlags{fieldFlagsLinked: ledger.TransferLinked, fieldFlagsPending: ledger.TransferPending,
+		fieldFlagsPostPending: ledger.TransferPostPending, fieldFlagsVoidPending: ledger.TransferVoidPending} {
+		if flags[num] {
+			t.Flags |= bit
+		}
+	}
+	return nil
+}
+
+// setTransferField sets t's varint field num to v, cut as the field's proto type is.
+func setTransferField(t *ledger.Transfer, num protowire.Number, v uint64) {
+	switch num {
+	case fieldTransferID:
+		t.ID = v
+	case fieldTransferDebit:
+		t.DebitAccountID = v
+	case fieldTransferCredit:
+		t.CreditAccountID = v
+	case fieldTransferAmount:
+		t.Amount = v
+	case fieldTransferPendingID:
+		t.PendingID = v
+	case fieldTransferLedger:
+		t.Ledger = uint32(v)
+	case fieldTransferCode:
+		t.Code = uint32(v)
+	case fieldTransferTimeout:
+		t.Timeout = uint32(v)
+	case fieldTransferUserData:
+		t.UserData = v
+	case fieldTransferTimestamp:
+		t.Timestamp = v
+	case fieldTransferState:
+		t.State = ledger.TransferState(wireByte(int32(v)))
+	case fieldTransferResult:
+		t.Result = ledger.TransferResult(wireByte(int32(v)))
+	}
+}
+
+// decodeFlags merges one TransferFlags message into flags (by field number): a field present
+// sets its flag, true or false.
+func decodeFlags(b []byte, flags *[5]bool) error {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return wireErr(n)
+		}
+		b = b[n:]
+		if typ == protowire.VarintType && num >= fieldFlagsLinked && num <= fieldFlagsVoidPending {
+			var v uint64
+			if v, n = protowire.ConsumeVarint(b); n < 0 {
+				return wireErr(n)
+			}
+			flags[num] = v != 0
+		} else if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return wireErr(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// consumeTag is protowire.ConsumeTag refusing, as proto.Unmarshal does, a field number past
+// protowire.MaxValidNumber.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, -1
+	}
+	return num, typ, n
+}
+
+func wireErr(n int) error { return fmt.Errorf("%w: %w", errWire, protowire.ParseError(n)) }
