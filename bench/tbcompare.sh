@@ -2,11 +2,11 @@
 # TigerBeetle against ledgerd on the same machine, alternated: the table at the top of
 # bench/RESULTS.md. The project does not ship TigerBeetle; pass its binary's path.
 #
-#   bash bench/tbcompare.sh TIGERBEETLE [--transfers N] [--rounds R] [--rows 1,2,3,4,5] [--bin DIR]
+#   bash bench/tbcompare.sh TIGERBEETLE [--transfers N] [--rounds R] [--rows 1,2,3,4,5,6] [--bin DIR]
 #
 #   --transfers N  transfers per run (env TRANSFERS, default 1000000)
 #   --rounds R     rounds; every round runs each selected row once (env ROUNDS, default 3)
-#   --rows LIST    which rows, comma-separated (env ROWS, default 1,2,3,4,5)
+#   --rows LIST    which rows, comma-separated (env ROWS, default 1,2,3,4,5,6)
 #   --bin DIR      take ledgerd and ledger-bench from DIR (env BIN_DIR; default: go build them
 #                  from this checkout into the temp dir)
 #   TMPDIR         where the temp dirs go (TigerBeetle's data file is ~1.1 GB)
@@ -24,6 +24,9 @@
 #   5  1,000,000 accounts, batch 8190, one in flight: `--account-count=1000000` vs
 #      `--accounts 1000000 --batch 8190 --concurrency 1`. Target: the ledger's rate >= 90% of
 #      its row-1 rate in the same round, ledgerd RSS < 2 GiB.
+#   6  row 4 as any gRPC caller can send it: one transfer per request on CreateTransfersStream,
+#      1,024 callers sharing 4 streams (`--batch 1 --concurrency 1024 --streams 4`). Target:
+#      as row 4.
 #
 # Each ledger run gets a fresh ledgerd on a fresh temp data dir (free loopback ports), driven by
 # `ledger-bench --addr ... --metrics-addr ... --json`; ledgerd is stopped with SIGINT and its dir
@@ -44,7 +47,7 @@ case "$tb" in -h|--help) usage ;; esac
 shift
 transfers="${TRANSFERS:-1000000}"
 rounds="${ROUNDS:-3}"
-rows="${ROWS:-1,2,3,4,5}"
+rows="${ROWS:-1,2,3,4,5,6}"
 bindir="${BIN_DIR:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,7 +73,7 @@ tb="$(cd "$(dirname "$tb")" && pwd)/$(basename "$tb")"
 declare -A want=()
 IFS=', ' read -r -a rowlist <<<"$rows"
 for r in "${rowlist[@]}"; do
-  case "$r" in 1|2|3|4|5) want[$r]=1 ;; '') ;; *) die "unknown row '$r' (rows are 1 to 5)" ;; esac
+  case "$r" in 1|2|3|4|5|6) want[$r]=1 ;; '') ;; *) die "unknown row '$r' (rows are 1 to 6)" ;; esac
 done
 [ ${#want[@]} -gt 0 ] || die "no rows selected"
 command -v curl >/dev/null || die "curl is needed (to wait for ledgerd's /healthz)"
@@ -228,6 +231,7 @@ for round in $(seq "$rounds"); do
   [ -z "${want[3]:-}" ] || run_pair 3 "$round" 10000 100 --accounts 10000 --batch 100 --concurrency 1
   [ -z "${want[4]:-}" ] || ledger_run 4 "$round" --accounts 10000 --batch 1 --concurrency 1024 --client-batching
   [ -z "${want[5]:-}" ] || run_pair 5 "$round" 1000000 8190 --accounts 1000000 --batch 8190 --concurrency 1
+  [ -z "${want[6]:-}" ] || ledger_run 6 "$round" --accounts 10000 --batch 1 --concurrency 1024 --streams 4
 done
 load_after="$(uptime)"
 
@@ -322,6 +326,12 @@ if [ -n "${want[5]:-}" ]; then
     "$(fmt x "$(paired 5 ledger 5 tb)"); $(fmt pct "$own") of ledger's row 1" "$(fmt ms "$(agg 5 tb 5)")" \
     "$(fmt ms "$(agg 5 ledger 5)")" "$(gib "$(med "$rss")") (max $(gib "$(top "$rss")"))" "≥ 90% of row 1, RSS < 2 GiB" \
     "$(both "ge '$(med "$own")' 0.9" "lt '$(top "$rss")' 2147483648" rate RSS)"
+fi
+if [ -n "${want[6]:-}" ]; then
+  l="$(agg 6 ledger 4)"; lp="$(agg 6 ledger 5)"
+  row_line 6 "1 transfer per request, 1,024 callers, 4 CreateTransfersStream streams" - "$(fmt rate "$l")" - - "$(fmt ms "$lp")" \
+    "$(gib "$(med "$(agg 6 ledger 6)")")" "≥ 200,000/s, p99 < 20 ms" \
+    "$(both "ge '$(med "$l")' 200000" "lt '$(med "$lp")' 20" rate p99)"
 fi
 if [ -s "$notes" ]; then
   echo
