@@ -17,7 +17,7 @@ import (
 type Book struct {
 	shard, shards uint32
 
-	accounts  map[uint64]*accountState
+	accounts  accountArena
 	transfers map[uint64]Transfer // cache; every pending transfer is in it
 	remote    map[uint64]AccountInfo
 	outbox    map[LegKey]Leg
@@ -51,7 +51,7 @@ func NewBook(shard, shards uint32) *Book {
 	}
 	return &Book{
 		shard: shard, shards: shards,
-		accounts:          make(map[uint64]*accountState),
+		accounts:          newAccountArena(),
 		transfers:         make(map[uint64]Transfer),
 		remote:            make(map[uint64]AccountInfo),
 		outbox:            make(map[LegKey]Leg),
@@ -124,7 +124,7 @@ func (b *Book) LoadAccount(a Account) {
 		panic(fmt.Sprintf("ledger: shard %d loading account %d of shard %d", b.shard, a.ID,
 			ShardOf(a.ID, b.shards)))
 	}
-	b.accounts[a.ID] = &accountState{Account: a}
+	b.accounts.put(accountState{Account: a})
 	b.LoadClock(a.Timestamp)
 }
 
@@ -171,7 +171,7 @@ func (b *Book) LoadLegResult(r LegResult) { b.legs[r.LegKey] = r.Result }
 
 // Account returns a copy of an account of this shard.
 func (b *Book) Account(id uint64) (Account, bool) {
-	a, ok := b.accounts[id]
+	a, ok := b.accounts.get(id)
 	if !ok {
 		return Account{}, false
 	}
@@ -180,9 +180,7 @@ func (b *Book) Account(id uint64) (Account, bool) {
 
 // Accounts calls fn for every account of this shard, transit accounts included.
 func (b *Book) Accounts(fn func(a *Account)) {
-	for _, a := range b.accounts {
-		fn(&a.Account)
-	}
+	b.accounts.each(func(a *accountState) { fn(&a.Account) })
 }
 
 // Transfer returns a cached transfer.
@@ -455,11 +453,10 @@ func (b *Book) post(a *accountState, p Posting, fx *Effects) {
 // transit returns this shard's transit account for ledger, opening it on first use.
 func (b *Book) transit(ledger uint32, ts uint64, fx *Effects) *accountState {
 	id := TransitAccountID(b.shard, ledger)
-	if a, ok := b.accounts[id]; ok {
+	if a, ok := b.accounts.get(id); ok {
 		return a
 	}
-	a := &accountState{Account: Account{ID: id, Ledger: ledger, Code: 0, Timestamp: ts}}
-	b.accounts[id] = a
+	a := b.accounts.put(accountState{Account: Account{ID: id, Ledger: ledger, Code: 0, Timestamp: ts}})
 	b.touch(a, fx)
 	return a
 }
@@ -477,7 +474,7 @@ func (b *Book) createAccount(now uint64, a *Account, fx *Effects) AccountResult 
 	if r := ValidateAccount(a); r != AccountResultOK {
 		return r
 	}
-	if s, ok := b.accounts[a.ID]; ok {
+	if s, ok := b.accounts.get(a.ID); ok {
 		if s.Ledger != a.Ledger || s.Code != a.Code || s.Flags != a.Flags || s.UserData != a.UserData {
 			return AccountResultExistsWithDifferentFields
 		}
@@ -486,9 +483,8 @@ func (b *Book) createAccount(now uint64, a *Account, fx *Effects) AccountResult 
 	if !b.Owns(a.ID) {
 		panic(fmt.Sprintf("ledger: account %d routed to shard %d", a.ID, b.shard))
 	}
-	s := &accountState{Account: *a}
+	s := b.accounts.put(accountState{Account: *a})
 	s.Timestamp = b.tick(now)
-	b.accounts[a.ID] = s
 	b.touch(s, fx)
 	fx.Opened = append(fx.Opened, s.Account)
 	return AccountResultOK

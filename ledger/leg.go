@@ -122,7 +122,7 @@ func (b *Book) applyLeg(now uint64, l *Leg, fx *Effects) TransferResult {
 		// this itself first (ledger/driver, which expires due holds before the switch).
 		b.SwitchDay(l.Day, fx)
 	}
-	a, ok := b.accounts[l.Account]
+	a, ok := b.accounts.get(l.Account)
 	if r := refusal(l, a, ok); r != ResultOK {
 		if !l.Refusable {
 			// The sender checked everything else: the account exists (its record was read
@@ -199,7 +199,7 @@ func (b *Book) unhold(id uint64) {
 // settle ends a refusable transfer once its credit account answered its leg.
 func (b *Book) settle(now uint64, l *Leg, r TransferResult, fx *Effects) {
 	t, ok := b.transfers[l.TransferID]
-	dr, okd := b.accounts[l.DebitAccount]
+	dr, okd := b.accounts.get(l.DebitAccount)
 	if !ok || !okd || t.State != StateInFlight {
 		panic(fmt.Sprintf("ledger: INVARIANT: settling leg %+v of transfer %+v (found %v, %v)", *l, t, ok, okd))
 	}

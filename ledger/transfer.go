@@ -200,7 +200,7 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 	if _, ok := b.elsewhere[t.ID]; ok {
 		return ResultIDInFlight
 	}
-	dr, ok := b.accounts[t.DebitAccountID]
+	dr, ok := b.accounts.get(t.DebitAccountID)
 	if !ok || t.DebitAccountID >= TransitIDMin {
 		return ResultDebitAccountNotFound
 	}
@@ -209,7 +209,7 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 	if t.CreditAccountID >= TransitIDMin {
 		return ResultCreditAccountNotFound
 	} else if b.Owns(t.CreditAccountID) {
-		if cr, ok = b.accounts[t.CreditAccountID]; !ok {
+		if cr, ok = b.accounts.get(t.CreditAccountID); !ok {
 			return ResultCreditAccountNotFound
 		}
 		credit = cr.Info()
@@ -432,8 +432,8 @@ func (b *Book) Expire(now uint64, fx *Effects) {
 			continue
 		}
 		n++
-		dr := b.accounts[p.DebitAccountID]
-		cr := b.accounts[p.CreditAccountID]
+		dr, _ := b.accounts.get(p.DebitAccountID)
+		cr, _ := b.accounts.get(p.CreditAccountID)
 		if !b.Owns(p.CreditAccountID) {
 			cr = nil
 		}
