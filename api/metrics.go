@@ -141,18 +141,25 @@ func (m *Metrics) streamClosed() {
 	}
 }
 
-// countStream counts a gathered batch's requests, all answered with err's code.
-func (m *Metrics) countStream(batch []*streamItem, err error) {
+// countStream counts a gathered batch of n requests, all answered with err's code.
+func (m *Metrics) countStream(n int, err error) {
 	if m != nil {
-		m.streamRequests.WithLabelValues(streamCode(err).String()).Add(float64(len(batch)))
-		m.streamBatch.Observe(float64(len(batch)))
+		m.streamRequests.WithLabelValues(codeOf(err).String()).Add(float64(n))
+		m.streamBatch.Observe(float64(n))
+	}
+}
+
+// countPanic counts a panic of a method's code that no interceptor recovered.
+func (m *Metrics) countPanic(method string) {
+	if m != nil {
+		m.panics.WithLabelValues(method).Inc()
 	}
 }
 
 // countStreamRefused counts a stream request refused before it was gathered.
 func (m *Metrics) countStreamRefused(err error) {
 	if m != nil {
-		m.streamRequests.WithLabelValues(streamCode(err).String()).Inc()
+		m.streamRequests.WithLabelValues(codeOf(err).String()).Inc()
 	}
 }
 

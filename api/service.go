@@ -6,6 +6,8 @@ package api
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -50,6 +52,11 @@ type Service struct {
 	backups *backups    // nil: backups are off
 	verify  *verifyGate
 	gather  gatherer // CreateTransfersStream's batches
+	// streams counts the open transfer streams; streamsEnd, closed by EndTransferStreams,
+	// ends them.
+	streams    atomic.Int64
+	streamsEnd chan struct{}
+	endStreams sync.Once
 	// currencies name the ledgers' currencies for reports (nil: none known).
 	currencies accounting.Currencies
 	// sendTimeout is the subscribers' send deadline (0: SubscribeSendTimeoutDefault).
@@ -60,6 +67,7 @@ type Service struct {
 func NewService(l *actors.Ledger, m *Metrics, opts ...Option) *Service {
 	s := &Service{ledger: l, metrics: m, verify: newVerifyGate(VerifyIntervalDefault, m)}
 	s.gather.s = s
+	s.streamsEnd = make(chan struct{})
 	for _, o := range opts {
 		o(s)
 	}

@@ -28,6 +28,7 @@ type fixture struct {
 	ledger  *actors.Ledger
 	store   *storage.Store
 	metrics *Metrics
+	service *Service
 	ctx     context.Context
 }
 
@@ -72,7 +73,7 @@ func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
 		_ = store.Close()
 	})
 	return &fixture{client: ledgerv1.NewLedgerServiceClient(conn), admin: ledgerv1.NewAdminServiceClient(conn),
-		ledger: l, store: store, metrics: m, ctx: context.Background()}
+		ledger: l, store: store, metrics: m, service: svc, ctx: context.Background()}
 }
 
 func (f *fixture) accounts(t *testing.T, as ...*ledgerv1.Account) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +13,10 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/ledger"
@@ -312,7 +315,7 @@ func TestStreamQueueLimit(t *testing.T) {
 // before the request that would take it past ledger.BatchEventsMax transfers.
 func TestTakeEndsBatchAtOpenChain(t *testing.T) {
 	item := func(n int, open bool) *streamItem {
-		it := &streamItem{ts: make([]ledger.Transfer, n)}
+		it := &streamItem{ts: make([]ledger.Transfer, n), n: n}
 		if open {
 			it.ts[n-1].Flags = ledger.TransferLinked
 		}
@@ -327,5 +330,258 @@ func TestTakeEndsBatchAtOpenChain(t *testing.T) {
 	}
 	if len(g.queue) != 0 || g.queued != 0 {
 		t.Fatalf("left %d requests, %d transfers queued", len(g.queue), g.queued)
+	}
+}
+
+// TestStreamGatheredResultsByRequest: requests gathered into shared batches are each
+// answered with their own transfers' results, at their own indexes: every request mixes
+// transfers that succeed with some that fail (no account 99) in a pattern of its tag, and
+// every answer must list exactly its request's failures. (From the review: answering each
+// request with the batch's first results instead passed every other test.)
+func TestStreamGatheredResultsByRequest(t *testing.T) {
+	f := newFixture(t, 2)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	const streams, perStream = 4, 400
+	fails := func(tag uint64, j int) bool { return (tag+uint64(j))%3 == 0 }
+	size := func(tag uint64) int { return int(tag%5) + 1 }
+	errs := make(chan error, 2*streams)
+	var wg sync.WaitGroup
+	for s := range streams {
+		stream, err := f.client.CreateTransfersStream(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range perStream {
+				tag := uint64(s*perStream + i)
+				ts := make([]*ledgerv1.Transfer, size(tag))
+				for j := range ts {
+					credit := uint64(2)
+					if fails(tag, j) {
+						credit = 99
+					}
+					ts[j] = tr(tag*8+uint64(j)+1, 1, credit, 1)
+				}
+				if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: tag, Transfers: ts}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			_ = stream.CloseSend()
+		}()
+		go func() {
+			defer wg.Done()
+			for n := 0; ; {
+				resp, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					if n != perStream {
+						errs <- fmt.Errorf("stream %d: %d answers; want %d", s, n, perStream)
+					}
+					return
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, a := range resp.GetAnswers() {
+					n++
+					tag := a.GetTag()
+					var want, got []uint32
+					for j := range size(tag) {
+						if fails(tag, j) {
+							want = append(want, uint32(j))
+						}
+					}
+					for _, r := range a.GetResults() {
+						if r.GetResult() != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND {
+							errs <- fmt.Errorf("tag %d: result %v", tag, r)
+							return
+						}
+						got = append(got, r.GetIndex())
+					}
+					if !slices.Equal(got, want) {
+						errs <- fmt.Errorf("tag %d: failures at %v; want %v", tag, got, want)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// sentStream is a stream's server side that keeps what it is sent.
+type sentStream struct {
+	grpc.BidiStreamingServer[ledgerv1.CreateTransfersStreamRequest, ledgerv1.CreateTransfersStreamResponse]
+	sent []*ledgerv1.CreateTransfersStreamResponse
+}
+
+func (s *sentStream) Send(r *ledgerv1.CreateTransfersStreamResponse) error {
+	s.sent = append(s.sent, r)
+	return nil
+}
+
+// TestStreamResponseBounded: answers that list many results go out in responses that stop
+// taking answers once StreamResultsPerResponseMax results are listed (from the review: 100
+// answers of 8,190 EXISTS each, a retry's, made one response past a client's 4 MiB limit
+// and broke its stream), and an answer's transfers are given back to the stream's room.
+func TestStreamResponseBounded(t *testing.T) {
+	rs := make([]*ledgerv1.CreateTransfersResult, ledger.BatchEventsMax)
+	for i := range rs {
+		rs[i] = &ledgerv1.CreateTransfersResult{Index: uint32(i), Result: ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_EXISTS}
+	}
+	ss := &sentStream{}
+	ts := &transferStream{stream: ss, out: make(chan streamAnswer, StreamRequestsInFlightMax)}
+	const answers = 100
+	ts.requests, ts.transfers = answers, answers*ledger.BatchEventsMax
+	for i := range answers {
+		ts.out <- streamAnswer{a: &ledgerv1.CreateTransfersStreamAnswer{Tag: uint64(i), Results: rs[:ledger.BatchEventsMax-i]},
+			n: ledger.BatchEventsMax}
+	}
+	for len(ts.out) > 0 {
+		if err := ts.send(<-ts.out, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tags := 0
+	for _, r := range ss.sent {
+		listed := 0
+		for _, a := range r.GetAnswers() {
+			listed += len(a.GetResults())
+			tags++
+		}
+		if listed >= StreamResultsPerResponseMax+len(r.GetAnswers()[0].GetResults()) {
+			t.Fatalf("a response of %d answers lists %d results", len(r.GetAnswers()), listed)
+		}
+		if b := proto.Size(r); b > 1<<20 {
+			t.Fatalf("a response of %d bytes", b)
+		}
+	}
+	if tags != answers || ts.requests != 0 || ts.transfers != 0 {
+		t.Fatalf("%d answers sent, %d requests and %d transfers still held; want %d, 0, 0", tags, ts.requests, ts.transfers, answers)
+	}
+}
+
+// TestStreamEndsOnStop: EndTransferStreams ends an idle stream at once (UNAVAILABLE), so that
+// a graceful stop does not wait for its caller (from the review: GracefulStop waited for an
+// idle stream until the drain timeout), and a new stream is refused.
+func TestStreamEndsOnStop(t *testing.T) {
+	f := newFixture(t, 1)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := streamOutcome(t, stream, 1, []*ledgerv1.Transfer{tr(1, 1, 2, 1)}); got != "ok" {
+		t.Fatalf("before the stop: %s", got)
+	}
+	f.service.EndTransferStreams()
+	ended := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		ended <- err
+	}()
+	select {
+	case err := <-ended:
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("the stream ended with %v; want UNAVAILABLE", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle stream did not end on EndTransferStreams")
+	}
+	again, err := f.client.CreateTransfersStream(f.ctx)
+	if err == nil {
+		_, err = again.Recv()
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("a stream opened after the stop: %v; want UNAVAILABLE", err)
+	}
+}
+
+// TestStreamAnswersTakenBeforeStop: requests the stream took before EndTransferStreams are
+// all answered (and booked) before it ends; none is left without its answer.
+func TestStreamAnswersTakenBeforeStop(t *testing.T) {
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
+	t.Cleanup(fs.Resume)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.Stall() // the requests wait at the ledger, taken and unanswered
+	const requests = 50
+	for i := range requests {
+		if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: []*ledgerv1.Transfer{tr(uint64(i+1), 1, 2, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.service.gather.busy() < requests && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	f.service.EndTransferStreams()
+	fs.Resume()
+	answered := 0
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("the stream ended with %v; want UNAVAILABLE", err)
+			}
+			break
+		}
+		for _, a := range resp.GetAnswers() {
+			if a.GetCode() != 0 || len(a.GetResults()) > 0 {
+				t.Fatalf("answer %v", a)
+			}
+			answered++
+		}
+	}
+	if got := small(f.balance(t, 2).GetCreditsPosted()); got != uint64(answered) || answered != requests {
+		t.Fatalf("%d answered, %d booked; want all %d of the requests taken", answered, got, requests)
+	}
+}
+
+// TestStreamRoomBounded: a stream takes requests while the unanswered ones hold at most
+// StreamTransfersInFlightMax transfers; the next waits until an answer goes out, and none
+// is taken once the server stops.
+func TestStreamRoomBounded(t *testing.T) {
+	ts := &transferStream{ctx: context.Background(), stream: &sentStream{}, out: make(chan streamAnswer, StreamRequestsInFlightMax)}
+	for range StreamTransfersInFlightMax / ledger.BatchEventsMax {
+		if !ts.takeRoom(ledger.BatchEventsMax) {
+			t.Fatal("refused within the bound")
+		}
+	}
+	took := make(chan bool, 1)
+	go func() { took <- ts.takeRoom(1) }()
+	select {
+	case <-took:
+		t.Fatalf("took a request past %d transfers", StreamTransfersInFlightMax)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := ts.send(streamAnswer{a: &ledgerv1.CreateTransfersStreamAnswer{}, n: ledger.BatchEventsMax}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !<-took {
+		t.Fatal("not taken once an answer went out")
+	}
+	go func() { took <- ts.takeRoom(ledger.BatchEventsMax) }()
+	time.Sleep(10 * time.Millisecond)
+	ts.mu.Lock()
+	ts.stopping = true
+	ts.wake()
+	ts.mu.Unlock()
+	if <-took {
+		t.Fatal("taken after the stop")
+	}
+	if ts.takeRoom(1) {
+		t.Fatal("taken after the stop")
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -77,6 +79,9 @@ func (p *streamPool) receive(st *txStream) {
 	defer p.recv.Done()
 	for {
 		resp, err := st.s.Recv()
+		if errors.Is(err, io.EOF) {
+			err = errors.New("ended by the server")
+		}
 		if err != nil {
 			st.err = fmt.Errorf("bench: transfer stream: %w", err)
 			close(st.dead)
@@ -116,7 +121,11 @@ func (p *streamPool) create(ctx context.Context, worker int, req *ledgerv1.Creat
 	}
 }
 
-// close ends the streams and their connections.
+// streamCloseWait is how long close waits for the server to end the streams it half-closed.
+const streamCloseWait = 10 * time.Second
+
+// close half-closes the streams, lets the server end them (every worker has its answer by
+// then), cancels any left after streamCloseWait, and closes the connections.
 func (p *streamPool) close() error {
 	var errs []error
 	for _, st := range p.streams {
@@ -124,8 +133,14 @@ func (p *streamPool) close() error {
 		errs = append(errs, st.s.CloseSend())
 		st.mu.Unlock()
 	}
+	ended := make(chan struct{})
+	go func() { p.recv.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(streamCloseWait):
+	}
 	p.cancel()
-	p.recv.Wait()
+	<-ended
 	for _, c := range p.conns {
 		errs = append(errs, c.Close())
 	}

@@ -421,8 +421,9 @@ func run(args []string, stop <-chan os.Signal) error {
 	health.Shutdown()
 	adminHealth.Shutdown()
 	stopSchedule()
-	seq.EndFollowers() // subscribers end (UNAVAILABLE) and resume after the restart
-	rec.stop()         // before the payment engine its confirmations read stops
+	seq.EndFollowers()       // subscribers end (UNAVAILABLE) and resume after the restart
+	svc.EndTransferStreams() // transfer streams answer what they took, then end (UNAVAILABLE)
+	rec.stop()               // before the payment engine its confirmations read stops
 	drain(c, []*grpc.Server{srv, adminSrv}, pl, l, httpSrv)
 	return nil
 }

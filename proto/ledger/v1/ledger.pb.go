@@ -1252,10 +1252,11 @@ type CreateTransfersStreamAnswer struct {
 	// As CreateTransfersResponse.results: only the transfers not created, by their index in the
 	// request; none when code is not 0.
 	Results []*CreateTransfersResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
-	// 0 (OK) when the request ran; else the gRPC status code the CreateTransfers call would have
-	// failed with (3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ...), and none of
-	// its transfers ran, except for 13 INTERNAL or 4 DEADLINE_EXCEEDED, after which their
-	// outcome is unknown (look them up, or send them again).
+	// 0 (OK) when the request ran; else a gRPC status code, and none of its transfers ran: 3
+	// INVALID_ARGUMENT (the request is wrong, as CreateTransfers would say), 8
+	// RESOURCE_EXHAUSTED (the ledger was full, for this request or the others gathered with
+	// it into one batch: send it again after a moment), 14 UNAVAILABLE (stopping); except 13
+	// INTERNAL, after which the outcome is unknown (look the transfers up, or send them again).
 	Code uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
 	// Why, when code is not 0.
 	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`

@@ -56,10 +56,13 @@ type LedgerServiceClient interface {
 	// finish, not the order they were sent, several to a response; requests of one stream run
 	// concurrently, as separate calls do (a request that depends on another, such as posting a
 	// pending transfer, waits for the other's answer). A request refused as a whole is answered
-	// with the gRPC code and message the call would have ended with; the stream goes on. A
-	// request whose stream ends before its answer has an unknown outcome: send it again with
-	// the same ids (EXISTS once booked). Limits: StreamRequestsInFlightMax unanswered requests
-	// per stream (the server reads no more until answers go out).
+	// with a gRPC code and message (CreateTransfersStreamAnswer.code); the stream goes on. A
+	// request that cannot be decoded ends the stream, as it would fail a call. A request whose
+	// stream ends before its answer has an unknown outcome: send it again with the same ids
+	// (EXISTS once booked). When the server stops, a stream answers every request it took,
+	// then ends UNAVAILABLE. Limits (api.Stream*Max): 4,096 unanswered requests and 32,760
+	// transfers in them per stream (past either the server reads no more until answers go
+	// out: read answers while sending), 256 streams open.
 	CreateTransfersStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CreateTransfersStreamRequest, CreateTransfersStreamResponse], error)
 	// LookupAccounts returns the accounts that exist among the ids (1 to 8,190), in request
 	// order. Every read shows durable state only: nothing a read shows is undone by a crash.
@@ -204,10 +207,13 @@ type LedgerServiceServer interface {
 	// finish, not the order they were sent, several to a response; requests of one stream run
 	// concurrently, as separate calls do (a request that depends on another, such as posting a
 	// pending transfer, waits for the other's answer). A request refused as a whole is answered
-	// with the gRPC code and message the call would have ended with; the stream goes on. A
-	// request whose stream ends before its answer has an unknown outcome: send it again with
-	// the same ids (EXISTS once booked). Limits: StreamRequestsInFlightMax unanswered requests
-	// per stream (the server reads no more until answers go out).
+	// with a gRPC code and message (CreateTransfersStreamAnswer.code); the stream goes on. A
+	// request that cannot be decoded ends the stream, as it would fail a call. A request whose
+	// stream ends before its answer has an unknown outcome: send it again with the same ids
+	// (EXISTS once booked). When the server stops, a stream answers every request it took,
+	// then ends UNAVAILABLE. Limits (api.Stream*Max): 4,096 unanswered requests and 32,760
+	// transfers in them per stream (past either the server reads no more until answers go
+	// out: read answers while sending), 256 streams open.
 	CreateTransfersStream(grpc.BidiStreamingServer[CreateTransfersStreamRequest, CreateTransfersStreamResponse]) error
 	// LookupAccounts returns the accounts that exist among the ids (1 to 8,190), in request
 	// order. Every read shows durable state only: nothing a read shows is undone by a crash.
