@@ -85,10 +85,16 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if r, ok := v.(*streamRequest); ok {
+		var b []byte
 		if len(data) == 1 {
-			return decodeStreamRequest(data[0].ReadOnlyData(), r)
+			b = data[0].ReadOnlyData()
+		} else {
+			b = data.Materialize()
 		}
-		return decodeStreamRequest(data.Materialize(), r)
+		if err := decodeStreamRequest(b, r); err != nil {
+			r.err = invalid("the request cannot be decoded: %v", err)
+		}
+		return nil
 	}
 	return c.proto.Unmarshal(data, v)
 }

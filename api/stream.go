@@ -241,6 +241,7 @@ func (s *Service) CreateTransfersStream(stream grpc.BidiStreamingServer[ledgerv1
 	go func() { read <- t.readAll() }()
 	answers := make([]*ledgerv1.CreateTransfersStreamAnswer, 0, StreamAnswersPerResponseMax)
 	reading, stop := true, s.streamsEnd
+	var end error // how the reader ended: nil (the caller closed its side) or errStreamStopping
 	for {
 		select {
 		case a := <-t.out:
@@ -252,6 +253,7 @@ func (s *Service) CreateTransfersStream(stream grpc.BidiStreamingServer[ledgerv1
 			if err != nil && !errors.Is(err, errStreamStopping) {
 				return err
 			}
+			end = err
 		case <-stop:
 			stop = nil
 			t.mu.Lock()
@@ -266,7 +268,7 @@ func (s *Service) CreateTransfersStream(stream grpc.BidiStreamingServer[ledgerv1
 			done := t.requests == 0
 			t.mu.Unlock()
 			if done && !reading {
-				return nil
+				return end // UNAVAILABLE when the reader left a request it read unrun
 			}
 			if done && stop == nil {
 				return errStreamStopping // the reader may wait in Recv: the stream's end ends it
@@ -357,16 +359,27 @@ func (t *transferStream) readAll() (err error) {
 		if t.ctx.Err() != nil {
 			return status.FromContextError(t.ctx.Err()).Err()
 		}
+		// A refused request holds no transfers while it waits for room to be answered.
+		err := req.err
+		if err == nil {
+			err = checkBatch(req.n, "transfers")
+		}
+		if err == nil {
+			err = checkTransfers(req.ts)
+		}
 		n := len(req.ts)
+		if err != nil {
+			n, req.ts = 0, nil
+		}
 		if !t.takeRoom(n) {
 			if t.ctx.Err() != nil {
 				return status.FromContextError(t.ctx.Err()).Err()
 			}
 			return errStreamStopping
 		}
-		if err := checkTransfers(req.ts); err != nil {
+		if err != nil {
 			t.s.metrics.countStreamRefused(err)
-			t.out <- streamAnswer{a: &ledgerv1.CreateTransfersStreamAnswer{Tag: req.tag, Code: uint32(codeOf(err)), Message: err.Error()}, n: n}
+			t.out <- streamAnswer{a: &ledgerv1.CreateTransfersStreamAnswer{Tag: req.tag, Code: uint32(codeOf(err)), Message: err.Error()}}
 			continue
 		}
 		it := &streamItem{answer: ledgerv1.CreateTransfersStreamAnswer{Tag: req.tag}, ts: req.ts, n: n, out: t.out}

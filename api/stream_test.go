@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ledgercore/ledger/actors"
@@ -583,5 +584,100 @@ func TestStreamRoomBounded(t *testing.T) {
 	}
 	if ts.takeRoom(1) {
 		t.Fatal("taken after the stop")
+	}
+}
+
+// TestStreamStopWithRequestRead: a request the reader has read when the server stops is
+// neither run nor answered, and the stream then ends UNAVAILABLE, not OK, so the caller
+// knows to send it again (from the review: it ended OK, the request silently dropped).
+func TestStreamStopWithRequestRead(t *testing.T) {
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
+	t.Cleanup(fs.Resume)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.Stall()
+	const requests = 5
+	for i := range requests {
+		if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: []*ledgerv1.Transfer{tr(uint64(i+1), 1, 2, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.service.gather.busy() < requests && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	f.service.EndTransferStreams()
+	time.Sleep(50 * time.Millisecond) // the handler marks the stream stopping
+	if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: 99, Transfers: []*ledgerv1.Transfer{tr(99, 1, 2, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	fs.Resume()
+	answered := 0
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("the stream ended with %v after %d answers to %d requests; want UNAVAILABLE", err, answered, requests+1)
+			}
+			break
+		}
+		answered += len(resp.GetAnswers())
+	}
+	if got := small(f.balance(t, 2).GetCreditsPosted()); answered != requests || got != requests {
+		t.Fatalf("%d answered, %d booked; want the %d taken before the stop", answered, got, requests)
+	}
+}
+
+// TestStreamMalformedRequestAnswered: bytes that are not a request are answered
+// INVALID_ARGUMENT with the tag read before the fault, and the stream goes on: the requests
+// taken before it keep their answers (from the review: the stream failed, and requests
+// booked before it lost their answers).
+func TestStreamMalformedRequestAnswered(t *testing.T) {
+	f := newFixture(t, 1)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: []*ledgerv1.Transfer{tr(uint64(i+1), 1, 2, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := &ledgerv1.CreateTransfersStreamRequest{Tag: 100}
+	raw := protowire.AppendTag(nil, fieldStreamTransfers, protowire.BytesType)
+	raw = protowire.AppendBytes(raw, []byte{0xff}) // a truncated tag inside a transfer
+	bad.ProtoReflect().SetUnknown(raw)
+	if err := stream.Send(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: 6, Transfers: []*ledgerv1.Transfer{tr(6, 1, 2, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = stream.CloseSend()
+	outcomes := map[uint64]string{}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range resp.GetAnswers() {
+			outcomes[a.GetTag()] = outcomeOf(codes.Code(a.GetCode()), a.GetMessage(), 1, a.GetResults())
+		}
+	}
+	if len(outcomes) != 7 || outcomes[6] != "ok" ||
+		!strings.HasPrefix(outcomes[100], "InvalidArgument: invalid request: the request cannot be decoded") {
+		t.Fatalf("answers %v; want tags 0-4 and 6 ok, 100 INVALID_ARGUMENT", outcomes)
+	}
+	if got := small(f.balance(t, 2).GetCreditsPosted()); got != 6 {
+		t.Fatalf("%d booked; want 6", got)
 	}
 }

@@ -17,7 +17,12 @@ import (
 // TransferFromProto make of the same bytes, errors included (FuzzStreamRequestDecode).
 type streamRequest struct {
 	tag uint64
-	ts  []ledger.Transfer
+	ts  []ledger.Transfer // at most ledger.BatchEventsMax: the rest are decoded and counted only
+	n   int               // the request's transfers
+	// err is why the bytes are not a request (serverCodec keeps it here rather than failing
+	// the stream, which would lose the answers to the requests before it): the request is
+	// answered INVALID_ARGUMENT with the tag read before the fault, if any.
+	err error
 }
 
 // Field numbers of CreateTransfersStreamRequest, Transfer and TransferFlags
@@ -49,11 +54,14 @@ const (
 
 var errWire = errors.New("api: malformed CreateTransfersStreamRequest")
 
-// decodeStreamRequest decodes b into r (whose slice it reuses). As proto.Unmarshal: a known
-// field of another wire type is an unknown field, skipped; the last of a repeated scalar
-// wins; repeated flags messages merge; a string must be UTF-8.
+// decodeStreamRequest decodes b into r (whose slice it reuses), keeping at most
+// ledger.BatchEventsMax transfers (a request of more is refused; a 4 MiB message of empty
+// transfers would otherwise make two million of them) and counting all. As proto.Unmarshal:
+// a known field of another wire type is an unknown field, skipped; the last of a repeated
+// scalar wins; repeated flags messages merge; a string must be UTF-8.
 func decodeStreamRequest(b []byte, r *streamRequest) error {
-	r.tag, r.ts = 0, r.ts[:0]
+	r.tag, r.ts, r.n = 0, r.ts[:0], 0
+	var scratch ledger.Transfer
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -70,8 +78,15 @@ func decodeStreamRequest(b []byte, r *streamRequest) error {
 			if m, n = protowire.ConsumeBytes(b); n < 0 {
 				return wireErr(n)
 			}
-			r.ts = append(r.ts, ledger.Transfer{})
-			if err := decodeTransfer(m, &r.ts[len(r.ts)-1]); err != nil {
+			t := &scratch
+			if len(r.ts) < ledger.BatchEventsMax {
+				r.ts = append(r.ts, ledger.Transfer{})
+				t = &r.ts[len(r.ts)-1]
+			} else {
+				scratch = ledger.Transfer{}
+			}
+			r.n++
+			if err := decodeTransfer(m, t); err != nil {
 				return err
 			}
 		default:
@@ -193,7 +208,7 @@ func decodeFlags(b []byte, flags *[5]bool) error {
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n >= 0 && num > protowire.MaxValidNumber {
-		return 0, 0, -1
+		return 0, 0, -2 // protowire's code for a field number out of range
 	}
 	return num, typ, n
 }

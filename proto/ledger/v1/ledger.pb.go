@@ -1253,7 +1253,8 @@ type CreateTransfersStreamAnswer struct {
 	// request; none when code is not 0.
 	Results []*CreateTransfersResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
 	// 0 (OK) when the request ran; else a gRPC status code, and none of its transfers ran: 3
-	// INVALID_ARGUMENT (the request is wrong, as CreateTransfers would say), 8
+	// INVALID_ARGUMENT (the request is wrong, as CreateTransfers would say, or not a request
+	// at all), 8
 	// RESOURCE_EXHAUSTED (the ledger was full, for this request or the others gathered with
 	// it into one batch: send it again after a moment), 14 UNAVAILABLE (stopping); except 13
 	// INTERNAL, after which the outcome is unknown (look the transfers up, or send them again).

@@ -56,8 +56,9 @@ type LedgerServiceClient interface {
 	// finish, not the order they were sent, several to a response; requests of one stream run
 	// concurrently, as separate calls do (a request that depends on another, such as posting a
 	// pending transfer, waits for the other's answer). A request refused as a whole is answered
-	// with a gRPC code and message (CreateTransfersStreamAnswer.code); the stream goes on. A
-	// request that cannot be decoded ends the stream, as it would fail a call. A request whose
+	// with a gRPC code and message (CreateTransfersStreamAnswer.code); the stream goes on (a
+	// request that cannot be decoded too: INVALID_ARGUMENT, with the tag read before the fault;
+	// only a message over 4 MiB ends the stream, RESOURCE_EXHAUSTED). A request whose
 	// stream ends before its answer has an unknown outcome: send it again with the same ids
 	// (EXISTS once booked). When the server stops, a stream answers every request it took,
 	// then ends UNAVAILABLE. Limits (api.Stream*Max): 4,096 unanswered requests and 32,760
@@ -207,8 +208,9 @@ type LedgerServiceServer interface {
 	// finish, not the order they were sent, several to a response; requests of one stream run
 	// concurrently, as separate calls do (a request that depends on another, such as posting a
 	// pending transfer, waits for the other's answer). A request refused as a whole is answered
-	// with a gRPC code and message (CreateTransfersStreamAnswer.code); the stream goes on. A
-	// request that cannot be decoded ends the stream, as it would fail a call. A request whose
+	// with a gRPC code and message (CreateTransfersStreamAnswer.code); the stream goes on (a
+	// request that cannot be decoded too: INVALID_ARGUMENT, with the tag read before the fault;
+	// only a message over 4 MiB ends the stream, RESOURCE_EXHAUSTED). A request whose
 	// stream ends before its answer has an unknown outcome: send it again with the same ids
 	// (EXISTS once booked). When the server stops, a stream answers every request it took,
 	// then ends UNAVAILABLE. Limits (api.Stream*Max): 4,096 unanswered requests and 32,760
