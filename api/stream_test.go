@@ -137,6 +137,44 @@ func TestStreamAnswersAsCreateTransfers(t *testing.T) {
 	}
 }
 
+// eachAnswer reads stream's answers until it ends, calling fn on each: how many, and the
+// first error (fn's, or the stream's other than its clean end).
+func eachAnswer(stream ledgerv1.LedgerService_CreateTransfersStreamClient, fn func(*ledgerv1.CreateTransfersStreamAnswer) error) (int, error) {
+	n := 0
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		for _, a := range resp.GetAnswers() {
+			n++
+			if err := fn(a); err != nil {
+				return n, err
+			}
+		}
+	}
+}
+
+// stalledRequests stalls the disk and sends n one-transfer requests (tags 0 to n-1, ids 1 to
+// n), returning once the gatherer holds them all: taken, at the ledger or queued for it.
+func stalledRequests(t *testing.T, f *fixture, fs *storagetest.StallFS, stream ledgerv1.LedgerService_CreateTransfersStreamClient, n int) {
+	t.Helper()
+	fs.Stall()
+	for i := range n {
+		if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: []*ledgerv1.Transfer{tr(uint64(i+1), 1, 2, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.service.gather.busy() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gatherer holds %d of %d requests", f.service.gather.busy(), n)
+		}
+	}
+}
+
 // TestStreamManyCallers: callers on four streams each send one transfer per request without
 // waiting; every request is answered once, by its tag, every transfer answered ok is booked
 // (the balances add up to exactly the answered transfers), and the requests went to the
@@ -169,27 +207,19 @@ func TestStreamManyCallers(t *testing.T) {
 		go func() { // the receiver: every tag once, all ok, then the stream's end
 			defer wg.Done()
 			seen := make([]bool, perStream)
-			for n := 0; ; {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					if n != perStream {
-						errs <- fmt.Errorf("stream %d ended after %d answers of %d", s, n, perStream)
-					}
-					return
+			n, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error {
+				i := int(a.GetTag()) - s*perStream - 1
+				if i < 0 || i >= perStream || seen[i] || a.GetCode() != 0 || len(a.GetResults()) > 0 {
+					return fmt.Errorf("stream %d: unexpected answer %v", s, a)
 				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				for _, a := range resp.GetAnswers() {
-					i := int(a.GetTag()) - s*perStream - 1
-					if i < 0 || i >= perStream || seen[i] || a.GetCode() != 0 || len(a.GetResults()) > 0 {
-						errs <- fmt.Errorf("stream %d: unexpected answer %v", s, a)
-						return
-					}
-					seen[i] = true
-					n++
-				}
+				seen[i] = true
+				return nil
+			})
+			if err == nil && n != perStream {
+				err = fmt.Errorf("stream %d ended after %d answers of %d", s, n, perStream)
+			}
+			if err != nil {
+				errs <- err
 			}
 		}()
 	}
@@ -374,39 +404,30 @@ func TestStreamGatheredResultsByRequest(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			for n := 0; ; {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					if n != perStream {
-						errs <- fmt.Errorf("stream %d: %d answers; want %d", s, n, perStream)
-					}
-					return
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				for _, a := range resp.GetAnswers() {
-					n++
-					tag := a.GetTag()
-					var want, got []uint32
-					for j := range size(tag) {
-						if fails(tag, j) {
-							want = append(want, uint32(j))
-						}
-					}
-					for _, r := range a.GetResults() {
-						if r.GetResult() != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND {
-							errs <- fmt.Errorf("tag %d: result %v", tag, r)
-							return
-						}
-						got = append(got, r.GetIndex())
-					}
-					if !slices.Equal(got, want) {
-						errs <- fmt.Errorf("tag %d: failures at %v; want %v", tag, got, want)
-						return
+			n, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error {
+				tag := a.GetTag()
+				var want, got []uint32
+				for j := range size(tag) {
+					if fails(tag, j) {
+						want = append(want, uint32(j))
 					}
 				}
+				for _, r := range a.GetResults() {
+					if r.GetResult() != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND {
+						return fmt.Errorf("tag %d: result %v", tag, r)
+					}
+					got = append(got, r.GetIndex())
+				}
+				if !slices.Equal(got, want) {
+					return fmt.Errorf("tag %d: failures at %v; want %v", tag, got, want)
+				}
+				return nil
+			})
+			if err == nil && n != perStream {
+				err = fmt.Errorf("stream %d: %d answers; want %d", s, n, perStream)
+			}
+			if err != nil {
+				errs <- err
 			}
 		}()
 	}
@@ -516,17 +537,8 @@ func TestStreamAnswersTakenBeforeStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs.Stall() // the requests wait at the ledger, taken and unanswered
 	const requests = 50
-	for i := range requests {
-		if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: []*ledgerv1.Transfer{tr(uint64(i+1), 1, 2, 1)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for f.service.gather.busy() < requests && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	stalledRequests(t, f, fs, stream, requests)
 	f.service.EndTransferStreams()
 	fs.Resume()
 	answered := 0
@@ -599,17 +611,8 @@ func TestStreamStopWithRequestRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs.Stall()
 	const requests = 5
-	for i := range requests {
-		if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: []*ledgerv1.Transfer{tr(uint64(i+1), 1, 2, 1)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for f.service.gather.busy() < requests && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	stalledRequests(t, f, fs, stream, requests)
 	f.service.EndTransferStreams()
 	time.Sleep(50 * time.Millisecond) // the handler marks the stream stopping
 	if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: 99, Transfers: []*ledgerv1.Transfer{tr(99, 1, 2, 1)}}); err != nil {
