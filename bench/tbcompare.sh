@@ -31,7 +31,8 @@
 # Each ledger run gets a fresh ledgerd on a fresh temp data dir (free loopback ports), driven by
 # `ledger-bench --addr ... --metrics-addr ... --json`; ledgerd is stopped with SIGINT and its dir
 # removed after. Each TigerBeetle run is `tigerbeetle benchmark` from a fresh temp dir (it
-# formats a ~1.1 GB data file, not timed, and its server takes ~3.5 GB of memory); TigerBeetle
+# formats a ~1.1 GB data file, not timed, and its server takes ~3.5 GB of memory); every run
+# ends with `sync`, so that its writeback does not land on the next one; TigerBeetle
 # and ledger runs alternate within a round (TigerBeetle first in odd rounds, the ledger first in
 # even ones). Rows 2 and 5 also run row 1 (for their ratios) even when it is not selected.
 # Reported: the median over the rounds (the mean of the middle two for an even count) with
@@ -159,6 +160,7 @@ tb_run() {
   echo "#   $rate tx/s, batch p99 $p99 ms" >&2
   echo "$row $round tb $rate $p99 ${rss:-0}" >>"$results"
   rm -rf "$d"
+  sync # the run's writeback lands before the next run starts, not during it
 }
 
 # jfield FILE FIELD: one top-level field of ledger-bench's JSON.
@@ -212,6 +214,7 @@ ledger_run() {
   printf '#   %.0f tx/s, request p99 %s ms, ledgerd RSS %s bytes\n' "$rate" "$p99" "${rss:-?}" >&2
   echo "$row $round ledger $rate $p99 ${rss:-0}" >>"$results"
   rm -rf "$d"
+  sync
 }
 
 # One round: each selected row, TigerBeetle and ledger alternated; even rounds put the ledger first.
