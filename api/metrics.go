@@ -182,9 +182,7 @@ func (m *Metrics) recovered(ctx context.Context, p any) error {
 	method, _ := grpc.Method(ctx)
 	slog.Error("api: a call's handler panicked (a bug); answered INTERNAL", "method", method, "panic", fmt.Sprint(p),
 		"stack", string(debug.Stack()))
-	if m != nil {
-		m.panics.WithLabelValues(method).Inc()
-	}
+	m.countPanic(method)
 	return status.Error(codes.Internal, "internal error (logged)")
 }
 

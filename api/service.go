@@ -181,12 +181,12 @@ func transfersFromProto(pb []*ledgerv1.Transfer) ([]ledger.Transfer, error) {
 	for i, t := range pb {
 		ts[i] = TransferFromProto(t)
 	}
-	return ts, checkTransfers(ts)
+	return ts, checkTransfers(len(ts), ts)
 }
 
-// checkTransfers refuses a request's transfers that no client may send.
-func checkTransfers(ts []ledger.Transfer) error {
-	if err := checkBatch(len(ts), "transfers"); err != nil {
+// checkTransfers refuses a request of n transfers, ts, that no client may send.
+func checkTransfers(n int, ts []ledger.Transfer) error {
+	if err := checkBatch(n, "transfers"); err != nil {
 		return err
 	}
 	for i := range ts {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
-	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -70,20 +69,36 @@ type gatherer struct {
 	s        *Service
 	mu       sync.Mutex
 	queue    []*streamItem
-	queued   int           // transfers in queue
-	atLedger int           // transfers in batches at the ledger
-	running  int           // batches at the ledger
-	room     chan struct{} // closed when the queue shrinks (nil: nobody waits)
+	queued   int    // transfers in queue
+	atLedger int    // transfers in batches at the ledger
+	running  int    // batches at the ledger
+	room     wakeup // the queue shrank
+}
+
+// wakeup lets goroutines wait, holding no lock, for a change another makes under a mutex
+// they share: a waiter takes wait() under the mutex, lets it go and waits for the channel to
+// close; wake(), under the mutex, closes it for every waiter.
+type wakeup struct{ ch chan struct{} }
+
+func (w *wakeup) wait() <-chan struct{} {
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	return w.ch
+}
+
+func (w *wakeup) wake() {
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
 }
 
 // submit queues it for a batch, waiting while the queue is full; ctx's error if it ends first.
 func (g *gatherer) submit(ctx context.Context, it *streamItem) error {
 	g.mu.Lock()
 	for g.queued > 0 && g.queued+it.n > StreamQueuedTransfersMax {
-		if g.room == nil {
-			g.room = make(chan struct{})
-		}
-		room := g.room
+		room := g.room.wait()
 		g.mu.Unlock()
 		select {
 		case <-room:
@@ -94,6 +109,9 @@ func (g *gatherer) submit(ctx context.Context, it *streamItem) error {
 	}
 	g.queue = append(g.queue, it)
 	g.queued += it.n
+	if g.queued > StreamQueuedTransfersMax && len(g.queue) > 1 {
+		panic(fmt.Sprintf("api: INVARIANT: %d transfers queued for the streams' batches, past %d", g.queued, StreamQueuedTransfersMax))
+	}
 	if g.running == StreamBatchesInFlightMax {
 		g.mu.Unlock()
 		return nil
@@ -124,10 +142,7 @@ func (g *gatherer) take() []*streamItem {
 	}
 	g.queued -= n
 	g.atLedger += n
-	if g.room != nil {
-		close(g.room)
-		g.room = nil
-	}
+	g.room.wake()
 	return batch
 }
 
@@ -216,10 +231,10 @@ type transferStream struct {
 	out    chan streamAnswer // room for every unanswered request: never full
 
 	mu        sync.Mutex
-	requests  int           // taken and not answered
-	transfers int           // of those requests
-	stopping  bool          // the server is stopping: take no more
-	room      chan struct{} // closed when an answer goes out (nil: nobody waits)
+	requests  int    // taken and not answered
+	transfers int    // of those requests
+	stopping  bool   // the server is stopping: take no more
+	room      wakeup // an answer went out
 }
 
 // CreateTransfersStream implements LedgerService.
@@ -239,13 +254,12 @@ func (s *Service) CreateTransfersStream(stream grpc.BidiStreamingServer[ledgerv1
 	t := &transferStream{s: s, ctx: stream.Context(), stream: stream, out: make(chan streamAnswer, StreamRequestsInFlightMax)}
 	read := make(chan error, 1)
 	go func() { read <- t.readAll() }()
-	answers := make([]*ledgerv1.CreateTransfersStreamAnswer, 0, StreamAnswersPerResponseMax)
 	reading, stop := true, s.streamsEnd
 	var end error // how the reader ended: nil (the caller closed its side) or errStreamStopping
 	for {
 		select {
 		case a := <-t.out:
-			if err := t.send(a, answers); err != nil {
+			if err := t.send(a); err != nil {
 				return err
 			}
 		case err := <-read:
@@ -258,7 +272,7 @@ func (s *Service) CreateTransfersStream(stream grpc.BidiStreamingServer[ledgerv1
 			stop = nil
 			t.mu.Lock()
 			t.stopping = true
-			t.wake()
+			t.room.wake()
 			t.mu.Unlock()
 		case <-t.ctx.Done():
 			return status.FromContextError(t.ctx.Err()).Err()
@@ -279,8 +293,8 @@ func (s *Service) CreateTransfersStream(stream grpc.BidiStreamingServer[ledgerv1
 
 // send sends a and the other answers ready, up to a response's bounds, and gives back what
 // their requests held.
-func (t *transferStream) send(a streamAnswer, answers []*ledgerv1.CreateTransfersStreamAnswer) error {
-	answers = append(answers[:0], a.a)
+func (t *transferStream) send(a streamAnswer) error {
+	answers := []*ledgerv1.CreateTransfersStreamAnswer{a.a}
 	n, results := a.n, len(a.a.Results)
 	for len(answers) < StreamAnswersPerResponseMax && results < StreamResultsPerResponseMax {
 		select {
@@ -294,21 +308,13 @@ func (t *transferStream) send(a streamAnswer, answers []*ledgerv1.CreateTransfer
 		break
 	}
 	// A new response each time: the transport may read it after Send returns.
-	err := t.stream.Send(&ledgerv1.CreateTransfersStreamResponse{Answers: slices.Clone(answers)})
+	err := t.stream.Send(&ledgerv1.CreateTransfersStreamResponse{Answers: answers})
 	t.mu.Lock()
 	t.requests -= len(answers)
 	t.transfers -= n
-	t.wake()
+	t.room.wake()
 	t.mu.Unlock()
 	return err
-}
-
-// wake lets a reader waiting for room look again. The caller holds mu.
-func (t *transferStream) wake() {
-	if t.room != nil {
-		close(t.room)
-		t.room = nil
-	}
 }
 
 // takeRoom waits until the stream may hold one more request of n transfers (one request
@@ -317,10 +323,7 @@ func (t *transferStream) takeRoom(n int) bool {
 	t.mu.Lock()
 	for !t.stopping && t.requests > 0 &&
 		(t.requests >= StreamRequestsInFlightMax || t.transfers+n > StreamTransfersInFlightMax) {
-		if t.room == nil {
-			t.room = make(chan struct{})
-		}
-		room := t.room
+		room := t.room.wait()
 		t.mu.Unlock()
 		select {
 		case <-room:
@@ -362,10 +365,7 @@ func (t *transferStream) readAll() (err error) {
 		// A refused request holds no transfers while it waits for room to be answered.
 		err := req.err
 		if err == nil {
-			err = checkBatch(req.n, "transfers")
-		}
-		if err == nil {
-			err = checkTransfers(req.ts)
+			err = checkTransfers(req.n, req.ts)
 		}
 		n := len(req.ts)
 		if err != nil {

@@ -293,51 +293,82 @@ func TestStreamAnswersOnceDurable(t *testing.T) {
 	_ = stream.CloseSend()
 }
 
-// TestStreamQueueLimit: requests of 2,000 transfers each, sent without waiting, fill the
-// gatherer's queue past StreamQueuedTransfersMax; the reader waits for room and every
-// request is answered once, all booked.
+// TestStreamQueueLimit: three streams send requests of 2,000 transfers without waiting while
+// the disk stalls, more than the batches at the ledger and the shared queue hold: the queue
+// fills to StreamQueuedTransfersMax and no further (the readers wait), and once the disk is
+// back every request is answered once, all booked. (One stream could not fill it: its own
+// room is as large.)
 func TestStreamQueueLimit(t *testing.T) {
-	f := newFixture(t, 1)
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
+	t.Cleanup(fs.Resume)
 	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
-	stream, err := f.client.CreateTransfersStream(f.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const requests, per = 40, 2000
-	go func() {
-		for i := range requests {
-			ts := make([]*ledgerv1.Transfer, per)
-			for k := range ts {
-				ts[k] = tr(uint64(i*per+k+1), 1, 2, 1)
-			}
-			if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: ts}); err != nil {
-				return
-			}
-		}
-		_ = stream.CloseSend()
-	}()
-	var tags []uint64
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	const streams, requests, per = 3, 20, 2000
+	fs.Stall()
+	var wg sync.WaitGroup
+	answered := make([][]uint64, streams)
+	errs := make(chan error, streams)
+	for s := range streams {
+		stream, err := f.client.CreateTransfersStream(f.ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, a := range resp.GetAnswers() {
-			if a.GetCode() != 0 || len(a.GetResults()) > 0 {
-				t.Fatalf("answer %v", a)
+		go func() {
+			for i := range requests {
+				ts := make([]*ledgerv1.Transfer, per)
+				for k := range ts {
+					ts[k] = tr(uint64((s*requests+i)*per+k+1), 1, 2, 1)
+				}
+				if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: uint64(i), Transfers: ts}); err != nil {
+					return
+				}
 			}
-			tags = append(tags, a.GetTag())
+			_ = stream.CloseSend()
+		}()
+		wg.Go(func() {
+			_, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error {
+				if a.GetCode() != 0 || len(a.GetResults()) > 0 {
+					return fmt.Errorf("stream %d: answer %v", s, a)
+				}
+				answered[s] = append(answered[s], a.GetTag())
+				return nil
+			})
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	queued := func() int {
+		f.service.gather.mu.Lock()
+		defer f.service.gather.mu.Unlock()
+		return f.service.gather.queued
+	}
+	most := 0
+	for deadline := time.Now().Add(10 * time.Second); most+per <= StreamQueuedTransfersMax && time.Now().Before(deadline); {
+		most = max(most, queued())
+		time.Sleep(time.Millisecond)
+	}
+	for range 100 { // the readers keep trying while the disk stalls
+		most = max(most, queued())
+		time.Sleep(time.Millisecond)
+	}
+	if most+per <= StreamQueuedTransfersMax || most > StreamQueuedTransfersMax {
+		t.Errorf("the queue held at most %d transfers; want it full, within %d", most, StreamQueuedTransfersMax)
+	}
+	fs.Resume()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for s, tags := range answered {
+		slices.Sort(tags)
+		if len(tags) != requests || len(slices.Compact(tags)) != requests {
+			t.Errorf("stream %d: answered tags %v; want 0 to %d once each", s, tags, requests-1)
 		}
 	}
-	slices.Sort(tags)
-	if len(tags) != requests || tags[0] != 0 || tags[requests-1] != requests-1 || len(slices.Compact(tags)) != requests {
-		t.Fatalf("answered tags %v; want 0 to %d once each", tags, requests-1)
-	}
-	if got := small(f.balance(t, 2).GetCreditsPosted()); got != requests*per {
-		t.Fatalf("credited %d; want %d", got, requests*per)
+	if got := small(f.balance(t, 2).GetCreditsPosted()); got != streams*requests*per {
+		t.Fatalf("credited %d; want %d", got, streams*requests*per)
 	}
 }
 
@@ -467,7 +498,7 @@ func TestStreamResponseBounded(t *testing.T) {
 			n: ledger.BatchEventsMax}
 	}
 	for len(ts.out) > 0 {
-		if err := ts.send(<-ts.out, nil); err != nil {
+		if err := ts.send(<-ts.out); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -579,7 +610,7 @@ func TestStreamRoomBounded(t *testing.T) {
 		t.Fatalf("took a request past %d transfers", StreamTransfersInFlightMax)
 	case <-time.After(50 * time.Millisecond):
 	}
-	if err := ts.send(streamAnswer{a: &ledgerv1.CreateTransfersStreamAnswer{}, n: ledger.BatchEventsMax}, nil); err != nil {
+	if err := ts.send(streamAnswer{a: &ledgerv1.CreateTransfersStreamAnswer{}, n: ledger.BatchEventsMax}); err != nil {
 		t.Fatal(err)
 	}
 	if !<-took {
@@ -589,7 +620,7 @@ func TestStreamRoomBounded(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	ts.mu.Lock()
 	ts.stopping = true
-	ts.wake()
+	ts.room.wake()
 	ts.mu.Unlock()
 	if <-took {
 		t.Fatal("taken after the stop")

@@ -62,21 +62,16 @@ var errWire = errors.New("api: malformed CreateTransfersStreamRequest")
 func decodeStreamRequest(b []byte, r *streamRequest) error {
 	r.tag, r.ts, r.n = 0, r.ts[:0], 0
 	var scratch ledger.Transfer
-	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return wireErr(n)
-		}
-		b = b[n:]
+	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
 		switch {
 		case num == fieldStreamTag && typ == protowire.VarintType:
-			if r.tag, n = protowire.ConsumeVarint(b); n < 0 {
-				return wireErr(n)
-			}
+			tag, n := protowire.ConsumeVarint(v)
+			r.tag = tag
+			return n, nil
 		case num == fieldStreamTransfers && typ == protowire.BytesType:
-			var m []byte
-			if m, n = protowire.ConsumeBytes(b); n < 0 {
-				return wireErr(n)
+			m, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return n, nil
 			}
 			t := &scratch
 			if len(r.ts) < ledger.BatchEventsMax {
@@ -86,66 +81,74 @@ func decodeStreamRequest(b []byte, r *streamRequest) error {
 				scratch = ledger.Transfer{}
 			}
 			r.n++
-			if err := decodeTransfer(m, t); err != nil {
-				return err
-			}
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return wireErr(n)
-			}
+			return n, decodeTransfer(m, t)
 		}
-		b = b[n:]
-	}
-	return nil
+		return protowire.ConsumeFieldValue(num, typ, v), nil
+	})
 }
 
 // decodeTransfer decodes one Transfer message into t, as TransferFromProto converts it.
 func decodeTransfer(b []byte, t *ledger.Transfer) error {
 	var flags [5]bool // by field number
-	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return wireErr(n)
-		}
-		b = b[n:]
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
 		switch {
 		case typ == protowire.VarintType && num >= fieldTransferID && num <= fieldTransferResult &&
 			num != fieldTransferFlags && num != fieldTransferBizID:
-			var v uint64
-			if v, n = protowire.ConsumeVarint(b); n < 0 {
-				return wireErr(n)
-			}
-			setTransferField(t, num, v)
+			x, n := protowire.ConsumeVarint(v)
+			setTransferField(t, num, x)
+			return n, nil
 		case typ == protowire.BytesType && num == fieldTransferFlags:
-			var m []byte
-			if m, n = protowire.ConsumeBytes(b); n < 0 {
-				return wireErr(n)
+			m, n := protowire.ConsumeBytes(v)
+			if n < 0 {
+				return n, nil
 			}
-			if err := decodeFlags(m, &flags); err != nil {
-				return err
-			}
+			return n, eachField(m, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
+				// Flags messages merge: a field present sets its flag, true or false.
+				if typ == protowire.VarintType && num >= fieldFlagsLinked && num <= fieldFlagsVoidPending {
+					x, n := protowire.ConsumeVarint(v)
+					flags[num] = x != 0
+					return n, nil
+				}
+				return protowire.ConsumeFieldValue(num, typ, v), nil
+			})
 		case typ == protowire.BytesType && num == fieldTransferBizID:
-			var s []byte
-			if s, n = protowire.ConsumeBytes(b); n < 0 {
-				return wireErr(n)
+			m, n := protowire.ConsumeBytes(v)
+			if n >= 0 && !utf8.Valid(m) {
+				return n, fmt.Errorf("%w: biz_id is not UTF-8", errWire)
 			}
-			if !utf8.Valid(s) {
-				return fmt.Errorf("%w: biz_id is not UTF-8", errWire)
-			}
-			t.BizID = string(s)
-		default:
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return wireErr(n)
-			}
+			t.BizID = string(m)
+			return n, nil
 		}
-		b = b[n:]
-	}
+		return protowire.ConsumeFieldValue(num, typ, v), nil
+	})
 	t.Flags = 0
 	for num, bit := range [...]ledger.TransferFlags{fieldFlagsLinked: ledger.TransferLinked, fieldFlagsPending: ledger.TransferPending,
 		fieldFlagsPostPending: ledger.TransferPostPending, fieldFlagsVoidPending: ledger.TransferVoidPending} {
 		if flags[num] {
 			t.Flags |= bit
 		}
+	}
+	return err
+}
+
+// eachField walks message b field by field: field gets each field's number, wire type and
+// the bytes from its value on, and answers how many of them the value takes (a negative
+// protowire code when it is malformed) or an error.
+func eachField(b []byte, field func(protowire.Number, protowire.Type, []byte) (int, error)) error {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return wireErr(n)
+		}
+		b = b[n:]
+		n, err := field(num, typ, b[:len(b):len(b)])
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			return wireErr(n)
+		}
+		b = b[n:]
 	}
 	return nil
 }
@@ -178,29 +181,6 @@ func setTransferField(t *ledger.Transfer, num protowire.Number, v uint64) {
 	case fieldTransferResult:
 		t.Result = ledger.TransferResult(wireByte(int32(v)))
 	}
-}
-
-// decodeFlags merges one TransferFlags message into flags (by field number): a field present
-// sets its flag, true or false.
-func decodeFlags(b []byte, flags *[5]bool) error {
-	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return wireErr(n)
-		}
-		b = b[n:]
-		if typ == protowire.VarintType && num >= fieldFlagsLinked && num <= fieldFlagsVoidPending {
-			var v uint64
-			if v, n = protowire.ConsumeVarint(b); n < 0 {
-				return wireErr(n)
-			}
-			flags[num] = v != 0
-		} else if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return wireErr(n)
-		}
-		b = b[n:]
-	}
-	return nil
 }
 
 // consumeTag is protowire.ConsumeTag refusing, as proto.Unmarshal does, a field number past
