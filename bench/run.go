@@ -334,7 +334,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	c := r.cfg
 	m := startMeter(c.MetricsAddr)
 
-	r.pool = r.streams()
+	if g, ok := r.tgt.(interface{ transferStreams() *streamPool }); ok {
+		r.pool = g.transferStreams() // nil without --streams
+	}
 	shards := make([]*latencyShard, min(latencyShards, c.Concurrency))
 	for i := range shards {
 		shards[i] = &latencyShard{request: newHistogram(), transfer: newHistogram()}
@@ -595,15 +597,4 @@ func (w *worker) posted(ts []*ledgerv1.Transfer) {
 		sum += t.GetAmount()
 	}
 	w.r.amount.Add(sum)
-}
-
-// streams is the run's transfer streams (nil without --streams).
-func (r *runner) streams() *streamPool {
-	switch t := r.tgt.(type) {
-	case grpcTarget:
-		return t.streams
-	case *remote:
-		return t.streams
-	}
-	return nil
 }

@@ -43,6 +43,10 @@ type grpcTarget struct {
 	streams *streamPool // --streams
 }
 
+// transferStreams is the target's transfer streams (nil without --streams); a remote target
+// has them through its embedded grpcTarget.
+func (g grpcTarget) transferStreams() *streamPool { return g.streams }
+
 // dialStreams opens c.Streams transfer streams to addr when asked.
 func (g *grpcTarget) dialStreams(c *Config, addr string, sec client.Security) error {
 	if c.Streams == 0 {
