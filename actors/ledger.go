@@ -33,7 +33,6 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,19 +169,17 @@ type EventSink interface {
 	Begin() uint64
 	// Committed takes a durable round, in the log's commit order.
 	Committed(lr storage.LogRound, mark uint64, ev *storage.RoundEvents)
+	// CommittedLedger is Committed for a ledger shard's round: its transfer records and
+	// postings, read only during the call (the sink encodes them while someone follows).
+	CommittedLedger(lr storage.LogRound, mark uint64, ts []ledger.Transfer, ps []ledger.Posting)
 }
 
-// publish hands a durable round to the event sink: the copies of its transfer records and
-// postings only while someone follows (one allocation each per round).
+// publish hands a durable round to the event sink.
 func publish(sink EventSink, lr storage.LogRound, mark uint64, fx *ledger.Effects) {
 	if sink == nil || lr.Events == 0 {
 		return
 	}
-	var ev *storage.RoundEvents
-	if sink.Capturing() {
-		ev = &storage.RoundEvents{Transfers: slices.Clone(fx.Transfers), Postings: slices.Clone(fx.Postings)}
-	}
-	sink.Committed(lr, mark, ev)
+	sink.CommittedLedger(lr, mark, fx.Transfers, fx.Postings)
 }
 
 // orDefault sets *v to d when *v is the zero value.

@@ -475,11 +475,13 @@ func scrapeProcess(addr string) processSample {
 	return s
 }
 
+// scrapeClient scrapes uncompressed: gzip would cost ledgerd more CPU than loopback saves.
+var scrapeClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+
 // scrapeMetrics reads ledgerd's /metrics (the text format) and hands fn each sample's name
 // (with its labels) and value.
 func scrapeMetrics(addr string, fn func(name string, v float64)) error {
-	hc := http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get("http://" + addr + "/metrics")
+	resp, err := scrapeClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return fmt.Errorf("bench: scrape %s: %w", addr, err)
 	}

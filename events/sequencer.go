@@ -5,8 +5,9 @@
 // Each writer of the store (a ledger shard's committer, a payment shard's) writes its round's
 // events into the round's own batch, as one record of its log (storage: `e <log> <round>`,
 // gapless per log), so they are durable with the round at no extra fsync. After the commit
-// returns, the committer hands the round (log, round, event count, and the events themselves
-// while anyone follows the stream) to the Sequencer, before anything of the round is
+// returns, the committer hands the round (log, round, event count, and while anyone follows
+// the stream its events, which a ledger shard's committer encodes for the wire as it hands
+// them: CommittedLedger) to the Sequencer, before anything of the round is
 // answered or sent on. The sequencer's goroutine takes what has arrived, gives each round the
 // next global sequences and writes them as index entries (`E <first sequence>`) in one batch,
 // not synced; it shows them to followers once a later synced commit of any writer (see
@@ -204,7 +205,6 @@ type Sequencer struct {
 	ringB  int           // bytes in ring (chunk.size)
 	// ringEventsMax and ringBytesMax are RingEventsMax and RingBytesMax (tests set others).
 	ringEventsMax, ringBytesMax int
-	enc                         encoder // the sequencer goroutine's
 
 	capturing atomic.Int32 // followers: while any, committers hand their events too
 	// written counts the index batches whose (unsynced) write has returned: a commit that
@@ -307,6 +307,33 @@ func (s *Sequencer) Committed(lr storage.LogRound, mark uint64, ev *storage.Roun
 	}
 	select {
 	case s.in <- round{lr: lr, ev: ev, mark: mark}:
+	case <-s.quit:
+		// Stopping: the round is durable in its log and is indexed on restart.
+	}
+}
+
+// CommittedLedger is Committed for a ledger round: ts and ps are its transfer records and
+// postings in the stream's order, read only during the call (the committer reuses them).
+// While anyone follows, it encodes them for the wire here, in the committer's goroutine (no
+// copy of the structs, and the sequencer's goroutine only writes the sequences in).
+func (s *Sequencer) CommittedLedger(lr storage.LogRound, mark uint64, ts []ledger.Transfer, ps []ledger.Posting) {
+	if lr.Events == 0 {
+		return
+	}
+	if len(ts)+len(ps) != int(lr.Events) {
+		panic(fmt.Sprintf("events: round %d of log %d has %d events, its log record %d", lr.Round, lr.Log,
+			len(ts)+len(ps), lr.Events))
+	}
+	r := round{lr: lr, mark: mark}
+	if s.Capturing() {
+		// The sequences' width is guessed from the last one shown: number writes the round
+		// again in the rare case it guessed wrong.
+		if r.w = encodeRound(ts, ps, sizeVarint(s.Stats.Last.Load()+1)); r.w == nil {
+			r.ev = &storage.RoundEvents{Transfers: slices.Clone(ts), Postings: slices.Clone(ps)}
+		}
+	}
+	select {
+	case s.in <- r:
 	case <-s.quit:
 		// Stopping: the round is durable in its log and is indexed on restart.
 	}
@@ -437,19 +464,15 @@ func (s *Sequencer) index(batch []round) error {
 	gen := s.written.Load() + 1
 	s.unsynced = append(s.unsynced, pending{gen: gen, entries: entries, rounds: slices.Clone(batch)})
 	s.written.Store(gen)
-	// A ledger round captured is encoded for the wire now that it has its sequences, once
-	// for every follower, and its structs are dropped: the ring then holds no pointer per
-	// event for the garbage collector, and gRPC subscribers are sent its bytes as they are.
-	// A payment round keeps its structs (few orders; the in-process consumers want what
-	// the wire does not carry, Event.Exact and Opened).
+	// A ledger round captured came encoded for the wire by its committer (CommittedLedger):
+	// its sequences are written now that it has them, once for every follower. The ring
+	// then holds no pointer per event for the garbage collector, and gRPC subscribers are
+	// sent its bytes as they are. A payment round keeps its structs (few orders; the
+	// in-process consumers want what the wire does not carry, Event.Exact and Opened).
 	p := &s.unsynced[len(s.unsynced)-1]
 	for i := range p.rounds {
-		r := &p.rounds[i]
-		if r.ev == nil || len(r.ev.Orders) > 0 {
-			continue
-		}
-		if w := s.enc.encode(entries[i].First, r.ev); w != nil {
-			r.w, r.ev = w, nil
+		if r := &p.rounds[i]; r.w != nil {
+			r.w = r.w.number(entries[i].First)
 		}
 	}
 	return nil

@@ -1,17 +1,16 @@
 package events
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 	"slices"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ledgercore/ledger/ledger"
-	"github.com/ledgercore/ledger/storage"
 )
 
 // The stream's wire encoding of its bulk events, transfer records and postings (three events
@@ -38,42 +37,76 @@ const (
 // SubscribeResponse, and reports true; for an order or exception event it appends nothing and
 // reports false. It sizes each message first and writes it in place, varint by varint:
 // protowire's generic appends (a call for each field and a copy of each message into its
-// parent) cost twice as much, and the window encodes every event of the stream.
+// parent) cost twice as much.
 func AppendWire(dst []byte, e *Event) ([]byte, bool) {
-	var tag byte
 	var n int
 	switch {
 	case e.Transfer != nil:
-		tag, n = fieldEventTransfer<<3|byte(protowire.BytesType), transferSize(e.Transfer)
+		n = transferSize(e.Transfer)
 	case e.Posting != nil:
-		tag, n = fieldEventPosting<<3|byte(protowire.BytesType), postingSize(e.Posting)
+		n = postingSize(e.Posting)
 	default:
 		return dst, false
 	}
-	body := 1 + sizeVarint(e.Seq) + 1 + sizeVarint(uint64(n)) + n
-	size := 1 + sizeVarint(uint64(body)) + body
+	width := sizeVarint(e.Seq)
+	size := eventSize(width, n)
 	dst = slices.Grow(dst, size)
 	start := len(dst)
-	dst = append(dst, fieldResponseEvents<<3|byte(protowire.BytesType))
-	dst = binary.AppendUvarint(dst, uint64(body))
-	dst = append(dst, fieldEventSequence<<3|byte(protowire.VarintType))
-	dst = binary.AppendUvarint(dst, e.Seq)
-	dst = append(dst, tag)
-	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = dst[:start+size]
+	i := putEventHead(dst, start, e.Seq, width, n, e.Transfer != nil)
 	if e.Transfer != nil {
-		dst = writeTransfer(dst, e.Transfer)
+		i = putTransfer(dst, i, e.Transfer)
 	} else {
-		dst = writePosting(dst, e.Posting)
+		i = putPosting(dst, i, e.Posting)
 	}
-	if len(dst)-start != size {
+	if i-start != size {
 		// INVARIANT: the sizes are the writes' (TestEncodeEventsMatches).
-		panic(fmt.Sprintf("events: an event sized %d bytes was written in %d", size, len(dst)-start))
+		panic(fmt.Sprintf("events: an event sized %d bytes was written in %d", size, i-start))
 	}
 	return dst, true
 }
 
+// eventSize is the size of an event's field in a SubscribeResponse: a sequence of width bytes
+// and a transfer record or posting message of n bytes.
+func eventSize(width, n int) int {
+	body := 1 + width + 1 + sizeVarint(uint64(n)) + n
+	return 1 + sizeVarint(uint64(body)) + body
+}
+
+// putEventHead writes the head of an event's field at b[i:] (eventSize(width, n) bytes from
+// i): its tag and length, the sequence (seq in width bytes; 0: width bytes of any value, left
+// for the sequence), the transfer record's or posting's tag and length; it returns where the
+// message goes (n bytes).
+func putEventHead(b []byte, i int, seq uint64, width, n int, transfer bool) int {
+	b[i] = fieldResponseEvents<<3 | byte(protowire.BytesType)
+	i = putVarint(b, i+1, uint64(1+width+1+sizeVarint(uint64(n))+n))
+	b[i] = fieldEventSequence<<3 | byte(protowire.VarintType)
+	if seq != 0 {
+		putVarint(b, i+1, seq)
+	}
+	i += 1 + width
+	b[i] = fieldEventPosting<<3 | byte(protowire.BytesType)
+	if transfer {
+		b[i] = fieldEventTransfer<<3 | byte(protowire.BytesType)
+	}
+	return putVarint(b, i+1, uint64(n))
+}
+
 // sizeVarint is protowire.SizeVarint, inlined.
-func sizeVarint(v uint64) int { return int(9*uint32(bits.Len64(v))+64) / 64 }
+func sizeVarint(v uint64) int { return int((9*uint32(bits.Len64(v)) + 64) / 64) }
+
+// putVarint writes v as a varint at b[i:] and returns where it ends. (Writing eight bytes at
+// once, the seven-bit groups spread with shifts and masks, measured a third slower on the
+// bench's rounds, whose varints are mostly one or two bytes.)
+func putVarint(b []byte, i int, v uint64) int {
+	for v >= 0x80 {
+		b[i] = byte(v) | 0x80
+		v >>= 7
+		i++
+	}
+	b[i] = byte(v)
+	return i + 1
+}
 
 // uintSize is a varint field's size (absent when 0); fields are below 16: one-byte tags.
 func uintSize(v uint64) int {
@@ -83,15 +116,20 @@ func uintSize(v uint64) int {
 	return 1 + sizeVarint(v)
 }
 
-func writeUint(b []byte, num byte, v uint64) []byte {
+// putUint writes field num, a varint, at b[i:] (nothing when v is 0) and returns where it
+// ends.
+func putUint(b []byte, i int, num byte, v uint64) int {
 	if v == 0 {
-		return b
+		return i
 	}
-	return binary.AppendUvarint(append(b, num<<3|byte(protowire.VarintType)), v)
+	b[i] = num<<3 | byte(protowire.VarintType)
+	return putVarint(b, i+1, v)
 }
 
-func writeBytesHead(b []byte, num byte, n int) []byte {
-	return binary.AppendUvarint(append(b, num<<3|byte(protowire.BytesType)), uint64(n))
+// putBytesHead writes the tag and length of field num, n bytes, at b[i:].
+func putBytesHead(b []byte, i int, num byte, n int) int {
+	b[i] = num<<3 | byte(protowire.BytesType)
+	return putVarint(b, i+1, uint64(n))
 }
 
 // transferFlagFields: the Transfer message's flags (field 8), as TransferFlags' bits.
@@ -111,30 +149,32 @@ func transferSize(t *ledger.Transfer) int {
 	return n
 }
 
-func writeTransfer(b []byte, t *ledger.Transfer) []byte {
-	b = writeUint(b, 1, t.ID)
-	b = writeUint(b, 2, t.DebitAccountID)
-	b = writeUint(b, 3, t.CreditAccountID)
-	b = writeUint(b, 4, t.Amount)
-	b = writeUint(b, 5, t.PendingID)
-	b = writeUint(b, 6, uint64(t.Ledger))
-	b = writeUint(b, 7, uint64(t.Code))
+// putTransfer writes t's message (transferSize bytes) at b[i:].
+func putTransfer(b []byte, i int, t *ledger.Transfer) int {
+	i = putUint(b, i, 1, t.ID)
+	i = putUint(b, i, 2, t.DebitAccountID)
+	i = putUint(b, i, 3, t.CreditAccountID)
+	i = putUint(b, i, 4, t.Amount)
+	i = putUint(b, i, 5, t.PendingID)
+	i = putUint(b, i, 6, uint64(t.Ledger))
+	i = putUint(b, i, 7, uint64(t.Code))
 	f := t.Flags & (1<<transferFlagFields - 1)
-	b = writeBytesHead(b, 8, 2*bits.OnesCount16(uint16(f)))
+	i = putBytesHead(b, i, 8, 2*bits.OnesCount16(uint16(f)))
 	for k := byte(1); f != 0; k, f = k+1, f>>1 {
 		if f&1 != 0 {
-			b = append(b, k<<3|byte(protowire.VarintType), 1)
+			b[i], b[i+1] = k<<3|byte(protowire.VarintType), 1
+			i += 2
 		}
 	}
-	b = writeUint(b, 9, uint64(t.Timeout))
+	i = putUint(b, i, 9, uint64(t.Timeout))
 	if t.BizID != "" {
-		b = writeBytesHead(b, 10, len(t.BizID))
-		b = append(b, t.BizID...)
+		i = putBytesHead(b, i, 10, len(t.BizID))
+		i += copy(b[i:], t.BizID)
 	}
-	b = writeUint(b, 11, t.UserData)
-	b = writeUint(b, 12, t.Timestamp)
-	b = writeUint(b, 13, uint64(t.State))
-	return writeUint(b, 14, uint64(t.Result))
+	i = putUint(b, i, 11, t.UserData)
+	i = putUint(b, i, 12, t.Timestamp)
+	i = putUint(b, i, 13, uint64(t.State))
+	return putUint(b, i, 14, uint64(t.Result))
 }
 
 // totalSize is a Uint128 message's body size.
@@ -149,13 +189,15 @@ func totalFieldSize(x ledger.Uint128) int {
 	return 1 + sizeVarint(uint64(n)) + n
 }
 
-func writeTotal(b []byte, num byte, x ledger.Uint128) []byte {
+func putTotal(b []byte, i int, num byte, x ledger.Uint128) int {
 	if x.IsZero() {
-		return b
+		return i
 	}
-	b = writeBytesHead(b, num, totalSize(x))
-	b = writeUint(b, fieldUint128Lo, x.Lo)
-	return writeUint(b, fieldUint128Hi, x.Hi)
+	// A Uint128 message is at most 22 bytes: its length takes one byte, written after it.
+	j := putUint(b, i+2, fieldUint128Lo, x.Lo)
+	j = putUint(b, j, fieldUint128Hi, x.Hi)
+	b[i], b[i+1] = num<<3|byte(protowire.BytesType), byte(j-i-2)
+	return j
 }
 
 // postingSize is a Posting message's body size, as api.PostingToProto (zero totals absent).
@@ -170,21 +212,23 @@ func postingSize(p *ledger.Posting) int {
 	return n
 }
 
-func writePosting(b []byte, p *ledger.Posting) []byte {
-	b = writeUint(b, 1, p.Account)
-	b = writeUint(b, 2, p.Timestamp)
-	b = writeUint(b, 3, p.TransferID)
-	b = writeUint(b, 4, uint64(p.Op))
-	b = writeUint(b, 5, p.Amount)
-	b = writeUint(b, 6, p.Held)
+// putPosting writes p's message (postingSize bytes) at b[i:].
+func putPosting(b []byte, i int, p *ledger.Posting) int {
+	i = putUint(b, i, 1, p.Account)
+	i = putUint(b, i, 2, p.Timestamp)
+	i = putUint(b, i, 3, p.TransferID)
+	i = putUint(b, i, 4, uint64(p.Op))
+	i = putUint(b, i, 5, p.Amount)
+	i = putUint(b, i, 6, p.Held)
 	if p.Split {
-		b = append(b, 7<<3|byte(protowire.VarintType), 1)
+		b[i], b[i+1] = 7<<3|byte(protowire.VarintType), 1
+		i += 2
 	}
-	b = writeTotal(b, 8, p.After.DebitsPending)
-	b = writeTotal(b, 9, p.After.DebitsPosted)
-	b = writeTotal(b, 10, p.After.CreditsPending)
-	b = writeTotal(b, 11, p.After.CreditsPosted)
-	return writeUint(b, 12, uint64(p.Day))
+	i = putTotal(b, i, 8, p.After.DebitsPending)
+	i = putTotal(b, i, 9, p.After.DebitsPosted)
+	i = putTotal(b, i, 10, p.After.CreditsPending)
+	i = putTotal(b, i, 11, p.After.CreditsPosted)
+	return putUint(b, i, 12, uint64(p.Day))
 }
 
 // wireRound is a ledger round's events in the window, encoded: no pointer for the garbage
@@ -195,51 +239,160 @@ type wireRound struct {
 	// history: the postings (as event offsets in the round) whose History is set, which the
 	// wire does not carry (nil: none); in-process followers get it back.
 	history []uint32
+	// width: the round is not numbered yet, and each event has width bytes where its
+	// sequence goes (encodeRound); 0 once numbered.
+	width int
 }
 
 // size is what the round costs the window, in bytes.
 func (w *wireRound) size() int { return len(w.b) + 4*len(w.off) + 4*len(w.history) }
 
-// encoder is the sequencer goroutine's: it encodes the rounds it numbers into the window.
-type encoder struct {
-	buf     []byte
-	off     []uint32
-	history []uint32
+// encodeRound encodes a ledger round's transfer records and postings (in the stream's
+// order) as its committer hands them over (Sequencer.CommittedLedger), before it has its
+// sequences: each event as AppendWire writes it, with width bytes left for its sequence (the
+// width the sequences are expected to have), which number writes once the sequencer has
+// numbered the round. It reads ts and ps only during the call. Nil: the encoding would pass
+// what offsets can say (the caller hands the structs instead).
+//
+// It writes in one pass, without sizing each message first: a message is written where it
+// goes if its lengths take a byte each (as the bench's do), its head after it, and it is
+// moved in the rare case they take more. The round is written into a scratch buffer and
+// copied out at its size.
+func encodeRound(ts []ledger.Transfer, ps []ledger.Posting, width int) *wireRound {
+	scratch := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(scratch)
+	b := *scratch
+	off := make([]uint32, len(ts)+len(ps)+1)
+	var history []uint32
+	i := 0
+	for k := range ts {
+		t := &ts[k]
+		b = slices.Grow(b[:i], eventHeadMax+transferMax+len(t.BizID))
+		b = b[:cap(b)]
+		i = finishEvent(b, i, width, putTransfer(b, i+shortHead+width, t), true)
+		if i > math.MaxUint32 {
+			return nil
+		}
+		off[k+1] = uint32(i)
+	}
+	for k := range ps {
+		p := &ps[k]
+		if p.History {
+			history = append(history, uint32(len(ts)+k))
+		}
+		b = slices.Grow(b[:i], eventHeadMax+postingMax)
+		b = b[:cap(b)]
+		i = finishEvent(b, i, width, putPosting(b, i+shortHead+width, p), false)
+		if i > math.MaxUint32 {
+			return nil
+		}
+		off[len(ts)+k+1] = uint32(i)
+	}
+	*scratch = b[:0]
+	if cap(b) > scratchKeepMax {
+		*scratch = nil
+	}
+	return &wireRound{b: slices.Clone(b[:i]), off: off, history: history, width: width}
 }
 
-// encode encodes a ledger round numbered from first (nil if its encoding would pass what
-// offsets can say: the window then keeps its structs).
-func (x *encoder) encode(first uint64, ev *storage.RoundEvents) *wireRound {
-	x.buf, x.off, x.history = x.buf[:0], x.off[:0], x.history[:0]
-	seq := first
-	add := func(e *Event) {
-		x.off = append(x.off, uint32(min(len(x.buf), math.MaxUint32)))
-		x.buf, _ = AppendWire(x.buf, e)
-	}
-	for i := range ev.Transfers {
-		add(&Event{Seq: seq, Transfer: &ev.Transfers[i]})
-		seq++
-	}
-	for i := range ev.Postings {
-		if ev.Postings[i].History {
-			x.history = append(x.history, uint32(seq-first))
+// Bounds of encodeRound's writes (a sequence's width not included in shortHead and
+// eventHeadMax's ten bytes for it).
+const (
+	// shortHead is an event's head with lengths of a byte each: the tags and lengths of the
+	// event and its message, the sequence's tag.
+	shortHead = 5
+	// eventHeadMax is the longest head: two tags, the sequence's tag and ten bytes, two
+	// lengths of up to ten bytes.
+	eventHeadMax = 3 + 10 + 2*10
+	// transferMax is a Transfer message's longest size without its biz id's bytes: 12
+	// varint fields of up to 11 bytes, the flags (2 + 4*2), the biz id's tag and length.
+	transferMax = 12*11 + 10 + 11
+	// postingMax is a Posting message's longest size: 7 varint fields of up to 11 bytes,
+	// split (2), four totals of 2 + 2*11.
+	postingMax = 7*11 + 2 + 4*24
+	// scratchKeepMax: a scratch buffer larger than this after a huge round is dropped.
+	scratchKeepMax = 8 << 20
+)
+
+// scratchPool holds encodeRound's scratch buffers (committers encode at the same time).
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// finishEvent writes the head of the event at b[i:], whose message was written from
+// i+shortHead+width to end, moving the message if its head is longer; it returns where the
+// event ends.
+func finishEvent(b []byte, i, width, end int, transfer bool) int {
+	m := end - (i + shortHead + width)
+	if body := 1 + width + 2 + m; body < 0x80 && m < 0x80 {
+		b[i], b[i+1], b[i+2] = fieldResponseEvents<<3|byte(protowire.BytesType), byte(body),
+			fieldEventSequence<<3|byte(protowire.VarintType)
+		b[i+3+width] = fieldEventPosting<<3 | byte(protowire.BytesType)
+		if transfer {
+			b[i+3+width] = fieldEventTransfer<<3 | byte(protowire.BytesType)
 		}
-		add(&Event{Seq: seq, Posting: &ev.Postings[i]})
-		seq++
+		b[i+4+width] = byte(m)
+		return end
 	}
-	if len(x.buf) > math.MaxUint32 {
-		return nil
+	head := eventSize(width, m) - m
+	copy(b[i+head:], b[i+shortHead+width:end])
+	if putEventHead(b, i, 0, width, m, transfer) != i+head {
+		panic("events: an event's head is not its size") // INVARIANT: eventSize is putEventHead's
 	}
-	x.off = append(x.off, uint32(len(x.buf)))
-	w := &wireRound{b: append([]byte(nil), x.buf...), off: append([]uint32(nil), x.off...)}
-	if len(x.history) > 0 {
-		w.history = append([]uint32(nil), x.history...)
+	return i + head + m
+}
+
+// number writes the round's sequences, from first, and returns the round numbered: w itself,
+// written in place when every sequence has the width encodeRound left for it, else a copy
+// with each event's head written again for its sequence's width (a round whose sequences
+// cross a varint length, or whose width was guessed before others took sequences).
+func (w *wireRound) number(first uint64) *wireRound {
+	n := len(w.off) - 1
+	if w.width == 0 || n == 0 {
+		panic("events: numbering a round numbered")
 	}
-	// A window bound by bytes keeps the scratch from growing for ever after one huge round.
-	if cap(x.buf) > 4*len(x.buf) && cap(x.buf) > 1<<20 {
-		x.buf = nil
+	// INVARIANT (every event's head): as putEventHead wrote it, with width bytes for the
+	// sequence; seqAt finds the sequence's place.
+	seqAt := func(k int) int {
+		i := int(w.off[k])
+		j := i + 2
+		if w.b[i+1] >= 0x80 {
+			_, j = readVarint(w.b, i+1)
+		}
+		if w.b[i] != fieldResponseEvents<<3|byte(protowire.BytesType) || j < 0 ||
+			w.b[j] != fieldEventSequence<<3|byte(protowire.VarintType) {
+			panic(fmt.Sprintf("events: event %d of an unnumbered round does not read", k))
+		}
+		return j + 1
 	}
-	return w
+	last := first + uint64(n) - 1
+	if sizeVarint(first) == w.width && sizeVarint(last) == w.width {
+		for k := range n {
+			putVarint(w.b, seqAt(k), first+uint64(k))
+		}
+		w.width = 0
+		return w
+	}
+	size := 0
+	for k := range n {
+		m := int(w.off[k+1]) - seqAt(k) - w.width // the message with its tag and length
+		size += 1 + sizeVarint(uint64(1+sizeVarint(first+uint64(k))+m)) + 1 + sizeVarint(first+uint64(k)) + m
+	}
+	nw := &wireRound{b: make([]byte, size), off: make([]uint32, n+1), history: w.history}
+	i := 0
+	for k := range n {
+		seq := first + uint64(k)
+		at := seqAt(k) + w.width
+		rest := w.b[at:w.off[k+1]]
+		nw.b[i] = fieldResponseEvents<<3 | byte(protowire.BytesType)
+		i = putVarint(nw.b, i+1, uint64(1+sizeVarint(seq)+len(rest)))
+		nw.b[i] = fieldEventSequence<<3 | byte(protowire.VarintType)
+		i = putVarint(nw.b, i+1, seq)
+		i += copy(nw.b[i:], rest)
+		nw.off[k+1] = uint32(i)
+	}
+	if i != size {
+		panic(fmt.Sprintf("events: a round sized %d bytes was numbered in %d", size, i))
+	}
+	return nw
 }
 
 // errWire: the window's bytes do not read back (a bug: they are the sequencer's own).

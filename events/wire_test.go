@@ -3,6 +3,7 @@ package events
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,7 +46,6 @@ func randomRound(rng *rand.Rand, nt, np int) *storage.RoundEvents {
 // their sequences.
 func TestWindowDecodesToItsStructs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	var x encoder
 	var d decoded
 	for range 200 {
 		ev := randomRound(rng, rng.IntN(50), rng.IntN(100))
@@ -54,7 +54,7 @@ func TestWindowDecodesToItsStructs(t *testing.T) {
 			continue
 		}
 		first := 1 + rng.Uint64N(1<<40)
-		w := x.encode(first, ev)
+		w := encodeNumbered(first, ev)
 		if w == nil || len(w.off) != n+1 || int(w.off[n]) != len(w.b) {
 			t.Fatalf("encoded %d events: offsets %d, bytes %d", n, len(w.off), len(w.b))
 		}
@@ -86,14 +86,72 @@ func TestWindowDecodesToItsStructs(t *testing.T) {
 	}
 }
 
-// BenchmarkWindowEncode: what numbering a captured round costs the sequencer (encoding it
-// into the window, once for every follower).
+// encodeNumbered is a ledger round encoded as its committer does and numbered from first as
+// the sequencer does.
+func encodeNumbered(first uint64, ev *storage.RoundEvents) *wireRound {
+	w := encodeRound(ev.Transfers, ev.Postings, sizeVarint(first))
+	if w == nil {
+		return nil
+	}
+	return w.number(first)
+}
+
+// TestEncodeRoundMatchesAppendWire: a round encoded by its committer and numbered by the
+// sequencer is, byte for byte, AppendWire's encoding of each of its events with its
+// sequence, whether the width left for the sequences was right or not (rounds that cross a
+// varint length, and wrong guesses both ways); its offsets and History marks are the
+// events'.
+func TestEncodeRoundMatchesAppendWire(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for range 300 {
+		ev := randomRound(rng, rng.IntN(40), rng.IntN(80))
+		n := ev.Count()
+		if n == 0 {
+			continue
+		}
+		// Sequences near a varint length's edge half the time.
+		first := 1 + rng.Uint64N(1<<50)
+		if rng.IntN(2) == 0 {
+			first = max(1, uint64(1)<<(7*(1+rng.IntN(9)))-uint64(rng.IntN(2*n)))
+		}
+		width := 1 + rng.IntN(10)
+		w := encodeRound(ev.Transfers, ev.Postings, width).number(first)
+		var want []byte
+		var off, history []uint32
+		seq := first
+		for _, e := range appendStructs(nil, chunk{IndexEntry: storage.IndexEntry{First: first,
+			LogRound: storage.LogRound{Events: uint32(n)}}, ev: ev}, 0, n) {
+			if e.Seq != seq {
+				t.Fatalf("event at %d, want %d", e.Seq, seq)
+			}
+			if e.Posting != nil && e.Posting.History {
+				history = append(history, uint32(seq-first))
+			}
+			off = append(off, uint32(len(want)))
+			want, _ = AppendWire(want, &e)
+			seq++
+		}
+		off = append(off, uint32(len(want)))
+		switch {
+		case w.width != 0:
+			t.Fatalf("numbered round still has width %d", w.width)
+		case string(w.b) != string(want):
+			t.Fatalf("first %d, width %d: %d bytes differ from AppendWire's %d", first, width, len(w.b), len(want))
+		case !slices.Equal(w.off, off):
+			t.Fatalf("offsets %v, want %v", w.off, off)
+		case !slices.Equal(w.history, history):
+			t.Fatalf("history %v, want %v", w.history, history)
+		}
+	}
+}
+
+// BenchmarkWindowEncode: what a captured round costs: its committer encodes it for the
+// window (once for every follower), and the sequencer writes its sequences in.
 func BenchmarkWindowEncode(b *testing.B) {
 	ev := benchRound()
-	var x encoder
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = x.encode(1, ev)
+		_ = encodeRound(ev.Transfers, ev.Postings, 3).number(1 << 14)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*ev.Count()), "ns/event")
 }
@@ -124,8 +182,7 @@ func benchRound() *storage.RoundEvents {
 // the ring's ledger rounds being kept encoded.
 func BenchmarkWindowDecode(b *testing.B) {
 	ev := benchRound()
-	var x encoder
-	w := x.encode(1, ev)
+	w := encodeNumbered(1, ev)
 	n := ev.Count()
 	c := chunk{IndexEntry: storage.IndexEntry{First: 1, LogRound: storage.LogRound{Events: uint32(n)}}, w: w}
 	var d decoded
