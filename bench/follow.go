@@ -71,8 +71,10 @@ func scrapedLast(metricsAddr string) func() (uint64, error) {
 	}
 }
 
-// followGRPC follows over gRPC from the sequence after after, as a downstream consumer would.
-func followGRPC(addr string, sec client.Security, after uint64, last func() (uint64, error)) (*follower, error) {
+// followGRPC follows over gRPC from the sequence after after, as a downstream consumer would,
+// sampling its lag every so often.
+func followGRPC(addr string, sec client.Security, after uint64, last func() (uint64, error),
+	every time.Duration) (*follower, error) {
 	opts, err := sec.DialOptions()
 	if err != nil {
 		return nil, err
@@ -81,7 +83,7 @@ func followGRPC(addr string, sec client.Security, after uint64, last func() (uin
 	if err != nil {
 		return nil, err
 	}
-	f, ctx := newFollower(last, after, lagSampleRemote)
+	f, ctx := newFollower(last, after, every)
 	desc := &grpc.StreamDesc{StreamName: "Subscribe", ServerStreams: true}
 	stream, err := conn.NewStream(ctx, desc, ledgerv1.LedgerService_Subscribe_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
 	if err == nil {

@@ -35,7 +35,8 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // scanEvents reads a SubscribeResponse's events' sequences (field 1 of each event, field 1
-// of the response), across the buffers it came in: the first and how many.
+// of the response), across the buffers it came in: the first and how many, each event's
+// sequence checked to follow the one before.
 func scanEvents(data mem.BufferSlice) (first uint64, n int, err error) {
 	r := byteReader{data: data}
 	for !r.done() {
@@ -46,20 +47,23 @@ func scanEvents(data mem.BufferSlice) (first uint64, n int, err error) {
 		if !ok {
 			return 0, 0, fmt.Errorf("bench: truncated event")
 		}
-		if n == 0 {
-			at := r.read
-			if tag, ok := r.varint(); !ok || tag != 1<<3|0 {
-				return 0, 0, fmt.Errorf("bench: an event without its sequence first")
-			}
-			if first, ok = r.varint(); !ok {
-				return 0, 0, fmt.Errorf("bench: bad sequence")
-			}
-			if size < uint64(r.read-at) {
-				return 0, 0, fmt.Errorf("bench: truncated event")
-			}
-			size -= uint64(r.read - at)
+		at := r.read
+		if tag, ok := r.varint(); !ok || tag != 1<<3|0 {
+			return 0, 0, fmt.Errorf("bench: an event without its sequence first")
 		}
-		if !r.skip(size) {
+		seq, ok := r.varint()
+		switch {
+		case !ok:
+			return 0, 0, fmt.Errorf("bench: bad sequence")
+		case n == 0:
+			first = seq
+		case seq != first+uint64(n):
+			return 0, 0, fmt.Errorf("bench: event %d after %d in one message", seq, first+uint64(n)-1)
+		}
+		if size < uint64(r.read-at) {
+			return 0, 0, fmt.Errorf("bench: truncated event")
+		}
+		if !r.skip(size - uint64(r.read-at)) {
 			return 0, 0, fmt.Errorf("bench: truncated event")
 		}
 		n++

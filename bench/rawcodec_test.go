@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 
 // TestScanEventsAcrossBuffers: the subscriber's scan reads the first sequence and the count
 // of a SubscribeResponse however gRPC split its bytes into buffers, and refuses one cut
-// short.
+// short or with an event out of sequence.
 func TestScanEventsAcrossBuffers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 300 {
@@ -37,6 +38,19 @@ func TestScanEventsAcrossBuffers(t *testing.T) {
 		got, gotN, err := scanEvents(split(rng, b))
 		if err != nil || got != first || gotN != n {
 			t.Fatalf("scan: first %d, %d events, %v; want %d, %d", got, gotN, err, first, n)
+		}
+		if n > 1 {
+			bad := proto.Clone(resp).(*ledgerv1.SubscribeResponse)
+			k := 1 + rng.IntN(n-1)
+			// One event duplicated, or one or two skipped.
+			bad.Events[k].Sequence += []uint64{math.MaxUint64, 1, 2}[rng.IntN(3)]
+			bb, err := proto.Marshal(bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := scanEvents(split(rng, bb)); err == nil {
+				t.Fatalf("event %d at %d after %d was read", k, bad.Events[k].Sequence, bad.Events[k-1].Sequence)
+			}
 		}
 		// Cut inside the last event: from 1 byte to all of it but its first.
 		last, _ := proto.Marshal(&ledgerv1.SubscribeResponse{Events: resp.Events[n-1:]})

@@ -196,7 +196,7 @@ func startEmbedded(c *Config) (*embedded, error) {
 	}
 	e.target = g
 	if c.Subscribe {
-		if e.sub, err = followGRPC(lis.Addr().String(), client.Security{}, 0, sequencerLast(e.seq)); err != nil {
+		if e.sub, err = followGRPC(lis.Addr().String(), client.Security{}, 0, sequencerLast(e.seq), lagSampleEmbedded); err != nil {
 			return nil, errors.Join(err, e.close())
 		}
 	}
@@ -264,7 +264,7 @@ func dialRemote(c *Config) (target, error) {
 		last := scrapedLast(c.MetricsAddr)
 		head, err := last()
 		if err == nil {
-			r.sub, err = followGRPC(c.Addr, c.Security, head, last)
+			r.sub, err = followGRPC(c.Addr, c.Security, head, last, lagSampleRemote)
 		}
 		if err != nil {
 			return nil, errors.Join(err, cl.Close())

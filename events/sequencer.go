@@ -52,9 +52,10 @@ const (
 	// after the load ended. A ledger round's events are kept encoded for the wire (about 50
 	// bytes an event with its offset on the bench: some 50 MB), a payment round's as structs.
 	RingEventsMax = 1 << 20
-	// RingBytesMax bounds the ring by bytes too (whichever bound is reached first): long biz
-	// ids make the events of a ledger round larger, up to some 8 KiB each. A payment round
-	// counts ringOrderEventBytes an event (an estimate: its orders are kept as structs).
+	// RingBytesMax bounds the ring by bytes too (whichever bound is reached first): biz ids
+	// and large values make the events of a ledger round larger (up to about 250 bytes each,
+	// biz ids being at most ledger.BizIDBytesMax). A payment round counts
+	// ringOrderEventBytes an event (an estimate: its orders are kept as structs).
 	RingBytesMax = 128 << 20
 	// ringOrderEventBytes is what an event of a payment round counts against RingBytesMax.
 	ringOrderEventBytes = 1024
@@ -153,7 +154,7 @@ type Stats struct {
 type round struct {
 	lr   storage.LogRound
 	ev   *storage.RoundEvents // nil: not captured, or encoded (w)
-	w    *wireRound           // a captured ledger round, encoded once numbered
+	w    *wireRound           // a captured ledger round, encoded by its committer (numbered by index)
 	mark uint64               // Begin's answer before the round's commit started
 }
 
@@ -293,7 +294,8 @@ func (s *Sequencer) Capturing() bool { return s.capturing.Load() > 0 }
 // commit makes durable (the WAL is one sequence, synced as a prefix).
 func (s *Sequencer) Begin() uint64 { return s.written.Load() }
 
-// Committed takes a durable round (lr.Events > 0), its events (nil when not captured) and
+// Committed takes a durable payment round (lr.Events > 0; a ledger round comes through
+// CommittedLedger), its events (nil when not captured) and
 // what Begin answered before its commit. Committers call it after their commit returned and
 // before anything of the round is answered or sent, in their commit order. It waits while
 // the inbox is full.
@@ -399,6 +401,7 @@ func (s *Sequencer) loop() {
 			s.fail(err)
 			return
 		}
+		clear(batch) // no round kept alive past the ring by the batch's spare slots
 		if len(s.unsynced) > 0 {
 			syncTimer.Reset(syncDelayMax)
 		}
@@ -639,7 +642,7 @@ type WireBatch struct {
 }
 
 // FollowWire is Follow for a follower that sends the events on as the wire has them (gRPC
-// subscribers): the ring's ledger rounds, encoded once when numbered, are handed as they
+// subscribers): the ring's ledger rounds, encoded once by their committers, are handed as they
 // are, shared by every follower; the other events (payment rounds, and what a follower
 // behind the ring reads from the store) are encoded with encode, which appends a batch of
 // events as a SubscribeResponse (api.EncodeEvents), into a buffer of the batch's own.

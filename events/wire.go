@@ -53,7 +53,8 @@ func AppendWire(dst []byte, e *Event) ([]byte, bool) {
 	dst = slices.Grow(dst, size)
 	start := len(dst)
 	dst = dst[:start+size]
-	i := putEventHead(dst, start, e.Seq, width, n, e.Transfer != nil)
+	seqAt, i := putEventHead(dst, start, width, n, e.Transfer != nil)
+	putVarint(dst, seqAt, e.Seq)
 	if e.Transfer != nil {
 		i = putTransfer(dst, i, e.Transfer)
 	} else {
@@ -74,22 +75,20 @@ func eventSize(width, n int) int {
 }
 
 // putEventHead writes the head of an event's field at b[i:] (eventSize(width, n) bytes from
-// i): its tag and length, the sequence (seq in width bytes; 0: width bytes of any value, left
-// for the sequence), the transfer record's or posting's tag and length; it returns where the
-// message goes (n bytes).
-func putEventHead(b []byte, i int, seq uint64, width, n int, transfer bool) int {
+// i): its tag and length, the sequence's tag, the transfer record's or posting's tag and
+// length. It leaves the width bytes of the sequence for the caller and returns where they go
+// and where the message goes (n bytes).
+func putEventHead(b []byte, i, width, n int, transfer bool) (seqAt, msgAt int) {
 	b[i] = fieldResponseEvents<<3 | byte(protowire.BytesType)
 	i = putVarint(b, i+1, uint64(1+width+1+sizeVarint(uint64(n))+n))
 	b[i] = fieldEventSequence<<3 | byte(protowire.VarintType)
-	if seq != 0 {
-		putVarint(b, i+1, seq)
-	}
-	i += 1 + width
+	seqAt = i + 1
+	i = seqAt + width
 	b[i] = fieldEventPosting<<3 | byte(protowire.BytesType)
 	if transfer {
 		b[i] = fieldEventTransfer<<3 | byte(protowire.BytesType)
 	}
-	return putVarint(b, i+1, uint64(n))
+	return seqAt, putVarint(b, i+1, uint64(n))
 }
 
 // sizeVarint is protowire.SizeVarint, inlined.
@@ -234,7 +233,7 @@ func putPosting(b []byte, i int, p *ledger.Posting) int {
 // wireRound is a ledger round's events in the window, encoded: no pointer for the garbage
 // collector to follow, whatever the round's size.
 type wireRound struct {
-	b   []byte   // the events, each as AppendWire wrote it
+	b   []byte   // the events, each as AppendWire writes it (its sequence blank until numbered)
 	off []uint32 // off[i]: where event i starts in b; off[count] = len(b)
 	// history: the postings (as event offsets in the round) whose History is set, which the
 	// wire does not carry (nil: none); in-process followers get it back.
@@ -334,7 +333,7 @@ func finishEvent(b []byte, i, width, end int, transfer bool) int {
 	}
 	head := eventSize(width, m) - m
 	copy(b[i+head:], b[i+shortHead+width:end])
-	if putEventHead(b, i, 0, width, m, transfer) != i+head {
+	if _, at := putEventHead(b, i, width, m, transfer); at != i+head {
 		panic("events: an event's head is not its size") // INVARIANT: eventSize is putEventHead's
 	}
 	return i + head + m
@@ -346,8 +345,11 @@ func finishEvent(b []byte, i, width, end int, transfer bool) int {
 // cross a varint length, or whose width was guessed before others took sequences).
 func (w *wireRound) number(first uint64) *wireRound {
 	n := len(w.off) - 1
-	if w.width == 0 || n == 0 {
+	if w.width == 0 {
 		panic("events: numbering a round numbered")
+	}
+	if n == 0 {
+		panic("events: numbering a round without events") // CommittedLedger hands none
 	}
 	// INVARIANT (every event's head): as putEventHead wrote it, with width bytes for the
 	// sequence; seqAt finds the sequence's place.
