@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -40,30 +41,43 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func scanEvents(data mem.BufferSlice) (first uint64, n int, err error) {
 	r := byteReader{data: data}
 	for !r.done() {
-		if tag, ok := r.varint(); !ok || tag != 1<<3|2 {
-			return 0, 0, fmt.Errorf("bench: not a SubscribeResponse")
-		}
-		size, ok := r.varint()
-		if !ok {
-			return 0, 0, fmt.Errorf("bench: truncated event")
-		}
+		// An event's head (tags, its length, its sequence) is at most 22 bytes: read it in
+		// place when the buffer holds that much, else byte by byte across buffers.
+		var tag, size, seqTag, seq uint64
 		at := r.read
-		if tag, ok := r.varint(); !ok || tag != 1<<3|0 {
-			return 0, 0, fmt.Errorf("bench: an event without its sequence first")
+		if b := r.buf; len(b) >= 22 {
+			var k1, k2, k3, k4 int
+			tag, k1 = protowire.ConsumeVarint(b)
+			size, k2 = protowire.ConsumeVarint(b[max(k1, 0):])
+			seqTag, k3 = protowire.ConsumeVarint(b[max(k1+k2, 0):])
+			seq, k4 = protowire.ConsumeVarint(b[max(k1+k2+k3, 0):])
+			if k1 < 0 || k2 < 0 || k3 < 0 || k4 < 0 {
+				return 0, 0, fmt.Errorf("bench: not a SubscribeResponse")
+			}
+			r.buf, r.read = b[k1+k2+k3+k4:], r.read+k1+k2+k3+k4
+			at += k1 + k2
+		} else {
+			var ok1, ok2, ok3, ok4 bool
+			tag, ok1 = r.varint()
+			size, ok2 = r.varint()
+			at = r.read
+			seqTag, ok3 = r.varint()
+			seq, ok4 = r.varint()
+			if !ok1 || !ok2 || !ok3 || !ok4 {
+				return 0, 0, fmt.Errorf("bench: truncated event")
+			}
 		}
-		seq, ok := r.varint()
 		switch {
-		case !ok:
-			return 0, 0, fmt.Errorf("bench: bad sequence")
+		case tag != 1<<3|2:
+			return 0, 0, fmt.Errorf("bench: not a SubscribeResponse")
+		case seqTag != 1<<3|0:
+			return 0, 0, fmt.Errorf("bench: an event without its sequence first")
 		case n == 0:
 			first = seq
 		case seq != first+uint64(n):
 			return 0, 0, fmt.Errorf("bench: event %d after %d in one message", seq, first+uint64(n)-1)
 		}
-		if size < uint64(r.read-at) {
-			return 0, 0, fmt.Errorf("bench: truncated event")
-		}
-		if !r.skip(size - uint64(r.read-at)) {
+		if size < uint64(r.read-at) || !r.skip(size-uint64(r.read-at)) {
 			return 0, 0, fmt.Errorf("bench: truncated event")
 		}
 		n++
