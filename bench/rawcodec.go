@@ -68,9 +68,9 @@ func scanEvents(data mem.BufferSlice) (first uint64, n int, err error) {
 			}
 		}
 		switch {
-		case tag != 1<<3|2:
+		case tag != 1<<3|uint64(protowire.BytesType):
 			return 0, 0, fmt.Errorf("bench: not a SubscribeResponse")
-		case seqTag != 1<<3|0:
+		case seqTag != 1<<3|uint64(protowire.VarintType):
 			return 0, 0, fmt.Errorf("bench: an event without its sequence first")
 		case n == 0:
 			first = seq

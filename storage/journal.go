@@ -348,13 +348,15 @@ const pagingAccountsMin = 64
 // is full, it seals it (its end in the paged mark's record) and starts a new one; while a
 // sealed generation has accounts left, the pages of the next of them, in step with the new
 // generation's postings (done when it is half full: each round pays a share, and no round
-// writes them all), and with the last ones the paged mark at the sealed generation's end. It answers whether the sealed generation's pages
-// are complete with this round (the caller then retires it, once the round is durable).
-func (w *Writer) page(clock uint64) (complete bool) {
+// writes them all), and with the last ones the paged mark at the sealed generation's end. It
+// answers whether the sealed generation's pages are complete with this round (the caller then
+// retires it, once the round is durable), and the paged mark's record when the round writes
+// one, for the caller to write (last: its key comes after the round's others).
+func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 	t := w.tail
 	if t.sealed == nil {
 		if len(t.cur.ts) < w.tailMax {
-			return false
+			return false, nil
 		}
 		t.mu.Lock()
 		t.sealed, t.cur = t.cur, newTailGen(clock)
@@ -363,8 +365,7 @@ func (w *Writer) page(clock uint64) (complete bool) {
 		t.sealed.seal()
 		// The mark stays where it is; its record says where the sealed generation ends, so
 		// that a restart seals the same postings and writes the same pages again.
-		w.set(pagedKey(w.key, w.shard), be.AppendUint64(be.AppendUint64(w.val[:0], t.sealed.after), clock))
-		return false
+		return false, be.AppendUint64(be.AppendUint64(w.mark[:0], t.sealed.after), clock)
 	}
 	// Paced by the new generation: its pages are done by the time it is half full, a
 	// share of them each round as its postings come (all at once if it is full already).
@@ -396,10 +397,9 @@ func (w *Writer) page(clock uint64) (complete bool) {
 	w.pageTimes = ts
 	t.sealedNext = end
 	if end < total {
-		return false
+		return false, nil
 	}
-	w.set(pagedKey(w.key, w.shard), be.AppendUint64(w.val[:0], t.cur.after))
-	return true
+	return true, be.AppendUint64(w.mark[:0], t.cur.after)
 }
 
 // retire makes the sealed generation, whose pages and mark are durable, the one kept for older
