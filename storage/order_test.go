@@ -14,7 +14,8 @@ import (
 
 // TestRoundRecordsInKeyOrder: a round's batch holds its records in key order, whatever order
 // the round made them in (random ids, postings of one time in either account order, every
-// family of record), and a key written twice in a round ends with its last write.
+// family of record), a key written twice in a round ends with its last write, and a key set
+// and deleted in one round (a pending mark, an outbox record, a leg's record) is set first.
 func TestRoundRecordsInKeyOrder(t *testing.T) {
 	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 64, PagingAccountsPerRound: 3})
 	if err != nil {
@@ -22,22 +23,28 @@ func TestRoundRecordsInKeyOrder(t *testing.T) {
 	}
 	defer s.Close()
 	w := s.Writer(0)
-	var records, rounds int
+	var records, rounds, setThenDeleted int
 	w.inspect = func(b *pebble.Batch) {
 		var last []byte
+		lastSet := false
 		r := b.Reader()
 		for {
-			_, k, _, ok, err := r.Next()
+			kind, k, _, ok, err := r.Next()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !ok {
 				break
 			}
-			if last != nil && bytes.Compare(last, k) > 0 {
+			switch {
+			case last != nil && bytes.Compare(last, k) > 0:
 				t.Fatalf("round %d: key %q after %q", rounds, k, last)
+			case bytes.Equal(last, k) && kind == pebble.InternalKeyKindSet && !lastSet:
+				t.Fatalf("round %d: key %q deleted, then set", rounds, k)
+			case bytes.Equal(last, k) && kind != pebble.InternalKeyKindSet && lastSet:
+				setThenDeleted++
 			}
-			last = append(last[:0], k...)
+			last, lastSet = append(last[:0], k...), kind == pebble.InternalKeyKindSet
 			records++
 		}
 		rounds++
@@ -52,7 +59,7 @@ func TestRoundRecordsInKeyOrder(t *testing.T) {
 		}
 		for range rng.IntN(40) {
 			clock++
-			tr := ledger.Transfer{ID: 1 + rng.Uint64N(500), DebitAccountID: 1 + rng.Uint64N(50),
+			tr := ledger.Transfer{ID: 1 + rng.Uint64N(1<<40), DebitAccountID: 1 + rng.Uint64N(50),
 				CreditAccountID: 51 + rng.Uint64N(50), Amount: 1 + rng.Uint64N(100), Ledger: 1, Code: 1,
 				Timestamp: clock, State: ledger.StatePosted}
 			switch rng.IntN(5) {
@@ -94,8 +101,8 @@ func TestRoundRecordsInKeyOrder(t *testing.T) {
 			last[tr.ID] = tr
 		}
 	}
-	if rounds != 200 || records < 200*20 {
-		t.Fatalf("%d rounds, %d records inspected", rounds, records)
+	if rounds != 200 || records < 200*20 || setThenDeleted < 100 {
+		t.Fatalf("%d rounds, %d records inspected, %d keys set then deleted", rounds, records, setThenDeleted)
 	}
 	v := s.Live()
 	for id, want := range last {
