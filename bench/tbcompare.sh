@@ -132,15 +132,8 @@ fi
 results="$work/results"; : >"$results"
 notes="$work/notes"; : >"$notes"
 
-# A free loopback port (nothing answers on it now).
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port found"
-}
+# free_port: a free loopback port.
+. "$repo/bench/lib.sh"
 
 # tb_run ROW ROUND ACCOUNTS BATCH
 tb_run() {
