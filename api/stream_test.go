@@ -183,51 +183,21 @@ func TestStreamManyCallers(t *testing.T) {
 	f := newFixture(t, 2)
 	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
 	const streams, perStream = 4, 3000
-	var wg sync.WaitGroup
-	errs := make(chan error, 2*streams)
-	for s := range streams {
-		stream, err := f.client.CreateTransfersStream(f.ctx)
-		if err != nil {
-			t.Fatal(err)
+	seen := make([][]bool, streams)
+	for i := range seen {
+		seen[i] = make([]bool, perStream)
+	}
+	runStreams(t, f, streams, perStream, func(s, i int) *ledgerv1.CreateTransfersStreamRequest {
+		id := uint64(s*perStream + i + 1) // one transfer per request, tagged with its id
+		return &ledgerv1.CreateTransfersStreamRequest{Tag: id, Transfers: []*ledgerv1.Transfer{tr(id, 1, 2, id%7+1)}}
+	}, func(s int, a *ledgerv1.CreateTransfersStreamAnswer) error { // every tag once, all ok
+		i := int(a.GetTag()) - s*perStream - 1
+		if i < 0 || i >= perStream || seen[s][i] || a.GetCode() != 0 || len(a.GetResults()) > 0 {
+			return fmt.Errorf("stream %d: unexpected answer %v", s, a)
 		}
-		wg.Add(2)
-		go func() { // the sender: one transfer per request, tags s*perStream+i
-			defer wg.Done()
-			for i := range perStream {
-				id := uint64(s*perStream + i + 1)
-				if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: id, Transfers: []*ledgerv1.Transfer{tr(id, 1, 2, id%7+1)}}); err != nil {
-					errs <- fmt.Errorf("send %d: %w", id, err)
-					return
-				}
-			}
-			if err := stream.CloseSend(); err != nil {
-				errs <- err
-			}
-		}()
-		go func() { // the receiver: every tag once, all ok, then the stream's end
-			defer wg.Done()
-			seen := make([]bool, perStream)
-			n, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error {
-				i := int(a.GetTag()) - s*perStream - 1
-				if i < 0 || i >= perStream || seen[i] || a.GetCode() != 0 || len(a.GetResults()) > 0 {
-					return fmt.Errorf("stream %d: unexpected answer %v", s, a)
-				}
-				seen[i] = true
-				return nil
-			})
-			if err == nil && n != perStream {
-				err = fmt.Errorf("stream %d ended after %d answers of %d", s, n, perStream)
-			}
-			if err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		seen[s][i] = true
+		return nil
+	})
 	var want uint64
 	for id := uint64(1); id <= streams*perStream; id++ {
 		want += id%7 + 1
@@ -406,8 +376,47 @@ func TestStreamGatheredResultsByRequest(t *testing.T) {
 	const streams, perStream = 4, 400
 	fails := func(tag uint64, j int) bool { return (tag+uint64(j))%3 == 0 }
 	size := func(tag uint64) int { return int(tag%5) + 1 }
-	errs := make(chan error, 2*streams)
+	runStreams(t, f, streams, perStream, func(s, i int) *ledgerv1.CreateTransfersStreamRequest {
+		tag := uint64(s*perStream + i)
+		ts := make([]*ledgerv1.Transfer, size(tag))
+		for j := range ts {
+			credit := uint64(2)
+			if fails(tag, j) {
+				credit = 99
+			}
+			ts[j] = tr(tag*8+uint64(j)+1, 1, credit, 1)
+		}
+		return &ledgerv1.CreateTransfersStreamRequest{Tag: tag, Transfers: ts}
+	}, func(_ int, a *ledgerv1.CreateTransfersStreamAnswer) error {
+		tag := a.GetTag()
+		var want, got []uint32
+		for j := range size(tag) {
+			if fails(tag, j) {
+				want = append(want, uint32(j))
+			}
+		}
+		for _, r := range a.GetResults() {
+			if r.GetResult() != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND {
+				return fmt.Errorf("tag %d: result %v", tag, r)
+			}
+			got = append(got, r.GetIndex())
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("tag %d: failures at %v; want %v", tag, got, want)
+		}
+		return nil
+	})
+}
+
+// runStreams opens streams streams; on each, a sender sends request(s, i) for i below
+// perStream without waiting and closes its side, while a receiver checks every answer and
+// that the stream ends after exactly perStream of them.
+func runStreams(t *testing.T, f *fixture, streams, perStream int,
+	request func(s, i int) *ledgerv1.CreateTransfersStreamRequest,
+	check func(s int, a *ledgerv1.CreateTransfersStreamAnswer) error) {
+	t.Helper()
 	var wg sync.WaitGroup
+	errs := make(chan error, 2*streams)
 	for s := range streams {
 		stream, err := f.client.CreateTransfersStream(f.ctx)
 		if err != nil {
@@ -417,45 +426,20 @@ func TestStreamGatheredResultsByRequest(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range perStream {
-				tag := uint64(s*perStream + i)
-				ts := make([]*ledgerv1.Transfer, size(tag))
-				for j := range ts {
-					credit := uint64(2)
-					if fails(tag, j) {
-						credit = 99
-					}
-					ts[j] = tr(tag*8+uint64(j)+1, 1, credit, 1)
-				}
-				if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: tag, Transfers: ts}); err != nil {
-					errs <- err
+				if err := stream.Send(request(s, i)); err != nil {
+					errs <- fmt.Errorf("stream %d, request %d: %w", s, i, err)
 					return
 				}
 			}
-			_ = stream.CloseSend()
+			if err := stream.CloseSend(); err != nil {
+				errs <- err
+			}
 		}()
 		go func() {
 			defer wg.Done()
-			n, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error {
-				tag := a.GetTag()
-				var want, got []uint32
-				for j := range size(tag) {
-					if fails(tag, j) {
-						want = append(want, uint32(j))
-					}
-				}
-				for _, r := range a.GetResults() {
-					if r.GetResult() != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_CREDIT_ACCOUNT_NOT_FOUND {
-						return fmt.Errorf("tag %d: result %v", tag, r)
-					}
-					got = append(got, r.GetIndex())
-				}
-				if !slices.Equal(got, want) {
-					return fmt.Errorf("tag %d: failures at %v; want %v", tag, got, want)
-				}
-				return nil
-			})
+			n, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error { return check(s, a) })
 			if err == nil && n != perStream {
-				err = fmt.Errorf("stream %d: %d answers; want %d", s, n, perStream)
+				err = fmt.Errorf("stream %d ended after %d answers of %d", s, n, perStream)
 			}
 			if err != nil {
 				errs <- err

@@ -96,7 +96,8 @@ func sizeVarint(v uint64) int { return int((9*uint32(bits.Len64(v)) + 64) / 64) 
 
 // putVarint writes v as a varint at b[i:] and returns where it ends. (Writing eight bytes at
 // once, the seven-bit groups spread with shifts and masks, measured a third slower on the
-// bench's rounds, whose varints are mostly one or two bytes.)
+// bench's rounds, whose varints are mostly one or two bytes; binary.PutUvarint on b[i:],
+// 75-89 ns an event in BenchmarkWindowEncode against 66-79.)
 func putVarint(b []byte, i int, v uint64) int {
 	for v >= 0x80 {
 		b[i] = byte(v) | 0x80

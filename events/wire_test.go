@@ -3,7 +3,6 @@ package events
 import (
 	"math"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 
@@ -94,55 +93,6 @@ func encodeNumbered(first uint64, ev *storage.RoundEvents) *wireRound {
 		return nil
 	}
 	return w.number(first)
-}
-
-// TestEncodeRoundMatchesAppendWire: a round encoded by its committer and numbered by the
-// sequencer is, byte for byte, AppendWire's encoding of each of its events with its
-// sequence, whether the width left for the sequences was right or not (rounds that cross a
-// varint length, and wrong guesses both ways); its offsets and History marks are the
-// events'.
-func TestEncodeRoundMatchesAppendWire(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 10))
-	for range 300 {
-		ev := randomRound(rng, rng.IntN(40), rng.IntN(80))
-		n := ev.Count()
-		if n == 0 {
-			continue
-		}
-		// Sequences near a varint length's edge half the time.
-		first := 1 + rng.Uint64N(1<<50)
-		if rng.IntN(2) == 0 {
-			first = max(1, uint64(1)<<(7*(1+rng.IntN(9)))-uint64(rng.IntN(2*n)))
-		}
-		width := 1 + rng.IntN(10)
-		w := encodeRound(ev.Transfers, ev.Postings, width).number(first)
-		var want []byte
-		var off, history []uint32
-		seq := first
-		for _, e := range appendStructs(nil, chunk{IndexEntry: storage.IndexEntry{First: first,
-			LogRound: storage.LogRound{Events: uint32(n)}}, ev: ev}, 0, n) {
-			if e.Seq != seq {
-				t.Fatalf("event at %d, want %d", e.Seq, seq)
-			}
-			if e.Posting != nil && e.Posting.History {
-				history = append(history, uint32(seq-first))
-			}
-			off = append(off, uint32(len(want)))
-			want, _ = AppendWire(want, &e)
-			seq++
-		}
-		off = append(off, uint32(len(want)))
-		switch {
-		case w.width != 0:
-			t.Fatalf("numbered round still has width %d", w.width)
-		case string(w.b) != string(want):
-			t.Fatalf("first %d, width %d: %d bytes differ from AppendWire's %d", first, width, len(w.b), len(want))
-		case !slices.Equal(w.off, off):
-			t.Fatalf("offsets %v, want %v", w.off, off)
-		case !slices.Equal(w.history, history):
-			t.Fatalf("history %v, want %v", w.history, history)
-		}
-	}
 }
 
 // BenchmarkWindowEncode: what a captured round costs: its committer encodes it for the
