@@ -175,6 +175,25 @@ func stalledRequests(t *testing.T, f *fixture, fs *storagetest.StallFS, stream l
 	}
 }
 
+// stallFixture is a one-shard fixture on a disk that can stall, with accounts 1 and 2.
+func stallFixture(t *testing.T) (*fixture, *storagetest.StallFS) {
+	fs := storagetest.NewStallFS(vfs.NewMem())
+	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
+	t.Cleanup(fs.Resume)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	return f, fs
+}
+
+// openStream opens a CreateTransfersStream.
+func (f *fixture) openStream(t *testing.T) ledgerv1.LedgerService_CreateTransfersStreamClient {
+	t.Helper()
+	stream, err := f.client.CreateTransfersStream(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stream
+}
+
 // TestStreamManyCallers: callers on four streams each send one transfer per request without
 // waiting; every request is answered once, by its tag, every transfer answered ok is booked
 // (the balances add up to exactly the answered transfers), and the requests went to the
@@ -219,14 +238,8 @@ func TestStreamManyCallers(t *testing.T) {
 // TestStreamAnswersOnceDurable: while the disk stalls the round that holds a stream's
 // request, the request is not answered; once the sync returns it is, ok.
 func TestStreamAnswersOnceDurable(t *testing.T) {
-	fs := storagetest.NewStallFS(vfs.NewMem())
-	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
-	t.Cleanup(fs.Resume)
-	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
-	stream, err := f.client.CreateTransfersStream(f.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fs := stallFixture(t)
+	stream := f.openStream(t)
 	fs.Stall()
 	if err := stream.Send(&ledgerv1.CreateTransfersStreamRequest{Tag: 7, Transfers: []*ledgerv1.Transfer{tr(7, 1, 2, 5)}}); err != nil {
 		t.Fatal(err)
@@ -269,10 +282,7 @@ func TestStreamAnswersOnceDurable(t *testing.T) {
 // back every request is answered once, all booked. (One stream could not fill it: its own
 // room is as large.)
 func TestStreamQueueLimit(t *testing.T) {
-	fs := storagetest.NewStallFS(vfs.NewMem())
-	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
-	t.Cleanup(fs.Resume)
-	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	f, fs := stallFixture(t)
 	const streams, requests, per = 3, 20, 2000
 	fs.Stall()
 	var wg sync.WaitGroup
@@ -544,33 +554,20 @@ func TestStreamEndsOnStop(t *testing.T) {
 // TestStreamAnswersTakenBeforeStop: requests the stream took before EndTransferStreams are
 // all answered (and booked) before it ends; none is left without its answer.
 func TestStreamAnswersTakenBeforeStop(t *testing.T) {
-	fs := storagetest.NewStallFS(vfs.NewMem())
-	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
-	t.Cleanup(fs.Resume)
-	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
-	stream, err := f.client.CreateTransfersStream(f.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fs := stallFixture(t)
+	stream := f.openStream(t)
 	const requests = 50
 	stalledRequests(t, f, fs, stream, requests)
 	f.service.EndTransferStreams()
 	fs.Resume()
-	answered := 0
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			if status.Code(err) != codes.Unavailable {
-				t.Fatalf("the stream ended with %v; want UNAVAILABLE", err)
-			}
-			break
+	answered, err := eachAnswer(stream, func(a *ledgerv1.CreateTransfersStreamAnswer) error {
+		if a.GetCode() != 0 || len(a.GetResults()) > 0 {
+			return fmt.Errorf("answer %v", a)
 		}
-		for _, a := range resp.GetAnswers() {
-			if a.GetCode() != 0 || len(a.GetResults()) > 0 {
-				t.Fatalf("answer %v", a)
-			}
-			answered++
-		}
+		return nil
+	})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("the stream ended with %v; want UNAVAILABLE", err)
 	}
 	if got := small(f.balance(t, 2).GetCreditsPosted()); got != uint64(answered) || answered != requests {
 		t.Fatalf("%d answered, %d booked; want all %d of the requests taken", answered, got, requests)
@@ -618,14 +615,8 @@ func TestStreamRoomBounded(t *testing.T) {
 // neither run nor answered, and the stream then ends UNAVAILABLE, not OK, so the caller
 // knows to send it again (from the review: it ended OK, the request silently dropped).
 func TestStreamStopWithRequestRead(t *testing.T) {
-	fs := storagetest.NewStallFS(vfs.NewMem())
-	f := newFixtureOn(t, fs, actors.Config{Shards: 1})
-	t.Cleanup(fs.Resume)
-	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
-	stream, err := f.client.CreateTransfersStream(f.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fs := stallFixture(t)
+	stream := f.openStream(t)
 	const requests = 5
 	stalledRequests(t, f, fs, stream, requests)
 	f.service.EndTransferStreams()
@@ -635,16 +626,9 @@ func TestStreamStopWithRequestRead(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	fs.Resume()
-	answered := 0
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			if status.Code(err) != codes.Unavailable {
-				t.Fatalf("the stream ended with %v after %d answers to %d requests; want UNAVAILABLE", err, answered, requests+1)
-			}
-			break
-		}
-		answered += len(resp.GetAnswers())
+	answered, err := eachAnswer(stream, func(*ledgerv1.CreateTransfersStreamAnswer) error { return nil })
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("the stream ended with %v after %d answers to %d requests; want UNAVAILABLE", err, answered, requests+1)
 	}
 	if got := small(f.balance(t, 2).GetCreditsPosted()); answered != requests || got != requests {
 		t.Fatalf("%d answered, %d booked; want the %d taken before the stop", answered, got, requests)
