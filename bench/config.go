@@ -86,10 +86,14 @@ type Config struct {
 	ChannelInFlight     int
 	ChannelTimeout      time.Duration
 	CallbackConcurrency int
-	// ChannelBatch is the gateway's calls per exchange (ledgerd's --channel-batch);
-	// NoticeBatch the simulated channel's notices per post.
-	ChannelBatch int
-	NoticeBatch  int
+	// ChannelBatch is the gateway's calls per exchange (ledgerd's --channel-batch) and
+	// ChannelLinger how long a call waits for others to share it (--channel-linger);
+	// NoticeBatch the simulated channel's notices per post and NoticeLinger how long a notice
+	// waits for others to share its post.
+	ChannelBatch  int
+	ChannelLinger time.Duration
+	NoticeBatch   int
+	NoticeLinger  time.Duration
 	// ChannelDown runs the workload with the channel down: ChannelDegraded (switched off by
 	// SetChannelDegraded) or ChannelDead (embedded: the simulated channel closed, so calls
 	// fail and the circuit opens). With the transfers workload it starts the payment layer.

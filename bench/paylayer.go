@@ -93,7 +93,7 @@ func startPayLayer(c *Config, e *embedded) (*payLayer, error) {
 	quiet := slog.New(slog.NewTextHandler(discard{}, nil))
 	p.fake, err = fake.Start("127.0.0.1:0", fake.Config{Secret: secret, Seed: c.Seed, Latency: c.ChannelLatency,
 		MaxRecords: max(fakeRecordsMin, 2*(c.Orders+c.Accounts)), MaxPendingCallbacks: fakePendingCallbacksMax,
-		CallbackConcurrency: c.CallbackConcurrency, NoticeBatch: c.NoticeBatch, Logger: quiet})
+		CallbackConcurrency: c.CallbackConcurrency, NoticeBatch: c.NoticeBatch, NoticeLinger: c.NoticeLinger, Logger: quiet})
 	if err != nil {
 		_ = lis.Close()
 		return nil, err
@@ -103,7 +103,8 @@ func startPayLayer(c *Config, e *embedded) (*payLayer, error) {
 	notifyURL := "http://" + lis.Addr().String() + payments.NotifyPath + c.Channel
 	clients := map[string]channel.Client{c.Channel: channel.NewHTTPClient(p.fake.URL(), notifyURL, hc)}
 	gcfg := gateway.Config{Timeout: c.ChannelTimeout, RateLimit: rate.Limit(c.ChannelRate),
-		Burst: max(1, int(c.ChannelRate/10)), MaxInFlight: c.ChannelInFlight, Batch: c.ChannelBatch, QueueLimit: 16 * c.ChannelInFlight}
+		Burst: max(1, int(c.ChannelRate/10)), MaxInFlight: c.ChannelInFlight, Batch: c.ChannelBatch, Linger: c.ChannelLinger,
+		QueueLimit: 16 * c.ChannelInFlight}
 	metrics := payments.NewMetrics()
 	p.engine, err = payments.Start(e.store, e.ledger, payments.Config{Events: e.seq, Setup: setup, Clients: clients, Gateway: gcfg,
 		Ledgers: []uint32{c.ledgerID()}, Metrics: metrics, Logger: slog.Default()})

@@ -112,6 +112,49 @@ func TestBatchWaitBoundsTheWaitForOthers(t *testing.T) {
 	}
 }
 
+// With a Linger, a call waits that long for others even while few exchanges are out: the
+// calls that come meanwhile share its exchange, and a full batch goes at once.
+func TestBatchLingerGathersUnderLightLoad(t *testing.T) {
+	h, b := newBatchHarness(t, Config{MaxInFlight: 64, Batch: 4, QueueLimit: 64, Linger: 2 * time.Millisecond},
+		answer(channel.Processing))
+	h.submit("a")
+	h.none() // a waits for others
+	h.clock.Advance(time.Millisecond)
+	h.submit("b", "c")
+	h.none()
+	h.clock.Advance(time.Millisecond) // a's linger is up: a, b and c go together
+	h.outcomes(3)
+	if n := b.nextSize(t); n != 3 {
+		t.Fatalf("an exchange of %d calls, want a, b and c together", n)
+	}
+	h.submit("d", "e", "f", "g", "h") // a full batch goes at once, the fifth waits
+	h.outcomes(4)
+	if n := b.nextSize(t); n != 4 {
+		t.Fatalf("an exchange of %d calls, want a full batch of 4", n)
+	}
+	h.none()
+	h.clock.Advance(2 * time.Millisecond)
+	if o := h.next(); o.Call.Request.OrderNo != "h" {
+		t.Fatalf("%+v", o)
+	}
+	if b.calls.Load() != 8 || b.max.Load() > 4 {
+		t.Fatalf("%d calls, at most %d at once", b.calls.Load(), b.max.Load())
+	}
+}
+
+// A Linger longer than BatchWait is cut to it; a Batch of 1 never lingers.
+func TestBatchLingerBounds(t *testing.T) {
+	cfg := Config{Batch: 4, BatchWait: 5 * time.Millisecond, Linger: time.Second}.withDefaults()
+	if cfg.Linger != 5*time.Millisecond {
+		t.Fatalf("linger %v, batch wait 5ms", cfg.Linger)
+	}
+	h, _ := newBatchHarness(t, Config{MaxInFlight: 4, Batch: 1, Linger: time.Second}, answer(channel.Processing))
+	h.submit("a")
+	if o := h.next(); o.Call.Request.OrderNo != "a" {
+		t.Fatalf("%+v", o)
+	}
+}
+
 // A batch that fails as a whole leaves every call in it unknown and counts one failure; an
 // item the channel could not answer is unknown alone.
 func TestBatchFailures(t *testing.T) {

@@ -80,6 +80,10 @@ type Config struct {
 	// NoticeBatch is how many notices due to one notify_url may go in one post (a JSON array,
 	// PROTOCOL.md); 0 or 1: one notice per post (a JSON object).
 	NoticeBatch int
+	// NoticeLinger (with NoticeBatch > 1) is how long a notice waits in the outbox for
+	// others due to its notify_url before a post takes it, unless a full batch is there
+	// first; 0: a notice is posted as soon as a poster is free, with whatever else waits.
+	NoticeLinger time.Duration
 
 	HTTPClient *http.Client     // posts notices; nil: one of its own
 	Logger     *slog.Logger     // nil: discard
@@ -106,7 +110,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	for name, d := range map[string]time.Duration{
 		"latency": c.Latency, "jitter": c.Jitter, "callback delay": c.CallbackDelay, "timeout hold": c.TimeoutHold,
-		"callback backoff": c.CallbackBackoff, "callback timeout": c.CallbackTimeout, "statement every": c.StatementEvery,
+		"callback backoff": c.CallbackBackoff, "notice linger": c.NoticeLinger, "callback timeout": c.CallbackTimeout, "statement every": c.StatementEvery,
 	} {
 		if d < 0 {
 			return c, fmt.Errorf("fake: %s %v is negative", name, d)

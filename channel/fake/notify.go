@@ -27,15 +27,17 @@ type callback struct {
 // outbox holds the notices due to be posted many to a post (Config.NoticeBatch > 1), by
 // notify_url, and counts the goroutines posting them (at most CallbackConcurrency).
 type outbox struct {
-	mu      sync.Mutex
-	byURL   map[string][]due
-	posters int
+	mu        sync.Mutex
+	byURL     map[string][]due
+	posters   int
+	lingering map[string]bool // a poster waits for the URL's notices to fill a post (NoticeLinger)
 }
 
-// due is a notice's next attempt.
+// due is a notice's next attempt, in the outbox since at.
 type due struct {
 	cb      *callback
 	attempt int
+	at      time.Time
 }
 
 // notify sends n to url after CallbackDelay, retrying with backoff. Nothing is sent in Sync
@@ -55,7 +57,7 @@ func (s *Server) notify(url string, n channel.Notice) {
 	if s.cfg.NoticeBatch <= 1 {
 		cb.body, cb.sig = channel.SignNotice(s.cfg.Secret, n)
 	} else if s.cfg.CallbackDelay == 0 {
-		s.enqueue(due{cb, 1}) // no delay to wait: straight to the outbox
+		s.enqueue(due{cb: cb, attempt: 1}) // no delay to wait: straight to the outbox
 		return
 	}
 	if !s.sched.after(s.cfg.CallbackDelay, func() { s.deliver(cb, 1) }) {
@@ -67,7 +69,7 @@ func (s *Server) notify(url string, n channel.Notice) {
 // NoticeBatch > 1, cb joins the outbox, to be posted with the others due to its URL.
 func (s *Server) deliver(cb *callback, attempt int) {
 	if s.cfg.NoticeBatch > 1 {
-		s.enqueue(due{cb, attempt})
+		s.enqueue(due{cb: cb, attempt: attempt})
 		return
 	}
 	s.attempted(cb, attempt, s.post(cb.url, cb.body, cb.sig))
@@ -110,9 +112,12 @@ func (s *Server) enqueue(d due) {
 		<-s.callbacks
 		return
 	}
+	d.at = time.Now()
 	s.out.mu.Lock()
 	s.out.byURL[d.cb.url] = append(s.out.byURL[d.cb.url], d)
-	start := s.out.posters < s.cfg.CallbackConcurrency
+	// A poster that lingers on the URL takes d with the others, unless they fill a post now.
+	start := s.out.posters < s.cfg.CallbackConcurrency &&
+		(!s.out.lingering[d.cb.url] || len(s.out.byURL[d.cb.url]) >= s.cfg.NoticeBatch)
 	if start {
 		s.out.posters++
 	}
@@ -123,26 +128,29 @@ func (s *Server) enqueue(d due) {
 }
 
 // poster posts what the outbox holds, up to NoticeBatch notices of one URL per post, until
-// it is empty.
+// it is empty (or what is left waits for a poster that lingers).
 func (s *Server) poster() {
 	for {
 		s.out.mu.Lock()
-		var url string
-		var batch []due
-		for u, ds := range s.out.byURL {
-			n := min(len(ds), s.cfg.NoticeBatch)
-			url, batch = u, ds[:n:n]
-			if n == len(ds) {
-				delete(s.out.byURL, u)
-			} else {
-				s.out.byURL[u] = ds[n:]
-			}
-			break
-		}
-		if batch == nil {
+		url, batch, wait := s.nextPost(time.Now())
+		if batch == nil && wait == 0 {
 			s.out.posters--
 			s.out.mu.Unlock()
 			return
+		}
+		if batch == nil {
+			s.out.lingering[url] = true
+			s.out.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-s.held: // closing: what waits goes now
+				t.Stop()
+			}
+			s.out.mu.Lock()
+			delete(s.out.lingering, url)
+			s.out.mu.Unlock()
+			continue
 		}
 		s.out.mu.Unlock()
 		ns := make([]channel.Notice, len(batch))
@@ -156,6 +164,38 @@ func (s *Server) poster() {
 			s.sched.release()
 		}
 	}
+}
+
+// nextPost (under the outbox's lock) is the next post: up to NoticeBatch notices of one URL,
+// taken off the outbox; or, when the URL's notices fill no post and the first of them has
+// waited less than NoticeLinger, no notices and how long to wait for more. A URL another
+// poster lingers on is left to it unless its notices fill a post. Nothing and 0: nothing to
+// do. Once the server closes, nothing lingers.
+func (s *Server) nextPost(now time.Time) (url string, batch []due, wait time.Duration) {
+	linger := s.cfg.NoticeLinger
+	select {
+	case <-s.held: // closing: nothing lingers
+		linger = 0
+	default:
+	}
+	for u, ds := range s.out.byURL {
+		full := len(ds) >= s.cfg.NoticeBatch
+		if !full && s.out.lingering[u] {
+			continue
+		}
+		if w := ds[0].at.Add(linger).Sub(now); !full && w > 0 {
+			url, wait = u, w
+			continue // another URL may be ready now
+		}
+		n := min(len(ds), s.cfg.NoticeBatch)
+		if n == len(ds) {
+			delete(s.out.byURL, u)
+		} else {
+			s.out.byURL[u] = ds[n:]
+		}
+		return u, ds[:n:n], 0
+	}
+	return url, nil, wait
 }
 
 // post sends one body of notices, at most CallbackConcurrency at a time; an answer other

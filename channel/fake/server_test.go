@@ -386,6 +386,39 @@ func TestNoticeBatch(t *testing.T) {
 	}
 }
 
+// With a NoticeLinger, notices that fall due apart wait for each other and go in one post,
+// unless they fill a post first; Close does not wait for a linger.
+func TestNoticeLinger(t *testing.T) {
+	e := start(t, Config{Seed: 1, Latency: 5 * time.Millisecond, NoticeBatch: 8, NoticeLinger: time.Minute,
+		CallbackConcurrency: 4})
+	for i := range 12 { // due a few milliseconds apart: a full post of 8, and 4 that linger
+		e.do(t, pay(fmt.Sprint("p-", i), 10))
+		time.Sleep(time.Millisecond)
+	}
+	for range 8 {
+		e.inbox.next()
+	}
+	e.inbox.none()
+	if p, b := e.inbox.posts.Load(), e.inbox.biggest.Load(); p != 1 || b != 8 {
+		t.Fatalf("%d posts, the biggest of %d: want one full post of 8", p, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		select {
+		case <-e.inbox.notices:
+		default:
+			t.Fatal("Close returned before the lingering notices went")
+		}
+	}
+	if p := e.inbox.posts.Load(); p != 2 {
+		t.Fatalf("%d posts, want the 4 left in one", p)
+	}
+}
+
 // A batch is answered item by item; an item whose answer the fate loses is answered 504 and
 // still processed.
 func TestBatchEndpoint(t *testing.T) {

@@ -45,6 +45,7 @@ type paymentFlags struct {
 	channelRate    float64
 	channelFlight  int
 	channelBatch   int
+	channelLinger  time.Duration
 }
 
 // pairs is a repeatable (or comma-separated) NAME=VALUE flag.
@@ -100,6 +101,7 @@ func (p *paymentFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.channelRate, "channel-rate", 10000, "requests per second sent to one channel")
 	fs.IntVar(&p.channelFlight, "channel-in-flight", 256, "requests at one channel at once")
 	fs.IntVar(&p.channelBatch, "channel-batch", 64, fmt.Sprintf("requests to one channel sent in one exchange when several are ready (1..%d; 1: one request per exchange); exchanges at once: --channel-in-flight / this", channel.MaxBatchItems))
+	fs.DurationVar(&p.channelLinger, "channel-linger", 2*time.Millisecond, "how long a request to a channel waits for others to share its exchange while few exchanges are out (0: it goes at once; at most a quarter of a second)")
 }
 
 func (p *paymentFlags) check() error {
@@ -135,6 +137,9 @@ func (p *paymentFlags) check() error {
 	if p.channelBatch < 1 || p.channelBatch > channel.MaxBatchItems {
 		return fmt.Errorf("--channel-batch must be 1 to %d, not %d", channel.MaxBatchItems, p.channelBatch)
 	}
+	if p.channelLinger < 0 || p.channelLinger > gateway.DefaultQueueWait/gateway.BatchWaitDivisor {
+		return fmt.Errorf("--channel-linger must be 0 to %v, not %v", gateway.DefaultQueueWait/gateway.BatchWaitDivisor, p.channelLinger)
+	}
 	if p.fakeFailRate < 0 || p.fakeFailRate > 1 {
 		return fmt.Errorf("--fake-fail-rate must be 0 to 1, not %v", p.fakeFailRate)
 	}
@@ -146,8 +151,12 @@ func (p *paymentFlags) check() error {
 // then wait for their query-backs).
 const fakeCallbacks = 64
 
-// fakeNoticeBatch is how many notices an in-process simulated channel posts together.
-const fakeNoticeBatch = 64
+// fakeNoticeBatch is how many notices an in-process simulated channel posts together, and
+// fakeNoticeLinger how long a notice waits for others to share its post.
+const (
+	fakeNoticeBatch  = 64
+	fakeNoticeLinger = 2 * time.Millisecond
+)
 
 // paymentLayer is the running payment layer: its actors, its callback endpoint and the
 // simulated channels.
@@ -242,7 +251,7 @@ func startPayments(p *paymentFlags, pc *paymentConfig, lis net.Listener, store *
 		if url == "" {
 			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: pc.secrets[name], Seed: p.fakeSeed, Latency: p.fakeLatency,
 				FailRate: p.fakeFailRate, CallbackConcurrency: fakeCallbacks, MaxPendingCallbacks: 16 * fakeCallbacks * 100, NoticeBatch: fakeNoticeBatch,
-				Logger: slog.Default().With("fake_channel", name)})
+				NoticeLinger: fakeNoticeLinger, Logger: slog.Default().With("fake_channel", name)})
 			if err != nil {
 				pl.close()
 				return nil, err
@@ -254,7 +263,8 @@ func startPayments(p *paymentFlags, pc *paymentConfig, lis net.Listener, store *
 		clients[name] = channel.NewHTTPClient(url, base+payments.NotifyPath+name, hc)
 	}
 	gcfg := gateway.Config{Timeout: p.channelTimeout, RateLimit: rate.Limit(p.channelRate), Burst: max(1, int(p.channelRate/10)),
-		MaxInFlight: p.channelFlight, Batch: p.channelBatch, QueueLimit: 16 * p.channelFlight, Metrics: gateway.NewCollector()}
+		MaxInFlight: p.channelFlight, Batch: p.channelBatch, Linger: p.channelLinger, QueueLimit: 16 * p.channelFlight,
+		Metrics: gateway.NewCollector()}
 	m.Registry.MustRegister(gcfg.Metrics)
 	pm := payments.NewMetrics()
 	var err error
