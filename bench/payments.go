@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ledgercore/ledger/gateway"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -139,6 +140,12 @@ func (c *Config) validatePayments() []error {
 	}
 	if c.NoticeBatch <= 0 {
 		c.NoticeBatch = 64
+	}
+	if maxLinger := gateway.DefaultQueueWait / gateway.BatchWaitDivisor; c.ChannelLinger < 0 || c.ChannelLinger > maxLinger {
+		errs = append(errs, fmt.Errorf("--channel-linger must be 0 to %v, not %v", maxLinger, c.ChannelLinger))
+	}
+	if c.NoticeLinger < 0 {
+		errs = append(errs, fmt.Errorf("--notice-linger must not be negative, not %v", c.NoticeLinger))
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 2 * time.Minute

@@ -85,10 +85,11 @@ type Config struct {
 	// Batch is how many calls may go in one exchange with a client that is a
 	// channel.Batcher (at most channel.MaxBatchItems). An exchange takes every call that is
 	// ready, up to Batch. While fewer than MaxInFlight/Batch exchanges (rounded up) are out,
-	// a call goes at once (or after Linger), alone if it is alone; past that, calls wait for a full batch, an
-	// exchange to end, or BatchWait, whichever comes first, and then go (never more than
-	// MaxInFlight calls at once). So under light load every call goes at once, and under
-	// heavy load exchanges fill up.
+	// a call goes at once (after Linger, when one is set), alone if nothing came meanwhile;
+	// past that, calls wait for a full batch, an exchange to end (then Linger), or
+	// BatchWait, whichever comes first, and then go (never more than MaxInFlight calls at
+	// once). So under light load every call goes at once (or after Linger), and under heavy
+	// load exchanges fill up.
 	Batch     int
 	BatchWait time.Duration
 	// Linger is how long a call waits for others to share its exchange while fewer than

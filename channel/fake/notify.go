@@ -31,6 +31,9 @@ type outbox struct {
 	byURL     map[string][]due
 	posters   int
 	lingering map[string]bool // a poster waits for the URL's notices to fill a post (NoticeLinger)
+	// kick wakes a lingering poster when notices are ready that no new poster can take (all
+	// CallbackConcurrency of them run): a full post, or a URL no poster lingers on.
+	kick chan struct{}
 }
 
 // due is a notice's next attempt, in the outbox since at.
@@ -116,10 +119,15 @@ func (s *Server) enqueue(d due) {
 	s.out.mu.Lock()
 	s.out.byURL[d.cb.url] = append(s.out.byURL[d.cb.url], d)
 	// A poster that lingers on the URL takes d with the others, unless they fill a post now.
-	start := s.out.posters < s.cfg.CallbackConcurrency &&
-		(!s.out.lingering[d.cb.url] || len(s.out.byURL[d.cb.url]) >= s.cfg.NoticeBatch)
+	ready := !s.out.lingering[d.cb.url] || len(s.out.byURL[d.cb.url]) >= s.cfg.NoticeBatch
+	start := ready && s.out.posters < s.cfg.CallbackConcurrency
 	if start {
 		s.out.posters++
+	} else if ready {
+		select {
+		case s.out.kick <- struct{}{}:
+		default: // a kick is pending already
+		}
 	}
 	s.out.mu.Unlock()
 	if start {
@@ -144,6 +152,8 @@ func (s *Server) poster() {
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
+			case <-s.out.kick: // something is ready that no other poster can take
+				t.Stop()
 			case <-s.held: // closing: what waits goes now
 				t.Stop()
 			}
@@ -168,8 +178,9 @@ func (s *Server) poster() {
 
 // nextPost (under the outbox's lock) is the next post: up to NoticeBatch notices of one URL,
 // taken off the outbox; or, when the URL's notices fill no post and the first of them has
-// waited less than NoticeLinger, no notices and how long to wait for more. A URL another
-// poster lingers on is left to it unless its notices fill a post. Nothing and 0: nothing to
+// waited less than NoticeLinger, no notices, the URL whose first notice's linger ends first,
+// and how long until then. A URL another poster lingers on is left to it unless its notices
+// fill a post. Nothing and 0: nothing to
 // do. Once the server closes, nothing lingers.
 func (s *Server) nextPost(now time.Time) (url string, batch []due, wait time.Duration) {
 	linger := s.cfg.NoticeLinger
@@ -184,7 +195,9 @@ func (s *Server) nextPost(now time.Time) (url string, batch []due, wait time.Dur
 			continue
 		}
 		if w := ds[0].at.Add(linger).Sub(now); !full && w > 0 {
-			url, wait = u, w
+			if wait == 0 || w < wait {
+				url, wait = u, w
+			}
 			continue // another URL may be ready now
 		}
 		n := min(len(ds), s.cfg.NoticeBatch)

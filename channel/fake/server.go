@@ -80,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 		callbacks: make(chan struct{}, cfg.MaxPendingCallbacks),
 		posting:   make(chan struct{}, cfg.CallbackConcurrency),
 		held:      make(chan struct{}),
-		out:       outbox{byURL: make(map[string][]due), lingering: make(map[string]bool)},
+		out:       outbox{byURL: make(map[string][]due), lingering: make(map[string]bool), kick: make(chan struct{}, 1)},
 	}
 	s.sched.init()
 	s.mux = http.NewServeMux()

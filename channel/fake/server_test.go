@@ -419,6 +419,75 @@ func TestNoticeLinger(t *testing.T) {
 	}
 }
 
+// With every poster lingering (CallbackConcurrency of them), notices that fill a post, or
+// that are due to a URL no poster lingers on, still go at once: the lingering poster is
+// woken for them.
+func TestNoticeLingerAtTheCap(t *testing.T) {
+	e := start(t, Config{Seed: 1, NoticeBatch: 4, NoticeLinger: time.Minute, CallbackConcurrency: 1})
+	other := channel.NewHTTPClient(e.base, e.notify+"/other", &http.Client{Timeout: 2 * time.Second})
+	e.do(t, pay("a-0", 10)) // the one poster lingers on the first URL
+	time.Sleep(20 * time.Millisecond)
+	for i := range 4 { // a full post to the other URL
+		if _, err := other.Do(context.Background(), pay(fmt.Sprint("b-", i), 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 4 {
+		if n := e.inbox.next(); !strings.HasPrefix(n.OrderNo, "b-") {
+			t.Fatalf("notice %+v before the full post to the other URL", n)
+		}
+	}
+	for i := 1; i < 4; i++ { // the first URL's post fills up
+		e.do(t, pay(fmt.Sprint("a-", i), 10))
+	}
+	for range 4 {
+		if n := e.inbox.next(); !strings.HasPrefix(n.OrderNo, "a-") {
+			t.Fatalf("notice %+v", n)
+		}
+	}
+	if p := e.inbox.posts.Load(); p != 2 {
+		t.Fatalf("%d posts, want two full ones", p)
+	}
+}
+
+// nextPost takes a full post or one whose linger is over, leaves a URL another poster
+// lingers on to it, and otherwise waits for the URL whose linger ends first.
+func TestNextPost(t *testing.T) {
+	now := time.Now()
+	s := &Server{held: make(chan struct{}), cfg: Config{NoticeBatch: 3, NoticeLinger: 100 * time.Millisecond},
+		out: outbox{byURL: map[string][]due{}, lingering: map[string]bool{}}}
+	at := func(ago time.Duration, n int) []due {
+		ds := make([]due, n)
+		for i := range ds {
+			ds[i].at = now.Add(-ago)
+		}
+		return ds
+	}
+	s.out.byURL["young"] = at(10*time.Millisecond, 1)
+	s.out.byURL["older"] = at(60*time.Millisecond, 1)
+	s.out.byURL["held"] = at(90*time.Millisecond, 1)
+	s.out.lingering["held"] = true
+	for range 20 { // the map's order is random
+		if url, batch, wait := s.nextPost(now); url != "older" || batch != nil || wait != 40*time.Millisecond {
+			t.Fatalf("%s %d %v: want to wait 40ms for older", url, len(batch), wait)
+		}
+	}
+	s.out.byURL["held"] = at(0, 3) // full: taken though another poster lingers on it
+	if url, batch, _ := s.nextPost(now); url != "held" || len(batch) != 3 {
+		t.Fatalf("%s %d: want held's full post", url, len(batch))
+	}
+	if url, batch, _ := s.nextPost(now.Add(60 * time.Millisecond)); url != "older" || len(batch) != 1 {
+		t.Fatalf("%s %d: want older, its linger over", url, len(batch))
+	}
+	close(s.held) // closing: nothing lingers
+	if url, batch, _ := s.nextPost(now); url != "young" || len(batch) != 1 {
+		t.Fatalf("%s %d: want young at once", url, len(batch))
+	}
+	if url, batch, wait := s.nextPost(now); url != "" || batch != nil || wait != 0 {
+		t.Fatalf("%s %d %v: want nothing", url, len(batch), wait)
+	}
+}
+
 // A batch is answered item by item; an item whose answer the fate loses is answered 504 and
 // still processed.
 func TestBatchEndpoint(t *testing.T) {
