@@ -28,7 +28,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/invariants.init.0.func1"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/invariants.init.0.func1"),
+		// Proto.Actor's dead-letter throttle (the ledger's shards under the payment actors): a
+		// timer goroutine that ends by itself shortly after a message reaches a stopped shard.
+		// It failed a CI run once, as actors' and api's tests already allow.
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 }
 
 var secret = []byte("test secret")
