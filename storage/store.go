@@ -461,11 +461,9 @@ type Writer struct {
 	tailMax  int
 	// pagingAccounts is Options.PagingAccountsPerRound, resolved.
 	pagingAccounts int
-	failed         error // the commit that failed: the writer takes no more
-	// pageTimes is page's buffer.
-	pageTimes []uint64
-	order     keyOrder // Commit's: the order of its records
-	mark      []byte   // page's: the paged mark's record
+	failed         error    // the commit that failed: the writer takes no more
+	order          keyOrder // Commit's: the order of its records
+	mark           []byte   // page's: the paged mark's record
 	// inspect, when set (tests), is shown each round's batch before it commits.
 	inspect func(*pebble.Batch)
 }
