@@ -55,8 +55,8 @@ const (
 // PostingTailMax is how many postings a shard indexes in memory before it seals them and
 // writes their index pages. A shard holds at most three such generations (the current, the
 // sealed one being paged, the one paged last for older readers), 12 bytes a posting and a map
-// entry and an id per account in each, 4 bytes more a posting in the two not paged yet, and 8
-// a posting and 4 an account more while the sealed one is paged (group): some 240 MB per
+// entry and an id per account in each, 4 bytes more a posting until it is grouped for its
+// pages, and 8 a posting and 4 an account more while it is paged (group): some 240 MB per
 // shard at 1,000,000 accounts. The
 // larger it is, the more postings an account's page lists: at 1,000,000 accounts with uniform
 // traffic, 2^18 left most pages one posting long, and 2^21 wrote 9% more transfers a second
@@ -183,9 +183,11 @@ type tailGen struct {
 	runEnds    []int
 	sortedRuns int
 	// While its pages are written (group): every posting's timestamp grouped by account, the
-	// account of tailHead.idx k at grouped[groupEnd[k]:groupEnd[k+1]], ascending.
+	// account of tailHead.idx k at grouped[groupEnd[k]:groupEnd[k+1]], ascending. grouping is
+	// closed once they are there (startGroup).
 	grouped  []uint64
 	groupEnd []int32
+	grouping chan struct{}
 }
 
 // tailHead is an account's entry in a generation.
@@ -288,26 +290,39 @@ func (g *tailGen) add(account, ts uint64) {
 	g.ts = append(g.ts, ts)
 }
 
+// startGroup groups a generation just sealed on a goroutine of its own, which closes
+// g.grouping when done: the pass takes 13-18 ms (and the memory's zeroing), too long for the
+// round that seals or the first that pages. The sealed generation's ts and owner are not
+// written again, and page reads grouped only once grouping is closed.
+func (g *tailGen) startGroup() {
+	g.grouping = make(chan struct{})
+	accounts := len(g.accounts)
+	go func() {
+		defer close(g.grouping)
+		g.group(accounts)
+	}()
+}
+
 // group gathers a sealed generation's timestamps by account (grouped, groupEnd) in two passes
-// over its postings, for its pages. A walk of each account's chain instead reads them one
-// cache miss at a time: over 2^21 postings, 220-235 ms a generation against 14-18 at 10,000
-// accounts, and 230 against 100-115 at 1,000,000 (BenchmarkGroupTail, with the look-up of
-// each account's entry that page does).
-func (g *tailGen) group() {
-	end := make([]int32, len(g.accounts)+1)
+// over its postings, for its pages, and lets owner go. A walk of each account's chain instead
+// reads them one cache miss at a time: over 2^21 postings, 220-235 ms a generation against
+// 14-18 at 10,000 accounts, and 230 against 100-115 at 1,000,000 (BenchmarkGroupTail, with
+// the look-up of each account's entry that page does). accounts is len(g.accounts).
+func (g *tailGen) group(accounts int) {
+	end := make([]int32, accounts+1)
 	for _, k := range g.owner {
 		end[k+1]++
 	}
 	for k := 1; k < len(end); k++ {
 		end[k] += end[k-1]
 	}
-	at := slices.Clone(end[:len(g.accounts)])
+	at := slices.Clone(end[:accounts])
 	grouped := make([]uint64, len(g.ts))
 	for i, k := range g.owner {
 		grouped[at[k]] = g.ts[i]
 		at[k]++
 	}
-	g.grouped, g.groupEnd = grouped, end
+	g.grouped, g.groupEnd, g.owner = grouped, end, nil
 }
 
 // addRound indexes a round's postings before its commit.
@@ -400,13 +415,26 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		t.mu.Unlock()
 		t.sealedNext = 0
 		t.sealed.seal()
+		t.sealed.startGroup()
 		// The mark stays where it is; its record says where the sealed generation ends, so
 		// that a restart seals the same postings and writes the same pages again.
 		return false, be.AppendUint64(be.AppendUint64(w.mark[:0], t.sealed.after), clock)
 	}
+	g := t.sealed
+	if g.grouping == nil { // (every seal starts it; never here)
+		g.startGroup()
+	}
+	select {
+	case <-g.grouping:
+	default:
+		if len(t.cur.ts) < w.tailMax && w.pagingAccounts == 0 {
+			return false, nil // still being grouped: the pages start a round later
+		}
+		<-g.grouping // the new generation is full (or a test fixes the pages a round)
+	}
 	// Paced by the new generation: its pages are done by the time it is half full, a
 	// share of them each round as its postings come (all at once if it is full already).
-	accounts := t.sealed.accounts
+	accounts := g.accounts
 	total := len(accounts)
 	end := total
 	if len(t.cur.ts) < w.tailMax {
@@ -416,11 +444,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		end = t.sealedNext + w.pagingAccounts
 	}
 	end = min(end, total)
-	g := t.sealed
 	g.sortTo(end)
-	if g.grouped == nil {
-		g.group()
-	}
 	for _, account := range accounts[t.sealedNext:end] {
 		x := g.latest[account].idx
 		ts := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]]
@@ -445,7 +469,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 func (t *postingTail) retire() {
 	t.mu.Lock()
 	g := t.sealed
-	g.grouped, g.groupEnd, g.owner = nil, nil, nil // chains read only ts and prev
+	g.grouped, g.groupEnd = nil, nil // chains read only ts and prev
 	t.prev, t.sealed = g, nil
 	t.mu.Unlock()
 	t.sealedNext = 0
@@ -778,6 +802,7 @@ func (s *Store) loadTails() error {
 		}
 		if t.sealed != nil {
 			t.sealed.seal()
+			t.sealed.startGroup()
 		}
 		s.tails[shard] = t
 	}

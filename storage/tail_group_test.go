@@ -42,7 +42,8 @@ func TestGroupMatchesChains(t *testing.T) {
 			g := randomTailGen(uint64(c.seed), c.postings, c.accounts)
 			g.seal()
 			g.sortTo(len(g.accounts))
-			g.group()
+			g.startGroup()
+			<-g.grouping
 			if n := int(g.groupEnd[len(g.accounts)]); n != len(g.ts) {
 				t.Fatalf("grouped %d postings of %d", n, len(g.ts))
 			}
@@ -78,8 +79,10 @@ func BenchmarkGroupTail(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("group/%d", accounts), func(b *testing.B) {
+			owner := g.owner
 			for b.Loop() {
-				g.group()
+				g.owner = owner
+				g.group(len(g.accounts))
 				n := 0
 				for _, a := range g.accounts {
 					x := g.latest[a].idx
