@@ -393,6 +393,10 @@ func (c *tailChain) next() (uint64, bool) {
 	return 0, false
 }
 
+// groupWaitDivisor: page waits for a sealed generation's grouping once the new generation holds
+// PostingTailMax / groupWaitDivisor postings (before that, a round goes on without pages).
+const groupWaitDivisor = 8
+
 // pagingAccountsMin is the fewest accounts' pages of a sealed generation a round writes.
 const pagingAccountsMin = 64
 
@@ -421,16 +425,21 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		return false, be.AppendUint64(be.AppendUint64(w.mark[:0], t.sealed.after), clock)
 	}
 	g := t.sealed
-	if g.grouping == nil { // (every seal starts it; never here)
+	if g.grouping == nil { // a store opened read-only groups nothing; a writer's seals all start it
 		g.startGroup()
 	}
 	select {
 	case <-g.grouping:
 	default:
-		if len(t.cur.ts) < w.tailMax && w.pagingAccounts == 0 {
-			return false, nil // still being grouped: the pages start a round later
+		// Still being grouped: the rounds go on without pages while the new generation is
+		// under an eighth full (the grouping takes some 15 ms; the eighth, 2^18 postings, some
+		// 0.3 s at 400,000 transfers a second), then wait for it, so that the pages are
+		// still spread over the rounds to half full. A test that fixes the pages a round
+		// waits at once.
+		if len(t.cur.ts) < w.tailMax/groupWaitDivisor && w.pagingAccounts == 0 {
+			return false, nil
 		}
-		<-g.grouping // the new generation is full (or a test fixes the pages a round)
+		<-g.grouping
 	}
 	// Paced by the new generation: its pages are done by the time it is half full, a
 	// share of them each round as its postings come (all at once if it is full already).
@@ -802,7 +811,9 @@ func (s *Store) loadTails() error {
 		}
 		if t.sealed != nil {
 			t.sealed.seal()
-			t.sealed.startGroup()
+			if !s.readOnly { // only a writer writes its pages
+				t.sealed.startGroup()
+			}
 		}
 		s.tails[shard] = t
 	}
