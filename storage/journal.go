@@ -394,7 +394,8 @@ func (c *tailChain) next() (uint64, bool) {
 }
 
 // groupWaitDivisor: page waits for a sealed generation's grouping once the new generation holds
-// PostingTailMax / groupWaitDivisor postings (before that, a round goes on without pages).
+// an eighth of the tail's postings at most (PostingTailMax unless Options.PostingTailMax says
+// otherwise); before that, a round goes on without pages.
 const groupWaitDivisor = 8
 
 // pagingAccountsMin is the fewest accounts' pages of a sealed generation a round writes.
