@@ -82,7 +82,7 @@ func stress(t *testing.T, seed uint64, batch int) {
 	}
 	g := New("stress", cl, Config{
 		Timeout: 5 * time.Millisecond, MaxInFlight: maxIn, Batch: batch, QueueLimit: 8, QueueWait: 5 * time.Millisecond,
-		Linger: time.Duration(seed%2) * time.Millisecond, // odd seeds linger (with batch > 1)
+		Linger:     time.Duration(seed%2) * time.Millisecond, // odd seeds linger (with batch > 1)
 		InboxLimit: 32, RateLimit: 50000, Burst: 20,
 		Breaker: BreakerConfig{ConsecutiveFailures: 3, OpenFor: 2 * time.Millisecond},
 	}, deliver)
