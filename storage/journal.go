@@ -290,15 +290,19 @@ func (g *tailGen) add(account, ts uint64) {
 	g.ts = append(g.ts, ts)
 }
 
-// startGroup groups a generation just sealed on a goroutine of its own, which closes
-// g.grouping when done: the pass takes 13-18 ms (and the memory's zeroing), too long for the
-// round that seals or the first that pages. The sealed generation's ts and owner are not
-// written again, and page reads grouped only once grouping is closed.
-func (g *tailGen) startGroup() {
+// startGroup groups a sealed generation on a goroutine of its own, which closes g.grouping
+// when done: the pass takes 13-18 ms (and the memory's zeroing), too long for the round that
+// seals or the first that pages. The sealed generation's ts and owner are not written again,
+// and page reads grouped only once grouping is closed. gate (tests) holds the pass until it
+// is closed; nil, it runs at once.
+func (g *tailGen) startGroup(gate <-chan struct{}) {
 	g.grouping = make(chan struct{})
 	accounts := len(g.accounts)
 	go func() {
 		defer close(g.grouping)
+		if gate != nil {
+			<-gate
+		}
 		g.group(accounts)
 	}()
 }
@@ -420,14 +424,14 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		t.mu.Unlock()
 		t.sealedNext = 0
 		t.sealed.seal()
-		t.sealed.startGroup()
+		t.sealed.startGroup(w.groupGate)
 		// The mark stays where it is; its record says where the sealed generation ends, so
 		// that a restart seals the same postings and writes the same pages again.
 		return false, be.AppendUint64(be.AppendUint64(w.mark[:0], t.sealed.after), clock)
 	}
 	g := t.sealed
-	if g.grouping == nil { // a store opened read-only groups nothing; a writer's seals all start it
-		g.startGroup()
+	if g.grouping == nil { // sealed when the store opened: its grouping starts with its pages
+		g.startGroup(w.groupGate)
 	}
 	select {
 	case <-g.grouping:
@@ -811,10 +815,7 @@ func (s *Store) loadTails() error {
 			return err
 		}
 		if t.sealed != nil {
-			t.sealed.seal()
-			if !s.readOnly { // only a writer writes its pages
-				t.sealed.startGroup()
-			}
+			t.sealed.seal() // grouped when its pages start (page): a read-only store never
 		}
 		s.tails[shard] = t
 	}

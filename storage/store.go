@@ -466,6 +466,8 @@ type Writer struct {
 	mark           []byte   // page's: the paged mark's record
 	// inspect, when set (tests), is shown each round's batch before it commits.
 	inspect func(*pebble.Batch)
+	// groupGate, when set (tests), holds each sealed generation's grouping until it is closed.
+	groupGate <-chan struct{}
 }
 
 // Writer returns the writer for a shard.

@@ -5,6 +5,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // chainTimes appends to ts account's timestamps in g, ascending, by a walk of its chain (what
@@ -42,7 +46,7 @@ func TestGroupMatchesChains(t *testing.T) {
 			g := randomTailGen(uint64(c.seed), c.postings, c.accounts)
 			g.seal()
 			g.sortTo(len(g.accounts))
-			g.startGroup()
+			g.startGroup(nil)
 			<-g.grouping
 			if n := int(g.groupEnd[len(g.accounts)]); n != len(g.ts) {
 				t.Fatalf("grouped %d postings of %d", n, len(g.ts))
@@ -93,5 +97,53 @@ func BenchmarkGroupTail(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// While a sealed generation is still being grouped, rounds go on without its pages until the
+// new generation holds an eighth of the tail; the round that reaches it waits for the grouping
+// and writes pages.
+func TestPagesWaitForGroupingPastAnEighth(t *testing.T) {
+	const tailMax = 64
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: tailMax})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := newRVShard(t, s, 0, 100)
+	gate := make(chan struct{})
+	r.w.groupGate = gate
+	pages := 0
+	r.w.inspect = func(b *pebble.Batch) {
+		pages = 0
+		for rd := b.Reader(); ; {
+			_, k, _, ok, err := rd.Next()
+			if err != nil || !ok {
+				break
+			}
+			if k[0] == prefixPage {
+				pages++
+			}
+		}
+	}
+	tail := s.tails[0]
+	for i := 0; tail.sealed == nil; i += 4 {
+		r.round(i%100, (i+1)%100, (i+2)%100, (i+3)%100)
+	}
+	for n := 1; n < tailMax/groupWaitDivisor; n++ {
+		r.round(n)
+		if pages != 0 || tail.sealedNext != 0 || len(tail.cur.ts) != n {
+			t.Fatalf("round %d of the new generation, its grouping held: %d pages, %d accounts paged", n, pages, tail.sealedNext)
+		}
+	}
+	time.AfterFunc(20*time.Millisecond, func() { close(gate) })
+	r.round(0) // an eighth: waits for the grouping
+	if pages == 0 {
+		t.Fatal("the round at an eighth wrote no pages")
+	}
+	v := s.Snapshot()
+	defer v.Close()
+	if err := rvCheck(v, r.ids); err != nil {
+		t.Fatal(err)
 	}
 }
