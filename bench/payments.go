@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ledgercore/ledger/gateway"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -18,6 +17,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/ledgercore/ledger/api"
+	"github.com/ledgercore/ledger/gateway"
 	"github.com/ledgercore/ledger/ledger"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 )
@@ -141,8 +141,8 @@ func (c *Config) validatePayments() []error {
 	if c.NoticeBatch <= 0 {
 		c.NoticeBatch = 64
 	}
-	if maxLinger := gateway.DefaultQueueWait / gateway.BatchWaitDivisor; c.ChannelLinger < 0 || c.ChannelLinger > maxLinger {
-		errs = append(errs, fmt.Errorf("--channel-linger must be 0 to %v, not %v", maxLinger, c.ChannelLinger))
+	if c.ChannelLinger < 0 || c.ChannelLinger > gateway.LingerMax {
+		errs = append(errs, fmt.Errorf("--channel-linger must be 0 to %v, not %v", gateway.LingerMax, c.ChannelLinger))
 	}
 	if c.NoticeLinger < 0 {
 		errs = append(errs, fmt.Errorf("--notice-linger must not be negative, not %v", c.NoticeLinger))

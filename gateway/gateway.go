@@ -56,6 +56,11 @@ const (
 	DefaultQueueLimit = 256
 	// DefaultQueueWait is how long a call may wait in the gateway before it is sent.
 	DefaultQueueWait = time.Second
+	// LingerMax is the longest Linger with the default QueueWait (its BatchWait).
+	LingerMax = DefaultQueueWait / BatchWaitDivisor
+	// LingerServer is the Linger ledgerd gives its gateways unless --channel-linger says
+	// otherwise (Config's zero is none: a library caller asks for it).
+	LingerServer = 2 * time.Millisecond
 	// DefaultInboxLimit is how many submissions may wait for the loop to see them.
 	DefaultInboxLimit = 1024
 	// DefaultRateLimit is how many calls per second go to the channel.

@@ -35,6 +35,9 @@ const (
 	CallbackTimeoutDefault = 5 * time.Second
 	// TimeoutHoldDefault is how long an answer chosen to time out is held back.
 	TimeoutHoldDefault = 30 * time.Second
+	// NoticeLingerServed is the NoticeLinger of the servers fakechannel and ledgerd
+	// --fake-channel start (Config's zero is none).
+	NoticeLingerServed = 2 * time.Millisecond
 )
 
 // Config is the behaviour of a simulated channel. Rates are fractions in [0, 1]; the zero

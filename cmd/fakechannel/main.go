@@ -95,7 +95,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&c.MaxRecords, "max-records", fake.MaxRecordsDefault, "requests held; beyond, new ones are answered 503")
 	fs.IntVar(&c.MaxPendingCallbacks, "max-pending-callbacks", fake.MaxPendingCallbacksDefault, "notices waiting; beyond, notices are dropped")
 	fs.IntVar(&c.NoticeBatch, "notice-batch", 64, fmt.Sprintf("notices to one notify URL posted together, as a JSON array (1..%d; 1: one notice per post)", channel.MaxNoticesPerPost))
-	fs.DurationVar(&c.NoticeLinger, "notice-linger", 2*time.Millisecond, "how long a notice waits for others to the same notify URL to share its post (with --notice-batch above 1; 0: posted as soon as a poster is free)")
+	fs.DurationVar(&c.NoticeLinger, "notice-linger", fake.NoticeLingerServed, "how long a notice waits for others to the same notify URL to share its post (with --notice-batch above 1; 0: posted as soon as a poster is free)")
 	fs.IntVar(&c.CallbackAttempts, "callback-attempts", fake.CallbackAttemptsDefault, "posts of one notice before it is abandoned")
 	fs.DurationVar(&c.CallbackBackoff, "callback-backoff", fake.CallbackBackoffDefault, "wait before a notice's second post, doubling after")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for outcomes and notices still due")

@@ -18,6 +18,8 @@ import (
 
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/bench"
+	"github.com/ledgercore/ledger/channel/fake"
+	"github.com/ledgercore/ledger/gateway"
 	"github.com/ledgercore/ledger/internal/logging"
 )
 
@@ -72,8 +74,8 @@ func run(args []string) error {
 	fs.DurationVar(&c.ChannelTimeout, "channel-timeout", 5*time.Second, "embedded: how long one call to the channel may take (as ledgerd's)")
 	fs.IntVar(&c.ChannelBatch, "channel-batch", 64, "embedded: requests to the channel in one exchange when several are ready (as ledgerd's --channel-batch; 1: one per exchange)")
 	fs.IntVar(&c.NoticeBatch, "notice-batch", 64, "embedded: notices the simulated channel posts together (1: one per post)")
-	fs.DurationVar(&c.ChannelLinger, "channel-linger", 2*time.Millisecond, "embedded: how long a request waits for others to share its exchange with the channel (as ledgerd's --channel-linger)")
-	fs.DurationVar(&c.NoticeLinger, "notice-linger", 2*time.Millisecond, "embedded: how long a notice waits for others to share its post (as fakechannel's --notice-linger)")
+	fs.DurationVar(&c.ChannelLinger, "channel-linger", gateway.LingerServer, "embedded: how long a request waits for others to share its exchange with the channel (as ledgerd's --channel-linger)")
+	fs.DurationVar(&c.NoticeLinger, "notice-linger", fake.NoticeLingerServed, "embedded: how long a notice waits for others to share its post (as fakechannel's --notice-linger)")
 	fs.IntVar(&c.CallbackConcurrency, "callback-concurrency", 64, "embedded: callbacks the simulated channel posts at once (fake's default is 16)")
 	fs.StringVar(&c.ChannelDown, "channel-down", "", "transfers workload with the payment layer's channel down: degraded (SetChannelDegraded) or dead (embedded: the simulated channel closed, the circuit opens)")
 	fs.BoolVar(&c.PaymentLayer, "payment-layer", false, "embedded transfers workload: run the payment layer alongside, channel up (the baseline of --channel-down)")

@@ -101,7 +101,7 @@ func (p *paymentFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.channelRate, "channel-rate", 10000, "requests per second sent to one channel")
 	fs.IntVar(&p.channelFlight, "channel-in-flight", 256, "requests at one channel at once")
 	fs.IntVar(&p.channelBatch, "channel-batch", 64, fmt.Sprintf("requests to one channel sent in one exchange when several are ready (1..%d; 1: one request per exchange); exchanges at once: --channel-in-flight / this", channel.MaxBatchItems))
-	fs.DurationVar(&p.channelLinger, "channel-linger", 2*time.Millisecond, "how long a request to a channel waits for others to share its exchange while few exchanges are out (0: it goes at once; at most a quarter of a second)")
+	fs.DurationVar(&p.channelLinger, "channel-linger", gateway.LingerServer, fmt.Sprintf("how long a request to a channel waits for others to share its exchange while few exchanges are out (0: it goes at once; at most %v)", gateway.LingerMax))
 }
 
 func (p *paymentFlags) check() error {
@@ -137,8 +137,8 @@ func (p *paymentFlags) check() error {
 	if p.channelBatch < 1 || p.channelBatch > channel.MaxBatchItems {
 		return fmt.Errorf("--channel-batch must be 1 to %d, not %d", channel.MaxBatchItems, p.channelBatch)
 	}
-	if p.channelLinger < 0 || p.channelLinger > gateway.DefaultQueueWait/gateway.BatchWaitDivisor {
-		return fmt.Errorf("--channel-linger must be 0 to %v, not %v", gateway.DefaultQueueWait/gateway.BatchWaitDivisor, p.channelLinger)
+	if p.channelLinger < 0 || p.channelLinger > gateway.LingerMax {
+		return fmt.Errorf("--channel-linger must be 0 to %v, not %v", gateway.LingerMax, p.channelLinger)
 	}
 	if p.fakeFailRate < 0 || p.fakeFailRate > 1 {
 		return fmt.Errorf("--fake-fail-rate must be 0 to 1, not %v", p.fakeFailRate)
@@ -151,12 +151,8 @@ func (p *paymentFlags) check() error {
 // then wait for their query-backs).
 const fakeCallbacks = 64
 
-// fakeNoticeBatch is how many notices an in-process simulated channel posts together, and
-// fakeNoticeLinger how long a notice waits for others to share its post.
-const (
-	fakeNoticeBatch  = 64
-	fakeNoticeLinger = 2 * time.Millisecond
-)
+// fakeNoticeBatch is how many notices an in-process simulated channel posts together.
+const fakeNoticeBatch = 64
 
 // paymentLayer is the running payment layer: its actors, its callback endpoint and the
 // simulated channels.
@@ -251,7 +247,7 @@ func startPayments(p *paymentFlags, pc *paymentConfig, lis net.Listener, store *
 		if url == "" {
 			f, err := fake.Start("127.0.0.1:0", fake.Config{Secret: pc.secrets[name], Seed: p.fakeSeed, Latency: p.fakeLatency,
 				FailRate: p.fakeFailRate, CallbackConcurrency: fakeCallbacks, MaxPendingCallbacks: 16 * fakeCallbacks * 100, NoticeBatch: fakeNoticeBatch,
-				NoticeLinger: fakeNoticeLinger, Logger: slog.Default().With("fake_channel", name)})
+				NoticeLinger: fake.NoticeLingerServed, Logger: slog.Default().With("fake_channel", name)})
 			if err != nil {
 				pl.close()
 				return nil, err
