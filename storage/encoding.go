@@ -265,7 +265,10 @@ func decodeTransfer(key, v []byte) (ledger.Transfer, error) {
 	return t, r.done("transfer", key)
 }
 
-func encodePosting(dst []byte, p *ledger.Posting) []byte {
+func encodePosting(dst []byte, p *ledger.Posting) []byte { return appendPosting(dst[:0], p) }
+
+// appendPosting appends a posting's record to dst.
+func appendPosting(dst []byte, p *ledger.Posting) []byte {
 	var flags byte
 	if p.Split {
 		flags |= postingSplit
@@ -273,7 +276,7 @@ func encodePosting(dst []byte, p *ledger.Posting) []byte {
 	if p.History {
 		flags |= postingHistory
 	}
-	dst = append(dst[:0], recordVersion, byte(p.Op), flags)
+	dst = append(dst, recordVersion, byte(p.Op), flags)
 	dst = av(dst, p.TransferID)
 	dst = av(dst, p.Amount)
 	dst = av(dst, p.Held)

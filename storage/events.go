@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -817,19 +816,15 @@ func (v *Reader) postingsAt(keys []postingAt, out []ledger.Posting) error {
 	}
 	var pk [journalKeyLen]byte
 	for _, at := range keys {
-		k := journalKey(pk[:0], ledger.ShardOf(at.account, shards), at.ts, at.account)
-		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
-			_ = it.Close()
-			return fmt.Errorf("posting %x is not stored", k)
-		}
-		val, err := it.ValueAndErr()
-		if err == nil {
-			out[at.i], err = decodePosting(at.account, at.ts, k, val)
+		p, found, err := seekPosting(it, false, &pk, ledger.ShardOf(at.account, shards), at.ts, at.account)
+		if err == nil && !found {
+			err = fmt.Errorf("the posting of account %d at %d is not stored", at.account, at.ts)
 		}
 		if err != nil {
 			_ = it.Close()
 			return err
 		}
+		out[at.i] = p
 	}
 	return it.Close()
 }

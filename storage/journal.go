@@ -14,11 +14,12 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 )
 
-// The journal and its index of postings by account (format 8).
+// The journal and its index of postings by account (format 8; format 9 its entries).
 //
-// A posting is written once, to its shard's journal, keyed by time:
+// A posting is written once, to its shard's journal, keyed by time, in the entry of its
+// shard's timestamp (journal_entry.go, which reads format 8's records of one posting too):
 //
-//	j shard timestamp account -> posting
+//	j shard timestamp -> the postings at that time
 //
 // A shard's clock only grows, so each round's postings go to the end of its shard's journal:
 // a memtable flush makes tables that overlap nothing below them, which compactions move down
@@ -86,15 +87,6 @@ func journalShardBounds(shard uint32) ([]byte, []byte) {
 		hi = []byte{prefixJournal + 1}
 	}
 	return lo, hi
-}
-
-// decodeJournal decodes a journal record.
-func decodeJournal(key, val []byte) (shard uint32, p ledger.Posting, err error) {
-	if len(key) != journalKeyLen || key[0] != prefixJournal {
-		return 0, p, fmt.Errorf("storage: journal record %x: bad key", key)
-	}
-	p, err = decodePosting(be.Uint64(key[11:]), be.Uint64(key[3:]), key, val)
-	return uint32(be.Uint16(key[1:])), p, err
 }
 
 func pageKey(dst []byte, account, last uint64) []byte {
@@ -579,13 +571,14 @@ func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, paged uint64
 func (v *Reader) readTail(shard uint32, sv *shardView) error {
 	own := map[uint64][]uint64{}
 	lo, hi := journalShardBounds(shard)
-	err := v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, _ []byte) (bool, error) {
-		if len(k) != journalKeyLen {
-			return false, fmt.Errorf("storage: journal record %x: bad key", k)
+	var got []uint64
+	err := v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, val []byte) (bool, error) {
+		got = got[:0]
+		ts, err := journalRecordAccounts(k, val, func(account uint64) { got = append(got, account) })
+		for _, account := range got {
+			own[account] = append(own[account], ts)
 		}
-		account := be.Uint64(k[11:])
-		own[account] = append(own[account], be.Uint64(k[3:]))
-		return true, nil
+		return err == nil, err
 	})
 	if err != nil {
 		return err
@@ -632,18 +625,11 @@ func (c *postingCursor) posting(account, ts uint64) (ledger.Posting, error) {
 	if err != nil {
 		return ledger.Posting{}, err
 	}
-	k := journalKey(c.key[:0], ledger.ShardOf(account, c.v.s.shards), ts, account)
-	if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) { // by prefix: the tables' bloom filters skip most
-		if err := it.Error(); err != nil {
-			return ledger.Posting{}, err
-		}
-		return ledger.Posting{}, fmt.Errorf("storage: account %d: indexed posting at %d is not in the journal", account, ts)
+	p, found, err := seekPosting(it, true, &c.key, ledger.ShardOf(account, c.v.s.shards), ts, account)
+	if err == nil && !found {
+		err = fmt.Errorf("storage: account %d: indexed posting at %d is not in the journal", account, ts)
 	}
-	val, err := it.ValueAndErr()
-	if err != nil {
-		return ledger.Posting{}, fmt.Errorf("storage: read posting: %w", err)
-	}
-	return decodePosting(account, ts, k, val)
+	return p, err
 }
 
 // latest answers the timestamp of account's latest posting (found false: none).
@@ -800,16 +786,18 @@ func (s *Store) loadTails() error {
 			t.sealed, t.cur = t.cur, newTailGen(sv.sealed)
 		}
 		lo, hi := journalShardBounds(shard)
-		err = v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, _ []byte) (bool, error) {
-			if len(k) != journalKeyLen {
-				return false, fmt.Errorf("storage: journal record %x: bad key", k)
-			}
-			g, ts := t.cur, be.Uint64(k[3:])
+		var got []uint64
+		err = v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, val []byte) (bool, error) {
+			got = got[:0]
+			ts, err := journalRecordAccounts(k, val, func(account uint64) { got = append(got, account) })
+			g := t.cur
 			if t.sealed != nil && ts <= sv.sealed {
 				g = t.sealed
 			}
-			g.add(be.Uint64(k[11:]), ts)
-			return true, nil
+			for _, account := range got {
+				g.add(account, ts)
+			}
+			return err == nil, err
 		})
 		if err != nil {
 			return err

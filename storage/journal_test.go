@@ -24,6 +24,12 @@ type journalWorld struct {
 	model    map[uint64][]ledger.Posting
 	nextID   uint64
 	now      uint64
+	logged   []loggedRound // every round that logged events, with its postings
+}
+
+type loggedRound struct {
+	lr       LogRound
+	postings []ledger.Posting
 }
 
 const journalAccounts = 6
@@ -51,6 +57,9 @@ func (j *journalWorld) commit(fx *ledger.Effects) {
 	}
 	for _, p := range fx.Postings {
 		j.model[p.Account] = append(j.model[p.Account], p)
+	}
+	if len(fx.Postings) > 0 {
+		j.logged = append(j.logged, loggedRound{j.w.LastRound(), slices.Clone(fx.Postings)})
 	}
 	fx.Reset()
 }
@@ -235,7 +244,7 @@ func TestVerifyFindsIndexFaults(t *testing.T) {
 			b := s.db.NewBatch()
 			switch fault {
 			case "missing": // the journal lost a paged posting
-				_ = b.Delete(journalKey(nil, 0, ts[0], 1), nil)
+				_ = b.Delete(journalEntryKey(nil, 0, ts[0]), nil)
 			case "extra": // a second page lists a posting again
 				_ = b.Set(pageKey(nil, 1, ts[0]), encodePage(nil, ts[:1]), nil)
 			case "unpaged": // a page was lost
@@ -364,10 +373,9 @@ func toFormat7(t *testing.T, s *Store) {
 	b := s.db.NewBatch()
 	lo, hi := prefixBounds(prefixJournal)
 	if err := s.Live().scan(lo, hi, false, func(k, val []byte) (bool, error) {
-		_, p, err := decodeJournal(k, val)
-		if err == nil {
-			err = b.Set(postingKey(nil, p.Account, p.Timestamp), val, nil)
-		}
+		err := decodeJournal(k, val, func(_ uint32, p ledger.Posting) error {
+			return b.Set(postingKey(nil, p.Account, p.Timestamp), encodePosting(nil, &p), nil)
+		})
 		return err == nil, err
 	}); err != nil {
 		t.Fatal(err)

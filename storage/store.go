@@ -14,10 +14,13 @@
 //	                                   the balance after its latest posting
 //	t <transfer id>                    transfer, as the client sent it, plus timestamp, state
 //	                                   and (for a failed transfer) the refusal
-//	j <shard> <timestamp> <account id> posting: the journal entry of one movement on the
+//	j <shard> <timestamp>              journal entry: the shard's postings at that time (a
+//	                                   transfer's debit and credit), each the movement on its
 //	                                   account (transfer id, op, amount, held amount, split
 //	                                   flag, day) and the account's balance after it, keyed by
-//	                                   time so that every round appends (journal.go)
+//	                                   time so that every round appends (journal.go,
+//	                                   journal_entry.go)
+//	j <shard> <timestamp> <account id> one posting (format 8, and postings moved from format 7)
 //	i <account id> <last timestamp>    index page: the timestamps of up to PageEntriesMax of
 //	                                   the account's postings, the last in the key
 //	x <shard>                          the shard's paged mark: the clock up to which its
@@ -327,7 +330,10 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // formatVersion names the key layout and record encodings; a store of another format is
-// refused rather than misread. Format 8: postings in the journal, keyed by time, and index
+// refused rather than misread. Format 9: the journal's records are entries, one a shard's
+// timestamp with all its postings at that time (journal_entry.go); format 8's records of one
+// posting stay readable, so a format-8 store opened for writing only becomes format 9, which
+// format-8 builds refuse (they would not read the entries). Format 8: postings in the journal, keyed by time, and index
 // pages (journal.go), where format 7 and older had them keyed by account (h account
 // timestamp); opening an older store for writing moves its postings (upgrade). Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
@@ -339,10 +345,10 @@ func Open(dir string, opts Options) (*Store, error) {
 // that an older build refuses it: one would commit rounds without their event log records
 // (4), cannot read compressed log records (5), or would misread a posting that ends with
 // its day (4 to 6).
-const formatVersion = "ledger-format-8"
+const formatVersion = "ledger-format-9"
 
 // formatsUpgradable are the formats that opening for writing upgrades to formatVersion.
-var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6", "ledger-format-7"}
+var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6", "ledger-format-7", "ledger-format-8"}
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -498,13 +504,19 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		w.batch = w.db.NewBatchWithSize(n)
 	}
 	b := w.batch
+	// The writer alone appends to its tail: its latest posting needs no lock.
+	after := w.tail.cur.after
+	if n := len(w.tail.cur.ts); n > 0 {
+		after = w.tail.cur.ts[n-1]
+	}
 	for i := range fx.Postings {
 		p := &fx.Postings[i]
-		if p.Timestamp > clock || p.Timestamp <= w.tail.cur.after {
-			// The index would lose it: the tail holds postings after the paged mark up to
-			// the clock in the reader's snapshot.
-			panic(fmt.Sprintf("storage: INVARIANT: posting of account %d at %d, outside the round's clock (%d, %d]",
-				p.Account, p.Timestamp, w.tail.cur.after, clock))
+		if p.Timestamp > clock || p.Timestamp <= after {
+			// The index would lose it (the tail holds postings after the paged mark up to the
+			// clock in the reader's snapshot), or its journal entry would replace one an
+			// earlier round wrote at its time.
+			panic(fmt.Sprintf("storage: INVARIANT: posting of account %d at %d, outside the round's times (%d, %d]",
+				p.Account, p.Timestamp, after, clock))
 		}
 	}
 	// The batch's records go in key order (their prefixes' order, each family sorted, a key
@@ -540,9 +552,15 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	// once its snapshot has the round's clock, which commits with them.
 	w.tail.addRound(fx.Postings)
 	paged, mark := w.page(clock) // its pages (`i`) now, its mark (`x`) last
-	for _, i := range w.order.postings(fx.Postings) {
-		p := &fx.Postings[i]
-		w.set(journalKey(w.key, w.shard, p.Timestamp, p.Account), encodePosting(w.val, p))
+	// One journal entry a timestamp (journal_entry.go).
+	idx := w.order.postings(fx.Postings)
+	for n := 0; n < len(idx); {
+		ts, m := fx.Postings[idx[n]].Timestamp, n+1
+		for m < len(idx) && fx.Postings[idx[m]].Timestamp == ts {
+			m++
+		}
+		w.set(journalEntryKey(w.key, w.shard, ts), appendJournalEntry(w.val[:0], fx.Postings, idx[n:m]))
+		n = m
 	}
 	for _, r := range w.order.legsDone(fx) {
 		if int(r) < len(fx.LegsDone) {
@@ -1020,11 +1038,8 @@ func (v *Reader) InflowsInTransit(sums map[uint64]ledger.Uint128) error {
 func (v *Reader) ForEachPosting(fn func(ledger.Posting) error) error {
 	lo, hi := prefixBounds(prefixJournal)
 	return v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
-		_, p, err := decodeJournal(k, val)
-		if err != nil {
-			return false, err
-		}
-		return true, fn(p)
+		err := decodeJournal(k, val, func(_ uint32, p ledger.Posting) error { return fn(p) })
+		return err == nil, err
 	})
 }
 

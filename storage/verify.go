@@ -59,27 +59,29 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 	for from != nil {
 		var resume []byte
 		err = v.scan(from, hi, false, func(k, val []byte) (bool, error) {
-			shard, p, err := decodeJournal(k, val)
+			err := decodeJournal(k, val, func(shard uint32, p ledger.Posting) error {
+				if shard >= shards || ledger.ShardOf(p.Account, shards) != shard {
+					problems = append(problems, fmt.Sprintf("posting of account %d at %d in the journal of shard %d",
+						p.Account, p.Timestamp, shard))
+					return nil
+				}
+				if p.Timestamp <= paged[shard] {
+					toPage[shard]++
+				}
+				l, ok := ledgers[p.Account]
+				if !ok {
+					problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
+					return nil
+				}
+				audit.Posting(p, l)
+				rep.Postings++
+				refs = append(refs, postingRef{transfer: p.TransferID, account: p.Account, amount: p.Amount, at: p.Timestamp})
+				return nil
+			})
 			if err != nil {
 				return false, err
 			}
-			if shard >= shards || ledger.ShardOf(p.Account, shards) != shard {
-				problems = append(problems, fmt.Sprintf("posting of account %d at %d in the journal of shard %d",
-					p.Account, p.Timestamp, shard))
-				return true, nil
-			}
-			if p.Timestamp <= paged[shard] {
-				toPage[shard]++
-			}
-			l, ok := ledgers[p.Account]
-			if !ok {
-				problems = append(problems, fmt.Sprintf("posting of unknown account %d at %d", p.Account, p.Timestamp))
-				return true, nil
-			}
-			audit.Posting(p, l)
-			rep.Postings++
-			refs = append(refs, postingRef{transfer: p.TransferID, account: p.Account, amount: p.Amount, at: p.Timestamp})
-			if len(refs) == verifyRefsMax {
+			if len(refs) >= verifyRefsMax { // a record's postings all go in one lot
 				resume = append(append(make([]byte, 0, len(k)+1), k...), 0) // the next key up
 				return false, nil
 			}
@@ -243,11 +245,11 @@ func pagedInJournal(v *Reader, refs []postingAt, problems []string) ([]string, e
 		if err != nil {
 			return problems, errors.Join(err, journal.Close())
 		}
-		k := journalKey(key[:0], ledger.ShardOf(r.account, shards), r.ts, r.account)
-		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
-			if err := it.Error(); err != nil {
-				return problems, errors.Join(err, journal.Close())
-			}
+		_, found, err := seekPosting(it, false, &key, ledger.ShardOf(r.account, shards), r.ts, r.account)
+		if err != nil {
+			return problems, errors.Join(err, journal.Close())
+		}
+		if !found {
 			problems = append(problems, fmt.Sprintf("index pages list account %d's posting at %d, which is not in the journal", r.account, r.ts))
 		}
 	}
