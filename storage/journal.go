@@ -14,10 +14,10 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 )
 
-// The journal and its index of postings by account (format 8; format 9 its entries).
+// The journal and its index of postings by account (format 8; format 9 its time records).
 //
-// A posting is written once, to its shard's journal, keyed by time, in the entry of its
-// shard's timestamp (journal_entry.go, which reads format 8's records of one posting too):
+// A posting is written once, to its shard's journal, keyed by time, in the time record of its
+// shard's timestamp (journal_time.go, which reads format 8's records of one posting too):
 //
 //	j shard timestamp -> the postings at that time
 //
@@ -571,13 +571,8 @@ func (v *Reader) tailLatest(account uint64) (ts uint64, found bool, paged uint64
 func (v *Reader) readTail(shard uint32, sv *shardView) error {
 	own := map[uint64][]uint64{}
 	lo, hi := journalShardBounds(shard)
-	var got []uint64
 	err := v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, val []byte) (bool, error) {
-		got = got[:0]
-		ts, err := journalRecordAccounts(k, val, func(account uint64) { got = append(got, account) })
-		for _, account := range got {
-			own[account] = append(own[account], ts)
-		}
+		err := journalRecordAccounts(k, val, func(account, ts uint64) { own[account] = append(own[account], ts) })
 		return err == nil, err
 	})
 	if err != nil {
@@ -786,17 +781,14 @@ func (s *Store) loadTails() error {
 			t.sealed, t.cur = t.cur, newTailGen(sv.sealed)
 		}
 		lo, hi := journalShardBounds(shard)
-		var got []uint64
 		err = v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, val []byte) (bool, error) {
-			got = got[:0]
-			ts, err := journalRecordAccounts(k, val, func(account uint64) { got = append(got, account) })
-			g := t.cur
-			if t.sealed != nil && ts <= sv.sealed {
-				g = t.sealed
-			}
-			for _, account := range got {
+			err := journalRecordAccounts(k, val, func(account, ts uint64) {
+				g := t.cur
+				if t.sealed != nil && ts <= sv.sealed {
+					g = t.sealed
+				}
 				g.add(account, ts)
-			}
+			})
 			return err == nil, err
 		})
 		if err != nil {

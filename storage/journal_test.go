@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -211,7 +212,7 @@ func TestJournalIndex(t *testing.T) {
 // TestVerifyFindsIndexFaults: an index page that lists a posting the journal lacks, or misses
 // one it has, is reported.
 func TestVerifyFindsIndexFaults(t *testing.T) {
-	for _, fault := range []string{"missing", "extra", "unpaged"} {
+	for _, fault := range []string{"missing", "extra", "unpaged", "both shapes"} {
 		t.Run(fault, func(t *testing.T) {
 			s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 8})
 			if err != nil {
@@ -244,11 +245,19 @@ func TestVerifyFindsIndexFaults(t *testing.T) {
 			b := s.db.NewBatch()
 			switch fault {
 			case "missing": // the journal lost a paged posting
-				_ = b.Delete(journalEntryKey(nil, 0, ts[0]), nil)
+				_ = b.Delete(journalTimeKey(nil, 0, ts[0]), nil)
 			case "extra": // a second page lists a posting again
 				_ = b.Set(pageKey(nil, 1, ts[0]), encodePage(nil, ts[:1]), nil)
 			case "unpaged": // a page was lost
 				_ = b.Delete(key, nil)
+			case "both shapes": // a format-8 record where the journal has time records
+				p, _, err := v.Postings(PostingFilter{Account: 1, Limit: 1})
+				if err != nil || len(p) != 1 {
+					t.Fatalf("account 1's first posting: %v %v", p, err)
+				}
+				_ = b.Delete(journalTimeKey(nil, 0, p[0].Timestamp), nil)
+				_ = b.Set(journalKey(nil, 0, p[0].Timestamp, 1), encodePosting(nil, &p[0]), nil)
+				_ = b.Set(journalKey(nil, 0, 1<<62, 1), encodePosting(nil, &p[0]), nil)
 			}
 			if err := b.Commit(pebble.Sync); err != nil {
 				t.Fatal(err)
@@ -258,6 +267,9 @@ func TestVerifyFindsIndexFaults(t *testing.T) {
 				t.Fatalf("%s: verify passed: %+v %v", fault, rep, err)
 			}
 			t.Log(len(rep.Problems), "problems, the first:", rep.Problems[0])
+			if fault == "both shapes" && !slices.ContainsFunc(rep.Problems, func(p string) bool { return strings.Contains(p, "format 8") }) {
+				t.Errorf("verify missed a format-8 record after the time records: %q", rep.Problems)
+			}
 		})
 	}
 }

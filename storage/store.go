@@ -14,12 +14,12 @@
 //	                                   the balance after its latest posting
 //	t <transfer id>                    transfer, as the client sent it, plus timestamp, state
 //	                                   and (for a failed transfer) the refusal
-//	j <shard> <timestamp>              journal entry: the shard's postings at that time (a
+//	j <shard> <timestamp>              time record: the shard's postings at that time (a
 //	                                   transfer's debit and credit), each the movement on its
 //	                                   account (transfer id, op, amount, held amount, split
 //	                                   flag, day) and the account's balance after it, keyed by
 //	                                   time so that every round appends (journal.go,
-//	                                   journal_entry.go)
+//	                                   journal_time.go)
 //	j <shard> <timestamp> <account id> one posting (format 8, and postings moved from format 7)
 //	i <account id> <last timestamp>    index page: the timestamps of up to PageEntriesMax of
 //	                                   the account's postings, the last in the key
@@ -330,10 +330,10 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // formatVersion names the key layout and record encodings; a store of another format is
-// refused rather than misread. Format 9: the journal's records are entries, one a shard's
-// timestamp with all its postings at that time (journal_entry.go); format 8's records of one
-// posting stay readable, so a format-8 store opened for writing only becomes format 9, which
-// format-8 builds refuse (they would not read the entries). Format 8: postings in the journal, keyed by time, and index
+// refused rather than misread. Format 9: the journal's records are time records, one a
+// shard's timestamp with all its postings at that time (journal_time.go); format 8's records
+// of one posting stay readable, so a format-8 store opened for writing only becomes format 9,
+// which format-8 builds refuse (they would not read time records). Format 8: postings in the journal, keyed by time, and index
 // pages (journal.go), where format 7 and older had them keyed by account (h account
 // timestamp); opening an older store for writing moves its postings (upgrade). Format 3: 128-bit account totals, the outbox keyed by credit
 // account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
@@ -513,10 +513,18 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		p := &fx.Postings[i]
 		if p.Timestamp > clock || p.Timestamp <= after {
 			// The index would lose it (the tail holds postings after the paged mark up to the
-			// clock in the reader's snapshot), or its journal entry would replace one an
-			// earlier round wrote at its time.
+			// clock in the reader's snapshot), or its time record would replace one an
+			// earlier round wrote.
 			panic(fmt.Sprintf("storage: INVARIANT: posting of account %d at %d, outside the round's times (%d, %d]",
 				p.Account, p.Timestamp, after, clock))
+		}
+		// In time order (so that the last is the latest, for the next round's check and the
+		// tail's walks), and an account once a time (a time record holds one posting each).
+		for j := i - 1; j >= 0 && fx.Postings[j].Timestamp >= p.Timestamp; j-- {
+			if q := &fx.Postings[j]; q.Timestamp > p.Timestamp || q.Account == p.Account {
+				panic(fmt.Sprintf("storage: INVARIANT: posting of account %d at %d after account %d's at %d",
+					p.Account, p.Timestamp, q.Account, q.Timestamp))
+			}
 		}
 	}
 	// The batch's records go in key order (their prefixes' order, each family sorted, a key
@@ -552,14 +560,14 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	// once its snapshot has the round's clock, which commits with them.
 	w.tail.addRound(fx.Postings)
 	paged, mark := w.page(clock) // its pages (`i`) now, its mark (`x`) last
-	// One journal entry a timestamp (journal_entry.go).
+	// One time record a timestamp (journal_time.go).
 	idx := w.order.postings(fx.Postings)
 	for n := 0; n < len(idx); {
 		ts, m := fx.Postings[idx[n]].Timestamp, n+1
 		for m < len(idx) && fx.Postings[idx[m]].Timestamp == ts {
 			m++
 		}
-		w.set(journalEntryKey(w.key, w.shard, ts), appendJournalEntry(w.val[:0], fx.Postings, idx[n:m]))
+		w.set(journalTimeKey(w.key, w.shard, ts), appendTimeRecord(w.val[:0], fx.Postings, idx[n:m]))
 		n = m
 	}
 	for _, r := range w.order.legsDone(fx) {
@@ -1033,7 +1041,7 @@ func (v *Reader) InflowsInTransit(sums map[uint64]ledger.Uint128) error {
 	return nil
 }
 
-// ForEachPosting calls fn for every journal entry, shard by shard, in the order they were
+// ForEachPosting calls fn for every posting in the journal, shard by shard, in the order they were
 // written.
 func (v *Reader) ForEachPosting(fn func(ledger.Posting) error) error {
 	lo, hi := prefixBounds(prefixJournal)

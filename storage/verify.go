@@ -55,10 +55,24 @@ func Verify(v *Reader, shards uint32) (Report, error) {
 	// The postings are scanned verifyRefsMax at a time, each lot checked against its
 	// transfers between two scans: no iterator of the postings stays open (pinning its
 	// tables) while a lot is checked.
+	// Per shard, the time of its first time record (format 9): a record of one posting
+	// (format 8) at or after it would be missed by point reads, which stop at the time record.
+	firstTime := make([]uint64, shards)
 	from, hi := prefixBounds(prefixJournal)
 	for from != nil {
 		var resume []byte
 		err = v.scan(from, hi, false, func(k, val []byte) (bool, error) {
+			if len(k) >= journalTimeKeyLen {
+				if shard, ts := uint32(be.Uint16(k[1:])), be.Uint64(k[3:]); shard < shards {
+					switch {
+					case len(k) == journalTimeKeyLen && firstTime[shard] == 0:
+						firstTime[shard] = ts
+					case len(k) == journalKeyLen && firstTime[shard] != 0:
+						problems = append(problems, fmt.Sprintf("shard %d: a record of one posting (format 8) at %d, after its time records began at %d",
+							shard, ts, firstTime[shard]))
+					}
+				}
+			}
 			err := decodeJournal(k, val, func(shard uint32, p ledger.Posting) error {
 				if shard >= shards || ledger.ShardOf(p.Account, shards) != shard {
 					problems = append(problems, fmt.Sprintf("posting of account %d at %d in the journal of shard %d",

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -12,8 +11,8 @@ import (
 
 // The journal's two record shapes (format 9).
 //
-// A round writes one entry for each timestamp of its shard, holding every posting the shard
-// made at that time (a transfer within the shard: its debit and its credit):
+// A round writes one time record for each timestamp of its shard, holding every posting the
+// shard made at that time (a transfer within the shard: its debit and its credit):
 //
 //	j shard timestamp -> version, count, then for each posting in ascending account order:
 //	                     account, the length of its posting record, the posting record
@@ -24,60 +23,56 @@ import (
 //	j shard timestamp account -> posting record
 //
 // A timestamp has one shape only: the shard's clock grows, and a store upgraded from format 8
-// writes entries only at times after its last posting of the older shape. Against one
-// record a posting, an entry halves the journal's keys, which were two of a transfer's three
-// (bench/RESULTS.md, session 14).
+// writes time records only at times after its last posting of the older shape. Against one
+// record a posting, a time record halves the journal's keys of a transfer within one shard,
+// which were two of its three (bench/RESULTS.md, session 14); a transfer across shards still
+// makes a time record of one posting on each of its shards.
 
-// journalEntryKeyLen is the length of an entry's key (journalKeyLen: a single posting's).
-const journalEntryKeyLen = 1 + 2 + 8
+// journalTimeKeyLen is the length of a time record's key (journalKeyLen: a single posting's).
+const journalTimeKeyLen = 1 + 2 + 8
 
-func journalEntryKey(dst []byte, shard uint32, ts uint64) []byte {
+func journalTimeKey(dst []byte, shard uint32, ts uint64) []byte {
 	dst = append(dst[:0], prefixJournal)
 	dst = be.AppendUint16(dst, uint16(shard))
 	return be.AppendUint64(dst, ts)
 }
 
-// appendJournalEntry appends the entry of the postings ps[idx] (one timestamp, accounts
-// strictly ascending) to dst.
-func appendJournalEntry(dst []byte, ps []ledger.Posting, idx []int32) []byte {
+// appendTimeRecord appends the time record of the postings ps[idx] to dst: one timestamp, accounts
+// strictly ascending (Writer.Commit checks both).
+func appendTimeRecord(dst []byte, ps []ledger.Posting, idx []int32) []byte {
 	dst = append(dst, recordVersion)
 	dst = av(dst, uint64(len(idx)))
-	for n, i := range idx {
+	for _, i := range idx {
 		p := &ps[i]
-		if n > 0 && (p.Account <= ps[idx[n-1]].Account || p.Timestamp != ps[idx[0]].Timestamp) {
-			// Two postings of one account at one time: the entry could keep only one.
-			panic(fmt.Sprintf("storage: INVARIANT: journal entry at %d: posting of account %d at %d after account %d",
-				ps[idx[0]].Timestamp, p.Account, p.Timestamp, ps[idx[n-1]].Account))
-		}
 		dst = av(dst, p.Account)
-		// The record, then its length put before it.
 		at := len(dst)
-		dst = appendPosting(dst, p)
-		var lb [binary.MaxVarintLen64]byte
-		ln := av(lb[:0], uint64(len(dst)-at))
-		dst = append(dst, ln...)
-		copy(dst[at+len(ln):], dst[at:len(dst)-len(ln)])
-		copy(dst[at:], ln)
+		dst = appendPosting(append(dst, 0), p) // its length goes in the byte before it
+		n := len(dst) - at - 1
+		if n >= 0x80 {
+			// The longest record is 114 bytes (TestPostingRecordsAreShort): a uvarint of one byte.
+			panic(fmt.Sprintf("storage: INVARIANT: a posting record of %d bytes", n))
+		}
+		dst[at] = byte(n)
 	}
 	return dst
 }
 
-// walkJournalEntry calls fn with each posting of an entry (key, val): its account and its
+// walkTimeRecord calls fn with each posting of a time record (key, val): its account and its
 // posting record, in ascending account order, until fn answers false.
-func walkJournalEntry(key, val []byte, fn func(account uint64, rec []byte) (bool, error)) error {
+func walkTimeRecord(key, val []byte, fn func(account uint64, rec []byte) (bool, error)) error {
 	r := reader{b: val}
-	if err := r.version("journal entry", key); err != nil {
+	if err := r.version("time record", key); err != nil {
 		return err
 	}
 	n := r.uvarint()
 	if n == 0 || n > uint64(len(r.b)) {
-		return fmt.Errorf("storage: journal entry %x: malformed count %d", key, n)
+		return fmt.Errorf("storage: time record %x: malformed count %d", key, n)
 	}
 	var last uint64
 	for i := range n {
 		account, l := r.uvarint(), r.uvarint()
 		if r.bad || l > uint64(len(r.b)) || i > 0 && account <= last {
-			return fmt.Errorf("storage: journal entry %x: malformed", key)
+			return fmt.Errorf("storage: time record %x: malformed", key)
 		}
 		rec := r.b[:l]
 		r.b = r.b[l:]
@@ -86,13 +81,13 @@ func walkJournalEntry(key, val []byte, fn func(account uint64, rec []byte) (bool
 		}
 		last = account
 	}
-	return r.done("journal entry", key)
+	return r.done("time record", key)
 }
 
 // decodeJournal calls fn with each posting of a journal record of either shape, and its
 // shard.
 func decodeJournal(key, val []byte, fn func(shard uint32, p ledger.Posting) error) error {
-	if len(key) < journalEntryKeyLen || key[0] != prefixJournal {
+	if len(key) < journalTimeKeyLen || key[0] != prefixJournal {
 		return fmt.Errorf("storage: journal record %x: bad key", key)
 	}
 	shard, ts := uint32(be.Uint16(key[1:])), be.Uint64(key[3:])
@@ -103,8 +98,8 @@ func decodeJournal(key, val []byte, fn func(shard uint32, p ledger.Posting) erro
 			return err
 		}
 		return fn(shard, p)
-	case journalEntryKeyLen:
-		return walkJournalEntry(key, val, func(account uint64, rec []byte) (bool, error) {
+	case journalTimeKeyLen:
+		return walkTimeRecord(key, val, func(account uint64, rec []byte) (bool, error) {
 			p, err := decodePosting(account, ts, key, rec)
 			if err != nil {
 				return false, err
@@ -115,20 +110,21 @@ func decodeJournal(key, val []byte, fn func(shard uint32, p ledger.Posting) erro
 	return fmt.Errorf("storage: journal record %x: bad key", key)
 }
 
-// journalRecordAccounts calls fn with the account of each posting of a journal record of either
-// shape, and answers the record's timestamp; it decodes no posting.
-func journalRecordAccounts(key, val []byte, fn func(account uint64)) (ts uint64, err error) {
+// journalRecordAccounts calls fn with the account and the timestamp of each posting of a
+// journal record of either shape; it decodes no posting.
+func journalRecordAccounts(key, val []byte, fn func(account, ts uint64)) error {
 	switch {
 	case len(key) == journalKeyLen && key[0] == prefixJournal:
-		fn(be.Uint64(key[11:]))
-		return be.Uint64(key[3:]), nil
-	case len(key) == journalEntryKeyLen && key[0] == prefixJournal:
-		return be.Uint64(key[3:]), walkJournalEntry(key, val, func(account uint64, _ []byte) (bool, error) {
-			fn(account)
+		fn(be.Uint64(key[11:]), be.Uint64(key[3:]))
+		return nil
+	case len(key) == journalTimeKeyLen && key[0] == prefixJournal:
+		ts := be.Uint64(key[3:])
+		return walkTimeRecord(key, val, func(account uint64, _ []byte) (bool, error) {
+			fn(account, ts)
 			return true, nil
 		})
 	}
-	return 0, fmt.Errorf("storage: journal record %x: bad key", key)
+	return fmt.Errorf("storage: journal record %x: bad key", key)
 }
 
 // seekPosting finds account's posting at ts on shard in the journal with it (found false:
@@ -141,13 +137,13 @@ func seekPosting(it *pebble.Iterator, byPrefix bool, key *[journalKeyLen]byte, s
 	if byPrefix {
 		seek = func(k []byte) bool { return it.SeekPrefixGE(k) }
 	}
-	k := journalEntryKey(key[:0], shard, ts)
+	k := journalTimeKey(key[:0], shard, ts)
 	if seek(k) && bytes.Equal(it.Key(), k) {
 		val, err := it.ValueAndErr()
 		if err != nil {
-			return p, false, fmt.Errorf("storage: read journal entry: %w", err)
+			return p, false, fmt.Errorf("storage: read time record: %w", err)
 		}
-		err = walkJournalEntry(k, val, func(a uint64, rec []byte) (bool, error) {
+		err = walkTimeRecord(k, val, func(a uint64, rec []byte) (bool, error) {
 			if a < account {
 				return true, nil
 			}

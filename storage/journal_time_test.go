@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,9 +14,9 @@ import (
 	"github.com/ledgercore/ledger/ledger"
 )
 
-// TestJournalEntryRoundTrip: an entry's postings decode as they were written, in account
+// TestTimeRecordRoundTrip: a time record's postings decode as they were written, in account
 // order, whatever their size; a record of the older shape decodes as its one posting.
-func TestJournalEntryRoundTrip(t *testing.T) {
+func TestTimeRecordRoundTrip(t *testing.T) {
 	big := ledger.Uint128{Hi: ^uint64(0), Lo: ^uint64(0)}
 	ps := []ledger.Posting{
 		{Account: 3, Timestamp: 9, TransferID: 7, Amount: 5, Op: ledger.OpDebitPost, Split: true},
@@ -33,8 +32,8 @@ func TestJournalEntryRoundTrip(t *testing.T) {
 		for i := range idx {
 			idx[i] = int32(i)
 		}
-		key := journalEntryKey(nil, 4, 9)
-		val := appendJournalEntry([]byte("junk")[:0], some, idx)
+		key := journalTimeKey(nil, 4, 9)
+		val := appendTimeRecord([]byte("junk")[:0], some, idx)
 		var got []ledger.Posting
 		if err := decodeJournal(key, val, func(shard uint32, p ledger.Posting) error {
 			if shard != 4 {
@@ -45,13 +44,13 @@ func TestJournalEntryRoundTrip(t *testing.T) {
 		}); err != nil || !slices.Equal(got, some) {
 			t.Fatalf("%d postings: got %+v (%v), want %+v", n, got, err, some)
 		}
-		if _, err := journalRecordAccounts(key, val, func(uint64) {}); err != nil {
+		if err := journalRecordAccounts(key, val, func(uint64, uint64) {}); err != nil {
 			t.Fatal(err)
 		}
 		// Cut short, or with a byte too many: refused.
 		for _, bad := range [][]byte{val[:len(val)-1], append(slices.Clone(val), 0)} {
 			if err := decodeJournal(key, bad, func(uint32, ledger.Posting) error { return nil }); err == nil {
-				t.Fatalf("%d postings: malformed entry %x decoded", n, bad)
+				t.Fatalf("%d postings: malformed time record %x decoded", n, bad)
 			}
 		}
 	}
@@ -64,28 +63,16 @@ func TestJournalEntryRoundTrip(t *testing.T) {
 	}
 }
 
-// TestJournalEntryRefusesOneAccountTwice: two postings of one account at one time cannot share
-// an entry: the writer stops rather than keep one of them.
-func TestJournalEntryRefusesOneAccountTwice(t *testing.T) {
-	ps := []ledger.Posting{{Account: 1, Timestamp: 5, Op: ledger.OpDebitPost}, {Account: 1, Timestamp: 5, Op: ledger.OpCreditPost}}
-	defer func() {
-		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "INVARIANT") {
-			t.Fatalf("recovered %v", r)
-		}
-	}()
-	appendJournalEntry(nil, ps, []int32{0, 1})
-}
-
-// FuzzJournalEntry: no entry makes the decoder panic, and one it accepts encodes back to the
+// FuzzTimeRecord: no time record makes the decoder panic, and one it accepts encodes back to the
 // same bytes.
-func FuzzJournalEntry(f *testing.F) {
+func FuzzTimeRecord(f *testing.F) {
 	ps := []ledger.Posting{{Account: 2, Timestamp: 1, TransferID: 1, Amount: 3, Op: ledger.OpDebitPost},
 		{Account: 5, Timestamp: 1, TransferID: 1, Amount: 3, Op: ledger.OpCreditPost, Day: 20260101}}
-	f.Add(appendJournalEntry(nil, ps, []int32{0, 1}))
-	f.Add(appendJournalEntry(nil, ps, []int32{1}))
+	f.Add(appendTimeRecord(nil, ps, []int32{0, 1}))
+	f.Add(appendTimeRecord(nil, ps, []int32{1}))
 	f.Add([]byte{recordVersion, 1, 2, 0})
 	f.Fuzz(func(t *testing.T, val []byte) {
-		key := journalEntryKey(nil, 0, 1)
+		key := journalTimeKey(nil, 0, 1)
 		var got []ledger.Posting
 		if err := decodeJournal(key, val, func(_ uint32, p ledger.Posting) error {
 			got = append(got, p)
@@ -97,21 +84,21 @@ func FuzzJournalEntry(f *testing.F) {
 		for i := range idx {
 			idx[i] = int32(i)
 		}
-		if again := appendJournalEntry(nil, got, idx); !bytes.Equal(again, val) {
+		if again := appendTimeRecord(nil, got, idx); !bytes.Equal(again, val) {
 			t.Fatalf("%x decoded to %+v, which encodes to %x", val, got, again)
 		}
 	})
 }
 
 // toFormat8 rewrites a store's journal as format 8 had it: a record for each posting (j shard
-// timestamp account), no entries.
+// timestamp account), no time records.
 func toFormat8(t *testing.T, s *Store) {
 	t.Helper()
 	b := s.db.NewBatch()
 	lo, hi := prefixBounds(prefixJournal)
 	if err := s.Live().scan(lo, hi, false, func(k, val []byte) (bool, error) {
-		if len(k) != journalEntryKeyLen {
-			return false, fmt.Errorf("record %x is not an entry", k)
+		if len(k) != journalTimeKeyLen {
+			return false, fmt.Errorf("record %x is not a time record", k)
 		}
 		err := b.Delete(k, nil)
 		if err == nil {
@@ -150,7 +137,7 @@ func checkLoggedRounds(t *testing.T, what string, v *Reader, logged []loggedRoun
 }
 
 // TestFormat8JournalReadAndUpgraded: a format-8 store (a record a posting) reads the same
-// read-only, and opened for writing becomes format 9 and writes entries after its records: the
+// read-only, and opened for writing becomes format 9 and writes time records after its records: the
 // balances, the postings through pages and the tail, old snapshots (which read their tail from
 // the journal), the event log's postings, a restart (the tail rebuilt from both shapes) and
 // Verify all agree with what was committed.
@@ -209,7 +196,7 @@ func TestFormat8JournalReadAndUpgraded(t *testing.T) {
 		shapes[len(k)]++
 		return true, nil
 	})
-	if shapes[journalKeyLen] == 0 || shapes[journalEntryKeyLen] == 0 {
+	if shapes[journalKeyLen] == 0 || shapes[journalTimeKeyLen] == 0 {
 		t.Fatalf("journal shapes %v: want both", shapes)
 	}
 	_ = j.w.Close()
