@@ -206,11 +206,16 @@ var ErrShardsMismatch = errors.New("storage: the store was made with another num
 const (
 	cacheBytesDefault = 64 << 20
 	// memTableBytes is the size of one memtable. Pebble takes a batch of more than half of
-	// it as a flushable batch of its own (sorted once) instead of inserting its keys one by
-	// one into the memtable's skiplist, which is where most commit time went; a shard's
-	// round of a few thousand transfers is such a batch. Measured with ledger-bench, 1 shard,
-	// 2,000,000 transfers, batch 8190: 8 MiB 234k/s (median of 3), 64 MiB 184k/s.
-	memTableBytes = 8 << 20
+	// it (counting some 100 bytes a key more) as a flushable batch of its own instead of
+	// inserting its keys into the memtable's skiplist, and flushes each such batch alone:
+	// with postings keyed by account that was cheaper (8 MiB 234k/s, 64 MiB 184k/s, batch
+	// 8190). With the journal keyed by time, a flush for every round of a few thousand
+	// transfers cost more than the skiplist (row 1: 123 flushes and 367 tables for 1,000,000
+	// transfers; at 16 MiB, 19% more transfers a second for 20% less CPU). 24 MiB keeps a
+	// round of two requests of 8,190 in the skiplist too (four in flight: 528k -> 591k/s);
+	// 32 MiB cost small writes (payments' vouchers, batch 100) more. bench/RESULTS.md,
+	// session 14.
+	memTableBytes = 24 << 20
 )
 
 // tableSpan keeps every sstable Pebble writes, flushed or compacted, to the keys of one kind
