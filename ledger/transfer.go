@@ -56,29 +56,21 @@ func ValidateTransfer(t *Transfer) TransferResult {
 // failure the chain's earlier effects are undone and its other members fail with
 // linked_event_failed. A refusal that Burns is stored (the transfer ends as StateFailed).
 func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
-	b.CreateTransfersFrom(now, ts, results, 0, len(ts), fx)
-}
-
-// CreateTransfersFrom runs the batch's transfers ts[from:to] as CreateTransfers runs them in
-// the whole batch: the same results, events numbered by their place in ts. A host may so run
-// a batch in parts, each part in a round of its own. A part ends where a chain does (or where
-// the batch does): a chain runs in one round.
-func (b *Book) CreateTransfersFrom(now uint64, ts []Transfer, results []TransferResult, from, to int, fx *Effects) {
-	if from < 0 || from > to || to > len(ts) || to < len(ts) && to > 0 && ts[to-1].Flags&TransferLinked != 0 {
-		panic(fmt.Sprintf("ledger: INVARIANT: transfers %d to %d of %d: not a part that ends a chain", from, to, len(ts)))
-	}
 	b.begin(fx)
-	open := to
-	for open > from && ts[open-1].Flags&TransferLinked != 0 {
+	open := len(ts)
+	for open > 0 && ts[open-1].Flags&TransferLinked != 0 {
 		open--
 	}
-	if open < to { // the batch ends inside a chain: that chain was never closed
-		for j := open; j < to; j++ {
+	if open < len(ts) { // the batch ends inside a chain: that chain was never closed
+		for open > 0 && ts[open-1].Flags&TransferLinked != 0 {
+			open--
+		}
+		for j := open; j < len(ts); j++ {
 			results[j] = ResultLinkedEventFailed
 		}
-		results[to-1] = ResultLinkedEventChainOpen
+		results[len(ts)-1] = ResultLinkedEventChainOpen
 	}
-	for i := from; i < open; {
+	for i := 0; i < open; {
 		end := i
 		for ts[end].Flags&TransferLinked != 0 {
 			end++

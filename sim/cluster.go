@@ -119,15 +119,6 @@ type Stats struct {
 
 var clockBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// splitMin is the drivers' SplitMin for a seed: most seeds run their requests of two or more
-// transfers in two rounds whenever they can (driver.Config.SplitMin), the others never.
-func splitMin(seed int64) int {
-	if seed%4 == 0 {
-		return -1
-	}
-	return 2 + int(seed%3)
-}
-
 // New opens a new cluster for seed with the given faults; fail reports a broken invariant
 // (a panic in a driver, a failed recovery) and must stop the run.
 func New(seed int64, faults Faults, fail func(format string, args ...any)) (*Cluster, error) {
@@ -169,7 +160,7 @@ func (c *Cluster) open() error {
 		h := &host{c: c, shard: uint32(i), w: store.Writer(uint32(i))}
 		h.d = driver.New(driver.Config{Shard: uint32(i), Shards: shards, Now: c.guard.Now,
 			RedeliverAfterTicks: redeliverAfterTicks, HotFlushInterval: hotFlushInterval,
-			HotBufferLegsMax: hotBufferLegsMax, Counters: &c.counters, SplitMin: splitMin(c.seed)}, h, store.Live(), b)
+			HotBufferLegsMax: hotBufferLegsMax, Counters: &c.counters}, h, store.Live(), b)
 		c.hosts[i] = h
 	}
 	c.schedule(tickInterval, event{kind: evTick})
@@ -679,9 +670,6 @@ func (c *Cluster) Close() {
 }
 
 // Flushes counts hot-account buffer flushes by reason.
-// Splits is how many requests' parts the drivers ran in two rounds (driver.Config.SplitMin).
-func (c *Cluster) Splits() uint64 { return c.counters.Splits.Load() }
-
 func (c *Cluster) Flushes() [simulation.FlushReasons]uint64 {
 	var out [simulation.FlushReasons]uint64
 	for r := range out {

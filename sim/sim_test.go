@@ -35,30 +35,26 @@ func TestSimulation(t *testing.T) {
 	}
 	var total Stats
 	var counts simulation.Counts
-	var splits uint64
 	start := time.Now()
 	for seed := first; seed < first+n; seed++ {
-		if failed := runSeed(t, seed, *simSteps, faults, &total, &counts, &splits); failed != "" {
+		if failed := runSeed(t, seed, *simSteps, faults, &total, &counts); failed != "" {
 			if *simShrink {
 				shrink(t, seed, *simSteps, faults)
 			}
 			t.Fatal(failed)
 		}
 	}
-	t.Logf("%d seeds from %d, %d steps each, faults %s, in %v: injected %+v; exercised %+v, %d parts in two rounds", n, first, *simSteps,
-		faultNames(faults), time.Since(start).Round(time.Millisecond), total, counts, splits)
+	t.Logf("%d seeds from %d, %d steps each, faults %s, in %v: injected %+v; exercised %+v", n, first, *simSteps,
+		faultNames(faults), time.Since(start).Round(time.Millisecond), total, counts)
 	if counts.Steps >= 100 {
 		if err := counts.Covered(); err != nil {
 			t.Fatal(err)
-		}
-		if splits == 0 && n > 1 {
-			t.Fatal("no request ran in two rounds (driver.Config.SplitMin)")
 		}
 	}
 }
 
 // runSeed runs one seed and returns its failure, or "".
-func runSeed(t *testing.T, seed int64, steps int, faults Faults, total *Stats, counts *simulation.Counts, splits *uint64) (failure string) {
+func runSeed(t *testing.T, seed int64, steps int, faults Faults, total *Stats, counts *simulation.Counts) (failure string) {
 	tb := &quietTB{TB: t}
 	defer func() {
 		if r := recover(); r != nil {
@@ -77,7 +73,6 @@ func runSeed(t *testing.T, seed int64, steps int, faults Faults, total *Stats, c
 		CoverageByCaller: true}))
 	s := c.Stats()
 	total.add(s)
-	*splits += c.Splits()
 	if faults.Network && s.Events > 10_000 && (s.Lost == 0 || s.Duplicated == 0) {
 		return fmt.Sprintf("seed %d: the network lost %d and duplicated %d messages: faults not exercised", seed, s.Lost, s.Duplicated)
 	}
@@ -104,8 +99,7 @@ func (q *quietTB) Error(args ...any)                 { panic(failed(fmt.Sprint(a
 func shrink(t *testing.T, seed int64, steps int, faults Faults) {
 	var ignore Stats
 	var counts simulation.Counts
-	var splits uint64
-	fails := func(steps int, f Faults) bool { return runSeed(t, seed, steps, f, &ignore, &counts, &splits) != "" }
+	fails := func(steps int, f Faults) bool { return runSeed(t, seed, steps, f, &ignore, &counts) != "" }
 	for _, k := range faults.kinds() {
 		if !*k {
 			continue

@@ -41,7 +41,6 @@ package driver
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -95,16 +94,7 @@ type Config struct {
 	Counters *Counters
 	// HotFlushLegs observes the legs of each hot-account buffer sent.
 	HotFlushLegs Observer
-	// SplitMin: a request's transfers (a part) of at least this many that run while no round
-	// commits run as two rounds, the first half's committing while the second half runs
-	// (0: SplitMinDefault; negative: never).
-	SplitMin int
 }
-
-// SplitMinDefault is Config.SplitMin's default. With one large request at a time the
-// shard's work and its commit no longer wait for each other (bench/RESULTS.md, session 14);
-// a part this small gains little from it.
-const SplitMinDefault = 2048
 
 // Flush reasons, the label values of ledger_hot_flushes_total.
 const (
@@ -125,8 +115,6 @@ type Counters struct {
 	Redelivered atomic.Uint64 // legs sent again
 	// HotFlushes counts hot-account buffers sent, one per account buffer, by reason.
 	HotFlushes [FlushReasons]atomic.Uint64
-	// Splits counts requests' parts run in two rounds (Config.SplitMin).
-	Splits atomic.Uint64
 	// StorageErrors counts rounds whose commit failed (the shard stopped on each).
 	StorageErrors atomic.Uint64
 	// Resent counts claims and releases sent again, unanswered.
@@ -220,7 +208,6 @@ type Driver struct {
 	needs    ledger.Needs
 	fx       *ledger.Effects // the round being gathered
 	spare    *ledger.Effects // the other buffer, while not committing
-	splitMin int             // Config.SplitMin, resolved
 	accounts []*AccountsPart
 	parts    []*TransfersPart // run, in the round being gathered
 	arrived  []*TransfersPart // received, not yet run: run together at the next Wake
@@ -275,12 +262,6 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 		legsTo: make([][]ledger.Leg, n), answerTo: make([][]ledger.LegResult, n), forgetTo: make([][]ledger.LegKey, n),
 		forgetsSent: make([]uint64, n), forgetFloor: make([]uint64, n),
 		legsSent: make([]uint64, n), legsSeen: make([]seenWindow, n), forgetsUnacked: map[forgetRef]*unackedForget{}}
-	switch d.splitMin = cfg.SplitMin; {
-	case d.splitMin == 0:
-		d.splitMin = SplitMinDefault
-	case d.splitMin < 0:
-		d.splitMin = math.MaxInt
-	}
 	d.claimState.init(n)
 	d.hotState.init()
 	d.Gauges.Outbox.Store(int64(book.OutboxLen()))
@@ -588,23 +569,10 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 	for _, id := range p.denied {
 		d.book.LoadClaimedElsewhere(id)
 	}
-	for from, n := 0, len(p.Events); from < n; {
-		to := n
-		if d.inflight == nil && !d.stopping && n-from >= d.splitMin {
-			// Nothing commits: the first half's round commits while the second half runs,
-			// and the part is answered once the round holding its end is durable.
-			to = chainEnd(p.Events, from+(n-from)/2)
-		}
-		before, awaits := len(d.fx.LegsOut), len(d.fx.Awaits)
-		d.book.CreateTransfersFrom(now, p.Events, p.Results, from, to, d.fx)
-		d.watchLegs(before, p)
-		d.watchRepeats(awaits, p)
-		if to < n {
-			d.stats.Splits.Add(1)
-			d.seal()
-		}
-		from = to
-	}
+	before, awaits := len(d.fx.LegsOut), len(d.fx.Awaits)
+	d.book.CreateTransfers(now, p.Events, p.Results, d.fx)
+	d.watchLegs(before, p)
+	d.watchRepeats(awaits, p)
 	for _, id := range p.denied {
 		d.book.ForgetClaimedElsewhere(id)
 	}
@@ -613,15 +581,6 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 		owner := ledger.IDShard(c.ID, d.cfg.Shards)
 		d.releases[owner] = append(d.releases[owner], c)
 	}
-}
-
-// chainEnd answers the first place at or after i where no chain of ts goes on (len(ts) at
-// most).
-func chainEnd(ts []ledger.Transfer, i int) int {
-	for i > 0 && i < len(ts) && ts[i-1].Flags&ledger.TransferLinked != 0 {
-		i++
-	}
-	return i
 }
 
 // watchLegs records the legs the last book call sent, so that their answers reach the
