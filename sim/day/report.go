@@ -247,7 +247,13 @@ func (r *Report) judge() {
 		if f.Mismatch {
 			a := Anomaly{Kind: "amount mismatch", What: fmt.Sprintf("amount mismatch of order %d (%s: asked %d, collected %d, txn %s)", id, f.OrderNo, f.Asked,
 				f.Paid, f.Txns[0])}
-			claim(&a, exceptionWhere(id, payment.AmountMismatch), exceptionMoney(f.Txns[0], f.Paid))
+			// Collected twice as well: the mismatch is recorded on whichever collection's
+			// notice came first.
+			money := []string{exceptionMoney(f.Txns[0], f.Paid)}
+			if len(f.Txns) > 1 {
+				money = append(money, exceptionMoney(f.Txns[1], f.Paid))
+			}
+			claim(&a, exceptionWhere(id, payment.AmountMismatch), money...)
 			claim(&a, reconWhere(f.BizID, recon.KindAmount), orders)
 			r.Anomalies = append(r.Anomalies, a)
 		}
