@@ -338,11 +338,12 @@ func Open(dir string, opts Options) (*Store, error) {
 // refused rather than misread. Format 9: the journal's records are time records, one a
 // shard's timestamp with all its postings at that time (journal_time.go); format 8's records
 // of one posting stay readable, so a format-8 store opened for writing only becomes format 9,
-// which format-8 builds refuse (they would not read time records). Format 8: postings in the journal, keyed by time, and index
-// pages (journal.go), where format 7 and older had them keyed by account (h account
-// timestamp); opening an older store for writing moves its postings (upgrade). Format 3: 128-bit account totals, the outbox keyed by credit
-// account, failed and in-flight transfers, refusable legs. Format 4: transfers indexed by
-// business id; payment orders. Format 5: the event stream (e, E, L, m events-horizon).
+// which format-8 builds refuse (they would not read time records). Format 8: postings in
+// the journal, keyed by time, and index pages (journal.go), where format 7 and older had
+// them keyed by account (h account timestamp); opening an older store for writing moves its
+// postings (upgrade). Format 3: 128-bit account totals, the outbox keyed by credit account,
+// failed and in-flight transfers, refusable legs. Format 4: transfers indexed by business
+// id; payment orders. Format 5: the event stream (e, E, L, m events-horizon).
 // Format 6: payment log records compressed (paymentLogCompressed). Format 7: accounting
 // days: a posting and an outbox leg end with their day (absent in older records, which read
 // as day 0), and the day keys (d, w, z, n). A store of format 4 to 6 opened for writing
