@@ -270,9 +270,11 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 
 // TrimNeeded reports whether the book has outgrown its limits and wants a Trim soon.
 // The transfers Trim must keep (pinned) do not count: with more open holds than the limit,
-// every round would otherwise ask for a Trim that frees nothing.
+// every round would otherwise ask for a Trim that frees nothing. And they make room for as
+// many more: a book that keeps many holds trims once as many new transfers came, not every
+// cacheMax, each Trim scanning them all (new holds count as new until the next Trim).
 func (b *Book) TrimNeeded() bool {
-	return len(b.transfers) > b.cacheMax+b.pinned || len(b.legs) > b.cacheMax ||
+	return len(b.transfers) > b.pinned+max(b.cacheMax, b.pinned) || len(b.legs) > b.cacheMax ||
 		len(b.remote) > RemoteAccountCacheEntriesMax || len(b.expiries) > b.expiriesCompactAt
 }
 

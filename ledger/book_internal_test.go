@@ -40,3 +40,50 @@ func TestExpiryHeapCompacted(t *testing.T) {
 		t.Fatalf("after Trim: %d armed expiries, next at %d; want the one live hold's", len(b.expiries), b.NextExpiry())
 	}
 }
+
+// TestTrimsSpacedByWhatTheyKeep: a book that keeps more open holds than its cache limit trims
+// once as many new transfers came as it keeps, not after every limit's worth (each Trim scans
+// them all), and a Trim then frees the finished ones.
+func TestTrimsSpacedByWhatTheyKeep(t *testing.T) {
+	b := NewBook(0, 1)
+	b.SetCacheLimit(4)
+	b.LoadAccount(Account{ID: 1, Ledger: 1, Code: 1})
+	b.LoadAccount(Account{ID: 2, Ledger: 1, Code: 1})
+	var fx Effects
+	run := func(from uint64, n int, flags TransferFlags) {
+		t.Helper()
+		ts := make([]Transfer, n)
+		for i := range ts {
+			ts[i] = Transfer{ID: from + uint64(i), DebitAccountID: 1, CreditAccountID: 2, Amount: 1, Ledger: 1, Code: 1, Flags: flags}
+		}
+		rs := make([]TransferResult, n)
+		fx.Reset()
+		b.CreateTransfers(1e12+from, ts, rs, &fx)
+		for i, r := range rs {
+			if r != ResultOK {
+				t.Fatalf("transfer %d: %v", ts[i].ID, r)
+			}
+		}
+	}
+	const holds = 20
+	run(1, holds, TransferPending) // no timeout: kept until posted or voided
+	if !b.TrimNeeded() {
+		t.Fatal("20 transfers over a limit of 4, and no trim asked for")
+	}
+	b.Trim()
+	if b.pinned != holds || len(b.transfers) != holds {
+		t.Fatalf("after Trim: %d pinned, %d kept; want the %d holds", b.pinned, len(b.transfers), holds)
+	}
+	run(1000, holds, 0)
+	if b.TrimNeeded() {
+		t.Fatalf("a trim asked for after %d new transfers, with %d holds kept", holds, holds)
+	}
+	run(2000, 1, 0)
+	if !b.TrimNeeded() {
+		t.Fatalf("no trim asked for after %d new transfers, with %d holds kept", holds+1, holds)
+	}
+	b.Trim()
+	if len(b.transfers) != holds || b.TrimNeeded() {
+		t.Fatalf("after Trim: %d kept (want %d), trim still needed %v", len(b.transfers), holds, b.TrimNeeded())
+	}
+}
