@@ -289,7 +289,7 @@ func (b *Book) Trim() {
 	if len(b.expiries) > b.expiriesCompactAt {
 		b.compactExpiries()
 	}
-	if len(b.transfers) <= b.cacheMax {
+	if len(b.transfers) <= b.pinned+max(b.cacheMax, b.pinned) { // as TrimNeeded
 		return
 	}
 	b.pinned = 0

@@ -43,7 +43,8 @@ func TestExpiryHeapCompacted(t *testing.T) {
 
 // TestTrimsSpacedByWhatTheyKeep: a book that keeps more open holds than its cache limit trims
 // once as many new transfers came as it keeps, not after every limit's worth (each Trim scans
-// them all), and a Trim then frees the finished ones.
+// them all; one called sooner, as a quiet shard calls it, does nothing), and a Trim then frees
+// the finished ones.
 func TestTrimsSpacedByWhatTheyKeep(t *testing.T) {
 	b := NewBook(0, 1)
 	b.SetCacheLimit(4)
@@ -77,6 +78,10 @@ func TestTrimsSpacedByWhatTheyKeep(t *testing.T) {
 	run(1000, holds, 0)
 	if b.TrimNeeded() {
 		t.Fatalf("a trim asked for after %d new transfers, with %d holds kept", holds, holds)
+	}
+	b.Trim() // as a quiet shard does after each round: within the room, it scans nothing
+	if len(b.transfers) != 2*holds {
+		t.Fatalf("a Trim within the room kept %d transfers, want all %d", len(b.transfers), 2*holds)
 	}
 	run(2000, 1, 0)
 	if !b.TrimNeeded() {
