@@ -274,9 +274,13 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 // many more: a book that keeps many holds trims once as many new transfers came, not every
 // cacheMax, each Trim scanning them all (new holds count as new until the next Trim).
 func (b *Book) TrimNeeded() bool {
-	return len(b.transfers) > b.pinned+max(b.cacheMax, b.pinned) || len(b.legs) > b.cacheMax ||
+	return len(b.transfers) > b.transfersRoom() || len(b.legs) > b.cacheMax ||
 		len(b.remote) > RemoteAccountCacheEntriesMax || len(b.expiries) > b.expiriesCompactAt
 }
+
+// transfersRoom is how many transfers the book holds before Trim scans them: what the last
+// Trim had to keep, and as many more, or cacheMax more if that is larger.
+func (b *Book) transfersRoom() int { return b.pinned + max(b.cacheMax, b.pinned) }
 
 // Trim forgets what the book may look up again in storage, keeping it within its limits. Call
 // it only when every round's Effects are durable and no round is being built: what it forgets
@@ -289,7 +293,7 @@ func (b *Book) Trim() {
 	if len(b.expiries) > b.expiriesCompactAt {
 		b.compactExpiries()
 	}
-	if len(b.transfers) <= b.pinned+max(b.cacheMax, b.pinned) { // as TrimNeeded
+	if len(b.transfers) <= b.transfersRoom() {
 		return
 	}
 	b.pinned = 0

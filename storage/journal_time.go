@@ -37,8 +37,8 @@ func journalTimeKey(dst []byte, shard uint32, ts uint64) []byte {
 	return be.AppendUint64(dst, ts)
 }
 
-// appendTimeRecord appends the time record of the postings ps[idx] to dst: one timestamp, accounts
-// strictly ascending (Writer.Commit checks both).
+// appendTimeRecord appends the time record of the postings ps[idx] to dst: one timestamp,
+// accounts strictly ascending (Writer.Commit checks both).
 func appendTimeRecord(dst []byte, ps []ledger.Posting, idx []int32) []byte {
 	dst = append(dst, recordVersion)
 	dst = av(dst, uint64(len(idx)))
@@ -84,47 +84,40 @@ func walkTimeRecord(key, val []byte, fn func(account uint64, rec []byte) (bool, 
 	return r.done("time record", key)
 }
 
-// decodeJournal calls fn with each posting of a journal record of either shape, and its
-// shard.
-func decodeJournal(key, val []byte, fn func(shard uint32, p ledger.Posting) error) error {
-	if len(key) < journalTimeKeyLen || key[0] != prefixJournal {
+// walkJournal calls fn with each posting of a journal record of either shape: its shard,
+// account and timestamp, and its posting record (undecoded).
+func walkJournal(key, val []byte, fn func(shard uint32, account, ts uint64, rec []byte) error) error {
+	if len(key) != journalKeyLen && len(key) != journalTimeKeyLen || key[0] != prefixJournal {
 		return fmt.Errorf("storage: journal record %x: bad key", key)
 	}
 	shard, ts := uint32(be.Uint16(key[1:])), be.Uint64(key[3:])
-	switch len(key) {
-	case journalKeyLen:
-		p, err := decodePosting(be.Uint64(key[11:]), ts, key, val)
+	if len(key) == journalKeyLen {
+		return fn(shard, be.Uint64(key[11:]), ts, val)
+	}
+	return walkTimeRecord(key, val, func(account uint64, rec []byte) (bool, error) {
+		return true, fn(shard, account, ts, rec)
+	})
+}
+
+// decodeJournal calls fn with each posting of a journal record of either shape, and its
+// shard.
+func decodeJournal(key, val []byte, fn func(shard uint32, p ledger.Posting) error) error {
+	return walkJournal(key, val, func(shard uint32, account, ts uint64, rec []byte) error {
+		p, err := decodePosting(account, ts, key, rec)
 		if err != nil {
 			return err
 		}
 		return fn(shard, p)
-	case journalTimeKeyLen:
-		return walkTimeRecord(key, val, func(account uint64, rec []byte) (bool, error) {
-			p, err := decodePosting(account, ts, key, rec)
-			if err != nil {
-				return false, err
-			}
-			return true, fn(shard, p)
-		})
-	}
-	return fmt.Errorf("storage: journal record %x: bad key", key)
+	})
 }
 
 // journalRecordAccounts calls fn with the account and the timestamp of each posting of a
 // journal record of either shape; it decodes no posting.
 func journalRecordAccounts(key, val []byte, fn func(account, ts uint64)) error {
-	switch {
-	case len(key) == journalKeyLen && key[0] == prefixJournal:
-		fn(be.Uint64(key[11:]), be.Uint64(key[3:]))
+	return walkJournal(key, val, func(_ uint32, account, ts uint64, _ []byte) error {
+		fn(account, ts)
 		return nil
-	case len(key) == journalTimeKeyLen && key[0] == prefixJournal:
-		ts := be.Uint64(key[3:])
-		return walkTimeRecord(key, val, func(account uint64, _ []byte) (bool, error) {
-			fn(account, ts)
-			return true, nil
-		})
-	}
-	return fmt.Errorf("storage: journal record %x: bad key", key)
+	})
 }
 
 // seekPosting finds account's posting at ts on shard in the journal with it (found false:

@@ -61,6 +61,16 @@ func TestTimeRecordRoundTrip(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0] != one {
 		t.Fatalf("a format-8 record: %+v %v", got, err)
 	}
+	// Keys of neither shape, or of another kind, are refused.
+	entry := journalTimeKey(nil, 4, 9)
+	for _, bad := range [][]byte{nil, entry[:5], append(slices.Clone(entry), 1), append([]byte{prefixPage}, entry[1:]...)} {
+		if err := decodeJournal(bad, nil, func(uint32, ledger.Posting) error { return nil }); err == nil {
+			t.Errorf("journal key %x decoded", bad)
+		}
+		if err := journalRecordAccounts(bad, nil, func(uint64, uint64) {}); err == nil {
+			t.Errorf("journal key %x walked", bad)
+		}
+	}
 }
 
 // FuzzTimeRecord: no time record makes the decoder panic, and one it accepts encodes back to the
