@@ -281,6 +281,9 @@ func (w *OrderWriter) writeActive(ow OrderWrite) {
 // knows of each order's last commit): an order twice is refused, and nothing is written.
 func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 	ww := w.w
+	if ww.batch == nil {
+		return errWriterClosed
+	}
 	b := ww.batch
 	clear(w.seen)
 	for _, ow := range orders {

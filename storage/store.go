@@ -500,6 +500,9 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		// A failed commit's postings are in the tail: no later round may commit after it.
 		return w.failed
 	}
+	if w.batch == nil {
+		return errWriterClosed
+	}
 	if err := w.log.load(w.db); err != nil {
 		return err
 	}
@@ -692,7 +695,19 @@ func (w *Writer) singleDel(k []byte) {
 }
 
 // Close releases the writer's batch.
-func (w *Writer) Close() error { return w.batch.Close() }
+// Close releases the writer's batch; a closed writer commits nothing. Closing twice is a no-op
+// (a batch closed twice goes back to Pebble's pool twice, and two writers would share it).
+func (w *Writer) Close() error {
+	if w.batch == nil {
+		return nil
+	}
+	err := w.batch.Close()
+	w.batch = nil
+	return err
+}
+
+// errWriterClosed: Commit on a closed writer.
+var errWriterClosed = errors.New("storage: the writer is closed")
 
 func (v *Reader) get(key []byte, decode func(v []byte) error) (bool, error) {
 	val, closer, err := v.r.Get(key)

@@ -451,3 +451,36 @@ func TestVerifyChecksPostingsAgainstTransfers(t *testing.T) {
 		t.Fatalf("problems: %v", rep.Problems)
 	}
 }
+
+// TestWriterClosedTwice: closing a writer twice gives its batch back to Pebble once (twice, two
+// later writers could share it), and a closed writer refuses to commit.
+func TestWriterClosedTwice(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := s.Writer(0)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	a, b := s.Writer(0), s.Writer(0)
+	defer a.Close()
+	defer b.Close()
+	if a.batch == b.batch {
+		t.Fatal("two writers share one batch")
+	}
+	var fx ledger.Effects
+	fx.Freeze()
+	if err := w.Commit(&fx, 1); !errors.Is(err, errWriterClosed) {
+		t.Fatalf("Commit on a closed writer: %v", err)
+	}
+	ow := s.OrderWriter(0)
+	_ = ow.Close()
+	if err := ow.Commit(nil, 0); !errors.Is(err, errWriterClosed) {
+		t.Fatalf("Commit on a closed order writer: %v", err)
+	}
+}
