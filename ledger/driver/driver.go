@@ -689,6 +689,8 @@ func (d *Driver) Committed(r *Round) error {
 func (d *Driver) completed(r *Round) {
 	d.inflight = nil
 	d.durable = r.Seq
+	// Before anything waiting is told: a drain that ends here finds the gauge as it is now.
+	d.Gauges.Outbox.Store(int64(d.book.OutboxLen()))
 	fx := r.Effects
 	d.stats.Postings.Add(uint64(len(fx.Postings)))
 	d.stats.Commits.Add(1)
@@ -723,7 +725,6 @@ func (d *Driver) completed(r *Round) {
 	}
 	fx.Reset()
 	d.spare = fx
-	d.Gauges.Outbox.Store(int64(d.book.OutboxLen()))
 	d.seal()
 	switch {
 	case d.inflight == nil:
