@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -27,17 +26,26 @@ import (
 // flush overlapped all of Lbase, and compactions rewrote every posting several times: more
 // than half of the CPU of a write-heavy run.)
 //
-// An account's postings are found through its index pages,
+// An account's postings are found through its index pages, which a shard writes for every
+// posting it made since its previous pages once PostingTailMax of them have gathered (a
+// generation), keyed by the generation's end (format 10),
 //
-//	i account last -> the timestamps of up to PageEntriesMax of its postings, the last `last`
+//	g shard gen account last -> the timestamps of up to PageEntriesMax of the account's
+//	                            postings in generation gen, the last `last`
+//	k account                -> the timestamp of the account's latest posting in pages
 //
-// which a shard writes for every posting it made since its previous pages once
-// PostingTailMax of them have gathered, with, in the same batch,
+// with, in the batch that writes a generation's last pages,
 //
 //	x shard -> the shard's clock through which its postings are in pages (its paged mark)
 //
-// so that an account gets one index key for the many postings it had between two writes of
-// pages, not one key for each. The postings after the paged mark (the shard's tail) are
+// so that an account gets one index key for the many postings it had in a generation, not
+// one key for each. A generation's pages come after all of its shard's earlier ones, as its
+// journal's records do, so their tables move down the tree without being rewritten. (Keyed
+// by account, format 9's `i account last`, each generation's pages overlapped all the pages
+// before them, and compactions rewrote them all again at every generation: the rate of a
+// 100M-transfer run fell by a fifth from its first tenth to its last.) An account's latest
+// posting in pages, which gives its balance, is one read (k); its history takes a seek or two
+// a generation it spans. The postings after the paged mark (the shard's tail) are
 // indexed in memory (postingTail), by the writer before each commit, and rebuilt from the
 // journal when the store opens. A reader sees, of a shard's tail, the postings up to the
 // shard's clock in its snapshot: a round's postings are in the tail before its commit, and
@@ -45,11 +53,17 @@ import (
 
 const (
 	prefixJournal = 'j'
-	prefixPage    = 'i'
+	prefixGenPage = 'g'
+	prefixLatest  = 'k'
 	prefixPaged   = 'x'
+	// prefixPage: format 9's index pages (i account last), moved to generations by upgrade
+	// (convertPages).
+	prefixPage = 'i'
 
 	journalKeyLen = 1 + 2 + 8 + 8
-	pageKeyLen    = 1 + 8 + 8
+	pageKeyLen    = 1 + 8 + 8 // format 9's
+	genPageKeyLen = 1 + 2 + 8 + 8 + 8
+	latestKeyLen  = 1 + 8
 	pagedKeyLen   = 1 + 2
 )
 
@@ -89,10 +103,28 @@ func journalShardBounds(shard uint32) ([]byte, []byte) {
 	return lo, hi
 }
 
+// pageKey is the key of format 9's index pages (upgrades and tests).
 func pageKey(dst []byte, account, last uint64) []byte {
 	dst = idKey(dst, prefixPage, account)
 	return be.AppendUint64(dst, last)
 }
+
+// genPageKey is the key of an index page of account's postings in generation gen (its end,
+// the paged mark once its pages are written) of shard, the last of them at last.
+func genPageKey(dst []byte, shard uint32, gen, account, last uint64) []byte {
+	dst = append(dst[:0], prefixGenPage)
+	dst = be.AppendUint16(dst, uint16(shard))
+	dst = be.AppendUint64(dst, gen)
+	dst = be.AppendUint64(dst, account)
+	return be.AppendUint64(dst, last)
+}
+
+// genPageParts splits a generation page's key (its length checked by the caller).
+func genPageParts(k []byte) (shard uint32, gen, account, last uint64) {
+	return uint32(be.Uint16(k[1:])), be.Uint64(k[3:]), be.Uint64(k[11:]), be.Uint64(k[19:])
+}
+
+func latestKey(dst []byte, account uint64) []byte { return idKey(dst, prefixLatest, account) }
 
 func pagedKey(dst []byte, shard uint32) []byte {
 	dst = append(dst[:0], prefixPaged)
@@ -122,7 +154,7 @@ func encodePage(dst []byte, ts []uint64) []byte {
 
 // decodePage appends a page's timestamps (ascending) to dst.
 func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
-	if len(key) != pageKeyLen {
+	if !(len(key) == genPageKeyLen && key[0] == prefixGenPage) && !(len(key) == pageKeyLen && key[0] == prefixPage) {
 		return dst, fmt.Errorf("storage: index page %x: bad key", key)
 	}
 	r := reader{b: val}
@@ -134,7 +166,7 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 		return dst, fmt.Errorf("storage: index page %x: %d entries", key, n)
 	}
 	start := len(dst)
-	t := be.Uint64(key[9:])
+	t := be.Uint64(key[len(key)-8:])
 	dst = append(dst, t)
 	for i := uint64(1); i < n && !r.bad; i++ {
 		d := r.uvarint()
@@ -158,7 +190,8 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 type postingTail struct {
 	mu                sync.RWMutex
 	prev, sealed, cur *tailGen
-	sealedNext        int // the next of the sealed generation's accounts to write pages for
+	sealedNext        int        // the next of the sealed generation's accounts to write pages for
+	quiet             []latestAt // the prev generation's accounts the sealed one lacks (quietAccounts)
 }
 
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
@@ -404,12 +437,13 @@ const pagingAccountsMin = 64
 // writes them all), and with the last ones the paged mark at the sealed generation's end. It
 // answers whether the sealed generation's pages are complete with this round (the caller then
 // retires it, once the round is durable), and the paged mark's record when the round writes
-// one, for the caller to write (last: its key comes after the round's others).
-func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
+// one, for the caller to write (last: its key comes after the round's others); an error only
+// when the pages of the generation before cannot be read (quietAccounts).
+func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	t := w.tail
 	if t.sealed == nil {
 		if len(t.cur.ts) < w.tailMax {
-			return false, nil
+			return false, nil, nil
 		}
 		t.mu.Lock()
 		t.sealed, t.cur = t.cur, newTailGen(clock)
@@ -419,7 +453,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		t.sealed.startGroup(w.groupGate)
 		// The mark stays where it is; its record says where the sealed generation ends, so
 		// that a restart seals the same postings and writes the same pages again.
-		return false, be.AppendUint64(be.AppendUint64(w.mark[:0], t.sealed.after), clock)
+		return false, be.AppendUint64(be.AppendUint64(w.mark[:0], t.sealed.after), clock), nil
 	}
 	g := t.sealed
 	if g.grouping == nil { // sealed when the store opened: its grouping starts with its pages
@@ -434,7 +468,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		// still spread over the rounds to half full. A test that fixes the pages a round
 		// waits at once.
 		if len(t.cur.ts) < w.tailMax/groupWaitDivisor && w.pagingAccounts == 0 {
-			return false, nil
+			return false, nil, nil
 		}
 		<-g.grouping
 	}
@@ -451,6 +485,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 	}
 	end = min(end, total)
 	g.sortTo(end)
+	gen := t.cur.after // the sealed generation's end: the paged mark once its pages are written
 	for _, account := range accounts[t.sealedNext:end] {
 		x := g.latest[account].idx
 		ts := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]]
@@ -459,15 +494,78 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte) {
 		}
 		for len(ts) > 0 {
 			k := min(len(ts), pageEntriesMax)
-			w.set(pageKey(w.key, account, ts[k-1]), encodePage(w.val, ts[:k]))
+			w.set(genPageKey(w.key, w.shard, gen, account, ts[k-1]), encodePage(w.val, ts[:k]))
 			ts = ts[k:]
 		}
 	}
+	if t.sealedNext == 0 {
+		if t.quiet, err = w.quietAccounts(g, t.quiet[:0]); err != nil {
+			return false, nil, err
+		}
+	}
+	// The quiet accounts' latest paged postings (k), in step with the pages: all of them by
+	// the round that moves the mark (writeLatestPaged writes them after the journal's records).
+	w.quiet = t.quiet[len(t.quiet)*t.sealedNext/total : len(t.quiet)*end/total]
 	t.sealedNext = end
 	if end < total {
-		return false, nil
+		return false, nil, nil
 	}
-	return true, be.AppendUint64(w.mark[:0], t.cur.after)
+	return true, be.AppendUint64(w.mark[:0], t.cur.after), nil
+}
+
+// latestAt is an account's latest posting in pages (k).
+type latestAt struct{ account, ts uint64 }
+
+// quietAccounts appends to dst the accounts of the generation before g (the one whose pages
+// were written last) that have no posting in g, with their latest postings, by id: once g's
+// pages are written, the readers find an account's latest paged posting in g's pages or, for
+// these, in k, which the pages of the generation after an account's last one write. The
+// generation before is in the tail (prev) unless the store opened since: then its pages are
+// read.
+func (w *Writer) quietAccounts(g *tailGen, dst []latestAt) ([]latestAt, error) {
+	if p := w.tail.prev; p != nil {
+		for account, h := range p.latest {
+			if _, busy := g.latest[account]; !busy {
+				dst = append(dst, latestAt{account, p.ts[h.last]})
+			}
+		}
+		slices.SortFunc(dst, func(a, b latestAt) int { return cmp.Compare(a.account, b.account) })
+		return dst, nil
+	}
+	if g.after == 0 {
+		return dst, nil // no generation before
+	}
+	lo := genPageKey(nil, w.shard, g.after, 0, 0)
+	hi := genPageKey(nil, w.shard, g.after+1, 0, 0)
+	it, err := w.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return dst, err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if len(k) != genPageKeyLen {
+			return dst, errors.Join(fmt.Errorf("storage: index page %x: bad key", k), it.Close())
+		}
+		_, _, account, last := genPageParts(k)
+		if _, busy := g.latest[account]; busy {
+			continue
+		}
+		if n := len(dst); n > 0 && dst[n-1].account == account {
+			dst[n-1].ts = last // an account's pages come in the order of their last postings
+		} else {
+			dst = append(dst, latestAt{account, last})
+		}
+	}
+	return dst, errors.Join(it.Error(), it.Close())
+}
+
+// writeLatestPaged writes the latest paged postings (k) page chose for the round: after the
+// journal's records, in key order.
+func (w *Writer) writeLatestPaged() {
+	for _, l := range w.quiet {
+		w.set(latestKey(w.key, l.account), be.AppendUint64(w.val[:0], l.ts))
+	}
+	w.quiet = nil
 }
 
 // retire makes the sealed generation, whose pages and mark are durable, the one kept for older
@@ -602,7 +700,7 @@ func (v *Reader) postingCursor() *postingCursor {
 		c.snap = v.s.db.NewSnapshot()
 		v = &Reader{r: c.snap, s: v.s, iterKeys: v.s.iterKeys}
 	}
-	c.v, c.pages, c.journal = v, v.renewingIter(prefixBounds(prefixPage)), v.renewingIter(prefixBounds(prefixJournal))
+	c.v, c.pages, c.journal = v, v.renewingIter(prefixBounds(prefixGenPage)), v.renewingIter(prefixBounds(prefixJournal))
 	return c
 }
 
@@ -633,22 +731,39 @@ func (c *postingCursor) latest(account uint64) (ts uint64, found bool, err error
 	if ts, found, paged, err = c.v.tailLatest(account); err != nil || found {
 		return ts, found, err
 	}
+	// In the newest generation's pages, or, for an account that has none there, in k (written
+	// with the pages of the generation after its last).
 	it, err := c.pages.iter()
 	if err != nil {
 		return 0, false, err
 	}
-	var key [pageKeyLen]byte
-	k := pageKey(key[:0], account, paged+1) // the last page up to the mark
-	if paged == ^uint64(0) {
-		k = idKey(key[:0], prefixPage, account+1)
+	shard := ledger.ShardOf(account, c.v.s.shards)
+	var pk [genPageKeyLen]byte
+	if paged > 0 && it.SeekLT(genPageKey(pk[:0], shard, paged, account, ^uint64(0))) {
+		if k := it.Key(); len(k) == genPageKeyLen && k[0] == prefixGenPage {
+			if s, gen, a, last := genPageParts(k); s == shard && gen == paged && a == account {
+				return last, true, nil
+			}
+		}
 	}
-	if !it.SeekLT(k) || be.Uint64(it.Key()[1:]) != account {
-		return 0, false, it.Error()
+	if err := it.Error(); err != nil {
+		return 0, false, err
 	}
-	if len(it.Key()) != pageKeyLen {
-		return 0, false, fmt.Errorf("storage: index page %x: bad key", it.Key())
+	var key [latestKeyLen]byte
+	if found, err = c.v.get(latestKey(key[:0], account), func(val []byte) error {
+		if len(val) != 8 {
+			return fmt.Errorf("storage: account %d's latest paged posting: bad record %x", account, val)
+		}
+		ts = be.Uint64(val)
+		return nil
+	}); err != nil || !found {
+		return 0, false, err
 	}
-	return be.Uint64(it.Key()[9:]), true, nil
+	// Written with the pages of the generation after the posting's: at most the paged mark.
+	if ts > paged {
+		return 0, false, fmt.Errorf("storage: account %d's latest paged posting at %d is past its shard's paged mark %d", account, ts, paged)
+	}
+	return ts, true, nil
 }
 
 // balance sets a client account's balance from its latest posting (none: zero).
@@ -716,36 +831,16 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 	if err != nil {
 		return err
 	}
-	var key [pageKeyLen]byte
-	plo, phi := pageBounds(account)
-	ok := it.SeekGE(pageKey(key[:0], account, lo))
-	if reverse {
-		ok = it.SeekGE(pageKey(key[:0], account, hi))
-		if !ok || bytes.Compare(it.Key(), phi) >= 0 {
-			ok = it.SeekLT(phi)
-		}
-	}
-	for ; ok; ok = c.step(it, reverse) {
-		k := it.Key()
-		if bytes.Compare(k, plo) < 0 || bytes.Compare(k, phi) >= 0 {
-			break
-		}
-		val, err := it.ValueAndErr()
-		if err != nil {
-			return fmt.Errorf("storage: read index page: %w", err)
-		}
+	r := more
+	err = genPages(it, ledger.ShardOf(account, c.v.s.shards), account, lo, hi, paged, reverse, func(k, val []byte) (bool, error) {
+		var err error
 		if c.page, err = decodePage(c.page[:0], k, val); err != nil {
-			return err
+			return false, err
 		}
-		r, err := emit(c.page, min(hi, paged))
-		if err != nil || r == done {
-			return err
-		}
-		if r == pagesDone {
-			break
-		}
-	}
-	if err := it.Error(); err != nil || reverse {
+		r, err = emit(c.page, min(hi, paged))
+		return err == nil && r == more, err
+	})
+	if err != nil || reverse || r == done {
 		return err
 	}
 	// Forward, the tail last: its postings from lo on, oldest first.
@@ -758,11 +853,98 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 	return err
 }
 
-func (c *postingCursor) step(it *pebble.Iterator, reverse bool) bool {
-	if reverse {
-		return it.Prev()
+// genPages calls fn with account's index pages (key and value) in the generations of shard
+// that may list its postings from lo to hi and that the paged mark covers, ascending, or
+// descending when reverse, until fn answers false. A generation gen lists postings after the
+// one before it and up to gen, so those from lo on are in the generations from lo on. It
+// seeks once a generation that lists the account, twice one that does not.
+func genPages(it *pebble.Iterator, shard uint32, account, lo, hi, paged uint64, reverse bool, fn func(k, val []byte) (bool, error)) error {
+	var key [genPageKeyLen]byte
+	at := func(ok bool) (gen, acct uint64, ok2 bool, err error) {
+		if !ok {
+			return 0, 0, false, it.Error()
+		}
+		k := it.Key()
+		if len(k) != genPageKeyLen || k[0] != prefixGenPage {
+			return 0, 0, false, fmt.Errorf("storage: index page %x: bad key", k)
+		}
+		s, gen, acct, _ := genPageParts(k)
+		return gen, acct, s == shard, nil
 	}
-	return it.Next()
+	// pages calls fn with the account's pages in gen from the iterator's position on.
+	pages := func(gen uint64) (bool, error) {
+		for ok := true; ok; {
+			k := it.Key()
+			if len(k) != genPageKeyLen || k[0] != prefixGenPage {
+				return false, fmt.Errorf("storage: index page %x: bad key", k)
+			}
+			if s, g, a, _ := genPageParts(k); s != shard || g != gen || a != account {
+				return true, nil
+			}
+			val, err := it.ValueAndErr()
+			if err != nil {
+				return false, fmt.Errorf("storage: read index page: %w", err)
+			}
+			if next, err := fn(k, val); err != nil || !next {
+				return false, err
+			}
+			if reverse {
+				ok = it.Prev()
+			} else {
+				ok = it.Next()
+			}
+		}
+		return true, it.Error()
+	}
+	if !reverse {
+		for m := lo; m <= paged; {
+			gen, acct, ok, err := at(it.SeekGE(genPageKey(key[:0], shard, m, account, 0)))
+			switch {
+			case err != nil || !ok || gen > paged:
+				return err
+			case acct == account:
+				if next, err := pages(gen); err != nil || !next {
+					return err
+				}
+			case gen > m: // the first keys of a later generation: the account's may follow
+				m = gen
+				continue
+			}
+			if gen == ^uint64(0) {
+				return nil
+			}
+			m = gen + 1
+		}
+		return nil
+	}
+	m := paged
+	if hi < paged { // from the generation that lists hi, if any: the first one at or past it
+		gen, _, ok, err := at(it.SeekGE(genPageKey(key[:0], shard, hi, 0, 0)))
+		if err != nil {
+			return err
+		}
+		if ok && gen <= paged {
+			m = gen
+		}
+	}
+	for {
+		gen, acct, ok, err := at(it.SeekLT(genPageKey(key[:0], shard, m, account, ^uint64(0))))
+		switch {
+		case err != nil || !ok:
+			return err
+		case acct == account:
+			if next, err := pages(gen); err != nil || !next {
+				return err
+			}
+		case gen < m: // the last keys of an earlier generation: the account's may precede
+			m = gen
+			continue
+		}
+		if gen < lo || gen == 0 {
+			return nil
+		}
+		m = gen - 1
+	}
 }
 
 // loadTails rebuilds every shard's tail from the journal after its paged mark: a generation
@@ -806,38 +988,57 @@ func (s *Store) loadTails() error {
 const upgradeBatchRecordsMax = 1 << 16
 
 // upgrade brings a store of an older format (formatsUpgradable) to formatVersion: it moves the
-// postings, keyed by account before format 8, to the journal and index pages, then deletes
-// them and sets the format in one synced batch. A crash before that batch leaves the older
-// format with its postings, and the next open moves them again, writing the same records. A
-// read-only open of an older store that has postings is refused: it cannot be read until
+// postings, keyed by account before format 8, to the journal and index pages, and the index
+// pages of formats 8 and 9 to generations (convertPages), then deletes the older records and
+// sets the format in one synced batch. A crash before that batch leaves the older format with
+// its records, and the next open moves them again, writing the same records. A read-only open
+// of an older store that has postings or pages to move is refused: it cannot be read until
 // they are moved.
 func (s *Store) upgrade() error {
 	if s.upgradeFrom == "" {
 		return nil
 	}
 	lo, hi := prefixBounds(prefixPosting)
-	has := false
-	if err := (&Reader{r: s.db}).scan(lo, hi, false, func([]byte, []byte) (bool, error) {
-		has = true
-		return false, nil
-	}); err != nil {
+	has := func(lo, hi []byte) (bool, error) {
+		found := false
+		err := (&Reader{r: s.db}).scan(lo, hi, false, func([]byte, []byte) (bool, error) {
+			found = true
+			return false, nil
+		})
+		return found, err
+	}
+	postings, err := has(lo, hi)
+	if err != nil {
+		return err
+	}
+	plo, phi := prefixBounds(prefixPage)
+	pages, err := has(plo, phi)
+	if err != nil {
 		return err
 	}
 	if s.readOnly {
-		if has {
-			return fmt.Errorf("%w: it has %q, whose postings this build reads once they are moved to its journal: "+
+		if postings || pages {
+			return fmt.Errorf("%w: it has %q, whose postings and index pages this build reads once they are moved: "+
 				"open it for writing once (start ledgerd on it) to move them", ErrFormat, s.upgradeFrom)
 		}
 		return nil
 	}
-	if has {
+	if postings {
 		if err := s.moveToJournal(lo, hi); err != nil {
+			return fmt.Errorf("storage: upgrade from %s: %w", s.upgradeFrom, err)
+		}
+	}
+	if postings || pages {
+		if err := s.convertPages(); err != nil {
 			return fmt.Errorf("storage: upgrade from %s: %w", s.upgradeFrom, err)
 		}
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return err
+	}
+	if err := b.DeleteRange(plo, phi, nil); err != nil {
 		return err
 	}
 	if err := b.Set([]byte{prefixMeta, 'f', 'o', 'r', 'm', 'a', 't'}, []byte(formatVersion), nil); err != nil {
@@ -848,6 +1049,89 @@ func (s *Store) upgrade() error {
 	}
 	s.upgradeFrom = ""
 	return nil
+}
+
+// convertPages writes format 9's index pages (i account last, each account's together) as
+// pages of generations (g shard gen account last): all of a shard's pages up to its paged
+// mark as one generation at the mark, each account's latest paged posting (k) with them. The
+// pages of a generation being paged when the store closed (past the mark) are left out: the
+// writer pages that generation again from its first account. upgrade deletes the `i` pages
+// with the format's change.
+func (s *Store) convertPages() error {
+	marks := make([]uint64, s.shards)
+	for shard := range s.shards {
+		var key [pagedKeyLen]byte
+		val, closer, err := s.db.Get(pagedKey(key[:0], shard))
+		if errors.Is(err, pebble.ErrNotFound) {
+			continue // nothing paged: no pages to move
+		}
+		if err != nil {
+			return err
+		}
+		marks[shard], _, err = decodePaged(shard, val)
+		_ = closer.Close()
+		if err != nil {
+			return err
+		}
+	}
+	w := &Writer{db: s.db, batch: s.db.NewBatch()}
+	defer func() { _ = w.batch.Close() }()
+	// What an interrupted upgrade wrote goes first: the older build may have written since.
+	for _, prefix := range []byte{prefixGenPage, prefixLatest} {
+		lo, hi := prefixBounds(prefix)
+		if err := w.batch.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+	}
+	records := 0
+	flush := func() error {
+		if err := pebbleWrite(func() error { return w.batch.Commit(pebble.NoSync) }); err != nil {
+			return err
+		}
+		w.batch.Reset()
+		records = 0
+		return nil
+	}
+	var account, latest uint64
+	var ts []uint64
+	putLatest := func() {
+		if latest != 0 {
+			w.set(latestKey(w.key, account), be.AppendUint64(w.val[:0], latest))
+			records++
+		}
+	}
+	lo, hi := prefixBounds(prefixPage)
+	err := (&Reader{r: s.db}).scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		var err error
+		if ts, err = decodePage(ts[:0], k, val); err != nil {
+			return false, err
+		}
+		a := be.Uint64(k[1:])
+		shard := ledger.ShardOf(a, s.shards)
+		if shard >= s.shards {
+			return false, fmt.Errorf("index page %x: account %d is of no shard of %d", k, a, s.shards)
+		}
+		last := ts[len(ts)-1]
+		if last > marks[shard] {
+			return true, nil
+		}
+		if a != account {
+			putLatest()
+			account, latest = a, 0
+		}
+		latest = last // an account's pages come in the order of their last postings
+		w.set(genPageKey(w.key, shard, marks[shard], a, last), val)
+		records++
+		if records >= upgradeBatchRecordsMax {
+			return true, flush()
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	putLatest()
+	return flush()
 }
 
 // moveToJournal writes every posting of the older layout (lo..hi) to the journal, and index

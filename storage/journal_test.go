@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -212,7 +213,7 @@ func TestJournalIndex(t *testing.T) {
 // TestVerifyFindsIndexFaults: an index page that lists a posting the journal lacks, or misses
 // one it has, is reported.
 func TestVerifyFindsIndexFaults(t *testing.T) {
-	for _, fault := range []string{"missing", "extra", "unpaged", "both shapes"} {
+	for _, fault := range []string{"missing", "extra", "unpaged", "both shapes", "wrong generation"} {
 		t.Run(fault, func(t *testing.T) {
 			s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 8})
 			if err != nil {
@@ -230,9 +231,12 @@ func TestVerifyFindsIndexFaults(t *testing.T) {
 				t.Fatalf("no pages: %+v %v", sv, err)
 			}
 			// The first page of account 1.
-			lo, hi := pageBounds(1)
+			lo, hi := prefixBounds(prefixGenPage)
 			var key, val []byte
 			if err := v.scan(lo, hi, false, func(k, v []byte) (bool, error) {
+				if _, _, a, _ := genPageParts(k); a != 1 {
+					return true, nil
+				}
 				key, val = slices.Clone(k), slices.Clone(v)
 				return false, nil
 			}); err != nil || key == nil {
@@ -247,9 +251,13 @@ func TestVerifyFindsIndexFaults(t *testing.T) {
 			case "missing": // the journal lost a paged posting
 				_ = b.Delete(journalTimeKey(nil, 0, ts[0]), nil)
 			case "extra": // a second page lists a posting again
-				_ = b.Set(pageKey(nil, 1, ts[0]), encodePage(nil, ts[:1]), nil)
+				_, gen, _, _ := genPageParts(key)
+				_ = b.Set(genPageKey(nil, 0, gen, 1, ts[0]), encodePage(nil, ts[:1]), nil)
 			case "unpaged": // a page was lost
 				_ = b.Delete(key, nil)
+			case "wrong generation": // the page moved to a generation before its postings
+				_ = b.Delete(key, nil)
+				_ = b.Set(genPageKey(nil, 0, ts[0]-1, 1, ts[len(ts)-1]), val, nil)
 			case "both shapes": // a format-8 record where the journal has time records
 				p, _, err := v.Postings(PostingFilter{Account: 1, Limit: 1})
 				if err != nil || len(p) != 1 {
@@ -392,7 +400,7 @@ func toFormat7(t *testing.T, s *Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, prefix := range []byte{prefixJournal, prefixPage, prefixPaged} {
+	for _, prefix := range []byte{prefixJournal, prefixPage, prefixGenPage, prefixLatest, prefixPaged} {
 		lo, hi := prefixBounds(prefix)
 		_ = b.DeleteRange(lo, hi, nil)
 	}
@@ -456,4 +464,224 @@ func TestTailAheadOfCommitUnseen(t *testing.T) {
 	checkJournalReads(t, "snapshot before the round", snap, j.model, rng)
 	checkJournalReads(t, "live, the round not committed", s.Live(), j.model, rng)
 	_ = j.w.Close()
+}
+
+// toFormat9 rewrites a store's index pages as format 9 had them: keyed by account (i account
+// last), those of a generation being paged too, and no latest paged postings (k).
+func toFormat9(t *testing.T, s *Store) {
+	t.Helper()
+	b := s.db.NewBatch()
+	lo, hi := prefixBounds(prefixGenPage)
+	if err := s.Live().scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		_, _, account, last := genPageParts(k)
+		return true, b.Set(pageKey(nil, account, last), val, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []byte{prefixGenPage, prefixLatest} {
+		lo, hi := prefixBounds(prefix)
+		_ = b.DeleteRange(lo, hi, nil)
+	}
+	_ = b.Set([]byte("mformat"), []byte("ledger-format-9"), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFormat9PagesUpgraded: a format-9 store, its index pages keyed by account, closed at
+// every point of its paging (a generation sealed and some of its accounts paged, or none),
+// is refused read-only; opened for writing it has its pages in generations and each account's
+// latest paged posting, reads as before, verifies clean, and takes more rounds (the generation
+// that was being paged is paged again from its start).
+func TestFormat9PagesUpgraded(t *testing.T) {
+	defer func(n int) { pageEntriesMax = n }(pageEntriesMax)
+	pageEntriesMax = 4 // an account's postings of one generation span several pages
+	paging := 0
+	defer func() {
+		if paging == 0 || paging == 12 {
+			t.Errorf("%d of 12 stores closed while a generation was paged: not both cases", paging)
+		}
+	}()
+	for stop := 20; stop < 44; stop += 2 {
+		fs := vfs.NewMem()
+		opts := Options{FS: fs, Shards: 1, PostingTailMax: 16, PagingAccountsPerRound: 3}
+		s, err := Open("db", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := newJournalWorld(t, s, uint64(stop))
+		for range stop {
+			j.round(3)
+		}
+		_ = j.w.Close()
+		sealed := s.tails[0].sealed != nil
+		if sealed {
+			paging++
+		}
+		toFormat9(t, s)
+		_ = s.Close()
+
+		if _, err := Open("db", Options{FS: fs, ReadOnly: true}); err == nil {
+			t.Fatal("a format-9 store with index pages opened read-only")
+		}
+		if s, err = Open("db", opts); err != nil {
+			t.Fatal(err)
+		}
+		what := fmt.Sprintf("stopped after %d rounds (a generation being paged: %v)", stop, sealed)
+		rng := rand.New(rand.NewPCG(uint64(stop), 9))
+		checkJournalReads(t, what+", upgraded", s.Live(), j.model, rng)
+		if rep, err := Verify(s.Live(), 1); err != nil || len(rep.Problems) != 0 || rep.Postings == 0 {
+			t.Fatalf("%s: verify: %+v %v", what, rep, err)
+		}
+		lo, hi := prefixBounds(prefixPage)
+		if err := s.Live().scan(lo, hi, false, func(k, _ []byte) (bool, error) {
+			return false, fmt.Errorf("format-9 page %x left", k)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		j.s, j.w = s, s.Writer(0)
+		for range 30 {
+			j.round(3)
+		}
+		checkJournalReads(t, what+", upgraded and written", s.Live(), j.model, rng)
+		if rep, err := Verify(s.Live(), 1); err != nil || len(rep.Problems) != 0 {
+			t.Fatalf("%s: verify: %+v %v", what, rep, err)
+		}
+		_ = j.w.Close()
+		_ = s.Close()
+	}
+}
+
+// TestPagesComeAfterTheirShards: each round's index pages (and the tables their flushes make)
+// come after every page its shard wrote before, so that compactions move them down instead of
+// merging them with the older ones; two shards, many accounts, several generations.
+func TestPagesComeAfterTheirShards(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := Open("db", Options{FS: fs, Shards: 2, PostingTailMax: 40, PagingAccountsPerRound: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ws []*rvShard
+	for sh := range uint32(2) {
+		ws = append(ws, newRVShard(t, s, sh, 30))
+	}
+	last := make([][]byte, 2)
+	pages := 0
+	for _, r := range ws {
+		r.w.inspect = func(b *pebble.Batch) {
+			for rd := b.Reader(); ; {
+				_, k, _, ok, err := rd.Next()
+				if err != nil || !ok {
+					break
+				}
+				if k[0] != prefixGenPage {
+					continue
+				}
+				shard, _, _, _ := genPageParts(k)
+				if bytes.Compare(k, last[shard]) <= 0 {
+					t.Fatalf("shard %d: page %x after %x", shard, k, last[shard])
+				}
+				last[shard] = slices.Clone(k)
+				pages++
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		for _, r := range ws {
+			r.round(rng.IntN(30), rng.IntN(30), rng.IntN(30))
+		}
+	}
+	if pages < 100 {
+		t.Fatalf("%d pages written: too few generations to show anything", pages)
+	}
+}
+
+// TestQuietAccountsLatest: an account with index pages but none in its shard's newest
+// generation (quiet since) has its latest paged posting (k), which gives its balance, and
+// Verify finds it wrong or missing; accounts busy in the newest generation need none.
+func TestQuietAccountsLatest(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := Open("db", Options{FS: fs, Shards: 1, PostingTailMax: 40, PagingAccountsPerRound: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := newRVShard(t, s, 0, 30)
+	rng := rand.New(rand.NewPCG(8, 9))
+	for i := range 120 {
+		if i < 60 {
+			r.round(rng.IntN(30), rng.IntN(30), rng.IntN(30))
+		} else {
+			r.round(rng.IntN(5), rng.IntN(5), rng.IntN(5)) // accounts 5 to 29 go quiet
+		}
+	}
+	v := s.Live()
+	sv, err := v.shardView(0)
+	if err != nil || sv.paged == 0 {
+		t.Fatalf("no pages: %+v %v", sv, err)
+	}
+	// A quiet account: pages, none in the newest generation.
+	inNewest, last := map[uint64]bool{}, map[uint64]uint64{}
+	lo, hi := prefixBounds(prefixGenPage)
+	if err := v.scan(lo, hi, false, func(k, _ []byte) (bool, error) {
+		_, gen, a, l := genPageParts(k)
+		if gen <= sv.paged {
+			inNewest[a] = inNewest[a] || gen == sv.paged
+			last[a] = l
+		}
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var quiet uint64
+	for _, id := range r.ids {
+		if _, paged := last[id]; paged && !inNewest[id] {
+			quiet = id
+			break
+		}
+	}
+	if quiet == 0 {
+		t.Fatal("no quiet account: the test shows nothing")
+	}
+	if err := rvCheck(v, r.ids); err != nil { // balances, the quiet ones' through k
+		t.Fatal(err)
+	}
+	// This world's postings name no transfers (Verify reports them): only its pages count.
+	latestProblems := func() []string {
+		rep, err := Verify(s.Live(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.DeleteFunc(rep.Problems, func(p string) bool { return !strings.Contains(p, "latest paged posting") })
+	}
+	if ps := latestProblems(); len(ps) != 0 {
+		t.Fatalf("verify: %q", ps)
+	}
+	for _, fault := range []string{"wrong", "missing"} {
+		b := s.db.NewBatch()
+		if fault == "wrong" { // its first posting: in the journal, not its latest
+			first, _, err := v.Postings(PostingFilter{Account: quiet, Limit: 1})
+			if err != nil || len(first) != 1 || first[0].Timestamp == last[quiet] {
+				t.Fatalf("the quiet account's first posting: %v %v", first, err)
+			}
+			_ = b.Set(latestKey(nil, quiet), be.AppendUint64(nil, first[0].Timestamp), nil)
+		} else {
+			_ = b.Delete(latestKey(nil, quiet), nil)
+		}
+		if err := b.Commit(pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		ps := latestProblems()
+		if len(ps) != 1 {
+			t.Fatalf("k %s: verify found %q", fault, ps)
+		}
+		t.Log(fault, ps[0])
+		if fault == "wrong" { // the balance comes from k
+			if a, found, err := s.Live().Account(quiet); err != nil || !found || a.Balance == r.bal[quiet] {
+				t.Fatalf("the quiet account's balance does not come from k: %+v %v %v", a.Balance, found, err)
+			}
+		}
+	}
 }

@@ -251,9 +251,9 @@ func tableSpan(start []byte) (pebble.SpanPolicy, []byte, error) {
 }
 
 // streamKinds: the kinds whose keys start with a 2-byte shard or log after the prefix, each
-// shard's or log's keys a stream of its own (journal, event log, pending transfers, active
-// orders).
-var streamKinds = [256]bool{prefixJournal: true, prefixEventLog: true, prefixPending: true, prefixActive: true}
+// shard's or log's keys a stream of its own (journal, index pages, event log, pending
+// transfers, active orders).
+var streamKinds = [256]bool{prefixJournal: true, prefixGenPage: true, prefixEventLog: true, prefixPending: true, prefixActive: true}
 
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
@@ -335,7 +335,9 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // formatVersion names the key layout and record encodings; a store of another format is
-// refused rather than misread. Format 9: the journal's records are time records, one a
+// refused rather than misread. Format 10: index pages keyed by their generation, with each
+// account's latest paged posting (journal.go); opening a format 8 or 9 store for writing
+// moves its pages (upgrade). Format 9: the journal's records are time records, one a
 // shard's timestamp with all its postings at that time (journal_time.go); format 8's records
 // of one posting stay readable, so a format-8 store opened for writing only becomes format 9,
 // which format-8 builds refuse (they would not read time records). Format 8: postings in
@@ -351,10 +353,10 @@ func Open(dir string, opts Options) (*Store, error) {
 // that an older build refuses it: one would commit rounds without their event log records
 // (4), cannot read compressed log records (5), or would misread a posting that ends with
 // its day (4 to 6).
-const formatVersion = "ledger-format-9"
+const formatVersion = "ledger-format-10"
 
 // formatsUpgradable are the formats that opening for writing upgrades to formatVersion.
-var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6", "ledger-format-7", "ledger-format-8"}
+var formatsUpgradable = []string{"ledger-format-4", "ledger-format-5", "ledger-format-6", "ledger-format-7", "ledger-format-8", "ledger-format-9"}
 
 // ErrFormat: the store was written by a build with another key layout or record encoding.
 var ErrFormat = errors.New("storage: the store has another format")
@@ -473,9 +475,10 @@ type Writer struct {
 	tailMax  int
 	// pagingAccounts is Options.PagingAccountsPerRound, resolved.
 	pagingAccounts int
-	failed         error    // the commit that failed: the writer takes no more
-	order          keyOrder // Commit's: the order of its records
-	mark           []byte   // page's: the paged mark's record
+	failed         error      // the commit that failed: the writer takes no more
+	order          keyOrder   // Commit's: the order of its records
+	mark           []byte     // page's: the paged mark's record
+	quiet          []latestAt // page's: the latest paged postings (k) the round writes
 	// inspect, when set (tests), is shown each round's batch before it commits.
 	inspect func(*pebble.Batch)
 	// groupGate, when set (tests), holds each sealed generation's grouping until it is closed.
@@ -568,7 +571,12 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	// The round's postings are in the tail before they are durable: a reader sees them only
 	// once its snapshot has the round's clock, which commits with them.
 	w.tail.addRound(fx.Postings)
-	paged, mark := w.page(clock) // its pages (`i`) now, its mark (`x`) last
+	paged, mark, err := w.page(clock) // its pages (`g`, `k`) now, its mark (`x`) last
+	if err != nil {
+		b.Reset()
+		w.failed = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+		return w.failed
+	}
 	// One time record a timestamp (journal_time.go).
 	idx := w.order.postings(fx.Postings)
 	for n := 0; n < len(idx); {
@@ -579,6 +587,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		w.set(journalTimeKey(w.key, w.shard, ts), appendTimeRecord(w.val[:0], fx.Postings, idx[n:m]))
 		n = m
 	}
+	w.writeLatestPaged()
 	for _, r := range w.order.legsDone(fx) {
 		if int(r) < len(fx.LegsDone) {
 			w.set(legDoneKey(w.key, fx.LegsDone[r].LegKey), append(w.val[:0], byte(fx.LegsDone[r].Result)))
@@ -616,7 +625,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	if w.inspect != nil {
 		w.inspect(b)
 	}
-	err := commitSynced(b)
+	err = commitSynced(b)
 	b.Reset()
 	if err != nil {
 		w.failed = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)

@@ -121,7 +121,7 @@ func TestPagesWaitForGroupingPastAnEighth(t *testing.T) {
 			if err != nil || !ok {
 				break
 			}
-			if k[0] == prefixPage {
+			if k[0] == prefixGenPage {
 				pages++
 			}
 		}

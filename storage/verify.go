@@ -189,18 +189,24 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 	return problems, transfers.Close()
 }
 
-// verifyPages checks the index pages against the journal: each lists postings of its account
-// (strictly ascending across the account's pages) that are in the journal, up to the paged
-// mark of the account's shard (or, while a sealed generation is paged, up to its end: those
-// the readers do not use yet), and they list as many postings per shard up to the mark as
-// the journal has (toPage): every such posting exactly once.
+// verifyPages checks the index pages against the journal: each is of its account's shard and
+// of a generation up to the shard's paged mark (or, while a sealed generation is paged, up to
+// its end: those the readers do not use yet), after the shard's generation before it; it lists
+// postings of its account in that generation (strictly ascending across the account's pages)
+// that are in the journal; the pages list as many postings per shard up to the mark as the
+// journal has (toPage): every such posting exactly once; and each account with pages up to
+// the mark but none in the generation at the mark (the newest) has its latest paged posting
+// (k), the last its pages list (one in the newest may have an older one: it was quiet once).
 func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, problems []string) ([]string, error) {
 	listed := make([]uint64, shards)
 	refs := make([]postingAt, 0, 1024)
+	latest := map[uint64]uint64{} // account -> the last posting its pages list, up to the mark
+	newest := map[uint64]bool{}   // account -> it has a page in the generation at the mark
+	order := map[uint64]uint64{}  // account -> the last posting its pages list so far
+	prevGen := make([]uint64, shards)
+	curGen := make([]uint64, shards)
 	var ts []uint64
-	var account, last uint64
-	first := true
-	from, hi := prefixBounds(prefixPage)
+	from, hi := prefixBounds(prefixGenPage)
 	for from != nil {
 		var resume []byte
 		err := v.scan(from, hi, false, func(k, val []byte) (bool, error) {
@@ -208,19 +214,25 @@ func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, probl
 			if ts, err = decodePage(ts[:0], k, val); err != nil {
 				return false, err
 			}
-			a := be.Uint64(k[1:])
-			if first || a != account {
-				account, last, first = a, 0, false
+			shard, gen, a, _ := genPageParts(k)
+			if shard >= shards || ledger.ShardOf(a, shards) != shard {
+				problems = append(problems, fmt.Sprintf("index page %x: account %d is not of shard %d", k, a, shard))
+				return true, nil
 			}
-			shard := ledger.ShardOf(a, shards)
+			if gen != curGen[shard] {
+				prevGen[shard], curGen[shard] = curGen[shard], gen
+			}
+			top := max(paged[shard], sealed[shard])
 			for _, t := range ts {
-				if t <= last || t > max(paged[shard], sealed[shard]) {
-					problems = append(problems, fmt.Sprintf("index page %x: account %d's posting at %d is out of order or past its shard's paged mark %d",
-						k, a, t, max(paged[shard], sealed[shard])))
+				if t <= order[a] || t <= prevGen[shard] || t > gen || gen > top {
+					problems = append(problems, fmt.Sprintf("index page %x: account %d's posting at %d is out of order, outside its generation (after %d, to %d) or past its shard's paged mark %d",
+						k, a, t, prevGen[shard], gen, top))
 					continue
 				}
-				last = t
-				if t <= paged[shard] {
+				order[a] = t
+				if gen <= paged[shard] {
+					latest[a] = t
+					newest[a] = newest[a] || gen == paged[shard]
 					listed[shard]++
 				}
 				refs = append(refs, postingAt{account: a, ts: t})
@@ -245,7 +257,33 @@ func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, probl
 				s, listed[s], toPage[s], paged[s]))
 		}
 	}
-	return problems, nil
+	lo, hi := prefixBounds(prefixLatest)
+	err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+		if len(k) != latestKeyLen || len(val) != 8 {
+			problems = append(problems, fmt.Sprintf("latest paged posting %x: bad record %x", k, val))
+			return true, nil
+		}
+		a := be.Uint64(k[1:])
+		want, ok := latest[a]
+		switch got := be.Uint64(val); {
+		case newest[a] && got <= want, !newest[a] && ok && got == want:
+		default:
+			problems = append(problems, fmt.Sprintf("account %d: latest paged posting %d, its pages' last is %d", a, got, want))
+		}
+		delete(latest, a)
+		return true, nil
+	})
+	var quiet []uint64
+	for a := range latest {
+		if !newest[a] {
+			quiet = append(quiet, a)
+		}
+	}
+	slices.Sort(quiet)
+	for _, a := range quiet {
+		problems = append(problems, fmt.Sprintf("account %d: no latest paged posting, its pages' last is %d", a, latest[a]))
+	}
+	return problems, err
 }
 
 // pagedInJournal checks that the postings refs (from index pages) are in the journal.
