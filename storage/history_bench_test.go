@@ -1,16 +1,25 @@
 package storage
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/ledgercore/ledger/ledger"
 )
 
-// BenchmarkHistoryReads: an account's balance and its latest 100 postings, read on a
-// snapshot of a store of 1,000 accounts after 500,000 transfers (1,000 postings an account).
+// BenchmarkHistoryReads: an account's balance, its latest 100 postings and all of them, read
+// on a snapshot of a store of 1,000 accounts after 500,000 transfers (1,000 postings an
+// account): with the default tail (the postings in memory: no index pages yet), and with a
+// tail of 2^16 postings (15 generations of pages, some 65 postings of an account in each).
 func BenchmarkHistoryReads(b *testing.B) {
-	s, err := Open(b.TempDir(), Options{Shards: 1})
+	for _, tail := range []int{0, 1 << 16} {
+		b.Run(fmt.Sprintf("tail=%d", tail), func(b *testing.B) { historyReads(b, tail) })
+	}
+}
+
+func historyReads(b *testing.B, tail int) {
+	s, err := Open(b.TempDir(), Options{Shards: 1, PostingTailMax: tail})
 	if err != nil {
 		b.Fatal(err)
 	}
