@@ -987,6 +987,46 @@ func (s *Store) loadTails() error {
 // upgradeBatchRecordsMax is how many records one batch of an upgrade writes.
 const upgradeBatchRecordsMax = 1 << 16
 
+// upgradeBatches writes a step of an upgrade in unsynced batches of at most
+// upgradeBatchRecordsMax records (its writer's set, counted in records); the upgrade's last
+// batch, synced, deletes the older records and sets the format.
+type upgradeBatches struct {
+	w       *Writer
+	records int
+}
+
+// newUpgradeBatches deletes, in its first batch, the kinds clear: what an interrupted upgrade
+// wrote goes first, since the older build may have written after it.
+func (s *Store) newUpgradeBatches(clear ...byte) (*upgradeBatches, error) {
+	u := &upgradeBatches{w: &Writer{db: s.db, batch: s.db.NewBatch()}}
+	for _, prefix := range clear {
+		lo, hi := prefixBounds(prefix)
+		if err := u.w.batch.DeleteRange(lo, hi, nil); err != nil {
+			u.close()
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+func (u *upgradeBatches) flush() error {
+	if err := pebbleWrite(func() error { return u.w.batch.Commit(pebble.NoSync) }); err != nil {
+		return err
+	}
+	u.w.batch.Reset()
+	u.records = 0
+	return nil
+}
+
+func (u *upgradeBatches) flushIfFull() error {
+	if u.records < upgradeBatchRecordsMax {
+		return nil
+	}
+	return u.flush()
+}
+
+func (u *upgradeBatches) close() { _ = u.w.batch.Close() }
+
 // upgrade brings a store of an older format (formatsUpgradable) to formatVersion: it moves the
 // postings, keyed by account before format 8, to the journal and index pages, and the index
 // pages of formats 8 and 9 to generations (convertPages), then deletes the older records and
@@ -1074,34 +1114,22 @@ func (s *Store) convertPages() error {
 			return err
 		}
 	}
-	w := &Writer{db: s.db, batch: s.db.NewBatch()}
-	defer func() { _ = w.batch.Close() }()
-	// What an interrupted upgrade wrote goes first: the older build may have written since.
-	for _, prefix := range []byte{prefixGenPage, prefixLatest} {
-		lo, hi := prefixBounds(prefix)
-		if err := w.batch.DeleteRange(lo, hi, nil); err != nil {
-			return err
-		}
+	u, err := s.newUpgradeBatches(prefixGenPage, prefixLatest)
+	if err != nil {
+		return err
 	}
-	records := 0
-	flush := func() error {
-		if err := pebbleWrite(func() error { return w.batch.Commit(pebble.NoSync) }); err != nil {
-			return err
-		}
-		w.batch.Reset()
-		records = 0
-		return nil
-	}
+	defer u.close()
+	w := u.w
 	var account, latest uint64
 	var ts []uint64
 	putLatest := func() {
 		if latest != 0 {
 			w.set(latestKey(w.key, account), be.AppendUint64(w.val[:0], latest))
-			records++
+			u.records++
 		}
 	}
 	lo, hi := prefixBounds(prefixPage)
-	err := (&Reader{r: s.db}).scan(lo, hi, false, func(k, val []byte) (bool, error) {
+	err = (&Reader{r: s.db}).scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		var err error
 		if ts, err = decodePage(ts[:0], k, val); err != nil {
 			return false, err
@@ -1121,52 +1149,37 @@ func (s *Store) convertPages() error {
 		}
 		latest = last // an account's pages come in the order of their last postings
 		w.set(genPageKey(w.key, shard, marks[shard], a, last), val)
-		records++
-		if records >= upgradeBatchRecordsMax {
-			return true, flush()
-		}
-		return true, nil
+		u.records++
+		return true, u.flushIfFull()
 	})
 	if err != nil {
 		return err
 	}
 	putLatest()
-	return flush()
+	return u.flush()
 }
 
 // moveToJournal writes every posting of the older layout (lo..hi) to the journal, and index
 // pages for all of them with each shard's paged mark at its clock.
 func (s *Store) moveToJournal(lo, hi []byte) error {
-	w := &Writer{db: s.db, batch: s.db.NewBatch()}
-	defer func() { _ = w.batch.Close() }()
-	// What an interrupted upgrade wrote goes first: the older build may have written since.
-	for _, prefix := range []byte{prefixJournal, prefixPage, prefixPaged} {
-		lo, hi := prefixBounds(prefix)
-		if err := w.batch.DeleteRange(lo, hi, nil); err != nil {
-			return err
-		}
+	u, err := s.newUpgradeBatches(prefixJournal, prefixPage, prefixPaged)
+	if err != nil {
+		return err
 	}
-	records := 0
-	flush := func() error {
-		if err := pebbleWrite(func() error { return w.batch.Commit(pebble.NoSync) }); err != nil {
-			return err
-		}
-		w.batch.Reset()
-		records = 0
-		return nil
-	}
+	defer u.close()
+	w := u.w
 	marks := make([]uint64, s.shards)
 	var ts []uint64
 	var account uint64
 	page := func() {
 		if len(ts) > 0 {
 			w.set(pageKey(w.key, account, ts[len(ts)-1]), encodePage(w.val, ts))
-			records++
+			u.records++
 			ts = ts[:0]
 		}
 	}
 	v := &Reader{r: s.db}
-	err := v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
+	err = v.scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		p, err := decodeOldPosting(k, val)
 		if err != nil {
 			return false, err
@@ -1177,13 +1190,10 @@ func (s *Store) moveToJournal(lo, hi []byte) error {
 		}
 		shard := ledger.ShardOf(p.Account, s.shards)
 		w.set(journalKey(w.key, shard, p.Timestamp, p.Account), val)
-		records++
+		u.records++
 		ts = append(ts, p.Timestamp)
 		marks[shard] = max(marks[shard], p.Timestamp)
-		if records >= upgradeBatchRecordsMax {
-			return true, flush()
-		}
-		return true, nil
+		return true, u.flushIfFull()
 	})
 	if err != nil {
 		return err
@@ -1199,7 +1209,7 @@ func (s *Store) moveToJournal(lo, hi []byte) error {
 		}
 		w.set(pagedKey(w.key, shard), be.AppendUint64(w.val[:0], clock))
 	}
-	return flush()
+	return u.flush()
 }
 
 // sortJournalOrder sorts postings in the journal's key order (shard, timestamp, account), for
