@@ -32,7 +32,8 @@ import (
 //
 //	g shard gen account last -> the timestamps of up to PageEntriesMax of the account's
 //	                            postings in generation gen, the last `last`
-//	k account                -> the timestamp of the account's latest posting in pages
+//	k account                -> the timestamp of the account's latest posting in pages, for
+//	                            an account with none in the newest generation (quiet since)
 //
 // with, in the batch that writes a generation's last pages,
 //
@@ -44,8 +45,11 @@ import (
 // by account, format 9's `i account last`, each generation's pages overlapped all the pages
 // before them, and compactions rewrote them all again at every generation: the rate of a
 // 100M-transfer run fell by a fifth from its first tenth to its last.) An account's latest
-// posting in pages, which gives its balance, is one read (k); its history takes a seek or two
-// a generation it spans. The postings after the paged mark (the shard's tail) are
+// posting in pages, which gives its balance, is in the newest generation's pages (one seek)
+// or, for an account quiet since, in k: the pages of the generation after an account's last
+// one write its k, and an account busy in the newest generation may have an older k (from a
+// quiet spell before). Its history takes a seek in each generation between the postings read
+// that lists it, two in each that does not, and none past its latest paged posting. The postings after the paged mark (the shard's tail) are
 // indexed in memory (postingTail), by the writer before each commit, and rebuilt from the
 // journal when the store opens. A reader sees, of a shard's tail, the postings up to the
 // shard's clock in its snapshot: a round's postings are in the tail before its commit, and
@@ -56,12 +60,12 @@ const (
 	prefixGenPage = 'g'
 	prefixLatest  = 'k'
 	prefixPaged   = 'x'
-	// prefixPage: format 9's index pages (i account last), moved to generations by upgrade
-	// (convertPages).
+	// prefixPage: format 8 and 9's index pages (i account last), moved to generations by
+	// upgrade (convertPages).
 	prefixPage = 'i'
 
 	journalKeyLen = 1 + 2 + 8 + 8
-	pageKeyLen    = 1 + 8 + 8 // format 9's
+	pageKeyLen    = 1 + 8 + 8 // format 8 and 9's
 	genPageKeyLen = 1 + 2 + 8 + 8 + 8
 	latestKeyLen  = 1 + 8
 	pagedKeyLen   = 1 + 2
@@ -131,15 +135,6 @@ func pagedKey(dst []byte, shard uint32) []byte {
 	return be.AppendUint16(dst, uint16(shard))
 }
 
-// pageBounds bounds the index pages of an account.
-func pageBounds(account uint64) ([]byte, []byte) {
-	lo := idKey(nil, prefixPage, account)
-	if account == ^uint64(0) {
-		return lo, []byte{prefixPage + 1}
-	}
-	return lo, idKey(nil, prefixPage, account+1)
-}
-
 // encodePage encodes the timestamps ts (strictly ascending, the last one in the key): the
 // version, the count, then from the last back each one's distance from the one before it (a
 // page of one posting is two bytes).
@@ -190,8 +185,10 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 type postingTail struct {
 	mu                sync.RWMutex
 	prev, sealed, cur *tailGen
-	sealedNext        int        // the next of the sealed generation's accounts to write pages for
-	quiet             []latestAt // the prev generation's accounts the sealed one lacks (quietAccounts)
+	sealedNext        int // the next of the sealed generation's accounts to write pages for
+	// quiet: while a generation is paged after the store opened, the accounts of the one before
+	// it, read from its pages (pagedAccounts); with prev in the tail, unused.
+	quiet []latestAt
 }
 
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
@@ -222,11 +219,11 @@ type tailHead struct {
 }
 
 // seal orders a generation's accounts, which its pages are written in, by id: the share of
-// pages a round writes is then one narrow run of the index's keys, not keys all over it, so
-// the table a flush makes of them overlaps only the older pages of that run, and its
-// compaction rewrites those, not every page (see tableSpan). Logged over 10M transfers, page
-// compactions wrote 3.9 GB in first-posting order, 1.4 GB in runs of 64 ids each unsorted,
-// 0.34 GB sorted. A sort of 1,000,000 ids takes 100-170 ms, too long for one round: seal
+// pages a round writes then comes after the shares before it, and a generation's pages are
+// one ascending run of keys after its shard's earlier ones, which compactions move down the
+// tree (see tableSpan). (With pages keyed by account, format 9, the order kept a flush's table
+// to one narrow run of the older pages: logged over 10M transfers, page compactions wrote 3.9
+// GB in first-posting order, 1.4 GB in runs of 64 ids each unsorted, 0.34 GB sorted.) A sort of 1,000,000 ids takes 100-170 ms, too long for one round: seal
 // splits them into runs of consecutive ids, none longer than the larger of a 128th of them
 // and runMin (a most-significant-digit radix partition, by the highest 8 bits that differ
 // within each run too long: at most 8 passes, one for ids that are dense or random; some
@@ -472,21 +469,38 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 		}
 		<-g.grouping
 	}
-	// Paced by the new generation: its pages are done by the time it is half full, a
-	// share of them each round as its postings come (all at once if it is full already).
+	// The work: a page for each of the sealed generation's accounts, then a look at each
+	// account of the generation before it, whose latest paged posting (k) is written if it has
+	// none in the sealed one (quiet: the readers find the others' in the sealed generation's
+	// pages). Those of the generation before are in the tail (prev, sorted by id since its
+	// pages), or, once the store opened since, read from its pages as this generation's start.
+	if t.sealedNext == 0 {
+		t.quiet = t.quiet[:0]
+		if t.prev == nil {
+			if t.quiet, err = w.pagedAccounts(g.after, t.quiet); err != nil {
+				return false, nil, err
+			}
+		}
+	}
 	accounts := g.accounts
-	total := len(accounts)
-	end := total
+	total, work := len(accounts), len(accounts)+len(t.quiet)
+	if p := t.prev; p != nil {
+		work = total + len(p.accounts)
+	}
+	// Paced by the new generation: the work is done by the time it is half full, a share of
+	// it each round as its postings come (all at once if it is full already).
+	end := work
 	if len(t.cur.ts) < w.tailMax {
-		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(total), 2*uint64(total)*uint64(len(t.cur.ts))/uint64(w.tailMax))))
+		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(work), 2*uint64(work)*uint64(len(t.cur.ts))/uint64(w.tailMax))))
 	}
 	if w.pagingAccounts > 0 && len(t.cur.ts) < w.tailMax { // a fixed number a round (tests)
 		end = t.sealedNext + w.pagingAccounts
 	}
-	end = min(end, total)
-	g.sortTo(end)
+	end = min(end, work)
+	pagesEnd := min(end, total)
+	g.sortTo(pagesEnd)
 	gen := t.cur.after // the sealed generation's end: the paged mark once its pages are written
-	for _, account := range accounts[t.sealedNext:end] {
+	for _, account := range accounts[min(t.sealedNext, total):pagesEnd] {
 		x := g.latest[account].idx
 		ts := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]]
 		if len(ts) == 0 {
@@ -498,16 +512,25 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 			ts = ts[k:]
 		}
 	}
-	if t.sealedNext == 0 {
-		if t.quiet, err = w.quietAccounts(g, t.quiet[:0]); err != nil {
-			return false, nil, err
+	// The quiet accounts' k, written after the journal's records (writeLatestPaged).
+	w.quiet = w.quiet[:0]
+	if from, to := max(t.sealedNext, total)-total, end-total; to > from {
+		if p := t.prev; p != nil {
+			for _, account := range p.accounts[from:to] {
+				if _, busy := g.latest[account]; !busy {
+					w.quiet = append(w.quiet, latestAt{account, p.ts[p.latest[account].last]})
+				}
+			}
+		} else {
+			for _, l := range t.quiet[from:to] {
+				if _, busy := g.latest[l.account]; !busy {
+					w.quiet = append(w.quiet, l)
+				}
+			}
 		}
 	}
-	// The quiet accounts' latest paged postings (k), in step with the pages: all of them by
-	// the round that moves the mark (writeLatestPaged writes them after the journal's records).
-	w.quiet = t.quiet[len(t.quiet)*t.sealedNext/total : len(t.quiet)*end/total]
 	t.sealedNext = end
-	if end < total {
+	if end < work {
 		return false, nil, nil
 	}
 	return true, be.AppendUint64(w.mark[:0], t.cur.after), nil
@@ -516,27 +539,14 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 // latestAt is an account's latest posting in pages (k).
 type latestAt struct{ account, ts uint64 }
 
-// quietAccounts appends to dst the accounts of the generation before g (the one whose pages
-// were written last) that have no posting in g, with their latest postings, by id: once g's
-// pages are written, the readers find an account's latest paged posting in g's pages or, for
-// these, in k, which the pages of the generation after an account's last one write. The
-// generation before is in the tail (prev) unless the store opened since: then its pages are
-// read.
-func (w *Writer) quietAccounts(g *tailGen, dst []latestAt) ([]latestAt, error) {
-	if p := w.tail.prev; p != nil {
-		for account, h := range p.latest {
-			if _, busy := g.latest[account]; !busy {
-				dst = append(dst, latestAt{account, p.ts[h.last]})
-			}
-		}
-		slices.SortFunc(dst, func(a, b latestAt) int { return cmp.Compare(a.account, b.account) })
-		return dst, nil
+// pagedAccounts appends to dst the accounts that have pages in generation gen of the writer's
+// shard, by id, with the last posting their pages list.
+func (w *Writer) pagedAccounts(gen uint64, dst []latestAt) ([]latestAt, error) {
+	if gen == 0 {
+		return dst, nil // no generation before the first
 	}
-	if g.after == 0 {
-		return dst, nil // no generation before
-	}
-	lo := genPageKey(nil, w.shard, g.after, 0, 0)
-	hi := genPageKey(nil, w.shard, g.after+1, 0, 0)
+	lo := genPageKey(nil, w.shard, gen, 0, 0)
+	hi := genPageKey(nil, w.shard, gen+1, 0, 0)
 	it, err := w.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return dst, err
@@ -547,9 +557,6 @@ func (w *Writer) quietAccounts(g *tailGen, dst []latestAt) ([]latestAt, error) {
 			return dst, errors.Join(fmt.Errorf("storage: index page %x: bad key", k), it.Close())
 		}
 		_, _, account, last := genPageParts(k)
-		if _, busy := g.latest[account]; busy {
-			continue
-		}
 		if n := len(dst); n > 0 && dst[n-1].account == account {
 			dst[n-1].ts = last // an account's pages come in the order of their last postings
 		} else {
@@ -565,7 +572,7 @@ func (w *Writer) writeLatestPaged() {
 	for _, l := range w.quiet {
 		w.set(latestKey(w.key, l.account), be.AppendUint64(w.val[:0], l.ts))
 	}
-	w.quiet = nil
+	w.quiet = w.quiet[:0]
 }
 
 // retire makes the sealed generation, whose pages and mark are durable, the one kept for older
@@ -576,7 +583,7 @@ func (t *postingTail) retire() {
 	g.grouped, g.groupEnd = nil, nil // chains read only ts and prev
 	t.prev, t.sealed = g, nil
 	t.mu.Unlock()
-	t.sealedNext = 0
+	t.sealedNext, t.quiet = 0, nil
 }
 
 // decodePaged decodes a paged mark's record: the mark, and the end of the sealed generation
@@ -731,6 +738,11 @@ func (c *postingCursor) latest(account uint64) (ts uint64, found bool, err error
 	if ts, found, paged, err = c.v.tailLatest(account); err != nil || found {
 		return ts, found, err
 	}
+	return c.pagedLatest(account, paged)
+}
+
+// pagedLatest answers account's latest posting in pages up to paged (found false: none).
+func (c *postingCursor) pagedLatest(account, paged uint64) (ts uint64, found bool, err error) {
 	// In the newest generation's pages, or, for an account that has none there, in k (written
 	// with the pages of the generation after its last).
 	it, err := c.pages.iter()
@@ -827,19 +839,27 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 			}
 		}
 	}
+	// No page lists a posting after the account's latest paged one: walk no generation past it.
+	// (Before the pages' iterator is taken: pagedLatest's use of it may renew it.)
+	last, pagedAny, err := c.pagedLatest(account, paged)
+	if err != nil {
+		return err
+	}
 	it, err := c.pages.iter()
 	if err != nil {
 		return err
 	}
 	r := more
-	err = genPages(it, ledger.ShardOf(account, c.v.s.shards), account, lo, hi, paged, reverse, func(k, val []byte) (bool, error) {
-		var err error
-		if c.page, err = decodePage(c.page[:0], k, val); err != nil {
-			return false, err
-		}
-		r, err = emit(c.page, min(hi, paged))
-		return err == nil && r == more, err
-	})
+	if pagedAny && last >= lo {
+		err = genPages(it, ledger.ShardOf(account, c.v.s.shards), account, lo, min(hi, last), paged, reverse, func(k, val []byte) (bool, error) {
+			var err error
+			if c.page, err = decodePage(c.page[:0], k, val); err != nil {
+				return false, err
+			}
+			r, err = emit(c.page, min(hi, paged))
+			return err == nil && r == more, err
+		})
+	}
 	if err != nil || reverse || r == done {
 		return err
 	}
@@ -860,7 +880,7 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 // seeks once a generation that lists the account, twice one that does not.
 func genPages(it *pebble.Iterator, shard uint32, account, lo, hi, paged uint64, reverse bool, fn func(k, val []byte) (bool, error)) error {
 	var key [genPageKeyLen]byte
-	at := func(ok bool) (gen, acct uint64, ok2 bool, err error) {
+	at := func(ok bool) (gen, acct uint64, ofShard bool, err error) {
 		if !ok {
 			return 0, 0, false, it.Error()
 		}
@@ -910,8 +930,8 @@ func genPages(it *pebble.Iterator, shard uint32, account, lo, hi, paged uint64, 
 				m = gen
 				continue
 			}
-			if gen == ^uint64(0) {
-				return nil
+			if gen >= hi || gen == ^uint64(0) {
+				return nil // the generations after the first at or past hi list postings after it
 			}
 			m = gen + 1
 		}

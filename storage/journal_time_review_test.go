@@ -3,6 +3,7 @@ package storage
 // Adversarial tests of format 9's time records (a fresh review's).
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -245,14 +246,10 @@ func TestFormat8TwoShardsUpgraded(t *testing.T) {
 	t.Logf("%d of 2 shards mid-paging at the conversion", sealed)
 	_ = s.Close()
 
-	ro, err := Open("db", Options{FS: fs, ReadOnly: true, SnapshotIterKeysMax: 3})
-	if err != nil {
-		t.Fatal(err)
+	// Its index pages are format 8's, which this build reads once they are moved.
+	if _, err := Open("db", Options{FS: fs, ReadOnly: true, SnapshotIterKeysMax: 3}); !errors.Is(err, ErrFormat) {
+		t.Fatalf("a format-8 store with index pages opened read-only: %v", err)
 	}
-	snap := ro.Snapshot()
-	rw.check("format 8 read-only", snap)
-	_ = snap.Close()
-	_ = ro.Close()
 
 	if s, err = Open("db", opts); err != nil {
 		t.Fatal(err)
@@ -261,7 +258,7 @@ func TestFormat8TwoShardsUpgraded(t *testing.T) {
 	for range 40 {
 		rw.round()
 	}
-	snap = s.Snapshot()
+	snap := s.Snapshot()
 	rw.check("upgraded and written, snapshot", snap)
 	_ = snap.Close()
 	rw.check("upgraded and written, live", s.Live())

@@ -200,9 +200,16 @@ func postingsMatch(v *Reader, refs []postingRef, problems []string) ([]string, e
 func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, problems []string) ([]string, error) {
 	listed := make([]uint64, shards)
 	refs := make([]postingAt, 0, 1024)
-	latest := map[uint64]uint64{} // account -> the last posting its pages list, up to the mark
-	newest := map[uint64]bool{}   // account -> it has a page in the generation at the mark
-	order := map[uint64]uint64{}  // account -> the last posting its pages list so far
+	// account -> the last posting its pages up to the mark list, and whether one is in the
+	// generation at the mark (the newest): as much memory as the accounts, like the audit's.
+	type pagedLast struct {
+		last   uint64
+		newest bool
+	}
+	latest := map[uint64]pagedLast{}
+	// The page before in key order: a generation's pages of an account list ascending postings.
+	var runGen, runAccount, runLast uint64
+	runShard := ^uint32(0)
 	prevGen := make([]uint64, shards)
 	curGen := make([]uint64, shards)
 	var ts []uint64
@@ -223,16 +230,18 @@ func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, probl
 				prevGen[shard], curGen[shard] = curGen[shard], gen
 			}
 			top := max(paged[shard], sealed[shard])
+			if shard != runShard || gen != runGen || a != runAccount {
+				runShard, runGen, runAccount, runLast = shard, gen, a, 0
+			}
 			for _, t := range ts {
-				if t <= order[a] || t <= prevGen[shard] || t > gen || gen > top {
+				if t <= runLast || t <= prevGen[shard] || t > gen || gen > top {
 					problems = append(problems, fmt.Sprintf("index page %x: account %d's posting at %d is out of order, outside its generation (after %d, to %d) or past its shard's paged mark %d",
 						k, a, t, prevGen[shard], gen, top))
 					continue
 				}
-				order[a] = t
+				runLast = t
 				if gen <= paged[shard] {
-					latest[a] = t
-					newest[a] = newest[a] || gen == paged[shard]
+					latest[a] = pagedLast{last: t, newest: latest[a].newest || gen == paged[shard]}
 					listed[shard]++
 				}
 				refs = append(refs, postingAt{account: a, ts: t})
@@ -264,9 +273,10 @@ func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, probl
 			return true, nil
 		}
 		a := be.Uint64(k[1:])
-		want, ok := latest[a]
+		p, ok := latest[a]
+		want := p.last
 		switch got := be.Uint64(val); {
-		case newest[a] && got <= want, !newest[a] && ok && got == want:
+		case p.newest && got <= want, !p.newest && ok && got == want:
 		default:
 			problems = append(problems, fmt.Sprintf("account %d: latest paged posting %d, its pages' last is %d", a, got, want))
 		}
@@ -274,14 +284,14 @@ func verifyPages(v *Reader, shards uint32, paged, sealed, toPage []uint64, probl
 		return true, nil
 	})
 	var quiet []uint64
-	for a := range latest {
-		if !newest[a] {
+	for a, p := range latest {
+		if !p.newest {
 			quiet = append(quiet, a)
 		}
 	}
 	slices.Sort(quiet)
 	for _, a := range quiet {
-		problems = append(problems, fmt.Sprintf("account %d: no latest paged posting, its pages' last is %d", a, latest[a]))
+		problems = append(problems, fmt.Sprintf("account %d: no latest paged posting, its pages' last is %d", a, latest[a].last))
 	}
 	return problems, err
 }
