@@ -185,7 +185,9 @@ func decodePage(dst []uint64, key, val []byte) ([]uint64, error) {
 type postingTail struct {
 	mu                sync.RWMutex
 	prev, sealed, cur *tailGen
-	sealedNext        int // the next of the sealed generation's accounts to write pages for
+	// sealedNext: how much of the sealed generation's paging is done (page): its accounts' pages,
+	// then the look at each account of the generation before.
+	sealedNext int
 	// quiet: while a generation is paged after the store opened, the accounts of the one before
 	// it, read from its pages (pagedAccounts); with prev in the tail, unused.
 	quiet []latestAt
