@@ -123,6 +123,20 @@ func genPageKey(dst []byte, shard uint32, gen, account, last uint64) []byte {
 	return be.AppendUint64(dst, last)
 }
 
+// genPageAt splits the key of the index page an iterator is at, after a positioning that
+// answered ok (found false: at none; an error for a key of another shape).
+func genPageAt(it *pebble.Iterator, ok bool) (shard uint32, gen, account, last uint64, found bool, err error) {
+	if !ok {
+		return 0, 0, 0, 0, false, it.Error()
+	}
+	k := it.Key()
+	if len(k) != genPageKeyLen || k[0] != prefixGenPage {
+		return 0, 0, 0, 0, false, fmt.Errorf("storage: index page %x: bad key", k)
+	}
+	shard, gen, account, last = genPageParts(k)
+	return shard, gen, account, last, true, nil
+}
+
 // genPageParts splits a generation page's key (its length checked by the caller).
 func genPageParts(k []byte) (shard uint32, gen, account, last uint64) {
 	return uint32(be.Uint16(k[1:])), be.Uint64(k[3:]), be.Uint64(k[11:]), be.Uint64(k[19:])
@@ -554,11 +568,10 @@ func (w *Writer) pagedAccounts(gen uint64, dst []latestAt) ([]latestAt, error) {
 		return dst, err
 	}
 	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key()
-		if len(k) != genPageKeyLen {
-			return dst, errors.Join(fmt.Errorf("storage: index page %x: bad key", k), it.Close())
+		_, _, account, last, _, err := genPageAt(it, true)
+		if err != nil {
+			return dst, errors.Join(err, it.Close())
 		}
-		_, _, account, last := genPageParts(k)
 		if n := len(dst); n > 0 && dst[n-1].account == account {
 			dst[n-1].ts = last // an account's pages come in the order of their last postings
 		} else {
@@ -753,15 +766,14 @@ func (c *postingCursor) pagedLatest(account, paged uint64) (ts uint64, found boo
 	}
 	shard := ledger.ShardOf(account, c.v.s.shards)
 	var pk [genPageKeyLen]byte
-	if paged > 0 && it.SeekLT(genPageKey(pk[:0], shard, paged, account, ^uint64(0))) {
-		if k := it.Key(); len(k) == genPageKeyLen && k[0] == prefixGenPage {
-			if s, gen, a, last := genPageParts(k); s == shard && gen == paged && a == account {
-				return last, true, nil
-			}
+	if paged > 0 {
+		s, gen, a, last, found, err := genPageAt(it, it.SeekLT(genPageKey(pk[:0], shard, paged, account, ^uint64(0))))
+		if err != nil {
+			return 0, false, err
 		}
-	}
-	if err := it.Error(); err != nil {
-		return 0, false, err
+		if found && s == shard && gen == paged && a == account {
+			return last, true, nil
+		}
 	}
 	var key [latestKeyLen]byte
 	if found, err = c.v.get(latestKey(key[:0], account), func(val []byte) error {
@@ -806,12 +818,11 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 	if err != nil {
 		return err
 	}
-	// Pages list postings up to the mark, top (those of a generation being paged, after it,
-	// are in the tail). emit answers whether the call is done: fn stopped, or the postings
-	// passed lo or hi; forward, past top and not past hi, it answers pagesDone (the tail
-	// follows).
-	const more, pagesDone, done = 0, 1, 2
-	emit := func(ts []uint64, top uint64) (int, error) {
+	// emit calls fn with the postings of ts from lo to hi, and answers whether the call is
+	// done: fn stopped, or the postings passed lo (reverse) or hi. Pages list postings up to
+	// the mark (those of a generation being paged, after it, are in the tail).
+	const more, done = 0, 1
+	emit := func(ts []uint64) (int, error) {
 		for j := range ts {
 			t := ts[j]
 			if reverse {
@@ -820,9 +831,7 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 			switch {
 			case reverse && t < lo, !reverse && t > hi:
 				return done, nil
-			case !reverse && t > top:
-				return pagesDone, nil
-			case t < lo || t > top:
+			case t < lo || t > hi:
 				continue
 			}
 			if next, err := fn(t); err != nil || !next {
@@ -858,7 +867,7 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 			if c.page, err = decodePage(c.page[:0], k, val); err != nil {
 				return false, err
 			}
-			r, err = emit(c.page, min(hi, paged))
+			r, err = emit(c.page)
 			return err == nil && r == more, err
 		})
 	}
@@ -871,7 +880,7 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 		c.tail = append(c.tail, t)
 	}
 	slices.Reverse(c.tail)
-	_, err = emit(c.tail, hi)
+	_, err = emit(c.tail)
 	return err
 }
 
@@ -883,31 +892,24 @@ func (c *postingCursor) times(account, lo, hi uint64, reverse bool, fn func(ts u
 func genPages(it *pebble.Iterator, shard uint32, account, lo, hi, paged uint64, reverse bool, fn func(k, val []byte) (bool, error)) error {
 	var key [genPageKeyLen]byte
 	at := func(ok bool) (gen, acct uint64, ofShard bool, err error) {
-		if !ok {
-			return 0, 0, false, it.Error()
-		}
-		k := it.Key()
-		if len(k) != genPageKeyLen || k[0] != prefixGenPage {
-			return 0, 0, false, fmt.Errorf("storage: index page %x: bad key", k)
-		}
-		s, gen, acct, _ := genPageParts(k)
-		return gen, acct, s == shard, nil
+		s, gen, acct, _, found, err := genPageAt(it, ok)
+		return gen, acct, found && s == shard, err
 	}
 	// pages calls fn with the account's pages in gen from the iterator's position on.
 	pages := func(gen uint64) (bool, error) {
 		for ok := true; ok; {
-			k := it.Key()
-			if len(k) != genPageKeyLen || k[0] != prefixGenPage {
-				return false, fmt.Errorf("storage: index page %x: bad key", k)
+			g, a, ofShard, err := at(true)
+			if err != nil {
+				return false, err
 			}
-			if s, g, a, _ := genPageParts(k); s != shard || g != gen || a != account {
+			if !ofShard || g != gen || a != account {
 				return true, nil
 			}
 			val, err := it.ValueAndErr()
 			if err != nil {
 				return false, fmt.Errorf("storage: read index page: %w", err)
 			}
-			if next, err := fn(k, val); err != nil || !next {
+			if next, err := fn(it.Key(), val); err != nil || !next {
 				return false, err
 			}
 			if reverse {

@@ -703,7 +703,6 @@ func (w *Writer) singleDel(k []byte) {
 	w.key = k
 }
 
-// Close releases the writer's batch.
 // Close releases the writer's batch; a closed writer commits nothing. Closing twice is a no-op
 // (a batch closed twice goes back to Pebble's pool twice, and two writers would share it).
 func (w *Writer) Close() error {
