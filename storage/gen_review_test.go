@@ -48,27 +48,10 @@ func genRotating(t *testing.T, pacing int, seed uint64) {
 	}
 	slices.Sort(ids)
 	rng := rand.New(rand.NewPCG(seed, 77))
-	type held struct {
-		v     *Reader
-		round int
-	}
-	var hs []held
+	var hs []heldSnapshot
 	restarts := map[string]int{}
 	reopen := func(why string) {
-		for _, h := range hs {
-			_ = h.v.Close()
-		}
-		hs = nil
-		for _, r := range ws {
-			_ = r.w.Close()
-		}
-		_ = s.Close()
-		if s, err = Open("db", opts); err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range ws {
-			r.w = s.Writer(r.shard)
-		}
+		s, hs = reopenRVShards(t, s, opts, ws, hs), nil
 		restarts[why]++
 	}
 	rounds := 120
@@ -111,20 +94,12 @@ func genRotating(t *testing.T, pacing int, seed uint64) {
 			t.Fatalf("round %d: verify: %v %v", round, problems, err)
 		}
 		if rng.IntN(5) == 0 {
-			hs = append(hs, held{v, round})
+			hs = append(hs, heldSnapshot{v, round})
 		} else {
 			_ = v.Close()
 		}
 		if len(hs) > 0 && rng.IntN(6) == 0 {
-			i := rng.IntN(len(hs))
-			if err := prCheck(hs[i].v, ids, rng); err != nil {
-				t.Fatalf("round %d, snapshot of round %d: %v", round, hs[i].round, err)
-			}
-			if problems, err := rvIndexProblems(hs[i].v, shards); err != nil || len(problems) > 0 {
-				t.Fatalf("round %d, snapshot of round %d: verify: %v %v", round, hs[i].round, problems, err)
-			}
-			_ = hs[i].v.Close()
-			hs = slices.Delete(hs, i, i+1)
+			hs = checkHeldSnapshot(t, hs, round, ids, shards, rng)
 		}
 	}
 	for _, h := range hs {
@@ -134,11 +109,9 @@ func genRotating(t *testing.T, pacing int, seed uint64) {
 	_ = s.Close()
 }
 
-// TestRealFormat8And9TwoShardsUpgraded: toFormat8 (the helper TestFormat8TwoShardsUpgraded
-// and TestFormat8JournalReadAndUpgraded use) leaves format 10's `g` pages and `k` in place,
-// so those tests never convert pages. Here a two-shard store with real format-8/9 pages
-// (`i account last`, none of g or k), some shards mid-paging, is refused read-only, then
-// upgraded, read, written, restarted and verified.
+// TestRealFormat8And9TwoShardsUpgraded: a two-shard store with format 8's or 9's pages (`i
+// account last`, none of g or k; toFormat8, toFormat9), some shards mid-paging, is refused
+// read-only, then upgraded, read, written, restarted and verified.
 func TestRealFormat8And9TwoShardsUpgraded(t *testing.T) {
 	defer func(n int) { pageEntriesMax = n }(pageEntriesMax)
 	pageEntriesMax = 3
@@ -164,13 +137,9 @@ func TestRealFormat8And9TwoShardsUpgraded(t *testing.T) {
 				}
 			}
 			if format == "ledger-format-8" {
-				toFormat8(t, s)
-			}
-			toFormat9(t, s)
-			if format == "ledger-format-8" {
-				if err := s.db.Set([]byte("mformat"), []byte(format), pebble.Sync); err != nil {
-					t.Fatal(err)
-				}
+				toFormat8(t, s) // its journal and pages
+			} else {
+				toFormat9(t, s)
 			}
 			_ = s.Close()
 			if _, err := Open("db", Options{FS: fs, ReadOnly: true}); err == nil {
@@ -181,26 +150,22 @@ func TestRealFormat8And9TwoShardsUpgraded(t *testing.T) {
 			}
 			rw.reopen(s)
 			rw.check(format+" upgraded", s.Live())
-			for range 25 {
-				rw.round()
+			writeAndClose := func(what string) { // 25 rounds, a check, then the store closed
+				for range 25 {
+					rw.round()
+				}
+				rw.check(format+" "+what, s.Live())
+				for sh := range rw.ws {
+					_ = rw.ws[sh].Close()
+				}
+				_ = s.Close()
 			}
-			rw.check(format+" upgraded and written", s.Live())
-			for sh := range rw.ws {
-				_ = rw.ws[sh].Close()
-			}
-			_ = s.Close()
+			writeAndClose("upgraded and written")
 			if s, err = Open("db", opts); err != nil {
 				t.Fatal(err)
 			}
 			rw.reopen(s)
-			for range 25 {
-				rw.round()
-			}
-			rw.check(format+" reopened and written", s.Live())
-			for sh := range rw.ws {
-				_ = rw.ws[sh].Close()
-			}
-			_ = s.Close()
+			writeAndClose("reopened and written")
 		}
 	}
 	t.Logf("%d shards mid-paging at the conversion", mid)

@@ -94,11 +94,7 @@ func TestPagingPacedManyAccounts(t *testing.T) {
 	}
 	slices.Sort(ids)
 	rng := rand.New(rand.NewPCG(11, 12))
-	type held struct {
-		v     *Reader
-		round int
-	}
-	var hs []held
+	var hs []heldSnapshot
 	seals, multi, restarts := 0, 0, 0
 	rounds := 160
 	if raceOn {
@@ -137,36 +133,15 @@ func TestPagingPacedManyAccounts(t *testing.T) {
 			}
 		}
 		if rng.IntN(4) == 0 {
-			hs = append(hs, held{v, round})
+			hs = append(hs, heldSnapshot{v, round})
 		} else {
 			_ = v.Close()
 		}
 		if len(hs) > 0 && rng.IntN(12) == 0 {
-			i := rng.IntN(len(hs))
-			if err := prCheck(hs[i].v, ids, rng); err != nil {
-				t.Fatalf("round %d, snapshot of round %d: %v", round, hs[i].round, err)
-			}
-			if problems, err := rvIndexProblems(hs[i].v, shards); err != nil || len(problems) > 0 {
-				t.Fatalf("round %d, snapshot of round %d: verify: %v %v", round, hs[i].round, problems, err)
-			}
-			_ = hs[i].v.Close()
-			hs = slices.Delete(hs, i, i+1)
+			hs = checkHeldSnapshot(t, hs, round, ids, shards, rng)
 		}
 		if round%23 == 22 {
-			for _, h := range hs {
-				_ = h.v.Close()
-			}
-			hs = nil
-			for _, r := range ws {
-				_ = r.w.Close()
-			}
-			_ = s.Close()
-			if s, err = Open("db", opts); err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range ws {
-				r.w = s.Writer(r.shard)
-			}
+			s, hs = reopenRVShards(t, s, opts, ws, hs), nil
 			restarts++
 			v := s.Snapshot()
 			if err := prCheck(v, ids, rng); err != nil {
@@ -242,4 +217,46 @@ func TestPagingOverrideKeepsTailBounded(t *testing.T) {
 	if most > 2*tailMax {
 		t.Fatalf("the current generation held %d postings (PostingTailMax %d, rounds of 8) while the sealed one was paged", most, tailMax)
 	}
+}
+
+// heldSnapshot is a snapshot a test keeps across rounds, and the round it was taken at.
+type heldSnapshot struct {
+	v     *Reader
+	round int
+}
+
+// checkHeldSnapshot checks one of hs, picked at random, and closes it: its reads agree with
+// its journal (prCheck) and Verify finds its index clean. It answers hs without it.
+func checkHeldSnapshot(t *testing.T, hs []heldSnapshot, round int, ids []uint64, shards uint32, rng *rand.Rand) []heldSnapshot {
+	t.Helper()
+	i := rng.IntN(len(hs))
+	if err := prCheck(hs[i].v, ids, rng); err != nil {
+		t.Fatalf("round %d, snapshot of round %d: %v", round, hs[i].round, err)
+	}
+	if problems, err := rvIndexProblems(hs[i].v, shards); err != nil || len(problems) > 0 {
+		t.Fatalf("round %d, snapshot of round %d: verify: %v %v", round, hs[i].round, problems, err)
+	}
+	_ = hs[i].v.Close()
+	return slices.Delete(hs, i, i+1)
+}
+
+// reopenRVShards closes the snapshots held, the shards' writers and s, and opens the store
+// again with opts, the shards writing to it.
+func reopenRVShards(t *testing.T, s *Store, opts Options, ws []*rvShard, hs []heldSnapshot) *Store {
+	t.Helper()
+	for _, h := range hs {
+		_ = h.v.Close()
+	}
+	for _, r := range ws {
+		_ = r.w.Close()
+	}
+	_ = s.Close()
+	s, err := Open("db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ws {
+		r.w = s.Writer(r.shard)
+	}
+	return s
 }
