@@ -12,6 +12,7 @@ import (
 
 	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // Distributions of the accounts a workload touches.
@@ -38,7 +39,9 @@ type Config struct {
 	Shards    int    // embedded only
 	// HotFlushInterval is the embedded ledger's hot-account flush interval (0: its default).
 	HotFlushInterval time.Duration
-	MetricsAddr      string // --addr only: ledgerd's metrics address, to report its CPU and memory
+	// BackgroundNice is the embedded store's storage.Options.BackgroundNice (0: none).
+	BackgroundNice int
+	MetricsAddr    string // --addr only: ledgerd's metrics address, to report its CPU and memory
 	// Subscribe follows the event stream during the run (embedded: over gRPC, or in process
 	// with InProcess) and reports whether it kept up.
 	Subscribe bool
@@ -173,6 +176,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Addr != "" && (c.InProcess || c.DataDir != "") {
 		errs = append(errs, errors.New("--in-process and --data-dir are for the embedded ledger, not --addr"))
+	}
+	if err := storage.CheckBackgroundNice(c.BackgroundNice); err != nil {
+		errs = append(errs, fmt.Errorf("--background-nice: %w", err))
 	}
 	if c.HotFlushInterval != 0 && (c.HotFlushInterval < time.Millisecond || c.HotFlushInterval > time.Minute) {
 		errs = append(errs, fmt.Errorf("--hot-flush-interval must be 1ms to 1m"))

@@ -156,6 +156,7 @@ func Run(ctx context.Context, c Config) (_ *Result, err error) {
 	}
 	if emb != nil {
 		res.Shards = c.Shards
+		res.Mode += fmt.Sprintf(", GOMAXPROCS %d, background nice %d", runtime.GOMAXPROCS(0), c.BackgroundNice)
 	}
 	if r != nil {
 		res.BalanceCheck = r.checkBalances(ctx)

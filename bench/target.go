@@ -147,7 +147,7 @@ func startEmbedded(c *Config) (*embedded, error) {
 	} else if c.Shadow {
 		dir = filepath.Join(dir, "shadow") // 影子库: the load test's own store
 	}
-	store, err := storage.Open(dir, storage.Options{Shards: uint32(c.Shards)})
+	store, err := storage.Open(dir, storage.Options{Shards: uint32(c.Shards), BackgroundNice: c.BackgroundNice})
 	if err != nil {
 		return nil, errors.Join(err, e.cleanup())
 	}

@@ -118,6 +118,12 @@ type Options struct {
 	// while a sealed generation is paged (0: paced by the new generation's postings; small
 	// values test the paging).
 	PagingAccountsPerRound int
+	// BackgroundNice, from 1 to 19, is the nice value of the threads that run Pebble's flushes
+	// and compactions, so that they take the cores the requests leave (Linux only; 0: the
+	// process's priority). Such a thread can hold one of the Go scheduler's Ps while the
+	// kernel makes it wait: a process that sets it should run one P more than its cores
+	// (ledgerd does, see package procs).
+	BackgroundNice int
 	// wholeTables (tests) leaves Pebble's tables unsplit by tableSpan, so that a compaction
 	// rewrites every table its key range overlaps.
 	wholeTables bool
@@ -263,12 +269,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = cacheBytesDefault
 	}
+	if err := CheckBackgroundNice(opts.BackgroundNice); err != nil {
+		return nil, err
+	}
 	if err := checkNotForeign(opts.FS, dir); err != nil {
 		return nil, err
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	po := &pebble.Options{FS: opts.FS, Cache: cache, Logger: slogLogger{}, ReadOnly: opts.ReadOnly,
+	po := &pebble.Options{FS: withBackgroundNice(opts.FS, opts.BackgroundNice), Cache: cache, Logger: slogLogger{}, ReadOnly: opts.ReadOnly,
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: 8,
 		// A write-heavy store whose postings are keyed by account, so every flush overlaps

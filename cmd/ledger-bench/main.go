@@ -21,6 +21,8 @@ import (
 	"github.com/ledgercore/ledger/channel/fake"
 	"github.com/ledgercore/ledger/gateway"
 	"github.com/ledgercore/ledger/internal/logging"
+	"github.com/ledgercore/ledger/internal/procs"
+	"github.com/ledgercore/ledger/storage"
 )
 
 // Exit status: 0 the run passed (or --help), 1 it failed or could not run.
@@ -47,6 +49,7 @@ func run(args []string) error {
 	fs.IntVar(&c.Shards, "shards", actors.ShardsDefault, "embedded: shard actors")
 	fs.DurationVar(&c.HotFlushInterval, "hot-flush-interval", actors.HotFlushIntervalDefault,
 		"embedded: how long a buffer of inflows to a hot account waits before it is sent")
+	fs.IntVar(&c.BackgroundNice, "background-nice", storage.BackgroundNiceDefault, "embedded: nice value (1-19) of the threads running Pebble's flushes and compactions, with one Go P more than the cores unless GOMAXPROCS is set, as in ledgerd (0: the process's priority; Linux only)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "--addr: ledgerd's metrics address, to report its CPU and memory")
 	fs.IntVar(&c.Accounts, "accounts", 10_000, "accounts the transfers move between")
 	fs.IntVar(&c.Transfers, "transfers", 1_000_000, "transfers to make")
@@ -101,6 +104,9 @@ func run(args []string) error {
 	}
 	if !embedded && c.Addr == "" {
 		return errors.New("--embedded=false needs --addr")
+	}
+	if c.Addr == "" {
+		procs.ForBackground(c.BackgroundNice) // as ledgerd does for its store
 	}
 	if !quiet {
 		c.Progress = os.Stderr

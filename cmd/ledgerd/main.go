@@ -36,6 +36,7 @@ import (
 	"github.com/ledgercore/ledger/eod"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/internal/logging"
+	"github.com/ledgercore/ledger/internal/procs"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -70,6 +71,7 @@ type config struct {
 	dataDir, listen, metricsListen, logFormat, logLevel     string
 	shards, shardRequestsMax, shardEventsMax, hotBufferLegs int
 	cacheBytes                                              int64
+	backgroundNice                                          int
 	pprof                                                   bool
 	drainTimeout, hotFlushInterval, clockSkewMax            time.Duration
 	payments                                                paymentFlags
@@ -109,6 +111,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.clockSkewMax, "clock-skew-max", actors.ClockSkewMaxDefault,
 		"a step of the wall clock larger than this is not followed but reported (ledger_clock_skew_seconds); restart to take it")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
+	fs.IntVar(&c.backgroundNice, "background-nice", storage.BackgroundNiceDefault, "nice value (1-19) of the threads running Pebble's flushes and compactions, so the requests keep the cores; ledgerd then runs one Go P more than it has cores, unless GOMAXPROCS is set (0: the process's priority; Linux only)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
 	fs.StringVar(&c.logFormat, "log-format", logging.FormatText, "log format: text or json (every line, flag errors too)")
@@ -160,6 +163,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.verifyInterval < 0 || c.verifyInterval > 24*time.Hour {
 		return c, fmt.Errorf("--verify-interval must be 0 to 24h, not %v", c.verifyInterval)
+	}
+	if err := storage.CheckBackgroundNice(c.backgroundNice); err != nil {
+		return c, fmt.Errorf("--background-nice: %w", err)
 	}
 	if c.shards < 0 || c.shards > 256 {
 		return c, fmt.Errorf("--shards must be 1 to 256 (or 0), not %d", c.shards)
@@ -298,9 +304,11 @@ func (ls *listeners) metricsAddr() string {
 
 // openStore opens the store in --data-dir, making it (with the default shards) if it is new.
 func openStore(c config) (*storage.Store, error) {
-	store, err := storage.Open(c.dataDir, storage.Options{Shards: uint32(c.shards), CacheBytes: c.cacheBytes})
+	opts := storage.Options{Shards: uint32(c.shards), CacheBytes: c.cacheBytes, BackgroundNice: c.backgroundNice}
+	store, err := storage.Open(c.dataDir, opts)
 	if errors.Is(err, storage.ErrNoShardCount) {
-		store, err = storage.Open(c.dataDir, storage.Options{Shards: actors.ShardsDefault, CacheBytes: c.cacheBytes})
+		opts.Shards = actors.ShardsDefault
+		store, err = storage.Open(c.dataDir, opts)
 	}
 	if errors.Is(err, storage.ErrLocked) {
 		return nil, fmt.Errorf("%w: is another ledgerd running on it? stop it, or give this one another --data-dir", err)
@@ -313,7 +321,8 @@ func run(args []string, stop <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
-	slog.Info("ledgerd starting", "data_dir", c.dataDir, "pid", os.Getpid())
+	slog.Info("ledgerd starting", "data_dir", c.dataDir, "pid", os.Getpid(),
+		"background_nice", c.backgroundNice, "gomaxprocs", procs.ForBackground(c.backgroundNice))
 	pc, err := loadPayments(&c.payments)
 	if err != nil {
 		return err

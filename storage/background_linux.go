@@ -1,0 +1,64 @@
+package storage
+
+import (
+	"runtime"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"golang.org/x/sys/unix"
+)
+
+const backgroundNiceSupported = true
+
+// BackgroundNiceDefault is the nice value ledgerd and ledger-bench give the threads that run
+// Pebble's flushes and compactions: the lowest priority Linux has. Under payments load a flush
+// takes one core for 70-140 ms about every second; at the process's own priority the requests'
+// goroutines then wait for a core. At nice 19 the kernel gives the flush what they leave, as
+// RocksDB's LowerThreadPoolCPUPriority does for its compaction threads.
+const BackgroundNiceDefault = 19
+
+// backgroundFS lowers the priority of Pebble's flushes and compactions. Pebble runs each in a
+// goroutine of its own, which creates the tables it writes with a category naming the work:
+// that goroutine is locked to its OS thread and the thread's nice value raised (Linux applies
+// setpriority to one thread when given its id). The goroutine never unlocks, so when it ends
+// the runtime ends the thread with it, and no other goroutine ever runs at the lowered
+// priority (an unprivileged process cannot raise it back).
+type backgroundFS struct {
+	vfs.FS
+	nice int
+}
+
+// backgroundWork names the tables Pebble creates from its own goroutines, apart from any
+// caller's (a checkpoint's copies are WriteCategoryUnspecified and made by the caller).
+func backgroundWork(category vfs.DiskWriteCategory) bool {
+	switch category {
+	case "pebble-memtable-flush", "pebble-compaction", "pebble-blob-file-rewrite":
+		return true
+	}
+	return false
+}
+
+func (fs backgroundFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if backgroundWork(category) {
+		lowerThisThread(fs.nice)
+	}
+	return fs.FS.Create(name, category)
+}
+
+// lowerThisThread locks the calling goroutine to its thread for good and sets the thread's
+// nice value. A failure only leaves the work at the process's priority, so it is not an error
+// of the write.
+func lowerThisThread(nice int) {
+	runtime.LockOSThread()
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
+}
+
+// withBackgroundNice wraps fs so that Pebble's background work runs at nice (0: fs itself).
+func withBackgroundNice(fs vfs.FS, nice int) vfs.FS {
+	if nice == 0 {
+		return fs
+	}
+	if fs == nil {
+		fs = vfs.Default
+	}
+	return backgroundFS{FS: fs, nice: nice}
+}
