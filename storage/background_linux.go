@@ -46,10 +46,17 @@ func (fs backgroundFS) Create(name string, category vfs.DiskWriteCategory) (vfs.
 
 // lowerThisThread locks the calling goroutine to its thread for good and sets the thread's
 // nice value. A failure only leaves the work at the process's priority, so it is not an error
-// of the write.
+// of the write. The process's main thread is left alone: the runtime cannot end it when its
+// locked goroutine ends, and parks it for good instead, which would show the whole process at
+// that nice value in ps and top (they read the main thread's); work that lands there runs at
+// the process's priority.
 func lowerThisThread(nice int) {
 	runtime.LockOSThread()
-	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
+	if tid := unix.Gettid(); tid != unix.Getpid() {
+		_ = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+		return
+	}
+	runtime.UnlockOSThread()
 }
 
 // withBackgroundNice wraps fs so that Pebble's background work runs at nice (0: fs itself).
