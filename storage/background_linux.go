@@ -1,20 +1,15 @@
 package storage
 
 import (
+	"log/slog"
 	"runtime"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sys/unix"
 )
 
 const backgroundNiceSupported = true
-
-// BackgroundNiceDefault is the nice value ledgerd and ledger-bench give the threads that run
-// Pebble's flushes and compactions: the lowest priority Linux has. Under payments load a flush
-// takes one core for 70-140 ms about every second; at the process's own priority the requests'
-// goroutines then wait for a core. At nice 19 the kernel gives the flush what they leave, as
-// RocksDB's LowerThreadPoolCPUPriority does for its compaction threads.
-const BackgroundNiceDefault = 19
 
 // backgroundFS lowers the priority of Pebble's flushes and compactions. Pebble runs each in a
 // goroutine of its own, which creates the tables it writes with a category naming the work:
@@ -45,19 +40,32 @@ func (fs backgroundFS) Create(name string, category vfs.DiskWriteCategory) (vfs.
 }
 
 // lowerThisThread locks the calling goroutine to its thread for good and sets the thread's
-// nice value. A failure only leaves the work at the process's priority, so it is not an error
-// of the write. The process's main thread is left alone: the runtime cannot end it when its
-// locked goroutine ends, and parks it for good instead, which would show the whole process at
-// that nice value in ps and top (they read the main thread's); work that lands there runs at
-// the process's priority.
+// nice value, never below the thread's own (a process started at nice 10 keeps its
+// background work at 10 or more, never above its requests). A failure only leaves the work at
+// the process's priority, so it is not an error of the write; it is logged once. The
+// process's main thread is left alone: the runtime cannot end it when its locked goroutine
+// ends, and parks it for good instead, which would show the whole process at that nice value
+// in ps and top (they read the main thread's); work that lands there runs at the process's
+// priority.
 func lowerThisThread(nice int) {
 	runtime.LockOSThread()
-	if tid := unix.Gettid(); tid != unix.Getpid() {
-		_ = unix.Setpriority(unix.PRIO_PROCESS, tid, nice)
+	tid := unix.Gettid()
+	if tid == unix.Getpid() {
+		runtime.UnlockOSThread()
 		return
 	}
-	runtime.UnlockOSThread()
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err == nil {
+		err = unix.Setpriority(unix.PRIO_PROCESS, tid, max(nice, 20-prio)) // the call answers 20 - nice
+	}
+	if err != nil {
+		lowerFailed.Do(func() {
+			slog.Warn("storage: cannot lower the priority of Pebble's background work; it runs at the process's", "nice", nice, "err", err)
+		})
+	}
 }
+
+var lowerFailed sync.Once
 
 // withBackgroundNice wraps fs so that Pebble's background work runs at nice (0: fs itself).
 func withBackgroundNice(fs vfs.FS, nice int) vfs.FS {

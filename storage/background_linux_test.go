@@ -26,7 +26,8 @@ func threadNice(t *testing.T) int {
 	return 20 - prio // the system call answers 20 - nice
 }
 
-// niceRecordingFS records, by category, the nice value of the thread that creates each file.
+// niceRecordingFS records, by category, the nice value of the thread that creates each file;
+// -1 for a file made on the main thread, which is never lowered (lowerThisThread).
 type niceRecordingFS struct {
 	vfs.FS
 	t    *testing.T
@@ -36,11 +37,23 @@ type niceRecordingFS struct {
 
 func (fs *niceRecordingFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	n := threadNice(fs.t)
+	if unix.Gettid() == unix.Getpid() {
+		if n != threadNiceBase {
+			fs.t.Errorf("a file of %s made on the main thread at nice %d", category, n)
+		}
+		n = -1
+	}
 	fs.mu.Lock()
 	fs.nice[category] = append(fs.nice[category], n)
 	fs.mu.Unlock()
 	return fs.FS.Create(name, category)
 }
+
+// threadNiceBase is the process's nice value, read once.
+var threadNiceBase = func() int {
+	prio, _ := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	return 20 - prio
+}()
 
 // otherNiceThreads lists the process's threads whose nice value is not base, read from
 // /proc/self/task/*/stat (the 19th field).
@@ -134,10 +147,11 @@ func TestBackgroundWorkRunsNiced(t *testing.T) {
 	}
 	// A background goroutine may go on to other files after its table (a flush that rotates
 	// the manifest makes the new one): those are at nice too. No file is made at a third
-	// value, and every table of a flush or a compaction is made at nice.
+	// value, and every table of a flush or a compaction is made at nice, but on the main
+	// thread (-1), checked at the process's nice by niceRecordingFS.
 	for c, ns := range rec.nice {
 		for _, n := range ns {
-			if n != nice && (backgroundWork(c) || n != base) {
+			if n != -1 && n != nice && (backgroundWork(c) || n != base) {
 				t.Errorf("a file of %s created at nice %d (the process's %d, the background's %d)", c, n, base, nice)
 			}
 		}
@@ -160,5 +174,50 @@ func TestBackgroundNiceOutOfRangeRefused(t *testing.T) {
 			!strings.Contains(err.Error(), "background nice must be 0 to 19") {
 			t.Errorf("BackgroundNice %d: got %v, want refused", n, err)
 		}
+	}
+}
+
+// TestMainThreadNeverLowered: goroutines lowering their threads as Pebble's background ones
+// do, some of them on the main thread (the runtime's m0, which it parks for good instead of
+// ending when its locked goroutine ends): once they have ended no thread is left lowered, the
+// main thread included, and a goroutine that ran on the main thread was not lowered.
+func TestMainThreadNeverLowered(t *testing.T) {
+	base := threadNice(t)
+	if base >= backgroundNiceMax-1 {
+		t.Skipf("the test runs at nice %d already", base)
+	}
+	onMain := 0
+	for batch := 0; batch < 50 && onMain == 0; batch++ {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lowerThisThread(backgroundNiceMax - 1)
+				tid, n := unix.Gettid(), threadNice(t)
+				mu.Lock()
+				defer mu.Unlock()
+				if tid == unix.Getpid() {
+					onMain++
+					if n != base {
+						t.Errorf("the main thread lowered to nice %d", n)
+					}
+				} else if n != backgroundNiceMax-1 {
+					t.Errorf("thread %d at nice %d after lowerThisThread, want %d", tid, n, backgroundNiceMax-1)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if onMain == 0 {
+		t.Fatal("no goroutine ran on the main thread in 50 batches: the main thread was not checked")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for odd := otherNiceThreads(t, base); len(odd) > 0; odd = otherNiceThreads(t, base) {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads left at another nice value than the process's %d: %v", base, odd)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -6,8 +6,5 @@ import "github.com/cockroachdb/pebble/v2/vfs"
 
 const backgroundNiceSupported = false
 
-// BackgroundNiceDefault is 0 here: only Linux lowers one thread's priority.
-const BackgroundNiceDefault = 0
-
 // withBackgroundNice answers fs: CheckBackgroundNice refuses any nice value but 0 here.
 func withBackgroundNice(fs vfs.FS, nice int) vfs.FS { return fs }

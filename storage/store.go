@@ -120,9 +120,9 @@ type Options struct {
 	PagingAccountsPerRound int
 	// BackgroundNice, from 1 to 19, is the nice value of the threads that run Pebble's flushes
 	// and compactions, so that they take the cores the requests leave (Linux only; 0: the
-	// process's priority). Such a thread can hold one of the Go scheduler's Ps while the
-	// kernel makes it wait: a process that sets it should run one P more than its cores
-	// (ledgerd does, see package procs).
+	// process's priority; see BackgroundNiceDefault for its risk). Such a thread can hold one
+	// of the Go scheduler's Ps while the kernel makes it wait: a process that sets it should
+	// run more Ps than its cores (ledgerd's --extra-procs, package procs).
 	BackgroundNice int
 	// wholeTables (tests) leaves Pebble's tables unsplit by tableSpan, so that a compaction
 	// rewrites every table its key range overlaps.

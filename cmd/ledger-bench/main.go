@@ -38,7 +38,7 @@ func run(args []string) error {
 	var c bench.Config
 	var jsonPath, htmlPath, cpuProfile, memProfile, tracePath string
 	var embedded, quiet bool
-	var repeat int
+	var repeat, extraProcs int
 	fs := flag.NewFlagSet("ledger-bench", flag.ContinueOnError)
 	fs.BoolVar(&embedded, "embedded", true, "run a ledger in this process (the default; --addr turns it off)")
 	fs.StringVar(&c.Addr, "addr", "", "drive a running ledgerd at host:port instead")
@@ -49,7 +49,8 @@ func run(args []string) error {
 	fs.IntVar(&c.Shards, "shards", actors.ShardsDefault, "embedded: shard actors")
 	fs.DurationVar(&c.HotFlushInterval, "hot-flush-interval", actors.HotFlushIntervalDefault,
 		"embedded: how long a buffer of inflows to a hot account waits before it is sent")
-	fs.IntVar(&c.BackgroundNice, "background-nice", storage.BackgroundNiceDefault, "embedded: nice value (1-19) of the threads running Pebble's flushes and compactions, with one Go P more than the cores unless GOMAXPROCS is set, as in ledgerd (0: the process's priority; Linux only)")
+	fs.IntVar(&c.BackgroundNice, "background-nice", storage.BackgroundNiceDefault, "embedded: nice value (1-19) of the threads running Pebble's flushes and compactions, as ledgerd's (0: the process's priority; Linux only)")
+	fs.IntVar(&extraProcs, "extra-procs", procs.ExtraDefault, "embedded: Go Ps beyond the CPUs, as ledgerd's --extra-procs")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "--addr: ledgerd's metrics address, to report its CPU and memory")
 	fs.IntVar(&c.Accounts, "accounts", 10_000, "accounts the transfers move between")
 	fs.IntVar(&c.Transfers, "transfers", 1_000_000, "transfers to make")
@@ -105,8 +106,11 @@ func run(args []string) error {
 	if !embedded && c.Addr == "" {
 		return errors.New("--embedded=false needs --addr")
 	}
+	if extraProcs < 0 || extraProcs > procs.ExtraMax {
+		return fmt.Errorf("--extra-procs must be 0 to %d", procs.ExtraMax)
+	}
 	if c.Addr == "" {
-		procs.ForBackground(c.BackgroundNice) // as ledgerd does for its store
+		procs.Extra(extraProcs) // as ledgerd does
 	}
 	if !quiet {
 		c.Progress = os.Stderr

@@ -71,7 +71,7 @@ type config struct {
 	dataDir, listen, metricsListen, logFormat, logLevel     string
 	shards, shardRequestsMax, shardEventsMax, hotBufferLegs int
 	cacheBytes                                              int64
-	backgroundNice                                          int
+	backgroundNice, extraProcs                              int
 	pprof                                                   bool
 	drainTimeout, hotFlushInterval, clockSkewMax            time.Duration
 	payments                                                paymentFlags
@@ -111,7 +111,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.clockSkewMax, "clock-skew-max", actors.ClockSkewMaxDefault,
 		"a step of the wall clock larger than this is not followed but reported (ledger_clock_skew_seconds); restart to take it")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
-	fs.IntVar(&c.backgroundNice, "background-nice", storage.BackgroundNiceDefault, "nice value (1-19) of the threads running Pebble's flushes and compactions, so the requests keep the cores; ledgerd then runs one Go P more than it has cores, unless GOMAXPROCS is set (0: the process's priority; Linux only)")
+	fs.IntVar(&c.backgroundNice, "background-nice", storage.BackgroundNiceDefault, "nice value (1-19) of the threads running Pebble's flushes and compactions, so the requests keep the cores; they can starve while anything else keeps every core busy, see docs/OPERATIONS.md (0: the process's priority; Linux only)")
+	fs.IntVar(&c.extraProcs, "extra-procs", procs.ExtraDefault, fmt.Sprintf("Go Ps (GOMAXPROCS) beyond the CPUs, so the kernel shares the cores among more threads (0 to %d; not with GOMAXPROCS set or a CPU limit below the CPUs)", procs.ExtraMax))
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
 	fs.StringVar(&c.logFormat, "log-format", logging.FormatText, "log format: text or json (every line, flag errors too)")
@@ -166,6 +167,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if err := storage.CheckBackgroundNice(c.backgroundNice); err != nil {
 		return c, fmt.Errorf("--background-nice: %w", err)
+	}
+	if c.extraProcs < 0 || c.extraProcs > procs.ExtraMax {
+		return c, fmt.Errorf("--extra-procs must be 0 to %d, not %d", procs.ExtraMax, c.extraProcs)
 	}
 	if c.shards < 0 || c.shards > 256 {
 		return c, fmt.Errorf("--shards must be 1 to 256 (or 0), not %d", c.shards)
@@ -321,8 +325,9 @@ func run(args []string, stop <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
+	gomaxprocs, why := procs.Extra(c.extraProcs)
 	slog.Info("ledgerd starting", "data_dir", c.dataDir, "pid", os.Getpid(),
-		"background_nice", c.backgroundNice, "gomaxprocs", procs.ForBackground(c.backgroundNice))
+		"gomaxprocs", gomaxprocs, "gomaxprocs_from", why, "background_nice", c.backgroundNice)
 	pc, err := loadPayments(&c.payments)
 	if err != nil {
 		return err
