@@ -177,47 +177,61 @@ func TestBackgroundNiceOutOfRangeRefused(t *testing.T) {
 	}
 }
 
-// TestMainThreadNeverLowered: goroutines lowering their threads as Pebble's background ones
-// do, some of them on the main thread (the runtime's m0, which it parks for good instead of
-// ending when its locked goroutine ends): once they have ended no thread is left lowered, the
-// main thread included, and a goroutine that ran on the main thread was not lowered.
+// TestMainThreadNeverLowered: a Pebble goroutine that creates its table on the main thread
+// (the runtime's m0, which it parks for good instead of ending when a goroutine locked to it
+// ends) leaves that thread at the process's nice, and other goroutines' threads are lowered
+// and gone with them. The main goroutine runs the call (TestMain keeps it on the main thread).
 func TestMainThreadNeverLowered(t *testing.T) {
 	base := threadNice(t)
 	if base >= backgroundNiceMax-1 {
 		t.Skipf("the test runs at nice %d already", base)
 	}
-	onMain := 0
-	for batch := 0; batch < 50 && onMain == 0; batch++ {
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				lowerThisThread(backgroundNiceMax - 1)
-				tid, n := unix.Gettid(), threadNice(t)
-				mu.Lock()
-				defer mu.Unlock()
-				if tid == unix.Getpid() {
-					onMain++
-					if n != base {
-						t.Errorf("the main thread lowered to nice %d", n)
-					}
-				} else if n != backgroundNiceMax-1 {
-					t.Errorf("thread %d at nice %d after lowerThisThread, want %d", tid, n, backgroundNiceMax-1)
-				}
-			}()
-		}
-		wg.Wait()
+	const nice = backgroundNiceMax - 1
+	onMain := make(chan [2]int)
+	mainThread <- func() {
+		lowerThisThread(nice)
+		onMain <- [2]int{unix.Gettid(), threadNice(t)}
 	}
-	if onMain == 0 {
-		t.Fatal("no goroutine ran on the main thread in 50 batches: the main thread was not checked")
+	if got := <-onMain; got[0] != unix.Getpid() || got[1] != base {
+		t.Errorf("on thread %d (the main one is %d): nice %d after lowerThisThread, want the process's %d", got[0], unix.Getpid(), got[1], base)
 	}
+	var wg sync.WaitGroup
+	for range 8 { // goroutines of their own, as Pebble's: lowered, then their threads end
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lowerThisThread(nice)
+			if tid, n := unix.Gettid(), threadNice(t); tid != unix.Getpid() && n != nice {
+				t.Errorf("thread %d at nice %d after lowerThisThread, want %d", tid, n, nice)
+			}
+		}()
+	}
+	wg.Wait()
 	deadline := time.Now().Add(10 * time.Second)
 	for odd := otherNiceThreads(t, base); len(odd) > 0; odd = otherNiceThreads(t, base) {
 		if time.Now().After(deadline) {
 			t.Fatalf("threads left at another nice value than the process's %d: %v", base, odd)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLoweredNeverBelowOwn: a thread already at a higher nice than asked keeps it (a process
+// started at nice 10 keeps its background work at 10 or more, never above its requests).
+func TestLoweredNeverBelowOwn(t *testing.T) {
+	if threadNice(t) >= 10 {
+		t.Skip("the test runs at nice 10 or more already")
+	}
+	got := make(chan int)
+	go func() { // its thread ends with it (locked by lowerThisThread)
+		runtime.LockOSThread()
+		if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 10); err != nil {
+			t.Error(err)
+		}
+		lowerThisThread(5)
+		got <- threadNice(t)
+	}()
+	if n := <-got; n != 10 {
+		t.Errorf("a thread at nice 10 asked for 5: nice %d, want 10", n)
 	}
 }
