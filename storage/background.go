@@ -4,7 +4,7 @@ import "fmt"
 
 // BackgroundNiceDefault leaves Pebble's flushes and compactions at the process's priority. A
 // nice value takes them off the requests' cores (the payments voucher's p99 at 20,000
-// orders/s: 33 -> 27 ms on 2 cores, bench/RESULTS.md session 16), but a thread at nice 19 gets
+// orders/s: 30 -> 23 ms on 2 cores, bench/RESULTS.md session 16), but a thread at nice 19 gets
 // some 1.4% of a core beside each busy thread at 0: while anything else keeps every core busy
 // (a Verify, another process), a flush that took 100 ms takes seconds, the writes stall behind
 // it, the goroutines waiting for Pebble's DB lock that it holds wait with them, and each GC

@@ -112,7 +112,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 		"a step of the wall clock larger than this is not followed but reported (ledger_clock_skew_seconds); restart to take it")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
 	fs.IntVar(&c.backgroundNice, "background-nice", storage.BackgroundNiceDefault, "nice value (1-19) of the threads running Pebble's flushes and compactions, so the requests keep the cores; they can starve while anything else keeps every core busy, see docs/OPERATIONS.md (0: the process's priority; Linux only)")
-	fs.IntVar(&c.extraProcs, "extra-procs", procs.ExtraDefault, fmt.Sprintf("Go Ps (GOMAXPROCS) beyond the CPUs, so the kernel shares the cores among more threads (0 to %d; not with GOMAXPROCS set or a CPU limit below the CPUs)", procs.ExtraMax))
+	fs.IntVar(&c.extraProcs, "extra-procs", procs.ExtraDefault, fmt.Sprintf("Go Ps (GOMAXPROCS) beyond the CPUs, so the kernel shares the cores among more threads (0 to %d; none with GOMAXPROCS set in the environment or a cgroup CPU quota)", procs.ExtraMax))
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "how long shutdown waits for requests in flight")
 	fs.StringVar(&c.logFormat, "log-format", logging.FormatText, "log format: text or json (every line, flag errors too)")
