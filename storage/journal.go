@@ -202,6 +202,9 @@ type postingTail struct {
 	// sealedNext: how much of the sealed generation's paging is done (page): its accounts' pages,
 	// then the look at each account of the generation before.
 	sealedNext int
+	// pagingFrom: the current generation's postings when the sealed one's paging began (its
+	// first round with pages), which the pacing spreads the work from.
+	pagingFrom int
 	// quiet: while a generation is paged after the store opened, the accounts of the one before
 	// it, read from its pages (pagedAccounts); with prev in the tail, unused.
 	quiet []latestAt
@@ -491,6 +494,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	// pages). Those of the generation before are in the tail (prev, sorted by id since its
 	// pages), or, once the store opened since, read from its pages as this generation's start.
 	if t.sealedNext == 0 {
+		t.pagingFrom = len(t.cur.ts)
 		t.quiet = t.quiet[:0]
 		if t.prev == nil {
 			if t.quiet, err = w.pagedAccounts(g.after, t.quiet); err != nil {
@@ -504,10 +508,15 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 		work = total + len(p.accounts)
 	}
 	// Paced by the new generation: the work is done by the time it is half full, a share of
-	// it each round as its postings come (all at once if it is full already).
+	// it each round as its postings come (all at once if it is full already), spread from
+	// where the paging began: a paging that began late (the store opened with the new
+	// generation far along, or the grouping came late) is spread over a quarter of the
+	// generation at least, up to its end, not caught up in one round.
 	end := work
-	if len(t.cur.ts) < w.tailMax {
-		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(work), 2*uint64(work)*uint64(len(t.cur.ts))/uint64(w.tailMax))))
+	if n := len(t.cur.ts); n < w.tailMax {
+		target := min(w.tailMax, max(w.tailMax/2, t.pagingFrom+w.tailMax/4))
+		share := uint64(work) * uint64(n-t.pagingFrom) / uint64(target-t.pagingFrom)
+		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(work), share)))
 	}
 	if w.pagingAccounts > 0 && len(t.cur.ts) < w.tailMax { // a fixed number a round (tests)
 		end = t.sealedNext + w.pagingAccounts

@@ -1,0 +1,115 @@
+package storage
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// pagingCounter counts, round by round, the index records (pages and k) a writer's batches
+// hold, and the most in one round.
+type pagingCounter struct{ total, most int }
+
+func (c *pagingCounter) inspect(b *pebble.Batch) {
+	n := 0
+	for rd := b.Reader(); ; {
+		_, k, _, ok, err := rd.Next()
+		if err != nil || !ok {
+			break
+		}
+		if k[0] == prefixGenPage || k[0] == prefixLatest {
+			n++
+		}
+	}
+	c.total += n
+	c.most = max(c.most, n)
+}
+
+// TestPagingAfterReopenSpread: a store reopened while a sealed generation is paged, its new
+// generation far along (paging starts again from the sealed generation's first account),
+// spreads the paging over the rounds that follow instead of writing most of it in the
+// first (before: the first round wrote all of it).
+func TestPagingAfterReopenSpread(t *testing.T) {
+	const accounts = 3000
+	opts := Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: accounts}
+	s, err := Open("db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRVShard(t, s, 0, accounts)
+	hot := make([]int, 100)
+	for i := range hot {
+		hot[i] = i
+	}
+	all := make([]int, accounts)
+	for i := range all {
+		all[i] = i
+	}
+	grouped := func() {
+		if g := s.tails[0].sealed; g != nil && g.grouping != nil {
+			<-g.grouping
+		}
+	}
+	r.round(all...) // a broad generation, sealed by the next round
+	for len(s.tails[0].cur.ts) < accounts*45/100 {
+		r.round(hot...)
+		grouped()
+	}
+	if s.tails[0].sealed == nil {
+		t.Fatal("the broad generation was paged before the reopen: the test needs it mid-way")
+	}
+	s = reopenRVShards(t, s, opts, []*rvShard{r}, nil)
+	defer s.Close()
+	var c pagingCounter
+	r.w.inspect = c.inspect
+	rounds := 0
+	for ; s.tails[0].sealed != nil || rounds == 0; rounds++ {
+		r.round(hot...)
+		grouped()
+	}
+	t.Logf("after the reopen: %d records in %d rounds, the most in one %d", c.total, rounds, c.most)
+	if c.most > c.total/4 {
+		t.Errorf("one round wrote %d of the %d index records of the paging after the reopen", c.most, c.total)
+	}
+}
+
+// TestPagingLateGroupingSpread: a sealed generation whose grouping ends late (the rounds go on
+// without pages until the new generation is an eighth full) is paged over the rounds after,
+// not caught up in the first.
+func TestPagingLateGroupingSpread(t *testing.T) {
+	const accounts = 3000
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: accounts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := newRVShard(t, s, 0, accounts)
+	gate := make(chan struct{})
+	r.w.groupGate = gate
+	var c pagingCounter
+	r.w.inspect = c.inspect
+	all := make([]int, accounts)
+	for i := range all {
+		all[i] = i
+	}
+	hot := make([]int, 100)
+	for i := range hot {
+		hot[i] = i
+	}
+	r.round(all...) // sealed by the next round, its grouping held
+	for len(s.tails[0].cur.ts)+len(hot) < accounts/groupWaitDivisor {
+		r.round(hot...)
+	}
+	if c.total != 0 {
+		t.Fatalf("%d index records written while the grouping was held", c.total)
+	}
+	close(gate) // the round that reaches an eighth waits for it
+	for rounds := 0; s.tails[0].sealed != nil || rounds == 0; rounds++ {
+		r.round(hot...)
+	}
+	t.Logf("%d records, the most in one round %d", c.total, c.most)
+	if c.most > c.total/4 {
+		t.Errorf("one round wrote %d of the %d index records of a paging whose grouping came late", c.most, c.total)
+	}
+}
