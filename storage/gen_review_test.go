@@ -283,12 +283,8 @@ func TestGenForwardWalkIgnoresHi(t *testing.T) {
 // followed by a narrow one (a few hot accounts), one round writes every quiet account's k.
 func TestGenQuietWritesUnpaced(t *testing.T) {
 	const accounts = 3000
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: accounts})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, r, _ := openTailShard(t, accounts)
 	defer s.Close()
-	r := newRVShard(t, s, 0, accounts)
 	most, rounds := 0, 0
 	r.w.inspect = func(b *pebble.Batch) {
 		n := 0
@@ -315,12 +311,8 @@ func TestGenQuietWritesUnpaced(t *testing.T) {
 			<-g.grouping
 		}
 	}
-	all := make([]int, accounts)
-	for i := range all {
-		all[i] = i
-	}
-	round(all...) // a broad generation: every account once (sealed at once)
-	for range 3 { // its pages
+	round(firstN(accounts)...) // a broad generation: every account once (sealed at once)
+	for range 3 {              // its pages
 		round(0)
 	}
 	hot := make([]int, 100)

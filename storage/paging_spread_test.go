@@ -26,26 +26,35 @@ func (c *pagingCounter) inspect(b *pebble.Batch) {
 	c.most = max(c.most, n)
 }
 
+// openTailShard opens a one-shard store whose tail seals at accounts postings, with an
+// rvShard of as many accounts; opts reopen it.
+func openTailShard(t *testing.T, accounts int) (*Store, *rvShard, Options) {
+	t.Helper()
+	opts := Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: accounts}
+	s, err := Open("db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, newRVShard(t, s, 0, accounts), opts
+}
+
+// firstN answers the account indexes 0 to n-1, for rvShard.round.
+func firstN(n int) []int {
+	ix := make([]int, n)
+	for i := range ix {
+		ix[i] = i
+	}
+	return ix
+}
+
 // TestPagingAfterReopenSpread: a store reopened while a sealed generation is paged, its new
 // generation far along (paging starts again from the sealed generation's first account),
 // spreads the paging over the rounds that follow instead of writing most of it in the
 // first (before: the first round wrote all of it).
 func TestPagingAfterReopenSpread(t *testing.T) {
 	const accounts = 3000
-	opts := Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: accounts}
-	s, err := Open("db", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := newRVShard(t, s, 0, accounts)
-	hot := make([]int, 100)
-	for i := range hot {
-		hot[i] = i
-	}
-	all := make([]int, accounts)
-	for i := range all {
-		all[i] = i
-	}
+	s, r, opts := openTailShard(t, accounts)
+	hot, all := firstN(100), firstN(accounts)
 	grouped := func() {
 		if g := s.tails[0].sealed; g != nil && g.grouping != nil {
 			<-g.grouping
@@ -79,24 +88,13 @@ func TestPagingAfterReopenSpread(t *testing.T) {
 // not caught up in the first.
 func TestPagingLateGroupingSpread(t *testing.T) {
 	const accounts = 3000
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: accounts})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, r, _ := openTailShard(t, accounts)
 	defer s.Close()
-	r := newRVShard(t, s, 0, accounts)
 	gate := make(chan struct{})
 	r.w.groupGate = gate
 	var c pagingCounter
 	r.w.inspect = c.inspect
-	all := make([]int, accounts)
-	for i := range all {
-		all[i] = i
-	}
-	hot := make([]int, 100)
-	for i := range hot {
-		hot[i] = i
-	}
+	hot, all := firstN(100), firstN(accounts)
 	r.round(all...) // sealed by the next round, its grouping held
 	for len(s.tails[0].cur.ts)+len(hot) < accounts/groupWaitDivisor {
 		r.round(hot...)
