@@ -213,28 +213,23 @@ type postingTail struct {
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
 // its latest one.
 type tailGen struct {
-	after    uint64              // the mark the generation started from: it holds postings after it
-	latest   map[uint64]tailHead // account -> its latest posting and its place
+	after    uint64           // the mark the generation started from: it holds postings after it
+	place    map[uint64]int32 // account -> its place: the order of its first posting
+	last     []int32          // by place, the index of the account's latest posting in ts
 	ts       []uint64
 	prev     []int32  // per posting, the index of the account's one before it (-1: none)
-	owner    []int32  // per posting, its account's tailHead.idx (the writer's alone)
+	owner    []int32  // per posting, its account's place (the writer's alone)
 	accounts []uint64 // in the order of their first posting; when sealed, by id (seal)
 	// runEnds: when sealed, where each run of accounts ends (seal); the first sortedRuns runs
 	// are sorted, the others as the pages reach them (sortTo).
 	runEnds    []int
 	sortedRuns int
 	// While its pages are written (group): every posting's timestamp grouped by account, the
-	// account of tailHead.idx k at grouped[groupEnd[k]:groupEnd[k+1]], ascending. grouping is
+	// account of place k at grouped[groupEnd[k]:groupEnd[k+1]], ascending. grouping is
 	// closed once they are there (startGroup).
 	grouped  []uint64
 	groupEnd []int32
 	grouping chan struct{}
-}
-
-// tailHead is an account's entry in a generation.
-type tailHead struct {
-	last int32 // the index of its latest posting in ts
-	idx  int32 // its place in the order of the generation's first postings
 }
 
 // seal orders a generation's accounts, which its pages are written in, by id: the share of
@@ -314,21 +309,41 @@ func (g *tailGen) sortedEnd() int {
 	return g.runEnds[g.sortedRuns-1]
 }
 
-func newTailGen(after uint64) *tailGen {
-	return &tailGen{after: after, latest: map[uint64]tailHead{}}
+// newTailGen starts a generation after the mark after, sized as like (nil: empty), the one
+// before it: generations after the first are alike (PostingTailMax postings), so its arrays
+// and its map do not grow, copying and rehashing, as its postings come.
+func newTailGen(after uint64, like *tailGen) *tailGen {
+	if like == nil {
+		return &tailGen{after: after, place: map[uint64]int32{}}
+	}
+	postings, accounts := len(like.ts), len(like.last)
+	return &tailGen{after: after, place: make(map[uint64]int32, accounts),
+		last: make([]int32, 0, accounts), accounts: make([]uint64, 0, accounts),
+		ts: make([]uint64, 0, postings), prev: make([]int32, 0, postings), owner: make([]int32, 0, postings)}
 }
 
+// add appends an account's posting: one look-up of its place, a map write only for an account
+// new to the generation.
 func (g *tailGen) add(account, ts uint64) {
-	h, ok := g.latest[account]
+	x, ok := g.place[account]
 	if !ok {
-		h = tailHead{last: -1, idx: int32(len(g.accounts))}
+		x = int32(len(g.last))
+		g.place[account] = x
 		g.accounts = append(g.accounts, account)
+		g.last = append(g.last, -1)
 	}
-	g.prev = append(g.prev, h.last)
-	g.owner = append(g.owner, h.idx)
-	h.last = int32(len(g.ts))
-	g.latest[account] = h
+	g.prev = append(g.prev, g.last[x])
+	g.owner = append(g.owner, x)
+	g.last[x] = int32(len(g.ts))
 	g.ts = append(g.ts, ts)
+}
+
+// latestOf answers the index in ts of account's latest posting (-1: none in the generation).
+func (g *tailGen) latestOf(account uint64) int32 {
+	if x, ok := g.place[account]; ok {
+		return g.last[x]
+	}
+	return -1
 }
 
 // startGroup groups a sealed generation on a goroutine of its own, which closes g.grouping
@@ -405,11 +420,7 @@ func (t *postingTail) chain(account, paged, clock uint64) (c tailChain, ok bool)
 		if g == nil {
 			continue
 		}
-		h, has := g.latest[account]
-		if !has {
-			h.last = -1
-		}
-		c.gens[c.n] = chainGen{ts: g.ts, prev: g.prev, i: h.last}
+		c.gens[c.n] = chainGen{ts: g.ts, prev: g.prev, i: g.latestOf(account)}
 		c.n++
 		if g.after == paged {
 			return c, true
@@ -462,7 +473,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 			return false, nil, nil
 		}
 		t.mu.Lock()
-		t.sealed, t.cur = t.cur, newTailGen(clock)
+		t.sealed, t.cur = t.cur, newTailGen(clock, t.cur)
 		t.mu.Unlock()
 		t.sealedNext = 0
 		t.sealed.seal()
@@ -526,7 +537,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	g.sortTo(pagesEnd)
 	gen := t.cur.after // the sealed generation's end: the paged mark once its pages are written
 	for _, account := range accounts[min(t.sealedNext, total):pagesEnd] {
-		x := g.latest[account].idx
+		x := g.place[account]
 		ts := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]]
 		if len(ts) == 0 {
 			panic(fmt.Sprintf("storage: INVARIANT: account %d of a sealed tail has no postings", account))
@@ -542,13 +553,13 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	if from, to := max(t.sealedNext, total)-total, end-total; to > from {
 		if p := t.prev; p != nil {
 			for _, account := range p.accounts[from:to] {
-				if _, busy := g.latest[account]; !busy {
-					w.quiet = append(w.quiet, latestAt{account, p.ts[p.latest[account].last]})
+				if _, busy := g.place[account]; !busy {
+					w.quiet = append(w.quiet, latestAt{account, p.ts[p.latestOf(account)]})
 				}
 			}
 		} else {
 			for _, l := range t.quiet[from:to] {
-				if _, busy := g.latest[l.account]; !busy {
+				if _, busy := g.place[l.account]; !busy {
 					w.quiet = append(w.quiet, l)
 				}
 			}
@@ -991,9 +1002,9 @@ func (s *Store) loadTails() error {
 		if err != nil {
 			return err
 		}
-		t := &postingTail{cur: newTailGen(sv.paged)}
+		t := &postingTail{cur: newTailGen(sv.paged, nil)}
 		if sv.sealed != 0 {
-			t.sealed, t.cur = t.cur, newTailGen(sv.sealed)
+			t.sealed, t.cur = t.cur, newTailGen(sv.sealed, nil)
 		}
 		lo, hi := journalShardBounds(shard)
 		err = v.scan(be.AppendUint64(lo, sv.paged+1), hi, false, func(k, val []byte) (bool, error) {

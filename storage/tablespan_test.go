@@ -128,7 +128,7 @@ func TestSealOrdersByID(t *testing.T) {
 			return uint64(i)
 		}, 5000},
 	} {
-		g := newTailGen(0)
+		g := newTailGen(0, nil)
 		for i := range c.n {
 			g.add(c.id(i), uint64(i+1))
 		}

@@ -14,11 +14,7 @@ import (
 // chainTimes appends to ts account's timestamps in g, ascending, by a walk of its chain (what
 // pages were written from before group).
 func chainTimes(ts []uint64, g *tailGen, account uint64) []uint64 {
-	h, ok := g.latest[account]
-	if !ok {
-		return nil
-	}
-	for i := h.last; i >= 0; i = g.prev[i] {
+	for i := g.latestOf(account); i >= 0; i = g.prev[i] {
 		ts = append(ts, g.ts[i])
 	}
 	slices.Reverse(ts)
@@ -27,7 +23,7 @@ func chainTimes(ts []uint64, g *tailGen, account uint64) []uint64 {
 
 func randomTailGen(seed uint64, postings, accounts int) *tailGen {
 	r := rand.New(rand.NewPCG(seed, 7))
-	g := newTailGen(0)
+	g := newTailGen(0, nil)
 	ts := uint64(1)
 	for range postings {
 		if r.IntN(3) > 0 { // some postings share a timestamp (a transfer's two)
@@ -52,7 +48,7 @@ func TestGroupMatchesChains(t *testing.T) {
 				t.Fatalf("grouped %d postings of %d", n, len(g.ts))
 			}
 			for _, a := range g.accounts {
-				x := g.latest[a].idx
+				x := g.place[a]
 				got, want := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]], chainTimes(nil, g, a)
 				if !slices.Equal(got, want) {
 					t.Fatalf("account %d: grouped %v, chain %v", a, got, want)
@@ -89,7 +85,7 @@ func BenchmarkGroupTail(b *testing.B) {
 				g.group(len(g.accounts))
 				n := 0
 				for _, a := range g.accounts {
-					x := g.latest[a].idx
+					x := g.place[a]
 					n += int(g.groupEnd[x+1] - g.groupEnd[x])
 				}
 				if n != len(g.ts) {
