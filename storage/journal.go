@@ -472,8 +472,9 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 		if len(t.cur.ts) < w.tailMax {
 			return false, nil, nil
 		}
+		next := newTailGen(clock, t.cur) // its allocation (some 35-65 MB zeroed) outside the lock
 		t.mu.Lock()
-		t.sealed, t.cur = t.cur, newTailGen(clock, t.cur)
+		t.sealed, t.cur = t.cur, next
 		t.mu.Unlock()
 		t.sealedNext = 0
 		t.sealed.seal()
@@ -525,7 +526,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	// generation at least, up to its end, not caught up in one round.
 	end := work
 	if n := len(t.cur.ts); n < w.tailMax {
-		target := min(w.tailMax, max(w.tailMax/2, t.pagingFrom+w.tailMax/4))
+		target := min(w.tailMax, max(w.tailMax/2, t.pagingFrom+max(w.tailMax/4, 1))) // > pagingFrom
 		share := uint64(work) * uint64(n-t.pagingFrom) / uint64(target-t.pagingFrom)
 		end = max(t.sealedNext+pagingAccountsMin, int(min(uint64(work), share)))
 	}
