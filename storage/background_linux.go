@@ -32,6 +32,10 @@ func backgroundWork(category vfs.DiskWriteCategory) bool {
 	return false
 }
 
+// Unwrap answers the file system it wraps (vfs.FS's contract; the embedded one's Unwrap would
+// skip it).
+func (fs backgroundFS) Unwrap() vfs.FS { return fs.FS }
+
 func (fs backgroundFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	if backgroundWork(category) {
 		lowerThisThread(fs.nice)

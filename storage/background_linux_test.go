@@ -168,6 +168,13 @@ func TestBackgroundWorkRunsNiced(t *testing.T) {
 	}
 }
 
+func TestBackgroundFSUnwraps(t *testing.T) {
+	mem := vfs.NewMem()
+	if got := withBackgroundNice(mem, 5).Unwrap(); got != mem {
+		t.Errorf("Unwrap answers %T, want the wrapped file system", got)
+	}
+}
+
 func TestBackgroundNiceOutOfRangeRefused(t *testing.T) {
 	for _, n := range []int{-1, backgroundNiceMax + 1} {
 		if _, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, BackgroundNice: n}); err == nil ||
