@@ -1138,7 +1138,9 @@ func (s *Store) upgrade() error {
 
 // convertPages writes format 9's index pages (i account last, each account's together) as
 // pages of generations (g shard gen account last): all of a shard's pages up to its paged
-// mark as one generation at the mark, each account's latest paged posting (k) with them. The
+// mark as one generation at the mark. No k: every paged account has pages in that generation,
+// the newest, where readers find its latest paged posting; the paging of the next generation
+// writes the k of those quiet in it (from this one's pages, pagedAccounts). The
 // pages of a generation being paged when the store closed (past the mark) are left out: the
 // writer pages that generation again from its first account. upgrade deletes the `i` pages
 // with the format's change.
@@ -1165,14 +1167,7 @@ func (s *Store) convertPages() error {
 	}
 	defer u.close()
 	w := u.w
-	var account, latest uint64
 	var ts []uint64
-	putLatest := func() {
-		if latest != 0 {
-			w.set(latestKey(w.key, account), be.AppendUint64(w.val[:0], latest))
-			u.records++
-		}
-	}
 	lo, hi := prefixBounds(prefixPage)
 	err = (&Reader{r: s.db}).scan(lo, hi, false, func(k, val []byte) (bool, error) {
 		var err error
@@ -1188,11 +1183,6 @@ func (s *Store) convertPages() error {
 		if last > marks[shard] {
 			return true, nil
 		}
-		if a != account {
-			putLatest()
-			account, latest = a, 0
-		}
-		latest = last // an account's pages come in the order of their last postings
 		w.set(genPageKey(w.key, shard, marks[shard], a, last), val)
 		u.records++
 		return true, u.flushIfFull()
@@ -1200,7 +1190,6 @@ func (s *Store) convertPages() error {
 	if err != nil {
 		return err
 	}
-	putLatest()
 	return u.flush()
 }
 
