@@ -78,6 +78,19 @@ func otherNiceThreads(t *testing.T, base int) []string {
 	return odd
 }
 
+// waitThreadsAt waits (10 s at most) until every thread of the process is at nice base: a
+// lowered thread ends with its goroutine.
+func waitThreadsAt(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for odd := otherNiceThreads(t, base); len(odd) > 0; odd = otherNiceThreads(t, base) {
+		if time.Now().After(deadline) {
+			t.Fatalf("threads left at another nice value than the process's %d: %v", base, odd)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestBackgroundWorkRunsNiced: with BackgroundNice, the tables of a flush and of a compaction
 // are made on threads at that nice value, also after a reopen that replays the WAL; the
 // caller's thread keeps its priority, and no thread outlives its work at the lowered one.
@@ -159,13 +172,7 @@ func TestBackgroundWorkRunsNiced(t *testing.T) {
 	rec.mu.Unlock()
 	// A lowered thread ends with its goroutine (the goroutine never unlocks it), and threads
 	// it needs started are started by the runtime's template thread, at the process's nice.
-	deadline := time.Now().Add(10 * time.Second)
-	for odd := otherNiceThreads(t, base); len(odd) > 0; odd = otherNiceThreads(t, base) {
-		if time.Now().After(deadline) {
-			t.Fatalf("threads left at another nice value than the process's %d: %v", base, odd)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitThreadsAt(t, base)
 }
 
 func TestBackgroundFSUnwraps(t *testing.T) {
@@ -214,13 +221,7 @@ func TestMainThreadNeverLowered(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for odd := otherNiceThreads(t, base); len(odd) > 0; odd = otherNiceThreads(t, base) {
-		if time.Now().After(deadline) {
-			t.Fatalf("threads left at another nice value than the process's %d: %v", base, odd)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitThreadsAt(t, base)
 }
 
 // TestLoweredNeverBelowOwn: a thread already at a higher nice than asked keeps it (a process

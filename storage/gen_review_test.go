@@ -5,7 +5,6 @@ package storage
 import (
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -35,18 +34,7 @@ func genRotating(t *testing.T, pacing int, seed uint64) {
 	const perShard = 90
 	fs := vfs.NewMem()
 	opts := Options{FS: fs, Shards: shards, PostingTailMax: 20, PagingAccountsPerRound: pacing}
-	s, err := Open("db", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ws []*rvShard
-	var ids []uint64
-	for sh := range uint32(shards) {
-		r := newRVShard(t, s, sh, perShard)
-		ws = append(ws, r)
-		ids = append(ids, r.ids...)
-	}
-	slices.Sort(ids)
+	s, ws, ids := openRVShards(t, opts, perShard)
 	rng := rand.New(rand.NewPCG(seed, 77))
 	var hs []heldSnapshot
 	restarts := map[string]int{}
@@ -285,23 +273,8 @@ func TestGenQuietWritesUnpaced(t *testing.T) {
 	const accounts = 3000
 	s, r, _ := openTailShard(t, accounts)
 	defer s.Close()
-	most, rounds := 0, 0
-	r.w.inspect = func(b *pebble.Batch) {
-		n := 0
-		for rd := b.Reader(); ; {
-			_, k, _, ok, err := rd.Next()
-			if err != nil || !ok {
-				break
-			}
-			if k[0] == prefixLatest {
-				n++
-			}
-		}
-		if n > 0 {
-			rounds++
-		}
-		most = max(most, n)
-	}
+	c := pagingCounter{onlyK: true}
+	r.w.inspect = c.inspect
 	// Each round starts once the sealed generation is grouped (startGroup's goroutine): a
 	// round that comes before skips its pages, and the one after catches up on them, which
 	// the pacing measured here would count as one round's (flaky: 5 runs in 20 failed).
@@ -319,8 +292,8 @@ func TestGenQuietWritesUnpaced(t *testing.T) {
 	for range 2 * accounts / len(hot) { // narrow generations: one hot account
 		round(hot...)
 	}
-	t.Logf("k records: %d rounds wrote them, the most in one round %d (of %d accounts)", rounds, most, accounts)
-	if most > accounts/4 {
-		t.Errorf("one round wrote %d k records", most)
+	t.Logf("k records: %d rounds wrote them, the most in one round %d (of %d accounts)", c.rounds, c.most, accounts)
+	if c.most > accounts/4 {
+		t.Errorf("one round wrote %d k records", c.most)
 	}
 }

@@ -53,6 +53,23 @@ func newRVShard(t testing.TB, s *Store, shard uint32, n int) *rvShard {
 	return r
 }
 
+// openRVShards opens a store with opts and an rvShard of perShard accounts on each of its
+// shards; ids are all their accounts, ascending.
+func openRVShards(t testing.TB, opts Options, perShard int) (s *Store, ws []*rvShard, ids []uint64) {
+	t.Helper()
+	s, err := Open("db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sh := range opts.Shards {
+		r := newRVShard(t, s, sh, perShard)
+		ws = append(ws, r)
+		ids = append(ids, r.ids...)
+	}
+	slices.Sort(ids)
+	return s, ws, ids
+}
+
 // round commits one posting for each of accounts (indexes into r.ids).
 func (r *rvShard) round(accounts ...int) {
 	var fx ledger.Effects
@@ -189,18 +206,8 @@ func TestConcurrentSnapshots(t *testing.T) {
 	defer func(n int) { pageEntriesMax = n }(pageEntriesMax)
 	pageEntriesMax = 3
 	const shards = 2
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: shards, PostingTailMax: 8, PagingAccountsPerRound: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: shards, PostingTailMax: 8, PagingAccountsPerRound: 2}, 4)
 	defer s.Close()
-	var ids []uint64
-	var ws []*rvShard
-	for sh := range uint32(shards) {
-		r := newRVShard(t, s, sh, 4)
-		ws = append(ws, r)
-		ids = append(ids, r.ids...)
-	}
 	var stop atomic.Bool
 	var wg, writers sync.WaitGroup
 	for sh, r := range ws {

@@ -81,18 +81,7 @@ func TestPagingPacedManyAccounts(t *testing.T) {
 	const perShard = 160
 	fs := vfs.NewMem()
 	opts := Options{FS: fs, Shards: shards, PostingTailMax: 200}
-	s, err := Open("db", opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ws []*rvShard
-	var ids []uint64
-	for sh := range uint32(shards) {
-		r := newRVShard(t, s, sh, perShard)
-		ws = append(ws, r)
-		ids = append(ids, r.ids...)
-	}
-	slices.Sort(ids)
+	s, ws, ids := openRVShards(t, opts, perShard)
 	rng := rand.New(rand.NewPCG(11, 12))
 	var hs []heldSnapshot
 	seals, multi, restarts := 0, 0, 0

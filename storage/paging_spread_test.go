@@ -7,9 +7,12 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// pagingCounter counts, round by round, the index records (pages and k) a writer's batches
-// hold, and the most in one round.
-type pagingCounter struct{ total, most int }
+// pagingCounter counts, round by round, the index records (pages and k; only k with onlyK) a
+// writer's batches hold, the most in one round, and the rounds that held any.
+type pagingCounter struct {
+	onlyK               bool
+	total, most, rounds int
+}
 
 func (c *pagingCounter) inspect(b *pebble.Batch) {
 	n := 0
@@ -18,12 +21,15 @@ func (c *pagingCounter) inspect(b *pebble.Batch) {
 		if err != nil || !ok {
 			break
 		}
-		if k[0] == prefixGenPage || k[0] == prefixLatest {
+		if k[0] == prefixLatest || k[0] == prefixGenPage && !c.onlyK {
 			n++
 		}
 	}
 	c.total += n
 	c.most = max(c.most, n)
+	if n > 0 {
+		c.rounds++
+	}
 }
 
 // openTailShard opens a one-shard store whose tail seals at accounts postings, with an
