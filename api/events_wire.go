@@ -66,8 +66,9 @@ func appendMessage(b []byte, n protowire.Number, m []byte) []byte {
 // after the other: the sequencer's window, shared, is never changed).
 type encoded struct{ parts [][]byte }
 
-// serverCodec is gRPC's proto codec, except for encoded messages (sent as they are) and
-// streamRequest (decoded by decodeStreamRequest).
+// serverCodec is gRPC's proto codec, except for encoded messages (sent as they are),
+// streamRequest (decoded by decodeStreamRequest) and createTransfersRequest (by
+// decodeCreateTransfersRequest).
 type serverCodec struct{ proto encoding.CodecV2 }
 
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -84,19 +85,27 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*streamRequest); ok {
-		var b []byte
-		if len(data) == 1 {
-			b = data[0].ReadOnlyData()
-		} else {
-			b = data.Materialize()
+	switch r := v.(type) {
+	case *streamRequest:
+		if err := decodeStreamRequest(bytesOf(data), r); err != nil {
+			r.err = invalid("the request cannot be decoded: %v", err)
 		}
-		if err := decodeStreamRequest(b, r); err != nil {
+		return nil
+	case *createTransfersRequest:
+		if err := decodeCreateTransfersRequest(bytesOf(data), r); err != nil {
 			r.err = invalid("the request cannot be decoded: %v", err)
 		}
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)
+}
+
+// bytesOf is a received message's bytes: its one buffer's, or a copy of its buffers joined.
+func bytesOf(data mem.BufferSlice) []byte {
+	if len(data) == 1 {
+		return data[0].ReadOnlyData()
+	}
+	return data.Materialize()
 }
 
 func (c serverCodec) Name() string { return c.proto.Name() }

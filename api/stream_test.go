@@ -683,3 +683,44 @@ func TestStreamMalformedRequestAnswered(t *testing.T) {
 		t.Fatalf("%d booked; want 6", got)
 	}
 }
+
+// TestCreateTransfersMalformedRefused: a CreateTransfers request whose bytes are no request
+// (here a transfer cut short after a good one) is refused INVALID_ARGUMENT as a whole and
+// books nothing; more than ledger.BatchEventsMax transfers are refused too, and a good request
+// after them is booked, every field as sent.
+func TestCreateTransfersMalformedRefused(t *testing.T) {
+	f := newFixture(t, 1)
+	f.accounts(t, &ledgerv1.Account{Id: 1, Ledger: 1, Code: 1}, &ledgerv1.Account{Id: 2, Ledger: 1, Code: 1})
+	bad := &ledgerv1.CreateTransfersRequest{Transfers: []*ledgerv1.Transfer{tr(1, 1, 2, 5)}}
+	raw := protowire.AppendTag(nil, fieldRequestTransfers, protowire.BytesType)
+	raw = protowire.AppendBytes(raw, []byte{0xff}) // a truncated tag inside a transfer
+	bad.ProtoReflect().SetUnknown(raw)
+	_, err := f.client.CreateTransfers(f.ctx, bad)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "the request cannot be decoded") {
+		t.Fatalf("a malformed request: %v; want INVALID_ARGUMENT, cannot be decoded", err)
+	}
+	many := make([]*ledgerv1.Transfer, ledger.BatchEventsMax+1)
+	for i := range many {
+		many[i] = tr(uint64(100+i), 1, 2, 1)
+	}
+	if _, err := f.client.CreateTransfers(f.ctx, &ledgerv1.CreateTransfersRequest{Transfers: many}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("%d transfers: %v; want INVALID_ARGUMENT", len(many), err)
+	}
+	if got := small(f.balance(t, 2).GetCreditsPosted()); got != 0 {
+		t.Fatalf("%d booked by refused requests; want 0", got)
+	}
+	good := tr(1, 1, 2, 5)
+	good.BizId, good.UserData, good.Code = "订单-7", 99, 3
+	resp, err := f.client.CreateTransfers(f.ctx, &ledgerv1.CreateTransfersRequest{Transfers: []*ledgerv1.Transfer{good}})
+	if err != nil || len(resp.GetResults()) != 0 {
+		t.Fatalf("a good request after them: %v %v", resp, err)
+	}
+	got, err := f.client.LookupTransfers(f.ctx, &ledgerv1.LookupTransfersRequest{Ids: []uint64{1}})
+	if err != nil || len(got.GetTransfers()) != 1 {
+		t.Fatalf("lookup: %v %v", got, err)
+	}
+	g := got.GetTransfers()[0]
+	if g.GetBizId() != "订单-7" || g.GetUserData() != 99 || g.GetCode() != 3 || small(f.balance(t, 2).GetCreditsPosted()) != 5 {
+		t.Fatalf("booked %+v; want biz id 订单-7, user data 99, code 3, amount 5", g)
+	}
+}

@@ -25,11 +25,12 @@ type streamRequest struct {
 	err error
 }
 
-// Field numbers of CreateTransfersStreamRequest, Transfer and TransferFlags
+// Field numbers of CreateTransfersStreamRequest, CreateTransfersRequest, Transfer and TransferFlags
 // (proto/ledger/v1/ledger.proto).
 const (
-	fieldStreamTag       = 1
-	fieldStreamTransfers = 2
+	fieldStreamTag        = 1
+	fieldStreamTransfers  = 2
+	fieldRequestTransfers = 1 // CreateTransfersRequest's
 
 	fieldTransferID        = 1
 	fieldTransferDebit     = 2
@@ -60,15 +61,44 @@ var errWire = errors.New("api: malformed CreateTransfersStreamRequest")
 // a known field of another wire type is an unknown field, skipped; the last of a repeated
 // scalar wins; repeated flags messages merge; a string must be UTF-8.
 func decodeStreamRequest(b []byte, r *streamRequest) error {
+	return decodeTransfersMessage(b, fieldStreamTag, fieldStreamTransfers, r)
+}
+
+// createTransfersRequest is a CreateTransfersRequest as the server reads it (tag unused):
+// serverCodec decodes the wire bytes straight into the ledger's transfers, as it does a
+// stream's requests (createTransfersHandler). Against proto.Unmarshal and TransferFromProto,
+// a request of 8,190 transfers takes a third of the time, and none of the 8,190 allocations
+// (BenchmarkCreateTransfersRequestDecode).
+type createTransfersRequest struct{ streamRequest }
+
+// decodeCreateTransfersRequest decodes b into r as decodeStreamRequest does a stream's: into a
+// slice made for the transfers b holds (counted first), up to ledger.BatchEventsMax.
+func decodeCreateTransfersRequest(b []byte, r *createTransfersRequest) error {
+	n := 0
+	if err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
+		if num == fieldRequestTransfers && typ == protowire.BytesType {
+			n++
+		}
+		return protowire.ConsumeFieldValue(num, typ, v), nil
+	}); err != nil {
+		return err
+	}
+	r.ts = make([]ledger.Transfer, 0, min(n, ledger.BatchEventsMax))
+	return decodeTransfersMessage(b, 0, fieldRequestTransfers, &r.streamRequest)
+}
+
+// decodeTransfersMessage decodes a message whose field transfers are Transfer messages and
+// whose varint field tag (0: none) is the request's tag, as decodeStreamRequest says.
+func decodeTransfersMessage(b []byte, tag, transfers protowire.Number, r *streamRequest) error {
 	r.tag, r.ts, r.n = 0, r.ts[:0], 0
 	var scratch ledger.Transfer
 	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
 		switch {
-		case num == fieldStreamTag && typ == protowire.VarintType:
-			tag, n := protowire.ConsumeVarint(v)
-			r.tag = tag
+		case num == tag && typ == protowire.VarintType:
+			x, n := protowire.ConsumeVarint(v)
+			r.tag = x
 			return n, nil
-		case num == fieldStreamTransfers && typ == protowire.BytesType:
+		case num == transfers && typ == protowire.BytesType:
 			m, n := protowire.ConsumeBytes(v)
 			if n < 0 {
 				return n, nil

@@ -15,14 +15,47 @@ import (
 // and TransferFromProto make of them: the same tag and transfers (the first
 // ledger.BatchEventsMax kept, all counted), or an error from both.
 func FuzzStreamRequestDecode(f *testing.F) {
+	addWireSeeds(f, fieldStreamTag, fieldStreamTransfers, func(ts []*ledgerv1.Transfer) proto.Message {
+		return &ledgerv1.CreateTransfersStreamRequest{Tag: 1 << 63, Transfers: ts}
+	})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want ledgerv1.CreateTransfersStreamRequest
+		werr := proto.Unmarshal(b, &want)
+		var got streamRequest
+		gerr := decodeStreamRequest(b, &got)
+		sameAsProto(t, werr, gerr, want.GetTag(), want.GetTransfers(), &got)
+	})
+}
+
+// FuzzCreateTransfersRequestDecode: decodeCreateTransfersRequest makes of any bytes exactly
+// what proto.Unmarshal and TransferFromProto make of them as a CreateTransfersRequest, as
+// FuzzStreamRequestDecode checks a stream's (a stream's tag, field 1 there, is here a
+// transfers field of the wrong wire type: unknown, skipped).
+func FuzzCreateTransfersRequestDecode(f *testing.F) {
+	addWireSeeds(f, fieldStreamTransfers, fieldRequestTransfers, func(ts []*ledgerv1.Transfer) proto.Message {
+		return &ledgerv1.CreateTransfersRequest{Transfers: ts}
+	})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want ledgerv1.CreateTransfersRequest
+		werr := proto.Unmarshal(b, &want)
+		var got createTransfersRequest
+		gerr := decodeCreateTransfersRequest(b, &got)
+		sameAsProto(t, werr, gerr, 0, want.GetTransfers(), &got.streamRequest)
+	})
+}
+
+// addWireSeeds adds the seeds of a transfers message: some made by proto.Marshal (message
+// wraps a request's transfers), and hand-made shapes, with the transfers in field transfers
+// and something other in field other.
+func addWireSeeds(f *testing.F, other, transfers protowire.Number, message func([]*ledgerv1.Transfer) proto.Message) {
 	full := &ledgerv1.Transfer{Id: 9, DebitAccountId: 1, CreditAccountId: 2, Amount: 1 << 40, PendingId: 3, Ledger: 7,
 		Code: 1 << 31, Flags: &ledgerv1.TransferFlags{Linked: true, Pending: true, PostPending: true, VoidPending: true},
 		Timeout: 60, BizId: "订单-42", UserData: 5, Timestamp: 6, State: ledgerv1.TransferState_TRANSFER_STATE_FAILED,
 		Result: ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_EXISTS}
-	for _, m := range []*ledgerv1.CreateTransfersStreamRequest{
-		{Tag: 1, Transfers: []*ledgerv1.Transfer{tr(1, 1, 2, 10)}},
-		{Tag: 1 << 63, Transfers: []*ledgerv1.Transfer{full, tr(2, 3, 4, 5), {}}},
-		{},
+	for _, m := range []proto.Message{
+		message([]*ledgerv1.Transfer{tr(1, 1, 2, 10)}),
+		message([]*ledgerv1.Transfer{full, tr(2, 3, 4, 5), {}}),
+		message(nil),
 	} {
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -51,35 +84,36 @@ func FuzzStreamRequestDecode(f *testing.F) {
 	t = protowire.AppendVarint(t, 1)
 	t = protowire.AppendTag(t, 20, protowire.EndGroupType)
 	var req []byte
-	req = protowire.AppendTag(req, fieldStreamTransfers, protowire.BytesType)
+	req = protowire.AppendTag(req, transfers, protowire.BytesType)
 	req = protowire.AppendBytes(req, t)
-	req = protowire.AppendTag(req, fieldStreamTag, protowire.BytesType)
+	req = protowire.AppendTag(req, other, protowire.BytesType)
 	req = protowire.AppendBytes(req, []byte("x"))
 	f.Add(req)
 	bad := protowire.AppendTag(nil, fieldTransferBizID, protowire.BytesType)
 	bad = protowire.AppendBytes(bad, []byte{0xff, 0xfe})
-	f.Add(protowire.AppendBytes(protowire.AppendTag(nil, fieldStreamTransfers, protowire.BytesType), bad))
+	f.Add(protowire.AppendBytes(protowire.AppendTag(nil, transfers, protowire.BytesType), bad))
 	f.Add([]byte{0x00, 0x01})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var want ledgerv1.CreateTransfersStreamRequest
-		werr := proto.Unmarshal(b, &want)
-		var got streamRequest
-		gerr := decodeStreamRequest(b, &got)
-		if (werr == nil) != (gerr == nil) {
-			t.Fatalf("proto.Unmarshal: %v; decodeStreamRequest: %v", werr, gerr)
+}
+
+// sameAsProto fails t unless the decoding got (error gerr) is proto.Unmarshal's (error werr,
+// tag wantTag and transfers want) converted by TransferFromProto, the first
+// ledger.BatchEventsMax transfers kept and all counted.
+func sameAsProto(t *testing.T, werr, gerr error, wantTag uint64, want []*ledgerv1.Transfer, got *streamRequest) {
+	t.Helper()
+	if (werr == nil) != (gerr == nil) {
+		t.Fatalf("proto.Unmarshal: %v; decoded: %v", werr, gerr)
+	}
+	if werr != nil {
+		return
+	}
+	if got.tag != wantTag || got.n != len(want) || len(got.ts) != min(got.n, ledger.BatchEventsMax) {
+		t.Fatalf("tag %d, %d transfers (%d kept); proto: tag %d, %d transfers", got.tag, got.n, len(got.ts), wantTag, len(want))
+	}
+	for i, p := range want[:len(got.ts)] {
+		if w := TransferFromProto(p); got.ts[i] != w {
+			t.Fatalf("transfer %d: %+v; proto: %+v", i, got.ts[i], w)
 		}
-		if werr != nil {
-			return
-		}
-		if got.tag != want.GetTag() || got.n != len(want.GetTransfers()) || len(got.ts) != min(got.n, ledger.BatchEventsMax) {
-			t.Fatalf("tag %d, %d transfers (%d kept); proto: tag %d, %d transfers", got.tag, got.n, len(got.ts), want.GetTag(), len(want.GetTransfers()))
-		}
-		for i, p := range want.GetTransfers()[:len(got.ts)] {
-			if w := TransferFromProto(p); got.ts[i] != w {
-				t.Fatalf("transfer %d: %+v; proto: %+v", i, got.ts[i], w)
-			}
-		}
-	})
+	}
 }
 
 // BenchmarkStreamRequestDecode: a one-transfer request read by decodeStreamRequest against
@@ -128,4 +162,54 @@ func TestStreamRequestDecodeKeepsBounded(t *testing.T) {
 	if err := decodeStreamRequest(b, &r); err != nil || r.n != n || len(r.ts) != ledger.BatchEventsMax {
 		t.Fatalf("%d counted, %d kept, %v; want %d and %d", r.n, len(r.ts), err, n, ledger.BatchEventsMax)
 	}
+}
+
+// TestCreateTransfersRequestDecodeKeepsBounded: a CreateTransfersRequest of more than
+// ledger.BatchEventsMax transfers keeps that many and counts all, as a stream's request.
+func TestCreateTransfersRequestDecodeKeepsBounded(t *testing.T) {
+	var b []byte
+	const n = 3 * ledger.BatchEventsMax
+	for range n {
+		b = protowire.AppendTag(b, fieldRequestTransfers, protowire.BytesType)
+		b = protowire.AppendBytes(b, nil)
+	}
+	var r createTransfersRequest
+	if err := decodeCreateTransfersRequest(b, &r); err != nil || r.n != n || len(r.ts) != ledger.BatchEventsMax || cap(r.ts) != ledger.BatchEventsMax {
+		t.Fatalf("%d counted, %d kept (room for %d), %v; want %d and %d", r.n, len(r.ts), cap(r.ts), err, n, ledger.BatchEventsMax)
+	}
+}
+
+// BenchmarkCreateTransfersRequestDecode: a request of 8,190 transfers read by
+// decodeCreateTransfersRequest against proto.Unmarshal and TransferFromProto (what the server
+// did before).
+func BenchmarkCreateTransfersRequestDecode(b *testing.B) {
+	pb := make([]*ledgerv1.Transfer, ledger.BatchEventsMax)
+	for i := range pb {
+		pb[i] = tr(uint64(1_000_000+i), uint64(1+i%10_000), uint64(1+(i+1)%10_000), uint64(1+i%1000))
+	}
+	data, err := proto.Marshal(&ledgerv1.CreateTransfersRequest{Transfers: pb})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("wire", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var r createTransfersRequest
+			if err := decodeCreateTransfersRequest(data, &r); err != nil || len(r.ts) != len(pb) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("proto", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var r ledgerv1.CreateTransfersRequest
+			if err := proto.Unmarshal(data, &r); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := transfersFromProto(r.GetTransfers()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

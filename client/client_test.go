@@ -77,7 +77,7 @@ func openAccounts(t *testing.T, c *Client, n uint64) {
 func TestAutoBatching(t *testing.T) {
 	var requests atomic.Int64
 	c := serve(t, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if _, ok := req.(*ledgerv1.CreateTransfersRequest); ok {
+		if info.FullMethod == ledgerv1.LedgerService_CreateTransfers_FullMethodName {
 			requests.Add(1)
 		}
 		return h(ctx, req)
@@ -112,7 +112,7 @@ func TestAutoBatching(t *testing.T) {
 			t.Errorf("call %d: %v, want %v", i, r, want)
 		}
 	}
-	if n := requests.Load(); n > callers/5 {
+	if n := requests.Load(); n == 0 || n > callers/5 {
 		t.Errorf("%d calls made %d requests: not batched", callers, n)
 	} else {
 		t.Logf("%d calls made %d requests", callers, n)
@@ -129,7 +129,8 @@ func TestRetryAfterLostReply(t *testing.T) {
 	var lost atomic.Bool
 	c := serve(t, func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		resp, err := h(ctx, req)
-		if _, ok := req.(*ledgerv1.CreateTransfersRequest); ok && lost.CompareAndSwap(false, true) {
+		// By method: the server decodes CreateTransfers into a request of its own (api).
+		if info.FullMethod == ledgerv1.LedgerService_CreateTransfers_FullMethodName && lost.CompareAndSwap(false, true) {
 			return nil, status.Error(codes.Unavailable, "reply lost on the way")
 		}
 		return resp, err
