@@ -106,6 +106,9 @@ type Config struct {
 	// ledger/driver/hot.go).
 	HotFlushInterval time.Duration
 	HotBufferLegsMax int
+	// PieceEvents: the pieces a shard runs a large request's transfers in (driver.Config; 0:
+	// driver.PieceEventsDefault).
+	PieceEvents int
 	// StopDrainTimeout bounds how long Stop waits for credit legs to be answered.
 	StopDrainTimeout time.Duration
 	// Now returns the time in Unix nanoseconds (tests give a fake clock). nil: the wall

@@ -46,7 +46,8 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 	s := &shard{id: id, l: l, commits: make(chan *driver.Round, 1), done: make(chan struct{})}
 	s.d = driver.New(driver.Config{Shard: id, Shards: l.cfg.Shards, Now: l.cfg.Now,
 		RedeliverAfterTicks: l.cfg.RedeliverAfterTicks, HotFlushInterval: l.cfg.HotFlushInterval,
-		HotBufferLegsMax: l.cfg.HotBufferLegsMax, Counters: &l.stats.Counters, HotFlushLegs: l.cfg.HotFlushLegs},
+		HotBufferLegsMax: l.cfg.HotBufferLegsMax, Counters: &l.stats.Counters, HotFlushLegs: l.cfg.HotFlushLegs,
+		PieceEvents: l.cfg.PieceEvents},
 		s, l.store.Live(), book)
 	return s
 }
@@ -153,6 +154,15 @@ func (s *shard) waitRounds() {
 func (s *shard) Send(to uint32, m driver.Message) { s.l.system.Root.Send(s.l.pids[to], m) }
 
 func (s *shard) Commit(r *driver.Round) { s.commits <- r }
+
+func (s *shard) Durable(r *driver.Round) bool {
+	select {
+	case <-r.Durable:
+		return true
+	default:
+		return false
+	}
+}
 
 func (s *shard) Wake() { s.l.system.Root.Send(s.self, wakeMessage{}) }
 

@@ -56,21 +56,36 @@ func ValidateTransfer(t *Transfer) TransferResult {
 // failure the chain's earlier effects are undone and its other members fail with
 // linked_event_failed. A refusal that Burns is stored (the transfer ends as StateFailed).
 func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResult, fx *Effects) {
+	if len(ts) == 0 {
+		b.begin(fx)
+		return
+	}
+	b.CreateTransfersPiece(now, ts, 0, len(ts), results, fx)
+}
+
+// CreateTransfersPiece runs ts[lo:hi], a piece of a batch, as CreateTransfers runs the whole:
+// the batch's pieces, run in order, do what it does. A piece cuts no linked chain: hi is
+// len(ts) or follows an unlinked transfer (PieceEnd); events keep their places in ts (a leg's
+// or an await's Event, results).
+func (b *Book) CreateTransfersPiece(now uint64, ts []Transfer, lo, hi int, results []TransferResult, fx *Effects) {
+	if lo < 0 || lo >= hi || hi > len(ts) || (hi < len(ts) && ts[hi-1].Flags&TransferLinked != 0) {
+		panic(fmt.Sprintf("ledger: INVARIANT: a piece [%d, %d) of %d transfers that cuts a chain or is none", lo, hi, len(ts)))
+	}
 	b.begin(fx)
-	open := len(ts)
-	for open > 0 && ts[open-1].Flags&TransferLinked != 0 {
+	open := hi
+	for open > lo && ts[open-1].Flags&TransferLinked != 0 {
 		open--
 	}
-	if open < len(ts) { // the batch ends inside a chain: that chain was never closed
-		for open > 0 && ts[open-1].Flags&TransferLinked != 0 {
+	if open < hi { // the batch ends inside a chain: that chain was never closed
+		for open > lo && ts[open-1].Flags&TransferLinked != 0 {
 			open--
 		}
-		for j := open; j < len(ts); j++ {
+		for j := open; j < hi; j++ {
 			results[j] = ResultLinkedEventFailed
 		}
-		results[len(ts)-1] = ResultLinkedEventChainOpen
+		results[hi-1] = ResultLinkedEventChainOpen
 	}
-	for i := 0; i < open; {
+	for i := lo; i < open; {
 		end := i
 		for ts[end].Flags&TransferLinked != 0 {
 			end++
@@ -87,6 +102,19 @@ func (b *Book) CreateTransfers(now uint64, ts []Transfer, results []TransferResu
 		}
 		i = end + 1
 	}
+}
+
+// PieceEnd is where a piece of ts that starts at lo and holds about n transfers ends: after
+// lo+n, or later to end the chain that holds it, or len(ts).
+func PieceEnd(ts []Transfer, lo, n int) int {
+	hi := lo + max(n, 1)
+	if hi >= len(ts) {
+		return len(ts)
+	}
+	for hi < len(ts) && ts[hi-1].Flags&TransferLinked != 0 {
+		hi++
+	}
+	return hi
 }
 
 // burns reports whether refusal r of t is stored (TransferResult.Burns). Ids of the ledger's

@@ -76,12 +76,13 @@ const (
 // Cluster is one node: its shard drivers over one store, with everything around them
 // simulated. It implements simulation.System.
 type Cluster struct {
-	seed   int64
-	rng    *rand.Rand
-	faults Faults
-	fs     *vfs.MemFS
-	store  *storage.Store
-	hosts  []*host
+	seed        int64
+	rng         *rand.Rand
+	pieceEvents int // the drivers' Config.PieceEvents
+	faults      Faults
+	fs          *vfs.MemFS
+	store       *storage.Store
+	hosts       []*host
 	// admitted: what each shard admitted and has not answered (driver.Admit).
 	admitted []driver.Admission
 	counters driver.Counters
@@ -115,6 +116,8 @@ type Stats struct {
 	// Crashes: power cuts the cluster injected; Restarts: after a failed commit; Cuts: power
 	// cuts the harness asked for.
 	Crashes, Restarts, Cuts int
+	// EarlyCommits: rounds a driver completed between two pieces of a part (host.Durable).
+	EarlyCommits int
 }
 
 var clockBase = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -125,6 +128,10 @@ func New(seed int64, faults Faults, fail func(format string, args ...any)) (*Clu
 	c := &Cluster{seed: seed, rng: rand.New(rand.NewPCG(uint64(seed), 0x5eed)), faults: faults,
 		fs: vfs.NewCrashableMem(), trace: fnv.New64a(), fail: fail,
 		transferParts: map[*driver.TransfersPart]*request{}, accountParts: map[*driver.AccountsPart]*request{}}
+	// Parts run in pieces of 1 to 4 transfers, or whole (one seed in five).
+	if c.pieceEvents = 1 + c.rng.IntN(5); c.pieceEvents == 5 {
+		c.pieceEvents = -1
+	}
 	quiet := slog.New(slog.DiscardHandler)
 	c.guard = driver.NewClock(func() (time.Time, time.Duration) {
 		return clockBase.Add(c.ledgerMono + c.drift + c.wallStep), c.ledgerMono
@@ -160,7 +167,7 @@ func (c *Cluster) open() error {
 		h := &host{c: c, shard: uint32(i), w: store.Writer(uint32(i))}
 		h.d = driver.New(driver.Config{Shard: uint32(i), Shards: shards, Now: c.guard.Now,
 			RedeliverAfterTicks: redeliverAfterTicks, HotFlushInterval: hotFlushInterval,
-			HotBufferLegsMax: hotBufferLegsMax, Counters: &c.counters}, h, store.Live(), b)
+			HotBufferLegsMax: hotBufferLegsMax, Counters: &c.counters, PieceEvents: c.pieceEvents}, h, store.Live(), b)
 		c.hosts[i] = h
 	}
 	c.schedule(tickInterval, event{kind: evTick})
@@ -341,6 +348,30 @@ func (h *host) Commit(r *driver.Round) {
 }
 
 func (h *host) Wake() { h.c.schedule(0, event{kind: evWake, shard: h.shard}) }
+
+// Durable: asked between two pieces of a part, the round's commit is now and then (one ask in
+// earlyCommitOneIn) done at once, as if the committer had just finished it, with no fault
+// injected: the driver completes the round then, and its scheduled commit finds it done.
+func (h *host) Durable(r *driver.Round) bool {
+	select {
+	case <-r.Durable:
+		return true
+	default:
+	}
+	if h.c.rng.IntN(earlyCommitOneIn) != 0 {
+		return false
+	}
+	if err := h.w.Commit(r.Effects, r.Clock); err != nil {
+		h.c.failure = fmt.Errorf("shard %d: commit: %w", h.shard, err)
+		return false
+	}
+	h.c.stats.EarlyCommits++
+	close(r.Durable)
+	return true
+}
+
+// earlyCommitOneIn: host.Durable does one ask in this many's commit at once.
+const earlyCommitOneIn = 3
 
 func (h *host) ArmHotFlush(d time.Duration) {
 	h.timerGen++

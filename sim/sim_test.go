@@ -51,6 +51,9 @@ func TestSimulation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if n >= 6 && counts.Steps >= 100 && total.EarlyCommits == 0 {
+		t.Fatal("no round was completed between two pieces of a part (host.Durable): not exercised")
+	}
 }
 
 // runSeed runs one seed and returns its failure, or "".
@@ -135,6 +138,7 @@ func (s *Stats) add(x Stats) {
 	s.Crashes += x.Crashes
 	s.Restarts += x.Restarts
 	s.Cuts += x.Cuts
+	s.EarlyCommits += x.EarlyCommits
 }
 
 var faultKinds = []string{"network", "crash", "storage", "clock", "slow"}

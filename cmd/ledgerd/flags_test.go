@@ -10,6 +10,7 @@ import (
 	"github.com/ledgercore/ledger/actors"
 	"github.com/ledgercore/ledger/events"
 	"github.com/ledgercore/ledger/internal/procs"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/nrtrecon"
 	"github.com/ledgercore/ledger/storage"
 )
@@ -17,12 +18,14 @@ import (
 func TestFlags(t *testing.T) {
 	c, err := parseFlags(nil)
 	if err != nil || c.dataDir != "./data" || c.listen != "127.0.0.1:7070" || c.metricsListen != "127.0.0.1:9464" ||
-		c.shards != 0 || c.pprof || c.clockSkewMax != actors.ClockSkewMaxDefault || c.backgroundNice != storage.BackgroundNiceDefault || c.extraProcs != procs.ExtraDefault {
+		c.shards != 0 || c.pprof || c.clockSkewMax != actors.ClockSkewMaxDefault || c.backgroundNice != storage.BackgroundNiceDefault || c.extraProcs != procs.ExtraDefault ||
+		c.pieceTransfers != driver.PieceEventsDefault {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, args := range [][]string{{"--shards", "300"}, {"--shards", "-1"}, {"--shard-requests-max", "0"},
 		{"--hot-flush-interval", "0s"}, {"--hot-flush-interval", "2m"}, {"--hot-buffer-legs", "0"},
 		{"--background-nice", "-1"}, {"--background-nice", "20"}, {"--extra-procs", "-1"}, {"--extra-procs", "65"},
+		{"--piece-transfers", "0"}, {"--piece-transfers", "8191"},
 		{"--clock-skew-max", "99ms"}, {"--clock-skew-max", "61m"}, {"--clock-skew-max", "-5s"},
 		{"extra"}, {"--bogus"}} {
 		if _, err := parseFlags(args); err == nil {

@@ -38,6 +38,7 @@ import (
 	"github.com/ledgercore/ledger/internal/logging"
 	"github.com/ledgercore/ledger/internal/procs"
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/driver"
 	"github.com/ledgercore/ledger/storage"
 )
 
@@ -68,24 +69,24 @@ func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
 type config struct {
-	dataDir, listen, metricsListen, logFormat, logLevel     string
-	shards, shardRequestsMax, shardEventsMax, hotBufferLegs int
-	cacheBytes                                              int64
-	backgroundNice, extraProcs                              int
-	pprof                                                   bool
-	drainTimeout, hotFlushInterval, clockSkewMax            time.Duration
-	payments                                                paymentFlags
-	eventsRetain                                            uint64
-	events                                                  natsFlags
-	recon                                                   reconFlags
-	firstDay                                                ledger.Day
-	eodAt                                                   string // HH:MM UTC; empty: no schedule
-	eodAtMinute                                             int    // eodAt in minutes past midnight
-	eodDrainTimeout                                         time.Duration
-	backupRoot                                              string
-	security                                                securityFlags
-	adminListen                                             string
-	verifyInterval                                          time.Duration
+	dataDir, listen, metricsListen, logFormat, logLevel                     string
+	shards, shardRequestsMax, shardEventsMax, hotBufferLegs, pieceTransfers int
+	cacheBytes                                                              int64
+	backgroundNice, extraProcs                                              int
+	pprof                                                                   bool
+	drainTimeout, hotFlushInterval, clockSkewMax                            time.Duration
+	payments                                                                paymentFlags
+	eventsRetain                                                            uint64
+	events                                                                  natsFlags
+	recon                                                                   reconFlags
+	firstDay                                                                ledger.Day
+	eodAt                                                                   string // HH:MM UTC; empty: no schedule
+	eodAtMinute                                                             int    // eodAt in minutes past midnight
+	eodDrainTimeout                                                         time.Duration
+	backupRoot                                                              string
+	security                                                                securityFlags
+	adminListen                                                             string
+	verifyInterval                                                          time.Duration
 }
 
 // newFlagSet defines ledgerd's flags into c. It prints nothing: run prints --help's usage to
@@ -108,6 +109,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 		"how long a hot account's buffer of inflows from another shard waits before it is sent")
 	fs.IntVar(&c.hotBufferLegs, "hot-buffer-legs", actors.HotBufferLegsMaxDefault,
 		"inflows a hot account's buffer holds before it is sent at once")
+	fs.IntVar(&c.pieceTransfers, "piece-transfers", driver.PieceEventsDefault,
+		fmt.Sprintf("a shard runs a request's transfers in pieces of about this many, and seals a round between two when its last commit is done, so that a large request's commit overlaps running it (1 to %d; %d: whole)", ledger.BatchEventsMax, ledger.BatchEventsMax))
 	fs.DurationVar(&c.clockSkewMax, "clock-skew-max", actors.ClockSkewMaxDefault,
 		"a step of the wall clock larger than this is not followed but reported (ledger_clock_skew_seconds); restart to take it")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
@@ -183,6 +186,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.hotFlushInterval < time.Millisecond || c.hotFlushInterval > time.Minute {
 		return c, fmt.Errorf("--hot-flush-interval must be 1ms to 1m, not %v", c.hotFlushInterval)
+	}
+	if c.pieceTransfers < 1 || c.pieceTransfers > ledger.BatchEventsMax {
+		return c, fmt.Errorf("--piece-transfers must be 1 to %d, not %d", ledger.BatchEventsMax, c.pieceTransfers)
 	}
 	if c.hotBufferLegs < 1 || c.hotBufferLegs > ledger.OutboxLegsMax {
 		return c, fmt.Errorf("--hot-buffer-legs must be 1 to %d, not %d", ledger.OutboxLegsMax, c.hotBufferLegs)
@@ -374,7 +380,7 @@ func run(args []string, stop <-chan os.Signal) error {
 	metrics.WatchEvents(seq)
 	l, err := actors.Start(store, actors.Config{Events: seq, Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
-		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, ClockSkewMax: c.clockSkewMax,
+		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, PieceEvents: c.pieceTransfers, ClockSkewMax: c.clockSkewMax,
 		FirstDay: c.firstDay})
 	if err != nil {
 		return err

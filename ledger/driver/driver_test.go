@@ -34,16 +34,44 @@ type testHost struct {
 	woken    int
 	accounts []*AccountsPart
 	replies  []*TransfersPart
+	book     *ledger.Book
+	sealed   []int // the postings of each round sealed, in order
+	// early: Durable writes a round asked about at once; earlyCommits counts them.
+	early        bool
+	earlyCommits int
 }
 
-func (h *testHost) Send(to uint32, m Message)       { h.sent = append(h.sent, envelope{to, m}) }
-func (h *testHost) Commit(r *Round)                 { h.rounds = append(h.rounds, r) }
+func (h *testHost) Send(to uint32, m Message) { h.sent = append(h.sent, envelope{to, m}) }
+func (h *testHost) Commit(r *Round) {
+	h.rounds = append(h.rounds, r)
+	h.sealed = append(h.sealed, len(r.Effects.Postings))
+}
 func (h *testHost) Wake()                           { h.woken++ }
 func (h *testHost) ArmHotFlush(time.Duration)       {}
 func (h *testHost) ReplyAccounts(p *AccountsPart)   { h.accounts = append(h.accounts, p) }
 func (h *testHost) ReplyTransfers(p *TransfersPart) { h.replies = append(h.replies, p) }
 
-func newCluster(t *testing.T, shards uint32) *cluster {
+// Durable: with early set, a round asked about is written then and there, as if its commit
+// had just returned (run then finds it durable).
+func (h *testHost) Durable(r *Round) bool {
+	select {
+	case <-r.Durable:
+		return true
+	default:
+	}
+	if !h.early {
+		return false
+	}
+	r.Err = h.w.Commit(r.Effects, r.Clock)
+	close(r.Durable)
+	h.earlyCommits++
+	return true
+}
+
+func newCluster(t *testing.T, shards uint32) *cluster { return newClusterWith(t, shards, nil) }
+
+// newClusterWith is newCluster with set changing each driver's configuration (nil: none).
+func newClusterWith(t *testing.T, shards uint32, set func(*Config)) *cluster {
 	store, err := storage.Open("db", storage.Options{FS: vfs.NewMem(), Shards: shards, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +80,13 @@ func newCluster(t *testing.T, shards uint32) *cluster {
 	c := &cluster{t: t, store: store, now: 1e12}
 	for i := uint32(0); i < shards; i++ {
 		h := &testHost{c: c, shard: i, w: store.Writer(i)}
-		d := New(Config{Shard: i, Shards: shards, Now: func() uint64 { return c.now }, RedeliverAfterTicks: 2,
-			HotFlushInterval: time.Millisecond, HotBufferLegsMax: 100}, h, store.Live(), ledger.NewBook(i, shards))
+		cfg := Config{Shard: i, Shards: shards, Now: func() uint64 { return c.now }, RedeliverAfterTicks: 2,
+			HotFlushInterval: time.Millisecond, HotBufferLegsMax: 100}
+		if set != nil {
+			set(&cfg)
+		}
+		h.book = ledger.NewBook(i, shards)
+		d := New(cfg, h, store.Live(), h.book)
 		c.hosts, c.drivers = append(c.hosts, h), append(c.drivers, d)
 	}
 	return c
@@ -67,16 +100,30 @@ func (c *cluster) run(i uint32) {
 			h.woken--
 			d.Wake()
 		}
-		if len(h.rounds) == 0 {
+		if !c.commitOne(i) {
 			return
 		}
-		r := h.rounds[0]
-		h.rounds = h.rounds[1:]
-		r.Err = h.w.Commit(r.Effects, r.Clock)
-		if err := d.Committed(r); err != nil {
-			c.t.Fatal(err)
-		}
 	}
+}
+
+// commitOne commits shard i's oldest round sealed, if there is one.
+func (c *cluster) commitOne(i uint32) bool {
+	d, h := c.drivers[i], c.hosts[i]
+	if len(h.rounds) == 0 {
+		return false
+	}
+	r := h.rounds[0]
+	h.rounds = h.rounds[1:]
+	select {
+	case <-r.Durable: // written early (testHost.Durable)
+	default:
+		r.Err = h.w.Commit(r.Effects, r.Clock)
+		close(r.Durable)
+	}
+	if err := d.Committed(r); err != nil {
+		c.t.Fatal(err)
+	}
+	return true
 }
 
 // take removes and returns the messages shard i sent, in order.
