@@ -85,27 +85,26 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	switch v.(type) {
+	case *streamRequest, *createTransfersRequest:
+	default:
+		return c.proto.Unmarshal(data, v)
+	}
+	// A message past 16 KiB comes in several buffers (HTTP/2 frames): joined in a buffer of
+	// gRPC's pool, given back after (the decoded transfers copy what they keep: biz ids).
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
 	switch r := v.(type) {
 	case *streamRequest:
-		if err := decodeStreamRequest(bytesOf(data), r); err != nil {
+		if err := decodeStreamRequest(buf.ReadOnlyData(), r); err != nil {
 			r.err = invalid("the request cannot be decoded: %v", err)
 		}
-		return nil
 	case *createTransfersRequest:
-		if err := decodeCreateTransfersRequest(bytesOf(data), r); err != nil {
+		if err := decodeCreateTransfersRequest(buf.ReadOnlyData(), r); err != nil {
 			r.err = invalid("the request cannot be decoded: %v", err)
 		}
-		return nil
 	}
-	return c.proto.Unmarshal(data, v)
-}
-
-// bytesOf is a received message's bytes: its one buffer's, or a copy of its buffers joined.
-func bytesOf(data mem.BufferSlice) []byte {
-	if len(data) == 1 {
-		return data[0].ReadOnlyData()
-	}
-	return data.Materialize()
+	return nil
 }
 
 func (c serverCodec) Name() string { return c.proto.Name() }

@@ -44,6 +44,13 @@ func newFixtureWith(t *testing.T, cfg actors.Config) *fixture {
 
 func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
 	t.Helper()
+	return newFixtureServing(t, fs, cfg, nil)
+}
+
+// newFixtureServing is newFixtureOn with the server options serve gives for the fixture's
+// metrics (nil: none).
+func newFixtureServing(t *testing.T, fs vfs.FS, cfg actors.Config, serve func(*Metrics) []grpc.ServerOption) *fixture {
+	t.Helper()
 	store, err := storage.Open("db", storage.Options{FS: fs, Shards: cfg.Shards, CacheBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +62,11 @@ func newFixtureOn(t *testing.T, fs vfs.FS, cfg actors.Config) *fixture {
 	}
 	m := NewMetrics()
 	svc := NewService(l, m, WithVerifyInterval(0))
-	srv, _ := NewServer(svc)
+	var opts []grpc.ServerOption
+	if serve != nil {
+		opts = serve(m)
+	}
+	srv, _ := NewServer(svc, opts...)
 	ledgerv1.RegisterAdminServiceServer(srv, svc) // tests serve both on one server
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()

@@ -1,8 +1,12 @@
 package api
 
 import (
+	"runtime"
 	"testing"
 
+	"google.golang.org/grpc/encoding"
+	protoenc "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -212,4 +216,48 @@ func BenchmarkCreateTransfersRequestDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCodecJoinsFramesPooled: a request past 16 KiB arrives in several buffers (HTTP/2
+// frames); serverCodec decodes it as from one, joining them in a pooled buffer it gives back,
+// not a fresh copy of the message each call (from the review: +271,664 bytes a decode of
+// 8,190 transfers). Bytes allocated per decode, one buffer against 16 KiB frames.
+func TestCodecJoinsFramesPooled(t *testing.T) {
+	pb := make([]*ledgerv1.Transfer, ledger.BatchEventsMax)
+	for i := range pb {
+		pb[i] = tr(uint64(i+1), 1, 2, 5)
+		pb[i].BizId = "order-0000000042"
+	}
+	data, err := proto.Marshal(&ledgerv1.CreateTransfersRequest{Transfers: pb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := func() mem.BufferSlice {
+		var s mem.BufferSlice
+		for b := data; len(b) > 0; {
+			n := min(len(b), 16<<10)
+			s = append(s, mem.SliceBuffer(b[:n]))
+			b = b[n:]
+		}
+		return s
+	}
+	c := serverCodec{proto: encoding.GetCodecV2(protoenc.Name)}
+	measure := func(in func() mem.BufferSlice) uint64 {
+		var before, after runtime.MemStats
+		const runs = 20
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for range runs {
+			var r createTransfersRequest
+			if err := c.Unmarshal(in(), &r); err != nil || r.err != nil || len(r.ts) != len(pb) || r.ts[len(pb)-1] != TransferFromProto(pb[len(pb)-1]) {
+				t.Fatal(err, r.err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		return (after.TotalAlloc - before.TotalAlloc) / runs
+	}
+	one, split := measure(func() mem.BufferSlice { return mem.BufferSlice{mem.SliceBuffer(data)} }), measure(frames)
+	if split > one+uint64(len(data))/4 {
+		t.Fatalf("a request of %d bytes: %d bytes allocated a decode from frames, %d from one buffer", len(data), split, one)
+	}
 }

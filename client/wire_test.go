@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"math"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -120,4 +121,24 @@ func BenchmarkEncodeCreateTransfers(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestWireFieldsKnown: the encoder writes every field of a Transfer, its flags and the request:
+// a field added to them fails here until encodeCreateTransfers writes it (it would drop it).
+func TestWireFieldsKnown(t *testing.T) {
+	for m, want := range map[proto.Message][]protowire.Number{
+		&ledgerv1.CreateTransfersRequest{}: {fieldRequestTransfers},
+		&ledgerv1.Transfer{}: {fieldID, fieldDebit, fieldCredit, fieldAmount, fieldPendingID, fieldLedger, fieldCode,
+			fieldFlags, fieldTimeout, fieldBizID, fieldUserData, fieldTimestamp, fieldState, fieldResult},
+		&ledgerv1.TransferFlags{}: {fieldLinked, fieldLinked + 1, fieldLinked + 2, fieldLinked + 3},
+	} {
+		fs := m.ProtoReflect().Descriptor().Fields()
+		var got []protowire.Number
+		for i := range fs.Len() {
+			got = append(got, fs.Get(i).Number())
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: fields %v; the encoder writes %v", m.ProtoReflect().Descriptor().FullName(), got, want)
+		}
+	}
 }

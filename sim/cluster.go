@@ -385,7 +385,9 @@ func (h *host) commit(r *driver.Round) {
 	c := h.c
 	select {
 	case <-r.Durable:
-		return // committed already: the driver asked for it early (Wait)
+		// Committed already: the driver asked for it early (Wait), or it was written early
+		// (Durable, never with an error) and the driver completed it between two pieces.
+		return
 	default:
 	}
 	if r.Err == nil && c.faults.Storage && c.rng.IntN(1000) < commitErrorPerMille {

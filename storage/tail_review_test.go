@@ -32,10 +32,7 @@ func TestRVTinyTailMax(t *testing.T) {
 			}()
 			for round := range 60 {
 				n := rng.IntN(4)
-				acc := make([]int, 0, n)
-				for _, i := range rng.Perm(8)[:n] {
-					acc = append(acc, i)
-				}
+				acc := rng.Perm(8)[:n]
 				slices.Sort(acc)
 				r.round(acc...)
 				if g := s.tails[0].sealed; g != nil && g.grouping != nil {

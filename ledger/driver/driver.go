@@ -220,7 +220,7 @@ type Driver struct {
 	Gauges Gauges
 
 	needs    ledger.Needs
-	midPart  bool            // between two pieces of a part (betweenPieces)
+	midPart  bool            // running a part's pieces (runPart): no trim, no stop between them
 	fx       *ledger.Effects // the round being gathered
 	spare    *ledger.Effects // the other buffer, while not committing
 	accounts []*AccountsPart
@@ -589,6 +589,7 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 	for _, id := range p.denied {
 		d.book.LoadClaimedElsewhere(id)
 	}
+	d.midPart = true
 	for lo := 0; lo < len(p.Events); {
 		hi := ledger.PieceEnd(p.Events, lo, d.cfg.PieceEvents)
 		before, awaits := len(d.fx.LegsOut), len(d.fx.Awaits)
@@ -599,6 +600,7 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 			d.betweenPieces()
 		}
 	}
+	d.midPart = false
 	for _, id := range p.denied {
 		d.book.ForgetClaimedElsewhere(id)
 	}
@@ -613,7 +615,8 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 // which seals the next, or seals the round gathered if none commits: the part's next pieces
 // run while it commits. The part itself joins the round of its last piece, and is answered
 // once that one is durable (rounds are durable in order). The book is not trimmed meanwhile
-// (midPart): the part's next pieces need what was loaded for them (prefetch).
+// (midPart): the part's next pieces need what was loaded for them (prefetch); nor does a
+// Stop end the driver on a round with nothing gathered (seal).
 func (d *Driver) betweenPieces() {
 	r := d.inflight
 	if r == nil {
@@ -624,9 +627,7 @@ func (d *Driver) betweenPieces() {
 		return // a failed commit is the host's to report (Committed)
 	}
 	r.handled = true
-	d.midPart = true
 	d.completed(r)
-	d.midPart = false
 }
 
 // watchLegs records the legs the last book call sent, so that their answers reach the
@@ -692,7 +693,7 @@ func must(err error) {
 // seal ends the round being gathered and hands it to the host to commit, if it has anything.
 func (d *Driver) seal() {
 	if d.fx.Empty() && len(d.accounts) == 0 && len(d.parts) == 0 {
-		if d.stopping && d.inflight == nil {
+		if d.stopping && d.inflight == nil && !d.midPart { // a part's later pieces are to come
 			d.stopped = true
 		}
 		return
