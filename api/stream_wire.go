@@ -67,8 +67,8 @@ func decodeStreamRequest(b []byte, r *streamRequest) error {
 // createTransfersRequest is a CreateTransfersRequest as the server reads it (tag unused):
 // serverCodec decodes the wire bytes straight into the ledger's transfers, as it does a
 // stream's requests (createTransfersHandler). Against proto.Unmarshal and TransferFromProto,
-// a request of 8,190 transfers takes a third of the time, and none of the 8,190 allocations
-// (BenchmarkCreateTransfersRequestDecode).
+// a request of 8,190 transfers takes 1.0 against 1.7 ms here, in one allocation (its slice,
+// 0.8 MB) against 8,209 (2.2 MB) (BenchmarkCreateTransfersRequestDecode).
 type createTransfersRequest struct{ streamRequest }
 
 // decodeCreateTransfersRequest decodes b into r as decodeStreamRequest does a stream's: into a
