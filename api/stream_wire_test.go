@@ -2,6 +2,7 @@ package api
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"google.golang.org/grpc/encoding"
@@ -246,6 +247,8 @@ func TestCodecJoinsFramesPooled(t *testing.T) {
 		var before, after runtime.MemStats
 		const runs = 20
 		runtime.GC()
+		// No collection meanwhile: it empties the pools whatever the codec does.
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
 		runtime.ReadMemStats(&before)
 		for range runs {
 			var r createTransfersRequest
@@ -257,6 +260,9 @@ func TestCodecJoinsFramesPooled(t *testing.T) {
 		return (after.TotalAlloc - before.TotalAlloc) / runs
 	}
 	one, split := measure(func() mem.BufferSlice { return mem.BufferSlice{mem.SliceBuffer(data)} }), measure(frames)
+	if raceOn {
+		return // the race detector has sync.Pool drop a share of what is given back
+	}
 	if split > one+uint64(len(data))/4 {
 		t.Fatalf("a request of %d bytes: %d bytes allocated a decode from frames, %d from one buffer", len(data), split, one)
 	}
