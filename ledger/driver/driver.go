@@ -106,8 +106,8 @@ type Config struct {
 }
 
 // PieceEventsDefault is Config.PieceEvents unless set. With one request of 8,190 transfers
-// in flight, pieces of 1,024 run the book and commit side by side for most of the request
-// (bench/RESULTS.md, session 17).
+// in flight, pieces of 1,024 made transfers 2-8% faster than whole parts, and 512 or 2,048
+// less so: each piece's round is one more WAL sync (bench/RESULTS.md, session 17).
 const PieceEventsDefault = 1024
 
 // Flush reasons, the label values of ledger_hot_flushes_total.
