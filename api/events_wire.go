@@ -69,7 +69,10 @@ type encoded struct{ parts [][]byte }
 // serverCodec is gRPC's proto codec, except for encoded messages (sent as they are),
 // streamRequest (decoded by decodeStreamRequest) and createTransfersRequest (by
 // decodeCreateTransfersRequest).
-type serverCodec struct{ proto encoding.CodecV2 }
+type serverCodec struct {
+	proto encoding.CodecV2
+	pool  mem.BufferPool // where a request's frames are joined (nil: mem.DefaultBufferPool)
+}
 
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if m, ok := v.(*encoded); ok {
@@ -92,7 +95,11 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	// A message past 16 KiB comes in several buffers (HTTP/2 frames): joined in a buffer of
 	// gRPC's pool, given back after (the decoded transfers copy what they keep: biz ids).
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	pool := c.pool
+	if pool == nil {
+		pool = mem.DefaultBufferPool()
+	}
+	buf := data.MaterializeToBuffer(pool)
 	defer buf.Free()
 	switch r := v.(type) {
 	case *streamRequest:
