@@ -155,14 +155,7 @@ func (s *shard) Send(to uint32, m driver.Message) { s.l.system.Root.Send(s.l.pid
 
 func (s *shard) Commit(r *driver.Round) { s.commits <- r }
 
-func (s *shard) Durable(r *driver.Round) bool {
-	select {
-	case <-r.Durable:
-		return true
-	default:
-		return false
-	}
-}
+func (s *shard) Durable(r *driver.Round) bool { return r.Closed() }
 
 func (s *shard) Wake() { s.l.system.Root.Send(s.self, wakeMessage{}) }
 

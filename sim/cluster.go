@@ -353,10 +353,8 @@ func (h *host) Wake() { h.c.schedule(0, event{kind: evWake, shard: h.shard}) }
 // earlyCommitOneIn) done at once, as if the committer had just finished it, with no fault
 // injected: the driver completes the round then, and its scheduled commit finds it done.
 func (h *host) Durable(r *driver.Round) bool {
-	select {
-	case <-r.Durable:
+	if r.Closed() {
 		return true
-	default:
 	}
 	if h.c.rng.IntN(earlyCommitOneIn) != 0 {
 		return false
@@ -383,12 +381,10 @@ func (h *host) ArmHotFlush(d time.Duration) {
 // error) and the cluster restarts from what storage holds, the failed round or not.
 func (h *host) commit(r *driver.Round) {
 	c := h.c
-	select {
-	case <-r.Durable:
+	if r.Closed() {
 		// Committed already: the driver asked for it early (Wait), or it was written early
 		// (Durable, never with an error) and the driver completed it between two pieces.
 		return
-	default:
 	}
 	if r.Err == nil && c.faults.Storage && c.rng.IntN(1000) < commitErrorPerMille {
 		c.stats.CommitErrors++

@@ -187,6 +187,17 @@ type Round struct {
 	handled    bool
 }
 
+// Closed reports, without waiting, whether the host closed r.Durable: its commit returned
+// (Err set).
+func (r *Round) Closed() bool {
+	select {
+	case <-r.Durable:
+		return true
+	default:
+		return false
+	}
+}
+
 // waiter is a sent leg whose answer a request (or, for legs from recovery and expiry,
 // nobody) waits for.
 type waiter struct {
