@@ -106,8 +106,8 @@ func run(args []string) error {
 	if !embedded && c.Addr == "" {
 		return errors.New("--embedded=false needs --addr")
 	}
-	if extraProcs < 0 || extraProcs > procs.ExtraMax {
-		return fmt.Errorf("--extra-procs must be 0 to %d", procs.ExtraMax)
+	if err := procs.CheckExtra(extraProcs); err != nil {
+		return fmt.Errorf("--extra-procs %w", err)
 	}
 	if c.Addr == "" {
 		procs.Extra(extraProcs) // as ledgerd does

@@ -171,8 +171,8 @@ func parseFlags(args []string) (config, error) {
 	if err := storage.CheckBackgroundNice(c.backgroundNice); err != nil {
 		return c, fmt.Errorf("--background-nice: %w", err)
 	}
-	if c.extraProcs < 0 || c.extraProcs > procs.ExtraMax {
-		return c, fmt.Errorf("--extra-procs must be 0 to %d, not %d", procs.ExtraMax, c.extraProcs)
+	if err := procs.CheckExtra(c.extraProcs); err != nil {
+		return c, fmt.Errorf("--extra-procs %w", err)
 	}
 	if c.shards < 0 || c.shards > 256 {
 		return c, fmt.Errorf("--shards must be 1 to 256 (or 0), not %d", c.shards)

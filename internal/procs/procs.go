@@ -22,6 +22,14 @@ const ExtraDefault = 2
 // ExtraMax bounds the flag.
 const ExtraMax = 64
 
+// CheckExtra refuses a number of extra Ps outside 0 to ExtraMax (the --extra-procs flags).
+func CheckExtra(extra int) error {
+	if extra < 0 || extra > ExtraMax {
+		return fmt.Errorf("must be 0 to %d, not %d", ExtraMax, extra)
+	}
+	return nil
+}
+
 // Extra runs extra Ps beyond the CPUs, and says what it did, for the start-up log. It changes
 // nothing when extra is 0; when GOMAXPROCS is set in the environment (the operator's number);
 // when Go's number is already not the CPUs' (below: a CPU limit set it; above: set before);

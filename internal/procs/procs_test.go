@@ -55,3 +55,12 @@ func TestExtra(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckExtra: the flags take 0 to ExtraMax extra Ps.
+func TestCheckExtra(t *testing.T) {
+	for extra, ok := range map[int]bool{-1: false, 0: true, 2: true, ExtraMax: true, ExtraMax + 1: false} {
+		if err := CheckExtra(extra); (err == nil) != ok {
+			t.Errorf("%d: %v", extra, err)
+		}
+	}
+}
