@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ledgercore/ledger/ledger"
+	"github.com/ledgercore/ledger/ledger/payment"
 )
 
 // keyOrder puts a round's records of one key family at a time in key order for Writer.Commit
@@ -139,4 +140,44 @@ func (o *keyOrder) pending(ts []ledger.Transfer) []int32 {
 // transfers orders the transfer records by id.
 func (o *keyOrder) transfers(ts []ledger.Transfer) []int32 {
 	return sortRecords(o.all(len(ts)), func(i, j int32) int { return cmp.Compare(ts[i].ID, ts[j].ID) })
+}
+
+// orderWriteOrder puts a commit's order writes in the key order of one index at a time for
+// OrderWriter.Commit; each answer is valid until the next call.
+type orderWriteOrder struct{ ids, some keyOrder }
+
+// byID is every write, by order id (order records and the indexes keyed by id).
+func (o *orderWriteOrder) byID(ows []OrderWrite) []int32 {
+	return sortRecords(o.ids.all(len(ows)), func(i, j int32) int { return cmp.Compare(ows[i].Order.ID, ows[j].Order.ID) })
+}
+
+// newByKey is the new orders by their idempotency index key (orderKeyKey's byte order).
+func (o *orderWriteOrder) newByKey(ows []OrderWrite) []int32 {
+	return sortRecords(o.news(ows, func(*payment.Order) bool { return true }), func(i, j int32) int {
+		a, b := ows[i].Order, ows[j].Order
+		c := cmp.Compare(a.Form, b.Form)
+		if c == 0 && a.Form == payment.Refund {
+			c = cmp.Compare(a.Original, b.Original)
+		}
+		return cmp.Or(c, strings.Compare(a.Key, b.Key))
+	})
+}
+
+// newByBizID is the new orders with a biz id by their biz id index key (bizKey's byte order:
+// the biz id's length, the biz id, the order id).
+func (o *orderWriteOrder) newByBizID(ows []OrderWrite) []int32 {
+	return sortRecords(o.news(ows, func(o *payment.Order) bool { return o.BizID != "" }), func(i, j int32) int {
+		a, b := ows[i].Order, ows[j].Order
+		return cmp.Or(cmp.Compare(len(a.BizID), len(b.BizID)), strings.Compare(a.BizID, b.BizID), cmp.Compare(a.ID, b.ID))
+	})
+}
+
+func (o *orderWriteOrder) news(ows []OrderWrite, keep func(*payment.Order) bool) []int32 {
+	o.some.idx = o.some.idx[:0]
+	for i := range ows {
+		if ows[i].New && keep(ows[i].Order) {
+			o.some.idx = append(o.some.idx, int32(i))
+		}
+	}
+	return o.some.idx
 }
