@@ -1,26 +1,31 @@
 package ledger
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/ledgercore/ledger/internal/idmap"
+)
 
 // accountChunk is how many account states one chunk of an accountArena holds.
 const accountChunk = 4096
 
 // accountArena holds a book's accounts: their states in chunks that hold no pointers, found by
-// id through a map of plain integers. The garbage collector has nothing to mark in either
+// id through a map of plain integers (an idmap: at 1,000,000 accounts a Go map's look-up was
+// a tenth of a shard's time). The garbage collector has nothing to mark in either
 // (with a million accounts, a map of pointers to a million account objects made marking a
 // large part of every collection), and a state never moves once placed, so a pointer to it
 // stays valid for the book's life (accounts are never removed).
 type accountArena struct {
-	index  map[uint64]uint32 // id -> position
+	index  idmap.Map[uint32] // id -> position
 	chunks [][]accountState
 	n      uint32
 }
 
-func newAccountArena() accountArena { return accountArena{index: make(map[uint64]uint32)} }
+func newAccountArena() accountArena { return accountArena{index: idmap.New[uint32](accountChunk)} }
 
 // get returns the state of account id.
 func (r *accountArena) get(id uint64) (*accountState, bool) {
-	i, ok := r.index[id]
+	i, ok := r.index.Get(id)
 	if !ok {
 		return nil, false
 	}
@@ -42,7 +47,7 @@ func (r *accountArena) put(s accountState) *accountState {
 	}
 	i := r.n
 	r.n++
-	r.index[s.ID] = i
+	r.index.Put(s.ID, i)
 	a := &r.chunks[i/accountChunk][i%accountChunk]
 	*a = s
 	return a

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/ledgercore/ledger/internal/idmap"
 	"github.com/ledgercore/ledger/ledger"
 )
 
@@ -213,9 +214,13 @@ type postingTail struct {
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
 // its latest one.
 type tailGen struct {
-	after    uint64           // the mark the generation started from: it holds postings after it
-	place    map[uint64]int32 // account -> its place: the order of its first posting
-	last     []int32          // by place, the index of the account's latest posting in ts
+	after uint64           // the mark the generation started from: it holds postings after it
+	place idmap.Map[int32] // account -> its place: the order of its first posting
+	// placeCap: the accounts place holds before it grows; first: the generation was not sized
+	// as one before it (reserve).
+	placeCap int
+	first    bool
+	last     []int32 // by place, the index of the account's latest posting in ts
 	ts       []uint64
 	prev     []int32  // per posting, the index of the account's one before it (-1: none)
 	owner    []int32  // per posting, its account's place (the writer's alone)
@@ -314,21 +319,43 @@ func (g *tailGen) sortedEnd() int {
 // and its map do not grow, copying and rehashing, as its postings come.
 func newTailGen(after uint64, like *tailGen) *tailGen {
 	if like == nil {
-		return &tailGen{after: after, place: map[uint64]int32{}}
+		return &tailGen{after: after, place: idmap.New[int32](tailGenAccountsMin), placeCap: tailGenAccountsMin, first: true}
 	}
 	postings, accounts := len(like.ts), len(like.last)
-	return &tailGen{after: after, place: make(map[uint64]int32, accounts),
+	return &tailGen{after: after, place: idmap.New[int32](accounts), placeCap: max(accounts, 1),
 		last: make([]int32, 0, accounts), accounts: make([]uint64, 0, accounts),
 		ts: make([]uint64, 0, postings), prev: make([]int32, 0, postings), owner: make([]int32, 0, postings)}
+}
+
+// tailGenAccountsMin is the accounts a first generation's place map holds before it grows.
+const tailGenAccountsMin = 1024
+
+// reserve grows a first generation's place map to hold accounts accounts, at least doubling
+// it. A map grows by rehashing every entry at once, in the commit that adds the posting that
+// fills it (some tens of ms at 1,000,000 accounts); the writer reserves as it opens accounts,
+// so that the first generation of a new store, which is not sized as one before it, has its
+// map sized before the postings of those accounts come. A later generation is sized as the
+// one before, and reserves nothing.
+func (g *tailGen) reserve(accounts int) {
+	if !g.first || accounts <= g.placeCap {
+		return
+	}
+	n := max(accounts, 2*g.placeCap)
+	m := idmap.New[int32](n)
+	for x, account := range g.accounts { // unsealed: in place order
+		m.Put(account, int32(x))
+	}
+	g.place, g.placeCap = m, n
 }
 
 // add appends an account's posting: one look-up of its place, a map write only for an account
 // new to the generation.
 func (g *tailGen) add(account, ts uint64) {
-	x, ok := g.place[account]
+	x, ok := g.place.Get(account)
 	if !ok {
 		x = int32(len(g.last))
-		g.place[account] = x
+		g.place.Put(account, x)
+		g.placeCap = max(g.placeCap, int(x)+1)
 		g.accounts = append(g.accounts, account)
 		g.last = append(g.last, -1)
 	}
@@ -340,7 +367,7 @@ func (g *tailGen) add(account, ts uint64) {
 
 // latestOf answers the index in ts of account's latest posting (-1: none in the generation).
 func (g *tailGen) latestOf(account uint64) int32 {
-	if x, ok := g.place[account]; ok {
+	if x, ok := g.place.Get(account); ok {
 		return g.last[x]
 	}
 	return -1
@@ -386,6 +413,13 @@ func (g *tailGen) group(accounts int) {
 }
 
 // addRound indexes a round's postings before its commit.
+// reserve sizes the current generation's place map for accounts (tailGen.reserve).
+func (t *postingTail) reserve(accounts int) {
+	t.mu.Lock()
+	t.cur.reserve(accounts)
+	t.mu.Unlock()
+}
+
 func (t *postingTail) addRound(ps []ledger.Posting) {
 	t.mu.Lock()
 	for i := range ps {
@@ -538,7 +572,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	g.sortTo(pagesEnd)
 	gen := t.cur.after // the sealed generation's end: the paged mark once its pages are written
 	for _, account := range accounts[min(t.sealedNext, total):pagesEnd] {
-		x := g.place[account]
+		x, _ := g.place.Get(account)
 		ts := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]]
 		if len(ts) == 0 {
 			panic(fmt.Sprintf("storage: INVARIANT: account %d of a sealed tail has no postings", account))
@@ -554,13 +588,13 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	if from, to := max(t.sealedNext, total)-total, end-total; to > from {
 		if p := t.prev; p != nil {
 			for _, account := range p.accounts[from:to] {
-				if _, busy := g.place[account]; !busy {
+				if !g.place.Has(account) {
 					w.quiet = append(w.quiet, latestAt{account, p.ts[p.latestOf(account)]})
 				}
 			}
 		} else {
 			for _, l := range t.quiet[from:to] {
-				if _, busy := g.place[l.account]; !busy {
+				if !g.place.Has(l.account) {
 					w.quiet = append(w.quiet, l)
 				}
 			}

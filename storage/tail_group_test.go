@@ -48,7 +48,7 @@ func TestGroupMatchesChains(t *testing.T) {
 				t.Fatalf("grouped %d postings of %d", n, len(g.ts))
 			}
 			for _, a := range g.accounts {
-				x := g.place[a]
+				x, _ := g.place.Get(a)
 				got, want := g.grouped[g.groupEnd[x]:g.groupEnd[x+1]], chainTimes(nil, g, a)
 				if !slices.Equal(got, want) {
 					t.Fatalf("account %d: grouped %v, chain %v", a, got, want)
@@ -85,7 +85,7 @@ func BenchmarkGroupTail(b *testing.B) {
 				g.group(len(g.accounts))
 				n := 0
 				for _, a := range g.accounts {
-					x := g.place[a]
+					x, _ := g.place.Get(a)
 					n += int(g.groupEnd[x+1] - g.groupEnd[x])
 				}
 				if n != len(g.ts) {
