@@ -296,14 +296,20 @@ func (b *Book) Trim() {
 	if len(b.transfers) <= b.transfersRoom() {
 		return
 	}
-	b.pinned = 0
-	for id, t := range b.transfers {
+	// The transfers kept are set again in a cleared map rather than the others deleted one by
+	// one: deletes leave tombstones that every look-up of a new id (a miss, the common case)
+	// then probes past until the map grows, where a cleared map keeps its room and none.
+	kept := make([]Transfer, 0, b.pinned) // as many as the last Trim kept, as a guess
+	for _, t := range b.transfers {
 		if b.pins(&t) {
-			b.pinned++
-			continue
+			kept = append(kept, t)
 		}
-		delete(b.transfers, id)
 	}
+	clear(b.transfers)
+	for _, t := range kept {
+		b.transfers[t.ID] = t
+	}
+	b.pinned = len(kept)
 }
 
 // compactExpiries drops the armed expiries of holds that were posted, voided or undone: each

@@ -75,6 +75,11 @@ func TestTrimsSpacedByWhatTheyKeep(t *testing.T) {
 	if b.pinned != holds || len(b.transfers) != holds {
 		t.Fatalf("after Trim: %d pinned, %d kept; want the %d holds", b.pinned, len(b.transfers), holds)
 	}
+	for id := uint64(1); id <= holds; id++ {
+		if h, ok := b.transfers[id]; !ok || h.ID != id || h.State != StatePending || h.Amount != 1 {
+			t.Fatalf("after Trim: hold %d kept as %+v, %v", id, h, ok)
+		}
+	}
 	run(1000, holds, 0)
 	if b.TrimNeeded() {
 		t.Fatalf("a trim asked for after %d new transfers, with %d holds kept", holds, holds)
