@@ -214,13 +214,10 @@ type postingTail struct {
 // tailGen is one generation of a tail: its postings' timestamps, each account's chained from
 // its latest one.
 type tailGen struct {
-	after uint64           // the mark the generation started from: it holds postings after it
-	place idmap.Map[int32] // account -> its place: the order of its first posting
-	// placeCap: the accounts place holds before it grows; first: the generation was not sized
-	// as one before it (reserve).
-	placeCap int
-	first    bool
-	last     []int32 // by place, the index of the account's latest posting in ts
+	after    uint64           // the mark the generation started from: it holds postings after it
+	place    idmap.Map[int32] // account -> its place: the order of its first posting (grown)
+	first    bool             // not sized as a generation before it (grown)
+	last     []int32          // by place, the index of the account's latest posting in ts
 	ts       []uint64
 	prev     []int32  // per posting, the index of the account's one before it (-1: none)
 	owner    []int32  // per posting, its account's place (the writer's alone)
@@ -319,10 +316,10 @@ func (g *tailGen) sortedEnd() int {
 // and its map do not grow, copying and rehashing, as its postings come.
 func newTailGen(after uint64, like *tailGen) *tailGen {
 	if like == nil {
-		return &tailGen{after: after, place: idmap.New[int32](tailGenAccountsMin), placeCap: tailGenAccountsMin, first: true}
+		return &tailGen{after: after, place: idmap.New[int32](tailGenAccountsMin), first: true}
 	}
 	postings, accounts := len(like.ts), len(like.last)
-	return &tailGen{after: after, place: idmap.New[int32](accounts), placeCap: max(accounts, 1),
+	return &tailGen{after: after, place: idmap.New[int32](accounts + accounts/4),
 		last: make([]int32, 0, accounts), accounts: make([]uint64, 0, accounts),
 		ts: make([]uint64, 0, postings), prev: make([]int32, 0, postings), owner: make([]int32, 0, postings)}
 }
@@ -330,22 +327,29 @@ func newTailGen(after uint64, like *tailGen) *tailGen {
 // tailGenAccountsMin is the accounts a first generation's place map holds before it grows.
 const tailGenAccountsMin = 1024
 
-// reserve grows a first generation's place map to hold accounts accounts, at least doubling
-// it. A map grows by rehashing every entry at once, in the commit that adds the posting that
-// fills it (some tens of ms at 1,000,000 accounts); the writer reserves as it opens accounts,
-// so that the first generation of a new store, which is not sized as one before it, has its
-// map sized before the postings of those accounts come. A later generation is sized as the
-// one before, and reserves nothing.
-func (g *tailGen) reserve(accounts int) {
-	if !g.first || accounts <= g.placeCap {
-		return
+// grown returns a larger place map for g, or false when g's has room for a round of postings
+// more postings (each may be an account new to g) and, in a first generation, the accounts
+// opened (up to limit). A map that fills rehashes every account at once in the Put that
+// overflows it (some tens of ms at 1,000,000 accounts, under the tail's lock): the writer
+// grows it ahead instead, outside the lock (makeRoom), at least doubling it (up to limit, the
+// most accounts a generation gathers before it seals, but for the round that passes it). A
+// first generation, not sized as one before it, is sized as the writer opens accounts, so that
+// a new store's map is built before their postings come; a later one is made a quarter larger
+// than the one before (newTailGen), and seldom grows.
+func (g *tailGen) grown(postings, opened, limit int) (idmap.Map[int32], bool) {
+	need := g.place.Len() + postings
+	if g.first {
+		need = max(need, min(opened, limit))
 	}
-	n := max(accounts, 2*g.placeCap)
-	m := idmap.New[int32](n)
-	for x, account := range g.accounts { // unsealed: in place order
+	room := g.place.Room()
+	if need <= room {
+		return idmap.Map[int32]{}, false
+	}
+	m := idmap.New[int32](max(need, min(2*room, limit)))
+	for x, account := range g.accounts { // unsealed: in place order, and the writer's alone
 		m.Put(account, int32(x))
 	}
-	g.place, g.placeCap = m, n
+	return m, true
 }
 
 // add appends an account's posting: one look-up of its place, a map write only for an account
@@ -355,7 +359,6 @@ func (g *tailGen) add(account, ts uint64) {
 	if !ok {
 		x = int32(len(g.last))
 		g.place.Put(account, x)
-		g.placeCap = max(g.placeCap, int(x)+1)
 		g.accounts = append(g.accounts, account)
 		g.last = append(g.last, -1)
 	}
@@ -412,14 +415,17 @@ func (g *tailGen) group(accounts int) {
 	g.grouped, g.groupEnd, g.owner = grouped, end, nil
 }
 
-// addRound indexes a round's postings before its commit.
-// reserve sizes the current generation's place map for accounts (tailGen.reserve).
-func (t *postingTail) reserve(accounts int) {
-	t.mu.Lock()
-	t.cur.reserve(accounts)
-	t.mu.Unlock()
+// makeRoom grows the current generation's place map ahead of a round (tailGen.grown): built
+// outside the lock, from what only the writer writes; swapped in under it.
+func (t *postingTail) makeRoom(postings, opened, limit int) {
+	if m, ok := t.cur.grown(postings, opened, limit); ok {
+		t.mu.Lock()
+		t.cur.place = m
+		t.mu.Unlock()
+	}
 }
 
+// addRound indexes a round's postings before its commit.
 func (t *postingTail) addRound(ps []ledger.Posting) {
 	t.mu.Lock()
 	for i := range ps {

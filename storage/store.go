@@ -482,7 +482,7 @@ type Writer struct {
 	log      logCursor
 	tail     *postingTail
 	tailMax  int
-	opened   int // accounts this writer opened (the tail's first generation reserves for them)
+	opened   int // accounts this writer opened (the tail's first generation is sized for them)
 	// pagingAccounts is Options.PagingAccountsPerRound, resolved.
 	pagingAccounts int
 	failed         error      // the commit that failed: the writer takes no more
@@ -578,10 +578,8 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 		lr = w.log.next(n, clock)
 		w.set(eventLogKey(w.key, lr.Log, lr.Round), appendLedgerLog(w.val, fx, lr.Time))
 	}
-	if len(fx.Opened) > 0 {
-		w.opened += len(fx.Opened)
-		w.tail.reserve(min(w.opened, w.tailMax))
-	}
+	w.opened += len(fx.Opened)
+	w.tail.makeRoom(len(fx.Postings), w.opened, w.tailMax)
 	// The round's postings are in the tail before they are durable: a reader sees them only
 	// once its snapshot has the round's clock, which commits with them.
 	w.tail.addRound(fx.Postings)

@@ -3,12 +3,17 @@ package storage
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/ledgercore/ledger/ledger"
 )
 
-// TestTailReserveKeepsPlaces: a first generation that reserves room mid-way (the writer opened
-// more accounts) keeps every account's place and chain, and goes on adding; a generation
-// sized as the one before it reserves nothing.
-func TestTailReserveKeepsPlaces(t *testing.T) {
+// TestTailGrownKeepsPlaces: a first generation whose place map is grown ahead mid-way (for a
+// round's postings, or the accounts the writer opened) keeps every account's place and chain,
+// and goes on adding; a generation sized as the one before it grows only for postings, and
+// no map is grown past what a generation can hold.
+func TestTailGrownKeepsPlaces(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	g := newTailGen(0, nil)
 	var ts uint64
@@ -44,25 +49,84 @@ func TestTailReserveKeepsPlaces(t *testing.T) {
 			t.Fatalf("%s: chains hold %d of %d postings", when, seen, len(g.ts))
 		}
 	}
-	add(3000, 5000)
+	const limit = 1 << 21
+	add(3000, 5000) // the map grows by itself
 	check("before")
-	before := g.placeCap
-	g.reserve(before) // no more than it holds: nothing
-	if g.placeCap != before {
-		t.Fatalf("a reserve of what the map holds grew it to %d", g.placeCap)
+	if _, ok := g.grown(g.place.Room()-g.place.Len(), 0, limit); ok {
+		t.Fatal("grown with room for the round")
 	}
-	g.reserve(100_000)
-	if g.placeCap < 100_000 {
-		t.Fatalf("reserved %d, want 100,000", g.placeCap)
+	m, ok := g.grown(0, 100_000, limit)
+	if !ok || m.Room() < 100_000 {
+		t.Fatalf("grown for 100,000 opened accounts: %v, room %d", ok, m.Room())
 	}
-	check("reserved")
+	g.place = m
+	check("grown for opened accounts")
 	add(20_000, 50_000)
 	check("after")
+	m, ok = g.grown(2*g.place.Room(), 0, limit) // a round of more postings than it has room for
+	if !ok || m.Room() < g.place.Len()+2*g.place.Room() {
+		t.Fatalf("grown for a round: %v, room %d", ok, m.Room())
+	}
+	g.place = m
+	check("grown for a round")
 
+	// A generation sized as the one before: a quarter more room, and opened accounts ignored.
 	next := newTailGen(ts, g)
-	capNext := next.placeCap
-	next.reserve(10 * capNext)
-	if next.placeCap != capNext {
-		t.Fatalf("a generation sized as the one before reserved: %d, want %d", next.placeCap, capNext)
+	if next.place.Room() < len(g.accounts)*5/4 {
+		t.Fatalf("a generation after one of %d accounts has room for %d", len(g.accounts), next.place.Room())
+	}
+	if _, ok := next.grown(0, 10*limit, limit); ok {
+		t.Fatal("a generation sized as the one before grew for opened accounts")
+	}
+
+	// Never past twice what a generation holds (limit), however many accounts were opened.
+	small := newTailGen(0, nil)
+	for i := range 2000 {
+		small.add(uint64(i)+1, uint64(i)+1)
+	}
+	for _, opened := range []int{3000, 5000, 1 << 20} {
+		if m, ok := small.grown(0, opened, 4096); ok {
+			if m.Room() > 2*4096 {
+				t.Fatalf("%d opened, limit 4,096: grown to room for %d", opened, m.Room())
+			}
+			small.place = m
+		}
+	}
+}
+
+// TestWriterSizesFirstTailForOpenedAccounts: a new store's writer sizes its first tail
+// generation as it opens accounts, so that their first postings add to it without a rehash,
+// and never past what one generation holds (found in review: a doubling made it 5,000 with
+// PostingTailMax 4,096).
+func TestWriterSizesFirstTailForOpenedAccounts(t *testing.T) {
+	const tailMax = 4096
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: tailMax})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := s.Writer(0)
+	defer w.Close()
+	id, clock := uint64(0), uint64(1000)
+	open := func(n int) {
+		var fx ledger.Effects
+		for range n {
+			id++
+			fx.Opened = append(fx.Opened, ledger.Account{ID: id, Ledger: 1, Code: 1})
+		}
+		fx.Freeze()
+		clock++
+		if err := w.Commit(&fx, clock); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open(2500)
+	if room := s.tails[0].cur.place.Room(); room < 2500 {
+		t.Fatalf("2,500 accounts opened, room for %d", room)
+	}
+	open(100)
+	open(10_000)
+	if room := s.tails[0].cur.place.Room(); room < tailMax || room > 2*tailMax {
+		t.Fatalf("12,600 accounts opened, PostingTailMax %d: room for %d", tailMax, room)
 	}
 }

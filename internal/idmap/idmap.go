@@ -4,17 +4,20 @@
 // 10,000, in cache, 11 against 9 ns).
 //
 // It is github.com/kamstrup/intmap (open addressing, linear probing) under a seeded mix of
-// the ids. intmap's own hash only multiplies, so ids that differ only in their high bits
-// (chosen by a client: k<<40 for k = 1, 2, 3 ...) would share a chain and make each look-up
-// a scan; mixed first with a seed drawn at start, no id a client picks lands anywhere
-// predictable. Nothing reads a Map in its table's order, so the seed changes no result.
+// the ids. intmap's own hash only multiplies and reads the product's low bits, so ids that
+// differ only in their high bits (k<<40 for k = 1, 2, 3 ...) would share a chain and make each
+// look-up a scan. Mixed first (murmur3's finalizer of the id xor a seed drawn at start), every
+// bit of an id moves the bits a slot is taken from, and which ids share a slot depends on the
+// seed. Nothing reads a Map in its table's order, so the seed changes no result.
 //
-// A Map is not safe for concurrent use with a Put. It grows by doubling, rehashing every entry
-// at once (at 1,000,000 ids, some tens of milliseconds): size it with New when the count is
-// known.
+// A Map is not safe for concurrent use with a Put. It grows when it holds more than Room ids,
+// by rehashing every one at once (at 1,000,000 ids, some tens of milliseconds), where a Go
+// map grows a little at a time: a caller on a hot path sizes it with New, or builds a larger
+// one (New, Put) where a pause costs nothing and swaps it in.
 package idmap
 
 import (
+	"math"
 	"math/rand/v2"
 
 	"github.com/kamstrup/intmap"
@@ -23,30 +26,60 @@ import (
 // seed is drawn once a process.
 var seed = rand.Uint64()
 
-// Mix is a bijection of the ids (id xor the process's seed, its high half folded into its low
-// half, times an odd constant, folded again): distinct ids stay distinct, and the low bits a
-// table's slot is taken from depend on every bit of the id.
+// Mix is a bijection of the ids (murmur3's 64-bit finalizer of id xor the process's seed):
+// distinct ids stay distinct, and every bit of an id moves every bit of the result.
 func Mix(id uint64) uint64 {
 	x := id ^ seed
-	x ^= x >> 32
-	x *= 0x9e3779b97f4a7c15
-	return x ^ x>>29
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	return x ^ x>>33
 }
 
 // Map maps ids to values of V.
-type Map[V any] struct{ m *intmap.Map[uint64, V] }
+type Map[V any] struct {
+	m     *intmap.Map[uint64, V]
+	slots int // the length of intmap's table, followed as it grows (Room)
+}
 
-// New returns a map that holds capacity ids before it grows.
-func New[V any](capacity int) Map[V] { return Map[V]{m: intmap.New[uint64, V](max(capacity, 1))} }
+// fill is intmap's fill factor: its table of n slots holds n*7/10 keys before it grows.
+const fill = 0.7
+
+// New returns a map that holds capacity ids before it grows (at least: Room).
+func New[V any](capacity int) Map[V] {
+	capacity = max(capacity, 1)
+	// intmap v0.5.2's table length for capacity (arraySize): TestRoom checks that it holds.
+	slots := max(2, 1<<bitsFor(uint64(math.Ceil(float64(capacity)/fill))))
+	return Map[V]{m: intmap.New[uint64, V](capacity), slots: slots}
+}
+
+// bitsFor is the exponent of the least power of two at least n.
+func bitsFor(n uint64) int {
+	b := 0
+	for uint64(1)<<b < n {
+		b++
+	}
+	return b
+}
+
+// Room is how many ids the map holds before a Put of a new one rehashes it.
+func (m *Map[V]) Room() int { return m.slots * 7 / 10 }
 
 // Get returns id's value and whether it is there.
-func (m Map[V]) Get(id uint64) (V, bool) { return m.m.Get(Mix(id)) }
+func (m *Map[V]) Get(id uint64) (V, bool) { return m.m.Get(Mix(id)) }
 
 // Has reports whether id is there.
-func (m Map[V]) Has(id uint64) bool { return m.m.Has(Mix(id)) }
+func (m *Map[V]) Has(id uint64) bool { return m.m.Has(Mix(id)) }
 
 // Put sets id's value.
-func (m Map[V]) Put(id uint64, v V) { m.m.Put(Mix(id), v) }
+func (m *Map[V]) Put(id uint64, v V) {
+	n := m.m.Len()
+	m.m.Put(Mix(id), v)
+	if n == m.Room() && m.m.Len() > n {
+		m.slots *= 2 // intmap rehashed into a table twice as long
+	}
+}
 
 // Len is how many ids the map holds.
-func (m Map[V]) Len() int { return m.m.Len() }
+func (m *Map[V]) Len() int { return m.m.Len() }
