@@ -296,6 +296,18 @@ func (b *Book) Trim() {
 	if len(b.transfers) <= b.transfersRoom() {
 		return
 	}
+	if 4*b.pinned > len(b.transfers) {
+		// Many kept (open holds): delete the others, rather than copy the kept ones aside.
+		b.pinned = 0
+		for id, t := range b.transfers {
+			if b.pins(&t) {
+				b.pinned++
+				continue
+			}
+			delete(b.transfers, id)
+		}
+		return
+	}
 	// The transfers kept are set again in a cleared map rather than the others deleted one by
 	// one: deletes leave tombstones that every look-up of a new id (a miss, the common case)
 	// then probes past until the map grows, where a cleared map keeps its room and none.

@@ -41,14 +41,23 @@ func Mix(id uint64) uint64 {
 type Map[V any] struct {
 	m     *intmap.Map[uint64, V]
 	slots int // the length of intmap's table, followed as it grows (Room)
+	// The id Mix sends to 0, kept here: intmap keeps key 0 outside its table and counts it
+	// in the size its rehash compares, which Room would then have to follow.
+	zero    V
+	hasZero bool
 }
 
 // fill is intmap's fill factor: its table of n slots holds n*7/10 keys before it grows.
 const fill = 0.7
 
-// New returns a map that holds capacity ids before it grows (at least: Room).
+// CapacityMax is the most ids New sizes a map for (a larger capacity is taken as this):
+// intmap's sizing wraps past some 1.5 billion.
+const CapacityMax = 1 << 30
+
+// New returns a map that holds capacity ids before it grows (at least: Room). A Map is used
+// in place, never copied: a copy's Puts would leave the original's Room behind.
 func New[V any](capacity int) Map[V] {
-	capacity = max(capacity, 1)
+	capacity = min(max(capacity, 1), CapacityMax)
 	// intmap v0.5.2's table length for capacity (arraySize): TestRoom checks that it holds.
 	slots := max(2, 1<<bitsFor(uint64(math.Ceil(float64(capacity)/fill))))
 	return Map[V]{m: intmap.New[uint64, V](capacity), slots: slots}
@@ -67,19 +76,39 @@ func bitsFor(n uint64) int {
 func (m *Map[V]) Room() int { return m.slots * 7 / 10 }
 
 // Get returns id's value and whether it is there.
-func (m *Map[V]) Get(id uint64) (V, bool) { return m.m.Get(Mix(id)) }
+func (m *Map[V]) Get(id uint64) (V, bool) {
+	if k := Mix(id); k != 0 {
+		return m.m.Get(k)
+	}
+	return m.zero, m.hasZero
+}
 
 // Has reports whether id is there.
-func (m *Map[V]) Has(id uint64) bool { return m.m.Has(Mix(id)) }
+func (m *Map[V]) Has(id uint64) bool {
+	if k := Mix(id); k != 0 {
+		return m.m.Has(k)
+	}
+	return m.hasZero
+}
 
 // Put sets id's value.
 func (m *Map[V]) Put(id uint64, v V) {
+	k := Mix(id)
+	if k == 0 {
+		m.zero, m.hasZero = v, true
+		return
+	}
 	n := m.m.Len()
-	m.m.Put(Mix(id), v)
+	m.m.Put(k, v)
 	if n == m.Room() && m.m.Len() > n {
 		m.slots *= 2 // intmap rehashed into a table twice as long
 	}
 }
 
 // Len is how many ids the map holds.
-func (m *Map[V]) Len() int { return m.m.Len() }
+func (m *Map[V]) Len() int {
+	if m.hasZero {
+		return m.m.Len() + 1
+	}
+	return m.m.Len()
+}

@@ -131,9 +131,11 @@ func TestRoom(t *testing.T) {
 			}
 		}
 	}
-	for _, capacity := range []int{-1, 0, 1, 2, 7} {
-		if m := New[int32](capacity); m.Room() < max(capacity, 1) {
-			t.Fatalf("New(%d): room for %d", capacity, m.Room())
+	// intmap's tables for small capacities: 2 slots at least, then the power of two at least
+	// capacity/0.7.
+	for capacity, room := range map[int]int{-1: 1, 0: 1, 1: 1, 2: 2, 7: 11, 11: 11, 12: 22} {
+		if m := New[int32](capacity); m.Room() != room {
+			t.Fatalf("New(%d): room for %d, want %d", capacity, m.Room(), room)
 		}
 	}
 }
@@ -159,6 +161,17 @@ func TestZeroMixedKey(t *testing.T) {
 	}
 	if v, ok := m.Get(z); !ok || v != 8 || !m.Has(z) || m.Len() != 10001 {
 		t.Fatalf("Get = %d %v, Len %d", v, ok, m.Len())
+	}
+	// It never moves Room out of step with intmap's table: put when the map is exactly full,
+	// it takes no room of the table, and the next id still fits until Room.
+	f := New[int32](1000)
+	for id := uint64(1); f.Len() < f.Room(); id++ {
+		f.Put(id<<20, 1)
+	}
+	room := f.Room()
+	f.Put(z, 1)
+	if f.Room() != room {
+		t.Fatalf("the id Mix sends to 0, put into a full map, moved its room from %d to %d", room, f.Room())
 	}
 }
 
