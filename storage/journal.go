@@ -327,9 +327,9 @@ func newTailGen(after uint64, like *tailGen) *tailGen {
 // tailGenAccountsMin is the accounts a first generation's place map holds before it grows.
 const tailGenAccountsMin = 1024
 
-// grown returns a larger place map for g, or false when g's has room for a round of postings
-// more postings (each may be an account new to g) and, in a first generation, the accounts
-// opened (up to limit). A map that fills rehashes every account at once in the Put that
+// grown returns a larger place map for g, or false when g's has room for a round's postings
+// (each may be an account new to g) and, in a first generation, for the accounts opened (up
+// to limit). A map that fills rehashes every account at once in the Put that
 // overflows it (some tens of ms at 1,000,000 accounts, under the tail's lock): the writer
 // grows it ahead instead, outside the lock (makeRoom), at least doubling it (up to limit, the
 // most accounts a generation gathers before it seals, but for the round that passes it). A
