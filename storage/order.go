@@ -31,13 +31,19 @@ func (o *keyOrder) all(n int) []int32 {
 
 // some is idx holding the transfers keep takes.
 func (o *keyOrder) some(ts []ledger.Transfer, keep func(*ledger.Transfer) bool) []int32 {
-	o.idx = o.idx[:0]
-	for i := range ts {
-		if keep(&ts[i]) {
-			o.idx = append(o.idx, int32(i))
+	o.idx = indexesOf(o.idx, ts, keep)
+	return o.idx
+}
+
+// indexesOf is idx holding the indexes of the xs keep takes.
+func indexesOf[T any](idx []int32, xs []T, keep func(*T) bool) []int32 {
+	idx = idx[:0]
+	for i := range xs {
+		if keep(&xs[i]) {
+			idx = append(idx, int32(i))
 		}
 	}
-	return o.idx
+	return idx
 }
 
 // sortRecords orders idx by c, ties by index: an insertion sort while the records are nearly
@@ -144,7 +150,10 @@ func (o *keyOrder) transfers(ts []ledger.Transfer) []int32 {
 
 // orderWriteOrder puts a commit's order writes in the key order of one index at a time for
 // OrderWriter.Commit; each answer is valid until the next call.
-type orderWriteOrder struct{ ids, some keyOrder }
+type orderWriteOrder struct {
+	ids, some keyOrder
+	days      []txnDay
+}
 
 // byID is every write, by order id (order records and the indexes keyed by id).
 func (o *orderWriteOrder) byID(ows []OrderWrite) []int32 {
@@ -173,11 +182,35 @@ func (o *orderWriteOrder) newByBizID(ows []OrderWrite) []int32 {
 }
 
 func (o *orderWriteOrder) news(ows []OrderWrite, keep func(*payment.Order) bool) []int32 {
-	o.some.idx = o.some.idx[:0]
+	o.some.idx = indexesOf(o.some.idx, ows, func(w *OrderWrite) bool { return w.New && keep(w.Order) })
+	return o.some.idx
+}
+
+// txnDay is one entry of the index of the channel txns orders recorded, by when (txnDayKey).
+type txnDay struct {
+	channel   string
+	at, order uint64
+}
+
+// txnDays is the entries of the writes that recorded a channel txn (OrderWrite.Txns), one a
+// txn with a time (payment.ChannelTxns), in txnDayKey's byte order: the channel's length, the
+// channel, the time, the order.
+func (o *orderWriteOrder) txnDays(ows []OrderWrite) []txnDay {
+	o.days = o.days[:0]
 	for i := range ows {
-		if ows[i].New && keep(ows[i].Order) {
-			o.some.idx = append(o.some.idx, int32(i))
+		if !ows[i].Txns {
+			continue
+		}
+		ord := ows[i].Order
+		for _, t := range payment.ChannelTxns(ord) {
+			if t.At != 0 {
+				o.days = append(o.days, txnDay{channel: ord.Channel, at: t.At, order: ord.ID})
+			}
 		}
 	}
-	return o.some.idx
+	slices.SortFunc(o.days, func(a, b txnDay) int {
+		return cmp.Or(cmp.Compare(len(a.channel), len(b.channel)), strings.Compare(a.channel, b.channel),
+			cmp.Compare(a.at, b.at), cmp.Compare(a.order, b.order))
+	})
+	return o.days
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/ledgercore/ledger/ledger/payment"
@@ -65,50 +66,101 @@ func BenchmarkOrderWriterCommit(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*fresh), "ns/order")
 }
 
-// TestOrderWriteOrderIsKeyOrder: the orders OrderWriter.Commit writes each index in are the
-// byte order of the index's keys (what the skiplist's cursor needs), over keys that are
-// prefixes of each other, refunds of several originals, and every form.
-func TestOrderWriteOrderIsKeyOrder(t *testing.T) {
+// TestOrderWriterBatchInKeyOrder: every batch OrderWriter.Commit hands Pebble is in key order,
+// over rounds of new and changed orders whose idempotency keys, biz ids and channels are
+// prefixes of each other, refunds of several originals, every form, channel txns recorded
+// (their time index), exceptions open and resolved, orders going active and final.
+func TestOrderWriterBatchInKeyOrder(t *testing.T) {
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := s.OrderWriter(0)
+	defer w.Close()
+	var records, rounds int
+	prefixes := map[byte]bool{}
+	w.w.inspect = func(b *pebble.Batch) {
+		var last []byte
+		for r := b.Reader(); ; {
+			_, k, _, ok, err := r.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			if last != nil && bytes.Compare(last, k) > 0 {
+				t.Fatalf("round %d: key %q after %q", rounds, k, last)
+			}
+			last = append(last[:0], k...)
+			prefixes[k[0]] = true
+			records++
+		}
+		rounds++
+	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	short := func() string { return "ab"[:rng.IntN(3)] + string(rune('a'+rng.IntN(3))) + "abc"[:rng.IntN(4)] }
+	var live []*payment.Order
+	next := uint64(0)
 	for round := range 300 {
 		var ows []OrderWrite
-		for range 1 + rng.IntN(40) {
-			o := &payment.Order{ID: rng.Uint64N(1 << 20), Form: payment.Form(1 + rng.IntN(5)), Key: short(), BizID: short()}
+		seen := map[uint64]bool{}
+		now := uint64(round+1) * 1000
+		for range rng.IntN(30) {
+			next += 1 + rng.Uint64N(3)
+			o := &payment.Order{ID: next, Form: payment.Form(1 + rng.IntN(5)), Key: short(), BizID: short(), Channel: short(),
+				Instruments: []payment.Instrument{{Kind: payment.Card, Amount: 10}}, State: payment.Accepted,
+				Created: now, Updated: now, Version: 1}
 			if rng.IntN(4) == 0 {
 				o.BizID = ""
 			}
 			if o.Form == payment.Refund {
-				o.Original = rng.Uint64N(3)
+				o.Original = rng.Uint64N(3) + 1
 			}
-			ows = append(ows, OrderWrite{Order: o, New: rng.IntN(3) > 0})
+			live = append(live, o)
+			seen[o.ID] = true
+			ows = append(ows, OrderWrite{Order: o, New: true})
 		}
-		var wo orderWriteOrder
-		check := func(name string, idx []int32, key func(*payment.Order) []byte, want func(OrderWrite) bool) {
-			t.Helper()
-			n := 0
-			for i := range ows {
-				if want(ows[i]) {
-					n++
+		for range rng.IntN(30) {
+			if len(live) == 0 {
+				break
+			}
+			o := live[rng.IntN(len(live))]
+			if seen[o.ID] {
+				continue
+			}
+			seen[o.ID] = true
+			o.Version++
+			o.Updated = now
+			ow := OrderWrite{Order: o}
+			switch rng.IntN(4) {
+			case 0:
+				o.State = payment.Succeeded
+			case 1:
+				o.Txn, o.TxnAt, ow.Txns = short(), now-rng.Uint64N(3), true
+			case 2:
+				step := payment.ExcOpen
+				if rng.IntN(2) == 0 {
+					step = payment.ExcResolved
 				}
+				o.Exceptions = append(o.Exceptions, payment.Exception{Kind: payment.DuplicatePayment, Step: step,
+					Txn: short() + "x", Amount: 5, Created: now - rng.Uint64N(5), Updated: now})
+				ow.Txns = true
 			}
-			if len(idx) != n {
-				t.Fatalf("round %d: %s: %d writes, want %d", round, name, len(idx), n)
-			}
-			for k := 1; k < len(idx); k++ {
-				a, b := key(ows[idx[k-1]].Order), key(ows[idx[k]].Order)
-				if bytes.Compare(a, b) > 0 {
-					t.Fatalf("round %d: %s: %x before %x", round, name, a, b)
-				}
-			}
+			ows = append(ows, ow)
 		}
-		all := func(OrderWrite) bool { return true }
-		check("byID", wo.byID(ows), func(o *payment.Order) []byte { return idKey(nil, prefixOrder, o.ID) }, all)
-		byKey := wo.newByKey(ows)
-		check("newByKey", byKey, func(o *payment.Order) []byte { return orderKeyKey(nil, o.Form, o.Original, o.Key) },
-			func(w OrderWrite) bool { return w.New })
-		check("newByBizID", wo.newByBizID(ows), func(o *payment.Order) []byte {
-			return be.AppendUint64(bizKey(nil, prefixOrderBiz, o.BizID), o.ID)
-		}, func(w OrderWrite) bool { return w.New && w.Order.BizID != "" })
+		if len(ows) == 0 {
+			continue
+		}
+		if err := w.Commit(ows, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []byte{prefixActive, prefixOrderBiz, prefixTxnDay, prefixOrderKey, prefixOrder, prefixOrderSeq,
+		prefixOpen, prefixExcepted, prefixEventLog} {
+		if !prefixes[p] {
+			t.Errorf("no %q key in %d records of %d rounds", p, records, rounds)
+		}
 	}
 }

@@ -36,15 +36,6 @@ func stmtImportKey(dst []byte, ch, date string, sum [32]byte) []byte {
 	return append(dst, sum[:]...)
 }
 
-// writeTxnDays indexes the channel txns of o by when it recorded them (see ChannelTxns).
-func (w *Writer) writeTxnDays(o *payment.Order) {
-	for _, t := range payment.ChannelTxns(o) {
-		if t.At != 0 {
-			w.set(txnDayKey(w.key, o.Channel, t.At, o.ID), nil)
-		}
-	}
-}
-
 // OrdersWithTxnsRecorded calls fn with the ids of the orders of channel ch that recorded a
 // channel txn at a time in [from, to), in ascending time (an order once per time), until fn
 // returns false.

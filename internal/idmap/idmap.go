@@ -18,6 +18,7 @@ package idmap
 
 import (
 	"math"
+	"math/bits"
 	"math/rand/v2"
 
 	"github.com/kamstrup/intmap"
@@ -59,17 +60,8 @@ const CapacityMax = 1 << 30
 func New[V any](capacity int) Map[V] {
 	capacity = min(max(capacity, 1), CapacityMax)
 	// intmap v0.5.2's table length for capacity (arraySize): TestRoom checks that it holds.
-	slots := max(2, 1<<bitsFor(uint64(math.Ceil(float64(capacity)/fill))))
+	slots := max(2, 1<<bits.Len64(uint64(math.Ceil(float64(capacity)/fill))-1))
 	return Map[V]{m: intmap.New[uint64, V](capacity), slots: slots}
-}
-
-// bitsFor is the exponent of the least power of two at least n.
-func bitsFor(n uint64) int {
-	b := 0
-	for uint64(1)<<b < n {
-		b++
-	}
-	return b
 }
 
 // Room is how many ids the map holds before a Put of a new one rehashes it.
