@@ -52,15 +52,25 @@ func TestOrderRoundTrip(t *testing.T) {
 	}
 }
 
+// memOrderWriter opens a store of shards on a memory file system and returns it with the order
+// writer of shard; both close when the test ends.
+func memOrderWriter(tb testing.TB, shards, shard uint32) (*Store, *OrderWriter) {
+	tb.Helper()
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: shards, CacheBytes: 1 << 20})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := s.OrderWriter(shard)
+	tb.Cleanup(func() {
+		_ = w.Close()
+		_ = s.Close()
+	})
+	return s, w
+}
+
 // TestOrderIndexes: the idempotency, biz id, active and exception indexes follow the orders.
 func TestOrderIndexes(t *testing.T) {
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 2, CacheBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	w := s.OrderWriter(1)
-	defer w.Close()
+	s, w := memOrderWriter(t, 2, 1)
 	a := testOrder()
 	b := testOrder()
 	b.ID, b.Key, b.Exceptions, b.State, b.Stage = 44, "key-2", nil, payment.Succeeded, payment.StageDone
@@ -189,13 +199,7 @@ func TestTransfersByBizID(t *testing.T) {
 // records that changed, round after round (the record's buffers are reused), and Verify
 // finds the logs clean.
 func TestPaymentLogRounds(t *testing.T) {
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	w := s.OrderWriter(0)
-	defer w.Close()
+	s, w := memOrderWriter(t, 1, 0)
 	var want [][]string
 	for round := range 6 {
 		var writes []OrderWrite
@@ -483,13 +487,7 @@ func TestPaymentLogMalformedCounts(t *testing.T) {
 // of each order's last commit, so one commit may hold an order once; twice is refused and
 // nothing is written.
 func TestOrderWriterRefusesAnOrderTwice(t *testing.T) {
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	w := s.OrderWriter(0)
-	defer w.Close()
+	s, w := memOrderWriter(t, 1, 0)
 	o := testOrder()
 	o.Exceptions = nil
 	done := clone(o)

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/ledgercore/ledger/ledger/payment"
 )
@@ -16,13 +15,7 @@ import (
 // of 64 new orders and 128 changes of orders a few rounds old, on a memory file system (the
 // commit's CPU, not the disk's).
 func BenchmarkOrderWriterCommit(b *testing.B) {
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 8 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	w := s.OrderWriter(0)
-	defer w.Close()
+	_, w := memOrderWriter(b, 1, 0)
 	const fresh, changed, window = 64, 128, 4096
 	rng := rand.New(rand.NewPCG(1, 2))
 	var live []*payment.Order
@@ -71,13 +64,7 @@ func BenchmarkOrderWriterCommit(b *testing.B) {
 // prefixes of each other, refunds of several originals, every form, channel txns recorded
 // (their time index), exceptions open and resolved, orders going active and final.
 func TestOrderWriterBatchInKeyOrder(t *testing.T) {
-	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1, CacheBytes: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	w := s.OrderWriter(0)
-	defer w.Close()
+	_, w := memOrderWriter(t, 1, 0)
 	var records, rounds int
 	prefixes := map[byte]bool{}
 	w.w.inspect = func(b *pebble.Batch) {
