@@ -130,3 +130,46 @@ func TestWriterSizesFirstTailForOpenedAccounts(t *testing.T) {
 		t.Fatalf("12,600 accounts opened, PostingTailMax %d: room for %d", tailMax, room)
 	}
 }
+
+// TestWriterTailNeverRehashesInARound: the tail's map of a generation is grown ahead of each
+// round for the round's postings (tailGen.grown, outside the tail's lock), so no round's
+// postings make it rehash inside addRound, under the lock. The accounts are not opened by this
+// writer (as after a restart): only the postings size it.
+func TestWriterTailNeverRehashesInARound(t *testing.T) {
+	const accounts, round = 20_000, 2_000
+	s, err := Open("db", Options{FS: vfs.NewMem(), Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := s.Writer(0)
+	defer w.Close()
+	book := ledger.NewBook(0, 1)
+	for id := uint64(1); id <= accounts; id++ {
+		book.LoadAccount(ledger.Account{ID: id, Ledger: 1, Code: 1})
+	}
+	ts := make([]ledger.Transfer, round)
+	results := make([]ledger.TransferResult, round)
+	next, now := uint64(1), uint64(1000)
+	for r := range 10 {
+		for i := range ts { // each account new to the generation until it holds them all
+			d := uint64(r*round+i)%accounts + 1
+			ts[i] = ledger.Transfer{ID: next, DebitAccountID: d, CreditAccountID: d%accounts + 1, Amount: 1, Ledger: 1, Code: 1}
+			next++
+		}
+		now += 1_000_000
+		var fx ledger.Effects
+		book.CreateTransfers(now, ts, results, &fx)
+		fx.Freeze()
+		if err := w.Commit(&fx, book.Clock()); err != nil {
+			t.Fatal(err)
+		}
+		if g := s.tails[0].cur; g.place.Grows() != 0 || g.place.Len() > g.place.Room() {
+			t.Fatalf("round %d: the generation's map of %d accounts (room %d) grew %d times inside its rounds",
+				r, g.place.Len(), g.place.Room(), g.place.Grows())
+		}
+	}
+	if n := s.tails[0].cur.place.Len(); n < accounts/2 {
+		t.Fatalf("the generation holds %d accounts: the test grew nothing", n)
+	}
+}

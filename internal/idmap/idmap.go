@@ -42,6 +42,7 @@ func Mix(id uint64) uint64 {
 type Map[V any] struct {
 	m     *intmap.Map[uint64, V]
 	slots int // the length of intmap's table, followed as it grows (Room)
+	grows int // how many Puts rehashed it (Grows)
 	// The id Mix sends to 0, kept here: intmap keeps key 0 outside its table and counts it
 	// in the size its rehash compares, which Room would then have to follow.
 	zero    V
@@ -94,8 +95,13 @@ func (m *Map[V]) Put(id uint64, v V) {
 	m.m.Put(k, v)
 	if n == m.Room() && m.m.Len() > n {
 		m.slots *= 2 // intmap rehashed into a table twice as long
+		m.grows++
 	}
 }
+
+// Grows is how many Puts rehashed the map, each a pause of a pass over every id it held: a
+// caller that sizes its map ahead (Room) checks that it never grew.
+func (m *Map[V]) Grows() int { return m.grows }
 
 // Len is how many ids the map holds.
 func (m *Map[V]) Len() int {

@@ -126,8 +126,8 @@ func TestRoom(t *testing.T) {
 				t.Fatalf("New(%d), growth %d: the id past its room of %d allocated %d bytes, want a table of %d at least",
 					capacity, growth, room, got, table)
 			}
-			if m.Room() < 2*room {
-				t.Fatalf("New(%d), growth %d: room %d after growing from %d", capacity, growth, m.Room(), room)
+			if m.Room() < 2*room || m.Grows() != growth+1 {
+				t.Fatalf("New(%d), growth %d: room %d after growing from %d, %d growths counted", capacity, growth, m.Room(), room, m.Grows())
 			}
 		}
 	}
