@@ -1,7 +1,10 @@
 package ledger
 
 import (
+	"math/rand/v2"
+	"reflect"
 	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -51,4 +54,77 @@ func BenchmarkBookMillionAccountsGC(b *testing.B) {
 		runtime.GC()
 	}
 	runtime.KeepAlive(bk)
+}
+
+// TestWarmChangesNothing: a book large enough that warm reads ahead books the same batches as
+// one that never does (results, every part of the effects, the balances): holds, their posts
+// and voids, linked chains, refusals and unknown accounts, across warm's windows.
+func TestWarmChangesNothing(t *testing.T) {
+	const accounts = warmAccountsMin + 1000
+	books := [2]*Book{NewBook(0, 1), NewBook(0, 1)}
+	books[1].warmFrom = ^uint32(0) // never
+	for _, bk := range books {
+		for i := uint64(1); i <= accounts; i++ {
+			var f AccountFlags
+			if i%7 == 0 {
+				f = AccountDebitsMustNotExceedCredits
+			}
+			bk.LoadAccount(Account{ID: i, Ledger: 1, Code: 1, Flags: f})
+		}
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	var holds []uint64
+	id, now := uint64(0), uint64(1)
+	for range 12 {
+		ts := make([]Transfer, 2000)
+		for i := range ts {
+			id++
+			d, c := rng.Uint64N(accounts+50)+1, rng.Uint64N(accounts+50)+1 // some unknown
+			ts[i] = Transfer{ID: id, DebitAccountID: d, CreditAccountID: c, Amount: 1 + rng.Uint64N(100), Ledger: 1, Code: 1}
+			switch k := rng.IntN(10); {
+			case k == 0:
+				ts[i].Flags = TransferPending
+				holds = append(holds, id)
+			case k == 1 && len(holds) > 0:
+				ts[i].Flags, ts[i].PendingID, ts[i].Amount = TransferPostPending, holds[rng.IntN(len(holds))], 0
+			case k == 2 && len(holds) > 0:
+				ts[i].Flags, ts[i].PendingID, ts[i].Amount = TransferVoidPending, holds[rng.IntN(len(holds))], 0
+			case k == 3 && i+1 < len(ts):
+				ts[i].Flags = TransferLinked
+			}
+		}
+		ts[len(ts)-1].Flags &^= TransferLinked
+		now += 1_000_000
+		var results [2][]TransferResult
+		var fxs [2]Effects
+		for k, bk := range books {
+			results[k] = make([]TransferResult, len(ts))
+			in := slices.Clone(ts)
+			bk.CreateTransfers(now, in, results[k], &fxs[k])
+		}
+		if !slices.Equal(results[0], results[1]) {
+			t.Fatalf("results differ: warm %v, cold %v", results[0], results[1])
+		}
+		if !reflect.DeepEqual(fxs[0].Transfers, fxs[1].Transfers) || !reflect.DeepEqual(fxs[0].Postings, fxs[1].Postings) {
+			t.Fatal("transfers or postings differ")
+		}
+		if len(fxs[0].Accounts) != len(fxs[1].Accounts) {
+			t.Fatalf("%d accounts changed warm, %d cold", len(fxs[0].Accounts), len(fxs[1].Accounts))
+		}
+		for i := range fxs[0].Accounts {
+			if *fxs[0].Accounts[i] != *fxs[1].Accounts[i] {
+				t.Fatalf("account changed warm %+v, cold %+v", *fxs[0].Accounts[i], *fxs[1].Accounts[i])
+			}
+		}
+	}
+	if books[0].warmSum == 0 || books[1].warmSum != 0 {
+		t.Fatalf("warm read %d in the warm book, %d in the cold one", books[0].warmSum, books[1].warmSum)
+	}
+	for i := uint64(1); i <= accounts; i++ {
+		a, _ := books[0].Account(i)
+		b, _ := books[1].Account(i)
+		if a != b {
+			t.Fatalf("account %d: warm %+v, cold %+v", i, a, b)
+		}
+	}
 }

@@ -37,6 +37,9 @@ type Book struct {
 	event             int32  // the position, in the batch being run, of the event being run
 	epoch             uint64 // which Effects an account was last added to
 	undo              []undoEntry
+	warmFrom          uint32   // the accounts from which warm reads ahead (warmAccountsMin)
+	warmAt            []uint32 // warm's scratch: where the accounts it reads are
+	warmSum           uint64   // what warm read, kept so that the reads are not optimized away
 }
 
 type accountState struct {
@@ -61,6 +64,7 @@ func NewBook(shard, shards uint32) *Book {
 		elsewhere:         make(map[uint64]struct{}),
 		expiriesCompactAt: expiriesCompactMin,
 		cacheMax:          TransferCacheEntriesMax,
+		warmFrom:          warmAccountsMin,
 	}
 }
 
