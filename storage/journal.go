@@ -646,11 +646,7 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 	w.quiet = w.quiet[:0]
 	if from, to := max(t.sealedNext, total)-total, end-total; to > from {
 		if p := t.prev; p != nil {
-			for _, account := range p.accounts[from:to] {
-				if !g.place.Has(account) {
-					w.quiet = append(w.quiet, latestAt{account, p.ts[p.latestOf(account)]})
-				}
-			}
+			w.quiet = appendQuiet(w.quiet, g, p, p.accounts[from:to])
 		} else {
 			for _, l := range t.quiet[from:to] {
 				if !g.place.Has(l.account) {
@@ -664,6 +660,40 @@ func (w *Writer) page(clock uint64) (complete bool, mark []byte, err error) {
 		return false, nil, nil
 	}
 	return true, be.AppendUint64(w.mark[:0], t.cur.after), nil
+}
+
+// appendQuiet appends to dst, with its latest posting in p, each of p's accounts that has no
+// posting in g (the generation after p), warmChunk at a time, each step for all of them
+// before the next (addRound): whether g has it, its place in p, its latest posting's index,
+// then the posting.
+func appendQuiet(dst []latestAt, g, p *tailGen, accounts []uint64) []latestAt {
+	var quiet [warmChunk]uint64
+	var at [warmChunk]int32
+	for len(accounts) > 0 {
+		c := accounts[:min(len(accounts), warmChunk)]
+		accounts = accounts[len(c):]
+		n := 0
+		for _, account := range c {
+			if !g.place.Has(account) {
+				quiet[n] = account
+				n++
+			}
+		}
+		for i, account := range quiet[:n] {
+			x, ok := p.place.Get(account)
+			if !ok {
+				panic(fmt.Sprintf("storage: INVARIANT: account %d of a tail generation has no place in it", account))
+			}
+			at[i] = x
+		}
+		for i := range n {
+			at[i] = p.last[at[i]]
+		}
+		for i, account := range quiet[:n] {
+			dst = append(dst, latestAt{account, p.ts[at[i]]})
+		}
+	}
+	return dst
 }
 
 // latestAt is an account's latest posting in pages (k).
