@@ -18,7 +18,7 @@ type Book struct {
 	shard, shards uint32
 
 	accounts  accountArena
-	transfers map[uint64]Transfer // cache; every pending transfer is in it
+	transfers transferCache // every pending transfer is in it
 	remote    map[uint64]AccountInfo
 	outbox    map[LegKey]Leg
 	holding   map[uint64]struct{}       // pending transfers whose hold leg is unanswered
@@ -55,7 +55,7 @@ func NewBook(shard, shards uint32) *Book {
 	return &Book{
 		shard: shard, shards: shards,
 		accounts:          newAccountArena(),
-		transfers:         make(map[uint64]Transfer),
+		transfers:         newTransferCache(),
 		remote:            make(map[uint64]AccountInfo),
 		outbox:            make(map[LegKey]Leg),
 		holding:           make(map[uint64]struct{}),
@@ -136,10 +136,10 @@ func (b *Book) LoadAccount(a Account) {
 // this shard. A transfer of another shard with an id this shard is asked about is loaded too,
 // so that re-using its id answers exists_with_different_fields.
 func (b *Book) LoadTransfer(t Transfer) {
-	if _, ok := b.transfers[t.ID]; ok {
+	if b.transfers.has(t.ID) {
 		return
 	}
-	b.transfers[t.ID] = t
+	b.transfers.set(t)
 	if !b.Owns(t.DebitAccountID) {
 		return // another shard's transfer with this id: known only to answer exists checks
 	}
@@ -189,8 +189,7 @@ func (b *Book) Accounts(fn func(a *Account)) {
 
 // Transfer returns a cached transfer.
 func (b *Book) Transfer(id uint64) (Transfer, bool) {
-	t, ok := b.transfers[id]
-	return t, ok
+	return b.transfers.get(id)
 }
 
 // Outbox calls fn for every unanswered leg, in key order (a run replays).
@@ -241,11 +240,11 @@ func (n *Needs) Reset() {
 func (b *Book) NeedsForTransfers(ts []Transfer, n *Needs) {
 	for i := range ts {
 		t := &ts[i]
-		if _, ok := b.transfers[t.ID]; !ok && t.ID != 0 {
+		if t.ID != 0 && !b.transfers.has(t.ID) {
 			n.Transfers = append(n.Transfers, t.ID)
 		}
 		if t.PendingID != 0 {
-			if _, ok := b.transfers[t.PendingID]; !ok {
+			if !b.transfers.has(t.PendingID) {
 				n.Transfers = append(n.Transfers, t.PendingID)
 			}
 		}
@@ -278,7 +277,7 @@ func (b *Book) NeedsForLegs(legs []Leg, n *Needs) {
 // many more: a book that keeps many holds trims once as many new transfers came, not every
 // cacheMax, each Trim scanning them all (new holds count as new until the next Trim).
 func (b *Book) TrimNeeded() bool {
-	return len(b.transfers) > b.transfersRoom() || len(b.legs) > b.cacheMax ||
+	return b.transfers.len() > b.transfersRoom() || len(b.legs) > b.cacheMax ||
 		len(b.remote) > RemoteAccountCacheEntriesMax || len(b.expiries) > b.expiriesCompactAt
 }
 
@@ -297,35 +296,12 @@ func (b *Book) Trim() {
 	if len(b.expiries) > b.expiriesCompactAt {
 		b.compactExpiries()
 	}
-	if len(b.transfers) <= b.transfersRoom() {
+	if b.transfers.len() <= b.transfersRoom() {
 		return
 	}
-	if 4*b.pinned > len(b.transfers) {
-		// Many kept (open holds): delete the others, rather than copy the kept ones aside.
-		b.pinned = 0
-		for id, t := range b.transfers {
-			if b.pins(&t) {
-				b.pinned++
-				continue
-			}
-			delete(b.transfers, id)
-		}
-		return
-	}
-	// The transfers kept are set again in a cleared map rather than the others deleted one by
-	// one: deletes leave tombstones that every look-up of a new id (a miss, the common case)
-	// then probes past until the map grows, where a cleared map keeps its room and none.
-	kept := make([]Transfer, 0, b.pinned) // as many as the last Trim kept, as a guess
-	for _, t := range b.transfers {
-		if b.pins(&t) {
-			kept = append(kept, t)
-		}
-	}
-	clear(b.transfers)
-	for _, t := range kept {
-		b.transfers[t.ID] = t
-	}
-	b.pinned = len(kept)
+	// Many kept (open holds): the others are removed one by one, rather than the kept ones
+	// moved.
+	b.pinned = b.transfers.keep(b.pins, 4*b.pinned <= b.transfers.len())
 }
 
 // compactExpiries drops the armed expiries of holds that were posted, voided or undone: each
@@ -334,7 +310,7 @@ func (b *Book) Trim() {
 func (b *Book) compactExpiries() {
 	kept := b.expiries[:0]
 	for _, e := range b.expiries {
-		if t, ok := b.transfers[e.id]; ok && t.holds() && t.ExpiresAt() == e.at {
+		if t, ok := b.transfers.get(e.id); ok && t.holds() && t.ExpiresAt() == e.at {
 			kept = append(kept, e)
 		}
 	}

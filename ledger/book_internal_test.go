@@ -72,11 +72,11 @@ func TestTrimsSpacedByWhatTheyKeep(t *testing.T) {
 		t.Fatal("20 transfers over a limit of 4, and no trim asked for")
 	}
 	b.Trim()
-	if b.pinned != holds || len(b.transfers) != holds {
-		t.Fatalf("after Trim: %d pinned, %d kept; want the %d holds", b.pinned, len(b.transfers), holds)
+	if b.pinned != holds || b.transfers.len() != holds {
+		t.Fatalf("after Trim: %d pinned, %d kept; want the %d holds", b.pinned, b.transfers.len(), holds)
 	}
 	for id := uint64(1); id <= holds; id++ {
-		if h, ok := b.transfers[id]; !ok || h.ID != id || h.State != StatePending || h.Amount != 1 {
+		if h, ok := b.transfers.get(id); !ok || h.ID != id || h.State != StatePending || h.Amount != 1 {
 			t.Fatalf("after Trim: hold %d kept as %+v, %v", id, h, ok)
 		}
 	}
@@ -85,15 +85,15 @@ func TestTrimsSpacedByWhatTheyKeep(t *testing.T) {
 		t.Fatalf("a trim asked for after %d new transfers, with %d holds kept", holds, holds)
 	}
 	b.Trim() // as a quiet shard does after each round: within the room, it scans nothing
-	if len(b.transfers) != 2*holds {
-		t.Fatalf("a Trim within the room kept %d transfers, want all %d", len(b.transfers), 2*holds)
+	if b.transfers.len() != 2*holds {
+		t.Fatalf("a Trim within the room kept %d transfers, want all %d", b.transfers.len(), 2*holds)
 	}
 	run(2000, 1, 0)
 	if !b.TrimNeeded() {
 		t.Fatalf("no trim asked for after %d new transfers, with %d holds kept", holds+1, holds)
 	}
 	b.Trim()
-	if len(b.transfers) != holds || b.TrimNeeded() {
-		t.Fatalf("after Trim: %d kept (want %d), trim still needed %v", len(b.transfers), holds, b.TrimNeeded())
+	if b.transfers.len() != holds || b.TrimNeeded() {
+		t.Fatalf("after Trim: %d kept (want %d), trim still needed %v", b.transfers.len(), holds, b.TrimNeeded())
 	}
 }

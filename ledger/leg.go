@@ -198,7 +198,7 @@ func (b *Book) unhold(id uint64) {
 
 // settle ends a refusable transfer once its credit account answered its leg.
 func (b *Book) settle(now uint64, l *Leg, r TransferResult, fx *Effects) {
-	t, ok := b.transfers[l.TransferID]
+	t, ok := b.transfers.get(l.TransferID)
 	dr, okd := b.accounts.get(l.DebitAccount)
 	if !ok || !okd || t.State != StateInFlight {
 		panic(fmt.Sprintf("ledger: INVARIANT: settling leg %+v of transfer %+v (found %v, %v)", *l, t, ok, okd))

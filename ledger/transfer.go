@@ -165,7 +165,7 @@ func burns(t *Transfer, r TransferResult) bool {
 // fail stores a refused transfer, taking its id: the same request answers r again. An id the
 // book already knows, or that another shard is booking, is not this request's to take.
 func (b *Book) fail(now uint64, t *Transfer, r TransferResult, fx *Effects) {
-	if _, known := b.transfers[t.ID]; known {
+	if b.transfers.has(t.ID) {
 		return
 	}
 	if _, elsewhere := b.elsewhere[t.ID]; elsewhere {
@@ -193,10 +193,10 @@ func (b *Book) createChain(now uint64, ts []Transfer, results []TransferResult, 
 			return
 		}
 	}
-	_, knownBefore := b.transfers[ts[failed].ID]
+	knownBefore := b.transfers.has(ts[failed].ID)
 	for k := range ts {
 		b.event = first + int32(k)
-		s, known := b.transfers[ts[k].ID]
+		s, known := b.transfers.get(ts[k].ID)
 		switch {
 		case known && ValidateTransfer(&ts[k]) == ResultOK:
 			results[k] = b.known(&ts[k], &s, fx)
@@ -289,7 +289,7 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 	if t.Ledger != dr.Ledger {
 		return ResultTransferMustHaveTheSameLedgerAsAccounts
 	}
-	if s, ok := b.transfers[t.ID]; ok {
+	if s, ok := b.transfers.get(t.ID); ok {
 		return b.known(t, &s, fx)
 	}
 	if t.Flags&(TransferPostPending|TransferVoidPending) != 0 {
@@ -331,7 +331,7 @@ func (b *Book) createTransfer(now uint64, t *Transfer, fx *Effects, inChain bool
 // answers, when it answers.
 func (b *Book) known(t, s *Transfer, fx *Effects) TransferResult {
 	var hold uint64
-	if p, ok := b.transfers[t.PendingID]; ok && t.PendingID != 0 && p.Flags&TransferPending != 0 {
+	if p, ok := b.transfers.get(t.PendingID); ok && t.PendingID != 0 && p.Flags&TransferPending != 0 {
 		hold = p.Amount
 	}
 	switch {
@@ -387,7 +387,7 @@ func (b *Book) checkFits(t *Transfer, dr, cr *accountState, credit AccountInfo, 
 // the amount it moved.
 func (b *Book) resolvePending(now uint64, t *Transfer, dr, cr *accountState, credit AccountInfo,
 	fx *Effects) TransferResult {
-	p, ok := b.transfers[t.PendingID]
+	p, ok := b.transfers.get(t.PendingID)
 	post := t.Flags&TransferPostPending != 0
 	switch {
 	case !ok, p.State == StateFailed:
@@ -490,7 +490,7 @@ func (b *Book) Expire(now uint64, fx *Effects) {
 	b.event = -1
 	for n := 0; len(b.expiries) > 0 && b.expiries[0].at <= now && n < ExpiriesPerSweepMax; {
 		e := heap.Pop(&b.expiries).(expiry)
-		p, ok := b.transfers[e.id]
+		p, ok := b.transfers.get(e.id)
 		if !ok || !p.holds() || p.ExpiresAt() != e.at {
 			continue
 		}
@@ -514,10 +514,10 @@ func (b *Book) Expire(now uint64, fx *Effects) {
 
 func (b *Book) setTransfer(t Transfer, fx *Effects) {
 	if b.recording {
-		old, existed := b.transfers[t.ID]
+		old, existed := b.transfers.get(t.ID)
 		b.undo = append(b.undo, undoEntry{kind: undoTransfer, id: t.ID, transfer: old, existed: existed})
 	}
-	b.transfers[t.ID] = t
+	b.transfers.set(t)
 	fx.Transfers = append(fx.Transfers, t)
 }
 
@@ -572,9 +572,9 @@ func (b *Book) rollback() {
 			u.account.Balance = u.balance
 		case undoTransfer:
 			if u.existed {
-				b.transfers[u.id] = u.transfer
+				b.transfers.set(u.transfer)
 			} else {
-				delete(b.transfers, u.id)
+				b.transfers.del(u.id)
 			}
 		case undoOutbox:
 			delete(b.outbox, u.leg)

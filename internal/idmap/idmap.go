@@ -99,6 +99,26 @@ func (m *Map[V]) Put(id uint64, v V) {
 	}
 }
 
+// Del removes id; it reports whether id was there. It leaves no tombstone: intmap shifts the
+// ids after it in its chain back.
+func (m *Map[V]) Del(id uint64) bool {
+	k := Mix(id)
+	if k == 0 {
+		was := m.hasZero
+		var zero V
+		m.zero, m.hasZero = zero, false
+		return was
+	}
+	return m.m.Del(k)
+}
+
+// Clear removes every id, keeping the table (and Room).
+func (m *Map[V]) Clear() {
+	m.m.Clear()
+	var zero V
+	m.zero, m.hasZero = zero, false
+}
+
 // Grows is how many Puts rehashed the map, each a pause of a pass over every id it held: a
 // caller that sizes its map ahead (Room) checks that it never grew.
 func (m *Map[V]) Grows() int { return m.grows }

@@ -237,3 +237,49 @@ func BenchmarkGet(b *testing.B) {
 		_ = sink
 	}
 }
+
+// TestDelAndClear: random puts and deletes, the id Mix sends to 0 among them, leave the map
+// holding what a Go map holds, and in step with its Room (a delete frees room; Clear keeps the
+// table); Clear empties it.
+func TestDelAndClear(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	z := unmix(0)
+	m := New[int32](16)
+	want := map[uint64]int32{}
+	for step := range 50_000 {
+		id := r.Uint64N(4000) + 1
+		if step%101 == 0 {
+			id = z
+		}
+		if r.IntN(3) == 0 {
+			_, had := want[id]
+			if m.Del(id) != had {
+				t.Fatalf("step %d: Del(%d) answered %v", step, id, !had)
+			}
+			delete(want, id)
+		} else {
+			m.Put(id, int32(step))
+			want[id] = int32(step)
+		}
+		if m.Len() != len(want) {
+			t.Fatalf("step %d: Len %d, want %d", step, m.Len(), len(want))
+		}
+	}
+	for id, v := range want {
+		if got, ok := m.Get(id); !ok || got != v {
+			t.Fatalf("id %d: %d %v, want %d", id, got, ok, v)
+		}
+	}
+	room := m.Room()
+	m.Clear()
+	if m.Len() != 0 || m.Has(z) || m.Room() != room {
+		t.Fatalf("after Clear: Len %d, has the zero id %v, Room %d (was %d)", m.Len(), m.Has(z), m.Room(), room)
+	}
+	grows := m.Grows()
+	for id := uint64(1); m.Len() < room; id++ { // fills to Room without a rehash
+		m.Put(id, 1)
+	}
+	if m.Room() != room || m.Grows() != grows {
+		t.Fatalf("refilled to its room: Room %d (was %d), %d rehashes (was %d)", m.Room(), room, m.Grows(), grows)
+	}
+}
