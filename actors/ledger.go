@@ -242,10 +242,12 @@ func Start(store *storage.Store, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.TransferCacheEntriesMax > 0 {
-		for _, b := range books {
-			b.SetCacheLimit(cfg.TransferCacheEntriesMax)
-		}
+	cacheMax := cfg.TransferCacheEntriesMax
+	if cacheMax <= 0 {
+		cacheMax = ledger.TransferCacheEntriesMax
+	}
+	for _, b := range books {
+		b.SetCacheLimit(cacheMax) // and sizes its cache's index for it
 	}
 	l := &Ledger{cfg: cfg, store: store, admitted: make([]driver.Admission, cfg.Shards), tickEnd: make(chan struct{})}
 	l.startClock(books)

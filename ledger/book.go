@@ -40,6 +40,7 @@ type Book struct {
 	warmFrom          uint32   // the accounts from which warm reads ahead (warmAccountsMin)
 	warmAt            []uint32 // warm's scratch: where the accounts it reads are
 	warmSum           uint64   // what warm read, kept so that the reads are not optimized away
+	warmWindows       int      // how many windows warm read ahead (tests)
 }
 
 type accountState struct {
@@ -69,12 +70,14 @@ func NewBook(shard, shards uint32) *Book {
 }
 
 // SetCacheLimit sets how many finished transfers the book keeps in memory (default
-// TransferCacheEntriesMax); pending ones are always kept.
+// TransferCacheEntriesMax); pending ones are always kept. It sizes the cache's index to hold
+// twice as many without growing (transferCache.reserve).
 func (b *Book) SetCacheLimit(n int) {
 	if n < 1 {
 		panic(fmt.Sprintf("ledger: cache limit %d", n))
 	}
 	b.cacheMax = n
+	b.transfers.reserve(2 * n) // what it holds before a Trim with few holds (transfersRoom)
 }
 
 // Shard is the shard this book belongs to.
@@ -299,8 +302,9 @@ func (b *Book) Trim() {
 	if b.transfers.len() <= b.transfersRoom() {
 		return
 	}
-	// Many kept (open holds): the others are removed one by one, rather than the kept ones
-	// moved.
+	// The few kept (as many as the last Trim kept, as a guess) are moved to the slab's front
+	// and indexed again; many (over a quarter: open holds) stay where they are, and the others
+	// are removed one by one.
 	b.pinned = b.transfers.keep(b.pins, 4*b.pinned <= b.transfers.len())
 }
 

@@ -140,6 +140,7 @@ func (b *Book) warm(ts []Transfer, lo, hi int) int {
 		sum += a.ID + a.DebitsPosted.Lo + a.epoch // a line each: 112 bytes may span three
 	}
 	b.warmAt, b.warmSum = at, sum
+	b.warmWindows++
 	return hi
 }
 

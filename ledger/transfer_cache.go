@@ -8,11 +8,17 @@ import (
 
 // transferCache holds the transfers a book knows, by id: their records in one slab, found
 // through an idmap of their places in it. A Go map of the records themselves (some 100 bytes
-// each) spread the cache's 65,536 to 131,072 transfers over some 15 MB, so every look-up of a
-// new id (twice a transfer: Book.NeedsForTransfers, createTransfer) missed the processor's
-// caches; the index of places is a tenth of that, and a new transfer's record is appended to
-// the slab rather than written to a random place. A transfer removed (undone, or forgotten by
-// Trim) frees its place for the next one; a free place's record has id 0, which no transfer has.
+// each) spread a full cache (up to twice the cache limit, TransferCacheEntriesMax, before a
+// Trim, and the open holds) over some 15 MB, so every look-up of a new id (twice a transfer:
+// Book.NeedsForTransfers, createTransfer) missed the processor's caches; the index of places
+// is a tenth of that, and a new transfer's record is appended to the slab rather than written
+// to a random place. A transfer removed (undone, or forgotten by Trim) frees its place for the
+// next one; a free place's record has id 0, which no transfer has.
+//
+// Unlike a Go map, the index grows by rehashing every id at once (idmap): a book sized by
+// SetCacheLimit holds twice its limit without growing, but open holds beyond that grow it in
+// the round that passes its room, once each time they double (some 140 ms at 3,000,000
+// transfers).
 type transferCache struct {
 	index idmap.Map[int32] // id -> place in slab
 	slab  []Transfer
@@ -24,6 +30,21 @@ const transferCacheInitial = 1 << 10
 
 func newTransferCache() transferCache {
 	return transferCache{index: idmap.New[int32](transferCacheInitial)}
+}
+
+// reserve makes room in the index for n transfers without a rehash (a pass over the slab,
+// now rather than in a later round).
+func (c *transferCache) reserve(n int) {
+	if c.index.Room() >= n {
+		return
+	}
+	m := idmap.New[int32](n)
+	for i := range c.slab {
+		if id := c.slab[i].ID; id != 0 {
+			m.Put(id, int32(i))
+		}
+	}
+	c.index = m
 }
 
 // len is how many transfers the cache holds.

@@ -48,6 +48,8 @@ func TestTransferCacheMatchesAMap(t *testing.T) {
 		case k < 85:
 			c.del(id)
 			delete(want, id)
+		case k == 87:
+			c.reserve(c.len() + rng.IntN(5000)) // a new index, the same transfers
 		case k < 87:
 			few := rng.IntN(2) == 0
 			keep := func(tr *Transfer) bool { return tr.Amount%3 == 0 }
@@ -59,6 +61,11 @@ func TestTransferCacheMatchesAMap(t *testing.T) {
 			}
 			if n != len(want) {
 				t.Fatalf("step %d: keep answered %d, kept %d", step, n, len(want))
+			}
+			for _, tr := range c.slab[len(c.slab):cap(c.slab)] { // nothing dropped is kept alive
+				if tr != (Transfer{}) {
+					t.Fatalf("step %d: a dropped record %+v left beyond the slab", step, tr)
+				}
 			}
 		default:
 			if _, ok := c.get(id); ok != (want[id].ID != 0) {

@@ -270,16 +270,22 @@ func TestDelAndClear(t *testing.T) {
 			t.Fatalf("id %d: %d %v, want %d", id, got, ok, v)
 		}
 	}
+	m.Put(z, 1) // Clear drops it too
 	room := m.Room()
 	m.Clear()
 	if m.Len() != 0 || m.Has(z) || m.Room() != room {
 		t.Fatalf("after Clear: Len %d, has the zero id %v, Room %d (was %d)", m.Len(), m.Has(z), m.Room(), room)
 	}
 	grows := m.Grows()
-	for id := uint64(1); m.Len() < room; id++ { // fills to Room without a rehash
+	runtime.GC()
+	var a, b runtime.MemStats
+	runtime.ReadMemStats(&a)
+	for id := uint64(1); m.Len() < room; id++ { // fills to Room in the table it kept
 		m.Put(id, 1)
 	}
-	if m.Room() != room || m.Grows() != grows {
-		t.Fatalf("refilled to its room: Room %d (was %d), %d rehashes (was %d)", m.Room(), room, m.Grows(), grows)
+	runtime.ReadMemStats(&b)
+	if table := uint64(room) * 10 / 7 * 12; b.TotalAlloc-a.TotalAlloc >= table/4 || m.Room() != room || m.Grows() != grows {
+		t.Fatalf("refilled to its room %d (was %d): %d bytes allocated (a table is %d), %d rehashes (was %d)",
+			m.Room(), room, b.TotalAlloc-a.TotalAlloc, table, m.Grows(), grows)
 	}
 }
