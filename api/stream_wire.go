@@ -119,6 +119,25 @@ func decodeTransfersMessage(b []byte, tag, transfers protowire.Number, r *stream
 
 // decodeTransfer decodes one Transfer message into t, as TransferFromProto converts it.
 func decodeTransfer(b []byte, t *ledger.Transfer) error {
+	// The fields a transfer nearly always has, numbers and amounts in their order, read in a
+	// loop of their own: each in a few nanoseconds, where eachField's call of the function
+	// below for each field took several times that (some 90 ns a transfer). It stops at the
+	// first field it does not read so (flags, a biz id, anything malformed), and eachField reads
+	// the rest, as it would have read them all.
+	for len(b) > 1 {
+		c := b[0] // a one-byte tag: field number c>>3 (under 16), wire type c&7
+		num := protowire.Number(c >> 3)
+		if c >= 0x80 || protowire.Type(c&7) != protowire.VarintType || num < fieldTransferID || num > fieldTransferResult ||
+			num == fieldTransferFlags || num == fieldTransferBizID {
+			break
+		}
+		x, n := protowire.ConsumeVarint(b[1:])
+		if n < 0 {
+			break
+		}
+		setTransferField(t, num, x)
+		b = b[1+n:]
+	}
 	var flags [5]bool // by field number
 	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) (int, error) {
 		switch {
