@@ -371,3 +371,53 @@ func TestPostingsOfForeignTransitID(t *testing.T) {
 		t.Fatalf("%v %d %v", ps, next, err)
 	}
 }
+
+// TestConcurrentReadsOfLargeRounds: rounds of more postings than addRound adds under one hold
+// of the tail's lock (warmChunk: their places are found outside it, the postings added a chunk
+// at a time) commit while readers take snapshots: every snapshot's balances and histories,
+// read through the tail and the pages, agree with its journal, never showing a posting of a
+// round its snapshot does not hold. Run with -race.
+func TestConcurrentReadsOfLargeRounds(t *testing.T) {
+	const accounts = 3 * warmChunk
+	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 4 * accounts}, accounts)
+	defer s.Close()
+	r := ws[0]
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				v := s.Snapshot()
+				err := rvCheck(v, ids)
+				_ = v.Close()
+				if err != nil {
+					errs <- fmt.Errorf("reader %d, snapshot %d: %w", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	rng := rand.New(rand.NewPCG(21, 22))
+	rounds := 24 // some generations sealed and paged
+	if raceOn {
+		rounds = 12
+	}
+	for range rounds {
+		n := warmChunk + 1 + rng.IntN(accounts-warmChunk) // over one chunk, some over two
+		r.round(rng.Perm(accounts)[:n]...)
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	v := s.Snapshot()
+	defer v.Close()
+	if err := rvCheck(v, ids); err != nil {
+		t.Fatal(err)
+	}
+}
