@@ -40,13 +40,10 @@ func BenchmarkOrderWriterCommit(b *testing.B) {
 			live = live[len(live)-window:]
 		}
 		for range changed {
-			o := live[rng.IntN(len(live))]
-			if seen[o.ID] {
+			o := changeOne(rng, live, seen, now)
+			if o == nil {
 				continue
 			}
-			seen[o.ID] = true
-			o.Version++
-			o.Updated = now
 			if o.State == payment.Accepted {
 				o.State = payment.Succeeded
 			}
@@ -57,6 +54,22 @@ func BenchmarkOrderWriterCommit(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*fresh), "ns/order")
+}
+
+// changeOne picks one of live for a change at now (a new version), or nil when there is none
+// or the one picked changed already in the round (seen, which it marks).
+func changeOne(rng *rand.Rand, live []*payment.Order, seen map[uint64]bool, now uint64) *payment.Order {
+	if len(live) == 0 {
+		return nil
+	}
+	o := live[rng.IntN(len(live))]
+	if seen[o.ID] {
+		return nil
+	}
+	seen[o.ID] = true
+	o.Version++
+	o.Updated = now
+	return o
 }
 
 // TestOrderWriterBatchInKeyOrder: every batch OrderWriter.Commit hands Pebble is in key order,
@@ -110,16 +123,10 @@ func TestOrderWriterBatchInKeyOrder(t *testing.T) {
 			ows = append(ows, OrderWrite{Order: o, New: true})
 		}
 		for range rng.IntN(30) {
-			if len(live) == 0 {
-				break
-			}
-			o := live[rng.IntN(len(live))]
-			if seen[o.ID] {
+			o := changeOne(rng, live, seen, now)
+			if o == nil {
 				continue
 			}
-			seen[o.ID] = true
-			o.Version++
-			o.Updated = now
 			ow := OrderWrite{Order: o}
 			switch rng.IntN(4) {
 			case 0:
