@@ -495,13 +495,15 @@ func (c *logCursor) next(n int, now uint64) LogRound {
 	return LogRound{Log: c.log, Round: c.round + 1, Events: uint32(n), Time: c.clock.next(now)}
 }
 
-// done records that lr was committed.
-func (c *logCursor) done(lr LogRound) {
-	c.last = lr
+// reserve records that a prepared commit writes lr (the next commit's round comes after it).
+func (c *logCursor) reserve(lr LogRound) {
 	if lr.Events > 0 {
 		c.round = lr.Round
 	}
 }
+
+// done records that lr was committed.
+func (c *logCursor) done(lr LogRound) { c.last = lr }
 
 // LastRound is what the writer's last successful commit wrote to its event log (Events 0:
 // the commit had no events, and used no round number).

@@ -373,6 +373,7 @@ func (w *OrderWriter) Commit(orders []OrderWrite, lastID uint64) error {
 			w.active[m.id] = m.mark
 		}
 	}
+	ww.log.reserve(lr)
 	ww.log.done(lr)
 	return nil
 }

@@ -87,6 +87,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -473,11 +474,14 @@ func (v *Reader) Close() error {
 	return nil
 }
 
-// Writer commits one shard's rounds. It reuses its batch and buffers; one goroutine owns it.
+// Writer commits one shard's rounds. It reuses its batches and buffers. One goroutine owns
+// it; Finish alone may run on another, in the order of Prepare.
 type Writer struct {
-	db       *pebble.DB
-	shard    uint32
+	db    *pebble.DB
+	shard uint32
+	// batch is the batch being written; the other one (writerBatches) commits or is free.
 	batch    *pebble.Batch
+	free     chan *pebble.Batch // the batches no round holds
 	key, val []byte
 	log      logCursor
 	tail     *postingTail
@@ -485,10 +489,10 @@ type Writer struct {
 	opened   int // accounts this writer opened (the tail's first generation is sized for them)
 	// pagingAccounts is Options.PagingAccountsPerRound, resolved.
 	pagingAccounts int
-	failed         error      // the commit that failed: the writer takes no more
-	order          keyOrder   // Commit's: the order of its records
-	mark           []byte     // page's: the paged mark's record
-	quiet          []latestAt // page's: the latest paged postings (k) the round writes
+	failed         atomic.Pointer[error] // the commit that failed: the writer takes no more
+	order          keyOrder              // Commit's: the order of its records
+	mark           []byte                // page's: the paged mark's record
+	quiet          []latestAt            // page's: the latest paged postings (k) the round writes
 	// inspect, when set (tests), is shown each round's batch before it commits.
 	inspect func(*pebble.Batch)
 	// groupGate, when set (tests), holds each sealed generation's grouping until it is closed.
@@ -497,27 +501,69 @@ type Writer struct {
 
 // Writer returns the writer for a shard.
 func (s *Store) Writer(shard uint32) *Writer {
-	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), key: make([]byte, 0, 32),
+	free := make(chan *pebble.Batch, writerBatches)
+	for range writerBatches - 1 {
+		free <- s.db.NewBatch()
+	}
+	return &Writer{db: s.db, shard: shard, batch: s.db.NewBatch(), free: free, key: make([]byte, 0, 32),
 		val: make([]byte, 0, 128), log: logCursor{log: uint16(shard), clock: &s.logClock}, tail: s.tails[shard],
 		tailMax: s.tailMax, pagingAccounts: s.pagingAccounts}
 }
 
+// writerBatches is how many batches a writer has: the one being written and one committing
+// (Prepare while the round before it is in Finish).
+const writerBatches = 2
+
 // Commit writes a round's effects (frozen: see ledger.Effects.Freeze), its event log record
 // (when it has events; LastRound names it) and the shard's clock as one batch and returns
-// when the batch is durable (synced WAL).
+// when the batch is durable (synced WAL): Prepare, then Finish.
 func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
+	p, err := w.Prepare(fx, clock)
+	if err != nil {
+		return err
+	}
+	return w.Finish(p)
+}
+
+// Prepared is a round written to its batch and not committed yet (Writer.Prepare).
+type Prepared struct {
+	b     *pebble.Batch
+	round LogRound
+}
+
+// Round is what the round writes to the writer's event log (Events 0: nothing).
+func (p *Prepared) Round() LogRound { return p.round }
+
+// fail records the writer's first failure and answers it.
+func (w *Writer) fail(err error) error {
+	err = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+	if w.failed.CompareAndSwap(nil, &err) {
+		return err
+	}
+	return *w.failed.Load()
+}
+
+// Prepare writes a round (Commit) to a batch and takes its postings into the shard's tail, and
+// Finish commits that batch: the next round is prepared while this one commits. Rounds are
+// finished in the order they were prepared, each once; at most writerBatches are prepared and
+// not finished (Prepare waits for a Finish). The tail holds a round's postings from Prepare:
+// a reader sees them only once its snapshot has the round's clock, which commits with them.
+func (w *Writer) Prepare(fx *ledger.Effects, clock uint64) (*Prepared, error) {
 	if !fx.IsFrozen() {
 		panic("storage: commit of a round whose accounts were not frozen")
 	}
-	if w.failed != nil {
+	if err := w.failed.Load(); err != nil {
 		// A failed commit's postings are in the tail: no later round may commit after it.
-		return w.failed
+		return nil, *err
+	}
+	if w.free == nil {
+		return nil, errWriterClosed
 	}
 	if w.batch == nil {
-		return errWriterClosed
+		w.batch = <-w.free
 	}
 	if err := w.log.load(w.db); err != nil {
-		return err
+		return nil, err
 	}
 	// A large round gets a batch allocated at its size at once: Pebble keeps no batch of more
 	// than 1 MiB for reuse, and growing one by doubling allocates and copies it many times.
@@ -586,8 +632,7 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	paged, mark, err := w.page(clock) // its pages (`g`, `k`) now, its mark (`x`) last
 	if err != nil {
 		b.Reset()
-		w.failed = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
-		return w.failed
+		return nil, w.fail(err)
 	}
 	// One time record a timestamp (journal_time.go).
 	idx := w.order.postings(fx.Postings)
@@ -637,16 +682,33 @@ func (w *Writer) Commit(fx *ledger.Effects, clock uint64) error {
 	if w.inspect != nil {
 		w.inspect(b)
 	}
-	err = commitSynced(b)
-	b.Reset()
-	if err != nil {
-		w.failed = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
-		return w.failed
-	}
-	w.log.done(lr)
+	w.log.reserve(lr)
 	if paged {
+		// The generation just paged becomes the one paged last. A reader whose snapshot
+		// predates this round's mark finds it there by its end; one whose snapshot predates
+		// the mark before it reads its tail from the journal, as it would once this round
+		// is durable.
 		w.tail.retire()
 	}
+	w.batch = nil
+	return &Prepared{b: b, round: lr}, nil
+}
+
+// Finish commits p's batch and returns when it is durable. After a failed commit the writer
+// commits nothing more: every later round fails with the first error.
+func (w *Writer) Finish(p *Prepared) error {
+	b := p.b
+	defer func() {
+		b.Reset()
+		w.free <- b
+	}()
+	if err := w.failed.Load(); err != nil {
+		return *err
+	}
+	if err := commitSynced(b); err != nil {
+		return w.fail(err)
+	}
+	w.log.done(p.round)
 	return nil
 }
 
@@ -715,15 +777,26 @@ func (w *Writer) singleDel(k []byte) {
 	w.key = k
 }
 
-// Close releases the writer's batch; a closed writer commits nothing. Closing twice is a no-op
+// Close releases the writer's batches, after the last Finish; a closed writer commits nothing. Closing twice is a no-op
 // (a batch closed twice goes back to Pebble's pool twice, and two writers would share it).
 func (w *Writer) Close() error {
-	if w.batch == nil {
+	if w.free == nil {
 		return nil
 	}
-	err := w.batch.Close()
-	w.batch = nil
-	return err
+	var err error
+	if w.batch != nil {
+		err = w.batch.Close()
+		w.batch = nil
+	}
+	for {
+		select {
+		case b := <-w.free:
+			err = errors.Join(err, b.Close())
+		default:
+			w.free = nil
+			return err
+		}
+	}
 }
 
 // errWriterClosed: Commit on a closed writer.
