@@ -164,7 +164,7 @@ func (c *Cluster) open() error {
 	c.hosts = make([]*host, shards)
 	for i, b := range books {
 		b.SetCacheLimit(cacheEntriesMax)
-		h := &host{c: c, shard: uint32(i), w: store.Writer(uint32(i))}
+		h := &host{c: c, shard: uint32(i), w: store.Writer(uint32(i)), prepared: map[*driver.Round]*storage.Prepared{}}
 		h.d = driver.New(driver.Config{Shard: uint32(i), Shards: shards, Now: c.guard.Now,
 			RedeliverAfterTicks: redeliverAfterTicks, HotFlushInterval: hotFlushInterval,
 			HotBufferLegsMax: hotBufferLegsMax, Counters: &c.counters, PieceEvents: c.pieceEvents}, h, store.Live(), b)
@@ -309,13 +309,17 @@ func (c *Cluster) send(from, to uint32, m driver.Message) {
 	}
 }
 
-// host is one shard's driver host: its committer, timer and network are the cluster's.
+// host is one shard's driver host: its committer, timer and network are the cluster's. As
+// the actors' committer does, it writes a round's batch when the round is sealed
+// (storage.Writer.Prepare) and commits it (Finish) when its commit comes due, in order.
 type host struct {
 	c        *Cluster
 	shard    uint32
 	d        *driver.Driver
 	w        *storage.Writer
 	timerGen uint64
+	prepared map[*driver.Round]*storage.Prepared // sealed rounds, not committed yet
+	commitAt time.Duration                       // when the last round sealed comes due
 }
 
 // input hands the driver one input, then completes the rounds it must see durable first
@@ -339,12 +343,29 @@ func (h *host) input(fn func()) {
 func (h *host) Send(to uint32, m driver.Message) { h.c.send(h.shard, to, m) }
 
 func (h *host) Commit(r *driver.Round) {
+	if p, err := h.w.Prepare(r.Effects, r.Clock); err != nil {
+		r.Err = err
+	} else {
+		h.prepared[r] = p
+	}
 	d := commitTimeMin + time.Duration(h.c.rng.Int64N(int64(commitTimeMax-commitTimeMin)))
 	if h.c.faults.Slow && h.c.rng.IntN(10) == 0 {
 		h.c.stats.SlowCommits++
 		d = time.Duration(h.c.rng.Int64N(int64(slowCommitMax)))
 	}
-	h.c.schedule(d, event{kind: evCommit, shard: h.shard, r: r})
+	// Rounds commit in the order they were sealed: none comes due before the one before it.
+	h.commitAt = max(h.c.sched+d, h.commitAt)
+	h.c.schedule(h.commitAt-h.c.sched, event{kind: evCommit, shard: h.shard, r: r})
+}
+
+// finish commits r's prepared batch (Writer.Finish), once.
+func (h *host) finish(r *driver.Round) error {
+	p, ok := h.prepared[r]
+	if !ok {
+		panic(fmt.Sprintf("sim: shard %d: round %d committed twice, or never prepared", h.shard, r.Seq))
+	}
+	delete(h.prepared, r)
+	return h.w.Finish(p)
 }
 
 func (h *host) Wake() { h.c.schedule(0, event{kind: evWake, shard: h.shard}) }
@@ -356,10 +377,10 @@ func (h *host) Durable(r *driver.Round) bool {
 	if r.Closed() {
 		return true
 	}
-	if h.c.rng.IntN(earlyCommitOneIn) != 0 {
+	if r.Err != nil || h.c.rng.IntN(earlyCommitOneIn) != 0 {
 		return false
 	}
-	if err := h.w.Commit(r.Effects, r.Clock); err != nil {
+	if err := h.finish(r); err != nil {
 		h.c.failure = fmt.Errorf("shard %d: commit: %w", h.shard, err)
 		return false
 	}
@@ -386,17 +407,19 @@ func (h *host) commit(r *driver.Round) {
 		// (Durable, never with an error) and the driver completed it between two pieces.
 		return
 	}
-	if r.Err == nil && c.faults.Storage && c.rng.IntN(1000) < commitErrorPerMille {
+	if r.Err != nil {
+		// Prepare failed: nothing was written.
+	} else if c.faults.Storage && c.rng.IntN(1000) < commitErrorPerMille {
 		c.stats.CommitErrors++
 		if c.rng.IntN(2) == 0 {
 			// The write reached the disk but the sync reported an error: durable, unacknowledged.
-			if err := h.w.Commit(r.Effects, r.Clock); err != nil {
+			if err := h.finish(r); err != nil {
 				c.failure = err
 				return
 			}
 		}
 		r.Err = errors.New("sim: injected write error")
-	} else if err := h.w.Commit(r.Effects, r.Clock); err != nil {
+	} else if err := h.finish(r); err != nil {
 		r.Err = err
 	}
 	close(r.Durable)
