@@ -109,6 +109,9 @@ type Config struct {
 	// PieceEvents: the pieces a shard runs a large request's transfers in (driver.Config; 0:
 	// driver.PieceEventsDefault).
 	PieceEvents int
+	// RoundsInFlight: how many sealed rounds a shard commits at once (driver.Config; 0:
+	// driver.RoundsInFlightDefault).
+	RoundsInFlight int
 	// StopDrainTimeout bounds how long Stop waits for credit legs to be answered.
 	StopDrainTimeout time.Duration
 	// Now returns the time in Unix nanoseconds (tests give a fake clock). nil: the wall

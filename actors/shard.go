@@ -15,14 +15,17 @@ import (
 // ledger.Book): it hands the driver its messages one at a time and carries out what the
 // driver decides (driver.Host): messages to other shards, replies, the flush timer, and
 // rounds to its committer, which writes each as one synced batch and reports it back. While
-// one round commits, the next one gathers (a pipeline of depth one): the fsync and the
-// memtable work overlap with running the book, and rounds grow with the load.
+// a round commits, the next one gathers, and up to driver.RoundsInFlightDefault sealed
+// rounds commit at once: the committer writes one round's batch (storage.Writer.Prepare)
+// while its syncer commits the round before (Finish), so the fsync and the memtable work
+// overlap with writing the next batch and with running the book, and rounds grow with the load.
 type shard struct {
 	id         uint32
 	l          *Ledger
 	d          *driver.Driver
 	self       *actor.PID
-	commits    chan *driver.Round // to the committer; capacity 1
+	commits    chan *driver.Round // to the committer; capacity RoundsInFlightMax
+	syncs      chan prepared      // from the committer to its syncer; capacity 1
 	done       chan struct{}
 	flushTimer *time.Timer
 	stopped    bool // after stopMessage: everything else is dropped (legs wait in outboxes)
@@ -43,11 +46,12 @@ type recoverMessage struct{}
 type hotFlushMessage struct{}
 
 func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
-	s := &shard{id: id, l: l, commits: make(chan *driver.Round, 1), done: make(chan struct{})}
+	s := &shard{id: id, l: l, commits: make(chan *driver.Round, driver.RoundsInFlightMax),
+		syncs: make(chan prepared, 1), done: make(chan struct{})}
 	s.d = driver.New(driver.Config{Shard: id, Shards: l.cfg.Shards, Now: l.cfg.Now,
 		RedeliverAfterTicks: l.cfg.RedeliverAfterTicks, HotFlushInterval: l.cfg.HotFlushInterval,
 		HotBufferLegsMax: l.cfg.HotBufferLegsMax, Counters: &l.stats.Counters, HotFlushLegs: l.cfg.HotFlushLegs,
-		PieceEvents: l.cfg.PieceEvents},
+		PieceEvents: l.cfg.PieceEvents, RoundsInFlight: l.cfg.RoundsInFlight},
 		s, l.store.Live(), book)
 	return s
 }
@@ -55,26 +59,51 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 // committer writes the shard's rounds in order, one at a time, and reports each back to the
 // shard. It owns the shard's storage writer.
 func (s *shard) committer(w *storage.Writer) {
-	defer close(s.done)
+	synced := make(chan struct{})
+	go s.syncer(w, synced)
 	for r := range s.commits {
-		start := time.Now()
-		var mark uint64
+		x := prepared{r: r, start: time.Now()}
 		if s.l.cfg.Events != nil {
-			mark = s.l.cfg.Events.Begin()
+			x.mark = s.l.cfg.Events.Begin()
 		}
-		r.Err = w.Commit(r.Effects, r.Clock)
+		x.p, x.err = w.Prepare(r.Effects, r.Clock)
+		s.syncs <- x
+	}
+	close(s.syncs)
+	<-synced
+	if err := w.Close(); err != nil {
+		s.l.fatal(fmt.Errorf("shard %d: close writer: %w", s.id, err))
+	}
+	close(s.done)
+}
+
+// prepared is a round the committer wrote to its batch, on its way to the syncer.
+type prepared struct {
+	r     *driver.Round
+	p     *storage.Prepared // nil when Prepare failed (err)
+	err   error
+	mark  uint64 // the event sequencer's Begin, before the round's commit started
+	start time.Time
+}
+
+// syncer commits the rounds the committer prepared, in order, and reports each back to the
+// shard once it is durable.
+func (s *shard) syncer(w *storage.Writer, done chan<- struct{}) {
+	defer close(done)
+	for x := range s.syncs {
+		r := x.r
+		if r.Err = x.err; r.Err == nil {
+			r.Err = w.Finish(x.p)
+		}
 		if r.Err == nil {
 			// Before anything of the round leaves (close, committedMessage): whatever it
 			// causes on another shard gets a later sequence.
-			publish(s.l.cfg.Events, w.LastRound(), mark, r.Effects)
+			publish(s.l.cfg.Events, x.p.Round(), x.mark, r.Effects)
 		}
-		s.l.cfg.CommitSeconds.Observe(time.Since(start).Seconds())
+		s.l.cfg.CommitSeconds.Observe(time.Since(x.start).Seconds())
 		s.l.cfg.CommitPostings.Observe(float64(len(r.Effects.Postings)))
 		close(r.Durable)
 		s.l.system.Root.Send(s.self, committedMessage{r: r})
-	}
-	if err := w.Close(); err != nil {
-		s.l.fatal(fmt.Errorf("shard %d: close writer: %w", s.id, err))
 	}
 }
 

@@ -57,7 +57,7 @@ func NewMetrics() *Metrics {
 		Name: "ledger_grpc_request_duration_seconds", Help: "gRPC request latency, by method and status code.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"method", "code"})
 	m.CommitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_commit_duration_seconds",
-		Help:    "Time to commit one shard round to Pebble with a synced WAL write.",
+		Help:    "Time to commit one shard round to Pebble with a synced WAL write, from writing its batch to durable (waiting behind the round before it included).",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)})
 	m.CommitPostings = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_commit_postings",
 		Help:    "Postings per committed shard round (the group-commit batch size).",

@@ -19,13 +19,13 @@ func TestFlags(t *testing.T) {
 	c, err := parseFlags(nil)
 	if err != nil || c.dataDir != "./data" || c.listen != "127.0.0.1:7070" || c.metricsListen != "127.0.0.1:9464" ||
 		c.shards != 0 || c.pprof || c.clockSkewMax != actors.ClockSkewMaxDefault || c.backgroundNice != storage.BackgroundNiceDefault || c.extraProcs != procs.ExtraDefault ||
-		c.pieceTransfers != driver.PieceEventsDefault {
+		c.pieceTransfers != driver.PieceEventsDefault || c.roundsInFlight != driver.RoundsInFlightDefault {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 	for _, args := range [][]string{{"--shards", "300"}, {"--shards", "-1"}, {"--shard-requests-max", "0"},
 		{"--hot-flush-interval", "0s"}, {"--hot-flush-interval", "2m"}, {"--hot-buffer-legs", "0"},
 		{"--background-nice", "-1"}, {"--background-nice", "20"}, {"--extra-procs", "-1"}, {"--extra-procs", "65"},
-		{"--piece-transfers", "0"}, {"--piece-transfers", "8191"},
+		{"--piece-transfers", "0"}, {"--piece-transfers", "8191"}, {"--rounds-in-flight", "0"}, {"--rounds-in-flight", "3"},
 		{"--clock-skew-max", "99ms"}, {"--clock-skew-max", "61m"}, {"--clock-skew-max", "-5s"},
 		{"extra"}, {"--bogus"}} {
 		if _, err := parseFlags(args); err == nil {

@@ -72,7 +72,7 @@ type config struct {
 	dataDir, listen, metricsListen, logFormat, logLevel                     string
 	shards, shardRequestsMax, shardEventsMax, hotBufferLegs, pieceTransfers int
 	cacheBytes                                                              int64
-	backgroundNice, extraProcs                                              int
+	backgroundNice, extraProcs, roundsInFlight                              int
 	pprof                                                                   bool
 	drainTimeout, hotFlushInterval, clockSkewMax                            time.Duration
 	payments                                                                paymentFlags
@@ -110,7 +110,9 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.hotBufferLegs, "hot-buffer-legs", actors.HotBufferLegsMaxDefault,
 		"inflows a hot account's buffer holds before it is sent at once")
 	fs.IntVar(&c.pieceTransfers, "piece-transfers", driver.PieceEventsDefault,
-		fmt.Sprintf("a shard runs a request's transfers in pieces of about this many, and seals a round between two when its last commit is done, so that a large request's commit overlaps running it (1 to %d; %d: whole)", ledger.BatchEventsMax, ledger.BatchEventsMax))
+		fmt.Sprintf("a shard runs a request's transfers in pieces of about this many, and seals a round between two when fewer than --rounds-in-flight commit, so that a large request's commit overlaps running it (1 to %d; %d: whole)", ledger.BatchEventsMax, ledger.BatchEventsMax))
+	fs.IntVar(&c.roundsInFlight, "rounds-in-flight", driver.RoundsInFlightDefault,
+		fmt.Sprintf("sealed rounds a shard commits at once: with 2, a round of --piece-transfers transfers or more is sealed while another commits, and its batch is written while the one before it syncs (1 to %d)", driver.RoundsInFlightMax))
 	fs.DurationVar(&c.clockSkewMax, "clock-skew-max", actors.ClockSkewMaxDefault,
 		"a step of the wall clock larger than this is not followed but reported (ledger_clock_skew_seconds); restart to take it")
 	fs.Int64Var(&c.cacheBytes, "cache-bytes", 64<<20, "Pebble block cache size in bytes")
@@ -189,6 +191,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.pieceTransfers < 1 || c.pieceTransfers > ledger.BatchEventsMax {
 		return c, fmt.Errorf("--piece-transfers must be 1 to %d, not %d", ledger.BatchEventsMax, c.pieceTransfers)
+	}
+	if c.roundsInFlight < 1 || c.roundsInFlight > driver.RoundsInFlightMax {
+		return c, fmt.Errorf("--rounds-in-flight must be 1 to %d, not %d", driver.RoundsInFlightMax, c.roundsInFlight)
 	}
 	if c.hotBufferLegs < 1 || c.hotBufferLegs > ledger.OutboxLegsMax {
 		return c, fmt.Errorf("--hot-buffer-legs must be 1 to %d, not %d", ledger.OutboxLegsMax, c.hotBufferLegs)
@@ -380,7 +385,7 @@ func run(args []string, stop <-chan os.Signal) error {
 	metrics.WatchEvents(seq)
 	l, err := actors.Start(store, actors.Config{Events: seq, Shards: store.Shards(), ShardRequestsMax: c.shardRequestsMax, ShardEventsMax: c.shardEventsMax,
 		CommitSeconds: metrics.CommitSeconds, CommitPostings: metrics.CommitPostings, HotFlushLegs: metrics.HotFlushLegs,
-		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, PieceEvents: c.pieceTransfers, ClockSkewMax: c.clockSkewMax,
+		HotFlushInterval: c.hotFlushInterval, HotBufferLegsMax: c.hotBufferLegs, PieceEvents: c.pieceTransfers, RoundsInFlight: c.roundsInFlight, ClockSkewMax: c.clockSkewMax,
 		FirstDay: c.firstDay})
 	if err != nil {
 		return err

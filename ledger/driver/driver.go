@@ -62,6 +62,8 @@ type Host interface {
 	// Send delivers m to shard to's driver (Receive), as the network may: later, or not at all.
 	Send(to uint32, m Message)
 	// Commit writes the round's effects as one synced batch, then calls Committed with r.Err set.
+	// Up to Config.RoundsInFlight rounds commit at once: the host commits them in the order
+	// they were handed to it, so that a round is durable only after the rounds before it.
 	Commit(r *Round)
 	// Wake calls Wake once the inputs already queued for this driver are handled.
 	Wake()
@@ -99,11 +101,25 @@ type Config struct {
 	// HotFlushLegs observes the legs of each hot-account buffer sent.
 	HotFlushLegs Observer
 	// PieceEvents: a part of more transfers runs in pieces of about this many (no linked chain
-	// cut), and between two the round gathered is sealed if none commits, or if the one
-	// committing is durable by then (Host.Durable): a large request's commit overlaps running
-	// the rest of it, not after it. 0: PieceEventsDefault; negative: a part runs whole.
+	// cut), and between two the rounds committing that are durable by then are completed
+	// (Host.Durable) and the round gathered is sealed if there is room (none commits, or
+	// fewer than RoundsInFlight and it holds this many transfers): a large request's commit
+	// overlaps running the rest of it, not after it. 0: PieceEventsDefault; negative: a part
+	// runs whole.
 	PieceEvents int
+	// RoundsInFlight: how many sealed rounds may commit at once (the host commits them in
+	// order), so that one round's batch is written while the one before it syncs; a second
+	// round is sealed only once it holds PieceEvents transfers (room). 1 is a pipeline of
+	// depth one: the next round gathers while one commits. 0: RoundsInFlightDefault; at most
+	// RoundsInFlightMax.
+	RoundsInFlight int
 }
+
+// RoundsInFlightDefault is Config.RoundsInFlight unless set, and RoundsInFlightMax its limit.
+const (
+	RoundsInFlightDefault = 2
+	RoundsInFlightMax     = 2
+)
 
 // PieceEventsDefault is Config.PieceEvents unless set. With one request of 8,190 transfers
 // in flight, pieces of 1,024 made transfers 2-8% faster than whole parts, and 512 or 2,048
@@ -231,13 +247,13 @@ type Driver struct {
 	Gauges Gauges
 
 	needs    ledger.Needs
-	midPart  bool            // running a part's pieces (runPart): no trim, no stop between them
-	fx       *ledger.Effects // the round being gathered
-	spare    *ledger.Effects // the other buffer, while not committing
+	midPart  bool              // running a part's pieces (runPart): no trim, no stop between them
+	fx       *ledger.Effects   // the round being gathered
+	spares   []*ledger.Effects // buffers not gathering nor committing
 	accounts []*AccountsPart
 	parts    []*TransfersPart // run, in the round being gathered
 	arrived  []*TransfersPart // received, not yet run: run together at the next Wake
-	inflight *Round           // the round being committed; nil when none
+	inflight []*Round         // the rounds being committed, oldest first; at most cfg.RoundsInFlight
 	wait     bool             // the host must complete inflight before any other input (Wait)
 	waiting  map[ledger.LegKey]waiter
 	woken    bool  // a Wake is queued
@@ -282,6 +298,10 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 	if cfg.HotFlushLegs == nil {
 		cfg.HotFlushLegs = nopObserver{}
 	}
+	if cfg.RoundsInFlight <= 0 {
+		cfg.RoundsInFlight = RoundsInFlightDefault
+	}
+	cfg.RoundsInFlight = min(cfg.RoundsInFlight, RoundsInFlightMax)
 	if cfg.PieceEvents == 0 {
 		cfg.PieceEvents = PieceEventsDefault
 	} else if cfg.PieceEvents < 0 {
@@ -289,7 +309,7 @@ func New(cfg Config, host Host, store Store, book *ledger.Book) *Driver {
 	}
 	n := cfg.Shards
 	d := &Driver{cfg: cfg, host: host, store: store, book: book, stats: cfg.Counters, gather: 1,
-		fx: &ledger.Effects{}, spare: &ledger.Effects{}, waiting: make(map[ledger.LegKey]waiter),
+		fx: &ledger.Effects{}, waiting: make(map[ledger.LegKey]waiter),
 		legsTo: make([][]ledger.Leg, n), answerTo: make([][]ledger.LegResult, n), forgetTo: make([][]ledger.LegKey, n),
 		forgetsSent: make([]uint64, n), forgetFloor: make([]uint64, n),
 		legsSent: make([]uint64, n), legsSeen: make([]seenWindow, n), forgetsUnacked: map[forgetRef]*unackedForget{}}
@@ -494,9 +514,30 @@ func (d *Driver) Wake() {
 		return
 	}
 	d.runArrived()
-	if d.inflight == nil {
+	if d.room() {
 		d.seal()
 	}
+}
+
+// room reports whether the round gathered may be sealed: none commits, or fewer than
+// cfg.RoundsInFlight do and the round gathered holds a piece's worth of transfers at least
+// (small rounds are better gathered into one: each round is one more WAL sync and a round's
+// fixed costs, and rows of one transfer per call lost 8-11% sealed at once, bench/RESULTS.md,
+// session 20), and none of those committing is known to have failed (its commit returned
+// with an error, which Committed will report; nothing more is sealed after it).
+func (d *Driver) room() bool {
+	switch n := len(d.inflight); {
+	case n == 0:
+		return true
+	case n >= d.cfg.RoundsInFlight || len(d.fx.Transfers) < d.cfg.PieceEvents:
+		return false
+	}
+	for _, r := range d.inflight {
+		if r.Closed() && r.Err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *Driver) wake() {
@@ -509,8 +550,8 @@ func (d *Driver) wake() {
 // Wait returns the committing round the host must complete (Committed) before any other
 // input, or nil: under a load that never pauses, so that the book can trim, and after Stop.
 func (d *Driver) Wait() *Round {
-	if d.wait && d.inflight != nil && d.failed == nil {
-		return d.inflight
+	if d.wait && len(d.inflight) > 0 && d.failed == nil {
+		return d.inflight[0]
 	}
 	return nil
 }
@@ -556,10 +597,10 @@ func (d *Driver) Stop() {
 	}
 	d.stopping, d.wait = true, true
 	d.runArrived()
-	if d.inflight == nil {
+	if d.room() {
 		d.seal()
 	}
-	if d.inflight == nil {
+	if len(d.inflight) == 0 {
 		d.stopped = true
 	}
 }
@@ -567,7 +608,7 @@ func (d *Driver) Stop() {
 // Idle reports whether the driver has nothing gathered, committing, or waiting to run: what its
 // book holds is durable.
 func (d *Driver) Idle() bool {
-	return d.inflight == nil && d.fx.Empty() && len(d.accounts) == 0 && len(d.parts) == 0 &&
+	return len(d.inflight) == 0 && d.fx.Empty() && len(d.accounts) == 0 && len(d.parts) == 0 &&
 		len(d.arrived) == 0 && len(d.asked) == 0
 }
 
@@ -622,23 +663,27 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 	}
 }
 
-// betweenPieces completes the round committing if it is durable already (Host.Durable),
-// which seals the next, or seals the round gathered if none commits: the part's next pieces
-// run while it commits. The part itself joins the round of its last piece, and is answered
-// once that one is durable (rounds are durable in order). The book is not trimmed meanwhile
-// (midPart): the part's next pieces need what was loaded for them (prefetch); nor does a
-// Stop end the driver on a round with nothing gathered (seal).
+// betweenPieces completes the rounds committing that are durable already (Host.Durable),
+// oldest first, then seals the round gathered if there is room (room): the part's next
+// pieces run while it commits. The part itself joins the round of its last piece,
+// and is answered once that one is durable (rounds are durable in order). The book is not
+// trimmed meanwhile (midPart): the part's next pieces need what was loaded for them
+// (prefetch); nor does a Stop end the driver on a round with nothing gathered (seal).
 func (d *Driver) betweenPieces() {
-	r := d.inflight
-	if r == nil {
+	for len(d.inflight) > 0 {
+		r := d.inflight[0]
+		if r.handled || !d.host.Durable(r) {
+			break
+		}
+		if r.Err != nil {
+			return // a failed commit is the host's to report (Committed): nothing more is sealed
+		}
+		r.handled = true
+		d.completed(r)
+	}
+	if d.room() {
 		d.seal()
-		return
 	}
-	if r.handled || !d.host.Durable(r) || r.Err != nil {
-		return // a failed commit is the host's to report (Committed)
-	}
-	r.handled = true
-	d.completed(r)
 }
 
 // watchLegs records the legs the last book call sent, so that their answers reach the
@@ -704,7 +749,7 @@ func must(err error) {
 // seal ends the round being gathered and hands it to the host to commit, if it has anything.
 func (d *Driver) seal() {
 	if d.fx.Empty() && len(d.accounts) == 0 && len(d.parts) == 0 {
-		if d.stopping && d.inflight == nil && !d.midPart { // a part's later pieces are to come
+		if d.stopping && len(d.inflight) == 0 && !d.midPart { // a part's later pieces are to come
 			d.stopped = true
 		}
 		return
@@ -715,9 +760,16 @@ func (d *Driver) seal() {
 	d.forgetAcks = nil
 	d.releases = make([][]ClaimRef, d.cfg.Shards)
 	d.gather++
-	d.fx, d.spare = d.spare, nil
+	if n := len(d.spares); n > 0 {
+		d.fx, d.spares = d.spares[n-1], d.spares[:n-1]
+	} else {
+		d.fx = &ledger.Effects{}
+	}
 	d.accounts, d.parts = nil, nil
-	d.inflight = r
+	if len(d.inflight) >= d.cfg.RoundsInFlight {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d: round %d sealed while %d commit", d.cfg.Shard, r.Seq, len(d.inflight)))
+	}
+	d.inflight = append(d.inflight, r)
 	d.host.Commit(r)
 }
 
@@ -728,8 +780,8 @@ func (d *Driver) Committed(r *Round) error {
 	if r.handled || d.failed != nil {
 		return d.failed
 	}
-	if r != d.inflight {
-		panic(fmt.Sprintf("driver: INVARIANT: shard %d: round %d completed while round %v commits", d.cfg.Shard, r.Seq, d.inflight))
+	if len(d.inflight) == 0 || r != d.inflight[0] {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d: round %d completed, not the oldest of those committing (%v)", d.cfg.Shard, r.Seq, d.inflight))
 	}
 	r.handled = true
 	if r.Err != nil {
@@ -745,7 +797,10 @@ func (d *Driver) Committed(r *Round) error {
 // requests that wait on them, reply, then seal the next round (or, when there is none, let
 // the book trim itself: everything it knows is durable).
 func (d *Driver) completed(r *Round) {
-	d.inflight = nil
+	if len(d.inflight) == 0 || r != d.inflight[0] {
+		panic(fmt.Sprintf("driver: INVARIANT: shard %d: round %d durable before the rounds sealed earlier", d.cfg.Shard, r.Seq))
+	}
+	d.inflight = append(d.inflight[:0], d.inflight[1:]...)
 	d.durable = r.Seq
 	// Before anything waiting is told: a drain that ends here finds the gauge as it is now.
 	d.Gauges.Outbox.Store(int64(d.book.OutboxLen()))
@@ -782,12 +837,14 @@ func (d *Driver) completed(r *Round) {
 		}
 	}
 	fx.Reset()
-	d.spare = fx
-	d.seal()
+	d.spares = append(d.spares, fx)
+	if d.room() {
+		d.seal()
+	}
 	switch {
-	case d.inflight == nil && d.midPart:
+	case len(d.inflight) == 0 && d.midPart:
 		// Nothing gathered between two pieces of a part: no trim (betweenPieces).
-	case d.inflight == nil:
+	case len(d.inflight) == 0:
 		d.book.Trim()
 		d.wait = d.stopping
 	case d.stopping:

@@ -147,9 +147,9 @@ func (d *Driver) Drain(id uint64, done func()) {
 	for _, r := range d.fx.Answered {
 		left[r.LegKey] = struct{}{}
 	}
-	if d.inflight != nil {
-		for _, r := range d.inflight.Effects.Answered {
-			left[r.LegKey] = struct{}{}
+	for _, r := range d.inflight {
+		for _, a := range r.Effects.Answered {
+			left[a.LegKey] = struct{}{}
 		}
 	}
 	if len(left) == 0 {
