@@ -563,7 +563,9 @@ func (w *Writer) Prepare(fx *ledger.Effects, clock uint64) (*Prepared, error) {
 		w.batch = <-w.free
 	}
 	if err := w.log.load(w.db); err != nil {
-		return nil, err
+		// Sticky as every failure: a round sealed after this one may be prepared already,
+		// and its records (account balances among them) assume this one's.
+		return nil, w.fail(err)
 	}
 	// A large round gets a batch allocated at its size at once: Pebble keeps no batch of more
 	// than 1 MiB for reuse, and growing one by doubling allocates and copies it many times.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/ledgercore/ledger/ledger"
 )
 
@@ -107,5 +108,42 @@ func TestWriterPreparedAfterFailedSync(t *testing.T) {
 	fx.Freeze()
 	if _, err := w.Prepare(fx, b.Clock()); err == nil || err.Error() != errA.Error() {
 		t.Fatalf("Prepare after a failed commit: %v, want %v", err, errA)
+	}
+}
+
+// TestWriterFailedPrepareFailsTheRest: a Prepare that fails before its batch is built (here the
+// event log cursor's first load, on a malformed record) fails the writer as a failed commit
+// does: the next round, whose account records carry the failed round's balances, is never
+// written, even once the cause is gone.
+func TestWriterFailedPrepareFailsTheRest(t *testing.T) {
+	_, _, s, b, first := stallableStore(t)
+	defer s.Close()
+	_ = first.Close()
+	w := s.Writer(0) // a fresh writer loads its log cursor at its first Prepare, as after a restart
+	defer w.Close()
+	bad := eventLogKey(nil, 0, 1000)
+	if err := s.db.Set(bad, []byte{0xff, 0xff}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	book := func(id uint64) *ledger.Effects {
+		fx := &ledger.Effects{}
+		rs := make([]ledger.TransferResult, 1)
+		b.CreateTransfers(id, []ledger.Transfer{{ID: id, DebitAccountID: 1, CreditAccountID: 2, Amount: 5,
+			Ledger: 1, Code: 1}}, rs, fx)
+		fx.Freeze()
+		return fx
+	}
+	_, errA := w.Prepare(book(10), b.Clock())
+	if errA == nil {
+		t.Fatal("Prepare over a malformed event log record succeeded")
+	}
+	if err := s.db.Delete(bad, pebble.Sync); err != nil { // the cause is gone
+		t.Fatal(err)
+	}
+	if _, err := w.Prepare(book(11), b.Clock()); err == nil || err.Error() != errA.Error() {
+		t.Fatalf("the round after a failed Prepare: %v, want the first failure %v", err, errA)
+	}
+	if _, found, err := s.Live().Transfer(11); found || err != nil {
+		t.Fatalf("the round after a failed Prepare was written: found %v, %v", found, err)
 	}
 }
