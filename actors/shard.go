@@ -56,8 +56,10 @@ func newShard(l *Ledger, id uint32, book *ledger.Book) *shard {
 	return s
 }
 
-// committer writes the shard's rounds in order, one at a time, and reports each back to the
-// shard. It owns the shard's storage writer.
+// committer writes the shard's rounds to their batches in order (storage.Writer.Prepare) and
+// hands each to the syncer, which commits them in that order; at most two are prepared and
+// not committed (the writer's batches). It owns the shard's storage writer, and closes it once
+// the syncer is done.
 func (s *shard) committer(w *storage.Writer) {
 	synced := make(chan struct{})
 	go s.syncer(w, synced)

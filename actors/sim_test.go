@@ -76,6 +76,10 @@ type simLedger struct {
 	// cutAlone: the percentage of requests sent alone (CreateTransfers) during which the
 	// power is cut, as in a burst; cuts counts them (Crashes).
 	cutAlone, cuts int
+	// pieceEvents: Config.PieceEvents; even seeds run parts in pieces of one transfer, so that
+	// a round is sealed between two transfers of a part while another commits (two rounds
+	// in flight; a shard's part here is a few transfers).
+	pieceEvents int
 }
 
 var _ simulation.System = (*simLedger)(nil)
@@ -83,6 +87,9 @@ var _ simulation.System = (*simLedger)(nil)
 func newSimLedger(t *testing.T, seed int64, replay string) *simLedger {
 	s := &simLedger{t: t, seed: seed, replay: replay, rng: rand.New(rand.NewPCG(uint64(seed), 1)),
 		fs: vfs.NewCrashableMem(), shards: 3, fatal: make(chan error, 1)}
+	if seed%2 == 0 {
+		s.pieceEvents = 1
+	}
 	s.now.Store(1_000_000_000_000)
 	s.open()
 	return s
@@ -107,7 +114,7 @@ func (s *simLedger) open() {
 	// and 48 transfers per shard: bursts meet it.
 	l, err := Start(store, Config{Shards: s.shards, TickInterval: 5 * time.Millisecond, RedeliverAfterTicks: 20,
 		TransferCacheEntriesMax: 64, HotFlushInterval: 3 * time.Millisecond, HotBufferLegsMax: 3,
-		ShardRequestsMax: 3, ShardEventsMax: 48,
+		ShardRequestsMax: 3, ShardEventsMax: 48, PieceEvents: s.pieceEvents,
 		Now: s.now.Load, Fatal: func(err error) {
 			select {
 			case s.fatal <- err:
