@@ -26,6 +26,9 @@ type rvShard struct {
 	clock uint64
 	ids   []uint64
 	bal   map[uint64]ledger.Balance
+	// prepared, when set, runs between each round's Prepare and its Finish.
+	prepared func()
+	lastPrev *tailGen // TestReadsBetweenPrepareAndFinish's: the generation paged last it saw
 }
 
 // rvAccounts answers n client account ids of shard (of shards).
@@ -83,7 +86,14 @@ func (r *rvShard) round(accounts ...int) {
 			Amount: 1, Op: ledger.OpCreditPost, After: b})
 	}
 	fx.Freeze()
-	if err := r.w.Commit(&fx, r.clock); err != nil {
+	p, err := r.w.Prepare(&fx, r.clock)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if r.prepared != nil {
+		r.prepared()
+	}
+	if err := r.w.Finish(p); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -419,5 +429,38 @@ func TestConcurrentReadsOfLargeRounds(t *testing.T) {
 	defer v.Close()
 	if err := rvCheck(v, ids); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReadsBetweenPrepareAndFinish: a round's Prepare takes its postings into the tail and, when
+// it writes the last of a sealed generation's pages, retires that generation (it becomes the
+// one paged last) before the round, with its new paged mark, is committed. A snapshot taken
+// in that window still has the old mark: its balances and histories, through the tail and the
+// pages, must agree with its journal, and show nothing of the round being prepared.
+func TestReadsBetweenPrepareAndFinish(t *testing.T) {
+	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 64, PagingAccountsPerRound: 4}, 40)
+	defer s.Close()
+	r := ws[0]
+	tail := s.tails[0]
+	retired := 0
+	r.prepared = func() {
+		v := s.Snapshot()
+		defer v.Close()
+		if err := rvCheck(v, ids); err != nil {
+			t.Fatalf("a snapshot between Prepare and Finish: %v", err)
+		}
+		tail.mu.RLock()
+		if tail.sealed == nil && tail.prev != nil && len(tail.prev.ts) > 0 && tail.prev != r.lastPrev {
+			retired++ // this round's Prepare retired a generation
+			r.lastPrev = tail.prev
+		}
+		tail.mu.RUnlock()
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 300 {
+		r.round(rng.Perm(40)[:1+rng.IntN(12)]...)
+	}
+	if retired < 3 {
+		t.Fatalf("%d generations retired between a Prepare and its Finish: the test shows little", retired)
 	}
 }
