@@ -278,7 +278,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	po := &pebble.Options{FS: withBackgroundNice(opts.FS, opts.BackgroundNice), Cache: cache, Logger: slogLogger{}, ReadOnly: opts.ReadOnly,
+	fs := withBackgroundNice(opts.FS, opts.BackgroundNice)
+	if fs == nil {
+		fs = vfs.Default
+	}
+	po := &pebble.Options{FS: tableWritesFS{FS: fs}, Cache: cache, Logger: slogLogger{}, ReadOnly: opts.ReadOnly,
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: 8,
 		// A write-heavy store whose postings are keyed by account, so every flush overlaps
