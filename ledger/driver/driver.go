@@ -179,6 +179,7 @@ type Part[E, R any] struct {
 	claimSeq    uint64     // the number its claims are held under (0: none yet)
 	claimed     []ClaimRef // claims this part holds, given back once its round is durable
 	denied      []uint64   // ids another shard holds: this part's transfers with them answer id_in_flight
+	lookedUp    int        // events looked up in storage on arrival; runPart looks up the rest piece by piece
 }
 
 type (
@@ -620,7 +621,7 @@ func (d *Driver) runArrived() {
 		return
 	}
 	for _, p := range d.arrived {
-		d.book.NeedsForTransfers(p.Events, &d.needs)
+		d.book.NeedsForTransfers(p.Events[:d.lookedUpAtArrival(p)], &d.needs)
 	}
 	d.prefetch()
 	now := d.cfg.Now()
@@ -637,6 +638,19 @@ func (d *Driver) runArrived() {
 	d.sendClaims()
 }
 
+// lookedUpAtArrival is how many of a part's transfers runArrived looks up in storage with the
+// other parts that arrived: with one shard, its first piece; runPart looks up each later piece
+// just before running it, so that the first runs (and its round commits) sooner, and each
+// piece's look-ups find the book's cache lines of its ids still warm when it runs. With more
+// shards, all of them: claims must know which ids are stored (claim).
+func (d *Driver) lookedUpAtArrival(p *TransfersPart) int {
+	p.lookedUp = len(p.Events)
+	if d.cfg.Shards == 1 {
+		p.lookedUp = ledger.PieceEnd(p.Events, 0, d.cfg.PieceEvents)
+	}
+	return p.lookedUp
+}
+
 func (d *Driver) runPart(now uint64, p *TransfersPart) {
 	for _, id := range p.denied {
 		d.book.LoadClaimedElsewhere(id)
@@ -644,6 +658,10 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 	d.midPart = true
 	for lo := 0; lo < len(p.Events); {
 		hi := ledger.PieceEnd(p.Events, lo, d.cfg.PieceEvents)
+		if lo >= p.lookedUp {
+			d.book.NeedsForTransfers(p.Events[lo:hi], &d.needs)
+			d.prefetch()
+		}
 		before, awaits := len(d.fx.LegsOut), len(d.fx.Awaits)
 		d.book.CreateTransfersPiece(now, p.Events, lo, hi, p.Results, d.fx)
 		d.watchLegs(before, p)
