@@ -442,3 +442,35 @@ func TestBatchDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodedAhead: a request encoded ahead holds its own bytes. The messages it was made of
+// are changed before it is sent (as a caller reusing them for its next request does), and
+// what the ledger books is what they held when encoded; a biz_id proto.Marshal refuses is the
+// call's error, and nothing is booked.
+func TestEncodedAhead(t *testing.T) {
+	c := serve(t, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return h(ctx, req)
+	})
+	openAccounts(t, c, 2)
+	ts := []*ledgerv1.Transfer{
+		{Id: 1, DebitAccountId: 1, CreditAccountId: 2, Amount: 5, Ledger: 1, Code: 1},
+		{Id: 2, DebitAccountId: 1, CreditAccountId: 2, Amount: 0, Ledger: 1, Code: 1}}
+	e := EncodeTransfers(ts)
+	if e.Len() != 2 {
+		t.Fatalf("Len %d; want 2", e.Len())
+	}
+	ts[0].Amount, ts[1].Amount = 1000, 1000 // reused for the next request before this one is sent
+	failures, err := c.CreateEncodedTransfers(context.Background(), e)
+	if err != nil || len(failures) != 1 || failures[0].GetIndex() != 1 ||
+		failures[0].GetResult() != ledgerv1.CreateTransferResult_CREATE_TRANSFER_RESULT_AMOUNT_MUST_NOT_BE_ZERO {
+		t.Fatalf("the request as encoded: %v %v; want transfer 1's amount_must_not_be_zero alone", failures, err)
+	}
+	bad := EncodeTransfers([]*ledgerv1.Transfer{{Id: 3, DebitAccountId: 1, CreditAccountId: 2, Amount: 7, Ledger: 1, Code: 1, BizId: "\xff"}})
+	if _, err := c.CreateEncodedTransfers(context.Background(), bad); err == nil {
+		t.Fatal("a biz_id that is not UTF-8 was sent")
+	}
+	accounts, err := c.LookupAccounts(context.Background(), []uint64{2})
+	if err != nil || accounts[0].GetCreditsPosted().GetLo() != 5 {
+		t.Errorf("account 2: %v %v; want 5 credited (the amount when encoded, and nothing of the refused request)", accounts, err)
+	}
+}
