@@ -16,6 +16,7 @@ import (
 func TestTinyRuns(t *testing.T) {
 	for name, c := range map[string]Config{
 		"uniform grpc":    {Distribution: Uniform, Batch: 100, Concurrency: 3},
+		"prepare ahead":   {Distribution: Uniform, Batch: 100, Concurrency: 3, PrepareAhead: true},
 		"hot in process":  {Distribution: Hot, HotAccounts: 2, HotPercent: 90, HotFlagged: true, Batch: 64, Concurrency: 2, InProcess: true},
 		"zipf pending":    {Distribution: Zipf, Batch: 50, Concurrency: 2, Pending: true},
 		"batch 1 shadow":  {Distribution: Uniform, Batch: 1, Concurrency: 16, Shadow: true},
@@ -35,6 +36,9 @@ func TestTinyRuns(t *testing.T) {
 			}
 			if !strings.HasPrefix(res.BalanceCheck, "ok: debits = credits = acknowledged amount") {
 				t.Errorf("balance check: %s", res.BalanceCheck)
+			}
+			if want := c.PrepareAhead; res.PrepareAhead != want {
+				t.Errorf("prepare_ahead %v; want %v", res.PrepareAhead, want)
 			}
 			if c.Streams > 0 && res.StreamAnswers != res.Requests {
 				t.Errorf("%d requests, %d answered on the streams", res.Requests, res.StreamAnswers)

@@ -64,9 +64,15 @@ type Config struct {
 	// connection each) shared by the callers, as a caller in any language can; 0: one
 	// CreateTransfers call per request.
 	Streams int
-	Seed    uint64
-	Shadow  bool
-	IDBase  uint64 // first account and transfer id (0: derived from the clock)
+	// PrepareAhead makes and encodes a worker's next request while its request is in flight
+	// (client.EncodeTransfers), so that the ledger is measured rather than the load
+	// generator's encoding: one request in flight still means one on the wire. Plain
+	// CreateTransfers calls through gRPC only (not two-phase, streams, client batching or in
+	// process).
+	PrepareAhead bool
+	Seed         uint64
+	Shadow       bool
+	IDBase       uint64 // first account and transfer id (0: derived from the clock)
 
 	// Workload is Transfers (the default) or Payments.
 	Workload string

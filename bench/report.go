@@ -38,6 +38,7 @@ type Result struct {
 	HotFlagged   bool    `json:"hot_flagged,omitempty"`
 	Pending      bool    `json:"pending"`
 	ClientBatch  bool    `json:"client_batching"`
+	PrepareAhead bool    `json:"prepare_ahead"` // each caller's next request made while one is in flight
 	Streams      int     `json:"streams"`
 	// StreamAnswers is how many answers came back on the transfer streams (--streams).
 	StreamAnswers int64  `json:"stream_answers"`
@@ -148,7 +149,7 @@ func ms(micros int64) float64 { return float64(micros) / 1000 }
 func newResult(c *Config, elapsed time.Duration, r *runner, request, transfer *hdrhistogram.Histogram,
 	series []float64) *Result {
 	res := &Result{Accounts: c.Accounts, Transfers: c.Transfers, Batch: c.Batch, Concurrency: c.Concurrency,
-		Distribution: c.Distribution, Pending: c.Pending, ClientBatch: c.ClientBatching, Streams: c.Streams, Shadow: c.Shadow, Seed: c.Seed,
+		Distribution: c.Distribution, Pending: c.Pending, ClientBatch: c.ClientBatching, PrepareAhead: r.ahead != nil, Streams: c.Streams, Shadow: c.Shadow, Seed: c.Seed,
 		DurationSeconds: elapsed.Seconds(), TransfersFailed: r.failed.Load(), Requests: r.requests.Load(),
 		RequestErrors: r.errs.Load(), ThroughputSeries: series, TenthsPerSecond: r.tenthRates(),
 		LatencyP50Ms: ms(request.ValueAtQuantile(50)), LatencyP90Ms: ms(request.ValueAtQuantile(90)),
@@ -299,6 +300,9 @@ func (res *Result) WriteText(w io.Writer) {
 	}
 	if res.Streams > 0 {
 		fmt.Fprintf(w, ", each request on one of %d CreateTransfersStream streams", res.Streams)
+	}
+	if res.PrepareAhead {
+		fmt.Fprint(w, ", each caller's next request made while one is in flight")
 	}
 	if res.Shadow {
 		fmt.Fprint(w, ", shadow")

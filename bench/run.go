@@ -14,6 +14,7 @@ import (
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/ledgercore/ledger/client"
 	"github.com/ledgercore/ledger/ledger"
 	ledgerv1 "github.com/ledgercore/ledger/proto/ledger/v1"
 	"github.com/ledgercore/ledger/storage"
@@ -51,7 +52,7 @@ type latencyShard struct {
 type latency struct{ micros, transfers int64 }
 
 // record keeps one request's latency, adding the buffer to the worker's shard when it is full.
-func (w *worker) record(micros, transfers int64) {
+func (w *worker) latency(micros, transfers int64) {
 	w.lat = append(w.lat, latency{micros: max(micros, latencyMinMicros), transfers: transfers})
 	if len(w.lat) == latencyBufferMax {
 		w.flushLatencies()
@@ -240,6 +241,7 @@ type runner struct {
 	cfg      *Config
 	tgt      target
 	pool     *streamPool  // --streams: the target's transfer streams
+	ahead    aheadTarget  // --prepare-ahead, where it applies: each worker's next request encoded meanwhile
 	issued   atomic.Int64 // transfers handed to workers
 	done     atomic.Int64 // transfers answered
 	failed   atomic.Int64
@@ -337,6 +339,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 
 	if g, ok := r.tgt.(interface{ transferStreams() *streamPool }); ok {
 		r.pool = g.transferStreams() // nil without --streams
+	}
+	if a, ok := r.tgt.(aheadTarget); ok && c.PrepareAhead && !c.Pending && !c.ClientBatching && r.pool == nil {
+		r.ahead = a
 	}
 	shards := make([]*latencyShard, min(latencyShards, c.Concurrency))
 	for i := range shards {
@@ -504,19 +509,32 @@ func (w *worker) debit() uint64 {
 	return w.account()
 }
 
+// take hands out the ids of the next n transfers to issue (fewer at the run's end): the first
+// and how many, none once every transfer is issued.
+func (r *runner) take(n int64) (first, got int64) {
+	first = r.issued.Add(n) - n
+	if first >= int64(r.cfg.Transfers) {
+		return 0, 0
+	}
+	return first, min(n, int64(r.cfg.Transfers)-first)
+}
+
 func (w *worker) loop(ctx context.Context) {
 	c := w.r.cfg
+	if w.r.ahead != nil {
+		w.loopAhead(ctx)
+		return
+	}
 	for ctx.Err() == nil {
 		w.used = 0
 		n := int64(c.Batch)
 		if c.Pending {
 			n = int64(c.Batch+1) / 2 * 2 // a hold and its post
 		}
-		first := w.r.issued.Add(n) - n
-		if first >= int64(c.Transfers) {
+		first, n := w.r.take(n)
+		if n == 0 {
 			return
 		}
-		n = min(n, int64(c.Transfers)-first)
 		if !c.Pending {
 			if ts := w.transfers(first, int(n), w.batch[:0]); w.send(ctx, ts) {
 				w.posted(ts)
@@ -543,6 +561,53 @@ func (w *worker) loop(ctx context.Context) {
 	}
 }
 
+// aheadTarget is a target that sends requests encoded ahead (--prepare-ahead).
+type aheadTarget interface {
+	createEncoded(ctx context.Context, e *client.EncodedTransfers) (failed int, err error)
+}
+
+// made is a request made ahead: encoded, with the sum of its amounts for the balance check.
+type made struct {
+	e   *client.EncodedTransfers
+	sum uint64
+}
+
+// loopAhead is loop with --prepare-ahead: a goroutine of the worker makes and encodes its
+// next request while the worker's request is in flight, one ahead at most (the channel's
+// one place), in the worker's messages, which the encoding no longer needs once made.
+func (w *worker) loopAhead(ctx context.Context) {
+	next := make(chan made, 1)
+	go func() {
+		defer close(next)
+		for ctx.Err() == nil {
+			w.used = 0
+			first, n := w.r.take(int64(w.r.cfg.Batch))
+			if n == 0 {
+				return
+			}
+			ts := w.transfers(first, int(n), w.batch[:0])
+			m := made{e: client.EncodeTransfers(ts)}
+			for _, t := range ts {
+				m.sum += t.GetAmount()
+			}
+			select {
+			case next <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for m := range next {
+		if ctx.Err() != nil {
+			continue // stopped: nothing more is sent (the maker ends)
+		}
+		n := m.e.Len()
+		if w.record(n, func() (int, error) { return w.r.ahead.createEncoded(ctx, m.e) }) {
+			w.r.amount.Add(m.sum)
+		}
+	}
+}
+
 // transfers makes n transfers with ids from the run's base plus first.
 func (w *worker) transfers(first int64, n int, out []*ledgerv1.Transfer) []*ledgerv1.Transfer {
 	c := w.r.cfg
@@ -561,33 +626,39 @@ func (w *worker) transfers(first int64, n int, out []*ledgerv1.Transfer) []*ledg
 
 // send makes one request and records it; it reports whether every transfer was created.
 func (w *worker) send(ctx context.Context, ts []*ledgerv1.Transfer) bool {
-	start := time.Now()
-	var failed int
-	var err error
-	if p := w.r.pool; p != nil {
-		w.streamReq.Transfers = ts
-		failed, err = p.create(ctx, w.idx, &w.streamReq)
-	} else if b, ok := w.r.tgt.(batcher); ok && w.r.cfg.ClientBatching {
-		var created bool
-		created, err = b.createTransfer(ctx, ts[0])
-		if !created {
-			failed = 1
+	return w.record(len(ts), func() (failed int, err error) {
+		if p := w.r.pool; p != nil {
+			w.streamReq.Transfers = ts
+			return p.create(ctx, w.idx, &w.streamReq)
 		}
-	} else {
-		failed, err = w.r.tgt.createTransfers(ctx, ts)
-	}
+		if b, ok := w.r.tgt.(batcher); ok && w.r.cfg.ClientBatching {
+			created, err := b.createTransfer(ctx, ts[0])
+			if !created {
+				failed = 1
+			}
+			return failed, err
+		}
+		return w.r.tgt.createTransfers(ctx, ts)
+	})
+}
+
+// record times one request of n transfers (call) and counts its outcome; it reports whether
+// every transfer was created.
+func (w *worker) record(n int, call func() (failed int, err error)) bool {
+	start := time.Now()
+	failed, err := call()
 	micros := time.Since(start).Microseconds()
 	w.r.requests.Add(1)
 	if err != nil {
 		w.r.errs.Add(1)
 		w.r.firstErr.CompareAndSwap(nil, err)
-		w.r.failed.Add(int64(len(ts)))
-		w.r.answered(int64(len(ts)))
+		w.r.failed.Add(int64(n))
+		w.r.answered(int64(n))
 		return false
 	}
-	w.record(micros, int64(len(ts)))
+	w.latency(micros, int64(n))
 	w.r.failed.Add(int64(failed))
-	w.r.answered(int64(len(ts)))
+	w.r.answered(int64(n))
 	return failed == 0
 }
 

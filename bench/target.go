@@ -67,6 +67,11 @@ func (g grpcTarget) createTransfers(ctx context.Context, ts []*ledgerv1.Transfer
 	return len(f), err
 }
 
+func (g grpcTarget) createEncoded(ctx context.Context, e *client.EncodedTransfers) (int, error) {
+	f, err := g.c.CreateEncodedTransfers(ctx, e)
+	return len(f), err
+}
+
 func (g grpcTarget) lookupAccounts(ctx context.Context, ids []uint64) ([]*ledgerv1.Account, error) {
 	return g.c.LookupAccounts(ctx, ids)
 }

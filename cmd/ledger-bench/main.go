@@ -62,6 +62,7 @@ func run(args []string) error {
 	fs.BoolVar(&c.HotFlagged, "hot-flagged", true, "hot: open the hot accounts flagged hot, so inflows from other shards are buffered")
 	fs.BoolVar(&c.Pending, "pending", false, "two-phase: hold each amount, then post the hold")
 	fs.BoolVar(&c.ClientBatching, "client-batching", false, "with --batch 1: send each transfer alone through the Go client's automatic batching")
+	fs.BoolVar(&c.PrepareAhead, "prepare-ahead", true, "make and encode each caller's next request while its request is in flight (CreateTransfers through gRPC, not --pending, --streams or --client-batching)")
 	fs.IntVar(&c.Streams, "streams", 0, "send each request (of --batch transfers) on one of N CreateTransfersStream streams shared by the callers, one connection each (0: a CreateTransfers call per request)")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the workload")
 	fs.BoolVar(&c.Shadow, "shadow", false, "shadow mode: the run's accounts and transfers use the shadow ledger ("+
