@@ -1,10 +1,13 @@
 # Shell helpers shared by bench/tbcompare.sh and bench/subcost.sh (sourced; they define die).
 
-# free_port: a loopback port nothing answers on now.
+# free_port: a loopback port nothing answers on now, below the kernel's ephemeral range: a port
+# in it may be the local end of a connection, which answers nothing yet cannot be listened on.
 free_port() {
-  local p
+  local p lo=32768
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  [ "$lo" -gt 11024 ] || die "the ephemeral ports start at $lo: no room for free_port below them"
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   die "no free port found"
