@@ -1,6 +1,7 @@
 package client
 
 import (
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
@@ -60,21 +61,54 @@ const (
 // false when a transfer is one it leaves to proto.Marshal: nil, with unknown fields, or a
 // biz_id that is not UTF-8 (which proto.Marshal refuses).
 func encodeCreateTransfers(ts []*ledgerv1.Transfer) ([]byte, bool) {
+	n, ok := transfersSize(ts)
+	if !ok {
+		return nil, false
+	}
+	return appendTransfers(make([]byte, 0, n), fieldRequestTransfers, ts), true
+}
+
+// Field numbers of CreateTransfersStreamRequest.
+const (
+	fieldStreamTag       = 1
+	fieldStreamTransfers = 2
+)
+
+// AppendCreateTransfersStreamRequest appends to dst a CreateTransfersStreamRequest of tag and
+// ts (a request of CreateTransfersStream, which the client does not call: for a Go caller of
+// the stream's own), encoded as proto.Marshal encodes it, byte for byte, without its
+// reflection. false, and dst as it was, for a transfer it leaves to proto.Marshal: nil, with
+// unknown fields, or a biz_id that is not UTF-8.
+func AppendCreateTransfersStreamRequest(dst []byte, tag uint64, ts []*ledgerv1.Transfer) ([]byte, bool) {
+	n, ok := transfersSize(ts)
+	if !ok {
+		return dst, false
+	}
+	dst = slices.Grow(dst, sizeUint(tag)+n)
+	return appendTransfers(appendUint(dst, fieldStreamTag, tag), fieldStreamTransfers, ts), true
+}
+
+// transfersSize is the encoded size of ts as a repeated field (of a number under 16); false
+// for a transfer left to proto.Marshal.
+func transfersSize(ts []*ledgerv1.Transfer) (int, bool) {
 	n := 0
 	for _, t := range ts {
 		if t == nil || len(t.ProtoReflect().GetUnknown()) > 0 || !utf8.ValidString(t.BizId) ||
 			(t.Flags != nil && len(t.Flags.ProtoReflect().GetUnknown()) > 0) {
-			return nil, false
+			return 0, false
 		}
 		n += 1 + protowire.SizeBytes(transferSize(t))
 	}
-	b := make([]byte, 0, n)
+	return n, true
+}
+
+func appendTransfers(b []byte, num protowire.Number, ts []*ledgerv1.Transfer) []byte {
 	for _, t := range ts {
-		b = protowire.AppendTag(b, fieldRequestTransfers, protowire.BytesType)
+		b = append(b, tag(num, protowire.BytesType))
 		b = protowire.AppendVarint(b, uint64(transferSize(t)))
 		b = appendTransfer(b, t)
 	}
-	return b, true
+	return b
 }
 
 // tag is a field's one-byte key (its number is under 16).

@@ -24,6 +24,23 @@ func sameAsProto(t *testing.T, ts []*ledgerv1.Transfer) {
 	if !ok || !bytes.Equal(got, want) {
 		t.Fatalf("encoded (%v)\n%x\nproto.Marshal\n%x", ok, got, want)
 	}
+	sameStreamRequestAsProto(t, ts)
+}
+
+// sameStreamRequestAsProto fails t unless AppendCreateTransfersStreamRequest makes of ts, with
+// a tag of none, one byte and ten, the bytes proto.Marshal makes, after what dst held.
+func sameStreamRequestAsProto(t *testing.T, ts []*ledgerv1.Transfer) {
+	t.Helper()
+	for _, tag := range []uint64{0, 5, math.MaxUint64} {
+		want, err := proto.Marshal(&ledgerv1.CreateTransfersStreamRequest{Tag: tag, Transfers: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := AppendCreateTransfersStreamRequest([]byte("held"), tag, ts)
+		if !ok || !bytes.Equal(got, append([]byte("held"), want...)) {
+			t.Fatalf("stream request, tag %d: encoded (%v)\n%x\nproto.Marshal after \"held\"\n%x", tag, ok, got, want)
+		}
+	}
 }
 
 // TestEncodeCreateTransfersAsProto: every field at zero, small and largest, each flag alone
@@ -68,6 +85,9 @@ func TestEncodeCreateTransfersLeavesToProto(t *testing.T) {
 		if b, ok := encodeCreateTransfers(ts); ok {
 			t.Errorf("%s: encoded %x; want it left to proto.Marshal", name, b)
 		}
+		if b, ok := AppendCreateTransfersStreamRequest([]byte("held"), 9, ts); ok || string(b) != "held" {
+			t.Errorf("%s: stream request encoded %x (%v); want it left to proto.Marshal, dst as it was", name, b, ok)
+		}
 	}
 }
 
@@ -94,6 +114,7 @@ func FuzzEncodeCreateTransfers(f *testing.F) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("encoded\n%x\nproto.Marshal\n%x", got, want)
 		}
+		sameStreamRequestAsProto(t, ts)
 	})
 }
 
