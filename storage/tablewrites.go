@@ -2,6 +2,7 @@ package storage
 
 import (
 	"io"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -39,6 +40,13 @@ func (fs tableWritesFS) Create(name string, category vfs.DiskWriteCategory) (vfs
 	return &bufferedFile{File: f}, nil
 }
 
+// tableBuffers are the buffers of the tables being written, used again for the next: a flush
+// split into many small tables (tableSpan) allocates none for each.
+var tableBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, tableWriteBufferBytes)
+	return &b
+}}
+
 // bufferedFile holds what was written to it until it has tableWriteBufferBytes, or until
 // anything else is asked of the file: every other call (a sync, a size, a read, a close) first
 // writes out what it holds, so the file's contents and order are the writer's. A failed write
@@ -63,7 +71,7 @@ func (f *bufferedFile) Write(p []byte) (int, error) {
 		}
 	}
 	if f.buf == nil {
-		f.buf = make([]byte, 0, tableWriteBufferBytes)
+		f.buf = (*tableBuffers.Get().(*[]byte))[:0]
 	}
 	f.buf = append(f.buf, p...)
 	return len(p), nil
@@ -94,7 +102,11 @@ func (f *bufferedFile) flush() error {
 
 func (f *bufferedFile) Close() error {
 	err := f.flush()
-	f.buf = nil
+	if f.buf != nil {
+		b := f.buf[:0]
+		tableBuffers.Put(&b)
+		f.buf = nil
+	}
 	if cerr := f.File.Close(); err == nil {
 		err = cerr
 	}

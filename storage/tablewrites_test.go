@@ -6,6 +6,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -124,5 +125,54 @@ func TestTableWriteFailureSticks(t *testing.T) {
 	}
 	if under.written != tableWriteBufferBytes {
 		t.Fatalf("%d bytes reached the file; want %d, none after the failure", under.written, tableWriteBufferBytes)
+	}
+}
+
+// TestTableDurableThroughPebbleChain: a table written the way Pebble writes one (bufio writable
+// over vfs.NewSyncingFile over the store's file system, then Finish: flush, Sync, Close) is
+// whole after a crash that keeps only synced data. Pebble's syncingFile.Sync calls SyncData,
+// not Sync, and its bytes_per_sync calls SyncTo: both must write out what the buffer holds.
+func TestTableDurableThroughPebbleChain(t *testing.T) {
+	for _, bytesPerSync := range []int{0, 512 << 10} {
+		mem := vfs.NewCrashableMem()
+		if err := mem.MkdirAll("db", 0755); err != nil {
+			t.Fatal(err)
+		}
+		fs := tableWritesFS{FS: mem}
+		f, err := fs.Create("db/000007.sst", "pebble-compaction")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := objstorageprovider.NewFileWritable(vfs.NewSyncingFile(f, vfs.SyncingFileOptions{BytesPerSync: bytesPerSync}))
+		var want []byte
+		for i := 0; len(want) < 3<<20+12345; i++ {
+			p := bytes.Repeat([]byte{byte(i)}, 4096+i%7)
+			want = append(want, p...)
+			if err := w.Write(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{"", "db"} {
+			d, err := mem.OpenDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			_ = d.Close()
+		}
+		crashed := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+		r, err := crashed.Open("db/000007.sst")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("bytes_per_sync %d: after a crash the table holds %d bytes (%v); want the %d written and synced", bytesPerSync, len(got), err, len(want))
+		}
 	}
 }
