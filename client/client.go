@@ -163,7 +163,8 @@ func (c *Client) CreateTransfers(ctx context.Context, ts []*ledgerv1.Transfer) (
 	return c.CreateEncodedTransfers(ctx, EncodeTransfers(ts))
 }
 
-// EncodedTransfers is a CreateTransfers request encoded ahead of its call (EncodeTransfers).
+// EncodedTransfers is a CreateTransfers request encoded ahead of its call: made only by
+// EncodeTransfers (a zero one is no request), and sent as often as wanted.
 type EncodedTransfers struct {
 	req any // an *encodedRequest, or the request message when proto.Marshal refuses it
 	n   int
