@@ -573,8 +573,9 @@ type made struct {
 }
 
 // loopAhead is loop with --prepare-ahead: a goroutine of the worker makes and encodes its
-// next request while the worker's request is in flight, one ahead at most (the channel's
-// one place), in the worker's messages, which the encoding no longer needs once made.
+// next requests while the worker's request is in flight, in the worker's messages, which the
+// encoding no longer needs once made: two at most beyond the one in flight (one in the
+// channel's one place, one made and waiting to be put there).
 func (w *worker) loopAhead(ctx context.Context) {
 	next := make(chan made, 1)
 	go func() {

@@ -166,7 +166,8 @@ func (c *Client) CreateTransfers(ctx context.Context, ts []*ledgerv1.Transfer) (
 // EncodedTransfers is a CreateTransfers request encoded ahead of its call: made only by
 // EncodeTransfers (a zero one is no request), and sent as often as wanted.
 type EncodedTransfers struct {
-	req any // an *encodedRequest, or the request message when proto.Marshal refuses it
+	req *encodedRequest
+	err error // proto.Marshal's refusal: the call answers it, sending nothing
 	n   int
 }
 
@@ -177,21 +178,29 @@ func (e *EncodedTransfers) Len() int { return e.n }
 // with one request in flight can encode its next one meanwhile, so that encoding is not on
 // the path between two requests (some 0.5 ms for 8,190 transfers). The request holds its own
 // bytes: ts and its messages may be changed or reused once it returns. A request proto.Marshal
-// refuses (a biz_id that is not UTF-8) keeps ts, and its call answers the encoding's error.
+// refuses (a biz_id that is not UTF-8) is refused for good: its call sends nothing and answers
+// INTERNAL with the encoding's error, as gRPC answers a message it cannot marshal.
 func EncodeTransfers(ts []*ledgerv1.Transfer) *EncodedTransfers {
 	if b, ok := encodeCreateTransfers(ts); ok {
 		return &EncodedTransfers{req: &encodedRequest{b: b}, n: len(ts)}
 	}
-	m := &ledgerv1.CreateTransfersRequest{Transfers: ts}
-	if b, err := proto.Marshal(m); err == nil {
-		return &EncodedTransfers{req: &encodedRequest{b: b}, n: len(ts)}
+	b, err := proto.Marshal(&ledgerv1.CreateTransfersRequest{Transfers: ts})
+	if err != nil {
+		// As gRPC answers a request its codec cannot marshal.
+		return &EncodedTransfers{err: status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err), n: len(ts)}
 	}
-	return &EncodedTransfers{req: m, n: len(ts)}
+	return &EncodedTransfers{req: &encodedRequest{b: b}, n: len(ts)}
 }
 
 // CreateEncodedTransfers sends a request EncodeTransfers made, as CreateTransfers sends its
 // transfers: the same bytes on every attempt, the same results and retry rule.
 func (c *Client) CreateEncodedTransfers(ctx context.Context, e *EncodedTransfers) ([]*ledgerv1.CreateTransfersResult, error) {
+	if e != nil && e.err != nil {
+		return nil, e.err
+	}
+	if e == nil || e.req == nil {
+		return nil, errors.New("client: EncodedTransfers not made by EncodeTransfers")
+	}
 	var out []*ledgerv1.CreateTransfersResult
 	req := e.req
 	err := c.do(ctx, func(ctx context.Context, attempt int) error {

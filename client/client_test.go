@@ -474,3 +474,24 @@ func TestEncodedAhead(t *testing.T) {
 		t.Errorf("account 2: %v %v; want 5 credited (the amount when encoded, and nothing of the refused request)", accounts, err)
 	}
 }
+
+// TestEncodedRefusedStaysRefused (review): a request proto.Marshal refused when encoded must
+// answer that error even if the caller then reuses its messages (as EncodeTransfers' doc
+// allows): it must never send what the messages hold at call time.
+func TestEncodedRefusedStaysRefused(t *testing.T) {
+	c := serve(t, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return h(ctx, req)
+	})
+	openAccounts(t, c, 2)
+	ts := []*ledgerv1.Transfer{{Id: 3, DebitAccountId: 1, CreditAccountId: 2, Amount: 7, Ledger: 1, Code: 1, BizId: "\xff"}}
+	bad := EncodeTransfers(ts)
+	// The caller reuses the message for its next request (a valid one) before sending.
+	ts[0].Id, ts[0].Amount, ts[0].BizId = 4, 9, "next"
+	if failures, err := c.CreateEncodedTransfers(context.Background(), bad); err == nil {
+		t.Fatalf("the refused request was sent with what its messages hold now: failures %v", failures)
+	}
+	accounts, err := c.LookupAccounts(context.Background(), []uint64{2})
+	if err != nil || accounts[0].GetCreditsPosted().GetLo() != 0 {
+		t.Errorf("account 2: %v %v; want nothing credited", accounts, err)
+	}
+}
