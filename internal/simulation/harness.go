@@ -509,8 +509,17 @@ func (s *sim) step(step int) {
 		// A copy of a transfer earlier in the request answers by the first copy's answer,
 		// which the model has taken by now: always decidable.
 		copyOf := len(unit) == 1 && s.m.decided[unit[0].ID] != nil && s.m.decided[unit[0].ID].t == unit[0]
+		var want [][]ledger.TransferResult
 		if pred[i] || copyOf {
-			want := s.m.expect(unit, now)
+			want = s.m.expect(unit, now)
+			if len(unit) > 1 && scenariosDiffer(want) {
+				// A chain on an account whose hot inflows may not all have landed: any part of
+				// them may have, not only none or all (the scenarios expect tells apart), and
+				// the chain's first failing member moves with how much. Not predicted.
+				pred[i] = false
+			}
+		}
+		if pred[i] || copyOf {
 			for k := range unit {
 				s.check(containsResult(want[k], got[k]), "step %d: transfer %d %+v answered %v, the model says %v (unit %v, request %+v, answers %v)",
 					step, unit[k].ID, unit[k], got[k], want[k], u, ts, rs)
@@ -538,6 +547,16 @@ func (s *sim) step(step int) {
 		s.apply(unit, got, pred[i])
 	}
 	s.checkStored(ts, rs, wasDecided)
+}
+
+// scenariosDiffer reports whether expect allowed more than one answer to any member.
+func scenariosDiffer(want [][]ledger.TransferResult) bool {
+	for _, w := range want {
+		if len(w) > 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // apply updates the model with a unit's answers.
