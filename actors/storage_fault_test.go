@@ -69,10 +69,14 @@ func failingDiskChild(dir string) {
 		os.Exit(1)
 	}
 	var l *Ledger
+	read := make(chan struct{}) // the read below has printed its answer
 	l, err = Start(store, Config{Shards: 1, Fatal: func(err error) {
 		fmt.Printf("FATAL %v (write error: %v), storage errors %d\n", err, errors.Is(err, storage.ErrWrite),
 			l.Stats().StorageErrors.Load())
-		time.Sleep(200 * time.Millisecond) // let the read below meet the failed store
+		select { // let the read below meet the failed store, however loaded the machine
+		case <-read:
+		case <-time.After(20 * time.Second):
+		}
 		os.Exit(70)
 	}})
 	if err != nil {
@@ -89,6 +93,7 @@ func failingDiskChild(dir string) {
 		time.Sleep(20 * time.Millisecond)
 		err := l.Read(func(*storage.Reader) error { return nil })
 		fmt.Printf("READ %v\n", err)
+		close(read)
 	}()
 	ts, err := l.CreateTransfers([]ledger.Transfer{{ID: 7, DebitAccountID: 1, CreditAccountID: 2, Amount: 5, Ledger: 1, Code: 1}})
 	fmt.Println("ANSWERED", ts, err)
