@@ -388,10 +388,21 @@ func TestPostingsOfForeignTransitID(t *testing.T) {
 // read through the tail and the pages, agree with its journal, never showing a posting of a
 // round its snapshot does not hold. Run with -race.
 func TestConcurrentReadsOfLargeRounds(t *testing.T) {
+	for _, handOff := range []bool{false, true} {
+		t.Run(fmt.Sprint("tail on its own goroutine ", handOff), func(t *testing.T) { concurrentReadsOfLargeRounds(t, handOff) })
+	}
+}
+
+// concurrentReadsOfLargeRounds is TestConcurrentReadsOfLargeRounds, with every round's postings
+// put in the tail on a goroutine of their own (Writer.addToTail) when handOff.
+func concurrentReadsOfLargeRounds(t *testing.T, handOff bool) {
 	const accounts = 3 * warmChunk
 	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 4 * accounts}, accounts)
 	defer s.Close()
 	r := ws[0]
+	if handOff {
+		r.w.tailAsyncPostings, r.w.tailAsyncAccounts = 0, 0
+	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
@@ -438,9 +449,20 @@ func TestConcurrentReadsOfLargeRounds(t *testing.T) {
 // in that window still has the old mark: its balances and histories, through the tail and the
 // pages, must agree with its journal, and show nothing of the round being prepared.
 func TestReadsBetweenPrepareAndFinish(t *testing.T) {
+	for _, handOff := range []bool{false, true} {
+		t.Run(fmt.Sprint("tail on its own goroutine ", handOff), func(t *testing.T) { readsBetweenPrepareAndFinish(t, handOff) })
+	}
+}
+
+// readsBetweenPrepareAndFinish is TestReadsBetweenPrepareAndFinish, with every round's postings
+// put in the tail on a goroutine of their own (Writer.addToTail) when handOff.
+func readsBetweenPrepareAndFinish(t *testing.T, handOff bool) {
 	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 64, PagingAccountsPerRound: 4}, 40)
 	defer s.Close()
 	r := ws[0]
+	if handOff {
+		r.w.tailAsyncPostings, r.w.tailAsyncAccounts = 0, 0
+	}
 	tail := s.tails[0]
 	retired := 0
 	r.prepared = func() {
