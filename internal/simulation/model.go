@@ -2,6 +2,7 @@ package simulation
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/ledgercore/ledger/ledger"
 )
@@ -239,18 +240,21 @@ func containsResult(rs []ledger.TransferResult, r ledger.TransferResult) bool {
 // fails as one: when it fails, a member with a decided id answers as it would alone, the
 // failing one its refusal, and the others linked_event_failed.
 func (m *simModel) decideChain(ts []ledger.Transfer, v *simView, now uint64) []ledger.TransferResult {
-	rs := make([]ledger.TransferResult, len(ts))
 	if len(ts) == 1 {
-		rs[0] = m.decide(&ts[0], v, now, false)
-		return rs
+		return []ledger.TransferResult{m.decide(&ts[0], v, now, false)}
 	}
+	failed, r := m.chainFails(ts, v, now)
+	return m.chainAnswers(ts, failed, r)
+}
+
+// chainFails is the first member of a chain that fails on v's balances, with the members
+// before it applied, and its refusal; len(ts) when none does.
+func (m *simModel) chainFails(ts []ledger.Transfer, v *simView, now uint64) (int, ledger.TransferResult) {
 	v.chain = map[uint64]simBalance{}
-	failed := -1
 	for k := range ts {
 		t := &ts[k]
 		if r := m.decide(t, v, now, true); r != ledger.ResultOK {
-			rs[k], failed = r, k
-			break
+			return k, r
 		}
 		d, c := v.balance(t.DebitAccountID), v.balance(t.CreditAccountID)
 		if t.Flags&ledger.TransferPending != 0 {
@@ -262,12 +266,19 @@ func (m *simModel) decideChain(ts []ledger.Transfer, v *simView, now uint64) []l
 		}
 		v.chain[t.DebitAccountID], v.chain[t.CreditAccountID] = d, c
 	}
-	if failed < 0 {
+	return len(ts), ledger.ResultOK
+}
+
+// chainAnswers are a chain's answers when member failed fails with r (none: len(ts)).
+func (m *simModel) chainAnswers(ts []ledger.Transfer, failed int, r ledger.TransferResult) []ledger.TransferResult {
+	rs := make([]ledger.TransferResult, len(ts))
+	if failed == len(ts) {
 		for k := range rs {
 			rs[k] = ledger.ResultOK
 		}
 		return rs
 	}
+	rs[failed] = r
 	for k := range ts {
 		d, known := m.decided[ts[k].ID]
 		switch {
@@ -278,6 +289,23 @@ func (m *simModel) decideChain(ts []ledger.Transfer, v *simView, now uint64) []l
 		}
 	}
 	return rs
+}
+
+// chainBetween reports whether got are a chain's answers with its accounts' hot inflows
+// landed in part: the chain failing at a member between where it fails with none landed and
+// where it fails with all (or succeeding, where it does with all), refused as one of the two
+// refuses, the others answering linked_event_failed or as their known ids do.
+func (m *simModel) chainBetween(ts []ledger.Transfer, got []ledger.TransferResult, now uint64) bool {
+	fNone, rNone := m.chainFails(ts, &simView{m: m}, now)
+	fAll, rAll := m.chainFails(ts, &simView{m: m, landed: true}, now)
+	for f := min(fNone, fAll); f <= max(fNone, fAll); f++ {
+		for _, r := range []ledger.TransferResult{rNone, rAll} {
+			if slices.Equal(got, m.chainAnswers(ts, f, r)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // applyChain updates the model with the ledger's answers to a lone transfer or a chain (the
