@@ -22,22 +22,12 @@ type backgroundFS struct {
 	nice int
 }
 
-// backgroundWork names the tables Pebble creates from its own goroutines, apart from any
-// caller's (a checkpoint's copies are WriteCategoryUnspecified and made by the caller).
-func backgroundWork(category vfs.DiskWriteCategory) bool {
-	switch category {
-	case "pebble-memtable-flush", "pebble-compaction", "pebble-blob-file-rewrite":
-		return true
-	}
-	return false
-}
-
 // Unwrap answers the file system it wraps (vfs.FS's contract; the embedded one's Unwrap would
 // skip it).
 func (fs backgroundFS) Unwrap() vfs.FS { return fs.FS }
 
 func (fs backgroundFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
-	if backgroundWork(category) {
+	if tableWork(category) {
 		lowerThisThread(fs.nice)
 	}
 	return fs.FS.Create(name, category)

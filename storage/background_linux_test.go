@@ -164,7 +164,7 @@ func TestBackgroundWorkRunsNiced(t *testing.T) {
 	// thread (-1), checked at the process's nice by niceRecordingFS.
 	for c, ns := range rec.nice {
 		for _, n := range ns {
-			if n != -1 && n != nice && (backgroundWork(c) || n != base) {
+			if n != -1 && n != nice && (tableWork(c) || n != base) {
 				t.Errorf("a file of %s created at nice %d (the process's %d, the background's %d)", c, n, base, nice)
 			}
 		}

@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-
-	"github.com/ledgercore/ledger/ledger"
 )
 
 // TestHandOffPipelined (review): the committer/syncer pipeline of actors/shard.go (round k+1's
@@ -75,18 +73,7 @@ func TestHandOffPipelined(t *testing.T) {
 	}
 	for range rounds {
 		n := warmChunk + 1 + rng.IntN(accounts-warmChunk)
-		var fx ledger.Effects
-		for _, i := range rng.Perm(accounts)[:n] {
-			id := r.ids[i]
-			r.clock++
-			b := r.bal[id]
-			ledger.OpCreditPost.Apply(&b, 1, 0)
-			r.bal[id] = b
-			fx.Postings = append(fx.Postings, ledger.Posting{Account: id, Timestamp: r.clock, TransferID: r.clock,
-				Amount: 1, Op: ledger.OpCreditPost, After: b})
-		}
-		fx.Freeze()
-		p, err := r.w.Prepare(&fx, r.clock)
+		p, err := r.w.Prepare(r.credits(rng.Perm(accounts)[:n]...), r.clock)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,8 +73,8 @@ func openRVShards(t testing.TB, opts Options, perShard int) (s *Store, ws []*rvS
 	return s, ws, ids
 }
 
-// round commits one posting for each of accounts (indexes into r.ids).
-func (r *rvShard) round(accounts ...int) {
+// credits makes a round's effects: one posting of 1 for each of accounts (indexes into r.ids).
+func (r *rvShard) credits(accounts ...int) *ledger.Effects {
 	var fx ledger.Effects
 	for _, i := range accounts {
 		id := r.ids[i]
@@ -86,7 +86,12 @@ func (r *rvShard) round(accounts ...int) {
 			Amount: 1, Op: ledger.OpCreditPost, After: b})
 	}
 	fx.Freeze()
-	p, err := r.w.Prepare(&fx, r.clock)
+	return &fx
+}
+
+// round commits one posting for each of accounts (indexes into r.ids).
+func (r *rvShard) round(accounts ...int) {
+	p, err := r.w.Prepare(r.credits(accounts...), r.clock)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -19,8 +19,10 @@ type tableWritesFS struct {
 	vfs.FS
 }
 
-// tableWork names the files Pebble creates for the tables of its flushes and compactions:
-// written once from start to end, then synced and closed (objstorageprovider's Finish).
+// tableWork names the files Pebble creates for the tables of its flushes and compactions,
+// from goroutines of its own (a checkpoint's copies are WriteCategoryUnspecified and made by
+// the caller): written once from start to end, then synced and closed (objstorageprovider's
+// Finish). backgroundFS lowers the priority of the same work.
 func tableWork(category vfs.DiskWriteCategory) bool {
 	switch category {
 	case "pebble-memtable-flush", "pebble-compaction", "pebble-blob-file-rewrite":
