@@ -308,8 +308,9 @@ type worker struct {
 	shard *latencyShard // where its latencies go
 	lat   []latency     // latencies not yet in shard
 	// The worker's messages, used again for every request: a worker waits for a request's
-	// reply before it builds the next one, so the load generator allocates no message per
-	// transfer and disturbs less the ledger it measures (both share the process).
+	// reply before it builds the next one, or (--prepare-ahead) its maker encodes each request
+	// into bytes of its own before it builds the next, so the load generator allocates no
+	// message per transfer and disturbs less the ledger it measures (both share the process).
 	msgs         []ledgerv1.Transfer
 	used         int
 	batch, posts []*ledgerv1.Transfer // a request's messages; posts: a two-phase run's posts
