@@ -280,7 +280,7 @@ echo "- started: $started; finished: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- load before: ${load_before#*load average: }; after: ${load_after#*load average: } (uptime load average, 1/5/15 min; $(nproc 2>/dev/null || echo '?') cores)"
 echo "- git revision: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -z "$(git -C "$repo" status --porcelain 2>/dev/null)" ] || echo ' (with uncommitted changes)'); TigerBeetle: $("$tb" version 2>/dev/null | head -1 || true)"
 echo "- $transfers transfers per run, $rounds round(s); median (min-max) over the rounds; ratio = ledger/TigerBeetle of each round's pair"
-echo "- ledger-bench makes each caller's next request while its request is in flight (--prepare-ahead, its default) in rows 1, 2, 3 and 5; TigerBeetle's benchmark makes its next batch after the reply"
+echo "- ledger-bench makes each caller's next request while its request is in flight (its --prepare-ahead default) in rows 1, 2, 3 and 5"
 echo
 echo "| row | workload | TigerBeetle tx/s | ledger tx/s | ratio (ledger/TB) | TB batch p99 ms (whole ms) | ledger request p99 ms | ledgerd RSS GiB | target | met? |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
