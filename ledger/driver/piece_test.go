@@ -75,3 +75,52 @@ func TestPartInPieces(t *testing.T) {
 		})
 	}
 }
+
+// TestStoredIDInALaterPieceWithShards: with more than one shard a large part is looked up in
+// storage whole when it arrives, later pieces too (lookedUpAtArrival), because its claims
+// depend on which of its ids are stored: a transfer stored on the shard (forgotten by its
+// book since) and repeated in the part's second piece answers exists, as it would in the
+// first, and no claim goes out for it.
+func TestStoredIDInALaterPieceWithShards(t *testing.T) {
+	c := newClusterWith(t, 2, func(cfg *Config) { cfg.PieceEvents = 1 })
+	a := accountOn(1, 0, 2)
+	b := accountOn(a+1, 0, 2)
+	c.openAccounts(ledger.Account{ID: a, Ledger: 1, Code: 1}, ledger.Account{ID: b, Ledger: 1, Code: 1})
+	h, d := c.hosts[0], c.drivers[0]
+	h.book.SetCacheLimit(1)
+	settle := func() {
+		for {
+			es := append(c.take(0), c.take(1)...)
+			if len(es) == 0 {
+				return
+			}
+			c.deliver(es...)
+		}
+	}
+	x := idArbitratedBy(100, 1, 2) // its claim would go to shard 1
+	y := idArbitratedBy(x+1, 1, 2)
+	for _, id := range []uint64{x, y} { // two: over the limit, the quiet book trims both
+		d.Transfers(transfer(id, a, b, 5))
+		c.run(0)
+		settle()
+	}
+	if _, known := h.book.Transfer(x); known {
+		t.Fatal("setup: the book still holds the stored transfer")
+	}
+	z := idArbitratedBy(y+1, 0, 2) // new, its claim shard 0's own
+	p := &TransfersPart{Events: []ledger.Transfer{
+		{ID: z, DebitAccountID: a, CreditAccountID: b, Amount: 1, Ledger: 1, Code: 1},
+		{ID: x, DebitAccountID: a, CreditAccountID: b, Amount: 5, Ledger: 1, Code: 1}, // the second piece
+	}, Results: make([]ledger.TransferResult, 2)}
+	d.Transfers(p)
+	c.run(0)
+	for _, e := range c.hosts[0].sent {
+		if cl, ok := e.m.(*Claim); ok {
+			t.Fatalf("a claim went out for a part whose only new id is shard 0's own: %+v", cl)
+		}
+	}
+	settle()
+	if want := []ledger.TransferResult{ledger.ResultOK, ledger.ResultExists}; !slices.Equal(p.Results, want) {
+		t.Fatalf("results %v; want %v", p.Results, want)
+	}
+}
