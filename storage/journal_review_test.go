@@ -389,20 +389,21 @@ func TestPostingsOfForeignTransitID(t *testing.T) {
 
 // TestConcurrentReadsOfLargeRounds: rounds of more postings than addRound adds under one hold
 // of the tail's lock (warmChunk: their places are found outside it, the postings added a chunk
-// at a time) commit while readers take snapshots: every snapshot's balances and histories,
-// read through the tail and the pages, agree with its journal, never showing a posting of a
-// round its snapshot does not hold. Run with -race.
+// at a time) commit as the shard's committer and syncer commit them (round k+1's Prepare while
+// round k's Finish runs on another goroutine), with generations small enough to seal, page
+// and retire, while readers take snapshots and a Live reader reads: every snapshot's balances
+// and histories, read through the tail and the pages, agree with its journal, never showing a
+// posting of a round its snapshot does not hold. Both ways: the postings put in the tail by
+// Prepare, and on a goroutine of their own (Writer.addToTail, forced). Run with -race.
 func TestConcurrentReadsOfLargeRounds(t *testing.T) {
 	for _, handOff := range []bool{false, true} {
 		t.Run(fmt.Sprint("tail on its own goroutine ", handOff), func(t *testing.T) { concurrentReadsOfLargeRounds(t, handOff) })
 	}
 }
 
-// concurrentReadsOfLargeRounds is TestConcurrentReadsOfLargeRounds, with every round's postings
-// put in the tail on a goroutine of their own (Writer.addToTail) when handOff.
 func concurrentReadsOfLargeRounds(t *testing.T, handOff bool) {
-	const accounts = 3 * warmChunk
-	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 4 * accounts}, accounts)
+	const accounts = 2*warmChunk + 17
+	s, ws, ids := openRVShards(t, Options{FS: vfs.NewMem(), Shards: 1, PostingTailMax: 3 * accounts, PagingAccountsPerRound: 97}, accounts)
 	defer s.Close()
 	r := ws[0]
 	if handOff {
@@ -410,30 +411,59 @@ func concurrentReadsOfLargeRounds(t *testing.T, handOff bool) {
 	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for g := range 2 {
+	errs := make(chan error, 3)
+	for g := range 3 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; !stop.Load(); i++ {
-				v := s.Snapshot()
-				err := rvCheck(v, ids)
-				_ = v.Close()
+				var err error
+				if g == 2 { // a Live reader: each account's balance must be one the store held
+					v := s.Live()
+					for _, id := range ids[:32] {
+						if _, _, err = v.Account(id); err != nil {
+							break
+						}
+					}
+				} else {
+					v := s.Snapshot()
+					err = rvCheck(v, ids)
+					_ = v.Close()
+				}
 				if err != nil {
-					errs <- fmt.Errorf("reader %d, snapshot %d: %w", g, i, err)
+					errs <- fmt.Errorf("reader %d, view %d: %w", g, i, err)
 					return
 				}
 			}
 		}()
 	}
-	rng := rand.New(rand.NewPCG(21, 22))
-	rounds := 24 // some generations sealed and paged
+	syncs := make(chan *Prepared, 1) // two rounds in flight, as the shard's committer and syncer
+	synced := make(chan error, 1)
+	go func() {
+		var first error
+		for p := range syncs {
+			if err := r.w.Finish(p); err != nil && first == nil {
+				first = err
+			}
+		}
+		synced <- first
+	}()
+	rng := rand.New(rand.NewPCG(31, 32))
+	rounds := 40
 	if raceOn {
-		rounds = 12
+		rounds = 20
 	}
 	for range rounds {
 		n := warmChunk + 1 + rng.IntN(accounts-warmChunk) // over one chunk, some over two
-		r.round(rng.Perm(accounts)[:n]...)
+		p, err := r.w.Prepare(r.credits(rng.Perm(accounts)[:n]...), r.clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syncs <- p
+	}
+	close(syncs)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
 	}
 	stop.Store(true)
 	wg.Wait()
@@ -441,10 +471,22 @@ func concurrentReadsOfLargeRounds(t *testing.T, handOff bool) {
 	for err := range errs {
 		t.Error(err)
 	}
+	if handedOff := r.w.handedOff > 0; handedOff != handOff {
+		t.Fatalf("%d rounds handed their postings off; want them all handed off: %v", r.w.handedOff, handOff)
+	}
 	v := s.Snapshot()
 	defer v.Close()
 	if err := rvCheck(v, ids); err != nil {
 		t.Fatal(err)
+	}
+	for _, id := range ids {
+		a, _, err := v.Account(id)
+		if err != nil || a.Balance != r.bal[id] {
+			t.Fatalf("account %d: %+v %v, want %+v", id, a.Balance, err, r.bal[id])
+		}
+	}
+	if problems, err := rvIndexProblems(v, 1); err != nil || len(problems) > 0 {
+		t.Fatalf("%v %v", problems, err)
 	}
 }
 
@@ -486,6 +528,9 @@ func readsBetweenPrepareAndFinish(t *testing.T, handOff bool) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for range 300 {
 		r.round(rng.Perm(40)[:1+rng.IntN(12)]...)
+	}
+	if handedOff := r.w.handedOff > 0; handedOff != handOff {
+		t.Fatalf("%d rounds handed their postings off; want them handed off: %v", r.w.handedOff, handOff)
 	}
 	if retired < 3 {
 		t.Fatalf("%d generations retired between a Prepare and its Finish: the test shows little", retired)

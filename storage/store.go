@@ -504,6 +504,7 @@ type Writer struct {
 	// tailAsyncPostings and tailAsyncAccounts: when a round's postings go into the tail on a
 	// goroutine of their own (addToTail; tests set them lower).
 	tailAsyncPostings, tailAsyncAccounts int
+	handedOff                            int // rounds whose postings addToTail handed off (tests)
 }
 
 // Writer returns the writer for a shard.
@@ -745,6 +746,7 @@ func (w *Writer) addToTail(ps []ledger.Posting) chan struct{} {
 		w.tail.addRound(ps)
 		return nil
 	}
+	w.handedOff++
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
