@@ -179,7 +179,6 @@ type Part[E, R any] struct {
 	claimSeq    uint64     // the number its claims are held under (0: none yet)
 	claimed     []ClaimRef // claims this part holds, given back once its round is durable
 	denied      []uint64   // ids another shard holds: this part's transfers with them answer id_in_flight
-	lookedUp    int        // events looked up in storage on arrival; runPart looks up the rest piece by piece
 }
 
 type (
@@ -621,7 +620,7 @@ func (d *Driver) runArrived() {
 		return
 	}
 	for _, p := range d.arrived {
-		d.book.NeedsForTransfers(p.Events[:d.lookedUpAtArrival(p)], &d.needs)
+		d.book.NeedsForTransfers(p.Events[:d.lookedUpAtArrival(p.Events)], &d.needs)
 	}
 	d.prefetch()
 	now := d.cfg.Now()
@@ -643,12 +642,11 @@ func (d *Driver) runArrived() {
 // just before running it, so that the first runs (and its round commits) sooner, and each
 // piece's look-ups find the book's cache lines of its ids still warm when it runs. With more
 // shards, all of them: claims must know which ids are stored (claim).
-func (d *Driver) lookedUpAtArrival(p *TransfersPart) int {
-	p.lookedUp = len(p.Events)
+func (d *Driver) lookedUpAtArrival(ts []ledger.Transfer) int {
 	if d.cfg.Shards == 1 {
-		p.lookedUp = ledger.PieceEnd(p.Events, 0, d.cfg.PieceEvents)
+		return ledger.PieceEnd(ts, 0, d.cfg.PieceEvents)
 	}
-	return p.lookedUp
+	return len(ts)
 }
 
 func (d *Driver) runPart(now uint64, p *TransfersPart) {
@@ -658,7 +656,7 @@ func (d *Driver) runPart(now uint64, p *TransfersPart) {
 	d.midPart = true
 	for lo := 0; lo < len(p.Events); {
 		hi := ledger.PieceEnd(p.Events, lo, d.cfg.PieceEvents)
-		if lo >= p.lookedUp {
+		if lo > 0 && d.cfg.Shards == 1 { // the first piece was looked up on arrival (lookedUpAtArrival)
 			d.book.NeedsForTransfers(p.Events[lo:hi], &d.needs)
 			d.prefetch()
 		}
