@@ -287,8 +287,9 @@ func (e *Engine) Create(reqs []payment.Request) ([]Reply, error) {
 		parts[s] = append(parts[s], i)
 	}
 	done := make(chan error, len(parts))
+	sent := time.Now()
 	for s, idx := range parts {
-		if err := s.request(&createMsg{reqs: reqs, idx: idx, replies: replies, done: done}); err != nil {
+		if err := s.request(&createMsg{reqs: reqs, idx: idx, replies: replies, done: done, sent: sent}); err != nil {
 			done <- err
 		}
 	}

@@ -1,6 +1,8 @@
 package payments
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ledgercore/ledger/ledger/payment"
@@ -17,11 +19,14 @@ type Metrics struct {
 	// took, and how many orders it wrote.
 	commitSeconds prometheus.Histogram
 	commitOrders  prometheus.Histogram
+	// voucherSeconds is where the vouchers of new orders waited in their shard, by stage.
+	voucherSeconds                            *prometheus.HistogramVec
+	voucherInbox, voucherRound, voucherCommit prometheus.Observer
 }
 
 // NewMetrics makes the metrics; Register adds them (and the gauges of e) to a registry.
 func NewMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ledger_payment_orders_total",
 			Help: "Payment orders that reached a final state, by form, state and result; exemplars carry the biz_id."},
 			[]string{"form", "state", "result"}),
@@ -39,6 +44,25 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		commitOrders: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ledger_payment_commit_orders",
 			Help: "Orders one payment shard's commit wrote.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		voucherSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ledger_payment_voucher_stage_seconds",
+			Help: "Where a call's new orders waited in their payment shard before their vouchers were answered, " +
+				"once per call and shard: inbox (sent, not yet taken by the shard), round (in the round being " +
+				"gathered, which is sealed once the commit before it is durable), commit (from the seal until durable).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"stage"}),
+	}
+	m.voucherInbox = m.voucherSeconds.WithLabelValues("inbox")
+	m.voucherRound = m.voucherSeconds.WithLabelValues("round")
+	m.voucherCommit = m.voucherSeconds.WithLabelValues("commit")
+	return m
+}
+
+// vouchers observes where the create messages of a durable round waited: the round was sealed
+// at sealed and known durable at durable.
+func (m *Metrics) vouchers(vs []voucherWait, sealed, durable time.Time) {
+	for _, v := range vs {
+		m.voucherInbox.Observe(v.taken.Sub(v.sent).Seconds())
+		m.voucherRound.Observe(sealed.Sub(v.taken).Seconds())
+		m.voucherCommit.Observe(durable.Sub(sealed).Seconds())
 	}
 }
 
@@ -88,7 +112,7 @@ func (m *Metrics) final(o *payment.Order) {
 // Register adds the metrics and e's gauges to r.
 func (m *Metrics) Register(r prometheus.Registerer, e *Engine) error {
 	for _, c := range []prometheus.Collector{m.orders, m.exceptions, m.queries, m.notices, m.dropped,
-		m.commitSeconds, m.commitOrders,
+		m.commitSeconds, m.commitOrders, m.voucherSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ledger_payment_orders_in_flight",
 			Help: "Payment orders waiting for a posting, the channel or an exception's refund."},
 			func() float64 { return float64(e.Stats().Active) }),

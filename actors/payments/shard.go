@@ -23,6 +23,7 @@ type (
 		idx     []int
 		replies []Reply
 		done    chan<- error
+		sent    time.Time // when the caller sent it (the voucher's stages, voucherWait)
 	}
 	noticeMsg struct {
 		channel string
@@ -63,7 +64,15 @@ type round struct {
 	effects []effect
 	final   []*payment.Order // orders that reach a final state in the round (metrics)
 	opened  []payment.ExceptionKind
+	// vouchers are the create messages whose new orders the round writes, and sealed when
+	// the round was sealed: where their vouchers waited (ledger_payment_voucher_stage_seconds).
+	vouchers []voucherWait
+	sealed   time.Time
 }
+
+// voucherWait is a create message with new orders in a round: when it was sent and when the
+// shard took it from its inbox.
+type voucherWait struct{ sent, taken time.Time }
 
 type effect struct {
 	id      uint64
@@ -462,6 +471,8 @@ func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
 
 func (s *shard) create(m *createMsg) {
 	now := s.now()
+	taken := time.Now()
+	orders := len(s.cur.order)
 	stored := make([]uint64, len(m.idx))
 	if s.failed == nil {
 		if err := s.storedKeys(m, stored); err != nil {
@@ -488,6 +499,9 @@ func (s *shard) create(m *createMsg) {
 			continue
 		}
 		s.createOne(m, i, ref, now)
+	}
+	if len(s.cur.order) > orders && !m.sent.IsZero() {
+		s.cur.vouchers = append(s.cur.vouchers, voucherWait{sent: m.sent, taken: taken})
 	}
 	s.after(func(err error) { m.done <- err })
 }
@@ -794,6 +808,7 @@ func (s *shard) flush() {
 	r := s.cur
 	s.cur = newRound()
 	s.committing = r
+	r.sealed = time.Now()
 	if len(r.order) == 0 {
 		s.committed(nil)
 		return
@@ -850,6 +865,7 @@ func (s *shard) committed(err error) {
 	for _, o := range r.final {
 		s.e.metrics.final(o)
 	}
+	s.e.metrics.vouchers(r.vouchers, r.sealed, time.Now())
 	for _, k := range r.opened {
 		s.e.metrics.exceptions.WithLabelValues(k.String()).Inc()
 	}
