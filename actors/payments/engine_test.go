@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
 	"github.com/ledgercore/ledger/actors"
@@ -417,10 +419,18 @@ func TestFailedCommitAnswersEveryone(t *testing.T) {
 	s := &shard{e: e, cur: newRound(), committing: newRound()}
 	var got []error
 	s.committing.after = append(s.committing.after, func(err error) { got = append(got, err) })
+	s.committing.vouchers = []voucherWait{{sent: time.Now(), taken: time.Now()}}
 	s.cur.after = append(s.cur.after, func(err error) { got = append(got, err) })
 	s.committed(errors.New("disk gone"))
 	if len(got) != 2 || got[0] == nil || got[1] == nil || !errors.Is(got[0], ErrFailed) {
 		t.Fatalf("answers: %v", got)
+	}
+	var m dto.Metric
+	if err := e.metrics.voucherSeconds.WithLabelValues("commit").(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetHistogram().GetSampleCount(); n != 0 {
+		t.Fatalf("a failed round's voucher was timed %d times", n)
 	}
 	s.after(func(err error) { got = append(got, err) })
 	if len(got) != 3 || got[2] == nil {

@@ -1,6 +1,7 @@
 package payments
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -53,13 +54,15 @@ func TestFinalExemplars(t *testing.T) {
 }
 
 // Each call's share of new orders on a shard is timed once, in three stages that add up to
-// no more than the call took; a repeated request or a refused one writes no order and is not
-// timed.
+// no more than the call took, each as long as what held it; a repeated request or a refused
+// one writes no order and is not timed.
 func TestVoucherStages(t *testing.T) {
 	w := newWorld(t, fake.Config{Seed: 1, Latency: 2 * time.Millisecond})
 	w.openAccounts()
+	const inbox, round, commit = 0, 1, 2
 	stages := func() (count [3]uint64, sum [3]float64) {
 		t.Helper()
+		w.probe(func(*shard) {}) // every shard done with the rounds that answered so far
 		for i, st := range []string{"inbox", "round", "commit"} {
 			var m dto.Metric
 			if err := w.engine.metrics.voucherSeconds.WithLabelValues(st).(prometheus.Metric).Write(&m); err != nil {
@@ -72,39 +75,85 @@ func TestVoucherStages(t *testing.T) {
 	transfer := func(key string, amount uint64) payment.Request {
 		return payment.Request{Key: key, Form: payment.Transfer, Ledger: 1, Amount: amount, From: alice, To: bob}
 	}
-	for i, key := range []string{"v1", "v2", "v3"} {
-		_, before := stages()
+	// timed makes one call and answers how many times each stage was timed for it and how
+	// long, and how long the call took.
+	timed := func(reqs ...payment.Request) (n [3]uint64, spent [3]float64, took float64) {
+		t.Helper()
+		c0, s0 := stages()
 		start := time.Now()
-		if r := w.create(transfer(key, 10))[0]; r.Result != payment.ResultOK {
-			t.Fatalf("%s: %v", key, r.Result)
+		for i, r := range w.create(reqs...) {
+			if r.Result != payment.ResultOK {
+				t.Fatalf("%s: %v", reqs[i].Key, r.Result)
+			}
 		}
-		took := time.Since(start).Seconds()
-		count, after := stages()
-		var spent float64
+		took = time.Since(start).Seconds()
+		c1, s1 := stages()
 		for s := range 3 {
-			if count[s] != uint64(i+1) {
-				t.Fatalf("after %d calls, stage %d timed %d times", i+1, s, count[s])
+			n[s], spent[s] = c1[s]-c0[s], s1[s]-s0[s]
+			if spent[s] < 0 {
+				t.Fatalf("stage %d: %v s", s, spent[s])
 			}
-			d := after[s] - before[s]
-			if d < 0 {
-				t.Fatalf("stage %d: %v s", s, d)
-			}
-			spent += d
 		}
-		if spent > took {
-			t.Fatalf("the stages of %s add up to %v s, the call took %v s", key, spent, took)
+		// Each shard's three stages lie within the call.
+		if all := spent[inbox] + spent[round] + spent[commit]; all > took*float64(n[commit]) {
+			t.Fatalf("%d shards' stages add up to %v s, the call took %v s", n[commit], all, took)
 		}
-		if after[2] == before[2] {
-			t.Fatalf("%s: a synced commit took no time", key)
+		return n, spent, took
+	}
+	for _, key := range []string{"v1", "v2", "v3"} {
+		if n, spent, _ := timed(transfer(key, 10)); n != [3]uint64{1, 1, 1} || spent[commit] == 0 {
+			t.Fatalf("%s: timed %v, %v s", key, n, spent)
 		}
 	}
+	// A call over both shards is timed once on each.
+	var split []payment.Request
+	shards := map[*shard]bool{}
+	for i := range 8 {
+		r := transfer(fmt.Sprintf("split-%d", i), 10)
+		split = append(split, r)
+		shards[w.engine.shardOfKey(&r)] = true
+	}
+	if len(shards) != 2 {
+		t.Fatalf("8 keys on %d shards", len(shards))
+	}
+	if n, _, _ := timed(split...); n != [3]uint64{2, 2, 2} {
+		t.Fatalf("a call over 2 shards timed %v", n)
+	}
+	// A repeat and a refusal are not timed: the next call with a new order is timed once.
+	before, _ := stages()
 	if r := w.create(transfer("v1", 10))[0]; r.Result != payment.ResultExists {
 		t.Fatalf("repeat: %v", r.Result)
 	}
 	if r := w.create(transfer("v4", 0))[0]; r.Result == payment.ResultOK {
 		t.Fatalf("an amount of 0 was taken")
 	}
-	if count, _ := stages(); count != [3]uint64{3, 3, 3} {
-		t.Fatalf("a repeat and a refusal were timed: %v", count)
+	if n, _, _ := timed(transfer("v5", 10)); n != [3]uint64{1, 1, 1} {
+		t.Fatalf("timed %v", n)
+	}
+	if after, _ := stages(); after[commit]-before[commit] != 1 {
+		t.Fatalf("a repeat and a refusal were timed: %d timings for one new order", after[commit]-before[commit])
+	}
+	// A slow commit shows in the commit stage.
+	const hold = 30 * time.Millisecond
+	hook := func(int) { time.Sleep(hold) }
+	w.engine.commitHook.Store(&hook)
+	_, spent, _ := timed(transfer("v6", 10))
+	w.engine.commitHook.Store(nil)
+	if spent[commit] < hold.Seconds() {
+		t.Fatalf("a commit held %v: its stage took %v s", hold, spent[commit])
+	}
+	// A shard busy with something else shows in the inbox stage.
+	r := transfer("v7", 10)
+	busy := w.engine.shardOfKey(&r)
+	_, s0 := stages()
+	started, release := make(chan struct{}), make(chan struct{})
+	busy.requests <- probeMsg{fn: func(*shard) { close(started); <-release }, done: make(chan struct{})}
+	<-started
+	go func() { time.Sleep(hold); close(release) }()
+	if got := w.create(r)[0]; got.Result != payment.ResultOK {
+		t.Fatalf("v7: %v", got.Result)
+	}
+	if _, s1 := stages(); s1[inbox]-s0[inbox] < hold.Seconds()/2 {
+		t.Fatalf("the shard was busy for %v: the inbox stage took %v s", hold, s1[inbox]-s0[inbox])
 	}
 }

@@ -472,7 +472,7 @@ func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
 func (s *shard) create(m *createMsg) {
 	now := s.now()
 	taken := time.Now()
-	orders := len(s.cur.order)
+	r, orders := s.cur, len(s.cur.order)
 	stored := make([]uint64, len(m.idx))
 	if s.failed == nil {
 		if err := s.storedKeys(m, stored); err != nil {
@@ -500,8 +500,10 @@ func (s *shard) create(m *createMsg) {
 		}
 		s.createOne(m, i, ref, now)
 	}
-	if len(s.cur.order) > orders && !m.sent.IsZero() {
-		s.cur.vouchers = append(s.cur.vouchers, voucherWait{sent: m.sent, taken: taken})
+	// Timed when it made new orders, in the round it began in (a failure in between leaves a
+	// new round, which holds none of them).
+	if s.cur == r && len(r.order) > orders && !m.sent.IsZero() {
+		r.vouchers = append(r.vouchers, voucherWait{sent: m.sent, taken: taken})
 	}
 	s.after(func(err error) { m.done <- err })
 }
@@ -845,6 +847,7 @@ func (s *shard) committer() {
 
 // committed runs what waited for the round that is now durable.
 func (s *shard) committed(err error) {
+	durable := time.Now() // before any reply: the vouchers' commit stage ends here
 	r := s.committing
 	s.committing = nil
 	if err != nil {
@@ -865,7 +868,6 @@ func (s *shard) committed(err error) {
 	for _, o := range r.final {
 		s.e.metrics.final(o)
 	}
-	s.e.metrics.vouchers(r.vouchers, r.sealed, time.Now())
 	for _, k := range r.opened {
 		s.e.metrics.exceptions.WithLabelValues(k.String()).Inc()
 	}
@@ -877,6 +879,8 @@ func (s *shard) committed(err error) {
 		s.evict(o)
 	}
 	s.flush()
+	// Timed last: nothing of the round (its effects, the next commit) waits for the metric.
+	s.e.metrics.vouchers(r.vouchers, r.sealed, durable)
 }
 
 func refOriginal(o *payment.Order) uint64 {
