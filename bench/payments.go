@@ -311,11 +311,7 @@ func runPayments(ctx context.Context, c *Config, tgt target, pay *payLayer) (*Re
 	r.start = start
 	var wg sync.WaitGroup
 	for _, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.loop(ctx)
-		}()
+		wg.Go(func() { w.loop(ctx) })
 	}
 	wg.Wait()
 	issueEnd := time.Now()

@@ -334,16 +334,9 @@ func setTransfer(t *ledgerv1.Transfer, id, debit, credit, amount, pendingID uint
 	t.Ledger, t.Code, t.Flags = ledgerID, 1, flags
 }
 
-func (r *runner) run(ctx context.Context) (*Result, error) {
+// workers makes the run's callers (Concurrency of them) and the shards their latencies go to.
+func (r *runner) workers() ([]*latencyShard, []*worker) {
 	c := r.cfg
-	m := startMeter(c.MetricsAddr)
-
-	if g, ok := r.tgt.(interface{ transferStreams() *streamPool }); ok {
-		r.pool = g.transferStreams() // nil without --streams
-	}
-	if a, ok := r.tgt.(aheadTarget); ok && c.PrepareAhead && !c.Pending && !c.ClientBatching && r.pool == nil {
-		r.ahead = a
-	}
 	shards := make([]*latencyShard, min(latencyShards, c.Concurrency))
 	for i := range shards {
 		shards[i] = &latencyShard{request: newHistogram(), transfer: newHistogram()}
@@ -360,20 +353,34 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		}
 		workers[i] = w
 	}
+	return shards, workers
+}
+
+func (r *runner) run(ctx context.Context) (*Result, error) {
+	c := r.cfg
+	m := startMeter(c.MetricsAddr)
+
+	if g, ok := r.tgt.(interface{ transferStreams() *streamPool }); ok {
+		r.pool = g.transferStreams() // nil without --streams
+	}
+	if a, ok := r.tgt.(aheadTarget); ok && c.PrepareAhead && !c.Pending && !c.ClientBatching && r.pool == nil {
+		r.ahead = a
+	}
+	shards, workers := r.workers()
 	series := []float64{}
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	r.start = time.Now()
 	go r.progress(stopProgress, progressDone, &series)
-	var wg sync.WaitGroup
-	for _, w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.loop(ctx)
-		}()
+	if r.pool != nil && !c.Pending {
+		r.pool.runCallers(ctx, r, workers)
+	} else {
+		var wg sync.WaitGroup
+		for _, w := range workers {
+			wg.Go(func() { w.loop(ctx) })
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	elapsed := time.Since(r.start)
 	close(stopProgress)
 	<-progressDone
@@ -649,7 +656,12 @@ func (w *worker) send(ctx context.Context, ts []*ledgerv1.Transfer) bool {
 func (w *worker) record(n int, call func() (failed int, err error)) bool {
 	start := time.Now()
 	failed, err := call()
-	micros := time.Since(start).Microseconds()
+	return w.recorded(n, time.Since(start).Microseconds(), failed, err)
+}
+
+// recorded counts a request of n transfers answered in micros, failed of them refused, or
+// failed with err as a whole; it reports whether every transfer was created.
+func (w *worker) recorded(n int, micros int64, failed int, err error) bool {
 	w.r.requests.Add(1)
 	if err != nil {
 		w.r.errs.Add(1)

@@ -34,6 +34,8 @@ type streamPool struct {
 	cancel  context.CancelFunc
 	recv    sync.WaitGroup
 	answers atomic.Int64
+	// callers, while runCallers runs, takes the answers in place of replies, by stream.
+	callers atomic.Pointer[[]*streamCallers]
 }
 
 type txStream struct {
@@ -72,7 +74,7 @@ func dialStreams(addr string, sec client.Security, n, workers int) (*streamPool,
 		st := &txStream{s: s, dead: make(chan struct{})}
 		p.streams = append(p.streams, st)
 		p.recv.Add(1)
-		go p.receive(st)
+		go p.receive(st, len(p.streams)-1)
 	}
 	return p, nil
 }
@@ -100,7 +102,7 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.pr
 func (c requestCodec) Name() string { return c.proto.Name() }
 
 // receive hands each answer to the worker its tag names, until the stream ends.
-func (p *streamPool) receive(st *txStream) {
+func (p *streamPool) receive(st *txStream, j int) {
 	defer p.recv.Done()
 	for {
 		resp, err := st.s.Recv()
@@ -113,12 +115,20 @@ func (p *streamPool) receive(st *txStream) {
 			return
 		}
 		p.answers.Add(int64(len(resp.GetAnswers())))
+		var sc *streamCallers
+		if cs := p.callers.Load(); cs != nil {
+			sc = (*cs)[j]
+		}
 		for _, a := range resp.GetAnswers() {
 			r := streamReply{failed: len(a.GetResults())}
 			if a.GetCode() != 0 {
 				r.err = status.Error(codes.Code(a.GetCode()), a.GetMessage())
 			}
-			if tag := a.GetTag(); tag < uint64(len(p.replies)) {
+			switch tag := a.GetTag(); {
+			case tag >= uint64(len(p.replies)):
+			case sc != nil:
+				sc.answer(int(tag), r)
+			default:
 				p.replies[tag] <- r
 			}
 		}
@@ -170,4 +180,122 @@ func (p *streamPool) close() error {
 		errs = append(errs, c.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// runCallers runs the workers as the run's callers on the streams without a goroutine each (a
+// worker's goroutine cost the load generator three hand-offs a request, on the cores it shares
+// with the ledger it measures): worker i is a caller on stream i mod len(streams), tagged i,
+// with one request out at a time as before. Each stream's sender (here, a goroutine per
+// stream) makes and sends the next request of each caller whose answer came; its receiver
+// (receive) records each answer and hands the caller back. It returns once every caller is
+// done: no transfers left, the run's context done, or the stream failed (the requests out
+// then count as failed, and each later one fails at once).
+func (p *streamPool) runCallers(ctx context.Context, r *runner, workers []*worker) {
+	scs := make([]*streamCallers, len(p.streams))
+	for j, st := range p.streams {
+		scs[j] = &streamCallers{st: st, workers: workers, wake: make(chan struct{}, 1)}
+	}
+	for i := range workers {
+		scs[i%len(scs)].ready = append(scs[i%len(scs)].ready, i)
+	}
+	p.callers.Store(&scs)
+	defer p.callers.Store(nil)
+	var wg sync.WaitGroup
+	for _, sc := range scs {
+		wg.Go(func() { sc.send(ctx, r) })
+	}
+	wg.Wait()
+}
+
+// streamCallers are one stream's callers: its sender takes the ready ones, its receiver
+// makes them ready again.
+type streamCallers struct {
+	st      *txStream
+	workers []*worker     // all of the run's, by tag
+	wake    chan struct{} // one place: ready grew
+	mu      sync.Mutex
+	ready   []int         // callers whose next request is due
+	out     map[int]int64 // callers with a request out: when it was sent (Unix ns)
+}
+
+// send is the stream's sender: it sends each ready caller's next request until every caller
+// is done.
+func (sc *streamCallers) send(ctx context.Context, r *runner) {
+	c := r.cfg
+	live := len(sc.ready) // callers not done
+	sc.out = make(map[int]int64, live)
+	var batch []int
+	for live > 0 {
+		sc.mu.Lock()
+		batch, sc.ready = sc.ready, batch[:0]
+		sc.mu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-sc.wake:
+			case <-sc.st.dead:
+				sc.failOut(sc.st.err)
+			case <-ctx.Done():
+				sc.failOut(ctx.Err()) // a late answer finds its caller no longer out
+			}
+			continue
+		}
+		for _, k := range batch {
+			w := sc.workers[k]
+			first, n := int64(0), int64(0)
+			if ctx.Err() == nil {
+				first, n = r.take(int64(c.Batch))
+			}
+			if n == 0 {
+				live--
+				continue
+			}
+			w.used = 0
+			w.streamReq.Transfers = w.transfers(first, int(n), w.batch[:0])
+			w.streamReq.Tag = uint64(k)
+			// The caller's request and its clock are the receiver's once out (under mu).
+			sc.mu.Lock()
+			sc.out[k] = time.Now().UnixNano()
+			sc.mu.Unlock()
+			if err := sc.st.s.Send(&w.streamReq); err != nil {
+				<-sc.st.dead // Send fails once the stream has: its receiver has ended
+				sc.failOut(sc.st.err)
+			}
+		}
+	}
+}
+
+// answer records caller k's answer (the stream's receiver calls it) and makes it ready.
+func (sc *streamCallers) answer(k int, rep streamReply) {
+	now := time.Now().UnixNano()
+	sc.mu.Lock()
+	sent, ok := sc.out[k]
+	if ok {
+		delete(sc.out, k)
+		w := sc.workers[k]
+		if ts := w.streamReq.Transfers; w.recorded(len(ts), (now-sent)/1e3, rep.failed, rep.err) {
+			w.posted(ts)
+		}
+		sc.ready = append(sc.ready, k)
+	}
+	sc.mu.Unlock()
+	if ok {
+		select {
+		case sc.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// failOut counts the requests out as failed with err and makes their callers ready: once the
+// stream has failed (its receiver has ended: no answer will come; each next request fails at
+// once), or the run's context is done (none is sent after).
+func (sc *streamCallers) failOut(err error) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for k := range sc.out {
+		w := sc.workers[k]
+		w.recorded(len(w.streamReq.Transfers), 0, 0, err)
+		sc.ready = append(sc.ready, k)
+	}
+	clear(sc.out)
 }
