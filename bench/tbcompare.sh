@@ -281,6 +281,7 @@ echo "- load before: ${load_before#*load average: }; after: ${load_after#*load a
 echo "- git revision: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -z "$(git -C "$repo" status --porcelain 2>/dev/null)" ] || echo ' (with uncommitted changes)'); TigerBeetle: $("$tb" version 2>/dev/null | head -1 || true)"
 echo "- $transfers transfers per run, $rounds round(s); median (min-max) over the rounds; ratio = ledger/TigerBeetle of each round's pair"
 echo "- ledger-bench makes each caller's next request while its request is in flight (its --prepare-ahead default) in rows 1, 2, 3 and 5"
+echo "- row 6's 1,024 callers are run by each stream's sender and receiver goroutines, not a goroutine each (ledger-bench --streams since session 22); row 4's are goroutines of their own"
 echo
 echo "| row | workload | TigerBeetle tx/s | ledger tx/s | ratio (ledger/TB) | TB batch p99 ms (whole ms) | ledger request p99 ms | ledgerd RSS GiB | target | met? |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
