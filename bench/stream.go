@@ -39,7 +39,7 @@ type streamPool struct {
 }
 
 type txStream struct {
-	mu   sync.Mutex // Send is not safe for concurrent use
+	mu   sync.Mutex // Send is not safe for concurrent use (runCallers' sender, the stream's only one while it runs, takes none)
 	s    grpc.BidiStreamingClient[ledgerv1.CreateTransfersStreamRequest, ledgerv1.CreateTransfersStreamResponse]
 	dead chan struct{} // closed when the stream fails; err says why
 	err  error
@@ -129,7 +129,10 @@ func (p *streamPool) receive(st *txStream, j int) {
 			case sc != nil:
 				sc.answer(int(tag), r)
 			default:
-				p.replies[tag] <- r
+				select {
+				case p.replies[tag] <- r:
+				default: // a second answer to one request (a server's bug): dropped, not waited on
+				}
 			}
 		}
 	}
@@ -193,7 +196,7 @@ func (p *streamPool) close() error {
 func (p *streamPool) runCallers(ctx context.Context, r *runner, workers []*worker) {
 	scs := make([]*streamCallers, len(p.streams))
 	for j, st := range p.streams {
-		scs[j] = &streamCallers{st: st, workers: workers, wake: make(chan struct{}, 1)}
+		scs[j] = &streamCallers{st: st, workers: workers, wake: make(chan struct{}, 1), out: map[int]int64{}}
 	}
 	for i := range workers {
 		scs[i%len(scs)].ready = append(scs[i%len(scs)].ready, i)
@@ -215,20 +218,25 @@ type streamCallers struct {
 	wake    chan struct{} // one place: ready grew
 	mu      sync.Mutex
 	ready   []int         // callers whose next request is due
-	out     map[int]int64 // callers with a request out: when it was sent (Unix ns)
+	out     map[int]int64 // callers with a request out: when the sender took it up (Unix ns)
 }
 
 // send is the stream's sender: it sends each ready caller's next request until every caller
 // is done.
 func (sc *streamCallers) send(ctx context.Context, r *runner) {
 	c := r.cfg
+	sc.mu.Lock()
 	live := len(sc.ready) // callers not done
-	sc.out = make(map[int]int64, live)
+	sc.mu.Unlock()
 	var batch []int
 	for live > 0 {
 		sc.mu.Lock()
 		batch, sc.ready = sc.ready, batch[:0]
 		sc.mu.Unlock()
+		// A request's latency counts from here, when the sender took its caller up: the
+		// making and sending of the requests before it in the batch are the caller's wait,
+		// as a goroutine per caller waited for the stream's Send.
+		took := time.Now().UnixNano()
 		if len(batch) == 0 {
 			select {
 			case <-sc.wake:
@@ -254,7 +262,7 @@ func (sc *streamCallers) send(ctx context.Context, r *runner) {
 			w.streamReq.Tag = uint64(k)
 			// The caller's request and its clock are the receiver's once out (under mu).
 			sc.mu.Lock()
-			sc.out[k] = time.Now().UnixNano()
+			sc.out[k] = took
 			sc.mu.Unlock()
 			if err := sc.st.s.Send(&w.streamReq); err != nil {
 				<-sc.st.dead // Send fails once the stream has: its receiver has ended

@@ -85,8 +85,29 @@ func TestStreamCallersWhenTheStreamsEnd(t *testing.T) {
 	if ok := r.done.Load() - r.failed.Load(); ok != 2*20 {
 		t.Fatalf("%d transfers created, want the 40 of the 20 requests answered", ok)
 	}
-	if r.errs.Load() == 0 || r.firstErr.Load() == nil {
-		t.Fatalf("no request error recorded")
+	if r.requests.Load() != 500 || r.errs.Load() != 500-20 || r.failed.Load() != 2*(500-20) || r.firstErr.Load() == nil {
+		t.Fatalf("%d requests, %d failed (%d transfers), want 500, 480 (960)", r.requests.Load(), r.errs.Load(), r.failed.Load())
+	}
+}
+
+// An answer that comes after its request was counted failed (failOut), or for a caller with
+// no request out, changes nothing.
+func TestStreamCallersLateAnswer(t *testing.T) {
+	r := &runner{cfg: &Config{Distribution: Uniform, Accounts: 50, Transfers: 10, Batch: 2, Concurrency: 2, Seed: 7}}
+	_, workers := r.workers()
+	sc := &streamCallers{st: &txStream{dead: make(chan struct{})}, workers: workers, wake: make(chan struct{}, 1),
+		out: map[int]int64{}}
+	first, n := r.take(2)
+	w := workers[0]
+	w.streamReq.Transfers = w.transfers(first, int(n), w.batch[:0])
+	sc.out[0] = time.Now().UnixNano()
+	sc.failOut(context.Canceled)
+	sc.answer(0, streamReply{})
+	sc.answer(1, streamReply{})
+	if r.requests.Load() != 1 || r.done.Load() != 2 || r.failed.Load() != 2 || r.amount.Load() != 0 ||
+		len(sc.ready) != 1 || sc.ready[0] != 0 {
+		t.Fatalf("requests %d, answered %d, failed %d, posted %d, ready %v; want 1, 2, 2, 0, [0]",
+			r.requests.Load(), r.done.Load(), r.failed.Load(), r.amount.Load(), sc.ready)
 	}
 }
 
