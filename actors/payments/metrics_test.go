@@ -2,6 +2,7 @@ package payments
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,10 +143,52 @@ func TestVoucherStages(t *testing.T) {
 	if spent[commit] < hold.Seconds() {
 		t.Fatalf("a commit held %v: its stage took %v s", hold, spent[commit])
 	}
+	// A call that comes while the commit before it is held waits in the round stage: its
+	// shard takes it at once, into the round sealed once that commit is durable.
+	first := transfer("v8", 10)
+	var second payment.Request
+	for i := 0; ; i++ {
+		if second = transfer(fmt.Sprintf("v9-%d", i), 10); w.engine.shardOfKey(&second) == w.engine.shardOfKey(&first) {
+			break
+		}
+	}
+	// Nothing else commits meanwhile: every order so far is final (their postings' rounds done).
+	for deadline := time.Now().Add(10 * time.Second); w.engine.Stats().Active > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d orders still in flight", w.engine.Stats().Active)
+		}
+	}
+	held := make(chan struct{})
+	var once sync.Once
+	holdFirst := func(int) {
+		once.Do(func() { close(held) })
+		time.Sleep(hold)
+	}
+	_, s0 := stages()
+	w.engine.commitHook.Store(&holdFirst)
+	firstDone := make(chan error, 1)
+	go func() {
+		rs, err := w.engine.Create([]payment.Request{first})
+		if err == nil && rs[0].Result != payment.ResultOK {
+			err = fmt.Errorf("%s: %v", first.Key, rs[0].Result)
+		}
+		firstDone <- err
+	}()
+	<-held
+	if got := w.create(second)[0]; got.Result != payment.ResultOK {
+		t.Fatalf("%s: %v", second.Key, got.Result)
+	}
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	w.engine.commitHook.Store(nil)
+	if _, s1 := stages(); s1[round]-s0[round] < hold.Seconds()/2 {
+		t.Fatalf("a call behind a commit held %v waited %v s in the round stage", hold, s1[round]-s0[round])
+	}
 	// A shard busy with something else shows in the inbox stage.
 	r := transfer("v7", 10)
 	busy := w.engine.shardOfKey(&r)
-	_, s0 := stages()
+	_, s0 = stages()
 	started, release := make(chan struct{}), make(chan struct{})
 	busy.requests <- probeMsg{fn: func(*shard) { close(started); <-release }, done: make(chan struct{})}
 	<-started
