@@ -125,7 +125,7 @@ func (p *streamPool) receive(st *txStream, j int) {
 				r.err = status.Error(codes.Code(a.GetCode()), a.GetMessage())
 			}
 			switch tag := a.GetTag(); {
-			case tag >= uint64(len(p.replies)):
+			case tag >= uint64(len(p.replies)): // no caller's tag: dropped
 			case sc != nil:
 				sc.answer(int(tag), r)
 			default:
