@@ -53,6 +53,7 @@ type Server struct {
 	mu      sync.Mutex
 	records map[string]*record // by order_no
 	book    book
+	full    bool // records reached MaxRecords (logged once: the book never shrinks)
 
 	sched     scheduler
 	callbacks chan struct{} // a slot per notice waiting, MaxPendingCallbacks of them
@@ -324,6 +325,11 @@ func (s *Server) admit(r channel.Request, notifyURL string) (rec *record, fresh 
 		return rec, false, 0, nil
 	}
 	if len(s.records) >= s.cfg.MaxRecords {
+		if !s.full {
+			s.full = true
+			s.log.Warn("record book full: every new request is answered 503 from now on (raise --max-records)",
+				"max_records", s.cfg.MaxRecords, "order_no", r.OrderNo)
+		}
 		return nil, false, http.StatusServiceUnavailable, fmt.Errorf("full: %d requests held", s.cfg.MaxRecords)
 	}
 	rec = &record{req: r, notifyURL: notifyURL, fate: drawFate(&s.cfg, r.OrderNo)}

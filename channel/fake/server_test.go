@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -327,14 +328,28 @@ func TestNoticeAbandoned(t *testing.T) {
 	}
 }
 
+// TestFull: past MaxRecords a new request is answered 503 (a repeat of a held one is not),
+// and the first refusal is logged as a warning, once.
 func TestFull(t *testing.T) {
-	e := start(t, Config{Seed: 1, MaxRecords: 1, Sync: true})
+	var logged bytes.Buffer
+	e := start(t, Config{Seed: 1, MaxRecords: 1, Sync: true, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	e.do(t, pay("p-1", 10))
 	e.do(t, pay("p-1", 10))
-	_, err := e.client.Do(context.Background(), pay("p-2", 10))
-	var he *channel.HTTPError
-	if !errors.As(err, &he) || he.Code != http.StatusServiceUnavailable {
-		t.Fatalf("err %v, want 503", err)
+	if strings.Contains(logged.String(), "full") {
+		t.Fatalf("warned before the book was full: %s", logged.String())
+	}
+	for _, no := range []string{"p-2", "p-3"} {
+		_, err := e.client.Do(context.Background(), pay(no, 10))
+		var he *channel.HTTPError
+		if !errors.As(err, &he) || he.Code != http.StatusServiceUnavailable {
+			t.Fatalf("%s: err %v, want 503", no, err)
+		}
+	}
+	if n := strings.Count(logged.String(), "level=WARN msg=\"record book full"); n != 1 {
+		t.Fatalf("%d warnings of a full book, want 1: %s", n, logged.String())
+	}
+	if !strings.Contains(logged.String(), "max_records=1") || !strings.Contains(logged.String(), "order_no=p-2") {
+		t.Fatalf("the warning does not say the bound and the refused order: %s", logged.String())
 	}
 }
 
