@@ -28,6 +28,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,6 +117,9 @@ type Config struct {
 	Breaker    BreakerConfig
 	Clock      Clock      // nil: the machine's clock
 	Metrics    *Collector // nil: no Prometheus metrics (Stats still counts)
+	// Logger hears of the circuit's changes: opened (a warning), half-open and closed.
+	// nil: nothing is logged.
+	Logger *slog.Logger
 }
 
 // BreakerConfig configures the circuit breaker, which counts exchanges with the channel
@@ -176,6 +180,9 @@ func (c Config) withDefaults() Config {
 	defU(&c.Breaker.Probes, DefaultBreakerProbes)
 	if c.Clock == nil {
 		c.Clock = systemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
 }
@@ -363,11 +370,25 @@ func New(name string, c channel.Client, cfg Config, deliver func(Outcome)) *Gate
 			return c.ConsecutiveFailures >= b.ConsecutiveFailures ||
 				c.Requests >= b.MinCalls && float64(c.TotalFailures) >= b.FailureRatio*float64(c.Requests)
 		},
+		OnStateChange: func(_ string, from, to gobreaker.State) { logCircuit(cfg.Logger, name, from, to, b.OpenFor) },
 	})
 	if cfg.Metrics != nil {
 		cfg.Metrics.add(g)
 	}
 	return g
+}
+
+// logCircuit logs a change of the circuit's state (called by the breaker, under its lock).
+func logCircuit(log *slog.Logger, name string, from, to gobreaker.State, openFor time.Duration) {
+	switch to {
+	case gobreaker.StateOpen:
+		log.Warn("gateway: channel circuit opened: its calls fail fast (channel_unavailable) until a probe gets through",
+			"channel", name, "from", from.String(), "probe_after", openFor)
+	case gobreaker.StateHalfOpen:
+		log.Info("gateway: channel circuit half-open: probing with one call at a time", "channel", name)
+	default:
+		log.Info("gateway: channel circuit closed: calls go to the channel again", "channel", name, "from", from.String())
+	}
 }
 
 // Name is the channel's name.

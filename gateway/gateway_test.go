@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,7 +147,9 @@ func TestBreakerHalfOpen(t *testing.T) {
 			release := make(chan struct{})
 			var mode func(context.Context, Call) (channel.Result, error)
 			mode = fail(errTransport)
-			h := newHarness(t, Config{Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenFor: openFor}},
+			var logged lockedBuffer
+			h := newHarness(t, Config{Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenFor: openFor},
+				Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{ReplaceAttr: dropTime}))},
 				func(ctx context.Context, c Call) (channel.Result, error) { return mode(ctx, c) })
 			h.submit("f1")
 			h.next()
@@ -175,8 +182,45 @@ func TestBreakerHalfOpen(t *testing.T) {
 			if n := h.client.sawCalls("second"); n != 0 {
 				t.Fatal("a rejected call reached the client")
 			}
+			// Each change of the circuit is logged, in order; an opening as a warning.
+			want := []string{
+				`level=WARN msg="gateway: channel circuit opened: its calls fail fast (channel_unavailable) until a probe gets through" channel=test from=closed probe_after=50ms`,
+				`level=INFO msg="gateway: channel circuit half-open: probing with one call at a time" channel=test`,
+				`level=INFO msg="gateway: channel circuit closed: calls go to the channel again" channel=test from=half-open`,
+			}
+			if tc.probeFail {
+				want[2] = strings.Replace(want[0], "from=closed", "from=half-open", 1)
+			}
+			if got := strings.Split(strings.TrimSpace(logged.String()), "\n"); !slices.Equal(got, want) {
+				t.Fatalf("logged:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
 		})
 	}
+}
+
+// lockedBuffer is a log sink the gateway's goroutines may write while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func dropTime(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
 
 func TestDegraded(t *testing.T) {

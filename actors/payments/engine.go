@@ -184,7 +184,11 @@ func Start(store *storage.Store, l Ledger, cfg Config) (*Engine, error) {
 		if !ok {
 			return nil, fmt.Errorf("payments: channel %q has no client", name)
 		}
-		e.gateways[name] = gateway.New(name, c, cfg.Gateway, e.deliver)
+		gcfg := cfg.Gateway
+		if gcfg.Logger == nil {
+			gcfg.Logger = e.log
+		}
+		e.gateways[name] = gateway.New(name, c, gcfg, e.deliver)
 	}
 	n := store.Shards()
 	for i := range n {
