@@ -22,8 +22,13 @@ type fate struct {
 	latency     time.Duration // Latency plus its jitter
 	delta       uint64        // mismatch: by how much the amount differs, before scaling
 	down        bool          // mismatch: less than asked (when the amount allows)
-	txns        [2]string     // the txn of the request and, for a dup pay, of the second payment
+	txnNos      [2]uint64     // the txn of the request and, for a dup pay, of the second payment (txn)
 }
+
+// txn is the channel's transaction number i of the request (0: its own; 1: a dup pay's
+// second), made when it is booked: a fate holds no strings, so that the records of a long run
+// cost the garbage collector little.
+func (f fate) txn(i int) string { return fmt.Sprintf("FC%016X", f.txnNos[i]) }
 
 func drawFate(c *Config, orderNo string) fate {
 	h := fnv.New64a()
@@ -45,8 +50,8 @@ func drawFate(c *Config, orderNo string) fate {
 	f.latency = c.Latency + time.Duration(jitter)
 	f.delta = r.Uint64()
 	f.down = r.IntN(2) == 0
-	for i := range f.txns {
-		f.txns[i] = fmt.Sprintf("FC%016X", r.Uint64())
+	for i := range f.txnNos {
+		f.txnNos[i] = r.Uint64()
 	}
 	return f
 }

@@ -53,7 +53,8 @@ type Server struct {
 	mu      sync.Mutex
 	records map[string]*record // by order_no
 	book    book
-	full    bool // records reached MaxRecords (logged once: the book never shrinks)
+	shared  map[string]string // notify URLs and currencies, one copy each (at most sharedMax)
+	full    bool              // records reached MaxRecords (logged once: the book never shrinks)
 
 	sched     scheduler
 	callbacks chan struct{} // a slot per notice waiting, MaxPendingCallbacks of them
@@ -77,6 +78,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		records:   make(map[string]*record),
+		shared:    make(map[string]string),
 		book:      newBook(),
 		callbacks: make(chan struct{}, cfg.MaxPendingCallbacks),
 		posting:   make(chan struct{}, cfg.CallbackConcurrency),
@@ -332,10 +334,42 @@ func (s *Server) admit(r channel.Request, notifyURL string) (rec *record, fresh 
 		}
 		return nil, false, http.StatusServiceUnavailable, fmt.Errorf("full: %d requests held", s.cfg.MaxRecords)
 	}
+	r, notifyURL = s.compact(r, notifyURL)
 	rec = &record{req: r, notifyURL: notifyURL, fate: drawFate(&s.cfg, r.OrderNo)}
 	rec.result = channel.Result{Status: channel.Processing}
 	s.records[r.OrderNo] = rec
 	return rec, true, 0, nil
+}
+
+// sharedMax bounds the distinct notify URLs and currencies held once for all requests; past
+// it, each request keeps its own copy.
+const sharedMax = 64
+
+// compact is r and notifyURL as a held record keeps them, in as few objects as it can (the
+// records of a long run are most of the heap, and each object is work for every collection):
+// its own strings in one allocation, and the notify URL and the currency, which most requests
+// share, as the one copy held for all. Called with s.mu held.
+func (s *Server) compact(r channel.Request, notifyURL string) (channel.Request, string) {
+	one := func(v string) string {
+		if c, ok := s.shared[v]; ok {
+			return c
+		}
+		if len(s.shared) < sharedMax {
+			v = strings.Clone(v)
+			s.shared[v] = v
+		}
+		return v
+	}
+	notifyURL, r.Currency = one(notifyURL), one(r.Currency)
+	all := r.OrderNo + r.Original + r.OriginalTxn + r.Account + r.BizID
+	cut := func(n int) string {
+		v := all[:n]
+		all = all[n:]
+		return v
+	}
+	r.OrderNo, r.Original, r.OriginalTxn = cut(len(r.OrderNo)), cut(len(r.Original)), cut(len(r.OriginalTxn))
+	r.Account, r.BizID = cut(len(r.Account)), cut(len(r.BizID))
+	return r, notifyURL
 }
 
 // startAll starts new requests, those of one latency on one timer.

@@ -648,7 +648,7 @@ func TestStatement(t *testing.T) {
 	if err != nil || lines != 4 || path != filepath.Join(dir, "statement-2026-11-26.csv") {
 		t.Fatalf("WriteStatement = %q, %d, %v", path, lines, err)
 	}
-	dup := e.fateOf("p-1").txns[1]
+	dup := e.fateOf("p-1").txn(1)
 	r1, r2 := e.query(t, channel.Refund, "r-1").Txn, e.query(t, channel.Refund, "r-2").Txn
 	want := "date,txn,op,order_no,original,status,amount,currency,completed_at\n" +
 		"2026-11-26," + min(p1.Txn, dup) + ",pay,p-1,,succeeded,1000,CNY,2026-11-26T23:59:59.001Z\n" +
@@ -678,7 +678,7 @@ func TestStatement(t *testing.T) {
 	if err := e.srv.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dup2 := e.fateOf("p-2").txns[1]
+	dup2 := e.fateOf("p-2").txn(1)
 	want2 := "date,txn,op,order_no,original,status,amount,currency,completed_at\n" +
 		"2026-11-27," + min(p2.Txn, dup2) + ",pay,p-2,,succeeded,70,CNY,2026-11-27T00:00:00.001Z\n" +
 		"2026-11-27," + max(p2.Txn, dup2) + ",pay,p-2,,succeeded,70,CNY,2026-11-27T00:00:00.001Z\n"

@@ -64,7 +64,7 @@ func (s *Server) settleLocked(rec *record) []channel.Notice {
 	now := s.cfg.Now().UTC()
 	res := s.outcome(rec)
 	dupPay := f.dupPay && r.Op == channel.Pay && res.Status == channel.Succeeded
-	own := s.txnOf(r, f.txns[0], res, now)
+	own := s.txnOf(r, f.txn(0), res, now)
 	// Statement faults only on a txn that is otherwise clean, so that each is one difference.
 	var long txn
 	if res.Status == channel.Succeeded && !(r.Op == channel.Pay && (f.mismatch || dupPay)) {
@@ -85,7 +85,7 @@ func (s *Server) settleLocked(rec *record) []channel.Notice {
 	if r.Op == channel.Pay && res.Status == channel.Succeeded {
 		rec.collected += res.Amount
 		if dupPay {
-			id := s.book.add(s.txnOf(r, f.txns[1], res, now))
+			id := s.book.add(s.txnOf(r, f.txn(1), res, now))
 			rec.dupTxn = id
 			rec.collected += res.Amount
 			notices = append(notices, noticeOf(r, id, res))
