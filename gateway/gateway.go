@@ -370,7 +370,7 @@ func New(name string, c channel.Client, cfg Config, deliver func(Outcome)) *Gate
 			return c.ConsecutiveFailures >= b.ConsecutiveFailures ||
 				c.Requests >= b.MinCalls && float64(c.TotalFailures) >= b.FailureRatio*float64(c.Requests)
 		},
-		OnStateChange: func(_ string, from, to gobreaker.State) { logCircuit(cfg.Logger, name, from, to, b.OpenFor) },
+		OnStateChange: func(_ string, from, to gobreaker.State) { logCircuit(cfg.Logger, name, from, to, b) },
 	})
 	if cfg.Metrics != nil {
 		cfg.Metrics.add(g)
@@ -378,14 +378,16 @@ func New(name string, c channel.Client, cfg Config, deliver func(Outcome)) *Gate
 	return g
 }
 
-// logCircuit logs a change of the circuit's state (called by the breaker, under its lock).
-func logCircuit(log *slog.Logger, name string, from, to gobreaker.State, openFor time.Duration) {
+// logCircuit logs a change of the circuit's state. The breaker calls it under its lock, from
+// the gateway's loop (an exchange's report) or from whoever asks its state (a submission, a
+// status read, a metrics scrape): half-open is logged at the first of those after OpenFor.
+func logCircuit(log *slog.Logger, name string, from, to gobreaker.State, b BreakerConfig) {
 	switch to {
 	case gobreaker.StateOpen:
 		log.Warn("gateway: channel circuit opened: its calls fail fast (channel_unavailable) until a probe gets through",
-			"channel", name, "from", from.String(), "probe_after", openFor)
+			"channel", name, "from", from.String(), "probe_after", b.OpenFor)
 	case gobreaker.StateHalfOpen:
-		log.Info("gateway: channel circuit half-open: probing with one call at a time", "channel", name)
+		log.Info("gateway: channel circuit half-open: probe exchanges of one call each go through", "channel", name, "probes", b.Probes)
 	default:
 		log.Info("gateway: channel circuit closed: calls go to the channel again", "channel", name, "from", from.String())
 	}

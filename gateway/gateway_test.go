@@ -185,7 +185,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 			// Each change of the circuit is logged, in order; an opening as a warning.
 			want := []string{
 				`level=WARN msg="gateway: channel circuit opened: its calls fail fast (channel_unavailable) until a probe gets through" channel=test from=closed probe_after=50ms`,
-				`level=INFO msg="gateway: channel circuit half-open: probing with one call at a time" channel=test`,
+				`level=INFO msg="gateway: channel circuit half-open: probe exchanges of one call each go through" channel=test probes=1`,
 				`level=INFO msg="gateway: channel circuit closed: calls go to the channel again" channel=test from=half-open`,
 			}
 			if tc.probeFail {

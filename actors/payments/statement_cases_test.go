@@ -46,6 +46,12 @@ type stubRig struct {
 }
 
 func newStubRig(t *testing.T, c *stubChannel, at time.Time) *stubRig {
+	return newStubRigOf(t, c, at, nil)
+}
+
+// newStubRigOf is newStubRig over any client, with adjust (if any) applied to the engine's
+// configuration before it starts.
+func newStubRigOf(t *testing.T, c channel.Client, at time.Time, adjust func(*Config)) *stubRig {
 	r := &stubRig{t: t}
 	r.clock.Store(uint64(at.UnixNano()))
 	store, err := storage.Open(t.TempDir(), storage.Options{Shards: 2, CacheBytes: 1 << 20})
@@ -59,10 +65,14 @@ func newStubRig(t *testing.T, c *stubChannel, at time.Time) *stubRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.engine, err = Start(store, r.ledger, Config{Setup: setup, Clients: map[string]channel.Client{"bank": c},
+	cfg := Config{Setup: setup, Clients: map[string]channel.Client{"bank": c},
 		Secrets: map[string][]byte{"bank": secret}, Now: r.clock.Load,
 		Gateway: gateway.Config{Timeout: time.Second, RateLimit: 1e6, Burst: 1000, MaxInFlight: 32},
-		Tick:    20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Tick:    20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	r.engine, err = Start(store, r.ledger, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -399,7 +399,7 @@ func (s *Server) startAll(recs []*record) {
 func (s *Server) logStart(rec *record) {
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("request", "op", rec.req.Op, "order_no", rec.req.OrderNo, "amount", rec.req.Amount,
-			"fate", fmt.Sprintf("%+v", rec.fate))
+			"fate", fmt.Sprintf("%+v", rec.fate), "txn", rec.fate.txn(0))
 	}
 }
 
