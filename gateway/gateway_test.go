@@ -1,18 +1,17 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ledgercore/ledger/channel"
+	"github.com/ledgercore/ledger/internal/syncbuf"
 )
 
 func TestOutcomeOfOneCall(t *testing.T) {
@@ -147,7 +146,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 			release := make(chan struct{})
 			var mode func(context.Context, Call) (channel.Result, error)
 			mode = fail(errTransport)
-			var logged lockedBuffer
+			var logged syncbuf.Buffer // the gateway's goroutines write it
 			h := newHarness(t, Config{Breaker: BreakerConfig{ConsecutiveFailures: 2, OpenFor: openFor},
 				Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{ReplaceAttr: dropTime}))},
 				func(ctx context.Context, c Call) (channel.Result, error) { return mode(ctx, c) })
@@ -196,24 +195,6 @@ func TestBreakerHalfOpen(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is a log sink the gateway's goroutines may write while a test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func dropTime(_ []string, a slog.Attr) slog.Attr {

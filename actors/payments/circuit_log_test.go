@@ -1,17 +1,16 @@
 package payments
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ledgercore/ledger/channel"
 	"github.com/ledgercore/ledger/gateway"
+	"github.com/ledgercore/ledger/internal/syncbuf"
 )
 
 // deadChannel answers nothing: every call fails as a whole, as a channel that is down.
@@ -27,29 +26,11 @@ func (deadChannel) Query(context.Context, channel.Op, string) (channel.Result, e
 	return channel.Result{}, errDead
 }
 
-// syncBuffer is a log sink the engine's goroutines write while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestEngineLogsTheCircuit: a channel's gateway logs through the engine's logger, so when
 // the channel goes down the operator reads that its circuit opened (gateway.Config.Logger
 // left nil).
 func TestEngineLogsTheCircuit(t *testing.T) {
-	var logged syncBuffer
+	var logged syncbuf.Buffer // the engine's goroutines write it while the test reads
 	r := newStubRigOf(t, deadChannel{}, time.Now(), func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 		c.Gateway.Breaker = gateway.BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Hour}

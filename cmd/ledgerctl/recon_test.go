@@ -8,7 +8,6 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/ledgercore/ledger/actors/payments"
 	"github.com/ledgercore/ledger/api"
 	"github.com/ledgercore/ledger/events"
+	"github.com/ledgercore/ledger/internal/syncbuf"
 	"github.com/ledgercore/ledger/ledger"
 	"github.com/ledgercore/ledger/ledger/payment"
 	reconlib "github.com/ledgercore/ledger/ledger/recon"
@@ -84,19 +84,6 @@ ID                        DIFFERENCE  ORDER  STEP  TRANSFER  EXPECTED           
 	}
 }
 
-// syncBuffer is a buffer written by one goroutine and read by another.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestReconFollowAndFindings: against an in-process server with a live event stream,
 // recon --follow prints the seeded anomaly (a plain ledger transfer carrying a payment's biz id
 // within its window, which no payment order accounts for) once when its window closes,
@@ -145,7 +132,7 @@ func TestReconFollowAndFindings(t *testing.T) {
 	followContext = func() (context.Context, context.CancelFunc) { return ctx, func() {} }
 	followTick = 50 * time.Millisecond
 	defer func() { followContext, followTick = oldCtx, oldTick }()
-	var out, errs syncBuffer
+	var out, errs syncbuf.Buffer
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run([]string{"recon", "--follow", "--addr", addr, "--window", "1s", "--grace", "0s"}, &out, &errs)
