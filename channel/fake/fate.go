@@ -22,7 +22,7 @@ type fate struct {
 	latency     time.Duration // Latency plus its jitter
 	delta       uint64        // mismatch: by how much the amount differs, before scaling
 	down        bool          // mismatch: less than asked (when the amount allows)
-	txnNos      [2]uint64     // the txn of the request and, for a dup pay, of the second payment (txn)
+	txnNos      [2]uint64     // numbers of the txn of the request and, for a dup pay, of its second (see txn)
 }
 
 // txn is the channel's transaction number i of the request (0: its own; 1: a dup pay's

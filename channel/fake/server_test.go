@@ -345,6 +345,7 @@ func TestFull(t *testing.T) {
 			t.Fatalf("%s: err %v, want 503", no, err)
 		}
 	}
+	e.do(t, pay("p-1", 10)) // a repeat of the held one is still answered
 	if n := strings.Count(logged.String(), "level=WARN msg=\"record book full"); n != 1 {
 		t.Fatalf("%d warnings of a full book, want 1: %s", n, logged.String())
 	}
