@@ -99,11 +99,25 @@ func sampled(id uint64) bool {
 	return (id*0x9E3779B97F4A7C15)>>(64-6) == 0
 }
 
+// finalOrder is what the metrics count of an order that reached a final state: kept with its
+// round until it is durable, instead of a clone of the whole order.
+type finalOrder struct {
+	id     uint64
+	bizID  string
+	form   payment.Form
+	state  payment.State
+	result payment.Result
+}
+
+func finalOf(o *payment.Order) finalOrder {
+	return finalOrder{id: o.ID, bizID: o.BizID, form: o.Form, state: o.State, result: o.Result}
+}
+
 // final counts an order that reached a final state and is durable.
-func (m *Metrics) final(o *payment.Order) {
-	c := m.orders.WithLabelValues(o.Form.String(), o.State.String(), o.Result.String())
-	if ea, ok := c.(prometheus.ExemplarAdder); ok && o.BizID != "" && (sampled(o.ID) || o.State != payment.Succeeded) {
-		ea.AddWithExemplar(1, prometheus.Labels{"biz_id": o.BizID})
+func (m *Metrics) final(o finalOrder) {
+	c := m.orders.WithLabelValues(o.form.String(), o.state.String(), o.result.String())
+	if ea, ok := c.(prometheus.ExemplarAdder); ok && o.bizID != "" && (sampled(o.id) || o.state != payment.Succeeded) {
+		ea.AddWithExemplar(1, prometheus.Labels{"biz_id": o.bizID})
 	} else {
 		c.Inc()
 	}

@@ -37,7 +37,7 @@ func TestFinalExemplars(t *testing.T) {
 		want  string
 	}{{picked, payment.Succeeded, "biz-a"}, {picked + 1, payment.Succeeded, ""}, {picked + 1, payment.Failed, "biz-a"}} {
 		m := NewMetrics()
-		m.final(&payment.Order{ID: tc.id, BizID: "biz-a", Form: payment.Pay, State: tc.state})
+		m.final(finalOf(&payment.Order{ID: tc.id, BizID: "biz-a", Form: payment.Pay, State: tc.state}))
 		var got dto.Metric
 		if err := m.orders.WithLabelValues(payment.Pay.String(), tc.state.String(), payment.Result(0).String()).(interface {
 			Write(*dto.Metric) error

@@ -62,7 +62,7 @@ type round struct {
 	order   []storage.OrderWrite
 	after   []func(err error) // replies, once the round is durable (or failed)
 	effects []effect
-	final   []*payment.Order // orders that reach a final state in the round (metrics)
+	final   []finalOrder // orders that reach a final state in the round (metrics)
 	opened  []payment.ExceptionKind
 	// vouchers are the create messages whose new orders the round writes, and sealed when
 	// the round was sealed: where their vouchers waited (ledger_payment_voucher_stage_seconds).
@@ -459,7 +459,7 @@ func (s *shard) versioned(o *payment.Order, fn func() payment.Effects) {
 		}
 	}
 	if !final && o.State.Final() {
-		s.cur.final = append(s.cur.final, o.Clone()) // counted once durable, once
+		s.cur.final = append(s.cur.final, finalOf(o)) // counted once durable, once
 	}
 	for _, x := range o.Exceptions[n:] {
 		s.cur.opened = append(s.cur.opened, x.Kind)
