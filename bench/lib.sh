@@ -1,4 +1,4 @@
-# Shell helpers shared by bench/tbcompare.sh and bench/subcost.sh (sourced; they define die).
+# Shell helpers shared by bench/tbcompare.sh, bench/subcost.sh and bench/paysustained.sh (sourced; they define die).
 
 # free_port: a loopback port nothing answers on now, below the kernel's ephemeral range: a port
 # in it may be the local end of a connection, which answers nothing yet cannot be listened on.
