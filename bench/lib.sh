@@ -12,3 +12,16 @@ free_port() {
   done
   die "no free port found"
 }
+
+# wait_up NAME PID LOG URL [any]: waits (30 s at most) until URL answers 2xx (any HTTP status
+# with "any") while process PID runs; otherwise dies saying which, with the end of LOG.
+wait_up() {
+  local name=$1 pid=$2 log=$3 url=$4 f=-f
+  [ "${5:-}" = any ] && f=""
+  for _ in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; die "$name exited at start (the end of its log above)"; }
+    curl -s $f -o /dev/null --max-time 1 "$url" && return
+    sleep 0.1
+  done
+  tail -20 "$log" >&2; die "$name did not answer $url within 30 s (the end of its log above)"
+}

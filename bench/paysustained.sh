@@ -61,21 +61,10 @@ if [ -z "$bindir" ]; then
   built="built from $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')"
 fi
 
-. "$repo/bench/lib.sh" # free_port
+. "$repo/bench/lib.sh" # free_port, wait_up
 
 users=5000
 printf 'paysustained-secret-of-enough-bytes' >"$work/secret"
-
-# up NAME PID URL LOG: waits (30 s at most) until URL answers over HTTP, or dies saying why.
-up() {
-  local name=$1 pid=$2 url=$3 log=$4
-  for _ in $(seq 300); do
-    kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; die "$name exited at start (its log's end above)"; }
-    curl -s -o /dev/null --max-time 1 "$url" && return
-    sleep 0.1
-  done
-  tail -20 "$log" >&2; die "$name did not answer $url within 30 s"
-}
 
 # one RATE [bench flags]: a run at RATE orders a second; prints its line.
 one() {
@@ -87,12 +76,12 @@ one() {
     --max-records $((2 * (orders + users) > 1000000 ? 2 * (orders + users) : 1000000)) \
     --max-pending-callbacks 1000000 >"$d/fake.log" 2>&1 &
   pids=($!)
-  up fakechannel "${pids[0]}" "http://127.0.0.1:$fp/" "$d/fake.log"
+  wait_up fakechannel "${pids[0]}" "$d/fake.log" "http://127.0.0.1:$fp/" any # no health path: any answer
   "$bindir/ledgerd" --data-dir "$d/data" --listen "127.0.0.1:$lp" --metrics-listen "127.0.0.1:$mp" \
     --admin-listen "127.0.0.1:$(free_port)" --notify-listen "127.0.0.1:$(free_port)" \
     --channel "demo=http://127.0.0.1:$fp" --channel-secret "demo=$work/secret" --channel-rate 100000 >"$d/log" 2>&1 &
   pids+=($!)
-  up ledgerd "${pids[1]}" "http://127.0.0.1:$mp/healthz" "$d/log"
+  wait_up ledgerd "${pids[1]}" "$d/log" "http://127.0.0.1:$mp/healthz"
   "$bindir/ledger-bench" --addr "127.0.0.1:$lp" --metrics-addr "127.0.0.1:$mp" --quiet --json "$d/r.json" \
     --workload payments --channel demo --rate "$rate" --orders "$orders" --accounts "$users" --batch 25 \
     --concurrency 128 "$@" >"$d/out" 2>&1 &

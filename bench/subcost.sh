@@ -49,7 +49,7 @@ if [ -z "$bindir" ]; then
   (cd "$repo" && go build -o "$bindir" ./cmd/ledgerd ./cmd/ledger-bench)
 fi
 
-. "$repo/bench/lib.sh" # free_port
+. "$repo/bench/lib.sh" # free_port, wait_up
 
 # one KIND [bench flags]: a run; appends "KIND rate cpu_seconds" to $work/runs.
 one() {
@@ -59,7 +59,7 @@ one() {
   "$bindir/ledgerd" --data-dir "$d/data" --listen "127.0.0.1:$lp" --metrics-listen "127.0.0.1:$mp" \
     --admin-listen "127.0.0.1:$(free_port)" --notify-listen "127.0.0.1:$(free_port)" >"$d/log" 2>&1 &
   pid=$!
-  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$mp/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_up ledgerd "$pid" "$d/log" "http://127.0.0.1:$mp/healthz"
   "$bindir/ledger-bench" --addr "127.0.0.1:$lp" --metrics-addr "127.0.0.1:$mp" --quiet --json "$d/r.json" \
     --transfers "$transfers" --batch "$batch" "$@" >"$d/out" 2>&1 || { cat "$d/out" "$d/log" >&2; die "ledger-bench failed"; }
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true; pid=""

@@ -173,13 +173,7 @@ ledger_run() {
   "$bindir/ledgerd" --data-dir "$d/data" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
     --admin-listen "127.0.0.1:$aport" --notify-listen "127.0.0.1:$nport" >"$d/ledgerd.log" 2>&1 &
   ledgerd_pid=$!
-  local up=""
-  for _ in $(seq 300); do
-    if curl -sf "http://127.0.0.1:$mport/healthz" >/dev/null 2>&1; then up=1; break; fi
-    kill -0 "$ledgerd_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$up" ] || { tail -20 "$d/ledgerd.log" >&2; die "ledgerd did not become healthy (round $round, row $row)"; }
+  wait_up "ledgerd (round $round, row $row)" "$ledgerd_pid" "$d/ledgerd.log" "http://127.0.0.1:$mport/healthz"
   if ! run "$d" "$bindir/ledger-bench" --addr "127.0.0.1:$port" --metrics-addr "127.0.0.1:$mport" --quiet \
        --json "$d/result.json" --transfers "$transfers" "$@" >"$d/bench.out" 2>&1; then
     cat "$d/bench.out" >&2; tail -20 "$d/ledgerd.log" >&2; die "ledger-bench failed (round $round, row $row)"
