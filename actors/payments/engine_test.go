@@ -603,7 +603,7 @@ func TestRoundsKeepTheirBound(t *testing.T) {
 	msg := func(orders int) *createMsg {
 		done := make(chan error, 1)
 		dones = append(dones, done)
-		m := &createMsg{done: done}
+		m := &createMsg{done: done, sent: time.Now()}
 		for len(m.reqs) < orders {
 			k := fmt.Sprint("k", n)
 			n++

@@ -502,7 +502,7 @@ func (s *shard) create(m *createMsg) {
 	}
 	// Timed when it made new orders, in the round it began in (a failure in between leaves a
 	// new round, which holds none of them).
-	if s.cur == r && len(r.order) > orders && !m.sent.IsZero() {
+	if s.cur == r && len(r.order) > orders {
 		r.vouchers = append(r.vouchers, voucherWait{sent: m.sent, taken: taken})
 	}
 	s.after(func(err error) { m.done <- err })
